@@ -1,0 +1,127 @@
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import type { Command } from "commander";
+import { stringify } from "yaml";
+import { effectiveConfig, loadGlobalConfig, loadProjectConfig, projectConfigFile, validateConfigFile } from "../config/load.js";
+import { resolvePaths } from "../config/paths.js";
+import { listProjects, projectNameFor, removeProject } from "../config/project-registry.js";
+import { CloisterError } from "../errors.js";
+import { listRecords } from "../sandbox/records.js";
+import { printTable } from "./output.js";
+
+/** Opens a file in $VISUAL/$EDITOR (vi by default), then validates it so mistakes show at once. */
+function editAndValidate(file: string, kind: "global" | "project"): Promise<unknown> {
+  const editor = process.env.VISUAL || process.env.EDITOR || "vi";
+  const result = spawnSync(editor, [file], { stdio: "inherit" });
+  if (result.error) throw new CloisterError(`could not start the editor ${JSON.stringify(editor)}: ${result.error.message}`, "set EDITOR to your editor");
+  return validateConfigFile(file, kind);
+}
+
+export function registerConfigCommands(program: Command): void {
+  const config = program.command("config").description("the global configuration (config.yaml)");
+
+  config
+    .command("show")
+    .description("print the effective configuration (global, merged with the current project's if any)")
+    .option("--project <dir>", "merge this project's configuration")
+    .option("--json", "machine-readable output")
+    .action(async (flags: { project?: string; json?: boolean }) => {
+      const paths = resolvePaths();
+      const global = await loadGlobalConfig(paths);
+      const project = flags.project ? await loadProjectConfig(paths, (await projectNameFor(flags.project, paths)).name) : undefined;
+      const shown = project ? effectiveConfig(global, project) : global;
+      process.stdout.write(flags.json ? `${JSON.stringify(shown, null, 2)}\n` : stringify(shown));
+    });
+
+  config
+    .command("path")
+    .description("print the path of the global config file")
+    .action(() => void process.stdout.write(`${resolvePaths().globalConfigFile}\n`));
+
+  config
+    .command("init")
+    .description("write the commented default config file if there is none (never overwrites)")
+    .action(async () => {
+      const paths = resolvePaths();
+      await loadGlobalConfig(paths);
+      process.stderr.write(`Config file: ${paths.globalConfigFile}\n`);
+    });
+
+  config
+    .command("edit")
+    .description("edit the global config in $EDITOR, then validate it")
+    .action(async () => {
+      const paths = resolvePaths();
+      await loadGlobalConfig(paths).catch(() => undefined);
+      await editAndValidate(paths.globalConfigFile, "global");
+      process.stderr.write("Config is valid.\n");
+    });
+
+  config
+    .command("validate")
+    .description("check the global config and every project config; errors name file, line and key")
+    .action(async () => {
+      const paths = resolvePaths();
+      await loadGlobalConfig(paths);
+      for (const project of await listProjects(paths)) await validateConfigFile(project.configFile, "project");
+      process.stderr.write("All config files are valid.\n");
+    });
+
+  const project = program.command("project").description("projects cloister knows about (projects/<name>.yaml)");
+
+  project
+    .command("list")
+    .alias("ls")
+    .description("list known projects")
+    .option("--json", "machine-readable output")
+    .action(async (flags: { json?: boolean }) => {
+      const projects = await listProjects(resolvePaths());
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(projects, null, 2)}\n`);
+      if (projects.length === 0) return void process.stdout.write("No projects yet: `cloister run` or `cloister start` in a git repository registers it.\n");
+      printTable(["NAME", "PATH"], projects.map((p) => [p.name, p.path ?? "(unknown)"]));
+    });
+
+  project
+    .command("show")
+    .description("print a project's config file and its cloisters")
+    .argument("<name>", "the project's name")
+    .action(async (name: string) => {
+      const paths = resolvePaths();
+      const file = projectConfigFile(paths, name);
+      const text = readIfExists(file);
+      if (text === undefined) throw new CloisterError(`no project named ${JSON.stringify(name)}`, "see `cloister project list`");
+      await validateConfigFile(file, "project");
+      const cloisters = listRecords(paths).filter((r) => r.project === name).map((r) => r.name);
+      process.stdout.write(`# ${file}\n${text}${text.endsWith("\n") ? "" : "\n"}# cloisters: ${cloisters.join(", ") || "none"}\n`);
+    });
+
+  project
+    .command("edit")
+    .description("edit a project's config in $EDITOR, then validate it")
+    .argument("<name>", "the project's name")
+    .action(async (name: string) => {
+      await editAndValidate(projectConfigFile(resolvePaths(), name), "project");
+      process.stderr.write("Project config is valid.\n");
+    });
+
+  project
+    .command("remove")
+    .alias("rm")
+    .description("forget a project (its config file); refuses while it has cloisters")
+    .argument("<name>", "the project's name")
+    .action(async (name: string) => {
+      const paths = resolvePaths();
+      const running = listRecords(paths).filter((r) => r.project === name);
+      if (running.length > 0) throw new CloisterError(`project ${name} has cloisters: ${running.map((r) => r.name).join(", ")}`, "stop them first with `cloister stop NAME`");
+      await removeProject(paths, name);
+      process.stderr.write(`Removed project ${name}.\n`);
+    });
+}
+
+function readIfExists(file: string): string | undefined {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+}

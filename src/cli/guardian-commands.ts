@@ -1,0 +1,50 @@
+import type { Command } from "commander";
+import { resolvePaths } from "../config/paths.js";
+import { ensureGuardian, guardianCall, guardianStatus } from "../guardian/control-client.js";
+
+export function registerGuardianCommands(program: Command): void {
+  const guardian = program.command("guardian").description("the per-user host daemon that tracks cloisters and owns their network");
+
+  guardian
+    .command("start")
+    .description("start the guardian (run and start do this automatically)")
+    .action(async () => {
+      const status = await ensureGuardian(resolvePaths());
+      process.stderr.write(`Guardian running (pid ${status.pid}).\n`);
+    });
+
+  guardian
+    .command("stop")
+    .description("stop every cloister of this instance, then the guardian")
+    .action(async () => {
+      const paths = resolvePaths();
+      const before = await guardianStatus(paths);
+      if (!before) return void process.stderr.write("Guardian is not running.\n");
+      const { stopped } = await guardianCall<{ stopped: string[] }>(paths, "POST", "/v1/shutdown");
+      for (let i = 0; i < 200 && (await guardianStatus(paths)); i++) await new Promise((r) => setTimeout(r, 25));
+      process.stderr.write(`Stopped ${stopped.length} cloister(s) and the guardian.\n`);
+    });
+
+  guardian
+    .command("status")
+    .description("show whether the guardian runs, and what it tracks")
+    .option("--json", "machine-readable output")
+    .action(async (flags: { json?: boolean }) => {
+      const status = await guardianStatus(resolvePaths());
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(status ? { running: true, ...status } : { running: false }, null, 2)}\n`);
+      if (!status) {
+        process.stdout.write("Guardian: not running\n");
+        process.exitCode = 3;
+        return;
+      }
+      process.stdout.write(`Guardian: running (pid ${status.pid}, version ${status.version}, since ${status.startedAt})\nCloisters: ${status.cloisters}\nControl socket: ${status.controlSocket}\n`);
+    });
+
+  guardian
+    .command("reload")
+    .description("re-read configuration")
+    .action(async () => {
+      await guardianCall(resolvePaths(), "POST", "/v1/reload");
+      process.stderr.write("Guardian configuration reloaded.\n");
+    });
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from "commander";
+import { CloisterError } from "../errors.js";
+import { VERSION } from "../version.js";
+import { registerConfigCommands } from "./config-commands.js";
+import { registerDoctorCommand } from "./doctor-command.js";
+import { registerGuardianCommands } from "./guardian-commands.js";
+import { registerSandboxCommands } from "./sandbox-commands.js";
+
+/** Exit code when cloister itself fails (as opposed to the command it ran), like `docker run`. */
+const CLOISTER_FAILED = 125;
+
+const program = new Command()
+  .name("cloister")
+  .description("Run AI agents and any command at full speed inside a sandbox they cannot leave.")
+  .version(VERSION)
+  .showHelpAfterError("(run with --help for usage)")
+  .exitOverride()
+  .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+
+registerSandboxCommands(program);
+registerGuardianCommands(program);
+registerConfigCommands(program);
+registerDoctorCommand(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  process.exitCode = exitCodeFor(error);
+}
+
+function exitCodeFor(error: unknown): number {
+  if (error instanceof CommanderError) {
+    // --help and --version "fail" with exit code 0; usage errors were already printed.
+    return error.exitCode === 0 ? 0 : CLOISTER_FAILED;
+  }
+  const message = error instanceof CloisterError ? error.oneLine() : error instanceof Error ? error.message : String(error);
+  process.stderr.write(`cloister: ${message.replace(/\n/g, " ")}\n`);
+  if (process.env.CLOISTER_DEBUG && error instanceof Error) process.stderr.write(`${error.stack ?? ""}\n`);
+  return CLOISTER_FAILED;
+}

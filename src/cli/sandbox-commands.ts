@@ -1,0 +1,171 @@
+import type { Command } from "commander";
+import { createCloister, findCloister, listCloisters, parseTimeout, stopCloister, type CloisterOptions } from "../cloister.js";
+import { formatDuration } from "../config/units.js";
+import { resolvePaths } from "../config/paths.js";
+import { CloisterError } from "../errors.js";
+import { parseEnvAssignments } from "../sandbox/env.js";
+import { readRecord } from "../sandbox/records.js";
+import { locateProject } from "../sandbox/project.js";
+import { projectNameFor } from "../config/project-registry.js";
+import { runAttached } from "./terminal.js";
+import { printTable, collect } from "./output.js";
+
+interface SandboxFlags {
+  project?: string;
+  allowNoGit?: boolean;
+  network?: boolean;
+  memory?: string;
+  pids?: string;
+  cpu?: string;
+  env?: string[];
+  name?: string;
+}
+
+function cloisterOptions(flags: SandboxFlags): CloisterOptions {
+  return {
+    project: flags.project,
+    allowNoGit: flags.allowNoGit,
+    network: flags.network,
+    memory: flags.memory,
+    pids: flags.pids,
+    cpu: flags.cpu,
+    env: parseEnvAssignments(flags.env ?? []),
+    name: flags.name,
+  };
+}
+
+function projectFlags(command: Command): Command {
+  return command
+    .option("--project <dir>", "the project directory (its git toplevel is used; default: current directory)")
+    .option("--allow-no-git", "allow a plain directory that is not in a git repository");
+}
+
+function limitFlags(command: Command): Command {
+  return command
+    .option("--no-network", "no network at all inside (not even the guardian's proxy)")
+    .option("--memory <size>", "memory limit, e.g. 4GiB, 512M, or none")
+    .option("--pids <n>", "maximum number of processes, or none")
+    .option("--cpu <percent>", "CPU limit in percent of one core, e.g. 150%, or none")
+    .option("--env <NAME=VALUE>", "set an environment variable inside (repeatable)", collect, []);
+}
+
+export function registerSandboxCommands(program: Command): void {
+  limitFlags(projectFlags(program.command("run")))
+    .description("run a command in a fresh cloister for the project, then remove the cloister")
+    .option("--timeout <duration>", "stop the cloister after this long (e.g. 90s, 5m, 1h30m); exit code 124")
+    .argument("<command...>", "the command and its arguments (put them after --)")
+    .action(async (command: string[], flags: SandboxFlags & { timeout?: string }) => {
+      const exitCode = await runOnce(command, cloisterOptions(flags), parseTimeout(flags.timeout));
+      process.exitCode ??= exitCode;
+    });
+
+  limitFlags(projectFlags(program.command("start")))
+    .description("start (or re-enter) the project's persistent cloister and open a shell in it at /work")
+    .option("-d, --detach", "start it in the background without opening a shell")
+    .option("--name <name>", "name of the cloister (default: the project's name)")
+    .action(async (flags: SandboxFlags & { detach?: boolean }) => {
+      const options = cloisterOptions(flags);
+      const name = flags.name ?? (await defaultCloisterName(flags));
+      let cloister = await findCloister(name, options);
+      if (cloister) {
+        process.stderr.write(`Entering cloister ${name}. Type 'exit' to leave; it keeps running.\n`);
+      } else {
+        cloister = await createCloister({ ...options, name }, true);
+        process.stderr.write(`Started cloister ${name} (project at /work).${flags.detach ? "" : " Type 'exit' to leave; it keeps running."}\n`);
+      }
+      if (flags.detach) return;
+      const shell = cloister.shell;
+      process.exitCode = await runAttached(cloister, [shell, "-i"]);
+      process.stderr.write(`Left cloister ${name}; it is still running. Stop it with: cloister stop ${name}\n`);
+    });
+
+  program
+    .command("exec")
+    .description("run a command in a running cloister (default: the current project's)")
+    .argument("[name]", "the cloister's name")
+    .argument("<command...>", "the command and its arguments (put them after --)")
+    .option("--env <NAME=VALUE>", "set an environment variable (repeatable)", collect, [])
+    .option("-w, --workdir <dir>", "working directory inside (default /work)")
+    .action(async (name: string | undefined, command: string[], flags: { env: string[]; workdir?: string }) => {
+      const target = name ?? (await defaultCloisterName({}));
+      const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env) });
+      if (!cloister) throw new CloisterError(`no running cloister named ${JSON.stringify(target)}`, "start it with `cloister start -d`, or see `cloister list`");
+      process.exitCode = await runAttached(cloister, command, { cwd: flags.workdir });
+    });
+
+  program
+    .command("stop")
+    .description("stop a cloister and every process in it (default: the current project's)")
+    .argument("[name]", "the cloister's name")
+    .option("--all", "stop every cloister of this instance")
+    .action(async (name: string | undefined, flags: { all?: boolean }) => {
+      const names = flags.all ? (await listCloisters()).map((c) => c.name) : [name ?? (await defaultCloisterName({}))];
+      for (const target of names) {
+        await stopCloister(target);
+        process.stderr.write(`Stopped cloister ${target}\n`);
+      }
+      if (flags.all && names.length === 0) process.stderr.write("No cloisters to stop.\n");
+    });
+
+  program
+    .command("list")
+    .alias("ls")
+    .description("list cloisters")
+    .option("--json", "machine-readable output")
+    .action(async (flags: { json?: boolean }) => {
+      const cloisters = (await listCloisters()).map((c) => ({
+        name: c.name,
+        project: c.project,
+        projectRoot: c.projectRoot,
+        persistent: c.persistent,
+        network: c.network,
+        running: c.running,
+        createdAt: c.createdAt,
+        limits: c.limitMechanism,
+      }));
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(cloisters, null, 2)}\n`);
+      if (cloisters.length === 0) return void process.stdout.write("No cloisters.\n");
+      printTable(
+        ["NAME", "PROJECT", "STATUS", "KIND", "NETWORK", "CREATED"],
+        cloisters.map((c) => [c.name, c.project, c.running ? "running" : "dead", c.persistent ? "start" : "run", c.network ? "proxy" : "none", c.createdAt]),
+      );
+    });
+
+  program
+    .command("path")
+    .description("print the host directory of a cloister's project (for cd \"$(cloister path NAME)\")")
+    .argument("<name>", "the cloister's name")
+    .action((name: string) => {
+      const record = readRecord(resolvePaths(), name);
+      if (!record) throw new CloisterError(`no cloister named ${JSON.stringify(name)}`, "see `cloister list`");
+      process.stdout.write(`${record.projectRoot}\n`);
+    });
+}
+
+/** `cloister run`: a fresh cloister for one command, removed afterwards whatever happens. */
+async function runOnce(command: string[], options: CloisterOptions, timeoutMs: number | undefined): Promise<number> {
+  const cloister = await createCloister(options, false);
+  let timedOut = false;
+  const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
+    timedOut = true;
+    void cloister.stop();
+  }, timeoutMs);
+  try {
+    return await runAttached(cloister, command);
+  } catch (error) {
+    if (!timedOut) throw error;
+    return 0;
+  } finally {
+    clearTimeout(timer);
+    if (timedOut) {
+      process.stderr.write(`cloister: ${command[0]} timed out after ${formatDuration(timeoutMs ?? 0)}; the cloister was stopped\n`);
+      process.exitCode = 124;
+    }
+    await cloister.stop().catch(() => undefined);
+  }
+}
+
+async function defaultCloisterName(flags: SandboxFlags): Promise<string> {
+  const location = locateProject(flags.project ?? process.cwd(), flags.allowNoGit);
+  return (await projectNameFor(location.root)).name;
+}

@@ -1,0 +1,186 @@
+import { randomBytes } from "node:crypto";
+import type { Readable, Writable } from "node:stream";
+import { resolvePaths, type CloisterPaths } from "./config/paths.js";
+import { effectiveConfig, loadGlobalConfig, loadProjectConfig } from "./config/load.js";
+import { projectNameFor, registerProject } from "./config/project-registry.js";
+import { parseDuration, parsePercent, parseSize } from "./config/units.js";
+import { CloisterError } from "./errors.js";
+import { ensureGuardian, guardianCall } from "./guardian/control-client.js";
+import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
+import { launchCloister, PROXY_PORT, sandboxHome, type LaunchSpec } from "./sandbox/engine.js";
+import { sandboxEnv } from "./sandbox/env.js";
+import { execInCloister, type ExecSession } from "./sandbox/init-client.js";
+import { locateProject } from "./sandbox/project.js";
+import { isKeeperAlive, listRecords, readRecord, type CloisterRecord } from "./sandbox/records.js";
+import { userInfo } from "node:os";
+
+/** Options shared by the CLI and the library; every field is optional. */
+export interface CloisterOptions {
+  /** Project directory (its git toplevel is used); default: the current directory. */
+  project?: string;
+  allowNoGit?: boolean;
+  /** Name of a persistent cloister; default: the project's name. */
+  name?: string;
+  /** false = no network at all (not even the guardian bridge). Default from config (true). */
+  network?: boolean;
+  /** "8GiB", "512M", bytes, or "none". */
+  memory?: string | number;
+  pids?: number | string;
+  /** "150%" of one core, or "none". */
+  cpu?: string;
+  /** Extra environment for commands: NAME → value. */
+  env?: Record<string, string>;
+  /** An isolated instance (like CLOISTER_HOME); default from the environment. */
+  paths?: CloisterPaths;
+}
+
+export interface ExecOptions {
+  cwd?: string;
+  env?: Record<string, string>;
+  tty?: { rows: number; cols: number };
+  stdin?: Readable;
+  stdout?: Writable;
+  stderr?: Writable;
+}
+
+/** A running cloister. Commands run in it through its init; `stop` ends it and everything inside. */
+export class Cloister {
+  constructor(
+    readonly record: CloisterRecord,
+    private readonly paths: CloisterPaths,
+    private readonly baseEnv: Record<string, string>,
+  ) {}
+
+  get name(): string {
+    return this.record.name;
+  }
+
+  /** The login shell configured for cloisters (config `defaults.shell`). */
+  get shell(): string {
+    return this.baseEnv.SHELL ?? "/bin/sh";
+  }
+
+  /** Starts a command; await `.done` for its exit code. */
+  exec(argv: string[], options: ExecOptions = {}): ExecSession {
+    if (argv.length === 0) throw new CloisterError("no command given");
+    const env = { ...this.baseEnv, ...options.env };
+    if (options.tty) env.TERM ??= "xterm-256color";
+    return execInCloister(
+      this.record.initSocket,
+      { tty: options.tty !== undefined, rows: options.tty?.rows ?? 24, cols: options.tty?.cols ?? 80, cwd: options.cwd ?? WORK_DIR, argv, env },
+      { stdin: options.stdin, stdout: options.stdout ?? process.stdout, stderr: options.stderr ?? process.stderr },
+    );
+  }
+
+  async stop(): Promise<void> {
+    await stopCloister(this.name, this.paths);
+  }
+}
+
+/** Creates a cloister: persistent ones live until `stop`, others are meant for one `run`. */
+export async function createCloister(options: CloisterOptions = {}, persistent = false): Promise<Cloister> {
+  const paths = options.paths ?? resolvePaths();
+  const spec = await launchSpec(options, paths, persistent);
+  await ensureGuardian(paths);
+  const id = randomBytes(4).toString("hex");
+  const grant = await guardianCall<{ token?: string; socketDir?: string }>(paths, "POST", "/v1/cloisters", { name: spec.name, id, network: spec.network });
+  spec.guardianSocketDir = grant.socketDir;
+  spec.proxyToken = grant.token;
+  const record = await launchCloister(paths, spec, id);
+  return new Cloister(record, paths, await commandEnv(record, options, paths));
+}
+
+/** The persistent cloister of that name if it is running. */
+export async function findCloister(name: string, options: CloisterOptions = {}): Promise<Cloister | undefined> {
+  const paths = options.paths ?? resolvePaths();
+  const record = readRecord(paths, name);
+  if (!record || !isKeeperAlive(record)) return undefined;
+  return new Cloister(record, paths, await commandEnv(record, options, paths));
+}
+
+/** Creates a fresh cloister, runs one command, removes the cloister; resolves with the exit code. */
+export async function runInCloister(argv: string[], options: CloisterOptions = {}, exec: ExecOptions = {}): Promise<number> {
+  const cloister = await createCloister(options, false);
+  try {
+    return (await cloister.exec(argv, exec).done).exitCode;
+  } finally {
+    await cloister.stop();
+  }
+}
+
+export async function stopCloister(name: string, paths: CloisterPaths = resolvePaths()): Promise<void> {
+  await ensureGuardian(paths);
+  await guardianCall(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/stop`);
+}
+
+export async function listCloisters(paths: CloisterPaths = resolvePaths()): Promise<(CloisterRecord & { running: boolean })[]> {
+  return listRecords(paths).map((r) => ({ ...r, running: isKeeperAlive(r) }));
+}
+
+async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persistent: boolean): Promise<LaunchSpec> {
+  const location = locateProject(options.project ?? process.cwd(), options.allowNoGit);
+  const { name: project } = await projectNameFor(location.root, paths);
+  const config = effectiveConfig(await loadGlobalConfig(paths), await loadProjectConfig(paths, project));
+  await registerProject(paths, project, location.root);
+  const name = persistent ? checkedName(options.name ?? project) : `${project.slice(0, 50)}-run-${randomBytes(3).toString("hex")}`;
+  return {
+    name,
+    project,
+    projectRoot: location.root,
+    isGit: location.isGit,
+    persistent,
+    network: options.network ?? config.defaults.network,
+    limits: {
+      memoryBytes: optionOr(options.memory, parseSize, config.limits.memory),
+      pids: optionOr(options.pids, (v) => positiveInteger(v, "--pids"), config.limits.pids),
+      cpuPercent: optionOr(options.cpu, parsePercent, config.limits.cpu),
+    },
+    tmpfsBytes: config.limits.tmpfs ?? DEFAULT_TMPFS_BYTES,
+    protect: config.sandbox.protect,
+    refs: Object.entries(config.refs).map(([refName, hostPath]) => ({ name: refName, hostPath })),
+    extraMounts: config.sandbox.mounts,
+  };
+}
+
+const DEFAULT_TMPFS_BYTES = 1024 ** 3;
+
+/** A command-line value wins over config; "none" means no limit. */
+function optionOr<T extends string | number>(value: T | undefined, parse: (v: T) => number, fallback: number | null): number | undefined {
+  if (value === undefined) return fallback ?? undefined;
+  if (typeof value === "string" && value.trim().toLowerCase() === "none") return undefined;
+  return parse(value);
+}
+
+function positiveInteger(value: string | number, flag: string): number {
+  const n = typeof value === "number" ? value : Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new CloisterError(`${flag} must be a positive whole number, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** Cloister names become hostnames, file names and cgroup names: keep them boring. */
+export function checkedName(name: string): string {
+  if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name)) {
+    throw new CloisterError(`invalid cloister name ${JSON.stringify(name)}`, "use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit");
+  }
+  return name;
+}
+
+export function parseTimeout(value: string | undefined): number | undefined {
+  if (value === undefined || value.trim().toLowerCase() === "none") return undefined;
+  return parseDuration(value);
+}
+
+async function commandEnv(record: CloisterRecord, options: CloisterOptions, paths: CloisterPaths): Promise<Record<string, string>> {
+  const config = effectiveConfig(await loadGlobalConfig(paths), await loadProjectConfig(paths, record.project));
+  const proxyUrl = record.network && record.proxyToken ? `http://cloister:${record.proxyToken}@127.0.0.1:${PROXY_PORT}` : undefined;
+  return sandboxEnv({
+    hostEnv: process.env,
+    cloisterName: record.name,
+    user: userInfo().username,
+    home: sandboxHome(),
+    shell: config.defaults.shell,
+    extraNames: config.sandbox.env,
+    proxyUrl,
+    explicit: options.env ?? {},
+  });
+}

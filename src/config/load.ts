@@ -1,0 +1,347 @@
+/**
+ * Reading config files: YAML → plain data → zod, with every problem traced back to the file, line,
+ * column and key it came from. The YAML is parsed as a Document (not straight to JS) precisely so a
+ * zod issue path like ["limits", "memory"] can be mapped back to the node it came from.
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { type Document, LineCounter, type Node, type Pair, isAlias, isMap, isNode, isScalar, isSeq, parseDocument } from "yaml";
+import type { z } from "zod";
+import { CloisterError } from "../errors.js";
+import { createFileAtomic, ensurePrivateDir } from "./atomic-write.js";
+import type { CloisterPaths } from "./paths.js";
+import {
+  type ConfigKind,
+  type EffectiveConfig,
+  type GlobalConfig,
+  GlobalConfigSchema,
+  type Mount,
+  type ProjectConfig,
+  ProjectConfigSchema,
+  ProjectNameSchema,
+  allKeyPaths,
+  describeValue,
+  keysAt,
+} from "./schema.js";
+import { GLOBAL_CONFIG_TEMPLATE } from "./template.js";
+
+// ---------------------------------------------------------------------------------------------------
+// Errors
+
+export interface ConfigProblem {
+  file: string;
+  /** 1-based. */
+  line: number;
+  /** 1-based. */
+  column: number;
+  /** Dotted key path, e.g. "limits.memory" or "sandbox.mounts[0].src"; "" for the file as a whole. */
+  key: string;
+  problem: string;
+  hint?: string;
+}
+
+/**
+ * A config file is wrong. The message names the first problem in file order as
+ * `<file>:<line>:<col>: <key>: <problem>`; `problems` holds all of them, for `validate`-style output.
+ */
+export class ConfigError extends CloisterError {
+  readonly file: string;
+  readonly line: number;
+  readonly column: number;
+  readonly key: string;
+  readonly problems: readonly ConfigProblem[];
+
+  constructor(problems: readonly [ConfigProblem, ...ConfigProblem[]]) {
+    const [first] = problems;
+    super(formatProblem(first), first.hint);
+    this.name = "ConfigError";
+    this.file = first.file;
+    this.line = first.line;
+    this.column = first.column;
+    this.key = first.key;
+    this.problems = problems;
+  }
+}
+
+export function formatProblem(problem: ConfigProblem): string {
+  const where = `${problem.file}:${problem.line}:${problem.column}`;
+  return problem.key ? `${where}: ${problem.key}: ${problem.problem}` : `${where}: ${problem.problem}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Loading
+
+/** The global config; on first use the commented template is written (0600, in a 0700 dir). */
+export async function loadGlobalConfig(paths: CloisterPaths): Promise<GlobalConfig> {
+  const file = paths.globalConfigFile;
+  let text = await readIfExists(file);
+  if (text === undefined) {
+    await ensurePrivateDir(paths.configDir);
+    // Another cloister process may create it at the same moment; theirs is as good as ours.
+    await createFileAtomic(file, GLOBAL_CONFIG_TEMPLATE);
+    text = await readConfigText(file);
+  }
+  return parseConfigText(text, file, "global");
+}
+
+/** A project's config; a missing file means all defaults (it is not created: `path` is written on registration). */
+export async function loadProjectConfig(paths: CloisterPaths, projectName: string): Promise<ProjectConfig> {
+  const file = projectConfigFile(paths, projectName);
+  const text = await readIfExists(file);
+  return parseConfigText(text ?? "", file, "project");
+}
+
+/** The file holding a project's config. Refuses names that are not safe identifiers (they become file names). */
+export function projectConfigFile(paths: CloisterPaths, projectName: string): string {
+  const check = ProjectNameSchema.safeParse(projectName);
+  if (!check.success) throw new CloisterError(check.error.issues[0]?.message ?? `invalid project name ${JSON.stringify(projectName)}`);
+  return join(paths.projectConfigDir, `${projectName}.yaml`);
+}
+
+/** Read and check one config file; throws ConfigError (or CloisterError when it cannot be read). */
+export async function validateConfigFile(path: string, kind: "global"): Promise<GlobalConfig>;
+export async function validateConfigFile(path: string, kind: "project"): Promise<ProjectConfig>;
+export async function validateConfigFile(path: string, kind: ConfigKind): Promise<GlobalConfig | ProjectConfig>;
+export async function validateConfigFile(path: string, kind: ConfigKind): Promise<GlobalConfig | ProjectConfig> {
+  return parseConfigText(await readConfigText(path), path, kind);
+}
+
+/**
+ * What a cloister runs with: project limits override global ones key by key; protect and env lists
+ * are joined (duplicates dropped); mounts are joined with a project mount replacing a global one that
+ * has the same dest (two mounts on one dest would leave only the last visible anyway).
+ */
+export function effectiveConfig(global: GlobalConfig, project: ProjectConfig): EffectiveConfig {
+  const limits = { ...global.limits };
+  for (const [key, value] of Object.entries(project.limits) as Array<[keyof typeof limits, number | null | undefined]>) {
+    if (value !== undefined) Object.assign(limits, { [key]: value });
+  }
+  return {
+    defaults: { ...global.defaults },
+    limits,
+    sandbox: {
+      protect: unique([...global.sandbox.protect, ...project.sandbox.protect]),
+      env: unique([...global.sandbox.env, ...project.sandbox.env]),
+      mounts: mergeMounts(global.sandbox.mounts, project.sandbox.mounts),
+    },
+    refs: { ...project.refs },
+    ui: { ...global.ui },
+  };
+}
+
+function unique<T>(items: readonly T[]): T[] {
+  return [...new Set(items)];
+}
+
+function mergeMounts(base: readonly Mount[], overrides: readonly Mount[]): Mount[] {
+  const byDest = new Map<string, Mount>();
+  for (const mount of [...base, ...overrides]) byDest.set(mount.dest, { ...mount });
+  return [...byDest.values()];
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Parsing
+
+/** Parse and validate config text; `file` is only used in messages. Empty text gives all defaults. */
+export function parseConfigText(text: string, file: string, kind: "global"): GlobalConfig;
+export function parseConfigText(text: string, file: string, kind: "project"): ProjectConfig;
+export function parseConfigText(text: string, file: string, kind: ConfigKind): GlobalConfig | ProjectConfig;
+export function parseConfigText(text: string, file: string, kind: ConfigKind): GlobalConfig | ProjectConfig {
+  const schema = kind === "global" ? GlobalConfigSchema : ProjectConfigSchema;
+  const { doc, lineCounter } = parseYaml(text, file);
+  const result = schema.safeParse(toPlainData(doc, file, lineCounter), { reportInput: true });
+  if (result.success) return result.data;
+  const where = new Locator(doc, lineCounter, file);
+  const problems = result.error.issues.flatMap((issue) => problemsFor(issue, schema, where));
+  throw new ConfigError(sortedNonEmpty(problems, file));
+}
+
+/**
+ * Parse YAML into a Document, throwing ConfigError for syntax errors and for a top level that is not
+ * a mapping. Exported for editors of config files (the project registry) that must keep comments.
+ */
+export function parseYaml(text: string, file: string): { doc: Document; lineCounter: LineCounter } {
+  const lineCounter = new LineCounter();
+  // YAML 1.2 core schema (the default): "no" and "off" stay strings instead of turning into false.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const syntax = doc.errors.map((error): ConfigProblem => {
+    const { line, col } = lineCounter.linePos(error.pos[0]);
+    return { file, line, column: col, key: "", problem: `invalid YAML: ${firstLine(error.message)}` };
+  });
+  if (syntax.length > 0) throw new ConfigError(sortedNonEmpty(syntax, file));
+  const top = doc.contents;
+  if (top !== null && !isMap(top)) {
+    const { line, col } = lineCounter.linePos(top.range?.[0] ?? 0);
+    throw new ConfigError([
+      { file, line, column: col, key: "", problem: `the file must be a mapping of keys (like "limits:"), found ${describeNode(top)}` },
+    ]);
+  }
+  return { doc, lineCounter };
+}
+
+function toPlainData(doc: Document, file: string, lineCounter: LineCounter): unknown {
+  try {
+    // A document that is only comments has no contents: that is the "all defaults" file.
+    return doc.contents === null ? {} : doc.toJS({ maxAliasCount: 100 });
+  } catch (error) {
+    // Alias bombs ("billion laughs") and similar are refused by the yaml library itself.
+    const { line, col } = lineCounter.linePos(0);
+    throw new ConfigError([{ file, line, column: col, key: "", problem: `invalid YAML: ${firstLine((error as Error).message)}` }]);
+  }
+}
+
+function describeNode(node: Node): string {
+  if (isSeq(node)) return "a list";
+  if (isScalar(node)) return describeValue(node.value);
+  if (isAlias(node)) return "an alias";
+  return "something else";
+}
+
+function firstLine(message: string): string {
+  return message.split("\n")[0] ?? message;
+}
+
+function sortedNonEmpty(problems: ConfigProblem[], file: string): [ConfigProblem, ...ConfigProblem[]] {
+  const sorted = [...problems].sort((a, b) => a.line - b.line || a.column - b.column);
+  const [first, ...rest] = sorted;
+  // zod never fails without an issue; this keeps the types honest rather than asserting.
+  return first ? [first, ...rest] : [{ file, line: 1, column: 1, key: "", problem: "invalid configuration" }];
+}
+
+// ---------------------------------------------------------------------------------------------------
+// From zod issues to located problems
+
+type Path = readonly PropertyKey[];
+
+function problemsFor(issue: z.core.$ZodIssue, schema: z.core.$ZodType, where: Locator): ConfigProblem[] {
+  if (issue.code === "unrecognized_keys") {
+    return issue.keys.map((key) => {
+      const path = [...issue.path, key];
+      return { ...where.at(path, "key"), key: keyPath(path), problem: "unknown key", ...hintFor(schema, issue.path, key) };
+    });
+  }
+  if (issue.code === "invalid_key") {
+    // A record key (a ref name) is wrong: point at the key, and say what is wrong with it.
+    const problem = issue.issues[0]?.message ?? issue.message;
+    return [{ ...where.at(issue.path, "key"), key: keyPath(issue.path), problem }];
+  }
+  // zod reports a missing required key as "expected X, received undefined"; say it plainly.
+  const missing = issue.code === "invalid_type" && issue.input === undefined;
+  const problem = missing ? "required key is missing" : issue.message;
+  return [{ ...where.at(issue.path, "value"), key: keyPath(issue.path), problem }];
+}
+
+/** "did you mean" the nearest key at this level; else the same key at another level; else the valid keys. */
+function hintFor(schema: z.core.$ZodType, parent: Path, key: string): { hint: string } | Record<string, never> {
+  const valid = keysAt(schema, parent) ?? [];
+  const nearest = nearestKey(key, valid);
+  if (nearest) return { hint: `did you mean "${nearest}"?` };
+  const elsewhere = allKeyPaths(schema).find((path) => path[path.length - 1]?.toLowerCase() === key.toLowerCase());
+  if (elsewhere) return { hint: `did you mean "${elsewhere.join(".")}"?` };
+  if (valid.length === 0) return { hint: `${keyPath(parent) || "this mapping"} has no settings yet` };
+  return { hint: `valid keys here: ${valid.join(", ")}` };
+}
+
+/**
+ * The valid key closest to `key` by edit distance, if within 3 edits and closer than rewriting the
+ * whole candidate (so "foo" does not suggest "ui").
+ */
+export function nearestKey(key: string, candidates: readonly string[]): string | undefined {
+  let best: { candidate: string; distance: number } | undefined;
+  for (const candidate of candidates) {
+    const distance = levenshtein(key.toLowerCase(), candidate.toLowerCase());
+    if (distance > 3 || distance >= candidate.length) continue;
+    if (!best || distance < best.distance) best = { candidate, distance };
+  }
+  return best?.candidate;
+}
+
+export function levenshtein(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitution = (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
+      current[j] = Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, substitution);
+    }
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
+}
+
+/** ["sandbox", "mounts", 0, "src"] → "sandbox.mounts[0].src"; odd keys are quoted: refs["my ref"]. */
+export function keyPath(path: Path): string {
+  let out = "";
+  for (const segment of path) {
+    if (typeof segment === "number") out += `[${segment}]`;
+    else if (/^[A-Za-z_][A-Za-z0-9_-]*$/.test(String(segment))) out += out ? `.${String(segment)}` : String(segment);
+    else out += `[${JSON.stringify(String(segment))}]`;
+  }
+  return out;
+}
+
+/** Maps a data path back to a position in the YAML source. */
+class Locator {
+  constructor(
+    private readonly doc: Document,
+    private readonly lineCounter: LineCounter,
+    private readonly file: string,
+  ) {}
+
+  /**
+   * Position of the value (or, with "key", the key) at `path`; when the path does not exist in the
+   * source (a default, a merge), the deepest ancestor that does.
+   */
+  at(path: Path, target: "key" | "value"): { file: string; line: number; column: number } {
+    let node: unknown = this.doc.contents;
+    let offset = rangeStart(node) ?? 0;
+    for (const [index, segment] of path.entries()) {
+      const pair = isMap(node) ? node.items.find((item) => keyText(item) === String(segment)) : undefined;
+      const next = pair ? pair.value : isSeq(node) && typeof segment === "number" ? node.items[segment] : undefined;
+      const isLast = index === path.length - 1;
+      const keyStart = pair ? rangeStart(pair.key) : undefined;
+      if (isLast && target === "key" && keyStart !== undefined) {
+        offset = keyStart;
+        break;
+      }
+      // An empty value (`memory:`) has no useful range of its own; its key is the place to look.
+      const start = rangeStart(next) ?? keyStart;
+      if (start === undefined) break;
+      offset = start;
+      node = next;
+    }
+    const { line, col } = this.lineCounter.linePos(offset);
+    return { file: this.file, line, column: col };
+  }
+}
+
+function keyText(pair: Pair): string {
+  return isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+}
+
+function rangeStart(node: unknown): number | undefined {
+  if (!isNode(node) || !node.range) return undefined;
+  // yaml gives an empty value a zero-width range at the end of its line; that is not a useful place.
+  if (isScalar(node) && node.value === null && node.range[0] === node.range[1]) return undefined;
+  return node.range[0];
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Files
+
+async function readConfigText(file: string): Promise<string> {
+  const text = await readIfExists(file);
+  if (text === undefined) throw new CloisterError(`${file} does not exist`);
+  return text;
+}
+
+/** The file's text, or undefined if it does not exist; other read errors become CloisterErrors. */
+export async function readIfExists(file: string): Promise<string | undefined> {
+  try {
+    return await readFile(file, "utf8");
+  } catch (error) {
+    const code = error instanceof Error && "code" in error ? String(error.code) : undefined;
+    if (code === "ENOENT") return undefined;
+    throw new CloisterError(`cannot read ${file}: ${(error as Error).message}`);
+  }
+}

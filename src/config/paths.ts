@@ -1,0 +1,72 @@
+import { homedir, userInfo } from "node:os";
+import { join } from "node:path";
+
+/**
+ * Where one Cloister instance keeps its files. Everything derives from XDG base directories, or from
+ * CLOISTER_HOME when set: then config, state, data and runtime files all live under that one
+ * directory, which makes it a separate instance with its own guardian (tests run several side by side).
+ */
+export interface CloisterPaths {
+  /** ~/.config/cloister: config.yaml, projects/, decisions/ */
+  configDir: string;
+  /** ~/.local/state/cloister: cloister records, guardian log, audit log */
+  stateDir: string;
+  /** ~/.local/share/cloister: per-cloister HOME directories, worktrees */
+  dataDir: string;
+  /** $XDG_RUNTIME_DIR/cloister: sockets (guardian control, per-cloister init and proxy sockets) */
+  runtimeDir: string;
+  globalConfigFile: string;
+  projectConfigDir: string;
+  /** One JSON record per live cloister; the source of truth when the guardian restarts. */
+  cloisterRecordDir: string;
+  homesDir: string;
+  guardianSocket: string;
+  guardianPidFile: string;
+  guardianLog: string;
+}
+
+export function resolvePaths(env: NodeJS.ProcessEnv = process.env): CloisterPaths {
+  const base = baseDirs(env);
+  return {
+    ...base,
+    globalConfigFile: join(base.configDir, "config.yaml"),
+    projectConfigDir: join(base.configDir, "projects"),
+    cloisterRecordDir: join(base.stateDir, "cloisters"),
+    homesDir: join(base.dataDir, "homes"),
+    guardianSocket: join(base.runtimeDir, "guardian.sock"),
+    guardianPidFile: join(base.runtimeDir, "guardian.pid"),
+    guardianLog: join(base.stateDir, "guardian.log"),
+  };
+}
+
+/** Per-cloister runtime directory: its init socket and its guardian (proxy) socket directory. */
+export function cloisterRuntimeDir(paths: CloisterPaths, name: string): string {
+  return join(paths.runtimeDir, "c", name);
+}
+
+function baseDirs(env: NodeJS.ProcessEnv): Pick<CloisterPaths, "configDir" | "stateDir" | "dataDir" | "runtimeDir"> {
+  const instanceHome = env.CLOISTER_HOME;
+  if (instanceHome) {
+    return {
+      configDir: join(instanceHome, "config"),
+      stateDir: join(instanceHome, "state"),
+      dataDir: join(instanceHome, "data"),
+      runtimeDir: join(instanceHome, "run"),
+    };
+  }
+  const home = env.HOME || homedir();
+  return {
+    configDir: join(env.XDG_CONFIG_HOME || join(home, ".config"), "cloister"),
+    stateDir: join(env.XDG_STATE_HOME || join(home, ".local", "state"), "cloister"),
+    dataDir: join(env.XDG_DATA_HOME || join(home, ".local", "share"), "cloister"),
+    runtimeDir: join(env.XDG_RUNTIME_DIR || fallbackRuntimeBase(), "cloister"),
+  };
+}
+
+/**
+ * Without XDG_RUNTIME_DIR (root shells, CI, cron), fall back to a per-user directory in /tmp. It is
+ * created 0700 and checked for ownership before use, because /tmp is shared.
+ */
+function fallbackRuntimeBase(): string {
+  return join("/tmp", `cloister-${userInfo().uid}`);
+}

@@ -1,0 +1,204 @@
+/**
+ * The project registry: one file per project, `projects/<name>.yaml`, whose `path:` key says which
+ * directory the name stands for. Names, not paths, identify projects so that config, state and the
+ * CLI can refer to them briefly; a name is derived from the git toplevel's basename and made unique
+ * with a short hash of the path when two projects share a basename.
+ */
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { readdir, realpath, unlink } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { promisify } from "node:util";
+import { Document, isNode, parseDocument } from "yaml";
+import { CloisterError } from "../errors.js";
+import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "./atomic-write.js";
+import { ConfigError, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "./load.js";
+import { type CloisterPaths, resolvePaths } from "./paths.js";
+import { SAFE_NAME_RE, absolutePathProblem } from "./schema.js";
+
+const MAX_NAME = 63;
+const HASH_CHARS = 6;
+
+export interface ProjectEntry {
+  name: string;
+  /** The registered project directory; null when the file has no (readable) `path:` yet. */
+  path: string | null;
+  configFile: string;
+}
+
+export interface ProjectIdentity {
+  name: string;
+  /** The project root the name stands for (git toplevel, symlinks resolved). */
+  path: string;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Names
+
+/**
+ * A safe project name from any directory name: lowercase, accents dropped, every run of other
+ * characters turned into "-", no leading/trailing "-" or "." (nor a leading "_", which the name rule
+ * forbids), at most 63 characters; "project" if nothing is left.
+ */
+export function sanitizeProjectName(raw: string): string {
+  const folded = raw.toLowerCase().normalize("NFKD").replace(/\p{M}+/gu, "");
+  const name = trimName(folded.replace(/[^a-z0-9._-]+/g, "-")).slice(0, MAX_NAME);
+  return trimName(name) || "project";
+}
+
+/** `name-<first 6 hex of sha256(path)>`, shortened so the result still fits 63 characters. */
+export function suffixedProjectName(name: string, path: string): string {
+  const hash = createHash("sha256").update(path).digest("hex").slice(0, HASH_CHARS);
+  const room = MAX_NAME - HASH_CHARS - 1;
+  return `${trimName(name.slice(0, room)) || "project"}-${hash}`;
+}
+
+function trimName(name: string): string {
+  return name.replace(/^[-._]+/, "").replace(/[-.]+$/, "");
+}
+
+/**
+ * The name for the project containing `dir`: the name already registered for its root if any, else
+ * the sanitized basename of the root, suffixed with a path hash if that name belongs to another path.
+ */
+export async function projectNameFor(dir: string, paths: CloisterPaths = resolvePaths()): Promise<ProjectIdentity> {
+  const root = await projectRoot(dir);
+  const projects = await listProjects(paths);
+  const known = projects.find((project) => project.path === root);
+  if (known) return { name: known.name, path: root };
+  const isFree = (name: string): boolean => !projects.some((p) => p.name === name && p.path !== null && p.path !== root);
+  const base = sanitizeProjectName(basename(root));
+  if (isFree(base)) return { name: base, path: root };
+  const suffixed = suffixedProjectName(base, root);
+  if (isFree(suffixed)) return { name: suffixed, path: root };
+  throw new CloisterError(
+    `cannot name the project at ${root}: both "${base}" and "${suffixed}" are registered for other paths`,
+    `remove one with removeProject or edit ${join(paths.projectConfigDir, `${suffixed}.yaml`)}`,
+  );
+}
+
+/**
+ * The git toplevel of `dir`, or `dir` itself (symlinks resolved) outside a git work tree, or when git
+ * is missing or refuses the repository (e.g. "dubious ownership" as another user).
+ */
+export async function projectRoot(dir: string): Promise<string> {
+  const env = { ...process.env };
+  // An inherited GIT_DIR/GIT_WORK_TREE would answer for some other repository.
+  delete env.GIT_DIR;
+  delete env.GIT_WORK_TREE;
+  try {
+    const { stdout } = await promisify(execFile)("git", ["-C", dir, "rev-parse", "--show-toplevel"], { env });
+    // Only the final newline: a directory name may itself end in spaces.
+    const top = stdout.replace(/\n$/, "");
+    if (top) return top;
+  } catch {
+    // not a git work tree: fall through
+  }
+  return realpath(dir);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Registry files
+
+/**
+ * Record `path` in `projects/<name>.yaml` if the file has no `path:` yet. An existing file is edited
+ * through the yaml Document, so the user's comments and layout survive; the key is appended rather
+ * than put first so it cannot come between a comment and the key that comment describes.
+ * Returns true if the file was written.
+ */
+export async function registerProject(paths: CloisterPaths, name: string, path: string): Promise<boolean> {
+  const file = projectConfigFile(paths, name);
+  const pathProblem = absolutePathProblem(path);
+  if (pathProblem) throw new CloisterError(`cannot register project "${name}": ${pathProblem}`);
+  await ensurePrivateDir(paths.configDir);
+  await ensurePrivateDir(paths.projectConfigDir);
+  const text = await readIfExists(file);
+  if (text === undefined) {
+    if (await createFileAtomic(file, newProjectFile(name, path))) return true;
+    // Someone created it between our read and our create: edit theirs instead.
+    return registerProject(paths, name, path);
+  }
+  const updated = withPath(text, file, name, path);
+  if (updated === undefined) return false;
+  parseConfigText(updated, file, "project"); // never write a file that would not load
+  await writeFileAtomic(file, updated);
+  return true;
+}
+
+function newProjectFile(name: string, path: string): string {
+  const doc = new Document({ path });
+  doc.commentBefore = ` Cloister project "${name}". path: was written by cloister; other keys: refs, sandbox, limits.`;
+  return doc.toString();
+}
+
+/** The file text with `path:` added, or undefined if it already holds this path. */
+function withPath(text: string, file: string, name: string, path: string): string | undefined {
+  const { doc, lineCounter } = parseYaml(text, file);
+  const current: unknown = doc.get("path");
+  if (current === path) return undefined;
+  if (typeof current === "string") {
+    const node = doc.getIn(["path"], true);
+    const { line, col } = lineCounter.linePos(isNode(node) && node.range ? node.range[0] : 0);
+    throw new ConfigError([
+      {
+        file,
+        line,
+        column: col,
+        key: "path",
+        problem: `project "${name}" is already registered for ${current}, not ${path}`,
+        hint: "remove the project or pick another name",
+      },
+    ]);
+  }
+  doc.set("path", path);
+  return doc.toString();
+}
+
+/** All registered projects, sorted by name. Unreadable or invalid files are listed with path null. */
+export async function listProjects(paths: CloisterPaths): Promise<ProjectEntry[]> {
+  const names = await projectFileNames(paths);
+  const entries = await Promise.all(
+    names.map(async (name): Promise<ProjectEntry> => {
+      const configFile = join(paths.projectConfigDir, `${name}.yaml`);
+      return { name, path: await registeredPath(configFile), configFile };
+    }),
+  );
+  return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** Delete a project's file. Its name becomes free for another path. */
+export async function removeProject(paths: CloisterPaths, name: string): Promise<void> {
+  const file = projectConfigFile(paths, name);
+  try {
+    await unlink(file);
+  } catch (error) {
+    if (!(error instanceof Error && "code" in error && error.code === "ENOENT")) throw error;
+    const known = (await projectFileNames(paths)).join(", ");
+    throw new CloisterError(`no project named "${name}"`, known ? `known projects: ${known}` : "no projects are registered");
+  }
+}
+
+async function projectFileNames(paths: CloisterPaths): Promise<string[]> {
+  let files: string[];
+  try {
+    files = await readdir(paths.projectConfigDir);
+  } catch (error) {
+    if (error instanceof Error && "code" in error && error.code === "ENOENT") return [];
+    throw error;
+  }
+  // Temp files of atomic writes start with "." and end in ".tmp", so the name rule skips them.
+  return files.filter((file) => file.endsWith(".yaml")).map((file) => file.slice(0, -".yaml".length)).filter((name) => SAFE_NAME_RE.test(name));
+}
+
+/** The `path:` of a project file, without full validation (listing must not fail on one bad file). */
+async function registeredPath(file: string): Promise<string | null> {
+  try {
+    const text = await readIfExists(file);
+    if (text === undefined) return null;
+    const doc = parseDocument(text);
+    const path: unknown = doc.errors.length === 0 ? doc.get("path") : undefined;
+    return typeof path === "string" && absolutePathProblem(path) === undefined ? path : null;
+  } catch {
+    return null;
+  }
+}

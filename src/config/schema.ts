@@ -1,0 +1,348 @@
+/**
+ * The shape of cloister's config files, as zod schemas, and the types they produce once defaults are
+ * applied. Each top-level key is its own section schema so later stages can add sections (proxy,
+ * hostexec, agents) by spreading `globalSections` / `projectSections` into a new strict object.
+ *
+ * Every object is strict: an unknown key is an error, because a misspelt key that is silently ignored
+ * is a security setting that silently does not apply.
+ */
+import { isAbsolute } from "node:path";
+import { z } from "zod";
+import { isNone, parseDuration, parsePercent, parseSize } from "./units.js";
+
+/** Names of projects and refs: they become file names and mount points, so nothing path-like. */
+export const SAFE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** setTimeout (which enforces `cloister run --timeout`) fires at once for delays beyond 2^31-1 ms. */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+// ---------------------------------------------------------------------------------------------------
+// Value schemas
+
+/** A value read through one of the unit parsers; the parser's message becomes the zod issue. */
+function parsed<T>(expected: string, parse: (input: string | number) => T) {
+  return z.unknown().transform((input, ctx): T => {
+    if (typeof input !== "string" && typeof input !== "number") {
+      ctx.addIssue({ code: "custom", message: `expected ${expected}, found ${describeValue(input)}`, input });
+      return z.NEVER;
+    }
+    try {
+      return parse(input);
+    } catch (error) {
+      ctx.addIssue({ code: "custom", message: (error as Error).message, input });
+      return z.NEVER;
+    }
+  });
+}
+
+/** A limit that may be switched off with "none" (→ null). */
+function limit(expected: string, parse: (input: string | number) => number) {
+  return parsed(`${expected}, or none`, (input) => (isNone(input) ? null : parse(input)));
+}
+
+function positive(what: string, parse: (input: string | number) => number) {
+  return (input: string | number): number => {
+    const value = parse(input);
+    if (value <= 0) throw new Error(`${what} must be more than 0 (use none for no limit)`);
+    return value;
+  };
+}
+
+function parsePids(input: string | number): number {
+  const value = typeof input === "number" ? input : /^\s*\d+\s*$/.test(input) ? Number(input) : NaN;
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new Error(`"${input}" is not a process count: write a whole number of 1 or more, or none`);
+  }
+  return value;
+}
+
+function parseTimeout(input: string | number): number {
+  const ms = positive("a timeout", parseDuration)(input);
+  if (ms > MAX_TIMEOUT_MS) throw new Error(`"${input}" is too long; a timeout can be at most 24 days (or none)`);
+  return ms;
+}
+
+function parseTmpfs(input: string | number): number {
+  if (isNone(input)) {
+    // An uncapped tmpfs may grow to half the host's RAM: one runaway agent could starve the machine.
+    throw new Error(`tmpfs cannot be none: each private tmpfs needs a size cap, e.g. 1GiB`);
+  }
+  const bytes = parseSize(input);
+  if (bytes <= 0) throw new Error(`a tmpfs size must be more than 0`);
+  return bytes;
+}
+
+const memoryValue = limit("a size like 8GiB", positive("a memory limit", parseSize));
+const pidsValue = limit("a process count like 4096", parsePids);
+const cpuValue = limit("a percentage of one core like 100%", positive("a cpu limit", parsePercent));
+const tmpfsValue = parsed("a size like 1GiB", parseTmpfs);
+const timeoutValue = limit("a duration like 90s, 5m or 1h30m", parseTimeout);
+
+const text = (expected: string) => z.string({ error: (issue) => `expected ${expected}, found ${describeValue(issue.input)}` });
+const bool = z.boolean({ error: (issue) => `expected true or false, found ${describeValue(issue.input)}` });
+
+/** An absolute path; ".." is refused so what the user reads is the path that gets mounted. */
+const absolutePath = text("an absolute path").superRefine((path, ctx) => {
+  const problem = absolutePathProblem(path);
+  if (problem) ctx.addIssue({ code: "custom", message: problem, input: path });
+});
+
+export function absolutePathProblem(path: string): string | undefined {
+  if (path.includes("\0")) return "a path cannot contain a NUL character";
+  if (!isAbsolute(path)) return `"${path}" is not an absolute path (it must start with /)`;
+  if (path.split("/").includes("..")) return `"${path}" contains "..": write the path without it`;
+  return undefined;
+}
+
+/** A path inside the project, relative to its root, that must stay inside it. */
+const projectRelativePath = text("a path relative to the project").superRefine((path, ctx) => {
+  const problem = relativePathProblem(path);
+  if (problem) ctx.addIssue({ code: "custom", message: problem, input: path });
+});
+
+export function relativePathProblem(path: string): string | undefined {
+  if (path.trim() === "") return "a path cannot be empty";
+  if (path.includes("\0")) return "a path cannot contain a NUL character";
+  if (isAbsolute(path)) return `"${path}" is absolute; protect paths are relative to the project root, e.g. "Makefile" or "scripts/ci/"`;
+  if (path.split("/").includes("..")) return `"${path}" contains "..": protect paths must stay inside the project`;
+  return undefined;
+}
+
+/**
+ * Host environment variables that must not be passed into a sandbox by name. Secrets reach a sandbox
+ * only through the guardian (which can scope them to hosts and audit their use), never by inheritance.
+ * Matching is case-insensitive; substrings are deliberately broad (a false refusal is one rename away,
+ * a leaked token is not).
+ */
+export const REFUSED_ENV_SUBSTRINGS: readonly string[] = [
+  "TOKEN",
+  "SECRET",
+  "PASSWORD",
+  "PASSWD",
+  "PASSPHRASE",
+  "KEY",
+  "CREDENTIAL",
+  "PRIVATE",
+  "COOKIE",
+];
+export const REFUSED_ENV_PREFIXES: readonly string[] = ["AWS_", "CLOISTER_"];
+export const REFUSED_ENV_NAMES: readonly string[] = [
+  "SSH_AUTH_SOCK",
+  "GPG_AGENT_INFO",
+  "KRB5CCNAME",
+  "DATABASE_URL",
+  "NETRC",
+  // Set by cloister inside the sandbox to reach the guardian; a host value would bypass or break it.
+  "HTTP_PROXY",
+  "HTTPS_PROXY",
+  "ALL_PROXY",
+  "NO_PROXY",
+];
+
+/** Why an env name is refused, or undefined when it may be passed through. */
+export function envNameProblem(name: string): string | undefined {
+  if (!ENV_NAME_RE.test(name)) {
+    return `"${name}" is not an environment variable name (letters, digits and _, not starting with a digit); list names only, never values`;
+  }
+  const upper = name.toUpperCase();
+  const why = secretReason(upper);
+  if (why === undefined) return undefined;
+  if (upper.startsWith("CLOISTER_") || upper.endsWith("_PROXY")) {
+    return `${name} is set by cloister inside the sandbox and cannot be passed through`;
+  }
+  return `${name} is refused because it ${why}: secrets never pass into a sandbox through its environment; they will come later through the guardian, which injects them only for the hosts they belong to`;
+}
+
+function secretReason(upper: string): string | undefined {
+  if (REFUSED_ENV_NAMES.includes(upper)) return "is a known secret-bearing or cloister-owned variable";
+  const prefix = REFUSED_ENV_PREFIXES.find((p) => upper.startsWith(p));
+  if (prefix) return `starts with ${prefix}`;
+  const part = REFUSED_ENV_SUBSTRINGS.find((s) => upper.includes(s));
+  if (part) return `contains ${part}`;
+  return undefined;
+}
+
+const envName = text("an environment variable name").superRefine((name, ctx) => {
+  const problem = envNameProblem(name);
+  if (problem) ctx.addIssue({ code: "custom", message: problem, input: name });
+});
+
+const mount = z.strictObject(
+  {
+    src: absolutePath,
+    dest: absolutePath.refine((dest) => dest !== "/", { error: "dest cannot be / (it would hide the whole sandbox)" }),
+  },
+  { error: (issue) => `expected a mapping {src: /host/path, dest: /sandbox/path}, found ${describeValue(issue.input)}` },
+);
+
+const safeName = (what: string) =>
+  text(`a ${what} name`).regex(SAFE_NAME_RE, {
+    error: (issue) =>
+      `${JSON.stringify(issue.input)} is not a valid ${what} name: use lowercase letters, digits, ".", "_" and "-", starting with a letter or digit, at most 63 characters`,
+  });
+
+/** A list that may be written as an empty key (`env:`) while the user is still filling it in. */
+function list<T extends z.ZodType>(item: T, expected: string) {
+  return z.preprocess(
+    (value) => value ?? [],
+    z.array(item, { error: (issue) => `expected a list of ${expected}, found ${describeValue(issue.input)}` }),
+  );
+}
+
+/**
+ * A section: a strict mapping whose missing or empty value (`limits:` with everything commented out)
+ * means "all defaults".
+ */
+function section<Shape extends z.core.$ZodLooseShape>(shape: Shape) {
+  return z.preprocess(
+    (value) => value ?? {},
+    z.strictObject(shape, { error: (issue) => `expected a mapping of keys, found ${describeValue(issue.input)}` }),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sections
+
+export const DefaultsSchema = section({
+  shell: absolutePath.default("/bin/bash"),
+  network: bool.default(true),
+});
+
+export const LIMIT_DEFAULTS = {
+  memory: "8GiB",
+  pids: 4096,
+  cpu: "100%",
+  tmpfs: "1GiB",
+  timeout: "none",
+} as const;
+
+export const LimitsSchema = section({
+  memory: memoryValue.prefault(LIMIT_DEFAULTS.memory),
+  pids: pidsValue.prefault(LIMIT_DEFAULTS.pids),
+  cpu: cpuValue.prefault(LIMIT_DEFAULTS.cpu),
+  tmpfs: tmpfsValue.prefault(LIMIT_DEFAULTS.tmpfs),
+  timeout: timeoutValue.prefault(LIMIT_DEFAULTS.timeout),
+});
+
+/** In a project file every limit is optional: what is left out comes from the global config. */
+export const ProjectLimitsSchema = section({
+  memory: memoryValue.optional(),
+  pids: pidsValue.optional(),
+  cpu: cpuValue.optional(),
+  tmpfs: tmpfsValue.optional(),
+  timeout: timeoutValue.optional(),
+});
+
+export const SandboxSchema = section({
+  protect: list(projectRelativePath, "paths relative to the project"),
+  env: list(envName, "environment variable names"),
+  mounts: list(mount, "mounts {src, dest}"),
+});
+
+/** Reserved for the approval UI; no keys yet, so only an empty mapping is valid. */
+export const UiSchema = section({});
+
+export const RefsSchema = z.preprocess(
+  (value) => value ?? {},
+  z.record(safeName("ref"), absolutePath, {
+    error: (issue) => `expected a mapping of ref names to host paths, found ${describeValue(issue.input)}`,
+  }),
+);
+
+export const globalSections = {
+  defaults: DefaultsSchema,
+  limits: LimitsSchema,
+  sandbox: SandboxSchema,
+  ui: UiSchema,
+};
+
+export const projectSections = {
+  path: absolutePath.optional(),
+  refs: RefsSchema,
+  sandbox: SandboxSchema,
+  limits: ProjectLimitsSchema,
+};
+
+export const GlobalConfigSchema = z.strictObject(globalSections);
+export const ProjectConfigSchema = z.strictObject(projectSections);
+
+export const ProjectNameSchema = safeName("project");
+
+export type GlobalConfig = z.output<typeof GlobalConfigSchema>;
+export type ProjectConfig = z.output<typeof ProjectConfigSchema>;
+export type Limits = GlobalConfig["limits"];
+export type SandboxExtras = GlobalConfig["sandbox"];
+export type Mount = SandboxExtras["mounts"][number];
+
+/** Global and project config merged: what a cloister actually runs with. */
+export interface EffectiveConfig {
+  defaults: GlobalConfig["defaults"];
+  /** Bytes, process count, percent of one core, bytes, milliseconds; null = no limit. */
+  limits: Limits;
+  sandbox: SandboxExtras;
+  /** Ref name → host path, mounted read-only at /refs/<name>. */
+  refs: Record<string, string>;
+  ui: GlobalConfig["ui"];
+}
+
+export type ConfigKind = "global" | "project";
+
+export function schemaFor(kind: ConfigKind): z.ZodType {
+  return kind === "global" ? GlobalConfigSchema : ProjectConfigSchema;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Schema introspection, for "did you mean" hints
+
+/**
+ * The keys valid in the mapping at `path` (numeric segments step into lists), or undefined if the
+ * path does not lead to a fixed-key mapping. Wrappers (default, optional, preprocess) are looked
+ * through.
+ */
+export function keysAt(schema: z.core.$ZodType, path: readonly PropertyKey[]): string[] | undefined {
+  let node: z.core.$ZodType | undefined = objectOf(schema);
+  for (const segment of path) {
+    node = node && childOf(node, segment);
+    node = node && objectOf(node);
+  }
+  return node instanceof z.ZodObject ? Object.keys(node.shape) : undefined;
+}
+
+/** Every fixed key path in the schema, e.g. ["limits", "memory"]; lists and records are not entered. */
+export function allKeyPaths(schema: z.core.$ZodType, prefix: string[] = []): string[][] {
+  const object = objectOf(schema);
+  if (!(object instanceof z.ZodObject)) return [];
+  const shape = object.shape as Record<string, z.core.$ZodType>;
+  return Object.entries(shape).flatMap(([key, child]) => [[...prefix, key], ...allKeyPaths(child, [...prefix, key])]);
+}
+
+/** Look through wrappers to the schema that decides the value's shape. */
+function objectOf(schema: z.core.$ZodType): z.core.$ZodType {
+  if (schema instanceof z.ZodOptional || schema instanceof z.ZodNullable) return objectOf(schema.unwrap());
+  if (schema instanceof z.ZodDefault || schema instanceof z.ZodPrefault) return objectOf(schema.unwrap());
+  if (schema instanceof z.ZodPipe) {
+    // z.preprocess is pipe(transform, target): the target is the shape; for a transform, the input is.
+    const out = objectOf(schema.out);
+    return out instanceof z.ZodTransform ? objectOf(schema.in) : out;
+  }
+  return schema;
+}
+
+function childOf(schema: z.core.$ZodType, segment: PropertyKey): z.core.$ZodType | undefined {
+  if (schema instanceof z.ZodObject) return (schema.shape as Record<string, z.core.$ZodType>)[String(segment)];
+  if (schema instanceof z.ZodArray && typeof segment === "number") return schema.element;
+  if (schema instanceof z.ZodRecord) return schema.valueType;
+  return undefined;
+}
+
+/** How a YAML value reads to a person: "a list", "text", "an empty value". */
+export function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return "an empty value";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "string") return `text ${JSON.stringify(value)}`;
+  if (typeof value === "number") return `the number ${value}`;
+  if (typeof value === "boolean") return `${value}`;
+  if (typeof value === "object") return "a mapping";
+  return typeof value;
+}

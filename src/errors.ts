@@ -1,0 +1,18 @@
+/**
+ * An error meant for the person at the terminal: the message says what went wrong, the hint (if any)
+ * says what to do about it. The CLI prints both on one line and exits 125 (cloister itself failed).
+ */
+export class CloisterError extends Error {
+  constructor(
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+    this.name = "CloisterError";
+  }
+
+  /** One line: "message (hint)". */
+  oneLine(): string {
+    return this.hint ? `${this.message} (${this.hint})` : this.message;
+  }
+}

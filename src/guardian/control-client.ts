@@ -1,0 +1,65 @@
+import { spawn } from "node:child_process";
+import { openSync, closeSync, mkdirSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { fileURLToPath } from "node:url";
+import type { CloisterPaths } from "../config/paths.js";
+import { ensurePrivateDir } from "../config/atomic-write.js";
+import { CloisterError } from "../errors.js";
+
+/** A JSON call to the guardian's control API (HTTP over its 0600 unix socket). */
+export function guardianCall<T>(paths: CloisterPaths, method: string, path: string, body?: unknown): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = httpRequest(
+      { socketPath: paths.guardianSocket, method, path, headers: payload ? { "content-type": "application/json" } : {} },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => (text += chunk));
+        res.on("end", () => {
+          const parsed = text ? (JSON.parse(text) as { error?: string; hint?: string }) : {};
+          if ((res.statusCode ?? 500) >= 400) reject(new CloisterError(parsed.error ?? `guardian answered ${res.statusCode}`, parsed.hint));
+          else resolve(parsed as T);
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end(payload);
+  });
+}
+
+export interface GuardianStatus {
+  pid: number;
+  startedAt: string;
+  version: string;
+  cloisters: number;
+  controlSocket: string;
+}
+
+export async function guardianStatus(paths: CloisterPaths): Promise<GuardianStatus | undefined> {
+  try {
+    return await guardianCall<GuardianStatus>(paths, "GET", "/v1/status");
+  } catch {
+    return undefined;
+  }
+}
+
+/** Starts the guardian for this instance unless it answers already; returns its status. */
+export async function ensureGuardian(paths: CloisterPaths): Promise<GuardianStatus> {
+  const running = await guardianStatus(paths);
+  if (running) return running;
+  await ensurePrivateDir(paths.runtimeDir);
+  mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
+  const log = openSync(paths.guardianLog, "a", 0o600);
+  const daemon = fileURLToPath(new URL("./daemon.js", import.meta.url));
+  const child = spawn(process.execPath, [...process.execArgv, daemon], { detached: true, stdio: ["ignore", log, log], env: process.env });
+  closeSync(log);
+  child.unref();
+  for (let waited = 0; waited < 10_000; waited += 25) {
+    const status = await guardianStatus(paths);
+    if (status) return status;
+    if (child.exitCode !== null) break;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new CloisterError("the guardian did not start", `see ${paths.guardianLog}`);
+}

@@ -1,0 +1,80 @@
+import { existsSync, lstatSync, readdirSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
+import type { SystemEntry } from "./mounts.js";
+
+/** Host directories a workload needs, read-only: programs, libraries, configuration, kernel views. */
+const SYSTEM_PATHS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/sys", "/nix"];
+
+/** Secrets that a needed mount (/etc) still carries. Files are covered by /dev/null, directories by an empty tmpfs. */
+const ALWAYS_HIDDEN_FILES = ["/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers", "/etc/security/opasswd", "/etc/krb5.keytab"];
+const ALWAYS_HIDDEN_DIRS = ["/etc/sudoers.d", "/etc/ssl/private"];
+/** Kernel debug and firmware views: unreadable for ordinary users already, readable for uid 0 without capabilities. */
+const ROOT_HIDDEN_DIRS = ["/sys/kernel/debug", "/sys/kernel/tracing", "/sys/firmware", "/sys/kernel/security"];
+
+export function systemEntries(): SystemEntry[] {
+  const entries: SystemEntry[] = [];
+  for (const path of SYSTEM_PATHS) {
+    try {
+      const st = lstatSync(path);
+      entries.push(st.isSymbolicLink() ? { path, symlinkTarget: readlinkSync(path) } : { path });
+    } catch {
+      // Not on this host (e.g. /libx32, /nix).
+    }
+  }
+  return entries;
+}
+
+export interface HiddenPaths {
+  files: string[];
+  dirs: string[];
+}
+
+/**
+ * What to cover inside the read-only system view. The cloister keeps the host uid, so for root the
+ * usual protection of root-only files (file mode) does not apply: every /etc file that is not
+ * world-readable is covered too, found by a scan rather than a list that would go stale.
+ */
+export function hiddenPaths(uid: number): HiddenPaths {
+  const hidden: HiddenPaths = {
+    files: ALWAYS_HIDDEN_FILES.filter((p) => existsSync(p)),
+    dirs: ALWAYS_HIDDEN_DIRS.filter((p) => existsSync(p)),
+  };
+  if (uid === 0) {
+    const scanned = notWorldReadable("/etc", hidden.dirs);
+    hidden.files = [...new Set([...hidden.files, ...scanned.files])];
+    hidden.dirs.push(...scanned.dirs, ...ROOT_HIDDEN_DIRS.filter((p) => existsSync(p)));
+  }
+  return hidden;
+}
+
+function notWorldReadable(dir: string, skipDirs: readonly string[]): HiddenPaths {
+  const found: HiddenPaths = { files: [], dirs: [] };
+  const walk = (current: string): void => {
+    let names: string[];
+    try {
+      names = readdirSync(current);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const full = join(current, name);
+      if (skipDirs.includes(full)) continue;
+      let st;
+      try {
+        st = lstatSync(full);
+      } catch {
+        continue;
+      }
+      if (st.isSymbolicLink()) continue;
+      if (st.isDirectory()) {
+        // A directory closed to others hides all it holds: cover it whole.
+        if ((st.mode & 0o005) !== 0o005) found.dirs.push(full);
+        else walk(full);
+      } else if ((st.mode & 0o004) === 0) {
+        found.files.push(full);
+      }
+    }
+  };
+  walk(dir);
+  return found;
+}

@@ -1,0 +1,109 @@
+/**
+ * The cloister's filesystem view, built rather than subtracted (DESIGN.md decision 3): only what a
+ * workload needs is mounted, so host sockets, HOME and runtime dirs are absent by construction.
+ * This module is pure: it turns facts about the host into an ordered list of mount operations.
+ */
+
+export type MountOp =
+  | { op: "ro-bind" | "bind"; src: string; dest: string }
+  | { op: "symlink"; target: string; dest: string }
+  | { op: "tmpfs"; dest: string; sizeBytes: number; mode?: number }
+  | { op: "proc"; dest: string }
+  | { op: "dev"; dest: string };
+
+/** Top-level system entries: mounted read-only, or recreated as the same symlink (usr-merged distros). */
+export interface SystemEntry {
+  path: string;
+  /** Set when the host entry is a symlink (e.g. /bin -> usr/bin). */
+  symlinkTarget?: string;
+}
+
+export interface MountFacts {
+  systemEntries: SystemEntry[];
+  /** Host files that would be readable inside although they are secret (root-only files under /etc when running as root, ...). */
+  hiddenFiles: string[];
+  hiddenDirs: string[];
+  projectRoot: string;
+  /** Sandbox HOME on the host (under the data dir). */
+  homeSource: string;
+  homeDest: string;
+  /** Ancestors to pin and protected paths, relative to the project root (see protected-paths.ts). */
+  pinnedAncestors: string[];
+  protectedPaths: string[];
+  refs: { name: string; hostPath: string }[];
+  extraMounts: { src: string; dest: string }[];
+  /** Directory on the host holding this cloister's guardian socket; absent with --no-network. */
+  guardianSocketDir?: string;
+  /** The init binary on the host. */
+  initBinary: string;
+  tmpfsBytes: number;
+}
+
+export const WORK_DIR = "/work";
+export const CLOISTER_RUN_DIR = "/run/cloister";
+export const INIT_PATH = `${CLOISTER_RUN_DIR}/init`;
+export const GUARDIAN_SOCKET_DIR = `${CLOISTER_RUN_DIR}/guardian`;
+/** /run only holds cloister plumbing and pid files: a small cap keeps it from becoming a memory sink. */
+const RUN_TMPFS_BYTES = 16 * 1024 * 1024;
+
+export function planMounts(f: MountFacts): MountOp[] {
+  return [
+    ...systemView(f),
+    ...privateDirs(f),
+    ...hideSecrets(f),
+    { op: "bind", src: f.homeSource, dest: f.homeDest },
+    ...projectView(f),
+    ...f.refs.map((r): MountOp => ({ op: "ro-bind", src: r.hostPath, dest: `/refs/${r.name}` })),
+    ...f.extraMounts.map((m): MountOp => ({ op: "ro-bind", src: m.src, dest: m.dest })),
+    ...plumbing(f),
+  ];
+}
+
+function systemView(f: MountFacts): MountOp[] {
+  return f.systemEntries.map((e): MountOp =>
+    e.symlinkTarget !== undefined ? { op: "symlink", target: e.symlinkTarget, dest: e.path } : { op: "ro-bind", src: e.path, dest: e.path },
+  );
+}
+
+function privateDirs(f: MountFacts): MountOp[] {
+  return [
+    { op: "proc", dest: "/proc" },
+    { op: "dev", dest: "/dev" },
+    { op: "tmpfs", dest: "/dev/shm", sizeBytes: f.tmpfsBytes },
+    { op: "tmpfs", dest: "/tmp", sizeBytes: f.tmpfsBytes, mode: 0o1777 },
+    { op: "tmpfs", dest: "/var/tmp", sizeBytes: f.tmpfsBytes, mode: 0o1777 },
+    { op: "tmpfs", dest: "/run", sizeBytes: RUN_TMPFS_BYTES, mode: 0o755 },
+    { op: "symlink", target: "/run", dest: "/var/run" },
+    // bwrap's /proc already has /proc/sys read-only; /sys is bound read-only by systemView.
+  ];
+}
+
+function hideSecrets(f: MountFacts): MountOp[] {
+  return [
+    ...f.hiddenDirs.map((dest): MountOp => ({ op: "tmpfs", dest, sizeBytes: 4096, mode: 0o755 })),
+    ...f.hiddenFiles.map((dest): MountOp => ({ op: "ro-bind", src: "/dev/null", dest })),
+  ];
+}
+
+/**
+ * The project read-write at /work, then its protected paths read-only on top. Ancestors of protected
+ * paths are bound onto themselves first: a mount point cannot be renamed or removed, so the agent
+ * cannot move `.claude` away and put a fresh `.claude/settings.json` in its place.
+ */
+function projectView(f: MountFacts): MountOp[] {
+  // bwrap resolves bind sources on the host, destinations inside the new root.
+  const onHost = (rel: string) => `${f.projectRoot}/${rel}`;
+  const inWork = (rel: string) => `${WORK_DIR}/${rel}`;
+  const byDepth = (a: string, b: string) => a.split("/").length - b.split("/").length;
+  return [
+    { op: "bind", src: f.projectRoot, dest: WORK_DIR },
+    ...[...f.pinnedAncestors].sort(byDepth).map((rel): MountOp => ({ op: "bind", src: onHost(rel), dest: inWork(rel) })),
+    ...[...f.protectedPaths].sort(byDepth).map((rel): MountOp => ({ op: "ro-bind", src: onHost(rel), dest: inWork(rel) })),
+  ];
+}
+
+function plumbing(f: MountFacts): MountOp[] {
+  const ops: MountOp[] = [{ op: "ro-bind", src: f.initBinary, dest: INIT_PATH }];
+  if (f.guardianSocketDir) ops.push({ op: "ro-bind", src: f.guardianSocketDir, dest: GUARDIAN_SOCKET_DIR });
+  return ops;
+}

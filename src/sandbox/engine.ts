@@ -1,0 +1,222 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
+import { userInfo } from "node:os";
+import { join } from "node:path";
+import type { Readable, Writable } from "node:stream";
+import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/paths.js";
+import { ensurePrivateDir } from "../config/atomic-write.js";
+import { CloisterError } from "../errors.js";
+import { bwrapArgv } from "./bwrap/argv.js";
+import { hiddenPaths, systemEntries } from "./bwrap/host-facts.js";
+import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, WORK_DIR } from "./bwrap/mounts.js";
+import { buildSeccompFilter } from "./bwrap/seccomp.js";
+import { sandboxEnv } from "./env.js";
+import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from "./limits.js";
+import { findTool, initBinaryPath } from "./native.js";
+import { prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
+import { deleteRecord, listRecords, processStartTime, readRecord, writeRecord, type CloisterRecord } from "./records.js";
+
+/** The TCP port on 127.0.0.1 inside every cloister that reaches the cloister's guardian socket. */
+export const PROXY_PORT = 3128;
+
+export interface LaunchSpec {
+  name: string;
+  project: string;
+  projectRoot: string;
+  isGit: boolean;
+  persistent: boolean;
+  network: boolean;
+  limits: Limits;
+  tmpfsBytes: number;
+  protect: readonly string[];
+  refs: { name: string; hostPath: string }[];
+  extraMounts: { src: string; dest: string }[];
+  /** Filled in by the guardian when the cloister has network. */
+  guardianSocketDir?: string;
+  proxyToken?: string;
+}
+
+/**
+ * Starts a cloister: the keeper (host) → bwrap → init (PID 1 inside). Returns once bwrap has been
+ * started; commands then run through the init socket. On any failure everything created so far is
+ * removed and nothing runs (fail closed).
+ */
+export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id = randomBytes(4).toString("hex")): Promise<CloisterRecord> {
+  const bwrap = findTool("bwrap");
+  if (!bwrap) throw new CloisterError("bubblewrap (bwrap) is not installed", "install it with `sudo apt-get install -y bubblewrap`, then run `cloister doctor`");
+  const socat = spec.network ? findTool("socat") : undefined;
+  if (spec.network && !socat) throw new CloisterError("socat is not installed (needed for the cloister's network bridge)", "install it with `sudo apt-get install -y socat`, or use --no-network");
+  const initBinary = initBinaryPath();
+
+  const runtimeDir = cloisterRuntimeDir(paths, id);
+  const homeDir = spec.persistent ? join(paths.homesDir, spec.name) : join(paths.homesDir, `.run-${id}`);
+  const record: CloisterRecord = {
+    name: spec.name,
+    id,
+    project: spec.project,
+    projectRoot: spec.projectRoot,
+    persistent: spec.persistent,
+    network: spec.network,
+    createdAt: new Date().toISOString(),
+    initSocket: join(runtimeDir, "init.sock"),
+    runtimeDir,
+    homeDir,
+    ephemeralHome: !spec.persistent,
+    cgroupDirs: [],
+    placeholders: [],
+    limitMechanism: "none",
+    proxyToken: spec.proxyToken,
+  };
+  const cleanups: (() => void | Promise<void>)[] = [];
+  try {
+    await ensurePrivateDir(runtimeDir);
+    cleanups.push(() => rmSync(runtimeDir, { recursive: true, force: true }));
+    await ensurePrivateDir(paths.homesDir);
+    mkdirSync(homeDir, { recursive: true, mode: 0o700 });
+    if (record.ephemeralHome) cleanups.push(() => rmSync(homeDir, { recursive: true, force: true }));
+
+    const prepared = prepareProtectedPaths(spec.projectRoot, protectedPathList(spec.protect, spec.isGit));
+    record.placeholders = [...new Set([...prepared.placeholders, ...otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders)])];
+    cleanups.push(() => releasePlaceholders(paths, record));
+
+    const limits = applyLimits(detectLimitMechanism(), id, spec.limits);
+    record.cgroupDirs = limits.cgroupDirs;
+    record.limitMechanism = limits.mechanism;
+    cleanups.push(() => releaseLimits(limits.cgroupDirs));
+    await writeRecord(paths, record);
+    cleanups.push(() => deleteRecord(paths, record.name));
+
+    const user = userInfo();
+    const hidden = hiddenPaths(user.uid);
+    const mounts = planMounts({
+      systemEntries: systemEntries(),
+      hiddenFiles: hidden.files,
+      hiddenDirs: hidden.dirs,
+      projectRoot: spec.projectRoot,
+      homeSource: homeDir,
+      homeDest: sandboxHome(),
+      pinnedAncestors: prepared.ancestors,
+      protectedPaths: prepared.paths,
+      refs: spec.refs,
+      extraMounts: spec.extraMounts,
+      guardianSocketDir: spec.network ? spec.guardianSocketDir : undefined,
+      initBinary,
+      tmpfsBytes: spec.tmpfsBytes,
+    });
+    const bridge = socat ? ["--", socat, `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,fork,reuseaddr`, `UNIX-CONNECT:${GUARDIAN_SOCKET_DIR}/proxy.sock`] : [];
+    const argv = bwrapArgv({
+      hostname: spec.name,
+      uid: user.uid,
+      gid: user.gid,
+      mounts,
+      seccompFd: SECCOMP_FD,
+      runningAsRoot: user.uid === 0,
+      command: [INIT_PATH, "init", ...bridge],
+    });
+    const keeperArgs = [
+      "keep",
+      "--listen", record.initSocket,
+      "--status-fd", String(STATUS_FD),
+      ...(spec.persistent ? ["--setsid"] : ["--die-with-parent"]),
+      ...limits.keeperArgs,
+      "--",
+      bwrap,
+      ...argv,
+    ];
+    const keeperPid = await spawnKeeper(initBinary, keeperArgs, join(runtimeDir, "cloister.log"), spec.persistent);
+    record.keeperPid = keeperPid;
+    record.keeperStartTime = processStartTime(keeperPid);
+    await writeRecord(paths, record);
+    return record;
+  } catch (error) {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+    throw error;
+  }
+}
+
+// fd 3 is where the keeper puts the init socket; the status line and the seccomp program come after it.
+const STATUS_FD = 4;
+const SECCOMP_FD = 5;
+
+/** Spawns the keeper, hands bwrap its seccomp program, and waits for "started PID". */
+function spawnKeeper(initBinary: string, args: string[], logFile: string, detached: boolean): Promise<number> {
+  const log = openSync(logFile, "a", 0o600);
+  const child = spawn(initBinary, args, {
+    stdio: ["ignore", log, log, "ignore", "pipe", "pipe"],
+    detached,
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+  });
+  closeSync(log);
+  // Node types stdio as a 5-tuple; extra pipes beyond index 4 exist at run time all the same.
+  const stdio = child.stdio as unknown as (Readable | Writable | null)[];
+  const status = stdio[STATUS_FD] as Readable;
+  const seccomp = stdio[SECCOMP_FD] as Writable;
+  seccomp.end(buildSeccompFilter());
+  return new Promise((resolve, reject) => {
+    let text = "";
+    status.setEncoding("utf8");
+    status.on("data", (chunk: string) => (text += chunk));
+    const fail = (why: string) => reject(new CloisterError(`the cloister could not start: ${why}`, `see ${logFile}`));
+    child.on("error", (error) => fail(error.message));
+    status.on("end", () => {
+      const pid = Number(/^started (\d+)/.exec(text)?.[1]);
+      if (pid > 0) {
+        if (detached) child.unref();
+        resolve(child.pid ?? pid);
+      } else {
+        fail(lastLine(readFileSync(logFile, "utf8")) || "the keeper exited before starting bwrap");
+      }
+    });
+  });
+}
+
+export function lastLine(text: string): string {
+  return text.trim().split("\n").pop() ?? "";
+}
+
+/** The cloister's HOME inside: one fixed place, whatever the host's HOME is. */
+export function sandboxHome(): string {
+  const name = userInfo().username;
+  return `/home/${name.replace(/[^A-Za-z0-9._-]/g, "_") || "user"}`;
+}
+
+/**
+ * Ends a cloister: kills the keeper (bwrap dies with its parent and takes the whole PID namespace
+ * with it, daemons included), then removes what the cloister owned.
+ */
+export async function destroyCloister(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
+  if (record.keeperPid !== undefined && processStartTime(record.keeperPid) === record.keeperStartTime) {
+    try {
+      process.kill(record.keeperPid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+    await waitForExit(record.keeperPid, record.keeperStartTime);
+  }
+  await releaseLimits(record.cgroupDirs);
+  rmSync(record.runtimeDir, { recursive: true, force: true });
+  if (record.ephemeralHome) rmSync(record.homeDir, { recursive: true, force: true });
+  deleteRecord(paths, record.name);
+  releasePlaceholders(paths, record);
+}
+
+function otherCloistersOfProject(paths: CloisterPaths, record: CloisterRecord): CloisterRecord[] {
+  return listRecords(paths).filter((r) => r.name !== record.name && r.projectRoot === record.projectRoot);
+}
+
+/**
+ * Placeholders are shared by every cloister of a project (each one's mounts sit on them), so each
+ * record carries the placeholders of all cloisters of its project, and only the last to go removes them.
+ */
+function releasePlaceholders(paths: CloisterPaths, record: CloisterRecord): void {
+  if (otherCloistersOfProject(paths, record).length === 0) removePlaceholders(record.projectRoot, record.placeholders);
+}
+
+async function waitForExit(pid: number, startTime: string | undefined): Promise<void> {
+  for (let i = 0; i < 200 && processStartTime(pid) === startTime; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+export { readRecord, listRecords, resolvePaths, WORK_DIR };

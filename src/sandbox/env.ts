@@ -1,0 +1,77 @@
+/**
+ * The environment of processes in a cloister: built from an allowlist, never inherited wholesale,
+ * so host tokens, agent sockets (SSH_AUTH_SOCK, DBUS_SESSION_BUS_ADDRESS) and display variables
+ * stay outside by construction.
+ */
+
+/** Host variables that describe the terminal and locale, and carry no secrets. */
+const PASSTHROUGH = ["TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES"];
+const PASSTHROUGH_PREFIXES = ["LC_"];
+
+export const SANDBOX_PATH = "/run/cloister/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+export interface SandboxEnvInput {
+  hostEnv: NodeJS.ProcessEnv;
+  cloisterName: string;
+  user: string;
+  home: string;
+  shell: string;
+  /** Extra host variable names to pass through (config `sandbox.env`). */
+  extraNames: readonly string[];
+  /** Proxy URL inside the cloister (with this cloister's token), absent without network. */
+  proxyUrl?: string;
+  /** `--env K=V` values from the command line: applied last. */
+  explicit: Readonly<Record<string, string>>;
+}
+
+export function sandboxEnv(input: SandboxEnvInput): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(input.hostEnv)) {
+    if (value === undefined) continue;
+    const allowed = PASSTHROUGH.includes(name) || PASSTHROUGH_PREFIXES.some((p) => name.startsWith(p)) || input.extraNames.includes(name);
+    if (allowed) env[name] = value;
+  }
+  Object.assign(env, {
+    HOME: input.home,
+    USER: input.user,
+    LOGNAME: input.user,
+    SHELL: input.shell,
+    PATH: SANDBOX_PATH,
+    TMPDIR: "/tmp",
+    CLOISTER: "1",
+    CLOISTER_NAME: input.cloisterName,
+  });
+  env.TERM ??= "xterm-256color";
+  if (input.proxyUrl) Object.assign(env, proxyEnv(input.proxyUrl));
+  return Object.assign(env, input.explicit);
+}
+
+/** Both spellings: curl reads lower case (and ignores upper-case HTTP_PROXY), most others upper case. */
+function proxyEnv(proxyUrl: string): Record<string, string> {
+  const noProxy = "localhost,127.0.0.1,::1";
+  const vars: Record<string, string> = {};
+  for (const [name, value] of [
+    ["HTTP_PROXY", proxyUrl],
+    ["HTTPS_PROXY", proxyUrl],
+    ["ALL_PROXY", proxyUrl.replace(/^http:/, "socks5h:")],
+    ["NO_PROXY", noProxy],
+  ] as const) {
+    vars[name] = value;
+    vars[name.toLowerCase()] = value;
+  }
+  return vars;
+}
+
+/** Parses `--env K=V` values; K must be a valid variable name. */
+export function parseEnvAssignments(values: readonly string[]): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const item of values) {
+    const eq = item.indexOf("=");
+    const name = eq > 0 ? item.slice(0, eq) : "";
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+      throw new Error(`invalid --env ${JSON.stringify(item)}: expected NAME=VALUE with NAME made of letters, digits and _`);
+    }
+    result[name] = item.slice(eq + 1);
+  }
+  return result;
+}

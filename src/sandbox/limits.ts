@@ -1,0 +1,144 @@
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+/** Resource limits of one cloister; undefined = no limit of that kind. */
+export interface Limits {
+  memoryBytes?: number;
+  pids?: number;
+  /** Percent of one CPU (200 = two cores). */
+  cpuPercent?: number;
+}
+
+export const DEFAULT_LIMITS: Required<Limits> = {
+  // Generous for builds and test suites; small enough that one cloister cannot take the machine.
+  memoryBytes: 8 * 1024 ** 3,
+  pids: 4096,
+  cpuPercent: 100 * 2,
+};
+
+/**
+ * How limits are applied on this host, best first:
+ * - cgroup2: a delegated cgroup v2 subtree (systemd `Delegate=yes`), one child cgroup per cloister;
+ * - cgroup1: the v1 memory/pids/cpu hierarchies when we may write them (root on hybrid hosts);
+ * - rlimit: no cgroup at all. The process limit is RLIMIT_NPROC, which the kernel counts per user
+ *   namespace (Linux >= 5.14), so it caps this cloister without starving the host user; memory and
+ *   CPU are not capped, but the cloister runs at nice 10 with oom_score_adj 1000 so the scheduler and
+ *   the OOM killer sacrifice it before the guardian or anything else on the host.
+ */
+export type LimitMechanism =
+  | { kind: "cgroup2"; parent: string }
+  | { kind: "cgroup1"; parents: { memory?: string; pids?: string; cpu?: string } }
+  | { kind: "rlimit" };
+
+export interface AppliedLimits {
+  /** Options for the keeper (`cloister-init keep`). */
+  keeperArgs: string[];
+  /** Directories created for this cloister, removed by releaseLimits. */
+  cgroupDirs: string[];
+  mechanism: LimitMechanism["kind"];
+}
+
+export function detectLimitMechanism(): LimitMechanism {
+  const own = ownCgroups();
+  const v2 = own.get("");
+  const v2Root = cgroup2MountPoint();
+  if (v2 !== undefined && v2Root) {
+    const dir = join(v2Root, v2);
+    const enabled = readOr(join(dir, "cgroup.subtree_control"), "").split(/\s+/);
+    if (enabled.includes("memory") && enabled.includes("pids") && writable(dir)) return { kind: "cgroup2", parent: dir };
+  }
+  const v1 = (controller: string): string | undefined => {
+    const rel = own.get(controller);
+    const dir = rel === undefined ? undefined : join("/sys/fs/cgroup", controller, rel);
+    return dir && writable(dir) ? dir : undefined;
+  };
+  const parents = { memory: v1("memory"), pids: v1("pids"), cpu: v1("cpu") };
+  if (parents.memory || parents.pids) return { kind: "cgroup1", parents };
+  return { kind: "rlimit" };
+}
+
+/** Creates the cloister's cgroups (if any) and returns how the keeper must apply the limits. */
+export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limits: Limits): AppliedLimits {
+  const base = ["--oom-score-adj", "1000"];
+  switch (mechanism.kind) {
+    case "cgroup2": {
+      const dir = join(mechanism.parent, `cloister-${cloisterId}`);
+      mkdirSync(dir);
+      if (limits.memoryBytes !== undefined) writeFileSync(join(dir, "memory.max"), String(limits.memoryBytes));
+      if (limits.pids !== undefined) writeFileSync(join(dir, "pids.max"), String(limits.pids));
+      if (limits.cpuPercent !== undefined) writeFileSync(join(dir, "cpu.max"), `${limits.cpuPercent * 1000} 100000`);
+      return { keeperArgs: [...base, "--cgroup", dir], cgroupDirs: [dir], mechanism: "cgroup2" };
+    }
+    case "cgroup1": {
+      const dirs: string[] = [];
+      const make = (parent: string | undefined, settings: Record<string, string | undefined>): void => {
+        if (!parent) return;
+        const dir = join(parent, `cloister-${cloisterId}`);
+        mkdirSync(dir);
+        dirs.push(dir);
+        for (const [file, value] of Object.entries(settings)) if (value !== undefined) writeFileSync(join(dir, file), value);
+      };
+      make(mechanism.parents.memory, { "memory.limit_in_bytes": limits.memoryBytes?.toString() });
+      make(mechanism.parents.pids, { "pids.max": limits.pids?.toString() });
+      const quota = limits.cpuPercent === undefined ? undefined : String(limits.cpuPercent * 1000);
+      make(mechanism.parents.cpu, { "cpu.cfs_period_us": quota && "100000", "cpu.cfs_quota_us": quota });
+      return { keeperArgs: [...base, ...dirs.flatMap((d) => ["--cgroup", d])], cgroupDirs: dirs, mechanism: "cgroup1" };
+    }
+    case "rlimit":
+      return {
+        keeperArgs: [...base, "--nice", "10", ...(limits.pids === undefined ? [] : ["--rlimit", `nproc=${limits.pids}`])],
+        cgroupDirs: [],
+        mechanism: "rlimit",
+      };
+  }
+}
+
+/** Removes the cloister's cgroups once its processes are gone (the kernel refuses while any remain). */
+export async function releaseLimits(cgroupDirs: readonly string[]): Promise<void> {
+  for (const dir of cgroupDirs) {
+    for (let attempt = 0; attempt < 50 && existsSync(dir); attempt++) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+  }
+}
+
+/** Maps controller name ("" for cgroup v2) to this process's cgroup path, from /proc/self/cgroup. */
+function ownCgroups(): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const line of readOr("/proc/self/cgroup", "").split("\n")) {
+    const [, controllers, path] = line.match(/^\d+:([^:]*):(.*)$/) ?? [];
+    if (controllers === undefined || path === undefined) continue;
+    for (const c of controllers.split(",")) map.set(c, path);
+  }
+  return map;
+}
+
+function cgroup2MountPoint(): string | undefined {
+  for (const line of readOr("/proc/self/mountinfo", "").split("\n")) {
+    const fields = line.split(" ");
+    const sep = fields.indexOf("-");
+    if (sep > 0 && fields[sep + 1] === "cgroup2") return fields[4];
+  }
+  return undefined;
+}
+
+function readOr(path: string, fallback: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return fallback;
+  }
+}
+
+function writable(dir: string): boolean {
+  try {
+    accessSync(dir, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,21 @@
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { CloisterError } from "../errors.js";
+
+/** The compiled keeper/init binary that ships with this package (see docs/internals/init-protocol.md). */
+export function initBinaryPath(): string {
+  const path = fileURLToPath(new URL("../../native/build/cloister-init", import.meta.url));
+  if (!existsSync(path)) {
+    throw new CloisterError("the cloister-init helper is not built", "run `npm run build` in the cloister package (needs gcc)");
+  }
+  return path;
+}
+
+/** First match on the host PATH of a tool cloister needs (bwrap, socat). */
+export function findTool(name: string, envPath = process.env.PATH ?? ""): string | undefined {
+  for (const dir of [...envPath.split(":"), "/usr/bin", "/usr/sbin"]) {
+    const candidate = `${dir}/${name}`;
+    if (dir && existsSync(candidate)) return candidate;
+  }
+  return undefined;
+}

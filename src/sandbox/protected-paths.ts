@@ -1,0 +1,146 @@
+import { lstatSync, mkdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { CloisterError } from "../errors.js";
+
+/**
+ * Paths inside the project that the cloister may read but never change, because code on the host
+ * acts on them later (git hooks and config, editor tasks, agent settings and MCP servers, shell rc
+ * files, direnv, npm/yarn settings that name programs). A trailing slash marks a directory.
+ * They are enforced by read-only bind mounts; see mounts.ts.
+ */
+export const MANDATORY_PROTECTED: readonly string[] = [
+  ".git/hooks/",
+  ".git/info/",
+  ".git/config",
+  ".git/commondir",
+  ".git/config.worktree",
+  ".gitmodules",
+  ".vscode/",
+  ".idea/",
+  ".claude/settings.json",
+  ".claude/settings.local.json",
+  ".claude/commands/",
+  ".claude/agents/",
+  ".mcp.json",
+  ".codex/",
+  ".gemini/",
+  ".envrc",
+  ".npmrc",
+  ".yarnrc",
+  ".yarnrc.yml",
+  ".bashrc",
+  ".bash_profile",
+  ".bash_login",
+  ".profile",
+  ".zshrc",
+  ".zshenv",
+  ".zprofile",
+  ".zlogin",
+];
+
+/**
+ * `.git/commondir` redirects git to another repository directory, so a missing one is held by a
+ * file that points git at the repository itself ("."): git behaves exactly as without it.
+ */
+const NEUTRAL_FILE_CONTENT: Readonly<Record<string, string>> = { ".git/commondir": ".\n" };
+
+export interface ProtectedPaths {
+  /** Protected paths relative to the project root, without trailing slash. */
+  paths: string[];
+  /** Their ancestors below the project root, shallowest first: pinned by mounts so they cannot be renamed away. */
+  ancestors: string[];
+  /** What cloister created because it did not exist; removed when the last cloister of the project ends. */
+  placeholders: string[];
+}
+
+/** Which protected paths apply to a project: the mandatory list plus configured additions. */
+export function protectedPathList(extra: readonly string[], isGit: boolean): string[] {
+  const all = [...MANDATORY_PROTECTED, ...extra];
+  const relevant = isGit ? all : all.filter((p) => !p.startsWith(".git/"));
+  return [...new Set(relevant)];
+}
+
+/**
+ * Makes every protected path exist so it can be mounted over, without leaving anything that changes
+ * how the project behaves on the host: a missing path is held by an empty directory (git and most
+ * tools ignore empty directories) or, for files git reads, by a neutral file. Fails closed when a
+ * protected path or one of its ancestors is a symlink, since a mount would follow it out of place.
+ */
+export function prepareProtectedPaths(projectRoot: string, specs: readonly string[]): ProtectedPaths {
+  const result: ProtectedPaths = { paths: [], ancestors: [], placeholders: [] };
+  for (const spec of specs) {
+    const relPath = spec.replace(/\/+$/, "");
+    const parts = relPath.split("/");
+    for (let i = 1; i < parts.length; i++) {
+      const ancestor = parts.slice(0, i).join("/");
+      if (result.ancestors.includes(ancestor)) continue;
+      if (ensureRealDirectory(projectRoot, ancestor)) result.placeholders.push(ancestor);
+      result.ancestors.push(ancestor);
+    }
+    if (ensureMountable(projectRoot, relPath)) result.placeholders.push(relPath);
+    result.paths.push(relPath);
+  }
+  return result;
+}
+
+/** Returns true when the directory had to be created. */
+function ensureRealDirectory(projectRoot: string, relPath: string): boolean {
+  const kind = entryKind(join(projectRoot, relPath));
+  if (kind === "directory") return false;
+  if (kind !== "missing") refuseProtection(relPath, kind);
+  mkdirSync(join(projectRoot, relPath), { mode: 0o755 });
+  return true;
+}
+
+/** Returns true when a placeholder had to be created. */
+function ensureMountable(projectRoot: string, relPath: string): boolean {
+  const full = join(projectRoot, relPath);
+  const kind = entryKind(full);
+  if (kind === "file" || kind === "directory") return false;
+  if (kind !== "missing") refuseProtection(relPath, kind);
+  const neutral = NEUTRAL_FILE_CONTENT[relPath];
+  // "wx" = O_CREAT|O_EXCL: never follows a symlink planted in the meantime.
+  if (neutral !== undefined) writeFileSync(full, neutral, { flag: "wx", mode: 0o644 });
+  else mkdirSync(full, { mode: 0o755 });
+  return true;
+}
+
+/**
+ * Removes placeholders (deepest first) once no running cloister of the project needs them, and only
+ * while they are still exactly what cloister created: an empty directory or the neutral file.
+ */
+export function removePlaceholders(projectRoot: string, relPaths: readonly string[]): void {
+  const deepestFirst = [...relPaths].sort((a, b) => b.split("/").length - a.split("/").length);
+  for (const relPath of deepestFirst) {
+    const full = join(projectRoot, relPath);
+    try {
+      const neutral = NEUTRAL_FILE_CONTENT[relPath];
+      if (neutral === undefined) rmdirSync(full);
+      else if (lstatSync(full).isFile() && readFileSync(full, "utf8") === neutral) unlinkSync(full);
+    } catch {
+      // Not empty any more, already gone, or changed by the user: leave it as it is.
+    }
+  }
+}
+
+type EntryKind = "missing" | "file" | "directory" | "symlink" | "special";
+
+function entryKind(path: string): EntryKind {
+  try {
+    const st = lstatSync(path);
+    if (st.isSymbolicLink()) return "symlink";
+    if (st.isDirectory()) return "directory";
+    if (st.isFile()) return "file";
+    return "special";
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return "missing";
+    throw error;
+  }
+}
+
+function refuseProtection(relPath: string, kind: EntryKind): never {
+  throw new CloisterError(
+    `cannot protect ${relPath} in the project: it is a ${kind === "symlink" ? "symbolic link" : "special file"}`,
+    `a read-only mount would follow it; replace ${relPath} with a regular ${kind === "symlink" ? "file or directory" : "file"} and retry`,
+  );
+}

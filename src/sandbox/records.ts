@@ -1,0 +1,83 @@
+import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { CloisterPaths } from "../config/paths.js";
+import { ensurePrivateDir, writeFileAtomic } from "../config/atomic-write.js";
+
+/**
+ * What is known about one cloister, kept as a JSON file in the state dir. The guardian reads these
+ * when it (re)starts, so a guardian crash or restart loses no cloister, and `stop` can always find
+ * every process to kill.
+ */
+export interface CloisterRecord {
+  name: string;
+  /** Short random id: names the runtime dir and cgroups (names can be long, socket paths cannot). */
+  id: string;
+  project: string;
+  projectRoot: string;
+  persistent: boolean;
+  network: boolean;
+  createdAt: string;
+  /** Host pid of the keeper and its start time (from /proc/PID/stat), to tell it from a reused pid. */
+  keeperPid?: number;
+  keeperStartTime?: string;
+  initSocket: string;
+  runtimeDir: string;
+  homeDir: string;
+  /** HOME is removed with the cloister (fresh HOME for `run`). */
+  ephemeralHome: boolean;
+  cgroupDirs: string[];
+  placeholders: string[];
+  limitMechanism: string;
+  /** Password of this cloister's proxy URL (never shown by `list`). */
+  proxyToken?: string;
+}
+
+function recordFile(paths: CloisterPaths, name: string): string {
+  return join(paths.cloisterRecordDir, `${name}.json`);
+}
+
+export async function writeRecord(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
+  await ensurePrivateDir(paths.cloisterRecordDir);
+  await writeFileAtomic(recordFile(paths, record.name), `${JSON.stringify(record, null, 2)}\n`);
+}
+
+export function readRecord(paths: CloisterPaths, name: string): CloisterRecord | undefined {
+  try {
+    return JSON.parse(readFileSync(recordFile(paths, name), "utf8")) as CloisterRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+export function listRecords(paths: CloisterPaths): CloisterRecord[] {
+  let files: string[];
+  try {
+    files = readdirSync(paths.cloisterRecordDir).filter((f) => f.endsWith(".json"));
+  } catch {
+    return [];
+  }
+  return files.flatMap((f) => {
+    const record = readRecord(paths, f.slice(0, -".json".length));
+    return record ? [record] : [];
+  });
+}
+
+export function deleteRecord(paths: CloisterPaths, name: string): void {
+  rmSync(recordFile(paths, name), { force: true });
+}
+
+/** Field 22 of /proc/PID/stat: the process start time in clock ticks since boot. */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name (field 2) may contain spaces and parentheses: split after its closing paren.
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The keeper of this record is still the process we started (not a dead one, not a reused pid). */
+export function isKeeperAlive(record: CloisterRecord): boolean {
+  return record.keeperPid !== undefined && processStartTime(record.keeperPid) === record.keeperStartTime;
+}
