@@ -4,6 +4,7 @@ import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { effectiveConfig, loadGlobalConfig, loadProjectConfig } from "./config/load.js";
 import { projectNameFor, registerProject } from "./config/project-registry.js";
 import { parseDuration, parsePercent, parseSize } from "./config/units.js";
+import { MAX_TIMEOUT_MS } from "./config/schema.js";
 import { CloisterError } from "./errors.js";
 import { ensureGuardian, guardianCall } from "./guardian/control-client.js";
 import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
@@ -135,20 +136,25 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
       pids: optionOr(options.pids, (v) => positiveInteger(v, "--pids"), config.limits.pids),
       cpuPercent: optionOr(options.cpu, parsePercent, config.limits.cpu),
     },
-    tmpfsBytes: config.limits.tmpfs ?? DEFAULT_TMPFS_BYTES,
+    tmpfsBytes: config.limits.tmpfs,
     protect: config.sandbox.protect,
     refs: Object.entries(config.refs).map(([refName, hostPath]) => ({ name: refName, hostPath })),
     extraMounts: config.sandbox.mounts,
   };
 }
 
-const DEFAULT_TMPFS_BYTES = 1024 ** 3;
-
-/** A command-line value wins over config; "none" means no limit. */
+/** A command-line value wins over config; "none" means no limit; zero or junk is a usage error. */
 function optionOr<T extends string | number>(value: T | undefined, parse: (v: T) => number, fallback: number | null): number | undefined {
   if (value === undefined) return fallback ?? undefined;
   if (typeof value === "string" && value.trim().toLowerCase() === "none") return undefined;
-  return parse(value);
+  let parsed: number;
+  try {
+    parsed = parse(value);
+  } catch (error) {
+    throw new CloisterError(error instanceof Error ? error.message : String(error));
+  }
+  if (parsed <= 0) throw new CloisterError(`a limit of ${JSON.stringify(value)} would stop everything`, "give a positive value, or none for no limit");
+  return parsed;
 }
 
 function positiveInteger(value: string | number, flag: string): number {
@@ -165,9 +171,13 @@ export function checkedName(name: string): string {
   return name;
 }
 
+/** `--timeout`: a positive duration below setTimeout's ~24-day ceiling, or none. */
 export function parseTimeout(value: string | undefined): number | undefined {
-  if (value === undefined || value.trim().toLowerCase() === "none") return undefined;
-  return parseDuration(value);
+  return optionOr(value, (v) => {
+    const ms = parseDuration(v);
+    if (ms > MAX_TIMEOUT_MS) throw new Error(`--timeout ${v} is longer than the longest supported (24 days)`);
+    return ms;
+  }, null);
 }
 
 async function commandEnv(record: CloisterRecord, options: CloisterOptions, paths: CloisterPaths): Promise<Record<string, string>> {

@@ -288,10 +288,6 @@ export interface EffectiveConfig {
 
 export type ConfigKind = "global" | "project";
 
-export function schemaFor(kind: ConfigKind): z.ZodType {
-  return kind === "global" ? GlobalConfigSchema : ProjectConfigSchema;
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Schema introspection, for "did you mean" hints
 

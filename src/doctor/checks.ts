@@ -1000,7 +1000,7 @@ function defineCheck(id: string, title: string, find: (ctx: DoctorContext) => Pr
         id,
         title,
         status: "fail",
-        detail: `the check itself crashed: ${e instanceof Error ? e.message : String(e)}`,
+        detail: `the check itself crashed: ${oneLine(e instanceof Error ? e.message : String(e), 200)}`,
         fix: "This is a cloister bug: please report it with the output of `cloister doctor --json`.",
       };
     }

@@ -1,3 +1,5 @@
+import { CloisterError } from "../errors.js";
+
 /**
  * The environment of processes in a cloister: built from an allowlist, never inherited wholesale,
  * so host tokens, agent sockets (SSH_AUTH_SOCK, DBUS_SESSION_BUS_ADDRESS) and display variables
@@ -69,7 +71,7 @@ export function parseEnvAssignments(values: readonly string[]): Record<string, s
     const eq = item.indexOf("=");
     const name = eq > 0 ? item.slice(0, eq) : "";
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
-      throw new Error(`invalid --env ${JSON.stringify(item)}: expected NAME=VALUE with NAME made of letters, digits and _`);
+      throw new CloisterError(`invalid --env ${JSON.stringify(item)}: expected NAME=VALUE with NAME made of letters, digits and _`);
     }
     result[name] = item.slice(eq + 1);
   }

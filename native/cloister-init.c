@@ -1,0 +1,1387 @@
+/*
+ * cloister-init: the keeper (host side, parent of bwrap) and the init (PID 1 inside the sandbox)
+ * of one cloister.
+ *
+ * The contract, wire protocol included, is docs/internals/init-protocol.md; keep the two in step.
+ * This is C rather than Node because one of each runs per cloister and together they must cost
+ * well under 1 MiB of proportional memory. Hence: no stdio buffers, no threads, no allocation in
+ * the idle loops, nothing but libc.
+ *
+ * Layout:
+ *   utilities ... messages, numbers, fds, signals, time, growable buffers
+ *   keep ........ `cloister-init keep`: limits, the listen socket at fd 3, fork PROGRAM, wait
+ *   init ........ `cloister-init init`: services, reaping, accepting connections
+ *   session ..... one forked handler per connection: REQUEST, spawn, relay, EXIT
+ *
+ * Build: cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror (scripts/build-native.mjs).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define EXIT_SETUP 125          /* cloister-init itself failed; nothing was executed */
+#define LISTEN_FD 3             /* where the keeper puts the listen socket and init finds it */
+#define MAX_PAYLOAD (1u << 20)  /* largest frame payload accepted from a client */
+#define HDR_LEN 5               /* u8 type + u32 length */
+#define READ_CHUNK 65536        /* one read of command output becomes at most one frame */
+#define OUT_HIGH (256u << 10)   /* stop reading command output while this much awaits the client */
+#define STDIN_HIGH (256u << 10) /* stop reading the client while this much stdin awaits the command */
+#define DRAIN_MS 200            /* after the command exits, how long output may pause before EXIT */
+#define HANGUP_GRACE_MS 2000    /* SIGHUP -> SIGKILL delay when the client disconnects */
+#define RESTART_MS 1000         /* minimum gap between two starts of one service */
+#define ERROR_FLUSH_MS 1000     /* how long an ERROR frame may take to reach a client */
+
+enum frame_type {
+    F_REQUEST = 0x01,
+    F_STDIN = 0x02,
+    F_STDIN_EOF = 0x03,
+    F_RESIZE = 0x04,
+    F_SIGNAL = 0x05,
+    F_STARTED = 0x81,
+    F_STDOUT = 0x82,
+    F_STDERR = 0x83,
+    F_ERROR = 0x84,
+    F_EXIT = 0x85,
+};
+
+/* ================================================================================== utilities */
+
+/* Removed by fatal() so a failed keeper leaves no socket file behind. */
+static const char *g_unlink_on_fatal;
+/* A session's command; its process group is killed if the handler runs out of memory. */
+static pid_t g_kill_on_oom;
+
+/* write() all of buf to a blocking fd, riding out EINTR and short writes. */
+static bool write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return false;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* "cloister-init: <what>[: <strerror>]\n" on stderr, in a single write so that lines from
+ * several processes sharing stderr don't interleave. */
+static void vreport(int err, const char *fmt, va_list ap)
+{
+    char what[512], line[768];
+    if (vsnprintf(what, sizeof what, fmt, ap) < 0)
+        what[0] = '\0';
+    int n = err ? snprintf(line, sizeof line, "cloister-init: %s: %s\n", what, strerror(err))
+                : snprintf(line, sizeof line, "cloister-init: %s\n", what);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof line) { /* truncated: still end the line */
+        n = (int)sizeof line - 1;
+        line[n - 1] = '\n';
+    }
+    write_all(STDERR_FILENO, line, (size_t)n);
+}
+
+static void report(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void report(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(err, fmt, ap);
+    va_end(ap);
+}
+
+/* A set-up failure: one line on stderr, exit 125. */
+static _Noreturn void fatal(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static _Noreturn void fatal(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(err, fmt, ap);
+    va_end(ap);
+    if (g_unlink_on_fatal)
+        unlink(g_unlink_on_fatal);
+    _exit(EXIT_SETUP);
+}
+
+/* Strict decimal parse: the whole string, within [min, max]. */
+static bool parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static bool fd_is_open(int fd)
+{
+    return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
+}
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* Make sure fds 0-2 are open (on /dev/null if need be), so that no pipe or socket we create
+ * later lands on a standard fd and gets clobbered by a dup2(). */
+static void ensure_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++)
+        if (!fd_is_open(fd) && open("/dev/null", O_RDWR) < 0)
+            fatal(errno, "open /dev/null");
+}
+
+/* Close every fd >= low. close_range() needs Linux 5.9; before that, walk /proc/self/fd; without
+ * /proc, fall back to a loop bounded by RLIMIT_NOFILE (capped so a huge limit can't stall us). */
+static void close_fds_from(int low)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, (unsigned)low, ~0U, 0U) == 0)
+        return;
+#endif
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            long fd;
+            if (parse_long(e->d_name, low, INT_MAX, &fd) && fd != dirfd(d))
+                close((int)fd);
+        }
+        closedir(d);
+        return;
+    }
+    long max = 65536;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)max)
+        max = (long)rl.rlim_cur;
+    for (long fd = low; fd < max; fd++)
+        close((int)fd);
+}
+
+/* Give an about-to-exec child default dispositions and an empty mask: ignored or blocked signals
+ * survive exec, and the command must not inherit our SIGPIPE=ignore or blocked SIGCHLD. */
+static void reset_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &sa, NULL); /* EINVAL for libc-reserved signals: harmless */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static uint16_t get_le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+/* A byte queue: data lives in p[start, end). Consuming is O(1); space is reclaimed lazily. */
+struct buf {
+    uint8_t *p;
+    size_t start, end, cap;
+};
+
+static size_t buf_size(const struct buf *b)
+{
+    return b->end - b->start;
+}
+
+static uint8_t *buf_data(const struct buf *b)
+{
+    return b->p + b->start;
+}
+
+static void buf_consume(struct buf *b, size_t n)
+{
+    b->start += n;
+    if (b->start == b->end)
+        b->start = b->end = 0;
+}
+
+static void buf_clear(struct buf *b)
+{
+    b->start = b->end = 0;
+}
+
+/* Room for `extra` more bytes at the end. Sizes here are bounded by the caps above, so there is
+ * no overflow to fear; running out of memory ends the session (and its command). */
+static void buf_reserve(struct buf *b, size_t extra)
+{
+    if (b->cap - b->end >= extra)
+        return;
+    if (b->start > 0) {
+        memmove(b->p, b->p + b->start, b->end - b->start);
+        b->end -= b->start;
+        b->start = 0;
+        if (b->cap - b->end >= extra)
+            return;
+    }
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap - b->end < extra)
+        cap *= 2;
+    uint8_t *p = realloc(b->p, cap);
+    if (!p) {
+        if (g_kill_on_oom > 0)
+            kill(-g_kill_on_oom, SIGKILL);
+        _exit(1);
+    }
+    b->p = p;
+    b->cap = cap;
+}
+
+static void buf_append(struct buf *b, const void *data, size_t len)
+{
+    buf_reserve(b, len);
+    memcpy(b->p + b->end, data, len);
+    b->end += len;
+}
+
+/* Queue one frame. */
+static void put_frame(struct buf *b, uint8_t type, const void *payload, size_t len)
+{
+    uint8_t hdr[HDR_LEN];
+    hdr[0] = type;
+    put_le32(hdr + 1, (uint32_t)len);
+    buf_append(b, hdr, HDR_LEN);
+    if (len)
+        buf_append(b, payload, len);
+}
+
+static void put_u32_frame(struct buf *b, uint8_t type, uint32_t v)
+{
+    uint8_t p[4];
+    put_le32(p, v);
+    put_frame(b, type, p, sizeof p);
+}
+
+/* ======================================================================================= keep */
+
+struct keep_opts {
+    const char *listen;
+    const char **cgroups;
+    size_t ncgroups;
+    const char **rlimits; /* validated "NAME=N" strings */
+    size_t nrlimits;
+    long oom_score_adj;
+    bool has_oom_score_adj;
+    long nice;
+    bool has_nice;
+    bool die_with_parent;
+    bool setsid;
+    int status_fd; /* -1: none */
+    char **program;
+};
+
+static const struct {
+    const char *name;
+    int resource;
+} rlimit_names[] = {
+    { "nproc", RLIMIT_NPROC }, { "nofile", RLIMIT_NOFILE }, { "as", RLIMIT_AS },
+    { "fsize", RLIMIT_FSIZE }, { "core", RLIMIT_CORE },
+};
+
+/* Split "NAME=N" into a resource and a value; false if either part is invalid. */
+static bool parse_rlimit(const char *spec, int *resource, rlim_t *value)
+{
+    const char *eq = strchr(spec, '=');
+    if (!eq || eq[1] < '0' || eq[1] > '9') /* strtoull would accept "-1" or " 1" */
+        return false;
+    for (size_t i = 0; i < sizeof rlimit_names / sizeof rlimit_names[0]; i++) {
+        if (strlen(rlimit_names[i].name) == (size_t)(eq - spec) && !strncmp(spec, rlimit_names[i].name, (size_t)(eq - spec))) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(eq + 1, &end, 10);
+            if (errno || *end)
+                return false;
+            *resource = rlimit_names[i].resource;
+            *value = (rlim_t)v;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void keep_parse(int argc, char **argv, struct keep_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->status_fd = -1;
+    o->cgroups = calloc((size_t)argc, sizeof *o->cgroups);
+    o->rlimits = calloc((size_t)argc, sizeof *o->rlimits);
+    if (!o->cgroups || !o->rlimits)
+        fatal(ENOMEM, "keep");
+
+    int i = 2;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) {
+            i++;
+            break;
+        }
+        if (!strcmp(a, "--die-with-parent")) {
+            o->die_with_parent = true;
+            continue;
+        }
+        if (!strcmp(a, "--setsid")) {
+            o->setsid = true;
+            continue;
+        }
+        bool known = !strcmp(a, "--listen") || !strcmp(a, "--cgroup") || !strcmp(a, "--oom-score-adj") ||
+                     !strcmp(a, "--nice") || !strcmp(a, "--rlimit") || !strcmp(a, "--status-fd");
+        if (!known)
+            fatal(EINVAL, "keep: unknown option '%s'", a);
+        if (i + 1 >= argc)
+            fatal(EINVAL, "keep: %s needs a value", a);
+        const char *v = argv[++i];
+        long n;
+        int res;
+        rlim_t lim;
+        if (!strcmp(a, "--listen")) {
+            o->listen = v;
+        } else if (!strcmp(a, "--cgroup")) {
+            o->cgroups[o->ncgroups++] = v;
+        } else if (!strcmp(a, "--rlimit")) {
+            if (!parse_rlimit(v, &res, &lim))
+                fatal(EINVAL, "keep: --rlimit '%s' (want nproc|nofile|as|fsize|core=N)", v);
+            o->rlimits[o->nrlimits++] = v;
+        } else if (!strcmp(a, "--oom-score-adj")) {
+            if (!parse_long(v, -1000, 1000, &o->oom_score_adj))
+                fatal(EINVAL, "keep: --oom-score-adj '%s'", v);
+            o->has_oom_score_adj = true;
+        } else if (!strcmp(a, "--nice")) {
+            if (!parse_long(v, -20, 19, &o->nice))
+                fatal(EINVAL, "keep: --nice '%s'", v);
+            o->has_nice = true;
+        } else { /* --status-fd */
+            if (!parse_long(v, 0, INT_MAX, &n))
+                fatal(EINVAL, "keep: --status-fd '%s'", v);
+            o->status_fd = (int)n;
+        }
+    }
+    if (i >= argc)
+        fatal(EINVAL, "keep: missing '-- PROGRAM [ARGS...]'");
+    o->program = argv + i;
+}
+
+/* Write a short string to a file that must accept it whole (cgroup.procs, oom_score_adj). */
+static void write_file(const char *path, const char *text, const char *what)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || !write_all(fd, text, strlen(text)))
+        fatal(errno, "%s: %s", what, path);
+    close(fd);
+}
+
+static void keep_join_cgroup(const char *dir)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/cgroup.procs", dir) >= (int)sizeof path)
+        fatal(ENAMETOOLONG, "join cgroup %s", dir);
+    write_file(path, "0\n", "join cgroup");
+}
+
+/* Create the listening socket and put it at fd 3, inheritable, for PROGRAM (bwrap, then init). */
+static void keep_listen(const char *path)
+{
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa.sun_path)
+        fatal(ENAMETOOLONG, "--listen %s", path);
+    memcpy(sa.sun_path, path, strlen(path));
+
+    /* fd 3 is the one slot we overwrite; anything the caller put there (other than the status fd,
+     * already moved away) would silently vanish, e.g. bwrap's --seccomp fd. Refuse instead. */
+    if (fd_is_open(LISTEN_FD))
+        fatal(EBUSY, "--listen: fd %d is already open (it is reserved for the listen socket)", LISTEN_FD);
+
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            fatal(EEXIST, "--listen %s exists and is not a socket", path);
+        if (unlink(path) < 0)
+            fatal(errno, "unlink %s", path);
+    } else if (errno != ENOENT) {
+        fatal(errno, "stat %s", path);
+    }
+
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fatal(errno, "socket");
+    mode_t old = umask(0177); /* mode 0600 from birth: no window where others may connect */
+    int r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    int err = errno;
+    umask(old);
+    if (r < 0)
+        fatal(err, "bind %s", path);
+    g_unlink_on_fatal = path;
+    if (listen(fd, 128) < 0)
+        fatal(errno, "listen %s", path);
+    if (fd == LISTEN_FD) {
+        if (fcntl(fd, F_SETFD, 0) < 0)
+            fatal(errno, "fcntl");
+    } else {
+        if (dup2(fd, LISTEN_FD) < 0) /* dup2 leaves the new fd without FD_CLOEXEC */
+            fatal(errno, "dup2");
+        close(fd);
+    }
+}
+
+/* Move the status fd to a private FD_CLOEXEC copy: it is ours to report on, not PROGRAM's, and
+ * it may sit on fd 3 where the listen socket goes. Returns the copy. */
+static int keep_take_status_fd(int fd)
+{
+    if (!fd_is_open(fd))
+        fatal(EBADF, "--status-fd %d", fd);
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, LISTEN_FD + 1);
+    if (copy < 0)
+        fatal(errno, "--status-fd %d", fd);
+    if (fd > 2) /* 0-2 belong to PROGRAM too */
+        close(fd);
+    return copy;
+}
+
+static void keep_apply_limits(const struct keep_opts *o)
+{
+    for (size_t i = 0; i < o->ncgroups; i++)
+        keep_join_cgroup(o->cgroups[i]);
+    if (o->has_oom_score_adj) {
+        char v[16];
+        snprintf(v, sizeof v, "%ld\n", o->oom_score_adj);
+        write_file("/proc/self/oom_score_adj", v, "--oom-score-adj");
+    }
+    if (o->has_nice && setpriority(PRIO_PROCESS, 0, (int)o->nice) < 0)
+        fatal(errno, "--nice %ld", o->nice);
+    for (size_t i = 0; i < o->nrlimits; i++) {
+        int res = 0;
+        rlim_t v = 0;
+        parse_rlimit(o->rlimits[i], &res, &v); /* validated while parsing */
+        struct rlimit rl = { v, v };
+        if (setrlimit(res, &rl) < 0)
+            fatal(errno, "--rlimit %s", o->rlimits[i]);
+    }
+}
+
+static int wait_status_code(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return EXIT_SETUP;
+}
+
+static int keep_main(int argc, char **argv)
+{
+    pid_t parent = getppid();
+    struct keep_opts o;
+    keep_parse(argc, argv, &o);
+
+    /* Forwarded signals and SIGCHLD are taken synchronously with sigwaitinfo(); blocking them
+     * this early also means a SIGTERM during set-up can't leave a stray socket file. SIGPIPE is
+     * blocked so a vanished status reader gives EPIPE, not death. SIGCHLD must not be ignored,
+     * or the child's exit status would be discarded. */
+    sigset_t waitset, blockset, oldmask;
+    sigemptyset(&waitset);
+    sigaddset(&waitset, SIGTERM);
+    sigaddset(&waitset, SIGINT);
+    sigaddset(&waitset, SIGHUP);
+    sigaddset(&waitset, SIGCHLD);
+    blockset = waitset;
+    sigaddset(&blockset, SIGPIPE);
+    sigprocmask(SIG_BLOCK, &blockset, &oldmask);
+    signal(SIGCHLD, SIG_DFL);
+
+    ensure_std_fds();
+    /* Already leading a session (e.g. spawned detached) is as good as becoming one. */
+    if (o.setsid && setsid() < 0 && getsid(0) != getpid())
+        fatal(errno, "setsid");
+    if (o.die_with_parent) {
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+            fatal(errno, "prctl(PR_SET_PDEATHSIG)");
+        if (getppid() != parent)
+            fatal(ESRCH, "--die-with-parent: the parent is already gone");
+    }
+    int status = o.status_fd >= 0 ? keep_take_status_fd(o.status_fd) : -1;
+    if (o.listen)
+        keep_listen(o.listen);
+    keep_apply_limits(&o);
+
+    /* A FD_CLOEXEC pipe tells us whether exec worked: EOF means yes, an errno means no. */
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) < 0)
+        fatal(errno, "pipe");
+    pid_t child = fork();
+    if (child < 0)
+        fatal(errno, "fork");
+    if (child == 0) {
+        sigprocmask(SIG_SETMASK, &oldmask, NULL);
+        execvp(o.program[0], o.program);
+        int err = errno;
+        write_all(ep[1], &err, sizeof err);
+        _exit(EXIT_SETUP);
+    }
+    if (o.listen)
+        close(LISTEN_FD); /* only the sandbox holds it now: when it dies, clients see it */
+    close(ep[1]);
+    int err = 0;
+    ssize_t n;
+    while ((n = read(ep[0], &err, sizeof err)) < 0 && errno == EINTR)
+        ;
+    close(ep[0]);
+    if (n == (ssize_t)sizeof err) {
+        waitpid(child, NULL, 0);
+        fatal(err, "exec %s", o.program[0]);
+    }
+    g_unlink_on_fatal = NULL;
+
+    if (status >= 0) {
+        char line[32];
+        int len = snprintf(line, sizeof line, "started %d\n", (int)child);
+        write_all(status, line, (size_t)len); /* a reader that left doesn't concern us */
+        close(status);
+    }
+
+    for (;;) {
+        int sig = sigwaitinfo(&waitset, NULL);
+        if (sig < 0)
+            continue; /* EINTR (e.g. after SIGSTOP/SIGCONT) */
+        if (sig != SIGCHLD) {
+            kill(child, sig);
+            continue;
+        }
+        int st;
+        pid_t r;
+        while ((r = waitpid(child, &st, WNOHANG)) < 0 && errno == EINTR)
+            ;
+        if (r == child)
+            _exit(wait_status_code(st));
+    }
+}
+
+/* ==================================================================================== session */
+
+/* A decoded REQUEST. The strings point into `blob`, a private copy of the payload. */
+struct request {
+    bool tty;
+    uint16_t rows, cols;
+    char *cwd;
+    char **argv;
+    char **env;
+    char *blob;
+};
+
+struct session {
+    int sock;   /* the client connection, non-blocking */
+    int sfd;    /* signalfd for SIGCHLD */
+    bool tty;   /* tty mode: in_fd == out_fd == the PTY master and err_fd == -1 */
+    int in_fd;  /* where STDIN payloads go */
+    int out_fd; /* STDOUT source */
+    int err_fd; /* STDERR source */
+    pid_t pid;  /* the command, also its process group and session id; 0 until spawned */
+    /* The command is left an unreaped zombie until the handler is done, so its pid (and process
+     * group id) can't be recycled while we may still signal -pid. */
+    bool exited;
+    int exit_code;
+    bool stdin_eof;         /* STDIN_EOF seen: close stdin once to_cmd has drained */
+    int64_t drain_deadline; /* after exit: when to stop waiting for more output */
+    struct buf in;          /* bytes from the client, not yet decoded */
+    struct buf to_cmd;      /* STDIN bytes not yet written to the command */
+    struct buf out;         /* frames not yet sent to the client */
+};
+
+/* Send what the socket takes now. False when the client has gone. */
+static bool sock_flush(struct session *s)
+{
+    while (buf_size(&s->out) > 0) {
+        ssize_t n = send(s->sock, buf_data(&s->out), buf_size(&s->out), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            buf_consume(&s->out, (size_t)n);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return true;
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Block until everything queued is sent, discarding whatever else the client sends meanwhile
+ * (unread input would turn our close into a connection reset). timeout_ms < 0: no limit.
+ * False if the client went away or time ran out. */
+static bool sock_drain(struct session *s, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    bool readable = true;
+    for (;;) {
+        if (!sock_flush(s))
+            return false;
+        if (buf_size(&s->out) == 0)
+            return true;
+        int wait = -1;
+        if (timeout_ms >= 0) {
+            int64_t left = deadline - now_ms();
+            if (left <= 0)
+                return false;
+            wait = (int)left;
+        }
+        struct pollfd p = { s->sock, (short)(POLLOUT | (readable ? POLLIN : 0)), 0 };
+        if (poll(&p, 1, wait) < 0)
+            continue;
+        if (p.revents & POLLIN) {
+            char junk[4096];
+            ssize_t n = recv(s->sock, junk, sizeof junk, MSG_DONTWAIT);
+            if (n == 0)
+                readable = false; /* half-closed: they may still read */
+            else if (n < 0 && errno != EINTR && errno != EAGAIN)
+                return false;
+        } else if (p.revents & (POLLHUP | POLLERR)) {
+            return false;
+        }
+    }
+}
+
+/* The client is gone (or broke the protocol) while the command may still run: hang up on its
+ * process group as a terminal would, and make sure 2 s later. Never returns. */
+static _Noreturn void session_hangup(struct session *s)
+{
+    close_fd(&s->sock);
+    if (s->in_fd != s->out_fd)
+        close_fd(&s->in_fd);
+    close_fd(&s->out_fd); /* in tty mode this hangs up the PTY: SIGHUP to its session */
+    close_fd(&s->err_fd);
+    if (s->pid > 0) {
+        kill(-s->pid, SIGHUP);
+        kill(-s->pid, SIGCONT); /* a stopped group would never see the SIGHUP */
+        sleep_ms(HANGUP_GRACE_MS);
+        kill(-s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+    }
+    _exit(0);
+}
+
+/* Tell the client what went wrong and close, taking the command (if any) down with it. */
+static _Noreturn void session_error(struct session *s, const char *msg)
+{
+    put_frame(&s->out, F_ERROR, msg, strlen(msg));
+    sock_drain(s, ERROR_FLUSH_MS);
+    session_hangup(s);
+}
+
+static _Noreturn void session_protocol_error(struct session *s, const char *why)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "protocol error: %s", why);
+    session_error(s, msg);
+}
+
+static _Noreturn void session_setup_error(struct session *s, const char *what, int err)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "cannot start the command: %s: %s", what, strerror(err));
+    session_error(s, msg);
+}
+
+/* Look at the frame at the front of s->in. Returns 1 when it is complete (*type, *len set),
+ * 0 when more bytes are needed, -1 on a protocol error, which the header alone reveals: we
+ * never buffer a payload we would reject. */
+static int frame_peek(const struct session *s, uint8_t *type, uint32_t *len, char *why, size_t whylen)
+{
+    if (buf_size(&s->in) < HDR_LEN)
+        return 0;
+    const uint8_t *h = buf_data(&s->in);
+    *type = h[0];
+    *len = get_le32(h + 1);
+    if (*type < F_REQUEST || *type > F_SIGNAL) {
+        snprintf(why, whylen, "unknown frame type 0x%02x", *type);
+        return -1;
+    }
+    if (*len > MAX_PAYLOAD) {
+        snprintf(why, whylen, "frame of %u bytes exceeds the %u-byte limit", *len, MAX_PAYLOAD);
+        return -1;
+    }
+    return buf_size(&s->in) - HDR_LEN >= *len ? 1 : 0;
+}
+
+/* Read what the client sent into s->in. False when the client has gone. */
+static bool sock_read(struct session *s)
+{
+    buf_reserve(&s->in, READ_CHUNK);
+    ssize_t n = recv(s->sock, s->in.p + s->in.end, READ_CHUNK, MSG_DONTWAIT);
+    if (n > 0) {
+        s->in.end += (size_t)n;
+        return true;
+    }
+    return n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* Decode a REQUEST payload. Every count and string is checked against the payload's bounds:
+ * the peer may be hostile. Returns NULL or what is wrong. */
+static const char *parse_request(const uint8_t *p, uint32_t len, struct request *rq)
+{
+    if (len < 13)
+        return "REQUEST shorter than its 13-byte header";
+    if (p[0] > 1)
+        return "REQUEST tty flag is not 0 or 1";
+    rq->tty = p[0] == 1;
+    rq->rows = get_le16(p + 1);
+    rq->cols = get_le16(p + 3);
+    uint32_t argc = get_le32(p + 5), envc = get_le32(p + 9);
+    if (argc < 1)
+        return "REQUEST argc is 0";
+    /* Each string takes at least its NUL: more strings than bytes can't be right. */
+    uint64_t nstr = 1 + (uint64_t)argc + envc;
+    size_t body = len - 13;
+    if (nstr > body)
+        return "REQUEST counts exceed its length";
+
+    rq->blob = malloc(body);
+    rq->argv = calloc((size_t)argc + 1, sizeof(char *));
+    rq->env = calloc((size_t)envc + 1, sizeof(char *));
+    if (!rq->blob || !rq->argv || !rq->env)
+        return "out of memory";
+    memcpy(rq->blob, p + 13, body);
+
+    char *cur = rq->blob, *end = rq->blob + body;
+    for (uint64_t i = 0; i < nstr; i++) {
+        char *nul = memchr(cur, '\0', (size_t)(end - cur));
+        if (!nul)
+            return "REQUEST string not NUL-terminated";
+        if (i == 0)
+            rq->cwd = cur;
+        else if (i <= argc)
+            rq->argv[i - 1] = cur;
+        else
+            rq->env[i - 1 - argc] = cur;
+        cur = nul + 1;
+    }
+    if (cur != end)
+        return "REQUEST has trailing bytes";
+    return NULL;
+}
+
+/* Wait for the first frame, which must be a well-formed REQUEST. */
+static void session_read_request(struct session *s, struct request *rq)
+{
+    char why[128];
+    for (;;) {
+        uint8_t type = 0;
+        uint32_t len = 0;
+        int r = frame_peek(s, &type, &len, why, sizeof why);
+        if (r < 0)
+            session_protocol_error(s, why);
+        if (buf_size(&s->in) >= HDR_LEN && type != F_REQUEST)
+            session_protocol_error(s, "the first frame must be REQUEST");
+        if (r > 0) {
+            const char *bad = parse_request(buf_data(&s->in) + HDR_LEN, len, rq);
+            if (bad)
+                session_protocol_error(s, bad);
+            buf_consume(&s->in, HDR_LEN + len);
+            return;
+        }
+        struct pollfd p = { s->sock, POLLIN, 0 };
+        if (poll(&p, 1, -1) < 0)
+            continue;
+        if (!sock_read(s))
+            _exit(0); /* left before asking for anything */
+    }
+}
+
+/* In the forked child: report errno through the exec-status pipe and give up. */
+static _Noreturn void child_fail(int errfd, int err)
+{
+    write_all(errfd, &err, sizeof err);
+    _exit(127);
+}
+
+/* In the forked child: become the command described by rq, with fds 0-2 from fd[]. */
+static _Noreturn void exec_command(const struct request *rq, const int fd[3], int errfd)
+{
+    if (setsid() < 0)
+        child_fail(errfd, errno);
+    if (rq->tty && ioctl(fd[0], TIOCSCTTY, 0) < 0)
+        child_fail(errfd, errno);
+    for (int i = 0; i < 3; i++) /* all fd[i] >= 3: ensure_std_fds() kept 0-2 taken */
+        if (dup2(fd[i], i) < 0)
+            child_fail(errfd, errno);
+    if (chdir(rq->cwd) < 0)
+        child_fail(errfd, errno);
+    /* Park the status pipe at 3 (close-on-exec) and close everything above it. */
+    if (errfd != 3) {
+        if (dup3(errfd, 3, O_CLOEXEC) < 0)
+            child_fail(errfd, errno);
+        errfd = 3;
+    }
+    close_fds_from(4);
+    reset_signals();
+    environ = rq->env; /* execvp searches the PATH of the requested environment */
+    execvp(rq->argv[0], rq->argv);
+    child_fail(errfd, errno);
+}
+
+static void open_pty(struct session *s, const struct request *rq, int child_fd[3])
+{
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0)
+        session_setup_error(s, "posix_openpt", errno);
+    s->in_fd = s->out_fd = m;
+    char name[128];
+    int err;
+    if (grantpt(m) < 0 || unlockpt(m) < 0)
+        session_setup_error(s, "unlockpt", errno);
+    if ((err = ptsname_r(m, name, sizeof name)) != 0)
+        session_setup_error(s, "ptsname", err);
+    /* We open the slave before forking so that the master never sees a moment with no slave
+     * open (which reads as a hangup); the child makes it its controlling terminal. */
+    int sl = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (sl < 0)
+        session_setup_error(s, name, errno);
+    struct winsize ws = { .ws_row = rq->rows, .ws_col = rq->cols };
+    ioctl(m, TIOCSWINSZ, &ws);
+    set_nonblock(m);
+    child_fd[0] = child_fd[1] = child_fd[2] = sl;
+}
+
+static void open_pipes(struct session *s, int child_fd[3])
+{
+    int in[2], out[2], err[2];
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
+        session_setup_error(s, "pipe", errno);
+    s->in_fd = in[1];
+    s->out_fd = out[0];
+    s->err_fd = err[0];
+    set_nonblock(s->in_fd); /* our ends only: each end is its own open file description */
+    set_nonblock(s->out_fd);
+    set_nonblock(s->err_fd);
+    child_fd[0] = in[0];
+    child_fd[1] = out[1];
+    child_fd[2] = err[1];
+}
+
+/* Fork and exec the command; send STARTED, or the failure message and EXIT 126/127. */
+static void session_spawn(struct session *s, const struct request *rq)
+{
+    int child_fd[3];
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) < 0)
+        session_setup_error(s, "pipe", errno);
+    if (rq->tty)
+        open_pty(s, rq, child_fd);
+    else
+        open_pipes(s, child_fd);
+
+    pid_t pid = fork();
+    if (pid < 0)
+        session_setup_error(s, "fork", errno);
+    if (pid == 0)
+        exec_command(rq, child_fd, ep[1]);
+    s->pid = g_kill_on_oom = pid;
+    close(child_fd[0]);
+    if (!rq->tty) {
+        close(child_fd[1]);
+        close(child_fd[2]);
+    }
+    close(ep[1]);
+    int err = 0;
+    ssize_t n;
+    while ((n = read(ep[0], &err, sizeof err)) < 0 && errno == EINTR)
+        ;
+    close(ep[0]);
+
+    if (n == (ssize_t)sizeof err) {
+        const char *argv0 = rq->argv[0], *reason = strerror(err);
+        size_t len = strlen(argv0) + strlen(reason) + 32;
+        char *msg = malloc(len);
+        if (!msg)
+            _exit(1);
+        int m = snprintf(msg, len, "cloister: cannot run '%s': %s\n", argv0, reason);
+        put_frame(&s->out, rq->tty ? F_STDOUT : F_STDERR, msg, (size_t)m);
+        put_u32_frame(&s->out, F_EXIT, err == ENOENT ? 127 : 126);
+        sock_drain(s, -1);
+        waitpid(pid, NULL, 0);
+        _exit(0);
+    }
+    put_u32_frame(&s->out, F_STARTED, (uint32_t)pid);
+}
+
+/* Close the command's stdin (pipe mode). In tty mode the master is also the output: keep it. */
+static void close_stdin(struct session *s)
+{
+    buf_clear(&s->to_cmd);
+    if (s->in_fd == s->out_fd)
+        s->in_fd = -1;
+    else
+        close_fd(&s->in_fd);
+}
+
+/* SIGCHLD arrived: has the command exited? Observe without reaping (see struct session). */
+static void session_check_exit(struct session *s)
+{
+    struct signalfd_siginfo ssi;
+    while (read(s->sfd, &ssi, sizeof ssi) > 0)
+        ; /* drain; waitid() below is the source of truth */
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PID, (id_t)s->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid != s->pid)
+        return;
+    s->exited = true;
+    s->exit_code = si.si_code == CLD_EXITED ? (si.si_status & 0xff) : 128 + si.si_status;
+    s->drain_deadline = now_ms() + DRAIN_MS;
+    if (!s->tty)
+        close_stdin(s); /* nobody left to read it */
+}
+
+/* One read from a command output fd, queued as one frame. EOF (EIO from a PTY master whose
+ * slave is closed everywhere) closes the fd. */
+static void relay_output(struct session *s, int *fd, uint8_t type)
+{
+    buf_reserve(&s->out, HDR_LEN + READ_CHUNK);
+    uint8_t *frame = s->out.p + s->out.end;
+    ssize_t n = read(*fd, frame + HDR_LEN, READ_CHUNK);
+    if (n > 0) {
+        frame[0] = type;
+        put_le32(frame + 1, (uint32_t)n);
+        s->out.end += HDR_LEN + (size_t)n;
+        if (s->exited)
+            s->drain_deadline = now_ms() + DRAIN_MS;
+        return;
+    }
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+    if (*fd == s->in_fd) { /* tty mode: no more typing into a dead terminal */
+        buf_clear(&s->to_cmd);
+        s->in_fd = -1;
+    }
+    close_fd(fd);
+}
+
+/* Write pending STDIN bytes to the command. */
+static void write_stdin(struct session *s)
+{
+    while (buf_size(&s->to_cmd) > 0 && s->in_fd >= 0) {
+        ssize_t n = write(s->in_fd, buf_data(&s->to_cmd), buf_size(&s->to_cmd));
+        if (n > 0) {
+            buf_consume(&s->to_cmd, (size_t)n);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        } else { /* EPIPE: the command closed its stdin; what's left can't be delivered */
+            if (s->tty)
+                buf_clear(&s->to_cmd);
+            else
+                close_stdin(s);
+            return;
+        }
+    }
+    if (s->stdin_eof && !s->tty && s->in_fd >= 0 && buf_size(&s->to_cmd) == 0)
+        close_stdin(s);
+}
+
+/* Act on one client frame after REQUEST. */
+static void handle_frame(struct session *s, uint8_t type, const uint8_t *p, uint32_t len)
+{
+    switch (type) {
+    case F_STDIN:
+        if (s->in_fd >= 0 && !s->stdin_eof)
+            buf_append(&s->to_cmd, p, len);
+        break;
+    case F_STDIN_EOF:
+        if (len != 0)
+            session_protocol_error(s, "STDIN_EOF carries a payload");
+        if (!s->tty) /* a terminal has no EOF of its own; the client sends ^D if it wants one */
+            s->stdin_eof = true;
+        break;
+    case F_RESIZE:
+        if (len != 4)
+            session_protocol_error(s, "RESIZE payload is not 4 bytes");
+        if (s->tty && s->out_fd >= 0) {
+            struct winsize ws = { .ws_row = get_le16(p), .ws_col = get_le16(p + 2) };
+            ioctl(s->out_fd, TIOCSWINSZ, &ws); /* the kernel sends SIGWINCH */
+        }
+        break;
+    case F_SIGNAL:
+        if (len != 1)
+            session_protocol_error(s, "SIGNAL payload is not 1 byte");
+        kill(-s->pid, p[0]); /* safe even after exit: the unreaped zombie pins the group id */
+        break;
+    default: /* F_REQUEST: frame_peek() lets only client types through */
+        session_protocol_error(s, "REQUEST sent twice");
+    }
+}
+
+/* Decode and act on buffered client frames, unless the command is behind on its stdin. */
+static void handle_frames(struct session *s)
+{
+    char why[128];
+    while (buf_size(&s->to_cmd) < STDIN_HIGH) {
+        uint8_t type;
+        uint32_t len;
+        int r = frame_peek(s, &type, &len, why, sizeof why);
+        if (r < 0)
+            session_protocol_error(s, why);
+        if (r == 0)
+            return;
+        handle_frame(s, type, buf_data(&s->in) + HDR_LEN, len);
+        buf_consume(&s->in, HDR_LEN + len);
+    }
+    write_stdin(s); /* also closes stdin after STDIN_EOF once everything is written */
+}
+
+/* Relay between client and command until the command has exited and its output has reached
+ * EOF, or paused for DRAIN_MS (background processes may hold the pipes open). */
+static void session_relay(struct session *s)
+{
+    for (;;) {
+        handle_frames(s);
+        int64_t now = now_ms();
+        int timeout = -1;
+        bool want_out = buf_size(&s->out) < OUT_HIGH;
+        if (s->exited) {
+            if (s->out_fd < 0 && s->err_fd < 0)
+                return;
+            if (!want_out) /* the pause is the client's, not the command's */
+                s->drain_deadline = now + DRAIN_MS;
+            if (now >= s->drain_deadline)
+                return;
+            timeout = (int)(s->drain_deadline - now);
+        }
+
+        /* fds we have no interest in stay out of the set: poll would report their hangups
+         * regardless and we'd spin */
+        struct pollfd p[5];
+        int n = 0, i_sig = -1, i_out = -1, i_err = -1, i_in = -1;
+        bool read_sock = buf_size(&s->to_cmd) < STDIN_HIGH && buf_size(&s->in) < HDR_LEN + MAX_PAYLOAD;
+        bool want_in = buf_size(&s->to_cmd) > 0 && s->in_fd >= 0;
+        int i_sock = n;
+        p[n++] = (struct pollfd){ s->sock, (short)((read_sock ? POLLIN : 0) | (buf_size(&s->out) ? POLLOUT : 0)), 0 };
+        if (!s->exited) {
+            i_sig = n;
+            p[n++] = (struct pollfd){ s->sfd, POLLIN, 0 };
+        }
+        if (s->out_fd >= 0 && (want_out || (want_in && s->tty))) {
+            i_out = n;
+            p[n++] = (struct pollfd){ s->out_fd, (short)((want_out ? POLLIN : 0) | (want_in && s->tty ? POLLOUT : 0)), 0 };
+            if (s->tty)
+                i_in = i_out;
+        }
+        if (s->err_fd >= 0 && want_out) {
+            i_err = n;
+            p[n++] = (struct pollfd){ s->err_fd, POLLIN, 0 };
+        }
+        if (want_in && !s->tty) {
+            i_in = n;
+            p[n++] = (struct pollfd){ s->in_fd, POLLOUT, 0 };
+        }
+
+        if (poll(p, (nfds_t)n, timeout) < 0)
+            continue;
+
+        if (i_sig >= 0 && p[i_sig].revents)
+            session_check_exit(s);
+        if (i_out >= 0 && want_out && (p[i_out].revents & (POLLIN | POLLHUP | POLLERR)))
+            relay_output(s, &s->out_fd, F_STDOUT);
+        if (i_err >= 0 && (p[i_err].revents & (POLLIN | POLLHUP | POLLERR)))
+            relay_output(s, &s->err_fd, F_STDERR);
+        if (i_in >= 0 && p[i_in].revents)
+            write_stdin(s);
+
+        short rs = p[i_sock].revents;
+        if ((rs & POLLOUT) && !sock_flush(s))
+            session_hangup(s);
+        if (read_sock && (rs & (POLLIN | POLLHUP | POLLERR))) {
+            if (!sock_read(s))
+                session_hangup(s);
+        } else if (rs & (POLLHUP | POLLERR)) {
+            session_hangup(s);
+        }
+    }
+}
+
+/* A forked handler serving one connection from REQUEST to EXIT. Never returns. */
+static _Noreturn void session_main(int sock)
+{
+    struct session s;
+    memset(&s, 0, sizeof s);
+    s.sock = sock;
+    s.in_fd = s.out_fd = s.err_fd = -1;
+
+    /* SIGCHLD is still blocked from init; take it through our own signalfd. */
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    s.sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (s.sfd < 0)
+        session_setup_error(&s, "signalfd", errno);
+
+    struct request rq;
+    memset(&rq, 0, sizeof rq);
+    session_read_request(&s, &rq);
+    s.tty = rq.tty;
+    session_spawn(&s, &rq);
+    session_relay(&s);
+
+    put_u32_frame(&s.out, F_EXIT, (uint32_t)s.exit_code);
+    if (!sock_drain(&s, -1))
+        session_hangup(&s); /* background processes may remain in the group */
+    close(s.sock);
+    waitpid(s.pid, NULL, 0);
+    _exit(0);
+}
+
+/* ======================================================================================= init */
+
+struct service {
+    char **argv;
+    pid_t pid; /* 0: not running */
+    int64_t started_at;
+};
+
+/* Split "-- A B ;; C D" into services, in place: each ";;" becomes the NULL ending the argv
+ * before it. Returns the count. */
+static size_t init_parse(int argc, char **argv, struct service **out)
+{
+    *out = NULL;
+    if (argc <= 2)
+        return 0;
+    if (strcmp(argv[2], "--") != 0)
+        fatal(EINVAL, "init: unknown argument '%s'", argv[2]);
+    struct service *sv = calloc((size_t)argc, sizeof *sv);
+    if (!sv)
+        fatal(ENOMEM, "init");
+    size_t n = 0;
+    int start = 3;
+    for (int i = 3; i <= argc; i++) {
+        if (i < argc && strcmp(argv[i], ";;") != 0)
+            continue;
+        if (i == start)
+            fatal(EINVAL, "init: empty service command");
+        argv[i] = NULL; /* argv[argc] is NULL already */
+        sv[n++].argv = argv + start;
+        start = i + 1;
+    }
+    *out = sv;
+    return n;
+}
+
+static void start_service(struct service *sv)
+{
+    sv->started_at = now_ms();
+    pid_t pid = fork();
+    if (pid == 0) {
+        setsid(); /* out of init's process group: signals meant for init don't reach it */
+        int null = open("/dev/null", O_RDONLY);
+        if (null < 0 || dup2(null, 0) < 0) {
+            report(errno, "service %s: /dev/null", sv->argv[0]);
+            _exit(127);
+        }
+        close_fds_from(3);
+        reset_signals();
+        execvp(sv->argv[0], sv->argv);
+        report(errno, "service %s", sv->argv[0]);
+        _exit(127);
+    }
+    if (pid < 0)
+        report(errno, "fork for service %s", sv->argv[0]);
+    sv->pid = pid > 0 ? pid : 0;
+}
+
+/* Reap every child that has exited (we may be PID 1: orphans land here) and note dead services. */
+static void init_reap(int sfd, struct service *sv, size_t nsv)
+{
+    struct signalfd_siginfo ssi;
+    while (read(sfd, &ssi, sizeof ssi) > 0)
+        ;
+    pid_t pid;
+    while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
+        for (size_t i = 0; i < nsv; i++)
+            if (sv[i].pid == pid)
+                sv[i].pid = 0;
+}
+
+/* Best effort when no handler could be forked. */
+static void send_error_now(int sock, const char *msg)
+{
+    uint8_t frame[HDR_LEN + 128];
+    size_t len = strlen(msg);
+    if (len > 128)
+        len = 128;
+    frame[0] = F_ERROR;
+    put_le32(frame + 1, (uint32_t)len);
+    memcpy(frame + HDR_LEN, msg, len);
+    while (send(sock, frame, HDR_LEN + len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR)
+        ;
+}
+
+/* Accept pending connections, forking a handler for each. Returns false when accepting should
+ * pause (out of fds or memory: the connection stays queued and poll would report it at once). */
+static bool init_accept(int sfd)
+{
+    for (int i = 0; i < 64; i++) {
+        int c = accept4(LISTEN_FD, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK;
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(LISTEN_FD);
+            close(sfd);
+            session_main(c);
+        }
+        if (pid < 0)
+            send_error_now(c, "cloister init: cannot fork a session handler");
+        close(c);
+    }
+    return true;
+}
+
+static int init_main(int argc, char **argv)
+{
+    struct service *sv;
+    size_t nsv = init_parse(argc, argv, &sv);
+
+    ensure_std_fds();
+    int acc = 0;
+    socklen_t acclen = sizeof acc;
+    if (getsockopt(LISTEN_FD, SOL_SOCKET, SO_ACCEPTCONN, &acc, &acclen) < 0)
+        fatal(errno, "init: fd %d is not the listen socket", LISTEN_FD);
+    if (!acc)
+        fatal(EINVAL, "init: fd %d is not a listening socket", LISTEN_FD);
+    if (fcntl(LISTEN_FD, F_SETFD, FD_CLOEXEC) < 0 || set_nonblock(LISTEN_FD) < 0)
+        fatal(errno, "init: fcntl fd %d", LISTEN_FD);
+    /* Commands in the sandbox run as our uid: they must not ptrace us (we hold the socket). */
+    if (prctl(PR_SET_DUMPABLE, 0) < 0)
+        fatal(errno, "prctl(PR_SET_DUMPABLE)");
+    /* As PID 1 orphans come to us anyway; elsewhere (tests, bwrap without --as-pid-1) this makes
+     * them, so nothing started through us escapes our reaping. Best effort. */
+    if (getpid() != 1)
+        prctl(PR_SET_CHILD_SUBREAPER, 1);
+
+    signal(SIGPIPE, SIG_IGN); /* a vanished client shows up as EPIPE instead */
+    signal(SIGCHLD, SIG_DFL); /* ignoring it would auto-reap and lose exit statuses */
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        fatal(errno, "init: signalfd");
+
+    int64_t now = now_ms();
+    for (size_t i = 0; i < nsv; i++)
+        sv[i].started_at = now - RESTART_MS; /* due at once */
+    int64_t accept_paused_until = 0;
+
+    for (;;) {
+        now = now_ms();
+        int timeout = -1;
+        for (size_t i = 0; i < nsv; i++) {
+            if (sv[i].pid != 0)
+                continue;
+            int64_t due = sv[i].started_at + RESTART_MS;
+            if (now >= due) {
+                start_service(&sv[i]);
+                due = now + RESTART_MS; /* in case the fork failed */
+            }
+            if (sv[i].pid == 0 && (timeout < 0 || due - now < timeout))
+                timeout = (int)(due - now);
+        }
+        struct pollfd p[2] = { { sfd, POLLIN, 0 }, { LISTEN_FD, POLLIN, 0 } };
+        nfds_t np = 2;
+        if (accept_paused_until > now) {
+            np = 1;
+            int left = (int)(accept_paused_until - now);
+            if (timeout < 0 || left < timeout)
+                timeout = left;
+        }
+        if (poll(p, np, timeout) < 0)
+            continue;
+        if (p[0].revents)
+            init_reap(sfd, sv, nsv);
+        if (np > 1 && p[1].revents && !init_accept(sfd))
+            accept_paused_until = now_ms() + 100;
+    }
+}
+
+/* ======================================================================================= main */
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "keep"))
+        return keep_main(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "init"))
+        return init_main(argc, argv);
+    fatal(EINVAL, "usage: cloister-init keep [OPTIONS] -- PROGRAM [ARGS...] | cloister-init init [-- SERVICE [;; SERVICE]...]");
+}

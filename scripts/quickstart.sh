@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Quick start: install what cloister needs (Debian/Ubuntu), build it, check the machine, and open a
+# sandboxed shell on this repository. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in bubblewrap:bwrap socat:socat gcc:cc git:git; do
+  command -v "${pkg#*:}" >/dev/null 2>&1 || need+=("${pkg%%:*}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${need[*]}"
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" libc6-dev
+fi
+
+echo "==> installing npm dependencies"
+npm ci --no-fund --no-audit --loglevel=error
+echo "==> building"
+npm run --silent build
+echo "==> checking this machine"
+node dist/cli/main.js doctor || { echo "cloister doctor found a problem: see the fixes above" >&2; exit 1; }
+echo "==> opening a cloister on this repository (type 'exit' to leave, 'node dist/cli/main.js stop' to end it)"
+exec node dist/cli/main.js start

@@ -1,0 +1,184 @@
+import { connect } from "node:net";
+import { constants as osConstants } from "node:os";
+import type { Readable, Writable } from "node:stream";
+import { CloisterError } from "../errors.js";
+import {
+  decodeExit,
+  decodeStarted,
+  encodeRequest,
+  encodeResize,
+  encodeSignal,
+  encodeStdin,
+  encodeStdinEof,
+  FrameDecoder,
+  FrameType,
+  type ExecRequest,
+  type Frame,
+} from "./init-protocol.js";
+
+export interface ExecIo {
+  /** Streamed to the command as STDIN frames, then STDIN_EOF. Absent: the command's stdin is empty. */
+  stdin?: Readable;
+  /** Receive STDOUT / STDERR payloads (in tty mode everything is STDOUT). Absent: discarded. */
+  stdout?: Writable;
+  stderr?: Writable;
+}
+
+export interface ExecResult {
+  /** 0-255, 128+signal if the command was killed, 126/127 if it could not be run. */
+  exitCode: number;
+  /** The command's pid inside the cloister (absent if it never started). */
+  pid?: number;
+}
+
+export interface ExecSession {
+  /** Settles when the command has exited; rejects if the session failed. */
+  readonly done: Promise<ExecResult>;
+  /** Sets the PTY window size (tty mode; ignored otherwise). */
+  resize(rows: number, cols: number): void;
+  /** Sends a signal to the command's process group. */
+  signal(signal: number | NodeJS.Signals): void;
+}
+
+/**
+ * Runs one command through the init of a cloister listening at `socketPath` (one connection = one
+ * command; protocol in docs/internals/init-protocol.md). Output is written to io.stdout/io.stderr
+ * with backpressure: the socket is paused while they are full, so a slow consumer slows the
+ * command instead of growing buffers.
+ */
+export function execInCloister(socketPath: string, request: ExecRequest, io: ExecIo = {}): ExecSession {
+  const requestFrame = encodeRequest(request); // throws before anything is opened
+  const socket = connect(socketPath);
+  const decoder = new FrameDecoder();
+  const queue: Frame[] = []; // decoded frames waiting for a full stdout/stderr to drain
+  let waitingForDrain = false;
+  let connected = false;
+  let closed = false;
+  let socketError: Error | undefined;
+  let settled = false;
+  let pid: number | undefined;
+
+  let resolveDone!: (result: ExecResult) => void;
+  let rejectDone!: (error: Error) => void;
+  const done = new Promise<ExecResult>((resolve, reject) => {
+    resolveDone = resolve;
+    rejectDone = reject;
+  });
+
+  const settle = (outcome: ExecResult | Error): void => {
+    if (settled) return;
+    settled = true;
+    detachStdin();
+    socket.destroy(); // after EXIT init closes anyway; on failure this hangs up on the command
+    if (outcome instanceof Error) rejectDone(outcome);
+    else resolveDone(outcome);
+  };
+
+  const gone = (): CloisterError => {
+    const why = socketError ? `: ${socketError.message}` : "";
+    return connected
+      ? new CloisterError(`the connection to the cloister's init closed before the command finished${why}`, "the cloister is gone or not ready")
+      : new CloisterError(`cannot reach the cloister's init at ${socketPath}${why}`, "the cloister is gone or not ready");
+  };
+
+  const write = (stream: Writable | undefined, data: Buffer): void => {
+    if (!stream || stream.destroyed || stream.writableEnded) return;
+    if (stream.write(data)) return;
+    waitingForDrain = true;
+    socket.pause();
+    const resume = (): void => {
+      stream.off("drain", resume).off("close", resume).off("error", resume);
+      waitingForDrain = false;
+      socket.resume();
+      pump();
+    };
+    stream.on("drain", resume).on("close", resume).on("error", resume);
+  };
+
+  const handle = (frame: Frame): void => {
+    switch (frame.type) {
+      case FrameType.Started:
+        pid = decodeStarted(frame.payload);
+        break;
+      case FrameType.Stdout:
+        write(io.stdout, frame.payload);
+        break;
+      case FrameType.Stderr:
+        write(io.stderr, frame.payload);
+        break;
+      case FrameType.Error:
+        settle(new CloisterError(`the cloister's init refused the command: ${frame.payload.toString("utf8")}`));
+        break;
+      case FrameType.Exit:
+        settle({ exitCode: decodeExit(frame.payload), pid });
+        break;
+      default:
+        throw new Error(`unexpected frame type 0x${frame.type.toString(16)} from init`);
+    }
+  };
+
+  // Frames are handled strictly in order, and none while an output stream is full.
+  const pump = (): void => {
+    try {
+      while (!settled && !waitingForDrain && queue.length > 0) handle(queue.shift() as Frame);
+    } catch (error) {
+      settle(new CloisterError(`protocol error talking to the cloister's init: ${(error as Error).message}`));
+    }
+    if (closed && queue.length === 0) settle(gone());
+  };
+
+  socket.on("connect", () => (connected = true));
+  socket.on("data", (chunk: Buffer) => {
+    try {
+      queue.push(...decoder.push(chunk));
+    } catch (error) {
+      settle(new CloisterError(`protocol error talking to the cloister's init: ${(error as Error).message}`));
+      return;
+    }
+    pump();
+  });
+  socket.on("error", (error) => (socketError = error));
+  socket.on("close", () => {
+    closed = true;
+    pump();
+  });
+  socket.write(requestFrame);
+
+  // stdin: forwarded with backpressure from the socket; its end becomes STDIN_EOF.
+  const stdin = io.stdin;
+  const onStdinData = (chunk: Buffer | string): void => {
+    if (settled) return;
+    if (!socket.write(encodeStdin(typeof chunk === "string" ? Buffer.from(chunk) : chunk))) {
+      stdin?.pause();
+      socket.once("drain", () => {
+        if (!settled) stdin?.resume();
+      });
+    }
+  };
+  const onStdinEnd = (): void => {
+    if (!settled) socket.write(encodeStdinEof());
+  };
+  function detachStdin(): void {
+    if (!stdin) return;
+    stdin.off("data", onStdinData).off("end", onStdinEnd).off("error", onStdinEnd);
+    stdin.pause(); // we made it flow; a flowing process.stdin would keep the process alive
+  }
+  if (!stdin || stdin.readableEnded) {
+    socket.write(encodeStdinEof());
+  } else {
+    stdin.on("data", onStdinData).on("end", onStdinEnd).on("error", onStdinEnd);
+  }
+
+  const send = (frame: Buffer): void => {
+    if (!settled && !socket.destroyed) socket.write(frame);
+  };
+  return {
+    done,
+    resize: (rows, cols) => send(encodeResize(rows, cols)),
+    signal: (signal) => {
+      const signo = typeof signal === "number" ? signal : osConstants.signals[signal];
+      if (signo === undefined) throw new RangeError(`unknown signal ${String(signal)}`);
+      send(encodeSignal(signo));
+    },
+  };
+}

@@ -1,0 +1,74 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { createInstance, leakedCanaries, type TestInstance } from "../helpers/cloister.js";
+
+describe("cloister run", () => {
+  let t: TestInstance;
+  before(() => {
+    t = createInstance("run");
+  });
+  after(async () => t.teardown());
+
+  it("runs a command at /work and passes its exit code through", async () => {
+    const r = await t.cli(["run", "--", "sh", "-c", "pwd; exit 7"]);
+    assert.equal(r.code, 7, r.stderr);
+    assert.equal(r.stdout.trim(), "/work");
+  });
+
+  it("streams stdin to the command", async () => {
+    const r = await t.cli(["run", "--", "cat"], { input: "piped text\n" });
+    assert.equal(r.stdout, "piped text\n");
+  });
+
+  it("exits 125 with one line when cloister itself fails (unknown flag)", async () => {
+    const r = await t.cli(["run", "--bogus", "--", "true"]);
+    assert.equal(r.code, 125);
+  });
+
+  it("exits 125 outside a git repository unless --allow-no-git", async () => {
+    const r = await t.cli(["run", "--project", "/", "--", "true"]);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /not inside a git repository.*--allow-no-git/);
+  });
+
+  it("reports a missing command with 127", async () => {
+    const r = await t.cli(["run", "--", "no-such-command-xyz"]);
+    assert.equal(r.code, 127);
+    assert.match(r.stderr + r.stdout, /no-such-command-xyz/);
+  });
+
+  it("kills the cloister on --timeout with exit 124", async () => {
+    const r = await t.cli(["run", "--timeout", "1s", "--", "sleep", "30"]);
+    assert.equal(r.code, 124);
+    assert.match(r.stderr, /timed out/);
+  });
+
+  it("gives the workload no capabilities, no_new_privs and a seccomp filter", async () => {
+    const r = await t.cli(["run", "--", "grep", "-E", "^(CapEff|CapPrm|CapAmb|NoNewPrivs|Seccomp):", "/proc/self/status"]);
+    assert.match(r.stdout, /CapEff:\s+0000000000000000/);
+    assert.match(r.stdout, /CapPrm:\s+0000000000000000/);
+    assert.match(r.stdout, /CapAmb:\s+0000000000000000/);
+    assert.match(r.stdout, /NoNewPrivs:\s+1/);
+    assert.match(r.stdout, /Seccomp:\s+2/);
+  });
+
+  it("passes no host secret through the environment", async () => {
+    const r = await t.cli(["run", "--", "env"]);
+    assert.deepEqual(leakedCanaries(t, r.stdout), []);
+    assert.doesNotMatch(r.stdout, /SSH_AUTH_SOCK|GITHUB_TOKEN|ANTHROPIC_API_KEY/);
+    assert.match(r.stdout, /HTTP_PROXY=http:\/\/cloister:[0-9a-f]{64}@127\.0\.0\.1:3128/);
+  });
+
+  it("--no-network leaves no proxy and nothing listening", async () => {
+    const r = await t.cli(["run", "--no-network", "--", "sh", "-c", "env | grep -i proxy; cat /proc/net/tcp | wc -l"]);
+    assert.equal(r.stdout.trim(), "1");
+  });
+
+  it("leaves no placeholder in the project afterwards", async () => {
+    await t.cli(["run", "--", "true"]);
+    const r = await t.cli(["run", "--project", t.project, "--allow-no-git", "--", "true"]);
+    assert.equal(r.code, 0);
+    const { readdirSync } = await import("node:fs");
+    assert.deepEqual(readdirSync(t.project).sort(), [".git", "README.md"]);
+  });
+});

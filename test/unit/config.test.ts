@@ -1,0 +1,1008 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { chmod, mkdir, mkdtemp, readFile, readdir, realpath, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { parse as parseYamlPlain } from "yaml";
+import { CloisterError } from "../../src/errors.js";
+import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "../../src/config/atomic-write.js";
+import {
+  ConfigError,
+  effectiveConfig,
+  keyPath,
+  levenshtein,
+  loadGlobalConfig,
+  loadProjectConfig,
+  nearestKey,
+  parseConfigText,
+  validateConfigFile,
+} from "../../src/config/load.js";
+import { type CloisterPaths, resolvePaths } from "../../src/config/paths.js";
+import {
+  listProjects,
+  projectNameFor,
+  registerProject,
+  removeProject,
+  sanitizeProjectName,
+  suffixedProjectName,
+} from "../../src/config/project-registry.js";
+import { GlobalConfigSchema, SAFE_NAME_RE, allKeyPaths, envNameProblem } from "../../src/config/schema.js";
+import { GLOBAL_CONFIG_TEMPLATE } from "../../src/config/template.js";
+import {
+  formatDuration,
+  formatPercent,
+  formatSize,
+  parseDuration,
+  parsePercent,
+  parseSize,
+} from "../../src/config/units.js";
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+
+let scratch = "";
+before(async () => {
+  scratch = await mkdtemp(join(tmpdir(), "cloister-config-test-"));
+});
+after(async () => {
+  await rm(scratch, { recursive: true, force: true });
+});
+
+let counter = 0;
+/** A fresh CLOISTER_HOME instance per test, so tests never see each other's files. */
+async function freshPaths(): Promise<CloisterPaths> {
+  const home = join(scratch, `home-${++counter}`);
+  await mkdir(home);
+  return resolvePaths({ CLOISTER_HOME: home });
+}
+
+async function freshDir(name = "dir"): Promise<string> {
+  const dir = join(scratch, `${name}-${++counter}`);
+  await mkdir(dir, { recursive: true });
+  return dir;
+}
+
+function mode(info: { mode: number }): number {
+  return info.mode & 0o777;
+}
+
+const FILE = "/cfg/config.yaml";
+
+/** Parse and expect a ConfigError; returns it for further checks. */
+function configError(text: string, kind: "global" | "project" = "global"): ConfigError {
+  try {
+    parseConfigText(text, FILE, kind);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `expected ConfigError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail(`expected a ConfigError for:\n${text}`);
+}
+
+function defaults() {
+  return parseConfigText("", FILE, "global");
+}
+
+// ---------------------------------------------------------------------------------------------------
+describe("units: parseSize", () => {
+  const good: Array<[string | number, number]> = [
+    ["8GiB", 8 * GiB],
+    ["8gib", 8 * GiB],
+    ["8G", 8 * GiB],
+    ["8g", 8 * GiB],
+    ["8 GiB", 8 * GiB],
+    [" 512MiB ", 512 * MiB],
+    ["512m", 512 * MiB],
+    ["1.5GiB", 1.5 * GiB],
+    ["4096", 4096],
+    ["4096b", 4096],
+    ["1K", 1024],
+    ["1KiB", 1024],
+    ["1KB", 1000],
+    ["1kb", 1000],
+    ["2MB", 2_000_000],
+    ["1GB", 1e9],
+    ["1TiB", 1024 ** 4],
+    ["1TB", 1e12],
+    ["0", 0],
+    ["0GiB", 0],
+    ["0.5K", 512],
+    [1024, 1024],
+    [0, 0],
+  ];
+  for (const [input, expected] of good) {
+    test(`${JSON.stringify(input)} → ${expected}`, () => assert.equal(parseSize(input), expected));
+  }
+
+  const bad: Array<[string | number, RegExp]> = [
+    ["-1G", /negative/],
+    ["-0", /negative/],
+    [-5, /negative/],
+    ["lots", /not a size/],
+    ["", /not a size/],
+    ["none", /"none" is not a size/],
+    ["8 gigs", /"gigs" is not a size unit/],
+    ["8PiB", /not a size unit/],
+    ["1e3", /not a size/],
+    ["1G1M", /not a size/],
+    [".5G", /not a size/],
+    ["0x10", /not a size/],
+    ["99999999999TiB", /too large/],
+    ["9".repeat(400), /too large/],
+    [1.5, /whole number/],
+    [Number.NaN, /not a size/],
+    [Number.POSITIVE_INFINITY, /not a size/],
+    [2 ** 60, /too large/],
+  ];
+  for (const [input, message] of bad) {
+    test(`${JSON.stringify(String(input))} is refused`, () => assert.throws(() => parseSize(input), message));
+  }
+});
+
+describe("units: parseDuration", () => {
+  const good: Array<[string, number]> = [
+    ["90s", 90_000],
+    ["5m", 300_000],
+    ["1h30m", 5_400_000],
+    ["1h 30m", 5_400_000],
+    ["1H30M", 5_400_000],
+    ["1.5h", 5_400_000],
+    ["250ms", 250],
+    ["2d", 172_800_000],
+    ["1m30s500ms", 90_500],
+    ["0s", 0],
+  ];
+  for (const [input, expected] of good) {
+    test(`${input} → ${expected}`, () => assert.equal(parseDuration(input), expected));
+  }
+
+  const bad: Array<[string | number, RegExp]> = [
+    ["90", /needs a unit/],
+    [90, /needs a unit/],
+    ["-5m", /negative/],
+    ["5min", /"min" is not a duration unit/],
+    ["5y", /not a duration unit/],
+    ["soon", /not a duration/],
+    ["", /not a duration/],
+    ["none", /"none" is not a duration/],
+    ["1h-30m", /not a duration/],
+    ["h", /not a duration/],
+    ["99999999999999999d", /too large/],
+  ];
+  for (const [input, message] of bad) {
+    test(`${JSON.stringify(input)} is refused`, () => assert.throws(() => parseDuration(input), message));
+  }
+});
+
+describe("units: parsePercent", () => {
+  const good: Array<[string, number]> = [
+    ["150%", 150],
+    ["100%", 100],
+    ["50.5%", 50.5],
+    [" 200 % ", 200],
+    ["0%", 0],
+  ];
+  for (const [input, expected] of good) {
+    test(`${input} → ${expected}`, () => assert.equal(parsePercent(input), expected));
+  }
+
+  const bad: Array<[string | number, RegExp]> = [
+    ["150", /did you mean 150%\?/],
+    [2, /did you mean 2%\?/],
+    ["-5%", /negative/],
+    ["abc%", /not a percentage/],
+    ["%", /not a percentage/],
+    ["none", /not a percentage/],
+    ["", /not a percentage/],
+    ["1e3%", /not a percentage/],
+    ["99999999999999999999%", /too large/],
+  ];
+  for (const [input, message] of bad) {
+    test(`${JSON.stringify(input)} is refused`, () => assert.throws(() => parsePercent(input), message));
+  }
+});
+
+describe("units: formatters", () => {
+  test("sizes", () => {
+    assert.equal(formatSize(8 * GiB), "8GiB");
+    assert.equal(formatSize(1.5 * GiB), "1.5GiB");
+    assert.equal(formatSize(512 * MiB), "512MiB");
+    assert.equal(formatSize(1024 ** 4), "1TiB");
+    assert.equal(formatSize(512), "512B");
+    assert.equal(formatSize(0), "0B");
+    assert.equal(formatSize(null), "none");
+    for (const size of [8 * GiB, 512 * MiB, 3 * 1024, 7]) assert.equal(parseSize(formatSize(size)), size);
+  });
+  test("durations", () => {
+    assert.equal(formatDuration(5_400_000), "1h30m");
+    assert.equal(formatDuration(90_000), "1m30s");
+    assert.equal(formatDuration(250), "250ms");
+    assert.equal(formatDuration(0), "0s");
+    assert.equal(formatDuration(172_800_000 + 1000), "2d1s");
+    assert.equal(formatDuration(null), "none");
+    for (const ms of [1, 999, 60_000, 5_400_000, 90_061_001]) assert.equal(parseDuration(formatDuration(ms)), ms);
+  });
+  test("percentages", () => {
+    assert.equal(formatPercent(150), "150%");
+    assert.equal(formatPercent(50.5), "50.5%");
+    assert.equal(formatPercent(null), "none");
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe("schema: defaults and template", () => {
+  test("an empty file is all defaults", () => {
+    assert.deepEqual(defaults(), {
+      defaults: { shell: "/bin/bash", network: true },
+      limits: { memory: 8 * GiB, pids: 4096, cpu: 100, tmpfs: GiB, timeout: null },
+      sandbox: { protect: [], env: [], mounts: [] },
+      ui: {},
+    });
+  });
+
+  test("a file of comments and blank lines is all defaults", () => {
+    assert.deepEqual(parseConfigText("# nothing here\n\n   \n# still nothing\n", FILE, "global"), defaults());
+  });
+
+  test("empty sections mean defaults", () => {
+    assert.deepEqual(parseConfigText("defaults:\nlimits:\nsandbox:\n  env:\nui:\n", FILE, "global"), defaults());
+  });
+
+  test("a project file that is empty is all defaults", () => {
+    assert.deepEqual(parseConfigText("", FILE, "project"), {
+      refs: {},
+      sandbox: { protect: [], env: [], mounts: [] },
+      limits: {},
+    });
+  });
+
+  test("parsing the template gives exactly the defaults", () => {
+    assert.deepEqual(parseConfigText(GLOBAL_CONFIG_TEMPLATE, FILE, "global"), defaults());
+  });
+
+  test("the template spells out every key of the schema, and no other", () => {
+    const written = keyPathsOf(parseYamlPlain(GLOBAL_CONFIG_TEMPLATE) as unknown);
+    const known = allKeyPaths(GlobalConfigSchema).map((path) => path.join("."));
+    assert.deepEqual(written.sort(), known.sort());
+  });
+});
+
+function keyPathsOf(value: unknown, prefix = ""): string[] {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return [];
+  return Object.entries(value).flatMap(([key, child]) => {
+    const path = prefix ? `${prefix}.${key}` : key;
+    return [path, ...keyPathsOf(child, path)];
+  });
+}
+
+describe("schema: good values", () => {
+  test("limits in every accepted form", () => {
+    const config = parseConfigText(
+      "limits:\n  memory: none\n  pids: NONE\n  cpu: 250%\n  tmpfs: 256m\n  timeout: 1h30m\n",
+      FILE,
+      "global",
+    );
+    assert.deepEqual(config.limits, { memory: null, pids: null, cpu: 250, tmpfs: 256 * MiB, timeout: 5_400_000 });
+  });
+
+  test("numbers are bytes and process counts; quoted digits are too", () => {
+    const config = parseConfigText("limits:\n  memory: 1073741824\n  pids: '128'\n", FILE, "global");
+    assert.equal(config.limits.memory, GiB);
+    assert.equal(config.limits.pids, 128);
+  });
+
+  test("sandbox lists", () => {
+    const config = parseConfigText(
+      [
+        "sandbox:",
+        "  protect: [Makefile, scripts/ci/, ./package.json]",
+        "  env: [LANG, TERM, GIT_AUTHOR_NAME, _X_OK]",
+        "  mounts:",
+        "    - {src: /opt/tools, dest: /opt/tools}",
+        "    - src: /usr/share/dict",
+        "      dest: /dict",
+        "",
+      ].join("\n"),
+      FILE,
+      "global",
+    );
+    assert.deepEqual(config.sandbox, {
+      protect: ["Makefile", "scripts/ci/", "./package.json"],
+      env: ["LANG", "TERM", "GIT_AUTHOR_NAME", "_X_OK"],
+      mounts: [
+        { src: "/opt/tools", dest: "/opt/tools" },
+        { src: "/usr/share/dict", dest: "/dict" },
+      ],
+    });
+  });
+
+  test("a full project file", () => {
+    const config = parseConfigText(
+      "path: /home/me/app\nrefs:\n  lib: /home/me/lib\n  docs.v2: /srv/docs\nlimits:\n  memory: 2GiB\n  timeout: none\n",
+      FILE,
+      "project",
+    );
+    assert.deepEqual(config, {
+      path: "/home/me/app",
+      refs: { lib: "/home/me/lib", "docs.v2": "/srv/docs" },
+      sandbox: { protect: [], env: [], mounts: [] },
+      limits: { memory: 2 * GiB, timeout: null },
+    });
+  });
+
+  test("YAML 1.1 booleans are not booleans: network: no is refused, not read as false", () => {
+    const error = configError("defaults:\n  network: no\n");
+    assert.equal(error.key, "defaults.network");
+    assert.match(error.message, /expected true or false/);
+  });
+});
+
+describe("schema: bad values name file, line, column and key", () => {
+  // [yaml, key, line, message pattern]
+  const cases: Array<[string, string, number, RegExp]> = [
+    ["defaults:\n  shell: bash\n", "defaults.shell", 2, /not an absolute path/],
+    ["defaults:\n  shell: 5\n", "defaults.shell", 2, /expected an absolute path, found the number 5/],
+    ["defaults:\n  shell: /bin/../bin/sh\n", "defaults.shell", 2, /contains "\.\."/],
+    ["defaults:\n  network: 'true'\n", "defaults.network", 2, /expected true or false, found text "true"/],
+    ["defaults:\n  network: 1\n", "defaults.network", 2, /expected true or false/],
+    ["defaults: [a]\n", "defaults", 1, /expected a mapping of keys, found a list/],
+    ["limits: 5\n", "limits", 1, /expected a mapping of keys, found the number 5/],
+    ["limits:\n  memory: 0\n", "limits.memory", 2, /must be more than 0.*none/],
+    ["limits:\n  memory: 0GiB\n", "limits.memory", 2, /must be more than 0/],
+    ["limits:\n  memory: -1G\n", "limits.memory", 2, /negative/],
+    ["limits:\n  memory: lots\n", "limits.memory", 2, /not a size/],
+    ["limits:\n  memory: true\n", "limits.memory", 2, /expected a size like 8GiB, or none, found true/],
+    ["limits:\n  memory:\n", "limits.memory", 2, /found an empty value/],
+    ["limits:\n  memory: [1]\n", "limits.memory", 2, /found a list/],
+    ["limits:\n  memory: 99999999999TiB\n", "limits.memory", 2, /too large/],
+    ["limits:\n  pids: 0\n", "limits.pids", 2, /not a process count/],
+    ["limits:\n  pids: -1\n", "limits.pids", 2, /not a process count/],
+    ["limits:\n  pids: 1.5\n", "limits.pids", 2, /not a process count/],
+    ["limits:\n  pids: many\n", "limits.pids", 2, /not a process count/],
+    ["limits:\n  cpu: 0%\n", "limits.cpu", 2, /must be more than 0/],
+    ["limits:\n  cpu: 2\n", "limits.cpu", 2, /did you mean 2%/],
+    ["limits:\n  cpu: '-50%'\n", "limits.cpu", 2, /negative/],
+    ["limits:\n  tmpfs: none\n", "limits.tmpfs", 2, /cannot be none/],
+    ["limits:\n  tmpfs: 0\n", "limits.tmpfs", 2, /more than 0/],
+    ["limits:\n  tmpfs: big\n", "limits.tmpfs", 2, /not a size/],
+    ["limits:\n  timeout: 0s\n", "limits.timeout", 2, /more than 0/],
+    ["limits:\n  timeout: 90\n", "limits.timeout", 2, /needs a unit/],
+    ["limits:\n  timeout: 30d\n", "limits.timeout", 2, /at most 24 days/],
+    ["limits:\n  timeout: soon\n", "limits.timeout", 2, /not a duration/],
+    ["sandbox:\n  protect: Makefile\n", "sandbox.protect", 2, /expected a list of paths/],
+    ["sandbox:\n  protect: [/etc/passwd]\n", "sandbox.protect[0]", 2, /is absolute/],
+    ["sandbox:\n  protect: [../outside]\n", "sandbox.protect[0]", 2, /stay inside the project/],
+    ["sandbox:\n  protect: [a/../../b]\n", "sandbox.protect[0]", 2, /stay inside the project/],
+    ["sandbox:\n  protect: ['']\n", "sandbox.protect[0]", 2, /cannot be empty/],
+    ["sandbox:\n  protect: [5]\n", "sandbox.protect[0]", 2, /found the number 5/],
+    ["sandbox:\n  env: [1ABC]\n", "sandbox.env[0]", 2, /not an environment variable name/],
+    ["sandbox:\n  env: [FOO=bar]\n", "sandbox.env[0]", 2, /never values/],
+    ["sandbox:\n  env: [GITHUB_TOKEN]\n", "sandbox.env[0]", 2, /guardian/],
+    ["sandbox:\n  mounts: [{src: rel, dest: /x}]\n", "sandbox.mounts[0].src", 2, /not an absolute path/],
+    ["sandbox:\n  mounts: [{src: /a, dest: /}]\n", "sandbox.mounts[0].dest", 2, /cannot be \//],
+    ["sandbox:\n  mounts:\n    - src: /a\n", "sandbox.mounts[0].dest", 3, /required key is missing/],
+    ["sandbox:\n  mounts: [/a]\n", "sandbox.mounts[0]", 2, /expected a mapping \{src/],
+    ["ui: [1]\n", "ui", 1, /expected a mapping/],
+  ];
+  for (const [yaml, key, line, message] of cases) {
+    test(`${key}: ${JSON.stringify(yaml)}`, () => {
+      const error = configError(yaml);
+      assert.equal(error.file, FILE);
+      assert.equal(error.key, key);
+      assert.equal(error.line, line);
+      assert.match(error.message, message);
+      assert.ok(error.message.startsWith(`${FILE}:${line}:${error.column}: ${key}: `), error.message);
+    });
+  }
+
+  test("the column points at the offending value", () => {
+    const error = configError("limits:\n  memory: lots\n");
+    assert.equal(error.column, 11);
+  });
+
+  test("an empty value is reported at its key", () => {
+    const error = configError("limits:\n  memory:\n");
+    assert.deepEqual([error.line, error.column], [2, 3]);
+  });
+
+  test("project files: path, refs and limits", () => {
+    const cases: Array<[string, string, number, RegExp]> = [
+      ["path: relative/dir\n", "path", 1, /not an absolute path/],
+      ["refs:\n  My.Ref: /x\n", 'refs["My.Ref"]', 2, /not a valid ref name/],
+      ["refs:\n  _lib: /x\n", "refs._lib", 2, /not a valid ref name/],
+      ["refs:\n  lib: relative\n", "refs.lib", 2, /not an absolute path/],
+      ["refs: [a]\n", "refs", 1, /expected a mapping of ref names/],
+      ["limits:\n  memory: 0\n", "limits.memory", 2, /more than 0/],
+    ];
+    for (const [yaml, key, line, message] of cases) {
+      const error = configError(yaml, "project");
+      assert.equal(error.key, key, yaml);
+      assert.equal(error.line, line, yaml);
+      assert.match(error.message, message);
+    }
+  });
+
+  test("a bad ref name is reported at the key, not the value", () => {
+    const error = configError("refs:\n  ok: /a\n  'Bad Name': /b\n", "project");
+    assert.deepEqual([error.line, error.column], [3, 3]);
+  });
+
+  test("a ref name longer than 63 characters is refused", () => {
+    const error = configError(`refs:\n  ${"a".repeat(64)}: /x\n`, "project");
+    assert.match(error.message, /at most 63/);
+  });
+
+  test("every problem is collected, in file order", () => {
+    const error = configError("sandbox:\n  env: [SECRET_X]\nlimits:\n  pids: 0\ndefaults:\n  shell: sh\n");
+    assert.deepEqual(
+      error.problems.map((p) => [p.line, p.key]),
+      [
+        [2, "sandbox.env[0]"],
+        [4, "limits.pids"],
+        [6, "defaults.shell"],
+      ],
+    );
+    assert.equal(error.line, 2);
+  });
+
+  test("ConfigError is a CloisterError with a one-line form", () => {
+    const error = configError("limit: {}\n");
+    assert.ok(error instanceof CloisterError);
+    assert.equal(error.oneLine(), `${FILE}:1:1: limit: unknown key (did you mean "limits"?)`);
+  });
+});
+
+describe("unknown keys", () => {
+  test("at the top level, with a suggestion", () => {
+    const error = configError("defaults:\n  shell: /bin/sh\nlimts:\n  memory: 1G\n");
+    assert.equal(error.message, `${FILE}:3:1: limts: unknown key`);
+    assert.equal(error.hint, 'did you mean "limits"?');
+    assert.deepEqual([error.file, error.line, error.column, error.key], [FILE, 3, 1, "limts"]);
+  });
+
+  test("nested, with a suggestion", () => {
+    const error = configError("limits:\n  memory: 1G\n  memroy: 2G\n");
+    assert.equal(error.message, `${FILE}:3:3: limits.memroy: unknown key`);
+    assert.equal(error.hint, 'did you mean "memory"?');
+  });
+
+  test("inside a list item", () => {
+    const error = configError("sandbox:\n  mounts:\n    - src: /a\n      dst: /b\n");
+    const unknown = error.problems.find((p) => p.key === "sandbox.mounts[0].dst");
+    assert.ok(unknown);
+    assert.deepEqual([unknown.line, unknown.column, unknown.hint], [4, 7, 'did you mean "dest"?']);
+  });
+
+  test("in a flow mapping the column is the key's", () => {
+    const error = configError("defaults: {shell: /bin/sh, netwrk: false}\n");
+    assert.deepEqual([error.line, error.column, error.key], [1, 28, "defaults.netwrk"]);
+    assert.equal(error.hint, 'did you mean "network"?');
+  });
+
+  test("a key at the wrong level points to where it belongs", () => {
+    const error = configError("memory: 4GiB\n");
+    assert.equal(error.key, "memory");
+    assert.equal(error.hint, 'did you mean "limits.memory"?');
+  });
+
+  test("a key nothing like any valid key lists the valid keys", () => {
+    const error = configError("zzzzzzzz: 1\n");
+    assert.equal(error.hint, "valid keys here: defaults, limits, sandbox, ui");
+  });
+
+  test("ui takes no keys yet", () => {
+    const error = configError("ui:\n  theme: dark\n");
+    assert.deepEqual([error.line, error.column, error.key], [2, 3, "ui.theme"]);
+    assert.equal(error.hint, "ui has no settings yet");
+  });
+
+  test("project files suggest project keys", () => {
+    const error = configError("ref:\n  lib: /x\n", "project");
+    assert.equal(error.hint, 'did you mean "refs"?');
+    const nested = configError("sandbox:\n  protcet: [a]\n", "project");
+    assert.equal(nested.hint, 'did you mean "protect"?');
+  });
+
+  test("global-only keys are unknown in a project file", () => {
+    const error = configError("defaults:\n  shell: /bin/sh\n", "project");
+    assert.equal(error.key, "defaults");
+  });
+
+  test("nearestKey: within 3 edits, and not for very short candidates", () => {
+    assert.equal(nearestKey("memroy", ["memory", "pids"]), "memory");
+    assert.equal(nearestKey("MEMORY", ["memory"]), "memory");
+    assert.equal(nearestKey("protectt", ["protect", "env"]), "protect");
+    assert.equal(nearestKey("abcdefg", ["memory"]), undefined);
+    assert.equal(nearestKey("foo", ["ui"]), undefined);
+    assert.equal(levenshtein("kitten", "sitting"), 3);
+    assert.equal(levenshtein("", "abc"), 3);
+    assert.equal(levenshtein("same", "same"), 0);
+  });
+
+  test("keyPath quotes keys that are not plain identifiers", () => {
+    assert.equal(keyPath(["sandbox", "mounts", 0, "src"]), "sandbox.mounts[0].src");
+    assert.equal(keyPath(["refs", "a.b"]), 'refs["a.b"]');
+    assert.equal(keyPath([]), "");
+  });
+});
+
+describe("YAML problems", () => {
+  test("a syntax error reports file, line and column", () => {
+    const error = configError("limits:\n  memory: 8GiB\n    pids: 5\n");
+    assert.equal(error.line, 2);
+    assert.equal(error.column, 11);
+    assert.equal(error.key, "");
+    assert.match(error.message, /^\/cfg\/config\.yaml:2:11: invalid YAML: /);
+  });
+
+  test("an error in a flow mapping", () => {
+    const error = configError("defaults: {shell: /bin/sh,, network: true}\n");
+    assert.deepEqual([error.line, error.column], [1, 27]);
+  });
+
+  test("tabs as indentation", () => {
+    const error = configError("limits:\n  memory: 8GiB\n\tpids: 4\n");
+    assert.equal(error.line, 3);
+    assert.match(error.message, /invalid YAML/);
+  });
+
+  test("duplicate keys are an error at the second one", () => {
+    const error = configError("limits: {}\nlimits: {}\n");
+    assert.deepEqual([error.line, error.column], [2, 1]);
+    assert.match(error.message, /unique/);
+  });
+
+  test("several documents in one file are refused", () => {
+    const error = configError("limits: {}\n---\nui: {}\n");
+    assert.match(error.message, /invalid YAML/);
+  });
+
+  test("a file that is a list, a string or a number is refused", () => {
+    assert.match(configError("- a\n- b\n").message, /^\/cfg\/config\.yaml:1:1: the file must be a mapping of keys .*found a list$/);
+    assert.match(configError("hello\n").message, /found text "hello"/);
+    const number = configError("\n\n42\n");
+    assert.deepEqual([number.line, number.column], [3, 1]);
+  });
+
+  test("alias bombs are refused", () => {
+    const lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"];
+    for (let i = 1; i < 8; i++) {
+      const refs = Array.from({ length: 10 }, () => `*${String.fromCharCode(96 + i)}`).join(", ");
+      lines.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${refs}]`);
+    }
+    const error = configError(`${lines.join("\n")}\n`);
+    assert.match(error.message, /invalid YAML: Excessive alias count/);
+  });
+});
+
+describe("env names", () => {
+  const refused = [
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "NPM_TOKEN",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_REGION",
+    "aws_profile",
+    "SSH_AUTH_SOCK",
+    "DB_PASSWORD",
+    "MYSQL_PASSWD",
+    "my_secret",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GPG_PASSPHRASE",
+    "DATABASE_URL",
+    "SESSION_COOKIE",
+    "TLS_PRIVATE",
+  ];
+  for (const name of refused) {
+    test(`${name} is refused, pointing at the guardian`, () => {
+      const problem = envNameProblem(name);
+      assert.ok(problem);
+      assert.match(problem, /guardian/);
+    });
+  }
+
+  test("names cloister sets itself are refused for that reason", () => {
+    for (const name of ["HTTP_PROXY", "https_proxy", "ALL_PROXY", "no_proxy", "CLOISTER_HOME"]) {
+      assert.match(envNameProblem(name) ?? "", /set by cloister/, name);
+    }
+  });
+
+  test("ordinary names pass", () => {
+    for (const name of ["LANG", "TERM", "LC_ALL", "EDITOR", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "_X", "TZ", "PAGER"]) {
+      assert.equal(envNameProblem(name), undefined, name);
+    }
+  });
+
+  test("malformed names are refused", () => {
+    for (const name of ["", "1X", "A-B", "A B", "A=B", "ÄRGER"]) {
+      assert.match(envNameProblem(name) ?? "", /not an environment variable name/, name);
+    }
+  });
+
+  test("a refusal in a config file says why", () => {
+    const error = configError("sandbox:\n  env:\n    - LANG\n    - AWS_SECRET_ACCESS_KEY\n");
+    assert.deepEqual([error.line, error.column, error.key], [4, 7, "sandbox.env[1]"]);
+    assert.match(error.message, /secrets never pass into a sandbox through its environment/);
+  });
+});
+
+describe("effectiveConfig", () => {
+  test("project limits override global ones, including switching one off", () => {
+    const global = parseConfigText("limits:\n  memory: 4GiB\n  cpu: 200%\n", FILE, "global");
+    const project = parseConfigText("limits:\n  memory: 1GiB\n  cpu: none\n  timeout: 5m\n", FILE, "project");
+    const effective = effectiveConfig(global, project);
+    assert.deepEqual(effective.limits, { memory: GiB, pids: 4096, cpu: null, tmpfs: GiB, timeout: 300_000 });
+    assert.equal(global.limits.memory, 4 * GiB, "inputs are not modified");
+  });
+
+  test("lists are joined; mounts on the same dest take the project's", () => {
+    const global = parseConfigText(
+      "sandbox:\n  protect: [Makefile]\n  env: [LANG, TERM]\n  mounts: [{src: /g1, dest: /a}, {src: /g2, dest: /b}]\n",
+      FILE,
+      "global",
+    );
+    const project = parseConfigText(
+      "refs: {lib: /srv/lib}\nsandbox:\n  protect: [ci/, Makefile]\n  env: [TERM, TZ]\n  mounts: [{src: /p1, dest: /b}, {src: /p2, dest: /c}]\n",
+      FILE,
+      "project",
+    );
+    const effective = effectiveConfig(global, project);
+    assert.deepEqual(effective.sandbox, {
+      protect: ["Makefile", "ci/"],
+      env: ["LANG", "TERM", "TZ"],
+      mounts: [
+        { src: "/g1", dest: "/a" },
+        { src: "/p1", dest: "/b" },
+        { src: "/p2", dest: "/c" },
+      ],
+    });
+    assert.deepEqual(effective.refs, { lib: "/srv/lib" });
+    assert.deepEqual(effective.defaults, { shell: "/bin/bash", network: true });
+    assert.deepEqual(effective.ui, {});
+  });
+
+  test("an empty project changes nothing", () => {
+    const global = defaults();
+    const effective = effectiveConfig(global, parseConfigText("", FILE, "project"));
+    assert.deepEqual(effective.limits, global.limits);
+    assert.deepEqual(effective.sandbox, global.sandbox);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe("loading files", () => {
+  test("the global config is created from the template on first use, 0600 in a 0700 dir", async () => {
+    const paths = await freshPaths();
+    const config = await loadGlobalConfig(paths);
+    assert.deepEqual(config, defaults());
+    assert.equal(await readFile(paths.globalConfigFile, "utf8"), GLOBAL_CONFIG_TEMPLATE);
+    assert.equal(mode(await stat(paths.globalConfigFile)), 0o600);
+    assert.equal(mode(await stat(paths.configDir)), 0o700);
+    assert.deepEqual(await readdir(paths.configDir), ["config.yaml"]);
+  });
+
+  test("an existing global config is read, never replaced", async () => {
+    const paths = await freshPaths();
+    await mkdir(paths.configDir, { recursive: true });
+    await writeFile(paths.globalConfigFile, "limits:\n  pids: 100\n");
+    const config = await loadGlobalConfig(paths);
+    assert.equal(config.limits.pids, 100);
+    assert.equal(await readFile(paths.globalConfigFile, "utf8"), "limits:\n  pids: 100\n");
+  });
+
+  test("errors name the real file", async () => {
+    const paths = await freshPaths();
+    await mkdir(paths.configDir, { recursive: true });
+    await writeFile(paths.globalConfigFile, "limits:\n  pidz: 100\n");
+    await assert.rejects(loadGlobalConfig(paths), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.message, `${paths.globalConfigFile}:2:3: limits.pidz: unknown key`);
+      return true;
+    });
+  });
+
+  test("a missing project file means defaults and is not created", async () => {
+    const paths = await freshPaths();
+    const config = await loadProjectConfig(paths, "app");
+    assert.deepEqual(config, parseConfigText("", FILE, "project"));
+    await assert.rejects(stat(join(paths.projectConfigDir, "app.yaml")), { code: "ENOENT" });
+  });
+
+  test("a project file is read and validated", async () => {
+    const paths = await freshPaths();
+    await mkdir(paths.projectConfigDir, { recursive: true });
+    await writeFile(join(paths.projectConfigDir, "app.yaml"), "path: /src/app\nlimits: {pids: 10}\n");
+    const config = await loadProjectConfig(paths, "app");
+    assert.equal(config.path, "/src/app");
+    assert.equal(config.limits.pids, 10);
+    await writeFile(join(paths.projectConfigDir, "bad.yaml"), "limits: {pidz: 10}\n");
+    await assert.rejects(loadProjectConfig(paths, "bad"), /bad\.yaml:1:10: limits\.pidz: unknown key/);
+  });
+
+  test("project names that could escape the projects dir are refused", async () => {
+    const paths = await freshPaths();
+    for (const name of ["../config", "a/b", "", "UPPER", ".hidden"]) {
+      await assert.rejects(loadProjectConfig(paths, name), CloisterError, name);
+    }
+  });
+
+  test("validateConfigFile checks one file of either kind", async () => {
+    const dir = await freshDir();
+    const file = join(dir, "x.yaml");
+    await writeFile(file, "refs: {lib: /x}\n");
+    assert.deepEqual((await validateConfigFile(file, "project")).refs, { lib: "/x" });
+    await assert.rejects(validateConfigFile(file, "global"), /x\.yaml:1:1: refs: unknown key/);
+    await assert.rejects(validateConfigFile(join(dir, "missing.yaml"), "global"), /does not exist/);
+  });
+});
+
+describe("atomic writes", () => {
+  test("writes the content with mode 0600 and leaves no temp file", async () => {
+    const dir = await freshDir();
+    const file = join(dir, "f.yaml");
+    await writeFileAtomic(file, "one\n");
+    await writeFileAtomic(file, "two\n");
+    assert.equal(await readFile(file, "utf8"), "two\n");
+    assert.equal(mode(await stat(file)), 0o600);
+    assert.deepEqual(await readdir(dir), ["f.yaml"]);
+  });
+
+  test("the requested mode wins over the umask and over the old file's mode", async () => {
+    const dir = await freshDir();
+    const file = join(dir, "f");
+    await writeFile(file, "old", { mode: 0o666 });
+    await chmod(file, 0o666);
+    const previous = process.umask(0o077);
+    try {
+      await writeFileAtomic(file, new TextEncoder().encode("new"), 0o644);
+    } finally {
+      process.umask(previous);
+    }
+    assert.equal(mode(await stat(file)), 0o644);
+    assert.equal(await readFile(file, "utf8"), "new");
+  });
+
+  test("a failed write leaves the directory as it was", async () => {
+    const dir = await freshDir();
+    await mkdir(join(dir, "target-is-a-dir"));
+    await assert.rejects(writeFileAtomic(join(dir, "target-is-a-dir"), "x"));
+    assert.deepEqual(await readdir(dir), ["target-is-a-dir"]);
+    await assert.rejects(writeFileAtomic(join(dir, "no-such-dir", "f"), "x"), { code: "ENOENT" });
+  });
+
+  test("createFileAtomic never replaces an existing file", async () => {
+    const dir = await freshDir();
+    const file = join(dir, "f");
+    assert.equal(await createFileAtomic(file, "first"), true);
+    assert.equal(await createFileAtomic(file, "second"), false);
+    assert.equal(await readFile(file, "utf8"), "first");
+    assert.equal(mode(await stat(file)), 0o600);
+    assert.deepEqual(await readdir(dir), ["f"]);
+  });
+
+  test("ensurePrivateDir creates nested dirs 0700 and tightens a loose one", async () => {
+    const dir = await freshDir();
+    const nested = join(dir, "a", "b");
+    await ensurePrivateDir(nested);
+    assert.equal(mode(await stat(nested)), 0o700);
+    assert.equal(mode(await stat(join(dir, "a"))), 0o700);
+    await chmod(nested, 0o755);
+    await ensurePrivateDir(nested);
+    assert.equal(mode(await stat(nested)), 0o700);
+  });
+
+  test("ensurePrivateDir refuses a file in the way", async () => {
+    const dir = await freshDir();
+    await writeFile(join(dir, "file"), "");
+    await assert.rejects(ensurePrivateDir(join(dir, "file")));
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe("project names", () => {
+  const cases: Array<[string, string]> = [
+    ["myapp", "myapp"],
+    ["My Project", "my-project"],
+    ["a   b", "a-b"],
+    ["a\nb", "a-b"],
+    ["line\r\nbreak\t", "line-break"],
+    ["Café Ünïcode", "cafe-unicode"],
+    ["日本語", "project"],
+    ["résumé-日本", "resume"],
+    ["v1.2.3", "v1.2.3"],
+    ["..hidden.", "hidden"],
+    ["--x--", "x"],
+    ["___x_", "x_"],
+    ["a_b-c.d", "a_b-c.d"],
+    ["a/b\\c", "a-b-c"],
+    ["", "project"],
+    ["...", "project"],
+    ["UPPER", "upper"],
+  ];
+  for (const [raw, expected] of cases) {
+    test(`${JSON.stringify(raw)} → ${expected}`, () => {
+      assert.equal(sanitizeProjectName(raw), expected);
+      assert.match(expected, SAFE_NAME_RE);
+    });
+  }
+
+  test("very long names are cut to 63 without a trailing separator", () => {
+    const name = sanitizeProjectName("x".repeat(62) + "-" + "y".repeat(20));
+    assert.equal(name, "x".repeat(62));
+    assert.equal(sanitizeProjectName("z".repeat(200)), "z".repeat(63));
+  });
+
+  test("every sanitized name is a safe identifier", () => {
+    const samples = ["🙂🙂", " .a", "-_-", "a".repeat(300), "Ⅻ roman", "ﬁle", "x.y.", "ÅNGSTRÖM", "\u0000nul"];
+    for (const raw of samples) assert.match(sanitizeProjectName(raw), SAFE_NAME_RE, JSON.stringify(raw));
+  });
+
+  test("clash suffix: first 6 hex of sha256(path), still at most 63", () => {
+    const hash = createHash("sha256").update("/srv/app").digest("hex").slice(0, 6);
+    assert.equal(suffixedProjectName("app", "/srv/app"), `app-${hash}`);
+    const long = suffixedProjectName("a".repeat(63), "/srv/app");
+    assert.equal(long.length, 63);
+    assert.match(long, SAFE_NAME_RE);
+    assert.match(suffixedProjectName(`${"b".repeat(55)}.-x`, "/p"), /^b{55}-[0-9a-f]{6}$/);
+  });
+});
+
+describe("project registry", () => {
+  function gitInit(dir: string): void {
+    execFileSync("git", ["init", "-q", dir], { stdio: "ignore" });
+  }
+
+  test("the name comes from the git toplevel, from any subdirectory", async () => {
+    const paths = await freshPaths();
+    const repo = join(await freshDir("repos"), "My Repo");
+    await mkdir(join(repo, "src", "deep"), { recursive: true });
+    gitInit(repo);
+    const identity = await projectNameFor(join(repo, "src", "deep"), paths);
+    assert.deepEqual(identity, { name: "my-repo", path: await realpath(repo) });
+  });
+
+  test("outside git, the directory itself names the project", async () => {
+    const paths = await freshPaths();
+    const dir = join(await freshDir("plain"), "Plain Dir");
+    await mkdir(dir);
+    assert.deepEqual(await projectNameFor(dir, paths), { name: "plain-dir", path: await realpath(dir) });
+  });
+
+  test("a name taken by another path gets the hash suffix; the owner keeps it", async () => {
+    const paths = await freshPaths();
+    const base = await freshDir("clash");
+    const first = join(base, "one", "app");
+    const second = join(base, "two", "app");
+    await mkdir(first, { recursive: true });
+    await mkdir(second, { recursive: true });
+    const firstId = await projectNameFor(first, paths);
+    assert.equal(firstId.name, "app");
+    await registerProject(paths, firstId.name, firstId.path);
+
+    const secondId = await projectNameFor(second, paths);
+    const hash = createHash("sha256").update(secondId.path).digest("hex").slice(0, 6);
+    assert.equal(secondId.name, `app-${hash}`);
+    await registerProject(paths, secondId.name, secondId.path);
+
+    assert.equal((await projectNameFor(first, paths)).name, "app");
+    assert.equal((await projectNameFor(second, paths)).name, `app-${hash}`);
+  });
+
+  test("a registered path keeps its name even if the basename no longer matches", async () => {
+    const paths = await freshPaths();
+    const dir = await freshDir("renamed");
+    const real = await realpath(dir);
+    await registerProject(paths, "custom", real);
+    assert.deepEqual(await projectNameFor(dir, paths), { name: "custom", path: real });
+  });
+
+  test("register creates the file (0600) and the project config loads its path", async () => {
+    const paths = await freshPaths();
+    assert.equal(await registerProject(paths, "app", "/src/my app"), true);
+    const file = join(paths.projectConfigDir, "app.yaml");
+    assert.equal(mode(await stat(file)), 0o600);
+    assert.equal(mode(await stat(paths.projectConfigDir)), 0o700);
+    assert.equal((await loadProjectConfig(paths, "app")).path, "/src/my app");
+    assert.equal(await registerProject(paths, "app", "/src/my app"), false, "second time: nothing to do");
+  });
+
+  test("register adds path to a hand-written file and keeps its comments", async () => {
+    const paths = await freshPaths();
+    await mkdir(paths.projectConfigDir, { recursive: true });
+    const file = join(paths.projectConfigDir, "app.yaml");
+    const original = [
+      "# My notes about this project",
+      "",
+      "# libraries I read while working",
+      "refs:",
+      "  lib: /srv/lib # the shared one",
+      "sandbox:",
+      "  env:",
+      "    - TERM   # for colours",
+      "",
+      "# the end",
+      "",
+    ].join("\n");
+    await writeFile(file, original);
+    assert.equal(await registerProject(paths, "app", "/src/app"), true);
+    const text = await readFile(file, "utf8");
+    for (const comment of ["# My notes about this project", "# libraries I read while working", "# the shared one", "# for colours", "# the end"]) {
+      assert.ok(text.includes(comment), `${comment} kept in:\n${text}`);
+    }
+    assert.ok(text.indexOf("# libraries I read while working") < text.indexOf("refs:"), "comment stays above its key");
+    const config = await loadProjectConfig(paths, "app");
+    assert.deepEqual(config.refs, { lib: "/srv/lib" });
+    assert.deepEqual(config.sandbox.env, ["TERM"]);
+    assert.equal(config.path, "/src/app");
+    assert.deepEqual(await readdir(paths.projectConfigDir), ["app.yaml"]);
+  });
+
+  test("register refuses a name registered for another path, naming the line", async () => {
+    const paths = await freshPaths();
+    await registerProject(paths, "app", "/src/a");
+    await assert.rejects(registerProject(paths, "app", "/src/b"), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.key, "path");
+      assert.match(error.message, /app\.yaml:\d+:7: path: project "app" is already registered for \/src\/a, not \/src\/b/);
+      return true;
+    });
+  });
+
+  test("register refuses bad names, relative paths and files that would not load", async () => {
+    const paths = await freshPaths();
+    await assert.rejects(registerProject(paths, "../evil", "/x"), CloisterError);
+    await assert.rejects(registerProject(paths, "app", "relative"), /not an absolute path/);
+    await mkdir(paths.projectConfigDir, { recursive: true });
+    const file = join(paths.projectConfigDir, "broken.yaml");
+    await writeFile(file, "refs: [\n");
+    await assert.rejects(registerProject(paths, "broken", "/x"), ConfigError);
+    await writeFile(file, "refz: {}\n");
+    await assert.rejects(registerProject(paths, "broken", "/x"), /unknown key/);
+    assert.equal(await readFile(file, "utf8"), "refz: {}\n", "left untouched");
+  });
+
+  test("list, then remove", async () => {
+    const paths = await freshPaths();
+    assert.deepEqual(await listProjects(paths), []);
+    await registerProject(paths, "zeta", "/z");
+    await registerProject(paths, "alpha", "/a");
+    await writeFile(join(paths.projectConfigDir, "nopath.yaml"), "refs: {}\n");
+    await writeFile(join(paths.projectConfigDir, "notes.txt"), "ignored");
+    await writeFile(join(paths.projectConfigDir, ".alpha.yaml.abc123.tmp"), "ignored");
+    await writeFile(join(paths.projectConfigDir, "Bad Name.yaml"), "path: /b\n");
+    assert.deepEqual(await listProjects(paths), [
+      { name: "alpha", path: "/a", configFile: join(paths.projectConfigDir, "alpha.yaml") },
+      { name: "nopath", path: null, configFile: join(paths.projectConfigDir, "nopath.yaml") },
+      { name: "zeta", path: "/z", configFile: join(paths.projectConfigDir, "zeta.yaml") },
+    ]);
+
+    await removeProject(paths, "zeta");
+    assert.deepEqual(
+      (await listProjects(paths)).map((p) => p.name),
+      ["alpha", "nopath"],
+    );
+    await assert.rejects(removeProject(paths, "zeta"), (error: unknown) => {
+      assert.ok(error instanceof CloisterError);
+      assert.equal(error.message, 'no project named "zeta"');
+      assert.equal(error.hint, "known projects: alpha, nopath");
+      return true;
+    });
+  });
+
+  test("a project file without path can be claimed by its name", async () => {
+    const paths = await freshPaths();
+    const dir = join(await freshDir("claim"), "app");
+    await mkdir(dir);
+    await mkdir(paths.projectConfigDir, { recursive: true });
+    await writeFile(join(paths.projectConfigDir, "app.yaml"), "# prepared by hand\nlimits: {pids: 64}\n");
+    const identity = await projectNameFor(dir, paths);
+    assert.equal(identity.name, "app");
+    await registerProject(paths, identity.name, identity.path);
+    const config = await loadProjectConfig(paths, "app");
+    assert.deepEqual([config.path, config.limits.pids], [identity.path, 64]);
+  });
+});
