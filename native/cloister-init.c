@@ -1091,7 +1091,7 @@ static void handle_frames(struct session *s)
         if (r < 0)
             session_protocol_error(s, why);
         if (r == 0)
-            return;
+            break;
         handle_frame(s, type, buf_data(&s->in) + HDR_LEN, len);
         buf_consume(&s->in, HDR_LEN + len);
     }

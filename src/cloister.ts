@@ -1,12 +1,11 @@
 import { randomBytes } from "node:crypto";
 import type { Readable, Writable } from "node:stream";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
-import { effectiveConfig, loadGlobalConfig, loadProjectConfig } from "./config/load.js";
-import { projectNameFor, registerProject } from "./config/project-registry.js";
-import { parseDuration, parsePercent, parseSize } from "./config/units.js";
-import { MAX_TIMEOUT_MS } from "./config/schema.js";
+import { resolveProject } from "./config/effective-cache.js";
+import { MAX_TIMEOUT_MS, parseDuration, parsePercent, parseSize } from "./config/units.js";
 import { CloisterError } from "./errors.js";
 import { ensureGuardian, guardianCall } from "./guardian/control-client.js";
+import type { HiddenPaths } from "./sandbox/bwrap/host-facts.js";
 import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
 import { launchCloister, PROXY_PORT, sandboxHome, type LaunchSpec } from "./sandbox/engine.js";
 import { sandboxEnv } from "./sandbox/env.js";
@@ -84,9 +83,10 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   const spec = await launchSpec(options, paths, persistent);
   await ensureGuardian(paths);
   const id = randomBytes(4).toString("hex");
-  const grant = await guardianCall<{ token?: string; socketDir?: string }>(paths, "POST", "/v1/cloisters", { name: spec.name, id, network: spec.network });
+  const grant = await guardianCall<{ token?: string; socketDir?: string; hidden: HiddenPaths }>(paths, "POST", "/v1/cloisters", { name: spec.name, id, network: spec.network });
   spec.guardianSocketDir = grant.socketDir;
   spec.proxyToken = grant.token;
+  spec.hidden = grant.hidden;
   const record = await launchCloister(paths, spec, id);
   return new Cloister(record, paths, await commandEnv(record, options, paths));
 }
@@ -120,9 +120,7 @@ export async function listCloisters(paths: CloisterPaths = resolvePaths()): Prom
 
 async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persistent: boolean): Promise<LaunchSpec> {
   const location = locateProject(options.project ?? process.cwd(), options.allowNoGit);
-  const { name: project } = await projectNameFor(location.root, paths);
-  const config = effectiveConfig(await loadGlobalConfig(paths), await loadProjectConfig(paths, project));
-  await registerProject(paths, project, location.root);
+  const { project, config } = await resolveProject(paths, location.root);
   const name = persistent ? checkedName(options.name ?? project) : `${project.slice(0, 50)}-run-${randomBytes(3).toString("hex")}`;
   return {
     name,
@@ -181,7 +179,7 @@ export function parseTimeout(value: string | undefined): number | undefined {
 }
 
 async function commandEnv(record: CloisterRecord, options: CloisterOptions, paths: CloisterPaths): Promise<Record<string, string>> {
-  const config = effectiveConfig(await loadGlobalConfig(paths), await loadProjectConfig(paths, record.project));
+  const { config } = await resolveProject(paths, record.projectRoot);
   const proxyUrl = record.network && record.proxyToken ? `http://cloister:${record.proxyToken}@127.0.0.1:${PROXY_PORT}` : undefined;
   return sandboxEnv({
     hostEnv: process.env,

@@ -1,16 +1,20 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { stringify } from "yaml";
-import { effectiveConfig, loadGlobalConfig, loadProjectConfig, projectConfigFile, validateConfigFile } from "../config/load.js";
 import { resolvePaths } from "../config/paths.js";
-import { listProjects, projectNameFor, removeProject } from "../config/project-registry.js";
 import { CloisterError } from "../errors.js";
 import { listRecords } from "../sandbox/records.js";
 import { printTable } from "./output.js";
 
+/** The YAML and schema libraries load only for config commands: `run` and `start` never pay for them. */
+async function configModules() {
+  const [load, registry, yaml] = await Promise.all([import("../config/load.js"), import("../config/project-registry.js"), import("yaml")]);
+  return { ...load, ...registry, stringify: yaml.stringify };
+}
+
 /** Opens a file in $VISUAL/$EDITOR (vi by default), then validates it so mistakes show at once. */
-function editAndValidate(file: string, kind: "global" | "project"): Promise<unknown> {
+async function editAndValidate(file: string, kind: "global" | "project"): Promise<unknown> {
+  const { validateConfigFile } = await configModules();
   const editor = process.env.VISUAL || process.env.EDITOR || "vi";
   const result = spawnSync(editor, [file], { stdio: "inherit" });
   if (result.error) throw new CloisterError(`could not start the editor ${JSON.stringify(editor)}: ${result.error.message}`, "set EDITOR to your editor");
@@ -26,6 +30,7 @@ export function registerConfigCommands(program: Command): void {
     .option("--project <dir>", "merge this project's configuration")
     .option("--json", "machine-readable output")
     .action(async (flags: { project?: string; json?: boolean }) => {
+      const { effectiveConfig, loadGlobalConfig, loadProjectConfig, projectNameFor, stringify } = await configModules();
       const paths = resolvePaths();
       const global = await loadGlobalConfig(paths);
       const project = flags.project ? await loadProjectConfig(paths, (await projectNameFor(flags.project, paths)).name) : undefined;
@@ -42,6 +47,7 @@ export function registerConfigCommands(program: Command): void {
     .command("init")
     .description("write the commented default config file if there is none (never overwrites)")
     .action(async () => {
+      const { loadGlobalConfig } = await configModules();
       const paths = resolvePaths();
       await loadGlobalConfig(paths);
       process.stderr.write(`Config file: ${paths.globalConfigFile}\n`);
@@ -51,6 +57,7 @@ export function registerConfigCommands(program: Command): void {
     .command("edit")
     .description("edit the global config in $EDITOR, then validate it")
     .action(async () => {
+      const { loadGlobalConfig } = await configModules();
       const paths = resolvePaths();
       await loadGlobalConfig(paths).catch(() => undefined);
       await editAndValidate(paths.globalConfigFile, "global");
@@ -61,6 +68,7 @@ export function registerConfigCommands(program: Command): void {
     .command("validate")
     .description("check the global config and every project config; errors name file, line and key")
     .action(async () => {
+      const { loadGlobalConfig, listProjects, validateConfigFile } = await configModules();
       const paths = resolvePaths();
       await loadGlobalConfig(paths);
       for (const project of await listProjects(paths)) await validateConfigFile(project.configFile, "project");
@@ -75,6 +83,7 @@ export function registerConfigCommands(program: Command): void {
     .description("list known projects")
     .option("--json", "machine-readable output")
     .action(async (flags: { json?: boolean }) => {
+      const { listProjects } = await configModules();
       const projects = await listProjects(resolvePaths());
       if (flags.json) return void process.stdout.write(`${JSON.stringify(projects, null, 2)}\n`);
       if (projects.length === 0) return void process.stdout.write("No projects yet: `cloister run` or `cloister start` in a git repository registers it.\n");
@@ -86,6 +95,7 @@ export function registerConfigCommands(program: Command): void {
     .description("print a project's config file and its cloisters")
     .argument("<name>", "the project's name")
     .action(async (name: string) => {
+      const { projectConfigFile, validateConfigFile } = await configModules();
       const paths = resolvePaths();
       const file = projectConfigFile(paths, name);
       const text = readIfExists(file);
@@ -100,6 +110,7 @@ export function registerConfigCommands(program: Command): void {
     .description("edit a project's config in $EDITOR, then validate it")
     .argument("<name>", "the project's name")
     .action(async (name: string) => {
+      const { projectConfigFile } = await configModules();
       await editAndValidate(projectConfigFile(resolvePaths(), name), "project");
       process.stderr.write("Project config is valid.\n");
     });
@@ -110,6 +121,7 @@ export function registerConfigCommands(program: Command): void {
     .description("forget a project (its config file); refuses while it has cloisters")
     .argument("<name>", "the project's name")
     .action(async (name: string) => {
+      const { removeProject } = await configModules();
       const paths = resolvePaths();
       const running = listRecords(paths).filter((r) => r.project === name);
       if (running.length > 0) throw new CloisterError(`project ${name} has cloisters: ${running.map((r) => r.name).join(", ")}`, "stop them first with `cloister stop NAME`");

@@ -1,6 +1,4 @@
 import type { Command } from "commander";
-import { runDoctor } from "../doctor/checks.js";
-import { formatDoctorReport } from "../doctor/report.js";
 
 export function registerDoctorCommand(program: Command): void {
   program
@@ -8,6 +6,7 @@ export function registerDoctorCommand(program: Command): void {
     .description("check that this machine can run cloisters, with the exact fix for anything missing")
     .option("--json", "machine-readable output")
     .action(async (flags: { json?: boolean }) => {
+      const [{ runDoctor }, { formatDoctorReport }] = await Promise.all([import("../doctor/checks.js"), import("../doctor/report.js")]);
       const report = await runDoctor();
       process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatDoctorReport(report, { color: Boolean(process.stdout.isTTY) }));
       if (!report.ok) process.exitCode = 1;

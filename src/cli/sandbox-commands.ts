@@ -6,7 +6,7 @@ import { CloisterError } from "../errors.js";
 import { parseEnvAssignments } from "../sandbox/env.js";
 import { readRecord } from "../sandbox/records.js";
 import { locateProject } from "../sandbox/project.js";
-import { projectNameFor } from "../config/project-registry.js";
+import { resolveProject } from "../config/effective-cache.js";
 import { runAttached } from "./terminal.js";
 import { printTable, collect } from "./output.js";
 
@@ -167,5 +167,5 @@ async function runOnce(command: string[], options: CloisterOptions, timeoutMs: n
 
 async function defaultCloisterName(flags: SandboxFlags): Promise<string> {
   const location = locateProject(flags.project ?? process.cwd(), flags.allowNoGit);
-  return (await projectNameFor(location.root)).name;
+  return (await resolveProject(resolvePaths(), location.root)).project;
 }

@@ -62,7 +62,11 @@ function trimName(name: string): string {
  * the sanitized basename of the root, suffixed with a path hash if that name belongs to another path.
  */
 export async function projectNameFor(dir: string, paths: CloisterPaths = resolvePaths()): Promise<ProjectIdentity> {
-  const root = await projectRoot(dir);
+  return projectNameForRoot(await projectRoot(dir), paths);
+}
+
+/** Like projectNameFor, for a caller that already knows the project root (no git process). */
+export async function projectNameForRoot(root: string, paths: CloisterPaths = resolvePaths()): Promise<ProjectIdentity> {
   const projects = await listProjects(paths);
   const known = projects.find((project) => project.path === root);
   if (known) return { name: known.name, path: root };

@@ -15,7 +15,8 @@ export const SAFE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** setTimeout (which enforces `cloister run --timeout`) fires at once for delays beyond 2^31-1 ms. */
-export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+import { MAX_TIMEOUT_MS } from "./units.js";
+export { MAX_TIMEOUT_MS };
 
 // ---------------------------------------------------------------------------------------------------
 // Value schemas

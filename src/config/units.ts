@@ -50,6 +50,9 @@ const DURATION_PART_RE = new RegExp(String.raw`(${NUMBER})\s*([a-z]+)\s*`, "giy"
 const PERCENT_RE = new RegExp(String.raw`^(${NUMBER})\s*%$`);
 
 /** Bytes from "8GiB", "512M", "1.5G", "4096" (bytes). A number input is taken as bytes. */
+/** setTimeout fires at once for longer delays (2^31-1 ms, about 24 days). */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
 export function parseSize(input: string | number): number {
   if (typeof input === "number") return wholeNumber(input, "a size in bytes");
   const text = input.trim();

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
+import { hiddenPaths, type HiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister } from "../sandbox/engine.js";
 import { isKeeperAlive, listRecords, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
@@ -14,6 +15,7 @@ import { guardianStatus } from "./control-client.js";
 /** A record without a keeper yet is a launch in progress; after this long it is a failed one. */
 const LAUNCH_GRACE_MS = 60_000;
 const REAP_INTERVAL_MS = 2_000;
+const HIDDEN_PATHS_TTL_MS = 5_000;
 
 /**
  * The per-user guardian: tracks cloisters, owns their egress sockets, and cleans up after any that
@@ -24,6 +26,7 @@ class Guardian {
   private readonly endpoints = new Map<string, EgressEndpoint>();
   private readonly startedAt = new Date().toISOString();
   private controlInode = 0;
+  private hidden?: { at: number; value: HiddenPaths };
 
   constructor(private readonly paths: CloisterPaths) {}
 
@@ -64,14 +67,27 @@ class Guardian {
   }
 
   /** A new cloister is about to launch: give it its egress socket and proxy token. */
-  private async register(name: string, id: string, network: boolean): Promise<{ token?: string; socketDir?: string }> {
+  private async register(name: string, id: string, network: boolean): Promise<{ token?: string; socketDir?: string; hidden: HiddenPaths }> {
     if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name) || !/^[0-9a-f]{8}$/.test(id)) throw new CloisterError("invalid cloister name or id");
-    if (!network) return {};
+    const hidden = this.hiddenPaths();
+    if (!network) return { hidden };
     const token = randomBytes(32).toString("hex");
     const socketDir = join(cloisterRuntimeDir(this.paths, id), "guardian");
     this.endpoints.get(name)?.close();
     this.endpoints.set(name, await EgressEndpoint.open(name, token, socketDir));
-    return { token, socketDir };
+    return { token, socketDir, hidden };
+  }
+
+  /**
+   * The secrets to cover in every cloister's system view. Scanning /etc costs ~15 ms, more than the
+   * rest of a launch, so the result is reused for a few seconds: a secret file created in /etc is
+   * covered from the next scan on.
+   */
+  private hiddenPaths(): HiddenPaths {
+    if (!this.hidden || Date.now() - this.hidden.at > HIDDEN_PATHS_TTL_MS) {
+      this.hidden = { at: Date.now(), value: hiddenPaths(process.getuid?.() ?? 0) };
+    }
+    return this.hidden.value;
   }
 
   private async stop(name: string): Promise<{ stopped: string }> {

@@ -8,7 +8,7 @@ import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
-import { hiddenPaths, systemEntries } from "./bwrap/host-facts.js";
+import { hiddenPaths, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, WORK_DIR } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { sandboxEnv } from "./env.js";
@@ -35,6 +35,8 @@ export interface LaunchSpec {
   /** Filled in by the guardian when the cloister has network. */
   guardianSocketDir?: string;
   proxyToken?: string;
+  /** Secrets to cover in the system view; computed here unless the guardian already did (it caches the /etc scan). */
+  hidden?: HiddenPaths;
 }
 
 /**
@@ -88,7 +90,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
     cleanups.push(() => deleteRecord(paths, record.name));
 
     const user = userInfo();
-    const hidden = hiddenPaths(user.uid);
+    const hidden = spec.hidden ?? hiddenPaths(user.uid);
     const mounts = planMounts({
       systemEntries: systemEntries(),
       hiddenFiles: hidden.files,
@@ -215,7 +217,7 @@ function releasePlaceholders(paths: CloisterPaths, record: CloisterRecord): void
 
 async function waitForExit(pid: number, startTime: string | undefined): Promise<void> {
   for (let i = 0; i < 200 && processStartTime(pid) === startTime; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await new Promise((resolve) => setTimeout(resolve, 2));
   }
 }
 

@@ -96,11 +96,11 @@ export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limit
 /** Removes the cloister's cgroups once its processes are gone (the kernel refuses while any remain). */
 export async function releaseLimits(cgroupDirs: readonly string[]): Promise<void> {
   for (const dir of cgroupDirs) {
-    for (let attempt = 0; attempt < 50 && existsSync(dir); attempt++) {
+    for (let attempt = 0; attempt < 400 && existsSync(dir); attempt++) {
       try {
         rmdirSync(dir);
       } catch {
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        await new Promise((resolve) => setTimeout(resolve, 5));
       }
     }
   }

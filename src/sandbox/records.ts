@@ -38,7 +38,8 @@ function recordFile(paths: CloisterPaths, name: string): string {
 
 export async function writeRecord(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
   await ensurePrivateDir(paths.cloisterRecordDir);
-  await writeFileAtomic(recordFile(paths, record.name), `${JSON.stringify(record, null, 2)}\n`);
+  // Not fsynced: records describe processes, which do not survive a machine crash either.
+  await writeFileAtomic(recordFile(paths, record.name), `${JSON.stringify(record, null, 2)}\n`, 0o600, false);
 }
 
 export function readRecord(paths: CloisterPaths, name: string): CloisterRecord | undefined {

@@ -66,6 +66,20 @@ function killTree(pid: number): void {
   }
 }
 
+/** This process's fds that a child would inherit (no O_CLOEXEC). */
+function inheritableFds(): number[] {
+  return readdirSync("/proc/self/fd")
+    .map(Number)
+    .filter((fd) => {
+      try {
+        const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))?.[1];
+        return flags !== undefined && (parseInt(flags, 8) & 0o2000000) === 0;
+      } catch {
+        return false; // the directory's own fd, closed by now
+      }
+    });
+}
+
 function isAlive(pid: number): boolean {
   try {
     const state = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -227,9 +241,11 @@ describe("cloister-init init: sessions", { timeout: 60_000 }, () => {
   });
 
   it("answers a command that is not executable with 126", async () => {
-    const r = await run(c.socket, ["/etc/hostname"]);
+    const file = join(tempDir(), "not-executable");
+    writeFileSync(file, "#!/bin/sh\n", { mode: 0o644 });
+    const r = await run(c.socket, [file]);
     assert.equal(r.exitCode, 126);
-    assert.match(r.stderr, /^cloister: cannot run '\/etc\/hostname': Permission denied\n$/);
+    assert.equal(r.stderr, `cloister: cannot run '${file}': Permission denied\n`);
   });
 
   it("fails like a missing command when the working directory does not exist", async () => {
@@ -536,7 +552,11 @@ describe("cloister-init keep", { timeout: 60_000 }, () => {
     const stdout = readAll(keeper.stdout as Readable);
     assert.equal((await exitOf(keeper)).code, 0);
     assert.match(await status, /^started \d+\n$/);
-    assert.match(await stdout, /^0\n1\n2\n3\n4\nsocket:\[\d+\]\n$/);
+    // whatever this test process itself inherited (fds without O_CLOEXEC) must get through as well
+    const expected = ["0", "1", "2", "3", "4", ...inheritableFds().filter((fd) => fd > 4).map(String)].sort();
+    const lines = (await stdout).trimEnd().split("\n");
+    assert.match(lines.pop() ?? "", /^socket:\[\d+\]$/);
+    assert.deepEqual(lines.sort(), expected);
   });
 
   it("applies rlimits, nice and oom_score_adj to PROGRAM", async () => {

@@ -1,0 +1,70 @@
+import { readdir, readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { writeFileAtomic } from "./atomic-write.js";
+import type { CloisterPaths } from "./paths.js";
+import type { EffectiveConfig } from "./schema.js";
+
+export interface ResolvedProject {
+  /** The project's registered name. */
+  project: string;
+  config: EffectiveConfig;
+}
+
+interface CacheFile {
+  key: string;
+  projects: Record<string, ResolvedProject>;
+}
+
+/**
+ * The project name and effective configuration for a project root, from a cache of what the last
+ * full load validated. The cache is keyed by the identity (inode, size, mtime) of every config file
+ * and of the projects directory, so any edit, new file or rename is a miss. On a hit, `cloister run`
+ * never loads the YAML parser and the schema library, which cost more start-up time than the sandbox.
+ */
+export async function resolveProject(paths: CloisterPaths, root: string): Promise<ResolvedProject> {
+  const cacheFile = join(paths.stateDir, "config-cache.json");
+  const cache = await readCache(cacheFile);
+  const hit = cache && cache.key === (await fingerprint(paths)) ? cache.projects[root] : undefined;
+  if (hit) return hit;
+
+  const [{ effectiveConfig, loadGlobalConfig, loadProjectConfig }, { projectNameForRoot, registerProject }] = await Promise.all([
+    import("./load.js"),
+    import("./project-registry.js"),
+  ]);
+  const { name: project } = await projectNameForRoot(root, paths);
+  await registerProject(paths, project, root);
+  const resolved = { project, config: effectiveConfig(await loadGlobalConfig(paths), await loadProjectConfig(paths, project)) };
+  // Keyed after loading: registering the project or creating the default config changed the files.
+  const key = await fingerprint(paths);
+  const projects = cache?.key === key ? cache.projects : {};
+  await writeFileAtomic(cacheFile, JSON.stringify({ key, projects: { ...projects, [root]: resolved } }), 0o600, false).catch(() => undefined);
+  return resolved;
+}
+
+async function fingerprint(paths: CloisterPaths): Promise<string> {
+  const files = [paths.globalConfigFile, paths.projectConfigDir];
+  try {
+    files.push(...(await readdir(paths.projectConfigDir)).map((f) => join(paths.projectConfigDir, f)));
+  } catch {
+    // No project files yet.
+  }
+  const ids = await Promise.all(
+    files.map(async (file) => {
+      try {
+        const s = await stat(file);
+        return `${file}:${s.ino}:${s.size}:${s.mtimeMs}`;
+      } catch {
+        return `${file}:-`;
+      }
+    }),
+  );
+  return ids.join("|");
+}
+
+async function readCache(file: string): Promise<CacheFile | undefined> {
+  try {
+    return JSON.parse(await readFile(file, "utf8")) as CacheFile;
+  } catch {
+    return undefined;
+  }
+}
