@@ -53,6 +53,7 @@ extern char **environ;
 #define HANGUP_GRACE_MS 2000    /* SIGHUP -> SIGKILL delay when the client disconnects */
 #define RESTART_MS 1000         /* minimum gap between two starts of one service */
 #define ERROR_FLUSH_MS 1000     /* how long an ERROR frame may take to reach a client */
+#define LINGER_MS 1000          /* after the last frame, how long to wait for the client to close */
 
 enum frame_type {
     F_REQUEST = 0x01,
@@ -711,6 +712,32 @@ static bool sock_drain(struct session *s, int timeout_ms)
     }
 }
 
+/* After the last frame: half-close, then wait (briefly) for the client to close its side,
+ * discarding what it still sends. Closing at once would turn a keystroke or resize the client
+ * sent just before seeing EXIT into EPIPE on its side, and a client that dies of EPIPE may never
+ * read the frames we sent (Node discards them); unread input here would also reset the
+ * connection. */
+static void sock_linger(struct session *s)
+{
+    shutdown(s->sock, SHUT_WR);
+    int64_t deadline = now_ms() + LINGER_MS;
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            return;
+        struct pollfd p = { s->sock, POLLIN, 0 };
+        int r = poll(&p, 1, (int)left);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return;
+        char junk[4096];
+        ssize_t n = recv(s->sock, junk, sizeof junk, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
+            return;
+    }
+}
+
 /* The client is gone (or broke the protocol) while the command may still run: hang up on its
  * process group as a terminal would, and make sure 2 s later. Never returns. */
 static _Noreturn void session_hangup(struct session *s)
@@ -734,7 +761,8 @@ static _Noreturn void session_hangup(struct session *s)
 static _Noreturn void session_error(struct session *s, const char *msg)
 {
     put_frame(&s->out, F_ERROR, msg, strlen(msg));
-    sock_drain(s, ERROR_FLUSH_MS);
+    if (sock_drain(s, ERROR_FLUSH_MS))
+        sock_linger(s);
     session_hangup(s);
 }
 
@@ -967,7 +995,8 @@ static void session_spawn(struct session *s, const struct request *rq)
         int m = snprintf(msg, len, "cloister: cannot run '%s': %s\n", argv0, reason);
         put_frame(&s->out, rq->tty ? F_STDOUT : F_STDERR, msg, (size_t)m);
         put_u32_frame(&s->out, F_EXIT, err == ENOENT ? 127 : 126);
-        sock_drain(s, -1);
+        if (sock_drain(s, -1))
+            sock_linger(s);
         waitpid(pid, NULL, 0);
         _exit(0);
     }
@@ -1194,6 +1223,7 @@ static _Noreturn void session_main(int sock)
     put_u32_frame(&s.out, F_EXIT, (uint32_t)s.exit_code);
     if (!sock_drain(&s, -1))
         session_hangup(&s); /* background processes may remain in the group */
+    sock_linger(&s);
     close(s.sock);
     waitpid(s.pid, NULL, 0);
     _exit(0);

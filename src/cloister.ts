@@ -96,6 +96,8 @@ export async function findCloister(name: string, options: CloisterOptions = {}):
   const paths = options.paths ?? resolvePaths();
   const record = readRecord(paths, name);
   if (!record || !isKeeperAlive(record)) return undefined;
+  // A running cloister needs its guardian (egress socket, reaper): bring back one that crashed.
+  await ensureGuardian(paths);
   return new Cloister(record, paths, await commandEnv(record, options, paths));
 }
 

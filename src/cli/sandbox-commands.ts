@@ -83,10 +83,15 @@ export function registerSandboxCommands(program: Command): void {
     .command("exec")
     .description("run a command in a running cloister (default: the current project's)")
     .argument("[name]", "the cloister's name")
-    .argument("<command...>", "the command and its arguments (put them after --)")
+    .argument("[command...]", "the command and its arguments (put them after --)")
     .option("--env <NAME=VALUE>", "set an environment variable (repeatable)", collect, [])
     .option("-w, --workdir <dir>", "working directory inside (default /work)")
-    .action(async (name: string | undefined, command: string[], flags: { env: string[]; workdir?: string }) => {
+    .action(async (nameOrCommand: string | undefined, rest: string[], flags: { env: string[]; workdir?: string }) => {
+      // `exec -- CMD ARGS`: commander hands CMD over as the name; a name only counts before `--`.
+      const nameGiven = nameOrCommand !== undefined && process.argv.slice(0, process.argv.indexOf("--") >>> 0).includes(nameOrCommand);
+      const name = nameGiven ? nameOrCommand : undefined;
+      const command = nameGiven || nameOrCommand === undefined ? rest : [nameOrCommand, ...rest];
+      if (command.length === 0) throw new CloisterError("no command given", "usage: cloister exec [NAME] -- CMD [ARGS...]");
       const target = name ?? (await defaultCloisterName({}));
       const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env) });
       if (!cloister) throw new CloisterError(`no running cloister named ${JSON.stringify(target)}`, "start it with `cloister start -d`, or see `cloister list`");

@@ -154,7 +154,9 @@ function spawnKeeper(initBinary: string, args: string[], logFile: string, detach
   const stdio = child.stdio as unknown as (Readable | Writable | null)[];
   const status = stdio[STATUS_FD] as Readable;
   const seccomp = stdio[SECCOMP_FD] as Writable;
-  seccomp.end(buildSeccompFilter());
+  // Once written, close our end: the keeper keeps its copy of the fd for bwrap, and a socket we
+  // still hold open would keep a detached CLI (`start -d`) alive forever.
+  seccomp.end(buildSeccompFilter(), () => seccomp.destroy());
   return new Promise((resolve, reject) => {
     let text = "";
     status.setEncoding("utf8");

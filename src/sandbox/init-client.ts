@@ -76,9 +76,8 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
 
   const gone = (): CloisterError => {
     const why = socketError ? `: ${socketError.message}` : "";
-    return connected
-      ? new CloisterError(`the connection to the cloister's init closed before the command finished${why}`, "the cloister is gone or not ready")
-      : new CloisterError(`cannot reach the cloister's init at ${socketPath}${why}`, "the cloister is gone or not ready");
+    const what = connected ? `its init closed the connection before the command finished${why}` : `cannot connect to its init at ${socketPath}${why}`;
+    return new CloisterError(`the cloister is gone or not ready (${what})`, "check `cloister list`; start it again if it stopped");
   };
 
   const write = (stream: Writable | undefined, data: Buffer): void => {
@@ -142,8 +141,6 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
     closed = true;
     pump();
   });
-  socket.write(requestFrame);
-
   // stdin: forwarded with backpressure from the socket; its end becomes STDIN_EOF.
   const stdin = io.stdin;
   const onStdinData = (chunk: Buffer | string): void => {
@@ -164,8 +161,9 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
     stdin.pause(); // we made it flow; a flowing process.stdin would keep the process alive
   }
   if (!stdin || stdin.readableEnded) {
-    socket.write(encodeStdinEof());
+    socket.write(Buffer.concat([requestFrame, encodeStdinEof()])); // one write: nothing trails EXIT
   } else {
+    socket.write(requestFrame);
     stdin.on("data", onStdinData).on("end", onStdinEnd).on("error", onStdinEnd);
   }
 

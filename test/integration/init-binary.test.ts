@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync, existsSync } from "node:fs";
-import { connect } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { PassThrough, Writable, type Readable } from "node:stream";
@@ -31,8 +31,8 @@ function tempDir(): string {
   return dir;
 }
 
-/** Every descendant of pid, from /proc (collected before anything is killed, so none is reparented). */
-function descendants(pid: number): number[] {
+/** Parent pid -> child pids, from /proc. */
+function processTable(): Map<number, number[]> {
   const children = new Map<number, number[]>();
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
@@ -45,6 +45,12 @@ function descendants(pid: number): number[] {
     const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
     children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
   }
+  return children;
+}
+
+/** Every descendant of pid (zombies included). */
+function descendants(pid: number): number[] {
+  const children = processTable();
   const found: number[] = [];
   const todo = [pid];
   while (todo.length > 0) {
@@ -56,14 +62,36 @@ function descendants(pid: number): number[] {
   return found;
 }
 
-function killTree(pid: number): void {
-  for (const p of [pid, ...descendants(pid)]) {
+function kill(pid: number, signal: NodeJS.Signals = "SIGKILL"): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * Ends a keeper and everything under it without leaving zombies to the machine's PID 1: the
+ * keeper's child (init, a subreaper) first reaps all its killed descendants, then dies itself,
+ * and the keeper, having reaped it, exits.
+ */
+async function stopKeeper(keeper: ChildProcess): Promise<void> {
+  const pid = keeper.pid;
+  if (pid === undefined || keeper.exitCode !== null || keeper.signalCode !== null) return;
+  for (const child of processTable().get(pid) ?? []) {
     try {
-      process.kill(p, "SIGKILL");
-    } catch {
-      // already gone
+      await waitFor("init to reap what it started", () => {
+        const rest = descendants(child);
+        rest.forEach((p) => kill(p));
+        return rest.length === 0;
+      });
+    } finally {
+      kill(child);
     }
   }
+  const timer = setTimeout(() => kill(pid), DEADLINE_MS);
+  await exitOf(keeper);
+  clearTimeout(timer);
 }
 
 /** This process's fds that a child would inherit (no O_CLOEXEC). */
@@ -89,12 +117,12 @@ function isAlive(pid: number): boolean {
   }
 }
 
-async function waitFor<T>(what: string, probe: () => T | undefined | false): Promise<T> {
+async function waitFor<T>(what: string | (() => string), probe: () => T | undefined | false): Promise<T> {
   const deadline = Date.now() + DEADLINE_MS;
   for (;;) {
     const value = probe();
     if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
@@ -113,7 +141,7 @@ class Collector extends Writable {
     return this.chunks.reduce((n, c) => n + c.length, 0);
   }
   waitFor(pattern: RegExp): Promise<RegExpExecArray> {
-    return waitFor(`output matching ${pattern} (got ${JSON.stringify(this.text)})`, () => pattern.exec(this.text) ?? undefined);
+    return waitFor(() => `output matching ${pattern} (got ${JSON.stringify(this.text)})`, () => pattern.exec(this.text) ?? undefined);
   }
 }
 
@@ -194,12 +222,7 @@ before(() => {
 });
 
 after(async () => {
-  for (const child of spawned) {
-    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
-      killTree(child.pid);
-      await exitOf(child);
-    }
-  }
+  for (const child of spawned) await stopKeeper(child);
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -381,11 +404,12 @@ describe("cloister-init init: tty mode", { timeout: 60_000 }, () => {
     const stdin = new PassThrough();
     const stdout = new Collector();
     const session = execInCloister(c.socket, { tty: true, rows: 24, cols: 80, cwd: "/", env: { ...ENV, PS1: "$ " }, argv: ["sh", "-i"] }, { stdin, stdout });
+    await stdout.waitFor(/\$ $/); // the prompt: the shell is reading its terminal
     stdin.write("stty size\n");
-    await stdout.waitFor(/^24 80\r?$/m);
+    await stdout.waitFor(/24 80\r\n/);
     session.resize(50, 132);
     stdin.write("stty size\n");
-    await stdout.waitFor(/^50 132\r?$/m);
+    await stdout.waitFor(/50 132\r\n/);
     stdin.write("exit 5\n");
     assert.equal((await session.done).exitCode, 5);
   });
@@ -436,6 +460,59 @@ describe("cloister-init init: hostile clients", { timeout: 60_000 }, () => {
       conn.on("close", () => resolve());
     });
     assert.equal((await run(c.socket, ["true"])).exitCode, 0);
+  });
+});
+
+// ---------------------------------------------------------------- the client's failures
+
+describe("execInCloister: failures", { timeout: 60_000 }, () => {
+  /** A stand-in init that answers every connection with `reply`. */
+  async function fakeInit(reply: Buffer): Promise<{ socket: string; close: () => Promise<void> }> {
+    const socket = join(tempDir(), "fake.sock");
+    const server = createServer((conn) => {
+      conn.on("error", () => {});
+      conn.end(reply);
+    });
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    return { socket, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  }
+
+  it("rejects, saying the cloister is gone or not ready, when nothing listens at the socket", async () => {
+    await assert.rejects(run(join(tempDir(), "nobody.sock"), ["true"]), /the cloister is gone or not ready \(cannot connect/);
+  });
+
+  it("rejects, saying the cloister is gone or not ready, when the connection ends without EXIT", async () => {
+    const c = await startCloister();
+    const stdout = new Collector();
+    const session = execInCloister(c.socket, { tty: false, cwd: "/", env: ENV, argv: ["sh", "-c", "echo pid=$$; exec sleep 1000"] }, { stdout });
+    const pid = Number((await stdout.waitFor(/pid=(\d+)/))[1]);
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const handler = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    kill(handler); // the session handler dies: no EXIT will ever come
+    await assert.rejects(session.done, /the cloister is gone or not ready \(its init closed the connection/);
+    kill(pid);
+  });
+
+  it("rejects with init's message when init answers ERROR", async () => {
+    const fake = await fakeInit(encodeFrame(FrameType.Error, Buffer.from("no such luck")));
+    await assert.rejects(run(fake.socket, ["true"]), /refused the command: no such luck/);
+    await fake.close();
+  });
+
+  it("rejects on a protocol error from init", async () => {
+    const fake = await fakeInit(Buffer.from([0x42, 0, 0, 0, 0]));
+    await assert.rejects(run(fake.socket, ["true"]), /protocol error.*unknown frame type 0x42/);
+    await fake.close();
+  });
+
+  it("rejects an EXIT frame of the wrong size as a protocol error", async () => {
+    const fake = await fakeInit(encodeFrame(FrameType.Exit, Buffer.from([1])));
+    await assert.rejects(run(fake.socket, ["true"]), /protocol error.*EXIT payload/);
+    await fake.close();
+  });
+
+  it("refuses an invalid request before connecting", () => {
+    assert.throws(() => execInCloister(join(tempDir(), "unused.sock"), { tty: false, cwd: "/", env: ENV, argv: [] }), /argv must not be empty/);
   });
 });
 
@@ -522,8 +599,7 @@ describe("cloister-init keep", { timeout: 60_000 }, () => {
 
   it("replaces a stale socket at the listen path", async () => {
     const first = await startCloister();
-    killTree(first.keeper.pid as number);
-    await exitOf(first.keeper);
+    await stopKeeper(first.keeper);
     const keeper = spawnKeeper(["--listen", first.socket, "--status-fd", "3", "--", BIN, "init"]);
     assert.match(await readAll(keeper.stdio[3] as Readable), /^started \d+\n$/);
     assert.equal((await run(first.socket, ["echo", "again"])).stdout, "again\n");
