@@ -165,6 +165,20 @@ export function treeMemory(pid: number): ProcMemory[] {
   return processTree(pid).map((p) => ({ pid: p, comm: comm(p), pssKiB: pssKiB(p) ?? 0, rssKiB: rssKiB(p) ?? 0 }));
 }
 
+/**
+ * Memory charged to a cloister's memory cgroup, in KiB: user pages plus the kernel memory (page
+ * tables, namespaces, mounts, sockets…) its processes allocated after joining it. cgroup v2:
+ * memory.current; v1: memory.usage_in_bytes of the dir under the memory hierarchy. undefined if the
+ * cloister has no memory cgroup (rlimit fallback).
+ */
+export function cgroupMemoryKiB(cgroupDirs: readonly string[]): number | undefined {
+  for (const dir of cgroupDirs) {
+    const bytes = readOr(`${dir}/memory.current`) ?? (dir.includes("/memory/") ? readOr(`${dir}/memory.usage_in_bytes`) : undefined);
+    if (bytes !== undefined && /^\d+\s*$/.test(bytes)) return Number(bytes) / 1024;
+  }
+  return undefined;
+}
+
 /** MemAvailable from /proc/meminfo, in KiB. */
 export function memAvailableKiB(): number {
   return kbField(readOr("/proc/meminfo"), "MemAvailable") ?? Number.NaN;
@@ -174,6 +188,14 @@ export function memAvailableKiB(): number {
 export function startTime(pid: number): string | undefined {
   const stat = readOr(`/proc/${pid}/stat`);
   return stat?.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+}
+
+/** The process runs (or sleeps): it exists, is not a zombie, and is still the one started at `start`. */
+export function isAlive(pid: number, start: string | undefined): boolean {
+  const stat = readOr(`/proc/${pid}/stat`);
+  if (stat === undefined) return false;
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return fields[0] !== "Z" && fields[0] !== "X" && (start === undefined || fields[19] === start);
 }
 
 export function fdCount(pid: number | "self" = "self"): number {

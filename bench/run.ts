@@ -1,0 +1,686 @@
+/**
+ * `npm run bench`: how fast and how small cloister is, as ratios against baselines measured in the
+ * same run (never hard-coded numbers). See docs/benchmarks.md for what each row means.
+ *
+ *   npm run bench                          # CLI, library, idle memory, 100 idle cloisters
+ *   npm run bench -- --runs 50             # more samples per timing row
+ *   npm run bench -- --scale 1000          # also 1000 concurrent idle cloisters (a few minutes)
+ *   npm run bench -- --only cli,lib        # only some sections: cli, lib, mem, scale
+ *
+ * It measures the built package (dist/ and native/build/), on an isolated instance: CLOISTER_HOME is
+ * a fresh directory under /tmp and the project is a throwaway git repository; both are removed, and
+ * every cloister and the instance's guardian stopped, when the bench ends or is interrupted.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, statSync } from "node:fs";
+import { cpus, release, totalmem } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  cgroupMemoryKiB,
+  fdCount,
+  fmtKiB,
+  fmtMiB,
+  fmtMs,
+  fmtRatio,
+  isAlive,
+  liveChildren,
+  memAvailableKiB,
+  nowMs,
+  pool,
+  pssKiB,
+  rssKiB,
+  sleep,
+  startTime,
+  summarize,
+  table,
+  timedSpawn,
+  treeMemory,
+  type SpawnResult,
+  type Summary,
+} from "./measure.js";
+
+type Lib = typeof import("../dist/index.js");
+type Cloister = import("../dist/index.js").Cloister;
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const CLI = join(ROOT, "dist", "cli", "main.js");
+const DIST_INDEX = join(ROOT, "dist", "index.js");
+const INIT_BINARY = join(ROOT, "native", "build", "cloister-init");
+const SRT_BIN = join(ROOT, "node_modules", ".bin", "srt");
+const SECTIONS = ["cli", "lib", "mem", "scale"] as const;
+type Section = (typeof SECTIONS)[number];
+
+const TARGET_CLI_VS_SRT = 0.33;
+const TARGET_LIB_VS_BWRAP = 2.5;
+const TARGET_IDLE_KIB = 4 * 1024;
+const PSS_SAMPLE = 20;
+const SETTLE_MS = 1500;
+
+// ---------------------------------------------------------------------------------------------------
+// Options
+
+interface Options {
+  runs: number;
+  scale: number;
+  scaleNetwork: boolean;
+  concurrency: number;
+  sections: Set<Section>;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      runs: { type: "string", default: "20" },
+      scale: { type: "string", default: "100" },
+      "scale-network": { type: "boolean", default: false },
+      concurrency: { type: "string", default: "8" },
+      only: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(
+      [
+        "usage: npm run bench -- [--runs N] [--scale N] [--scale-network] [--concurrency N] [--only cli,lib,mem,scale]",
+        "  --runs N          timed runs per row in the CLI and library sections (default 20)",
+        "  --scale N         concurrent idle cloisters: 100 (default) runs 100 without and 100 with network;",
+        "                    a larger N (e.g. 1000) adds N without network, which takes a few minutes",
+        "  --scale-network   with --scale N > 100, also N with network",
+        "  --concurrency N   cloisters created at once in the scale section (default 8)",
+        "  --only LIST       only these sections (default all)",
+        "",
+      ].join("\n"),
+    );
+    process.exit(0);
+  }
+  const positive = (name: string, raw: string | undefined): number => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 1) fatal(`--${name} must be a positive whole number, got ${JSON.stringify(raw)}`);
+    return n;
+  };
+  const only = values.only?.split(",").map((s) => s.trim()).filter(Boolean) ?? [...SECTIONS];
+  for (const s of only) if (!(SECTIONS as readonly string[]).includes(s)) fatal(`--only: unknown section ${JSON.stringify(s)} (known: ${SECTIONS.join(", ")})`);
+  return {
+    runs: positive("runs", values.runs),
+    scale: positive("scale", values.scale),
+    scaleNetwork: values["scale-network"] === true,
+    concurrency: positive("concurrency", values.concurrency),
+    sections: new Set(only as Section[]),
+  };
+}
+
+function fatal(message: string): never {
+  process.stderr.write(`bench: ${message}\n`);
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The isolated instance and its cleanup
+
+interface Instance {
+  home: string;
+  projectParent: string;
+  project: string;
+  env: NodeJS.ProcessEnv;
+  /** Keepers of cloisters this bench created: pid → start time (to tell them from reused pids). */
+  keepers: Map<number, string | undefined>;
+  guardianPid?: number;
+  /** Creations in flight (awaited before cleanup on Ctrl-C). */
+  inflight: Set<Promise<unknown>>;
+  aborting: boolean;
+}
+
+function makeInstance(): Instance {
+  // Short paths: unix socket paths (HOME/run/c/ID/guardian/proxy.sock) must stay under 108 bytes.
+  const home = mkdtempSync("/tmp/cb-");
+  const projectParent = mkdtempSync("/tmp/cbp-");
+  const project = join(projectParent, "bench-project");
+  mkdirSync(project);
+  const git = (...args: string[]): void => {
+    const r = spawnSync("git", ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "init.defaultBranch=main", ...args], { cwd: project, encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`git ${args.join(" ")} failed: ${r.stderr}`);
+  };
+  git("init", "-q");
+  git("commit", "-q", "--allow-empty", "-m", "bench");
+  const env = { ...process.env, CLOISTER_HOME: home };
+  return { home, projectParent, project, env, keepers: new Map(), inflight: new Set(), aborting: false };
+}
+
+let cleanupPromise: Promise<void> | undefined;
+
+/** Stops everything this bench started and removes its directories; safe to call more than once. */
+function cleanup(inst: Instance): Promise<void> {
+  cleanupPromise ??= (async () => {
+    inst.aborting = true;
+    for (const child of liveChildren) child.kill("SIGTERM");
+    const inflight = Promise.allSettled([...inst.inflight]);
+    await Promise.race([inflight, sleep(15_000)]);
+    // Normal path: the guardian stops every cloister of the instance, then itself.
+    const stop = spawnSync(process.execPath, [CLI, "guardian", "stop"], { env: inst.env, encoding: "utf8", timeout: 180_000 });
+    if (stop.status !== 0) process.stderr.write(`bench cleanup: guardian stop: ${(stop.stderr || stop.error?.message || "").trim()}\n`);
+    // Belt and braces: anything of this instance still alive is killed by pid, cgroups of leftover records removed.
+    const leftovers = sweepInstanceProcesses(inst);
+    if (leftovers > 0) process.stderr.write(`bench cleanup: killed ${leftovers} leftover process(es) of the bench instance\n`);
+    removeLeftoverCgroups(inst.home);
+    rmSync(inst.home, { recursive: true, force: true });
+    rmSync(inst.projectParent, { recursive: true, force: true });
+  })();
+  return cleanupPromise;
+}
+
+function sweepInstanceProcesses(inst: Instance): number {
+  let killed = 0;
+  const kill = (pid: number): void => {
+    try {
+      process.kill(pid, "SIGKILL");
+      killed++;
+    } catch {
+      // Gone already.
+    }
+  };
+  for (const [pid, start] of inst.keepers) if (start !== undefined && isAlive(pid, start)) kill(pid);
+  // Keepers of this instance carry its (unique, random) CLOISTER_HOME in their command line; the
+  // guardian carries it in its environment.
+  for (const entry of readdirSync("/proc")) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      if (!isAlive(pid, undefined)) continue;
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`${inst.home}/`)) kill(pid);
+      else if (pid === inst.guardianPid && readFileSync(`/proc/${pid}/environ`, "utf8").includes(`CLOISTER_HOME=${inst.home}\0`)) kill(pid);
+    } catch {
+      // Not ours to read, or gone.
+    }
+  }
+  return killed;
+}
+
+function removeLeftoverCgroups(home: string): void {
+  const dir = join(home, "state", "cloisters");
+  let files: string[] = [];
+  try {
+    files = readdirSync(dir).filter((f) => f.endsWith(".json"));
+  } catch {
+    return;
+  }
+  for (const file of files) {
+    try {
+      const record = JSON.parse(readFileSync(join(dir, file), "utf8")) as { cgroupDirs?: unknown };
+      for (const cg of Array.isArray(record.cgroupDirs) ? record.cgroupDirs : []) {
+        if (typeof cg === "string" && /\/cloister-[0-9a-f]{8}$/.test(cg)) {
+          try {
+            rmdirSync(cg);
+          } catch {
+            // Still busy or gone.
+          }
+        }
+      }
+    } catch {
+      // Unreadable record.
+    }
+  }
+}
+
+function track<T>(inst: Instance, promise: Promise<T>): Promise<T> {
+  inst.inflight.add(promise);
+  void promise.then(
+    () => inst.inflight.delete(promise),
+    () => inst.inflight.delete(promise),
+  );
+  return promise;
+}
+
+function rememberKeeper(inst: Instance, cloister: Cloister): void {
+  const pid = cloister.record.keeperPid;
+  if (pid !== undefined) inst.keepers.set(pid, cloister.record.keeperStartTime ?? startTime(pid));
+}
+
+class Aborted extends Error {}
+function checkAbort(inst: Instance): void {
+  if (inst.aborting) throw new Aborted("interrupted");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Commands measured
+
+/** bwrap's minimal sandbox: /usr read-only plus /bin, /lib, /lib64, /sbin as they are on this host. */
+function rawBwrapArgs(): string[] {
+  const args = ["--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"];
+  for (const dir of ["/bin", "/lib", "/lib64", "/sbin"]) {
+    let st;
+    try {
+      st = lstatSync(dir);
+    } catch {
+      continue;
+    }
+    if (st.isSymbolicLink()) args.push("--symlink", readlinkSync(dir), dir);
+    else if (st.isDirectory() && !dir.startsWith("/usr")) args.push("--ro-bind", dir, dir);
+  }
+  return [...args, "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"];
+}
+
+interface Cmd {
+  label: string;
+  run: () => Promise<number>;
+}
+
+/** A spawned command as a Cmd: resolves with its wall time, throws with its stderr if it failed. */
+function spawnCmd(label: string, command: string, args: string[], inst: Instance): Cmd {
+  return {
+    label,
+    run: async () => {
+      const r: SpawnResult = await timedSpawn(command, args, { cwd: inst.project, env: inst.env });
+      if (r.code !== 0) throw new Error(`${label} failed (exit ${r.code ?? r.signal}): ${lastLines(r.stderr || r.stdout)}`);
+      return r.ms;
+    },
+  };
+}
+
+function lastLines(text: string, n = 3): string {
+  return text.trim().split("\n").slice(-n).join(" | ") || "(no output)";
+}
+
+/**
+ * Runs every command once to warm it up (not counted), then `runs` rounds; each round runs each
+ * command once, starting with a different one each round so drift and ordering effects spread evenly.
+ * A command whose warm-up fails is reported as unavailable instead of aborting the section.
+ */
+async function measureInterleaved(inst: Instance, cmds: Cmd[], runs: number): Promise<Map<string, Summary | string>> {
+  const samples = new Map<string, number[]>();
+  const results = new Map<string, Summary | string>();
+  const active: Cmd[] = [];
+  for (const cmd of cmds) {
+    checkAbort(inst);
+    try {
+      await cmd.run();
+      active.push(cmd);
+      samples.set(cmd.label, []);
+    } catch (error) {
+      results.set(cmd.label, `unavailable: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+  for (let round = 0; round < runs; round++) {
+    for (let k = 0; k < active.length; k++) {
+      checkAbort(inst);
+      const cmd = active[(round + k) % active.length] as Cmd;
+      samples.get(cmd.label)?.push(await cmd.run());
+    }
+  }
+  for (const [label, values] of samples) results.set(label, summarize(values));
+  return results;
+}
+
+function timingTable(results: Map<string, Summary | string>, labels: string[]): string {
+  const rows: string[][] = [["", "median", "p95", "min", "max", "n"]];
+  const notes: string[] = [];
+  for (const label of labels) {
+    const r = results.get(label);
+    if (r === undefined) continue;
+    if (typeof r === "string") {
+      rows.push([label, "-", "-", "-", "-", "0"]);
+      notes.push(`  ${label}: ${r}`);
+    } else rows.push([label, `${fmtMs(r.median)} ms`, `${fmtMs(r.p95)} ms`, `${fmtMs(r.min)} ms`, `${fmtMs(r.max)} ms`, String(r.n)]);
+  }
+  return [table(rows), ...notes].join("\n");
+}
+
+function ratioLine(label: string, a: Summary | string | undefined, b: Summary | string | undefined, target?: number): string {
+  if (typeof a !== "object" || typeof b !== "object") return `  ${label}: n/a (a row is unavailable)`;
+  const median = a.median / b.median;
+  const p95 = a.p95 / b.p95;
+  const verdict = target === undefined ? "" : `   target ≤ ${target}${target < 1 ? "" : "x"}: ${median <= target ? "MET" : "NOT MET"}`;
+  return `  ${label.padEnd(34)} ${fmtRatio(median).padStart(7)} median, ${fmtRatio(p95).padStart(7)} p95${verdict}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sections
+
+async function cliSection(inst: Instance, runs: number): Promise<void> {
+  heading(`1. CLI end to end — ${runs} runs each, interleaved, after one warm-up run each (guardian warm)`);
+  const srtCli = existsSync(SRT_BIN) ? realpathSync(SRT_BIN) : SRT_BIN;
+  const LABELS = { node: "node -e ''  (node start-up floor)", bwrap: "bwrap raw /bin/true", srt: "srt true", cloister: "cloister run -- true" };
+  const cmds: Cmd[] = [
+    spawnCmd(LABELS.node, process.execPath, ["-e", ""], inst),
+    spawnCmd(LABELS.bwrap, "bwrap", rawBwrapArgs(), inst),
+    // srt's bin is a node script: run it with this node, as cloister's is (no `env node` lookup for either).
+    spawnCmd(LABELS.srt, process.execPath, [srtCli, "true"], inst),
+    spawnCmd(LABELS.cloister, process.execPath, [CLI, "run", "--", "true"], inst),
+  ];
+  const results = await measureInterleaved(inst, cmds, runs);
+  print(timingTable(results, Object.values(LABELS)));
+  print("");
+  print(ratioLine("cloister / srt", results.get(LABELS.cloister), results.get(LABELS.srt), TARGET_CLI_VS_SRT));
+  print(ratioLine("cloister / bwrap", results.get(LABELS.cloister), results.get(LABELS.bwrap)));
+  print(ratioLine("cloister / node floor", results.get(LABELS.cloister), results.get(LABELS.node)));
+  print(ratioLine("srt / node floor", results.get(LABELS.srt), results.get(LABELS.node)));
+  const c = results.get(LABELS.cloister);
+  const n = results.get(LABELS.node);
+  if (typeof c === "object" && typeof n === "object") print(`  cloister above the node floor: ${fmtMs(c.median - n.median)} ms median`);
+  print(`  raw bwrap argv: bwrap ${rawBwrapArgs().join(" ")}`);
+}
+
+async function libSection(inst: Instance, lib: Lib, runs: number): Promise<void> {
+  heading(`2. Library, in-process — ${runs} runs each, interleaved, after one warm-up run each`);
+  const LABELS = { bwrap: "bwrap raw /bin/true (child_process.spawn)", nonet: "runInCloister(['true'], network: false)", net: "runInCloister(['true'], network: true)" };
+  const inProcess = (label: string, network: boolean): Cmd => ({
+    label,
+    run: async () => {
+      const start = nowMs();
+      const code = await track(inst, lib.runInCloister(["true"], { project: inst.project, network }));
+      const ms = nowMs() - start;
+      if (code !== 0) throw new Error(`${label} exited ${code}`);
+      return ms;
+    },
+  });
+  const cmds: Cmd[] = [spawnCmd(LABELS.bwrap, "bwrap", rawBwrapArgs(), inst), inProcess(LABELS.nonet, false), inProcess(LABELS.net, true)];
+  const results = await measureInterleaved(inst, cmds, runs);
+  print(timingTable(results, Object.values(LABELS)));
+  print("");
+  print(ratioLine("runInCloister no network / bwrap", results.get(LABELS.nonet), results.get(LABELS.bwrap), TARGET_LIB_VS_BWRAP));
+  print(ratioLine("runInCloister network / bwrap", results.get(LABELS.net), results.get(LABELS.bwrap), TARGET_LIB_VS_BWRAP));
+}
+
+async function createTracked(inst: Instance, lib: Lib, name: string, network: boolean | undefined): Promise<Cloister> {
+  checkAbort(inst);
+  const cloister = await track(inst, lib.createCloister({ project: inst.project, name, ...(network === undefined ? {} : { network }) }, true));
+  rememberKeeper(inst, cloister);
+  return cloister;
+}
+
+function guardianPid(inst: Instance): number | undefined {
+  const r = spawnSync(process.execPath, [CLI, "guardian", "status", "--json"], { env: inst.env, encoding: "utf8" });
+  try {
+    const status = JSON.parse(r.stdout) as { running?: boolean; pid?: number };
+    if (status.running && typeof status.pid === "number") {
+      inst.guardianPid = status.pid;
+      return status.pid;
+    }
+  } catch {
+    // Fall through.
+  }
+  return undefined;
+}
+
+async function memSection(inst: Instance, lib: Lib): Promise<void> {
+  heading("3. Memory of one idle cloister (PSS of the keeper and everything under it; the command run in it would come on top)");
+  const variants: { label: string; name: string; network: boolean | undefined }[] = [
+    { label: "createCloister({project}, true) — network from config (default: on)", name: "bench-idle", network: undefined },
+    { label: "createCloister({project, network: false}, true)", name: "bench-idle-nonet", network: false },
+  ];
+  for (const v of variants) {
+    const cloister = await createTracked(inst, lib, v.name, v.network);
+    await sleep(SETTLE_MS);
+    const keeper = cloister.record.keeperPid;
+    print(`  ${v.label}: network ${cloister.record.network ? "on" : "off"}, limits via ${cloister.record.limitMechanism}`);
+    if (keeper === undefined) {
+      print("    no keeper pid in the record");
+    } else {
+      const procs = treeMemory(keeper);
+      const rows: string[][] = [["pid", "process", "PSS", "RSS"]];
+      for (const p of procs) rows.push([String(p.pid), p.comm, fmtKiB(p.pssKiB), fmtKiB(p.rssKiB)]);
+      const total = procs.reduce((acc, p) => acc + p.pssKiB, 0);
+      rows.push(["", "total", fmtKiB(total), fmtKiB(procs.reduce((acc, p) => acc + p.rssKiB, 0))]);
+      print(table(rows, "    "));
+      print(`    total PSS ${fmtKiB(total)} = ${fmtMiB(total)}   target ≤ 4 MiB: ${total <= TARGET_IDLE_KIB ? "MET" : "NOT MET"}`);
+      const charged = cgroupMemoryKiB(cloister.record.cgroupDirs);
+      if (charged !== undefined) print(`    its memory cgroup is charged ${fmtKiB(charged)} (user pages plus kernel memory: namespaces, mounts, page tables, sockets)`);
+    }
+    await cloister.stop();
+    print("");
+  }
+  const gpid = guardianPid(inst);
+  if (gpid === undefined) print("  guardian: not running?");
+  else print(`  guardian (shared by all cloisters of the instance; pid ${gpid}): RSS ${fmtKiB(rssKiB(gpid) ?? Number.NaN)} = ${fmtMiB(rssKiB(gpid) ?? Number.NaN)}, PSS ${fmtMiB(pssKiB(gpid) ?? Number.NaN)}`);
+}
+
+interface ScaleResult {
+  n: number;
+  network: boolean;
+  created: number;
+  errors: string[];
+  createMs: number;
+  latency: Summary;
+  pssPerCloister: Summary;
+  cgroupPerCloister: Summary;
+  pssTotalKiB: number;
+  sampled: number;
+  memBeforeKiB: number;
+  memAfterKiB: number;
+  memAfterStopKiB: number;
+  guardianRssBeforeKiB: number;
+  guardianRssKiB: number;
+  guardianFds: number;
+  benchFds: number;
+  stopMs: number;
+  stopOk: boolean;
+  survivors: number;
+}
+
+async function scaleCase(inst: Instance, lib: Lib, n: number, network: boolean, concurrency: number): Promise<ScaleResult> {
+  process.stderr.write(`  … creating ${n} cloisters (network ${network ? "on" : "off"}, ${concurrency} at a time)\n`);
+  const gpid = guardianPid(inst);
+  const guardianRssBeforeKiB = gpid === undefined ? Number.NaN : (rssKiB(gpid) ?? Number.NaN);
+  const memBeforeKiB = memAvailableKiB();
+  const cloisters: (Cloister | undefined)[] = new Array<Cloister | undefined>(n);
+  const latencies: number[] = [];
+  const errors: string[] = [];
+  const start = nowMs();
+  let lastReport = start;
+  await pool(
+    Array.from({ length: n }, (_, i) => i),
+    concurrency,
+    async (i) => {
+      const t = nowMs();
+      try {
+        cloisters[i] = await createTracked(inst, lib, `bench-${i}`, network);
+        latencies.push(nowMs() - t);
+      } catch (error) {
+        if (error instanceof Aborted) return;
+        errors.push(`bench-${i}: ${error instanceof Error ? error.message : String(error)}`);
+      }
+      if (nowMs() - lastReport > 10_000) {
+        lastReport = nowMs();
+        process.stderr.write(`    ${latencies.length}/${n} created, ${errors.length} failed, ${((lastReport - start) / 1000).toFixed(0)} s\n`);
+      }
+    },
+    () => inst.aborting || errors.length >= 20,
+  );
+  const createMs = nowMs() - start;
+  checkAbort(inst);
+  const live = cloisters.filter((c): c is Cloister => c !== undefined);
+  await sleep(SETTLE_MS);
+  const memAfterKiB = memAvailableKiB();
+  // PSS of every process of a sample of the cloisters (evenly spread over the creation order).
+  const sampleSize = Math.min(PSS_SAMPLE, live.length);
+  const perCloister: number[] = [];
+  const charged: number[] = [];
+  for (let k = 0; k < sampleSize; k++) {
+    const c = live[Math.floor((k * live.length) / sampleSize)];
+    const keeper = c?.record.keeperPid;
+    if (keeper !== undefined) perCloister.push(treeMemory(keeper).reduce((acc, p) => acc + p.pssKiB, 0));
+    const kib = c === undefined ? undefined : cgroupMemoryKiB(c.record.cgroupDirs);
+    if (kib !== undefined) charged.push(kib);
+  }
+  const pssPerCloister = summarize(perCloister);
+  const guardianRssKiB = gpid === undefined ? Number.NaN : (rssKiB(gpid) ?? Number.NaN);
+  const guardianFds = gpid === undefined ? Number.NaN : fdCount(gpid);
+  const benchFds = fdCount();
+
+  process.stderr.write(`  … stopping them (cloister stop --all)\n`);
+  const stop = await timedSpawn(process.execPath, [CLI, "stop", "--all"], { cwd: inst.project, env: inst.env });
+  const survivors = live.filter((c) => {
+    const pid = c.record.keeperPid;
+    return pid !== undefined && isAlive(pid, c.record.keeperStartTime);
+  }).length;
+  if (stop.code !== 0) errors.push(`stop --all exited ${stop.code ?? stop.signal}: ${lastLines(stop.stderr)}`);
+  await sleep(SETTLE_MS);
+  return {
+    n,
+    network,
+    created: live.length,
+    errors,
+    createMs,
+    latency: summarize(latencies),
+    pssPerCloister,
+    cgroupPerCloister: summarize(charged),
+    pssTotalKiB: pssPerCloister.mean * live.length,
+    sampled: perCloister.length,
+    memBeforeKiB,
+    memAfterKiB,
+    memAfterStopKiB: memAvailableKiB(),
+    guardianRssBeforeKiB,
+    guardianRssKiB,
+    guardianFds,
+    benchFds,
+    stopMs: stop.ms,
+    stopOk: stop.code === 0,
+    survivors,
+  };
+}
+
+async function scaleSection(inst: Instance, lib: Lib, options: Options): Promise<void> {
+  const cases: { n: number; network: boolean }[] = [];
+  const small = Math.min(100, options.scale);
+  cases.push({ n: small, network: false }, { n: small, network: true });
+  if (options.scale > small) {
+    cases.push({ n: options.scale, network: false });
+    if (options.scaleNetwork) cases.push({ n: options.scale, network: true });
+  }
+  heading(`4. Many idle cloisters at once — created with the library, ${options.concurrency} at a time; stopped with \`cloister stop --all\``);
+  const results: ScaleResult[] = [];
+  for (const c of cases) {
+    checkAbort(inst);
+    results.push(await scaleCase(inst, lib, c.n, c.network, options.concurrency));
+  }
+  const col = (r: ScaleResult): string => `${r.n}, ${r.network ? "net" : "no net"}`;
+  const rows: string[][] = [["", ...results.map(col)]];
+  const add = (label: string, f: (r: ScaleResult) => string): void => void rows.push([label, ...results.map(f)]);
+  add("created / asked", (r) => `${r.created}/${r.n}`);
+  add("create: total wall time", (r) => `${(r.createMs / 1000).toFixed(1)} s`);
+  add("create: wall time / cloister", (r) => `${fmtMs(r.createMs / Math.max(1, r.created))} ms`);
+  add("create: latency of one, median", (r) => `${fmtMs(r.latency.median)} ms`);
+  add("create: latency of one, p95", (r) => `${fmtMs(r.latency.p95)} ms`);
+  add(`PSS / cloister (mean of ${PSS_SAMPLE} sampled)`, (r) => fmtKiB(r.pssPerCloister.mean));
+  add("PSS / cloister, min..max of sample", (r) => `${Math.round(r.pssPerCloister.min)}..${Math.round(r.pssPerCloister.max)} KiB`);
+  add("PSS total (extrapolated)", (r) => fmtMiB(r.pssTotalKiB));
+  add("memory cgroup charge / cloister (sampled)", (r) => fmtKiB(r.cgroupPerCloister.mean));
+  add("memory cgroup charge total (extrapolated)", (r) => fmtMiB(r.cgroupPerCloister.mean * r.created));
+  add("MemAvailable before", (r) => fmtMiB(r.memBeforeKiB));
+  add("MemAvailable with all idle", (r) => fmtMiB(r.memAfterKiB));
+  add("MemAvailable drop", (r) => fmtMiB(r.memBeforeKiB - r.memAfterKiB));
+  add("MemAvailable drop / cloister", (r) => fmtKiB((r.memBeforeKiB - r.memAfterKiB) / Math.max(1, r.created)));
+  add("MemAvailable after stop", (r) => fmtMiB(r.memAfterStopKiB));
+  add("guardian RSS before -> loaded", (r) => `${fmtMiB(r.guardianRssBeforeKiB)} -> ${fmtMiB(r.guardianRssKiB)}`);
+  add("guardian open fds (loaded)", (r) => String(r.guardianFds));
+  add("bench process open fds (loaded)", (r) => String(r.benchFds));
+  add("stop --all: total", (r) => `${(r.stopMs / 1000).toFixed(1)} s${r.stopOk ? "" : " (failed)"}`);
+  add("stop --all: per cloister", (r) => `${fmtMs(r.stopMs / Math.max(1, r.created))} ms`);
+  add("keepers still alive after stop", (r) => String(r.survivors));
+  print(table(rows));
+  print(`  PSS total is extrapolated: the process trees of ${PSS_SAMPLE} cloisters spread over the creation order are summed, and their mean is multiplied by the number created.`);
+  print("  memory cgroup charge: what each sampled cloister's own memory cgroup counts (user pages + kernel memory charged to it), '-' without memory cgroups.");
+  print("  MemAvailable is host-wide: other work on the machine moves it too. Its drop includes kernel memory (namespaces, mounts, page tables, cgroups) that PSS does not show.");
+  for (const r of results) for (const e of r.errors.slice(0, 5)) print(`  error (${col(r)}): ${e}`);
+  if (options.scale <= 100) print("  1000 concurrent idle cloisters (a few minutes): npm run bench -- --only scale --scale 1000");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Output
+
+function print(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function heading(title: string): void {
+  print("");
+  print(title);
+}
+
+function toolVersion(command: string, args: string[]): string {
+  const r = spawnSync(command, args, { encoding: "utf8" });
+  return r.status === 0 ? (r.stdout || r.stderr).trim().split("\n")[0] ?? "?" : "not found";
+}
+
+/** Newest modification time of the files under dir (ms), to tell a stale build. */
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) newest = Math.max(newest, statSync(join(entry.parentPath, entry.name)).mtimeMs);
+  }
+  return newest;
+}
+
+function header(options: Options, inst: Instance): void {
+  const cpu = cpus();
+  print(`cloister bench — ${new Date().toISOString()}`);
+  print(
+    `host: ${cpu.length} × ${cpu[0]?.model.trim() ?? "?"}, ${(totalmem() / 1024 ** 3).toFixed(1)} GiB, Linux ${release()}, node ${process.version}, ${toolVersion("bwrap", ["--version"])}, srt ${toolVersion(process.execPath, [existsSync(SRT_BIN) ? realpathSync(SRT_BIN) : SRT_BIN, "--version"])}`,
+  );
+  print(`instance: CLOISTER_HOME=${inst.home}  project=${inst.project} (throwaway git repo)  runs=${options.runs}  scale=${options.scale}  sections=${[...options.sections].join(",")}`);
+  print("timings are wall clock from spawn (or call) to exit (or resolve); p95 interpolates between ranks; ratios divide medians (and p95s)");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Main
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv.slice(2));
+  for (const [file, hint] of [
+    [CLI, "npm run build"],
+    [DIST_INDEX, "npm run build"],
+    [INIT_BINARY, "npm run build (needs gcc)"],
+  ] as const) {
+    if (!existsSync(file)) fatal(`${file} is missing: run \`${hint}\` first`);
+  }
+  if (spawnSync("bwrap", ["--version"]).status !== 0) fatal("bwrap is not installed (sudo apt-get install -y bubblewrap)");
+  const stale = newestMtime(join(ROOT, "src")) > statSync(CLI).mtimeMs;
+
+  const inst = makeInstance();
+  let interrupts = 0;
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.on(signal, () => {
+      interrupts++;
+      if (interrupts === 1) {
+        process.stderr.write(`\nbench: ${signal}: stopping the bench's cloisters and guardian, removing its temp dirs…\n`);
+        void cleanup(inst).finally(() => process.exit(130));
+      } else if (interrupts < 3) {
+        process.stderr.write("bench: still cleaning up (interrupt again to leave without finishing)\n");
+      } else {
+        process.stderr.write(`bench: left without finishing cleanup: CLOISTER_HOME=${inst.home} ${inst.projectParent}\n`);
+        process.exit(130);
+      }
+    });
+  }
+
+  // resolvePaths() reads process.env when called: the instance must be set before the library runs.
+  process.env.CLOISTER_HOME = inst.home;
+  let exitCode = 0;
+  try {
+    header(options, inst);
+    if (stale) print("WARNING: a file under src/ is newer than dist/: these numbers are for the last build (run `npm run build`).");
+    // Start the guardian from the CLI, as a user's first `cloister` command would: started from this
+    // process it would inherit `--import tsx` from process.execArgv and be bigger and slower.
+    const started = spawnSync(process.execPath, [CLI, "guardian", "start"], { env: inst.env, encoding: "utf8" });
+    if (started.status !== 0) throw new Error(`cloister guardian start failed: ${lastLines(started.stderr)}`);
+    const lib: Lib = await import("../dist/index.js");
+    if (options.sections.has("cli")) await cliSection(inst, options.runs);
+    if (options.sections.has("lib")) await libSection(inst, lib, options.runs);
+    if (options.sections.has("mem")) await memSection(inst, lib);
+    if (options.sections.has("scale")) await scaleSection(inst, lib, options);
+  } catch (error) {
+    if (!(error instanceof Aborted)) {
+      process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      exitCode = 1;
+    } else exitCode = 130;
+  } finally {
+    await cleanup(inst);
+  }
+  return exitCode;
+}
+
+// The library keeps handles of detached keepers open: exit explicitly once everything is cleaned up.
+process.exit(await main());

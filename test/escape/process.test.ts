@@ -1,0 +1,486 @@
+/**
+ * Escape suite, "Process" section of SECURITY.md: only the cloister's own processes are visible and
+ * PID 1 is its init; no secret in any visible process's environment or argv; every process inside
+ * (init and the socat bridge included) runs without capabilities, with no_new_privs and a seccomp
+ * filter; setuid binaries gain nothing; terminal injection, other ABIs and io_uring are refused;
+ * ptrace and signals reach nothing outside; nothing outlives `stop`, the end of `run`, a timeout or a
+ * guardian crash (double-forked daemons included), checked on the HOST's process table.
+ */
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { CLI, createInstance, leakedCanaries, type CliResult, type TestInstance } from "../helpers/cloister.js";
+
+const PROBE_SOURCE = fileURLToPath(new URL("../fixtures/syscall-probe.c", import.meta.url));
+const SIGSYS = 31;
+const EPERM = 1;
+const ESRCH = 3;
+
+// ---------------------------------------------------------------------------------------------
+// Host-side process bookkeeping: a cloister's host processes are its keeper and every descendant.
+
+interface HostProc {
+  pid: number;
+  start: string;
+  cmd: string;
+}
+
+interface RecordFile {
+  name: string;
+  persistent: boolean;
+  keeperPid?: number;
+  runtimeDir: string;
+}
+
+/** pid → (ppid, start time, state) for every process on the host, from /proc/PID/stat. */
+function hostProcessTable(): Map<number, { ppid: number; start: string; state: string }> {
+  const table = new Map<number, { ppid: number; start: string; state: string }>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = readOr(`/proc/${entry}/stat`);
+    if (!stat) continue;
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    table.set(Number(entry), { state: fields[0] ?? "?", ppid: Number(fields[1]), start: fields[19] ?? "" });
+  }
+  return table;
+}
+
+/** The process and all its descendants (host pids), with start times to tell them from reused pids. */
+function hostTree(rootPid: number): HostProc[] {
+  const table = hostProcessTable();
+  const children = new Map<number, number[]>();
+  for (const [pid, info] of table) children.set(info.ppid, [...(children.get(info.ppid) ?? []), pid]);
+  const found: HostProc[] = [];
+  const todo = [rootPid];
+  while (todo.length > 0) {
+    const pid = todo.pop() as number;
+    const info = table.get(pid);
+    if (!info) continue;
+    found.push({ pid, start: info.start, cmd: readOr(`/proc/${pid}/cmdline`).split("\0").join(" ").trim() });
+    todo.push(...(children.get(pid) ?? []));
+  }
+  return found;
+}
+
+/** Those of `procs` still alive on the host (same pid and start time, not a zombie). */
+function survivors(procs: readonly HostProc[]): HostProc[] {
+  const table = hostProcessTable();
+  return procs.filter((p) => {
+    const now = table.get(p.pid);
+    return now !== undefined && now.start === p.start && now.state !== "Z";
+  });
+}
+
+function isAlive(pid: number): boolean {
+  const info = hostProcessTable().get(pid);
+  return info !== undefined && info.state !== "Z";
+}
+
+async function waitUntil(what: string, check: () => boolean, ms = 15_000): Promise<void> {
+  for (const deadline = Date.now() + ms; Date.now() < deadline; ) {
+    if (check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+async function waitGone(procs: readonly HostProc[], context: string): Promise<void> {
+  // The guardian kills the keeper and waits for it; give the kernel a moment to tear the rest down.
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline && survivors(procs).length > 0; ) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.deepEqual(survivors(procs), [], `host processes outlived ${context}`);
+}
+
+function readOr(path: string, fallback = ""): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return fallback;
+  }
+}
+
+function records(t: TestInstance): RecordFile[] {
+  const dir = join(t.home, "state", "cloisters");
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(".json"))
+    .flatMap((f) => {
+      const text = readOr(join(dir, f));
+      return text ? [JSON.parse(text) as RecordFile] : [];
+    });
+}
+
+function keeperOf(t: TestInstance, name: string): number {
+  const record = records(t).find((r) => r.name === name);
+  assert.ok(record?.keeperPid, `no record with a keeper for ${name}`);
+  return record.keeperPid;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI helpers
+
+interface GuardianStatusJson {
+  running: boolean;
+  pid?: number;
+}
+
+async function guardianStatus(t: TestInstance): Promise<GuardianStatusJson> {
+  const r = await t.cli(["guardian", "status", "--json"]);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as GuardianStatusJson;
+}
+
+async function execIn(t: TestInstance, name: string, script: string): Promise<CliResult> {
+  return t.cli(["exec", name, "--", "sh", "-c", script]);
+}
+
+/** A CLI run we can watch while it runs (stdout so far, wait for a line) and end by closing stdin. */
+interface LiveCli {
+  child: ChildProcess;
+  output(): string;
+  waitFor(text: string, ms?: number): Promise<void>;
+  endInput(): void;
+  done: Promise<CliResult>;
+}
+
+function spawnCli(t: TestInstance, args: string[]): LiveCli {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd: t.project, env: t.env, stdio: ["pipe", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
+  const done = new Promise<CliResult>((resolve) => {
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal ? 128 + 9 : 128), stdout, stderr });
+    });
+  });
+  return {
+    child,
+    output: () => stdout,
+    async waitFor(text, ms = 30_000) {
+      await waitUntil(`${JSON.stringify(text)} from \`cloister ${args.join(" ")}\` (stdout so far: ${stdout}, stderr: ${stderr})`, () => stdout.includes(text) || child.exitCode !== null, ms);
+      assert.ok(stdout.includes(text), `the command ended before printing ${text}: ${stderr}`);
+    },
+    endInput: () => child.stdin?.end(),
+    done,
+  };
+}
+
+/**
+ * A double-forked daemon: the middle shell is a new session, the sleep is orphaned to PID 1 inside.
+ * Its pid (inside) lands in /tmp/daemon.pid; the script waits until it is there.
+ */
+const DAEMON =
+  `sh -c 'setsid sh -c "sleep 300 & echo \\$! > /tmp/daemon.pid" </dev/null >/dev/null 2>&1 &'; ` +
+  `i=0; while [ ! -s /tmp/daemon.pid ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/daemon.pid; `;
+
+function hasDaemon(procs: readonly HostProc[]): boolean {
+  return procs.some((p) => p.cmd === "sleep 300");
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-sandbox views of /proc
+
+interface ProcView {
+  pid: number;
+  ppid: number;
+  cmdline: string | null;
+  environ: string | null;
+  status: string;
+}
+
+const PROC_DUMP = String.raw`
+import json, os
+out = []
+for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+        continue
+    view = {"pid": int(entry)}
+    for name in ("cmdline", "environ", "status"):
+        try:
+            with open("/proc/%s/%s" % (entry, name), "rb") as f:
+                view[name] = f.read().decode("utf-8", "replace").replace("\0", " ").strip()
+        except OSError:
+            view[name] = None
+    if view["status"] is None:
+        continue  # gone meanwhile
+    ppid = [l for l in view["status"].splitlines() if l.startswith("PPid:")]
+    view["ppid"] = int(ppid[0].split()[1]) if ppid else -1
+    out.append(view)
+print(json.dumps(out))
+`;
+
+async function procViews(t: TestInstance, name: string): Promise<ProcView[]> {
+  const r = await t.cli(["exec", name, "--", "python3", "-c", PROC_DUMP]);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as ProcView[];
+}
+
+function statusField(status: string, key: string): string | undefined {
+  return new RegExp(`^${key}:\\s*(.*)$`, "m").exec(status)?.[1]?.trim();
+}
+
+function hasCommand(name: string): boolean {
+  return spawnSync("sh", ["-c", `command -v ${name}`]).status === 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe("escape: processes", () => {
+  let t: TestInstance;
+  let guardianPid = 0;
+  /** A host process that no cloister may see, signal or trace. */
+  let marker: ChildProcess;
+  let probe: string | undefined;
+  const probeSkip = hasCommand("cc") ? false : "cc is not installed";
+  const x86Skip = process.arch === "x64" ? probeSkip : "x86_64 only";
+
+  before(async () => {
+    t = createInstance("proc");
+    marker = spawn("sleep", ["987.654"], { stdio: "ignore" });
+    for (const name of ["pa", "pb"]) {
+      const r = await t.cli(["start", "-d", "--name", name]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const status = await guardianStatus(t);
+    assert.ok(status.running && status.pid);
+    guardianPid = status.pid;
+    if (!probeSkip) {
+      // Inside the project, so the cloister sees it under /work.
+      const dir = mkdtempSync(join(t.project, ".probe-"));
+      const built = spawnSync("cc", ["-O1", "-pthread", "-o", join(dir, "syscall-probe"), PROBE_SOURCE], { encoding: "utf8" });
+      assert.equal(built.status, 0, built.stderr);
+      probe = `/work/${basename(dir)}/syscall-probe`;
+    }
+  });
+
+  after(async () => {
+    marker.kill("SIGKILL");
+    await t.teardown();
+  });
+
+  async function runProbe(name: string, probes: string[]): Promise<Map<string, string>> {
+    assert.ok(probe);
+    const r = await t.cli(["exec", name, "--", probe, ...probes]);
+    assert.equal(r.code, 0, r.stderr);
+    const results = new Map<string, string>();
+    for (const line of r.stdout.trim().split("\n")) {
+      const [probeName, ...rest] = line.split(" ");
+      if (probeName) results.set(probeName, rest.join(" "));
+    }
+    return results;
+  }
+
+  it("shows only the cloister's own processes, with its init as PID 1", async () => {
+    const views = await procViews(t, "pa");
+    const init = views.find((v) => v.pid === 1);
+    assert.ok(init, "no PID 1");
+    assert.equal(init.ppid, 0);
+    assert.ok(init.cmdline?.startsWith("/run/cloister/init init"), `PID 1 is ${init.cmdline}`);
+    assert.ok(views.some((v) => v.cmdline?.startsWith("/usr/bin/socat ") ?? false), "the network bridge is not visible");
+    for (const v of views) {
+      const cmd = v.cmdline ?? "";
+      // init, its session handlers, the bridge, and this very command: nothing else.
+      assert.match(cmd, /^(\/run\/cloister\/init init|\/usr\/bin\/socat |python3 -c )/, `unexpected process ${v.pid}: ${cmd}`);
+      assert.doesNotMatch(cmd, /bwrap|daemon\.js|cloister-init keep|987\.654|node /, `host process visible: ${cmd}`);
+    }
+    // A process of the other cloister (its bridge, its init) is not among them: same count of inits.
+    assert.ok(views.length <= 6, `too many processes visible: ${views.map((v) => `${v.pid} ${v.cmdline ?? "?"}`).join("; ")}`);
+  });
+
+  it("leaks no secret through any visible process's environment or argv", async () => {
+    const views = await procViews(t, "pa");
+    const text = views.map((v) => `${v.cmdline ?? ""}\n${v.environ ?? ""}`).join("\n");
+    assert.ok(views.some((v) => v.environ !== null && v.environ.includes("PATH=")), "no environment was readable: the check would prove nothing");
+    assert.deepEqual(leakedCanaries(t, text), []);
+    assert.doesNotMatch(text, /GITHUB_TOKEN|ANTHROPIC_API_KEY|SSH_AUTH_SOCK/);
+    // Host paths of the instance (CLOISTER_HOME, fake HOME, project path) and the guardian's pid.
+    const base = dirname(t.home);
+    assert.ok(!text.includes(base), `a host path (${base}) is visible inside`);
+    assert.doesNotMatch(text, new RegExp(`(^|[^0-9A-Za-z])${guardianPid}([^0-9A-Za-z]|$)`), "the guardian's pid is visible inside");
+    assert.ok(!views.some((v) => v.pid === guardianPid && (v.cmdline ?? "").includes("daemon.js")));
+  });
+
+  it("runs every process inside (init and the bridge included) without capabilities, with no_new_privs and seccomp", async () => {
+    const views = await procViews(t, "pa");
+    assert.ok(views.some((v) => v.pid === 1));
+    assert.ok(views.some((v) => v.cmdline?.startsWith("/usr/bin/socat ") ?? false));
+    for (const v of views) {
+      const who = `${v.pid} (${v.cmdline ?? "?"})`;
+      for (const key of ["CapEff", "CapPrm", "CapAmb"]) assert.equal(statusField(v.status, key), "0000000000000000", `${key} of ${who}`);
+      assert.equal(statusField(v.status, "NoNewPrivs"), "1", `NoNewPrivs of ${who}`);
+      assert.equal(statusField(v.status, "Seccomp"), "2", `Seccomp of ${who}`);
+    }
+  });
+
+  it("gives setuid binaries nothing: mount, su fail; a setuid copy runs without privilege", async () => {
+    const r = await execIn(
+      t,
+      "pa",
+      [
+        "mkdir -p /tmp/x",
+        "/usr/bin/mount -t tmpfs none /tmp/x >/dev/null 2>&1; echo mount=$?",
+        "grep -c ' /tmp/x ' /proc/self/mountinfo | sed 's/^/mounted=/'",
+        "su root -c 'touch /tmp/su-ran' </dev/null >/dev/null 2>&1; echo su=$?",
+        "[ -e /tmp/su-ran ] && echo su-ran=yes || echo su-ran=no",
+        "passwd --help >/dev/null 2>&1; echo passwd=$?",
+        "cp /usr/bin/grep /tmp/suidgrep && chmod 4755 /tmp/suidgrep && /tmp/suidgrep -E '^(CapEff|CapPrm|CapAmb|NoNewPrivs):' /proc/self/status",
+      ].join("; "),
+    );
+    assert.match(r.stdout, /^mount=[1-9]\d*$/m, r.stdout + r.stderr);
+    assert.match(r.stdout, /^mounted=0$/m);
+    assert.match(r.stdout, /^su=[1-9]\d*$/m);
+    assert.match(r.stdout, /^su-ran=no$/m);
+    assert.match(r.stdout, /^passwd=\d+$/m); // runs (or not): either way, nothing gained
+    assert.match(r.stdout, /^CapEff:\s+0000000000000000$/m);
+    assert.match(r.stdout, /^CapPrm:\s+0000000000000000$/m);
+    assert.match(r.stdout, /^CapAmb:\s+0000000000000000$/m);
+    assert.match(r.stdout, /^NoNewPrivs:\s+1$/m);
+  });
+
+  it("refuses terminal injection (TIOCSTI, high bits set, TIOCLINUX) but not ordinary tty ioctls", { skip: probeSkip }, async () => {
+    const results = await runProbe("pa", ["tiocsti", "tiocsti-hibits", "tioclinux", "tcgets"]);
+    assert.equal(results.get("tiocsti"), `errno=${EPERM}`);
+    assert.equal(results.get("tiocsti-hibits"), `errno=${EPERM}`);
+    assert.equal(results.get("tioclinux"), `errno=${EPERM}`);
+    assert.equal(results.get("tcgets"), "ok");
+  });
+
+  it("kills a process making i386 (int 0x80) or x32 syscalls", { skip: x86Skip }, async () => {
+    const results = await runProbe("pa", ["i386", "x32", "x32-thread"]);
+    assert.equal(results.get("i386"), `signal=${SIGSYS}`);
+    assert.equal(results.get("x32"), `signal=${SIGSYS}`);
+    assert.equal(results.get("x32-thread"), `signal=${SIGSYS}`);
+    // The workload process itself, not only a forked probe.
+    const r = await execIn(t, "pa", `${probe ?? ""} --direct i386; echo "i386=$?"; ${probe ?? ""} --direct x32; echo "x32=$?"`);
+    assert.match(r.stdout, new RegExp(`^i386=${128 + SIGSYS}$`, "m"), r.stdout + r.stderr);
+    assert.match(r.stdout, new RegExp(`^x32=${128 + SIGSYS}$`, "m"));
+  });
+
+  it("has no io_uring", { skip: probeSkip }, async () => {
+    const results = await runProbe("pa", ["io_uring_setup"]);
+    assert.match(results.get("io_uring_setup") ?? "", /^errno=\d+$/);
+  });
+
+  it("lets ptrace reach the workload's own child and nothing else", { skip: probeSkip }, async () => {
+    const results = await runProbe("pa", ["ptrace"]);
+    assert.equal(results.get("ptrace"), "ok");
+    const keeper = keeperOf(t, "pa");
+    const targets = { init: 1, guardian: guardianPid, marker: marker.pid ?? 0, keeper };
+    const script = String.raw`
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+for arg in sys.argv[1:]:
+    label, pid = arg.split("=")
+    pid = int(pid)
+    seen = os.path.exists("/proc/%d" % pid)
+    r = libc.ptrace(16, pid, None, None)  # PTRACE_ATTACH
+    e = ctypes.get_errno()
+    if r == 0:
+        libc.ptrace(17, pid, None, None)  # PTRACE_DETACH
+    print("%s %s %s" % (label, "visible" if seen else "invisible", "ok" if r == 0 else "errno=%d" % e))
+`;
+    const r = await t.cli(["exec", "pa", "--", "python3", "-c", script, ...Object.entries(targets).map(([k, v]) => `${k}=${v}`)]);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = new Map(r.stdout.trim().split("\n").map((l) => [l.split(" ")[0], l.split(" ").slice(1).join(" ")] as const));
+    // Init is non-dumpable: not even the cloister's own workload may attach to it.
+    assert.equal(lines.get("init"), `visible errno=${EPERM}`);
+    for (const label of ["guardian", "marker", "keeper"]) {
+      const pid = targets[label as keyof typeof targets];
+      if (pid <= 64 && lines.get(label)?.startsWith("visible")) continue; // a small host pid that names an inside process
+      assert.equal(lines.get(label), `invisible errno=${ESRCH}`, `${label} (host pid ${pid})`);
+    }
+  });
+
+  it("delivers `kill -9 -1` inside only to the cloister's processes", async () => {
+    await execIn(t, "pa", "kill -9 -1; echo survived"); // the command's own session handler dies with the rest
+    assert.ok(marker.pid && isAlive(marker.pid) && marker.signalCode === null, "the host marker process was killed");
+    const status = await guardianStatus(t);
+    assert.equal(status.running, true);
+    assert.equal(status.pid, guardianPid, "the guardian was restarted: it died");
+    const other = await execIn(t, "pb", "echo alive");
+    assert.equal(other.stdout.trim(), "alive", `another cloister died: ${other.stderr}`);
+    const same = await execIn(t, "pa", "echo alive");
+    assert.equal(same.stdout.trim(), "alive", `the cloister's init died: ${same.stderr}`);
+  });
+
+  it("leaves no process on the host after `stop`, double-forked daemons included", async () => {
+    const started = await t.cli(["start", "-d", "--name", "pd"]);
+    assert.equal(started.code, 0, started.stderr);
+    const r = await execIn(t, "pd", DAEMON);
+    assert.match(r.stdout.trim(), /^\d+$/, r.stderr);
+    const procs = hostTree(keeperOf(t, "pd"));
+    assert.ok(hasDaemon(procs), `the daemon is not among the cloister's host processes: ${JSON.stringify(procs)}`);
+    const stopped = await t.cli(["stop", "pd"]);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    await waitGone(procs, "stop");
+  });
+
+  it("leaves no process on the host after `run` ends", async () => {
+    const run = spawnCli(t, ["run", "--", "sh", "-c", `${DAEMON} echo ready; read x; exit 0`]);
+    await run.waitFor("ready");
+    const record = records(t).find((rec) => !rec.persistent && rec.keeperPid !== undefined);
+    assert.ok(record?.keeperPid, "no record of the run's cloister");
+    const procs = hostTree(record.keeperPid);
+    assert.ok(hasDaemon(procs), `the daemon is not among the cloister's host processes: ${JSON.stringify(procs)}`);
+    run.endInput();
+    const result = await run.done;
+    assert.equal(result.code, 0, result.stderr);
+    await waitGone(procs, "the end of run");
+    assert.ok(!records(t).some((rec) => rec.name === record.name), "the run's record is left behind");
+  });
+
+  it("leaves no process on the host after a --timeout", async () => {
+    const run = spawnCli(t, ["run", "--timeout", "3s", "--", "sh", "-c", `${DAEMON} echo ready; sleep 60`]);
+    await run.waitFor("ready");
+    const record = records(t).find((rec) => !rec.persistent && rec.keeperPid !== undefined);
+    assert.ok(record?.keeperPid, "no record of the run's cloister");
+    const procs = hostTree(record.keeperPid);
+    assert.ok(hasDaemon(procs));
+    const result = await run.done;
+    assert.equal(result.code, 124, result.stderr);
+    await waitGone(procs, "--timeout");
+  });
+
+  it("survives a guardian crash, which the next CLI call repairs; `stop` then leaves nothing", async () => {
+    const started = await t.cli(["start", "-d", "--name", "pg"]);
+    assert.equal(started.code, 0, started.stderr);
+    const egress = `curl -s -x "$HTTP_PROXY" http://example.com/; echo " curl=$?"`;
+    const before403 = await execIn(t, "pg", egress);
+    assert.match(before403.stdout, /egress to http:\/\/example\.com\/ refused.* curl=0/s, before403.stdout + before403.stderr);
+    await execIn(t, "pg", DAEMON);
+    const procs = hostTree(keeperOf(t, "pg"));
+    assert.ok(hasDaemon(procs));
+
+    const old = await guardianStatus(t);
+    assert.ok(old.pid);
+    process.kill(old.pid, "SIGKILL");
+    await waitUntil("the guardian to die", () => !isAlive(old.pid ?? 0));
+    assert.deepEqual(survivors(procs).map((p) => p.pid).sort(), procs.map((p) => p.pid).sort(), "the cloister died with its guardian");
+
+    // The cloister still answers; this call also brings the guardian back.
+    const alive = await execIn(t, "pg", "echo alive");
+    assert.equal(alive.stdout.trim(), "alive", alive.stderr);
+    const restarted = await guardianStatus(t);
+    assert.equal(restarted.running, true, "the next CLI call did not restart the guardian");
+    assert.notEqual(restarted.pid, old.pid);
+    guardianPid = restarted.pid ?? 0;
+    const list = await t.cli(["list", "--json"]);
+    const entries = JSON.parse(list.stdout) as { name: string; running: boolean }[];
+    assert.deepEqual(entries.find((e) => e.name === "pg")?.running, true, "the cloister was lost");
+    // The restarted guardian re-created the cloister's egress socket.
+    const after403 = await execIn(t, "pg", egress);
+    assert.match(after403.stdout, /egress to http:\/\/example\.com\/ refused.* curl=0/s, after403.stdout + after403.stderr);
+
+    const stopped = await t.cli(["stop", "pg"]);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    await waitGone(procs, "stop after a guardian crash");
+  });
+});

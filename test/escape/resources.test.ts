@@ -1,0 +1,249 @@
+/**
+ * Escape suite, "Resources" section of SECURITY.md: a fork bomb, a memory hog, a tmpfs fill, an
+ * output flood, CPU spinners and a proxy flood are contained per cloister; meanwhile the host, the
+ * guardian and other cloisters keep working (a bystander cloister, a fresh `run`, `guardian status`).
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { CLI, createInstance, type CliResult, type TestInstance } from "../helpers/cloister.js";
+
+const MiB = 1024 * 1024;
+const TIME_BIN = "/usr/bin/time";
+
+interface RecordFile {
+  name: string;
+  persistent: boolean;
+  keeperPid?: number;
+  cgroupDirs: string[];
+  limitMechanism: string;
+}
+
+function readOr(path: string, fallback = ""): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return fallback;
+  }
+}
+
+function records(t: TestInstance): RecordFile[] {
+  const dir = join(t.home, "state", "cloisters");
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(".json"))
+    .flatMap((f) => {
+      const text = readOr(join(dir, f));
+      return text ? [JSON.parse(text) as RecordFile] : [];
+    });
+}
+
+/** The record of the one `run` cloister in progress (waits for it to have a keeper). */
+async function runRecord(t: TestInstance): Promise<RecordFile> {
+  let found: RecordFile | undefined;
+  await waitUntil("the run's cloister record", () => {
+    found = records(t).find((r) => !r.persistent && r.keeperPid !== undefined);
+    return found !== undefined;
+  });
+  assert.ok(found);
+  return found;
+}
+
+/** A cgroup file of a cloister (v1: the first of its dirs holding that file; v2: its one dir). */
+function cgroupFile(record: RecordFile, file: string): string | undefined {
+  return record.cgroupDirs.map((dir) => join(dir, file)).find((path) => existsSync(path));
+}
+
+async function waitUntil(what: string, check: () => boolean, ms = 30_000): Promise<void> {
+  for (const deadline = Date.now() + ms; Date.now() < deadline; ) {
+    if (check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+/** A CLI run we can watch while it runs and end by closing its stdin. */
+interface LiveCli {
+  child: ChildProcess;
+  waitFor(text: string, ms?: number): Promise<void>;
+  endInput(): void;
+  done: Promise<CliResult>;
+}
+
+function spawnCli(t: TestInstance, args: string[]): LiveCli {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd: t.project, env: t.env, stdio: ["pipe", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
+  const done = new Promise<CliResult>((resolve) => {
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal ? 128 + 9 : 128), stdout, stderr });
+    });
+  });
+  return {
+    child,
+    async waitFor(text, ms = 30_000) {
+      await waitUntil(`${JSON.stringify(text)} from \`cloister ${args.join(" ")}\``, () => stdout.includes(text) || child.exitCode !== null, ms);
+      assert.ok(stdout.includes(text), `the command ended before printing ${text}: ${stdout}${stderr}`);
+    },
+    endInput: () => child.stdin?.end(),
+    done,
+  };
+}
+
+describe("escape: resources", () => {
+  let t: TestInstance;
+  /** How this host applies limits (cgroup2, cgroup1 or rlimit), from a live cloister's record. */
+  let mechanism = "";
+  let guardianPid = 0;
+
+  before(async () => {
+    t = createInstance("res");
+    const r = await t.cli(["start", "-d", "--name", "bystander"]);
+    assert.equal(r.code, 0, r.stderr);
+    mechanism = records(t).find((rec) => rec.name === "bystander")?.limitMechanism ?? "";
+    guardianPid = (await guardianStatus()).pid ?? 0;
+  });
+  after(async () => t.teardown());
+
+  async function guardianStatus(): Promise<{ running: boolean; pid?: number }> {
+    const r = await t.cli(["guardian", "status", "--json"]);
+    return JSON.parse(r.stdout) as { running: boolean; pid?: number };
+  }
+
+  /** Liveness: a fresh cloister runs, the bystander answers, the guardian is the same process. */
+  async function assertHostFine(context: string): Promise<void> {
+    const [run, bystander, status] = await Promise.all([
+      t.cli(["run", "--", "true"]),
+      t.cli(["exec", "bystander", "--", "echo", "alive"]),
+      guardianStatus(),
+    ]);
+    assert.equal(run.code, 0, `${context}: a second cloister did not run: ${run.stderr}`);
+    assert.equal(bystander.stdout.trim(), "alive", `${context}: the bystander cloister stopped answering: ${bystander.stderr}`);
+    assert.equal(status.running, true, `${context}: the guardian is down`);
+    assert.equal(status.pid, guardianPid, `${context}: the guardian died and was restarted`);
+  }
+
+  it("contains a fork bomb under --pids 64 until --timeout ends it", async () => {
+    const bomb = [
+      "import os, time",
+      'print("bomb", flush=True)',
+      "while True:",
+      "    try:",
+      "        os.fork()",
+      "    except OSError:",
+      "        time.sleep(0.05)",
+    ].join("\n");
+    const run = spawnCli(t, ["run", "--pids", "64", "--timeout", "20s", "--", "python3", "-c", bomb]);
+    await run.waitFor("bomb");
+    const record = await runRecord(t);
+    const pids = cgroupFile(record, "pids.current");
+    if (pids) {
+      // The bomb is really running at its cap while the rest of the host is checked.
+      await waitUntil("the bomb to reach its cap", () => Number(readOr(pids, "0")) >= 60);
+      assert.ok(Number(readOr(pids, "0")) <= 64, "the pids limit did not hold");
+    }
+    await assertHostFine("during a fork bomb");
+    const result = await run.done;
+    assert.equal(result.code, 124, `the bomb's cloister did not end by its timeout: ${result.stderr}`);
+    assert.ok(!records(t).some((r) => r.name === record.name), "the bomb's cloister record is left behind");
+    await assertHostFine("after a fork bomb");
+  });
+
+  it("kills a memory hog under --memory 256M, and only it", async (ctx) => {
+    if (mechanism === "rlimit") return ctx.skip("no cgroups on this host: memory is not capped (the OOM killer picks the cloister first)");
+    const hog = ["a = []", "for i in range(20):", '    a.append(b"\\x01" * (100 << 20))', '    print("chunk", i, flush=True)'].join("\n");
+    const r = await t.cli(["run", "--memory", "256M", "--", "python3", "-c", hog]);
+    assert.notEqual(r.code, 0, "the hog got its 2 GiB");
+    assert.doesNotMatch(r.stdout, /chunk 19/);
+    assert.equal(r.code, 137, `expected death by SIGKILL (OOM): ${r.stderr}`);
+    await assertHostFine("after a memory hog");
+  });
+
+  it("stops a tmpfs fill at the configured cap (ENOSPC)", async () => {
+    // Project config: CLOISTER_HOME/config/projects/<project dir's basename>.yaml; keep its `path:`.
+    const file = join(t.home, "config", "projects", "proj.yaml");
+    const original = readOr(file, `path: ${realpathSync(t.project)}\n`);
+    assert.match(original, /^path: /m, "the project is not registered under the name proj");
+    writeFileSync(file, `${original.trimEnd()}\nlimits:\n  tmpfs: 64MiB\n`);
+    try {
+      const r = await t.cli(["run", "--", "sh", "-c", "dd if=/dev/zero of=/tmp/fill bs=1M count=4000 2>&1; echo dd=$?; echo size=$(stat -c %s /tmp/fill)"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /No space left on device/);
+      assert.match(r.stdout, /^dd=[1-9]\d*$/m);
+      const size = Number(/^size=(\d+)$/m.exec(r.stdout)?.[1]);
+      assert.ok(size > 0 && size <= 64 * MiB, `wrote ${size} bytes past a 64 MiB cap`);
+    } finally {
+      writeFileSync(file, original);
+    }
+    await assertHostFine("after a tmpfs fill");
+  });
+
+  it("streams an output flood through without buffering it", async () => {
+    const measure = existsSync(TIME_BIN);
+    const argv = [process.execPath, CLI, "run", "--", "sh", "-c", "yes | head -c 200M"];
+    const child = measure ? spawn(TIME_BIN, ["-v", ...argv], { cwd: t.project, env: t.env }) : spawn(argv[0] ?? "", argv.slice(1), { cwd: t.project, env: t.env });
+    let bytes = 0;
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (bytes += d.length));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    clearTimeout(timer);
+    assert.equal(code, 0, stderr);
+    assert.equal(bytes, 200 * MiB);
+    if (measure) {
+      const rssKiB = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(stderr)?.[1]);
+      assert.ok(rssKiB > 0, `no RSS in /usr/bin/time output: ${stderr}`);
+      assert.ok(rssKiB * 1024 < 150 * MiB, `the CLI grew to ${Math.round(rssKiB / 1024)} MiB while 200 MiB went through`);
+    }
+  });
+
+  it("keeps the host responsive while CPU spinners run under --cpu 50%", async () => {
+    const run = spawnCli(t, ["run", "--cpu", "50%", "--", "sh", "-c", "yes >/dev/null & yes >/dev/null & echo spinning; read x; exit 0"]);
+    await run.waitFor("spinning");
+    const record = await runRecord(t);
+    const v1 = cgroupFile(record, "cpu.cfs_quota_us");
+    const v2 = cgroupFile(record, "cpu.max");
+    if (v1) assert.equal(readOr(v1).trim(), "50000");
+    else if (v2) assert.equal(readOr(v2).trim(), "50000 100000");
+    try {
+      await assertHostFine("while CPU spinners run");
+    } finally {
+      run.endInput();
+    }
+    const result = await run.done;
+    assert.equal(result.code, 0, result.stderr);
+  });
+
+  it("answers another cloister's proxy request while 200 connections flood one bridge", async () => {
+    const flood = [
+      "import socket, sys",
+      "held = []",
+      "for i in range(200):",
+      '    s = socket.create_connection(("127.0.0.1", 3128), timeout=30)',
+      '    s.sendall(b"CONNECT example.com:443 HTTP/1.1\\r\\nHost: exa")  # never finished',
+      "    held.append(s)",
+      'print("flooding", len(held), flush=True)',
+      "sys.stdin.read()",
+    ].join("\n");
+    const run = spawnCli(t, ["run", "--", "python3", "-c", flood]);
+    try {
+      await run.waitFor("flooding 200", 60_000);
+      const r = await t.cli(["run", "--", "sh", "-c", `curl -s -w ' status=%{http_code}' -x "$HTTP_PROXY" http://example.com/`]);
+      assert.match(r.stdout, /egress to http:\/\/example\.com\/ refused/, r.stdout + r.stderr);
+      assert.match(r.stdout, /status=403$/);
+      const status = await guardianStatus();
+      assert.equal(status.pid, guardianPid, "the guardian died under the flood");
+    } finally {
+      run.endInput();
+    }
+    const result = await run.done;
+    assert.equal(result.code, 0, result.stderr);
+  });
+});
