@@ -284,14 +284,26 @@ function lastLines(text: string, n = 3): string {
   return text.trim().split("\n").slice(-n).join(" | ") || "(no output)";
 }
 
+interface RowResult {
+  /** Wall times of the runs that succeeded. */
+  summary?: Summary;
+  /** Messages of the timed runs that failed (they are not in the summary). */
+  failures: string[];
+  /** Set when even the warm-up run failed: the row was skipped. */
+  unavailable?: string;
+}
+
+const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
 /**
  * Runs every command once to warm it up (not counted), then `runs` rounds; each round runs each
  * command once, starting with a different one each round so drift and ordering effects spread evenly.
- * A command whose warm-up fails is reported as unavailable instead of aborting the section.
+ * A command whose warm-up fails is reported as unavailable; a timed run that fails is counted as a
+ * failure and left out of the timings, so one bad run does not lose the whole section.
  */
-async function measureInterleaved(inst: Instance, cmds: Cmd[], runs: number): Promise<Map<string, Summary | string>> {
+async function measureInterleaved(inst: Instance, cmds: Cmd[], runs: number): Promise<Map<string, RowResult>> {
   const samples = new Map<string, number[]>();
-  const results = new Map<string, Summary | string>();
+  const results = new Map<string, RowResult>();
   const active: Cmd[] = [];
   for (const cmd of cmds) {
     checkAbort(inst);
@@ -299,39 +311,53 @@ async function measureInterleaved(inst: Instance, cmds: Cmd[], runs: number): Pr
       await cmd.run();
       active.push(cmd);
       samples.set(cmd.label, []);
+      results.set(cmd.label, { failures: [] });
     } catch (error) {
-      results.set(cmd.label, `unavailable: ${error instanceof Error ? error.message : String(error)}`);
+      if (error instanceof Aborted) throw error;
+      results.set(cmd.label, { failures: [], unavailable: message(error) });
     }
   }
   for (let round = 0; round < runs; round++) {
     for (let k = 0; k < active.length; k++) {
       checkAbort(inst);
       const cmd = active[(round + k) % active.length] as Cmd;
-      samples.get(cmd.label)?.push(await cmd.run());
+      try {
+        samples.get(cmd.label)?.push(await cmd.run());
+      } catch (error) {
+        checkAbort(inst);
+        results.get(cmd.label)?.failures.push(message(error));
+      }
     }
   }
-  for (const [label, values] of samples) results.set(label, summarize(values));
+  for (const [label, values] of samples) {
+    const r = results.get(label);
+    if (r && values.length > 0) r.summary = summarize(values);
+  }
   return results;
 }
 
-function timingTable(results: Map<string, Summary | string>, labels: string[]): string {
-  const rows: string[][] = [["", "median", "p95", "min", "max", "n"]];
+function timingTable(results: Map<string, RowResult>, labels: string[]): string {
+  const rows: string[][] = [["", "median", "p95", "min", "max", "n", "failed"]];
   const notes: string[] = [];
   for (const label of labels) {
     const r = results.get(label);
     if (r === undefined) continue;
-    if (typeof r === "string") {
-      rows.push([label, "-", "-", "-", "-", "0"]);
-      notes.push(`  ${label}: ${r}`);
-    } else rows.push([label, `${fmtMs(r.median)} ms`, `${fmtMs(r.p95)} ms`, `${fmtMs(r.min)} ms`, `${fmtMs(r.max)} ms`, String(r.n)]);
+    const s = r.summary;
+    if (s === undefined) rows.push([label, "-", "-", "-", "-", "0", String(r.failures.length)]);
+    else rows.push([label, `${fmtMs(s.median)} ms`, `${fmtMs(s.p95)} ms`, `${fmtMs(s.min)} ms`, `${fmtMs(s.max)} ms`, String(s.n), String(r.failures.length)]);
+    if (r.unavailable !== undefined) notes.push(`  ${label}: unavailable: ${r.unavailable}`);
+    const first = r.failures[0];
+    if (first !== undefined) notes.push(`  ${label}: ${r.failures.length} run(s) failed; first: ${first}`);
   }
   return [table(rows), ...notes].join("\n");
 }
 
-function ratioLine(label: string, a: Summary | string | undefined, b: Summary | string | undefined, target?: number): string {
-  if (typeof a !== "object" || typeof b !== "object") return `  ${label}: n/a (a row is unavailable)`;
-  const median = a.median / b.median;
-  const p95 = a.p95 / b.p95;
+function ratioLine(label: string, a: RowResult | undefined, b: RowResult | undefined, target?: number): string {
+  const x = a?.summary;
+  const y = b?.summary;
+  if (x === undefined || y === undefined) return `  ${label}: n/a (a row has no successful run)`;
+  const median = x.median / y.median;
+  const p95 = x.p95 / y.p95;
   const verdict = target === undefined ? "" : `   target ≤ ${target}${target < 1 ? "" : "x"}: ${median <= target ? "MET" : "NOT MET"}`;
   return `  ${label.padEnd(34)} ${fmtRatio(median).padStart(7)} median, ${fmtRatio(p95).padStart(7)} p95${verdict}`;
 }
@@ -357,9 +383,9 @@ async function cliSection(inst: Instance, runs: number): Promise<void> {
   print(ratioLine("cloister / bwrap", results.get(LABELS.cloister), results.get(LABELS.bwrap)));
   print(ratioLine("cloister / node floor", results.get(LABELS.cloister), results.get(LABELS.node)));
   print(ratioLine("srt / node floor", results.get(LABELS.srt), results.get(LABELS.node)));
-  const c = results.get(LABELS.cloister);
-  const n = results.get(LABELS.node);
-  if (typeof c === "object" && typeof n === "object") print(`  cloister above the node floor: ${fmtMs(c.median - n.median)} ms median`);
+  const c = results.get(LABELS.cloister)?.summary;
+  const n = results.get(LABELS.node)?.summary;
+  if (c !== undefined && n !== undefined) print(`  cloister above the node floor: ${fmtMs(c.median - n.median)} ms median`);
   print(`  raw bwrap argv: bwrap ${rawBwrapArgs().join(" ")}`);
 }
 
@@ -405,6 +431,22 @@ function guardianPid(inst: Instance): number | undefined {
   return undefined;
 }
 
+async function measureIdle(cloister: Cloister, label: string): Promise<void> {
+  await sleep(SETTLE_MS);
+  const keeper = cloister.record.keeperPid;
+  print(`  ${label}: network ${cloister.record.network ? "on" : "off"}, limits via ${cloister.record.limitMechanism}`);
+  if (keeper === undefined) return void print("    no keeper pid in the record");
+  const procs = treeMemory(keeper);
+  const rows: string[][] = [["pid", "process", "PSS", "RSS"]];
+  for (const p of procs) rows.push([String(p.pid), p.comm, fmtKiB(p.pssKiB), fmtKiB(p.rssKiB)]);
+  const total = procs.reduce((acc, p) => acc + p.pssKiB, 0);
+  rows.push(["", "total", fmtKiB(total), fmtKiB(procs.reduce((acc, p) => acc + p.rssKiB, 0))]);
+  print(table(rows, "    "));
+  print(`    total PSS ${fmtKiB(total)} = ${fmtMiB(total)}   target ≤ 4 MiB: ${total <= TARGET_IDLE_KIB ? "MET" : "NOT MET"}`);
+  const charged = cgroupMemoryKiB(cloister.record.cgroupDirs);
+  if (charged !== undefined) print(`    its memory cgroup is charged ${fmtKiB(charged)} (user pages plus kernel memory: namespaces, mounts, page tables, sockets)`);
+}
+
 async function memSection(inst: Instance, lib: Lib): Promise<void> {
   heading("3. Memory of one idle cloister (PSS of the keeper and everything under it; the command run in it would come on top)");
   const variants: { label: string; name: string; network: boolean | undefined }[] = [
@@ -413,23 +455,11 @@ async function memSection(inst: Instance, lib: Lib): Promise<void> {
   ];
   for (const v of variants) {
     const cloister = await createTracked(inst, lib, v.name, v.network);
-    await sleep(SETTLE_MS);
-    const keeper = cloister.record.keeperPid;
-    print(`  ${v.label}: network ${cloister.record.network ? "on" : "off"}, limits via ${cloister.record.limitMechanism}`);
-    if (keeper === undefined) {
-      print("    no keeper pid in the record");
-    } else {
-      const procs = treeMemory(keeper);
-      const rows: string[][] = [["pid", "process", "PSS", "RSS"]];
-      for (const p of procs) rows.push([String(p.pid), p.comm, fmtKiB(p.pssKiB), fmtKiB(p.rssKiB)]);
-      const total = procs.reduce((acc, p) => acc + p.pssKiB, 0);
-      rows.push(["", "total", fmtKiB(total), fmtKiB(procs.reduce((acc, p) => acc + p.rssKiB, 0))]);
-      print(table(rows, "    "));
-      print(`    total PSS ${fmtKiB(total)} = ${fmtMiB(total)}   target ≤ 4 MiB: ${total <= TARGET_IDLE_KIB ? "MET" : "NOT MET"}`);
-      const charged = cgroupMemoryKiB(cloister.record.cgroupDirs);
-      if (charged !== undefined) print(`    its memory cgroup is charged ${fmtKiB(charged)} (user pages plus kernel memory: namespaces, mounts, page tables, sockets)`);
+    try {
+      await measureIdle(cloister, v.label);
+    } finally {
+      await cloister.stop();
     }
-    await cloister.stop();
     print("");
   }
   const gpid = guardianPid(inst);
@@ -454,6 +484,7 @@ interface ScaleResult {
   guardianRssBeforeKiB: number;
   guardianRssKiB: number;
   guardianFds: number;
+  execMs: number[];
   benchFds: number;
   stopMs: number;
   stopOk: boolean;
@@ -461,6 +492,8 @@ interface ScaleResult {
 }
 
 async function scaleCase(inst: Instance, lib: Lib, n: number, network: boolean, concurrency: number): Promise<ScaleResult> {
+  // Start from an empty instance (an earlier section or case that failed may have left some).
+  if ((await lib.listCloisters()).length > 0) await timedSpawn(process.execPath, [CLI, "stop", "--all"], { cwd: inst.project, env: inst.env });
   process.stderr.write(`  … creating ${n} cloisters (network ${network ? "on" : "off"}, ${concurrency} at a time)\n`);
   const gpid = guardianPid(inst);
   const guardianRssBeforeKiB = gpid === undefined ? Number.NaN : (rssKiB(gpid) ?? Number.NaN);
@@ -508,6 +541,19 @@ async function scaleCase(inst: Instance, lib: Lib, n: number, network: boolean, 
   const pssPerCloister = summarize(perCloister);
   const guardianRssKiB = gpid === undefined ? Number.NaN : (rssKiB(gpid) ?? Number.NaN);
   const guardianFds = gpid === undefined ? Number.NaN : fdCount(gpid);
+  // The cloisters are usable, not just alive: run `true` in the first and the last one created.
+  const execMs: number[] = [];
+  for (const c of [live[0], live[live.length - 1]]) {
+    if (c === undefined) continue;
+    const t = nowMs();
+    try {
+      const { exitCode } = await c.exec(["true"]).done;
+      if (exitCode === 0) execMs.push(nowMs() - t);
+      else errors.push(`exec true in ${c.name}: exit ${exitCode}`);
+    } catch (error) {
+      errors.push(`exec true in ${c.name}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
   const benchFds = fdCount();
 
   process.stderr.write(`  … stopping them (cloister stop --all)\n`);
@@ -535,6 +581,7 @@ async function scaleCase(inst: Instance, lib: Lib, n: number, network: boolean, 
     guardianRssBeforeKiB,
     guardianRssKiB,
     guardianFds,
+    execMs,
     benchFds,
     stopMs: stop.ms,
     stopOk: stop.code === 0,
@@ -579,6 +626,7 @@ async function scaleSection(inst: Instance, lib: Lib, options: Options): Promise
   add("bench process open fds (loaded)", (r) => String(r.benchFds));
   add("stop --all: total", (r) => `${(r.stopMs / 1000).toFixed(1)} s${r.stopOk ? "" : " (failed)"}`);
   add("stop --all: per cloister", (r) => `${fmtMs(r.stopMs / Math.max(1, r.created))} ms`);
+  add("exec `true` in first, last (loaded)", (r) => (r.execMs.length ? r.execMs.map((ms) => `${fmtMs(ms)} ms`).join(", ") : "failed"));
   add("keepers still alive after stop", (r) => String(r.survivors));
   print(table(rows));
   print(`  PSS total is extrapolated: the process trees of ${PSS_SAMPLE} cloisters spread over the creation order are summed, and their mean is multiplied by the number created.`);
@@ -620,6 +668,9 @@ function header(options: Options, inst: Instance): void {
   print(
     `host: ${cpu.length} × ${cpu[0]?.model.trim() ?? "?"}, ${(totalmem() / 1024 ** 3).toFixed(1)} GiB, Linux ${release()}, node ${process.version}, ${toolVersion("bwrap", ["--version"])}, srt ${toolVersion(process.execPath, [existsSync(SRT_BIN) ? realpathSync(SRT_BIN) : SRT_BIN, "--version"])}`,
   );
+  const sha = spawnSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).stdout.trim() || "?";
+  const dirty = spawnSync("git", ["-C", ROOT, "status", "--porcelain", "--untracked-files=no"], { encoding: "utf8" }).stdout.trim() !== "";
+  print(`build: commit ${sha}${dirty ? " + uncommitted changes" : ""}, dist/cli/main.js built ${statSync(CLI).mtime.toISOString()}`);
   print(`instance: CLOISTER_HOME=${inst.home}  project=${inst.project} (throwaway git repo)  runs=${options.runs}  scale=${options.scale}  sections=${[...options.sections].join(",")}`);
   print("timings are wall clock from spawn (or call) to exit (or resolve); p95 interpolates between ranks; ratios divide medians (and p95s)");
 }
@@ -667,10 +718,23 @@ async function main(): Promise<number> {
     const started = spawnSync(process.execPath, [CLI, "guardian", "start"], { env: inst.env, encoding: "utf8" });
     if (started.status !== 0) throw new Error(`cloister guardian start failed: ${lastLines(started.stderr)}`);
     const lib: Lib = await import("../dist/index.js");
-    if (options.sections.has("cli")) await cliSection(inst, options.runs);
-    if (options.sections.has("lib")) await libSection(inst, lib, options.runs);
-    if (options.sections.has("mem")) await memSection(inst, lib);
-    if (options.sections.has("scale")) await scaleSection(inst, lib, options);
+    const sections: [Section, () => Promise<void>][] = [
+      ["cli", () => cliSection(inst, options.runs)],
+      ["lib", () => libSection(inst, lib, options.runs)],
+      ["mem", () => memSection(inst, lib)],
+      ["scale", () => scaleSection(inst, lib, options)],
+    ];
+    // A section that fails is reported and the next one still runs (each stops its own cloisters).
+    for (const [name, run] of sections) {
+      if (!options.sections.has(name)) continue;
+      try {
+        await run();
+      } catch (error) {
+        if (error instanceof Aborted) throw error;
+        print(`  section ${name} FAILED: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+        exitCode = 1;
+      }
+    }
   } catch (error) {
     if (!(error instanceof Aborted)) {
       process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);

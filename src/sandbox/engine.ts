@@ -8,7 +8,7 @@ import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
-import { hiddenPaths, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
+import { hiddenPaths, procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, WORK_DIR } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { sandboxEnv } from "./env.js";
@@ -95,6 +95,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
       systemEntries: systemEntries(),
       hiddenFiles: hidden.files,
       hiddenDirs: hidden.dirs,
+      procReadOnly: procReadOnly(),
       projectRoot: spec.projectRoot,
       homeSource: homeDir,
       homeDest: sandboxHome(),
@@ -106,7 +107,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
       initBinary,
       tmpfsBytes: spec.tmpfsBytes,
     });
-    const bridge = socat ? ["--", socat, `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,fork,reuseaddr`, `UNIX-CONNECT:${GUARDIAN_SOCKET_DIR}/proxy.sock`] : [];
+    const bridge = socat ? ["--", socat, `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,fork,reuseaddr,backlog=128`, `UNIX-CONNECT:${GUARDIAN_SOCKET_DIR}/proxy.sock`] : [];
     const argv = bwrapArgv({
       hostname: spec.name,
       uid: user.uid,

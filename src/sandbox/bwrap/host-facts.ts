@@ -11,6 +11,13 @@ const ALWAYS_HIDDEN_DIRS = ["/etc/sudoers.d", "/etc/ssl/private"];
 /** Kernel debug and firmware views: unreadable for ordinary users already, readable for uid 0 without capabilities. */
 const ROOT_HIDDEN_DIRS = ["/sys/kernel/debug", "/sys/kernel/tracing", "/sys/firmware", "/sys/kernel/security"];
 
+const PROC_READ_ONLY = ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"];
+
+/** The /proc knobs to bind read-only (not every kernel has all of them). */
+export function procReadOnly(): string[] {
+  return PROC_READ_ONLY.filter((p) => existsSync(p));
+}
+
 export function systemEntries(): SystemEntry[] {
   const entries: SystemEntry[] = [];
   for (const path of SYSTEM_PATHS) {

@@ -23,6 +23,8 @@ export interface MountFacts {
   /** Host files that would be readable inside although they are secret (root-only files under /etc when running as root, ...). */
   hiddenFiles: string[];
   hiddenDirs: string[];
+  /** Kernel knobs under /proc that exist on this host and must be read-only inside. */
+  procReadOnly: string[];
   projectRoot: string;
   /** Sandbox HOME on the host (under the data dir). */
   homeSource: string;
@@ -68,6 +70,10 @@ function systemView(f: MountFacts): MountOp[] {
 function privateDirs(f: MountFacts): MountOp[] {
   return [
     { op: "proc", dest: "/proc" },
+    // bwrap re-mounts these read-only only when it finds them writable at set-up, and its check
+    // fails on /proc/sys; for a cloister of root, whose uid owns them, they would stay writable
+    // (host sysctls, core_pattern, sysrq). Bind them read-only explicitly.
+    ...f.procReadOnly.map((dest): MountOp => ({ op: "ro-bind", src: dest, dest })),
     { op: "dev", dest: "/dev" },
     { op: "tmpfs", dest: "/dev/shm", sizeBytes: f.tmpfsBytes },
     { op: "tmpfs", dest: "/tmp", sizeBytes: f.tmpfsBytes, mode: 0o1777 },

@@ -1,0 +1,315 @@
+/**
+ * The CLI contract of persistent cloisters and the guardian: start -d / re-enter / exec / path /
+ * stop / stop --all / guardian stop (never orphans), name validation, awkward project paths,
+ * separate instances side by side, the JSON shapes of `list`, `guardian status` and `doctor`, and
+ * config errors that name file, line and key.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createInstance, type TestInstance } from "../helpers/cloister.js";
+
+interface ListEntry {
+  name: string;
+  project: string;
+  projectRoot: string;
+  persistent: boolean;
+  network: boolean;
+  running: boolean;
+  createdAt: string;
+  limits: string;
+}
+
+interface RecordFile {
+  name: string;
+  keeperPid?: number;
+}
+
+interface HostProc {
+  pid: number;
+  start: string;
+}
+
+function readOr(path: string, fallback = ""): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return fallback;
+  }
+}
+
+/** pid → (ppid, start time, state), for every process on the host. */
+function hostProcessTable(): Map<number, { ppid: number; start: string; state: string }> {
+  const table = new Map<number, { ppid: number; start: string; state: string }>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = readOr(`/proc/${entry}/stat`);
+    if (!stat) continue;
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    table.set(Number(entry), { state: fields[0] ?? "?", ppid: Number(fields[1]), start: fields[19] ?? "" });
+  }
+  return table;
+}
+
+/** A process and its descendants on the host. */
+function hostTree(rootPid: number): HostProc[] {
+  const table = hostProcessTable();
+  const found: HostProc[] = [];
+  const todo = [rootPid];
+  while (todo.length > 0) {
+    const pid = todo.pop() as number;
+    const info = table.get(pid);
+    if (!info) continue;
+    found.push({ pid, start: info.start });
+    for (const [child, childInfo] of table) if (childInfo.ppid === pid) todo.push(child);
+  }
+  return found;
+}
+
+function survivors(procs: readonly HostProc[]): HostProc[] {
+  const table = hostProcessTable();
+  return procs.filter((p) => {
+    const now = table.get(p.pid);
+    return now !== undefined && now.start === p.start && now.state !== "Z";
+  });
+}
+
+async function waitGone(procs: readonly HostProc[], context: string): Promise<void> {
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline && survivors(procs).length > 0; ) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.deepEqual(survivors(procs), [], `processes outlived ${context}`);
+}
+
+function recordDir(t: TestInstance): string {
+  return join(t.home, "state", "cloisters");
+}
+
+function recordOf(t: TestInstance, name: string): RecordFile | undefined {
+  const text = readOr(join(recordDir(t), `${name}.json`));
+  return text ? (JSON.parse(text) as RecordFile) : undefined;
+}
+
+function recordNames(t: TestInstance): string[] {
+  return existsSync(recordDir(t)) ? readdirSync(recordDir(t)).filter((f) => f.endsWith(".json")) : [];
+}
+
+/** Per-cloister runtime dirs (run/c/<id>): one per cloister, removed with it. */
+function runtimeDirs(t: TestInstance): string[] {
+  const dir = join(t.home, "run", "c");
+  return existsSync(dir) ? readdirSync(dir) : [];
+}
+
+/** The keeper and every descendant of a cloister, from its record. */
+function cloisterProcs(t: TestInstance, name: string): HostProc[] {
+  const keeper = recordOf(t, name)?.keeperPid;
+  assert.ok(keeper, `no keeper recorded for ${name}`);
+  const procs = hostTree(keeper);
+  assert.ok(procs.length >= 3, `expected keeper, bwrap and init for ${name}, found ${procs.length}`);
+  return procs;
+}
+
+describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
+  let t: TestInstance;
+  let projectRoot = "";
+
+  before(() => {
+    t = createInstance("life");
+    projectRoot = realpathSync(t.project);
+  });
+  after(async () => t.teardown());
+
+  async function list(instance: TestInstance = t): Promise<ListEntry[]> {
+    const r = await instance.cli(["list", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as ListEntry[];
+  }
+
+  async function startDetached(args: string[] = []): Promise<void> {
+    const r = await t.cli(["start", "-d", ...args]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+
+  it("start -d starts the project's cloister in the background; list --json shows it running", async () => {
+    await startDetached();
+    const entries = await list();
+    assert.equal(entries.length, 1);
+    const [entry] = entries;
+    assert.ok(entry);
+    assert.equal(entry.name, "proj", "the default name is the project's");
+    assert.equal(entry.project, "proj");
+    assert.equal(entry.projectRoot, projectRoot);
+    assert.equal(entry.persistent, true);
+    assert.equal(entry.network, true);
+    assert.equal(entry.running, true);
+    assert.ok(!Number.isNaN(Date.parse(entry.createdAt)));
+    assert.equal(typeof entry.limits, "string");
+  });
+
+  it("start -d again re-enters the same cloister: same processes, same /tmp", async () => {
+    const keeper = recordOf(t, "proj")?.keeperPid;
+    const first = await t.cli(["exec", "proj", "--", "sh", "-c", "echo kept > /tmp/mark; setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"]);
+    assert.equal(first.code, 0, first.stderr);
+    const sleeper = first.stdout.trim();
+    assert.match(sleeper, /^\d+$/);
+
+    const again = await t.cli(["start", "-d"]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /Entering cloister proj/);
+    assert.deepEqual((await list()).map((e) => e.name), ["proj"]);
+    assert.equal(recordOf(t, "proj")?.keeperPid, keeper, "a second cloister was started");
+
+    const later = await t.cli(["exec", "proj", "--", "sh", "-c", `cat /tmp/mark; tr '\\0' ' ' < /proc/${sleeper}/cmdline`]);
+    assert.equal(later.code, 0, later.stderr);
+    assert.equal(later.stdout, "kept\nsleep 1000 ");
+  });
+
+  it("exec runs a command in the named cloister, with CLOISTER_NAME set", async () => {
+    const r = await t.cli(["exec", "proj", "--", "sh", "-c", "echo $CLOISTER_NAME; pwd"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "proj\n/work\n");
+  });
+
+  it("path prints the project directory on the host", async () => {
+    const r = await t.cli(["path", "proj"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `${projectRoot}\n`);
+  });
+
+  it("stop ends the cloister: list is empty and the keeper is gone", async () => {
+    const procs = cloisterProcs(t, "proj");
+    const r = await t.cli(["stop", "proj"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await list(), []);
+    await waitGone(procs, "stop");
+    assert.deepEqual(recordNames(t), []);
+    assert.deepEqual(runtimeDirs(t), []);
+    const again = await t.cli(["exec", "proj", "--", "true"]);
+    assert.equal(again.code, 125);
+    assert.match(again.stderr, /no running cloister named "proj"/);
+  });
+
+  it("stop --all ends every cloister", async () => {
+    await Promise.all([startDetached(["--name", "all-a"]), startDetached(["--name", "all-b"])]);
+    const procs = [...cloisterProcs(t, "all-a"), ...cloisterProcs(t, "all-b")];
+    assert.deepEqual((await list()).map((e) => e.name).sort(), ["all-a", "all-b"]);
+    const r = await t.cli(["stop", "--all"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await list(), []);
+    await waitGone(procs, "stop --all");
+  });
+
+  it("guardian status --json reports the guardian; guardian stop takes every cloister with it (no orphans)", async () => {
+    await startDetached(["--name", "orphan-check"]);
+    const status = await t.cli(["guardian", "status", "--json"]);
+    assert.equal(status.code, 0, status.stderr);
+    const s = JSON.parse(status.stdout) as Record<string, unknown>;
+    assert.equal(s.running, true);
+    assert.equal(typeof s.pid, "number");
+    assert.equal(typeof s.version, "string");
+    assert.ok(typeof s.startedAt === "string" && !Number.isNaN(Date.parse(s.startedAt)));
+    assert.equal(s.cloisters, 1);
+    assert.equal(s.controlSocket, join(t.home, "run", "guardian.sock"));
+    const token = (JSON.parse(readOr(join(recordDir(t), "orphan-check.json"), "{}")) as { proxyToken?: string }).proxyToken;
+    assert.ok(token, "the record holds the cloister's proxy token");
+    assert.ok(!status.stdout.includes(token) && !(await t.cli(["list", "--json"])).stdout.includes(token), "the proxy token is shown");
+
+    const procs = [...cloisterProcs(t, "orphan-check"), { pid: s.pid as number, start: hostProcessTable().get(s.pid as number)?.start ?? "" }];
+    const stop = await t.cli(["guardian", "stop"]);
+    assert.equal(stop.code, 0, stop.stderr);
+    await waitGone(procs, "guardian stop");
+    assert.deepEqual(recordNames(t), []);
+    assert.deepEqual(runtimeDirs(t), []);
+    const after = await t.cli(["guardian", "status", "--json"]);
+    assert.deepEqual(JSON.parse(after.stdout), { running: false });
+  });
+
+  it("refuses invalid names with exit 125 and a clear message, creating nothing", async () => {
+    for (const bad of ["Bad Name", "../x", "a".repeat(64)]) {
+      const r = await t.cli(["start", "-d", "--name", bad]);
+      assert.equal(r.code, 125, `${bad}: ${r.stderr}`);
+      assert.match(r.stderr, /invalid cloister name/);
+      assert.equal(r.stderr.trim().split("\n").length, 1, "one line");
+    }
+    assert.deepEqual(recordNames(t), []);
+    assert.deepEqual(runtimeDirs(t), []);
+    assert.ok(!existsSync(join(t.home, "state", "x.json")));
+  });
+
+  it("handles a project path with spaces and a newline, or refuses it cleanly", async () => {
+    const odd = join(dirname(t.project), "x y\nz");
+    mkdirSync(odd);
+    const git = (...args: string[]) => spawnSync("git", ["-C", odd, ...args], { encoding: "utf8" });
+    git("init", "-q");
+    writeFileSync(join(odd, "file.txt"), "odd project\n");
+    git("add", ".");
+    git("-c", "user.email=t@example.com", "-c", "user.name=T", "commit", "-qm", "init");
+
+    const run = await t.cli(["run", "--project", odd, "--", "cat", "/work/file.txt"]);
+    if (run.code === 0) {
+      assert.equal(run.stdout, "odd project\n");
+      const start = await t.cli(["start", "-d", "--project", odd]);
+      assert.equal(start.code, 0, start.stderr);
+      const entry = (await list()).find((e) => e.projectRoot === realpathSync(odd));
+      assert.ok(entry?.running, "the cloister of the odd project is not listed");
+      const path = await t.cli(["path", entry.name]);
+      assert.equal(path.stdout, `${realpathSync(odd)}\n`);
+      const stop = await t.cli(["stop", entry.name]);
+      assert.equal(stop.code, 0, stop.stderr);
+    } else {
+      assert.equal(run.code, 125, run.stderr);
+      assert.equal(run.stderr.trim().split("\n").length, 1, `not one clear line: ${run.stderr}`);
+    }
+    assert.deepEqual(recordNames(t), []);
+    assert.deepEqual(runtimeDirs(t), []);
+    assert.deepEqual(readdirSync(odd).sort(), [".git", "file.txt"], "placeholders left in the project");
+  });
+
+  it("runs two instances side by side, each with its own guardian", async () => {
+    const other = createInstance("life2");
+    try {
+      const [a, b] = await Promise.all([t.cli(["run", "--", "sh", "-c", "echo $CLOISTER_NAME"]), other.cli(["run", "--", "sh", "-c", "echo $CLOISTER_NAME"])]);
+      assert.equal(a.code, 0, a.stderr);
+      assert.equal(b.code, 0, b.stderr);
+      const status = async (instance: TestInstance) => JSON.parse((await instance.cli(["guardian", "status", "--json"])).stdout) as { running: boolean; pid: number; controlSocket: string };
+      const [sa, sb] = await Promise.all([status(t), status(other)]);
+      assert.equal(sa.running, true);
+      assert.equal(sb.running, true);
+      assert.notEqual(sa.pid, sb.pid);
+      assert.ok(sa.controlSocket.startsWith(t.home) && sb.controlSocket.startsWith(other.home));
+      // Stopping one instance leaves the other alone.
+      await other.cli(["guardian", "stop"]);
+      const again = await status(t);
+      assert.equal(again.pid, sa.pid);
+    } finally {
+      await other.teardown();
+    }
+  });
+
+  it("doctor --json passes here and reports bubblewrap ok", async () => {
+    const r = await t.cli(["doctor", "--json"]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const report = JSON.parse(r.stdout) as { ok: boolean; checks: { id: string; title: string; status: string }[] };
+    const bwrap = report.checks.find((c) => c.id === "bwrap" || /bubblewrap/i.test(c.title));
+    assert.ok(bwrap, `no bubblewrap check in ${report.checks.map((c) => c.id).join(", ")}`);
+    assert.equal(bwrap.status, "ok");
+  });
+
+  it("config validate names file, line and key of an unknown key, and suggests the right one", async () => {
+    const file = join(t.home, "config", "config.yaml");
+    const original = readOr(file);
+    writeFileSync(file, "# limits with a typo\nlimits:\n  memroy: 4GiB\n");
+    try {
+      const r = await t.cli(["config", "validate"]);
+      assert.equal(r.code, 125);
+      assert.ok(r.stderr.includes(`${file}:3:`), `no file:line in ${r.stderr}`);
+      assert.match(r.stderr, /limits\.memroy/);
+      assert.match(r.stderr, /did you mean "?memory"?/);
+    } finally {
+      if (original) writeFileSync(file, original);
+      else rmSync(file, { force: true });
+    }
+  });
+});
