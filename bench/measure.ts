@@ -51,6 +51,7 @@ export function summarize(samples: readonly number[]): Summary {
 export const liveChildren = new Set<ChildProcess>();
 
 export interface SpawnResult {
+  pid: number | undefined;
   code: number | null;
   signal: NodeJS.Signals | null;
   ms: number;
@@ -78,7 +79,7 @@ export function timedSpawn(command: string, args: readonly string[], options: Sp
     child.on("close", (code, signal) => {
       const ms = nowMs() - start;
       liveChildren.delete(child);
-      resolve({ code, signal, ms, stdout, stderr });
+      resolve({ pid: child.pid, code, signal, ms, stdout, stderr });
     });
   });
 }
@@ -116,6 +117,14 @@ function kbField(text: string | undefined, field: string): number | undefined {
 /** Proportional set size: private pages plus each shared page divided by the number of its sharers. */
 export function pssKiB(pid: number): number | undefined {
   return kbField(readOr(`/proc/${pid}/smaps_rollup`), "Pss");
+}
+
+/** Unique set size: pages mapped by this process alone (Private_Clean + Private_Dirty). */
+export function ussKiB(pid: number): number | undefined {
+  const text = readOr(`/proc/${pid}/smaps_rollup`);
+  const clean = kbField(text, "Private_Clean");
+  const dirty = kbField(text, "Private_Dirty");
+  return clean === undefined || dirty === undefined ? undefined : clean + dirty;
 }
 
 export function rssKiB(pid: number): number | undefined {
@@ -157,12 +166,13 @@ export interface ProcMemory {
   pid: number;
   comm: string;
   pssKiB: number;
+  ussKiB: number;
   rssKiB: number;
 }
 
-/** PSS and RSS of pid and every descendant (a process that vanished while being read counts 0). */
+/** PSS, USS and RSS of pid and every descendant (a process that vanished while being read counts 0). */
 export function treeMemory(pid: number): ProcMemory[] {
-  return processTree(pid).map((p) => ({ pid: p, comm: comm(p), pssKiB: pssKiB(p) ?? 0, rssKiB: rssKiB(p) ?? 0 }));
+  return processTree(pid).map((p) => ({ pid: p, comm: comm(p), pssKiB: pssKiB(p) ?? 0, ussKiB: ussKiB(p) ?? 0, rssKiB: rssKiB(p) ?? 0 }));
 }
 
 /**

@@ -13,7 +13,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, statSync } from "node:fs";
-import { cpus, release, totalmem } from "node:os";
+import { cpus, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -268,16 +268,28 @@ interface Cmd {
   run: () => Promise<number>;
 }
 
-/** A spawned command as a Cmd: resolves with its wall time, throws with its stderr if it failed. */
-function spawnCmd(label: string, command: string, args: string[], inst: Instance): Cmd {
+/**
+ * A spawned command as a Cmd: resolves with its wall time, throws with its stderr if it failed.
+ * `after` runs once the command has exited, outside the timed span.
+ */
+function spawnCmd(label: string, command: string, args: string[], inst: Instance, after?: (r: SpawnResult) => void): Cmd {
   return {
     label,
     run: async () => {
       const r: SpawnResult = await timedSpawn(command, args, { cwd: inst.project, env: inst.env });
+      after?.(r);
       if (r.code !== 0) throw new Error(`${label} failed (exit ${r.code ?? r.signal}): ${lastLines(r.stderr || r.stdout)}`);
       return r.ms;
     },
   };
+}
+
+/** srt leaves its mux socket, $TMPDIR/srt-mux-<its pid>-<n>.sock, behind on every run: remove it. */
+function removeSrtSockets(r: SpawnResult): void {
+  const dir = tmpdir();
+  const prefix = `srt-mux-${r.pid}-`;
+  if (r.pid === undefined) return;
+  for (const file of readdirSync(dir)) if (file.startsWith(prefix) && file.endsWith(".sock")) rmSync(join(dir, file), { force: true });
 }
 
 function lastLines(text: string, n = 3): string {
@@ -373,7 +385,7 @@ async function cliSection(inst: Instance, runs: number): Promise<void> {
     spawnCmd(LABELS.node, process.execPath, ["-e", ""], inst),
     spawnCmd(LABELS.bwrap, "bwrap", rawBwrapArgs(), inst),
     // srt's bin is a node script: run it with this node, as cloister's is (no `env node` lookup for either).
-    spawnCmd(LABELS.srt, process.execPath, [srtCli, "true"], inst),
+    spawnCmd(LABELS.srt, process.execPath, [srtCli, "true"], inst, removeSrtSockets),
     spawnCmd(LABELS.cloister, process.execPath, [CLI, "run", "--", "true"], inst),
   ];
   const results = await measureInterleaved(inst, cmds, runs);
@@ -436,11 +448,21 @@ async function measureIdle(cloister: Cloister, label: string): Promise<void> {
   const keeper = cloister.record.keeperPid;
   print(`  ${label}: network ${cloister.record.network ? "on" : "off"}, limits via ${cloister.record.limitMechanism}`);
   if (keeper === undefined) return void print("    no keeper pid in the record");
+  if (!isAlive(keeper, cloister.record.keeperStartTime)) {
+    let log = "";
+    try {
+      log = lastLines(readFileSync(join(cloister.record.runtimeDir, "cloister.log"), "utf8"));
+    } catch {
+      log = "(no log)";
+    }
+    throw new Error(`cloister ${cloister.name} died within ${SETTLE_MS} ms of starting; its log: ${log}`);
+  }
   const procs = treeMemory(keeper);
-  const rows: string[][] = [["pid", "process", "PSS", "RSS"]];
-  for (const p of procs) rows.push([String(p.pid), p.comm, fmtKiB(p.pssKiB), fmtKiB(p.rssKiB)]);
-  const total = procs.reduce((acc, p) => acc + p.pssKiB, 0);
-  rows.push(["", "total", fmtKiB(total), fmtKiB(procs.reduce((acc, p) => acc + p.rssKiB, 0))]);
+  const rows: string[][] = [["pid", "process", "PSS", "USS (private)", "RSS"]];
+  for (const p of procs) rows.push([String(p.pid), p.comm, fmtKiB(p.pssKiB), fmtKiB(p.ussKiB), fmtKiB(p.rssKiB)]);
+  const sum = (f: (p: (typeof procs)[number]) => number): number => procs.reduce((acc, p) => acc + f(p), 0);
+  const total = sum((p) => p.pssKiB);
+  rows.push(["", "total", fmtKiB(total), fmtKiB(sum((p) => p.ussKiB)), fmtKiB(sum((p) => p.rssKiB))]);
   print(table(rows, "    "));
   print(`    total PSS ${fmtKiB(total)} = ${fmtMiB(total)}   target ≤ 4 MiB: ${total <= TARGET_IDLE_KIB ? "MET" : "NOT MET"}`);
   const charged = cgroupMemoryKiB(cloister.record.cgroupDirs);
@@ -462,6 +484,9 @@ async function memSection(inst: Instance, lib: Lib): Promise<void> {
     }
     print("");
   }
+  print("  PSS splits each shared page among all processes on the host that map it: a lone cloister on a quiet host carries all");
+  print("  of its libraries (socat's libssl/libcrypto above all; they then count as private too), one among many only its share.");
+  print("  What one more cloister costs is the PSS per cloister of section 4.");
   const gpid = guardianPid(inst);
   if (gpid === undefined) print("  guardian: not running?");
   else print(`  guardian (shared by all cloisters of the instance; pid ${gpid}): RSS ${fmtKiB(rssKiB(gpid) ?? Number.NaN)} = ${fmtMiB(rssKiB(gpid) ?? Number.NaN)}, PSS ${fmtMiB(pssKiB(gpid) ?? Number.NaN)}`);
@@ -471,6 +496,7 @@ interface ScaleResult {
   n: number;
   network: boolean;
   created: number;
+  alive: number;
   errors: string[];
   createMs: number;
   latency: Summary;
@@ -527,12 +553,14 @@ async function scaleCase(inst: Instance, lib: Lib, n: number, network: boolean, 
   const live = cloisters.filter((c): c is Cloister => c !== undefined);
   await sleep(SETTLE_MS);
   const memAfterKiB = memAvailableKiB();
+  const alive = live.filter((c) => c.record.keeperPid !== undefined && isAlive(c.record.keeperPid, c.record.keeperStartTime));
+  if (alive.length < live.length) errors.push(`${live.length - alive.length} of ${live.length} cloisters died within ${SETTLE_MS} ms of starting`);
   // PSS of every process of a sample of the cloisters (evenly spread over the creation order).
-  const sampleSize = Math.min(PSS_SAMPLE, live.length);
+  const sampleSize = Math.min(PSS_SAMPLE, alive.length);
   const perCloister: number[] = [];
   const charged: number[] = [];
   for (let k = 0; k < sampleSize; k++) {
-    const c = live[Math.floor((k * live.length) / sampleSize)];
+    const c = alive[Math.floor((k * alive.length) / sampleSize)];
     const keeper = c?.record.keeperPid;
     if (keeper !== undefined) perCloister.push(treeMemory(keeper).reduce((acc, p) => acc + p.pssKiB, 0));
     const kib = c === undefined ? undefined : cgroupMemoryKiB(c.record.cgroupDirs);
@@ -568,12 +596,13 @@ async function scaleCase(inst: Instance, lib: Lib, n: number, network: boolean, 
     n,
     network,
     created: live.length,
+    alive: alive.length,
     errors,
     createMs,
     latency: summarize(latencies),
     pssPerCloister,
     cgroupPerCloister: summarize(charged),
-    pssTotalKiB: pssPerCloister.mean * live.length,
+    pssTotalKiB: pssPerCloister.mean * alive.length,
     sampled: perCloister.length,
     memBeforeKiB,
     memAfterKiB,
@@ -607,6 +636,7 @@ async function scaleSection(inst: Instance, lib: Lib, options: Options): Promise
   const rows: string[][] = [["", ...results.map(col)]];
   const add = (label: string, f: (r: ScaleResult) => string): void => void rows.push([label, ...results.map(f)]);
   add("created / asked", (r) => `${r.created}/${r.n}`);
+  add("running after settling", (r) => `${r.alive}/${r.created}`);
   add("create: total wall time", (r) => `${(r.createMs / 1000).toFixed(1)} s`);
   add("create: wall time / cloister", (r) => `${fmtMs(r.createMs / Math.max(1, r.created))} ms`);
   add("create: latency of one, median", (r) => `${fmtMs(r.latency.median)} ms`);
@@ -615,7 +645,7 @@ async function scaleSection(inst: Instance, lib: Lib, options: Options): Promise
   add("PSS / cloister, min..max of sample", (r) => `${Math.round(r.pssPerCloister.min)}..${Math.round(r.pssPerCloister.max)} KiB`);
   add("PSS total (extrapolated)", (r) => fmtMiB(r.pssTotalKiB));
   add("memory cgroup charge / cloister (sampled)", (r) => fmtKiB(r.cgroupPerCloister.mean));
-  add("memory cgroup charge total (extrapolated)", (r) => fmtMiB(r.cgroupPerCloister.mean * r.created));
+  add("memory cgroup charge total (extrapolated)", (r) => fmtMiB(r.cgroupPerCloister.mean * r.alive));
   add("MemAvailable before", (r) => fmtMiB(r.memBeforeKiB));
   add("MemAvailable with all idle", (r) => fmtMiB(r.memAfterKiB));
   add("MemAvailable drop", (r) => fmtMiB(r.memBeforeKiB - r.memAfterKiB));
@@ -629,7 +659,7 @@ async function scaleSection(inst: Instance, lib: Lib, options: Options): Promise
   add("exec `true` in first, last (loaded)", (r) => (r.execMs.length ? r.execMs.map((ms) => `${fmtMs(ms)} ms`).join(", ") : "failed"));
   add("keepers still alive after stop", (r) => String(r.survivors));
   print(table(rows));
-  print(`  PSS total is extrapolated: the process trees of ${PSS_SAMPLE} cloisters spread over the creation order are summed, and their mean is multiplied by the number created.`);
+  print(`  PSS total is extrapolated: the process trees of ${PSS_SAMPLE} cloisters spread over the creation order are summed, and their mean is multiplied by the number running.`);
   print("  memory cgroup charge: what each sampled cloister's own memory cgroup counts (user pages + kernel memory charged to it), '-' without memory cgroups.");
   print("  MemAvailable is host-wide: other work on the machine moves it too. Its drop includes kernel memory (namespaces, mounts, page tables, cgroups) that PSS does not show.");
   for (const r of results) for (const e of r.errors.slice(0, 5)) print(`  error (${col(r)}): ${e}`);
@@ -717,6 +747,7 @@ async function main(): Promise<number> {
     // process it would inherit `--import tsx` from process.execArgv and be bigger and slower.
     const started = spawnSync(process.execPath, [CLI, "guardian", "start"], { env: inst.env, encoding: "utf8" });
     if (started.status !== 0) throw new Error(`cloister guardian start failed: ${lastLines(started.stderr)}`);
+    guardianPid(inst); // remembered for the cleanup sweep
     const lib: Lib = await import("../dist/index.js");
     const sections: [Section, () => Promise<void>][] = [
       ["cli", () => cliSection(inst, options.runs)],
@@ -746,5 +777,6 @@ async function main(): Promise<number> {
   return exitCode;
 }
 
-// The library keeps handles of detached keepers open: exit explicitly once everything is cleaned up.
+// Exit explicitly once everything is cleaned up: a handle the library left open (such as a detached
+// keeper's pipe) must not keep the bench running.
 process.exit(await main());
