@@ -88,8 +88,7 @@ function ensureRealDirectory(projectRoot: string, relPath: string): boolean {
   const kind = entryKind(join(projectRoot, relPath));
   if (kind === "directory") return false;
   if (kind !== "missing") refuseProtection(relPath, kind);
-  mkdirSync(join(projectRoot, relPath), { mode: 0o755 });
-  return true;
+  return createUnlessRaced(projectRoot, relPath, () => mkdirSync(join(projectRoot, relPath), { mode: 0o755 }), ["directory"]);
 }
 
 /** Returns true when a placeholder had to be created. */
@@ -99,10 +98,30 @@ function ensureMountable(projectRoot: string, relPath: string): boolean {
   if (kind === "file" || kind === "directory") return false;
   if (kind !== "missing") refuseProtection(relPath, kind);
   const neutral = NEUTRAL_FILE_CONTENT[relPath];
-  // "wx" = O_CREAT|O_EXCL: never follows a symlink planted in the meantime.
-  if (neutral !== undefined) writeFileSync(full, neutral, { flag: "wx", mode: 0o644 });
-  else mkdirSync(full, { mode: 0o755 });
-  return true;
+  return createUnlessRaced(
+    projectRoot,
+    relPath,
+    // "wx" = O_CREAT|O_EXCL: never follows a symlink planted in the meantime.
+    () => (neutral !== undefined ? writeFileSync(full, neutral, { flag: "wx", mode: 0o644 }) : mkdirSync(full, { mode: 0o755 })),
+    ["file", "directory"],
+  );
+}
+
+/**
+ * Creates a placeholder; returns true when this call created it. Another cloister of the project
+ * launching at the same moment may create it first (EEXIST): then it exists, which is all a mount
+ * needs, as long as it is of an acceptable kind.
+ */
+function createUnlessRaced(projectRoot: string, relPath: string, create: () => void, acceptable: EntryKind[]): boolean {
+  try {
+    create();
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    const kind = entryKind(join(projectRoot, relPath));
+    if (!acceptable.includes(kind)) refuseProtection(relPath, kind);
+    return false;
+  }
 }
 
 /**
