@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { Readable, Writable } from "node:stream";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { resolveProject } from "./config/effective-cache.js";
+import type { EffectiveConfig } from "./config/schema.js";
 import { MAX_TIMEOUT_MS, parseDuration, parsePercent, parseSize } from "./config/units.js";
 import { CloisterError } from "./errors.js";
 import { ensureGuardian, guardianCall } from "./guardian/control-client.js";
@@ -80,7 +81,7 @@ export class Cloister {
 /** Creates a cloister: persistent ones live until `stop`, others are meant for one `run`. */
 export async function createCloister(options: CloisterOptions = {}, persistent = false): Promise<Cloister> {
   const paths = options.paths ?? resolvePaths();
-  const spec = await launchSpec(options, paths, persistent);
+  const { spec, config } = await launchSpec(options, paths, persistent);
   await ensureGuardian(paths);
   const id = randomBytes(4).toString("hex");
   const grant = await guardianCall<{ token?: string; socketDir?: string; hidden: HiddenPaths }>(paths, "POST", "/v1/cloisters", { name: spec.name, id, network: spec.network });
@@ -88,7 +89,7 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   spec.proxyToken = grant.token;
   spec.hidden = grant.hidden;
   const record = await launchCloister(paths, spec, id);
-  return new Cloister(record, paths, await commandEnv(record, options, paths));
+  return new Cloister(record, paths, commandEnv(record, options, config));
 }
 
 /** The persistent cloister of that name if it is running. */
@@ -98,7 +99,8 @@ export async function findCloister(name: string, options: CloisterOptions = {}):
   if (!record || !isKeeperAlive(record)) return undefined;
   // A running cloister needs its guardian (egress socket, reaper): bring back one that crashed.
   await ensureGuardian(paths);
-  return new Cloister(record, paths, await commandEnv(record, options, paths));
+  const { config } = await resolveProject(paths, record.projectRoot);
+  return new Cloister(record, paths, commandEnv(record, options, config));
 }
 
 /** Creates a fresh cloister, runs one command, removes the cloister; resolves with the exit code. */
@@ -120,11 +122,12 @@ export async function listCloisters(paths: CloisterPaths = resolvePaths()): Prom
   return listRecords(paths).map((r) => ({ ...r, running: isKeeperAlive(r) }));
 }
 
-async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persistent: boolean): Promise<LaunchSpec> {
+/** The launch spec, and the effective config it came from (commands' environment needs it too). */
+async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persistent: boolean): Promise<{ spec: LaunchSpec; config: EffectiveConfig }> {
   const location = locateProject(options.project ?? process.cwd(), options.allowNoGit);
   const { project, config } = await resolveProject(paths, location.root);
   const name = persistent ? checkedName(options.name ?? project) : `${project.slice(0, 50)}-run-${randomBytes(3).toString("hex")}`;
-  return {
+  const spec: LaunchSpec = {
     name,
     project,
     projectRoot: location.root,
@@ -141,6 +144,7 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
     refs: Object.entries(config.refs).map(([refName, hostPath]) => ({ name: refName, hostPath })),
     extraMounts: config.sandbox.mounts,
   };
+  return { spec, config };
 }
 
 /** A command-line value wins over config; "none" means no limit; zero or junk is a usage error. */
@@ -180,8 +184,7 @@ export function parseTimeout(value: string | undefined): number | undefined {
   }, null);
 }
 
-async function commandEnv(record: CloisterRecord, options: CloisterOptions, paths: CloisterPaths): Promise<Record<string, string>> {
-  const { config } = await resolveProject(paths, record.projectRoot);
+function commandEnv(record: CloisterRecord, options: CloisterOptions, config: EffectiveConfig): Record<string, string> {
   const proxyUrl = record.network && record.proxyToken ? `http://cloister:${record.proxyToken}@127.0.0.1:${PROXY_PORT}` : undefined;
   return sandboxEnv({
     hostEnv: process.env,

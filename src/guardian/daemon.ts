@@ -41,7 +41,9 @@ class Guardian {
     this.controlInode = statSync(this.paths.guardianSocket).ino;
     writeFileSync(this.paths.guardianPidFile, `${process.pid}\n`, { mode: 0o600 });
     setInterval(() => void this.tick(), REAP_INTERVAL_MS).unref();
-    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(signal, () => (signal === "SIGHUP" ? undefined : this.exit()));
+    for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => this.exit());
+    // A detached daemon must survive its starting terminal going away.
+    process.on("SIGHUP", () => undefined);
     log(`guardian ${VERSION} started (pid ${process.pid}), ${this.endpoints.size} cloister(s) adopted`);
   }
 

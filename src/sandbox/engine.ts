@@ -4,18 +4,17 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
-import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/paths.js";
+import { cloisterRuntimeDir, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
 import { hiddenPaths, procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
-import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, WORK_DIR } from "./bwrap/mounts.js";
+import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
-import { sandboxEnv } from "./env.js";
 import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from "./limits.js";
 import { findTool, initBinaryPath } from "./native.js";
 import { prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
-import { deleteRecord, listRecords, processStartTime, readRecord, writeRecord, type CloisterRecord } from "./records.js";
+import { deleteRecord, isKeeperAlive, listRecords, processStartTime, writeRecord, type CloisterRecord } from "./records.js";
 
 /** The TCP port on 127.0.0.1 inside every cloister that reaches the cloister's guardian socket. */
 export const PROXY_PORT = 3128;
@@ -176,7 +175,7 @@ function spawnKeeper(initBinary: string, args: string[], logFile: string, detach
   });
 }
 
-export function lastLine(text: string): string {
+function lastLine(text: string): string {
   return text.trim().split("\n").pop() ?? "";
 }
 
@@ -191,7 +190,7 @@ export function sandboxHome(): string {
  * with it, daemons included), then removes what the cloister owned.
  */
 export async function destroyCloister(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
-  if (record.keeperPid !== undefined && processStartTime(record.keeperPid) === record.keeperStartTime) {
+  if (record.keeperPid !== undefined && isKeeperAlive(record)) {
     try {
       process.kill(record.keeperPid, "SIGKILL");
     } catch {
@@ -223,5 +222,3 @@ async function waitForExit(pid: number, startTime: string | undefined): Promise<
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
 }
-
-export { readRecord, listRecords, resolvePaths, WORK_DIR };

@@ -8,11 +8,12 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { CLI, createInstance, leakedCanaries, type CliResult, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, leakedCanaries, spawnCli, waitUntil, type CliResult, type TestInstance } from "../helpers/cloister.js";
+import { hostTree, isAlive, readOr, survivors, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 const PROBE_SOURCE = fileURLToPath(new URL("../fixtures/syscall-probe.c", import.meta.url));
 const SIGSYS = 31;
@@ -24,85 +25,11 @@ const ESRCH = 3;
 // ---------------------------------------------------------------------------------------------
 // Host-side process bookkeeping: a cloister's host processes are its keeper and every descendant.
 
-interface HostProc {
-  pid: number;
-  start: string;
-  cmd: string;
-}
-
 interface RecordFile {
   name: string;
   persistent: boolean;
   keeperPid?: number;
   runtimeDir: string;
-}
-
-/** pid → (ppid, start time, state) for every process on the host, from /proc/PID/stat. */
-function hostProcessTable(): Map<number, { ppid: number; start: string; state: string }> {
-  const table = new Map<number, { ppid: number; start: string; state: string }>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = readOr(`/proc/${entry}/stat`);
-    if (!stat) continue;
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    table.set(Number(entry), { state: fields[0] ?? "?", ppid: Number(fields[1]), start: fields[19] ?? "" });
-  }
-  return table;
-}
-
-/** The process and all its descendants (host pids), with start times to tell them from reused pids. */
-function hostTree(rootPid: number): HostProc[] {
-  const table = hostProcessTable();
-  const children = new Map<number, number[]>();
-  for (const [pid, info] of table) children.set(info.ppid, [...(children.get(info.ppid) ?? []), pid]);
-  const found: HostProc[] = [];
-  const todo = [rootPid];
-  while (todo.length > 0) {
-    const pid = todo.pop() as number;
-    const info = table.get(pid);
-    if (!info) continue;
-    found.push({ pid, start: info.start, cmd: readOr(`/proc/${pid}/cmdline`).split("\0").join(" ").trim() });
-    todo.push(...(children.get(pid) ?? []));
-  }
-  return found;
-}
-
-/** Those of `procs` still alive on the host (same pid and start time, not a zombie). */
-function survivors(procs: readonly HostProc[]): HostProc[] {
-  const table = hostProcessTable();
-  return procs.filter((p) => {
-    const now = table.get(p.pid);
-    return now !== undefined && now.start === p.start && now.state !== "Z";
-  });
-}
-
-function isAlive(pid: number): boolean {
-  const info = hostProcessTable().get(pid);
-  return info !== undefined && info.state !== "Z";
-}
-
-async function waitUntil(what: string, check: () => boolean, ms = 15_000): Promise<void> {
-  for (const deadline = Date.now() + ms; Date.now() < deadline; ) {
-    if (check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
-
-async function waitGone(procs: readonly HostProc[], context: string): Promise<void> {
-  // The guardian kills the keeper and waits for it; give the kernel a moment to tear the rest down.
-  for (const deadline = Date.now() + 10_000; Date.now() < deadline && survivors(procs).length > 0; ) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  assert.deepEqual(survivors(procs), [], `host processes outlived ${context}`);
-}
-
-function readOr(path: string, fallback = ""): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return fallback;
-  }
 }
 
 function records(t: TestInstance): RecordFile[] {
@@ -138,40 +65,6 @@ async function guardianStatus(t: TestInstance): Promise<GuardianStatusJson> {
 
 async function execIn(t: TestInstance, name: string, script: string): Promise<CliResult> {
   return t.cli(["exec", name, "--", "sh", "-c", script]);
-}
-
-/** A CLI run we can watch while it runs (stdout so far, wait for a line) and end by closing stdin. */
-interface LiveCli {
-  child: ChildProcess;
-  output(): string;
-  waitFor(text: string, ms?: number): Promise<void>;
-  endInput(): void;
-  done: Promise<CliResult>;
-}
-
-function spawnCli(t: TestInstance, args: string[]): LiveCli {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: t.project, env: t.env, stdio: ["pipe", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
-  const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
-  const done = new Promise<CliResult>((resolve) => {
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? (signal ? 128 + 9 : 128), stdout, stderr });
-    });
-  });
-  return {
-    child,
-    output: () => stdout,
-    async waitFor(text, ms = 30_000) {
-      await waitUntil(`${JSON.stringify(text)} from \`cloister ${args.join(" ")}\` (stdout so far: ${stdout}, stderr: ${stderr})`, () => stdout.includes(text) || child.exitCode !== null, ms);
-      assert.ok(stdout.includes(text), `the command ended before printing ${text}: ${stderr}`);
-    },
-    endInput: () => child.stdin?.end(),
-    done,
-  };
 }
 
 /**

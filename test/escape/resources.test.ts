@@ -4,11 +4,12 @@
  * guardian and other cloisters keep working (a bystander cloister, a fresh `run`, `guardian status`).
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { CLI, createInstance, type CliResult, type TestInstance } from "../helpers/cloister.js";
+import { CLI, createInstance, spawnCli, waitUntil, type TestInstance } from "../helpers/cloister.js";
+import { readOr } from "../helpers/host-processes.js";
 
 const MiB = 1024 * 1024;
 const TIME_BIN = "/usr/bin/time";
@@ -21,14 +22,6 @@ interface RecordFile {
   keeperPid?: number;
   cgroupDirs: string[];
   limitMechanism: string;
-}
-
-function readOr(path: string, fallback = ""): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return fallback;
-  }
 }
 
 function records(t: TestInstance): RecordFile[] {
@@ -48,7 +41,7 @@ async function runRecord(t: TestInstance): Promise<RecordFile> {
   await waitUntil("the run's cloister record", () => {
     found = records(t).find((r) => !r.persistent && r.keeperPid !== undefined);
     return found !== undefined;
-  });
+  }, 30_000);
   assert.ok(found);
   return found;
 }
@@ -56,46 +49,6 @@ async function runRecord(t: TestInstance): Promise<RecordFile> {
 /** A cgroup file of a cloister (v1: the first of its dirs holding that file; v2: its one dir). */
 function cgroupFile(record: RecordFile, file: string): string | undefined {
   return record.cgroupDirs.map((dir) => join(dir, file)).find((path) => existsSync(path));
-}
-
-async function waitUntil(what: string, check: () => boolean, ms = 30_000): Promise<void> {
-  for (const deadline = Date.now() + ms; Date.now() < deadline; ) {
-    if (check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
-
-/** A CLI run we can watch while it runs and end by closing its stdin. */
-interface LiveCli {
-  child: ChildProcess;
-  waitFor(text: string, ms?: number): Promise<void>;
-  endInput(): void;
-  done: Promise<CliResult>;
-}
-
-function spawnCli(t: TestInstance, args: string[]): LiveCli {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: t.project, env: t.env, stdio: ["pipe", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
-  const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
-  const done = new Promise<CliResult>((resolve) => {
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? (signal ? 128 + 9 : 128), stdout, stderr });
-    });
-  });
-  return {
-    child,
-    async waitFor(text, ms = 30_000) {
-      await waitUntil(`${JSON.stringify(text)} from \`cloister ${args.join(" ")}\``, () => stdout.includes(text) || child.exitCode !== null, ms);
-      assert.ok(stdout.includes(text), `the command ended before printing ${text}: ${stdout}${stderr}`);
-    },
-    endInput: () => child.stdin?.end(),
-    done,
-  };
 }
 
 describe("escape: resources", () => {
@@ -149,7 +102,7 @@ describe("escape: resources", () => {
     const pids = cgroupFile(record, "pids.current");
     if (pids) {
       // The bomb is really running at its cap while the rest of the host is checked.
-      await waitUntil("the bomb to reach its cap", () => Number(readOr(pids, "0")) >= 60);
+      await waitUntil("the bomb to reach its cap", () => Number(readOr(pids, "0")) >= 60, 30_000);
       assert.ok(Number(readOr(pids, "0")) <= 64, "the pids limit did not hold");
     }
     await assertHostFine("during a fork bomb");

@@ -6,9 +6,9 @@
  * HOME are owned by the user. Returns a TestInstance, so the other helpers work unchanged.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { canary, REPO_ROOT, type CliResult, type TestInstance } from "./cloister.js";
+import { initGitProject, plantCanaries, REPO_ROOT, type CliResult, type TestInstance } from "./cloister.js";
 
 export const TEST_USER = "cloister-test";
 
@@ -131,21 +131,8 @@ export function createUserInstance(prefix = "cu", userName = TEST_USER): UserIns
   const home = join(owned, "h");
   const hostHome = join(owned, "home");
   const project = join(owned, "proj");
-  const canaries: Record<string, string> = {
-    ssh: canary("ssh"),
-    aws: canary("aws"),
-    gnupg: canary("gnupg"),
-    netrc: canary("netrc"),
-    envToken: canary("env"),
-  };
   mkdirSync(home, { recursive: true });
-  mkdirSync(join(hostHome, ".ssh"), { recursive: true });
-  writeFileSync(join(hostHome, ".ssh", "id_canary"), canaries.ssh ?? "", { mode: 0o600 });
-  mkdirSync(join(hostHome, ".aws"), { recursive: true });
-  writeFileSync(join(hostHome, ".aws", "credentials"), `[default]\naws_secret_access_key=${canaries.aws}\n`, { mode: 0o600 });
-  mkdirSync(join(hostHome, ".gnupg"), { recursive: true, mode: 0o700 });
-  writeFileSync(join(hostHome, ".gnupg", "secring"), canaries.gnupg ?? "", { mode: 0o600 });
-  writeFileSync(join(hostHome, ".netrc"), `machine example.com password ${canaries.netrc}\n`, { mode: 0o600 });
+  const canaries = plantCanaries(hostHome);
   mkdirSync(project, { recursive: true });
   chmodSync(owned, 0o755);
   chmodSync(hostHome, 0o700);
@@ -163,14 +150,11 @@ export function createUserInstance(prefix = "cu", userName = TEST_USER): UserIns
     ANTHROPIC_API_KEY: canaries.envToken,
     SSH_AUTH_SOCK: join(hostHome, "agent.sock"),
   };
-  const git = (...args: string[]) => spawnSync("runuser", ["-u", user.name, "--", "env", `HOME=${hostHome}`, "git", "-C", project, ...args], { encoding: "utf8" });
-  git("init", "-q");
-  git("config", "user.email", "test@example.com");
-  git("config", "user.name", "Test");
-  writeFileSync(join(project, "README.md"), "hello\n");
-  chownSync(join(project, "README.md"), user.uid, user.gid);
-  git("add", ".");
-  git("commit", "-qm", "init");
+  initGitProject(
+    project,
+    (args) => spawnSync("runuser", ["-u", user.name, "--", "env", `HOME=${hostHome}`, "git", "-C", project, ...args]),
+    (file) => chownSync(file, user.uid, user.gid),
+  );
 
   const cli: TestInstance["cli"] = (args, options = {}) =>
     runAsUser(user.name, [process.execPath, cliPath, ...args], env, { cwd: options.cwd ?? project, input: options.input, timeoutMs: options.timeoutMs });

@@ -3,7 +3,8 @@
  * CLOISTER_HOME and guardian), a throwaway git project, a fake host HOME full of canaries, and a
  * runner for the built CLI. Every instance stops its guardian (and so its cloisters) in teardown.
  */
-import { spawn, spawnSync } from "node:child_process";
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -34,16 +35,12 @@ export interface TestInstance {
   teardown(): Promise<void>;
 }
 
-export function canary(label: string): string {
+function canary(label: string): string {
   return `CANARY-${label}-${randomBytes(8).toString("hex")}`;
 }
 
-export function createInstance(prefix = "ct"): TestInstance {
-  // Short paths: unix socket paths are limited to 108 bytes.
-  const base = mkdtempSync(join(tmpdir(), `${prefix}-`));
-  const home = join(base, "h");
-  const project = join(base, "proj");
-  const hostHome = join(base, "home");
+/** Secrets in the places an attacker looks first in a (fake) host HOME; returns them by name. */
+export function plantCanaries(hostHome: string): Record<string, string> {
   const canaries: Record<string, string> = {
     ssh: canary("ssh"),
     aws: canary("aws"),
@@ -52,20 +49,35 @@ export function createInstance(prefix = "ct"): TestInstance {
     envToken: canary("env"),
   };
   mkdirSync(join(hostHome, ".ssh"), { recursive: true });
-  writeFileSync(join(hostHome, ".ssh", "id_canary"), canaries.ssh ?? "");
+  writeFileSync(join(hostHome, ".ssh", "id_canary"), canaries.ssh ?? "", { mode: 0o600 });
   mkdirSync(join(hostHome, ".aws"), { recursive: true });
-  writeFileSync(join(hostHome, ".aws", "credentials"), `[default]\naws_secret_access_key=${canaries.aws}\n`);
-  mkdirSync(join(hostHome, ".gnupg"), { recursive: true });
-  writeFileSync(join(hostHome, ".gnupg", "secring"), canaries.gnupg ?? "");
-  writeFileSync(join(hostHome, ".netrc"), `machine example.com password ${canaries.netrc}\n`);
-  mkdirSync(project, { recursive: true });
-  const git = (...args: string[]) => spawnSync("git", ["-C", project, ...args], { encoding: "utf8" });
-  git("init", "-q");
-  git("config", "user.email", "test@example.com");
-  git("config", "user.name", "Test");
+  writeFileSync(join(hostHome, ".aws", "credentials"), `[default]\naws_secret_access_key=${canaries.aws}\n`, { mode: 0o600 });
+  mkdirSync(join(hostHome, ".gnupg"), { recursive: true, mode: 0o700 });
+  writeFileSync(join(hostHome, ".gnupg", "secring"), canaries.gnupg ?? "", { mode: 0o600 });
+  writeFileSync(join(hostHome, ".netrc"), `machine example.com password ${canaries.netrc}\n`, { mode: 0o600 });
+  return canaries;
+}
+
+/** A one-commit repository in `project`; `git` runs git there (as whichever user owns it). */
+export function initGitProject(project: string, git: (args: string[]) => unknown, afterWrite: (file: string) => void = () => undefined): void {
+  git(["init", "-q"]);
+  git(["config", "user.email", "test@example.com"]);
+  git(["config", "user.name", "Test"]);
   writeFileSync(join(project, "README.md"), "hello\n");
-  git("add", ".");
-  git("commit", "-qm", "init");
+  afterWrite(join(project, "README.md"));
+  git(["add", "."]);
+  git(["commit", "-qm", "init"]);
+}
+
+export function createInstance(prefix = "ct"): TestInstance {
+  // Short paths: unix socket paths are limited to 108 bytes.
+  const base = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  const home = join(base, "h");
+  const project = join(base, "proj");
+  const hostHome = join(base, "home");
+  const canaries = plantCanaries(hostHome);
+  mkdirSync(project, { recursive: true });
+  initGitProject(project, (args) => spawnSync("git", ["-C", project, ...args]));
 
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
@@ -78,20 +90,11 @@ export function createInstance(prefix = "ct"): TestInstance {
     SSH_AUTH_SOCK: join(hostHome, "agent.sock"),
   };
 
-  const cli: TestInstance["cli"] = (args, options = {}) =>
-    new Promise((resolve) => {
-      const child = spawn(process.execPath, [CLI, ...args], { cwd: options.cwd ?? project, env, stdio: ["pipe", "pipe", "pipe"] });
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 60_000);
-      child.on("close", (code, signal) => {
-        clearTimeout(timer);
-        resolve({ code: code ?? 128 + (signal ? 9 : 0), stdout, stderr });
-      });
-      child.stdin.end(options.input ?? "");
-    });
+  const cli: TestInstance["cli"] = (args, options = {}) => {
+    const live = startCli(env, options.cwd ?? project, args, options.timeoutMs ?? 60_000);
+    live.child.stdin?.end(options.input ?? "");
+    return live.done;
+  };
 
   return {
     home,
@@ -105,6 +108,54 @@ export function createInstance(prefix = "ct"): TestInstance {
       rmSync(base, { recursive: true, force: true });
     },
   };
+}
+
+/** A CLI process still running: its output so far, a way to wait for a line, and its result. */
+export interface LiveCli {
+  child: ChildProcess;
+  output(): string;
+  waitFor(text: string, ms?: number): Promise<void>;
+  endInput(): void;
+  done: Promise<CliResult>;
+}
+
+/** Starts `cloister ARGS` in the instance's project without waiting for it (killed after 90 s). */
+export function spawnCli(t: TestInstance, args: string[]): LiveCli {
+  return startCli(t.env, t.project, args, 90_000);
+}
+
+function startCli(env: NodeJS.ProcessEnv, cwd: string, args: string[], timeoutMs: number): LiveCli {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, env, stdio: ["pipe", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const done = new Promise<CliResult>((resolve) => {
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal ? 128 + 9 : 128), stdout, stderr });
+    });
+  });
+  return {
+    child,
+    output: () => stdout,
+    async waitFor(text, ms = 30_000) {
+      await waitUntil(`${JSON.stringify(text)} from \`cloister ${args.join(" ")}\` (stdout so far: ${stdout}, stderr: ${stderr})`, () => stdout.includes(text) || child.exitCode !== null, ms);
+      assert.ok(stdout.includes(text), `the command ended before printing ${text}: ${stdout}${stderr}`);
+    },
+    endInput: () => child.stdin?.end(),
+    done,
+  };
+}
+
+/** Polls `check` every 50 ms; fails the test when it is still false after `ms`. */
+export async function waitUntil(what: string, check: () => boolean, ms = 15_000): Promise<void> {
+  for (const deadline = Date.now() + ms; Date.now() < deadline; ) {
+    if (check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.fail(`timed out waiting for ${what}`);
 }
 
 /** Asserts helper: no canary of the instance appears in `text`. */

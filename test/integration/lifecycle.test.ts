@@ -6,10 +6,11 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createInstance, type TestInstance } from "../helpers/cloister.js";
+import { hostProcessTable, hostTree, readOr, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 interface ListEntry {
   name: string;
@@ -25,62 +26,6 @@ interface ListEntry {
 interface RecordFile {
   name: string;
   keeperPid?: number;
-}
-
-interface HostProc {
-  pid: number;
-  start: string;
-}
-
-function readOr(path: string, fallback = ""): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return fallback;
-  }
-}
-
-/** pid → (ppid, start time, state), for every process on the host. */
-function hostProcessTable(): Map<number, { ppid: number; start: string; state: string }> {
-  const table = new Map<number, { ppid: number; start: string; state: string }>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = readOr(`/proc/${entry}/stat`);
-    if (!stat) continue;
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    table.set(Number(entry), { state: fields[0] ?? "?", ppid: Number(fields[1]), start: fields[19] ?? "" });
-  }
-  return table;
-}
-
-/** A process and its descendants on the host. */
-function hostTree(rootPid: number): HostProc[] {
-  const table = hostProcessTable();
-  const found: HostProc[] = [];
-  const todo = [rootPid];
-  while (todo.length > 0) {
-    const pid = todo.pop() as number;
-    const info = table.get(pid);
-    if (!info) continue;
-    found.push({ pid, start: info.start });
-    for (const [child, childInfo] of table) if (childInfo.ppid === pid) todo.push(child);
-  }
-  return found;
-}
-
-function survivors(procs: readonly HostProc[]): HostProc[] {
-  const table = hostProcessTable();
-  return procs.filter((p) => {
-    const now = table.get(p.pid);
-    return now !== undefined && now.start === p.start && now.state !== "Z";
-  });
-}
-
-async function waitGone(procs: readonly HostProc[], context: string): Promise<void> {
-  for (const deadline = Date.now() + 10_000; Date.now() < deadline && survivors(procs).length > 0; ) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  assert.deepEqual(survivors(procs), [], `processes outlived ${context}`);
 }
 
 function recordDir(t: TestInstance): string {
