@@ -12,6 +12,8 @@
  *   keep ........ `cloister-init keep`: limits, the listen socket at fd 3, fork PROGRAM, wait
  *   init ........ `cloister-init init`: services, reaping, accepting connections
  *   session ..... one forked handler per connection: REQUEST, spawn, relay, EXIT
+ *   relay ....... `cloister-init relay`: the in-sandbox TCP port -> guardian unix socket bridge,
+ *                 started by init as a service; one epoll loop for every connection
  *
  * Build: cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror (scripts/build-native.mjs).
  */
@@ -20,13 +22,17 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -1405,6 +1411,428 @@ static int init_main(int argc, char **argv)
     }
 }
 
+/* ====================================================================================== relay */
+
+/*
+ * `cloister-init relay PORT PATH`: the cloister's network bridge. Listens on 127.0.0.1:PORT and,
+ * for every TCP connection, connects a fresh unix stream socket to PATH (the guardian's socket for
+ * this cloister) and copies bytes both ways until both directions are finished.
+ *
+ * One process, one thread, one epoll set, edge-triggered: every socket is registered once, for
+ * input and output, and never modified; an event only records that a socket became readable or
+ * writable (can_read / can_write), and `relay_pump` does the work. That keeps the cost per event
+ * constant, whatever the number of connections, and a socket that reports HUP or ERR forever
+ * (as level-triggered epoll would) cannot make the loop spin.
+ *
+ * Memory: bytes are read into one shared scratch buffer and written straight on. Only what the
+ * receiving socket does not take at once is copied into a per-direction buffer (at most one read,
+ * RELAY_CHUNK bytes), and while that buffer holds anything the sending side is not read: that is
+ * the back-pressure. An idle connection costs one small struct and its two sockets.
+ */
+
+#define RELAY_CHUNK 65536     /* one read; also the most a direction ever buffers */
+#define RELAY_BACKLOG 1024    /* TCP accept queue (capped by net.core.somaxconn) */
+#define RELAY_EVENTS 256      /* epoll events taken per wait */
+#define RELAY_ACCEPTS 64      /* connections accepted per wake-up; the listener is level-triggered */
+#define RELAY_ROUNDS 8        /* read/write rounds per connection per turn: fairness between them */
+#define RELAY_RETRY_MS 5      /* gap between connect attempts while the guardian's backlog is full */
+#define RELAY_PAUSE_MS 100    /* accepting pauses this long when out of fds or memory */
+#define RELAY_DISCARD 4       /* reads of unread client input thrown away before closing */
+
+enum { RELAY_TCP = 0, RELAY_UNIX = 1 };
+
+struct relay_end {
+    int fd;
+    uint8_t side;     /* RELAY_TCP or RELAY_UNIX: its index in relay_conn.end */
+    bool can_read;    /* edge-triggered readiness not used up yet (cleared on EAGAIN only) */
+    bool can_write;
+    bool rd_eof;      /* nothing more will be read from this socket (EOF, or an error) */
+    bool wr_shut;     /* shutdown(SHUT_WR) has been sent to it */
+    bool peer_gone;   /* its peer takes no more data: the direction into this socket is over */
+    uint32_t pend_off, pend_len;
+    char *pend;       /* read from the other socket, not yet taken by this one */
+};
+
+struct relay_conn {
+    struct relay_end end[2];  /* first member: an end finds its connection from end - side */
+    struct relay_conn *next;  /* link in the ready list */
+    bool queued;              /* in the ready list */
+};
+
+struct relay {
+    int ep;
+    int lsock;
+    struct sockaddr_un addr;
+    socklen_t addrlen;
+    bool listening;            /* the listener is in the epoll set with EPOLLIN */
+    int64_t paused_until;      /* no accepting before this (fd or memory exhaustion) */
+    struct relay_conn *ready;  /* connections with work left: pumped before the next wait */
+    struct relay_conn *waiting; /* accepted, but the guardian's backlog was full: connect again */
+    int64_t retry_at;
+};
+
+/* Shared by every connection: data passes through here on its way from one socket to the other. */
+static char relay_scratch[RELAY_CHUNK];
+
+static struct relay_conn *relay_conn_of(struct relay_end *e)
+{
+    return (struct relay_conn *)(void *)(e - e->side);
+}
+
+static void relay_drop_pending(struct relay_end *e)
+{
+    free(e->pend);
+    e->pend = NULL;
+    e->pend_off = e->pend_len = 0;
+}
+
+/* The socket's peer will not read again: whatever was on its way there is dropped. */
+static void relay_lose_peer(struct relay_end *e)
+{
+    e->peer_gone = true;
+    relay_drop_pending(e);
+}
+
+static void relay_queue(struct relay *r, struct relay_conn *c)
+{
+    if (c->queued)
+        return;
+    c->queued = true;
+    c->next = r->ready;
+    r->ready = c;
+}
+
+/* Writes what the socket takes now. 0 means nothing was taken: either it is full (can_write is
+ * cleared; the next EPOLLOUT edge sets it again) or its peer is gone (peer_gone is set). */
+static size_t relay_send(struct relay_end *dst, const char *p, size_t len)
+{
+    for (;;) {
+        ssize_t n = send(dst->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0)
+            return (size_t)n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            dst->can_write = false;
+        else
+            relay_lose_peer(dst); /* EPIPE, ECONNRESET: the reader is gone */
+        return 0;
+    }
+}
+
+/* Moves bytes one way, src -> dst, as far as the two sockets allow without waiting. Returns true
+ * if anything changed (so another round may do more), false if this direction must wait for an
+ * event. Clears *ok when the connection can no longer be served (out of memory). */
+static bool relay_move(struct relay_end *src, struct relay_end *dst, bool *ok)
+{
+    if (dst->peer_gone)
+        return false; /* this direction is over; src is no longer read */
+
+    /* Leftovers first: src stays unread until dst has taken them. */
+    if (dst->pend_len > 0) {
+        if (!dst->can_write)
+            return false;
+        size_t n = relay_send(dst, dst->pend + dst->pend_off, dst->pend_len);
+        if (n == 0)
+            return dst->peer_gone;
+        dst->pend_off += (uint32_t)n;
+        dst->pend_len -= (uint32_t)n;
+        if (dst->pend_len > 0)
+            return true; /* the next round finds out whether it is full (EAGAIN) */
+        relay_drop_pending(dst);
+    }
+
+    if (src->rd_eof) {
+        /* Everything src sent has been delivered: pass the half-close on. ENOTCONN (peer already
+         * gone) changes nothing, so the result is ignored. */
+        if (dst->wr_shut)
+            return false;
+        shutdown(dst->fd, SHUT_WR);
+        dst->wr_shut = true;
+        return true;
+    }
+    if (!src->can_read)
+        return false;
+
+    ssize_t got = recv(src->fd, relay_scratch, sizeof relay_scratch, MSG_DONTWAIT);
+    if (got < 0) {
+        if (errno == EINTR)
+            return true;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            src->can_read = false;
+            return false;
+        }
+        /* A reset: the socket is dead both ways. What src sent before it still gets delivered,
+         * followed by a plain end-of-stream, since there is no way to forward a reset. */
+        src->rd_eof = true;
+        relay_lose_peer(src);
+        return true;
+    }
+    if (got == 0) {
+        src->rd_eof = true;
+        return true;
+    }
+    size_t sent = dst->can_write ? relay_send(dst, relay_scratch, (size_t)got) : 0;
+    if (dst->peer_gone || sent == (size_t)got)
+        return true;
+    size_t rest = (size_t)got - sent;
+    dst->pend = malloc(rest);
+    if (!dst->pend) {
+        *ok = false;
+        return false;
+    }
+    memcpy(dst->pend, relay_scratch + sent, rest);
+    dst->pend_len = (uint32_t)rest;
+    return true;
+}
+
+/* A direction is finished when its destination's reader is gone, or when the source has ended
+ * and the end has been passed on. */
+static bool relay_way_done(const struct relay_end *src, const struct relay_end *dst)
+{
+    return dst->peer_gone || (src->rd_eof && dst->pend_len == 0 && dst->wr_shut);
+}
+
+static void relay_close(struct relay_conn *c)
+{
+    /* close() on a TCP socket with unread input sends a reset, and a reset makes the kernel throw
+     * away what is still queued for the client (e.g. the guardian's last reply). Reading off what
+     * the client sent (it can no longer go anywhere) lets close() send a normal FIN instead. */
+    struct relay_end *tcp = &c->end[RELAY_TCP];
+    if (!tcp->rd_eof)
+        for (int i = 0; i < RELAY_DISCARD; i++)
+            if (recv(tcp->fd, relay_scratch, sizeof relay_scratch, MSG_DONTWAIT) <= 0)
+                break;
+    for (int s = 0; s < 2; s++) {
+        close_fd(&c->end[s].fd); /* closing also removes it from the epoll set */
+        relay_drop_pending(&c->end[s]);
+    }
+    free(c);
+}
+
+/* Does what the connection's sockets allow now; closes it once both directions are finished.
+ * Only ever called with c out of the ready list, after the current batch of events has been
+ * handled, so freeing c here leaves no dangling pointer behind. */
+static void relay_pump(struct relay *r, struct relay_conn *c)
+{
+    struct relay_end *tcp = &c->end[RELAY_TCP], *unx = &c->end[RELAY_UNIX];
+    bool ok = true, more = false;
+    for (int round = 0; round < RELAY_ROUNDS && ok; round++) {
+        more = relay_move(tcp, unx, &ok);
+        more = (relay_move(unx, tcp, &ok) || more) && ok;
+        if (!more)
+            break;
+    }
+    if (!ok || (relay_way_done(tcp, unx) && relay_way_done(unx, tcp))) {
+        relay_close(c);
+        return;
+    }
+    if (more) /* out of rounds with work left: continue after the others had their turn */
+        relay_queue(r, c);
+}
+
+static bool relay_register(struct relay *r, struct relay_end *e)
+{
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = e };
+    return epoll_ctl(r->ep, EPOLL_CTL_ADD, e->fd, &ev) == 0;
+}
+
+enum relay_connect_result { RC_DONE, RC_LATER, RC_FAILED };
+
+/* Connects the guardian side of c, fresh each time: the guardian may have restarted and made a
+ * new socket at the same path since the last connection. For a unix socket a non-blocking
+ * connect either completes at once or fails; EAGAIN means the listener's backlog is full, and
+ * the same socket may try again later. */
+static enum relay_connect_result relay_connect(struct relay *r, struct relay_conn *c)
+{
+    struct relay_end *unx = &c->end[RELAY_UNIX];
+    if (unx->fd < 0) {
+        unx->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (unx->fd < 0)
+            return errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM ? RC_LATER : RC_FAILED;
+    }
+    while (connect(unx->fd, (struct sockaddr *)&r->addr, r->addrlen) < 0) {
+        if (errno == EINTR)
+            continue;
+        return errno == EAGAIN ? RC_LATER : RC_FAILED; /* ENOENT, ECONNREFUSED: guardian down */
+    }
+    if (!relay_register(r, &c->end[RELAY_TCP]) || !relay_register(r, unx))
+        return RC_FAILED;
+    /* Both sockets are ready to be written; the ADD queued an event for each, which starts the pump. */
+    return RC_DONE;
+}
+
+/* While the guardian's backlog is full, one accepted connection waits here and accepting stops:
+ * the TCP backlog keeps the others, in order, and nothing is dropped during a burst. */
+static void relay_retry_connect(struct relay *r, int64_t now)
+{
+    if (!r->waiting || now < r->retry_at)
+        return;
+    switch (relay_connect(r, r->waiting)) {
+    case RC_LATER:
+        r->retry_at = now + RELAY_RETRY_MS;
+        return;
+    case RC_FAILED:
+        relay_close(r->waiting); /* the client sees its connection closed */
+        break;
+    case RC_DONE:
+        break;
+    }
+    r->waiting = NULL;
+}
+
+static void relay_accept(struct relay *r)
+{
+    for (int i = 0; i < RELAY_ACCEPTS && !r->waiting; i++) {
+        int fd = accept4(r->lsock, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPERM)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) /* EMFILE, ENFILE, ENOBUFS, ENOMEM */
+                r->paused_until = now_ms() + RELAY_PAUSE_MS;
+            return;
+        }
+        /* Small writes (a CONNECT line, a TLS handshake record) must not wait for Nagle. */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        struct relay_conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            r->paused_until = now_ms() + RELAY_PAUSE_MS;
+            return;
+        }
+        c->end[RELAY_TCP].fd = fd;
+        c->end[RELAY_UNIX].fd = -1;
+        c->end[RELAY_UNIX].side = RELAY_UNIX;
+        switch (relay_connect(r, c)) {
+        case RC_DONE:
+            break;
+        case RC_FAILED: /* guardian down: the client sees its connection closed */
+            relay_close(c);
+            break;
+        case RC_LATER:
+            r->waiting = c;
+            r->retry_at = now_ms() + RELAY_RETRY_MS;
+            break;
+        }
+    }
+}
+
+/* The listener is in the epoll set only while accepting makes sense: not while an accepted
+ * connection waits for the guardian, nor during a pause after fd or memory exhaustion (the
+ * pending connection would be reported again at once, and the loop would spin). */
+static void relay_update_listener(struct relay *r, int64_t now)
+{
+    bool want = !r->waiting && now >= r->paused_until;
+    if (want == r->listening)
+        return;
+    struct epoll_event ev = { .events = want ? EPOLLIN : 0, .data.ptr = NULL };
+    if (epoll_ctl(r->ep, EPOLL_CTL_MOD, r->lsock, &ev) == 0)
+        r->listening = want;
+}
+
+static int relay_timeout(const struct relay *r, int64_t now)
+{
+    if (r->ready)
+        return 0;
+    int64_t due = -1;
+    if (r->waiting)
+        due = r->retry_at;
+    if (now < r->paused_until && (due < 0 || r->paused_until < due))
+        due = r->paused_until;
+    if (due < 0)
+        return -1;
+    return due > now ? (int)(due - now) : 0;
+}
+
+static void relay_listen(struct relay *r, long port)
+{
+    r->lsock = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (r->lsock < 0)
+        fatal(errno, "relay: socket");
+    int one = 1;
+    if (setsockopt(r->lsock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+        fatal(errno, "relay: SO_REUSEADDR");
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(r->lsock, (struct sockaddr *)&sin, sizeof sin) < 0)
+        fatal(errno, "relay: cannot listen on 127.0.0.1:%ld", port);
+    if (listen(r->lsock, RELAY_BACKLOG) < 0)
+        fatal(errno, "relay: cannot listen on 127.0.0.1:%ld", port);
+}
+
+static int relay_main(int argc, char **argv)
+{
+    long port;
+    if (argc != 4 || !parse_long(argv[2], 1, 65535, &port) || !argv[3][0])
+        fatal(EINVAL, "usage: cloister-init relay PORT UNIX_SOCKET_PATH");
+    struct relay r = { .ep = -1, .lsock = -1 };
+    const char *path = argv[3];
+    size_t plen = strlen(path);
+    if (plen >= sizeof r.addr.sun_path)
+        fatal(ENAMETOOLONG, "relay: %s", path);
+    r.addr.sun_family = AF_UNIX;
+    memcpy(r.addr.sun_path, path, plen + 1);
+    r.addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
+
+    ensure_std_fds();
+    signal(SIGPIPE, SIG_IGN); /* sends use MSG_NOSIGNAL; this covers anything else */
+    /* Each connection holds two fds; the soft limit (often 1024) would cap us near 500. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    relay_listen(&r, port);
+    r.ep = epoll_create1(EPOLL_CLOEXEC);
+    if (r.ep < 0)
+        fatal(errno, "relay: epoll_create1");
+    struct epoll_event lev = { .events = EPOLLIN, .data.ptr = NULL };
+    if (epoll_ctl(r.ep, EPOLL_CTL_ADD, r.lsock, &lev) < 0)
+        fatal(errno, "relay: epoll_ctl");
+    r.listening = true;
+
+    struct epoll_event evs[RELAY_EVENTS];
+    for (;;) {
+        int64_t now = now_ms();
+        relay_update_listener(&r, now);
+        int n = epoll_wait(r.ep, evs, RELAY_EVENTS, relay_timeout(&r, now));
+        if (n < 0 && errno != EINTR)
+            fatal(errno, "relay: epoll_wait");
+        /* First only note what each event says; the work is done below, once per connection. */
+        for (int i = 0; i < n; i++) {
+            struct relay_end *e = evs[i].data.ptr;
+            uint32_t ev = evs[i].events;
+            if (!e) {
+                relay_accept(&r);
+                continue;
+            }
+            if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                e->can_read = true; /* at EOF or on an error, recv says which */
+            if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+                e->can_write = true;
+            /* HUP before we shut our own sending side down means the peer closed completely (a
+             * guardian ending an idle connection, a client reset): the direction into this socket
+             * is over even if the other side never sends again. */
+            if ((ev & EPOLLHUP) && !e->wr_shut)
+                relay_lose_peer(e);
+            relay_queue(&r, relay_conn_of(e));
+        }
+        now = now_ms();
+        relay_retry_connect(&r, now);
+        struct relay_conn *todo = r.ready;
+        r.ready = NULL;
+        while (todo) {
+            struct relay_conn *c = todo;
+            todo = c->next;
+            c->next = NULL;
+            c->queued = false;
+            relay_pump(&r, c);
+        }
+    }
+}
+
 /* ======================================================================================= main */
 
 int main(int argc, char **argv)
@@ -1413,5 +1841,8 @@ int main(int argc, char **argv)
         return keep_main(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "init"))
         return init_main(argc, argv);
-    fatal(EINVAL, "usage: cloister-init keep [OPTIONS] -- PROGRAM [ARGS...] | cloister-init init [-- SERVICE [;; SERVICE]...]");
+    if (argc >= 2 && !strcmp(argv[1], "relay"))
+        return relay_main(argc, argv);
+    fatal(EINVAL, "usage: cloister-init keep [OPTIONS] -- PROGRAM [ARGS...] | cloister-init init [-- SERVICE [;; SERVICE]...]"
+                  " | cloister-init relay PORT UNIX_SOCKET_PATH");
 }

@@ -31,6 +31,13 @@ export interface CloisterOptions {
   cpu?: string;
   /** Extra environment for commands: NAME → value. */
   env?: Record<string, string>;
+  /** Egress rules for this cloister alone, on top of global and project rules (`--allow`, `--deny`). */
+  allow?: string[];
+  deny?: string[];
+  /** Allow rules that may also reach loopback/private addresses (`--allow-private`). */
+  allowPrivate?: string[];
+  /** Host name → IP address, applied by the guardian (`--resolve NAME=IP`). */
+  resolve?: Record<string, string>;
   /** An isolated instance (like CLOISTER_HOME); default from the environment. */
   paths?: CloisterPaths;
 }
@@ -84,7 +91,13 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   const { spec, config } = await launchSpec(options, paths, persistent);
   await ensureGuardian(paths);
   const id = randomBytes(4).toString("hex");
-  const grant = await guardianCall<{ token?: string; socketDir?: string; hidden: HiddenPaths }>(paths, "POST", "/v1/cloisters", { name: spec.name, id, network: spec.network });
+  const grant = await guardianCall<{ token?: string; socketDir?: string; hidden: HiddenPaths }>(paths, "POST", "/v1/cloisters", {
+    name: spec.name,
+    id,
+    network: spec.network,
+    project: spec.project,
+    session: spec.session,
+  });
   spec.guardianSocketDir = grant.socketDir;
   spec.proxyToken = grant.token;
   spec.hidden = grant.hidden;
@@ -143,6 +156,12 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
     protect: config.sandbox.protect,
     refs: Object.entries(config.refs).map(([refName, hostPath]) => ({ name: refName, hostPath })),
     extraMounts: config.sandbox.mounts,
+    session: {
+      allow: options.allow ?? [],
+      deny: options.deny ?? [],
+      allowPrivate: options.allowPrivate ?? [],
+      resolve: options.resolve ?? {},
+    },
   };
   return { spec, config };
 }

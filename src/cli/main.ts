@@ -2,9 +2,11 @@
 import { Command, CommanderError } from "commander";
 import { CloisterError } from "../errors.js";
 import { VERSION } from "../version.js";
+import { registerAuditCommands } from "./audit-commands.js";
 import { registerConfigCommands } from "./config-commands.js";
 import { registerDoctorCommand } from "./doctor-command.js";
 import { registerGuardianCommands } from "./guardian-commands.js";
+import { registerPolicyCommands } from "./policy-commands.js";
 import { registerSandboxCommands } from "./sandbox-commands.js";
 
 /** Exit code when cloister itself fails (as opposed to the command it ran), like `docker run`. */
@@ -19,9 +21,11 @@ const program = new Command()
   .configureOutput({ writeErr: (text) => process.stderr.write(text) });
 
 registerSandboxCommands(program);
+registerPolicyCommands(program);
 registerGuardianCommands(program);
 registerConfigCommands(program);
 registerDoctorCommand(program);
+registerAuditCommands(program);
 
 try {
   await program.parseAsync(process.argv);

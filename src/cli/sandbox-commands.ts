@@ -19,6 +19,10 @@ interface SandboxFlags {
   cpu?: string;
   env?: string[];
   name?: string;
+  allow?: string[];
+  deny?: string[];
+  allowPrivate?: string[];
+  resolve?: string[];
 }
 
 function cloisterOptions(flags: SandboxFlags): CloisterOptions {
@@ -31,7 +35,26 @@ function cloisterOptions(flags: SandboxFlags): CloisterOptions {
     cpu: flags.cpu,
     env: parseEnvAssignments(flags.env ?? []),
     name: flags.name,
+    allow: flags.allow,
+    deny: flags.deny,
+    allowPrivate: flags.allowPrivate,
+    resolve: parseResolve(flags.resolve ?? []),
   };
+}
+
+function hasSessionRules(flags: SandboxFlags): boolean {
+  return [flags.allow, flags.deny, flags.allowPrivate, flags.resolve].some((list) => (list?.length ?? 0) > 0);
+}
+
+/** `--resolve NAME=IP` values; the guardian checks the name and the address. */
+function parseResolve(values: readonly string[]): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const item of values) {
+    const eq = item.lastIndexOf("=");
+    if (eq <= 0 || eq === item.length - 1) throw new CloisterError(`invalid --resolve ${JSON.stringify(item)}`, "write --resolve NAME=IP, e.g. --resolve api.test=127.0.0.1");
+    result[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return result;
 }
 
 function projectFlags(command: Command): Command {
@@ -46,7 +69,11 @@ function limitFlags(command: Command): Command {
     .option("--memory <size>", "memory limit, e.g. 4GiB, 512M, or none")
     .option("--pids <n>", "maximum number of processes, or none")
     .option("--cpu <percent>", "CPU limit in percent of one core, e.g. 150%, or none")
-    .option("--env <NAME=VALUE>", "set an environment variable inside (repeatable)", collect, []);
+    .option("--env <NAME=VALUE>", "set an environment variable inside (repeatable)", collect, [])
+    .option("--allow <rule>", "also allow this host for this cloister only, e.g. example.com or *.example.com:8443 (repeatable)", collect, [])
+    .option("--deny <rule>", "deny this host for this cloister, whatever else allows it (repeatable)", collect, [])
+    .option("--allow-private <rule>", "allow a host even when it resolves to a loopback/private address (repeatable)", collect, [])
+    .option("--resolve <NAME=IP>", "make the guardian connect NAME to IP, like curl --resolve (repeatable)", collect, []);
 }
 
 export function registerSandboxCommands(program: Command): void {
@@ -67,6 +94,9 @@ export function registerSandboxCommands(program: Command): void {
       const options = cloisterOptions(flags);
       const name = flags.name ?? (await defaultCloisterName(flags));
       let cloister = await findCloister(name, options);
+      if (cloister && hasSessionRules(flags)) {
+        throw new CloisterError(`cloister ${name} is already running; --allow, --deny, --allow-private and --resolve apply when a cloister starts`, `stop it first (cloister stop ${name}), or persist a rule with \`cloister allow RULE\``);
+      }
       if (cloister) {
         process.stderr.write(`Entering cloister ${name}. Type 'exit' to leave; it keeps running.\n`);
       } else {

@@ -12,6 +12,8 @@ import { createFileAtomic, ensurePrivateDir } from "./atomic-write.js";
 import type { CloisterPaths } from "./paths.js";
 import {
   type ConfigKind,
+  type Decisions,
+  DecisionsSchema,
   type EffectiveConfig,
   type GlobalConfig,
   GlobalConfigSchema,
@@ -125,6 +127,12 @@ export function effectiveConfig(global: GlobalConfig, project: ProjectConfig): E
       mounts: mergeMounts(global.sandbox.mounts, project.sandbox.mounts),
     },
     refs: { ...project.refs },
+    proxy: {
+      ...global.proxy,
+      allow: [...global.proxy.allow, ...project.proxy.allow],
+      deny: [...global.proxy.deny, ...project.proxy.deny],
+    },
+    audit: { ...global.audit },
     ui: { ...global.ui },
   };
 }
@@ -145,9 +153,10 @@ function mergeMounts(base: readonly Mount[], overrides: readonly Mount[]): Mount
 /** Parse and validate config text; `file` is only used in messages. Empty text gives all defaults. */
 export function parseConfigText(text: string, file: string, kind: "global"): GlobalConfig;
 export function parseConfigText(text: string, file: string, kind: "project"): ProjectConfig;
+export function parseConfigText(text: string, file: string, kind: "decisions"): Decisions;
 export function parseConfigText(text: string, file: string, kind: ConfigKind): GlobalConfig | ProjectConfig;
-export function parseConfigText(text: string, file: string, kind: ConfigKind): GlobalConfig | ProjectConfig {
-  const schema = kind === "global" ? GlobalConfigSchema : ProjectConfigSchema;
+export function parseConfigText(text: string, file: string, kind: ConfigKind | "decisions"): GlobalConfig | ProjectConfig | Decisions {
+  const schema = { global: GlobalConfigSchema, project: ProjectConfigSchema, decisions: DecisionsSchema }[kind];
   const { doc, lineCounter } = parseYaml(text, file);
   const result = schema.safeParse(toPlainData(doc, file, lineCounter), { reportInput: true });
   if (result.success) return result.data;

@@ -23,6 +23,8 @@ export interface CloisterPaths {
   guardianSocket: string;
   guardianPidFile: string;
   guardianLog: string;
+  /** Signed, hash-chained audit log (audit.jsonl, rotated audit.N.jsonl) and its signing key. */
+  auditDir: string;
 }
 
 export function resolvePaths(env: NodeJS.ProcessEnv = process.env): CloisterPaths {
@@ -36,6 +38,7 @@ export function resolvePaths(env: NodeJS.ProcessEnv = process.env): CloisterPath
     guardianSocket: join(base.runtimeDir, "guardian.sock"),
     guardianPidFile: join(base.runtimeDir, "guardian.pid"),
     guardianLog: join(base.stateDir, "guardian.log"),
+    auditDir: join(base.stateDir, "audit"),
   };
 }
 

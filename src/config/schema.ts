@@ -6,8 +6,11 @@
  * Every object is strict: an unknown key is an error, because a misspelt key that is silently ignored
  * is a security setting that silently does not apply.
  */
+import { isIP } from "node:net";
 import { isAbsolute } from "node:path";
 import { z } from "zod";
+import { canonicalHost, HostSyntaxError } from "../policy/hosts.js";
+import { parseRule, RuleError } from "../policy/rules.js";
 import { isNone, parseDuration, parsePercent, parseSize } from "./units.js";
 
 /** Names of projects and refs: they become file names and mount points, so nothing path-like. */
@@ -241,6 +244,144 @@ export const SandboxSchema = section({
   mounts: list(mount, "mounts {src, dest}"),
 });
 
+// ---------------------------------------------------------------------------------------------------
+// Egress
+
+/**
+ * One egress rule as written in config: `host[:ports]` text, or `{rule: TEXT, private: true}` to let
+ * the rule reach loopback/private/link-local addresses. The text is checked by the same parser the
+ * guardian uses, so a rule that would be refused there is refused here, with its file and line.
+ */
+export type RuleEntry = string | { rule: string; private: boolean };
+
+function ruleProblem(text: string, isPrivate: boolean): string | undefined {
+  try {
+    parseRule(text, { private: isPrivate });
+    return undefined;
+  } catch (error) {
+    if (error instanceof RuleError || error instanceof HostSyntaxError) return error.message;
+    throw error;
+  }
+}
+
+const ruleText = text("a rule like example.com, *.example.com or example.com:8443").superRefine((rule, ctx) => {
+  const problem = ruleProblem(rule, false);
+  if (problem) ctx.addIssue({ code: "custom", message: problem, input: rule });
+});
+
+const privateRule = z
+  .strictObject(
+    { rule: text("a rule like db.internal:5432"), private: bool.default(false) },
+    { error: (issue) => `expected a rule (text) or a mapping {rule: TEXT, private: true}, found ${describeValue(issue.input)}` },
+  )
+  .superRefine((entry, ctx) => {
+    const problem = ruleProblem(entry.rule, entry.private);
+    if (problem) ctx.addIssue({ code: "custom", message: problem, input: entry.rule, path: ["rule"] });
+  });
+
+const ruleEntry = z.union([ruleText, privateRule], {
+  error: (issue) => `expected a rule (text) or a mapping {rule: TEXT, private: true}, found ${describeValue(issue.input)}`,
+});
+
+/** The built-in allowlist: AI APIs, package registries, documentation. Written into the template, never applied invisibly. */
+export const DEFAULT_ALLOW: readonly string[] = [
+  "api.anthropic.com",
+  "api.openai.com",
+  "generativelanguage.googleapis.com",
+  "registry.npmjs.org",
+  "registry.yarnpkg.com",
+  "proxy.golang.org",
+  "sum.golang.org",
+  "pypi.org",
+  "files.pythonhosted.org",
+  "crates.io",
+  "static.crates.io",
+  "index.crates.io",
+  "rubygems.org",
+  "index.rubygems.org",
+  "golang.org",
+  "pkg.go.dev",
+  "go.dev",
+  "docs.rs",
+  "doc.rust-lang.org",
+  "docs.python.org",
+  "developer.mozilla.org",
+  "devdocs.io",
+  "stackoverflow.com",
+  "man7.org",
+  "cppreference.com",
+  "en.cppreference.com",
+  "www.typescriptlang.org",
+  "nodejs.org",
+  "docs.docker.com",
+  "kubernetes.io",
+  "docs.npmjs.com",
+];
+
+/** `proxy.resolve`: host name → IP address, like curl's --resolve, applied by the guardian. */
+const resolveMap = z.preprocess(
+  (value) => value ?? {},
+  z.record(
+    text("a host name").superRefine((name, ctx) => {
+      const problem = resolveNameProblem(name);
+      if (problem) ctx.addIssue({ code: "custom", message: problem, input: name });
+    }),
+    text("an IP address").refine((ip) => isIP(ip) !== 0, { error: (issue) => `${JSON.stringify(issue.input)} is not an IP address (write e.g. 127.0.0.1 or ::1)` }),
+    { error: (issue) => `expected a mapping of host names to IP addresses, found ${describeValue(issue.input)}` },
+  ),
+);
+
+export function resolveNameProblem(name: string): string | undefined {
+  try {
+    if (canonicalHost(name).kind !== "name") return `${JSON.stringify(name)} is an IP address; only names can be mapped`;
+    return undefined;
+  } catch (error) {
+    if (error instanceof HostSyntaxError) return error.message;
+    throw error;
+  }
+}
+
+function wholeNumber(what: string, min: number, max: number) {
+  return (input: string | number): number => {
+    const value = typeof input === "number" ? input : /^\s*\d+\s*$/.test(input) ? Number(input) : NaN;
+    if (!Number.isSafeInteger(value) || value < min || value > max) throw new Error(`"${input}" is not a valid ${what}: write a whole number from ${min} to ${max}`);
+    return value;
+  };
+}
+
+export const PROXY_DEFAULTS = {
+  connect_timeout: "10s",
+  idle_timeout: "10m",
+  max_connections: 1024,
+  max_header_size: "32KiB",
+  max_headers: 100,
+} as const;
+
+export const ProxySchema = section({
+  allow: list(ruleEntry, "rules").default([...DEFAULT_ALLOW]),
+  deny: list(ruleEntry, "rules").default([]),
+  resolve: resolveMap,
+  connect_timeout: parsed("a duration like 10s", positive("a connect timeout", parseDuration)).prefault(PROXY_DEFAULTS.connect_timeout),
+  idle_timeout: parsed("a duration like 10m", positive("an idle timeout", parseDuration)).prefault(PROXY_DEFAULTS.idle_timeout),
+  max_connections: parsed("a connection count like 1024", wholeNumber("connection count", 1, 1_000_000)).prefault(PROXY_DEFAULTS.max_connections),
+  max_header_size: parsed("a size like 32KiB", (input) => wholeNumber("header size", 1024, 1024 * 1024)(parseSize(input))).prefault(PROXY_DEFAULTS.max_header_size),
+  max_headers: parsed("a header count like 100", wholeNumber("header count", 8, 10_000)).prefault(PROXY_DEFAULTS.max_headers),
+});
+
+/** A project adds rules; the proxy's mechanics (timeouts, caps, name overrides) are the guardian's. */
+export const ProjectProxySchema = section({
+  allow: list(ruleEntry, "rules"),
+  deny: list(ruleEntry, "rules"),
+});
+
+/** What the guardian writes after `cloister allow|deny` or an approval: rules only. */
+export const DecisionsSchema = z.strictObject({ proxy: ProjectProxySchema });
+
+export const AuditSchema = section({
+  max_size: parsed("a size like 64MiB", positive("an audit file size", parseSize)).prefault("64MiB"),
+  keep: parsed("a file count like 10", wholeNumber("file count", 1, 10_000)).prefault(10),
+});
+
 /** Reserved for the approval UI; no keys yet, so only an empty mapping is valid. */
 export const UiSchema = section({});
 
@@ -255,6 +396,8 @@ export const globalSections = {
   defaults: DefaultsSchema,
   limits: LimitsSchema,
   sandbox: SandboxSchema,
+  proxy: ProxySchema,
+  audit: AuditSchema,
   ui: UiSchema,
 };
 
@@ -263,6 +406,7 @@ export const projectSections = {
   refs: RefsSchema,
   sandbox: SandboxSchema,
   limits: ProjectLimitsSchema,
+  proxy: ProjectProxySchema,
 };
 
 export const GlobalConfigSchema = z.strictObject(globalSections);
@@ -275,6 +419,8 @@ export type ProjectConfig = z.output<typeof ProjectConfigSchema>;
 export type Limits = GlobalConfig["limits"];
 export type SandboxExtras = GlobalConfig["sandbox"];
 export type Mount = SandboxExtras["mounts"][number];
+export type ProxySettings = GlobalConfig["proxy"];
+export type Decisions = z.output<typeof DecisionsSchema>;
 
 /** Global and project config merged: what a cloister actually runs with. */
 export interface EffectiveConfig {
@@ -284,6 +430,9 @@ export interface EffectiveConfig {
   sandbox: SandboxExtras;
   /** Ref name → host path, mounted read-only at /refs/<name>. */
   refs: Record<string, string>;
+  /** Global proxy settings; allow/deny are the global lists followed by the project's. */
+  proxy: ProxySettings;
+  audit: GlobalConfig["audit"];
   ui: GlobalConfig["ui"];
 }
 

@@ -6,8 +6,8 @@
 export const GLOBAL_CONFIG_TEMPLATE = `# Cloister global configuration.
 # Every key below is set to its default. Unknown keys are errors (a misspelt setting that is
 # silently ignored would be a protection that silently does not apply).
-# Per-project settings live next to this file in projects/<name>.yaml (path, refs, sandbox, limits);
-# a project's limits override these, its sandbox lists are added to these.
+# Per-project settings live next to this file in projects/<name>.yaml (path, refs, sandbox, limits,
+# proxy); a project's limits override these, its sandbox and proxy lists are added to these.
 
 defaults:
   # Shell for \`cloister start\` (falls back to /bin/sh if it is missing inside the sandbox).
@@ -40,6 +40,71 @@ sandbox:
   env: []
   # Extra read-only host paths: a list of {src: /abs/host/path, dest: /abs/path/in/sandbox}.
   mounts: []
+
+proxy:
+  # Every connection out of a cloister goes through the guardian's proxy, which decides by these
+  # rules. A rule is a host name (example.com), a wildcard (*.example.com = any subdomain, at any
+  # depth, but not example.com itself: list both to get both) or an IP address (10.1.2.3), with an
+  # optional port or ports (example.com:8443, example.com:22,443); without a port a rule means 80
+  # and 443. Names resolving to loopback, private, link-local or metadata addresses are refused
+  # unless the rule says so: write {rule: db.internal:5432, private: true}.
+  # A deny in any tier (global, project, session) beats every allow. Hosts on no list are refused.
+  # Projects add their own lists in projects/<name>.yaml; \`cloister allow|deny\` writes to
+  # decisions/. See what decides a host with \`cloister policy explain HOST[:PORT]\`.
+  allow:
+    # AI APIs
+    - api.anthropic.com
+    - api.openai.com
+    - generativelanguage.googleapis.com
+    # Package registries
+    - registry.npmjs.org
+    - registry.yarnpkg.com
+    - proxy.golang.org
+    - sum.golang.org
+    - pypi.org
+    - files.pythonhosted.org
+    - crates.io
+    - static.crates.io
+    - index.crates.io
+    - rubygems.org
+    - index.rubygems.org
+    # Documentation
+    - golang.org
+    - pkg.go.dev
+    - go.dev
+    - docs.rs
+    - doc.rust-lang.org
+    - docs.python.org
+    - developer.mozilla.org
+    - devdocs.io
+    - stackoverflow.com
+    - man7.org
+    - cppreference.com
+    - en.cppreference.com
+    - www.typescriptlang.org
+    - nodejs.org
+    - docs.docker.com
+    - kubernetes.io
+    - docs.npmjs.com
+  deny: []
+  # Host name -> IP address, applied by the guardian (like curl --resolve); a mapped name counts as
+  # opted in to the address it is mapped to. Example: {staging.example.com: 10.0.0.5}
+  resolve: {}
+  # Time to establish a connection to the destination.
+  connect_timeout: 10s
+  # A connection (or tunnel) with no traffic either way for this long is closed.
+  idle_timeout: 10m
+  # Connections open at once per cloister; more are refused so one cloister cannot starve others.
+  max_connections: 1024
+  # Size of a request's header section, and how many header lines it may have.
+  max_header_size: 32KiB
+  max_headers: 100
+
+audit:
+  # The audit log (one signed, hash-chained JSON record per decision) rotates at this size,
+  # keeping this many old files. Check it with \`cloister audit verify\`.
+  max_size: 64MiB
+  keep: 10
 
 # Reserved for the approval UI; no settings yet.
 ui: {}

@@ -1,4 +1,5 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { createServer } from "node:net";
 import { statSync, writeFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/paths.js";
@@ -9,11 +10,15 @@ import { destroyCloister } from "../sandbox/engine.js";
 import { isKeeperAlive, listRecords, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { serveControl } from "./control-server.js";
-import { EgressEndpoint } from "./egress.js";
+import { AuditLog } from "../audit/log.js";
+import type { RuleEntry } from "../config/schema.js";
+import type { SessionRules } from "../sandbox/records.js";
+import { Egress } from "./egress.js";
 import { guardianStatus } from "./control-client.js";
 
 /** A record without a keeper yet is a launch in progress; after this long it is a failed one. */
 const LAUNCH_GRACE_MS = 60_000;
+const SAFE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const REAP_INTERVAL_MS = 2_000;
 const HIDDEN_PATHS_TTL_MS = 5_000;
 
@@ -23,7 +28,8 @@ const HIDDEN_PATHS_TTL_MS = 5_000;
  * running cloister (its egress socket is re-created at the same path) and loses nothing.
  */
 class Guardian {
-  private readonly endpoints = new Map<string, EgressEndpoint>();
+  private egress!: Egress;
+  private audit!: AuditLog;
   private readonly startedAt = new Date().toISOString();
   private controlInode = 0;
   private hidden?: { at: number; value: HiddenPaths };
@@ -31,20 +37,24 @@ class Guardian {
   constructor(private readonly paths: CloisterPaths) {}
 
   async start(): Promise<void> {
-    if (await guardianStatus(this.paths)) {
+    if ((await guardianStatus(this.paths)) || !(await holdInstanceLock(this.paths))) {
       process.stderr.write("cloister guardian: already running for this instance\n");
       process.exit(0);
     }
     await ensurePrivateDir(this.paths.runtimeDir);
+    this.audit = await AuditLog.open({ dir: this.paths.auditDir });
+    this.egress = await Egress.start(this.paths, this.audit);
+    if (this.egress.policyError) log(`the configuration is invalid, so all egress is refused until it is fixed: ${this.egress.policyError}`);
     await this.reconcile();
     await serveControl(this.paths.guardianSocket, this.routes());
     this.controlInode = statSync(this.paths.guardianSocket).ino;
     writeFileSync(this.paths.guardianPidFile, `${process.pid}\n`, { mode: 0o600 });
     setInterval(() => void this.tick(), REAP_INTERVAL_MS).unref();
-    for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => this.exit());
-    // A detached daemon must survive its starting terminal going away.
-    process.on("SIGHUP", () => undefined);
-    log(`guardian ${VERSION} started (pid ${process.pid}), ${this.endpoints.size} cloister(s) adopted`);
+    for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => void this.exit());
+    // The daemon runs in its own session, so SIGHUP only ever comes from someone asking for a reload.
+    process.on("SIGHUP", () => void this.reload().catch((error: unknown) => log(`reload failed, old policy kept: ${String(error)}`)));
+    this.audit.append({ type: "guardian.start", pid: process.pid, version: VERSION });
+    log(`guardian ${VERSION} started (pid ${process.pid})`);
   }
 
   private routes() {
@@ -57,27 +67,43 @@ class Guardian {
         controlSocket: this.paths.guardianSocket,
       }),
       "GET /v1/cloisters": () => listRecords(this.paths).map((r) => ({ ...publicView(r), running: isKeeperAlive(r) })),
-      "POST /v1/cloisters": (body: Record<string, unknown>) => this.register(String(body.name), String(body.id), body.network === true),
+      "POST /v1/cloisters": (body: Record<string, unknown>) =>
+        this.register(String(body.name), String(body.id), body.network === true, String(body.project), body.session as SessionRules | undefined),
       "POST /v1/cloisters/:name/stop": (_: unknown, [name]: string[]) => this.stop(name ?? ""),
-      "POST /v1/reload": () => ({ reloaded: true }),
+      "POST /v1/reload": async () => {
+        await this.reload();
+        return { reloaded: true };
+      },
+      "POST /v1/decisions": async (body: Record<string, unknown>) => {
+        const entry: RuleEntry = body.private === true ? { rule: String(body.rule), private: true } : String(body.rule);
+        const scope = body.scope === "global" ? "global" : "project";
+        const list = body.list === "deny" ? "deny" : "allow";
+        return { changed: await this.egress.decide(scope, scope === "project" ? String(body.project) : undefined, list, entry) };
+      },
       "POST /v1/shutdown": async () => {
         const stopped = await this.stopAll();
-        setImmediate(() => this.exit());
+        setImmediate(() => void this.exit());
         return { stopped };
       },
     };
   }
 
   /** A new cloister is about to launch: give it its egress socket and proxy token. */
-  private async register(name: string, id: string, network: boolean): Promise<{ token?: string; socketDir?: string; hidden: HiddenPaths }> {
-    if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name) || !/^[0-9a-f]{8}$/.test(id)) throw new CloisterError("invalid cloister name or id");
+  private async register(name: string, id: string, network: boolean, project: string, session: SessionRules | undefined): Promise<{ token?: string; socketDir?: string; hidden: HiddenPaths }> {
+    if (!SAFE_NAME.test(name) || !SAFE_NAME.test(project) || !/^[0-9a-f]{8}$/.test(id)) throw new CloisterError("invalid cloister name, project or id");
     const hidden = this.hiddenPaths();
+    this.audit.append({ type: "cloister.start", cloister: name, project, network });
     if (!network) return { hidden };
     const token = randomBytes(32).toString("hex");
     const socketDir = join(cloisterRuntimeDir(this.paths, id), "guardian");
-    this.endpoints.get(name)?.close();
-    this.endpoints.set(name, await EgressEndpoint.open(name, token, socketDir));
+    await this.egress.open(name, project, token, socketDir, session);
     return { token, socketDir, hidden };
+  }
+
+  private async reload(): Promise<void> {
+    await this.egress.reload();
+    this.audit.append({ type: "guardian.reload" });
+    log("configuration reloaded");
   }
 
   /**
@@ -106,18 +132,18 @@ class Guardian {
   }
 
   private async forget(record: CloisterRecord): Promise<void> {
-    this.endpoints.get(record.name)?.close();
-    this.endpoints.delete(record.name);
+    this.egress.close(record.name);
     await destroyCloister(this.paths, record);
+    this.audit.append({ type: "cloister.stop", cloister: record.name, project: record.project });
   }
 
   /** Adopts live cloisters (re-opening their egress sockets) and cleans up dead ones. */
   private async reconcile(): Promise<void> {
     for (const record of listRecords(this.paths)) {
       if (isKeeperAlive(record)) {
-        if (record.network && record.proxyToken && !this.endpoints.has(record.name)) {
+        if (record.network && record.proxyToken && !this.egress.has(record.name)) {
           const socketDir = join(cloisterRuntimeDir(this.paths, record.id), "guardian");
-          this.endpoints.set(record.name, await EgressEndpoint.open(record.name, record.proxyToken, socketDir));
+          await this.egress.open(record.name, record.project, record.proxyToken, socketDir, record.session);
         }
       } else if (record.keeperPid !== undefined || Date.now() - Date.parse(record.createdAt) > LAUNCH_GRACE_MS) {
         log(`cloister ${record.name} is gone; cleaning up`);
@@ -129,15 +155,17 @@ class Guardian {
   private async tick(): Promise<void> {
     // Another guardian took over the control socket (e.g. two started at once): leave quietly.
     try {
-      if (statSync(this.paths.guardianSocket).ino !== this.controlInode) this.exit();
+      if (statSync(this.paths.guardianSocket).ino !== this.controlInode) return void this.exit();
     } catch {
-      this.exit();
+      return void this.exit();
     }
     await this.reconcile().catch((error: unknown) => log(`reconcile failed: ${String(error)}`));
   }
 
-  private exit(): never {
-    for (const endpoint of this.endpoints.values()) endpoint.close();
+  private async exit(): Promise<never> {
+    this.egress.closeAll();
+    this.audit.append({ type: "guardian.stop" });
+    await this.audit.close().catch(() => undefined);
     try {
       if (statSync(this.paths.guardianSocket).ino === this.controlInode) {
         rmSync(this.paths.guardianSocket, { force: true });
@@ -149,6 +177,25 @@ class Guardian {
     log("guardian stopped");
     process.exit(0);
   }
+}
+
+/**
+ * One guardian per instance, even when two start at the same moment (two CLI calls racing): both
+ * would otherwise append to the same audit chain and fork it. The lock is an abstract unix socket
+ * named after the instance: the kernel releases it when the holder dies, even by kill -9, so there
+ * is no stale lock file to judge. (Abstract names have no permissions: another local user could
+ * squat the name and keep this guardian from starting, but could not impersonate it.)
+ */
+async function holdInstanceLock(paths: CloisterPaths): Promise<boolean> {
+  const digest = createHash("sha256").update(paths.runtimeDir).digest("hex").slice(0, 24);
+  const lock = createServer();
+  return new Promise((resolve) => {
+    lock.once("error", () => resolve(false));
+    lock.listen(`\0cloister-guardian-${process.getuid?.() ?? 0}-${digest}`, () => {
+      lock.unref();
+      resolve(true);
+    });
+  });
 }
 
 /** What `list` may show: never the proxy token. */

@@ -1,86 +1,123 @@
-import { timingSafeEqual } from "node:crypto";
-import { chmodSync, mkdirSync, rmSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
-import { join } from "node:path";
+import type { Server as HttpServer } from "node:http";
+import type { AuditEvent, AuditLog } from "../audit/log.js";
+import type { CloisterPaths } from "../config/paths.js";
+import { ProxySchema, type ProxySettings, type RuleEntry } from "../config/schema.js";
+import type { RuleSet } from "../policy/egress.js";
+import type { SessionRules } from "../sandbox/records.js";
+import { PolicyStore, recordDecision, sessionRuleSet, type DecisionScope, type RuleList } from "./policy-store.js";
+import { EgressContext } from "./proxy/context.js";
+import { EgressEndpoint } from "./proxy/endpoint.js";
+import { createHttpProxy } from "./proxy/http.js";
+import { overrideMap, type JudgeInput } from "./proxy/judge.js";
 
-/**
- * One listening unix socket per cloister, bind-mounted read-only into that cloister alone: the
- * socket a connection arrives on says which cloister is speaking (DESIGN.md decision 4).
- *
- * Until the egress policy lands, every request is refused here: plain HTTP and CONNECT get 407
- * without this cloister's token and 403 with it; SOCKS5 gets "connection not allowed by ruleset".
- */
-export class EgressEndpoint {
-  private readonly server: Server;
-  private readonly connections = new Set<Socket>();
-
-  private constructor(
-    readonly cloister: string,
-    private readonly token: string,
-    readonly socketPath: string,
-  ) {
-    this.server = createServer((socket) => this.accept(socket));
-  }
-
-  static async open(cloister: string, token: string, socketDir: string): Promise<EgressEndpoint> {
-    mkdirSync(socketDir, { recursive: true, mode: 0o700 });
-    const socketPath = join(socketDir, "proxy.sock");
-    rmSync(socketPath, { force: true });
-    const endpoint = new EgressEndpoint(cloister, token, socketPath);
-    await new Promise<void>((resolve, reject) => {
-      endpoint.server.once("error", reject);
-      endpoint.server.listen(socketPath, () => resolve());
-    });
-    // The cloister runs as this same uid; nobody else needs it.
-    chmodSync(socketPath, 0o600);
-    return endpoint;
-  }
-
-  close(): void {
-    this.server.close();
-    for (const socket of this.connections) socket.destroy();
-    rmSync(this.socketPath, { force: true });
-  }
-
-  private accept(socket: Socket): void {
-    this.connections.add(socket);
-    socket.on("close", () => this.connections.delete(socket));
-    socket.on("error", () => socket.destroy());
-    socket.setTimeout(30_000, () => socket.destroy());
-    socket.once("data", (first: Buffer) => {
-      if (first[0] === 0x05) this.refuseSocks(socket);
-      else this.refuseHttp(socket, first);
-    });
-  }
-
-  private refuseSocks(socket: Socket): void {
-    // Greeting answered with "no acceptable methods" would hide the reason; accept no-auth, then
-    // refuse the CONNECT itself with reply 0x02 (connection not allowed by ruleset).
-    socket.write(Buffer.from([0x05, 0x00]));
-    socket.once("data", () => socket.end(Buffer.from([0x05, 0x02, 0x00, 0x01, 0, 0, 0, 0, 0, 0])));
-  }
-
-  private refuseHttp(socket: Socket, first: Buffer): void {
-    const head = first.toString("latin1");
-    const auth = /^proxy-authorization:\s*basic\s+(\S+)/im.exec(head)?.[1];
-    if (!this.tokenMatches(auth)) {
-      socket.end(httpResponse(407, "Proxy Authentication Required", "cloister: proxy credentials missing or wrong\n", ['Proxy-Authenticate: Basic realm="cloister"']));
-      return;
-    }
-    const target = /^\S+\s+(\S+)/.exec(head)?.[1] ?? "?";
-    socket.end(httpResponse(403, "Forbidden", `cloister: egress to ${target} refused: this guardian has no egress policy yet, so nothing leaves the cloister\n`));
-  }
-
-  /** The token is the password of the proxy URL's basic credentials; compared in constant time. */
-  private tokenMatches(basic: string | undefined): boolean {
-    if (!basic) return false;
-    const decoded = Buffer.from(basic, "base64").toString("utf8");
-    const given = Buffer.from(decoded.slice(decoded.indexOf(":") + 1));
-    const expected = Buffer.from(this.token);
-    return given.length === expected.length && timingSafeEqual(given, expected);
-  }
+interface Session {
+  project: string;
+  rules: RuleSet;
+  overrides: Record<string, string>;
+  /** What `judge` needs, built once per policy generation rather than on every request. */
+  cached?: { store: PolicyStore; input: JudgeInput };
 }
 
-function httpResponse(status: number, reason: string, body: string, headers: string[] = []): string {
-  return [`HTTP/1.1 ${status} ${reason}`, "Content-Type: text/plain; charset=utf-8", `Content-Length: ${Buffer.byteLength(body)}`, "Connection: close", ...headers, "", body].join("\r\n");
+/** Proxy mechanics when the config cannot be read: the proxy still parses safely while refusing. */
+const FALLBACK_SETTINGS: ProxySettings = ProxySchema.parse(undefined);
+
+/**
+ * The guardian's egress side: one endpoint per cloister with network, all deciding with the current
+ * policy store. A reload builds a new store and swaps it in; endpoints, their tokens and live
+ * tunnels are untouched, and the next request is judged by the new rules.
+ */
+export class Egress {
+  private readonly endpoints = new Map<string, EgressEndpoint>();
+  private readonly sessions = new Map<string, Session>();
+  private httpServer?: { settings: ProxySettings; server: HttpServer };
+
+  constructor(
+    private readonly paths: CloisterPaths,
+    private store: PolicyStore | undefined,
+    /** Why there is no store (the config is invalid): every request is refused with this. */
+    private loadError: string | undefined,
+    private readonly audit: AuditLog,
+  ) {}
+
+  /** Loads the policy; an invalid config leaves the proxy refusing everything until it is fixed. */
+  static async start(paths: CloisterPaths, audit: AuditLog): Promise<Egress> {
+    try {
+      return new Egress(paths, await PolicyStore.load(paths), undefined, audit);
+    } catch (error) {
+      return new Egress(paths, undefined, (error as Error).message, audit);
+    }
+  }
+
+  get policyError(): string | undefined {
+    return this.loadError;
+  }
+
+  has(name: string): boolean {
+    return this.endpoints.has(name);
+  }
+
+  /**
+   * Opens (or re-opens, after a guardian restart) a cloister's endpoint at `socketDir`. Session
+   * rules are checked first: a bad `--allow` fails the launch instead of being ignored.
+   */
+  async open(name: string, project: string, token: string, socketDir: string, session: SessionRules | undefined): Promise<void> {
+    const rules = sessionRuleSet(session);
+    await this.store?.ensureProject(project);
+    this.sessions.set(name, { project, rules, overrides: session?.resolve ?? {} });
+    this.endpoints.get(name)?.close();
+    const context = new EgressContext(name, project, token, () => this.settings, () => this.policyInput(name), (event) => this.record(event));
+    this.endpoints.set(name, await EgressEndpoint.open(context, socketDir, () => this.httpProxy()));
+  }
+
+  close(name: string): void {
+    this.endpoints.get(name)?.close();
+    this.endpoints.delete(name);
+    this.sessions.delete(name);
+  }
+
+  closeAll(): void {
+    for (const name of [...this.endpoints.keys()]) this.close(name);
+  }
+
+  /** Re-reads every config and decision file; on error the old policy stays and the error is thrown. */
+  async reload(): Promise<void> {
+    const projects = new Set([...(this.store?.loadedProjects ?? []), ...[...this.sessions.values()].map((s) => s.project)]);
+    this.store = await PolicyStore.load(this.paths, projects);
+    this.loadError = undefined;
+  }
+
+  /** Persists a rule to a decision file and applies it at once. */
+  async decide(scope: DecisionScope, project: string | undefined, list: RuleList, entry: RuleEntry): Promise<boolean> {
+    const changed = await recordDecision(this.paths, scope, project, list, entry);
+    if (changed) await this.reload();
+    this.record({ type: "policy.change", scope, project: project ?? null, list, rule: typeof entry === "string" ? entry : entry.rule, private: typeof entry !== "string" && entry.private, changed });
+    return changed;
+  }
+
+  record(event: AuditEvent): void {
+    this.audit.append(event);
+  }
+
+  private get settings(): ProxySettings {
+    return this.store?.settings ?? FALLBACK_SETTINGS;
+  }
+
+  private policyInput(name: string): JudgeInput {
+    const session = this.sessions.get(name);
+    const store = this.store;
+    if (!store) throw new Error(`the configuration is invalid: ${this.loadError ?? "not loaded"}`);
+    if (!session) throw new Error(`cloister ${name} is not registered`);
+    if (session.cached?.store !== store) {
+      const input = { policy: store.policyFor(session.project, session.rules), overrides: overrideMap(store.resolve, session.overrides), project: session.project };
+      session.cached = { store, input };
+    }
+    return session.cached.input;
+  }
+
+  /** The HTTP parser settings (header limits) belong to a policy generation; new connections get the current one. */
+  private httpProxy(): HttpServer {
+    const settings = this.settings;
+    if (this.httpServer?.settings !== settings) this.httpServer = { settings, server: createHttpProxy(settings) };
+    return this.httpServer.server;
+  }
 }

@@ -14,7 +14,7 @@ import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from "./limits.js";
 import { findTool, initBinaryPath } from "./native.js";
 import { prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
-import { deleteRecord, isKeeperAlive, listRecords, processStartTime, writeRecord, type CloisterRecord } from "./records.js";
+import { deleteRecord, isKeeperAlive, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 
 /** The TCP port on 127.0.0.1 inside every cloister that reaches the cloister's guardian socket. */
 export const PROXY_PORT = 3128;
@@ -34,6 +34,8 @@ export interface LaunchSpec {
   /** Filled in by the guardian when the cloister has network. */
   guardianSocketDir?: string;
   proxyToken?: string;
+  /** Egress rules for this cloister alone; the guardian applies them, the record keeps them. */
+  session?: SessionRules;
   /** Secrets to cover in the system view; computed here unless the guardian already did (it caches the /etc scan). */
   hidden?: HiddenPaths;
 }
@@ -68,6 +70,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
     placeholders: [],
     limitMechanism: "none",
     proxyToken: spec.proxyToken,
+    session: spec.session,
   };
   const cleanups: (() => void | Promise<void>)[] = [];
   try {

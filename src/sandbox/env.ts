@@ -61,7 +61,18 @@ function proxyEnv(proxyUrl: string): Record<string, string> {
     vars[name] = value;
     vars[name.toLowerCase()] = value;
   }
+  vars.GIT_SSH_COMMAND = sshThroughProxy(proxyUrl);
   return vars;
+}
+
+/**
+ * ssh (and git over ssh) has no proxy setting of its own: a ProxyCommand opens the connection as a
+ * CONNECT tunnel through the guardian, which judges host:22 like any other destination.
+ */
+function sshThroughProxy(proxyUrl: string): string {
+  const url = new URL(proxyUrl);
+  const auth = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+  return `ssh -o ProxyCommand='socat - PROXY:${url.hostname}:%h:%p,proxyport=${url.port},proxyauth=${auth}'`;
 }
 
 /** Parses `--env K=V` values; K must be a valid variable name. */

@@ -30,6 +30,21 @@ export interface CloisterRecord {
   limitMechanism: string;
   /** Password of this cloister's proxy URL (never shown by `list`). */
   proxyToken?: string;
+  /** Egress rules and name overrides for this cloister alone (`--allow`, `--resolve`, ...). */
+  session?: SessionRules;
+}
+
+/**
+ * Rules given on the command line for one cloister. Kept in its record so a restarted guardian
+ * applies the same rules; they end with the cloister.
+ */
+export interface SessionRules {
+  allow: string[];
+  deny: string[];
+  /** Allow rules that may reach loopback/private addresses (`--allow-private`). */
+  allowPrivate: string[];
+  /** Host name → IP (`--resolve NAME=IP`), on top of config `proxy.resolve`. */
+  resolve: Record<string, string>;
 }
 
 function recordFile(paths: CloisterPaths, name: string): string {

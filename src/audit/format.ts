@@ -1,0 +1,54 @@
+/**
+ * One readable line per record for `cloister audit tail`:
+ *
+ *   2025-01-01T12:00:00.000Z #42 egress c1 example.com:443 allow rule=example.com tier=global
+ *   2025-01-01T12:00:03.100Z #43 egress.end c1 example.com:443 ↑1.2KiB ↓35KiB 3.1s
+ *
+ * Values come from sandboxed clients (host names, paths), so control characters are escaped before
+ * they reach a terminal: a host name must not be able to move the cursor or retitle the window.
+ */
+import { formatSize } from "../config/units.js";
+import type { AuditValue } from "./record.js";
+
+/** Shown in fixed places, or never (chain fields): everything else follows as key=value. */
+const PLACED = new Set(["seq", "time", "type", "cloister", "host", "port", "decision", "rule", "bytesUp", "bytesDown", "durationMs", "prev", "sig", "project"]);
+
+export function formatRecordLine(line: string): string {
+  let record: Record<string, AuditValue>;
+  try {
+    const parsed: unknown = JSON.parse(line);
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not an object");
+    record = parsed as Record<string, AuditValue>;
+  } catch {
+    return `(unreadable) ${safe(line)}`;
+  }
+  const parts: string[] = [text(record.time), `#${text(record.seq)}`, text(record.type)];
+  if (record.cloister != null) parts.push(text(record.cloister));
+  if (record.host != null) parts.push(record.port != null ? `${text(record.host)}:${text(record.port)}` : text(record.host));
+  if (record.decision != null) parts.push(text(record.decision));
+  if (record.rule != null) parts.push(`rule=${text(record.rule)}`);
+  if (typeof record.bytesUp === "number") parts.push(`↑${formatSize(record.bytesUp)}`);
+  if (typeof record.bytesDown === "number") parts.push(`↓${formatSize(record.bytesDown)}`);
+  if (typeof record.durationMs === "number") parts.push(`${(record.durationMs / 1000).toFixed(record.durationMs < 10_000 ? 1 : 0)}s`);
+  // The project is noise next to the cloister (named after it) except on lifecycle records.
+  if (record.project != null && record.cloister == null) parts.push(`project=${text(record.project)}`);
+  else if (record.project != null && String(record.type).startsWith("cloister.")) parts.push(`project=${text(record.project)}`);
+  for (const [key, value] of Object.entries(record)) {
+    if (!PLACED.has(key) && value !== null) parts.push(`${safe(key)}=${text(value)}`);
+  }
+  return parts.join(" ");
+}
+
+function text(value: AuditValue | undefined): string {
+  return value === undefined || value === null ? "-" : safe(String(value));
+}
+
+/**
+ * C0/C1 controls, DEL, and the invisible or direction-changing characters (zero-width, bidi
+ * overrides) that can make a line read differently from what it holds, become \u{…} escapes.
+ */
+const UNSAFE_RE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+
+function safe(value: string): string {
+  return value.replace(UNSAFE_RE, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`);
+}

@@ -1,0 +1,120 @@
+/**
+ * Reading the newest records of a live log: the last N across rotated files, then following the
+ * current file across rotations (like `tail -F`), for `cloister audit tail`.
+ */
+import { open, stat, type FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { CURRENT_FILE, listLogFiles } from "./files.js";
+import { readLinesBackward } from "./lines.js";
+
+/**
+ * Follows audit.jsonl. Opened before the last lines are read, so nothing written in between is
+ * missed: the backlog is read up to `offset` through the same handle, and following starts there.
+ */
+export class LogFollower {
+  private partial = Buffer.alloc(0);
+
+  private constructor(
+    private readonly dir: string,
+    private handle: FileHandle | undefined,
+    private ino: number,
+    private offset: number,
+  ) {}
+
+  static async open(dir: string): Promise<LogFollower> {
+    const handle = await open(join(dir, CURRENT_FILE), "r").catch(() => undefined);
+    if (!handle) return new LogFollower(dir, undefined, -1, 0);
+    const info = await handle.stat();
+    return new LogFollower(dir, handle, info.ino, info.size);
+  }
+
+  /** The last `count` complete lines of the log as it was when the follower opened, oldest first. */
+  async lastLines(count: number): Promise<string[]> {
+    const lines: string[] = [];
+    if (count <= 0) return lines;
+    if (this.handle) await collectBackward(this.handle, this.offset, count, lines);
+    const rotated = (await listLogFiles(this.dir).catch(() => [])).filter((file) => !file.endsWith(`/${CURRENT_FILE}`)).reverse();
+    for (const file of rotated) {
+      if (lines.length >= count) break;
+      const handle = await open(file, "r").catch(() => undefined);
+      if (!handle) continue; // rotated away while we looked
+      try {
+        await collectBackward(handle, (await handle.stat()).size, count, lines);
+      } finally {
+        await handle.close();
+      }
+    }
+    return lines.reverse();
+  }
+
+  async close(): Promise<void> {
+    await this.handle?.close();
+    this.handle = undefined;
+  }
+
+  /** Hand every new complete line to `onLine` until `signal` aborts. Polls: inotify misses renames on some filesystems. */
+  async follow(onLine: (line: string) => void, signal: AbortSignal, pollMs = 250): Promise<void> {
+    try {
+      while (!signal.aborted) {
+        if (this.handle) await this.readNew(this.handle, onLine);
+        if (await this.reopenIfReplaced(onLine)) continue;
+        await sleep(pollMs, undefined, { signal }).catch(() => undefined);
+      }
+    } finally {
+      await this.close();
+    }
+  }
+
+  private async readNew(handle: FileHandle, onLine: (line: string) => void): Promise<void> {
+    const buffer = Buffer.alloc(256 * 1024);
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, this.offset);
+      if (bytesRead === 0) return;
+      this.offset += bytesRead;
+      let data = Buffer.concat([this.partial, buffer.subarray(0, bytesRead)]);
+      for (let nl = data.indexOf(0x0a); nl !== -1; nl = data.indexOf(0x0a)) {
+        onLine(data.subarray(0, nl).toString("utf8"));
+        data = data.subarray(nl + 1);
+      }
+      this.partial = Buffer.from(data); // a line still being written: wait for its newline
+    }
+  }
+
+  /**
+   * True when audit.jsonl is now another file (rotated) and we switched to it. The guardian finishes
+   * a file before renaming it, so reading the old one to its end once more, after seeing the rename,
+   * leaves nothing behind there.
+   */
+  private async reopenIfReplaced(onLine: (line: string) => void): Promise<boolean> {
+    const info = await stat(join(this.dir, CURRENT_FILE)).catch(() => undefined);
+    if (!info) return false; // mid-rotation, or no log yet
+    if (this.handle && info.ino === this.ino) {
+      // Cut back by crash recovery at the guardian's start: continue from the new end.
+      if (info.size < this.offset) {
+        this.offset = info.size;
+        this.partial = Buffer.alloc(0);
+      }
+      return false;
+    }
+    const handle = await open(join(this.dir, CURRENT_FILE), "r").catch(() => undefined);
+    if (!handle) return false;
+    if (this.handle) {
+      await this.readNew(this.handle, onLine);
+      await this.handle.close();
+    }
+    this.handle = handle;
+    this.ino = (await handle.stat()).ino;
+    this.offset = 0;
+    this.partial = Buffer.alloc(0);
+    return true;
+  }
+}
+
+/** Complete lines from `end` backwards into `lines` (newest first) until it holds `count`. */
+async function collectBackward(handle: FileHandle, end: number, count: number, lines: string[]): Promise<void> {
+  for await (const line of readLinesBackward(handle, end)) {
+    if (lines.length >= count) return;
+    if (line.terminated && line.bytes.length > 0) lines.push(line.bytes.toString("utf8"));
+  }
+}

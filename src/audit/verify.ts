@@ -1,0 +1,115 @@
+/**
+ * Offline verification: given the log files and the public key (nothing else: no guardian, no
+ * private key), check every record's signature, that seq counts up by one, and that each `prev` is
+ * the hash of the line before it, across rotated files. Stops at the first bad record and names it.
+ */
+import { readFile, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { CloisterError } from "../errors.js";
+import { GENESIS_PREV, hashLine } from "./chain.js";
+import { listLogFiles } from "./files.js";
+import { readLinesForward } from "./lines.js";
+import { parseRecordLine, SEGMENT_TYPE, splitSignedLine } from "./record.js";
+import { keyIdOf, parsePublicKey, PUBLIC_KEY_FILE, verifyBody } from "./signing.js";
+
+export interface VerifyResult {
+  ok: boolean;
+  /** Records that passed every check (before the first bad one, if any). */
+  records: number;
+  /** Files checked, oldest first. */
+  files: string[];
+  firstBad?: { file: string; line: number; seq?: number; reason: string };
+  /**
+   * Where the chain begins: at its genesis record (seq 1), or later when older rotated files were
+   * pruned (by design: `keep` bounds the disk used). Absent for an empty log.
+   */
+  chainStart?: { seq: number; genesis: boolean };
+  /** seq of the last good record. */
+  lastSeq?: number;
+}
+
+/** Verify a log directory (all its files, oldest first) or one file, with the key given or the one next to the log. */
+export async function verifyAuditLog(pathOrDir: string, publicKeyPem?: string): Promise<VerifyResult> {
+  const isDir = await stat(pathOrDir).then(
+    (info) => info.isDirectory(),
+    () => {
+      throw new CloisterError(`no audit log at ${pathOrDir}`);
+    },
+  );
+  const files = isDir ? await listLogFiles(pathOrDir) : [pathOrDir];
+  if (files.length === 0) throw new CloisterError(`no audit log files in ${pathOrDir}`, "the guardian creates audit.jsonl when it starts");
+  const keyFile = join(isDir ? pathOrDir : dirname(pathOrDir), PUBLIC_KEY_FILE);
+  const pem =
+    publicKeyPem ??
+    (await readFile(keyFile, "utf8").catch(() => {
+      throw new CloisterError(`no public key at ${keyFile}`, "pass the key the log was signed with: --pubkey FILE");
+    }));
+  const publicKey = parsePublicKey(pem, publicKeyPem === undefined ? keyFile : "the public key given");
+  const keyId = keyIdOf(publicKey);
+
+  const result: VerifyResult = { ok: true, records: 0, files };
+  let expectedSeq: number | undefined;
+  let prevHash = "";
+  let prevFile = "";
+  /** keyId claimed by the latest segment record: lets a signature failure say "wrong key". */
+  let signerKeyId: string | undefined;
+
+  for (const file of files) {
+    let firstInFile = true;
+    for await (const { bytes, terminated, lineNo } of readLinesForward(file)) {
+      const fail = (reason: string, seq?: number): VerifyResult => {
+        result.ok = false;
+        result.firstBad = seq === undefined ? { file, line: lineNo, reason } : { file, line: lineNo, seq, reason };
+        return result;
+      };
+      if (!terminated) return fail("cut off: the last line has no newline (a write was interrupted; the guardian moves it aside when it next starts)");
+      if (bytes.length === 0) return fail("empty line");
+      const parsed = parseRecordLine(bytes);
+      if ("problem" in parsed) return fail(parsed.problem);
+      const record = parsed.record;
+      if (record.type === SEGMENT_TYPE && typeof record.keyId === "string") signerKeyId = record.keyId;
+      const split = splitSignedLine(bytes);
+      if (!split) return fail("the signature is not the record's last field", record.seq);
+      if (!verifyBody(split.body, split.sig, publicKey)) {
+        const otherKey = signerKeyId !== undefined && signerKeyId !== keyId;
+        return fail(
+          otherKey
+            ? `signature does not verify: this log says it is signed by key ${signerKeyId}, the public key given is ${keyId} (wrong key?), or the record was edited`
+            : "signature does not verify: the record was edited (or signed by another key)",
+          record.seq,
+        );
+      }
+      if (expectedSeq === undefined) {
+        const genesis = record.prev === GENESIS_PREV;
+        if (genesis && record.seq !== 1) return fail(`the genesis record has seq ${record.seq}, not 1`, record.seq);
+        if (record.type !== SEGMENT_TYPE) return fail(`the log starts in the middle of a file: the records before seq ${record.seq} were removed`, record.seq);
+        result.chainStart = { seq: record.seq, genesis };
+      } else {
+        const where = firstInFile ? ` (first record of ${basename(file)}; ${basename(prevFile)} ends at seq ${expectedSeq - 1})` : "";
+        if (record.seq > expectedSeq) return fail(`seq ${record.seq} where ${expectedSeq} was expected: ${record.seq - expectedSeq} record(s) missing${where}`, record.seq);
+        if (record.seq < expectedSeq) return fail(`seq ${record.seq} where ${expectedSeq} was expected: a record was inserted, repeated or moved${where}`, record.seq);
+        if (record.prev !== prevHash) return fail(`prev does not match the hash of the record before it: a record was replaced or moved${where}`, record.seq);
+        if (firstInFile && record.type !== SEGMENT_TYPE) return fail(`${basename(file)} does not start with an ${SEGMENT_TYPE} record: records were removed`, record.seq);
+      }
+      firstInFile = false;
+      expectedSeq = record.seq + 1;
+      prevHash = hashLine(bytes);
+      prevFile = file;
+      result.records++;
+      result.lastSeq = record.seq;
+    }
+  }
+  return result;
+}
+
+/** One line for people: "intact: …" or "<file> line L (seq S): reason". */
+export function describeVerifyResult(result: VerifyResult): string {
+  if (!result.ok && result.firstBad) {
+    const bad = result.firstBad;
+    return `${bad.file} line ${bad.line}${bad.seq === undefined ? "" : ` (seq ${bad.seq})`}: ${bad.reason}`;
+  }
+  const files = `${result.files.length} file${result.files.length === 1 ? "" : "s"}`;
+  if (!result.chainStart) return `intact: no records in ${files}`;
+  const start = result.chainStart.genesis ? "from its genesis record" : `chain starts at seq ${result.chainStart.seq} (older files were rotated out)`;
+  return `intact: ${result.records} records in ${files}, seq ${result.chainStart.seq}–${result.lastSeq}, ${start}`;
+}

@@ -1,0 +1,130 @@
+import type { Command } from "commander";
+import { resolvePaths, type CloisterPaths } from "../config/paths.js";
+import { CloisterError } from "../errors.js";
+import { ensureGuardian, guardianCall } from "../guardian/control-client.js";
+
+/** Policy code (and the YAML/schema libraries it needs) loads only for these commands. */
+async function policyModules() {
+  const [store, egress, hosts, rules, registry] = await Promise.all([
+    import("../guardian/policy-store.js"),
+    import("../policy/egress.js"),
+    import("../policy/hosts.js"),
+    import("../policy/rules.js"),
+    import("../config/project-registry.js"),
+  ]);
+  return { ...store, ...egress, ...hosts, ...rules, ...registry };
+}
+
+interface ScopeFlags {
+  project?: string;
+  global?: boolean;
+}
+
+/**
+ * The project a command is about: `--project` may name a registered project or a directory in
+ * one; without it, the project of the current directory.
+ */
+async function targetProject(paths: CloisterPaths, given: string | undefined): Promise<string> {
+  const { listProjects, projectNameFor } = await policyModules();
+  if (given !== undefined && (await listProjects(paths)).some((p) => p.name === given)) return given;
+  try {
+    return (await projectNameFor(given ?? process.cwd(), paths)).name;
+  } catch {
+    throw new CloisterError(
+      given === undefined ? "the current directory is not in a project" : `no project named or at ${JSON.stringify(given)}`,
+      "pass --project NAME (see `cloister project list`) or --global",
+    );
+  }
+}
+
+async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFlags & { private?: boolean }): Promise<void> {
+  const { parseRule, RuleError, HostSyntaxError } = await policyModules();
+  if (flags.global && flags.project !== undefined) throw new CloisterError("--global and --project exclude each other");
+  let canonical: string;
+  try {
+    canonical = parseRule(ruleText, { private: flags.private === true }).text;
+  } catch (error) {
+    if (error instanceof RuleError || error instanceof HostSyntaxError) throw new CloisterError(error.message);
+    throw error;
+  }
+  const paths = resolvePaths();
+  const project = flags.global ? undefined : await targetProject(paths, flags.project);
+  await ensureGuardian(paths);
+  const { changed } = await guardianCall<{ changed: boolean }>(paths, "POST", "/v1/decisions", {
+    scope: flags.global ? "global" : "project",
+    project,
+    list,
+    rule: canonical,
+    private: flags.private === true,
+  });
+  const where = project ? `project ${project}` : "every project";
+  const what = list === "allow" ? `Allowed ${canonical}${flags.private ? " (private addresses too)" : ""}` : `Denied ${canonical}`;
+  process.stderr.write(changed ? `${what} for ${where}; running cloisters apply it now.\n` : `${canonical} was already on the ${list} list for ${where}.\n`);
+}
+
+export function registerPolicyCommands(program: Command): void {
+  program
+    .command("allow")
+    .description("allow a host for a project (default: the current one) or every project, persistently")
+    .argument("<rule>", "example.com, *.example.com (subdomains), example.com:8443, 10.1.2.3:5432")
+    .option("--project <name>", "the project (a name from `cloister project list`, or a directory in it)")
+    .option("--global", "for every project")
+    .option("--private", "let it reach loopback/private/link-local addresses too")
+    .addHelpText("after", "\nExamples:\n  cloister allow api.github.com\n  cloister allow '*.githubusercontent.com' --global\n  cloister allow db.internal:5432 --private --project shop")
+    .action((rule: string, flags: ScopeFlags & { private?: boolean }) => persist("allow", rule, flags));
+
+  program
+    .command("deny")
+    .description("deny a host for a project (default: the current one) or every project; a deny beats every allow")
+    .argument("<rule>", "example.com, *.example.com, example.com:8443, 10.1.2.3")
+    .option("--project <name>", "the project (a name from `cloister project list`, or a directory in it)")
+    .option("--global", "for every project")
+    .action((rule: string, flags: ScopeFlags) => persist("deny", rule, flags));
+
+  const policy = program.command("policy").description("inspect the egress policy");
+
+  policy
+    .command("explain")
+    .description("say whether a cloister of a project may reach HOST[:PORT], and which rule decides")
+    .argument("<target>", "host or host:port (default ports: 443, and 80 is judged the same way)")
+    .option("--project <name>", "the project (default: the current directory's)")
+    .option("--json", "machine-readable output")
+    .action(async (target: string, flags: { project?: string; json?: boolean }) => {
+      const { PolicyStore, decide, parseAuthority, formatAuthority, hostText, emptyPolicy, HostSyntaxError } = await policyModules();
+      const paths = resolvePaths();
+      const project = await targetProject(paths, flags.project);
+      let parsed: ReturnType<typeof parseAuthority>;
+      try {
+        parsed = parseAuthority(target, 443);
+      } catch (error) {
+        if (error instanceof HostSyntaxError) throw new CloisterError(`${JSON.stringify(target)}: ${error.message}`);
+        throw error;
+      }
+      const store = await PolicyStore.load(paths, [project]);
+      const decision = decide(store.policyFor(project, emptyPolicy().session), parsed.host, parsed.port);
+      const override = parsed.host.kind === "name" ? store.resolve[parsed.host.name] : undefined;
+      const result = {
+        target: formatAuthority(parsed.host, parsed.port),
+        project,
+        verdict: decision.verdict,
+        rule: decision.rule?.text ?? null,
+        tier: decision.rule?.tier ?? null,
+        list: decision.rule?.list ?? null,
+        privateAddresses: decision.allowPrivate,
+        resolvesTo: override ?? null,
+      };
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+      const because = decision.rule ? `by ${decision.rule.list} rule ${decision.rule.text} (${decision.rule.tier})` : "no rule matches (unlisted hosts are refused)";
+      const lines = [`${result.target}: ${decision.verdict === "allow" ? "allowed" : decision.verdict === "deny" ? "denied" : "refused"} for project ${project}, ${because}`];
+      if (decision.verdict === "allow") {
+        lines.push(
+          decision.allowPrivate
+            ? "  may reach loopback/private addresses"
+            : `  only if ${hostText(parsed.host)} resolves to a public address (loopback/private/link-local/metadata addresses are refused)`,
+        );
+      }
+      if (override) lines.push(`  the guardian connects ${hostText(parsed.host)} to ${override} (proxy.resolve)`);
+      lines.push("  (session rules given with --allow/--deny to a running cloister are not included)");
+      process.stdout.write(`${lines.join("\n")}\n`);
+    });
+}

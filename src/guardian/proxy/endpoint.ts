@@ -1,0 +1,81 @@
+import { chmodSync, mkdirSync, rmSync } from "node:fs";
+import type { Server as HttpServer } from "node:http";
+import { createServer, type Server, type Socket } from "node:net";
+import { join } from "node:path";
+import type { EgressContext } from "./context.js";
+import { serveHttp } from "./http.js";
+import { serveSocks } from "./socks.js";
+
+/** First byte of every SOCKS5 greeting; no HTTP request line starts with it. */
+const SOCKS_VERSION = 0x05;
+/** The first bytes must arrive this quickly after connecting; a silent connection is dropped. */
+const FIRST_BYTES_TIMEOUT_MS = 15_000;
+
+/**
+ * One listening unix socket per cloister, bind-mounted read-only into that cloister alone: the
+ * socket a connection arrives on says which cloister is speaking (DESIGN.md decision 4). HTTP and
+ * SOCKS5 share it and are told apart by the first byte. Closing the endpoint (cloister stopped)
+ * cuts every connection it carries and, with it, the token's use.
+ */
+export class EgressEndpoint {
+  private readonly server: Server;
+  private readonly connections = new Set<Socket>();
+
+  private constructor(
+    readonly context: EgressContext,
+    readonly socketPath: string,
+    private readonly httpServer: () => HttpServer,
+  ) {
+    // Half-open: a client that has sent everything still receives the whole answer.
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket));
+  }
+
+  static async open(context: EgressContext, socketDir: string, httpServer: () => HttpServer): Promise<EgressEndpoint> {
+    mkdirSync(socketDir, { recursive: true, mode: 0o700 });
+    const socketPath = join(socketDir, "proxy.sock");
+    rmSync(socketPath, { force: true });
+    const endpoint = new EgressEndpoint(context, socketPath, httpServer);
+    await new Promise<void>((resolve, reject) => {
+      endpoint.server.once("error", reject);
+      endpoint.server.listen({ path: socketPath, backlog: 1024 }, () => resolve());
+    });
+    // The cloister runs as this same uid; nobody else needs it.
+    chmodSync(socketPath, 0o600);
+    return endpoint;
+  }
+
+  get openConnections(): number {
+    return this.connections.size;
+  }
+
+  close(): void {
+    this.server.close();
+    for (const socket of this.connections) socket.destroy();
+    rmSync(this.socketPath, { force: true });
+  }
+
+  private accept(socket: Socket): void {
+    socket.on("error", () => socket.destroy());
+    if (this.connections.size >= this.context.settings.max_connections) {
+      // One cloister cannot hold more than its share of the guardian's sockets and memory.
+      this.context.refused("connect", "over-limit", `more than ${this.context.settings.max_connections} connections open`);
+      socket.destroy();
+      return;
+    }
+    this.connections.add(socket);
+    socket.on("close", () => this.connections.delete(socket));
+    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
+    // A 'readable' listener starts reading without letting data flow anywhere yet.
+    socket.once("readable", () => this.dispatch(socket));
+  }
+
+  /** Peeks at the first byte, puts it back, and hands the connection to the right protocol. */
+  private dispatch(socket: Socket): void {
+    const first = socket.read(1) as Buffer | null;
+    if (first === null) return void socket.destroy();
+    socket.unshift(first);
+    socket.setTimeout(this.context.settings.idle_timeout);
+    if (first[0] === SOCKS_VERSION) serveSocks(this.context, socket);
+    else serveHttp(this.httpServer(), this.context, socket);
+  }
+}

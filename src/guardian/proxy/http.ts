@@ -1,0 +1,258 @@
+import { createServer, request as upstreamRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import type { Socket } from "node:net";
+import type { ProxySettings } from "../../config/schema.js";
+import { formatAuthority, HostSyntaxError, parseAuthority, type Host } from "../../policy/hosts.js";
+import type { EgressContext } from "./context.js";
+import type { Admitted } from "./judge.js";
+import { dial, DialError, tunnel } from "./tunnel.js";
+
+/**
+ * The HTTP side of the proxy: CONNECT tunnels and absolute-form plain HTTP. Parsing is node's own
+ * (llhttp), which rejects malformed request lines, bad header syntax and conflicting framing
+ * (Content-Length with Transfer-Encoding) with 400 before any of this code runs; this module
+ * adds what a proxy must check on top: the token, the authority, and one policy decision per request.
+ */
+
+/** Headers that describe one hop, never forwarded (RFC 9110 7.6.1), plus the proxy's own. */
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"]);
+
+const contexts = new WeakMap<Socket, EgressContext>();
+
+/** One HTTP server per proxy settings generation; each endpoint hands it connections it accepted. */
+export function createHttpProxy(settings: ProxySettings): Server {
+  const server = createServer({
+    maxHeaderSize: settings.max_header_size,
+    // Slowloris: the whole header section must arrive in time. Bodies may be slow (uploads); the
+    // idle timeout on the socket covers a body that stops moving.
+    headersTimeout: 15_000,
+    requestTimeout: 0,
+    keepAliveTimeout: 30_000,
+    noDelay: true,
+  });
+  // One more than allowed, so a request over the limit is visible (node silently drops extras).
+  server.maxHeadersCount = settings.max_headers + 1;
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    const context = contexts.get(req.socket);
+    if (context) void forward(context, req, res);
+    else res.destroy();
+  });
+  server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const context = contexts.get(req.socket);
+    if (context) void connectTunnel(context, req, socket as Socket, head);
+    else socket.destroy();
+  });
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
+    const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+    contexts.get(socket as Socket)?.refused("http", "invalid", error.code ?? "parse error");
+    if (socket.writable) {
+      socket.end(tooLarge ? rawResponse(431, "Request Header Fields Too Large", "cloister: the request's headers are too large\n") : rawResponse(400, "Bad Request", "cloister: malformed HTTP request\n"));
+    }
+    socket.destroy();
+  });
+  return server;
+}
+
+/** Hands an accepted connection (whose first bytes were not SOCKS) to the HTTP server. */
+export function serveHttp(server: Server, context: EgressContext, socket: Socket): void {
+  contexts.set(socket, context);
+  server.emit("connection", socket);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// CONNECT
+
+async function connectTunnel(context: EgressContext, req: IncomingMessage, client: Socket, head: Buffer): Promise<void> {
+  const problem = requestProblem(context, req);
+  if (problem) return void client.end(rawResponse(problem.status, problem.reason, problem.body, problem.headers));
+  let target: { host: Host; port: number };
+  try {
+    // CONNECT takes authority-form only: host:port with an explicit port.
+    target = parseAuthority(req.url ?? "");
+  } catch (error) {
+    context.refused("connect", "invalid", String(req.url));
+    return void client.end(rawResponse(400, "Bad Request", `cloister: bad CONNECT target ${JSON.stringify(req.url)}: ${message(error)}\n`));
+  }
+  const verdict = await context.judge("connect", target.host, target.port);
+  if (!verdict.ok) return void client.end(rawResponse(verdict.status, statusText(verdict.status), `${verdict.message}\n`));
+  let upstream: Socket;
+  try {
+    upstream = await dial(verdict.address, verdict.port, context.settings.connect_timeout);
+  } catch (error) {
+    const status = error instanceof DialError ? error.status : 502;
+    context.ended("connect", verdict, { bytesUp: 0, bytesDown: 0, durationMs: 0, end: "unreachable" });
+    return void client.end(rawResponse(status, statusText(status), `cloister: ${formatAuthority(verdict.host, verdict.port)}: ${message(error)}\n`));
+  }
+  if (client.destroyed) return void upstream.destroy();
+  client.write("HTTP/1.1 200 Connection established\r\n\r\n");
+  if (head.length > 0) upstream.write(head);
+  context.ended("connect", verdict, await tunnel(client, upstream, context.settings.idle_timeout));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Absolute-form plain HTTP
+
+async function forward(context: EgressContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const problem = requestProblem(context, req);
+  if (problem) return reply(res, problem.status, problem.body, problem.headers);
+  const target = absoluteTarget(req);
+  if ("error" in target) {
+    context.refused("http", "invalid", target.error);
+    return reply(res, 400, `cloister: ${target.error}\n`);
+  }
+  const verdict = await context.judge("http", target.host, target.port);
+  if (!verdict.ok) return reply(res, verdict.status, `${verdict.message}\n`);
+  const started = Date.now();
+  let socket: Socket;
+  try {
+    socket = await dial(verdict.address, verdict.port, context.settings.connect_timeout);
+  } catch (error) {
+    const status = error instanceof DialError ? error.status : 502;
+    context.ended("http", verdict, { bytesUp: 0, bytesDown: 0, durationMs: 0, end: "unreachable" });
+    return reply(res, status, `cloister: ${formatAuthority(verdict.host, verdict.port)}: ${message(error)}\n`);
+  }
+  relay(context, verdict, req, res, socket, target.path, started);
+}
+
+function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, socket: Socket, path: string, started: number): void {
+  const outgoing = upstreamRequest({
+    createConnection: () => socket,
+    method: req.method,
+    path,
+    headers: forwardedHeaders(req.rawHeaders, hostHeader(target)),
+    setHost: false,
+  });
+  socket.setTimeout(context.settings.idle_timeout, () => socket.destroy(new Error("idle timeout")));
+  let done = false;
+  const finish = (end: string) => {
+    if (done) return;
+    done = true;
+    socket.destroy();
+    context.ended("http", target, { bytesUp: outgoing.socket?.bytesWritten ?? 0, bytesDown: res.socket?.bytesWritten ?? 0, durationMs: Date.now() - started, end });
+  };
+  outgoing.on("response", (upstream) => {
+    res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, responseHeaders(upstream.rawHeaders));
+    upstream.pipe(res);
+    upstream.on("end", () => finish("closed"));
+    upstream.on("error", () => finish("error"));
+  });
+  outgoing.on("error", (error) => {
+    if (!res.headersSent) reply(res, 502, `cloister: ${formatAuthority(target.host, target.port)} failed: ${message(error)}\n`);
+    else res.destroy();
+    finish("error");
+  });
+  res.on("close", () => finish(res.writableFinished ? "closed" : "client-closed"));
+  req.pipe(outgoing);
+}
+
+/** The request target of a plain-HTTP proxy request, checked: `http://authority/path`, nothing else. */
+function absoluteTarget(req: IncomingMessage): { host: Host; port: number; path: string } | { error: string } {
+  const url = req.url ?? "";
+  const match = /^http:\/\/([^/?#]*)([/?][^#]*)?$/i.exec(url);
+  if (!match) {
+    if (/^https:\/\//i.test(url)) return { error: `${url.slice(0, 100)}: https:// URLs go through CONNECT (set HTTPS_PROXY), not plain HTTP` };
+    if (url.startsWith("/")) return { error: `this is a proxy: send absolute-form requests (GET http://host/path), got ${JSON.stringify(url.slice(0, 100))}` };
+    return { error: `bad request target ${JSON.stringify(url.slice(0, 100))}: expected http://host[:port]/path` };
+  }
+  const [, authority = "", path = "/"] = match;
+  if (authority.includes("@")) return { error: "credentials in the URL (user@host) are refused" };
+  let target: { host: Host; port: number };
+  try {
+    target = parseAuthority(authority, 80);
+  } catch (error) {
+    return { error: `bad host in ${JSON.stringify(url.slice(0, 100))}: ${message(error)}` };
+  }
+  const hosts = headerValues(req.rawHeaders, "host");
+  if (hosts.length > 1) return { error: "more than one Host header" };
+  if (hosts[0] !== undefined) {
+    // A Host header naming somewhere else than the URL is ambiguous: which one would be checked?
+    try {
+      const stated = parseAuthority(hosts[0], 80);
+      if (formatAuthority(stated.host, stated.port) !== formatAuthority(target.host, target.port)) {
+        return { error: `Host header ${JSON.stringify(hosts[0])} does not match the URL's ${formatAuthority(target.host, target.port)}` };
+      }
+    } catch (error) {
+      return { error: `bad Host header ${JSON.stringify(hosts[0])}: ${message(error)}` };
+    }
+  }
+  return { ...target, path: path.startsWith("?") ? `/${path}` : path };
+}
+
+/** Checks shared by CONNECT and plain HTTP before anything else: header count, then the token. */
+function requestProblem(context: EgressContext, req: IncomingMessage): { status: number; reason: string; body: string; headers?: string[] } | undefined {
+  const protocol = req.method === "CONNECT" ? "connect" : "http";
+  if (req.rawHeaders.length / 2 > context.settings.max_headers) {
+    context.refused(protocol, "invalid", "too many headers");
+    return { status: 431, reason: "Request Header Fields Too Large", body: `cloister: more than ${context.settings.max_headers} header lines\n` };
+  }
+  const auth = headerValues(req.rawHeaders, "proxy-authorization");
+  if (auth.length !== 1 || !context.basicAuthMatches(auth[0])) {
+    context.refused(protocol, "unauthenticated", "");
+    return {
+      status: 407,
+      reason: "Proxy Authentication Required",
+      body: "cloister: proxy credentials missing or wrong (use the proxy URL from $HTTPS_PROXY inside the cloister)\n",
+      headers: ['Proxy-Authenticate: Basic realm="cloister"'],
+    };
+  }
+  return undefined;
+}
+
+function headerValues(raw: readonly string[], name: string): string[] {
+  const values: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]?.toLowerCase() === name) values.push(raw[i + 1] ?? "");
+  return values;
+}
+
+/** Request headers minus hop-by-hop ones (and any the client named in Connection), Host rebuilt. */
+function forwardedHeaders(raw: readonly string[], host: string): string[] {
+  const dropped = connectionNamed(raw);
+  const out = ["Host", host];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] ?? "";
+    const lower = name.toLowerCase();
+    if (lower === "host" || HOP_BY_HOP.has(lower) || dropped.has(lower)) continue;
+    out.push(name, raw[i + 1] ?? "");
+  }
+  return out;
+}
+
+function responseHeaders(raw: readonly string[]): string[] {
+  const dropped = connectionNamed(raw);
+  const out: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] ?? "";
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || dropped.has(lower)) continue;
+    out.push(name, raw[i + 1] ?? "");
+  }
+  return out;
+}
+
+function connectionNamed(raw: readonly string[]): Set<string> {
+  return new Set(headerValues(raw, "connection").flatMap((v) => v.split(",").map((n) => n.trim().toLowerCase())));
+}
+
+/** The checked authority, without the default port (what an origin server expects in Host). */
+function hostHeader(target: Admitted): string {
+  const authority = formatAuthority(target.host, target.port);
+  return target.port === 80 ? authority.slice(0, authority.lastIndexOf(":")) : authority;
+}
+
+function reply(res: ServerResponse, status: number, body: string, headers: string[] = []): void {
+  const extra = Object.fromEntries(headers.map((h) => [h.slice(0, h.indexOf(":")), h.slice(h.indexOf(":") + 1).trim()]));
+  res.writeHead(status, { "content-type": "text/plain; charset=utf-8", "content-length": Buffer.byteLength(body), ...extra });
+  res.end(body);
+}
+
+export function rawResponse(status: number, reason: string, body: string, headers: string[] = []): string {
+  return [`HTTP/1.1 ${status} ${reason}`, "Content-Type: text/plain; charset=utf-8", `Content-Length: ${Buffer.byteLength(body)}`, "Connection: close", ...headers, "", body].join("\r\n");
+}
+
+function statusText(status: number): string {
+  return { 400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway", 504: "Gateway Timeout" }[status] ?? "Error";
+}
+
+function message(error: unknown): string {
+  return error instanceof HostSyntaxError || error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,97 @@
+import { lookup } from "node:dns/promises";
+import { classifyAddress, needsOptIn } from "../../policy/addresses.js";
+import { decide, refusalMessage, type Decision, type Policy } from "../../policy/egress.js";
+import { canonicalHost, formatAuthority, hostText, type Host } from "../../policy/hosts.js";
+
+export type Protocol = "connect" | "http" | "socks";
+
+/** The destination a request may go to: exactly this address is dialed, this authority is logged. */
+export interface Admitted {
+  ok: true;
+  host: Host;
+  port: number;
+  address: string;
+  family: 4 | 6;
+  decision: Decision;
+  /** How the address was found: a name override, DNS on the host, or the literal itself. */
+  via: "override" | "dns" | "literal";
+}
+
+export interface Refused {
+  ok: false;
+  /** 400 malformed, 403 policy, 502 the name does not resolve. */
+  status: 400 | 403 | 502;
+  reason: "invalid" | "denied" | "unlisted" | "address" | "unresolvable";
+  message: string;
+  decision?: Decision;
+  address?: string;
+}
+
+export type Verdict = Admitted | Refused;
+
+/** What judging needs to know about the cloister that asks. */
+export interface JudgeInput {
+  policy: Policy;
+  /** Canonical host name → IP address (config `proxy.resolve`, then the session's `--resolve`). */
+  overrides: ReadonlyMap<string, string>;
+  /** Who to tell how to allow a refused host (`cloister allow ... --project P`). */
+  project: string;
+}
+
+/**
+ * The one decision path for every protocol (CONNECT, absolute-form HTTP, SOCKS5): policy first, on
+ * the canonical host and port, before any lookup; then the address, resolved on the host (or taken
+ * from an operator's override), must be public unless the deciding rule opts in. The caller dials
+ * `address` and nothing else, so what was checked is what is reached.
+ */
+export async function judge(input: JudgeInput, host: Host, port: number): Promise<Verdict> {
+  const decision = decide(input.policy, host, port);
+  if (decision.verdict !== "allow") {
+    return { ok: false, status: 403, reason: decision.verdict === "deny" ? "denied" : "unlisted", message: refusalMessage(decision, host, port), decision };
+  }
+  if (host.kind === "ip") {
+    // Only an IP rule naming exactly this address admits a literal, and naming it is the opt-in.
+    return { ok: true, host, port, address: host.address, family: host.family, decision, via: "literal" };
+  }
+  const override = input.overrides.get(host.name);
+  if (override !== undefined) {
+    return { ok: true, host, port, address: override, family: override.includes(":") ? 6 : 4, decision, via: "override" };
+  }
+  let candidates: { address: string; family: number }[];
+  try {
+    candidates = await lookup(host.name, { all: true, verbatim: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? "error";
+    return { ok: false, status: 502, reason: "unresolvable", message: `cloister: ${host.name} does not resolve on the host (${code})`, decision };
+  }
+  // Every answer is checked, and only an acceptable one is dialed: a name that resolves to both a
+  // public and a private address (DNS rebinding) can only ever reach the public one.
+  const acceptable = candidates.find((c) => decision.allowPrivate || !needsOptIn(classifyAddress(c.address)));
+  if (!acceptable) {
+    const first = candidates[0]?.address ?? "nothing";
+    const rule = decision.rule?.text ?? hostText(host);
+    return {
+      ok: false,
+      status: 403,
+      reason: "address",
+      message:
+        `cloister: ${formatAuthority(host, port)} refused: ${host.name} resolves to ${first} (${classifyAddress(first)}), ` +
+        `and rule ${rule} does not allow non-public addresses; to allow it: cloister allow ${formatAuthority(host, port)} --private --project ${input.project}`,
+      decision,
+      address: first,
+    };
+  }
+  return { ok: true, host, port, address: acceptable.address, family: acceptable.family === 6 ? 6 : 4, decision, via: "dns" };
+}
+
+/** Config and session overrides as one map from canonical names (the session's win). */
+export function overrideMap(...layers: Readonly<Record<string, string>>[]): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const layer of layers) {
+    for (const [name, address] of Object.entries(layer)) {
+      const host = canonicalHost(name);
+      if (host.kind === "name") map.set(host.name, address);
+    }
+  }
+  return map;
+}

@@ -1,0 +1,153 @@
+import type { Socket } from "node:net";
+import { canonicalHost, HostSyntaxError, type Host } from "../../policy/hosts.js";
+import type { EgressContext } from "./context.js";
+import type { Refused } from "./judge.js";
+import {
+  encodeMethodChoice,
+  encodeReply,
+  encodeUserPassStatus,
+  METHOD_NONE_ACCEPTABLE,
+  METHOD_USER_PASS,
+  parseGreeting,
+  parseRequest,
+  parseUserPass,
+  SocksProtocolError,
+  SocksReply,
+  type Parsed,
+  type SocksAddress,
+} from "./socks5.js";
+import { dial, DialError, tunnel } from "./tunnel.js";
+
+/** Greeting, credentials and request together are a few hundred bytes; more is not SOCKS. */
+const MAX_HANDSHAKE_BYTES = 1024;
+
+/**
+ * A SOCKS5 session: user/password authentication with the cloister's token (RFC 1929; a client
+ * offering only "no authentication" is refused, because the token is required on every path),
+ * then one CONNECT judged by the same decision function as HTTP. BIND and UDP ASSOCIATE are refused.
+ */
+export function serveSocks(context: EgressContext, socket: Socket): void {
+  void session(context, socket).catch((error: unknown) => {
+    context.refused("socks", "invalid", error instanceof Error ? error.message : String(error));
+    if (error instanceof SocksProtocolError && error.reply !== undefined && socket.writable) socket.end(encodeReply(error.reply));
+    else socket.destroy();
+  });
+}
+
+async function session(context: EgressContext, socket: Socket): Promise<void> {
+  const reader = new HandshakeReader(socket);
+
+  const greeting = await reader.next(parseGreeting);
+  if (!greeting.methods.includes(METHOD_USER_PASS)) {
+    context.refused("socks", "unauthenticated", "client offered no user/password authentication");
+    return void socket.end(encodeMethodChoice(METHOD_NONE_ACCEPTABLE));
+  }
+  socket.write(encodeMethodChoice(METHOD_USER_PASS));
+
+  const credentials = await reader.next(parseUserPass);
+  if (!context.tokenMatches(credentials.password)) {
+    context.refused("socks", "unauthenticated", "");
+    return void socket.end(encodeUserPassStatus(false));
+  }
+  socket.write(encodeUserPassStatus(true));
+
+  const request = await reader.next(parseRequest);
+  // Nothing more is read until the tunnel is up; bytes the client pipelined after its request
+  // belong to the destination.
+  const early = reader.leftover();
+  if (request.command !== "connect") {
+    context.refused("socks", "unsupported", request.command);
+    return void socket.end(encodeReply(SocksReply.CommandNotSupported));
+  }
+  let host: Host;
+  try {
+    host = socksHost(request.address);
+  } catch (error) {
+    if (!(error instanceof HostSyntaxError)) throw error;
+    context.refused("socks", "invalid", error.message);
+    return void socket.end(encodeReply(SocksReply.GeneralFailure));
+  }
+
+  const verdict = await context.judge("socks", host, request.port);
+  if (!verdict.ok) return void socket.end(encodeReply(refusalReply(verdict)));
+  let upstream: Socket;
+  try {
+    upstream = await dial(verdict.address, verdict.port, context.settings.connect_timeout);
+  } catch (error) {
+    context.ended("socks", verdict, { bytesUp: 0, bytesDown: 0, durationMs: 0, end: "unreachable" });
+    const timedOut = error instanceof DialError && error.status === 504;
+    return void socket.end(encodeReply(timedOut ? SocksReply.TtlExpired : SocksReply.ConnectionRefused));
+  }
+  if (socket.destroyed) return void upstream.destroy();
+  socket.write(encodeReply(SocksReply.Succeeded, { address: upstream.localAddress ?? "0.0.0.0", port: upstream.localPort ?? 0 }));
+  if (early.length > 0) upstream.write(early);
+  context.ended("socks", verdict, await tunnel(socket, upstream, context.settings.idle_timeout));
+}
+
+function socksHost(address: SocksAddress): Host {
+  // A domain goes through the same canonicalization as an HTTP authority, so "127.1" or
+  // "LOCALHOST." are recognised for what they are; IPs are canonical already.
+  return canonicalHost(address.kind === "domain" ? address.name : address.kind === "ipv6" ? `[${address.address}]` : address.address);
+}
+
+function refusalReply(verdict: Refused): SocksReply {
+  if (verdict.status === 502) return SocksReply.HostUnreachable;
+  return SocksReply.NotAllowedByRuleset;
+}
+
+/**
+ * Reads handshake messages off a socket one at a time: buffers until the parser has a whole
+ * message, keeps what follows for the next one. Bounded, and it fails on close or error.
+ */
+class HandshakeReader {
+  private buffered = Buffer.alloc(0);
+  private waiting?: { parse: (buf: Buffer) => Parsed<unknown>; resolve: (value: unknown) => void; reject: (error: Error) => void };
+
+  constructor(private readonly socket: Socket) {
+    socket.on("data", this.onData);
+    socket.once("end", () => this.fail(new SocksProtocolError("the client closed the connection during the handshake")));
+    socket.once("close", () => this.fail(new SocksProtocolError("connection closed during the handshake")));
+  }
+
+  next<T>(parse: (buf: Buffer) => Parsed<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.waiting = { parse, resolve: resolve as (value: unknown) => void, reject };
+      this.tryParse();
+    });
+  }
+
+  /** Stops reading and returns the bytes that arrived after the last message. */
+  leftover(): Buffer {
+    this.socket.off("data", this.onData);
+    this.socket.pause();
+    const rest = this.buffered;
+    this.buffered = Buffer.alloc(0);
+    return rest;
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.buffered = Buffer.concat([this.buffered, chunk]);
+    if (this.buffered.length > MAX_HANDSHAKE_BYTES) return this.fail(new SocksProtocolError("handshake too long"));
+    this.tryParse();
+  };
+
+  private tryParse(): void {
+    const waiting = this.waiting;
+    if (!waiting) return;
+    try {
+      const parsed = waiting.parse(this.buffered);
+      if (parsed === "incomplete") return;
+      this.buffered = this.buffered.subarray(parsed.used);
+      this.waiting = undefined;
+      waiting.resolve(parsed.value);
+    } catch (error) {
+      this.fail(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  private fail(error: Error): void {
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    waiting?.reject(error);
+  }
+}

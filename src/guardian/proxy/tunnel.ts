@@ -1,0 +1,82 @@
+import { connect, type Socket } from "node:net";
+
+export class DialError extends Error {
+  constructor(
+    message: string,
+    /** 502: refused/unreachable; 504: no answer within the connect timeout. */
+    readonly status: 502 | 504,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Connects to exactly `address:port` (never a name: the address is the one that was checked).
+ * Half-open is allowed so a client that finishes sending still gets the whole answer.
+ */
+export function dial(address: string, port: number, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: address, port, allowHalfOpen: true, noDelay: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new DialError(`no answer from ${address} port ${port} within ${Math.round(timeoutMs / 1000)} s`, 504));
+    }, timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new DialError(`cannot connect to ${address} port ${port}: ${error.code ?? error.message}`, 502));
+    });
+  });
+}
+
+export interface TunnelResult {
+  /** Bytes the client sent to the destination, and the destination sent back. */
+  bytesUp: number;
+  bytesDown: number;
+  durationMs: number;
+  /** "closed" normally; "idle" when the idle timeout cut it; "error" on a reset. */
+  end: "closed" | "idle" | "error";
+}
+
+/**
+ * Joins two sockets both ways until both directions are done (half-close is passed on), either
+ * side errors, or nothing moves for `idleMs`. Resolves once, with what went through.
+ */
+export function tunnel(client: Socket, upstream: Socket, idleMs: number): Promise<TunnelResult> {
+  const started = Date.now();
+  const upstreamWrittenBefore = upstream.bytesWritten;
+  const clientWrittenBefore = client.bytesWritten;
+  return new Promise((resolve) => {
+    let end: TunnelResult["end"] = "closed";
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      client.destroy();
+      upstream.destroy();
+      resolve({
+        bytesUp: upstream.bytesWritten - upstreamWrittenBefore,
+        bytesDown: client.bytesWritten - clientWrittenBefore,
+        durationMs: Date.now() - started,
+        end,
+      });
+    };
+    const fail = (kind: TunnelResult["end"]) => () => {
+      end = kind;
+      finish();
+    };
+    for (const socket of [client, upstream]) {
+      socket.setTimeout(idleMs, fail("idle"));
+      socket.on("error", fail("error"));
+      // With half-open allowed, a socket closes only when it has both read and written its end:
+      // then both directions of the tunnel are done.
+      socket.on("close", finish);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+}

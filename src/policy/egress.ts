@@ -1,0 +1,100 @@
+import { formatAuthority, hostText, type Host } from "./hosts.js";
+import { ruleMatches, type EgressRule } from "./rules.js";
+
+/**
+ * The egress decision: one function for every protocol path (SECURITY.md, network section). It runs
+ * before any DNS lookup; the proxy then refuses a non-public resolved address unless the decision's
+ * allowPrivate is set.
+ */
+
+export type Tier = "global" | "project" | "session";
+export interface RuleSet {
+  allow: readonly EgressRule[];
+  deny: readonly EgressRule[];
+}
+export type Policy = Record<Tier, RuleSet>;
+export interface Decision {
+  verdict: "allow" | "deny" | "unlisted";
+  rule?: { text: string; tier: Tier; list: "allow" | "deny" }; // the rule that decided (none for unlisted)
+  /** Whether the deciding allow rule opts in to non-public addresses (private:true, or an IP rule naming that address). */
+  allowPrivate: boolean;
+}
+
+/** Tiers in the order a deciding rule is reported: the broadest first. */
+export const TIERS: readonly Tier[] = ["global", "project", "session"];
+
+interface Match {
+  rule: EgressRule;
+  tier: Tier;
+}
+
+/**
+ * Deny beats allow across all tiers: a session allow cannot lift a global deny. Among several
+ * matching allow rules, one that opts in to non-public addresses is reported, because it is the
+ * rule that lets the connection reach such an address; otherwise the first in tier order.
+ * IP hosts are matched only by IP rules naming that exact address (see ruleMatches), which is
+ * what "IP literals are refused unless a rule names them" means; such a rule opts in for its address.
+ */
+export function decide(policy: Policy, host: Host, port: number): Decision {
+  const [deny] = matching(policy, "deny", host, port);
+  if (deny) return { verdict: "deny", rule: describe(deny, "deny"), allowPrivate: false };
+  const allows = matching(policy, "allow", host, port);
+  const optIn = allows.find(({ rule }) => opensNonPublic(rule));
+  const chosen = optIn ?? allows[0];
+  if (!chosen) return { verdict: "unlisted", allowPrivate: false };
+  return { verdict: "allow", rule: describe(chosen, "allow"), allowPrivate: optIn !== undefined };
+}
+
+export function emptyPolicy(): Policy {
+  return {
+    global: { allow: [], deny: [] },
+    project: { allow: [], deny: [] },
+    session: { allow: [], deny: [] },
+  };
+}
+
+/**
+ * The sentence for a refusal body: which host:port was refused, why (which rule, or "not on any
+ * allowlist"), and how to allow it. One line, no trailing newline; the caller frames it.
+ * An "allow" decision is refused only after resolution, for a non-public address the rule did
+ * not opt in to, so that is what its sentence says.
+ */
+export function refusalMessage(decision: Decision, host: Host, port: number): string {
+  const target = formatAuthority(host, port);
+  const rule = decision.rule;
+  if (decision.verdict === "deny" && rule) {
+    return `egress to ${target} refused: it matches the deny rule "${rule.text}" in the ${rule.tier} policy, and a deny rule wins over every allow rule. To allow it, ${DENY_REMEDY[rule.tier]}.`;
+  }
+  const cliRule = shellWord(target);
+  if (decision.verdict === "allow" && rule) {
+    return `egress to ${target} refused: ${hostText(host)} resolves to a non-public address (loopback, private, CGNAT, link-local or cloud metadata), and the allow rule "${rule.text}" in the ${rule.tier} policy does not opt in to those. To allow it, give that rule "private: true", or pass \`--allow-private ${cliRule}\` to cloister run/start.`;
+  }
+  const why = host.kind === "ip"
+    ? `${target} is not on any allowlist (an IP address is reached only when a rule names that address)`
+    : `${target} is not on any allowlist`;
+  return `egress to ${target} refused: ${why}. To allow it, run \`cloister allow ${cliRule} --project PROJECT\` on the host, or pass \`--allow ${cliRule}\` to cloister run/start.`;
+}
+
+const DENY_REMEDY: Readonly<Record<Tier, string>> = {
+  global: "remove that rule from the global deny list",
+  project: "remove that rule from the project's deny list",
+  session: "start the cloister again without that `--deny` rule",
+};
+
+function matching(policy: Policy, list: "allow" | "deny", host: Host, port: number): Match[] {
+  return TIERS.flatMap((tier) => policy[tier][list].filter((rule) => ruleMatches(rule, host, port)).map((rule) => ({ rule, tier })));
+}
+
+function describe(match: Match, list: "allow" | "deny"): NonNullable<Decision["rule"]> {
+  return { text: match.rule.text, tier: match.tier, list };
+}
+
+/** An IP rule names one address, so naming it is the opt-in for that address. */
+function opensNonPublic(rule: EgressRule): boolean {
+  return rule.private || rule.kind === "ip";
+}
+
+/** Brackets are glob characters in a shell, so a suggested IPv6 rule is quoted. */
+function shellWord(authority: string): string {
+  return authority.startsWith("[") ? `'${authority}'` : authority;
+}
