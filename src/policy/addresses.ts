@@ -73,12 +73,13 @@ const embeddedTable = EMBEDDED_IPV4.map(([cidr, group]) => ({ list: subnet(cidr)
 
 /**
  * Classifies an IPv4 dotted-quad or IPv6 address (any valid IPv6 text, e.g. a resolver's
- * `::ffff:1.2.3.4`). Throws TypeError for anything else, zone ids included: callers pass addresses
- * they parsed or resolved, so other text is a programming error.
+ * `::ffff:1.2.3.4`). A zone id (`fe80::1%eth0`) says which interface, not what the address is, so
+ * it is ignored. Throws TypeError for anything else: callers pass addresses they parsed or
+ * resolved, so other text is a programming error.
  */
 export function classifyAddress(address: string): AddressClass {
   if (isIPv4(address)) return classifyIPv4(address);
-  if (isIPv6(address) && !address.includes("%")) return classifyIPv6(canonicalIPv6(address));
+  if (isIPv6(address)) return classifyIPv6(canonicalIPv6(withoutZone(address)));
   throw new TypeError(`not an IP address: ${JSON.stringify(address)}`);
 }
 
@@ -115,6 +116,11 @@ function ipv6Groups(address: string): number[] {
   const right = tail === "" ? [] : tail.split(":");
   const zeros: string[] = new Array<string>(8 - left.length - right.length).fill("0");
   return [...left, ...zeros, ...right].map((g) => parseInt(g, 16));
+}
+
+function withoutZone(address: string): string {
+  const percent = address.indexOf("%");
+  return percent === -1 ? address : address.slice(0, percent);
 }
 
 /** Resolver output may write an embedded IPv4 in dotted form; the URL serializer writes it as hex. */

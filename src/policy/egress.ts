@@ -37,12 +37,12 @@ interface Match {
  */
 export function decide(policy: Policy, host: Host, port: number): Decision {
   const [deny] = matching(policy, "deny", host, port);
-  if (deny) return { verdict: "deny", rule: describe(deny, "deny"), allowPrivate: false };
+  if (deny) return { verdict: "deny", rule: ruleRef(deny, "deny"), allowPrivate: false };
   const allows = matching(policy, "allow", host, port);
   const optIn = allows.find(({ rule }) => opensNonPublic(rule));
   const chosen = optIn ?? allows[0];
   if (!chosen) return { verdict: "unlisted", allowPrivate: false };
-  return { verdict: "allow", rule: describe(chosen, "allow"), allowPrivate: optIn !== undefined };
+  return { verdict: "allow", rule: ruleRef(chosen, "allow"), allowPrivate: optIn !== undefined };
 }
 
 export function emptyPolicy(): Policy {
@@ -67,7 +67,7 @@ export function refusalMessage(decision: Decision, host: Host, port: number): st
   }
   const cliRule = shellWord(target);
   if (decision.verdict === "allow" && rule) {
-    return `egress to ${target} refused: ${hostText(host)} resolves to a non-public address (loopback, private, CGNAT, link-local or cloud metadata), and the allow rule "${rule.text}" in the ${rule.tier} policy does not opt in to those. To allow it, give that rule "private: true", or pass \`--allow-private ${cliRule}\` to cloister run/start.`;
+    return `egress to ${target} refused: ${hostText(host)} resolves to a non-public address (loopback, private, CGNAT, link-local or cloud metadata), and the allow rule "${rule.text}" in the ${rule.tier} policy does not opt in to those. To allow it, run \`cloister allow ${cliRule} --private --project PROJECT\` on the host, or pass \`--allow-private ${cliRule}\` to cloister run/start.`;
   }
   const why = host.kind === "ip"
     ? `${target} is not on any allowlist (an IP address is reached only when a rule names that address)`
@@ -85,7 +85,7 @@ function matching(policy: Policy, list: "allow" | "deny", host: Host, port: numb
   return TIERS.flatMap((tier) => policy[tier][list].filter((rule) => ruleMatches(rule, host, port)).map((rule) => ({ rule, tier })));
 }
 
-function describe(match: Match, list: "allow" | "deny"): NonNullable<Decision["rule"]> {
+function ruleRef(match: Match, list: "allow" | "deny"): NonNullable<Decision["rule"]> {
   return { text: match.rule.text, tier: match.tier, list };
 }
 

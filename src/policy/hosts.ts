@@ -24,7 +24,9 @@ export class HostSyntaxError extends Error {
 const MAX_NAME_LENGTH = 253;
 const MAX_LABEL_LENGTH = 63;
 /** What a label of a canonical name may hold: letters, digits, hyphen, and underscore (SRV-style names). */
-const LABEL_RE = /^[a-z0-9_-]+$/;
+const LABEL_CHAR = /[a-z0-9_-]/;
+/** The ASCII a raw host may hold before parsing: name characters, dots, and colons of a bare IPv6 address. */
+const RAW_ASCII_CHAR = /[A-Za-z0-9._:-]/;
 
 /** The canonical form of a request's host: a punycode name without trailing dot, or an IP address. */
 export function canonicalHost(raw: string): Host {
@@ -138,13 +140,10 @@ function checkedName(parsed: string): string {
   for (const label of name.split(".")) {
     if (label === "") throw new HostSyntaxError("host has an empty label (two dots in a row, or a leading dot)");
     if (label.length > MAX_LABEL_LENGTH) throw new HostSyntaxError(`host has a label longer than ${MAX_LABEL_LENGTH} characters`);
-    if (!LABEL_RE.test(label)) throw new HostSyntaxError(`host contains ${describeChar(firstBadChar(label))}`);
+    const bad = [...label].find((c) => !LABEL_CHAR.test(c));
+    if (bad !== undefined) throw new HostSyntaxError(`host contains ${describeChar(bad)}`);
   }
   return name;
-}
-
-function firstBadChar(label: string): string {
-  return [...label].find((c) => !/[a-z0-9_-]/.test(c)) ?? label;
 }
 
 /**
@@ -153,11 +152,13 @@ function firstBadChar(label: string): string {
  * percent-decode others, so they must never reach it. Non-ASCII goes on to IDN processing.
  */
 function rejectForbiddenCharacters(raw: string): void {
-  for (const c of raw) {
-    const code = c.codePointAt(0) ?? 0;
-    if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) throw new HostSyntaxError(`host contains ${describeChar(c)}`);
-    if (code < 0x80 && !/[A-Za-z0-9._:-]/.test(c)) throw new HostSyntaxError(`host contains ${describeChar(c)}`);
-  }
+  const bad = [...raw].find((c) => isControl(c) || (c < "\u0080" && !RAW_ASCII_CHAR.test(c)));
+  if (bad !== undefined) throw new HostSyntaxError(`host contains ${describeChar(bad)}`);
+}
+
+/** C0 and C1 controls and DEL. */
+function isControl(c: string): boolean {
+  return /[\u0000-\u001f\u007f-\u009f]/.test(c);
 }
 
 const CHAR_NOTES: Readonly<Record<string, string>> = {
@@ -174,9 +175,8 @@ const CHAR_NOTES: Readonly<Record<string, string>> = {
 };
 
 function describeChar(c: string): string {
-  const code = c.codePointAt(0) ?? 0;
-  if (code === 0) return "a NUL byte";
-  if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) return `a control character (U+${code.toString(16).toUpperCase().padStart(4, "0")})`;
+  if (c === "\u0000") return "a NUL byte";
+  if (isControl(c)) return `a control character (U+${(c.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, "0")})`;
   return CHAR_NOTES[c] ?? `'${c}'`;
 }
 

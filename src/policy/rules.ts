@@ -30,7 +30,7 @@ const WILDCARD_PREFIX = "*.";
 /** Parses one rule; surrounding whitespace is ignored, everything else must be exact. */
 export function parseRule(text: string, options: { private?: boolean } = {}): EgressRule {
   const written = text.trim();
-  const fail = (problem: string, instead: string): never => {
+  const fail: Fail = (problem, instead) => {
     throw new RuleError(`egress rule ${JSON.stringify(written)}: ${problem}; ${instead}`);
   };
   if (written === "") fail("the rule is empty", 'write a host such as "example.com" or "*.example.com:8443"');

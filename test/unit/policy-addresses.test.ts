@@ -166,8 +166,20 @@ describe("classifyAddress: on canonicalHost output", () => {
   }
 });
 
+describe("classifyAddress: zone ids are ignored", () => {
+  const cases: [string, AddressClass][] = [
+    ["fe80::1%eth0", "link-local"],
+    ["fe80::1%25", "link-local"],
+    ["::1%lo", "loopback"],
+    ["ff02::1%2", "multicast"],
+  ];
+  for (const [address, cls] of cases) {
+    it(`${address} is ${cls}`, () => assert.equal(classifyAddress(address), cls));
+  }
+});
+
 describe("classifyAddress: not an address", () => {
-  for (const text of ["", "example.com", "127.1", "0x7f.0.0.1", "010.0.0.1", "1.2.3.256", "[::1]", "fe80::1%eth0", "::1%lo", " ::1", "::g"]) {
+  for (const text of ["", "example.com", "127.1", "0x7f.0.0.1", "010.0.0.1", "1.2.3.256", "1.2.3.4%eth0", "[::1]", "::1%", " ::1", "::g"]) {
     it(JSON.stringify(text), () => assert.throws(() => classifyAddress(text), TypeError));
   }
 });

@@ -17,6 +17,13 @@ const name = (n: string): Host => ({ kind: "name", name: n });
 const v4 = (address: string): Host => ({ kind: "ip", address, family: 4 });
 const v6 = (address: string): Host => ({ kind: "ip", address, family: 6 });
 
+/** A table of [raw host, the Host canonicalHost must make of it]. */
+function canonicalCases(cases: [string, string][], make: (canonical: string) => Host): void {
+  for (const [raw, expected] of cases) {
+    it(`${JSON.stringify(raw)} -> ${expected}`, () => assert.deepEqual(canonicalHost(raw), make(expected)));
+  }
+}
+
 /** Asserts a HostSyntaxError whose message contains `fragment`. */
 function assertSyntaxError(fn: () => unknown, fragment: string): void {
   assert.throws(fn, (error: unknown) => {
@@ -58,11 +65,7 @@ describe("canonicalHost: names", () => {
     // Only ASCII and fullwidth digits make numbers; Arabic-Indic digits are an IDN label.
     ["١٢٧.example", "xn--9hbcp.example"],
   ];
-  for (const [raw, expected] of cases) {
-    it(`${JSON.stringify(raw)} -> ${expected}`, () => {
-      assert.deepEqual(canonicalHost(raw), name(expected));
-    });
-  }
+  canonicalCases(cases, name);
 
   it("accepts a 63-character label and a 253-character name", () => {
     const label = "a".repeat(63);
@@ -101,11 +104,7 @@ describe("canonicalHost: IPv4 in every spelling", () => {
     ["192.168.257", "192.168.1.1"],
     ["8.8.8.8", "8.8.8.8"],
   ];
-  for (const [raw, expected] of cases) {
-    it(`${JSON.stringify(raw)} -> ${expected}`, () => {
-      assert.deepEqual(canonicalHost(raw), v4(expected));
-    });
-  }
+  canonicalCases(cases, v4);
 });
 
 describe("canonicalHost: IPv6 in every spelling", () => {
@@ -129,11 +128,7 @@ describe("canonicalHost: IPv6 in every spelling", () => {
     ["::ffff:127.0.0.1", "::ffff:7f00:1"],
     ["2001:DB8::1", "2001:db8::1"],
   ];
-  for (const [raw, expected] of cases) {
-    it(`${JSON.stringify(raw)} -> ${expected}`, () => {
-      assert.deepEqual(canonicalHost(raw), v6(expected));
-    });
-  }
+  canonicalCases(cases, v6);
 });
 
 describe("canonicalHost: rejections", () => {

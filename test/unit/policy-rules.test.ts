@@ -21,6 +21,15 @@ function assertRuleError(text: string, ...fragments: string[]): void {
 
 const matches = (rule: string, host: string, port: number): boolean => ruleMatches(parseRule(rule), canonicalHost(host), port);
 
+/** A table of [rule, host, port, whether the rule matches host:port]. */
+function describeMatches(title: string, cases: [string, string, number, boolean][]): void {
+  describe(title, () => {
+    for (const [rule, host, port, expected] of cases) {
+      it(`${rule} ${expected ? "matches" : "does not match"} ${host}:${port}`, () => assert.equal(matches(rule, host, port), expected));
+    }
+  });
+}
+
 describe("parseRule: accepted rules", () => {
   const cases: [string, Omit<EgressRule, "private">][] = [
     ["example.com", { text: "example.com", kind: "exact", host: "example.com", ports: null }],
@@ -167,93 +176,78 @@ describe("parseRule: refused rules", () => {
   });
 });
 
-describe("ruleMatches: exact names", () => {
-  const cases: [string, string, number, boolean][] = [
-    ["example.com", "example.com", 443, true],
-    ["example.com", "example.com", 80, true],
-    ["example.com", "EXAMPLE.COM.", 443, true],
-    ["example.com", "example.com", 8443, false],
-    ["example.com", "example.com", 22, false],
-    ["example.com", "www.example.com", 443, false],
-    ["example.com", "evilexample.com", 443, false],
-    ["example.com", "example.com.evil.net", 443, false],
-    ["example.com", "example.co", 443, false],
-    ["example.com", "xample.com", 443, false],
-    ["example.com:8443", "example.com", 8443, true],
-    ["example.com:8443", "example.com", 443, false],
-    ["example.com:8443", "example.com", 80, false],
-    ["example.com:80,8080", "example.com", 80, true],
-    ["example.com:80,8080", "example.com", 8080, true],
-    ["example.com:80,8080", "example.com", 443, false],
-    ["bücher.de", "xn--bcher-kva.de", 443, true],
-    ["xn--bcher-kva.de", "BÜCHER.de", 443, true],
-  ];
-  for (const [rule, host, port, expected] of cases) {
-    it(`${rule} ${expected ? "matches" : "does not match"} ${host}:${port}`, () => assert.equal(matches(rule, host, port), expected));
-  }
-});
+describeMatches("ruleMatches: exact names", [
+  ["example.com", "example.com", 443, true],
+  ["example.com", "example.com", 80, true],
+  ["example.com", "EXAMPLE.COM.", 443, true],
+  ["example.com", "example.com", 8443, false],
+  ["example.com", "example.com", 22, false],
+  ["example.com", "www.example.com", 443, false],
+  ["example.com", "evilexample.com", 443, false],
+  ["example.com", "example.com.evil.net", 443, false],
+  ["example.com", "example.co", 443, false],
+  ["example.com", "xample.com", 443, false],
+  ["example.com:8443", "example.com", 8443, true],
+  ["example.com:8443", "example.com", 443, false],
+  ["example.com:8443", "example.com", 80, false],
+  ["example.com:80,8080", "example.com", 80, true],
+  ["example.com:80,8080", "example.com", 8080, true],
+  ["example.com:80,8080", "example.com", 443, false],
+  ["bücher.de", "xn--bcher-kva.de", 443, true],
+  ["xn--bcher-kva.de", "BÜCHER.de", 443, true],
+]);
 
-describe("ruleMatches: wildcards (any depth, never the apex)", () => {
-  const cases: [string, string, number, boolean][] = [
-    ["*.example.com", "www.example.com", 443, true],
-    ["*.example.com", "a.b.example.com", 443, true],
-    ["*.example.com", "a.b.c.d.e.example.com", 80, true],
-    ["*.example.com", "WWW.Example.Com.", 443, true],
-    ["*.example.com", "_srv.example.com", 443, true],
-    ["*.example.com", "example.com", 443, false],
-    ["*.example.com", "evilexample.com", 443, false],
-    ["*.example.com", "www.evilexample.com", 443, false],
-    ["*.example.com", "example.com.evil.net", 443, false],
-    ["*.example.com", "www.example.com.evil.net", 443, false],
-    ["*.example.com", "wwwexample.com", 443, false],
-    ["*.example.com", "www.example.org", 443, false],
-    ["*.example.com", "www.example.com", 8443, false],
-    ["*.example.com:8443", "www.example.com", 8443, true],
-    ["*.example.com:8443", "www.example.com", 443, false],
-    ["*.api.example.com", "v1.api.example.com", 443, true],
-    ["*.api.example.com", "api.example.com", 443, false],
-    ["*.api.example.com", "www.example.com", 443, false],
-  ];
-  for (const [rule, host, port, expected] of cases) {
-    it(`${rule} ${expected ? "matches" : "does not match"} ${host}:${port}`, () => assert.equal(matches(rule, host, port), expected));
-  }
-});
+describeMatches("ruleMatches: wildcards (any depth, never the apex)", [
+  ["*.example.com", "www.example.com", 443, true],
+  ["*.example.com", "a.b.example.com", 443, true],
+  ["*.example.com", "a.b.c.d.e.example.com", 80, true],
+  ["*.example.com", "WWW.Example.Com.", 443, true],
+  ["*.example.com", "_srv.example.com", 443, true],
+  ["*.example.com", "example.com", 443, false],
+  ["*.example.com", "evilexample.com", 443, false],
+  ["*.example.com", "www.evilexample.com", 443, false],
+  ["*.example.com", "example.com.evil.net", 443, false],
+  ["*.example.com", "www.example.com.evil.net", 443, false],
+  ["*.example.com", "wwwexample.com", 443, false],
+  ["*.example.com", "www.example.org", 443, false],
+  ["*.example.com", "www.example.com", 8443, false],
+  ["*.example.com:8443", "www.example.com", 8443, true],
+  ["*.example.com:8443", "www.example.com", 443, false],
+  ["*.api.example.com", "v1.api.example.com", 443, true],
+  ["*.api.example.com", "api.example.com", 443, false],
+  ["*.api.example.com", "www.example.com", 443, false],
+]);
 
-describe("ruleMatches: IP rules and the name/IP divide", () => {
-  const cases: [string, string, number, boolean][] = [
-    ["10.1.2.3:5432", "10.1.2.3", 5432, true],
-    ["10.1.2.3:5432", "10.1.2.3", 443, false],
-    ["10.1.2.3:5432", "10.1.2.4", 5432, false],
-    ["10.1.2.3", "10.1.2.3", 443, true],
-    ["10.1.2.3", "10.1.2.3", 80, true],
-    ["10.1.2.3", "10.1.2.3", 5432, false],
-    // every spelling of the address is the address
-    ["127.0.0.1:8080", "127.1", 8080, true],
-    ["127.0.0.1:8080", "0x7f.0.0.1", 8080, true],
-    ["127.0.0.1:8080", "0177.0.0.1", 8080, true],
-    ["127.0.0.1:8080", "2130706433", 8080, true],
-    ["127.0.0.1:8080", "0x7f000001", 8080, true],
-    ["127.0.0.1:8080", "127.0.0.2", 8080, false],
-    ["[::1]:443", "[::1]", 443, true],
-    ["[::1]:443", "[0:0:0:0:0:0:0:1]", 443, true],
-    ["[::1]:443", "::1", 443, true],
-    ["[2001:db8::1]", "[2001:DB8:0::1]", 443, true],
-    ["[::ffff:127.0.0.1]", "[::ffff:7f00:1]", 443, true],
-    // an IPv4 rule does not cover the IPv6 spellings of that address, and vice versa
-    ["127.0.0.1", "[::ffff:127.0.0.1]", 443, false],
-    ["127.0.0.1", "[::127.0.0.1]", 443, false],
-    ["[::ffff:127.0.0.1]", "127.0.0.1", 443, false],
-    // names never match IP hosts, IP rules never match names
-    ["localhost", "127.0.0.1", 443, false],
-    ["127.0.0.1", "localhost", 443, false],
-    ["*.example.com", "10.0.0.1", 443, false],
-    ["1.2.3.4", "1.2.3.4.example.com", 443, false],
-    ["example.com", "[::1]", 443, false],
-  ];
-  for (const [rule, host, port, expected] of cases) {
-    it(`${rule} ${expected ? "matches" : "does not match"} ${host}:${port}`, () => assert.equal(matches(rule, host, port), expected));
-  }
-});
+describeMatches("ruleMatches: IP rules and the name/IP divide", [
+  ["10.1.2.3:5432", "10.1.2.3", 5432, true],
+  ["10.1.2.3:5432", "10.1.2.3", 443, false],
+  ["10.1.2.3:5432", "10.1.2.4", 5432, false],
+  ["10.1.2.3", "10.1.2.3", 443, true],
+  ["10.1.2.3", "10.1.2.3", 80, true],
+  ["10.1.2.3", "10.1.2.3", 5432, false],
+  // every spelling of the address is the address
+  ["127.0.0.1:8080", "127.1", 8080, true],
+  ["127.0.0.1:8080", "0x7f.0.0.1", 8080, true],
+  ["127.0.0.1:8080", "0177.0.0.1", 8080, true],
+  ["127.0.0.1:8080", "2130706433", 8080, true],
+  ["127.0.0.1:8080", "0x7f000001", 8080, true],
+  ["127.0.0.1:8080", "127.0.0.2", 8080, false],
+  ["[::1]:443", "[::1]", 443, true],
+  ["[::1]:443", "[0:0:0:0:0:0:0:1]", 443, true],
+  ["[::1]:443", "::1", 443, true],
+  ["[2001:db8::1]", "[2001:DB8:0::1]", 443, true],
+  ["[::ffff:127.0.0.1]", "[::ffff:7f00:1]", 443, true],
+  // an IPv4 rule does not cover the IPv6 spellings of that address, and vice versa
+  ["127.0.0.1", "[::ffff:127.0.0.1]", 443, false],
+  ["127.0.0.1", "[::127.0.0.1]", 443, false],
+  ["[::ffff:127.0.0.1]", "127.0.0.1", 443, false],
+  // names never match IP hosts, IP rules never match names
+  ["localhost", "127.0.0.1", 443, false],
+  ["127.0.0.1", "localhost", 443, false],
+  ["*.example.com", "10.0.0.1", 443, false],
+  ["1.2.3.4", "1.2.3.4.example.com", 443, false],
+  ["example.com", "[::1]", 443, false],
+]);
 
 describe("ruleMatches: default ports", () => {
   it("are 80 and 443 and nothing else", () => {

@@ -1,0 +1,198 @@
+/**
+ * The egress path end to end: real bubblewrap cloisters, the real guardian, curl and socat inside,
+ * and recording servers on loopback standing in for the internet (reached through name overrides).
+ */
+import assert from "node:assert/strict";
+import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createInstance, waitUntil, type TestInstance } from "../helpers/cloister.js";
+import { createTestCa, startHttpsUpstream, startHttpUpstream, startTcpEcho, type HttpsUpstream, type TestCa, type Upstream } from "../fixtures/upstreams.js";
+
+describe("egress through the guardian", () => {
+  let t: TestInstance;
+  let ca: TestCa;
+  let web: Upstream;
+  let secure: HttpsUpstream;
+  let echo: Upstream;
+  let sink: Upstream;
+
+  /** Flags that point test names at the loopback servers; `private` because loopback is not public. */
+  const names = () => [
+    ...["web.test", "secure.test", "echo.test", "sink.test"].flatMap((name) => ["--resolve", `${name}=127.0.0.1`]),
+    "--allow",
+    `web.test:${web.port}`,
+    "--allow",
+    `secure.test:${secure.port}`,
+    "--allow",
+    `echo.test:${echo.port}`,
+    "--deny",
+    `sink.test:${sink.port}`,
+  ];
+  const run = (script: string, extra: string[] = []) => t.cli(["run", ...names(), ...extra, "--", "sh", "-c", script]);
+
+  before(async () => {
+    t = createInstance("eg");
+    ca = createTestCa();
+    [web, secure, echo, sink] = await Promise.all([startHttpUpstream(), startHttpsUpstream(ca, ["secure.test"]), startTcpEcho({ banner: "SSH-2.0-fake\r\n" }), startHttpUpstream()]);
+    copyFileSync(ca.certFile, join(t.project, "test-ca.pem"));
+  });
+  after(async () => {
+    await t.teardown();
+    await Promise.all([web, secure, echo, sink].map((u) => u.close()));
+  });
+
+  it("forwards plain HTTP to an allowed name, with the Host rebuilt and the proxy credentials stripped", async () => {
+    const r = await run(`curl -sS -m 10 http://web.test:${web.port}/plain -H 'Proxy-Connection: keep-alive' -H 'Connection: X-Secret' -H 'X-Secret: hop'`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "hello from upstream\n");
+    const seen = web.requests.at(-1);
+    assert.equal(seen?.url, "/plain");
+    assert.equal(seen?.headers.host, `web.test:${web.port}`);
+    for (const header of ["proxy-authorization", "proxy-connection", "x-secret"]) assert.equal(seen?.headers[header], undefined, header);
+  });
+
+  it("tunnels HTTPS with CONNECT; TLS is end to end (the upstream's certificate is verified inside)", async () => {
+    const r = await run(`curl -sS -m 10 --cacert /work/test-ca.pem https://secure.test:${secure.port}/tls`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "hello from upstream\n");
+    assert.equal(secure.servernames.at(-1), "secure.test");
+  });
+
+  it("carries SOCKS5 with the token (curl through ALL_PROXY) and refuses a client without credentials", async () => {
+    const r = await run(`curl -sS -m 10 -x "$ALL_PROXY" http://web.test:${web.port}/socks; echo; curl -sS -m 10 -x socks5h://127.0.0.1:3128 http://web.test:${web.port}/noauth; echo "rc=$?"`);
+    assert.match(r.stdout, /^hello from upstream\n/);
+    assert.match(r.stdout, /rc=97/);
+    assert.equal(web.requests.filter((q) => q.url === "/noauth").length, 0);
+  });
+
+  it("routes ssh through the proxy (GIT_SSH_COMMAND's ProxyCommand reaches an allowed host:22-like port)", async () => {
+    // What ssh does with the ProxyCommand: substitute %h and %p, run it, speak over its stdio.
+    const script = `cmd=$(printf '%s' "$GIT_SSH_COMMAND" | sed -e "s/^ssh -o ProxyCommand='//" -e "s/'$//" -e "s/%h/echo.test/" -e "s/%p/${echo.port}/"); printf 'SSH-2.0-client\\r\\n' | timeout 5 sh -c "$cmd"`;
+    const r = await run(script);
+    assert.match(r.stdout, /SSH-2\.0-fake/);
+    assert.match(echo.received.toString(), /SSH-2\.0-client/);
+  });
+
+  it("refuses denied and unlisted hosts on every protocol with a message that says how to allow them; the sink sees nothing", async () => {
+    const r = await run(
+      [
+        `curl -sS -m 10 -o /dev/null -w '%{http_code}\\n' http://sink.test:${sink.port}/http`,
+        `curl -sS -m 10 -p http://sink.test:${sink.port}/connect 2>&1 | tail -1`,
+        `curl -sS -m 10 -x "$ALL_PROXY" http://sink.test:${sink.port}/socks; echo "socks=$?"`,
+        `curl -sS -m 10 http://unlisted.test:${web.port}/x`,
+      ].join("; "),
+    );
+    assert.match(r.stdout, /^403\n/);
+    assert.match(r.stdout, /CONNECT.*403|403/);
+    assert.match(r.stdout, /socks=97/);
+    assert.match(r.stdout, new RegExp(`unlisted\\.test:${web.port}.*cloister allow unlisted\\.test:${web.port}`));
+    assert.equal(sink.connections, 0);
+  });
+
+  it("refuses a name that resolves to loopback unless the rule opts in to private addresses", async () => {
+    const refused = await run(`curl -sS -m 10 --noproxy "" http://localhost:${web.port}/lo`, ["--allow", `localhost:${web.port}`]);
+    assert.match(refused.stdout, /non-public address/);
+    const allowed = await run(`curl -sS -m 10 --noproxy "" http://localhost:${web.port}/lo`, ["--allow-private", `localhost:${web.port}`]);
+    assert.equal(allowed.stdout, "hello from upstream\n");
+    assert.equal(web.requests.filter((q) => q.url === "/lo").length, 1);
+  });
+
+  it("refuses IP literals in every spelling unless a rule names that address", async () => {
+    const spellings = ["127.0.0.1", "127.1", "0x7f.0.0.1", "2130706433", "[::ffff:127.0.0.1]"];
+    const script = spellings.map((s) => `curl -sS -m 10 --noproxy "" -o /dev/null -w '%{http_code}\\n' http://${s}:${web.port}/ip`).join("; ");
+    const refused = await run(script);
+    assert.deepEqual(refused.stdout.trim().split("\n"), spellings.map(() => "403"));
+    const named = await run(`curl -sS -m 10 --noproxy "" -o /dev/null -w '%{http_code}\\n' http://127.1:${web.port}/ip`, ["--allow", `127.0.0.1:${web.port}`]);
+    assert.equal(named.stdout.trim(), "200");
+  });
+
+  it("asks for the proxy token: 407 without it or with another cloister's", async () => {
+    const r = await run(
+      `curl -sS -m 10 --noproxy '' -x http://127.0.0.1:3128 -o /dev/null -w '%{http_code}\\n' http://web.test:${web.port}/; ` +
+        `curl -sS -m 10 -x http://cloister:${"0".repeat(64)}@127.0.0.1:3128 -o /dev/null -w '%{http_code}\\n' http://web.test:${web.port}/`,
+    );
+    assert.deepEqual(r.stdout.trim().split("\n"), ["407", "407"]);
+  });
+
+  it("rejects a bad session rule before anything starts", async () => {
+    const r = await t.cli(["run", "--allow", "*.com", "--", "true"]);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /--allow \*\.com: .*top-level domain/);
+  });
+
+  describe("a persistent cloister", () => {
+    const name = "egress-live";
+    before(async () => {
+      const r = await t.cli(["start", "-d", "--name", name, ...names()]);
+      assert.equal(r.code, 0, r.stderr);
+    });
+    after(async () => {
+      await t.cli(["stop", name]);
+    });
+    const exec = (script: string) => t.cli(["exec", name, "--", "sh", "-c", script]);
+    const status = (url: string) => exec(`curl -sS -m 10 -o /dev/null -w '%{http_code}' ${url}`);
+
+    it("applies `cloister allow` and `cloister deny` at once, without a restart", async () => {
+      const url = `http://later.test:${web.port}/later`;
+      assert.equal((await status(url)).stdout, "403");
+      const allowed = await t.cli(["allow", `later.test:${web.port}`, "--private"]);
+      assert.equal(allowed.code, 0, allowed.stderr);
+      // later.test is not mapped: the guardian resolves it on the host, where it does not exist.
+      assert.equal((await status(url)).stdout, "502");
+      const denied = await t.cli(["deny", `later.test:${web.port}`]);
+      assert.equal(denied.code, 0, denied.stderr);
+      assert.equal((await status(url)).stdout, "403");
+      const decisions = readFileSync(join(t.home, "config", "decisions", "projects", `${await projectName(t)}.yaml`), "utf8");
+      assert.match(decisions, /later\.test/);
+    });
+
+    it("keeps a live tunnel across `guardian reload`, and keeps the old policy when the new config is invalid", async () => {
+      const tunnel = t.cli(["exec", name, "--", "sh", "-c", `(printf 'one\\n'; sleep 3; printf 'two\\n') | socat -t 5 - PROXY:127.0.0.1:echo.test:${echo.port},proxyport=3128,proxyauth=cloister:$(printf '%s' "$HTTP_PROXY" | sed 's/.*cloister:\\([0-9a-f]*\\)@.*/\\1/')`]);
+      await waitUntil("the tunnel to carry its first line", () => echo.received.toString().includes("one"));
+      const configFile = join(t.home, "config", "config.yaml");
+      const good = readFileSync(configFile, "utf8");
+      writeFileSync(configFile, `${good}\nbogus_key: 1\n`);
+      const broken = await t.cli(["guardian", "reload"]);
+      assert.equal(broken.code, 125);
+      assert.match(broken.stderr, /config\.yaml:\d+:\d+: bogus_key: unknown key/);
+      writeFileSync(configFile, good);
+      assert.equal((await t.cli(["guardian", "reload"])).code, 0);
+      const r = await tunnel;
+      assert.match(r.stdout, /one\ntwo\n/, r.stderr);
+      assert.equal((await status(`http://web.test:${web.port}/after-reload`)).stdout, "200");
+    });
+
+    it("regains network after the guardian is killed with SIGKILL, with its session rules", async () => {
+      const pid = Number(readFileSync(join(t.home, "run", "guardian.pid"), "utf8"));
+      process.kill(pid, "SIGKILL");
+      // exec brings the guardian back (it re-adopts the cloister and re-opens its socket).
+      assert.equal((await status(`http://web.test:${web.port}/after-crash`)).stdout, "200");
+      assert.equal((await status(`http://sink.test:${sink.port}/after-crash`)).stdout, "403");
+      assert.equal(sink.connections, 0);
+    });
+  });
+
+  it("audits every decision in a signed, hash-chained log that verifies", async () => {
+    const withToken = await run(`printf '%s' "$HTTP_PROXY"; curl -sS -m 10 -o /dev/null http://web.test:${web.port}/audited`);
+    const token = /cloister:([0-9a-f]{64})@/.exec(withToken.stdout)?.[1];
+    assert.ok(token, withToken.stdout);
+    const tail = await t.cli(["audit", "tail", "-n", "1000", "--json"]);
+    assert.equal(tail.code, 0, tail.stderr);
+    const events = tail.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
+    assert.ok(events.some((e) => e.type === "egress" && e.host === "sink.test" && e.decision === "denied"));
+    assert.ok(events.some((e) => e.type === "egress" && e.host === "web.test" && e.decision === "allow" && e.address === "127.0.0.1"));
+    assert.ok(events.some((e) => e.type === "egress.end" && typeof e.bytesDown === "number" && (e.bytesDown as number) > 0));
+    assert.ok(events.some((e) => e.type === "cloister.start") && events.some((e) => e.type === "cloister.stop"));
+    assert.ok(!tail.stdout.includes(token), "no proxy token in the audit log");
+    const verify = await t.cli(["audit", "verify"]);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  });
+});
+
+async function projectName(t: TestInstance): Promise<string> {
+  const projects = JSON.parse((await t.cli(["project", "list", "--json"])).stdout) as { name: string; path?: string }[];
+  const project = projects.find((p) => p.path === t.project);
+  assert.ok(project, `project ${t.project} is registered`);
+  return project.name;
+}

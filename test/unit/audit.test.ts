@@ -1,0 +1,760 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
+import { appendFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { after, before, describe, test } from "node:test";
+import { GENESIS_PREV, hashLine } from "../../src/audit/chain.js";
+import { listLogFiles } from "../../src/audit/files.js";
+import { formatRecordLine } from "../../src/audit/format.js";
+import { AuditLog, type AuditEvent } from "../../src/audit/log.js";
+import { recordBody, SEGMENT_TYPE, signedLine, type AuditRecord } from "../../src/audit/record.js";
+import { signBody } from "../../src/audit/signing.js";
+import { LogFollower } from "../../src/audit/tail.js";
+import { describeVerifyResult, verifyAuditLog } from "../../src/audit/verify.js";
+import { resolvePaths } from "../../src/config/paths.js";
+import { CloisterError } from "../../src/errors.js";
+
+const REPO_ROOT = new URL("../..", import.meta.url).pathname;
+
+let scratch = "";
+before(async () => {
+  scratch = await mkdtemp(join(tmpdir(), "cloister-audit-test-"));
+});
+after(async () => {
+  await rm(scratch, { recursive: true, force: true });
+});
+
+let counter = 0;
+/** A fresh, not yet existing log directory per test. */
+function freshDir(): string {
+  return join(scratch, `log-${++counter}`);
+}
+
+function egress(i: number, extra: Partial<AuditEvent> = {}): AuditEvent {
+  return {
+    type: "egress",
+    cloister: "c1",
+    project: "proj",
+    protocol: "connect",
+    host: `host-${i}.example.com`,
+    port: 443,
+    address: "93.184.216.34",
+    decision: i % 5 === 0 ? "deny" : "allow",
+    rule: "*.example.com",
+    tier: "global",
+    ...extra,
+  } as AuditEvent;
+}
+
+/** A closed log with a genesis header (seq 1) and `count` egress records (seq 2 … count+1). */
+async function writeLog(count: number, options: { maxBytes?: number; keep?: number } = {}): Promise<string> {
+  const dir = freshDir();
+  const log = await AuditLog.open({ dir, ...options });
+  for (let i = 0; i < count; i++) log.append(egress(i));
+  await log.close();
+  return dir;
+}
+
+async function lines(file: string): Promise<string[]> {
+  const text = await readFile(file, "utf8");
+  return text.split("\n").filter((line, i, all) => line !== "" || i < all.length - 1);
+}
+
+async function records(dir: string): Promise<AuditRecord[]> {
+  const out: AuditRecord[] = [];
+  for (const file of await listLogFiles(dir)) for (const line of await lines(file)) out.push(JSON.parse(line) as AuditRecord);
+  return out;
+}
+
+/** Rewrite audit.jsonl through `edit` (an array of its lines). */
+async function tamper(dir: string, edit: (lines: string[]) => string[]): Promise<void> {
+  const file = join(dir, "audit.jsonl");
+  await writeFile(file, edit(await lines(file)).map((line) => `${line}\n`).join(""));
+}
+
+function mode(info: { mode: number }): number {
+  return info.mode & 0o777;
+}
+
+// ---------------------------------------------------------------------------------------------------
+describe("audit log: chain and signatures", () => {
+  test("a written log verifies, from its genesis record", async () => {
+    const dir = await writeLog(20);
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.ok, true, describeVerifyResult(result));
+    assert.equal(result.records, 21);
+    assert.deepEqual(result.chainStart, { seq: 1, genesis: true });
+    assert.equal(result.lastSeq, 21);
+    assert.deepEqual(result.files, [join(dir, "audit.jsonl")]);
+  });
+
+  test("record format: seq, time, event fields, prev, then sig; first record links to the genesis marker", async () => {
+    const dir = await writeLog(2);
+    const all = await lines(join(dir, "audit.jsonl"));
+    const first = JSON.parse(all[0] ?? "") as AuditRecord;
+    assert.equal(first.seq, 1);
+    assert.equal(first.type, SEGMENT_TYPE);
+    assert.equal(first.reason, "genesis");
+    assert.equal(first.prev, GENESIS_PREV);
+    const second = JSON.parse(all[1] ?? "") as AuditRecord;
+    assert.deepEqual(Object.keys(second), ["seq", "time", "type", "cloister", "project", "protocol", "host", "port", "address", "decision", "rule", "tier", "prev", "sig"]);
+    assert.equal(second.prev, hashLine(all[0] ?? ""));
+    assert.ok(!Number.isNaN(Date.parse(second.time)));
+    assert.match(second.sig, /^[A-Za-z0-9+/]{86}==$/);
+  });
+
+  test("the signed bytes are the line without its sig member", async () => {
+    const dir = await writeLog(1);
+    const line = (await lines(join(dir, "audit.jsonl")))[1] ?? "";
+    const { sig, ...rest } = JSON.parse(line) as AuditRecord;
+    assert.equal(line, signedLine(JSON.stringify(rest), sig));
+  });
+
+  test("append assigns seq in call order; flush puts every record on disk", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir });
+    for (let i = 0; i < 500; i++) log.append(egress(i, { n: i }));
+    assert.equal(log.lastSeq, 501);
+    await log.flush();
+    const all = await records(dir);
+    assert.equal(all.length, 501);
+    all.slice(1).forEach((record, i) => {
+      assert.equal(record.seq, i + 2);
+      assert.equal(record.n, i);
+    });
+    await log.close();
+  });
+
+  test("publicKeyPem is the key in signing-key.pub.pem", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir });
+    assert.equal(log.publicKeyPem, await readFile(join(dir, "signing-key.pub.pem"), "utf8"));
+    assert.match(log.publicKeyPem, /^-----BEGIN PUBLIC KEY-----/);
+    await log.close();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe("audit verify: tampering is found, at the right record", () => {
+  // Line n holds seq n (line 1 is the genesis header).
+  test("an edited record fails its signature", async () => {
+    const dir = await writeLog(10);
+    await tamper(dir, (all) => all.map((line, i) => (i === 5 ? line.replace('"decision":"allow"', '"decision":"deny"') : line)));
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.ok, false);
+    assert.deepEqual({ ...result.firstBad, reason: undefined }, { file: join(dir, "audit.jsonl"), line: 6, seq: 6, reason: undefined });
+    assert.match(result.firstBad?.reason ?? "", /signature does not verify/);
+    assert.equal(result.records, 5);
+  });
+
+  test("an edit that keeps the JSON equal but changes bytes (spacing) fails too", async () => {
+    const dir = await writeLog(5);
+    await tamper(dir, (all) => all.map((line, i) => (i === 2 ? line.replace('"port":443', '"port": 443') : line)));
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 3);
+    assert.match(result.firstBad?.reason ?? "", /signature/);
+  });
+
+  test("a deleted record: the one after it is named, with how many are missing", async () => {
+    const dir = await writeLog(10);
+    await tamper(dir, (all) => all.filter((_, i) => i !== 4 && i !== 5));
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 5);
+    assert.equal(result.firstBad?.seq, 7);
+    assert.match(result.firstBad?.reason ?? "", /seq 7 where 5 was expected: 2 record\(s\) missing/);
+  });
+
+  test("two records swapped", async () => {
+    const dir = await writeLog(10);
+    await tamper(dir, (all) => all.map((line, i) => (i === 3 ? (all[4] ?? "") : i === 4 ? (all[3] ?? "") : line)));
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 4);
+    assert.equal(result.firstBad?.seq, 5);
+    assert.match(result.firstBad?.reason ?? "", /where 4 was expected/);
+  });
+
+  test("a record repeated (replayed) right after itself", async () => {
+    const dir = await writeLog(10);
+    await tamper(dir, (all) => [...all.slice(0, 4), all[3] ?? "", ...all.slice(4)]);
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 5);
+    assert.equal(result.firstBad?.seq, 4);
+    assert.match(result.firstBad?.reason ?? "", /inserted, repeated or moved/);
+  });
+
+  test("an inserted record signed with another key", async () => {
+    const dir = await writeLog(10);
+    const other = generateKeyPairSync("ed25519").privateKey;
+    await tamper(dir, (all) => {
+      const prev = hashLine(all[2] ?? "");
+      const body = recordBody(4, new Date().toISOString(), { type: "egress", host: "evil.example", decision: "allow" }, prev);
+      return [...all.slice(0, 3), signedLine(body, signBody(body, other)), ...all.slice(3)];
+    });
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 4);
+    assert.match(result.firstBad?.reason ?? "", /signature does not verify/);
+  });
+
+  test("a record re-signed with the real key but the chain not fixed: prev mismatch", async () => {
+    // Models an attacker who stole the private key and replaced record 5 with a fresh one of seq 5.
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir });
+    for (let i = 0; i < 8; i++) log.append(egress(i));
+    await log.close();
+    const { createPrivateKey } = await import("node:crypto");
+    const key = createPrivateKey(await readFile(join(dir, "signing-key.pem"), "utf8"));
+    await tamper(dir, (all) => {
+      const body = recordBody(5, new Date().toISOString(), { type: "egress", host: "other.example", decision: "allow" }, "0".repeat(64));
+      return all.map((line, i) => (i === 4 ? signedLine(body, signBody(body, key)) : line));
+    });
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 5);
+    assert.equal(result.firstBad?.seq, 5);
+    assert.match(result.firstBad?.reason ?? "", /prev does not match/);
+  });
+
+  test("the wrong public key is named as such, at the first record", async () => {
+    const dir = await writeLog(3);
+    const otherPem = generateKeyPairSync("ed25519").publicKey.export({ format: "pem", type: "spki" }).toString();
+    const result = await verifyAuditLog(dir, otherPem);
+    assert.equal(result.firstBad?.line, 1);
+    assert.equal(result.firstBad?.seq, 1);
+    assert.match(result.firstBad?.reason ?? "", /wrong key/);
+  });
+
+  test("a non-Ed25519 key is refused outright", async () => {
+    const dir = await writeLog(1);
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey.export({ format: "pem", type: "spki" }).toString();
+    await assert.rejects(verifyAuditLog(dir, rsa), (error: unknown) => error instanceof CloisterError && /not Ed25519/.test(error.message));
+  });
+
+  test("a cut-off last line (no newline)", async () => {
+    const dir = await writeLog(4);
+    const file = join(dir, "audit.jsonl");
+    const text = await readFile(file, "utf8");
+    await writeFile(file, text.slice(0, text.length - 40));
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 5);
+    assert.match(result.firstBad?.reason ?? "", /cut off/);
+    assert.equal(result.records, 4);
+  });
+
+  test("a line cut in the middle (newline kept) is not JSON", async () => {
+    const dir = await writeLog(4);
+    await tamper(dir, (all) => all.map((line, i) => (i === 2 ? line.slice(0, 50) : line)));
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 3);
+    assert.match(result.firstBad?.reason ?? "", /not valid JSON/);
+  });
+
+  test("the head of the log removed: refused, not mistaken for rotation", async () => {
+    const dir = await writeLog(6);
+    await tamper(dir, (all) => all.slice(3));
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 1);
+    assert.equal(result.firstBad?.seq, 4);
+    assert.match(result.firstBad?.reason ?? "", /starts in the middle of a file/);
+  });
+
+  test("a field added after the signature is refused", async () => {
+    const dir = await writeLog(3);
+    await tamper(dir, (all) => all.map((line, i) => (i === 1 ? `${line.slice(0, -1)},"decision":"deny"}` : line)));
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 2);
+    assert.match(result.firstBad?.reason ?? "", /signature is not the record's last field/);
+  });
+
+  test("an empty directory or a missing path is an error, not a pass", async () => {
+    const dir = freshDir();
+    await mkdir(dir);
+    await assert.rejects(verifyAuditLog(dir), /no audit log files/);
+    await assert.rejects(verifyAuditLog(join(dir, "nope")), /no audit log at/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe("audit log: rotation", () => {
+  test("files rotate by size, every file starts with a segment record, and the chain runs across them", async () => {
+    const dir = await writeLog(200, { maxBytes: 8 * 1024, keep: 100 });
+    const files = await listLogFiles(dir);
+    assert.ok(files.length > 3, `expected several files, got ${files.length}`);
+    assert.equal(files.at(-1), join(dir, "audit.jsonl"));
+    let previousLast: string | undefined;
+    for (const file of files) {
+      const all = await lines(file);
+      assert.ok((await stat(file)).size <= 8 * 1024, `${file} is over maxBytes`);
+      const first = JSON.parse(all[0] ?? "") as AuditRecord;
+      assert.equal(first.type, SEGMENT_TYPE);
+      if (previousLast !== undefined) {
+        assert.equal(first.reason, "rotation");
+        assert.equal(first.prev, hashLine(previousLast));
+      }
+      previousLast = all.at(-1);
+    }
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.ok, true, describeVerifyResult(result));
+    assert.deepEqual(result.chainStart, { seq: 1, genesis: true });
+    assert.equal(result.files.length, files.length);
+    assert.equal(result.lastSeq, result.records);
+  });
+
+  test("only `keep` rotated files stay; verify says where the chain now starts", async () => {
+    const dir = await writeLog(200, { maxBytes: 4 * 1024, keep: 2 });
+    const names = (await readdir(dir)).filter((name) => name.endsWith(".jsonl")).sort();
+    assert.deepEqual(names, ["audit.1.jsonl", "audit.2.jsonl", "audit.jsonl"]);
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.ok, true, describeVerifyResult(result));
+    assert.equal(result.chainStart?.genesis, false);
+    assert.ok((result.chainStart?.seq ?? 0) > 1);
+    assert.match(describeVerifyResult(result), /chain starts at seq \d+/);
+  });
+
+  test("keep: 0 deletes the full file at once", async () => {
+    const dir = await writeLog(100, { maxBytes: 4 * 1024, keep: 0 });
+    assert.deepEqual((await readdir(dir)).filter((name) => name.endsWith(".jsonl")), ["audit.jsonl"]);
+    assert.equal((await verifyAuditLog(dir)).ok, true);
+  });
+
+  test("one rotated file verifies on its own", async () => {
+    const dir = await writeLog(100, { maxBytes: 4 * 1024, keep: 10 });
+    const result = await verifyAuditLog(join(dir, "audit.2.jsonl"));
+    assert.equal(result.ok, true, describeVerifyResult(result));
+    assert.equal(result.files.length, 1);
+  });
+
+  test("a missing middle file is found at the first record of the next", async () => {
+    const dir = await writeLog(100, { maxBytes: 4 * 1024, keep: 10 });
+    await unlink(join(dir, "audit.2.jsonl"));
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.file, join(dir, "audit.1.jsonl"));
+    assert.equal(result.firstBad?.line, 1);
+    assert.match(result.firstBad?.reason ?? "", /missing \(first record of audit\.1\.jsonl; audit\.3\.jsonl ends at seq \d+\)/);
+  });
+
+  test("two rotated files swapped by name", async () => {
+    const dir = await writeLog(100, { maxBytes: 4 * 1024, keep: 10 });
+    await rename(join(dir, "audit.1.jsonl"), join(dir, "tmp"));
+    await rename(join(dir, "audit.2.jsonl"), join(dir, "audit.1.jsonl"));
+    await rename(join(dir, "tmp"), join(dir, "audit.2.jsonl"));
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.ok, false);
+    assert.equal(result.firstBad?.file, join(dir, "audit.2.jsonl"));
+    assert.equal(result.firstBad?.line, 1);
+  });
+
+  test("a record larger than maxBytes still gets written (its file holds just it)", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir, maxBytes: 1024 });
+    log.append(egress(1));
+    log.append(egress(2, { detail: "x".repeat(3000) }));
+    log.append(egress(3));
+    await log.close();
+    assert.equal((await verifyAuditLog(dir)).ok, true);
+    assert.equal((await records(dir)).filter((r) => r.type === "egress").length, 3);
+  });
+
+  test("a crash between the rename and the new file resumes into a fresh audit.jsonl", async () => {
+    const dir = await writeLog(30, { maxBytes: 4 * 1024 });
+    // What rotation leaves when killed after `audit.jsonl → audit.1.jsonl`, before anything new.
+    await rename(join(dir, "audit.1.jsonl"), join(dir, "audit.2.jsonl"));
+    await rename(join(dir, "audit.jsonl"), join(dir, "audit.1.jsonl"));
+    const log = await AuditLog.open({ dir, maxBytes: 4 * 1024 });
+    log.append(egress(99));
+    await log.close();
+    const first = JSON.parse((await lines(join(dir, "audit.jsonl")))[0] ?? "") as AuditRecord;
+    assert.equal(first.type, SEGMENT_TYPE);
+    assert.equal(first.reason, "resume");
+    assert.equal((await verifyAuditLog(dir)).ok, true);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe("audit log: reopening and crashes", () => {
+  test("reopen continues the chain in the same file, without a new segment record", async () => {
+    const dir = await writeLog(5);
+    const log = await AuditLog.open({ dir });
+    assert.equal(log.lastSeq, 6);
+    log.append({ type: "cloister.start", cloister: "c2", project: "p" });
+    await log.close();
+    const all = await records(dir);
+    assert.deepEqual(
+      all.map((r) => r.seq),
+      [1, 2, 3, 4, 5, 6, 7],
+    );
+    assert.equal(all.filter((r) => r.type === SEGMENT_TYPE).length, 1);
+    assert.equal((await verifyAuditLog(dir)).ok, true);
+  });
+
+  test("a torn last line is moved aside at open, noted in an audit.recovered record, and the log verifies", async () => {
+    const dir = await writeLog(5);
+    const fragment = '{"seq":7,"time":"2025-01-01T00:00:00.000Z","type":"egr';
+    await appendFile(join(dir, "audit.jsonl"), fragment);
+    const log = await AuditLog.open({ dir });
+    log.append(egress(6));
+    await log.close();
+    const all = await records(dir);
+    const recovered = all.find((r) => r.type === "audit.recovered");
+    assert.equal(recovered?.seq, 7);
+    assert.equal(recovered?.droppedBytes, Buffer.byteLength(fragment));
+    assert.equal(recovered?.file, "audit.jsonl");
+    const saved = join(dir, String(recovered?.savedTo));
+    assert.equal(await readFile(saved, "utf8"), fragment);
+    assert.equal(mode(await stat(saved)), 0o600);
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.ok, true, describeVerifyResult(result));
+    assert.equal(result.lastSeq, 8);
+  });
+
+  test("a tail of NUL bytes (power loss) is cut as well, complete lines of it included", async () => {
+    const dir = await writeLog(5);
+    await appendFile(join(dir, "audit.jsonl"), Buffer.concat([Buffer.alloc(100), Buffer.from("\n"), Buffer.alloc(50)]));
+    const log = await AuditLog.open({ dir });
+    await log.close();
+    const recovered = (await records(dir)).find((r) => r.type === "audit.recovered");
+    assert.equal(recovered?.droppedBytes, 151);
+    assert.equal((await verifyAuditLog(dir)).ok, true);
+  });
+
+  test("a log cut inside its first record starts over cleanly", async () => {
+    const dir = await writeLog(0);
+    const file = join(dir, "audit.jsonl");
+    await writeFile(file, (await readFile(file, "utf8")).slice(0, 30));
+    const log = await AuditLog.open({ dir });
+    log.append(egress(1));
+    await log.close();
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.ok, true, describeVerifyResult(result));
+    assert.deepEqual(result.chainStart, { seq: 1, genesis: true });
+  });
+
+  test("kill -9 of a writer at arbitrary moments never leaves a log that fails to verify after reopening", async () => {
+    const dir = freshDir();
+    const script = join(scratch, `writer-${++counter}.mts`);
+    const logModule = pathToFileURL(join(REPO_ROOT, "src/audit/log.ts")).href;
+    await writeFile(
+      script,
+      `import { AuditLog } from ${JSON.stringify(logModule)};
+const log = await AuditLog.open({ dir: process.argv[2], maxBytes: 16 * 1024, keep: 50 });
+let i = 0;
+for (;;) {
+  for (let j = 0; j < 50; j++) log.append({ type: "egress", host: "h" + i++ + ".example", port: 443, decision: "allow", pad: "x".repeat(i % 300) });
+  await log.flush();
+  if (i === 50) process.stdout.write("ready\\n");
+  await new Promise((r) => setImmediate(r));
+}
+`,
+    );
+    let lastSeq = 0;
+    for (let round = 0; round < 4; round++) {
+      const child = spawn(process.execPath, ["--import", "tsx", script, dir], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "inherit"] });
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on("data", (d: Buffer) => d.toString().includes("ready") && resolve());
+        child.on("exit", (code) => reject(new Error(`writer exited early (${code})`)));
+      });
+      await new Promise((resolve) => setTimeout(resolve, 30 + round * 40));
+      child.kill("SIGKILL");
+      await new Promise((resolve) => child.on("close", resolve));
+      // Reopening is what repairs a torn tail; then the whole directory must verify.
+      const log = await AuditLog.open({ dir, maxBytes: 16 * 1024, keep: 50 });
+      await log.close();
+      const result = await verifyAuditLog(dir);
+      assert.equal(result.ok, true, `round ${round}: ${describeVerifyResult(result)}`);
+      assert.deepEqual(result.chainStart, { seq: 1, genesis: true });
+      assert.ok((result.lastSeq ?? 0) > lastSeq);
+      lastSeq = result.lastSeq ?? 0;
+    }
+  });
+
+  test("a missing private key next to existing records refuses to open (no silent new chain)", async () => {
+    const dir = await writeLog(2);
+    await unlink(join(dir, "signing-key.pem"));
+    await assert.rejects(AuditLog.open({ dir }), (error: unknown) => error instanceof CloisterError && /signing key signing-key\.pem is missing/.test(error.message));
+  });
+
+  test("a replaced private key refuses to open", async () => {
+    const dir = await writeLog(2);
+    const other = generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString();
+    await writeFile(join(dir, "signing-key.pem"), other, { mode: 0o600 });
+    await assert.rejects(AuditLog.open({ dir }), /is not signed by the audit signing key/);
+  });
+
+  test("a deleted public key file is recreated from the private key", async () => {
+    const dir = await writeLog(1);
+    const pem = await readFile(join(dir, "signing-key.pub.pem"), "utf8");
+    await unlink(join(dir, "signing-key.pub.pem"));
+    const log = await AuditLog.open({ dir });
+    await log.close();
+    assert.equal(await readFile(join(dir, "signing-key.pub.pem"), "utf8"), pem);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe("audit log: files, secrets, errors", () => {
+  test("directory 0700, private key and log 0600, public key 0644", async () => {
+    const dir = await writeLog(1, { maxBytes: 1024 });
+    assert.equal(mode(await stat(dir)), 0o700);
+    assert.equal(mode(await stat(join(dir, "signing-key.pem"))), 0o600);
+    assert.equal(mode(await stat(join(dir, "signing-key.pub.pem"))), 0o644);
+    for (const file of await listLogFiles(dir)) assert.equal(mode(await stat(file)), 0o600, file);
+  });
+
+  test("a private key with loose permissions is tightened on open", async () => {
+    const dir = await writeLog(1);
+    const { chmod } = await import("node:fs/promises");
+    await chmod(join(dir, "signing-key.pem"), 0o644);
+    const log = await AuditLog.open({ dir });
+    await log.close();
+    assert.equal(mode(await stat(join(dir, "signing-key.pem"))), 0o600);
+  });
+
+  test("fields named like credentials are dropped and the record says redacted", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir });
+    log.append({
+      type: "egress",
+      host: "api.example.com",
+      token: "tok-VALUE-1",
+      proxyToken: "tok-VALUE-2",
+      secret: "sec-VALUE-3",
+      password: "pw-VALUE-4",
+      Authorization: "Bearer VALUE-5",
+      apiKey: "key-VALUE-6",
+    });
+    log.append({ type: "egress", host: "plain.example.com" });
+    await log.close();
+    const raw = await readFile(join(dir, "audit.jsonl"), "utf8");
+    assert.doesNotMatch(raw, /VALUE/);
+    const [, redacted, plain] = await records(dir);
+    assert.equal(redacted?.redacted, true);
+    assert.equal(redacted?.host, "api.example.com");
+    assert.equal(plain?.redacted, undefined);
+  });
+
+  test("an event cannot set seq, time, prev or sig; odd values are written as plain ones", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir });
+    const sneaky = { type: "egress", seq: 999, time: "yesterday", prev: "0".repeat(64), sig: "x", port: Number.NaN, weird: undefined } as unknown as AuditEvent;
+    log.append(sneaky);
+    await log.close();
+    const record = (await records(dir))[1];
+    assert.equal(record?.seq, 2);
+    assert.notEqual(record?.time, "yesterday");
+    assert.equal(record?.port, "NaN");
+    assert.equal(record?.weird, null);
+    assert.equal((await verifyAuditLog(dir)).ok, true);
+  });
+
+  test("very long values are cut and marked", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir });
+    log.append({ type: "egress", host: "a".repeat(10_000) });
+    await log.close();
+    const record = (await records(dir))[1];
+    assert.equal(record?.truncated, true);
+    assert.ok(String(record?.host).length < 5000);
+  });
+
+  test("append after close never throws; the error is kept in lastError", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir });
+    await log.close();
+    const stderr = process.stderr.write;
+    let printed = "";
+    process.stderr.write = ((chunk: string) => ((printed += chunk), true)) as typeof process.stderr.write;
+    try {
+      log.append(egress(1));
+      log.append(egress(2));
+    } finally {
+      process.stderr.write = stderr;
+    }
+    assert.match(log.lastError?.message ?? "", /after close/);
+    assert.equal(printed.split("\n").filter(Boolean).length, 1, "reported on stderr once");
+  });
+
+  test("resolvePaths puts the audit directory under the state directory", () => {
+    const paths = resolvePaths({ CLOISTER_HOME: "/x" });
+    assert.equal(paths.auditDir, "/x/state/audit");
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe("audit tail: reading and following", () => {
+  test("last lines come from rotated files when the current one holds fewer", async () => {
+    const dir = await writeLog(100, { maxBytes: 2048 });
+    const follower = await LogFollower.open(dir);
+    const last = await follower.lastLines(30);
+    await follower.close();
+    assert.equal(last.length, 30);
+    const seqs = last.map((line) => (JSON.parse(line) as AuditRecord).seq);
+    const lastSeq = (await records(dir)).at(-1)?.seq ?? 0;
+    assert.deepEqual(
+      seqs,
+      Array.from({ length: 30 }, (_, i) => lastSeq - 29 + i),
+    );
+  });
+
+  test("following sees every new record exactly once, across rotations", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir, maxBytes: 2048, keep: 100 });
+    log.append(egress(0));
+    await log.flush();
+    const follower = await LogFollower.open(dir);
+    const seen: number[] = [];
+    const stop = new AbortController();
+    const following = follower.follow((line) => seen.push((JSON.parse(line) as AuditRecord).seq), stop.signal, 10);
+    for (let i = 1; i <= 200; i++) {
+      log.append(egress(i));
+      if (i % 20 === 0) await log.flush();
+    }
+    await log.flush();
+    const expected = log.lastSeq - 2; // everything after the header and the first egress record
+    for (let i = 0; i < 500 && seen.length < expected; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    stop.abort();
+    await following;
+    await log.close();
+    assert.ok((await listLogFiles(dir)).length > 3, "the test must cross rotations");
+    assert.deepEqual(
+      seen,
+      Array.from({ length: expected }, (_, i) => i + 3),
+    );
+  });
+
+  test("readable lines: fixed fields first, terminal control characters escaped", () => {
+    const line = JSON.stringify({ seq: 9, time: "2025-01-01T00:00:00.000Z", type: "egress.end", cloister: "c1", project: "p", host: "evil\u001b]0;pwned\u0007.example", port: 443, decision: "allow", rule: "*.example", bytesUp: 2048, bytesDown: 10, durationMs: 1500, prev: "x", sig: "y" });
+    const text = formatRecordLine(line);
+    assert.equal(text, "2025-01-01T00:00:00.000Z #9 egress.end c1 evil\\u{1b}]0;pwned\\u{7}.example:443 allow rule=*.example ↑2KiB ↓10B 1.5s");
+    assert.doesNotMatch(text, /\u001b/);
+    assert.equal(formatRecordLine("garbage\u001b"), "(unreadable) garbage\\u{1b}");
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe("cloister audit (CLI)", () => {
+  interface Run {
+    code: number;
+    stdout: string;
+    stderr: string;
+  }
+
+  /** `cloister ARGS` from source, with its own CLOISTER_HOME. */
+  function cli(home: string, args: string[], untilOutput?: (out: string) => boolean): Promise<Run> & { kill(signal: NodeJS.Signals): void } {
+    const child = spawn(process.execPath, ["--import", "tsx", join(REPO_ROOT, "src/cli/main.ts"), ...args], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH, HOME: home, CLOISTER_HOME: home },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    const done = new Promise<Run>((resolve) => {
+      child.stdout.on("data", (d: Buffer) => {
+        stdout += d.toString();
+        if (untilOutput?.(stdout)) untilOutput = undefined;
+      });
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      child.on("close", (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
+    });
+    return Object.assign(done, { kill: (signal: NodeJS.Signals) => void child.kill(signal) });
+  }
+
+  async function instance(count: number): Promise<{ home: string; dir: string }> {
+    const home = join(scratch, `home-${++counter}`);
+    const dir = resolvePaths({ CLOISTER_HOME: home }).auditDir;
+    const log = await AuditLog.open({ dir });
+    log.append({ type: "cloister.start", cloister: "c1", project: "proj" });
+    for (let i = 0; i < count; i++) log.append(egress(i));
+    await log.close();
+    return { home, dir };
+  }
+
+  test("verify: exit 0 and a summary when intact", async () => {
+    const { home } = await instance(5);
+    const run = await cli(home, ["audit", "verify"]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^Audit log intact: 7 records in 1 file, seq 1–7, from its genesis record\n$/);
+  });
+
+  test("verify: exit 1 and one line naming the record when edited; --json prints the result", async () => {
+    const { home, dir } = await instance(5);
+    await tamper(dir, (all) => all.map((line, i) => (i === 3 ? line.replace("host-1", "host-X") : line)));
+    const run = await cli(home, ["audit", "verify"]);
+    assert.equal(run.code, 1);
+    assert.equal(run.stdout.split("\n").filter(Boolean).length, 1);
+    assert.match(run.stdout, /NOT intact: .*audit\.jsonl line 4 \(seq 4\): signature does not verify/);
+    const json = await cli(home, ["audit", "verify", "--json"]);
+    assert.equal(json.code, 1);
+    const result = JSON.parse(json.stdout) as { ok: boolean; firstBad: { line: number; seq: number } };
+    assert.equal(result.ok, false);
+    assert.deepEqual([result.firstBad.line, result.firstBad.seq], [4, 4]);
+  });
+
+  test("verify FILE --pubkey K: a copy of the right key passes, another key fails", async () => {
+    const { home, dir } = await instance(2);
+    const copy = join(home, "copy.pem");
+    await writeFile(copy, await readFile(join(dir, "signing-key.pub.pem")));
+    const good = await cli(home, ["audit", "verify", join(dir, "audit.jsonl"), "--pubkey", copy]);
+    assert.equal(good.code, 0, good.stdout + good.stderr);
+    const wrong = join(home, "wrong.pem");
+    await writeFile(wrong, generateKeyPairSync("ed25519").publicKey.export({ format: "pem", type: "spki" }));
+    const bad = await cli(home, ["audit", "verify", "--pubkey", wrong]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stdout, /line 1 \(seq 1\).*wrong key/);
+  });
+
+  test("verify without any log: exit 125 with a reason", async () => {
+    const home = join(scratch, `home-${++counter}`);
+    const run = await cli(home, ["audit", "verify"]);
+    assert.equal(run.code, 125);
+    assert.match(run.stderr, /no audit log/);
+  });
+
+  test("tail -n, tail --json and path", async () => {
+    const { home, dir } = await instance(10);
+    const readable = await cli(home, ["audit", "tail", "-n", "3"]);
+    assert.equal(readable.code, 0, readable.stderr);
+    const shown = readable.stdout.trim().split("\n");
+    assert.equal(shown.length, 3);
+    assert.match(shown[2] ?? "", /^\S+Z #12 egress c1 host-9\.example\.com:443 allow rule=\*\.example\.com /);
+    const json = await cli(home, ["audit", "tail", "-n", "2", "--json"]);
+    assert.deepEqual(
+      json.stdout
+        .trim()
+        .split("\n")
+        .map((line) => (JSON.parse(line) as AuditRecord).seq),
+      [11, 12],
+    );
+    const path = await cli(home, ["audit", "path"]);
+    assert.equal(path.stdout, `${dir}\n`);
+  });
+
+  test("tail -f prints records as they come and ends on Ctrl-C", async () => {
+    const { home, dir } = await instance(1);
+    let sawNew!: () => void;
+    const newRecord = new Promise<void>((resolve) => (sawNew = resolve));
+    let started!: () => void;
+    const ready = new Promise<void>((resolve) => (started = resolve));
+    const run = cli(home, ["audit", "tail", "-f", "-n", "1"], (out) => {
+      if (out.includes("#3 ")) started();
+      if (out.includes("follow-me.example")) {
+        sawNew();
+        return true;
+      }
+      return false;
+    });
+    await ready;
+    const log = await AuditLog.open({ dir });
+    log.append(egress(7, { host: "follow-me.example" }));
+    await log.close();
+    await newRecord;
+    run.kill("SIGINT");
+    const result = await run;
+    assert.equal(result.code, 0, result.stderr);
+  });
+
+  test("--help shows examples", async () => {
+    const run = await cli(scratch, ["audit", "verify", "--help"]);
+    assert.match(run.stdout, /Examples:\n  cloister audit verify/);
+  });
+});
