@@ -82,32 +82,51 @@ export class LogFollower {
   }
 
   /**
-   * True when audit.jsonl is now another file (rotated) and we switched to it. The guardian finishes
-   * a file before renaming it, so reading the old one to its end once more, after seeing the rename,
-   * leaves nothing behind there.
+   * True when our file is no longer audit.jsonl (it was rotated) and we moved on to the next newer
+   * file. One file at a time, found by inode: with small files several rotations can happen between
+   * two polls, and jumping straight to audit.jsonl would skip the files in between. The guardian
+   * finishes a file before renaming it, so reading ours to its end once more, after seeing the
+   * rename, leaves nothing behind.
    */
   private async reopenIfReplaced(onLine: (line: string) => void): Promise<boolean> {
-    const info = await stat(join(this.dir, CURRENT_FILE)).catch(() => undefined);
-    if (!info) return false; // mid-rotation, or no log yet
-    if (this.handle && info.ino === this.ino) {
+    const current = await stat(join(this.dir, CURRENT_FILE)).catch(() => undefined);
+    if (!current) return false; // mid-rotation, or no log yet
+    if (this.handle && current.ino === this.ino) {
       // Cut back by crash recovery at the guardian's start: continue from the new end.
-      if (info.size < this.offset) {
-        this.offset = info.size;
+      if (current.size < this.offset) {
+        this.offset = current.size;
         this.partial = Buffer.alloc(0);
       }
       return false;
     }
-    const handle = await open(join(this.dir, CURRENT_FILE), "r").catch(() => undefined);
+    const next = this.handle ? await this.nextNewerFile() : { path: join(this.dir, CURRENT_FILE), ino: current.ino };
+    const handle = await open(next.path, "r").catch(() => undefined);
     if (!handle) return false;
+    if ((await handle.stat()).ino !== next.ino) {
+      await handle.close(); // renamed again between listing and opening: look again next round
+      return false;
+    }
     if (this.handle) {
       await this.readNew(this.handle, onLine);
       await this.handle.close();
     }
     this.handle = handle;
-    this.ino = (await handle.stat()).ino;
+    this.ino = next.ino;
     this.offset = 0;
     this.partial = Buffer.alloc(0);
     return true;
+  }
+
+  /** The file after ours in log order; audit.jsonl if ours was pruned meanwhile (then records were missed). */
+  private async nextNewerFile(): Promise<{ path: string; ino: number }> {
+    const files: Array<{ path: string; ino: number }> = [];
+    for (const path of await listLogFiles(this.dir).catch(() => [])) {
+      const info = await stat(path).catch(() => undefined);
+      if (info) files.push({ path, ino: info.ino });
+    }
+    const ours = files.findIndex((file) => file.ino === this.ino);
+    const next = ours >= 0 ? files[ours + 1] : undefined;
+    return next ?? files.at(-1) ?? { path: join(this.dir, CURRENT_FILE), ino: -1 };
   }
 }
 

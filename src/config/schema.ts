@@ -279,8 +279,15 @@ const privateRule = z
     if (problem) ctx.addIssue({ code: "custom", message: problem, input: entry.rule, path: ["rule"] });
   });
 
-const ruleEntry = z.union([ruleText, privateRule], {
-  error: (issue) => `expected a rule (text) or a mapping {rule: TEXT, private: true}, found ${describeValue(issue.input)}`,
+/**
+ * Text goes to the text schema, anything else to the mapping schema, so an error inside a mapping
+ * keeps its path (`proxy.allow[0].private`) instead of being flattened into "matches neither".
+ */
+const ruleEntry = z.unknown().transform((input, ctx): RuleEntry => {
+  const result = typeof input === "string" ? ruleText.safeParse(input) : privateRule.safeParse(input);
+  if (result.success) return result.data;
+  for (const issue of result.error.issues) ctx.addIssue({ code: "custom", message: issue.message, path: issue.path, input: issue.input });
+  return z.NEVER;
 });
 
 /** The built-in allowlist: AI APIs, package registries, documentation. Written into the template, never applied invisibly. */

@@ -28,7 +28,7 @@ import {
   sanitizeProjectName,
   suffixedProjectName,
 } from "../../src/config/project-registry.js";
-import { GlobalConfigSchema, SAFE_NAME_RE, allKeyPaths, envNameProblem } from "../../src/config/schema.js";
+import { DEFAULT_ALLOW, GlobalConfigSchema, SAFE_NAME_RE, allKeyPaths, envNameProblem } from "../../src/config/schema.js";
 import { GLOBAL_CONFIG_TEMPLATE } from "../../src/config/template.js";
 import {
   formatDuration,
@@ -238,6 +238,17 @@ describe("schema: defaults and template", () => {
       defaults: { shell: "/bin/bash", network: true },
       limits: { memory: 8 * GiB, pids: 4096, cpu: 100, tmpfs: GiB, timeout: null },
       sandbox: { protect: [], env: [], mounts: [] },
+      proxy: {
+        allow: [...DEFAULT_ALLOW],
+        deny: [],
+        resolve: {},
+        connect_timeout: 10_000,
+        idle_timeout: 600_000,
+        max_connections: 1024,
+        max_header_size: 32 * 1024,
+        max_headers: 100,
+      },
+      audit: { max_size: 64 * 1024 * 1024, keep: 10 },
       ui: {},
     });
   });
@@ -255,6 +266,7 @@ describe("schema: defaults and template", () => {
       refs: {},
       sandbox: { protect: [], env: [], mounts: [] },
       limits: {},
+      proxy: { allow: [], deny: [] },
     });
   });
 
@@ -329,7 +341,20 @@ describe("schema: good values", () => {
       refs: { lib: "/home/me/lib", "docs.v2": "/srv/docs" },
       sandbox: { protect: [], env: [], mounts: [] },
       limits: { memory: 2 * GiB, timeout: null },
+      proxy: { allow: [], deny: [] },
     });
+  });
+
+  test("proxy rules: text, or {rule, private}; written lists replace the built-in allowlist", () => {
+    const config = parseConfigText("proxy:\n  allow:\n    - example.com\n    - {rule: 'db.internal:5432', private: true}\n  resolve:\n    API.Test.: 127.0.0.1\n", FILE, "global");
+    assert.deepEqual(config.proxy.allow, ["example.com", { rule: "db.internal:5432", private: true }]);
+    assert.deepEqual(config.proxy.resolve, { "API.Test.": "127.0.0.1" });
+  });
+
+  test("a project adds allow and deny rules only", () => {
+    const config = parseConfigText("proxy:\n  allow: [api.example.com]\n  deny: ['*.ads.example.com']\n", FILE, "project");
+    assert.deepEqual(config.proxy, { allow: ["api.example.com"], deny: ["*.ads.example.com"] });
+    assert.equal(configError("proxy:\n  resolve: {}\n", "project").key, "proxy.resolve");
   });
 
   test("YAML 1.1 booleans are not booleans: network: no is refused, not read as false", () => {
@@ -342,6 +367,18 @@ describe("schema: good values", () => {
 describe("schema: bad values name file, line, column and key", () => {
   // [yaml, key, line, message pattern]
   const cases: Array<[string, string, number, RegExp]> = [
+    ["proxy:\n  allow:\n    - example.com\n    - '*.com'\n", "proxy.allow[1]", 4, /top-level domain/],
+    ["proxy:\n  allow:\n    - '*'\n", "proxy.allow[0]", 3, /\*/],
+    ["proxy:\n  deny:\n    - 'exa mple.com'\n", "proxy.deny[0]", 3, /space/],
+    ["proxy:\n  allow:\n    - example.com:0\n", "proxy.allow[0]", 3, /port/],
+    ["proxy:\n  allow:\n    - {rule: 'db.internal:5432', private: maybe}\n", "proxy.allow[0].private", 3, /expected true or false/],
+    ["proxy:\n  allow:\n    - {rule: '*.co.uk', private: true}\n", "proxy.allow[0].rule", 3, /public suffix|co\.uk/],
+    ["proxy:\n  allow:\n    - {host: example.com}\n", "proxy.allow[0].rule", 3, /expected a rule/],
+    ["proxy:\n  resolve:\n    api.test: not-an-ip\n", "proxy.resolve[\"api.test\"]", 3, /not an IP address/],
+    ["proxy:\n  resolve:\n    127.0.0.1: 10.0.0.1\n", "proxy.resolve[\"127.0.0.1\"]", 3, /only names can be mapped/],
+    ["proxy:\n  max_connections: 0\n", "proxy.max_connections", 2, /from 1 to/],
+    ["proxy:\n  connect_timeout: soon\n", "proxy.connect_timeout", 2, /duration|soon/],
+    ["audit:\n  keep: -1\n", "audit.keep", 2, /whole number/],
     ["defaults:\n  shell: bash\n", "defaults.shell", 2, /not an absolute path/],
     ["defaults:\n  shell: 5\n", "defaults.shell", 2, /expected an absolute path, found the number 5/],
     ["defaults:\n  shell: /bin/../bin/sh\n", "defaults.shell", 2, /contains "\.\."/],
@@ -489,7 +526,7 @@ describe("unknown keys", () => {
 
   test("a key nothing like any valid key lists the valid keys", () => {
     const error = configError("zzzzzzzz: 1\n");
-    assert.equal(error.hint, "valid keys here: defaults, limits, sandbox, ui");
+    assert.equal(error.hint, "valid keys here: defaults, limits, sandbox, proxy, audit, ui");
   });
 
   test("ui takes no keys yet", () => {

@@ -1,0 +1,32 @@
+import { connect, createServer } from "node:net";
+import { mkdtempSync } from "node:fs";
+import { ProxySchema } from "../src/config/schema.js";
+import { emptyPolicy } from "../src/policy/egress.js";
+import { parseRule } from "../src/policy/rules.js";
+import { EgressContext } from "../src/guardian/proxy/context.js";
+import { EgressEndpoint } from "../src/guardian/proxy/endpoint.js";
+import { createHttpProxy } from "../src/guardian/proxy/http.js";
+
+process.on("uncaughtException", (e) => { console.log("UNCAUGHT", e); });
+const mode = process.argv[2];
+const raw = createServer((s) => {
+  s.on("data", () => {});
+  s.on("error", () => {});
+  if (mode === "status99") s.write("HTTP/1.1 099 Weird\r\nContent-Length: 2\r\n\r\nok");
+  if (mode === "statusctl") s.write("HTTP/1.1 200 O\x01K\r\nContent-Length: 2\r\n\r\nok");
+  if (mode === "hdrdel") s.write("HTTP/1.1 200 OK\r\nX-A: a\x7fb\r\nContent-Length: 2\r\n\r\nok");
+  if (mode === "s101") s.write("HTTP/1.1 101 Switching\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nok");
+});
+await new Promise<void>((r) => raw.listen(0, "127.0.0.1", () => r()));
+const port = (raw.address() as { port: number }).port;
+const settings = { ...ProxySchema.parse(undefined), connect_timeout: 2000, idle_timeout: 1500 };
+const policy = { ...emptyPolicy(), global: { allow: [parseRule(`api.test:${port}`, { private: true })], deny: [] } };
+const ctx = new EgressContext("c1", "proj", "TOKEN", () => settings, () => ({ policy, overrides: new Map([["api.test", "127.0.0.1"]]), project: "proj" }), (e) => console.log("AUDIT", JSON.stringify(e)));
+const http = createHttpProxy(settings);
+const ep = await EgressEndpoint.open(ctx, mkdtempSync("/tmp/cp-"), () => http);
+const auth = Buffer.from("u:TOKEN").toString("base64");
+const c = connect({ path: ep.socketPath });
+c.on("data", (d) => console.log("CLIENT GOT", JSON.stringify(d.toString("latin1"))));
+c.on("close", () => { console.log("client closed"); setTimeout(() => process.exit(0), 200); });
+c.write(`GET http://api.test:${port}/ HTTP/1.1\r\nHost: api.test:${port}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`);
+setTimeout(() => { console.log("timeout"); process.exit(0); }, 5000);
