@@ -100,6 +100,7 @@ export class LogFollower {
       return false;
     }
     const next = this.handle ? await this.nextNewerFile() : { path: join(this.dir, CURRENT_FILE), ino: current.ino };
+    if (!next) return false;
     const handle = await open(next.path, "r").catch(() => undefined);
     if (!handle) return false;
     if ((await handle.stat()).ino !== next.ino) {
@@ -117,17 +118,38 @@ export class LogFollower {
     return true;
   }
 
-  /** The file after ours in log order; audit.jsonl if ours was pruned meanwhile (then records were missed). */
-  private async nextNewerFile(): Promise<{ path: string; ino: number }> {
+  /**
+   * The file after ours in log order; audit.jsonl if ours was pruned meanwhile (records were missed
+   * then: we were slower than `keep` rotations). Undefined while files are being renamed.
+   */
+  private async nextNewerFile(): Promise<{ path: string; ino: number } | undefined> {
+    const files = await stableListing(this.dir);
+    if (!files) return undefined;
+    const ours = files.findIndex((file) => file.ino === this.ino);
+    const next = ours >= 0 ? files[ours + 1] : undefined;
+    return next ?? files.at(-1);
+  }
+}
+
+/**
+ * Log files with their inodes, oldest first. Names and inodes are read separately, so a rotation in
+ * between would pair a name with the wrong file; two identical listings in a row rule that out.
+ */
+async function stableListing(dir: string): Promise<Array<{ path: string; ino: number }> | undefined> {
+  const listing = async () => {
     const files: Array<{ path: string; ino: number }> = [];
-    for (const path of await listLogFiles(this.dir).catch(() => [])) {
+    for (const path of await listLogFiles(dir).catch(() => [])) {
       const info = await stat(path).catch(() => undefined);
       if (info) files.push({ path, ino: info.ino });
     }
-    const ours = files.findIndex((file) => file.ino === this.ino);
-    const next = ours >= 0 ? files[ours + 1] : undefined;
-    return next ?? files.at(-1) ?? { path: join(this.dir, CURRENT_FILE), ino: -1 };
+    return files;
+  };
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const first = await listing();
+    const second = await listing();
+    if (JSON.stringify(first) === JSON.stringify(second)) return first;
   }
+  return undefined;
 }
 
 /** Complete lines from `end` backwards into `lines` (newest first) until it holds `count`. */

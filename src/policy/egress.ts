@@ -57,9 +57,9 @@ export function emptyPolicy(): Policy {
  * The sentence for a refusal body: which host:port was refused, why (which rule, or "not on any
  * allowlist"), and how to allow it. One line, no trailing newline; the caller frames it.
  * An "allow" decision is refused only after resolution, for a non-public address the rule did
- * not opt in to, so that is what its sentence says.
+ * not opt in to, so that is what its sentence says. `project` names the project in the remedy.
  */
-export function refusalMessage(decision: Decision, host: Host, port: number): string {
+export function refusalMessage(decision: Decision, host: Host, port: number, project = "PROJECT"): string {
   const target = formatAuthority(host, port);
   const rule = decision.rule;
   if (decision.verdict === "deny" && rule) {
@@ -67,12 +67,12 @@ export function refusalMessage(decision: Decision, host: Host, port: number): st
   }
   const cliRule = shellWord(target);
   if (decision.verdict === "allow" && rule) {
-    return `egress to ${target} refused: ${hostText(host)} resolves to a non-public address (loopback, private, CGNAT, link-local or cloud metadata), and the allow rule "${rule.text}" in the ${rule.tier} policy does not opt in to those. To allow it, run \`cloister allow ${cliRule} --private --project PROJECT\` on the host, or pass \`--allow-private ${cliRule}\` to cloister run/start.`;
+    return `egress to ${target} refused: ${hostText(host)} resolves to a non-public address (loopback, private, CGNAT, link-local or cloud metadata), and the allow rule "${rule.text}" in the ${rule.tier} policy does not opt in to those. To allow it, run \`cloister allow ${cliRule} --private --project ${project}\` on the host, or pass \`--allow-private ${cliRule}\` to cloister run/start.`;
   }
   const why = host.kind === "ip"
     ? `${target} is not on any allowlist (an IP address is reached only when a rule names that address)`
     : `${target} is not on any allowlist`;
-  return `egress to ${target} refused: ${why}. To allow it, run \`cloister allow ${cliRule} --project PROJECT\` on the host, or pass \`--allow ${cliRule}\` to cloister run/start.`;
+  return `egress to ${target} refused: ${why}. To allow it, run \`cloister allow ${cliRule} --project ${project}\` on the host, or pass \`--allow ${cliRule}\` to cloister run/start.`;
 }
 
 const DENY_REMEDY: Readonly<Record<Tier, string>> = {

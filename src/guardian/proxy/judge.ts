@@ -1,7 +1,7 @@
 import { lookup } from "node:dns/promises";
 import { classifyAddress, needsOptIn } from "../../policy/addresses.js";
 import { decide, refusalMessage, type Decision, type Policy } from "../../policy/egress.js";
-import { canonicalHost, formatAuthority, hostText, type Host } from "../../policy/hosts.js";
+import { canonicalHost, type Host } from "../../policy/hosts.js";
 
 export type Protocol = "connect" | "http" | "socks";
 
@@ -47,7 +47,8 @@ export interface JudgeInput {
 export async function judge(input: JudgeInput, host: Host, port: number): Promise<Verdict> {
   const decision = decide(input.policy, host, port);
   if (decision.verdict !== "allow") {
-    return { ok: false, status: 403, reason: decision.verdict === "deny" ? "denied" : "unlisted", message: refusalMessage(decision, host, port), decision };
+    const message = `cloister: ${refusalMessage(decision, host, port, input.project)}`;
+    return { ok: false, status: 403, reason: decision.verdict === "deny" ? "denied" : "unlisted", message, decision };
   }
   if (host.kind === "ip") {
     // Only an IP rule naming exactly this address admits a literal, and naming it is the opt-in.
@@ -69,14 +70,11 @@ export async function judge(input: JudgeInput, host: Host, port: number): Promis
   const acceptable = candidates.find((c) => decision.allowPrivate || !needsOptIn(classifyAddress(c.address)));
   if (!acceptable) {
     const first = candidates[0]?.address ?? "nothing";
-    const rule = decision.rule?.text ?? hostText(host);
     return {
       ok: false,
       status: 403,
       reason: "address",
-      message:
-        `cloister: ${formatAuthority(host, port)} refused: ${host.name} resolves to ${first} (${classifyAddress(first)}), ` +
-        `and rule ${rule} does not allow non-public addresses; to allow it: cloister allow ${formatAuthority(host, port)} --private --project ${input.project}`,
+      message: `cloister: ${refusalMessage(decision, host, port, input.project)} (${host.name} resolved to ${first}: ${classifyAddress(first)})`,
       decision,
       address: first,
     };

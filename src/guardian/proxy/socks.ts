@@ -18,7 +18,7 @@ import {
 } from "./socks5.js";
 import { dial, DialError, tunnel } from "./tunnel.js";
 
-/** Greeting, credentials and request together are a few hundred bytes; more is not SOCKS. */
+/** No single handshake message is longer than 513 bytes; an unfinished one beyond this is not SOCKS. */
 const MAX_HANDSHAKE_BYTES = 1024;
 
 /**
@@ -127,8 +127,9 @@ class HandshakeReader {
 
   private readonly onData = (chunk: Buffer): void => {
     this.buffered = Buffer.concat([this.buffered, chunk]);
-    if (this.buffered.length > MAX_HANDSHAKE_BYTES) return this.fail(new SocksProtocolError("handshake too long"));
     this.tryParse();
+    // Only an unfinished message counts: a client may pipeline its first payload after the request.
+    if (this.buffered.length > MAX_HANDSHAKE_BYTES) this.fail(new SocksProtocolError("handshake too long"));
   };
 
   private tryParse(): void {

@@ -14,8 +14,9 @@
  * - Fields are checked in wire order, as soon as their byte arrives. So a bad byte is reported the
  *   moment it is received, and feeding a message one byte at a time ends in exactly the same result
  *   (value or error) as feeding it at once.
- * - Every length on the wire is one byte, so no message exceeds 262 bytes and no parser loops more
- *   than 255 times or copies more than that, whatever the client claims or sends.
+ * - Every length on the wire is one byte, so no message exceeds 513 bytes (username/password; a
+ *   request is at most 262) and no parser reads, loops over or copies more than that, whatever the
+ *   client claims or sends. A server still bounds how long it waits for the rest.
  * - The only thing they throw is SocksProtocolError (never a RangeError from reading past the end).
  *
  * Encoders take values from our own code; invalid arguments are programming errors (TypeError).
