@@ -100,7 +100,7 @@ export class LogFollower {
       return false;
     }
     const next = this.handle ? await this.nextNewerFile() : { path: join(this.dir, CURRENT_FILE), ino: current.ino };
-    if (!next) return false;
+    if (!next || next.ino === this.ino) return false;
     const handle = await open(next.path, "r").catch(() => undefined);
     if (!handle) return false;
     if ((await handle.stat()).ino !== next.ino) {

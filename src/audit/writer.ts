@@ -18,7 +18,9 @@ const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 const RETRY_DELAY_MS = 1000;
 
 export class QueuedFileWriter {
-  private readonly queue: Array<string | typeof ROTATE> = [];
+  /** Lines waiting, from `head` on. An index instead of shift(): shift() is O(n) on a long array. */
+  private queue: Array<string | typeof ROTATE> = [];
+  private head = 0;
   /** Bytes queued or in the batch being written: what a crash right now would lose. */
   private pending = 0;
   /** The batch being written, minus what already reached the file. Survives a failed write. */
@@ -108,7 +110,7 @@ export class QueuedFileWriter {
     this.running = this.run().finally(() => {
       this.running = undefined;
       // After a failure nobody may append again for a while: retry on a timer so the queue drains.
-      if (this.failure && (this.queue.length || this.batch)) this.kick();
+      if (this.failure && (this.queued() || this.batch)) this.kick();
     });
   }
 
@@ -116,9 +118,9 @@ export class QueuedFileWriter {
   private async run(): Promise<void> {
     this.failure = undefined;
     try {
-      while (this.batch || this.queue.length) {
-        if (!this.batch && this.queue[0] === ROTATE) {
-          this.queue.shift();
+      while (this.batch || this.queued()) {
+        if (!this.batch && this.queue[this.head] === ROTATE) {
+          this.head++;
           await this.rotate();
           continue;
         }
@@ -142,14 +144,26 @@ export class QueuedFileWriter {
     }
   }
 
+  private queued(): boolean {
+    return this.head < this.queue.length;
+  }
+
   /** Consecutive lines up to the next rotation mark, joined into one buffer. */
   private takeBatch(): { bytes: Buffer; lines: number } {
     const lines: string[] = [];
     let size = 0;
-    while (this.queue.length && this.queue[0] !== ROTATE && size < MAX_BATCH_BYTES) {
-      const line = this.queue.shift() as string;
-      lines.push(line);
-      size += line.length;
+    for (let item = this.queue[this.head]; typeof item === "string" && size < MAX_BATCH_BYTES; item = this.queue[this.head]) {
+      lines.push(item);
+      size += item.length;
+      this.head++;
+    }
+    // Drop the consumed front now and then, so the array does not keep every line ever written.
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 4096 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
     }
     return { bytes: Buffer.from(lines.join("")), lines: lines.length };
   }

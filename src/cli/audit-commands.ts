@@ -58,7 +58,8 @@ Examples:
     .addHelpText(
       "after",
       `
-Line format: time #seq type cloister host:port decision rule=… ↑sent ↓received duration, other fields as key=value.
+Each line: time #seq type cloister host:port decision rule=… ↑sent ↓received duration,
+then the other fields as key=value.
 
 Examples:
   cloister audit tail

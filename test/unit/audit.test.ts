@@ -437,7 +437,7 @@ describe("audit log: reopening and crashes", () => {
     await writeFile(
       script,
       `import { AuditLog } from ${JSON.stringify(logModule)};
-const log = await AuditLog.open({ dir: process.argv[2], maxBytes: 16 * 1024, keep: 50 });
+const log = await AuditLog.open({ dir: process.argv[2], maxBytes: 16 * 1024, keep: 10_000 });
 let i = 0;
 for (;;) {
   for (let j = 0; j < 50; j++) log.append({ type: "egress", host: "h" + i++ + ".example", port: 443, decision: "allow", pad: "x".repeat(i % 300) });
@@ -458,7 +458,7 @@ for (;;) {
       child.kill("SIGKILL");
       await new Promise((resolve) => child.on("close", resolve));
       // Reopening is what repairs a torn tail; then the whole directory must verify.
-      const log = await AuditLog.open({ dir, maxBytes: 16 * 1024, keep: 50 });
+      const log = await AuditLog.open({ dir, maxBytes: 16 * 1024, keep: 10_000 });
       await log.close();
       const result = await verifyAuditLog(dir);
       assert.equal(result.ok, true, `round ${round}: ${describeVerifyResult(result)}`);
@@ -572,6 +572,41 @@ describe("audit log: files, secrets, errors", () => {
     }
     assert.match(log.lastError?.message ?? "", /after close/);
     assert.equal(printed.split("\n").filter(Boolean).length, 1, "reported on stderr once");
+  });
+
+  test("a failing disk (file size limit): append keeps going, flush rejects, one line on stderr; reopening repairs", async () => {
+    const dir = freshDir();
+    const script = join(scratch, `efbig-${++counter}.mts`);
+    const logModule = pathToFileURL(join(REPO_ROOT, "src/audit/log.ts")).href;
+    await writeFile(
+      script,
+      `import { AuditLog } from ${JSON.stringify(logModule)};
+const log = await AuditLog.open({ dir: process.argv[2] });
+for (let i = 0; i < 100; i++) log.append({ type: "egress", host: "h" + i + ".example", pad: "x".repeat(100) });
+let flushError = null;
+await log.flush().catch((error) => (flushError = error.message));
+log.append({ type: "after" });
+process.stdout.write(JSON.stringify({ flushError, lastError: log.lastError?.message ?? null }));
+process.exit(0);
+`,
+    );
+    // RLIMIT_FSIZE of 8 blocks: writes past 4 KiB fail with EFBIG (node ignores SIGXFSZ), like a full disk.
+    const child = spawn("sh", ["-c", 'ulimit -f 8 && exec "$0" --import tsx "$1" "$2"', process.execPath, script, dir], { cwd: REPO_ROOT });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise((resolve) => child.on("close", resolve));
+    assert.equal(code, 0, stderr);
+    const outcome = JSON.parse(stdout) as { flushError: string | null; lastError: string | null };
+    assert.match(outcome.flushError ?? "", /EFBIG/);
+    assert.match(outcome.lastError ?? "", /EFBIG/);
+    assert.equal(stderr.split("\n").filter((line) => line.includes("audit log")).length, 1, stderr);
+    const log = await AuditLog.open({ dir });
+    await log.close();
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.ok, true, describeVerifyResult(result));
+    assert.ok((await records(dir)).some((record) => record.type === "audit.recovered"));
   });
 
   test("resolvePaths puts the audit directory under the state directory", () => {
