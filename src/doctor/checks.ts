@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
 import { access, lstat, readdir, readFile, readlink, stat } from "node:fs/promises";
 import { delimiter, dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { PACKAGE_ROOT } from "../package-root.js";
 import type { Writable } from "node:stream";
 
 /**
@@ -919,11 +919,6 @@ async function isWritableCgroup(dir: string): Promise<boolean> {
   return (await canAccess(dir, fsConstants.W_OK)) && (await canAccess(join(dir, "cgroup.procs"), fsConstants.W_OK));
 }
 
-function defaultPackageRoot(): string {
-  // src/doctor/checks.ts and dist/doctor/checks.js both sit two levels below the package root.
-  return fileURLToPath(new URL("../../", import.meta.url)).replace(/\/$/, "");
-}
-
 // ───────────────────────────── context shared by the checks ─────────────────────────────
 
 export interface DoctorContext {
@@ -948,7 +943,7 @@ export function createDoctorContext(opts: DoctorOptions = {}): DoctorContext {
   const bwrapPath = once(() => findExecutable("bwrap", env, ["/usr/bin/bwrap"]));
   return {
     env,
-    packageRoot: opts.packageRoot ?? defaultPackageRoot(),
+    packageRoot: opts.packageRoot ?? PACKAGE_ROOT,
     timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     euid: process.geteuid?.() ?? -1,
     bwrapPath,
@@ -1044,28 +1039,6 @@ export const checkSocat = defineCheck("socat", "socat (network bridge)", async (
   return assessSocat(path, versionOutput, await ctx.osRelease());
 });
 
-/** Where the lead's filter builder lives, relative to this module (src/ under tsx, dist/ when built). */
-const SECCOMP_MODULE = "../sandbox/bwrap/seccomp.js";
-
-/**
- * Load `buildSeccompFilter(): Buffer` if the module exists. Imported dynamically so doctor still runs
- * (and typechecks) before that module lands, and so a broken filter builder fails one check, not doctor.
- */
-async function loadSeccompBuilder(): Promise<(() => unknown) | { skipped: string }> {
-  const url = new URL(SECCOMP_MODULE, import.meta.url);
-  const jsPath = fileURLToPath(url);
-  const tsPath = jsPath.replace(/\.js$/, ".ts");
-  if (!(await canAccess(jsPath, fsConstants.R_OK)) && !(await canAccess(tsPath, fsConstants.R_OK))) {
-    return { skipped: "cloister's seccomp filter builder is not built yet" };
-  }
-  const specifier: string = url.href;
-  const mod: unknown = await import(specifier);
-  if (typeof mod === "object" && mod !== null && "buildSeccompFilter" in mod && typeof mod.buildSeccompFilter === "function") {
-    return mod.buildSeccompFilter as () => unknown;
-  }
-  return { skipped: "the seccomp module does not export buildSeccompFilter yet" };
-}
-
 export const checkSeccomp = defineCheck("seccomp", "seccomp", async (ctx) => {
   const selfMode = parseSeccompMode((await readText("/proc/self/status")) ?? "");
   const avail = await readText("/proc/sys/kernel/seccomp/actions_avail");
@@ -1080,9 +1053,9 @@ export const checkSeccomp = defineCheck("seccomp", "seccomp", async (ctx) => {
 async function probeSeccompFilter(ctx: DoctorContext): Promise<SeccompFacts["filterProbe"]> {
   let program: Buffer;
   try {
-    const builder = await loadSeccompBuilder();
-    if (typeof builder !== "function") return { kind: "skipped", why: builder.skipped };
-    const out = builder();
+    // Loaded here, not at the top: a broken filter builder should fail this one check, not doctor.
+    const { buildSeccompFilter } = await import("../sandbox/bwrap/seccomp.js");
+    const out: unknown = buildSeccompFilter();
     if (!Buffer.isBuffer(out) || out.length === 0 || out.length % 8 !== 0) {
       return { kind: "error", message: "buildSeccompFilter() did not return a Buffer of 8-byte BPF instructions" };
     }

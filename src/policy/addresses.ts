@@ -83,9 +83,14 @@ export function classifyAddress(address: string): AddressClass {
   throw new TypeError(`not an IP address: ${JSON.stringify(address)}`);
 }
 
-/** True for everything except "public": such addresses need the matching rule's opt-in. */
+/**
+ * Addresses that reach the host itself or a network behind it (loopback, RFC 1918/ULA, CGNAT,
+ * link-local, cloud metadata, and 0.0.0.0 / multicast, which also land locally) need the matching
+ * rule's opt-in. "reserved" blocks (documentation, benchmarking, 240/4) do not: they are not routed
+ * on the internet, lead to no internal network, and some sites (package mirrors in test labs) use them.
+ */
 export function needsOptIn(cls: AddressClass): boolean {
-  return cls !== "public";
+  return cls !== "public" && cls !== "reserved";
 }
 
 function classifyIPv4(address: string): AddressClass {

@@ -1,10 +1,11 @@
 import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import { PACKAGE_ROOT } from "../package-root.js";
 import { CloisterError } from "../errors.js";
 
 /** The compiled keeper/init binary that ships with this package (see docs/internals/init-protocol.md). */
 export function initBinaryPath(): string {
-  const path = fileURLToPath(new URL("../../native/build/cloister-init", import.meta.url));
+  const path = join(PACKAGE_ROOT, "native", "build", "cloister-init");
   if (!existsSync(path)) {
     throw new CloisterError("the cloister-init helper is not built", "run `npm run build` in the cloister package (needs gcc)");
   }

@@ -221,11 +221,11 @@ def get_req(url, host, extra=b""):
     return b"GET " + url + b" HTTP/1.1\r\nHost: " + host + b"\r\n{{AUTH}}" + extra + b"Connection: close\r\n\r\n"
 def socks_addr(atyp, addr):
     return bytes([atyp]) + (bytes([len(addr)]) + addr if atyp == 3 else addr)
-def socks_open(name, atyp, addr, port, proxy_port=None, unix=None, token=None):
+def socks_open(name, atyp, addr, port, proxy_port=None, unix=None, token=None, cmd=1, methods=b"\x02"):
     # Returns (socket or None, outcome); the socket is open only when the proxy said reply:0.
     s = dial(proxy_port, unix)
     try:
-        s.sendall(b"\x05\x01\x02")
+        s.sendall(b"\x05" + bytes([len(methods)]) + methods)
         r, problem = read_until(s, want=2)
         if r != b"\x05\x02":
             s.close()
@@ -236,7 +236,7 @@ def socks_open(name, atyp, addr, port, proxy_port=None, unix=None, token=None):
         if r != b"\x01\x00":
             s.close()
             return None, "auth:" + (r.hex() or problem or "")
-        s.sendall(b"\x05\x01\x00" + socks_addr(atyp, addr) + struct.pack(">H", port))
+        s.sendall(b"\x05" + bytes([cmd]) + b"\x00" + socks_addr(atyp, addr) + struct.pack(">H", port))
         r, problem = read_until(s, want=10 if atyp != 4 else 4)
         if len(r) < 2:
             s.close()
@@ -248,8 +248,8 @@ def socks_open(name, atyp, addr, port, proxy_port=None, unix=None, token=None):
     except OSError as e:
         s.close()
         return None, errname(e)
-def socks(name, atyp, addr, port, proxy_port=None, unix=None, token=None):
-    s, result = socks_open(name, atyp, addr, port, proxy_port, unix, token)
+def socks(name, atyp, addr, port, proxy_port=None, unix=None, token=None, cmd=1, methods=b"\x02"):
+    s, result = socks_open(name, atyp, addr, port, proxy_port, unix, token, cmd, methods)
     if s is not None:
         proof(s, name)
         s.close()
@@ -270,7 +270,7 @@ def run_probes(probes):
             elif kind == "stream":
                 result = stream(p["name"], a, **where)
             else:
-                result = socks(p["name"], p["atyp"], a, p["port"], where["port"], where["unix"], where["token"])
+                result = socks(p["name"], p["atyp"], a, p["port"], where["port"], where["unix"], where["token"], p.get("cmd", 1), bytes.fromhex(p.get("methods", "02")))
         except OSError as e:
             result = "error:" + errname(e)
         out(p["name"], result)
@@ -288,6 +288,9 @@ interface Probe {
   b?: string;
   atyp?: 1 | 3 | 4;
   port?: number;
+  /** SOCKS5 command (1 CONNECT, 2 BIND, 3 UDP ASSOCIATE; default 1) and offered methods (hex; default "02", user/password). */
+  cmd?: number;
+  methods?: string;
   proxyPort?: number;
   unix?: string;
   token?: string;
@@ -495,6 +498,13 @@ function denyProbes(n: Net): Probe[] {
   // Unicode spellings that IDN mapping folds to sink.lab.test (fullwidth letters, ideographic full stop).
   const unicode = ["ｓｉｎｋ.lab.test", "sink。lab。test", "ＳＩＮＫ．ｌａｂ．ｔｅｓｔ"];
   probes.push(...unicode.flatMap((h, i) => everyProtocol(`deny-idn.${i}`, h, P, [...FORBIDDEN, ...MALFORMED], [...SOCKS_NOT_ALLOWED, ...SOCKS_MALFORMED])));
+  // SOCKS5 BIND and UDP ASSOCIATE (a UDP path out) even for an allowed name; a client offering no authentication.
+  probes.push(
+    { name: "socks-cmd.bind", what: "SOCKS5 BIND web.test", kind: "socks", atyp: 3, a: hex("web.test"), port: P, cmd: 2, expect: ["reply:7"] },
+    { name: "socks-cmd.udp", what: "SOCKS5 UDP ASSOCIATE web.test", kind: "socks", atyp: 3, a: hex("web.test"), port: P, cmd: 3, expect: ["reply:7"] },
+    { name: "socks-cmd.udp-sink", what: "SOCKS5 UDP ASSOCIATE sink.test", kind: "socks", atyp: 3, a: hex("sink.test"), port: P, cmd: 3, expect: ["reply:7", "reply:2"] },
+    { name: "socks-noauth", what: "SOCKS5 offering only 'no authentication'", kind: "socks", atyp: 3, a: hex("web.test"), port: P, methods: "00", expect: ["method:05ff"] },
+  );
   // Ports other than the rule's on an allowed name.
   for (const [i, port] of [P === 65535 ? P - 1 : P + 1, 80, 443, 22, 3128].entries()) {
     probes.push(...everyProtocol(`deny-port.${i}`, "web.test", port, ["403"], SOCKS_NOT_ALLOWED));
@@ -504,7 +514,13 @@ function denyProbes(n: Net): Probe[] {
 
 function allowedControls(n: Net): Probe[] {
   // The same paths work when the request is allowed: the refusals below are the policy, not a broken setup.
-  return [...everyProtocol("control.web", "web.test", n.P, ["200"], ["reply:0"]), ...everyProtocol("control.lab", "www.lab.test", n.P, ["200"], ["reply:0"])];
+  const P = n.P;
+  return [
+    ...everyProtocol("control.web", "web.test", P, ["200"], ["reply:0"]),
+    ...everyProtocol("control.lab", "www.lab.test", P, ["200"], ["reply:0"]),
+    // A non-canonical spelling of an allowed name: the origin gets the checked, canonical authority as Host.
+    { name: "control.canonical.http", what: `GET http://WEB.Test.:${P}/canonical`, kind: "get", a: hex(`http://WEB.Test.:${P}/canonical`), b: hex(`WEB.Test.:${P}`), expect: ["200"] },
+  ];
 }
 
 function junkProbes(n: Net): Probe[] {
@@ -667,9 +683,15 @@ function conflictProbes(n: Net): Probe[] {
     ["CONNECT to the denied sink with a request pipelined behind it", `CONNECT ${s} HTTP/1.1\r\nHost: ${s}\r\n{{AUTH}}\r\nGET /pipelined HTTP/1.1\r\nHost: ${s}\r\n\r\n`, FORBIDDEN],
     ["CONNECT with an absolute URL as target", `CONNECT http://${s}/ HTTP/1.1\r\nHost: ${s}\r\n{{AUTH}}\r\n`, MALFORMED],
     ["HTTP/1.0 absolute-form to the sink", `GET http://${s}/c14 HTTP/1.0\r\n{{AUTH}}\r\n`, FORBIDDEN],
+    ["SOCKS4 CONNECT to 127.0.0.2 (the sink)", `\u0004\u0001${String.fromCharCode(P >> 8, P & 0xff)}\u007f\u0000\u0000\u0002cloister\u0000`, [...MALFORMED, "closed"]],
+    ["SOCKS4a CONNECT to sink.test", `\u0004\u0001${String.fromCharCode(P >> 8, P & 0xff)}\u0000\u0000\u0000\u0001cloister\u0000sink.test\u0000`, [...MALFORMED, "closed"]],
+    ["HTTP/2 prior-knowledge preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", [...MALFORMED, "closed"]],
+    ["POST to the denied sink", `POST http://${s}/c19 HTTP/1.1\r\nHost: ${s}\r\n{{AUTH}}Content-Length: 2\r\n\r\nhi`, FORBIDDEN],
+    ["OPTIONS * style absolute-form to the sink", `OPTIONS http://${s} HTTP/1.1\r\nHost: ${s}\r\n{{AUTH}}\r\n`, FORBIDDEN],
+    ["CONNECT/1.0 to the denied sink", `CONNECT ${s} HTTP/1.0\r\n{{AUTH}}\r\n`, FORBIDDEN],
     ["HTTP/0.9-style request line (no version, no credentials)", `GET http://${s}/c15\r\n\r\n`, [...MALFORMED, "407"]],
   ];
-  const probes: Probe[] = raw.map(([what, bytes, expect], i) => ({ name: `conflict.${i}`, what, kind: "raw", a: hex(bytes), expect }));
+  const probes: Probe[] = raw.map(([what, bytes, expect], i) => ({ name: `conflict.${i}`, what, kind: "raw", a: hex(Buffer.from(bytes, "latin1")), expect }));
   // Each request on a kept-alive connection is judged on its own.
   const w = `web.test:${P}`;
   const streams: [string, string, string[]][] = [
@@ -1005,9 +1027,10 @@ describe("escape/network", () => {
       ));
     const webPathsFor = (prefix: string) => n.web.requests.filter((q) => q.url.startsWith(prefix)).map((q) => q.url);
 
-    it("sanity: the same paths work for allowed names (CONNECT, absolute-form and SOCKS5 all get through)", async () => {
+    it("sanity: the same paths work for allowed names (CONNECT, absolute-form and SOCKS5 all get through); the origin sees the checked authority as Host", async () => {
       const r = await probe();
       assertProbes(parseSteps(r.stdout), groups.controls(), r);
+      assert.deepEqual(n.web.requests.filter((q) => q.url === "/canonical").map((q) => q.headers.host), [`web.test:${n.P}`]);
     });
 
     it("the attacker asks for denied names on every protocol, in every spelling (case, trailing dot, IDN), and for names past a label boundary: 403 / SOCKS refusal, the denied sink sees nothing", async () => {
@@ -1291,11 +1314,7 @@ out("cut", cut)
           t,
           n,
           python(String.raw`
-big = b"GET http://web.test:${P}/huge20 HTTP/1.1
-Host: web.test:${P}
-{{AUTH}}X-Big: " + b"a" * 65536 + b"
-
-"
+big = b"GET http://web.test:${P}/huge20 HTTP/1.1\r\nHost: web.test:${P}\r\n{{AUTH}}X-Big: " + b"a" * 65536 + b"\r\n\r\n"
 for i in range(20):
     out("huge.%d" % i, exchange("huge", big)[0])
 `),

@@ -38,18 +38,14 @@ export function asUserSkipReason(name = TEST_USER): string | false {
   return false;
 }
 
-/** Copies what the built CLI needs at run time into `dest` (world-readable). */
+/** Copies what the built CLI needs at run time into `dest` (world-readable): the bundle carries its dependencies. */
 export function copyCli(dest: string): string {
   mkdirSync(join(dest, "native"), { recursive: true });
-  mkdirSync(join(dest, "node_modules"), { recursive: true });
-  cpSync(join(REPO_ROOT, "dist"), join(dest, "dist"), { recursive: true });
+  cpSync(join(REPO_ROOT, "dist", "bundle"), join(dest, "dist", "bundle"), { recursive: true });
   cpSync(join(REPO_ROOT, "native", "build"), join(dest, "native", "build"), { recursive: true });
   cpSync(join(REPO_ROOT, "package.json"), join(dest, "package.json"));
-  for (const dep of ["commander", "yaml", "zod"]) {
-    cpSync(join(REPO_ROOT, "node_modules", dep), join(dest, "node_modules", dep), { recursive: true });
-  }
   makeWorldReadable(dest);
-  return join(dest, "dist", "cli", "main.js");
+  return join(dest, "dist", "bundle", "main.js");
 }
 
 function makeWorldReadable(path: string): void {

@@ -12,7 +12,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
-export const CLI = join(REPO_ROOT, "dist/cli/main.js");
+/** What the `cloister` bin runs: the bundle built by `npm run build`. */
+export const CLI = join(REPO_ROOT, "dist/bundle/main.js");
 
 export interface CliResult {
   code: number;

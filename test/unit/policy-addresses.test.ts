@@ -187,6 +187,7 @@ describe("classifyAddress: not an address", () => {
 describe("needsOptIn", () => {
   const classes: AddressClass[] = ["public", "loopback", "private", "cgnat", "link-local", "metadata", "unspecified", "multicast", "reserved"];
   for (const cls of classes) {
-    it(`${cls}: ${cls !== "public"}`, () => assert.equal(needsOptIn(cls), cls !== "public"));
+    const expected = cls !== "public" && cls !== "reserved";
+    it(`${cls}: ${expected}`, () => assert.equal(needsOptIn(cls), expected));
   }
 });
