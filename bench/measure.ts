@@ -3,7 +3,9 @@
  * Everything here reads /proc directly (Linux only) and has no dependency on cloister itself.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 /** Milliseconds since an arbitrary origin, with sub-millisecond resolution. */
 export function nowMs(): number {
@@ -208,6 +210,32 @@ export function isAlive(pid: number, start: string | undefined): boolean {
   return fields[0] !== "Z" && fields[0] !== "X" && (start === undefined || fields[19] === start);
 }
 
+/** CPU time of every thread of pid so far, in ms (ns on a CPU, from each /proc/PID/task/TID/schedstat). */
+export function cpuMs(pid: number): number {
+  let ns = 0;
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return Number.NaN;
+  }
+  for (const tid of tasks) ns += Number(readOr(`/proc/${pid}/task/${tid}/schedstat`)?.split(" ")[0] ?? 0);
+  return ns / 1e6;
+}
+
+/** The 1-, 5- and 15-minute load averages, as /proc/loadavg prints them. */
+export function loadAverage(): string {
+  return readOr("/proc/loadavg")?.split(" ").slice(0, 3).join(" ") ?? "?";
+}
+
+/** srt leaves its mux socket, $TMPDIR/srt-mux-<its pid>-<n>.sock, behind on every run: remove it. */
+export function removeSrtSockets(pid: number | undefined): void {
+  if (pid === undefined) return;
+  const dir = tmpdir();
+  const prefix = `srt-mux-${pid}-`;
+  for (const file of readdirSync(dir)) if (file.startsWith(prefix) && file.endsWith(".sock")) rmSync(join(dir, file), { force: true });
+}
+
 export function fdCount(pid: number | "self" = "self"): number {
   try {
     return readdirSync(`/proc/${pid}/fd`).length;
@@ -216,7 +244,20 @@ export function fdCount(pid: number | "self" = "self"): number {
   }
 }
 
-// ---- formatting ----
+// ---- formatting and output ----
+
+export function print(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+export function heading(title: string): void {
+  print("");
+  print(title);
+}
+
+export function lastLines(text: string, n = 3): string {
+  return text.trim().split("\n").slice(-n).join(" | ") || "(no output)";
+}
 
 export const fmtMs = (ms: number): string => (Number.isFinite(ms) ? (ms >= 100 ? ms.toFixed(0) : ms.toFixed(1)) : "-");
 export const fmtRatio = (r: number): string => (Number.isFinite(r) ? (r >= 10 ? `${r.toFixed(0)}x` : `${r.toFixed(2)}x`) : "-");
@@ -227,7 +268,7 @@ export const fmtMiB = (kib: number): string => (Number.isFinite(kib) ? `${(kib /
 export function table(rows: readonly (readonly string[])[], indent = "  "): string {
   const widths: number[] = [];
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
-  const numeric = /^[-+~≤<>]?[\d.,]+( ?(ms|s|x|%|KiB|MiB|GiB))?$/;
+  const numeric = /^[-+~≤<>]?[\d.,]+( ?(µs|ms|s|x|%|KiB|MiB|GiB|MiB\/s))?$/;
   const line = (row: readonly string[]): string =>
     indent +
     row

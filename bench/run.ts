@@ -5,7 +5,8 @@
  *   npm run bench                          # CLI, library, idle memory, 100 idle cloisters
  *   npm run bench -- --runs 50             # more samples per timing row
  *   npm run bench -- --scale 1000          # also 1000 concurrent idle cloisters (a few minutes)
- *   npm run bench -- --only cli,lib        # only some sections: cli, lib, mem, scale
+ *   npm run bench -- --only cli,lib        # only some sections: cli, lib, mem, scale, proxy
+ *   npm run bench -- --only proxy          # the egress proxy: latency, throughput, 5000 tunnels (~2-3 min)
  *
  * It measures the built package (dist/ and native/build/), on an isolated instance: CLOISTER_HOME is
  * a fresh directory under /tmp and the project is a throwaway git repository; both are removed, and
@@ -13,7 +14,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, statSync } from "node:fs";
-import { cpus, release, tmpdir, totalmem } from "node:os";
+import { cpus, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -24,12 +25,16 @@ import {
   fmtMiB,
   fmtMs,
   fmtRatio,
+  heading,
   isAlive,
+  lastLines,
   liveChildren,
   memAvailableKiB,
   nowMs,
   pool,
+  print,
   pssKiB,
+  removeSrtSockets,
   rssKiB,
   sleep,
   startTime,
@@ -40,6 +45,7 @@ import {
   type SpawnResult,
   type Summary,
 } from "./measure.js";
+import { proxySection, type ProxyBenchHost } from "./proxy.js";
 
 type Lib = typeof import("../dist/index.js");
 type Cloister = import("../dist/index.js").Cloister;
@@ -49,7 +55,7 @@ const CLI = join(ROOT, "dist", "bundle", "main.js");
 const DIST_INDEX = join(ROOT, "dist", "index.js");
 const INIT_BINARY = join(ROOT, "native", "build", "cloister-init");
 const SRT_BIN = join(ROOT, "node_modules", ".bin", "srt");
-const SECTIONS = ["cli", "lib", "mem", "scale"] as const;
+const SECTIONS = ["cli", "lib", "mem", "scale", "proxy"] as const;
 type Section = (typeof SECTIONS)[number];
 
 const TARGET_CLI_VS_SRT = 0.33;
@@ -66,6 +72,9 @@ interface Options {
   scale: number;
   scaleNetwork: boolean;
   concurrency: number;
+  proxyRequests: number;
+  proxyMib: number;
+  proxyTunnels: number;
   sections: Set<Section>;
 }
 
@@ -77,6 +86,9 @@ function parseOptions(argv: string[]): Options {
       scale: { type: "string", default: "100" },
       "scale-network": { type: "boolean", default: false },
       concurrency: { type: "string", default: "8" },
+      "proxy-requests": { type: "string", default: "2000" },
+      "proxy-mib": { type: "string", default: "1024" },
+      "proxy-tunnels": { type: "string", default: "5000" },
       only: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -85,13 +97,17 @@ function parseOptions(argv: string[]): Options {
   if (values.help) {
     process.stdout.write(
       [
-        "usage: npm run bench -- [--runs N] [--scale N] [--scale-network] [--concurrency N] [--only cli,lib,mem,scale]",
+        "usage: npm run bench -- [--runs N] [--scale N] [--scale-network] [--concurrency N] [--proxy-requests N] [--proxy-mib N]",
+        "                        [--proxy-tunnels N] [--only cli,lib,mem,scale,proxy]",
         "  --runs N          timed runs per row in the CLI and library sections (default 20)",
         "  --scale N         concurrent idle cloisters: 100 (default) runs 100 without and 100 with network;",
         "                    a larger N (e.g. 1000) adds N without network, which takes a few minutes",
         "  --scale-network   with --scale N > 100, also N with network",
         "  --concurrency N   cloisters created at once in the scale section (default 8)",
-        "  --only LIST       only these sections (default all)",
+        "  --proxy-requests N  small requests per kept-alive row of the proxy section (default 2000; new-connection rows do N/4)",
+        "  --proxy-mib N     MiB per download and upload in the proxy section (default 1024)",
+        "  --proxy-tunnels N CONNECT tunnels held at once in the proxy section (default 5000)",
+        "  --only LIST       only these sections (default all); --only proxy runs the egress proxy section alone",
         "",
       ].join("\n"),
     );
@@ -109,6 +125,9 @@ function parseOptions(argv: string[]): Options {
     scale: positive("scale", values.scale),
     scaleNetwork: values["scale-network"] === true,
     concurrency: positive("concurrency", values.concurrency),
+    proxyRequests: positive("proxy-requests", values["proxy-requests"]),
+    proxyMib: positive("proxy-mib", values["proxy-mib"]),
+    proxyTunnels: positive("proxy-tunnels", values["proxy-tunnels"]),
     sections: new Set(only as Section[]),
   };
 }
@@ -284,18 +303,6 @@ function spawnCmd(label: string, command: string, args: string[], inst: Instance
   };
 }
 
-/** srt leaves its mux socket, $TMPDIR/srt-mux-<its pid>-<n>.sock, behind on every run: remove it. */
-function removeSrtSockets(r: SpawnResult): void {
-  const dir = tmpdir();
-  const prefix = `srt-mux-${r.pid}-`;
-  if (r.pid === undefined) return;
-  for (const file of readdirSync(dir)) if (file.startsWith(prefix) && file.endsWith(".sock")) rmSync(join(dir, file), { force: true });
-}
-
-function lastLines(text: string, n = 3): string {
-  return text.trim().split("\n").slice(-n).join(" | ") || "(no output)";
-}
-
 interface RowResult {
   /** Wall times of the runs that succeeded. */
   summary?: Summary;
@@ -385,7 +392,7 @@ async function cliSection(inst: Instance, runs: number): Promise<void> {
     spawnCmd(LABELS.node, process.execPath, ["-e", ""], inst),
     spawnCmd(LABELS.bwrap, "bwrap", rawBwrapArgs(), inst),
     // srt's bin is a node script: run it with this node, as cloister's is (no `env node` lookup for either).
-    spawnCmd(LABELS.srt, process.execPath, [srtCli, "true"], inst, removeSrtSockets),
+    spawnCmd(LABELS.srt, process.execPath, [srtCli, "true"], inst, (r) => removeSrtSockets(r.pid)),
     spawnCmd(LABELS.cloister, process.execPath, [CLI, "run", "--", "true"], inst),
   ];
   const results = await measureInterleaved(inst, cmds, runs);
@@ -427,6 +434,25 @@ async function createTracked(inst: Instance, lib: Lib, name: string, network: bo
   const cloister = await track(inst, lib.createCloister({ project: inst.project, name, ...(network === undefined ? {} : { network }) }, true));
   rememberKeeper(inst, cloister);
   return cloister;
+}
+
+/** What the proxy section (bench/proxy.ts) needs of the instance. */
+function proxyHost(inst: Instance, lib: Lib): ProxyBenchHost {
+  return {
+    project: inst.project,
+    home: inst.home,
+    cli: CLI,
+    env: inst.env,
+    srtCli: existsSync(SRT_BIN) ? realpathSync(SRT_BIN) : SRT_BIN,
+    createCloister: async (options) => {
+      checkAbort(inst);
+      const cloister = await track(inst, lib.createCloister(options, true));
+      rememberKeeper(inst, cloister);
+      return cloister;
+    },
+    guardianPid: () => guardianPid(inst),
+    checkAbort: () => checkAbort(inst),
+  };
 }
 
 function guardianPid(inst: Instance): number | undefined {
@@ -669,15 +695,6 @@ async function scaleSection(inst: Instance, lib: Lib, options: Options): Promise
 // ---------------------------------------------------------------------------------------------------
 // Output
 
-function print(line: string): void {
-  process.stdout.write(`${line}\n`);
-}
-
-function heading(title: string): void {
-  print("");
-  print(title);
-}
-
 function toolVersion(command: string, args: string[]): string {
   const r = spawnSync(command, args, { encoding: "utf8" });
   return r.status === 0 ? (r.stdout || r.stderr).trim().split("\n")[0] ?? "?" : "not found";
@@ -754,6 +771,7 @@ async function main(): Promise<number> {
       ["lib", () => libSection(inst, lib, options.runs)],
       ["mem", () => memSection(inst, lib)],
       ["scale", () => scaleSection(inst, lib, options)],
+      ["proxy", () => proxySection(proxyHost(inst, lib), { requests: options.proxyRequests, mib: options.proxyMib, tunnels: options.proxyTunnels })],
     ];
     // A section that fails is reported and the next one still runs (each stops its own cloisters).
     for (const [name, run] of sections) {

@@ -48,8 +48,6 @@ export interface LaunchSpec {
 export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id = randomBytes(4).toString("hex")): Promise<CloisterRecord> {
   const bwrap = findTool("bwrap");
   if (!bwrap) throw new CloisterError("bubblewrap (bwrap) is not installed", "install it with `sudo apt-get install -y bubblewrap`, then run `cloister doctor`");
-  const socat = spec.network ? findTool("socat") : undefined;
-  if (spec.network && !socat) throw new CloisterError("socat is not installed (needed for the cloister's network bridge)", "install it with `sudo apt-get install -y socat`, or use --no-network");
   const initBinary = initBinaryPath();
 
   const runtimeDir = cloisterRuntimeDir(paths, id);
@@ -109,7 +107,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
       initBinary,
       tmpfsBytes: spec.tmpfsBytes,
     });
-    const bridge = socat ? ["--", socat, `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,fork,reuseaddr,backlog=128`, `UNIX-CONNECT:${GUARDIAN_SOCKET_DIR}/proxy.sock`] : [];
+    const bridge = spec.network ? ["--", INIT_PATH, "relay", String(PROXY_PORT), `${GUARDIAN_SOCKET_DIR}/proxy.sock`] : [];
     const argv = bwrapArgv({
       hostname: spec.name,
       uid: user.uid,

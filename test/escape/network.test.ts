@@ -25,7 +25,6 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { asUserSkipReason, createUserInstance, type UserInstance } from "../helpers/as-user.js";
 import { createInstance, spawnCli, type CliResult, type TestInstance } from "../helpers/cloister.js";
-import { completeCliCopy } from "../helpers/cli-deps.js";
 import { startHostListeners, startSinksOnPort, type HostListeners, type TcpSink } from "../helpers/net-sinks.js";
 import { assertNoCanaryAnywhere, diffSnapshots, hostSensitiveSnapshot, NO_PYTHON, parseSteps, PY_PRELUDE, PYTHON, type Snapshot } from "../helpers/oracles.js";
 import { startHttpUpstream, startTcpEcho, type Upstream } from "../fixtures/upstreams.js";
@@ -345,7 +344,8 @@ function directTargets(n: Net): { name: string; proto: "tcp" | "udp"; host: stri
     .flat()
     .filter((a) => a !== undefined && !a.internal && !(a.family === "IPv6" && a.address.toLowerCase().startsWith("fe80")))
     .map((a) => a?.address ?? "");
-  const unreachable = ["ENETUNREACH", "EHOSTUNREACH", "EACCES", "EPERM", "EADDRNOTAVAIL"];
+  // EAFNOSUPPORT: IPv6 turned off in the kernel; it fails at once just the same.
+  const unreachable = ["ENETUNREACH", "EHOSTUNREACH", "EACCES", "EPERM", "EADDRNOTAVAIL", "EAFNOSUPPORT"];
   const nameservers = readFileSync("/etc/resolv.conf", "utf8")
     .split("\n")
     .map((l) => /^\s*nameserver\s+(\S+)/.exec(l)?.[1])
@@ -373,7 +373,7 @@ function directTargets(n: Net): { name: string; proto: "tcp" | "udp"; host: stri
   }
   // Loopback inside is the cloister's own: the host's listeners on 127.0.0.1 are not there.
   for (const [host, port] of [["127.0.0.1", n.P], ["127.0.0.2", n.P], ["127.0.0.1", n.echo.port], ["::1", n.host.port]] as const) {
-    targets.push({ name: `direct-tcp:${host}:${port}`, proto: "tcp", host, port, expect: ["ECONNREFUSED"] });
+    targets.push({ name: `direct-tcp:${host}:${port}`, proto: "tcp", host, port, expect: host === "::1" ? ["ECONNREFUSED", "EAFNOSUPPORT", "EADDRNOTAVAIL"] : ["ECONNREFUSED"] });
   }
   return targets;
 }
@@ -457,6 +457,10 @@ for line in open("/etc/resolv.conf"):
 # Every TCP port on both loopback addresses (a connection to itself, TCP's simultaneous open, does not count).
 listening = []
 for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    try:
+        socket.socket(fam, socket.SOCK_STREAM).close()
+    except OSError:
+        continue  # no IPv6 in this kernel
     for port in range(1, 65536):
         s = socket.socket(fam, socket.SOCK_STREAM)
         try:
@@ -687,7 +691,7 @@ function conflictProbes(n: Net): Probe[] {
     ["SOCKS4a CONNECT to sink.test", `\u0004\u0001${String.fromCharCode(P >> 8, P & 0xff)}\u0000\u0000\u0000\u0001cloister\u0000sink.test\u0000`, [...MALFORMED, "closed"]],
     ["HTTP/2 prior-knowledge preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", [...MALFORMED, "closed"]],
     ["POST to the denied sink", `POST http://${s}/c19 HTTP/1.1\r\nHost: ${s}\r\n{{AUTH}}Content-Length: 2\r\n\r\nhi`, FORBIDDEN],
-    ["OPTIONS * style absolute-form to the sink", `OPTIONS http://${s} HTTP/1.1\r\nHost: ${s}\r\n{{AUTH}}\r\n`, FORBIDDEN],
+    ["OPTIONS with a path-less absolute URL, to the sink", `OPTIONS http://${s} HTTP/1.1\r\nHost: ${s}\r\n{{AUTH}}\r\n`, FORBIDDEN],
     ["CONNECT/1.0 to the denied sink", `CONNECT ${s} HTTP/1.0\r\n{{AUTH}}\r\n`, FORBIDDEN],
     ["HTTP/0.9-style request line (no version, no credentials)", `GET http://${s}/c15\r\n\r\n`, [...MALFORMED, "407"]],
   ];
@@ -937,17 +941,11 @@ describe("escape/network", () => {
       if (steps.get("python") !== "absent") assert.equal(steps.get("if-nameindex"), "lo");
     });
 
-    it(
-      "the attacker reads /sys/class/net: only lo is listed",
-      {
-        todo:
-          "LEAK: /sys is a read-only bind of the host's sysfs, whose net class belongs to the host's network namespace, so /sys/class/net inside lists the host's interfaces (here eth0, ifb0, ifb1), with their MAC addresses (/sys/class/net/*/address) and live traffic counters (/sys/class/net/*/statistics/rx_bytes: a side channel on the host's traffic). Nothing is reachable through them (see the direct-connection cases), but SECURITY.md says only lo exists. Fix: mount a fresh sysfs in the cloister's own network namespace, or a tmpfs over /sys/class/net and /sys/devices/virtual/net plus the physical devices' net/ dirs.",
-      },
-      async () => {
-        const steps = parseSteps((await probe()).stdout);
-        assert.equal(steps.get("sys-class-net"), "lo,");
-      },
-    );
+    it("the attacker reads /sys/class/net: no host interface is listed (sysfs is the host's, its network views are covered)", async () => {
+      const steps = parseSteps((await probe()).stdout);
+      const listed = (steps.get("sys-class-net") ?? "").split(",").filter((name) => name !== "" && name !== "lo");
+      assert.deepEqual(listed, []);
+    });
 
     it("the attacker connects directly (TCP) to host addresses, private ranges, metadata and public resolvers: each fails at once; loopback is its own", async () => {
       const r = await probe();
@@ -1214,7 +1212,7 @@ describe("escape/network", () => {
 
   // ---------------------------------------------------------------------------------------------
   describe("floods", { skip: NO_PYTHON }, () => {
-    it("the attacker opens 2,000 connections at once, keeps 50 slowloris connections dribbling headers and sends a 64 KiB header line: 431 for the header, the guardian and the bystander keep working", async () => {
+    it("the attacker opens 2,000 connections at once, keeps 50 slowloris connections dribbling headers and sends a 64 KiB header line: 431 for the header, the guardian and the bystander keep working", async (ctx) => {
       const P = n.P;
       const flood = String.raw`
 import resource, threading, time
@@ -1286,6 +1284,7 @@ out("cut", cut)
       const r = await run.done;
       outputs.push(r.stdout, r.stderr);
       const steps = parseSteps(r.stdout);
+      ctx.diagnostic(`flood: ${/flooding (\d+ \d+)/.exec(r.stdout)?.[1] ?? "?"} (open, failed); cut by the guardian: ${steps.get("cut") ?? "?"}; huge header: ${steps.get("huge-header") ?? "?"}`);
       // 431, or (see the todo case below) a close without any answer: never forwarded either way.
       assert.match(steps.get("huge-header") ?? "", /^(431|closed)$/, r.stdout + r.stderr);
       assert.equal(steps.get("many-headers"), "431");
@@ -1304,7 +1303,7 @@ out("cut", cut)
     {
       skip: NO_PYTHON,
       todo:
-        "BUG (not an escape: nothing is forwarded, the guardian stays up): about 1 in 6 of these requests gets no answer at all through the in-cloister port, just a clean close. The guardian's clientError handler (src/guardian/proxy/http.ts) calls socket.destroy() right after socket.end(431 ...) while the client is still sending; the relay (cloister-init relay) then closes the TCP side while the rest of the client's 64 KiB is still arriving, and the kernel's reset makes the client drop the 431 it had already received. Straight on the unix socket the 431 always arrives (followed by ECONNRESET). Fix: end() and destroy only after the client's remaining input is drained (or a short linger), and/or let the relay shut down its write side and drain the client before close().",
+        "BUG (not an escape: nothing is forwarded, the guardian stays up): often (about half of the tries here) such a request gets no answer at all through the in-cloister port, just a clean close. The guardian's clientError handler (src/guardian/proxy/http.ts) calls socket.destroy() right after socket.end(431 ...) while the client is still sending; the relay (cloister-init relay) then closes the TCP side while the rest of the client's 64 KiB is still arriving, and the kernel's reset makes the client drop the 431 it had already received. Straight on the unix socket the 431 always arrives (followed by ECONNRESET). Fix: end() and destroy only after the client's remaining input is drained (or a short linger), and/or let the relay shut down its write side and drain the client before close().",
     },
     async () => {
       const P = n.P;
@@ -1348,6 +1347,9 @@ for i in range(20):
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
     assert.deepEqual(deniedSaw(n), []);
     await assertLiveness("at the end");
+    // Nothing the user did not ask for prints a token.
+    const listings = await Promise.all([t.cli(["list"]), t.cli(["guardian", "status", "--json"]), t.cli(["guardian", "status"])]);
+    assert.deepEqual(encoded.filter((e) => listings.some((l) => (l.stdout + l.stderr).includes(e))).map((e) => e.slice(0, 8)), [], "a token in `list` or `guardian status`");
     // A running cloister keeps its placeholders for protected paths in the project; they go with it.
     assert.equal((await t.cli(["stop", BYSTANDER])).code, 0);
     assert.deepEqual(diffSnapshots(hostBefore, hostSensitiveSnapshot(t)), []);
@@ -1383,7 +1385,6 @@ describe("escape/network: as a non-root user", { skip: USER_SKIP }, () => {
   let n: Net;
   before(async () => {
     t = createUserInstance("nu");
-    completeCliCopy(t.cliPath);
     n = await startNet();
   });
   after(async () => {

@@ -32,6 +32,11 @@ export function createHttpProxy(settings: ProxySettings): Server {
   });
   // One more than allowed, so a request over the limit is visible (node silently drops extras).
   server.maxHeadersCount = settings.max_headers + 1;
+  // node enforces headersTimeout from a connection-tracking timer that it starts when a server
+  // starts listening. This one never listens (endpoints hand it their connections), so without
+  // this the timeout above did nothing and a client dripping its headers held its connection for
+  // as long as it kept dripping. Emitting 'listening' runs exactly that set-up (an unref'd timer).
+  server.emit("listening");
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
     const context = contexts.get(req.socket);
     if (context) void forward(context, req, res);
@@ -44,9 +49,16 @@ export function createHttpProxy(settings: ProxySettings): Server {
   });
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
     const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+    const tooSlow = error.code === "ERR_HTTP_REQUEST_TIMEOUT";
     contexts.get(socket as Socket)?.refused("http", "invalid", error.code ?? "parse error");
     if (socket.writable) {
-      socket.end(tooLarge ? rawResponse(431, "Request Header Fields Too Large", "cloister: the request's headers are too large\n") : rawResponse(400, "Bad Request", "cloister: malformed HTTP request\n"));
+      socket.end(
+        tooLarge
+          ? rawResponse(431, "Request Header Fields Too Large", "cloister: the request's headers are too large\n")
+          : tooSlow
+            ? rawResponse(408, "Request Timeout", "cloister: the request's headers did not arrive in time\n")
+            : rawResponse(400, "Bad Request", "cloister: malformed HTTP request\n"),
+      );
     }
     socket.destroy();
   });
@@ -85,8 +97,7 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
   }
   if (client.destroyed) return void upstream.destroy();
   client.write("HTTP/1.1 200 Connection established\r\n\r\n");
-  if (head.length > 0) upstream.write(head);
-  context.ended("connect", verdict, await tunnel(client, upstream, context.settings.idle_timeout));
+  context.ended("connect", verdict, await tunnel(client, upstream, context.settings.idle_timeout, head));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -123,22 +134,45 @@ function relay(context: EgressContext, target: Admitted, req: IncomingMessage, r
     setHost: false,
   });
   socket.setTimeout(context.settings.idle_timeout, () => socket.destroy(new Error("idle timeout")));
+  // The client connection is kept alive across requests and its byte count with it: count from here,
+  // so each request's egress.end has its own bytes, not the connection's running total.
+  const client = req.socket;
+  const downBefore = client.bytesWritten;
   let done = false;
+  let responded = false;
   const finish = (end: string) => {
     if (done) return;
     done = true;
     socket.destroy();
-    context.ended("http", target, { bytesUp: outgoing.socket?.bytesWritten ?? 0, bytesDown: res.socket?.bytesWritten ?? 0, durationMs: Date.now() - started, end });
+    context.ended("http", target, { bytesUp: socket.bytesWritten, bytesDown: client.bytesWritten - downBefore, durationMs: Date.now() - started, end });
   };
   outgoing.on("response", (upstream) => {
-    res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, responseHeaders(upstream.rawHeaders));
+    responded = true;
+    upstream.on("error", () => finish("error"));
+    try {
+      res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, responseHeaders(upstream.rawHeaders));
+    } catch (error) {
+      // node's client parser accepts status lines its server side refuses to write (a status below
+      // 100, control bytes in the reason phrase). Uncaught, that exception ended the guardian; the
+      // origin's response is refused instead. writeHead kept the bad reason phrase: clear it first.
+      res.statusMessage = "";
+      reply(res, 502, `cloister: ${formatAuthority(target.host, target.port)} sent a response that cannot be relayed: ${message(error)}\n`);
+      return finish("error");
+    }
     upstream.pipe(res);
     upstream.on("end", () => finish("closed"));
-    upstream.on("error", () => finish("error"));
   });
   outgoing.on("error", (error) => {
     if (!res.headersSent) reply(res, 502, `cloister: ${formatAuthority(target.host, target.port)} failed: ${message(error)}\n`);
     else res.destroy();
+    finish("error");
+  });
+  // A response node's client will not hand over (a 101 to a request that asked for no upgrade) ends
+  // in a closed request with neither 'response' nor 'error'; the client was left waiting for the
+  // idle timeout. Answer it now.
+  outgoing.on("close", () => {
+    if (responded || done) return;
+    if (!res.headersSent) reply(res, 502, `cloister: ${formatAuthority(target.host, target.port)} closed the connection without a response that can be relayed\n`);
     finish("error");
   });
   res.on("close", () => finish(res.writableFinished ? "closed" : "client-closed"));

@@ -1,5 +1,6 @@
 import { lookup } from "node:dns/promises";
 import { classifyAddress, needsOptIn } from "../../policy/addresses.js";
+import { isHostAddress } from "./local-addresses.js";
 import { decide, refusalMessage, type Decision, type Policy } from "../../policy/egress.js";
 import { canonicalHost, type Host } from "../../policy/hosts.js";
 
@@ -67,19 +68,28 @@ export async function judge(input: JudgeInput, host: Host, port: number): Promis
   }
   // Every answer is checked, and only an acceptable one is dialed: a name that resolves to both a
   // public and a private address (DNS rebinding) can only ever reach the public one.
-  const acceptable = candidates.find((c) => decision.allowPrivate || !needsOptIn(classifyAddress(c.address)));
+  const acceptable = candidates.find((c) => decision.allowPrivate || isPublicDestination(c.address));
   if (!acceptable) {
     const first = candidates[0]?.address ?? "nothing";
     return {
       ok: false,
       status: 403,
       reason: "address",
-      message: `cloister: ${refusalMessage(decision, host, port, input.project)} (${host.name} resolved to ${first}: ${classifyAddress(first)})`,
+      message: `cloister: ${refusalMessage(decision, host, port, input.project)} (${host.name} resolved to ${first}: ${describeAddress(first)})`,
       decision,
       address: first,
     };
   }
   return { ok: true, host, port, address: acceptable.address, family: acceptable.family === 6 ? 6 : 4, decision, via: "dns" };
+}
+
+/** Public, and not one of this host's own addresses (which would reach its services). */
+function isPublicDestination(address: string): boolean {
+  return !needsOptIn(classifyAddress(address)) && !isHostAddress(address);
+}
+
+function describeAddress(address: string): string {
+  return isHostAddress(address) ? "an address of this host" : classifyAddress(address);
 }
 
 /** Config and session overrides as one map from canonical names (the session's win). */

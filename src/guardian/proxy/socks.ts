@@ -27,19 +27,20 @@ const MAX_HANDSHAKE_BYTES = 1024;
  * then one CONNECT judged by the same decision function as HTTP. BIND and UDP ASSOCIATE are refused.
  */
 export function serveSocks(context: EgressContext, socket: Socket): void {
-  void session(context, socket).catch((error: unknown) => {
+  const reader = new HandshakeReader(socket);
+  void session(context, socket, reader).catch((error: unknown) => {
+    reader.stop();
     context.refused("socks", "invalid", error instanceof Error ? error.message : String(error));
     if (error instanceof SocksProtocolError && error.reply !== undefined && socket.writable) socket.end(encodeReply(error.reply));
     else socket.destroy();
   });
 }
 
-async function session(context: EgressContext, socket: Socket): Promise<void> {
-  const reader = new HandshakeReader(socket);
-
+async function session(context: EgressContext, socket: Socket, reader: HandshakeReader): Promise<void> {
   const greeting = await reader.next(parseGreeting);
   if (!greeting.methods.includes(METHOD_USER_PASS)) {
     context.refused("socks", "unauthenticated", "client offered no user/password authentication");
+    reader.stop();
     return void socket.end(encodeMethodChoice(METHOD_NONE_ACCEPTABLE));
   }
   socket.write(encodeMethodChoice(METHOD_USER_PASS));
@@ -47,6 +48,7 @@ async function session(context: EgressContext, socket: Socket): Promise<void> {
   const credentials = await reader.next(parseUserPass);
   if (!context.tokenMatches(credentials.password)) {
     context.refused("socks", "unauthenticated", "");
+    reader.stop();
     return void socket.end(encodeUserPassStatus(false));
   }
   socket.write(encodeUserPassStatus(true));
@@ -80,8 +82,7 @@ async function session(context: EgressContext, socket: Socket): Promise<void> {
   }
   if (socket.destroyed) return void upstream.destroy();
   socket.write(encodeReply(SocksReply.Succeeded, { address: upstream.localAddress ?? "0.0.0.0", port: upstream.localPort ?? 0 }));
-  if (early.length > 0) upstream.write(early);
-  context.ended("socks", verdict, await tunnel(socket, upstream, context.settings.idle_timeout));
+  context.ended("socks", verdict, await tunnel(socket, upstream, context.settings.idle_timeout, early));
 }
 
 function socksHost(address: SocksAddress): Host {
@@ -114,6 +115,19 @@ class HandshakeReader {
       this.waiting = { parse, resolve: resolve as (value: unknown) => void, reject };
       this.tryParse();
     });
+  }
+
+  /**
+   * The handshake ended in a refusal or an error. Nothing the client sends now means anything, and
+   * with half-open sockets it could go on sending: everything used to be appended to the buffer
+   * (no message was waiting, so the length limit never fired), growing the guardian's memory and
+   * re-copying the whole buffer on every chunk. Now the buffer is dropped and more bytes close the
+   * connection.
+   */
+  stop(): void {
+    this.socket.off("data", this.onData);
+    this.buffered = Buffer.alloc(0);
+    this.socket.on("data", () => this.socket.destroy());
   }
 
   /** Stops reading and returns the bytes that arrived after the last message. */

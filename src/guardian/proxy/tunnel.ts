@@ -44,12 +44,14 @@ export interface TunnelResult {
 
 /**
  * Joins two sockets both ways until both directions are done (half-close is passed on), either
- * side errors, or nothing moves for `idleMs`. Resolves once, with what went through.
+ * side errors, or nothing moves for `idleMs`. Resolves once, with what went through. `early` is what
+ * the client sent before the tunnel was up (pipelined after its request); it goes first, and counts.
  */
-export function tunnel(client: Socket, upstream: Socket, idleMs: number): Promise<TunnelResult> {
+export function tunnel(client: Socket, upstream: Socket, idleMs: number, early: Buffer = Buffer.alloc(0)): Promise<TunnelResult> {
   const started = Date.now();
   const upstreamWrittenBefore = upstream.bytesWritten;
   const clientWrittenBefore = client.bytesWritten;
+  if (early.length > 0) upstream.write(early);
   return new Promise((resolve) => {
     let end: TunnelResult["end"] = "closed";
     let finished = false;

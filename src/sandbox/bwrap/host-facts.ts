@@ -1,5 +1,5 @@
-import { existsSync, lstatSync, readdirSync, readlinkSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, lstatSync, readdirSync, readlinkSync, realpathSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { SystemEntry } from "./mounts.js";
 
 /** Host directories a workload needs, read-only: programs, libraries, configuration, kernel views. */
@@ -44,7 +44,7 @@ export interface HiddenPaths {
 export function hiddenPaths(uid: number): HiddenPaths {
   const hidden: HiddenPaths = {
     files: ALWAYS_HIDDEN_FILES.filter((p) => existsSync(p)),
-    dirs: ALWAYS_HIDDEN_DIRS.filter((p) => existsSync(p)),
+    dirs: [...ALWAYS_HIDDEN_DIRS.filter((p) => existsSync(p)), ...hostNetworkSysfs()],
   };
   if (uid === 0) {
     const scanned = notWorldReadable("/etc", hidden.dirs);
@@ -52,6 +52,30 @@ export function hiddenPaths(uid: number): HiddenPaths {
     hidden.dirs.push(...scanned.dirs, ...ROOT_HIDDEN_DIRS.filter((p) => existsSync(p)));
   }
   return hidden;
+}
+
+/**
+ * Where sysfs shows the host's network interfaces (names, MAC addresses, live traffic counters): a
+ * cloister has its own network namespace, but /sys is the host's. /sys/class/net links each device
+ * into its bus directory (…/devices/pci…/net/eth0); each such `net` directory is covered too.
+ */
+function hostNetworkSysfs(): string[] {
+  const classDir = "/sys/class/net";
+  let devices: string[];
+  try {
+    devices = readdirSync(classDir);
+  } catch {
+    return [];
+  }
+  const dirs = new Set([classDir]);
+  for (const device of devices) {
+    try {
+      dirs.add(dirname(realpathSync(join(classDir, device))));
+    } catch {
+      // The interface went away while we looked.
+    }
+  }
+  return [...dirs];
 }
 
 function notWorldReadable(dir: string, skipDirs: readonly string[]): HiddenPaths {
