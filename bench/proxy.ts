@@ -85,6 +85,8 @@ interface Setup {
   clientPath: string;
   srtSettings: string;
   cloister?: Cloister;
+  /** The cloister's bridge when it is one long-lived process (cloister-init relay): its CPU time is measured. */
+  relayPid?: number;
   /** Why srt cannot run here, once a first try has failed. */
   srtUnavailable?: string;
 }
@@ -259,24 +261,34 @@ function spawnSyncNode(host: ProxyBenchHost, args: string[]): { status: number |
  * forked process per connection) or `cloister-init relay` (one epoll process). It starts just after
  * the cloister does, so look for a few seconds.
  */
-async function describeBridge(cloister: Cloister): Promise<string> {
+async function describeBridge(cloister: Cloister): Promise<{ text: string; relayPid?: number }> {
   const keeper = cloister.record.keeperPid;
-  if (keeper === undefined) return "unknown (no keeper pid)";
+  if (keeper === undefined) return { text: "unknown (no keeper pid)" };
   for (let tries = 0; tries < 50; tries++) {
     for (const pid of processTree(keeper)) {
-      let argv: string[];
-      try {
-        argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-      } catch {
-        continue;
-      }
-      const program = argv[0] ?? "";
-      if (program.endsWith("socat") && argv.some((a) => a.startsWith("TCP-LISTEN:3128"))) return "socat (TCP-LISTEN:3128,fork: one forked socat process per connection)";
-      if (program.endsWith("cloister-init") && argv[1] === "relay") return "cloister-init relay (one epoll process for all connections)";
+      const argv = argvOf(pid);
+      if (bridgeKind(argv) === "socat") return { text: "socat (TCP-LISTEN:3128,fork: one forked socat process per connection)" };
+      if (bridgeKind(argv) === "relay") return { text: `cloister-init relay (\`${argv.slice(0, 4).join(" ")}\`: one epoll process for all connections)`, relayPid: pid };
     }
     await sleep(100);
   }
-  return "not found among the cloister's processes (neither socat nor cloister-init relay)";
+  return { text: "not found among the cloister's processes (neither socat nor cloister-init relay)" };
+}
+
+/** A bridge process by its argv: socat's listener or one of its forks, or cloister-init's relay (mounted as /run/cloister/init). */
+function bridgeKind(argv: readonly string[]): "socat" | "relay" | undefined {
+  const program = argv[0] ?? "";
+  if (program.endsWith("socat") && argv.some((a) => a.startsWith("TCP-LISTEN:3128"))) return "socat";
+  if (/(^|\/)(cloister-)?init$/.test(program) && argv[1] === "relay") return "relay";
+  return undefined;
+}
+
+function argvOf(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+  } catch {
+    return [];
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -292,6 +304,7 @@ interface LatencyRow {
   unavailable?: string;
   /** Guardian CPU time spent during this row's runs (cloister rows), and requests made in them. */
   guardianCpuMs: number;
+  relayCpuMs: number;
   requests: number;
 }
 
@@ -307,6 +320,20 @@ function pct(samples: readonly number[]): Pct {
   return { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), n: sorted.length };
 }
 
+interface CpuSample {
+  guardian: number;
+  relay: number;
+}
+
+function cpuSample(guardianPid: number | undefined, relayPid: number | undefined): CpuSample {
+  return { guardian: guardianPid === undefined ? Number.NaN : cpuMs(guardianPid), relay: relayPid === undefined ? Number.NaN : cpuMs(relayPid) };
+}
+
+function cpuSince(before: CpuSample, guardianPid: number | undefined, relayPid: number | undefined): CpuSample {
+  const now = cpuSample(guardianPid, relayPid);
+  return { guardian: now.guardian - before.guardian, relay: now.relay - before.relay };
+}
+
 const fmtUs = (us: number): string => (!Number.isFinite(us) ? "-" : Math.abs(us) >= 10_000 ? `${(us / 1000).toFixed(1)} ms` : `${Math.round(us)} µs`);
 const signedUs = (us: number): string => (Number.isFinite(us) ? `${us >= 0 ? "+" : "-"}${fmtUs(Math.abs(us))}` : "-");
 const fmtRate = (mibs: number): string => (Number.isFinite(mibs) ? `${mibs.toFixed(0)} MiB/s` : "-");
@@ -320,11 +347,11 @@ async function latencyPart(setup: Setup, options: ProxyOptions): Promise<void> {
   const newPerRun = Math.max(1, Math.round(options.requests / 4 / ROUNDS));
   const http = setup.http.port;
   heading(
-    `  5a. Small requests: ${perRun * ROUNDS} per kept-alive row, ${newPerRun * ROUNDS} per new-connection row (${ROUNDS} runs of the client per row, interleaved, each after ${WARMUP} untimed requests)`,
+    `  5a. Small requests: ${perRun * ROUNDS} per kept-alive row, ${newPerRun * ROUNDS} per new-connection row (${ROUNDS} runs of the client per row, interleaved; each run starts with up to ${WARMUP} untimed requests)`,
   );
   const rows: LatencyRow[] = [];
   const row = (label: string, where: Where, kind: LatencyRow["kind"], via: LatencyRow["via"]): LatencyRow => {
-    const r: LatencyRow = { label, where, kind, via, samples: [], errors: [], guardianCpuMs: 0, requests: 0 };
+    const r: LatencyRow = { label, where, kind, via, samples: [], errors: [], guardianCpuMs: 0, relayCpuMs: 0, requests: 0 };
     rows.push(r);
     return r;
   };
@@ -362,7 +389,7 @@ async function latencyPart(setup: Setup, options: ProxyOptions): Promise<void> {
       }
       const count = r.kind === "keepalive" ? perRun : newPerRun;
       const warmup = r.kind === "keepalive" ? WARMUP : Math.min(WARMUP, newPerRun);
-      const cpuBefore = gpid === undefined ? Number.NaN : cpuMs(gpid);
+      const cpuBefore = cpuSample(gpid, setup.relayPid);
       try {
         const result = await runJob<LatencyResult>(setup, r.where, jobFor(r, count, warmup));
         r.samples.push(...result.samples);
@@ -373,27 +400,29 @@ async function latencyPart(setup: Setup, options: ProxyOptions): Promise<void> {
         if (round === 0 && r.samples.length === 0) r.unavailable = text;
         else r.errors.push(text);
       }
-      if (r.where === "cloister" && gpid !== undefined) {
-        r.guardianCpuMs += cpuMs(gpid) - cpuBefore;
+      if (r.where === "cloister") {
+        const used = cpuSince(cpuBefore, gpid, setup.relayPid);
+        r.guardianCpuMs += used.guardian;
+        r.relayCpuMs += used.relay;
         r.requests += count + warmup;
       }
     }
   }
   const direct = { keepalive: pct(keepRows[0]?.samples ?? []), newconn: pct(newRows[0]?.samples ?? []) };
-  const table5a: string[][] = [["", "p50", "p90", "p99", "n", "failed", "added p50", "guardian CPU / request"]];
+  const table5a: string[][] = [["", "p50", "p90", "p99", "n", "failed", "added p50", "guardian CPU/req", "relay CPU/req"]];
   const notes: string[] = [];
   for (const group of [keepRows, newRows]) {
-    if (group === newRows) table5a.push(["new connection per request:", "", "", "", "", "", "", ""]);
+    if (group === newRows) table5a.push(["new connection per request:", "", "", "", "", "", "", "", ""]);
     for (const r of group) {
       const p = pct(r.samples);
       const base = direct[r.kind];
-      const cpu = r.where === "cloister" && r.requests > 0 ? fmtUs((r.guardianCpuMs * 1000) / r.requests) : "";
+      const perRequest = (ms: number): string => (r.where === "cloister" && r.requests > 0 ? fmtUs((ms * 1000) / r.requests) : "");
       if (r.unavailable !== undefined) {
-        table5a.push([r.label, "-", "-", "-", "0", "-", "-", ""]);
+        table5a.push([r.label, "-", "-", "-", "0", "-", "-", "", ""]);
         notes.push(`  ${r.label}: unavailable: ${r.unavailable}`);
         continue;
       }
-      table5a.push([r.label, fmtUs(p.p50), fmtUs(p.p90), fmtUs(p.p99), String(p.n), String(r.errors.length), r.where === "direct" ? "" : signedUs(p.p50 - base.p50), cpu]);
+      table5a.push([r.label, fmtUs(p.p50), fmtUs(p.p90), fmtUs(p.p99), String(p.n), String(r.errors.length), r.where === "direct" ? "" : signedUs(p.p50 - base.p50), perRequest(r.guardianCpuMs), perRequest(r.relayCpuMs)]);
       if (r.errors[0] !== undefined) notes.push(`  ${r.label}: ${r.errors.length} failure(s); first: ${r.errors[0]}`);
     }
   }
@@ -425,7 +454,8 @@ async function latencyPart(setup: Setup, options: ProxyOptions): Promise<void> {
       `  ${label.padEnd(40)} cloister ${signedUs(addedOurs).padStart(9)}, srt ${signedUs(addedTheirs).padStart(9)}, ours/srt ${fmtRatio(ratio).padStart(6)}   TARGET (≤ 1/3 of srt's and < 1 ms): ${verdict(vsSrt && under)}`,
     );
   }
-  print("  guardian CPU / request: the guardian's CPU time (all its threads, /proc/PID/task/*/schedstat) during the cloister row's runs, divided by the requests made in them (warm-up included)");
+  print("  CPU/req: CPU time (user + kernel, all threads: /proc/PID/task/TID/schedstat) of the guardian and of the cloister's relay process during the");
+  print("  cloister row's runs, divided by the requests made in them (warm-up included); '-' when the bridge is socat (a process per connection)");
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -439,6 +469,7 @@ interface TransferRow {
   errors: string[];
   unavailable?: string;
   guardianBusy: number[];
+  relayBusy: number[];
 }
 
 async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void> {
@@ -448,7 +479,7 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
   const rows: TransferRow[] = [];
   for (const kind of ["download", "upload"] as const) {
     for (const where of ["direct", "cloister", "srt"] as const) {
-      rows.push({ label: `${kind}: ${where === "direct" ? "direct (host)" : `${where}, CONNECT`}`, where, kind, mibs: [], errors: [], guardianBusy: [] });
+      rows.push({ label: `${kind}: ${where === "direct" ? "direct (host)" : `${where}, CONNECT`}`, where, kind, mibs: [], errors: [], guardianBusy: [], relayBusy: [] });
     }
   }
   const gpid = setup.host.guardianPid();
@@ -462,11 +493,17 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
         continue;
       }
       const job: Job = { kind: r.kind, via: r.where === "direct" ? "direct" : "connect", host: r.where === "cloister" ? ORIGIN : "127.0.0.1", port: setup.blob.port, bytes };
-      const cpuBefore = gpid === undefined ? Number.NaN : cpuMs(gpid);
+      const cpuBefore = cpuSample(gpid, setup.relayPid);
       try {
         const result = await runJob<TransferResult>(setup, r.where, job);
         r.mibs.push(result.bytes / (1024 * 1024) / (result.ms / 1000));
-        if (r.where === "cloister" && gpid !== undefined) r.guardianBusy.push((cpuMs(gpid) - cpuBefore) / result.ms);
+        if (r.where === "cloister") {
+          // The client's process start-up is outside result.ms but inside the CPU sample: neither the
+          // guardian nor the relay does anything during it.
+          const used = cpuSince(cpuBefore, gpid, setup.relayPid);
+          r.guardianBusy.push(used.guardian / result.ms);
+          r.relayBusy.push(used.relay / result.ms);
+        }
       } catch (error) {
         const text = error instanceof Error ? error.message : String(error);
         if (round === 0) r.unavailable = text;
@@ -475,16 +512,16 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
     }
   }
   const median = (values: number[]): number => percentile([...values].sort((a, b) => a - b), 50);
-  const lines: string[][] = [["", "median", "best", "runs", "failed", "guardian CPU busy"]];
+  const lines: string[][] = [["", "median", "best", "runs", "failed", "guardian CPU busy", "relay CPU busy"]];
   const notes: string[] = [];
   for (const r of rows) {
     if (r.unavailable !== undefined) {
-      lines.push([r.label, "-", "-", "0", "-", ""]);
+      lines.push([r.label, "-", "-", "0", "-", "", ""]);
       notes.push(`  ${r.label}: unavailable: ${r.unavailable}`);
       continue;
     }
-    const busy = r.guardianBusy.length ? `${(median(r.guardianBusy) * 100).toFixed(0)}%` : "";
-    lines.push([r.label, fmtRate(median(r.mibs)), fmtRate(Math.max(...r.mibs)), String(r.mibs.length), String(r.errors.length), busy]);
+    const busy = (values: number[]): string => (values.length && values.every(Number.isFinite) ? `${(median(values) * 100).toFixed(0)}%` : r.where === "cloister" ? "-" : "");
+    lines.push([r.label, fmtRate(median(r.mibs)), fmtRate(Math.max(...r.mibs)), String(r.mibs.length), String(r.errors.length), busy(r.guardianBusy), busy(r.relayBusy)]);
     if (r.errors[0] !== undefined) notes.push(`  ${r.label}: ${r.errors.length} failure(s); first: ${r.errors[0]}`);
   }
   print(table(lines));
@@ -504,7 +541,7 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
       print(`  ${`${where} / direct, ${kind}`.padEnd(28)} ${fmtRatio(ratio).padStart(6)} (medians)${target}`);
     }
   }
-  print("  guardian CPU busy: the guardian's CPU time during the transfer / its wall time (100% = one core)");
+  print("  CPU busy: the process's CPU time (user + kernel) during the run / the transfer's wall time (100% = one core busy all along)");
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -518,6 +555,9 @@ interface HoldResult {
   guardianFds: number;
   processes: number;
   treePssKiB: number;
+  bridgeProcesses: number;
+  bridgePssKiB: number;
+  clientPssKiB: number;
   benchFds: number;
   echoOpen: number;
 }
@@ -525,7 +565,7 @@ interface HoldResult {
 async function holdOne(setup: Setup, where: "direct" | "cloister", count: number): Promise<HoldResult> {
   const gpid = setup.host.guardianPid();
   const rss = (): number => (gpid === undefined ? Number.NaN : (rssKiB(gpid) ?? Number.NaN));
-  const result: HoldResult = { guardianRss: { before: rss(), with: Number.NaN, after: Number.NaN }, guardianFds: Number.NaN, processes: Number.NaN, treePssKiB: Number.NaN, benchFds: Number.NaN, echoOpen: 0 };
+  const result: HoldResult = { guardianRss: { before: rss(), with: Number.NaN, after: Number.NaN }, guardianFds: Number.NaN, processes: Number.NaN, treePssKiB: Number.NaN, bridgeProcesses: Number.NaN, bridgePssKiB: Number.NaN, clientPssKiB: Number.NaN, benchFds: Number.NaN, echoOpen: 0 };
   process.stderr.write(`  … opening ${count} tunnels (${where})\n`);
   const job: Job = { kind: "hold", via: where === "direct" ? "direct" : "connect", host: where === "cloister" ? ORIGIN : "127.0.0.1", port: setup.echo.port, count, window: count };
   const run = startJob(setup, where, job);
@@ -541,6 +581,10 @@ async function holdOne(setup: Setup, where: "direct" | "cloister", count: number
       const tree = treeMemory(keeper);
       result.processes = tree.length;
       result.treePssKiB = tree.reduce((acc, p) => acc + p.pssKiB, 0);
+      const bridge = tree.filter((p) => bridgeKind(argvOf(p.pid)) !== undefined);
+      result.bridgeProcesses = bridge.length;
+      result.bridgePssKiB = bridge.reduce((acc, p) => acc + p.pssKiB, 0);
+      result.clientPssKiB = tree.filter((p) => argvOf(p.pid).some((a) => a.endsWith(CLIENT_FILE))).reduce((acc, p) => acc + p.pssKiB, 0);
     }
     run.send("close\n");
     const lines = await run.done;
@@ -582,6 +626,8 @@ async function holdPart(setup: Setup, options: ProxyOptions): Promise<void> {
   add("guardian open fds (all open)", (r) => (r === direct ? "" : String(r.guardianFds)));
   add("processes in the cloister (all open)", (r) => (r === direct ? "" : String(r.processes)));
   add("PSS of the cloister's processes (all open)", (r) => (r === direct ? "" : fmtMiB(r.treePssKiB)));
+  add("  of which the bridge (processes)", (r) => (r === direct ? "" : `${fmtMiB(r.bridgePssKiB)} (${r.bridgeProcesses})`));
+  add(`  of which the client (node, ${n} sockets)`, (r) => (r === direct ? "" : fmtMiB(r.clientPssKiB)));
   add("bench process open fds (all open)", (r) => String(r.benchFds));
   print(table(lines));
   for (const r of results) {
@@ -620,7 +666,9 @@ export async function proxySection(host: ProxyBenchHost, options: ProxyOptions):
       pids: "none",
       memory: "none",
     });
-    print(`  bridge inside the cloister: ${await describeBridge(setup.cloister)}`);
+    const bridge = await describeBridge(setup.cloister);
+    setup.relayPid = bridge.relayPid;
+    print(`  bridge inside the cloister: ${bridge.text}`);
     print(`  servers on 127.0.0.1 in the bench process: small HTTP :${http.port}, blob :${blob.port}, echo :${echo.port}`);
     print(`  the cloister reaches them as ${ORIGIN} (--resolve ${ORIGIN}=127.0.0.1, --allow-private ${ORIGIN}:PORT); srt as 127.0.0.1:PORT (allowedDomains); direct: 127.0.0.1:PORT`);
     print(`  client: bench/proxy-client.ts bundled to ${CLIENT_FILE}, run by ${process.execPath} in each place; timings in the client, per request (hrtime)`);

@@ -2,11 +2,11 @@
  * `npm run bench`: how fast and how small cloister is, as ratios against baselines measured in the
  * same run (never hard-coded numbers). See docs/benchmarks.md for what each row means.
  *
- *   npm run bench                          # CLI, library, idle memory, 100 idle cloisters
+ *   npm run bench                          # CLI, library, idle memory, 100 idle cloisters, egress proxy
  *   npm run bench -- --runs 50             # more samples per timing row
  *   npm run bench -- --scale 1000          # also 1000 concurrent idle cloisters (a few minutes)
  *   npm run bench -- --only cli,lib        # only some sections: cli, lib, mem, scale, proxy
- *   npm run bench -- --only proxy          # the egress proxy: latency, throughput, 5000 tunnels (~2-3 min)
+ *   npm run bench -- --only proxy          # the egress proxy: latency, throughput, 5000 tunnels (~2 min)
  *
  * It measures the built package (dist/ and native/build/), on an isolated instance: CLOISTER_HOME is
  * a fresh directory under /tmp and the project is a throwaway git repository; both are removed, and
@@ -99,15 +99,15 @@ function parseOptions(argv: string[]): Options {
       [
         "usage: npm run bench -- [--runs N] [--scale N] [--scale-network] [--concurrency N] [--proxy-requests N] [--proxy-mib N]",
         "                        [--proxy-tunnels N] [--only cli,lib,mem,scale,proxy]",
-        "  --runs N          timed runs per row in the CLI and library sections (default 20)",
-        "  --scale N         concurrent idle cloisters: 100 (default) runs 100 without and 100 with network;",
-        "                    a larger N (e.g. 1000) adds N without network, which takes a few minutes",
-        "  --scale-network   with --scale N > 100, also N with network",
-        "  --concurrency N   cloisters created at once in the scale section (default 8)",
-        "  --proxy-requests N  small requests per kept-alive row of the proxy section (default 2000; new-connection rows do N/4)",
-        "  --proxy-mib N     MiB per download and upload in the proxy section (default 1024)",
-        "  --proxy-tunnels N CONNECT tunnels held at once in the proxy section (default 5000)",
-        "  --only LIST       only these sections (default all); --only proxy runs the egress proxy section alone",
+        "  --runs N            timed runs per row in the CLI and library sections (default 20)",
+        "  --scale N           concurrent idle cloisters: 100 (default) runs 100 without and 100 with network;",
+        "                      a larger N (e.g. 1000) adds N without network, which takes a few minutes",
+        "  --scale-network     with --scale N > 100, also N with network",
+        "  --concurrency N     cloisters created at once in the scale section (default 8)",
+        "  --proxy-requests N  small requests per kept-alive row of the proxy section (default 2000; new-connection rows: N/4)",
+        "  --proxy-mib N       MiB per download and per upload in the proxy section (default 1024)",
+        "  --proxy-tunnels N   CONNECT tunnels held open at once in the proxy section (default 5000)",
+        "  --only LIST         only these sections (default all: cli,lib,mem,scale,proxy); --only proxy: the egress proxy alone (~2 min)",
         "",
       ].join("\n"),
     );
@@ -718,7 +718,8 @@ function header(options: Options, inst: Instance): void {
   const sha = spawnSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).stdout.trim() || "?";
   const dirty = spawnSync("git", ["-C", ROOT, "status", "--porcelain", "--untracked-files=no"], { encoding: "utf8" }).stdout.trim() !== "";
   print(`build: commit ${sha}${dirty ? " + uncommitted changes" : ""}, dist/bundle/main.js built ${statSync(CLI).mtime.toISOString()}`);
-  print(`instance: CLOISTER_HOME=${inst.home}  project=${inst.project} (throwaway git repo)  runs=${options.runs}  scale=${options.scale}  sections=${[...options.sections].join(",")}`);
+  const proxy = options.sections.has("proxy") ? `  proxy=${options.proxyRequests} requests/${options.proxyMib} MiB/${options.proxyTunnels} tunnels` : "";
+  print(`instance: CLOISTER_HOME=${inst.home}  project=${inst.project} (throwaway git repo)  runs=${options.runs}  scale=${options.scale}${proxy}  sections=${[...options.sections].join(",")}`);
   print("timings are wall clock from spawn (or call) to exit (or resolve); p95 interpolates between ranks; ratios divide medians (and p95s)");
 }
 

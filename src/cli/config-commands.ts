@@ -8,8 +8,8 @@ import { printTable } from "./output.js";
 
 /** The YAML and schema libraries load only for config commands: `run` and `start` never pay for them. */
 async function configModules() {
-  const [load, registry, yaml] = await Promise.all([import("../config/load.js"), import("../config/project-registry.js"), import("yaml")]);
-  return { ...load, ...registry, stringify: yaml.stringify };
+  const [load, registry] = await Promise.all([import("../config/load.js"), import("../config/project-registry.js")]);
+  return { ...load, ...registry };
 }
 
 /** Opens a file in $VISUAL/$EDITOR (vi by default), then validates it so mistakes show at once. */
@@ -30,12 +30,12 @@ export function registerConfigCommands(program: Command): void {
     .option("--project <dir>", "merge this project's configuration")
     .option("--json", "machine-readable output")
     .action(async (flags: { project?: string; json?: boolean }) => {
-      const { effectiveConfig, loadGlobalConfig, loadProjectConfig, projectNameFor, stringify } = await configModules();
+      const { effectiveConfig, loadGlobalConfig, loadProjectConfig, projectNameFor, toYaml } = await configModules();
       const paths = resolvePaths();
       const global = await loadGlobalConfig(paths);
       const project = flags.project ? await loadProjectConfig(paths, (await projectNameFor(flags.project, paths)).name) : undefined;
       const shown = project ? effectiveConfig(global, project) : global;
-      process.stdout.write(flags.json ? `${JSON.stringify(shown, null, 2)}\n` : stringify(shown));
+      process.stdout.write(flags.json ? `${JSON.stringify(shown, null, 2)}\n` : toYaml(shown));
     });
 
   config

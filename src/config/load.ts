@@ -5,7 +5,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type Document, LineCounter, type Node, type Pair, isAlias, isMap, isNode, isScalar, isSeq, parseDocument } from "yaml";
+import { type Document, LineCounter, type Node, type Pair, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, stringify } from "yaml";
 import type { z } from "zod";
 import { CloisterError } from "../errors.js";
 import { createFileAtomic, ensurePrivateDir } from "./atomic-write.js";
@@ -26,6 +26,11 @@ import {
   keysAt,
 } from "./schema.js";
 import { GLOBAL_CONFIG_TEMPLATE } from "./template.js";
+
+/** Config data as YAML text (for `config show` and the guardian's decision files). */
+export function toYaml(value: unknown): string {
+  return stringify(value);
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Errors

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { writeFileAtomic, ensurePrivateDir } from "../config/atomic-write.js";
-import { loadGlobalConfig, loadProjectConfig, parseConfigText, readIfExists } from "../config/load.js";
+import { loadGlobalConfig, loadProjectConfig, parseConfigText, readIfExists, toYaml } from "../config/load.js";
 import type { CloisterPaths } from "../config/paths.js";
 import { isIP } from "node:net";
 import { ProjectNameSchema, resolveNameProblem, type Decisions, type ProxySettings, type RuleEntry } from "../config/schema.js";
@@ -134,8 +134,7 @@ export async function recordDecision(paths: CloisterPaths, scope: DecisionScope,
   const stored: RuleEntry = rule.private ? { rule: rule.text, private: true } : rule.text;
   const next: Decisions = { proxy: { ...current.proxy, [list]: [...entries, stored] } };
   await ensurePrivateDir(join(file, ".."));
-  const { stringify } = await import("yaml");
-  await writeFileAtomic(file, DECISIONS_HEADER + stringify(next), 0o600);
+  await writeFileAtomic(file, DECISIONS_HEADER + toYaml(next), 0o600);
   return true;
 }
 

@@ -107,7 +107,9 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
       initBinary,
       tmpfsBytes: spec.tmpfsBytes,
     });
-    const bridge = spec.network ? ["--", INIT_PATH, "relay", String(PROXY_PORT), `${GUARDIAN_SOCKET_DIR}/proxy.sock`] : [];
+    // init binds the port before it serves the first command (no race with the relay starting), then
+    // hands it to the relay, which joins each connection to this cloister's guardian socket.
+    const bridge = spec.network ? ["--tcp-listen", String(PROXY_PORT), "--", INIT_PATH, "relay", "--fd", "4", `${GUARDIAN_SOCKET_DIR}/proxy.sock`] : [];
     const argv = bwrapArgv({
       hostname: spec.name,
       uid: user.uid,

@@ -123,7 +123,10 @@ export class RawClient {
   private ended = false;
   private closedFlag = false;
   private waiters: Array<() => void> = [];
+  /** Both sides are done (the client has ended or destroyed its side too). */
   readonly closed: Promise<void>;
+  /** The server has finished its side: end of stream, reset, or close. */
+  readonly serverDone: Promise<void>;
 
   private constructor(path: string) {
     // Half-open, so a test sees what the server does when the client has finished sending.
@@ -137,6 +140,10 @@ export class RawClient {
       this.wake();
     });
     this.socket.on("error", () => undefined);
+    this.serverDone = new Promise((resolve) => {
+      this.socket.once("end", () => resolve());
+      this.socket.once("close", () => resolve());
+    });
     this.closed = new Promise((resolve) =>
       this.socket.on("close", () => {
         this.closedFlag = true;

@@ -14,7 +14,8 @@ import { after, afterEach, before, describe, it } from "node:test";
 import { REPO_ROOT } from "../helpers/cloister.js";
 import { hostTree, readOr, waitGone } from "../helpers/host-processes.js";
 
-const BIN = join(REPO_ROOT, "native", "build", "cloister-init");
+// RELAY_TEST_BIN runs the suite against another build (e.g. one with -fsanitize=address,undefined).
+const BIN = process.env.RELAY_TEST_BIN ?? join(REPO_ROOT, "native", "build", "cloister-init");
 const MiB = 1024 * 1024;
 
 // ---------------------------------------------------------------- helpers
@@ -166,8 +167,12 @@ describe("cloister-init relay", () => {
   afterEach(async () => {
     for (const g of guardians.splice(0)) await g.close();
     for (const r of relays.splice(0)) {
+      const wasRunning = r.proc.exitCode === null && r.proc.signalCode === null;
       r.proc.kill("SIGKILL");
       await r.exited;
+      // It has nothing to say while it works (a sanitizer build would report here).
+      assert.equal(r.stderr(), "", "relay stderr");
+      assert.ok(wasRunning, "the relay was still running at the end of the test");
     }
   });
 
@@ -333,6 +338,49 @@ describe("cloister-init relay", () => {
     t.diagnostic(`relay after they ended: ${memory(pid)}`);
   });
 
+  it("holds connections back while the guardian's backlog is full, and drops none", async () => {
+    // A guardian in another process, listening with a backlog of 1, that stops accepting for a
+    // while: the relay's unix connects fail with EAGAIN, and it must wait, not close them.
+    const path = join(dir, "busy.sock");
+    rmSync(path, { force: true });
+    const script = `
+      const net = require("node:net");
+      const server = net.createServer((s) => s.pipe(s));
+      server.listen({ path: ${JSON.stringify(path)}, backlog: 1 }, () => process.stdout.write("ready\\n"));
+      process.stdin.once("data", () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500));`;
+    const guardian = spawn(process.execPath, ["-e", script], { stdio: ["pipe", "pipe", "inherit"] });
+    try {
+      await new Promise((resolve) => guardian.stdout.once("data", resolve));
+      const relay = await startRelay(path);
+      guardian.stdin.write("block\n");
+      await sleep(100);
+      const N = 50;
+      const echoed = await Promise.all(
+        Array.from(
+          { length: N },
+          (_, i) =>
+            new Promise<boolean>((resolve) => {
+              const want = `hello ${i}`;
+              let got = "";
+              const c = connect({ host: "127.0.0.1", port: relay.port }, () => c.write(want));
+              c.on("data", (d: Buffer) => {
+                got += d.toString();
+                if (got === want) {
+                  c.destroy();
+                  resolve(true);
+                }
+              });
+              c.on("close", () => resolve(got === want));
+              c.on("error", () => undefined);
+            }),
+        ),
+      );
+      assert.equal(echoed.filter(Boolean).length, N);
+    } finally {
+      guardian.kill("SIGKILL");
+    }
+  });
+
   it("applies back-pressure: a guardian that does not read makes the client wait, the relay does not hoard", async () => {
     const path = join(dir, "slow.sock");
     const total = 64 * MiB;
@@ -395,6 +443,8 @@ describe("cloister-init relay", () => {
     const guardianSides = Promise.all(g.accepted.map(collect));
     relay.proc.kill("SIGKILL");
     await relay.exited;
+    relays.splice(relays.indexOf(relay), 1); // killed on purpose: not for afterEach to check
+    assert.equal(relay.stderr(), "");
     await waitGone(tree, "the relay");
     // Both ends of every relayed connection see it end (half-open sockets get 'end', not 'close').
     assert.deepEqual(

@@ -1,0 +1,14 @@
+import { openEndpoint, proxySettings, rules, RawClient, basic, TOKEN, audited } from "../test/helpers/egress.js";
+import { startTcpEcho } from "../test/fixtures/upstreams.js";
+const echo = await startTcpEcho();
+const t = await openEndpoint({ settings: proxySettings({ idle_timeout: 200 }), allow: rules(`echo.test:${echo.port}`), overrides: { "echo.test": "127.0.0.1" } });
+const client = await RawClient.open(t.socketPath);
+client.write(`CONNECT echo.test:${echo.port} HTTP/1.1\r\nHost: x\r\nProxy-Authorization: ${basic(TOKEN)}\r\n\r\n`);
+console.log(await client.readHead());
+client.write("a");
+console.log((await client.readBytes(1)).toString());
+const t0 = Date.now();
+setInterval(() => console.log(Date.now() - t0, client.isClosed, t.endpoint.openConnections, JSON.stringify(audited(t.audit, "egress.end"))), 500);
+await client.closed;
+console.log("closed", Date.now() - t0);
+process.exit(0);
