@@ -64,7 +64,7 @@ const TARGET_ADDED_VS_SRT = 1 / 3;
 const TARGET_ADDED_US = 1000;
 const TARGET_THROUGHPUT = 0.8;
 const ROUNDS = 4;
-const TRANSFER_ROUNDS = 2;
+const TRANSFER_ROUNDS = 3;
 const WARMUP = 100;
 const MAX_CONNECTIONS = 6000;
 /** The name the cloister's client uses for the host's loopback servers (a --resolve override). */
@@ -87,8 +87,9 @@ interface Setup {
   cloister?: Cloister;
   /** The cloister's bridge when it is one long-lived process (cloister-init relay): its CPU time is measured. */
   relayPid?: number;
-  /** Why srt cannot run here, once a first try has failed. */
+  /** Why srt cannot run here: set when srt itself fails (not the client in it) before it ever worked. */
   srtUnavailable?: string;
+  srtWorked: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -211,6 +212,23 @@ function directEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const name of Object.keys(env)) if (/^(http|https|all|no)_proxy$/i.test(name)) delete env[name];
   return env;
+}
+
+/**
+ * Runs a job to its end and returns its last line as JSON. When srt fails to run at all (no
+ * ripgrep, no bwrap namespaces…) before it has ever worked, every later srt job is skipped with
+ * that reason; a client that fails inside a working srt is an ordinary failed run.
+ */
+async function runMeasured<T>(setup: Setup, where: Where, job: Job): Promise<T> {
+  try {
+    const result = await runJob<T>(setup, where, job);
+    if (where === "srt") setup.srtWorked = true;
+    return result;
+  } catch (error) {
+    const text = error instanceof Error ? error.message : String(error);
+    if (where === "srt" && !setup.srtWorked && !text.includes("proxy client:")) setup.srtUnavailable ??= text;
+    throw error;
+  }
 }
 
 /** Runs a job to its end and returns its last line as JSON. */
@@ -391,14 +409,12 @@ async function latencyPart(setup: Setup, options: ProxyOptions): Promise<void> {
       const warmup = r.kind === "keepalive" ? WARMUP : Math.min(WARMUP, newPerRun);
       const cpuBefore = cpuSample(gpid, setup.relayPid);
       try {
-        const result = await runJob<LatencyResult>(setup, r.where, jobFor(r, count, warmup));
+        const result = await runMeasured<LatencyResult>(setup, r.where, jobFor(r, count, warmup));
         r.samples.push(...result.samples);
         r.errors.push(...result.errors);
       } catch (error) {
-        const text = error instanceof Error ? error.message : String(error);
-        if (r.where === "srt" && round === 0 && r.samples.length === 0) setup.srtUnavailable ??= text;
-        if (round === 0 && r.samples.length === 0) r.unavailable = text;
-        else r.errors.push(text);
+        if (r.where === "srt" && setup.srtUnavailable !== undefined) r.unavailable = setup.srtUnavailable;
+        else r.errors.push(`run ${round + 1}: ${error instanceof Error ? error.message : String(error)}`);
       }
       if (r.where === "cloister") {
         const used = cpuSince(cpuBefore, gpid, setup.relayPid);
@@ -417,9 +433,9 @@ async function latencyPart(setup: Setup, options: ProxyOptions): Promise<void> {
       const p = pct(r.samples);
       const base = direct[r.kind];
       const perRequest = (ms: number): string => (r.where === "cloister" && r.requests > 0 ? fmtUs((ms * 1000) / r.requests) : "");
-      if (r.unavailable !== undefined) {
-        table5a.push([r.label, "-", "-", "-", "0", "-", "-", "", ""]);
-        notes.push(`  ${r.label}: unavailable: ${r.unavailable}`);
+      if (r.unavailable !== undefined || r.samples.length === 0) {
+        table5a.push([r.label, "-", "-", "-", "0", String(r.errors.length), "-", "", ""]);
+        notes.push(`  ${r.label}: ${r.unavailable !== undefined ? `unavailable: ${r.unavailable}` : `no successful run; first failure: ${r.errors[0] ?? "?"}`}`);
         continue;
       }
       table5a.push([r.label, fmtUs(p.p50), fmtUs(p.p90), fmtUs(p.p99), String(p.n), String(r.errors.length), r.where === "direct" ? "" : signedUs(p.p50 - base.p50), perRequest(r.guardianCpuMs), perRequest(r.relayCpuMs)]);
@@ -495,7 +511,7 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
       const job: Job = { kind: r.kind, via: r.where === "direct" ? "direct" : "connect", host: r.where === "cloister" ? ORIGIN : "127.0.0.1", port: setup.blob.port, bytes };
       const cpuBefore = cpuSample(gpid, setup.relayPid);
       try {
-        const result = await runJob<TransferResult>(setup, r.where, job);
+        const result = await runMeasured<TransferResult>(setup, r.where, job);
         r.mibs.push(result.bytes / (1024 * 1024) / (result.ms / 1000));
         if (r.where === "cloister") {
           // The client's process start-up is outside result.ms but inside the CPU sample: neither the
@@ -505,9 +521,8 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
           r.relayBusy.push(used.relay / result.ms);
         }
       } catch (error) {
-        const text = error instanceof Error ? error.message : String(error);
-        if (round === 0) r.unavailable = text;
-        else r.errors.push(text);
+        if (r.where === "srt" && setup.srtUnavailable !== undefined) r.unavailable = setup.srtUnavailable;
+        else r.errors.push(`run ${round + 1}: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
   }
@@ -515,9 +530,9 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
   const lines: string[][] = [["", "median", "best", "runs", "failed", "guardian CPU busy", "relay CPU busy"]];
   const notes: string[] = [];
   for (const r of rows) {
-    if (r.unavailable !== undefined) {
-      lines.push([r.label, "-", "-", "0", "-", "", ""]);
-      notes.push(`  ${r.label}: unavailable: ${r.unavailable}`);
+    if (r.unavailable !== undefined || r.mibs.length === 0) {
+      lines.push([r.label, "-", "-", "0", String(r.errors.length), "", ""]);
+      notes.push(`  ${r.label}: ${r.unavailable !== undefined ? `unavailable: ${r.unavailable}` : `no successful run; first failure: ${r.errors[0] ?? "?"}`}`);
       continue;
     }
     const busy = (values: number[]): string => (values.length && values.every(Number.isFinite) ? `${(median(values) * 100).toFixed(0)}%` : r.where === "cloister" ? "-" : "");
@@ -647,7 +662,7 @@ export async function proxySection(host: ProxyBenchHost, options: ProxyOptions):
   const started = nowMs();
   const load = loadAverage();
   const [http, blob, echo] = await Promise.all([startSmallHttp(), startBlob(), startEcho()]);
-  const setup: Setup = { host, http, blob, echo, clientPath: bundleClient(host.project), srtSettings: join(host.home, "srt-settings.json") };
+  const setup: Setup = { host, http, blob, echo, clientPath: bundleClient(host.project), srtSettings: join(host.home, "srt-settings.json"), srtWorked: false };
   let restoreConfig: (() => void) | undefined;
   try {
     restoreConfig = raiseMaxConnections(host, Math.max(MAX_CONNECTIONS, options.tunnels + 100));

@@ -568,7 +568,7 @@ export function assessSocat(path: string | null, versionOutput: string | null, o
   if (!path) {
     return {
       status: "warn",
-      detail: "socat not found: needed for the network bridge to the guardian; cloisters started with --no-network work without it",
+      detail: "socat not found: ssh and git-over-ssh inside cloisters use it to tunnel through the guardian (GIT_SSH_COMMAND); everything else works without it",
       fix: installCommand("socat", osRelease),
     };
   }
@@ -1029,7 +1029,7 @@ export const checkBubblewrap = defineCheck("bwrap", "bubblewrap", async (ctx) =>
   return assessBubblewrap({ path, versionOutput, setuid, probe, osRelease: await ctx.osRelease(), host: await hostContext(ctx) });
 });
 
-export const checkSocat = defineCheck("socat", "socat (network bridge)", async (ctx) => {
+export const checkSocat = defineCheck("socat", "socat (ssh through the proxy)", async (ctx) => {
   const path = await findExecutable("socat", ctx.env);
   let versionOutput: string | null = null;
   if (path) {

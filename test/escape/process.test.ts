@@ -1,7 +1,7 @@
 /**
  * Escape suite, "Process" section of SECURITY.md: only the cloister's own processes are visible and
  * PID 1 is its init; no secret in any visible process's environment or argv; every process inside
- * (init and the socat bridge included) runs without capabilities, with no_new_privs and a seccomp
+ * (init and the network relay included) runs without capabilities, with no_new_privs and a seccomp
  * filter; setuid binaries gain nothing; terminal injection, other ABIs and io_uring are refused;
  * ptrace and signals reach nothing outside; nothing outlives `stop`, the end of `run`, a timeout or a
  * guardian crash (double-forked daemons included), checked on the HOST's process table.
@@ -178,11 +178,11 @@ describe("escape: processes", () => {
     assert.ok(init, "no PID 1");
     assert.equal(init.ppid, 0);
     assert.ok(init.cmdline?.startsWith("/run/cloister/init init"), `PID 1 is ${init.cmdline}`);
-    assert.ok(views.some((v) => v.cmdline?.startsWith("/usr/bin/socat ") ?? false), "the network bridge is not visible");
+    assert.ok(views.some((v) => v.cmdline?.startsWith("/run/cloister/init relay ") ?? false), "the network relay is not visible");
     for (const v of views) {
       const cmd = v.cmdline ?? "";
       // init, its session handlers, the bridge, and this very command: nothing else.
-      assert.match(cmd, /^(\/run\/cloister\/init init|\/usr\/bin\/socat |python3 -c )/, `unexpected process ${v.pid}: ${cmd}`);
+      assert.match(cmd, /^(\/run\/cloister\/init (init|relay )|python3 -c )/, `unexpected process ${v.pid}: ${cmd}`);
       assert.doesNotMatch(cmd, /bwrap|daemon\.js|cloister-init keep|987\.654|node /, `host process visible: ${cmd}`);
     }
     // A process of the other cloister (its bridge, its init) is not among them: same count of inits.
@@ -205,7 +205,7 @@ describe("escape: processes", () => {
   it("runs every process inside (init and the bridge included) without capabilities, with no_new_privs and seccomp", { skip: NO_PYTHON }, async () => {
     const views = await procViews(t, "pa");
     assert.ok(views.some((v) => v.pid === 1));
-    assert.ok(views.some((v) => v.cmdline?.startsWith("/usr/bin/socat ") ?? false));
+    assert.ok(views.some((v) => v.cmdline?.startsWith("/run/cloister/init relay ") ?? false));
     for (const v of views) {
       const who = `${v.pid} (${v.cmdline ?? "?"})`;
       for (const key of ["CapEff", "CapPrm", "CapAmb"]) assert.equal(statusField(v.status, key), "0000000000000000", `${key} of ${who}`);
@@ -349,7 +349,7 @@ for arg in sys.argv[1:]:
     assert.equal(started.code, 0, started.stderr);
     const egress = `curl -s -x "$HTTP_PROXY" http://example.com/; echo " curl=$?"`;
     const before403 = await execIn(t, "pg", egress);
-    assert.match(before403.stdout, /egress to http:\/\/example\.com\/ refused.* curl=0/s, before403.stdout + before403.stderr);
+    assert.match(before403.stdout, /egress to example\.com:80 refused.* curl=0/s, before403.stdout + before403.stderr);
     await execIn(t, "pg", DAEMON);
     const procs = hostTree(keeperOf(t, "pg"));
     assert.ok(hasDaemon(procs));
@@ -372,7 +372,7 @@ for arg in sys.argv[1:]:
     assert.deepEqual(entries.find((e) => e.name === "pg")?.running, true, "the cloister was lost");
     // The restarted guardian re-created the cloister's egress socket.
     const after403 = await execIn(t, "pg", egress);
-    assert.match(after403.stdout, /egress to http:\/\/example\.com\/ refused.* curl=0/s, after403.stdout + after403.stderr);
+    assert.match(after403.stdout, /egress to example\.com:80 refused.* curl=0/s, after403.stdout + after403.stderr);
 
     const stopped = await t.cli(["stop", "pg"]);
     assert.equal(stopped.code, 0, stopped.stderr);

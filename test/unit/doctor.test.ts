@@ -498,10 +498,10 @@ describe("assessCgroups", () => {
 // ───────────── the rest ─────────────
 
 describe("other assessments", () => {
-  it("missing socat warns and says --no-network still works", () => {
+  it("missing socat warns that ssh through the proxy needs it", () => {
     const f = assessSocat(null, null, parseOsRelease(UBUNTU_OS_RELEASE));
     assert.equal(f.status, "warn");
-    assert.match(f.detail, /--no-network/);
+    assert.match(f.detail, /ssh/);
     assert.equal(f.fix, "sudo apt-get install -y socat");
     assert.equal(assessSocat("/usr/bin/socat", "socat version 1.8.0.0 on ...", {}).detail, "socat 1.8.0.0 at /usr/bin/socat");
   });
