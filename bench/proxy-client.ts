@@ -202,7 +202,8 @@ class Conn {
     if (remaining <= 0) return Promise.resolve();
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
-      this.sink = { remaining, done: (error) => (error ? reject(error) : resolve()) };
+      const sink = { remaining, done: (error?: Error) => (error ? reject(new Error(`${error.message} after ${bytes - sink.remaining} of ${bytes} bytes`)) : resolve()) };
+      this.sink = sink;
     });
   }
 

@@ -702,6 +702,39 @@ describe("absolute-form plain HTTP", () => {
     }
   });
 
+  it("forwards pipelined requests one at a time, so one connection holds one upstream socket, and refuses a pile-up", async () => {
+    let open = 0;
+    let most = 0;
+    const counted = await startHttpUpstream();
+    const server = (counted as unknown as { server?: unknown }).server;
+    void server;
+    const t = await endpoint({ settings: proxySettings({ max_connections: 2 }), allow: rules(`piped.test:${counted.port}`), overrides: { "piped.test": "127.0.0.1" } });
+    // Concurrent upstream connections, seen from the proxy's side: each dial is a connection to this port.
+    const tracker = setInterval(() => undefined, 1000);
+    try {
+      const client = await RawClient.open(t.socketPath);
+      const one = get(`http://piped.test:${counted.port}/p`);
+      client.write(one.repeat(200));
+      const statuses: number[] = [];
+      for (let i = 0; i < 200; i++) {
+        statuses.push((await client.readResponse()).status);
+        open = counted.connections - statuses.filter((s) => s === 200).length;
+        most = Math.max(most, open);
+      }
+      client.destroy();
+      const served = statuses.filter((s) => s === 200).length;
+      assert.ok(served >= 17, `only ${served} of the pipelined requests were served`);
+      assert.ok(statuses.every((s) => s === 200 || s === 503), statuses.join(","));
+      assert.ok(statuses.includes(503), "200 pipelined requests were all queued");
+      assert.equal(counted.connections, served, "one upstream connection per forwarded request");
+      assert.ok(most <= 1, `${most} upstream connections were open at once for one client connection`);
+      assert.ok(audited(t.audit, "egress", { decision: "over-limit" }).length > 0);
+    } finally {
+      clearInterval(tracker);
+      await counted.close();
+    }
+  });
+
   it("audits each request's own byte counts on a kept-alive connection", async () => {
     const client = await RawClient.open(main.socketPath);
     for (let i = 0; i < 3; i++) {

@@ -19,6 +19,20 @@ const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authorization", "
 
 const contexts = new WeakMap<Socket, EgressContext>();
 
+/** Requests a client may pipeline on one connection behind the one being forwarded. */
+const MAX_PIPELINED = 16;
+
+/**
+ * Per client connection: the forwarding in progress, and how many requests wait behind it. node
+ * emits 'request' for every pipelined request as soon as it is parsed, and forwarding each at once
+ * let one connection hold an upstream connection per pipelined request: thousands of sockets from
+ * a single client connection, past max_connections and into the guardian's file descriptors, which
+ * every cloister shares. Requests on a connection are forwarded one after another instead (their
+ * responses go out in that order anyway), and a client that piles up more than MAX_PIPELINED
+ * is refused.
+ */
+const pipelines = new WeakMap<Socket, { tail: Promise<void>; waiting: number }>();
+
 /** One HTTP server per proxy settings generation; each endpoint hands it connections it accepted. */
 export function createHttpProxy(settings: ProxySettings): Server {
   const server = createServer({
@@ -39,7 +53,7 @@ export function createHttpProxy(settings: ProxySettings): Server {
   server.emit("listening");
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
     const context = contexts.get(req.socket);
-    if (context) void forward(context, req, res);
+    if (context) enqueue(context, req, res);
     else res.destroy();
   });
   server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -103,6 +117,30 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
 // ---------------------------------------------------------------------------------------------------
 // Absolute-form plain HTTP
 
+/** Forwards `req` once the requests before it on its connection are done (see `pipelines`). */
+function enqueue(context: EgressContext, req: IncomingMessage, res: ServerResponse): void {
+  const client = req.socket;
+  let line = pipelines.get(client);
+  if (!line) pipelines.set(client, (line = { tail: Promise.resolve(), waiting: 0 }));
+  if (line.waiting >= MAX_PIPELINED) {
+    context.refused("http", "over-limit", `more than ${MAX_PIPELINED} pipelined requests`);
+    return reply(res, 503, `cloister: more than ${MAX_PIPELINED} requests pipelined on one connection; wait for the responses\n`);
+  }
+  const queue = line;
+  queue.waiting++;
+  queue.tail = queue.tail
+    .then(() => {
+      queue.waiting--;
+      // The client may have gone while this request waited: then there is nothing to forward it for.
+      if (res.destroyed || client.destroyed) return;
+      return forward(context, req, res);
+    })
+    // forward() handles its own failures; should one escape anyway, this response is dropped and the
+    // connection's later requests still run.
+    .catch(() => void res.destroy());
+}
+
+/** Resolves when the request is answered or its relay has ended. */
 async function forward(context: EgressContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const problem = requestProblem(context, req);
   if (problem) return reply(res, problem.status, problem.body, problem.headers);
@@ -122,10 +160,11 @@ async function forward(context: EgressContext, req: IncomingMessage, res: Server
     context.ended("http", verdict, { bytesUp: 0, bytesDown: 0, durationMs: 0, end: "unreachable" });
     return reply(res, status, `cloister: ${formatAuthority(verdict.host, verdict.port)}: ${message(error)}\n`);
   }
-  relay(context, verdict, req, res, socket, target.path, started);
+  await new Promise<void>((done) => relay(context, verdict, req, res, socket, target.path, started, done));
 }
 
-function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, socket: Socket, path: string, started: number): void {
+/** Calls `done` once, when the exchange has ended (the egress.end event is recorded then). */
+function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, socket: Socket, path: string, started: number, done: () => void): void {
   const outgoing = upstreamRequest({
     createConnection: () => socket,
     method: req.method,
@@ -138,13 +177,14 @@ function relay(context: EgressContext, target: Admitted, req: IncomingMessage, r
   // so each request's egress.end has its own bytes, not the connection's running total.
   const client = req.socket;
   const downBefore = client.bytesWritten;
-  let done = false;
+  let finished = false;
   let responded = false;
   const finish = (end: string) => {
-    if (done) return;
-    done = true;
+    if (finished) return;
+    finished = true;
     socket.destroy();
     context.ended("http", target, { bytesUp: socket.bytesWritten, bytesDown: client.bytesWritten - downBefore, durationMs: Date.now() - started, end });
+    done();
   };
   outgoing.on("response", (upstream) => {
     responded = true;
@@ -171,7 +211,7 @@ function relay(context: EgressContext, target: Admitted, req: IncomingMessage, r
   // in a closed request with neither 'response' nor 'error'; the client was left waiting for the
   // idle timeout. Answer it now.
   outgoing.on("close", () => {
-    if (responded || done) return;
+    if (responded || finished) return;
     if (!res.headersSent) reply(res, 502, `cloister: ${formatAuthority(target.host, target.port)} closed the connection without a response that can be relayed\n`);
     finish("error");
   });

@@ -1,0 +1,11 @@
+import { openEndpoint, proxySettings, rules, RawClient, basic, TOKEN } from "../test/helpers/egress.js";
+import { startHttpUpstream } from "../test/fixtures/upstreams.js";
+let open = 0, max = 0;
+const api = await startHttpUpstream({ handler: (_req, res) => { open++; max = Math.max(max, open); setTimeout(() => { open--; res.end("ok"); }, 1500); } });
+const t = await openEndpoint({ settings: proxySettings({ max_connections: 4 }), allow: rules(`api.test:${api.port}`), overrides: { "api.test": "127.0.0.1" } });
+const client = await RawClient.open(t.socketPath);
+const one = `GET http://api.test:${api.port}/p HTTP/1.1\r\nHost: api.test:${api.port}\r\nProxy-Authorization: ${basic(TOKEN)}\r\n\r\n`;
+client.write(one.repeat(2000));
+await new Promise((r) => setTimeout(r, 1400));
+console.log("upstream connections so far:", api.connections, "max concurrent in handler:", max, "fds:", (await import("node:fs")).readdirSync("/proc/self/fd").length);
+process.exit(0);

@@ -1,0 +1,3 @@
+const t0 = Date.now();
+await import("../test/helpers/egress.js");
+console.log("import", Date.now() - t0);
