@@ -170,7 +170,7 @@ function startJob(setup: Setup, where: Where, job: Job): JobRun {
         throw error;
       },
     );
-    return { line: () => out.next(), send: (text) => void stdin.write(text), done };
+    return { line: () => out.next(), send: (text) => void (stdin.writableEnded || stdin.write(text)), done };
   }
   const argv = where === "direct" ? [setup.clientPath, arg] : [setup.host.srtCli, "--settings", setup.srtSettings, process.execPath, setup.clientPath, arg];
   const child = spawn(process.execPath, argv, { cwd: setup.host.project, env: where === "direct" ? directEnv() : process.env, stdio: ["pipe", "pipe", "pipe"] });
@@ -190,7 +190,7 @@ function startJob(setup: Setup, where: Where, job: Job): JobRun {
       else reject(new Error(`${where === "srt" ? "srt" : "client"} exited ${code ?? signal}: ${lastLines(stderr || out.all.join("\n"))}`));
     });
   });
-  return { line: () => out.next(), send: (text) => void child.stdin.write(text), done };
+  return { line: () => out.next(), send: (text) => void (child.stdin.writableEnded || child.stdin.destroyed || child.stdin.write(text)), done };
 }
 
 function sink(onText: (text: string) => void): Writable {

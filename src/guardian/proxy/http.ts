@@ -19,7 +19,7 @@ const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authorization", "
 
 const contexts = new WeakMap<Socket, EgressContext>();
 
-/** Requests a client may pipeline on one connection behind the one being forwarded. */
+/** Requests one connection may have pipelined (the one being forwarded and those waiting behind it). */
 const MAX_PIPELINED = 16;
 
 /**
