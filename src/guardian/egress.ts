@@ -117,7 +117,12 @@ export class Egress {
   /** The HTTP parser settings (header limits) belong to a policy generation; new connections get the current one. */
   private httpProxy(): HttpServer {
     const settings = this.settings;
-    if (this.httpServer?.settings !== settings) this.httpServer = { settings, server: createHttpProxy(settings) };
+    if (this.httpServer?.settings !== settings) {
+      // The old server keeps serving the connections it has; closing it stops its timers (header
+      // timeouts) once they are gone, instead of leaking one server per reload.
+      this.httpServer?.server.close(() => undefined);
+      this.httpServer = { settings, server: createHttpProxy(settings) };
+    }
     return this.httpServer.server;
   }
 }
