@@ -62,6 +62,9 @@ export function createHttpProxy(settings: ProxySettings): Server {
     else socket.destroy();
   });
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
+    // node's parser reports every later chunk of a broken request again: answer (and audit) once.
+    if (answeredErrors.has(socket)) return;
+    answeredErrors.add(socket);
     const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
     const tooSlow = error.code === "ERR_HTTP_REQUEST_TIMEOUT";
     contexts.get(socket as Socket)?.refused("http", "invalid", error.code ?? "parse error");
@@ -73,10 +76,28 @@ export function createHttpProxy(settings: ProxySettings): Server {
             ? rawResponse(408, "Request Timeout", "cloister: the request's headers did not arrive in time\n")
             : rawResponse(400, "Bad Request", "cloister: malformed HTTP request\n"),
       );
+      lingerThenDestroy(socket);
+    } else {
+      socket.destroy();
     }
-    socket.destroy();
   });
   return server;
+}
+
+const answeredErrors = new WeakSet<Duplex>();
+/** How long a refused client may keep sending (into the void) before its connection is closed. */
+const LINGER_MS = 1_000;
+
+/**
+ * Closing a socket while the client is still sending makes the kernel answer with a reset, and a
+ * reset can make the client throw away the error response it already received (a 431 for a 64 KiB
+ * header arrives while the rest of the header is still on its way). So: read and discard for a
+ * moment after answering, then close.
+ */
+function lingerThenDestroy(socket: Duplex): void {
+  socket.on("data", () => undefined);
+  socket.resume();
+  setTimeout(() => socket.destroy(), LINGER_MS).unref();
 }
 
 /** Hands an accepted connection (whose first bytes were not SOCKS) to the HTTP server. */
