@@ -20,7 +20,6 @@ import { guardianStatus } from "./control-client.js";
 const LAUNCH_GRACE_MS = 60_000;
 const SAFE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const REAP_INTERVAL_MS = 2_000;
-const HIDDEN_PATHS_TTL_MS = 5_000;
 
 /**
  * The per-user guardian: tracks cloisters, owns their egress sockets, and cleans up after any that
@@ -32,7 +31,6 @@ class Guardian {
   private audit!: AuditLog;
   private readonly startedAt = new Date().toISOString();
   private controlInode = 0;
-  private hidden?: { at: number; value: HiddenPaths };
 
   constructor(private readonly paths: CloisterPaths) {}
 
@@ -91,7 +89,9 @@ class Guardian {
   /** A new cloister is about to launch: give it its egress socket and proxy token. */
   private async register(name: string, id: string, network: boolean, project: string, session: SessionRules | undefined): Promise<{ token?: string; socketDir?: string; hidden: HiddenPaths }> {
     if (!SAFE_NAME.test(name) || !SAFE_NAME.test(project) || !/^[0-9a-f]{8}$/.test(id)) throw new CloisterError("invalid cloister name, project or id");
-    const hidden = this.hiddenPaths();
+    // Scanned for every launch (~10-20 ms as root): a reused scan would bind a secret file created
+    // in /etc since then readable into this cloister.
+    const hidden = hiddenPaths(process.getuid?.() ?? 0);
     this.audit.append({ type: "cloister.start", cloister: name, project, network });
     if (!network) return { hidden };
     const token = randomBytes(32).toString("hex");
@@ -106,17 +106,6 @@ class Guardian {
     log("configuration reloaded");
   }
 
-  /**
-   * The secrets to cover in every cloister's system view. Scanning /etc costs ~15 ms, more than the
-   * rest of a launch, so the result is reused for a few seconds: a secret file created in /etc is
-   * covered from the next scan on.
-   */
-  private hiddenPaths(): HiddenPaths {
-    if (!this.hidden || Date.now() - this.hidden.at > HIDDEN_PATHS_TTL_MS) {
-      this.hidden = { at: Date.now(), value: hiddenPaths(process.getuid?.() ?? 0) };
-    }
-    return this.hidden.value;
-  }
 
   private async stop(name: string): Promise<{ stopped: string }> {
     const record = readRecord(this.paths, name);

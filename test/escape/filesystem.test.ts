@@ -296,7 +296,6 @@ for p in ${py(secretFiles)}:
     "a root-only file that appears in /etc between two launches is not readable in the second cloister",
     {
       skip: IS_ROOT ? false : "only matters when cloister runs as root",
-      todo: "BUG: the guardian reuses its /etc scan for 5 s (HIDDEN_PATHS_TTL_MS in src/guardian/daemon.ts), so a secret file created in /etc in that window is bound in readable, with its content, for a root cloister (and any running root cloister sees /etc files created after its launch).",
     },
     async () => {
       const secret = `/etc/cloister-secret-${Math.random().toString(16).slice(2, 8)}`;
