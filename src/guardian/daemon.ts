@@ -132,7 +132,11 @@ class Guardian {
       if (isKeeperAlive(record)) {
         if (record.network && record.proxyToken && !this.egress.has(record.name)) {
           const socketDir = join(cloisterRuntimeDir(this.paths, record.id), "guardian");
-          await this.egress.open(record.name, record.project, record.proxyToken, socketDir, record.session);
+          // One cloister whose policy cannot load (its project file broke since) stays without
+          // network, fail closed; it must not keep the guardian from adopting the others.
+          await this.egress
+            .open(record.name, record.project, record.proxyToken, socketDir, record.session)
+            .catch((error: unknown) => log(`cloister ${record.name} has no network until its policy loads: ${String(error)}`));
         }
       } else if (record.keeperPid !== undefined || Date.now() - Date.parse(record.createdAt) > LAUNCH_GRACE_MS) {
         log(`cloister ${record.name} is gone; cleaning up`);
