@@ -18,6 +18,8 @@ import {
 } from "./socks5.js";
 import { dial, DialError, tunnel } from "./tunnel.js";
 
+const HANDSHAKE_TIMEOUT_MS = 15_000;
+
 /** No single handshake message is longer than 513 bytes; an unfinished one beyond this is not SOCKS. */
 const MAX_HANDSHAKE_BYTES = 1024;
 
@@ -28,6 +30,15 @@ const MAX_HANDSHAKE_BYTES = 1024;
  */
 export function serveSocks(context: EgressContext, socket: Socket): void {
   const reader = new HandshakeReader(socket);
+  // Like HTTP's header timeout: a client dripping its handshake does not hold a connection for long.
+  const deadline = setTimeout(() => {
+    if (!reader.done) {
+      context.refused("socks", "invalid", "handshake not finished in time");
+      socket.destroy();
+    }
+  }, HANDSHAKE_TIMEOUT_MS);
+  deadline.unref();
+  socket.once("close", () => clearTimeout(deadline));
   void session(context, socket, reader).catch((error: unknown) => {
     reader.stop();
     context.refused("socks", "invalid", error instanceof Error ? error.message : String(error));
@@ -101,6 +112,8 @@ function refusalReply(verdict: Refused): SocksReply {
  * message, keeps what follows for the next one. Bounded, and it fails on close or error.
  */
 class HandshakeReader {
+  /** The handshake is over (the request was read, or the session was refused). */
+  done = false;
   private buffered = Buffer.alloc(0);
   private waiting?: { parse: (buf: Buffer) => Parsed<unknown>; resolve: (value: unknown) => void; reject: (error: Error) => void };
 
@@ -125,6 +138,7 @@ class HandshakeReader {
    * connection.
    */
   stop(): void {
+    this.done = true;
     this.socket.off("data", this.onData);
     this.buffered = Buffer.alloc(0);
     this.socket.on("data", () => this.socket.destroy());
@@ -132,6 +146,7 @@ class HandshakeReader {
 
   /** Stops reading and returns the bytes that arrived after the last message. */
   leftover(): Buffer {
+    this.done = true;
     this.socket.off("data", this.onData);
     this.socket.pause();
     const rest = this.buffered;
