@@ -3,7 +3,7 @@ import type { AuditEvent } from "../../audit/log.js";
 import type { ProxySettings } from "../../config/schema.js";
 import { hostText, type Host } from "../../policy/hosts.js";
 import { judge, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
-import type { TunnelResult } from "./tunnel.js";
+import { UpstreamAgent, type TunnelResult } from "./tunnel.js";
 
 /**
  * One cloister as its egress endpoint sees it. The endpoint (the socket a connection arrived on)
@@ -12,6 +12,8 @@ import type { TunnelResult } from "./tunnel.js";
  */
 export class EgressContext {
   private readonly token: Buffer;
+  /** This cloister's kept-alive origin connections for plain HTTP. */
+  readonly upstream = new UpstreamAgent(() => this.settings.connect_timeout);
 
   constructor(
     readonly cloister: string,
@@ -23,6 +25,11 @@ export class EgressContext {
     private readonly auditSink: (event: AuditEvent) => void,
   ) {
     this.token = Buffer.from(token);
+  }
+
+  /** The cloister is gone: its pooled origin connections close with it. */
+  close(): void {
+    this.upstream.destroy();
   }
 
   get settings(): ProxySettings {

@@ -51,6 +51,7 @@ export class EgressEndpoint {
   close(): void {
     this.server.close();
     for (const socket of this.connections) socket.destroy();
+    this.context.close();
     rmSync(this.socketPath, { force: true });
   }
 

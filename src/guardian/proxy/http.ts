@@ -173,29 +173,30 @@ async function forward(context: EgressContext, req: IncomingMessage, res: Server
   const verdict = await context.judge("http", target.host, target.port);
   if (!verdict.ok) return reply(res, verdict.status, `${verdict.message}\n`);
   const started = Date.now();
-  let socket: Socket;
-  try {
-    socket = await dial(verdict.address, verdict.port, context.settings.connect_timeout);
-  } catch (error) {
-    const status = error instanceof DialError ? error.status : 502;
-    context.ended("http", verdict, { bytesUp: 0, bytesDown: 0, durationMs: 0, end: "unreachable" });
-    return reply(res, status, `cloister: ${formatAuthority(verdict.host, verdict.port)}: ${message(error)}\n`);
-  }
-  await new Promise<void>((done) => relay(context, verdict, req, res, socket, target.path, started, done));
+  await new Promise<void>((done) => relay(context, verdict, req, res, target.path, started, done));
 }
 
-/** Calls `done` once, when the exchange has ended (the egress.end event is recorded then). */
-function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, socket: Socket, path: string, started: number, done: () => void): void {
+/**
+ * Calls `done` once, when the exchange has ended (the egress.end event is recorded then). The
+ * origin connection comes from the cloister's pool (dialed to the checked address if none is free)
+ * and goes back to it after a clean response.
+ */
+function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, path: string, started: number, done: () => void): void {
   const outgoing = upstreamRequest({
-    createConnection: () => socket,
+    agent: context.upstream,
+    host: target.address,
+    port: target.port,
+    family: target.family,
     method: req.method,
     path,
     headers: forwardedHeaders(req.rawHeaders, hostHeader(target)),
     setHost: false,
   });
-  socket.setTimeout(context.settings.idle_timeout, () => socket.destroy(new Error("idle timeout")));
-  // The client connection is kept alive across requests and its byte count with it: count from here,
-  // so each request's egress.end has its own bytes, not the connection's running total.
+  outgoing.setTimeout(context.settings.idle_timeout, () => outgoing.destroy(new Error("idle timeout")));
+  // Both connections outlive this request (kept alive), and their byte counts with them: count
+  // from here, so each request's egress.end has its own bytes, not a connection's running total.
+  let upBefore = 0;
+  outgoing.once("socket", (socket) => (upBefore = (socket as Socket).bytesWritten));
   const client = req.socket;
   const downBefore = client.bytesWritten;
   let finished = false;
@@ -203,8 +204,9 @@ function relay(context: EgressContext, target: Admitted, req: IncomingMessage, r
   const finish = (end: string) => {
     if (finished) return;
     finished = true;
-    socket.destroy();
-    context.ended("http", target, { bytesUp: socket.bytesWritten, bytesDown: client.bytesWritten - downBefore, durationMs: Date.now() - started, end });
+    if (end !== "closed") outgoing.destroy();
+    const up = outgoing.socket ? (outgoing.socket as Socket).bytesWritten - upBefore : 0;
+    context.ended("http", target, { bytesUp: up, bytesDown: client.bytesWritten - downBefore, durationMs: Date.now() - started, end });
     done();
   };
   outgoing.on("response", (upstream) => {
@@ -224,9 +226,10 @@ function relay(context: EgressContext, target: Admitted, req: IncomingMessage, r
     upstream.on("end", () => finish("closed"));
   });
   outgoing.on("error", (error) => {
-    if (!res.headersSent) reply(res, 502, `cloister: ${formatAuthority(target.host, target.port)} failed: ${message(error)}\n`);
+    const status = error instanceof DialError ? error.status : 502;
+    if (!res.headersSent) reply(res, status, `cloister: ${formatAuthority(target.host, target.port)}: ${message(error)}\n`);
     else res.destroy();
-    finish("error");
+    finish(error instanceof DialError ? "unreachable" : "error");
   });
   // A response node's client will not hand over (a 101 to a request that asked for no upgrade) ends
   // in a closed request with neither 'response' nor 'error'; the client was left waiting for the
