@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { ConfigError } from "../../src/config/load.js";
+import { resolvePaths } from "../../src/config/paths.js";
+import { CloisterError } from "../../src/errors.js";
+import { decisionsFile, PolicyStore, recordDecision, sessionRuleSet } from "../../src/guardian/policy-store.js";
+import { decide, emptyPolicy } from "../../src/policy/egress.js";
+import { canonicalHost } from "../../src/policy/hosts.js";
+
+const base = mkdtempSync(join(tmpdir(), "cps-"));
+after(() => rmSync(base, { recursive: true, force: true }));
+let counter = 0;
+function instance() {
+  return resolvePaths({ CLOISTER_HOME: join(base, String(counter++)) });
+}
+const host = (name: string) => canonicalHost(name);
+
+describe("policy store: tiers from config and decision files", () => {
+  it("builds the global tier from the built-in allowlist and a project's tier from its files", async () => {
+    const paths = instance();
+    mkdirSync(paths.projectConfigDir, { recursive: true });
+    writeFileSync(join(paths.projectConfigDir, "shop.yaml"), "proxy:\n  allow: [api.shop.example]\n  deny: [registry.npmjs.org]\n");
+    const store = await PolicyStore.load(paths, ["shop"]);
+    const policy = store.policyFor("shop", emptyPolicy().session);
+    assert.equal(decide(policy, host("api.anthropic.com"), 443).rule?.tier, "global");
+    assert.equal(decide(policy, host("api.shop.example"), 443).verdict, "allow");
+    // A project's deny beats the global allow.
+    assert.equal(decide(policy, host("registry.npmjs.org"), 443).verdict, "deny");
+  });
+
+  it("refuses to decide for a project whose tier was never loaded", async () => {
+    const store = await PolicyStore.load(instance());
+    assert.throws(() => store.policyFor("other", emptyPolicy().session), /not loaded/);
+  });
+
+  it("names the file, line and key of a bad decision file", async () => {
+    const paths = instance();
+    const file = decisionsFile(paths, "global");
+    mkdirSync(join(file, ".."), { recursive: true });
+    writeFileSync(file, "proxy:\n  allow:\n    - '*.com'\n");
+    await assert.rejects(PolicyStore.load(paths), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.file, file);
+      assert.equal(error.line, 3);
+      assert.equal(error.key, "proxy.allow[0]");
+      return true;
+    });
+  });
+});
+
+describe("recordDecision: the guardian's writes", () => {
+  it("adds a rule once, atomically, 0600, with the canonical text, and it takes effect on the next load", async () => {
+    const paths = instance();
+    assert.equal(await recordDecision(paths, "project", "shop", "allow", "API.Example.com."), true);
+    assert.equal(await recordDecision(paths, "project", "shop", "allow", "api.example.com"), false, "the same rule again is not added");
+    assert.equal(await recordDecision(paths, "project", "shop", "allow", { rule: "db.internal:5432", private: true }), true);
+    const file = decisionsFile(paths, "project", "shop");
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const text = readFileSync(file, "utf8");
+    assert.match(text, /^# Written by the cloister guardian/);
+    assert.match(text, /- api\.example\.com\n/);
+    assert.match(text, /rule: db\.internal:5432\n\s+private: true/);
+    const policy = (await PolicyStore.load(paths, ["shop"])).policyFor("shop", emptyPolicy().session);
+    assert.equal(decide(policy, host("api.example.com"), 443).verdict, "allow");
+    assert.equal(decide(policy, host("db.internal"), 5432).allowPrivate, true);
+  });
+
+  it("never persists a rule that does not parse", async () => {
+    const paths = instance();
+    await assert.rejects(recordDecision(paths, "global", undefined, "allow", "*"));
+    assert.throws(() => readFileSync(decisionsFile(paths, "global")), /ENOENT/);
+  });
+
+  it("refuses a project name that is not a safe file name", async () => {
+    await assert.rejects(recordDecision(instance(), "project", "../x", "deny", "example.com"), CloisterError);
+  });
+});
+
+describe("sessionRuleSet: --allow, --deny, --allow-private, --resolve", () => {
+  it("parses each list, marking --allow-private rules", () => {
+    const rules = sessionRuleSet({ allow: ["a.example.com"], deny: ["b.example.com"], allowPrivate: ["db.test:5432"], resolve: { "db.test": "127.0.0.1" } });
+    assert.deepEqual(rules.allow.map((r) => [r.text, r.private]), [["a.example.com", false], ["db.test:5432", true]]);
+    assert.deepEqual(rules.deny.map((r) => r.text), ["b.example.com"]);
+  });
+
+  it("names the flag and the rule in its error", () => {
+    assert.throws(() => sessionRuleSet({ allow: [], deny: ["*.co.uk"], allowPrivate: [], resolve: {} }), /--deny \*\.co\.uk: /);
+    assert.throws(() => sessionRuleSet({ allow: [], deny: [], allowPrivate: [], resolve: { "api.test": "nope" } }), /--resolve api\.test=nope: .*not an IP address/);
+    assert.throws(() => sessionRuleSet({ allow: [], deny: [], allowPrivate: [], resolve: { "10.0.0.1": "10.0.0.2" } }), /only names can be mapped/);
+  });
+});
