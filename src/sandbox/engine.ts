@@ -78,7 +78,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
     mkdirSync(homeDir, { recursive: true, mode: 0o700 });
     if (record.ephemeralHome) cleanups.push(() => rmSync(homeDir, { recursive: true, force: true }));
 
-    const prepared = prepareProtectedPaths(spec.projectRoot, protectedPathList(spec.protect, spec.isGit));
+    const prepared = prepareProtectedPaths(spec.projectRoot, protectedPathList(spec.protect, spec.isGit, spec.projectRoot));
     record.placeholders = [...new Set([...prepared.placeholders, ...otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders)])];
     cleanups.push(() => releasePlaceholders(paths, record));
 

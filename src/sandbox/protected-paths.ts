@@ -1,5 +1,6 @@
-import { lstatSync, mkdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { isAbsolute, join, relative, resolve } from "node:path";
 import { CloisterError } from "../errors.js";
 
 /**
@@ -54,10 +55,31 @@ export interface ProtectedPaths {
 }
 
 /** Which protected paths apply to a project: the mandatory list plus configured additions. */
-export function protectedPathList(extra: readonly string[], isGit: boolean): string[] {
-  const all = [...MANDATORY_PROTECTED, ...extra];
+export function protectedPathList(extra: readonly string[], isGit: boolean, projectRoot?: string): string[] {
+  const hooks = isGit && projectRoot ? repositoryHooksPaths(projectRoot) : [];
+  const all = [...MANDATORY_PROTECTED, ...hooks, ...extra];
   const relevant = isGit ? all : all.filter((p) => !p.startsWith(".git/"));
   return [...new Set(relevant)];
+}
+
+/**
+ * Hook directories the repository's own config points into the worktree (`core.hooksPath = .husky`,
+ * as husky and similar tools set it): the host runs what is there on its next commit, so they are
+ * protected like .git/hooks. Read with git itself from the config files alone (`--file` follows no
+ * includes and runs nothing); a relative hooksPath is relative to the worktree root.
+ */
+export function repositoryHooksPaths(projectRoot: string): string[] {
+  const found: string[] = [];
+  for (const file of [".git/config", ".git/config.worktree"].map((f) => join(projectRoot, f)).filter((f) => existsSync(f))) {
+    const result = spawnSync("git", ["config", "--file", file, "--get-all", "core.hooksPath"], { encoding: "utf8" });
+    if (result.status !== 0) continue; // no such file, no such key, or no git: nothing to protect
+    for (const value of result.stdout.split("\n").filter((v) => v !== "")) {
+      const absolute = resolve(projectRoot, value);
+      const inside = relative(projectRoot, absolute);
+      if (inside !== "" && !inside.startsWith("..") && !isAbsolute(inside)) found.push(inside);
+    }
+  }
+  return found;
 }
 
 /**
