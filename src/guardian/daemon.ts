@@ -92,11 +92,15 @@ class Guardian {
     // Scanned for every launch (~10-20 ms as root): a reused scan would bind a secret file created
     // in /etc since then readable into this cloister.
     const hidden = hiddenPaths(process.getuid?.() ?? 0);
-    this.audit.append({ type: "cloister.start", cloister: name, project, network });
-    if (!network) return { hidden };
+    if (!network) {
+      this.audit.append({ type: "cloister.start", cloister: name, project, network });
+      return { hidden };
+    }
     const token = randomBytes(32).toString("hex");
     const socketDir = join(cloisterRuntimeDir(this.paths, id), "guardian");
+    // Opened first: a bad --allow rule fails the launch, and then no start is recorded.
     await this.egress.open(name, project, token, socketDir, session);
+    this.audit.append({ type: "cloister.start", cloister: name, project, network });
     return { token, socketDir, hidden };
   }
 
