@@ -487,14 +487,7 @@ function denyProbes(n: Net): Probe[] {
     "SINK.lab.TEST.",
     "sink.lab.test.",
     // Label boundaries and suffix tricks around the allowed web.test and *.lab.test.
-    "web.test.sink.test",
-    "evil-web.test",
-    "evilweb.test",
-    "web.testx",
-    "xweb.test",
-    "lab.test",
-    "evillab.test",
-    "lab.test.sink.test",
+    ...TRAP_NAMES.slice(2),
     // Not on any list (and not resolvable either).
     "unlisted.test",
   ];
