@@ -37,12 +37,23 @@ export function registerGuardianCommands(program: Command): void {
         process.exitCode = 3;
         return;
       }
-      process.stdout.write(`Guardian: running (pid ${status.pid}, version ${status.version}, since ${status.startedAt})\nCloisters: ${status.cloisters}\nControl socket: ${status.controlSocket}\n`);
+      const policy = status.policyError ? `INVALID, all egress refused: ${status.policyError} (fix it, then \`cloister guardian reload\`)` : "loaded";
+      process.stdout.write(
+        [
+          `Guardian: running (pid ${status.pid}, version ${status.version}, since ${status.startedAt})`,
+          `Cloisters: ${status.cloisters}`,
+          `Egress policy: ${policy}`,
+          `Open proxy connections: ${status.openConnections}`,
+          `Audit log: ${status.auditDir}`,
+          `Control socket: ${status.controlSocket}`,
+        ].join("\n") + "\n",
+      );
+      if (status.policyError) process.exitCode = 1;
     });
 
   guardian
     .command("reload")
-    .description("re-read configuration")
+    .description("re-read every config and decision file (also: SIGHUP); live tunnels are kept, a bad file keeps the old policy")
     .action(async () => {
       await guardianCall(resolvePaths(), "POST", "/v1/reload");
       process.stderr.write("Guardian configuration reloaded.\n");

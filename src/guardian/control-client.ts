@@ -34,6 +34,10 @@ export interface GuardianStatus {
   version: string;
   cloisters: number;
   controlSocket: string;
+  /** Set when the configuration does not load: all egress is refused until it is fixed. */
+  policyError: string | null;
+  openConnections: number;
+  auditDir: string;
 }
 
 export async function guardianStatus(paths: CloisterPaths): Promise<GuardianStatus | undefined> {

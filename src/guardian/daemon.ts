@@ -63,6 +63,10 @@ class Guardian {
         version: VERSION,
         cloisters: listRecords(this.paths).length,
         controlSocket: this.paths.guardianSocket,
+        // Why egress is refused for everyone, when the configuration does not load.
+        policyError: this.egress.policyError ?? null,
+        openConnections: this.egress.openConnections,
+        auditDir: this.paths.auditDir,
       }),
       "GET /v1/cloisters": () => listRecords(this.paths).map((r) => ({ ...publicView(r), running: isKeeperAlive(r) })),
       "POST /v1/cloisters": (body: Record<string, unknown>) =>

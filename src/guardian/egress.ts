@@ -52,6 +52,13 @@ export class Egress {
     return this.loadError;
   }
 
+  /** Connections open through every endpoint (tunnels and HTTP clients). */
+  get openConnections(): number {
+    let total = 0;
+    for (const endpoint of this.endpoints.values()) total += endpoint.openConnections;
+    return total;
+  }
+
   has(name: string): boolean {
     return this.endpoints.has(name);
   }

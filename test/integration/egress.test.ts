@@ -173,6 +173,24 @@ describe("egress through the guardian", () => {
     });
   });
 
+  it("a guardian that starts on an invalid config refuses all egress and says why in `guardian status`", async () => {
+    const configFile = join(t.home, "config", "config.yaml");
+    const good = readFileSync(configFile, "utf8");
+    try {
+      await t.cli(["guardian", "stop"]);
+      writeFileSync(configFile, good.replace("max_connections: 1024", "max_connections: lots"));
+      assert.equal((await t.cli(["guardian", "start"])).code, 0);
+      const broken = await t.cli(["guardian", "status"]);
+      assert.equal(broken.code, 1);
+      assert.match(broken.stdout, /Egress policy: INVALID, all egress refused: .*config\.yaml:\d+:\d+: proxy\.max_connections/);
+    } finally {
+      writeFileSync(configFile, good);
+    }
+    assert.equal((await t.cli(["guardian", "reload"])).code, 0);
+    const fixed = await t.cli(["guardian", "status", "--json"]);
+    assert.equal((JSON.parse(fixed.stdout) as { policyError: string | null }).policyError, null);
+  });
+
   it("audits every decision in a signed, hash-chained log that verifies", async () => {
     const withToken = await run(`printf '%s' "$HTTP_PROXY"; curl -sS -m 10 -o /dev/null http://web.test:${web.port}/audited`);
     const token = /cloister:([0-9a-f]{64})@/.exec(withToken.stdout)?.[1];
