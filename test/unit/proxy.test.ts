@@ -417,18 +417,26 @@ describe("HTTP CONNECT", () => {
     assert.equal(audited(t.audit, "egress.end")[0]?.end, "idle");
   });
 
-  it("dials the CONNECT target, never what a Host header names", async () => {
+  it("answers 400 to a CONNECT whose Host header names somewhere else, and dials nothing", async () => {
     const { status, client } = await openTunnel(main, `echo.test:${echo.port}`, "");
     client.destroy();
     assert.equal(status, 200);
-    const conflicting = await RawClient.open(main.socketPath);
-    conflicting.write(requestHead(`CONNECT echo.test:${echo.port} HTTP/1.1`, [`Host: evil.test:${sink.port}`, AUTH]));
-    const head = await conflicting.readHead();
-    conflicting.write("which?");
-    if (head.status === 200) assert.equal((await conflicting.readBytes(6)).toString(), "which?");
-    else assert.equal(head.status, 400);
-    conflicting.destroy();
-    assert.deepEqual(audited(main.audit, "egress").map((e) => e.host), ["echo.test", ...(head.status === 200 ? ["echo.test"] : [])]);
+    const before = echo.connections;
+    for (const host of [`evil.test:${sink.port}`, `echo.test:${echo.port + 1}`]) {
+      const conflicting = await RawClient.open(main.socketPath);
+      conflicting.write(requestHead(`CONNECT echo.test:${echo.port} HTTP/1.1`, [`Host: ${host}`, AUTH]));
+      assert.equal((await conflicting.readHead()).status, 400, host);
+      conflicting.destroy();
+    }
+    // A matching Host (with or without the port) is fine.
+    for (const host of [`echo.test:${echo.port}`, "ECHO.test"]) {
+      const matching = await RawClient.open(main.socketPath);
+      matching.write(requestHead(`CONNECT echo.test:${echo.port} HTTP/1.1`, [`Host: ${host}`, AUTH]));
+      assert.equal((await matching.readHead()).status, 200, host);
+      matching.destroy();
+    }
+    await eventually(() => echo.connections === before + 2, "the two matching CONNECTs to arrive, and only them");
+    assert.equal(echo.connections, before + 2);
   });
 
   it("refuses everything while the policy cannot be consulted", async () => {

@@ -120,6 +120,11 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
     context.refused("connect", "invalid", String(req.url));
     return void client.end(rawResponse(400, "Bad Request", `cloister: bad CONNECT target ${JSON.stringify(req.url)}: ${message(error)}\n`));
   }
+  const conflict = hostHeaderProblem(req, target, target.port);
+  if (conflict) {
+    context.refused("connect", "invalid", conflict);
+    return void client.end(rawResponse(400, "Bad Request", `cloister: ${conflict}\n`));
+  }
   const verdict = await context.judge("connect", target.host, target.port);
   if (!verdict.ok) return void client.end(rawResponse(verdict.status, statusText(verdict.status), `${verdict.message}\n`));
   let upstream: Socket;
@@ -260,20 +265,28 @@ function absoluteTarget(req: IncomingMessage): { host: Host; port: number; path:
   } catch (error) {
     return { error: `bad host in ${JSON.stringify(url.slice(0, 100))}: ${message(error)}` };
   }
-  const hosts = headerValues(req.rawHeaders, "host");
-  if (hosts.length > 1) return { error: "more than one Host header" };
-  if (hosts[0] !== undefined) {
-    // A Host header naming somewhere else than the URL is ambiguous: which one would be checked?
-    try {
-      const stated = parseAuthority(hosts[0], 80);
-      if (formatAuthority(stated.host, stated.port) !== formatAuthority(target.host, target.port)) {
-        return { error: `Host header ${JSON.stringify(hosts[0])} does not match the URL's ${formatAuthority(target.host, target.port)}` };
-      }
-    } catch (error) {
-      return { error: `bad Host header ${JSON.stringify(hosts[0])}: ${message(error)}` };
-    }
-  }
+  const conflict = hostHeaderProblem(req, target, 80);
+  if (conflict) return { error: conflict };
   return { ...target, path: path.startsWith("?") ? `/${path}` : path };
+}
+
+/**
+ * A Host header naming somewhere else than the request target is ambiguous (which one would be
+ * checked?), and so are two Host headers: both are refused. A Host without a port means
+ * `defaultPort` (80 for plain HTTP; for CONNECT, the target's own port).
+ */
+function hostHeaderProblem(req: IncomingMessage, target: { host: Host; port: number }, defaultPort: number): string | undefined {
+  const hosts = headerValues(req.rawHeaders, "host");
+  if (hosts.length > 1) return "more than one Host header";
+  if (hosts[0] === undefined) return undefined;
+  try {
+    const stated = parseAuthority(hosts[0], defaultPort);
+    const expected = formatAuthority(target.host, target.port);
+    if (formatAuthority(stated.host, stated.port) !== expected) return `Host header ${JSON.stringify(hosts[0])} does not match the target ${expected}`;
+  } catch (error) {
+    return `bad Host header ${JSON.stringify(hosts[0])}: ${message(error)}`;
+  }
+  return undefined;
 }
 
 /** Checks shared by CONNECT and plain HTTP before anything else: header count, then the token. */
