@@ -8,12 +8,14 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { resolvePaths } from "../../src/config/paths.js";
+import { listRecords, type CloisterRecord } from "../../src/sandbox/records.js";
 import { fileURLToPath } from "node:url";
 import { createInstance, leakedCanaries, spawnCli, waitUntil, type CliResult, type TestInstance } from "../helpers/cloister.js";
-import { hostTree, isAlive, readOr, survivors, waitGone, type HostProc } from "../helpers/host-processes.js";
+import { hostTree, isAlive, survivors, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 const PROBE_SOURCE = fileURLToPath(new URL("../fixtures/syscall-probe.c", import.meta.url));
 const SIGSYS = 31;
@@ -25,22 +27,9 @@ const ESRCH = 3;
 // ---------------------------------------------------------------------------------------------
 // Host-side process bookkeeping: a cloister's host processes are its keeper and every descendant.
 
-interface RecordFile {
-  name: string;
-  persistent: boolean;
-  keeperPid?: number;
-  runtimeDir: string;
-}
-
-function records(t: TestInstance): RecordFile[] {
-  const dir = join(t.home, "state", "cloisters");
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir)
-    .filter((f) => f.endsWith(".json"))
-    .flatMap((f) => {
-      const text = readOr(join(dir, f));
-      return text ? [JSON.parse(text) as RecordFile] : [];
-    });
+/** The cloister records of the instance, read as the guardian reads them. */
+function records(t: TestInstance): CloisterRecord[] {
+  return listRecords(resolvePaths({ CLOISTER_HOME: t.home }));
 }
 
 function keeperOf(t: TestInstance, name: string): number {

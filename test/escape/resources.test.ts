@@ -5,9 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, realpathSync, writeFileSync } from "node:fs";
+import { existsSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { resolvePaths } from "../../src/config/paths.js";
+import { listRecords, type CloisterRecord } from "../../src/sandbox/records.js";
 import { CLI, createInstance, spawnCli, waitUntil, type TestInstance } from "../helpers/cloister.js";
 import { readOr } from "../helpers/host-processes.js";
 
@@ -16,28 +18,14 @@ const TIME_BIN = "/usr/bin/time";
 /** The bomb, the hog and the flood are python3 scripts, run from the host's /usr inside. */
 const NO_PYTHON = ["/usr/bin/python3", "/usr/local/bin/python3"].some((p) => existsSync(p)) ? false : "python3 is not installed";
 
-interface RecordFile {
-  name: string;
-  persistent: boolean;
-  keeperPid?: number;
-  cgroupDirs: string[];
-  limitMechanism: string;
-}
-
-function records(t: TestInstance): RecordFile[] {
-  const dir = join(t.home, "state", "cloisters");
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir)
-    .filter((f) => f.endsWith(".json"))
-    .flatMap((f) => {
-      const text = readOr(join(dir, f));
-      return text ? [JSON.parse(text) as RecordFile] : [];
-    });
+/** The cloister records of the instance, read as the guardian reads them. */
+function records(t: TestInstance): CloisterRecord[] {
+  return listRecords(resolvePaths({ CLOISTER_HOME: t.home }));
 }
 
 /** The record of the one `run` cloister in progress (waits for it to have a keeper). */
-async function runRecord(t: TestInstance): Promise<RecordFile> {
-  let found: RecordFile | undefined;
+async function runRecord(t: TestInstance): Promise<CloisterRecord> {
+  let found: CloisterRecord | undefined;
   await waitUntil("the run's cloister record", () => {
     found = records(t).find((r) => !r.persistent && r.keeperPid !== undefined);
     return found !== undefined;
@@ -47,7 +35,7 @@ async function runRecord(t: TestInstance): Promise<RecordFile> {
 }
 
 /** A cgroup file of a cloister (v1: the first of its dirs holding that file; v2: its one dir). */
-function cgroupFile(record: RecordFile, file: string): string | undefined {
+function cgroupFile(record: CloisterRecord, file: string): string | undefined {
   return record.cgroupDirs.map((dir) => join(dir, file)).find((path) => existsSync(path));
 }
 
