@@ -100,6 +100,20 @@ static bool write_all(int fd, const void *buf, size_t len)
     return true;
 }
 
+/* The other half of the exec-error pipe (close-on-exec, written by a child only when its exec
+ * fails): closes our write end, waits for exec or an errno, and returns that errno, or 0 when the
+ * program is running. */
+static int exec_error(int ep[2])
+{
+    close(ep[1]);
+    int err = 0;
+    ssize_t n;
+    while ((n = read(ep[0], &err, sizeof err)) < 0 && errno == EINTR)
+        ;
+    close(ep[0]);
+    return n == (ssize_t)sizeof err ? err : 0;
+}
+
 /* "cloister-init: <what>[: <strerror>]\n" on stderr, in a single write so that lines from
  * several processes sharing stderr don't interleave. */
 static void vreport(int err, const char *fmt, va_list ap)
@@ -600,13 +614,8 @@ static int keep_main(int argc, char **argv)
     }
     if (o.listen)
         close(LISTEN_FD); /* only the sandbox holds it now: when it dies, clients see it */
-    close(ep[1]);
-    int err = 0;
-    ssize_t n;
-    while ((n = read(ep[0], &err, sizeof err)) < 0 && errno == EINTR)
-        ;
-    close(ep[0]);
-    if (n == (ssize_t)sizeof err) {
+    int err = exec_error(ep);
+    if (err) {
         waitpid(child, NULL, 0);
         fatal(err, "exec %s", o.program[0]);
     }
@@ -987,14 +996,8 @@ static void session_spawn(struct session *s, const struct request *rq)
         close(child_fd[1]);
         close(child_fd[2]);
     }
-    close(ep[1]);
-    int err = 0;
-    ssize_t n;
-    while ((n = read(ep[0], &err, sizeof err)) < 0 && errno == EINTR)
-        ;
-    close(ep[0]);
-
-    if (n == (ssize_t)sizeof err) {
+    int err = exec_error(ep);
+    if (err) {
         const char *argv0 = rq->argv[0], *reason = strerror(err);
         size_t len = strlen(argv0) + strlen(reason) + 32;
         char *msg = malloc(len);
