@@ -2,11 +2,11 @@ import { randomBytes } from "node:crypto";
 import type { Readable, Writable } from "node:stream";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { resolveProject } from "./config/effective-cache.js";
+import { SAFE_NAME_RE } from "./config/names.js";
 import type { EffectiveConfig } from "./config/schema.js";
 import { MAX_TIMEOUT_MS, parseDuration, parsePercent, parseSize } from "./config/units.js";
 import { CloisterError } from "./errors.js";
-import { ensureGuardian, guardianCall } from "./guardian/control-client.js";
-import type { HiddenPaths } from "./sandbox/bwrap/host-facts.js";
+import { ensureGuardian, guardianCall, type LaunchGrant } from "./guardian/control-client.js";
 import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
 import { launchCloister, PROXY_PORT, sandboxHome, type LaunchSpec } from "./sandbox/engine.js";
 import { sandboxEnv } from "./sandbox/env.js";
@@ -91,7 +91,7 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   const { spec, config } = await launchSpec(options, paths, persistent);
   await ensureGuardian(paths);
   const id = randomBytes(4).toString("hex");
-  const grant = await guardianCall<{ token?: string; socketDir?: string; hidden: HiddenPaths }>(paths, "POST", "/v1/cloisters", {
+  const grant = await guardianCall<LaunchGrant>(paths, "POST", "/v1/cloisters", {
     name: spec.name,
     id,
     network: spec.network,
@@ -188,7 +188,7 @@ function positiveInteger(value: string | number, flag: string): number {
 
 /** Cloister names become hostnames, file names and cgroup names: keep them boring. */
 export function checkedName(name: string): string {
-  if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name)) {
+  if (!SAFE_NAME_RE.test(name)) {
     throw new CloisterError(`invalid cloister name ${JSON.stringify(name)}`, "use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit");
   }
   return name;

@@ -13,8 +13,8 @@ import { canonicalHost, HostSyntaxError } from "../policy/hosts.js";
 import { parseRule, RuleError } from "../policy/rules.js";
 import { isNone, parseDuration, parsePercent, parseSize } from "./units.js";
 
-/** Names of projects and refs: they become file names and mount points, so nothing path-like. */
-export const SAFE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+import { SAFE_NAME_RE } from "./names.js";
+export { SAFE_NAME_RE };
 export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** setTimeout (which enforces `cloister run --timeout`) fires at once for delays beyond 2^31-1 ms. */

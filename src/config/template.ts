@@ -102,7 +102,7 @@ proxy:
 
 audit:
   # The audit log (one signed, hash-chained JSON record per decision) rotates at this size,
-  # keeping this many old files. Check it with \`cloister audit verify\`.
+  # keeping this many old files (read when the guardian starts). Check it with \`cloister audit verify\`.
   max_size: 64MiB
   keep: 10
 

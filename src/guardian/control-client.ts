@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import type { CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
+import type { HiddenPaths } from "../sandbox/bwrap/host-facts.js";
 
 /** A JSON call to the guardian's control API (HTTP over its 0600 unix socket). */
 export function guardianCall<T>(paths: CloisterPaths, method: string, path: string, body?: unknown): Promise<T> {
@@ -26,6 +27,13 @@ export function guardianCall<T>(paths: CloisterPaths, method: string, path: stri
     req.on("error", reject);
     req.end(payload);
   });
+}
+
+/** What a launching cloister gets from the guardian (POST /v1/cloisters): its proxy token and socket dir (with network), and what to hide. */
+export interface LaunchGrant {
+  token?: string;
+  socketDir?: string;
+  hidden: HiddenPaths;
 }
 
 export interface GuardianStatus {

@@ -5,20 +5,20 @@ import { join } from "node:path";
 import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
-import { hiddenPaths, type HiddenPaths } from "../sandbox/bwrap/host-facts.js";
+import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister } from "../sandbox/engine.js";
 import { isKeeperAlive, listRecords, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { serveControl } from "./control-server.js";
 import { AuditLog } from "../audit/log.js";
+import { SAFE_NAME_RE } from "../config/names.js";
 import type { RuleEntry } from "../config/schema.js";
 import type { SessionRules } from "../sandbox/records.js";
-import { Egress } from "./egress.js";
-import { guardianStatus } from "./control-client.js";
+import { Egress, loadPolicy } from "./egress.js";
+import { guardianStatus, type LaunchGrant } from "./control-client.js";
 
 /** A record without a keeper yet is a launch in progress; after this long it is a failed one. */
 const LAUNCH_GRACE_MS = 60_000;
-const SAFE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const REAP_INTERVAL_MS = 2_000;
 
 /**
@@ -40,8 +40,10 @@ class Guardian {
       process.exit(0);
     }
     await ensurePrivateDir(this.paths.runtimeDir);
-    this.audit = await AuditLog.open({ dir: this.paths.auditDir });
-    this.egress = await Egress.start(this.paths, this.audit);
+    const policy = await loadPolicy(this.paths);
+    // Rotation settings come from the config at guardian start (defaults while it is invalid).
+    this.audit = await AuditLog.open({ dir: this.paths.auditDir, maxBytes: policy.store?.audit.maxBytes, keep: policy.store?.audit.keep });
+    this.egress = new Egress(this.paths, policy, this.audit);
     if (this.egress.policyError) log(`the configuration is invalid, so all egress is refused until it is fixed: ${this.egress.policyError}`);
     await this.reconcile();
     await serveControl(this.paths.guardianSocket, this.routes());
@@ -91,21 +93,19 @@ class Guardian {
   }
 
   /** A new cloister is about to launch: give it its egress socket and proxy token. */
-  private async register(name: string, id: string, network: boolean, project: string, session: SessionRules | undefined): Promise<{ token?: string; socketDir?: string; hidden: HiddenPaths }> {
-    if (!SAFE_NAME.test(name) || !SAFE_NAME.test(project) || !/^[0-9a-f]{8}$/.test(id)) throw new CloisterError("invalid cloister name, project or id");
+  private async register(name: string, id: string, network: boolean, project: string, session: SessionRules | undefined): Promise<LaunchGrant> {
+    if (!SAFE_NAME_RE.test(name) || !SAFE_NAME_RE.test(project) || !/^[0-9a-f]{8}$/.test(id)) throw new CloisterError("invalid cloister name, project or id");
     // Scanned for every launch (~10-20 ms as root): a reused scan would bind a secret file created
     // in /etc since then readable into this cloister.
-    const hidden = hiddenPaths(process.getuid?.() ?? 0);
-    if (!network) {
-      this.audit.append({ type: "cloister.start", cloister: name, project, network });
-      return { hidden };
+    const grant: LaunchGrant = { hidden: hiddenPaths(process.getuid?.() ?? 0) };
+    if (network) {
+      grant.token = randomBytes(32).toString("hex");
+      grant.socketDir = join(cloisterRuntimeDir(this.paths, id), "guardian");
+      // Opened before the start is recorded: a bad --allow rule fails the launch, and then no start is.
+      await this.egress.open(name, project, grant.token, grant.socketDir, session);
     }
-    const token = randomBytes(32).toString("hex");
-    const socketDir = join(cloisterRuntimeDir(this.paths, id), "guardian");
-    // Opened first: a bad --allow rule fails the launch, and then no start is recorded.
-    await this.egress.open(name, project, token, socketDir, session);
     this.audit.append({ type: "cloister.start", cloister: name, project, network });
-    return { token, socketDir, hidden };
+    return grant;
   }
 
   private async reload(): Promise<void> {

@@ -18,6 +18,20 @@ interface Session {
   cached?: { store: PolicyStore; input: JudgeInput };
 }
 
+export interface LoadedPolicy {
+  store?: PolicyStore;
+  error?: string;
+}
+
+/** The policy at guardian start; an invalid config is kept as the reason to refuse all egress. */
+export async function loadPolicy(paths: CloisterPaths): Promise<LoadedPolicy> {
+  try {
+    return { store: await PolicyStore.load(paths) };
+  } catch (error) {
+    return { error: (error as Error).message };
+  }
+}
+
 /** Proxy mechanics when the config cannot be read: the proxy still parses safely while refusing. */
 const FALLBACK_SETTINGS: ProxySettings = ProxySchema.parse(undefined);
 
@@ -31,21 +45,17 @@ export class Egress {
   private readonly sessions = new Map<string, Session>();
   private httpServer?: { settings: ProxySettings; server: HttpServer };
 
+  private store: PolicyStore | undefined;
+  /** Why there is no store (the config is invalid): every request is refused with this. */
+  private loadError: string | undefined;
+
   constructor(
     private readonly paths: CloisterPaths,
-    private store: PolicyStore | undefined,
-    /** Why there is no store (the config is invalid): every request is refused with this. */
-    private loadError: string | undefined,
+    initial: LoadedPolicy,
     private readonly audit: AuditLog,
-  ) {}
-
-  /** Loads the policy; an invalid config leaves the proxy refusing everything until it is fixed. */
-  static async start(paths: CloisterPaths, audit: AuditLog): Promise<Egress> {
-    try {
-      return new Egress(paths, await PolicyStore.load(paths), undefined, audit);
-    } catch (error) {
-      return new Egress(paths, undefined, (error as Error).message, audit);
-    }
+  ) {
+    this.store = initial.store;
+    this.loadError = initial.error;
   }
 
   get policyError(): string | undefined {
