@@ -96,6 +96,7 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
     id,
     network: spec.network,
     project: spec.project,
+    projectRoot: spec.projectRoot,
     session: spec.session,
   });
   spec.guardianSocketDir = grant.socketDir;

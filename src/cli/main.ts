@@ -2,6 +2,7 @@
 import { Command, CommanderError } from "commander";
 import { CloisterError } from "../errors.js";
 import { VERSION } from "../version.js";
+import { registerApprovalCommands } from "./approval-commands.js";
 import { registerAuditCommands } from "./audit-commands.js";
 import { registerConfigCommands } from "./config-commands.js";
 import { registerDoctorCommand } from "./doctor-command.js";
@@ -22,6 +23,7 @@ const program = new Command()
 
 registerSandboxCommands(program);
 registerPolicyCommands(program);
+registerApprovalCommands(program);
 registerGuardianCommands(program);
 registerConfigCommands(program);
 registerDoctorCommand(program);

@@ -79,7 +79,13 @@ export function registerPolicyCommands(program: Command): void {
     .argument("<rule>", "example.com, *.example.com, example.com:8443, 10.1.2.3")
     .option("--project <name>", "the project (a name from `cloister project list`, or a directory in it)")
     .option("--global", "for every project")
-    .action((rule: string, flags: ScopeFlags) => persist("deny", rule, flags));
+    .option("--scope <scope>", "when RULE is a waiting request's id: how long the denial lasts (once, session, project, global)")
+    .addHelpText("after", "\nGiven the id of a waiting request (see `cloister approvals`), it denies that request instead.")
+    .action(async (rule: string, flags: ScopeFlags & { scope?: string }) => {
+      const { denyIfRequest } = await import("./approval-commands.js");
+      if (await denyIfRequest(rule, { scope: flags.scope })) return;
+      await persist("deny", rule, flags);
+    });
 
   const policy = program.command("policy").description("inspect the egress policy");
 
@@ -114,8 +120,9 @@ export function registerPolicyCommands(program: Command): void {
         resolvesTo: override ?? null,
       };
       if (flags.json) return void process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-      const because = decision.rule ? `by ${decision.rule.list} rule ${decision.rule.text} (${decision.rule.tier})` : "no rule matches (unlisted hosts are refused)";
-      const lines = [`${result.target}: ${decision.verdict === "allow" ? "allowed" : decision.verdict === "deny" ? "denied" : "refused"} for project ${project}, ${because}`];
+      const unlisted = store.settings.unlisted === "ask" ? "a cloister's request is held until a human answers it (proxy.unlisted: ask)" : "unlisted hosts are refused (proxy.unlisted: deny)";
+      const because = decision.rule ? `by ${decision.rule.list} rule ${decision.rule.text} (${decision.rule.tier})` : `no rule matches: ${unlisted}`;
+      const lines = [`${result.target}: ${decision.verdict === "allow" ? "allowed" : decision.verdict === "deny" ? "denied" : "unlisted"} for project ${project}, ${because}`];
       if (decision.verdict === "allow") {
         lines.push(
           decision.allowPrivate

@@ -12,6 +12,9 @@ import { z } from "zod";
 import { canonicalHost, HostSyntaxError } from "../policy/hosts.js";
 import { parseRule, RuleError } from "../policy/rules.js";
 import { isNone, parseDuration, parsePercent, parseSize } from "./units.js";
+import { bool, boundedDuration, describeValue, list, parsed, positive, section, text, wholeNumber } from "./schema-kit.js";
+import { HostexecSchema, ProjectHostexecSchema } from "./hostexec-schema.js";
+export { describeValue };
 
 import { SAFE_NAME_RE } from "./names.js";
 export { SAFE_NAME_RE };
@@ -24,34 +27,12 @@ export { MAX_TIMEOUT_MS };
 // ---------------------------------------------------------------------------------------------------
 // Value schemas
 
-/** A value read through one of the unit parsers; the parser's message becomes the zod issue. */
-function parsed<T>(expected: string, parse: (input: string | number) => T) {
-  return z.unknown().transform((input, ctx): T => {
-    if (typeof input !== "string" && typeof input !== "number") {
-      ctx.addIssue({ code: "custom", message: `expected ${expected}, found ${describeValue(input)}`, input });
-      return z.NEVER;
-    }
-    try {
-      return parse(input);
-    } catch (error) {
-      ctx.addIssue({ code: "custom", message: (error as Error).message, input });
-      return z.NEVER;
-    }
-  });
-}
 
 /** A limit that may be switched off with "none" (→ null). */
 function limit(expected: string, parse: (input: string | number) => number) {
   return parsed(`${expected}, or none`, (input) => (isNone(input) ? null : parse(input)));
 }
 
-function positive(what: string, parse: (input: string | number) => number) {
-  return (input: string | number): number => {
-    const value = parse(input);
-    if (value <= 0) throw new Error(`${what} must be more than 0 (use none for no limit)`);
-    return value;
-  };
-}
 
 function parsePids(input: string | number): number {
   const value = typeof input === "number" ? input : /^\s*\d+\s*$/.test(input) ? Number(input) : NaN;
@@ -66,6 +47,7 @@ function parseTimeout(input: string | number): number {
   if (ms > MAX_TIMEOUT_MS) throw new Error(`"${input}" is too long; a timeout can be at most 24 days (or none)`);
   return ms;
 }
+
 
 function parseTmpfs(input: string | number): number {
   if (isNone(input)) {
@@ -83,8 +65,6 @@ const cpuValue = limit("a percentage of one core like 100%", positive("a cpu lim
 const tmpfsValue = parsed("a size like 1GiB", parseTmpfs);
 const timeoutValue = limit("a duration like 90s, 5m or 1h30m", parseTimeout);
 
-const text = (expected: string) => z.string({ error: (issue) => `expected ${expected}, found ${describeValue(issue.input)}` });
-const bool = z.boolean({ error: (issue) => `expected true or false, found ${describeValue(issue.input)}` });
 
 /** An absolute path; ".." is refused so what the user reads is the path that gets mounted. */
 const absolutePath = text("an absolute path").superRefine((path, ctx) => {
@@ -186,24 +166,7 @@ const safeName = (what: string) =>
       `${JSON.stringify(issue.input)} is not a valid ${what} name: use lowercase letters, digits, ".", "_" and "-", starting with a letter or digit, at most 63 characters`,
   });
 
-/** A list that may be written as an empty key (`env:`) while the user is still filling it in. */
-function list<T extends z.ZodType>(item: T, expected: string) {
-  return z.preprocess(
-    (value) => value ?? [],
-    z.array(item, { error: (issue) => `expected a list of ${expected}, found ${describeValue(issue.input)}` }),
-  );
-}
 
-/**
- * A section: a strict mapping whose missing or empty value (`limits:` with everything commented out)
- * means "all defaults".
- */
-function section<Shape extends z.core.$ZodLooseShape>(shape: Shape) {
-  return z.preprocess(
-    (value) => value ?? {},
-    z.strictObject(shape, { error: (issue) => `expected a mapping of keys, found ${describeValue(issue.input)}` }),
-  );
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Sections
@@ -348,13 +311,6 @@ export function resolveNameProblem(name: string): string | undefined {
   }
 }
 
-function wholeNumber(what: string, min: number, max: number) {
-  return (input: string | number): number => {
-    const value = typeof input === "number" ? input : /^\s*\d+\s*$/.test(input) ? Number(input) : NaN;
-    if (!Number.isSafeInteger(value) || value < min || value > max) throw new Error(`"${input}" is not a valid ${what}: write a whole number from ${min} to ${max}`);
-    return value;
-  };
-}
 
 export const PROXY_DEFAULTS = {
   connect_timeout: "10s",
@@ -362,6 +318,8 @@ export const PROXY_DEFAULTS = {
   max_connections: 1024,
   max_header_size: "32KiB",
   max_headers: 100,
+  unlisted: "ask",
+  approval_timeout: "60s",
 } as const;
 
 export const ProxySchema = section({
@@ -373,6 +331,11 @@ export const ProxySchema = section({
   max_connections: parsed("a connection count like 1024", wholeNumber("connection count", 1, 1_000_000)).prefault(PROXY_DEFAULTS.max_connections),
   max_header_size: parsed("a size like 32KiB", (input) => wholeNumber("header size", 1024, 1024 * 1024)(parseSize(input))).prefault(PROXY_DEFAULTS.max_header_size),
   max_headers: parsed("a header count like 100", wholeNumber("header count", 8, 10_000)).prefault(PROXY_DEFAULTS.max_headers),
+  /** A host on no list: `ask` holds the request for a human (approval UI or CLI), `deny` refuses at once. */
+  unlisted: z
+    .enum(["ask", "deny"], { error: (issue) => `expected ask or deny, found ${describeValue(issue.input)}` })
+    .default(PROXY_DEFAULTS.unlisted),
+  approval_timeout: parsed("a duration like 60s", boundedDuration("an approval timeout")).prefault(PROXY_DEFAULTS.approval_timeout),
 });
 
 /** A project adds rules; the proxy's mechanics (timeouts, caps, name overrides) are the guardian's. */
@@ -382,15 +345,18 @@ export const ProjectProxySchema = section({
 });
 
 /** What the guardian writes after `cloister allow|deny` or an approval: rules only. */
-export const DecisionsSchema = z.strictObject({ proxy: ProjectProxySchema });
+export const DecisionsSchema = z.strictObject({ proxy: ProjectProxySchema, hostexec: ProjectHostexecSchema });
 
 export const AuditSchema = section({
   max_size: parsed("a size like 64MiB", positive("an audit file size", parseSize)).prefault("64MiB"),
   keep: parsed("a file count like 10", wholeNumber("file count", 1, 10_000)).prefault(10),
 });
 
-/** Reserved for the approval UI; no keys yet, so only an empty mapping is valid. */
-export const UiSchema = section({});
+/** The approval UI, served by the guardian on 127.0.0.1 only. */
+export const UiSchema = section({
+  /** 0 picks a free port (isolated instances, tests); `cloister ui` always prints the real URL. */
+  port: parsed("a port like 9999", wholeNumber("port", 0, 65_535)).prefault(9999),
+});
 
 export const RefsSchema = z.preprocess(
   (value) => value ?? {},
@@ -406,6 +372,7 @@ export const globalSections = {
   proxy: ProxySchema,
   audit: AuditSchema,
   ui: UiSchema,
+  hostexec: HostexecSchema,
 };
 
 export const projectSections = {
@@ -414,6 +381,7 @@ export const projectSections = {
   sandbox: SandboxSchema,
   limits: ProjectLimitsSchema,
   proxy: ProjectProxySchema,
+  hostexec: ProjectHostexecSchema,
 };
 
 export const GlobalConfigSchema = z.strictObject(globalSections);
@@ -441,6 +409,8 @@ export interface EffectiveConfig {
   proxy: ProxySettings;
   audit: GlobalConfig["audit"];
   ui: GlobalConfig["ui"];
+  /** Global limits; rules are the global ones followed by the project's. */
+  hostexec: GlobalConfig["hostexec"];
 }
 
 export type ConfigKind = "global" | "project";
@@ -489,13 +459,3 @@ function childOf(schema: z.core.$ZodType, segment: PropertyKey): z.core.$ZodType
   return undefined;
 }
 
-/** How a YAML value reads to a person: "a list", "text", "an empty value". */
-export function describeValue(value: unknown): string {
-  if (value === null || value === undefined) return "an empty value";
-  if (Array.isArray(value)) return "a list";
-  if (typeof value === "string") return `text ${JSON.stringify(value)}`;
-  if (typeof value === "number") return `the number ${value}`;
-  if (typeof value === "boolean") return `${value}`;
-  if (typeof value === "object") return "a mapping";
-  return typeof value;
-}

@@ -99,6 +99,11 @@ proxy:
   # Size of a request's header section, and how many header lines it may have.
   max_header_size: 32KiB
   max_headers: 100
+  # A host on no list: ask = hold the connection while a human decides in the approval UI
+  # (\`cloister ui\`) or with \`cloister approve|deny\`; deny = refuse at once. Nobody answering
+  # within approval_timeout is a denial, never an allow.
+  unlisted: ask
+  approval_timeout: 60s
 
 audit:
   # The audit log (one signed, hash-chained JSON record per decision) rotates at this size,
@@ -106,6 +111,34 @@ audit:
   max_size: 64MiB
   keep: 10
 
-# Reserved for the approval UI; no settings yet.
-ui: {}
+hostexec:
+  # \`hostexec CMD ARGS...\` inside a cloister asks the guardian to run CMD on the host, in the
+  # project directory, without a shell, with a clean environment. Rules are checked in order (these,
+  # then the project's) against the WHOLE argv; the first match decides; no match = deny.
+  #   allow: run at once   ask: a human decides (approval UI / \`cloister approve\`)   deny: refuse
+  # A rule is a list of argument patterns: text = exactly that argument, "*" = any one argument,
+  # "**" = any number of arguments, {one_of: [a, b]}, {regex: 'RE'} (whole argument); or
+  # {regex: 'RE'} over the whole command line in shell quoting. Wrappers (sh -c, env, xargs, ...),
+  # VAR=value and git's exec options (-c, -C, --git-dir, --upload-pack, ...) never match a
+  # wildcard: an allow rule must name them literally.
+  rules:
+    - allow: [docker, ps]
+    - allow: [docker, ps, -a]
+    - ask: [gh, pr, {one_of: [view, list, status, checks, diff]}, "**"]
+    - ask: [gh, issue, {one_of: [view, list]}, "**"]
+    - ask: [gh, repo, view, "**"]
+    - ask: [gh, run, {one_of: [list, view]}, "**"]
+  # Wall-clock limit of one host command, then its whole process group is killed.
+  timeout: 5m
+  # How long a command waits for a human; nobody answering is a denial.
+  approval_timeout: 5m
+  # stdout and stderr together; beyond it the command is killed.
+  max_output: 16MiB
+  # Most hostexec requests per cloister per minute.
+  rate_limit: 30
+
+ui:
+  # The approval UI listens on 127.0.0.1 at this port (0 = any free port). \`cloister ui\` prints
+  # a login link; the page and its JSON API need that login (or the token from \`cloister ui --token\`).
+  port: 9999
 `;

@@ -5,6 +5,14 @@ import { CloisterError } from "../errors.js";
 export type Handler = (body: Record<string, unknown>, params: string[]) => Promise<unknown> | unknown;
 
 /**
+ * A handler may answer with a stream instead of one JSON value: newline-delimited JSON, one object
+ * per line, until either side closes (`cloister approvals --watch`).
+ */
+export class JsonLines {
+  constructor(readonly start: (write: (value: unknown) => void, onClose: (stop: () => void) => void) => void) {}
+}
+
+/**
  * The guardian's control API: JSON over HTTP on a unix socket that only this user can open (0600 in
  * a 0700 directory). Cloisters never see it; their only channel is their own egress socket.
  */
@@ -23,15 +31,30 @@ async function dispatch(routes: Record<string, Handler>, req: IncomingMessage, r
   try {
     const { handler, params } = route(routes, req.method ?? "GET", req.url ?? "/");
     const result = await handler(await readJson(req), params);
+    if (result instanceof JsonLines) return streamLines(result, res);
     send(res, 200, result ?? {});
   } catch (error) {
-    const status = error instanceof NotFound ? 404 : error instanceof CloisterError ? 400 : 500;
+    const status = error instanceof NotFound ? 404 : error instanceof CloisterError ? 400 : clientErrorStatus(error) ?? 500;
     const hint = error instanceof CloisterError ? error.hint : undefined;
     send(res, status, { error: error instanceof Error ? error.message : String(error), hint });
   }
 }
 
 class NotFound extends Error {}
+
+/** Errors that carry their own 4xx status (e.g. ApprovalError) keep it. */
+function clientErrorStatus(error: unknown): number | undefined {
+  const status = (error as { status?: unknown } | null)?.status;
+  return typeof status === "number" && status >= 400 && status < 500 ? status : undefined;
+}
+
+function streamLines(lines: JsonLines, res: ServerResponse): void {
+  res.writeHead(200, { "content-type": "application/x-ndjson" });
+  lines.start(
+    (value) => res.write(`${JSON.stringify(value)}\n`),
+    (stop) => res.once("close", stop),
+  );
+}
 
 /** Routes are "METHOD /path/:param"; params come back in order. */
 function route(routes: Record<string, Handler>, method: string, url: string): { handler: Handler; params: string[] } {

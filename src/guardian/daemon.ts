@@ -9,13 +9,20 @@ import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister } from "../sandbox/engine.js";
 import { isKeeperAlive, listRecords, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
-import { serveControl } from "./control-server.js";
+import { JsonLines, serveControl } from "./control-server.js";
 import { AuditLog } from "../audit/log.js";
 import { SAFE_NAME_RE } from "../config/names.js";
 import type { RuleEntry } from "../config/schema.js";
 import type { SessionRules } from "../sandbox/records.js";
 import { Egress, loadPolicy } from "./egress.js";
 import { guardianStatus, type LaunchGrant } from "./control-client.js";
+import { ApprovalQueue, type DecisionKeeper } from "./approvals/queue.js";
+import type { AnswerInput } from "./approvals/types.js";
+import type { AuditEvent } from "../audit/log.js";
+import { HostCommands } from "./host-commands.js";
+import { SessionDecisionStore } from "./session-decisions.js";
+import { UiServer } from "./ui/server.js";
+import { PACKAGE_ROOT } from "../package-root.js";
 
 /** A record without a keeper yet is a launch in progress; after this long it is a failed one. */
 const LAUNCH_GRACE_MS = 60_000;
@@ -29,6 +36,11 @@ const REAP_INTERVAL_MS = 2_000;
 class Guardian {
   private egress!: Egress;
   private audit!: AuditLog;
+  private approvals!: ApprovalQueue;
+  private hostCommands!: HostCommands;
+  private ui: UiServer | undefined;
+  /** Why the approval UI is not served (e.g. its port is taken); approvals still work from the CLI. */
+  private uiError: string | undefined;
   private readonly startedAt = new Date().toISOString();
   private controlInode = 0;
 
@@ -43,7 +55,17 @@ class Guardian {
     const policy = await loadPolicy(this.paths);
     // Rotation settings come from the config at guardian start (defaults while it is invalid).
     this.audit = await AuditLog.open({ dir: this.paths.auditDir, maxBytes: policy.store?.audit.maxBytes, keep: policy.store?.audit.keep });
-    this.egress = new Egress(this.paths, policy, this.audit);
+    const sessions = new SessionDecisionStore(join(this.paths.stateDir, "sessions"));
+    this.approvals = new ApprovalQueue(this.decisionKeeper(), (event) => this.audit.append(event));
+    const audit = (event: AuditEvent) => this.audit.append(event);
+    this.egress = new Egress(this.paths, policy, {
+      audit: this.audit,
+      sessionDecisions: sessions,
+      askDomain: (question, timeoutMs, signal) => this.approvals.askDomain(question, timeoutMs, signal),
+      hostexecPort: (cloister) => this.hostCommands.port(cloister),
+    });
+    this.hostCommands = new HostCommands(this.paths, () => this.egress.currentStore, () => this.egress.reload(), sessions, (question, timeoutMs, signal) => this.approvals.askCommand(question, timeoutMs, signal), audit);
+    await this.startUi(policy.store?.uiPort ?? 9999);
     if (this.egress.policyError) log(`the configuration is invalid, so all egress is refused until it is fixed: ${this.egress.policyError}`);
     await this.reconcile();
     await serveControl(this.paths.guardianSocket, this.routes());
@@ -69,10 +91,25 @@ class Guardian {
         policyError: this.egress.policyError ?? null,
         openConnections: this.egress.openConnections,
         auditDir: this.paths.auditDir,
+        ui: this.ui?.url ?? null,
+        uiError: this.uiError ?? null,
+        pendingApprovals: this.approvals.pending().length,
       }),
+      "GET /v1/approvals": () => ({ pending: this.approvals.pending(), recent: this.approvals.recent() }),
+      "GET /v1/approvals/events": () =>
+        new JsonLines((write, onClose) => {
+          write({ type: "snapshot", pending: this.approvals.pending(), recent: this.approvals.recent() });
+          onClose(this.approvals.subscribe(write));
+        }),
+      "POST /v1/approvals/:id/answer": (body: Record<string, unknown>, [id]: string[]) => this.approvals.answer(id ?? "", answerInput(body)),
+      "POST /v1/decisions/:id/undo": (_: unknown, [id]: string[]) => this.approvals.undo(id ?? "", "cli"),
+      "GET /v1/ui": () => {
+        if (!this.ui) throw new CloisterError(`the approval UI is not running: ${this.uiError ?? "unknown reason"}`, "check ui.port in the config, then `cloister guardian stop` and start again");
+        return { url: this.ui.url, loginUrl: this.ui.loginUrl(), token: this.ui.apiToken };
+      },
       "GET /v1/cloisters": () => listRecords(this.paths).map((r) => ({ ...publicView(r), running: isKeeperAlive(r) })),
       "POST /v1/cloisters": (body: Record<string, unknown>) =>
-        this.register(String(body.name), String(body.id), body.network === true, String(body.project), body.session as SessionRules | undefined),
+        this.register(String(body.name), String(body.id), body.network === true, String(body.project), String(body.projectRoot), body.session as SessionRules | undefined),
       "POST /v1/cloisters/:name/stop": (_: unknown, [name]: string[]) => this.stop(name ?? ""),
       "POST /v1/reload": async () => {
         await this.reload();
@@ -92,8 +129,27 @@ class Guardian {
     };
   }
 
+  /** Answers change what the egress side (and later the host command side) remembers. */
+  private decisionKeeper(): DecisionKeeper {
+    return {
+      keep: (request, verdict, scope, wildcard) =>
+        request.kind === "domain" ? this.egress.keepDomainAnswer(request, verdict, scope, wildcard) : this.hostCommands.keepAnswer(request, verdict, scope),
+      revoke: (decision) => (decision.kind === "domain" ? this.egress.revokeDomainAnswer(decision) : this.hostCommands.revokeAnswer(decision)),
+      recheck: (request) => this.egress.recheck(request),
+    };
+  }
+
+  private async startUi(port: number): Promise<void> {
+    try {
+      this.ui = await UiServer.start({ service: this.approvals, port, assetsDir: join(PACKAGE_ROOT, "dist", "ui"), log });
+    } catch (error) {
+      this.uiError = (error as Error).message;
+      log(`the approval UI is not served: ${this.uiError}`);
+    }
+  }
+
   /** A new cloister is about to launch: give it its egress socket and proxy token. */
-  private async register(name: string, id: string, network: boolean, project: string, session: SessionRules | undefined): Promise<LaunchGrant> {
+  private async register(name: string, id: string, network: boolean, project: string, projectRoot: string, session: SessionRules | undefined): Promise<LaunchGrant> {
     if (!SAFE_NAME_RE.test(name) || !SAFE_NAME_RE.test(project) || !/^[0-9a-f]{8}$/.test(id)) throw new CloisterError("invalid cloister name, project or id");
     // Scanned for every launch (~10-20 ms as root): a reused scan would bind a secret file created
     // in /etc since then readable into this cloister.
@@ -102,7 +158,7 @@ class Guardian {
       grant.token = randomBytes(32).toString("hex");
       grant.socketDir = join(cloisterRuntimeDir(this.paths, id), "guardian");
       // Opened before the start is recorded: a bad --allow rule fails the launch, and then no start is.
-      await this.egress.open(name, project, grant.token, grant.socketDir, session);
+      await this.egress.open({ name, id, project, projectRoot, token: grant.token, socketDir: grant.socketDir, session });
     }
     this.audit.append({ type: "cloister.start", cloister: name, project, network });
     return grant;
@@ -129,7 +185,8 @@ class Guardian {
   }
 
   private async forget(record: CloisterRecord): Promise<void> {
-    this.egress.close(record.name);
+    this.egress.forget(record.name, record.id);
+    this.hostCommands.close(record.name);
     await destroyCloister(this.paths, record);
     this.audit.append({ type: "cloister.stop", cloister: record.name, project: record.project });
   }
@@ -142,8 +199,9 @@ class Guardian {
           const socketDir = join(cloisterRuntimeDir(this.paths, record.id), "guardian");
           // One cloister whose policy cannot load (its project file broke since) stays without
           // network, fail closed; it must not keep the guardian from adopting the others.
+          const { name, id, project, projectRoot, proxyToken: token, session } = record;
           await this.egress
-            .open(record.name, record.project, record.proxyToken, socketDir, record.session)
+            .open({ name, id, project, projectRoot, token, socketDir, session })
             .catch((error: unknown) => log(`cloister ${record.name} has no network until its policy loads: ${String(error)}`));
         }
       } else if (record.keeperPid !== undefined || Date.now() - Date.parse(record.createdAt) > LAUNCH_GRACE_MS) {
@@ -164,6 +222,8 @@ class Guardian {
   }
 
   private async exit(): Promise<never> {
+    this.approvals.cancelAll();
+    await this.ui?.close().catch(() => undefined);
     this.egress.closeAll();
     this.audit.append({ type: "guardian.stop" });
     await this.audit.close().catch(() => undefined);
@@ -197,6 +257,11 @@ async function holdInstanceLock(paths: CloisterPaths): Promise<boolean> {
       resolve(true);
     });
   });
+}
+
+/** An answer from the CLI; the queue checks the values, this only gives them their types. */
+function answerInput(body: Record<string, unknown>): AnswerInput {
+  return { verdict: body.verdict as AnswerInput["verdict"], scope: (body.scope ?? "once") as AnswerInput["scope"], wildcard: body.wildcard === true, by: "cli" };
 }
 
 /** What `list` may show: never the proxy token. */

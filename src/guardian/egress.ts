@@ -2,20 +2,56 @@ import type { Server as HttpServer } from "node:http";
 import type { AuditEvent, AuditLog } from "../audit/log.js";
 import type { CloisterPaths } from "../config/paths.js";
 import { ProxySchema, type ProxySettings, type RuleEntry } from "../config/schema.js";
-import type { RuleSet } from "../policy/egress.js";
+import { decide, type RuleSet } from "../policy/egress.js";
+import { approvalRule, offeredWildcard } from "../policy/approval-rules.js";
+import { canonicalHost, type Host } from "../policy/hosts.js";
+import { parseRule } from "../policy/rules.js";
 import type { SessionRules } from "../sandbox/records.js";
-import { PolicyStore, recordDecision, sessionRuleSet, type DecisionScope, type RuleList } from "./policy-store.js";
+import { currentBranch } from "./approvals/branch.js";
+import type { Outcome } from "./approvals/queue.js";
+import type { DecisionView, PendingDomain, Scope, Verdict } from "./approvals/types.js";
+import { PolicyStore, recordDecision, removeDecision, sessionRuleSet, type DecisionScope, type RuleList } from "./policy-store.js";
 import { EgressContext } from "./proxy/context.js";
+import type { Socket } from "node:net";
+import { serveHostexec, type HostexecPort } from "./hostexec/session.js";
+import type { SessionDecisionStore } from "./session-decisions.js";
 import { EgressEndpoint } from "./proxy/endpoint.js";
 import { createHttpProxy } from "./proxy/http.js";
 import { overrideMap, type JudgeInput } from "./proxy/judge.js";
 
 interface Session {
+  id: string;
   project: string;
+  projectRoot: string;
+  /** `--allow`/`--deny` from the command line and the answers given "for this session". */
   rules: RuleSet;
   overrides: Record<string, string>;
   /** What `judge` needs, built once per policy generation rather than on every request. */
   cached?: { store: PolicyStore; input: JudgeInput };
+}
+
+/** A cloister whose egress endpoint is opened. */
+export interface EgressCloister {
+  name: string;
+  /** Random per launch: keys the cloister's remembered answers. */
+  id: string;
+  project: string;
+  projectRoot: string;
+  token: string;
+  socketDir: string;
+  session: SessionRules | undefined;
+}
+
+/** Puts a question about an unlisted destination to a human (the approval queue). */
+export type AskDomain = (question: Omit<PendingDomain, "id" | "kind" | "createdAt" | "expiresAt" | "waiting">, timeoutMs: number, signal: AbortSignal) => Promise<Outcome>;
+
+export interface EgressDeps {
+  audit: AuditLog;
+  /** Answers given "for this session", kept across guardian restarts. */
+  sessionDecisions: SessionDecisionStore;
+  askDomain: AskDomain;
+  /** Serves hostexec on each cloister's endpoint; without it hostexec connections are closed. */
+  hostexecPort?: (cloister: EgressCloister) => HostexecPort;
 }
 
 export interface LoadedPolicy {
@@ -49,13 +85,27 @@ export class Egress {
   /** Why there is no store (the config is invalid): every request is refused with this. */
   private loadError: string | undefined;
 
+  private readonly audit: AuditLog;
+  private readonly sessionDecisions: SessionDecisionStore;
+  private readonly askDomain: AskDomain;
+  private readonly hostexecPort: ((cloister: EgressCloister) => HostexecPort) | undefined;
+
   constructor(
     private readonly paths: CloisterPaths,
     initial: LoadedPolicy,
-    private readonly audit: AuditLog,
+    deps: EgressDeps,
   ) {
+    this.audit = deps.audit;
+    this.sessionDecisions = deps.sessionDecisions;
+    this.askDomain = deps.askDomain;
+    this.hostexecPort = deps.hostexecPort;
     this.store = initial.store;
     this.loadError = initial.error;
+  }
+
+  /** The policy now in force (undefined while the config is invalid). */
+  get currentStore(): PolicyStore | undefined {
+    return this.store;
   }
 
   get policyError(): string | undefined {
@@ -75,21 +125,45 @@ export class Egress {
 
   /**
    * Opens (or re-opens, after a guardian restart) a cloister's endpoint at `socketDir`. Session
-   * rules are checked first: a bad `--allow` fails the launch instead of being ignored.
+   * rules are checked first: a bad `--allow` fails the launch instead of being ignored. Answers a
+   * human gave for this cloister's session before a restart apply again.
    */
-  async open(name: string, project: string, token: string, socketDir: string, session: SessionRules | undefined): Promise<void> {
-    const rules = sessionRuleSet(session);
+  async open(cloister: EgressCloister): Promise<void> {
+    const { name, project } = cloister;
+    const flags = sessionRuleSet(cloister.session);
+    const remembered = this.sessionDecisions.load(cloister.id).egress;
+    const rules: RuleSet = {
+      allow: [...flags.allow, ...remembered.allow.map((text) => parseRule(text))],
+      deny: [...flags.deny, ...remembered.deny.map((text) => parseRule(text))],
+    };
     await this.store?.ensureProject(project);
-    this.sessions.set(name, { project, rules, overrides: session?.resolve ?? {} });
+    this.sessions.set(name, { id: cloister.id, project, projectRoot: cloister.projectRoot, rules, overrides: cloister.session?.resolve ?? {} });
     this.endpoints.get(name)?.close();
-    const context = new EgressContext(name, project, token, () => this.settings, () => this.policyInput(name), (event) => this.record(event));
-    this.endpoints.set(name, await EgressEndpoint.open(context, socketDir, () => this.httpProxy()));
+    const context = new EgressContext({
+      cloister: name,
+      project,
+      token: cloister.token,
+      settings: () => this.settings,
+      policy: () => this.policyInput(name),
+      audit: (event) => this.record(event),
+      ask: (host, port, signal) => this.ask(name, host, port, signal),
+    });
+    const port = this.hostexecPort?.(cloister);
+    const hostexec = port && ((socket: Socket) => serveHostexec(context, socket, port));
+    this.endpoints.set(name, await EgressEndpoint.open(context, cloister.socketDir, () => this.httpProxy(), hostexec));
   }
 
+  /** Closes a cloister's endpoint (guardian exit keeps its remembered answers; see forget). */
   close(name: string): void {
     this.endpoints.get(name)?.close();
     this.endpoints.delete(name);
     this.sessions.delete(name);
+  }
+
+  /** The cloister is gone for good: its session answers go with it. */
+  forget(name: string, id: string): void {
+    this.close(name);
+    this.sessionDecisions.remove(id);
   }
 
   closeAll(): void {
@@ -113,6 +187,58 @@ export class Egress {
 
   record(event: AuditEvent): void {
     this.audit.append(event);
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Human answers for unlisted destinations (the approval queue calls these)
+
+  /** Remembers or persists an answer; returns the rule it keeps (null for "once"). */
+  async keepDomainAnswer(request: PendingDomain, verdict: Verdict, scope: Scope, wildcard: boolean): Promise<string | null> {
+    if (scope === "once") return null;
+    const rule = wildcard && request.wildcard ? request.wildcard : request.rule;
+    if (scope === "project" || scope === "global") {
+      await this.decide(scope, scope === "project" ? request.project : undefined, verdict, rule);
+      return rule;
+    }
+    const session = this.sessions.get(request.cloister);
+    if (!session) throw new Error(`cloister ${request.cloister} is gone`);
+    await this.sessionDecisions.update(session.id, (remembered) => void remembered.egress[verdict].push(rule));
+    session.rules = { ...session.rules, [verdict]: [...session.rules[verdict], parseRule(rule)] };
+    session.cached = undefined;
+    return rule;
+  }
+
+  /** Undo of a persisted answer: the rule leaves its decision file and the policy reloads. */
+  async revokeDomainAnswer(decision: DecisionView): Promise<void> {
+    if (!decision.rule || (decision.scope !== "project" && decision.scope !== "global")) return;
+    const project = decision.scope === "project" ? decision.project : undefined;
+    const removed = await removeDecision(this.paths, decision.scope, project, decision.verdict, decision.rule);
+    if (removed) await this.reload();
+    this.record({ type: "policy.change", scope: decision.scope, project: project ?? null, list: decision.verdict, rule: decision.rule, removed });
+  }
+
+  /** What the current policy says of a held request: an answer for another request may decide it. */
+  recheck(request: PendingDomain): Verdict | undefined {
+    try {
+      const verdict = decide(this.policyInput(request.cloister).policy, canonicalHost(request.host), request.port).verdict;
+      return verdict === "unlisted" ? undefined : verdict;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private ask(name: string, host: Host, port: number, signal: AbortSignal): Promise<Outcome> {
+    const session = this.sessions.get(name);
+    const question = {
+      cloister: name,
+      project: session?.project ?? "",
+      branch: session ? currentBranch(session.projectRoot) : null,
+      host: host.kind === "name" ? host.name : host.address,
+      port,
+      rule: approvalRule(host, port),
+      wildcard: offeredWildcard(host, port),
+    };
+    return this.askDomain(question, this.settings.approval_timeout, signal);
   }
 
   private get settings(): ProxySettings {

@@ -7,14 +7,31 @@ import { ProjectNameSchema, resolveNameProblem, type Decisions, type ProxySettin
 import { CloisterError } from "../errors.js";
 import { emptyPolicy, type Policy, type RuleSet } from "../policy/egress.js";
 import { parseRule, type EgressRule } from "../policy/rules.js";
+import { compileCommandRules, ruleText, type CommandRule, type CommandRuleEntry, type CommandRules } from "../policy/commands.js";
+import type { HostexecConfig } from "../config/hostexec-schema.js";
 import type { SessionRules } from "../sandbox/records.js";
 
 export type DecisionScope = "global" | "project";
 export type RuleList = "allow" | "deny";
 
+/** One project's tier: its egress rules and its host command rules (config, and answers persisted). */
+interface ProjectTier {
+  egress: RuleSet;
+  commands: CommandRule[];
+  commandDecisions: CommandRule[];
+}
+
+/** Host command rules for one project, in the order they are consulted. */
+export interface ProjectCommandRules {
+  /** Answers a human persisted (decision files): the most specific statements, checked first. */
+  decided: CommandRules;
+  /** Config rules: global, then the project's. */
+  configured: CommandRules;
+}
+
 /**
- * Everything the proxy decides with, loaded from the config files and the guardian-written decision
- * files: the global tier (config.yaml + decisions/global.yaml) and each project's tier (its
+ * Everything the proxy and hostexec decide with, loaded from the config files and the
+ * guardian-written decision files: the global tier (config.yaml + decisions/global.yaml) and each project's tier (its
  * projects/<name>.yaml + decisions/projects/<name>.yaml). A store is immutable once loaded; a reload
  * builds a new one and swaps it in, so a bad edit never leaves the proxy half-configured.
  */
@@ -23,8 +40,14 @@ export class PolicyStore {
     private readonly paths: CloisterPaths,
     readonly settings: ProxySettings,
     readonly audit: { maxBytes: number; keep: number },
+    /** The approval UI's port (read at guardian start, like the audit settings). */
+    readonly uiPort: number,
+    /** hostexec limits and rate (its rules are in commandRules). */
+    readonly hostexec: HostexecConfig,
     private readonly globalRules: RuleSet,
-    private readonly projects: Map<string, RuleSet>,
+    private readonly globalCommands: CommandRule[],
+    private readonly globalCommandDecisions: CommandRule[],
+    private readonly projects: Map<string, ProjectTier>,
   ) {}
 
   /** Loads the global tier and the tiers of `projects`; throws ConfigError naming the bad file and line. */
@@ -35,7 +58,11 @@ export class PolicyStore {
       paths,
       global.proxy,
       { maxBytes: global.audit.max_size, keep: global.audit.keep },
+      global.ui.port,
+      global.hostexec,
       ruleSet(global.proxy, decisions.proxy),
+      compileCommandRules(global.hostexec.rules),
+      compileCommandRules(decisions.hostexec.rules),
       new Map(),
     );
     for (const project of projects) await store.ensureProject(project);
@@ -52,7 +79,11 @@ export class PolicyStore {
     if (this.projects.has(project)) return;
     const config = await loadProjectConfig(this.paths, project);
     const decisions = await loadDecisions(decisionsFile(this.paths, "project", project));
-    this.projects.set(project, ruleSet(config.proxy, decisions.proxy));
+    this.projects.set(project, {
+      egress: ruleSet(config.proxy, decisions.proxy),
+      commands: compileCommandRules(config.hostexec.rules),
+      commandDecisions: compileCommandRules(decisions.hostexec.rules),
+    });
   }
 
   /**
@@ -60,9 +91,22 @@ export class PolicyStore {
    * the project's deny list could let through what the project forbids.
    */
   policyFor(project: string, session: RuleSet): Policy {
-    const projectRules = this.projects.get(project);
-    if (!projectRules) throw new Error(`the policy of project ${project} is not loaded`);
-    return { global: this.globalRules, project: projectRules, session };
+    return { global: this.globalRules, project: this.tier(project).egress, session };
+  }
+
+  /** The host command rules for a project's cloisters (throws like policyFor if it is not loaded). */
+  commandRules(project: string): ProjectCommandRules {
+    const tier = this.tier(project);
+    return {
+      decided: { global: this.globalCommandDecisions, project: tier.commandDecisions },
+      configured: { global: this.globalCommands, project: tier.commands },
+    };
+  }
+
+  private tier(project: string): ProjectTier {
+    const tier = this.projects.get(project);
+    if (!tier) throw new Error(`the policy of project ${project} is not loaded`);
+    return tier;
   }
 
   /** Name overrides from config (`proxy.resolve`), canonical lower-case names. */
@@ -132,9 +176,40 @@ export async function recordDecision(paths: CloisterPaths, scope: DecisionScope,
   const entries = current.proxy[list];
   if (entries.some((existing) => sameRule(entryRule(existing), rule))) return false;
   const stored: RuleEntry = rule.private ? { rule: rule.text, private: true } : rule.text;
-  const next: Decisions = { proxy: { ...current.proxy, [list]: [...entries, stored] } };
+  const next: Decisions = { ...current, proxy: { ...current.proxy, [list]: [...entries, stored] } };
   await ensurePrivateDir(join(file, ".."));
   await writeFileAtomic(file, DECISIONS_HEADER + toYaml(next), 0o600);
+  return true;
+}
+
+/** Removes a rule from a decision file (undo of an approval); returns whether it was there. */
+export async function removeDecision(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, list: RuleList, entry: RuleEntry): Promise<boolean> {
+  const rule = entryRule(entry);
+  const file = decisionsFile(paths, scope, project);
+  const current = await loadDecisions(file);
+  const kept = current.proxy[list].filter((existing) => !sameRule(entryRule(existing), rule));
+  if (kept.length === current.proxy[list].length) return false;
+  await writeFileAtomic(file, DECISIONS_HEADER + toYaml({ ...current, proxy: { ...current.proxy, [list]: kept } }), 0o600);
+  return true;
+}
+
+/** Adds a host command rule to a decision file (an approval "for the project", "for every project"). */
+export async function recordCommandDecision(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, entry: CommandRuleEntry): Promise<boolean> {
+  return editCommandDecisions(paths, scope, project, (rules) => (rules.some((r) => ruleText(r) === ruleText(entry)) ? rules : [...rules, entry]));
+}
+
+/** Removes a host command rule from a decision file (undo). */
+export async function removeCommandDecision(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, text: string): Promise<boolean> {
+  return editCommandDecisions(paths, scope, project, (rules) => rules.filter((r) => ruleText(r) !== text));
+}
+
+async function editCommandDecisions(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, edit: (rules: CommandRuleEntry[]) => CommandRuleEntry[]): Promise<boolean> {
+  const file = decisionsFile(paths, scope, project);
+  const current = await loadDecisions(file);
+  const rules = edit([...current.hostexec.rules]);
+  if (rules.length === current.hostexec.rules.length && rules.every((r, i) => r === current.hostexec.rules[i])) return false;
+  await ensurePrivateDir(join(file, ".."));
+  await writeFileAtomic(file, DECISIONS_HEADER + toYaml({ ...current, hostexec: { rules } }), 0o600);
   return true;
 }
 

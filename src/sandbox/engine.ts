@@ -12,7 +12,7 @@ import { hiddenPaths, procReadOnly, systemEntries, type HiddenPaths } from "./bw
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from "./limits.js";
-import { findTool, initBinaryPath } from "./native.js";
+import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
 import { prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
 import { deleteRecord, isKeeperAlive, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 
@@ -105,6 +105,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
       extraMounts: spec.extraMounts,
       guardianSocketDir: spec.network ? spec.guardianSocketDir : undefined,
       initBinary,
+      hostexecBinary: spec.network ? hostexecBinaryPath() : undefined,
       tmpfsBytes: spec.tmpfsBytes,
     });
     // init binds the port before it serves the first command (no race with the relay starting), then

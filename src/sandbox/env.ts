@@ -62,6 +62,8 @@ function proxyEnv(proxyUrl: string): Record<string, string> {
     vars[name.toLowerCase()] = value;
   }
   vars.GIT_SSH_COMMAND = sshThroughProxy(proxyUrl);
+  // hostexec's channel to the guardian: its own name, so a tool that rewrites HTTP_PROXY cannot cut it.
+  vars.CLOISTER_PROXY = proxyUrl;
   return vars;
 }
 

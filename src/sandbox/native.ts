@@ -5,9 +5,18 @@ import { CloisterError } from "../errors.js";
 
 /** The compiled keeper/init binary that ships with this package (see docs/internals/init-protocol.md). */
 export function initBinaryPath(): string {
-  const path = join(PACKAGE_ROOT, "native", "build", "cloister-init");
+  return nativeBinary("cloister-init");
+}
+
+/** The `hostexec` client, mounted into every cloister with network (see docs/hostexec.md). */
+export function hostexecBinaryPath(): string {
+  return nativeBinary("hostexec");
+}
+
+function nativeBinary(name: string): string {
+  const path = join(PACKAGE_ROOT, "native", "build", name);
   if (!existsSync(path)) {
-    throw new CloisterError("the cloister-init helper is not built", "run `npm run build` in the cloister package (needs gcc)");
+    throw new CloisterError(`the ${name} helper is not built`, "run `npm run build` in the cloister package (needs gcc)");
   }
   return path;
 }

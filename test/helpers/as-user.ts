@@ -6,9 +6,9 @@
  * HOME are owned by the user. Returns a TestInstance, so the other helpers work unchanged.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, chownSync, cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { initGitProject, plantCanaries, REPO_ROOT, type CliResult, type TestInstance } from "./cloister.js";
+import { initGitProject, plantCanaries, REPO_ROOT, testConfig, type CliResult, type TestInstance } from "./cloister.js";
 
 export const TEST_USER = "cloister-test";
 
@@ -127,7 +127,8 @@ export function createUserInstance(prefix = "cu", userName = TEST_USER): UserIns
   const home = join(owned, "h");
   const hostHome = join(owned, "home");
   const project = join(owned, "proj");
-  mkdirSync(home, { recursive: true });
+  mkdirSync(join(home, "config"), { recursive: true });
+  writeFileSync(join(home, "config", "config.yaml"), testConfig());
   const canaries = plantCanaries(hostHome);
   mkdirSync(project, { recursive: true });
   chmodSync(owned, 0o755);

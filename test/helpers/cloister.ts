@@ -10,6 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { GLOBAL_CONFIG_TEMPLATE } from "../../src/config/template.js";
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 /** What the `cloister` bin runs: the bundle built by `npm run build`. */
@@ -70,7 +71,17 @@ export function initGitProject(project: string, git: (args: string[]) => unknown
   git(["commit", "-qm", "init"]);
 }
 
-export function createInstance(prefix = "ct"): TestInstance {
+/**
+ * The default config with two changes for tests: unlisted hosts are refused at once (a test that
+ * wants approvals says so), and the approval UI takes any free port, since instances run side by side.
+ */
+export function testConfig(unlisted: "ask" | "deny" = "deny"): string {
+  const config = GLOBAL_CONFIG_TEMPLATE.replace(/^  unlisted: ask$/m, `  unlisted: ${unlisted}`).replace(/^  port: 9999$/m, "  port: 0");
+  assert.ok(config.includes(`unlisted: ${unlisted}`) && config.includes("port: 0"), "the config template changed: update testConfig");
+  return config;
+}
+
+export function createInstance(prefix = "ct", options: { unlisted?: "ask" | "deny" } = {}): TestInstance {
   // Short paths: unix socket paths are limited to 108 bytes.
   const base = mkdtempSync(join(tmpdir(), `${prefix}-`));
   const home = join(base, "h");
@@ -78,6 +89,8 @@ export function createInstance(prefix = "ct"): TestInstance {
   const hostHome = join(base, "home");
   const canaries = plantCanaries(hostHome);
   mkdirSync(project, { recursive: true });
+  mkdirSync(join(home, "config"), { recursive: true, mode: 0o700 });
+  writeFileSync(join(home, "config", "config.yaml"), testConfig(options.unlisted), { mode: 0o600 });
   initGitProject(project, (args) => spawnSync("git", ["-C", project, ...args]));
 
   const env: NodeJS.ProcessEnv = {

@@ -7,7 +7,7 @@ import type { Server as HttpServer } from "node:http";
 import { connect, type Socket } from "node:net";
 import type { AuditEvent } from "../../src/audit/log.js";
 import { ProxySchema, type ProxySettings } from "../../src/config/schema.js";
-import { EgressContext } from "../../src/guardian/proxy/context.js";
+import { EgressContext, type AskHuman } from "../../src/guardian/proxy/context.js";
 import { EgressEndpoint } from "../../src/guardian/proxy/endpoint.js";
 import { createHttpProxy } from "../../src/guardian/proxy/http.js";
 import {
@@ -53,6 +53,8 @@ export interface EndpointOptions {
   httpServer?: HttpServer;
   /** Make the policy lookup throw (a project whose policy failed to load). */
   policyError?: string;
+  /** Asks about unlisted hosts (settings.unlisted must be "ask"); without it they are refused at once. */
+  ask?: AskHuman;
 }
 
 export interface TestEndpoint {
@@ -70,17 +72,18 @@ export async function openEndpoint(options: EndpointOptions = {}): Promise<TestE
   const overrides = new Map(Object.entries(options.overrides ?? {}));
   const audit: AuditEvent[] = [];
   const cloister = options.cloister ?? "c1";
-  const context = new EgressContext(
+  const context = new EgressContext({
     cloister,
-    "proj",
-    options.token ?? TOKEN,
-    () => settings,
-    () => {
+    project: "proj",
+    token: options.token ?? TOKEN,
+    settings: () => settings,
+    policy: () => {
       if (options.policyError !== undefined) throw new Error(options.policyError);
       return { policy, overrides, project: "proj" };
     },
-    (event) => audit.push(event),
-  );
+    audit: (event) => audit.push(event),
+    ask: options.ask,
+  });
   const httpServer = options.httpServer ?? createHttpProxy(settings);
   const dir = mkdtempSync("/tmp/cp-");
   const endpoint = await EgressEndpoint.open(context, dir, () => httpServer);

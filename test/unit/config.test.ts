@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { parse as parseYamlPlain } from "yaml";
 import { CloisterError } from "../../src/errors.js";
 import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "../../src/config/atomic-write.js";
+import { DEFAULT_HOSTEXEC_RULES } from "../../src/config/hostexec-schema.js";
 import {
   ConfigError,
   effectiveConfig,
@@ -247,9 +248,12 @@ describe("schema: defaults and template", () => {
         max_connections: 1024,
         max_header_size: 32 * 1024,
         max_headers: 100,
+        unlisted: "ask",
+        approval_timeout: 60_000,
       },
       audit: { max_size: 64 * 1024 * 1024, keep: 10 },
-      ui: {},
+      ui: { port: 9999 },
+      hostexec: { rules: [...DEFAULT_HOSTEXEC_RULES], timeout: 300_000, approval_timeout: 300_000, max_output: 16 * 1024 * 1024, rate_limit: 30 },
     });
   });
 
@@ -267,6 +271,7 @@ describe("schema: defaults and template", () => {
       sandbox: { protect: [], env: [], mounts: [] },
       limits: {},
       proxy: { allow: [], deny: [] },
+      hostexec: { rules: [] },
     });
   });
 
@@ -342,6 +347,7 @@ describe("schema: good values", () => {
       sandbox: { protect: [], env: [], mounts: [] },
       limits: { memory: 2 * GiB, timeout: null },
       proxy: { allow: [], deny: [] },
+      hostexec: { rules: [] },
     });
   });
 
@@ -526,13 +532,24 @@ describe("unknown keys", () => {
 
   test("a key nothing like any valid key lists the valid keys", () => {
     const error = configError("zzzzzzzz: 1\n");
-    assert.equal(error.hint, "valid keys here: defaults, limits, sandbox, proxy, audit, ui");
+    assert.equal(error.hint, "valid keys here: defaults, limits, sandbox, proxy, audit, ui, hostexec");
   });
 
-  test("ui takes no keys yet", () => {
+  test("an unknown ui key names the valid ones", () => {
     const error = configError("ui:\n  theme: dark\n");
     assert.deepEqual([error.line, error.column, error.key], [2, 3, "ui.theme"]);
-    assert.equal(error.hint, "ui has no settings yet");
+    assert.equal(error.hint, "valid keys here: port");
+  });
+
+  test("approval settings: unlisted is ask or deny, timeouts and ports are checked", () => {
+    assert.equal(parseConfigText("proxy:\n  unlisted: deny\n  approval_timeout: 5m\n", FILE, "global").proxy.approval_timeout, 300_000);
+    const unlisted = configError("proxy:\n  unlisted: maybe\n");
+    assert.deepEqual([unlisted.line, unlisted.key], [2, "proxy.unlisted"]);
+    assert.match(unlisted.message, /expected ask or deny, found text "maybe"/);
+    assert.match(configError("proxy:\n  approval_timeout: 0s\n").message, /approval timeout must be more than 0/);
+    assert.match(configError("proxy:\n  approval_timeout: 30d\n").message, /at most 24 days/);
+    assert.match(configError("ui:\n  port: 70000\n").message, /whole number from 0 to 65535/);
+    assert.equal(parseConfigText("ui:\n  port: 0\n", FILE, "global").ui.port, 0);
   });
 
   test("project files suggest project keys", () => {
@@ -699,7 +716,7 @@ describe("effectiveConfig", () => {
     });
     assert.deepEqual(effective.refs, { lib: "/srv/lib" });
     assert.deepEqual(effective.defaults, { shell: "/bin/bash", network: true });
-    assert.deepEqual(effective.ui, {});
+    assert.deepEqual(effective.ui, { port: 9999 });
   });
 
   test("an empty project changes nothing", () => {

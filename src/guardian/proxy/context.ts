@@ -1,9 +1,27 @@
 import { timingSafeEqual } from "node:crypto";
+import type { Socket } from "node:net";
 import type { AuditEvent } from "../../audit/log.js";
 import type { ProxySettings } from "../../config/schema.js";
-import { hostText, type Host } from "../../policy/hosts.js";
-import { judge, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
+import { decide, type Decision } from "../../policy/egress.js";
+import { formatAuthority, hostText, type Host } from "../../policy/hosts.js";
+import type { Outcome } from "../approvals/queue.js";
+import { admit, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
 import { UpstreamAgent, type TunnelResult } from "./tunnel.js";
+
+/** Asks a human about an unlisted destination; resolves when answered, timed out or abandoned. */
+export type AskHuman = (host: Host, port: number, signal: AbortSignal) => Promise<Outcome>;
+
+export interface EgressContextOptions {
+  cloister: string;
+  project: string;
+  token: string;
+  settings: () => ProxySettings;
+  /** The policy to judge with now; throws when there is none (the request is then refused). */
+  policy: () => JudgeInput;
+  audit: (event: AuditEvent) => void;
+  /** Without it, an unlisted destination is refused at once whatever `proxy.unlisted` says. */
+  ask?: AskHuman;
+}
 
 /**
  * One cloister as its egress endpoint sees it. The endpoint (the socket a connection arrived on)
@@ -11,20 +29,16 @@ import { UpstreamAgent, type TunnelResult } from "./tunnel.js";
  * applies to the next request without touching live tunnels.
  */
 export class EgressContext {
+  readonly cloister: string;
+  readonly project: string;
   private readonly token: Buffer;
   /** This cloister's kept-alive origin connections for plain HTTP. */
   readonly upstream = new UpstreamAgent(() => this.settings.connect_timeout);
 
-  constructor(
-    readonly cloister: string,
-    readonly project: string,
-    token: string,
-    private readonly currentSettings: () => ProxySettings,
-    /** The policy to judge with now; throws when there is none (the request is then refused). */
-    private readonly currentPolicy: () => JudgeInput,
-    private readonly auditSink: (event: AuditEvent) => void,
-  ) {
-    this.token = Buffer.from(token);
+  constructor(private readonly options: EgressContextOptions) {
+    this.cloister = options.cloister;
+    this.project = options.project;
+    this.token = Buffer.from(options.token);
   }
 
   /** The cloister is gone: its pooled origin connections close with it. */
@@ -33,7 +47,7 @@ export class EgressContext {
   }
 
   get settings(): ProxySettings {
-    return this.currentSettings();
+    return this.options.settings();
   }
 
   /**
@@ -55,11 +69,22 @@ export class EgressContext {
     return this.tokenMatches(colon < 0 ? Buffer.alloc(0) : decoded.subarray(colon + 1));
   }
 
-  /** Judges a destination and audits the decision. */
-  async judge(protocol: Protocol, host: Host, port: number): Promise<Verdict> {
+  /**
+   * Judges a destination and audits the decision. An unlisted one is held for a human when
+   * `proxy.unlisted` is ask; `client` closing meanwhile withdraws the question.
+   */
+  async judge(protocol: Protocol, host: Host, port: number, client: Socket): Promise<Verdict> {
     let verdict: Verdict;
+    let approval: Outcome | undefined;
     try {
-      verdict = await judge(this.currentPolicy(), host, port);
+      const input = this.options.policy();
+      let decision = decide(input.policy, host, port);
+      if (decision.verdict === "unlisted" && this.options.ask && this.settings.unlisted === "ask") {
+        approval = await this.options.ask(host, port, closeSignal(client));
+        // Re-read: the answer may have changed the policy (a project or global rule).
+        decision = approvedDecision(approval);
+      }
+      verdict = approval?.verdict === "deny" ? humanRefusal(approval, host, port, decision, this.settings.approval_timeout) : await admit(this.options.policy(), host, port, decision);
     } catch (error) {
       // The policy could not be consulted (e.g. the project's tier failed to load): refuse.
       verdict = { ok: false, status: 403, reason: "denied", message: `cloister: egress refused: the guardian cannot apply this project's policy (${(error as Error).message}); see \`cloister guardian status\`` };
@@ -73,6 +98,7 @@ export class EgressContext {
       decision: verdict.ok ? "allow" : verdict.reason,
       rule: verdict.decision?.rule?.text ?? null,
       tier: verdict.decision?.rule?.tier ?? null,
+      ...(approval ? { approvalRequest: approval.requestId, approvalScope: approval.scope, approvedBy: approval.by } : {}),
     });
     return verdict;
   }
@@ -98,6 +124,33 @@ export class EgressContext {
   }
 
   private audit(event: AuditEvent): void {
-    this.auditSink({ ...event, cloister: this.cloister, project: this.project });
+    this.options.audit({ ...event, cloister: this.cloister, project: this.project });
   }
+}
+
+/** Aborts when the client's connection closes: nobody is left to hold a request for. */
+function closeSignal(client: Socket): AbortSignal {
+  const controller = new AbortController();
+  if (client.destroyed) controller.abort();
+  else client.once("close", () => controller.abort());
+  return controller.signal;
+}
+
+/** A human's allow as a policy decision (the tier says how long it lasts; "once" lasts for this request). */
+function approvedDecision(outcome: Outcome): Decision {
+  if (outcome.verdict !== "allow") return { verdict: "deny", allowPrivate: false };
+  const tier = outcome.scope === "global" || outcome.scope === "project" ? outcome.scope : "session";
+  return { verdict: "allow", rule: { text: outcome.rule ?? "(approved once)", tier, list: "allow" }, allowPrivate: false };
+}
+
+/** The 403 after a human said no, or nobody answered: it says which, so the agent can explain it. */
+function humanRefusal(outcome: Outcome, host: Host, port: number, decision: Decision, timeoutMs: number): Verdict {
+  const target = formatAuthority(host, port);
+  const how = `ask the user to allow it in the approval UI (\`cloister ui\` on the host) or to run \`cloister allow ${target}\``;
+  const why =
+    outcome.by === "timeout" ? `nobody answered the approval request within ${Math.round(timeoutMs / 1000)} s, which counts as a denial; ${how}`
+    : outcome.by === "flood" ? `too many requests of this cloister are waiting for approval already; wait for answers and retry`
+    : outcome.by === "cancelled" ? "the request was withdrawn before anyone answered"
+    : `it was denied by a human (${outcome.by}, scope ${outcome.scope})`;
+  return { ok: false, status: 403, reason: "denied", message: `cloister: egress to ${target} refused: ${why}.`, decision };
 }

@@ -8,13 +8,15 @@ import { serveSocks } from "./socks.js";
 
 /** First byte of every SOCKS5 greeting; no HTTP request line starts with it. */
 const SOCKS_VERSION = 0x05;
+/** First byte of a hostexec connection's magic (see hostexec/wire.ts): neither a letter nor 0x05. */
+const HOSTEXEC_MAGIC = 0xc7;
 /** The first bytes must arrive this quickly after connecting; a silent connection is dropped. */
 const FIRST_BYTES_TIMEOUT_MS = 15_000;
 
 /**
  * One listening unix socket per cloister, bind-mounted read-only into that cloister alone: the
- * socket a connection arrives on says which cloister is speaking (DESIGN.md decision 4). HTTP and
- * SOCKS5 share it and are told apart by the first byte. Closing the endpoint (cloister stopped)
+ * socket a connection arrives on says which cloister is speaking (DESIGN.md decision 4). HTTP,
+ * SOCKS5 and hostexec share it and are told apart by the first byte. Closing the endpoint (cloister stopped)
  * cuts every connection it carries and, with it, the token's use.
  */
 export class EgressEndpoint {
@@ -25,16 +27,18 @@ export class EgressEndpoint {
     readonly context: EgressContext,
     readonly socketPath: string,
     private readonly httpServer: () => HttpServer,
+    /** Serves a hostexec connection; without it (tests, --no-hostexec) such connections are closed. */
+    private readonly hostexec?: (socket: Socket) => void,
   ) {
     // Half-open: a client that has sent everything still receives the whole answer.
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket));
   }
 
-  static async open(context: EgressContext, socketDir: string, httpServer: () => HttpServer): Promise<EgressEndpoint> {
+  static async open(context: EgressContext, socketDir: string, httpServer: () => HttpServer, hostexec?: (socket: Socket) => void): Promise<EgressEndpoint> {
     mkdirSync(socketDir, { recursive: true, mode: 0o700 });
     const socketPath = join(socketDir, "proxy.sock");
     rmSync(socketPath, { force: true });
-    const endpoint = new EgressEndpoint(context, socketPath, httpServer);
+    const endpoint = new EgressEndpoint(context, socketPath, httpServer, hostexec);
     await new Promise<void>((resolve, reject) => {
       endpoint.server.once("error", reject);
       endpoint.server.listen({ path: socketPath, backlog: 1024 }, () => resolve());
@@ -77,6 +81,13 @@ export class EgressEndpoint {
     socket.unshift(first);
     socket.setTimeout(this.context.settings.idle_timeout);
     if (first[0] === SOCKS_VERSION) serveSocks(this.context, socket);
+    else if (first[0] === HOSTEXEC_MAGIC) this.serveHostexec(socket);
     else serveHttp(this.httpServer(), this.context, socket);
+  }
+
+  private serveHostexec(socket: Socket): void {
+    if (this.hostexec) return this.hostexec(socket);
+    this.context.refused("hostexec", "unsupported", "hostexec is not served on this endpoint");
+    socket.destroy();
   }
 }

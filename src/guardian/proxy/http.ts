@@ -125,7 +125,7 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
     context.refused("connect", "invalid", conflict);
     return void client.end(rawResponse(400, "Bad Request", `cloister: ${conflict}\n`));
   }
-  const verdict = await context.judge("connect", target.host, target.port);
+  const verdict = await context.judge("connect", target.host, target.port, client);
   if (!verdict.ok) return void client.end(rawResponse(verdict.status, statusText(verdict.status), `${verdict.message}\n`));
   let upstream: Socket;
   try {
@@ -175,7 +175,7 @@ async function forward(context: EgressContext, req: IncomingMessage, res: Server
     context.refused("http", "invalid", target.error);
     return reply(res, 400, `cloister: ${target.error}\n`);
   }
-  const verdict = await context.judge("http", target.host, target.port);
+  const verdict = await context.judge("http", target.host, target.port, req.socket);
   if (!verdict.ok) return reply(res, verdict.status, `${verdict.message}\n`);
   const started = Date.now();
   await new Promise<void>((done) => relay(context, verdict, req, res, target.path, started, done));

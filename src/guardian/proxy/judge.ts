@@ -4,7 +4,7 @@ import { isHostAddress } from "./local-addresses.js";
 import { decide, refusalMessage, type Decision, type Policy } from "../../policy/egress.js";
 import { canonicalHost, type Host } from "../../policy/hosts.js";
 
-export type Protocol = "connect" | "http" | "socks";
+export type Protocol = "connect" | "http" | "socks" | "hostexec";
 
 /** The destination a request may go to: exactly this address is dialed, this authority is logged. */
 export interface Admitted {
@@ -46,7 +46,14 @@ export interface JudgeInput {
  * `address` and nothing else, so what was checked is what is reached.
  */
 export async function judge(input: JudgeInput, host: Host, port: number): Promise<Verdict> {
-  const decision = decide(input.policy, host, port);
+  return admit(input, host, port, decide(input.policy, host, port));
+}
+
+/**
+ * The second half of `judge`, for a decision already taken (by the policy, or by a human answering
+ * for an unlisted host): refuses what the decision refuses, and finds the address to dial.
+ */
+export async function admit(input: JudgeInput, host: Host, port: number, decision: Decision): Promise<Verdict> {
   if (decision.verdict !== "allow") {
     const message = `cloister: ${refusalMessage(decision, host, port, input.project)}`;
     return { ok: false, status: 403, reason: decision.verdict === "deny" ? "denied" : "unlisted", message, decision };

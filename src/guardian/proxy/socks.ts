@@ -81,7 +81,7 @@ async function session(context: EgressContext, socket: Socket, reader: Handshake
     return void socket.end(encodeReply(SocksReply.GeneralFailure));
   }
 
-  const verdict = await context.judge("socks", host, request.port);
+  const verdict = await context.judge("socks", host, request.port, socket);
   if (!verdict.ok) return void socket.end(encodeReply(refusalReply(verdict)));
   let upstream: Socket;
   try {

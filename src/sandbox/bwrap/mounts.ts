@@ -38,6 +38,8 @@ export interface MountFacts {
   guardianSocketDir?: string;
   /** The init binary on the host. */
   initBinary: string;
+  /** The hostexec client on the host; mounted only with a guardian socket (it has no other channel). */
+  hostexecBinary?: string;
   tmpfsBytes: number;
 }
 
@@ -45,6 +47,8 @@ export const WORK_DIR = "/work";
 export const CLOISTER_RUN_DIR = "/run/cloister";
 export const INIT_PATH = `${CLOISTER_RUN_DIR}/init`;
 export const GUARDIAN_SOCKET_DIR = `${CLOISTER_RUN_DIR}/guardian`;
+/** On PATH inside the cloister (see env.ts). */
+export const HOSTEXEC_PATH = `${CLOISTER_RUN_DIR}/bin/hostexec`;
 /** /run only holds cloister plumbing and pid files: a small cap keeps it from becoming a memory sink. */
 const RUN_TMPFS_BYTES = 16 * 1024 * 1024;
 
@@ -111,5 +115,6 @@ function projectView(f: MountFacts): MountOp[] {
 function plumbing(f: MountFacts): MountOp[] {
   const ops: MountOp[] = [{ op: "ro-bind", src: f.initBinary, dest: INIT_PATH }];
   if (f.guardianSocketDir) ops.push({ op: "ro-bind", src: f.guardianSocketDir, dest: GUARDIAN_SOCKET_DIR });
+  if (f.guardianSocketDir && f.hostexecBinary) ops.push({ op: "ro-bind", src: f.hostexecBinary, dest: HOSTEXEC_PATH });
   return ops;
 }

@@ -1,0 +1,159 @@
+import { spawn } from "node:child_process";
+import { request as httpRequest } from "node:http";
+import type { Command } from "commander";
+import { resolvePaths, type CloisterPaths } from "../config/paths.js";
+import { CloisterError } from "../errors.js";
+import { ensureGuardian, guardianCall } from "../guardian/control-client.js";
+import { SCOPES, type ApprovalEvent, type DecisionView, type Pending, type Scope, type Verdict } from "../guardian/approvals/types.js";
+import { visible, visibleArgv } from "../policy/visible.js";
+
+/**
+ * Approvals without a browser: list what waits, answer it, watch it arrive. Everything goes through
+ * the guardian's control socket (0600), the same authority the UI's login link comes from.
+ */
+
+interface AnswerFlags {
+  scope?: string;
+  wildcard?: boolean;
+  json?: boolean;
+}
+
+export function registerApprovalCommands(program: Command): void {
+  program
+    .command("approvals")
+    .description("list domain and host-command requests waiting for a human decision")
+    .option("--json", "machine-readable output (with --watch: one JSON event per line)")
+    .option("--watch", "keep running and print requests as they arrive and leave")
+    .action(async (flags: { json?: boolean; watch?: boolean }) => {
+      const paths = resolvePaths();
+      await ensureGuardian(paths);
+      if (flags.watch) return watch(paths, flags.json === true);
+      const { pending, recent } = await guardianCall<{ pending: Pending[]; recent: DecisionView[] }>(paths, "GET", "/v1/approvals");
+      if (flags.json) return void process.stdout.write(`${JSON.stringify({ pending, recent }, null, 2)}\n`);
+      if (pending.length === 0) return void process.stdout.write("No requests are waiting.\n");
+      process.stdout.write(`${pending.map(describePending).join("\n")}\n\nAnswer with \`cloister approve ID [--scope S]\` or \`cloister deny ID [--scope S]\` (an unambiguous start of the ID is enough).\n`);
+    });
+
+  program
+    .command("approve")
+    .description("allow a waiting request (see `cloister approvals`)")
+    .argument("<id>", "the request id, or an unambiguous start of it (at least 6 characters)")
+    .option("--scope <scope>", `how long the answer lasts: ${SCOPES.join(", ")}`, "once")
+    .option("--wildcard", "allow the offered wildcard (e.g. *.cdn.example.com) instead of the exact host")
+    .option("--json", "print the decision as JSON")
+    .action(async (id: string, flags: AnswerFlags) => {
+      const paths = resolvePaths();
+      await ensureGuardian(paths);
+      const requestId = await resolveRequestId(paths, id);
+      if (!requestId) throw new CloisterError(`no waiting request matches ${JSON.stringify(id)}`, "see `cloister approvals`");
+      await answer(paths, requestId, "allow", flags);
+    });
+
+  program
+    .command("ui")
+    .description("print a login link to the approval UI (valid once, for 2 minutes)")
+    .option("--open", "open the link in the desktop's browser (xdg-open)")
+    .option("--token", "print the UI's API token for scripts instead (Authorization: Bearer TOKEN)")
+    .option("--json", "print {url, loginUrl, token} as JSON")
+    .action(async (flags: { open?: boolean; token?: boolean; json?: boolean }) => {
+      const paths = resolvePaths();
+      await ensureGuardian(paths);
+      const ui = await guardianCall<{ url: string; loginUrl: string; token: string }>(paths, "GET", "/v1/ui");
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(ui, null, 2)}\n`);
+      if (flags.token) return void process.stdout.write(`${ui.token}\n`);
+      process.stdout.write(`${ui.loginUrl}\n`);
+      if (flags.open) spawn("xdg-open", [ui.loginUrl], { stdio: "ignore", detached: true }).on("error", () => process.stderr.write("cloister: xdg-open is not available; open the link above yourself\n")).unref();
+    });
+}
+
+/**
+ * `cloister deny ID`: when the argument names a waiting request, it is answered; otherwise the
+ * caller treats it as a rule (`cloister deny example.com`). Returns whether it was a request.
+ */
+export async function denyIfRequest(idOrRule: string, flags: AnswerFlags): Promise<boolean> {
+  const paths = resolvePaths();
+  await ensureGuardian(paths);
+  const requestId = await resolveRequestId(paths, idOrRule);
+  if (!requestId) {
+    if (flags.scope !== undefined || flags.wildcard) throw new CloisterError(`no waiting request matches ${JSON.stringify(idOrRule)}`, "see `cloister approvals`");
+    return false;
+  }
+  await answer(paths, requestId, "deny", flags);
+  return true;
+}
+
+async function answer(paths: CloisterPaths, requestId: string, verdict: Verdict, flags: AnswerFlags): Promise<void> {
+  const scope = (flags.scope ?? "once") as Scope;
+  if (!SCOPES.includes(scope)) throw new CloisterError(`--scope must be one of ${SCOPES.join(", ")}`);
+  const decision = await guardianCall<DecisionView>(paths, "POST", `/v1/approvals/${requestId}/answer`, { verdict, scope, wildcard: flags.wildcard === true });
+  if (flags.json) return void process.stdout.write(`${JSON.stringify(decision, null, 2)}\n`);
+  const what = verdict === "allow" ? "Allowed" : "Denied";
+  const kept = decision.rule ? ` (rule ${decision.rule})` : "";
+  process.stderr.write(`${what} ${describeSubject(decision.subject)} for ${decision.cloister}, scope ${decision.scope}${kept}.\n`);
+}
+
+/** A full id, or the one waiting request whose id starts with `given` (at least 6 hex characters). */
+async function resolveRequestId(paths: CloisterPaths, given: string): Promise<string | undefined> {
+  if (!/^[0-9a-f]{6,32}$/.test(given)) return undefined;
+  const { pending } = await guardianCall<{ pending: Pending[] }>(paths, "GET", "/v1/approvals");
+  const matches = pending.filter((request) => request.id.startsWith(given));
+  if (matches.length > 1) throw new CloisterError(`${JSON.stringify(given)} starts ${matches.length} request ids`, "give more characters of the id");
+  return matches[0]?.id;
+}
+
+function describePending(request: Pending): string {
+  const left = Math.max(0, Math.round((Date.parse(request.expiresAt) - Date.now()) / 1000));
+  const where = `${visible(request.cloister)}${request.branch ? ` (${visible(request.branch)})` : ""}`;
+  if (request.kind === "domain") {
+    const wildcard = request.wildcard ? `; --wildcard allows ${request.wildcard}` : "";
+    return `${request.id}  domain   ${where}  ${request.host}:${request.port}  ${left}s left${wildcard}`;
+  }
+  return `${request.id}  command  ${where}  ${visibleArgv(request.argv)}  ${left}s left`;
+}
+
+function describeSubject(subject: string | string[]): string {
+  return Array.isArray(subject) ? visibleArgv(subject) : subject;
+}
+
+function describeEvent(event: ApprovalEvent | { type: "snapshot"; pending: Pending[] }): string | undefined {
+  switch (event.type) {
+    case "snapshot":
+      return event.pending.length === 0 ? "No requests are waiting; watching for new ones (Ctrl-C to stop)." : event.pending.map(describePending).join("\n");
+    case "added":
+      return describePending(event.request);
+    case "removed":
+      return `${event.id}  ${event.outcome}`;
+    case "decided":
+      return undefined;
+  }
+}
+
+/** Streams the guardian's approval events until interrupted (or the guardian stops). */
+function watch(paths: CloisterPaths, json: boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath: paths.guardianSocket, method: "GET", path: "/v1/approvals/events" }, (res) => {
+      let buffered = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        buffered += chunk;
+        let newline: number;
+        while ((newline = buffered.indexOf("\n")) >= 0) {
+          const line = buffered.slice(0, newline);
+          buffered = buffered.slice(newline + 1);
+          if (json) process.stdout.write(`${line}\n`);
+          else {
+            const text = describeEvent(JSON.parse(line) as ApprovalEvent);
+            if (text) process.stdout.write(`${text}\n`);
+          }
+        }
+      });
+      res.on("end", () => reject(new CloisterError("the guardian stopped")));
+    });
+    req.on("error", reject);
+    process.once("SIGINT", () => {
+      req.destroy();
+      resolve();
+    });
+    req.end();
+  });
+}

@@ -1,0 +1,202 @@
+/**
+ * Domain approvals end to end: a real cloister's curl to an unlisted loopback server is held by the
+ * real guardian until it is answered through the CLI or the JSON API; each scope lasts exactly as
+ * documented, also across a guardian restart; denials and timeouts give a 403 that says so.
+ */
+import assert from "node:assert/strict";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import type { DecisionView, Pending } from "../../src/guardian/approvals/types.js";
+import { createInstance, spawnCli, waitUntil, type LiveCli, type TestInstance } from "../helpers/cloister.js";
+import { startHttpUpstream, type Upstream } from "../fixtures/upstreams.js";
+
+describe("domain approvals", () => {
+  let t: TestInstance;
+  let web: Upstream;
+  const names = ["a.test", "b.test", "c.test", "d.test", "e.test", "f.test", "g.test", "h.test", "timeout.test", "x.api.test"];
+  const first = "appr";
+  const second = "appr-two";
+
+  const curl = (cloister: string, host: string, path = "/x"): LiveCli =>
+    spawnCli(t, ["exec", cloister, "--", "curl", "-sS", "-m", "60", "-o", "/dev/null", "-w", "%{http_code}", `http://${host}:${web.port}${path}`]);
+  const curlBody = (cloister: string, host: string): LiveCli => spawnCli(t, ["exec", cloister, "--", "curl", "-sS", "-m", "60", `http://${host}:${web.port}/body`]);
+
+  async function pendingFor(host: string, cloister = first): Promise<Pending> {
+    let found: Pending | undefined;
+    await waitUntil(`a pending request for ${host} from ${cloister}`, async () => {
+      const r = await t.cli(["approvals", "--json"]);
+      const { pending } = JSON.parse(r.stdout) as { pending: Pending[] };
+      found = pending.find((p) => p.kind === "domain" && p.host === host && p.cloister === cloister);
+      return found !== undefined;
+    });
+    return found as Pending;
+  }
+
+  async function answer(verdict: "approve" | "deny", id: string, ...flags: string[]): Promise<void> {
+    const r = await t.cli([verdict, id, ...flags]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+
+  async function ui(): Promise<{ url: string; token: string }> {
+    const r = await t.cli(["ui", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as { url: string; token: string };
+  }
+
+  before(async () => {
+    t = createInstance("ap", { unlisted: "ask" });
+    web = await startHttpUpstream();
+    const resolve = names.flatMap((name) => ["--resolve", `${name}=127.0.0.1`]);
+    for (const name of [first, second]) {
+      const r = await t.cli(["start", "-d", "--name", name, ...resolve]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+  });
+  after(async () => {
+    await t.teardown();
+    await web.close();
+  });
+
+  it("holds an unlisted request until approved once through the CLI; once is not remembered", async () => {
+    const held = curl(first, "a.test", "/once");
+    const request = await pendingFor("a.test");
+    assert.equal(web.requests.filter((r) => r.url === "/once").length, 0, "nothing reaches the server while the request is held");
+    assert.equal(request.kind === "domain" && request.rule, `a.test:${web.port}`);
+    await answer("approve", request.id.slice(0, 8));
+    const r = await held.done;
+    assert.equal(r.stdout, "200", r.stderr);
+    // "once" lasts for that request only: the next one asks again.
+    const again = curl(first, "a.test", "/again");
+    const next = await pendingFor("a.test");
+    assert.notEqual(next.id, request.id);
+    await answer("deny", next.id);
+    const denied = await again.done;
+    assert.equal(denied.stdout, "403");
+  });
+
+  it("a denial and a timeout give a 403 that says which, and the server sees nothing", async () => {
+    const held = curlBody(first, "b.test");
+    await answer("deny", (await pendingFor("b.test")).id);
+    const r = await held.done;
+    assert.match(r.stdout, /refused: it was denied by a human \(cli, scope once\)/);
+
+    const configFile = join(t.home, "config", "config.yaml");
+    const good = readFileSync(configFile, "utf8");
+    writeFileSync(configFile, good.replace("approval_timeout: 60s", "approval_timeout: 2s"));
+    assert.equal((await t.cli(["guardian", "reload"])).code, 0);
+    try {
+      const timedOut = await curlBody(first, "timeout.test").done;
+      assert.match(timedOut.stdout, /nobody answered the approval request within 2 s, which counts as a denial/);
+    } finally {
+      writeFileSync(configFile, good);
+      assert.equal((await t.cli(["guardian", "reload"])).code, 0);
+    }
+    assert.equal(web.requests.filter((q) => q.headers.host?.startsWith("b.test") || q.headers.host?.startsWith("timeout.test")).length, 0);
+  });
+
+  it("coalesces identical requests of one cloister into one question with one answer", async () => {
+    const a = curl(first, "c.test", "/c1");
+    const b = curl(first, "c.test", "/c2");
+    await waitUntil("both requests to wait on one question", async () => {
+      const { pending } = JSON.parse((await t.cli(["approvals", "--json"])).stdout) as { pending: Pending[] };
+      const mine = pending.filter((p) => p.kind === "domain" && p.host === "c.test");
+      return mine.length === 1 && mine[0]?.kind === "domain" && mine[0].waiting === 2;
+    });
+    await answer("approve", (await pendingFor("c.test")).id);
+    assert.deepEqual([(await a.done).stdout, (await b.done).stdout], ["200", "200"]);
+  });
+
+  it("a session answer lasts for that cloister only, also across a guardian restart", async () => {
+    const held = curl(first, "d.test");
+    await answer("approve", (await pendingFor("d.test")).id, "--scope", "session");
+    assert.equal((await held.done).stdout, "200");
+    assert.equal((await curl(first, "d.test").done).stdout, "200", "no second question for the same cloister");
+
+    // The other cloister of the same project is asked (and denied here).
+    const other = curl(second, "d.test");
+    await answer("deny", (await pendingFor("d.test", second)).id);
+    assert.equal((await other.done).stdout, "403");
+
+    await t.cli(["guardian", "stop"]);
+    // stop also stops the cloisters: start them again, and check a restart that keeps them.
+    for (const name of [first, second]) await t.cli(["start", "-d", "--name", name, ...names.flatMap((n) => ["--resolve", `${n}=127.0.0.1`])]);
+    const held2 = curl(first, "d.test");
+    await answer("approve", (await pendingFor("d.test")).id, "--scope", "session");
+    assert.equal((await held2.done).stdout, "200");
+    const pid = Number(readFileSync(join(t.home, "run", "guardian.pid"), "utf8"));
+    process.kill(pid, "SIGKILL");
+    assert.equal((await curl(first, "d.test").done).stdout, "200", "remembered across a guardian crash");
+  });
+
+  it("a project answer goes to the decision file, releases the project's other waiting cloisters, and survives a restart", async () => {
+    const a = curl(first, "e.test");
+    const b = curl(second, "e.test");
+    const request = await pendingFor("e.test");
+    await pendingFor("e.test", second);
+    await answer("approve", request.id, "--scope", "project");
+    assert.deepEqual([(await a.done).stdout, (await b.done).stdout], ["200", "200"]);
+    const projectFiles = join(t.home, "config", "decisions", "projects");
+    const file = readFileSync(join(projectFiles, readdirOne(projectFiles)), "utf8");
+    assert.match(file, new RegExp(`e\\.test:${web.port}`));
+
+    await t.cli(["guardian", "stop"]);
+    for (const name of [first, second]) await t.cli(["start", "-d", "--name", name, ...names.flatMap((n) => ["--resolve", `${n}=127.0.0.1`])]);
+    assert.equal((await curl(second, "e.test").done).stdout, "200");
+  });
+
+  it("answers through the JSON API with the UI's bearer token: a global wildcard, then undo", async () => {
+    const { url, token } = await ui();
+    const auth = { authorization: `Bearer ${token}` };
+    const held = curl(first, "x.api.test");
+    await pendingFor("x.api.test");
+    const listed = (await (await fetch(`${url}/api/pending`, { headers: auth })).json()) as { requests: Pending[] };
+    const request = listed.requests.find((p) => p.kind === "domain" && p.host === "x.api.test");
+    assert.ok(request && request.kind === "domain");
+    assert.equal(request.wildcard, `*.api.test:${web.port}`);
+    const response = await fetch(`${url}/api/requests/${request.id}/answer`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ verdict: "allow", scope: "global", wildcard: true }),
+    });
+    assert.equal(response.status, 200);
+    const decision = (await response.json()) as DecisionView;
+    assert.equal(decision.rule, `*.api.test:${web.port}`);
+    assert.equal(decision.by, "api");
+    assert.equal((await held.done).stdout, "200");
+    assert.match(readFileSync(join(t.home, "config", "decisions", "global.yaml"), "utf8"), /\*\.api\.test/);
+
+    const undo = await fetch(`${url}/api/decisions/${decision.id}/undo`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: "{}" });
+    assert.equal(undo.status, 200);
+    assert.doesNotMatch(readFileSync(join(t.home, "config", "decisions", "global.yaml"), "utf8"), /\*\.api\.test/);
+    // A second answer to the same id is refused: ids are single use.
+    const reused = await fetch(`${url}/api/requests/${request.id}/answer`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ verdict: "allow", scope: "once" }),
+    });
+    assert.equal(reused.status, 404);
+  });
+
+  it("with proxy.unlisted: deny nothing is held; `cloister approvals` says nothing waits", async () => {
+    const configFile = join(t.home, "config", "config.yaml");
+    const good = readFileSync(configFile, "utf8");
+    writeFileSync(configFile, good.replace("unlisted: ask", "unlisted: deny"));
+    assert.equal((await t.cli(["guardian", "reload"])).code, 0);
+    try {
+      const r = await curlBody(first, "h.test").done;
+      assert.match(r.stdout, /not on any allowlist/);
+      assert.match((await t.cli(["approvals"])).stdout, /No requests are waiting/);
+    } finally {
+      writeFileSync(configFile, good);
+      await t.cli(["guardian", "reload"]);
+    }
+    assert.ok(existsSync(configFile));
+  });
+});
+
+function readdirOne(dir: string): string {
+  const files = readdirSync(dir);
+  assert.equal(files.length, 1, `one decision file in ${dir}: ${files.join(", ")}`);
+  return files[0] as string;
+}
