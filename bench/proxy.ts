@@ -203,7 +203,7 @@ function sink(onText: (text: string) => void): Writable {
 }
 
 /** node as the cloister sees it: /usr is the host's, so this node is there too. */
-function nodeInside(): string {
+export function nodeInside(): string {
   return process.execPath.startsWith("/usr/") ? process.execPath : "node";
 }
 
@@ -249,12 +249,12 @@ function bundleClient(project: string): string {
   return outfile;
 }
 
-/** Raises proxy.max_connections in the instance's config.yaml; returns how to put it back. */
-function raiseMaxConnections(host: ProxyBenchHost, value: number): () => void {
+/** Sets one key in the instance's config.yaml and reloads the guardian; returns how to put it back. */
+export function setConfigValue(host: Pick<ProxyBenchHost, "home" | "cli" | "env">, key: readonly string[], value: unknown): () => void {
   const file = join(host.home, "config", "config.yaml");
   const before = existsSync(file) ? readFileSync(file, "utf8") : undefined;
   const doc = parseDocument(before ?? "");
-  doc.setIn(["proxy", "max_connections"], value);
+  doc.setIn(key, value);
   writeFileSync(file, doc.toString(), { mode: 0o600 });
   reloadGuardian(host);
   return () => {
@@ -264,12 +264,12 @@ function raiseMaxConnections(host: ProxyBenchHost, value: number): () => void {
   };
 }
 
-function reloadGuardian(host: ProxyBenchHost): void {
+function reloadGuardian(host: Pick<ProxyBenchHost, "cli" | "env">): void {
   const r = spawnSyncNode(host, ["guardian", "reload"]);
   if (r.status !== 0) throw new Error(`cloister guardian reload failed: ${lastLines(r.stderr)}`);
 }
 
-function spawnSyncNode(host: ProxyBenchHost, args: string[]): { status: number | null; stderr: string } {
+function spawnSyncNode(host: Pick<ProxyBenchHost, "cli" | "env">, args: string[]): { status: number | null; stderr: string } {
   const r = spawnSync(process.execPath, [host.cli, ...args], { env: host.env, encoding: "utf8" });
   return { status: r.status, stderr: r.stderr };
 }
@@ -665,7 +665,7 @@ export async function proxySection(host: ProxyBenchHost, options: ProxyOptions):
   const setup: Setup = { host, http, blob, echo, clientPath: bundleClient(host.project), srtSettings: join(host.home, "srt-settings.json"), srtWorked: false };
   let restoreConfig: (() => void) | undefined;
   try {
-    restoreConfig = raiseMaxConnections(host, Math.max(MAX_CONNECTIONS, options.tunnels + 100));
+    restoreConfig = setConfigValue(host, ["proxy", "max_connections"], Math.max(MAX_CONNECTIONS, options.tunnels + 100));
     const ports = [http.port, blob.port, echo.port];
     writeFileSync(
       setup.srtSettings,

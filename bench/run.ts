@@ -7,13 +7,14 @@
  *   npm run bench -- --scale 1000          # also 1000 concurrent idle cloisters (a few minutes)
  *   npm run bench -- --only cli,lib        # only some sections: cli, lib, mem, scale, proxy
  *   npm run bench -- --only proxy          # the egress proxy: latency, throughput, 5000 tunnels (~2 min)
+ *   npm run bench -- --only approvals      # approval latency: held request → UI event, answer → release
  *
  * It measures the built package (dist/ and native/build/), on an isolated instance: CLOISTER_HOME is
  * a fresh directory under /tmp and the project is a throwaway git repository; both are removed, and
  * every cloister and the instance's guardian stopped, when the bench ends or is interrupted.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -46,6 +47,7 @@ import {
   type Summary,
 } from "./measure.js";
 import { proxySection, type ProxyBenchHost } from "./proxy.js";
+import { approvalsSection } from "./approvals.js";
 
 type Lib = typeof import("../dist/index.js");
 type Cloister = import("../dist/index.js").Cloister;
@@ -55,7 +57,7 @@ const CLI = join(ROOT, "dist", "bundle", "main.js");
 const DIST_INDEX = join(ROOT, "dist", "index.js");
 const INIT_BINARY = join(ROOT, "native", "build", "cloister-init");
 const SRT_BIN = join(ROOT, "node_modules", ".bin", "srt");
-const SECTIONS = ["cli", "lib", "mem", "scale", "proxy"] as const;
+const SECTIONS = ["cli", "lib", "mem", "scale", "proxy", "approvals"] as const;
 type Section = (typeof SECTIONS)[number];
 
 const TARGET_CLI_VS_SRT = 0.33;
@@ -75,6 +77,7 @@ interface Options {
   proxyRequests: number;
   proxyMib: number;
   proxyTunnels: number;
+  approvalRequests: number;
   sections: Set<Section>;
 }
 
@@ -89,6 +92,7 @@ function parseOptions(argv: string[]): Options {
       "proxy-requests": { type: "string", default: "2000" },
       "proxy-mib": { type: "string", default: "1024" },
       "proxy-tunnels": { type: "string", default: "5000" },
+      "approval-requests": { type: "string", default: "100" },
       only: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -98,7 +102,7 @@ function parseOptions(argv: string[]): Options {
     process.stdout.write(
       [
         "usage: npm run bench -- [--runs N] [--scale N] [--scale-network] [--concurrency N] [--proxy-requests N] [--proxy-mib N]",
-        "                        [--proxy-tunnels N] [--only cli,lib,mem,scale,proxy]",
+        "                        [--proxy-tunnels N] [--approval-requests N] [--only cli,lib,mem,scale,proxy,approvals]",
         "  --runs N            timed runs per row in the CLI and library sections (default 20)",
         "  --scale N           concurrent idle cloisters: 100 (default) runs 100 without and 100 with network;",
         "                      a larger N (e.g. 1000) adds N without network, which takes a few minutes",
@@ -107,7 +111,8 @@ function parseOptions(argv: string[]): Options {
         "  --proxy-requests N  small requests per kept-alive row of the proxy section (default 2000; new-connection rows: N/4)",
         "  --proxy-mib N       MiB per download and per upload in the proxy section (default 1024)",
         "  --proxy-tunnels N   CONNECT tunnels held open at once in the proxy section (default 5000)",
-        "  --only LIST         only these sections (default all: cli,lib,mem,scale,proxy); --only proxy: the egress proxy alone (~2 min)",
+        "  --approval-requests N  held requests answered through the approval UI's API (default 100)",
+        "  --only LIST         only these sections (default all: cli,lib,mem,scale,proxy,approvals); --only proxy: the egress proxy alone (~2 min)",
         "",
       ].join("\n"),
     );
@@ -128,6 +133,7 @@ function parseOptions(argv: string[]): Options {
     proxyRequests: positive("proxy-requests", values["proxy-requests"]),
     proxyMib: positive("proxy-mib", values["proxy-mib"]),
     proxyTunnels: positive("proxy-tunnels", values["proxy-tunnels"]),
+    approvalRequests: positive("approval-requests", values["approval-requests"]),
     sections: new Set(only as Section[]),
   };
 }
@@ -166,6 +172,9 @@ function makeInstance(): Instance {
   git("init", "-q");
   git("commit", "-q", "--allow-empty", "-m", "bench");
   const env = { ...process.env, CLOISTER_HOME: home };
+  // The approval UI takes any free port: the user's own guardian may hold the default one.
+  mkdirSync(join(home, "config"), { recursive: true, mode: 0o700 });
+  writeFileSync(join(home, "config", "config.yaml"), "ui:\n  port: 0\n", { mode: 0o600 });
   return { home, projectParent, project, env, keepers: new Map(), inflight: new Set(), aborting: false };
 }
 
@@ -773,6 +782,7 @@ async function main(): Promise<number> {
       ["mem", () => memSection(inst, lib)],
       ["scale", () => scaleSection(inst, lib, options)],
       ["proxy", () => proxySection(proxyHost(inst, lib), { requests: options.proxyRequests, mib: options.proxyMib, tunnels: options.proxyTunnels })],
+      ["approvals", () => approvalsSection(proxyHost(inst, lib), options.approvalRequests)],
     ];
     // A section that fails is reported and the next one still runs (each stops its own cloisters).
     for (const [name, run] of sections) {

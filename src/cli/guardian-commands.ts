@@ -44,6 +44,8 @@ export function registerGuardianCommands(program: Command): void {
           `Cloisters: ${status.cloisters}`,
           `Egress policy: ${policy}`,
           `Open proxy connections: ${status.openConnections}`,
+          `Waiting for approval: ${status.pendingApprovals} (see \`cloister approvals\`)`,
+          `Approval UI: ${status.ui ? `${status.ui} (log in with the link \`cloister ui\` prints)` : `not served: ${status.uiError ?? "unknown reason"}`}`,
           `Audit log: ${status.auditDir}`,
           `Control socket: ${status.controlSocket}`,
         ].join("\n") + "\n",

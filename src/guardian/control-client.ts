@@ -46,6 +46,10 @@ export interface GuardianStatus {
   policyError: string | null;
   openConnections: number;
   auditDir: string;
+  /** The approval UI's address, or why it is not served. */
+  ui: string | null;
+  uiError: string | null;
+  pendingApprovals: number;
 }
 
 export async function guardianStatus(paths: CloisterPaths): Promise<GuardianStatus | undefined> {

@@ -104,7 +104,7 @@ class Guardian {
       "POST /v1/approvals/:id/answer": (body: Record<string, unknown>, [id]: string[]) => this.approvals.answer(id ?? "", answerInput(body)),
       "POST /v1/decisions/:id/undo": (_: unknown, [id]: string[]) => this.approvals.undo(id ?? "", "cli"),
       "GET /v1/ui": () => {
-        if (!this.ui) throw new CloisterError(`the approval UI is not running: ${this.uiError ?? "unknown reason"}`, "check ui.port in the config, then `cloister guardian stop` and start again");
+        if (!this.ui) throw new CloisterError(`the approval UI is not running: ${this.uiError ?? "unknown reason"}`, "fix the cause, then restart the guardian (`cloister guardian stop`; it starts again with the next command); approvals still work with `cloister approvals`");
         return { url: this.ui.url, loginUrl: this.ui.loginUrl(), token: this.ui.apiToken };
       },
       "GET /v1/cloisters": () => listRecords(this.paths).map((r) => ({ ...publicView(r), running: isKeeperAlive(r) })),

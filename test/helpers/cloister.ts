@@ -164,9 +164,9 @@ function startCli(env: NodeJS.ProcessEnv, cwd: string, args: string[], timeoutMs
 }
 
 /** Polls `check` every 50 ms; fails the test when it is still false after `ms`. */
-export async function waitUntil(what: string, check: () => boolean, ms = 15_000): Promise<void> {
+export async function waitUntil(what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
   for (const deadline = Date.now() + ms; Date.now() < deadline; ) {
-    if (check()) return;
+    if (await check()) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   assert.fail(`timed out waiting for ${what}`);

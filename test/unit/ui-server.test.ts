@@ -477,9 +477,11 @@ describe("approval UI server", () => {
       await reader.next();
       const argv = ["x".repeat(64 * 1024)];
       const events = 200;
-      for (let i = 0; i < events; i++) service.add(commandRequest({ argv }));
       // A client that keeps reading gets every event; the stalled one is cut off.
-      for (let i = 0; i < events; i++) assert.equal((await reader.next()).event, "added");
+      for (let i = 0; i < events; i++) {
+        service.add(commandRequest({ argv }));
+        assert.equal((await reader.next()).event, "added");
+      }
       reader.close();
       stream.resume();
       await stream.closed;

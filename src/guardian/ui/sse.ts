@@ -21,7 +21,7 @@ export class EventStreams {
     res.writeHead(200, { ...SECURITY_HEADERS, "content-type": "text/event-stream; charset=utf-8" });
     this.#streams.add(res);
     res.once("close", () => this.#streams.delete(res));
-    this.#write(res, frame(firstEvent, data));
+    res.write(frame(firstEvent, data));
     return true;
   }
 
@@ -39,12 +39,17 @@ export class EventStreams {
     for (const res of this.#streams) this.#write(res, chunk);
   }
 
+  /**
+   * The backlog is judged before writing, not after: one large event (a long argv, or a snapshot
+   * holding it) still reaches a client that keeps up, rather than cutting every client off.
+   */
   #write(res: ServerResponse, chunk: string): void {
-    res.write(chunk);
     if (res.writableLength > MAX_QUEUED_BYTES) {
       this.#streams.delete(res);
       res.destroy();
+      return;
     }
+    res.write(chunk);
   }
 }
 
