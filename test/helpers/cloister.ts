@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -170,6 +170,26 @@ export async function waitUntil(what: string, check: () => boolean | Promise<boo
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   assert.fail(`timed out waiting for ${what}`);
+}
+
+/**
+ * Runs `body` with the instance's config.yaml changed by `edit` (and the guardian reloaded), then
+ * puts the file back and reloads again, also when `body` fails.
+ */
+export async function withConfig<T>(t: TestInstance, edit: (config: string) => string, body: () => Promise<T>): Promise<T> {
+  const file = join(t.home, "config", "config.yaml");
+  const original = readFileSync(file, "utf8");
+  const changed = edit(original);
+  assert.notEqual(changed, original, "the config edit changed nothing: the template changed?");
+  writeFileSync(file, changed);
+  try {
+    const reload = await t.cli(["guardian", "reload"]);
+    assert.equal(reload.code, 0, reload.stderr);
+    return await body();
+  } finally {
+    writeFileSync(file, original);
+    await t.cli(["guardian", "reload"]);
+  }
 }
 
 /** Asserts helper: no canary of the instance appears in `text`. */

@@ -4,11 +4,11 @@
  * documented, also across a guardian restart; denials and timeouts give a 403 that says so.
  */
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { DecisionView, Pending } from "../../src/guardian/approvals/types.js";
-import { createInstance, spawnCli, waitUntil, type LiveCli, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, spawnCli, waitUntil, withConfig, type LiveCli, type TestInstance } from "../helpers/cloister.js";
 import { startHttpUpstream, type Upstream } from "../fixtures/upstreams.js";
 
 describe("domain approvals", () => {
@@ -81,17 +81,10 @@ describe("domain approvals", () => {
     const r = await held.done;
     assert.match(r.stdout, /refused: it was denied by a human \(cli, scope once\)/);
 
-    const configFile = join(t.home, "config", "config.yaml");
-    const good = readFileSync(configFile, "utf8");
-    writeFileSync(configFile, good.replace("approval_timeout: 60s", "approval_timeout: 2s"));
-    assert.equal((await t.cli(["guardian", "reload"])).code, 0);
-    try {
+    await withConfig(t, (config) => config.replace("approval_timeout: 60s", "approval_timeout: 2s"), async () => {
       const timedOut = await curlBody(first, "timeout.test").done;
       assert.match(timedOut.stdout, /nobody answered the approval request within 2 s, which counts as a denial/);
-    } finally {
-      writeFileSync(configFile, good);
-      assert.equal((await t.cli(["guardian", "reload"])).code, 0);
-    }
+    });
     assert.equal(web.requests.filter((q) => String(q.headers.host).startsWith("b.test") || String(q.headers.host).startsWith("timeout.test")).length, 0);
   });
 
@@ -179,19 +172,11 @@ describe("domain approvals", () => {
   });
 
   it("with proxy.unlisted: deny nothing is held; `cloister approvals` says nothing waits", async () => {
-    const configFile = join(t.home, "config", "config.yaml");
-    const good = readFileSync(configFile, "utf8");
-    writeFileSync(configFile, good.replace("unlisted: ask", "unlisted: deny"));
-    assert.equal((await t.cli(["guardian", "reload"])).code, 0);
-    try {
+    await withConfig(t, (config) => config.replace("unlisted: ask", "unlisted: deny"), async () => {
       const r = await curlBody(first, "h.test").done;
       assert.match(r.stdout, /not on any allowlist/);
       assert.match((await t.cli(["approvals"])).stdout, /No requests are waiting/);
-    } finally {
-      writeFileSync(configFile, good);
-      await t.cli(["guardian", "reload"]);
-    }
-    assert.ok(existsSync(configFile));
+    });
   });
 });
 

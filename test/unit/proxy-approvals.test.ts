@@ -94,6 +94,23 @@ describe("unlisted destinations held for a human", () => {
     await eventually(() => queue.pending().length === 0, "the question to be withdrawn");
   });
 
+  it("a non-public IP literal is never put to a human (an approval would open the host's own services)", async () => {
+    for (const target of [`127.0.0.1:${web.port}`, "10.0.0.5:80", "[::1]:9999", "169.254.169.254:80"]) {
+      const client = await RawClient.open(asking.socketPath);
+      client.write(requestHead(`CONNECT ${target} HTTP/1.1`, [`Host: ${target}`, AUTH]));
+      const head = await client.readHead();
+      assert.equal(head.status, 403, target);
+      assert.deepEqual(queue.pending(), [], `${target} was asked`);
+      client.destroy();
+    }
+    // A public address is a destination like any name: it is asked about.
+    const client = await RawClient.open(asking.socketPath);
+    client.write(requestHead("CONNECT 203.0.113.7:443 HTTP/1.1", ["Host: 203.0.113.7:443", AUTH]));
+    await eventually(() => queue.pending().some((p) => p.kind === "domain" && p.host === "203.0.113.7"), "a question about 203.0.113.7");
+    client.destroy();
+    queue.cancelAll();
+  });
+
   it("with unlisted: deny nothing is asked and the 403 says how to allow the host", async () => {
     const client = await RawClient.open(refusing.socketPath);
     client.write(requestHead(`GET http://web.test:${web.port}/x HTTP/1.1`, [`Host: web.test:${web.port}`, AUTH]));

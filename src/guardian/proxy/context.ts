@@ -5,7 +5,7 @@ import type { ProxySettings } from "../../config/schema.js";
 import { decide, type Decision } from "../../policy/egress.js";
 import { formatAuthority, hostText, type Host } from "../../policy/hosts.js";
 import type { Outcome } from "../approvals/queue.js";
-import { admit, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
+import { admit, isPublicDestination, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
 import { UpstreamAgent, type TunnelResult } from "./tunnel.js";
 
 /** Asks a human about an unlisted destination; resolves when answered, timed out or abandoned. */
@@ -79,7 +79,7 @@ export class EgressContext {
     try {
       const input = this.options.policy();
       let decision = decide(input.policy, host, port);
-      if (decision.verdict === "unlisted" && this.options.ask && this.settings.unlisted === "ask") {
+      if (decision.verdict === "unlisted" && this.options.ask && this.settings.unlisted === "ask" && askable(host)) {
         approval = await this.options.ask(host, port, closeSignal(client));
         // Re-read: the answer may have changed the policy (a project or global rule).
         decision = approvedDecision(approval);
@@ -126,6 +126,15 @@ export class EgressContext {
   private audit(event: AuditEvent): void {
     this.options.audit({ ...event, cloister: this.cloister, project: this.project });
   }
+}
+
+/**
+ * A human is never asked about a non-public IP literal (127.0.0.1:9999, 10.0.0.5): an approval would
+ * be an IP rule, which opts in to that address, so one hasty click could open this host's own
+ * services (the approval UI among them) to the cloister. Such addresses need an explicit rule.
+ */
+function askable(host: Host): boolean {
+  return host.kind === "name" || isPublicDestination(host.address);
 }
 
 /** Aborts when the client's connection closes: nobody is left to hold a request for. */

@@ -91,7 +91,7 @@ export async function admit(input: JudgeInput, host: Host, port: number, decisio
 }
 
 /** Public, and not one of this host's own addresses (which would reach its services). */
-function isPublicDestination(address: string): boolean {
+export function isPublicDestination(address: string): boolean {
   return !needsOptIn(classifyAddress(address)) && !isHostAddress(address);
 }
 
