@@ -45,8 +45,8 @@ export function undoConfirmation(decision: DecisionView): Confirmation {
 function whatIsKept(request: Pending, choice: Choice): Segment[] {
   if (request.kind === "command") return ["A rule for exactly ", { code: visibleArgv(request.argv) }, " (in any working directory)"];
   const rule = choice.wildcard && request.wildcard !== null ? request.wildcard : request.rule;
-  const covers = choice.wildcard ? ", which covers every name it matches, not only " : ", for ";
-  return ["The rule ", { code: visible(rule) }, covers, { code: visible(`${request.host}:${request.port}`) }];
+  const covers = choice.wildcard ? " (every name it matches, not only " : " (for ";
+  return ["The rule ", { code: visible(rule) }, covers, { code: visible(`${request.host}:${request.port}`) }, ")"];
 }
 
 function whereKept(request: Pending, choice: Choice): Segment[] {

@@ -1,7 +1,7 @@
 import { SCOPES, type Pending, type PendingCommand, type PendingDomain, type Scope, type Verdict } from "../src/guardian/approvals/types.js";
 import { visible } from "../src/policy/visible.js";
 import type { Choice } from "./describe.js";
-import { el, fact } from "./dom.js";
+import { act, el, errorLine, fact } from "./dom.js";
 
 /** Called with the person's answer; rejects with the reason it failed (shown on the card). */
 export type Answer = (choice: Choice) => Promise<void>;
@@ -28,24 +28,11 @@ export function pendingCard(request: Pending, answer: Answer): HTMLLIElement {
   const allow = el("button", "allow", "Allow");
   const deny = el("button", "deny", "Deny");
   controls.append(el("div", "buttons", allow, deny));
-  const error = el("p", "error");
-  error.setAttribute("role", "alert");
-  error.hidden = true;
+  const error = errorLine();
 
   const card = el("li", `card card-${request.kind}`, heading, facts, ...subject, controls, error);
   card.dataset.id = request.id;
-  const choose = async (verdict: Verdict) => {
-    allow.disabled = deny.disabled = true;
-    error.hidden = true;
-    try {
-      await answer({ verdict, scope: scope.value as Scope, wildcard: wildcard?.input.checked ?? false });
-    } catch (failure) {
-      error.textContent = visible(failure instanceof Error ? failure.message : String(failure));
-      error.hidden = false;
-    } finally {
-      allow.disabled = deny.disabled = false;
-    }
-  };
+  const choose = (verdict: Verdict) => act([allow, deny], error, () => answer({ verdict, scope: scope.value as Scope, wildcard: wildcard?.input.checked ?? false }));
   allow.addEventListener("click", () => void choose("allow"));
   deny.addEventListener("click", () => void choose("deny"));
   updateCountdown(card, Date.now());

@@ -1,7 +1,7 @@
 import type { DecisionView } from "../src/guardian/approvals/types.js";
 import { visible } from "../src/policy/visible.js";
 import { subjectText } from "./describe.js";
-import { el } from "./dom.js";
+import { act, el, errorLine } from "./dom.js";
 
 /** Called to undo a decision; rejects with the reason it failed (shown on the entry). */
 export type Undo = (decision: DecisionView) => Promise<void>;
@@ -17,19 +17,8 @@ export function decisionItem(decision: DecisionView, undo: Undo): HTMLLIElement 
   if (decision.undone) summary.append(" ", el("span", "undone", "undone"));
   if (decision.undoable && !decision.undone) {
     const button = el("button", "undo", "Undo");
-    const error = el("p", "error");
-    error.setAttribute("role", "alert");
-    error.hidden = true;
-    button.addEventListener("click", () => {
-      button.disabled = true;
-      error.hidden = true;
-      undo(decision)
-        .catch((failure: unknown) => {
-          error.textContent = visible(failure instanceof Error ? failure.message : String(failure));
-          error.hidden = false;
-        })
-        .finally(() => (button.disabled = false));
-    });
+    const error = errorLine();
+    button.addEventListener("click", () => void act([button], error, () => undo(decision)));
     item.append(button, error);
   }
   return item;

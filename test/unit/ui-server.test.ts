@@ -375,6 +375,8 @@ describe("approval UI server", () => {
     status: number;
     headers: IncomingHttpHeaders;
     next(): Promise<{ event: string; data: unknown }>;
+    /** Everything received so far, comments included. */
+    raw(): string;
     /** Resolves when the server ends the stream. */
     ended: Promise<void>;
     close(): void;
@@ -384,11 +386,13 @@ describe("approval UI server", () => {
     return new Promise((resolve, reject) => {
       const req = request({ host: "127.0.0.1", port, path: "/api/events", agent: false, headers: { host: `127.0.0.1:${port}`, ...headers } }, (res) => {
         let buffer = "";
+        let raw = "";
         const frames: { event: string; data: unknown }[] = [];
         const waiters: ((frame: { event: string; data: unknown }) => void)[] = [];
         const ended = new Promise<void>((done) => res.once("close", done));
         res.setEncoding("utf8");
         res.on("data", (chunk: string) => {
+          raw += chunk;
           buffer += chunk;
           for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
             const block = buffer.slice(0, end);
@@ -409,6 +413,7 @@ describe("approval UI server", () => {
             const frame = frames.shift();
             return frame ? Promise.resolve(frame) : new Promise((done) => waiters.push(done));
           },
+          raw: () => raw,
           ended,
           close: () => req.destroy(),
         });
@@ -503,19 +508,14 @@ describe("approval UI server", () => {
     after(() => mock.timers.reset());
 
     it("sends a keepalive comment every 15 seconds", async () => {
-      const raw = await new Promise<{ text: () => string }>((resolve, reject) => {
-        const req = request({ host: "127.0.0.1", port, path: "/api/events", agent: false, headers: { host: `127.0.0.1:${port}`, ...bearer() } }, (res) => {
-          let text = "";
-          res.setEncoding("utf8");
-          res.on("data", (chunk: string) => (text += chunk));
-          resolve({ text: () => text });
-        });
-        req.on("error", reject);
-        req.end();
-      });
-      await waitFor(async () => raw.text().includes("event: snapshot"));
-      mock.timers.tick(15_000);
-      await waitFor(async () => raw.text().includes("\n: keepalive\n\n"));
+      const stream = await openStream(bearer());
+      await stream.next();
+      mock.timers.tick(14_999);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.doesNotMatch(stream.raw(), /keepalive/);
+      mock.timers.tick(1);
+      await waitFor(async () => stream.raw().endsWith("\n\n: keepalive\n\n"));
+      stream.close();
     });
   });
 

@@ -116,7 +116,11 @@ export class UiServer {
       const caller = this.#auth.identify(req.headers);
       if (caller === null && route.access === "page") return send(res, 401, "text/html; charset=utf-8", SIGN_IN_PAGE);
       if (caller === null) return sendJson(res, 401, { error: "sign in with a link from `cloister ui`, or send the API token as a bearer token" });
-      if (route.method === "POST" && !isOwnOriginWrite(req.headers.origin, caller, this.#port)) throw new HttpError(403, "writes are accepted only from the approval UI's own origin");
+      if (route.method === "POST" && !isOwnOriginWrite(req.headers.origin, caller, this.#port)) {
+        // Worth a line in the guardian's log: a page elsewhere tried to answer with the user's session.
+        this.#log(`approval UI: refused a write from origin ${JSON.stringify(req.headers.origin ?? null)}`);
+        throw new HttpError(403, "writes are accepted only from the approval UI's own origin");
+      }
       await route.handle({ ...request, caller });
     } catch (error) {
       this.#fail(res, error);

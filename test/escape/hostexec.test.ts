@@ -1,0 +1,601 @@
+/**
+ * Escape suite, "Host execution and approvals" of SECURITY.md: the agent uses `hostexec` (and raw
+ * connections on its channel) to get something of its own choosing run on the host, to approve its
+ * own requests, to bury the human under questions or to hide what it asks. Each case is the
+ * attacker's step with the secure outcome asserted; host side effects aim at markers
+ * (/tmp/ESCAPED-<case>-<run>), which must not exist afterwards, nor after the user's own `git status`
+ * in the project; host files are hash-snapshotted; no canary may appear; a second cloister keeps working.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo, type Server } from "node:net";
+import { dirname, join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import type { PendingCommand } from "../../src/guardian/approvals/types.js";
+import { HOSTEXEC_EXIT } from "../../src/guardian/hostexec/session.js";
+import { asUserSkipReason, copyCli, createUserInstance, type UserInstance } from "../helpers/as-user.js";
+import { createInstance, initGitProject, spawnCli, waitUntil, type CliResult, type TestInstance } from "../helpers/cloister.js";
+import {
+  assertLive,
+  assertNoCanaryAnywhere,
+  assertRefused,
+  diffSnapshots,
+  hostGit,
+  hostSensitiveSnapshot,
+  marker,
+  mergeSnapshots,
+  NO_PYTHON,
+  parseSteps,
+  presentMarkers,
+  PY_PRELUDE,
+  PYTHON,
+  removeMarkers,
+  SH_PRELUDE,
+  snapshotTree,
+  type Snapshot,
+} from "../helpers/oracles.js";
+
+const REFUSED = String(HOSTEXEC_EXIT.refused);
+
+/** Where a case runs its attack: an instance and a way to run a shell script in one of its cloisters. */
+interface Target {
+  t: TestInstance;
+  attack(script: string): Promise<CliResult>;
+}
+
+type Rule = Record<"allow" | "ask" | "deny", unknown>;
+
+/**
+ * Gives the instance exactly these hostexec rules (and a rate limit high enough for a test suite),
+ * then reloads its guardian. A function replacement: `$$` in a rule must stay `$$`.
+ */
+async function useRules(t: TestInstance, rules: Partial<Rule>[], rateLimit = 10_000): Promise<void> {
+  const file = join(t.home, "config", "config.yaml");
+  const section = `hostexec:\n  rules:\n${rules.map((r) => `    - ${JSON.stringify(r)}\n`).join("")}  rate_limit: ${rateLimit}\n\n`;
+  const before = readFileSync(file, "utf8");
+  const after = before.replace(/^hostexec:\n[\s\S]*?(?=^\S)/m, () => section);
+  assert.notEqual(after, before, "no hostexec section in the config");
+  writeFileSync(file, after);
+  const reload = await t.cli(["guardian", "reload"]);
+  assert.equal(reload.code, 0, reload.stderr);
+}
+
+/**
+ * Shell prelude: `hx NAME ARGV...` runs `hostexec ARGV...`, keeps its output in /tmp/hx/NAME.out and
+ * .err and prints `STEP NAME <exit code>`; `show NAME` prints both files after a `== NAME` line.
+ */
+const HX_PRELUDE = `${SH_PRELUDE}mkdir -p /tmp/hx
+hx() { n=$1; shift; hostexec "$@" >/tmp/hx/$n.out 2>/tmp/hx/$n.err; echo "STEP $n $?"; }
+`;
+
+/** `STEP name value` lines for every step of `names` (each must have run), as name → value. */
+function stepValues(r: CliResult, names: readonly string[]): Record<string, string> {
+  const steps = parseSteps(r.stdout);
+  const missing = names.filter((n) => !steps.has(n));
+  assert.deepEqual(missing, [], `steps did not run:\n${r.stdout}\n${r.stderr}`);
+  return Object.fromEntries(names.map((n) => [n, steps.get(n) ?? ""]));
+}
+
+/** Python that speaks the hostexec wire protocol by hand on the cloister's port. */
+const RAW_CLIENT = String.raw`
+import json, struct
+TOKEN = os.environ["CLOISTER_PROXY"].split("@")[0].rsplit(":", 1)[1]
+def raw(payload):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=30)
+    body = json.dumps(payload).encode()
+    s.sendall(bytes([0xC7, 0x48, 0x58, 0x01]) + b"R" + struct.pack(">I", len(body)) + body)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    frames = []
+    while len(data) >= 5:
+        n = struct.unpack(">I", data[1:5])[0]
+        frames.append((chr(data[0]), data[5:5 + n]))
+        data = data[5 + n:]
+    exits = [json.loads(p) for t, p in frames if t == "X"]
+    out = b"".join(p for t, p in frames if t == "O").decode("utf-8", "replace")
+    return json.dumps({"exit": exits[-1] if exits else None, "stdout": out})
+def report(name, payload):
+    try:
+        print("STEP %s %s" % (name, raw(payload)), flush=True)
+    except OSError as e:
+        print("STEP %s %s" % (name, json.dumps({"error": type(e).__name__})), flush=True)
+`;
+
+function python(body: string): string {
+  return `${PYTHON} - <<'PYEOF'\n${PY_PRELUDE}\n${RAW_CLIENT}\n${body}\nPYEOF\n`;
+}
+
+interface RawResult {
+  exit: { status: string; exitCode: number; message?: string } | null;
+  stdout: string;
+}
+
+async function pendingOf(t: TestInstance, cloister: string): Promise<PendingCommand[]> {
+  const r = await t.cli(["approvals", "--json"]);
+  assert.equal(r.code, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { pending: PendingCommand[] }).pending.filter((p) => p.kind === "command" && p.cloister === cloister);
+}
+
+/** Waits until `cloister` has a waiting request whose argv satisfies `match`. */
+async function pendingWhere(t: TestInstance, cloister: string, match: (argv: string[]) => boolean): Promise<PendingCommand> {
+  let found: PendingCommand | undefined;
+  await waitUntil(`a waiting request from ${cloister}`, async () => (found = (await pendingOf(t, cloister)).find((p) => match(p.argv))) !== undefined, 30_000);
+  return found as PendingCommand;
+}
+
+const argvIs = (expected: readonly string[]) => (argv: readonly string[]) => JSON.stringify(argv) === JSON.stringify(expected);
+
+// ---------------------------------------------------------------------------------------------
+// Cases that also run as an ordinary user
+
+/** Shell syntax in arguments is text: `echo` on the host prints it, nothing else runs. */
+async function metacharacterCase(target: Target, escaped: string): Promise<void> {
+  await useRules(target.t, [{ allow: ["echo", "**"] }]);
+  const payloads = [`$(touch ${escaped})`, `x; touch ${escaped}`, `x | touch ${escaped}`, `\`touch ${escaped}\``, `x\ntouch ${escaped}`, `x && touch ${escaped}`, `x > ${escaped}`, `$(touch\t${escaped})`];
+  const script = payloads.map((p, i) => `hx p${i} echo '${p}'`).join("\n") + `\nhx split echo '>' ${escaped} ';' touch ${escaped}\n` + payloads.map((_, i) => `cat /tmp/hx/p${i}.out`).join("\n");
+  const r = await target.attack(HX_PRELUDE + script);
+  const steps = stepValues(r, [...payloads.map((_, i) => `p${i}`), "split"]);
+  assert.ok(Object.values(steps).every((rc) => rc === "0"), `echo did not run: ${JSON.stringify(steps)}\n${r.stderr}`);
+  const printed = r.stdout.split("\n").filter((l) => !l.startsWith("STEP ")).join("\n");
+  assert.equal(printed, `${payloads.join("\n")}\n`, "echo on the host did not print its arguments as given");
+  assert.deepEqual(presentMarkers([escaped]), []);
+}
+
+/** The host command's environment is built from nothing: no agent variable, no guardian secret. */
+async function environmentCase(target: Target): Promise<void> {
+  await useRules(target.t, [{ allow: ["printenv"] }, { allow: ["printenv", "*"] }]);
+  const r = await target.attack(
+    `FOO=bar GITHUB_TOKEN=agent LD_PRELOAD=/work/none.so NODE_OPTIONS=--inspect PATH=/tmp:$PATH hostexec printenv; echo STEP all $?
+hostexec printenv GITHUB_TOKEN; echo STEP github $?
+hostexec printenv ANTHROPIC_API_KEY; echo STEP anthropic $?`,
+  );
+  const steps = stepValues(r, ["all", "github", "anthropic"]);
+  assert.deepEqual(steps, { all: "0", github: "1", anthropic: "1" }, r.stderr);
+  const names = r.stdout.split("\n").filter((l) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(l)).map((l) => l.slice(0, l.indexOf("=")));
+  assert.ok(names.includes("PATH") && names.includes("HOME"), `printenv printed no environment: ${r.stdout}`);
+  const leaked = names.filter((n) => /^(FOO|GITHUB_TOKEN|ANTHROPIC_API_KEY|LD_PRELOAD|NODE_OPTIONS|SSH_AUTH_SOCK|CLOISTER.*|.*_PROXY|.*_proxy)$/.test(n));
+  assert.deepEqual(leaked, [], `agent or guardian variables reached the host command:\n${r.stdout}`);
+  assert.ok(!r.stdout.includes("/tmp:"), "the agent's PATH reached the host command");
+  assert.ok(!r.stdout.includes(target.t.canaries.envToken ?? "missing canary"), "the guardian's token reached the host command");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe("escape/hostexec", { skip: NO_PYTHON, timeout: 900_000 }, () => {
+  let t: TestInstance;
+  let hostBefore: Snapshot;
+  let projectRoot = "";
+  const markers: string[] = [];
+  const escapeMarker = (name: string): string => {
+    const m = marker(`hx-${name}`);
+    markers.push(m);
+    return m;
+  };
+  const main: Target = { t: undefined as unknown as TestInstance, attack: (script) => t.cli(["exec", "hxe", "--", "sh", "-c", script]) };
+
+  before(async () => {
+    t = createInstance("hxe");
+    main.t = t;
+    projectRoot = realpathSync(t.project);
+    for (const name of ["hxe", "hxe-2"]) {
+      const r = await t.cli(["start", "-d", "--name", name]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    hostBefore = hostSensitiveSnapshot(t);
+  });
+
+  after(async () => {
+    removeMarkers(markers);
+    await t?.teardown();
+  });
+
+  it("shell metacharacters in argv are plain text, even under allow [echo, **]", async () => {
+    await metacharacterCase(main, escapeMarker("meta"));
+  });
+
+  it("wrappers, VAR=value and paths as the program do not pass allow rules that would match them; the plain commands run", async () => {
+    const escaped = escapeMarker("wrapper");
+    const script = join(projectRoot, "script.sh");
+    await useRules(t, [
+      { allow: { regex: "[a-z]+ .*" } },
+      { allow: { regex: "[A-Z_]+=[^ ]* .*" } },
+      { allow: { regex: "[./].*" } },
+      { allow: ["find", "**"] },
+      { allow: ["ls", "**"] },
+    ]);
+    const hazardous: [string, string][] = [
+      ["env", `env touch ${escaped}`],
+      ["env-ld-preload", `env LD_PRELOAD=/work/none.so touch ${escaped}`],
+      ["sh-c", `sh -c 'touch ${escaped}'`],
+      ["bash-c", `bash -c 'touch ${escaped}'`],
+      ["xargs", `xargs touch ${escaped}`],
+      ["nice", `nice touch ${escaped}`],
+      ["timeout", `timeout 5 touch ${escaped}`],
+      ["nohup", `nohup touch ${escaped}`],
+      ["setsid", `setsid touch ${escaped}`],
+      ["find-exec", `find . -maxdepth 0 -exec touch ${escaped} ';'`],
+      ["find-execdir", `find . -maxdepth 0 -execdir touch ${escaped} ';'`],
+      ["find-fprint", `find . -maxdepth 0 -fprint ${escaped}`],
+      ["assignment", `LD_PRELOAD=/work/none.so ls`],
+      ["path-assignment", `PATH=/work/bin ls`],
+      ["relative-script", `./script.sh`],
+      ["absolute-script", script],
+    ];
+    const r = await main.attack(
+      `${HX_PRELUDE}printf '#!/bin/sh\\ntouch ${escaped}\\n' > /work/script.sh; chmod +x /work/script.sh
+${hazardous.map(([name, argv]) => `hx ${name} ${argv}`).join("\n")}
+hx plain-ls ls README.md
+hx plain-find find . -maxdepth 1 -name README.md
+cat /tmp/hx/plain-ls.out /tmp/hx/plain-find.out
+for n in ${hazardous.map(([name]) => name).join(" ")}; do grep -q 'an allow rule must name it literally' /tmp/hx/$n.err && echo "STEP why-$n named"; done`,
+    );
+    const steps = stepValues(r, [...hazardous.map(([name]) => name), "plain-ls", "plain-find"]);
+    assert.deepEqual(
+      hazardous.filter(([name]) => steps[name] !== REFUSED).map(([name]) => `${name}: ${steps[name]}`),
+      [],
+      `a hazardous command was not refused:\n${r.stdout}${r.stderr}`,
+    );
+    assert.deepEqual(stepValues(r, hazardous.map(([name]) => `why-${name}`)), Object.fromEntries(hazardous.map(([name]) => [`why-${name}`, "named"])));
+    assert.equal(steps["plain-ls"], "0");
+    assert.equal(steps["plain-find"], "0");
+    assert.match(r.stdout, /^README\.md\n\.\/README\.md$/m);
+    assert.deepEqual(presentMarkers([escaped]), []);
+  });
+
+  it("the agent's environment does not reach a host program: PATH, LD_PRELOAD, PAGER, GIT_* are not forwarded", async () => {
+    const escaped = escapeMarker("env-injection");
+    await useRules(t, [{ allow: ["ls", "README.md"] }, { allow: ["git", "log", "-p", "-1"] }, { allow: ["git", "diff"] }]);
+    const tool = `#!/bin/sh\\ntouch ${escaped}\\n`;
+    const r = await main.attack(
+      `${HX_PRELUDE}mkdir -p /work/bin && for f in ls pager differ; do printf '${tool}' > /work/bin/$f; chmod +x /work/bin/$f; done
+echo changed >> /work/README.md
+export PATH="${projectRoot}/bin:/work/bin:$PATH" LD_PRELOAD=/work/none.so PAGER=${projectRoot}/bin/pager GIT_PAGER=${projectRoot}/bin/pager
+export GIT_EXTERNAL_DIFF=${projectRoot}/bin/differ GIT_CONFIG_PARAMETERS="'core.pager=touch ${escaped}'" GIT_DIR=/tmp GIT_CONFIG_GLOBAL=/work/gitconfig
+hx ls ls README.md
+hx log git log -p -1
+hx diff git diff
+cat /tmp/hx/ls.out /tmp/hx/ls.err /tmp/hx/diff.out`,
+    );
+    assert.deepEqual(stepValues(r, ["ls", "log", "diff"]), { ls: "0", log: "0", diff: "0" }, r.stderr);
+    assert.match(r.stdout, /^README\.md$/m);
+    assert.match(r.stdout, /^\+changed$/m, "git diff ran with an external diff, or elsewhere");
+    assert.doesNotMatch(r.stdout, /ld\.so|LD_PRELOAD/);
+    assert.deepEqual(presentMarkers([escaped]), []);
+    spawnSync("git", ["-C", t.project, "checkout", "-q", "README.md"]);
+  });
+
+  it("git options that run programs or switch repository are refused under allow [git, **]; plain git runs", async () => {
+    const escaped = escapeMarker("git-option");
+    await useRules(t, [{ allow: ["git", "**"] }]);
+    const attempts: [string, string][] = [
+      ["c-pager", `git -c 'core.pager=touch ${escaped}' log`],
+      ["c-alias", `git -c 'alias.x=!touch ${escaped}' x`],
+      ["c-attached", `git '-ccore.pager=touch ${escaped}' log`],
+      ["config-env", `git --config-env=core.pager=EVIL log`],
+      ["C-root", `git -C / status`],
+      ["git-dir", `git --git-dir=${projectRoot}/bin status`],
+      ["work-tree", `git --work-tree=/ status`],
+      ["exec-path", `git --exec-path=${projectRoot}/bin evil`],
+      ["upload-pack", `git ls-remote --upload-pack='touch ${escaped}' ${projectRoot}`],
+      ["upload-pack-abbrev", `git fetch --upload-p='touch ${escaped}' ${projectRoot}`],
+      ["receive-pack", `git push --receive-pack='touch ${escaped}' ${projectRoot} HEAD:refs/heads/x`],
+      ["ext-transport", `git ls-remote 'ext::sh -c touch% ${escaped}'`],
+      ["config-command", `git config core.hooksPath /work/bin`],
+    ];
+    const r = await main.attack(
+      `${HX_PRELUDE}mkdir -p /work/bin && printf '#!/bin/sh\\ntouch ${escaped}\\n' > /work/bin/git-evil && chmod +x /work/bin/git-evil
+export EVIL="touch ${escaped}"
+${attempts.map(([name, argv]) => `hx ${name} ${argv}`).join("\n")}
+hx plain git log --oneline -1`,
+    );
+    const steps = stepValues(r, [...attempts.map(([name]) => name), "plain"]);
+    assert.deepEqual(
+      attempts.filter(([name]) => steps[name] !== REFUSED).map(([name]) => `${name}: ${steps[name]}`),
+      [],
+      `a git exec option was not refused:\n${r.stdout}${r.stderr}`,
+    );
+    assert.equal(steps.plain, "0", r.stderr);
+    assert.deepEqual(presentMarkers([escaped]), []);
+  });
+
+  describe("hardened host git on a repository the agent prepared", () => {
+    let project2 = "";
+    let gitBefore: Snapshot;
+    const planted = { fsmonitor: "", filter: "", hook: "" };
+
+    before(async () => {
+      project2 = join(dirname(t.project), "proj2");
+      mkdirSync(project2);
+      initGitProject(project2, (args) => spawnSync("git", ["-C", project2, ...args]));
+      project2 = realpathSync(project2);
+      gitBefore = mergeSnapshots(...[".git/config", ".git/hooks", ".git/info"].map((rel) => snapshotTree(join(project2, rel), rel)));
+      planted.fsmonitor = escapeMarker("git-fsmonitor");
+      planted.filter = escapeMarker("git-filter");
+      planted.hook = escapeMarker("git-hook");
+      const r = await t.cli(["start", "-d", "--name", "hxe-git", "--project", project2]);
+      assert.equal(r.code, 0, r.stderr);
+    });
+    after(async () => {
+      await t.cli(["stop", "hxe-git"]);
+    });
+
+    it("a nested repository with fsmonitor and filters, staged as a submodule, a filter, hooks and hooksPath: protected files refuse, hostexec git runs none of it", async () => {
+      await useRules(t, [{ allow: ["git", "status"] }, { allow: ["git", "diff"] }, { allow: ["git", "log", "-1"] }, { allow: ["git", "commit", "-m", "x"] }]);
+      const { fsmonitor, filter, hook } = planted;
+      const r = await t.cli([
+        "exec",
+        "hxe-git",
+        "--",
+        "sh",
+        "-c",
+        `${HX_PRELUDE}set -u
+mkdir -p /work/evil
+printf '#!/bin/sh\\ntouch ${fsmonitor}\\nexit 1\\n' > /work/evil/fsmonitor
+printf '#!/bin/sh\\ntouch ${hook}\\n' > /work/evil/hook
+chmod +x /work/evil/fsmonitor /work/evil/hook
+mkdir /work/sub && cd /work/sub && git init -q && echo n > n.txt && printf '* filter=evil\\n' > .gitattributes
+git add . && git -c user.email=a@b -c user.name=a commit -qm n && cd /work && git add sub
+cd /work/sub
+git config core.fsmonitor ${project2}/evil/fsmonitor
+git config filter.evil.clean 'touch ${filter}; cat'
+git config filter.evil.smudge 'touch ${filter}; cat'
+cp /work/evil/hook .git/hooks/pre-commit
+echo dirty > n.txt
+cd /work
+git config -f /tmp/gitmodules submodule.sub.path sub && git config -f /tmp/gitmodules submodule.sub.url ./sub && git config -f /tmp/gitmodules submodule.sub.ignore none
+blob=$(git hash-object -w /tmp/gitmodules)
+git update-index --add --cacheinfo 100644,$blob,.gitmodules && echo "STEP staged-gitmodules OK"
+printf '* filter=evil\\n' > .gitattributes
+echo change >> README.md
+git add README.md .gitattributes sub && echo "STEP staged OK"
+step write-gitmodules cp /tmp/gitmodules /work/.gitmodules
+step config-filter git config filter.evil.clean 'touch ${filter}; cat'
+step config-fsmonitor git config core.fsmonitor ${project2}/evil/fsmonitor
+step config-hookspath git config core.hooksPath ${project2}/evil
+step append-config sh -c 'echo "[core]" >> /work/.git/config'
+step hook-pre-commit cp /work/evil/hook /work/.git/hooks/pre-commit
+step hook-post-commit cp /work/evil/hook /work/.git/hooks/post-commit
+step info-attributes sh -c 'echo "* filter=evil" > /work/.git/info/attributes'
+hx status git status
+hx diff git diff
+hx log git log -1
+hx commit git commit -m x
+cat /tmp/hx/commit.err`,
+      ]);
+      const steps = parseSteps(r.stdout);
+      assert.equal(steps.get("staged-gitmodules"), "OK", `the attack's set-up failed:\n${r.stdout}${r.stderr}`);
+      assert.equal(steps.get("staged"), "OK", r.stderr);
+      assertRefused(steps, ["write-gitmodules", "config-filter", "config-fsmonitor", "config-hookspath", "append-config", "hook-pre-commit", "hook-post-commit", "info-attributes"], ["FAIL"]);
+      assert.deepEqual(stepValues(r, ["status", "diff", "log", "commit"]), { status: "0", diff: "0", log: "0", commit: "0" }, r.stdout + r.stderr);
+      assert.deepEqual(presentMarkers([fsmonitor, filter, hook]), []);
+      assert.deepEqual(diffSnapshots(gitBefore, mergeSnapshots(...[".git/config", ".git/hooks", ".git/info"].map((rel) => snapshotTree(join(project2, rel), rel)))), []);
+      // The commit happened on the host, with what the agent staged.
+      const show = spawnSync("git", ["-C", project2, "-c", "core.fsmonitor=false", "log", "-1", "--format=%s", "--name-only"], { encoding: "utf8" });
+      assert.equal(show.stdout, "x\n\n.gitattributes\n.gitmodules\nREADME.md\nsub\n");
+    });
+
+    it("afterwards, the user's own `git status` in that project runs none of what the agent planted", () => {
+      hostGit(project2, ["status"], { home: t.hostHome });
+      hostGit(project2, ["diff"], { home: t.hostHome });
+      assert.deepEqual(presentMarkers([planted.fsmonitor, planted.filter, planted.hook]), []);
+    });
+  });
+
+  it("the host command's environment carries no agent variable and no guardian secret", async () => {
+    await environmentCase(main);
+  });
+
+  it("an approval binds the exact argv: a second request is a separate question, an id cannot be sent along, ids are single use", async () => {
+    await useRules(t, [{ ask: ["ls", "**"] }]);
+    const wanted = ["ls", "-d", "/tmp"];
+    const other = ["ls", "-d", "/etc"];
+    const live = spawnCli(t, [
+      "exec",
+      "hxe",
+      "--",
+      "sh",
+      "-c",
+      `cd /tmp; hostexec ${wanted.join(" ")} > /tmp/a.out 2>/tmp/a.err & a=$!; hostexec ${other.join(" ")} > /tmp/b.out 2>/tmp/b.err & b=$!
+wait $a; echo "STEP a $?"; wait $b; echo "STEP b $?"; echo "== a"; cat /tmp/a.out; echo "== b"; cat /tmp/b.out`,
+    ]);
+    const first = await pendingWhere(t, "hxe", argvIs(wanted));
+    const second = await pendingWhere(t, "hxe", argvIs(other));
+    assert.notEqual(first.id, second.id);
+    assert.match(first.id, /^[0-9a-f]{32}$/, "ids are 128 random bits");
+    assert.equal(first.cwd, projectRoot, "the approval does not name the directory the command runs in");
+
+    // The agent knows the id from its P frame: it tries to ride the request it wants on it.
+    const ride = await main.attack(python(`print("STEP ride " + raw({"token": TOKEN, "argv": ${JSON.stringify(other)}, "cwd": "/work", "id": ${JSON.stringify(first.id)}}))`));
+    const rideResult = JSON.parse(parseSteps(ride.stdout).get("ride") ?? "null") as RawResult;
+    assert.equal(rideResult.exit?.exitCode, HOSTEXEC_EXIT.failed, ride.stdout + ride.stderr);
+    assert.match(rideResult.exit?.message ?? "", /unknown field 'id'/);
+
+    assert.equal((await t.cli(["approve", first.id])).code, 0);
+    const again = await t.cli(["approve", first.id]);
+    assert.equal(again.code, 125, "the same id was approved twice");
+    assert.match(again.stderr, /no waiting request matches/);
+    assert.equal((await pendingOf(t, "hxe")).map((p) => p.id).join(), second.id, "the other request was answered along");
+    assert.equal((await t.cli(["deny", second.id])).code, 0);
+    const r = await live.done;
+    assert.deepEqual(stepValues(r, ["a", "b"]), { a: "0", b: REFUSED });
+    assert.match(r.stdout, /== a\n\/tmp\n== b\n$/);
+  });
+
+  it("the agent cannot answer its own request: no control socket, no UI, no host CLI reach the guardian from inside", async () => {
+    await useRules(t, [{ ask: ["ls", "**"] }]);
+    const argv = ["ls", "-d", `self-approve-${randomBytes(3).toString("hex")}`];
+    const ui = await t.cli(["ui", "--json"]);
+    const uiPort = ui.code === 0 ? Number(new URL((JSON.parse(ui.stdout) as { url: string }).url).port) : undefined;
+    // A listener on the host's loopback stands in for the UI (and is the UI's address when it runs).
+    const connections = { count: 0 };
+    const standIn: Server = createServer((socket) => {
+      connections.count++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => standIn.listen(0, "127.0.0.1", resolve));
+    const ports = [(standIn.address() as AddressInfo).port, ...(uiPort ? [uiPort] : [])];
+    copyCli(join(t.project, "cli"));
+    const waiting = spawnCli(t, ["exec", "hxe", "--", "sh", "-c", `hostexec ${argv.join(" ")}; echo "STEP waited $?"`]);
+    try {
+      const request = await pendingWhere(t, "hxe", argvIs(argv));
+      const r = await main.attack(
+        `${SH_PRELUDE}step cli-approve timeout 60 env CLOISTER_HOME=${t.home} node /work/cli/dist/bundle/main.js approve ${request.id}
+${ports.map((port) => `step proxy-ui-${port} curl -sSf -m 10 -x "$HTTP_PROXY" http://127.0.0.1:${port}/api/pending`).join("\n")}
+${python(`
+def connect_unix(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        s.connect(path)
+    finally:
+        s.close()
+def connect_tcp(port):
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+step("control-socket", lambda: connect_unix(${JSON.stringify(join(t.home, "run", "guardian.sock"))}))
+for port in ${JSON.stringify(ports)}:
+    step("ui-%d" % port, lambda port=port: connect_tcp(port))
+`)}`,
+      );
+      const steps = parseSteps(r.stdout);
+      assertRefused(steps, ["cli-approve", ...ports.map((p) => `proxy-ui-${p}`)], ["FAIL"], r.stderr);
+      assertRefused(steps, ["control-socket"], ["ENOENT"]);
+      assertRefused(steps, ports.map((p) => `ui-${p}`), ["ECONNREFUSED"]);
+      assert.equal(connections.count, 0, "the host's loopback listener was reached from inside");
+      assert.deepEqual((await pendingOf(t, "hxe")).map((p) => p.id), [request.id], "the request was answered from inside");
+      assert.equal((await t.cli(["deny", request.id])).code, 0);
+      assert.deepEqual(stepValues(await waiting.done, ["waited"]), { waited: REFUSED });
+    } finally {
+      waiting.child.kill();
+      await new Promise<void>((resolve) => standIn.close(() => resolve()));
+    }
+  });
+
+  it("flooding: of 40 concurrent asked commands at most 32 wait, the rest are refused at once; another cloister still gets through", async () => {
+    await useRules(t, [{ ask: ["ls", "**"] }]);
+    const go = join(t.project, `.flood-go-${randomBytes(3).toString("hex")}`);
+    const flood = spawnCli(t, [
+      "exec",
+      "hxe",
+      "--",
+      "sh",
+      "-c",
+      `mkdir -p /tmp/flood; : > /tmp/flood/pids
+for i in $(seq 1 40); do hostexec ls flood-$i 2>/tmp/flood/$i.err & echo $! >> /tmp/flood/pids; done
+while [ "$(grep -l 'waiting for approval already' /tmp/flood/*.err 2>/dev/null | wc -l)" -lt 8 ]; do sleep 0.1; done
+echo FLOOD-REFUSED
+while [ ! -e /work/${go.slice(t.project.length + 1)} ]; do sleep 0.1; done
+kill -INT $(cat /tmp/flood/pids) 2>/dev/null
+for pid in $(cat /tmp/flood/pids); do wait $pid; echo "RC $?"; done`,
+    ]);
+    try {
+      await flood.waitFor("FLOOD-REFUSED", 60_000);
+      assert.equal((await pendingOf(t, "hxe")).length, 32, "not exactly 32 requests of the flooding cloister wait");
+
+      const other = spawnCli(t, ["exec", "hxe-2", "--", "sh", "-c", "hostexec ls README.md; echo STEP other $?"]);
+      const request = await pendingWhere(t, "hxe-2", argvIs(["ls", "README.md"]));
+      assert.equal((await t.cli(["approve", request.id])).code, 0);
+      const r = await other.done;
+      assert.equal(parseSteps(r.stdout).get("other"), "0", r.stderr);
+      assert.match(r.stdout, /^README\.md$/m);
+    } finally {
+      writeFileSync(go, "");
+    }
+    const r = await flood.done;
+    const codes = [...r.stdout.matchAll(/^RC (\d+)$/gm)].map((m) => m[1]).sort();
+    assert.deepEqual(codes, [...Array(8).fill(REFUSED), ...Array(32).fill(String(HOSTEXEC_EXIT.cancelled))].sort(), r.stdout + r.stderr);
+    await waitUntil("the flood's requests to leave the queue", async () => (await pendingOf(t, "hxe")).length === 0);
+  });
+
+  it("a raw connection with a wrong, empty or other cloister's token is refused and runs nothing", async () => {
+    const escaped = escapeMarker("forged-token");
+    await useRules(t, [{ allow: ["touch", escaped] }, { allow: ["true"] }]);
+    const otherRecord = JSON.parse(readFileSync(join(t.home, "state", "cloisters", "hxe-2.json"), "utf8")) as { proxyToken: string };
+    const r = await main.attack(
+      python(`
+touch = ${JSON.stringify(["touch", escaped])}
+report("wrong", {"token": "0" * 64, "argv": touch, "cwd": "/work"})
+report("other-cloister", {"token": ${JSON.stringify(otherRecord.proxyToken)}, "argv": touch, "cwd": "/work"})
+report("prefix", {"token": TOKEN[:63], "argv": touch, "cwd": "/work"})
+report("empty", {"token": "", "argv": touch, "cwd": "/work"})
+report("own-control", {"token": TOKEN, "argv": ["true"], "cwd": "/work"})
+`),
+    );
+    const steps = parseSteps(r.stdout);
+    const result = (name: string): RawResult => JSON.parse(steps.get(name) ?? "null") as RawResult;
+    for (const name of ["wrong", "other-cloister", "prefix"]) {
+      assert.equal(result(name).exit?.exitCode, HOSTEXEC_EXIT.failed, `${name}: ${r.stdout}${r.stderr}`);
+      assert.match(result(name).exit?.message ?? "", /authentication failed/, name);
+    }
+    assert.equal(result("empty").exit?.exitCode, HOSTEXEC_EXIT.failed);
+    assert.equal(result("own-control").exit?.exitCode, 0, "the raw client does not work with the right token");
+    assert.deepEqual(presentMarkers([escaped]), []);
+  });
+
+  it("`cloister approvals` shows the raw argv with control and bidi characters escaped, never raw", async () => {
+    await useRules(t, [{ ask: ["ls", "**"] }]);
+    const tag = `bidi-${randomBytes(3).toString("hex")}`;
+    const tricky = ["\u202e", "\u2066", "\u200b", "\x1b[31m", "\x07", "\r", "\n", "\u0085"];
+    const arg = `${tag}${tricky.join("")}txt.exe`;
+    const waiting = spawnCli(t, ["exec", "hxe", "--", "sh", "-c", `hostexec ls '${arg}'; echo "STEP waited $?"`]);
+    const request = await pendingWhere(t, "hxe", (argv) => argv[1]?.startsWith(tag) === true);
+    assert.equal(request.argv[1], arg, "the argv arrived changed");
+    const listed = await t.cli(["approvals"]);
+    const denied = await t.cli(["deny", request.id]);
+    assert.equal(denied.code, 0, denied.stderr);
+    const line = listed.stdout.split("\n").find((l) => l.includes(tag)) ?? "";
+    for (const text of [listed.stdout, denied.stderr]) {
+      const raw = tricky.filter((c) => c !== "\n" && text.includes(c));
+      assert.deepEqual(raw.map((c) => c.codePointAt(0)?.toString(16)), [], `raw control characters shown:\n${text}`);
+    }
+    for (const escape of ["\\u{202e}", "\\u{2066}", "\\u{200b}", "\\e[31m", "\\x07", "\\r", "\\n", "\\u{85}"]) assert.ok(line.includes(escape), `${escape} missing in ${line}`);
+    assert.equal(parseSteps((await waiting.done).stdout).get("waited"), REFUSED);
+  });
+
+  it("afterwards: no marker, also after the user's git status and a guardian restart; host files unchanged; no canary; a second cloister runs", async () => {
+    hostGit(t.project, ["status"], { home: t.hostHome });
+    assert.equal((await t.cli(["guardian", "stop"])).code, 0);
+    assert.equal((await t.cli(["guardian", "start"])).code, 0);
+    assert.deepEqual(presentMarkers(markers), []);
+    assert.deepEqual(diffSnapshots(hostBefore, hostSensitiveSnapshot(t)), []);
+    assertNoCanaryAnywhere(t);
+    await assertLive(t);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+const USER_SKIP = asUserSkipReason();
+
+describe("escape/hostexec as an ordinary user", { skip: NO_PYTHON || USER_SKIP, timeout: 300_000 }, () => {
+  let u: UserInstance;
+  const markers: string[] = [];
+  const target = (): Target => ({ t: u, attack: (script) => u.cli(["run", "--", "sh", "-c", script]) });
+
+  before(async () => {
+    u = createUserInstance("hxu");
+    const r = await u.cli(["guardian", "start"]);
+    assert.equal(r.code, 0, r.stderr);
+  });
+  after(async () => {
+    removeMarkers(markers);
+    await u?.teardown();
+  });
+
+  it("shell metacharacters in argv are plain text", async () => {
+    const escaped = marker("hxu-meta");
+    markers.push(escaped);
+    await metacharacterCase(target(), escaped);
+  });
+
+  it("the host command's environment carries no agent variable and no guardian secret", async () => {
+    await environmentCase(target());
+    assertNoCanaryAnywhere(u);
+  });
+});
