@@ -188,20 +188,20 @@ export class StoredKeys {
     this.keyring = new Keyring(configDir, keyringOptions);
   }
 
-  /** A key for a vault being created (or leaving passphrase mode); the note says where it went and why. */
-  async obtain(): Promise<{ source: "keyring" | "keyfile"; key: Buffer; note: string }> {
-    let keyringFailure: string | undefined;
-    if (this.preference !== "keyfile") {
-      try {
-        return { source: "keyring", key: await this.obtainFromKeyring(), note: `the key is in ${this.keyring.describe()}` };
-      } catch (error) {
-        keyringFailure = (error as Error).message;
-        if (this.preference === "keyring") throw new CloisterError(`the OS keyring cannot hold the vault key: ${keyringFailure}`, KEYRING_HINT);
-      }
+  /**
+   * A key for a vault being created (or leaving passphrase mode). With "auto", a keyring that fails
+   * in any way (not installed, no session bus, locked, silent) means the key file, and the reason
+   * comes back so the user learns why.
+   */
+  async obtain(): Promise<{ source: "keyring" | "keyfile"; key: Buffer; keyringFailure?: string }> {
+    if (this.preference === "keyfile") return { source: "keyfile", key: await obtainKeyFile(this.keyFile) };
+    try {
+      return { source: "keyring", key: await this.obtainFromKeyring() };
+    } catch (error) {
+      const keyringFailure = (error as Error).message;
+      if (this.preference === "keyring") throw new CloisterError(`the OS keyring cannot hold the vault key: ${keyringFailure}`, KEYRING_HINT);
+      return { source: "keyfile", key: await obtainKeyFile(this.keyFile), keyringFailure };
     }
-    const key = await obtainKeyFile(this.keyFile);
-    const note = keyringFailure ? `the OS keyring was not used (${keyringFailure}); the key is in ${this.keyFile}` : `the key is in ${this.keyFile}`;
-    return { source: "keyfile", key, note };
   }
 
   /** The key of an existing vault, from the source its file names. */
