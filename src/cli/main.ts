@@ -4,6 +4,7 @@ import { CloisterError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { registerApprovalCommands } from "./approval-commands.js";
 import { registerAuditCommands } from "./audit-commands.js";
+import { registerSecretCommands } from "./secret-commands.js";
 import { registerConfigCommands } from "./config-commands.js";
 import { registerDoctorCommand } from "./doctor-command.js";
 import { registerGuardianCommands } from "./guardian-commands.js";
@@ -28,6 +29,7 @@ registerGuardianCommands(program);
 registerConfigCommands(program);
 registerDoctorCommand(program);
 registerAuditCommands(program);
+registerSecretCommands(program);
 
 try {
   await program.parseAsync(process.argv);

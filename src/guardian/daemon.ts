@@ -20,6 +20,8 @@ import { ApprovalQueue, type DecisionKeeper } from "./approvals/queue.js";
 import type { AnswerInput } from "./approvals/types.js";
 import type { AuditEvent } from "../audit/log.js";
 import { HostCommands } from "./host-commands.js";
+import { Vault } from "./vault/vault.js";
+import { vaultRoutes } from "./vault/routes.js";
 import { SessionDecisionStore } from "./session-decisions.js";
 import { UiServer } from "./ui/server.js";
 import { PACKAGE_ROOT } from "../package-root.js";
@@ -38,6 +40,7 @@ class Guardian {
   private audit!: AuditLog;
   private approvals!: ApprovalQueue;
   private hostCommands!: HostCommands;
+  private vault!: Vault;
   private ui: UiServer | undefined;
   /** Why the approval UI is not served (e.g. its port is taken); approvals still work from the CLI. */
   private uiError: string | undefined;
@@ -68,6 +71,7 @@ class Guardian {
     await this.startUi(policy.store?.uiPort ?? 9999);
     if (this.egress.policyError) log(`the configuration is invalid, so all egress is refused until it is fixed: ${this.egress.policyError}`);
     await this.reconcile();
+    this.vault = Vault.open(this.paths);
     await serveControl(this.paths.guardianSocket, this.routes());
     this.controlInode = statSync(this.paths.guardianSocket).ino;
     writeFileSync(this.paths.guardianPidFile, `${process.pid}\n`, { mode: 0o600 });
@@ -81,6 +85,7 @@ class Guardian {
 
   private routes() {
     return {
+      ...vaultRoutes(this.vault, (event) => this.audit.append(event)),
       "GET /v1/status": () => ({
         pid: process.pid,
         startedAt: this.startedAt,

@@ -28,7 +28,7 @@ export interface KeyringOptions {
 const KEYRING_TIMEOUT_MS = 5_000;
 
 /** One vault key in the OS keyring, found by attributes naming this Cloister instance. */
-export class Keyring {
+class Keyring {
   readonly attributes: string[];
   private readonly command: string;
   private readonly env: NodeJS.ProcessEnv;
@@ -76,6 +76,9 @@ export class Keyring {
       let stderr = "";
       const timer = setTimeout(() => {
         child.kill("SIGKILL");
+        // A helper it started may still hold the pipes open; stop waiting for them.
+        child.stdout.destroy();
+        child.stderr.destroy();
         reject(new CloisterError(`secret-tool did not answer within ${this.timeoutMs / 1000} s (a locked keyring waiting for its password?)`));
       }, this.timeoutMs);
       child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
@@ -115,7 +118,7 @@ export async function readKeyFile(path: string): Promise<Buffer | undefined> {
       throw new CloisterError(`the vault key file ${path} belongs to uid ${info.uid}, not to you (uid ${uid}); refusing to use it`, `if it is yours: chown ${uid} ${path}`);
     }
     if ((info.mode & 0o077) !== 0) {
-      throw new CloisterError(`the vault key file ${path} can be read by others (mode ${(info.mode & 0o777).toString(8)}); refusing to use it`, `make it private: chmod 600 ${path}`);
+      throw new CloisterError(`the vault key file ${path} is open to other users (mode ${(info.mode & 0o777).toString(8)}); refusing to use it`, `make it private: chmod 600 ${path}`);
     }
     const key = await handle.readFile();
     if (key.length !== KEY_BYTES) throw new CloisterError(`the vault key file ${path} holds ${key.length} bytes, not a ${KEY_BYTES}-byte key`);
@@ -126,7 +129,7 @@ export async function readKeyFile(path: string): Promise<Buffer | undefined> {
 }
 
 /** The key file's key, created with fresh random bytes first if there is none (link-atomic: two racing creators agree). */
-export async function obtainKeyFile(path: string): Promise<Buffer> {
+async function obtainKeyFile(path: string): Promise<Buffer> {
   await ensurePrivateDir(dirname(path));
   await createFileAtomic(path, randomBytes(KEY_BYTES), 0o600);
   const key = await readKeyFile(path);

@@ -145,7 +145,7 @@ export class Vault {
       try {
         unseal(key, CHECK_NAME, file.check);
       } catch (error) {
-        if (error instanceof UnsealError) throw new CloisterError("wrong passphrase: the vault stays locked");
+        if (error instanceof UnsealError) throw new CloisterError("wrong passphrase");
         throw error;
       }
       this.forgetKey();
@@ -180,6 +180,7 @@ export class Vault {
   removePassphrase(): Promise<{ key: string; note: string | null }> {
     return this.exclusive(async () => {
       const old = this.passphraseFile(await this.read());
+      await this.keyOf(old); // locked: fail before a new key is stored anywhere
       const stored = await this.keys.obtain();
       const file = await this.rekey(old, { keySource: stored.source }, stored.key);
       this.note = keyringNote(stored.keyringFailure);
@@ -250,8 +251,8 @@ export class Vault {
 
   private passphraseFile(file: VaultFile | undefined): VaultFile {
     if (file?.keySource === "passphrase") return file;
-    const where = file ? ` (its key is in ${this.whereIsKey(file)})` : " (there is no vault yet)";
-    throw new CloisterError(`the vault does not use a passphrase${where}`, "turn passphrase mode on with `cloister secret passphrase`");
+    const why = file ? `its key is in ${this.whereIsKey(file)}` : "there is no vault yet";
+    throw new CloisterError(`the vault does not use a passphrase: ${why}`, "turn passphrase mode on with `cloister secret passphrase`");
   }
 
   private whereIsKey(file: VaultFile): string {

@@ -1,0 +1,57 @@
+/**
+ * The vault on the guardian's control API. No route answers with a value: values go in (set) and
+ * stay in the guardian. Changes are audited by name only.
+ */
+import type { AuditEvent } from "../../audit/log.js";
+import { CloisterError } from "../../errors.js";
+import type { Handler } from "../control-server.js";
+import type { Vault } from "./vault.js";
+
+export function vaultRoutes(vault: Vault, audit: (event: AuditEvent) => void = () => undefined): Record<string, Handler> {
+  return {
+    "GET /v1/secrets": async () => ({ secrets: await vault.list() }),
+    "GET /v1/secrets/status": () => vault.status(),
+    "PUT /v1/secrets/:name": async (body, [name = ""]) => {
+      const result = await vault.set(name, text(body, "value") ?? "", text(body, "description"));
+      audit({ type: "secret.set", name, created: result.created });
+      return result;
+    },
+    "DELETE /v1/secrets/:name": async (_, [name = ""]) => {
+      const removed = await vault.remove(name);
+      if (removed) audit({ type: "secret.remove", name });
+      return { removed };
+    },
+    "POST /v1/secrets/unlock": async (body) => {
+      try {
+        await vault.unlock(text(body, "passphrase") ?? "");
+      } catch (error) {
+        audit({ type: "vault.unlock", ok: false });
+        throw error;
+      }
+      audit({ type: "vault.unlock", ok: true });
+      return { locked: false };
+    },
+    "POST /v1/secrets/lock": async () => {
+      await vault.lock();
+      audit({ type: "vault.lock" });
+      return { locked: true };
+    },
+    "POST /v1/secrets/passphrase": async (body) => {
+      await vault.setPassphrase(text(body, "passphrase") ?? "");
+      audit({ type: "vault.passphrase", on: true });
+      return vault.status();
+    },
+    "POST /v1/secrets/passphrase/remove": async () => {
+      const result = await vault.removePassphrase();
+      audit({ type: "vault.passphrase", on: false });
+      return result;
+    },
+  };
+}
+
+/** A string field of the request body, or undefined when absent; anything else is refused. */
+function text(body: Record<string, unknown>, field: string): string | undefined {
+  const value = body[field];
+  if (value === undefined || typeof value === "string") return value;
+  throw new CloisterError(`"${field}" must be a string`);
+}
