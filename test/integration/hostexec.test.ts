@@ -44,10 +44,10 @@ async function configure(t: TestInstance, section: HostexecSection, reload = tru
   for (const key of ["timeout", "approval_timeout", "max_output", "rate_limit"] as const) {
     if (section[key] !== undefined) lines.push(`  ${key}: ${section[key]}`);
   }
-  const text = readFileSync(file, "utf8");
-  const replaced = text.replace(/^hostexec:\n[\s\S]*?(?=^\S)/m, () => `${lines.join("\n")}\n\n`);
-  assert.notEqual(replaced, text, "the config has no hostexec section to replace");
-  writeFileSync(file, replaced);
+  let replaced = false;
+  const text = readFileSync(file, "utf8").replace(/^hostexec:\n[\s\S]*?(?=^\S)/m, () => ((replaced = true), `${lines.join("\n")}\n\n`));
+  assert.ok(replaced, "the config has no hostexec section to replace");
+  writeFileSync(file, text);
   if (!reload) return;
   const r = await t.cli(["guardian", "reload"]);
   assert.equal(r.code, 0, r.stderr);
@@ -115,6 +115,7 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
   const cancelSleep = `32.${TAG.replace(/\D/g, "2")}`;
   const bigFile = "big.bin";
   const hostMarkers = [marker("hx-no-network"), marker("hx-no-network-forged")];
+  const sessionArgv = ["ls", "-d", ".", `session-${TAG}`];
 
   const baseRules = (): Rule[] => [
     { allow: ["pwd"] },
@@ -129,6 +130,8 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
     { allow: ["head", "-c", "*", bigFile] },
     { allow: [join(projectRoot, "stream.sh")] },
     { allow: ["touch", ...hostMarkers] },
+    { allow: ["git", "status", "--short"] },
+    { allow: ["git", "log", "--format=%s"] },
     { ask: ["ls", "**"] },
   ];
   const base = (overrides: Omit<HostexecSection, "rules"> = {}): HostexecSection => ({ rules: baseRules(), rate_limit: 10_000, ...overrides });
@@ -164,6 +167,19 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
     assert.equal(r.stdout, `${projectRoot}\nrc=0\n`, r.stderr);
     assert.ok(existsSync(join(t.project, `made-on-host-${TAG}`)), "the file the host command made is not in the project");
     assert.ok(!existsSync(join(t.project, "sub", `made-on-host-${TAG}`)));
+  });
+
+  it("host git runs (hardened) in the project while the project's cloister runs", async () => {
+    writeFileSync(join(t.project, `untracked-${TAG}`), "");
+    try {
+      const r = await inside("hostexec git status --short; echo status=$?; hostexec git log --format=%s; echo log=$?");
+      assert.equal(rcOf(r.stdout, "status"), 0, r.stderr);
+      assert.equal(rcOf(r.stdout, "log"), 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`^\\?\\? untracked-${TAG}$`, "m"));
+      assert.match(r.stdout, /^init$/m);
+    } finally {
+      rmSync(join(t.project, `untracked-${TAG}`), { force: true });
+    }
   });
 
   it("an asked command waits for `cloister approve`; hostexec says so on stderr with the id to answer", async () => {
@@ -315,7 +331,7 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
   });
 
   it("--scope session: the cloister is not asked again; another cloister is", async () => {
-    const argv = ["ls", "-d", ".", `session-${TAG}`];
+    const argv = sessionArgv;
     const first = await askAndAnswer(argv, "approve", "session");
     assert.equal(first.result.stdout, ".\nrc=2\n", first.result.stderr);
     const again = await inside(`hostexec ${shellWords(argv)}; echo rc=$?`);
@@ -352,6 +368,9 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
     // Only that exact argv: another last argument is still asked (and denied here).
     const other = await askAndAnswer(["ls", "-d", `project-${TAG}`, "x"], "deny");
     assert.equal(rcOf(other.result.stdout), HOSTEXEC_EXIT.refused);
+    // The earlier session answer ended with its cloister: the new one is asked.
+    const session = await askAndAnswer(sessionArgv, "deny");
+    assert.equal(rcOf(session.result.stdout), HOSTEXEC_EXIT.refused);
   });
 
   it("rate_limit: 3 refuses the 4th request within a minute with 126", async () => {
