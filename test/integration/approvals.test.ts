@@ -88,6 +88,19 @@ describe("domain approvals", () => {
     assert.equal(web.requests.filter((q) => String(q.headers.host).startsWith("b.test") || String(q.headers.host).startsWith("timeout.test")).length, 0);
   });
 
+  it("`cloister approvals --watch` prints requests as they arrive and leave", async () => {
+    const watch = spawnCli(t, ["approvals", "--watch"]);
+    await watch.waitFor("watching for new ones");
+    const held = curl(first, "f.test");
+    await watch.waitFor(`f.test:${web.port}`);
+    const request = await pendingFor("f.test");
+    await answer("approve", request.id);
+    await watch.waitFor(`${request.id}  allow`);
+    assert.equal((await held.done).stdout, "200");
+    watch.child.kill("SIGINT");
+    assert.equal((await watch.done).code, 0);
+  });
+
   it("coalesces identical requests of one cloister into one question with one answer", async () => {
     const a = curl(first, "c.test", "/c1");
     const b = curl(first, "c.test", "/c2");
