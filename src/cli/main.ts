@@ -2,9 +2,11 @@
 import { Command, CommanderError } from "commander";
 import { CloisterError } from "../errors.js";
 import { VERSION } from "../version.js";
+import { registerAgentCommands } from "./agent-commands.js";
 import { registerApprovalCommands } from "./approval-commands.js";
 import { registerAuditCommands } from "./audit-commands.js";
 import { registerSecretCommands } from "./secret-commands.js";
+import { registerSetupCommands } from "./setup-commands.js";
 import { registerConfigCommands } from "./config-commands.js";
 import { registerDoctorCommand } from "./doctor-command.js";
 import { registerGuardianCommands } from "./guardian-commands.js";
@@ -23,6 +25,7 @@ const program = new Command()
   .configureOutput({ writeErr: (text) => process.stderr.write(text) });
 
 registerSandboxCommands(program);
+registerAgentCommands(program);
 registerPolicyCommands(program);
 registerApprovalCommands(program);
 registerGuardianCommands(program);
@@ -30,6 +33,7 @@ registerConfigCommands(program);
 registerDoctorCommand(program);
 registerAuditCommands(program);
 registerSecretCommands(program);
+registerSetupCommands(program);
 
 try {
   await program.parseAsync(process.argv);

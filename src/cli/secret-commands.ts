@@ -7,7 +7,7 @@ import { printTable } from "./output.js";
 
 const MAX_PASSPHRASE_BYTES = 4096;
 
-async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   const paths = resolvePaths();
   await ensureGuardian(paths);
   return guardianCall<T>(paths, method, path, body);
@@ -121,7 +121,7 @@ export function registerSecretCommands(program: Command): void {
 }
 
 /** Fail before asking for anything the locked vault could not take anyway. */
-async function refuseWhileLocked(): Promise<void> {
+export async function refuseWhileLocked(): Promise<void> {
   const status = await call<VaultStatus>("GET", "/v1/secrets/status");
   if (status.locked) throw new CloisterError("the vault is locked: run `cloister secret unlock`");
 }
@@ -130,7 +130,7 @@ async function refuseWhileLocked(): Promise<void> {
  * A value typed at the terminal without echo (twice, unless `confirm` is false), or everything on
  * stdin when it is not a terminal, minus one trailing newline.
  */
-async function readSecret(prompt: string, maxBytes: number, options: { confirm?: boolean } = {}): Promise<string> {
+export async function readSecret(prompt: string, maxBytes: number, options: { confirm?: boolean } = {}): Promise<string> {
   if (!process.stdin.isTTY) return readStdin(maxBytes);
   const first = await promptHidden(`${prompt}: `);
   if (options.confirm !== false && (await promptHidden(`${prompt} (again): `)) !== first) throw new CloisterError("the two entries differ; nothing was changed");

@@ -79,3 +79,9 @@ export async function ensureGuardian(paths: CloisterPaths): Promise<GuardianStat
   }
   throw new CloisterError("the guardian did not start", `see ${paths.guardianLog}`);
 }
+
+/** An agent's credential from the guardian's vault (`cloister setup AGENT`), or undefined. */
+export async function agentCredentialFromGuardian(paths: CloisterPaths, agent: string): Promise<{ kind: "oauth_token" | "api_key"; value: string } | undefined> {
+  const answer = await guardianCall<{ kind?: "oauth_token" | "api_key"; value?: string }>(paths, "GET", `/v1/agents/${encodeURIComponent(agent)}/credential`);
+  return answer.kind && answer.value ? { kind: answer.kind, value: answer.value } : undefined;
+}

@@ -22,6 +22,7 @@ import type { AuditEvent } from "../audit/log.js";
 import { HostCommands } from "./host-commands.js";
 import { Vault } from "./vault/vault.js";
 import { vaultRoutes } from "./vault/routes.js";
+import { agentCredential, checkAgentName } from "./vault/agent-credentials.js";
 import { SessionDecisionStore } from "./session-decisions.js";
 import { UiServer } from "./ui/server.js";
 import { PACKAGE_ROOT } from "../package-root.js";
@@ -86,6 +87,13 @@ class Guardian {
   private routes() {
     return {
       ...vaultRoutes(this.vault, (event) => this.audit.append(event)),
+      // The CLI hands an agent its credential when it starts the agent in a cloister (issue 6 will
+      // swap it for a placeholder the proxy replaces). Over the 0600 control socket only.
+      "GET /v1/agents/:name/credential": async (_: unknown, [name]: string[]) => {
+        const credential = await agentCredential(this.vault, checkAgentName(name ?? ""));
+        this.audit.append({ type: "secret.deliver", agent: name ?? "", kind: credential?.kind ?? null });
+        return credential ?? {};
+      },
       "GET /v1/status": () => ({
         pid: process.pid,
         startedAt: this.startedAt,

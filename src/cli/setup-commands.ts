@@ -1,0 +1,90 @@
+import { createInterface } from "node:readline/promises";
+import type { Command } from "commander";
+import { CloisterError } from "../errors.js";
+import { credentialSecretName, CREDENTIAL_KINDS, type CredentialKind } from "../guardian/vault/agent-credentials.js";
+import { call, readSecret, refuseWhileLocked } from "./secret-commands.js";
+
+interface CredentialChoice {
+  kind: CredentialKind;
+  label: string;
+  /** Where the user gets one. */
+  where: string;
+}
+
+/** What each built-in agent can log in with. */
+const AGENT_CREDENTIALS: Readonly<Record<string, readonly CredentialChoice[]>> = {
+  claude: [
+    { kind: "oauth_token", label: "an OAuth token (Claude Pro/Max subscription)", where: "run `claude setup-token` on a machine where you are logged in" },
+    { kind: "api_key", label: "an Anthropic API key", where: "console.anthropic.com → API keys" },
+  ],
+  codex: [{ kind: "api_key", label: "an OpenAI API key", where: "platform.openai.com/api-keys" }],
+  gemini: [{ kind: "api_key", label: "a Gemini API key", where: "aistudio.google.com/apikey" }],
+};
+
+const MAX_CREDENTIAL_BYTES = 16 * 1024;
+
+interface SetupFlags {
+  apiKey?: boolean;
+  oauthToken?: boolean;
+}
+
+export function registerSetupCommands(program: Command): void {
+  program
+    .command("setup")
+    .description("store an agent's credential (OAuth token or API key) in the guardian's encrypted vault")
+    .argument("<agent>", Object.keys(AGENT_CREDENTIALS).join(", "))
+    .option("--api-key", "store an API key (read from stdin when it is not a terminal)")
+    .option("--oauth-token", "store an OAuth token (claude only)")
+    .addHelpText(
+      "after",
+      `
+The credential is kept encrypted by the guardian (see \`cloister secret\`) and given to the agent
+when it starts in a cloister (\`cloister start --agent NAME\`); it is never written to a config file.
+Host variables such as ANTHROPIC_API_KEY are not used unless you opt in when starting.
+
+Examples:
+  cloister setup claude                                   (asks which kind, then the value without echo)
+  printf %s "$ANTHROPIC_API_KEY" | cloister setup claude --api-key
+  claude setup-token | tail -1 | cloister setup claude --oauth-token`,
+    )
+    .action((agent: string, flags: SetupFlags) => setup(agent, flags));
+}
+
+async function setup(agent: string, flags: SetupFlags): Promise<void> {
+  const choices = AGENT_CREDENTIALS[agent];
+  if (!choices) throw new CloisterError(`no built-in agent named ${JSON.stringify(agent)}`, `choose one of ${Object.keys(AGENT_CREDENTIALS).join(", ")}; custom agents use \`cloister secret set ${agent}.api_key\``);
+  if (flags.apiKey && flags.oauthToken) throw new CloisterError("--api-key and --oauth-token exclude each other");
+  const wanted: CredentialKind | undefined = flags.apiKey ? "api_key" : flags.oauthToken ? "oauth_token" : undefined;
+  const choice = wanted ? choices.find((c) => c.kind === wanted) : await chooseKind(choices);
+  if (!choice) throw new CloisterError(`${agent} does not take ${wanted === "oauth_token" ? "an OAuth token" : "an API key"}`, `it takes ${choices.map((c) => c.label).join(" or ")}`);
+  await refuseWhileLocked();
+  if (process.stdin.isTTY) process.stderr.write(`Paste ${choice.label} (${choice.where}).\n`);
+  const value = (await readSecret(capitalize(choice.label), MAX_CREDENTIAL_BYTES)).trim();
+  if (!value) throw new CloisterError("the credential is empty; nothing was changed");
+  await call("PUT", `/v1/secrets/${credentialSecretName(agent, choice.kind)}`, { value, description: `${agent}: ${choice.label}` });
+  // One credential per agent: a token stored before under the other kind would otherwise win or linger.
+  for (const kind of CREDENTIAL_KINDS.filter((k) => k !== choice.kind)) {
+    await call("DELETE", `/v1/secrets/${credentialSecretName(agent, kind)}`).catch(() => undefined);
+  }
+  process.stderr.write(`Stored ${choice.label} for ${agent} in the vault. \`cloister start --agent ${agent}\` gives it to the agent.\n`);
+}
+
+/** Asks which kind of credential when the agent takes more than one (and a person is there to answer). */
+async function chooseKind(choices: readonly CredentialChoice[]): Promise<CredentialChoice | undefined> {
+  if (choices.length === 1) return choices[0];
+  if (!process.stdin.isTTY) throw new CloisterError("say which kind of credential is on stdin", "add --api-key or --oauth-token");
+  const prompt = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const lines = choices.map((c, i) => `  ${i + 1}) ${c.label}`).join("\n");
+    const answer = (await prompt.question(`Log in with:\n${lines}\nChoice [1]: `)).trim() || "1";
+    const picked = choices[Number(answer) - 1];
+    if (!picked) throw new CloisterError(`no choice ${JSON.stringify(answer)}`);
+    return picked;
+  } finally {
+    prompt.close();
+  }
+}
+
+function capitalize(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}

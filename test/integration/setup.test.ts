@@ -1,0 +1,67 @@
+/**
+ * `cloister setup AGENT` end to end: the credential goes into the guardian's vault under the agent's
+ * name, one kind at a time, never into a file or an output; the guardian hands it out only over its
+ * control socket.
+ */
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { resolvePaths } from "../../src/config/paths.js";
+import { agentCredentialFromGuardian } from "../../src/guardian/control-client.js";
+import { createInstance, type TestInstance } from "../helpers/cloister.js";
+
+describe("cloister setup", () => {
+  let t: TestInstance;
+  const apiKey = `sk-ant-api03-CANARY-${Date.now()}`;
+  const oauthToken = `sk-ant-oat01-CANARY-${Date.now()}`;
+  const credential = () => agentCredentialFromGuardian(resolvePaths({ CLOISTER_HOME: t.home }), "claude");
+
+  before(() => {
+    t = createInstance("su");
+  });
+  after(() => t.teardown());
+
+  it("stores an API key from stdin and hands it out as the agent's credential", async () => {
+    const r = await t.cli(["setup", "claude", "--api-key"], { input: `${apiKey}\n` });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /Stored an Anthropic API key for claude/);
+    assert.deepEqual(await credential(), { kind: "api_key", value: apiKey });
+  });
+
+  it("an OAuth token replaces the API key (one credential per agent)", async () => {
+    assert.equal((await t.cli(["setup", "claude", "--oauth-token"], { input: oauthToken })).code, 0);
+    assert.deepEqual(await credential(), { kind: "oauth_token", value: oauthToken });
+    const list = JSON.parse((await t.cli(["secret", "list", "--json"])).stdout) as { name: string }[] | { secrets: { name: string }[] };
+    const names = (Array.isArray(list) ? list : list.secrets).map((s) => s.name);
+    assert.deepEqual(names, ["claude.oauth_token"]);
+  });
+
+  it("refuses what an agent does not take, an unknown agent, and a missing kind on stdin", async () => {
+    const codex = await t.cli(["setup", "codex", "--oauth-token"], { input: "x" });
+    assert.equal(codex.code, 125);
+    assert.match(codex.stderr, /codex does not take an OAuth token/);
+    const unknown = await t.cli(["setup", "nope", "--api-key"], { input: "x" });
+    assert.match(unknown.stderr, /no built-in agent named "nope"/);
+    const ambiguous = await t.cli(["setup", "claude"], { input: "x" });
+    assert.match(ambiguous.stderr, /add --api-key or --oauth-token/);
+  });
+
+  it("the values appear in no file, log or output outside the vault's ciphertext", async () => {
+    const outputs = [await t.cli(["secret", "list", "--json"]), await t.cli(["secret", "status", "--json"]), await t.cli(["config", "show"])];
+    for (const r of outputs) assert.ok(!r.stdout.includes(oauthToken) && !r.stderr.includes(oauthToken));
+    const files: string[] = [];
+    const walk = (dir: string): void => {
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) walk(path);
+        else if (entry.isFile()) files.push(path);
+      }
+    };
+    walk(t.home);
+    for (const file of files) {
+      const text = readFileSync(file, "latin1");
+      assert.ok(!text.includes(oauthToken) && !text.includes(apiKey), `a credential in plain text in ${file}`);
+    }
+  });
+});
