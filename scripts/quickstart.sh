@@ -5,14 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in bubblewrap:bwrap socat:socat gcc:cc git:git; do
+# bubblewrap, socat, gcc and git to run cloister; curl, openssl and chromium for `npm test` (the egress
+# tests use curl and a test CA inside cloisters; the approval UI test drives chromium).
+for pkg in bubblewrap:bwrap socat:socat gcc:cc git:git curl:curl openssl:openssl chromium:chromium; do
   command -v "${pkg#*:}" >/dev/null 2>&1 || need+=("${pkg%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need[*]}"
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" libc6-dev
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" libc6-dev ca-certificates
 fi
 
 echo "==> installing npm dependencies"
