@@ -68,6 +68,8 @@ export function serveHostexec(context: EgressContext, socket: Socket, port: Host
       frames = decoder.push(chunk);
     } catch (error) {
       clearTimeout(deadline);
+      // A client that breaks the protocol mid-command loses the command too.
+      cancel.abort();
       context.refused("hostexec", "invalid", (error as Error).message);
       return finish(socket, { status: "error", exitCode: HOSTEXEC_EXIT.failed, message: (error as Error).message });
     }
