@@ -57,7 +57,7 @@ const CLI = join(ROOT, "dist", "bundle", "main.js");
 const DIST_INDEX = join(ROOT, "dist", "index.js");
 const INIT_BINARY = join(ROOT, "native", "build", "cloister-init");
 const SRT_BIN = join(ROOT, "node_modules", ".bin", "srt");
-const SECTIONS = ["cli", "lib", "mem", "scale", "proxy", "approvals"] as const;
+const SECTIONS = ["cli", "lib", "mem", "scale", "proxy", "approvals", "agent"] as const;
 type Section = (typeof SECTIONS)[number];
 
 const TARGET_CLI_VS_SRT = 0.33;
@@ -102,7 +102,7 @@ function parseOptions(argv: string[]): Options {
     process.stdout.write(
       [
         "usage: npm run bench -- [--runs N] [--scale N] [--scale-network] [--concurrency N] [--proxy-requests N] [--proxy-mib N]",
-        "                        [--proxy-tunnels N] [--approval-requests N] [--only cli,lib,mem,scale,proxy,approvals]",
+        "                        [--proxy-tunnels N] [--approval-requests N] [--only cli,lib,mem,scale,proxy,approvals,agent]",
         "  --runs N            timed runs per row in the CLI and library sections (default 20)",
         "  --scale N           concurrent idle cloisters: 100 (default) runs 100 without and 100 with network;",
         "                      a larger N (e.g. 1000) adds N without network, which takes a few minutes",
@@ -112,7 +112,8 @@ function parseOptions(argv: string[]): Options {
         "  --proxy-mib N       MiB per download and per upload in the proxy section (default 1024)",
         "  --proxy-tunnels N   CONNECT tunnels held open at once in the proxy section (default 5000)",
         "  --approval-requests N  held requests answered through the approval UI's API (default 100)",
-        "  --only LIST         only these sections (default all: cli,lib,mem,scale,proxy,approvals); --only proxy: the egress proxy alone (~2 min)",
+        "  --only LIST         only these sections (default all: cli,lib,mem,scale,proxy,approvals,agent); --only proxy: the egress proxy alone (~2 min)",
+        "                      (agent installs a managed Claude Code from the npm registry into the bench instance when the host has none)",
         "",
       ].join("\n"),
     );
@@ -415,6 +416,56 @@ async function cliSection(inst: Instance, runs: number): Promise<void> {
   const n = results.get(LABELS.node)?.summary;
   if (c !== undefined && n !== undefined) print(`  cloister above the node floor: ${fmtMs(c.median - n.median)} ms median`);
   print(`  raw bwrap argv: bwrap ${rawBwrapArgs().join(" ")}`);
+}
+
+/** The issue's target: an agent in a cloister starts at most this much slower than on the host. */
+const TARGET_AGENT_VS_HOST = 1.2;
+
+/**
+ * Claude Code's start-up in a cloister against the same install on the host: `--version` is the
+ * whole start of the agent's process (node loading its bundle) without talking to an API. Rows: a
+ * fresh cloister per run (`cloister run --agent claude`), and a running one (`cloister exec`).
+ */
+async function agentSection(inst: Instance, runs: number): Promise<void> {
+  heading(`7. Agent start-up — claude --version, ${runs} runs each, interleaved, after one warm-up run each`);
+  const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { env: inst.env, encoding: "utf8", cwd: inst.project });
+  const listed = () => (JSON.parse(cli("agent", "list", "--json").stdout) as { name: string; found: boolean; path?: string; how?: string; version?: string }[]).find((a) => a.name === "claude");
+  let claude = listed();
+  if (!claude?.found) {
+    print("  no claude on this host: installing a managed copy from the npm registry (cloister agent install claude)…");
+    const installed = spawnSync(process.execPath, [CLI, "agent", "install", "claude"], { env: inst.env, stdio: ["ignore", "inherit", "inherit"] });
+    if (installed.status !== 0) throw new Error("cloister agent install claude failed");
+    claude = listed();
+  }
+  if (!claude?.found || !claude.path) throw new Error("claude is still not found after the install");
+  print(`  claude ${claude.version ?? "?"} (${claude.how}): ${claude.path}`);
+  const started = cli("start", "-d", "--name", "bench-agent", "--agent", "claude");
+  if (started.status !== 0) throw new Error(`cloister start --agent claude failed: ${lastLines(started.stderr)}`);
+  // The host row starts the agent exactly as the cloister's launcher does: the same fixed arguments
+  // (--dangerously-skip-permissions alone costs Claude Code ~0.3 s) and environment.
+  const { BUILTIN_AGENTS, fixedArgs } = await import("../src/agents/registry.js");
+  const definition = BUILTIN_AGENTS.claude;
+  if (!definition) throw new Error("no built-in claude agent");
+  const hostInst = { ...inst, env: { ...inst.env, ...definition.env } };
+  const LABELS = {
+    host: `claude ${fixedArgs(definition).join(" ")} --version on the host`,
+    run: "cloister run --agent claude -- --version",
+    exec: "cloister exec (running cloister) -- claude --version",
+  };
+  try {
+    const cmds: Cmd[] = [
+      spawnCmd(LABELS.host, claude.path, [...fixedArgs(definition), "--version"], hostInst),
+      spawnCmd(LABELS.run, process.execPath, [CLI, "run", "--agent", "claude", "--", "--version"], inst),
+      spawnCmd(LABELS.exec, process.execPath, [CLI, "exec", "bench-agent", "--", "claude", "--version"], inst),
+    ];
+    const results = await measureInterleaved(inst, cmds, runs);
+    print(timingTable(results, Object.values(LABELS)));
+    print("");
+    print(ratioLine("fresh cloister / host", results.get(LABELS.run), results.get(LABELS.host), TARGET_AGENT_VS_HOST));
+    print(ratioLine("running cloister / host", results.get(LABELS.exec), results.get(LABELS.host), TARGET_AGENT_VS_HOST));
+  } finally {
+    cli("stop", "bench-agent");
+  }
 }
 
 async function libSection(inst: Instance, lib: Lib, runs: number): Promise<void> {
@@ -783,6 +834,7 @@ async function main(): Promise<number> {
       ["scale", () => scaleSection(inst, lib, options)],
       ["proxy", () => proxySection(proxyHost(inst, lib), { requests: options.proxyRequests, mib: options.proxyMib, tunnels: options.proxyTunnels })],
       ["approvals", () => approvalsSection(proxyHost(inst, lib), options.approvalRequests)],
+      ["agent", () => agentSection(inst, options.runs)],
     ];
     // A section that fails is reported and the next one still runs (each stops its own cloisters).
     for (const [name, run] of sections) {

@@ -13,13 +13,23 @@ import { sandboxEnv } from "./sandbox/env.js";
 import { execInCloister, type ExecSession } from "./sandbox/init-client.js";
 import { locateProject } from "./sandbox/project.js";
 import { isKeeperAlive, listRecords, readRecord, type CloisterRecord } from "./sandbox/records.js";
+import { configRootOf, resolveLaunchProject } from "./sandbox/worktree.js";
 import { userInfo } from "node:os";
+import type { CredentialLookup } from "./agents/credentials.js";
+import { hasAgentMarker } from "./agents/marker.js";
+import type { AgentRequest, AgentSession } from "./agents/session.js";
+export type { AgentSession };
 
 /** Options shared by the CLI and the library; every field is optional. */
 export interface CloisterOptions {
   /** Project directory (its git toplevel is used); default: the current directory. */
   project?: string;
   allowNoGit?: boolean;
+  /**
+   * Run in the project's git worktree for this branch (created under the data dir if needed, from
+   * the local branch, else origin/BRANCH, else HEAD); a persistent cloister is named `<project>-<branch>`.
+   */
+  branch?: string;
   /** Name of a persistent cloister; default: the project's name. */
   name?: string;
   /** false = no network at all (not even the guardian bridge). Default from config (true). */
@@ -40,6 +50,17 @@ export interface CloisterOptions {
   resolve?: Record<string, string>;
   /** An isolated instance (like CLOISTER_HOME); default from the environment. */
   paths?: CloisterPaths;
+  /**
+   * Set the cloister up for this agent (claude, codex, gemini, or one from config `agents:`); true =
+   * config `defaults.agent`. Without it, a persistent cloister is set up for `defaults.agent` if any.
+   */
+  agent?: string | true;
+  /** Where the agent's stored credential comes from (the guardian's vault). */
+  credentials?: CredentialLookup;
+  /** Take the agent's credential from the host environment (ANTHROPIC_API_KEY, ...) instead: an explicit opt-in, warned about. */
+  passEnvCredential?: boolean;
+  /** Warnings and set-up notes; default: one line each on stderr. */
+  warn?: (message: string) => void;
 }
 
 export interface ExecOptions {
@@ -57,6 +78,8 @@ export class Cloister {
     readonly record: CloisterRecord,
     private readonly paths: CloisterPaths,
     private readonly baseEnv: Record<string, string>,
+    /** The agent the cloister was set up for, if any. */
+    readonly agent?: AgentSession,
   ) {}
 
   get name(): string {
@@ -80,6 +103,12 @@ export class Cloister {
     );
   }
 
+  /** Starts the cloister's agent with these arguments; await `.done` for its exit code. */
+  execAgent(args: string[], options: ExecOptions = {}): ExecSession {
+    if (!this.agent) throw new CloisterError(`cloister ${this.name} was not set up for an agent`, "create it with the agent option (--agent NAME)");
+    return this.exec(this.agent.argv(args), { ...options, env: { ...this.agent.env, ...options.env } });
+  }
+
   async stop(): Promise<void> {
     await stopCloister(this.name, this.paths);
   }
@@ -89,6 +118,10 @@ export class Cloister {
 export async function createCloister(options: CloisterOptions = {}, persistent = false): Promise<Cloister> {
   const paths = options.paths ?? resolvePaths();
   const { spec, config } = await launchSpec(options, paths, persistent);
+  const agent = options.agent !== undefined || (persistent && config.defaults.agent)
+    ? await (await import("./agents/session.js")).agentForNewCloister(agentRequest(options), { persistent, config, paths, projectRoot: spec.projectRoot, network: spec.network, cloisterHome: sandboxHome() })
+    : undefined;
+  spec.agent = agent?.spec;
   await ensureGuardian(paths);
   const id = randomBytes(4).toString("hex");
   const grant = await guardianCall<LaunchGrant>(paths, "POST", "/v1/cloisters", {
@@ -103,7 +136,7 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   spec.proxyToken = grant.token;
   spec.hidden = grant.hidden;
   const record = await launchCloister(paths, spec, id);
-  return new Cloister(record, paths, commandEnv(record, options, config));
+  return new Cloister(record, paths, commandEnv(record, options, config), agent?.session);
 }
 
 /** The persistent cloister of that name if it is running. */
@@ -113,15 +146,22 @@ export async function findCloister(name: string, options: CloisterOptions = {}):
   if (!record || !isKeeperAlive(record)) return undefined;
   // A running cloister needs its guardian (egress socket, reaper): bring back one that crashed.
   await ensureGuardian(paths);
-  const { config } = await resolveProject(paths, record.projectRoot);
-  return new Cloister(record, paths, commandEnv(record, options, config));
+  const { config } = await resolveProject(paths, await configRootOf(paths, record));
+  const agent = options.agent !== undefined || hasAgentMarker(record.runtimeDir)
+    ? await (await import("./agents/session.js")).agentForRunningCloister(record, agentRequest(options), config)
+    : undefined;
+  return new Cloister(record, paths, commandEnv(record, options, config), agent);
 }
 
-/** Creates a fresh cloister, runs one command, removes the cloister; resolves with the exit code. */
+/**
+ * Creates a fresh cloister, runs one command, removes the cloister; resolves with the exit code.
+ * With `options.agent`, `argv` are the agent's arguments (`["-p", "fix the tests"]`).
+ */
 export async function runInCloister(argv: string[], options: CloisterOptions = {}, exec: ExecOptions = {}): Promise<number> {
   const cloister = await createCloister(options, false);
   try {
-    return (await cloister.exec(argv, exec).done).exitCode;
+    const session = options.agent !== undefined ? cloister.execAgent(argv, exec) : cloister.exec(argv, exec);
+    return (await session.done).exitCode;
   } finally {
     await cloister.stop();
   }
@@ -139,12 +179,13 @@ export async function listCloisters(paths: CloisterPaths = resolvePaths()): Prom
 /** The launch spec, and the effective config it came from (commands' environment needs it too). */
 async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persistent: boolean): Promise<{ spec: LaunchSpec; config: EffectiveConfig }> {
   const location = locateProject(options.project ?? process.cwd(), options.allowNoGit);
-  const { project, config } = await resolveProject(paths, location.root);
-  const name = persistent ? checkedName(options.name ?? project) : `${project.slice(0, 50)}-run-${randomBytes(3).toString("hex")}`;
+  const { project, config, worktree } = await resolveLaunchProject(paths, location, options.branch, options.warn);
+  const name = persistent ? checkedName(options.name ?? worktree?.cloisterName ?? project) : `${project.slice(0, 50)}-run-${randomBytes(3).toString("hex")}`;
   const spec: LaunchSpec = {
     name,
     project,
-    projectRoot: location.root,
+    projectRoot: worktree?.dir ?? location.root,
+    linkedGit: worktree?.git,
     isGit: location.isGit,
     persistent,
     network: options.network ?? config.defaults.network,
@@ -215,5 +256,15 @@ function commandEnv(record: CloisterRecord, options: CloisterOptions, config: Ef
     extraNames: config.sandbox.env,
     proxyUrl,
     explicit: options.env ?? {},
+    agentBin: hasAgentMarker(record.runtimeDir),
   });
+}
+
+function agentRequest(options: CloisterOptions): AgentRequest {
+  return {
+    agent: options.agent,
+    credentials: options.credentials,
+    passEnvCredential: options.passEnvCredential,
+    warn: options.warn ?? ((message) => process.stderr.write(`cloister: ${message}\n`)),
+  };
 }

@@ -7,11 +7,13 @@ import { registerApprovalCommands } from "./approval-commands.js";
 import { registerAuditCommands } from "./audit-commands.js";
 import { registerSecretCommands } from "./secret-commands.js";
 import { registerSetupCommands } from "./setup-commands.js";
+import { registerCompletionCommands } from "./completion.js";
 import { registerConfigCommands } from "./config-commands.js";
 import { registerDoctorCommand } from "./doctor-command.js";
 import { registerGuardianCommands } from "./guardian-commands.js";
 import { registerPolicyCommands } from "./policy-commands.js";
 import { registerSandboxCommands } from "./sandbox-commands.js";
+import { registerWorktreeCommands } from "./worktree-commands.js";
 
 /** Exit code when cloister itself fails (as opposed to the command it ran), like `docker run`. */
 const CLOISTER_FAILED = 125;
@@ -25,6 +27,7 @@ const program = new Command()
   .configureOutput({ writeErr: (text) => process.stderr.write(text) });
 
 registerSandboxCommands(program);
+registerWorktreeCommands(program);
 registerAgentCommands(program);
 registerPolicyCommands(program);
 registerApprovalCommands(program);
@@ -34,6 +37,7 @@ registerDoctorCommand(program);
 registerAuditCommands(program);
 registerSecretCommands(program);
 registerSetupCommands(program);
+registerCompletionCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -3,15 +3,17 @@ import { createCloister, findCloister, listCloisters, parseTimeout, stopCloister
 import { formatDuration } from "../config/units.js";
 import { resolvePaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
+import { agentCredentialFromGuardian, ensureGuardian } from "../guardian/control-client.js";
 import { parseEnvAssignments } from "../sandbox/env.js";
 import { readRecord } from "../sandbox/records.js";
 import { locateProject } from "../sandbox/project.js";
-import { resolveProject } from "../config/effective-cache.js";
+import { defaultCloisterName as cloisterNameFor, managedWorktrees } from "../sandbox/worktree.js";
 import { runAttached } from "./terminal.js";
 import { printTable, collect } from "./output.js";
 
 interface SandboxFlags {
   project?: string;
+  branch?: string;
   allowNoGit?: boolean;
   network?: boolean;
   memory?: string;
@@ -23,11 +25,17 @@ interface SandboxFlags {
   deny?: string[];
   allowPrivate?: string[];
   resolve?: string[];
+  agent?: string | true;
+  passEnvCredential?: boolean;
 }
 
 function cloisterOptions(flags: SandboxFlags): CloisterOptions {
   return {
+    agent: flags.agent,
+    credentials: vaultCredential,
+    passEnvCredential: flags.passEnvCredential,
     project: flags.project,
+    branch: flags.branch,
     allowNoGit: flags.allowNoGit,
     network: flags.network,
     memory: flags.memory,
@@ -40,6 +48,13 @@ function cloisterOptions(flags: SandboxFlags): CloisterOptions {
     allowPrivate: flags.allowPrivate,
     resolve: parseResolve(flags.resolve ?? []),
   };
+}
+
+/** An agent's credential from the guardian's vault (`cloister setup AGENT`). */
+async function vaultCredential(agent: string) {
+  const paths = resolvePaths();
+  await ensureGuardian(paths);
+  return agentCredentialFromGuardian(paths, agent);
 }
 
 function hasSessionRules(flags: SandboxFlags): boolean {
@@ -60,7 +75,14 @@ function parseResolve(values: readonly string[]): Record<string, string> {
 function projectFlags(command: Command): Command {
   return command
     .option("--project <dir>", "the project directory (its git toplevel is used; default: current directory)")
-    .option("--allow-no-git", "allow a plain directory that is not in a git repository");
+    .option("--allow-no-git", "allow a plain directory that is not in a git repository")
+    .option("-b, --branch <branch>", "use the project's git worktree for this branch (created from the local branch, origin/BRANCH or HEAD); see `cloister worktree`");
+}
+
+function agentFlags(command: Command): Command {
+  return command
+    .option("--agent [name]", "set the cloister up for this agent (claude, codex, gemini, or one from config) and run it; no name = config defaults.agent")
+    .option("--pass-env-credential", "give the agent its credential from your environment (ANTHROPIC_API_KEY, OPENAI_API_KEY, ...); off by default");
 }
 
 function limitFlags(command: Command): Command {
@@ -77,17 +99,19 @@ function limitFlags(command: Command): Command {
 }
 
 export function registerSandboxCommands(program: Command): void {
-  limitFlags(projectFlags(program.command("run")))
+  agentFlags(limitFlags(projectFlags(program.command("run"))))
     .description("run a command in a fresh cloister for the project, then remove the cloister")
     .option("--timeout <duration>", "stop the cloister after this long (e.g. 90s, 5m, 1h30m); exit code 124")
-    .argument("<command...>", "the command and its arguments (put them after --)")
+    .argument("[command...]", "the command and its arguments (put them after --); with --agent, the agent's arguments")
+    .addHelpText("after", '\nExamples:\n  cloister run -- npm test\n  cloister run --agent claude -- -p "fix the failing test"\n  cloister run --agent codex -- exec "fix the tests"')
     .action(async (command: string[], flags: SandboxFlags & { timeout?: string }) => {
+      if (command.length === 0 && flags.agent === undefined) throw new CloisterError("no command given", "usage: cloister run [OPTIONS] -- CMD [ARGS...], or cloister run --agent NAME -- [ARGS...]");
       const exitCode = await runOnce(command, cloisterOptions(flags), parseTimeout(flags.timeout));
       process.exitCode ??= exitCode;
     });
 
-  limitFlags(projectFlags(program.command("start")))
-    .description("start (or re-enter) the project's persistent cloister and open a shell in it at /work")
+  agentFlags(limitFlags(projectFlags(program.command("start"))))
+    .description("start (or re-enter) the project's persistent cloister and open a shell in it at /work (or, with --agent, the agent)")
     .option("-d, --detach", "start it in the background without opening a shell")
     .option("--name <name>", "name of the cloister (default: the project's name)")
     .action(async (flags: SandboxFlags & { detach?: boolean }) => {
@@ -97,15 +121,21 @@ export function registerSandboxCommands(program: Command): void {
       if (cloister && hasSessionRules(flags)) {
         throw new CloisterError(`cloister ${name} is already running; --allow, --deny, --allow-private and --resolve apply when a cloister starts`, `stop it first (cloister stop ${name}), or persist a rule with \`cloister allow RULE\``);
       }
+      const opensAgent = flags.agent !== undefined;
+      const leave = opensAgent ? "Leave the agent to return here" : "Type 'exit' to leave";
       if (cloister) {
-        process.stderr.write(`Entering cloister ${name}. Type 'exit' to leave; it keeps running.\n`);
+        process.stderr.write(`Entering cloister ${name}${opensAgent ? ` (${cloister.agent?.name ?? ""})` : ""}. ${leave}; it keeps running.\n`);
       } else {
         cloister = await createCloister({ ...options, name }, true);
-        process.stderr.write(`Started cloister ${name} (project at /work).${flags.detach ? "" : " Type 'exit' to leave; it keeps running."}\n`);
+        const agentNote = cloister.agent ? `, set up for ${cloister.agent.name}` : "";
+        const next = flags.detach ? (cloister.agent ? ` Open ${cloister.agent.name} with: cloister start --agent ${cloister.agent.name}` : "") : ` ${leave}; it keeps running.`;
+        process.stderr.write(`Started cloister ${name} (project at /work${agentNote}).${next}\n`);
       }
       if (flags.detach) return;
-      const shell = cloister.shell;
-      process.exitCode = await runAttached(cloister, [shell, "-i"]);
+      // The shell gets the agent's credential too: typing the agent's name in it starts the agent as set up.
+      process.exitCode = opensAgent && cloister.agent
+        ? await runAttached(cloister, cloister.agent.argv([]), { env: cloister.agent.env })
+        : await runAttached(cloister, [cloister.shell, "-i"], { env: cloister.agent?.env });
       process.stderr.write(`Left cloister ${name}; it is still running. Stop it with: cloister stop ${name}\n`);
     });
 
@@ -171,9 +201,11 @@ export function registerSandboxCommands(program: Command): void {
     .description("print the host directory of a cloister's project (for cd \"$(cloister path NAME)\")")
     .argument("<name>", "the cloister's name")
     .action((name: string) => {
-      const record = readRecord(resolvePaths(), name);
-      if (!record) throw new CloisterError(`no cloister named ${JSON.stringify(name)}`, "see `cloister list`");
-      process.stdout.write(`${record.projectRoot}\n`);
+      const paths = resolvePaths();
+      // A worktree cloister's directory is its worktree, also while the cloister is stopped.
+      const dir = readRecord(paths, name)?.projectRoot ?? managedWorktrees(paths).find((w) => w.cloisterName === name)?.dir;
+      if (dir === undefined) throw new CloisterError(`no cloister named ${JSON.stringify(name)}`, "see `cloister list` and `cloister worktree list`");
+      process.stdout.write(`${dir}\n`);
     });
 }
 
@@ -186,7 +218,9 @@ async function runOnce(command: string[], options: CloisterOptions, timeoutMs: n
     void cloister.stop();
   }, timeoutMs);
   try {
-    return await runAttached(cloister, command);
+    return cloister.agent && options.agent !== undefined
+      ? await runAttached(cloister, cloister.agent.argv(command), { env: cloister.agent.env })
+      : await runAttached(cloister, command);
   } catch (error) {
     if (!timedOut) throw error;
     return 0;
@@ -202,5 +236,5 @@ async function runOnce(command: string[], options: CloisterOptions, timeoutMs: n
 
 async function defaultCloisterName(flags: SandboxFlags): Promise<string> {
   const location = locateProject(flags.project ?? process.cwd(), flags.allowNoGit);
-  return (await resolveProject(resolvePaths(), location.root)).project;
+  return cloisterNameFor(resolvePaths(), location, flags.branch);
 }

@@ -1,5 +1,6 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { writeFileAtomic } from "./atomic-write.js";
 import type { CloisterPaths } from "./paths.js";
 import type { EffectiveConfig } from "./schema.js";
@@ -17,8 +18,8 @@ interface CacheFile {
 
 /**
  * The project name and effective configuration for a project root, from a cache of what the last
- * full load validated. The cache is keyed by the identity (inode, size, mtime) of every config file
- * and of the projects directory, so any edit, new file or rename is a miss. On a hit, `cloister run`
+ * full load validated. The cache is keyed by the identity (inode, size, mtime) of every config file,
+ * of the projects directory and of cloister's own code, so any edit, new file, rename or upgrade is a miss. On a hit, `cloister run`
  * never loads the YAML parser and the schema library, which cost more start-up time than the sandbox.
  */
 export async function resolveProject(paths: CloisterPaths, root: string): Promise<ResolvedProject> {
@@ -42,7 +43,9 @@ export async function resolveProject(paths: CloisterPaths, root: string): Promis
 }
 
 async function fingerprint(paths: CloisterPaths): Promise<string> {
-  const files = [paths.globalConfigFile, paths.projectConfigDir];
+  // This very file stands for the code that wrote the cache: after an upgrade (or a rebuild) the
+  // schema may have new sections, and an old entry would lack them.
+  const files = [fileURLToPath(import.meta.url), paths.globalConfigFile, paths.projectConfigDir];
   try {
     files.push(...(await readdir(paths.projectConfigDir)).map((f) => join(paths.projectConfigDir, f)));
   } catch {

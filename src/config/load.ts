@@ -140,6 +140,7 @@ export function effectiveConfig(global: GlobalConfig, project: ProjectConfig): E
     audit: { ...global.audit },
     ui: { ...global.ui },
     hostexec: { ...global.hostexec, rules: [...global.hostexec.rules, ...project.hostexec.rules] },
+    agents: global.agents,
   };
 }
 

@@ -5,19 +5,16 @@
  * with a short hash of the path when two projects share a basename.
  */
 import { execFile } from "node:child_process";
-import { createHash } from "node:crypto";
 import { readdir, realpath, unlink } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { promisify } from "node:util";
 import { Document, isNode, parseDocument } from "yaml";
 import { CloisterError } from "../errors.js";
+import { sanitizeProjectName, suffixedProjectName } from "./names.js";
 import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "./atomic-write.js";
 import { ConfigError, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "./load.js";
 import { type CloisterPaths, resolvePaths } from "./paths.js";
 import { SAFE_NAME_RE, absolutePathProblem } from "./schema.js";
-
-const MAX_NAME = 63;
-const HASH_CHARS = 6;
 
 export interface ProjectEntry {
   name: string;
@@ -33,29 +30,9 @@ export interface ProjectIdentity {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Names
+// Names (the sanitizing itself is in names.ts, which the run path loads without the schema)
 
-/**
- * A safe project name from any directory name: lowercase, accents dropped, every run of other
- * characters turned into "-", no leading/trailing "-" or "." (nor a leading "_", which the name rule
- * forbids), at most 63 characters; "project" if nothing is left.
- */
-export function sanitizeProjectName(raw: string): string {
-  const folded = raw.toLowerCase().normalize("NFKD").replace(/\p{M}+/gu, "");
-  const name = trimName(folded.replace(/[^a-z0-9._-]+/g, "-")).slice(0, MAX_NAME);
-  return trimName(name) || "project";
-}
-
-/** `name-<first 6 hex of sha256(path)>`, shortened so the result still fits 63 characters. */
-export function suffixedProjectName(name: string, path: string): string {
-  const hash = createHash("sha256").update(path).digest("hex").slice(0, HASH_CHARS);
-  const room = MAX_NAME - HASH_CHARS - 1;
-  return `${trimName(name.slice(0, room)) || "project"}-${hash}`;
-}
-
-function trimName(name: string): string {
-  return name.replace(/^[-._]+/, "").replace(/[-.]+$/, "");
-}
+export { sanitizeProjectName, suffixedProjectName };
 
 /**
  * The name for the project containing `dir`: the name already registered for its root if any, else

@@ -14,11 +14,14 @@ import { parseRule, RuleError } from "../policy/rules.js";
 import { isNone, parseDuration, parsePercent, parseSize } from "./units.js";
 import { bool, boundedDuration, describeValue, list, parsed, positive, section, text, wholeNumber } from "./schema-kit.js";
 import { HostexecSchema, ProjectHostexecSchema } from "./hostexec-schema.js";
+import { AgentsSchema, defaultAgent } from "./agents-schema.js";
+import { agentNames } from "../agents/registry.js";
 export { describeValue };
 
 import { SAFE_NAME_RE } from "./names.js";
 export { SAFE_NAME_RE };
-export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export { ENV_NAME_RE, REFUSED_ENV_NAMES, REFUSED_ENV_PREFIXES, REFUSED_ENV_SUBSTRINGS, envNameProblem } from "./env-names.js";
+import { envName } from "./env-names.js";
 
 /** setTimeout (which enforces `cloister run --timeout`) fires at once for delays beyond 2^31-1 ms. */
 import { MAX_TIMEOUT_MS } from "./units.js";
@@ -93,65 +96,6 @@ export function relativePathProblem(path: string): string | undefined {
   return undefined;
 }
 
-/**
- * Host environment variables that must not be passed into a sandbox by name. Secrets reach a sandbox
- * only through the guardian (which can scope them to hosts and audit their use), never by inheritance.
- * Matching is case-insensitive; substrings are deliberately broad (a false refusal is one rename away,
- * a leaked token is not).
- */
-export const REFUSED_ENV_SUBSTRINGS: readonly string[] = [
-  "TOKEN",
-  "SECRET",
-  "PASSWORD",
-  "PASSWD",
-  "PASSPHRASE",
-  "KEY",
-  "CREDENTIAL",
-  "PRIVATE",
-  "COOKIE",
-];
-export const REFUSED_ENV_PREFIXES: readonly string[] = ["AWS_", "CLOISTER_"];
-export const REFUSED_ENV_NAMES: readonly string[] = [
-  "SSH_AUTH_SOCK",
-  "GPG_AGENT_INFO",
-  "KRB5CCNAME",
-  "DATABASE_URL",
-  "NETRC",
-  // Set by cloister inside the sandbox to reach the guardian; a host value would bypass or break it.
-  "HTTP_PROXY",
-  "HTTPS_PROXY",
-  "ALL_PROXY",
-  "NO_PROXY",
-];
-
-/** Why an env name is refused, or undefined when it may be passed through. */
-export function envNameProblem(name: string): string | undefined {
-  if (!ENV_NAME_RE.test(name)) {
-    return `"${name}" is not an environment variable name (letters, digits and _, not starting with a digit); list names only, never values`;
-  }
-  const upper = name.toUpperCase();
-  const why = secretReason(upper);
-  if (why === undefined) return undefined;
-  if (upper.startsWith("CLOISTER_") || upper.endsWith("_PROXY")) {
-    return `${name} is set by cloister inside the sandbox and cannot be passed through`;
-  }
-  return `${name} is refused because it ${why}: secrets never pass into a sandbox through its environment; they will come later through the guardian, which injects them only for the hosts they belong to`;
-}
-
-function secretReason(upper: string): string | undefined {
-  if (REFUSED_ENV_NAMES.includes(upper)) return "is a known secret-bearing or cloister-owned variable";
-  const prefix = REFUSED_ENV_PREFIXES.find((p) => upper.startsWith(p));
-  if (prefix) return `starts with ${prefix}`;
-  const part = REFUSED_ENV_SUBSTRINGS.find((s) => upper.includes(s));
-  if (part) return `contains ${part}`;
-  return undefined;
-}
-
-const envName = text("an environment variable name").superRefine((name, ctx) => {
-  const problem = envNameProblem(name);
-  if (problem) ctx.addIssue({ code: "custom", message: problem, input: name });
-});
-
 const mount = z.strictObject(
   {
     src: absolutePath,
@@ -174,6 +118,8 @@ const safeName = (what: string) =>
 export const DefaultsSchema = section({
   shell: absolutePath.default("/bin/bash"),
   network: bool.default(true),
+  /** The agent `--agent` without a name opens, and that `cloister start` sets up beside the shell. */
+  agent: defaultAgent.prefault("none"),
 });
 
 export const LIMIT_DEFAULTS = {
@@ -373,6 +319,7 @@ export const globalSections = {
   audit: AuditSchema,
   ui: UiSchema,
   hostexec: HostexecSchema,
+  agents: AgentsSchema,
 };
 
 export const projectSections = {
@@ -384,7 +331,17 @@ export const projectSections = {
   hostexec: ProjectHostexecSchema,
 };
 
-export const GlobalConfigSchema = z.strictObject(globalSections);
+export const GlobalConfigSchema = z.strictObject(globalSections).superRefine((config, ctx) => {
+  const agent = config.defaults.agent;
+  if (agent !== null && !agentNames(config.agents).includes(agent)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["defaults", "agent"],
+      message: `unknown agent ${JSON.stringify(agent)}: known agents are ${agentNames(config.agents).join(", ")} (declare others under agents:), or none`,
+      input: agent,
+    });
+  }
+});
 export const ProjectConfigSchema = z.strictObject(projectSections);
 
 export const ProjectNameSchema = safeName("project");
@@ -411,6 +368,8 @@ export interface EffectiveConfig {
   ui: GlobalConfig["ui"];
   /** Global limits; rules are the global ones followed by the project's. */
   hostexec: GlobalConfig["hostexec"];
+  /** Custom agents and changes to the built-in ones (global config only). */
+  agents: GlobalConfig["agents"];
 }
 
 export type ConfigKind = "global" | "project";

@@ -14,6 +14,9 @@ defaults:
   shell: /bin/bash
   # false = every cloister starts as if given --no-network.
   network: true
+  # The agent that \`--agent\` without a name opens (e.g. claude, codex, gemini, or one declared
+  # under agents:), and that \`cloister start\` also sets up beside the shell; none = no agent.
+  agent: none
 
 limits:
   # Memory of the whole cloister. A size: a number with an optional unit, case-insensitive:
@@ -136,6 +139,24 @@ hostexec:
   max_output: 16MiB
   # Most hostexec requests per cloister per minute.
   rate_limit: 30
+
+agents:
+  # Agents run by \`cloister start --agent NAME\` and \`cloister run --agent NAME -- ARGS\`. Built in:
+  # claude, codex, gemini (their config dirs are carried, filtered, into the cloister's HOME, and
+  # their permission prompts are off: the cloister is the boundary). Change a built-in or add your
+  # own; every key is optional except a custom agent's command. See \`cloister agent list\`.
+  #   claude:
+  #     skip_permissions: false            # keep Claude Code's own permission prompts
+  #   aider:
+  #     command: aider                     # a name on PATH, or an absolute path
+  #     args: [--no-auto-commits]          # given before yours, every time
+  #     env: [AIDER_MODEL]                 # host variables passed through (names, never secrets)
+  #     config_dirs: [~/.aider]            # copied from your HOME, credentials and caches left out
+  #     credential: {env: OPENAI_API_KEY}  # the variable the stored credential is put in
+  #     skip_permissions_args: [--yes-always]
+  #     instructions_file: ~/.aider/CONVENTIONS.md
+  #     npm: aider-cli                     # what \`cloister agent install aider\` installs
+  {}
 
 ui:
   # The approval UI listens on 127.0.0.1 at this port (0 = any free port). \`cloister ui\` prints

@@ -13,7 +13,8 @@ import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from "./limits.js";
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
-import { prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
+import { prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
+import { pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
 import { deleteRecord, isKeeperAlive, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 
 /** The TCP port on 127.0.0.1 inside every cloister that reaches the cloister's guardian socket. */
@@ -38,6 +39,20 @@ export interface LaunchSpec {
   session?: SessionRules;
   /** Secrets to cover in the system view; computed here unless the guardian already did (it caches the /etc scan). */
   hidden?: HiddenPaths;
+  /** For a worktree cloister: the worktree's git dirs, mounted at their host paths (linked-git.ts). */
+  linkedGit?: LinkedGitDirs;
+  /** An agent to set up before anything runs inside (see agents/launch.ts). */
+  agent?: AgentLaunchSpec;
+}
+
+export interface AgentLaunchSpec {
+  /** Host paths of the agent's install, bound read-only at the same path. */
+  mounts: string[];
+  /**
+   * Writes the agent's config into the cloister's HOME and its launcher into `binDir` (bound
+   * read-only at AGENT_BIN_PATH). Runs before bwrap starts, so nothing inside can race it.
+   */
+  prepare(dirs: { homeDir: string; runtimeDir: string; binDir: string }): void | Promise<void>;
 }
 
 /**
@@ -77,10 +92,17 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
     await ensurePrivateDir(paths.homesDir);
     mkdirSync(homeDir, { recursive: true, mode: 0o700 });
     if (record.ephemeralHome) cleanups.push(() => rmSync(homeDir, { recursive: true, force: true }));
+    const agentBinDir = spec.agent ? join(runtimeDir, "agent-bin") : undefined;
+    if (spec.agent && agentBinDir) {
+      mkdirSync(agentBinDir, { mode: 0o700 });
+      await spec.agent.prepare({ homeDir, runtimeDir, binDir: agentBinDir });
+    }
 
-    const prepared = prepareProtectedPaths(spec.projectRoot, protectedPathList(spec.protect, spec.isGit, spec.projectRoot));
+    const prepared = prepareProtectedPaths(spec.projectRoot, protectedPathList(spec.protect, spec.isGit, spec.projectRoot), pinnedPathList(spec.isGit, spec.projectRoot));
     record.placeholders = [...new Set([...prepared.placeholders, ...otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders)])];
     cleanups.push(() => releasePlaceholders(paths, record));
+    const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir) : undefined;
+    record.placeholders = [...new Set([...record.placeholders, ...(gitView?.placeholders ?? [])])];
 
     const limits = applyLimits(detectLimitMechanism(), id, spec.limits);
     record.cgroupDirs = limits.cgroupDirs;
@@ -100,12 +122,15 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
       homeSource: homeDir,
       homeDest: sandboxHome(),
       pinnedAncestors: prepared.ancestors,
+      gitMounts: gitView?.mounts ?? [],
       protectedPaths: prepared.paths,
       refs: spec.refs,
       extraMounts: spec.extraMounts,
       guardianSocketDir: spec.network ? spec.guardianSocketDir : undefined,
       initBinary,
       hostexecBinary: spec.network ? hostexecBinaryPath() : undefined,
+      agentMounts: spec.agent?.mounts ?? [],
+      agentBinDir,
       tmpfsBytes: spec.tmpfsBytes,
     });
     // init binds the port before it serves the first command (no race with the relay starting), then

@@ -1,4 +1,5 @@
 import { CloisterError } from "../errors.js";
+import { AGENT_BIN_PATH } from "./bwrap/mounts.js";
 
 /**
  * The environment of processes in a cloister: built from an allowlist, never inherited wholesale,
@@ -24,6 +25,8 @@ export interface SandboxEnvInput {
   proxyUrl?: string;
   /** `--env K=V` values from the command line: applied last. */
   explicit: Readonly<Record<string, string>>;
+  /** The cloister was set up for an agent: its launcher comes first on PATH. */
+  agentBin?: boolean;
 }
 
 export function sandboxEnv(input: SandboxEnvInput): Record<string, string> {
@@ -38,7 +41,7 @@ export function sandboxEnv(input: SandboxEnvInput): Record<string, string> {
     USER: input.user,
     LOGNAME: input.user,
     SHELL: input.shell,
-    PATH: SANDBOX_PATH,
+    PATH: input.agentBin ? `${AGENT_BIN_PATH}:${SANDBOX_PATH}` : SANDBOX_PATH,
     TMPDIR: "/tmp",
     CLOISTER: "1",
     CLOISTER_NAME: input.cloisterName,

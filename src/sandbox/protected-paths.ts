@@ -1,7 +1,8 @@
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
-import { isAbsolute, join, relative, resolve } from "node:path";
+import { basename, isAbsolute, join, relative, resolve } from "node:path";
 import { CloisterError } from "../errors.js";
+import { gitDirsOf } from "./git-dirs.js";
 
 /**
  * Paths inside the project that the cloister may read but never change, because code on the host
@@ -15,6 +16,9 @@ export const MANDATORY_PROTECTED: readonly string[] = [
   ".git/config",
   ".git/commondir",
   ".git/config.worktree",
+  // Linked worktrees' admin dirs: their commondir, gitdir and config.worktree steer the host's git
+  // in those worktrees (worktree cloisters: see worktree.ts).
+  ".git/worktrees/",
   ".gitmodules",
   ".vscode/",
   ".idea/",
@@ -40,10 +44,35 @@ export const MANDATORY_PROTECTED: readonly string[] = [
 ];
 
 /**
- * `.git/commondir` redirects git to another repository directory, so a missing one is held by a
- * file that points git at the repository itself ("."): git behaves exactly as without it.
+ * Files tools read, held by a file that changes nothing when missing (by file name, wherever the git
+ * dir is): `commondir` pointing git at the repository itself ("."), an empty `config.worktree` (a
+ * directory there makes every git command fail once extensions.worktreeConfig is on), empty agent
+ * settings.
  */
-const NEUTRAL_FILE_CONTENT: Readonly<Record<string, string>> = { ".git/commondir": ".\n" };
+const NEUTRAL_FILE_CONTENT: Readonly<Record<string, string>> = {
+  commondir: ".\n",
+  "config.worktree": "",
+  // Agent settings files are JSON that agents read on start: a directory there makes Claude Code
+  // report a broken settings file (EISDIR); empty settings change nothing.
+  "settings.json": "{}\n",
+  "settings.local.json": "{}\n",
+  ".mcp.json": '{ "mcpServers": {} }\n',
+  locked: "kept by cloister while a cloister of this project runs\n",
+};
+
+/**
+ * Git removes `.git/worktrees` with its last worktree. The kernel then detaches the read-only mount
+ * on it inside running cloisters, and the agent could make its own, where the host's next
+ * `git worktree add` would put an admin dir the agent controls. A locked entry without a worktree
+ * keeps the directory non-empty: git neither lists nor prunes it. It goes with the placeholders.
+ */
+const KEEP_NON_EMPTY: Readonly<Record<string, string>> = { ".git/worktrees": ".cloister-keep" };
+
+/**
+ * Directories of the repository that stay writable but are pinned like ancestors, because worktree
+ * cloisters of the project bind them by path: a symlink swapped in while one launches would be followed.
+ */
+const PINNED_GIT_DIRS: readonly string[] = [".git/objects", ".git/refs", ".git/logs"];
 
 export interface ProtectedPaths {
   /** Protected paths relative to the project root, without trailing slash. */
@@ -54,12 +83,22 @@ export interface ProtectedPaths {
   placeholders: string[];
 }
 
-/** Which protected paths apply to a project: the mandatory list plus configured additions. */
+/**
+ * Which protected paths apply to a project: the mandatory list plus configured additions. In a
+ * linked worktree `.git` is a file naming the worktree's git dir: that file is protected instead of
+ * the `.git/...` entries (its git dir is protected by the worktree cloister's git view).
+ */
 export function protectedPathList(extra: readonly string[], isGit: boolean, projectRoot?: string): string[] {
   const hooks = isGit && projectRoot ? repositoryHooksPaths(projectRoot) : [];
   const all = [...MANDATORY_PROTECTED, ...hooks, ...extra];
-  const relevant = isGit ? all : all.filter((p) => !p.startsWith(".git/"));
-  return [...new Set(relevant)];
+  const dotGitIsFile = isGit && projectRoot !== undefined && gitDirsOf(projectRoot)?.kind === "file";
+  const relevant = isGit && !dotGitIsFile ? all : all.filter((p) => !p.startsWith(".git/"));
+  return [...new Set(dotGitIsFile ? [".git", ...relevant] : relevant)];
+}
+
+/** Directories to pin in a project (see PINNED_GIT_DIRS): only where `.git` is the repository directory. */
+export function pinnedPathList(isGit: boolean, projectRoot: string): string[] {
+  return isGit && gitDirsOf(projectRoot)?.kind === "dir" ? [...PINNED_GIT_DIRS] : [];
 }
 
 /**
@@ -70,7 +109,9 @@ export function protectedPathList(extra: readonly string[], isGit: boolean, proj
  */
 export function repositoryHooksPaths(projectRoot: string): string[] {
   const found: string[] = [];
-  for (const file of [".git/config", ".git/config.worktree"].map((f) => join(projectRoot, f)).filter((f) => existsSync(f))) {
+  const dirs = gitDirsOf(projectRoot);
+  const files = dirs ? [join(dirs.commonDir, "config"), join(dirs.gitDir, "config.worktree")] : [];
+  for (const file of files.filter((f) => existsSync(f))) {
     const result = spawnSync("git", ["config", "--file", file, "--get-all", "core.hooksPath"], { encoding: "utf8" });
     if (result.status !== 0) continue; // no such file, no such key, or no git: nothing to protect
     for (const value of result.stdout.split("\n").filter((v) => v !== "")) {
@@ -88,20 +129,31 @@ export function repositoryHooksPaths(projectRoot: string): string[] {
  * tools ignore empty directories) or, for files git reads, by a neutral file. Fails closed when a
  * protected path or one of its ancestors is a symlink, since a mount would follow it out of place.
  */
-export function prepareProtectedPaths(projectRoot: string, specs: readonly string[]): ProtectedPaths {
+export function prepareProtectedPaths(projectRoot: string, specs: readonly string[], pins: readonly string[] = []): ProtectedPaths {
   const result: ProtectedPaths = { paths: [], ancestors: [], placeholders: [] };
-  for (const spec of specs) {
-    const relPath = spec.replace(/\/+$/, "");
-    const parts = relPath.split("/");
-    for (let i = 1; i < parts.length; i++) {
+  const pin = (parts: readonly string[], count: number): void => {
+    for (let i = 1; i <= count; i++) {
       const ancestor = parts.slice(0, i).join("/");
       if (result.ancestors.includes(ancestor)) continue;
       if (ensureRealDirectory(projectRoot, ancestor)) result.placeholders.push(ancestor);
       result.ancestors.push(ancestor);
     }
+  };
+  for (const spec of specs) {
+    const relPath = spec.replace(/\/+$/, "");
+    const parts = relPath.split("/");
+    pin(parts, parts.length - 1);
     if (ensureMountable(projectRoot, relPath)) result.placeholders.push(relPath);
     result.paths.push(relPath);
+    const keeper = KEEP_NON_EMPTY[relPath];
+    if (keeper !== undefined) {
+      // Recorded even when found: one left by a cloister that crashed goes with this one.
+      ensureRealDirectory(projectRoot, `${relPath}/${keeper}`);
+      ensureMountable(projectRoot, `${relPath}/${keeper}/locked`);
+      result.placeholders.push(`${relPath}/${keeper}`, `${relPath}/${keeper}/locked`);
+    }
   }
+  for (const dir of pins) pin(dir.split("/"), dir.split("/").length);
   return result;
 }
 
@@ -119,7 +171,7 @@ function ensureMountable(projectRoot: string, relPath: string): boolean {
   const kind = entryKind(full);
   if (kind === "file" || kind === "directory") return false;
   if (kind !== "missing") refuseProtection(relPath, kind);
-  const neutral = NEUTRAL_FILE_CONTENT[relPath];
+  const neutral = NEUTRAL_FILE_CONTENT[basename(relPath)];
   return createUnlessRaced(
     projectRoot,
     relPath,
@@ -155,7 +207,7 @@ export function removePlaceholders(projectRoot: string, relPaths: readonly strin
   for (const relPath of deepestFirst) {
     const full = join(projectRoot, relPath);
     try {
-      const neutral = NEUTRAL_FILE_CONTENT[relPath];
+      const neutral = NEUTRAL_FILE_CONTENT[basename(relPath)];
       if (neutral === undefined) rmdirSync(full);
       else if (lstatSync(full).isFile() && readFileSync(full, "utf8") === neutral) unlinkSync(full);
     } catch {
@@ -164,9 +216,9 @@ export function removePlaceholders(projectRoot: string, relPaths: readonly strin
   }
 }
 
-type EntryKind = "missing" | "file" | "directory" | "symlink" | "special";
+export type EntryKind = "missing" | "file" | "directory" | "symlink" | "special";
 
-function entryKind(path: string): EntryKind {
+export function entryKind(path: string): EntryKind {
   try {
     const st = lstatSync(path);
     if (st.isSymbolicLink()) return "symlink";

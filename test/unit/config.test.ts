@@ -236,7 +236,7 @@ describe("units: formatters", () => {
 describe("schema: defaults and template", () => {
   test("an empty file is all defaults", () => {
     assert.deepEqual(defaults(), {
-      defaults: { shell: "/bin/bash", network: true },
+      defaults: { shell: "/bin/bash", network: true, agent: null },
       limits: { memory: 8 * GiB, pids: 4096, cpu: 100, tmpfs: GiB, timeout: null },
       sandbox: { protect: [], env: [], mounts: [] },
       proxy: {
@@ -254,6 +254,7 @@ describe("schema: defaults and template", () => {
       audit: { max_size: 64 * 1024 * 1024, keep: 10 },
       ui: { port: 9999 },
       hostexec: { rules: [...DEFAULT_HOSTEXEC_RULES], timeout: 300_000, approval_timeout: 300_000, max_output: 16 * 1024 * 1024, rate_limit: 30 },
+      agents: {},
     });
   });
 
@@ -532,7 +533,7 @@ describe("unknown keys", () => {
 
   test("a key nothing like any valid key lists the valid keys", () => {
     const error = configError("zzzzzzzz: 1\n");
-    assert.equal(error.hint, "valid keys here: defaults, limits, sandbox, proxy, audit, ui, hostexec");
+    assert.equal(error.hint, "valid keys here: defaults, limits, sandbox, proxy, audit, ui, hostexec, agents");
   });
 
   test("an unknown ui key names the valid ones", () => {
@@ -715,7 +716,7 @@ describe("effectiveConfig", () => {
       ],
     });
     assert.deepEqual(effective.refs, { lib: "/srv/lib" });
-    assert.deepEqual(effective.defaults, { shell: "/bin/bash", network: true });
+    assert.deepEqual(effective.defaults, { shell: "/bin/bash", network: true, agent: null });
     assert.deepEqual(effective.ui, { port: 9999 });
   });
 

@@ -32,6 +32,8 @@ export interface MountFacts {
   /** Ancestors to pin and protected paths, relative to the project root (see protected-paths.ts). */
   pinnedAncestors: string[];
   protectedPaths: string[];
+  /** A worktree cloister's git dirs at their host paths (see linked-git.ts), on top of the project. */
+  gitMounts: MountOp[];
   refs: { name: string; hostPath: string }[];
   extraMounts: { src: string; dest: string }[];
   /** Directory on the host holding this cloister's guardian socket; absent with --no-network. */
@@ -40,6 +42,10 @@ export interface MountFacts {
   initBinary: string;
   /** The hostexec client on the host; mounted only with a guardian socket (it has no other channel). */
   hostexecBinary?: string;
+  /** An agent's install (outside the system dirs): host paths bound read-only at the same path. */
+  agentMounts: string[];
+  /** Host directory with the agent's launcher, bound read-only at AGENT_BIN_PATH. */
+  agentBinDir?: string;
   tmpfsBytes: number;
 }
 
@@ -49,6 +55,8 @@ export const INIT_PATH = `${CLOISTER_RUN_DIR}/init`;
 export const GUARDIAN_SOCKET_DIR = `${CLOISTER_RUN_DIR}/guardian`;
 /** On PATH inside the cloister (see env.ts). */
 export const HOSTEXEC_PATH = `${CLOISTER_RUN_DIR}/bin/hostexec`;
+/** The agent's launcher (see agents/launch.ts); first on PATH in a cloister set up for an agent. */
+export const AGENT_BIN_PATH = `${CLOISTER_RUN_DIR}/agent-bin`;
 /** /run only holds cloister plumbing and pid files: a small cap keeps it from becoming a memory sink. */
 const RUN_TMPFS_BYTES = 16 * 1024 * 1024;
 
@@ -59,8 +67,10 @@ export function planMounts(f: MountFacts): MountOp[] {
     ...hideSecrets(f),
     { op: "bind", src: f.homeSource, dest: f.homeDest },
     ...projectView(f),
+    ...f.gitMounts,
     ...f.refs.map((r): MountOp => ({ op: "ro-bind", src: r.hostPath, dest: `/refs/${r.name}` })),
     ...f.extraMounts.map((m): MountOp => ({ op: "ro-bind", src: m.src, dest: m.dest })),
+    ...agentView(f),
     ...plumbing(f),
   ];
 }
@@ -112,9 +122,19 @@ function projectView(f: MountFacts): MountOp[] {
   ];
 }
 
+/**
+ * The agent's install at the path it has on the host (its scripts and links name their files by
+ * absolute path), after HOME: an install under the host HOME lands on the private HOME's path.
+ */
+function agentView(f: MountFacts): MountOp[] {
+  const byDepth = (a: string, b: string) => a.split("/").length - b.split("/").length;
+  return [...f.agentMounts].sort(byDepth).map((path): MountOp => ({ op: "ro-bind", src: path, dest: path }));
+}
+
 function plumbing(f: MountFacts): MountOp[] {
   const ops: MountOp[] = [{ op: "ro-bind", src: f.initBinary, dest: INIT_PATH }];
   if (f.guardianSocketDir) ops.push({ op: "ro-bind", src: f.guardianSocketDir, dest: GUARDIAN_SOCKET_DIR });
   if (f.guardianSocketDir && f.hostexecBinary) ops.push({ op: "ro-bind", src: f.hostexecBinary, dest: HOSTEXEC_PATH });
+  if (f.agentBinDir) ops.push({ op: "ro-bind", src: f.agentBinDir, dest: AGENT_BIN_PATH });
   return ops;
 }

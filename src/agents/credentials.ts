@@ -1,0 +1,72 @@
+/**
+ * How an agent's credential reaches it in the cloister. `deliverCredential` is the one place that
+ * decides (an environment variable, or a file in the cloister's private HOME, the way each agent
+ * reads it); swapping it (e.g. for placeholders the guardian replaces on egress) changes nothing for
+ * the agents. Where the value comes from is the caller's `CredentialLookup` (the guardian's vault);
+ * the host environment is used only when asked for explicitly, with a warning.
+ */
+import { CloisterError } from "../errors.js";
+import type { AgentDefinition, CredentialKind } from "./registry.js";
+
+export interface Credential {
+  kind: CredentialKind;
+  value: string;
+}
+
+/** Where stored credentials come from (the guardian's vault); undefined when none is stored for the agent. */
+export type CredentialLookup = (agent: string) => Promise<Credential | undefined>;
+
+export interface Delivery {
+  /** Variables set for the agent's process. */
+  env: Record<string, string>;
+  /** Files written in the cloister's HOME (paths relative to it), readable by the user only. */
+  files: { path: string; content: string }[];
+}
+
+export const NO_DELIVERY: Delivery = { env: {}, files: [] };
+
+export function deliverCredential(agent: AgentDefinition, credential: Credential): Delivery {
+  if (agent.credentialFile && credential.kind === "api_key") {
+    // Codex reads its API key from ~/.codex/auth.json, as `codex login --with-api-key` writes it.
+    return { env: {}, files: [{ path: agent.credentialFile, content: `${JSON.stringify({ auth_mode: "apikey", OPENAI_API_KEY: credential.value }, null, 2)}\n` }] };
+  }
+  const variable = agent.credentialEnv[credential.kind];
+  if (!variable) {
+    const kinds = Object.keys(agent.credentialEnv).map((kind) => kind.replace("_", " "));
+    throw new CloisterError(
+      `${agent.name} cannot use the stored ${credential.kind.replace("_", " ")}`,
+      kinds.length > 0 ? `${agent.name} takes: ${kinds.join(" or ")}` : `declare where it goes with agents.${agent.name}.credential.env in config`,
+    );
+  }
+  return { env: { [variable]: credential.value }, files: [] };
+}
+
+/** The agent's credential from the host's environment (ANTHROPIC_API_KEY, ...), with the variable it came from. */
+export function hostEnvCredential(agent: AgentDefinition, env: NodeJS.ProcessEnv): { credential: Credential; variable: string } | undefined {
+  for (const [kind, variable] of Object.entries(agent.credentialEnv) as [CredentialKind, string][]) {
+    const value = env[variable];
+    if (value) return { credential: { kind, value }, variable };
+  }
+  return undefined;
+}
+
+export interface CredentialSources {
+  lookup?: CredentialLookup;
+  /** `--pass-env-credential`: the host environment's credential wins, with a warning. */
+  passEnv: boolean;
+  hostEnv: NodeJS.ProcessEnv;
+  warn: (message: string) => void;
+}
+
+export async function findCredential(agent: AgentDefinition, sources: CredentialSources): Promise<Credential | undefined> {
+  if (sources.passEnv) {
+    const fromEnv = hostEnvCredential(agent, sources.hostEnv);
+    if (fromEnv) {
+      sources.warn(`passing ${fromEnv.variable} from your environment into the cloister (--pass-env-credential): ${agent.name} and everything it runs can read it`);
+      return fromEnv.credential;
+    }
+    const names = Object.values(agent.credentialEnv);
+    sources.warn(`--pass-env-credential: ${names.length > 0 ? `${[...new Set(names)].join(" and ")} ${names.length > 1 ? "are" : "is"} not set` : `${agent.name} has no credential variable`}; looking for a stored credential`);
+  }
+  return sources.lookup ? sources.lookup(agent.name) : undefined;
+}

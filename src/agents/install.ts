@@ -1,0 +1,47 @@
+/**
+ * Cloister's managed copies of agents: `npm install --prefix <dataDir>/agents/<name> <package>`,
+ * on the host (the registry is reached directly, not through any cloister), with npm's progress on
+ * stderr. A managed copy is used when the agent is found nowhere else (see locate.ts).
+ */
+import { spawn } from "node:child_process";
+import { existsSync, rmSync } from "node:fs";
+import { isAbsolute, join } from "node:path";
+import { ensurePrivateDir } from "../config/atomic-write.js";
+import { CloisterError } from "../errors.js";
+import { managedPrefix, readPackageVersion } from "./locate.js";
+import type { AgentDefinition } from "./registry.js";
+
+export interface InstallResult {
+  dir: string;
+  version?: string;
+}
+
+export async function installManagedAgent(agent: AgentDefinition, managedDir: string, version: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<InstallResult> {
+  if (!agent.npmPackage) {
+    throw new CloisterError(`${agent.name} has no npm package to install`, `set agents.${agent.name}.npm in \`cloister config edit\`, or install it yourself and put it on your PATH`);
+  }
+  const npm = (env.PATH ?? "").split(":").filter((dir) => isAbsolute(dir)).map((dir) => join(dir, "npm")).find((path) => existsSync(path));
+  if (!npm) throw new CloisterError("npm is not installed", "install Node.js and npm (e.g. `sudo apt-get install -y nodejs npm`), or install the agent yourself");
+  await ensurePrivateDir(managedDir);
+  const dir = managedPrefix(managedDir, agent.name);
+  const spec = version ? `${agent.npmPackage}@${version}` : agent.npmPackage;
+  process.stderr.write(`Installing ${spec} into ${dir} ...\n`);
+  const code = await new Promise<number>((resolve, reject) => {
+    // npm's summary goes to stdout; here everything it says is progress, so it all goes to stderr.
+    const child = spawn(npm, ["install", "--prefix", dir, "--no-audit", "--no-fund", spec], { env, stdio: ["ignore", 2, 2] });
+    child.on("error", reject);
+    child.on("close", (status) => resolve(status ?? 1));
+  });
+  if (code !== 0) throw new CloisterError(`npm install ${spec} failed (exit code ${code})`, "see npm's messages above");
+  const command = join(dir, "node_modules", ".bin", agent.command);
+  if (!existsSync(command)) throw new CloisterError(`${spec} was installed but provides no ${agent.command} command`, `check agents.${agent.name}.command`);
+  return { dir, version: readPackageVersion(join(dir, "node_modules", ...agent.npmPackage.split("/")), dir) };
+}
+
+/** Removes the managed copy; false when there was none. */
+export function removeManagedAgent(agent: AgentDefinition, managedDir: string): boolean {
+  const dir = managedPrefix(managedDir, agent.name);
+  if (!existsSync(dir)) return false;
+  rmSync(dir, { recursive: true, force: true });
+  return true;
+}

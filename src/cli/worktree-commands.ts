@@ -1,0 +1,86 @@
+import type { Command } from "commander";
+import { stopCloister } from "../cloister.js";
+import { resolvePaths, type CloisterPaths } from "../config/paths.js";
+import { CloisterError } from "../errors.js";
+import { isClean } from "../sandbox/host-git.js";
+import { locateProject } from "../sandbox/project.js";
+import { isKeeperAlive, listRecords } from "../sandbox/records.js";
+import { branchSlug, mainProjectOf, managedWorktrees, type ManagedWorktree } from "../sandbox/worktree.js";
+import { checkedOutBranch, deleteWorktree } from "../sandbox/worktree-git.js";
+import { printTable } from "./output.js";
+
+interface WorktreeStatus {
+  project: string;
+  /** The branch checked out there now; null on a detached HEAD or when git fails there. */
+  branch: string | null;
+  dir: string;
+  /** The cloister `start -b` runs for it. */
+  cloister: string;
+  /** Live cloisters on the worktree (its own, and `run -b` ones). */
+  running: string[];
+  /** Uncommitted changes, untracked files included; null when git could not tell. */
+  dirty: boolean | null;
+}
+
+async function statusOf(paths: CloisterPaths, w: ManagedWorktree): Promise<WorktreeStatus> {
+  const running = listRecords(paths)
+    .filter((r) => r.projectRoot === w.dir && isKeeperAlive(r))
+    .map((r) => r.name);
+  const clean = await isClean(w.dir);
+  return { project: w.project, branch: (await checkedOutBranch(w.dir)) ?? null, dir: w.dir, cloister: w.cloisterName, running, dirty: clean === undefined ? null : !clean };
+}
+
+/** The main project that `--project DIR` (or the current directory) stands for. */
+async function projectOf(dir: string | undefined): Promise<{ project: string; root: string }> {
+  const main = await mainProjectOf(resolvePaths(), locateProject(dir ?? process.cwd()).root);
+  return { project: main.project, root: main.root };
+}
+
+export function registerWorktreeCommands(program: Command): void {
+  const worktree = program
+    .command("worktree")
+    .description("the git worktrees of `cloister start -b BRANCH`, one per branch of a project, under the data dir");
+
+  worktree
+    .command("list")
+    .alias("ls")
+    .description("list worktrees: project, branch, directory, whether a cloister runs on it, uncommitted changes")
+    .option("--project <dir>", "only this project's (default: every project's)")
+    .option("--json", "machine-readable output")
+    .action(async (flags: { project?: string; json?: boolean }) => {
+      const paths = resolvePaths();
+      const project = flags.project === undefined ? undefined : (await projectOf(flags.project)).project;
+      const list = await Promise.all(managedWorktrees(paths, project).map((w) => statusOf(paths, w)));
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+      if (list.length === 0) return void process.stdout.write("No worktrees. Create one with: cloister start -b BRANCH\n");
+      printTable(
+        ["PROJECT", "BRANCH", "CLOISTER", "STATUS", "CHANGES", "DIRECTORY"],
+        list.map((w) => [w.project, w.branch ?? "(detached)", w.cloister, w.running.length > 0 ? `running: ${w.running.join(", ")}` : "stopped", w.dirty === null ? "unknown" : w.dirty ? "uncommitted" : "clean", w.dir]),
+      );
+    });
+
+  worktree
+    .command("remove")
+    .alias("rm")
+    .description("remove a branch's worktree (the branch itself stays); refuses while it has uncommitted changes or a cloister runs on it")
+    .argument("<branch>", "the branch given to `cloister start -b`")
+    .option("--project <dir>", "the project directory (default: current directory)")
+    .option("-f, --force", "remove it anyway: stop its cloisters and discard uncommitted changes")
+    .action(async (branch: string, flags: { project?: string; force?: boolean }) => {
+      const paths = resolvePaths();
+      const { project, root } = await projectOf(flags.project);
+      const found = managedWorktrees(paths, project).find((w) => w.slug === branchSlug(branch));
+      if (!found) throw new CloisterError(`project ${project} has no worktree for ${branch}`, "see `cloister worktree list`");
+      const status = await statusOf(paths, found);
+      if (!flags.force && status.running.length > 0) {
+        throw new CloisterError(`cloister ${status.running.join(", ")} is running on ${found.dir}`, `stop it first (cloister stop ${status.running[0] ?? ""}), or pass -f`);
+      }
+      if (!flags.force && status.dirty !== false) {
+        const why = status.dirty === null ? "git could not check it for uncommitted changes" : "it has uncommitted changes";
+        throw new CloisterError(`not removing ${found.dir}: ${why}`, "commit or stash them (git status there), or pass -f to discard them");
+      }
+      for (const name of status.running) await stopCloister(name, paths);
+      await deleteWorktree(root, found.dir);
+      process.stderr.write(`Removed the worktree ${found.dir}${status.branch ? ` (branch ${status.branch} is kept)` : ""}\n`);
+    });
+}

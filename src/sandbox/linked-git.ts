@@ -1,0 +1,142 @@
+/**
+ * The git view of a worktree cloister: git must work at /work, a linked worktree whose `.git` file
+ * names its admin dir `<common>/worktrees/<id>` by absolute host path, and whose admin dir names the
+ * shared dir `<common>` ("../.."). So both appear at their host paths, built rather than subtracted:
+ *
+ * - `<common>` itself is a small private tmpfs. Git creates lock files there (packed-refs.lock when
+ *   it deletes a ref, gc.pid, config.lock) and they land in scratch space; nothing the cloister
+ *   writes at `<common>/<name>` reaches the host, so the repository's config, hooks, info,
+ *   commondir, config.worktree and the main worktree's own state (HEAD, index, rebase-merge/, ...)
+ *   are out of reach whether they exist or not, and whatever the host renames there later.
+ * - objects/, refs/ and logs/ are the host's, writable: commits made inside are the repository's.
+ *   The project's main cloister pins them (protected-paths.ts), so they cannot be swapped for a
+ *   symlink while this view is mounted.
+ * - hooks/, info/ and worktrees/ are the host's, read-only; the worktree's own admin dir is bound
+ *   writable on top (HEAD, index, logs of this worktree), with its commondir, gitdir and
+ *   config.worktree read-only on top of that (placeholders when missing, as in protected-paths.ts).
+ * - config, HEAD (the main worktree's: git refuses to check out a branch in use there),
+ *   packed-refs and shallow are copies taken at launch, read-only: read by name, never through a
+ *   path the main cloister could turn into a symlink. Git replaces packed-refs by rename, which a
+ *   bind refuses (EBUSY), so deleting a packed ref fails inside; and a packed-refs rewritten on the
+ *   host (git gc, pack-refs) is seen only by cloisters started afterwards.
+ *
+ * Nothing else of the main repository is mounted: its working tree stays invisible.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { CloisterError } from "../errors.js";
+import { CLOISTER_RUN_DIR, WORK_DIR, type MountOp } from "./bwrap/mounts.js";
+import { isAdminDirOf, realPath, withRegularFile } from "./git-dirs.js";
+import { entryKind, prepareProtectedPaths, type EntryKind } from "./protected-paths.js";
+
+/** The git dirs of a linked worktree, as cloister checked them when it opened the worktree. */
+export interface LinkedGitDirs {
+  /** The shared git dir (`<main>/.git`). */
+  commonDir: string;
+  /** The worktree's admin dir (`<common>/worktrees/<id>`). */
+  adminDir: string;
+}
+
+/** What exists of the shared dir at launch: the view is planned from it. */
+export interface LinkedGitFacts extends LinkedGitDirs {
+  /** Entries of `<common>` that exist as directories (of SHARED_DIRS and READ_ONLY_DIRS). */
+  dirs: string[];
+  /** Read-only copies, by entry name (of COPIED_FILES), in the cloister's runtime dir. */
+  copies: Record<string, string>;
+  /** Entries of the admin dir bound read-only on top of it. */
+  adminProtected: string[];
+}
+
+export interface LinkedGitView {
+  mounts: MountOp[];
+  /** Placeholders created in the admin dir, relative to the project root (released like the project's). */
+  placeholders: string[];
+}
+
+const SHARED_DIRS = ["objects", "refs", "logs"];
+const READ_ONLY_DIRS = ["hooks", "info", "worktrees"];
+const REQUIRED_DIRS = ["objects", "refs", "worktrees"];
+const COPIED_FILES = ["config", "HEAD", "packed-refs", "shallow"];
+const REQUIRED_FILES = ["config", "HEAD"];
+/**
+ * Bound even when the host has none (then empty): a packed-refs that git inside wrote to the scratch
+ * space would hold refs whose loose files it then deletes on the host (pack-refs, run by gc --auto).
+ * With a bind there, pack-refs fails before it deletes anything.
+ */
+const ALWAYS_BOUND = ["packed-refs"];
+const ADMIN_PROTECTED = ["commondir", "gitdir", "config.worktree"];
+/** Lock files and small scratch files only: git writes a new packed-refs there before failing to rename it. */
+const SCRATCH_TMPFS_BYTES = 16 * 1024 * 1024;
+/** Places inside a cloister that a host path must not shadow, nor reach into. */
+const RESERVED = [WORK_DIR, CLOISTER_RUN_DIR, "/proc", "/dev", "/sys"];
+
+/** The mounts for the facts: pure, in the order bwrap must apply them. */
+export function planLinkedGit(f: LinkedGitFacts): MountOp[] {
+  const at = (name: string) => join(f.commonDir, name);
+  const sharedDirs = SHARED_DIRS.filter((d) => f.dirs.includes(d));
+  const readOnlyDirs = READ_ONLY_DIRS.filter((d) => f.dirs.includes(d));
+  return [
+    { op: "tmpfs", dest: f.commonDir, sizeBytes: SCRATCH_TMPFS_BYTES, mode: 0o755 },
+    ...sharedDirs.map((d): MountOp => ({ op: "bind", src: at(d), dest: at(d) })),
+    ...readOnlyDirs.map((d): MountOp => ({ op: "ro-bind", src: at(d), dest: at(d) })),
+    ...Object.entries(f.copies).map(([name, copy]): MountOp => ({ op: "ro-bind", src: copy, dest: at(name) })),
+    { op: "bind", src: f.adminDir, dest: f.adminDir },
+    ...f.adminProtected.map((name): MountOp => ({ op: "ro-bind", src: join(f.adminDir, name), dest: join(f.adminDir, name) })),
+  ];
+}
+
+/**
+ * Checks the linked worktree's git dirs on the host (fail closed on symlinks and surprises),
+ * copies what is copied into `scratchDir` (the cloister's private runtime dir), creates the admin
+ * dir's placeholders, and plans the view.
+ */
+export function prepareLinkedGitView(projectRoot: string, dirs: LinkedGitDirs, scratchDir: string): LinkedGitView {
+  const { commonDir, adminDir } = dirs;
+  for (const dir of [commonDir, adminDir]) {
+    assertRealDirectory(dir);
+    const reserved = RESERVED.find((r) => dir === r || dir.startsWith(`${r}/`));
+    if (reserved !== undefined) {
+      throw new CloisterError(`the repository's git dir ${dir} lies under ${reserved}, which a cloister keeps for itself`, "move the repository elsewhere to use worktree cloisters");
+    }
+  }
+  if (!isAdminDirOf(adminDir, commonDir)) throw new CloisterError(`${adminDir} is not a worktree admin dir of ${commonDir}`);
+
+  const present = (name: string, kind: EntryKind): boolean => checkedKind(join(commonDir, name), kind) === kind;
+  const dirsPresent = [...SHARED_DIRS, ...READ_ONLY_DIRS].filter((d) => present(d, "directory"));
+  const missing = [...REQUIRED_DIRS.filter((d) => !dirsPresent.includes(d)), ...REQUIRED_FILES.filter((f) => !present(f, "file"))];
+  if (missing.length > 0) throw new CloisterError(`${commonDir} is not a complete git dir: ${missing.join(", ")} missing`);
+
+  const copyDir = join(scratchDir, "git");
+  mkdirSync(copyDir, { mode: 0o700 });
+  const copies: Record<string, string> = {};
+  for (const name of COPIED_FILES) {
+    const content = present(name, "file") ? withRegularFile(join(commonDir, name), (fd) => readFileSync(fd)) : ALWAYS_BOUND.includes(name) ? "" : undefined;
+    if (content === undefined) continue;
+    copies[name] = join(copyDir, name);
+    writeFileSync(copies[name], content, { mode: 0o400 });
+  }
+
+  for (const name of ["commondir", "gitdir"]) {
+    if (checkedKind(join(adminDir, name), "file") !== "file") throw new CloisterError(`the worktree's git dir ${adminDir} has no ${name} file`, "repair it with `git worktree repair`, or remove the worktree");
+  }
+  const prepared = prepareProtectedPaths(adminDir, ADMIN_PROTECTED);
+  return {
+    mounts: planLinkedGit({ commonDir, adminDir, dirs: dirsPresent, copies, adminProtected: prepared.paths }),
+    placeholders: prepared.placeholders.map((p) => relative(projectRoot, join(adminDir, p))),
+  };
+}
+
+function assertRealDirectory(dir: string): void {
+  if (realPath(dir) !== dir || entryKind(dir) !== "directory") {
+    throw new CloisterError(`the worktree's git dir ${dir} is not a directory at that real path`, "a mount would follow a symbolic link out of place; replace it with a real directory");
+  }
+}
+
+/** The entry's kind; a symlink or an entry of another kind than expected refuses the launch. */
+function checkedKind(path: string, expected: EntryKind): EntryKind {
+  const kind = entryKind(path);
+  if (kind !== "missing" && kind !== expected) {
+    throw new CloisterError(`${path} is a ${kind}, not a ${expected}`, "a worktree cloister binds it by path; put the real one back, or remove the worktree");
+  }
+  return kind;
+}

@@ -1,0 +1,255 @@
+/**
+ * Agents in a cloister, end to end with the built CLI, real bwrap and a real guardian: fake agent
+ * executables (shell scripts that report what they see) for set-up, config carrying, path
+ * rewriting and credentials; then the real agent CLIs from the npm registry, when it is reachable,
+ * against local fake APIs reached through the guardian.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { FAKE_REPLY, startFakeAnthropicApi, startFakeGeminiApi, startFakeOpenAiApi, type FakeAgentApi } from "../fixtures/fake-agent-api.js";
+import { createInstance, leakedCanaries, withConfig, type TestInstance } from "../helpers/cloister.js";
+
+/** Reports its arguments, environment names, credential, HOME and ~/.claude; edits /work when asked. */
+const FAKE_CLAUDE = `#!/bin/sh
+echo "ARGV:$*"
+echo "ENV:$(env | cut -d= -f1 | sort | tr '\\n' ' ')"
+echo "CRED:\${ANTHROPIC_API_KEY:+set}"
+echo "HOME:$HOME"
+echo "FILES:$(ls -A "$HOME/.claude" | tr '\\n' ' ')"
+echo "SETTINGS:$(cat "$HOME/.claude/settings.json" | tr -d '\\n ')"
+echo "TRUST:$(grep -c hasTrustDialogAccepted "$HOME/.claude.json")"
+echo "RULES:$(grep -c 'You are running in a cloister' "$HOME/.claude/CLAUDE.md")"
+case "$*" in *edit-work*) echo agent-was-here > /work/agent-edit.txt ;; esac
+`;
+
+const FAKE_CUSTOM = `#!/bin/sh
+echo "ARGV:$*"
+echo "CONF:$(cat "$HOME/.myagent/conf.txt")"
+echo "FILES:$(ls -A "$HOME/.myagent" | tr '\\n' ' ')"
+`;
+
+function executable(path: string, text: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, text);
+  chmodSync(path, 0o755);
+}
+
+function line(output: string, label: string): string {
+  return output.split("\n").find((l) => l.startsWith(`${label}:`))?.slice(label.length + 1) ?? "";
+}
+
+/** Hash of the host's agent config and secrets: must not change, whatever the agent does. */
+function hostHash(t: TestInstance): string {
+  const hash = createHash("sha256");
+  const walk = (path: string) => {
+    if (!existsSync(path) && !isLink(path)) return;
+    const info = lstatSync(path);
+    hash.update(`${path}:${info.mode}`);
+    if (info.isSymbolicLink()) hash.update(readlinkSync(path));
+    else if (info.isDirectory()) for (const name of readdirSync(path).sort()) walk(join(path, name));
+    else hash.update(readFileSync(path));
+  };
+  for (const name of [".claude", ".claude.json", ".ssh", ".myagent"]) walk(join(t.hostHome, name));
+  return hash.digest("hex");
+}
+
+function isLink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+describe("agents in a cloister (fake agent executables)", () => {
+  let t: TestInstance;
+  let fakeBin: string;
+  let hostBefore: string;
+  before(() => {
+    t = createInstance("ag");
+    fakeBin = join(dirname(t.home), "fakebin");
+    executable(join(fakeBin, "claude"), FAKE_CLAUDE);
+    executable(join(fakeBin, "myagent"), FAKE_CUSTOM);
+    t.env.PATH = `${fakeBin}:${t.env.PATH ?? ""}`;
+    const claude = join(t.hostHome, ".claude");
+    mkdirSync(join(claude, "projects"), { recursive: true });
+    writeFileSync(join(claude, "settings.json"), JSON.stringify({ model: "opus", env: { GITHUB_TOKEN: t.canaries.envToken }, hooks: { Stop: `${t.project}/scripts/done.sh` } }));
+    writeFileSync(join(claude, ".credentials.json"), JSON.stringify({ token: t.canaries.envToken }));
+    writeFileSync(join(claude, "history.jsonl"), `${t.canaries.ssh}\n`);
+    writeFileSync(join(claude, "CLAUDE.md"), "my rules\n");
+    symlinkSync(join(t.hostHome, ".ssh"), join(claude, "ssh"));
+    writeFileSync(join(t.hostHome, ".claude.json"), JSON.stringify({ theme: "dark", oauthAccount: { email: t.canaries.aws } }));
+    mkdirSync(join(t.hostHome, ".myagent"));
+    writeFileSync(join(t.hostHome, ".myagent", "conf.txt"), `src=${t.project}/src notes=${t.hostHome}/notes`);
+    writeFileSync(join(t.hostHome, ".myagent", "keys.json"), JSON.stringify({ api_key: t.canaries.netrc, model: "m" }));
+    hostBefore = hostHash(t);
+  });
+  after(async () => t.teardown());
+
+  it("`run --agent claude -- -p hello` runs it with prompts skipped, its config carried and filtered, no host credential", async () => {
+    const r = await t.cli(["run", "--agent", "claude", "--", "-p", "hello"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(line(r.stdout, "ARGV"), "--dangerously-skip-permissions -p hello");
+    assert.equal(line(r.stdout, "CRED"), "", "ANTHROPIC_API_KEY of the host is not passed without --pass-env-credential");
+    const env = line(r.stdout, "ENV").split(" ");
+    assert.ok(env.includes("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"));
+    assert.ok(!env.includes("ANTHROPIC_API_KEY") && !env.includes("GITHUB_TOKEN") && !env.includes("SSH_AUTH_SOCK"));
+    assert.deepEqual(line(r.stdout, "FILES").trim().split(" ").sort(), ["CLAUDE.md", "settings.json"]);
+    assert.equal(line(r.stdout, "SETTINGS"), '{"model":"opus","env":{},"hooks":{"Stop":"/work/scripts/done.sh"},"skipDangerousModePermissionPrompt":true}');
+    assert.equal(line(r.stdout, "TRUST"), "1");
+    assert.equal(line(r.stdout, "RULES"), "1");
+    assert.deepEqual(leakedCanaries(t, r.stdout + r.stderr), []);
+    assert.match(r.stderr, /settings\.json: env\.GITHUB_TOKEN looks like a secret; left out/);
+    assert.match(r.stderr, /~\/\.claude\/ssh is a link to ~\/\.ssh, outside ~\/\.claude; not copied/);
+  });
+
+  it("--pass-env-credential hands over the host's ANTHROPIC_API_KEY, with a warning", async () => {
+    const r = await t.cli(["run", "--agent", "claude", "--pass-env-credential", "--", "-p", "x"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(line(r.stdout, "CRED"), "set");
+    assert.match(r.stderr, /passing ANTHROPIC_API_KEY from your environment into the cloister/);
+    assert.deepEqual(leakedCanaries(t, r.stdout + r.stderr), []);
+  });
+
+  it("the agent can edit a file in /work", async () => {
+    const r = await t.cli(["run", "--agent", "claude", "--", "edit-work"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readFileSync(join(t.project, "agent-edit.txt"), "utf8"), "agent-was-here\n");
+  });
+
+  it("an unknown agent, or one not installed, exits 125 and says what to do", async () => {
+    const unknown = await t.cli(["run", "--agent", "nope", "--", "x"]);
+    assert.equal(unknown.code, 125);
+    assert.match(unknown.stderr, /unknown agent "nope".*known agents: claude, codex, gemini/);
+    const missing = await t.cli(["run", "--agent", "gemini", "--", "x"]);
+    assert.equal(missing.code, 125);
+    assert.match(missing.stderr, /gemini is not installed.*cloister agent install gemini/);
+    const noDefault = await t.cli(["run", "--agent", "--", "x"]);
+    assert.equal(noDefault.code, 125);
+    assert.match(noDefault.stderr, /no default agent configured/);
+  });
+
+  it("`start -d --agent` sets it up; `start --agent` opens it; the cloister keeps running; another agent needs a restart", async () => {
+    const started = await t.cli(["start", "-d", "--agent", "claude", "--name", "agentbox"]);
+    assert.equal(started.code, 0, started.stderr);
+    assert.match(started.stderr, /Started cloister agentbox \(project at \/work, set up for claude\)\. Open claude with: cloister start --agent claude/);
+    try {
+      const entered = await t.cli(["start", "--agent", "claude", "--name", "agentbox"]);
+      assert.equal(entered.code, 0, entered.stderr);
+      assert.equal(line(entered.stdout, "ARGV"), "--dangerously-skip-permissions");
+      assert.match(entered.stderr, /Left cloister agentbox; it is still running/);
+      const onPath = await t.cli(["exec", "agentbox", "--", "sh", "-c", "command -v claude"]);
+      assert.equal(onPath.stdout.trim(), "/run/cloister/agent-bin/claude");
+      // The launcher and the host's install are read-only inside: the agent cannot plant code the host runs.
+      const tamper = await t.cli(["exec", "agentbox", "--", "sh", "-c", `echo evil > /run/cloister/agent-bin/claude; echo evil > ${join(fakeBin, "claude")}; echo done`]);
+      assert.equal(tamper.stdout.trim(), "done");
+      assert.match(tamper.stderr, /Read-only file system[\s\S]*Read-only file system/);
+      assert.equal(readFileSync(join(fakeBin, "claude"), "utf8"), FAKE_CLAUDE);
+      const other = await t.cli(["start", "--agent", "codex", "--name", "agentbox"]);
+      assert.equal(other.code, 125);
+      assert.match(other.stderr, /set up for claude, not codex.*cloister stop agentbox/);
+    } finally {
+      await t.cli(["stop", "agentbox"]);
+    }
+  });
+
+  it("a custom agent from config: its command, arguments and config dir, host paths rewritten, secrets left out", async () => {
+    const agent = `agents:\n  mine:\n    command: ${join(fakeBin, "myagent")}\n    args: [--fixed]\n    config_dirs: [~/.myagent]\n    skip_permissions_args: [--yes]\n`;
+    await withConfig(t, (config) => config.replace(/^agents:\n((?:  #.*\n)*)  \{\}\n/m, agent), async () => {
+      const r = await t.cli(["run", "--agent", "mine", "--", "hello"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(line(r.stdout, "ARGV"), "--fixed --yes hello");
+      assert.match(line(r.stdout, "CONF"), /^src=\/work\/src notes=\/home\/[^/]+\/notes$/);
+      assert.deepEqual(line(r.stdout, "FILES").trim().split(" ").sort(), ["conf.txt", "keys.json"]);
+      assert.deepEqual(leakedCanaries(t, r.stdout + r.stderr), []);
+      const list = await t.cli(["agent", "list", "--json"]);
+      const rows = JSON.parse(list.stdout) as { name: string; found: boolean; how?: string; path?: string }[];
+      assert.deepEqual(rows.map((row) => [row.name, row.found, row.how]), [["claude", true, "PATH"], ["codex", false, undefined], ["gemini", false, undefined], ["mine", true, "config"]]);
+    });
+  });
+
+  it("a credential stored with `cloister setup claude` reaches the agent, without any flag", async () => {
+    const stored = await t.cli(["setup", "claude", "--api-key"], { input: "sk-ant-stored-for-test" });
+    assert.equal(stored.code, 0, stored.stderr);
+    const r = await t.cli(["run", "--agent", "claude", "--", "-p", "x"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(line(r.stdout, "CRED"), "set");
+    assert.doesNotMatch(r.stderr, /from your environment/);
+    const shell = await t.cli(["run", "--", "sh", "-c", "echo ${ANTHROPIC_API_KEY:-none}"]);
+    assert.equal(shell.stdout.trim(), "none", "a cloister not set up for the agent does not get its credential");
+  });
+
+  it("the host's agent config and secrets are unchanged after all of it", () => {
+    assert.equal(hostHash(t), hostBefore);
+  });
+});
+
+/** Whether the npm registry answers (there is no internet here, but the registry may be reachable). */
+function registryReachable(): boolean {
+  return spawnSync("npm", ["view", "@anthropic-ai/claude-code", "version"], { timeout: 30_000, stdio: "ignore" }).status === 0;
+}
+
+describe("real agent CLIs from the npm registry", { skip: registryReachable() ? false : "the npm registry is not reachable" }, () => {
+  let t: TestInstance;
+  before(() => {
+    t = createInstance("agr");
+    // npm runs as the user: their CA settings (a TLS-inspecting proxy) and their cache (a second run
+    // downloads nothing), not the fake HOME's.
+    for (const name of ["NODE_EXTRA_CA_CERTS", "npm_config_cafile"]) if (process.env[name]) t.env[name] = process.env[name];
+    t.env.npm_config_cache = process.env.npm_config_cache ?? join(process.env.HOME ?? "/root", ".npm");
+  });
+  after(async () => t.teardown());
+
+  /**
+   * `cloister run --agent NAME` against a fake API at fake.test, reached through the guardian; the
+   * agent must answer with the fake's reply. Returns the requests the fake saw.
+   */
+  async function runAgainst(start: () => Promise<FakeAgentApi>, agent: string, credential: Record<string, string>, args: (port: number) => string[], env: (port: number) => string[] = () => []) {
+    const api = await start();
+    try {
+      Object.assign(t.env, credential);
+      const session = ["--resolve", "fake.test=127.0.0.1", "--allow-private", `fake.test:${api.port}`, ...env(api.port).flatMap((e) => ["--env", e])];
+      const r = await t.cli(["run", "--agent", agent, "--pass-env-credential", ...session, "--", ...args(api.port)], { timeoutMs: 120_000 });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(FAKE_REPLY));
+      return api.requests;
+    } finally {
+      await api.close();
+    }
+  }
+
+  for (const [agent, version] of [
+    ["claude", /^\d+\.\d+\.\d+ \(Claude Code\)$/m],
+    ["codex", /^codex-cli \d+\.\d+\.\d+/m],
+    ["gemini", /^\d+\.\d+\.\d+$/m],
+  ] as const) {
+    it(`cloister agent install ${agent}, then --version inside a cloister`, async () => {
+      const installed = await t.cli(["agent", "install", agent], { timeoutMs: 600_000 });
+      assert.equal(installed.code, 0, installed.stderr);
+      assert.match(installed.stderr, new RegExp(`Installed ${agent} \\d`));
+      const r = await t.cli(["run", "--agent", agent, "--", "--version"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, version);
+    });
+  }
+
+  it("claude: a prompt through the proxy to a fake API; its Write tool edits a file in /work", async () => {
+    const requests = await runAgainst(startFakeAnthropicApi, "claude", { ANTHROPIC_API_KEY: "sk-ant-fake-for-test" }, () => ["-p", "WRITE /work/by-claude.txt written-by-claude"], (port) => [`ANTHROPIC_BASE_URL=http://fake.test:${port}`]);
+    assert.equal(readFileSync(join(t.project, "by-claude.txt"), "utf8"), "written-by-claude\n");
+    assert.ok(requests.length >= 2 && requests.every((req) => req.apiKey === "sk-ant-fake-for-test"));
+  });
+
+  it("codex: `exec` through the proxy to a fake Responses API, its key from ~/.codex/auth.json", async () => {
+    const requests = await runAgainst(startFakeOpenAiApi, "codex", { OPENAI_API_KEY: "sk-openai-fake-for-test" }, (port) => ["-c", `openai_base_url="http://fake.test:${port}/v1"`, "exec", "say hello"]);
+    assert.ok(requests.some((req) => req.path === "/v1/responses" && req.apiKey === "sk-openai-fake-for-test"));
+  });
+
+  it("gemini: `-p` through the proxy to a fake Gemini API", async () => {
+    const requests = await runAgainst(startFakeGeminiApi, "gemini", { GEMINI_API_KEY: "gemini-fake-for-test" }, () => ["-p", "say hello"], (port) => [`GOOGLE_GEMINI_BASE_URL=http://fake.test:${port}`]);
+    assert.ok(requests.some((req) => req.apiKey === "gemini-fake-for-test"));
+  });
+});

@@ -1,0 +1,63 @@
+/**
+ * Shell completion through the built CLI: the scripts for each shell, and `cloister __complete`
+ * walking the real command tree and filling in live names (cloisters, branches, agents, scopes).
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { CLI, createInstance, type TestInstance } from "../helpers/cloister.js";
+
+describe("shell completion", () => {
+  let t: TestInstance;
+  const complete = async (...words: string[]) => (await t.cli(["__complete", ...words])).stdout.split("\n").filter(Boolean);
+
+  before(async () => {
+    t = createInstance("cc");
+    spawnSync("git", ["-C", t.project, "branch", "feature-x"]);
+    assert.equal((await t.cli(["start", "-d", "--name", "comp-one"])).code, 0);
+  });
+  after(() => t.teardown());
+
+  it("completes commands, subcommands and options from the command tree", async () => {
+    assert.ok((await complete("")).includes("start"));
+    assert.deepEqual(await complete("appr"), ["approvals", "approve"]);
+    assert.ok((await complete("guardian", "")).includes("status"));
+    assert.ok((await complete("run", "--no-")).includes("--no-network"));
+    assert.ok(!(await complete("")).includes("__complete"), "the hidden command is not offered");
+  });
+
+  it("fills in cloister names, branches, agents and scopes", async () => {
+    assert.deepEqual(await complete("exec", "comp"), ["comp-one"]);
+    assert.deepEqual(await complete("stop", "comp-"), ["comp-one"]);
+    assert.ok((await complete("setup", "")).includes("claude"));
+    assert.deepEqual(await complete("approve", "abc", "--scope", "p"), ["project"]);
+    assert.deepEqual(await complete("completion", "z"), ["zsh"]);
+  });
+
+  it("prints a script for bash, zsh and fish, and refuses another shell", async () => {
+    for (const shell of ["bash", "zsh", "fish"]) {
+      const r = await t.cli(["completion", shell]);
+      assert.equal(r.code, 0);
+      assert.match(r.stdout, /cloister __complete/);
+    }
+    const bad = await t.cli(["completion", "tcsh"]);
+    assert.equal(bad.code, 125);
+    assert.match(bad.stderr, /choose one of bash, zsh, fish/);
+  });
+
+  it("the bash script completes in a real bash", async () => {
+    const script = (await t.cli(["completion", "bash"])).stdout;
+    // The real CLI on PATH as `cloister`, as after `npm link`.
+    const bin = join(t.home, "bin");
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(join(bin, "cloister"), `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@"\n`, { mode: 0o755 });
+    const r = spawnSync("bash", ["-c", `${script}\nCOMP_WORDS=(cloister exec comp); COMP_CWORD=2; _cloister; printf '%s\\n' "\${COMPREPLY[@]}"`], {
+      env: { ...t.env, PATH: `${bin}:${t.env.PATH ?? ""}` },
+      cwd: t.project,
+      encoding: "utf8",
+    });
+    assert.equal(r.stdout.trim(), "comp-one", r.stderr);
+  });
+});

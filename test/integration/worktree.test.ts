@@ -1,0 +1,147 @@
+/**
+ * Worktree cloisters, for real: `start -d -b BRANCH` makes a git worktree under the data dir and a
+ * cloister `<project>-<branch>` on it, where git status, commit and log work and land in the main
+ * repository, while the repository's hooks and config, the worktree's .git file and its admin dir's
+ * pointers stay read-only and the main working tree stays out of sight. It runs beside the main
+ * cloister; `worktree list`, `worktree remove` and `path` manage it; the host is unchanged otherwise.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createInstance, type TestInstance } from "../helpers/cloister.js";
+import { diffSnapshots, hostSensitiveSnapshot, snapshotTree, type Snapshot } from "../helpers/oracles.js";
+
+function hostGit(t: TestInstance, ...args: string[]): string {
+  const r = spawnSync("git", ["-C", t.project, ...args], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout.trim();
+}
+
+interface Listed {
+  name: string;
+  project: string;
+  projectRoot: string;
+  running: boolean;
+}
+
+describe("worktree cloisters (start -b, worktree list/remove, path)", () => {
+  let t: TestInstance;
+  let worktree: string;
+  let common: string;
+  let admin: string;
+  let hostBefore: Snapshot;
+  let treeBefore: Snapshot;
+  const workingTree = (): Snapshot => snapshotTree(t.project, "project", (rel) => rel === ".git");
+  const inside = (name: string, script: string) => t.cli(["exec", name, "--", "sh", "-c", script]);
+
+  before(() => {
+    t = createInstance("wt");
+    worktree = join(t.home, "data", "worktrees", "proj", "feature");
+    common = join(t.project, ".git");
+    admin = join(common, "worktrees", "feature");
+    hostBefore = hostSensitiveSnapshot(t);
+    treeBefore = workingTree();
+  });
+  after(async () => {
+    await t.teardown();
+  });
+
+  it("start -d -b feature creates the worktree from HEAD and starts <project>-feature on it", async () => {
+    const r = await t.cli(["start", "-d", "-b", "feature"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /created the worktree .*feature on a new branch feature from HEAD/);
+    const listed = JSON.parse((await t.cli(["list", "--json"])).stdout) as Listed[];
+    assert.deepEqual(listed.map((c) => [c.name, c.project, c.projectRoot, c.running]), [["proj-feature", "proj", worktree, true]]);
+    assert.equal(hostGit(t, "rev-parse", "feature"), hostGit(t, "rev-parse", "HEAD"));
+  });
+
+  it("git status, commit and log work inside, and the commit is the main repository's", async () => {
+    const r = await inside("proj-feature", "git status >/dev/null && echo x > f.txt && git add f.txt && git -c user.name=A -c user.email=a@example.com commit -qm 'from the cloister' && git log --format=%s");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "from the cloister\ninit");
+    assert.equal(hostGit(t, "log", "-1", "--format=%s", "feature"), "from the cloister");
+    assert.equal(hostGit(t, "log", "-1", "--format=%s", "HEAD"), "init", "the main worktree's branch did not move");
+  });
+
+  it("the repository's hooks and config, the worktree's .git file and its admin dir's gitdir cannot be written", async () => {
+    const targets = [join(common, "hooks", "x"), join(common, "config"), "/work/.git", join(worktree, ".git"), join(admin, "gitdir"), join(admin, "commondir")];
+    const script = targets.map((p) => `if echo junk >> '${p}' 2>/dev/null; then echo "WROTE ${p}"; fi`).join("\n");
+    const r = await inside("proj-feature", `${script}\ngit config core.hooksPath /tmp && echo WROTE-config\ngit config --worktree core.fsmonitor true && echo WROTE-worktree-config\ntrue`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "");
+    assert.ok(!existsSync(join(common, "hooks", "x")));
+    assert.equal(readFileSync(join(admin, "gitdir"), "utf8"), `${join(worktree, ".git")}\n`);
+    assert.equal(readFileSync(join(worktree, ".git"), "utf8"), `gitdir: ${admin}\n`);
+  });
+
+  it("the main working tree is not visible inside", async () => {
+    const r = await inside("proj-feature", `ls -A '${t.project}'; test -e '${t.project}/README.md' && echo VISIBLE; true`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, ".git\n");
+  });
+
+  it("runs beside the project's main cloister, which sees the commit too", async () => {
+    assert.equal((await t.cli(["start", "-d"])).code, 0);
+    const listed = JSON.parse((await t.cli(["list", "--json"])).stdout) as Listed[];
+    assert.deepEqual(listed.filter((c) => c.running).map((c) => c.name).sort(), ["proj", "proj-feature"]);
+    const main = await inside("proj", "git log -1 --format=%s feature && git status >/dev/null");
+    assert.equal(main.code, 0, main.stderr);
+    assert.equal(main.stdout, "from the cloister\n");
+    assert.equal((await inside("proj-feature", "git status --short -- f.txt README.md")).stdout, "");
+  });
+
+  it("run -b feature runs one command in a fresh cloister on the same worktree", async () => {
+    const r = await t.cli(["run", "-b", "feature", "--", "sh", "-c", "cat f.txt && git log -1 --format=%s"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "x\nfrom the cloister\n");
+  });
+
+  it("in the worktree's directory on the host, commands without -b mean the worktree's cloister", async () => {
+    const exec = await t.cli(["exec", "--", "git", "branch", "--show-current"], { cwd: worktree });
+    assert.equal(exec.stdout, "feature\n", exec.stderr);
+    const run = await t.cli(["run", "--", "cat", "f.txt"], { cwd: worktree });
+    assert.equal(run.stdout, "x\n", run.stderr);
+    assert.equal(existsSync(join(t.home, "config", "projects", "feature.yaml")), false, "the worktree is not a project of its own");
+  });
+
+  it("worktree list --json shows project, branch, directory, running cloisters and changes", async () => {
+    const r = await t.cli(["worktree", "list", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const [entry, ...more] = JSON.parse(r.stdout) as { dirty: unknown }[];
+    assert.deepEqual(more, []);
+    assert.deepEqual({ ...entry, dirty: typeof entry?.dirty }, { project: "proj", branch: "feature", dir: worktree, cloister: "proj-feature", running: ["proj-feature"], dirty: "boolean" });
+  });
+
+  it("worktree remove refuses while the cloister runs and while there are changes; -f removes it, keeping the branch", async () => {
+    const running = await t.cli(["worktree", "remove", "feature"]);
+    assert.notEqual(running.code, 0);
+    assert.match(running.stderr, /cloister proj-feature is running/);
+    assert.equal((await t.cli(["stop", "proj-feature"])).code, 0);
+    assert.ok(!existsSync(join(admin, "config.worktree")), "the placeholder went with the worktree's last cloister");
+    assert.equal((await t.cli(["path", "proj-feature"])).stdout, `${worktree}\n`, "path knows a stopped worktree cloister");
+    const stopped = JSON.parse((await t.cli(["worktree", "list", "--json"])).stdout) as { running: string[]; dirty: boolean }[];
+    assert.deepEqual(stopped.map((w) => [w.running, w.dirty]), [[[], false]]);
+    writeFileSync(join(worktree, "wip.txt"), "not committed\n");
+    const dirty = await t.cli(["worktree", "remove", "feature"]);
+    assert.notEqual(dirty.code, 0);
+    assert.match(dirty.stderr, /uncommitted changes/);
+    assert.ok(existsSync(join(worktree, "wip.txt")));
+    const forced = await t.cli(["worktree", "remove", "-f", "feature"]);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.ok(!existsSync(worktree));
+    assert.doesNotMatch(hostGit(t, "worktree", "list"), /feature/);
+    assert.equal(hostGit(t, "log", "-1", "--format=%s", "feature"), "from the cloister");
+    assert.equal((await t.cli(["worktree", "list", "--json"])).stdout, "[]\n");
+    assert.notEqual((await t.cli(["path", "proj-feature"])).code, 0);
+  });
+
+  it("afterwards the host is unchanged otherwise: git config and hooks, the main working tree, no placeholder left", async () => {
+    assert.equal((await t.cli(["stop", "--all"])).code, 0);
+    assert.deepEqual(diffSnapshots(hostBefore, hostSensitiveSnapshot(t)), []);
+    assert.deepEqual(diffSnapshots(treeBefore, workingTree()), []);
+    const left = existsSync(join(common, "worktrees")) ? readdirSync(join(common, "worktrees")) : [];
+    assert.deepEqual(left, [], "the worktree's git dir and the main cloister's keeper entry are gone");
+  });
+});

@@ -1,0 +1,300 @@
+/**
+ * Worktree cloisters without a sandbox: where a branch comes from (local, origin/, new from HEAD),
+ * names, reuse, removal, and the git view a worktree cloister gets (what is writable, what read-only,
+ * what is not mounted at all), including the protected paths of a worktree and of the main repository.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { SAFE_NAME_RE } from "../../src/config/names.js";
+import { resolvePaths, type CloisterPaths } from "../../src/config/paths.js";
+import { planMounts, WORK_DIR, type MountOp } from "../../src/sandbox/bwrap/mounts.js";
+import { isClean } from "../../src/sandbox/host-git.js";
+import { prepareLinkedGitView } from "../../src/sandbox/linked-git.js";
+import { pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders, repositoryHooksPaths } from "../../src/sandbox/protected-paths.js";
+import { branchSlug, managedWorktreeAt, managedWorktrees, openWorktree, worktreeCloisterName, type Worktree } from "../../src/sandbox/worktree.js";
+import { deleteWorktree } from "../../src/sandbox/worktree-git.js";
+
+const base = realpathSync(mkdtempSync(join(tmpdir(), "cwt-")));
+after(() => rmSync(base, { recursive: true, force: true }));
+
+const IDENTITY = { GIT_AUTHOR_NAME: "T", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "T", GIT_COMMITTER_EMAIL: "t@example.com" };
+
+function git(dir: string, ...args: string[]): string {
+  const r = spawnSync("git", ["-C", dir, ...args], { encoding: "utf8", env: { ...process.env, ...IDENTITY } });
+  assert.equal(r.status, 0, `git ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** A repository with one commit, and a bare "origin" it fetched `from-origin` from. */
+function makeRepository(name: string): string {
+  const main = join(base, name);
+  mkdirSync(main);
+  git(main, "init", "-q", "-b", "main");
+  writeFileSync(join(main, "README.md"), "hello\n");
+  git(main, "add", ".");
+  git(main, "commit", "-qm", "init");
+  const origin = join(base, `${name}-origin.git`);
+  git(base, "init", "-q", "--bare", origin);
+  git(main, "remote", "add", "origin", origin);
+  git(main, "push", "-q", "origin", `${git(main, "commit-tree", "-p", "HEAD", "-m", "on origin", "HEAD^{tree}")}:refs/heads/from-origin`);
+  git(main, "fetch", "-q", "origin");
+  return main;
+}
+
+const notes: string[] = [];
+const note = (message: string) => void notes.push(message);
+
+describe("branch names", () => {
+  it("sanitizes a branch like project names, keeping apart what sanitizing would lose", () => {
+    assert.equal(branchSlug("feature/Auth"), "feature-auth");
+    assert.equal(branchSlug("fix_1.2"), "fix_1.2");
+    assert.match(branchSlug("日本"), /^branch-[0-9a-f]{6}$/);
+    const long = "x".repeat(80);
+    assert.notEqual(branchSlug(long), branchSlug(`${long}y`));
+    for (const branch of ["feature/Auth", "日本", long, "-.-a", "UPPER/lower"]) assert.match(branchSlug(branch), SAFE_NAME_RE, branch);
+  });
+
+  it("names the cloister <project>-<branch>, within 63 characters", () => {
+    assert.equal(worktreeCloisterName("app", branchSlug("feature/x")), "app-feature-x");
+    const name = worktreeCloisterName("p".repeat(60), branchSlug("feature"));
+    assert.equal(name.length, 63);
+    assert.match(name, SAFE_NAME_RE);
+    assert.notEqual(name, worktreeCloisterName("p".repeat(60), branchSlug("feature2")));
+  });
+});
+
+describe("opening worktrees", () => {
+  let main: string;
+  let paths: CloisterPaths;
+  before(() => {
+    main = makeRepository("proj");
+    paths = resolvePaths({ CLOISTER_HOME: join(base, "home") });
+  });
+
+  it("uses a local branch as it is", async () => {
+    git(main, "branch", "local-one");
+    const w = await openWorktree(paths, main, "proj", "local-one", note);
+    assert.equal(w.dir, join(paths.dataDir, "worktrees", "proj", "local-one"));
+    assert.equal(git(w.dir, "symbolic-ref", "--short", "HEAD"), "local-one");
+    assert.equal(git(w.dir, "rev-parse", "HEAD"), git(main, "rev-parse", "main"));
+    assert.match(notes.pop() ?? "", /on branch local-one$/);
+  });
+
+  it("else branches from origin/BRANCH, tracking it", async () => {
+    const w = await openWorktree(paths, main, "proj", "from-origin", note);
+    assert.equal(git(w.dir, "log", "-1", "--format=%s"), "on origin");
+    assert.equal(git(w.dir, "rev-parse", "--abbrev-ref", "@{upstream}"), "origin/from-origin");
+    assert.match(notes.pop() ?? "", /new branch from-origin tracking origin\/from-origin$/);
+  });
+
+  it("else creates the branch from HEAD; the cloister is <project>-<branch>", async () => {
+    const w = await openWorktree(paths, main, "proj", "feature/New", note);
+    assert.equal(w.cloisterName, "proj-feature-new");
+    assert.equal(w.dir, join(paths.dataDir, "worktrees", "proj", "feature-new"));
+    assert.equal(git(main, "rev-parse", "feature/New"), git(main, "rev-parse", "HEAD"));
+    assert.match(notes.pop() ?? "", /new branch feature\/New from HEAD$/);
+  });
+
+  it("reuses an existing worktree, locked against pruning from other views of the repository", async () => {
+    const first = await openWorktree(paths, main, "proj", "reuse", note);
+    writeFileSync(join(first.dir, "work.txt"), "in progress\n");
+    notes.length = 0;
+    const again = await openWorktree(paths, main, "proj", "reuse", note);
+    assert.deepEqual(again, first);
+    assert.deepEqual(notes, []);
+    assert.equal(readFileSync(join(again.dir, "work.txt"), "utf8"), "in progress\n");
+    assert.match(git(main, "worktree", "list", "--porcelain"), new RegExp(`worktree ${again.dir}\\nHEAD [0-9a-f]+\\nbranch refs/heads/reuse\\nlocked cloister`));
+    assert.equal(again.git.commonDir, join(main, ".git"));
+    assert.equal(again.git.adminDir, join(main, ".git", "worktrees", "reuse"));
+  });
+
+  it("refuses a worktree that now holds another branch (two branches that sanitize alike)", async () => {
+    await openWorktree(paths, main, "proj", "Same", note);
+    await assert.rejects(openWorktree(paths, main, "proj", "same", note), /has branch Same checked out, not same/);
+  });
+
+  it("refuses names git would read as something else", async () => {
+    for (const bad of ["-x", "a..b", "@{-1}", "HEAD", "x.lock", "a b"]) {
+      await assert.rejects(openWorktree(paths, main, "proj", bad, note), /is not a valid branch name/, bad);
+    }
+  });
+
+  it("finds managed worktrees by directory and lists them", () => {
+    const dirs = managedWorktrees(paths, "proj").map((w) => w.slug);
+    assert.deepEqual(dirs, ["feature-new", "from-origin", "local-one", "reuse", "same"]);
+    assert.equal(managedWorktreeAt(paths, join(paths.dataDir, "worktrees", "proj", "reuse"))?.cloisterName, "proj-reuse");
+    assert.equal(managedWorktreeAt(paths, main), undefined);
+    assert.equal(managedWorktreeAt(paths, join(paths.dataDir, "worktrees", "proj")), undefined);
+  });
+
+  it("checks for changes without entering a nested repository the agent registered (its fsmonitor, its filters)", async () => {
+    const w = await openWorktree(paths, main, "proj", "nested", note);
+    const planted = join(base, "planted-by-nested-repo");
+    const lib = join(w.dir, "vendor", "lib");
+    mkdirSync(lib, { recursive: true });
+    git(lib, "init", "-q");
+    writeFileSync(join(lib, ".gitattributes"), "* filter=evil\n");
+    git(lib, "add", ".");
+    git(lib, "commit", "-qm", "lib");
+    git(lib, "config", "core.fsmonitor", `touch ${planted}; false`);
+    git(lib, "config", "filter.evil.clean", `touch ${planted}; cat`);
+    writeFileSync(join(lib, "changed"), "x\n");
+    git(w.dir, "update-index", "--add", "--cacheinfo", `160000,${git(lib, "rev-parse", "HEAD")},vendor/lib`);
+    assert.equal(await isClean(w.dir), false, "the new gitlink is a change");
+    assert.ok(!existsSync(planted), "host git ran a command from the nested repository's config");
+  });
+
+  it("tells clean from dirty, and removes a worktree but keeps its branch", async () => {
+    const w = await openWorktree(paths, main, "proj", "gone", note);
+    assert.equal(await isClean(w.dir), true);
+    writeFileSync(join(w.dir, "untracked.txt"), "x\n");
+    assert.equal(await isClean(w.dir), false);
+    await deleteWorktree(main, w.dir);
+    assert.ok(!existsSync(w.dir));
+    assert.doesNotMatch(git(main, "worktree", "list"), /gone/);
+    assert.equal(git(main, "rev-parse", "--verify", "-q", "gone"), git(main, "rev-parse", "HEAD"));
+  });
+});
+
+describe("the git view of a worktree cloister", () => {
+  let main: string;
+  let w: Worktree;
+  let scratch: string;
+  let mounts: MountOp[];
+  let placeholders: string[];
+  const common = () => join(main, ".git");
+  const admin = () => w.git.adminDir;
+  before(async () => {
+    main = makeRepository("view");
+    w = await openWorktree(resolvePaths({ CLOISTER_HOME: join(base, "home-view") }), main, "view", "feature", note);
+    scratch = join(base, "scratch");
+    mkdirSync(scratch);
+    ({ mounts, placeholders } = prepareLinkedGitView(w.dir, w.git, scratch));
+  });
+
+  const at = (dest: string) => mounts.filter((m) => "dest" in m && m.dest === dest).map((m) => m.op);
+
+  it("puts a private scratch tmpfs where the shared git dir is, first", () => {
+    assert.deepEqual(mounts[0], { op: "tmpfs", dest: common(), sizeBytes: 16 << 20, mode: 0o755 });
+  });
+
+  it("binds objects, refs and logs writable, and the worktree's own git dir", () => {
+    for (const dir of ["objects", "refs", "logs"]) assert.deepEqual(at(join(common(), dir)), ["bind"], dir);
+    assert.deepEqual(at(admin()), ["bind"]);
+  });
+
+  it("binds hooks, info and the other worktrees' git dirs read-only; the admin dir's pointers on top of it", () => {
+    for (const dir of ["hooks", "info", "worktrees"]) assert.deepEqual(at(join(common(), dir)), ["ro-bind"], dir);
+    for (const file of ["commondir", "gitdir", "config.worktree"]) assert.deepEqual(at(join(admin(), file)), ["ro-bind"], file);
+    const order = (dest: string) => mounts.findIndex((m) => "dest" in m && m.dest === dest);
+    assert.ok(order(join(common(), "worktrees")) < order(admin()) && order(admin()) < order(join(admin(), "gitdir")));
+  });
+
+  it("shows config, HEAD and packed-refs as read-only copies from the cloister's scratch dir", () => {
+    for (const file of ["config", "HEAD", "packed-refs"]) {
+      const op = mounts.find((m) => "dest" in m && m.dest === join(common(), file));
+      assert.deepEqual(op, { op: "ro-bind", src: join(scratch, "git", file), dest: join(common(), file) }, file);
+    }
+    assert.equal(readFileSync(join(scratch, "git", "config"), "utf8"), readFileSync(join(common(), "config"), "utf8"));
+    assert.equal(readFileSync(join(scratch, "git", "packed-refs"), "utf8"), "", "no packed-refs on the host: an empty one");
+  });
+
+  it("mounts nothing else of the main repository: not its working tree, not its index or own state", () => {
+    const touched = mounts.flatMap((m) => ("src" in m ? [m.src, m.dest] : [m.dest])).filter((p) => p === main || p.startsWith(`${main}/`));
+    assert.deepEqual(touched.filter((p) => !p.startsWith(`${common()}/`) && p !== common()), []);
+    for (const name of ["index", "config.worktree", "commondir", "COMMIT_EDITMSG", "description"]) assert.deepEqual(at(join(common(), name)), [], name);
+  });
+
+  it("holds a missing config.worktree with an empty file placeholder, released like the project's", () => {
+    const file = join(admin(), "config.worktree");
+    assert.ok(lstatSync(file).isFile());
+    assert.equal(readFileSync(file, "utf8"), "");
+    assert.equal(join(w.dir, placeholders[0] ?? ""), file);
+    removePlaceholders(w.dir, placeholders);
+    assert.ok(!existsSync(file));
+  });
+
+  it("comes after the project view in the full mount plan", () => {
+    const plan = planMounts({
+      systemEntries: [],
+      hiddenFiles: [],
+      hiddenDirs: [],
+      procReadOnly: [],
+      projectRoot: w.dir,
+      homeSource: "/h",
+      homeDest: "/home/u",
+      pinnedAncestors: [],
+      protectedPaths: [".git"],
+      gitMounts: mounts,
+      refs: [],
+      extraMounts: [],
+      initBinary: "/init",
+      agentMounts: [],
+      tmpfsBytes: 1,
+    });
+    const index = (dest: string) => plan.findIndex((m) => "dest" in m && m.dest === dest);
+    assert.ok(index(`${WORK_DIR}/.git`) < index(common()) && index(common()) >= 0);
+  });
+
+  it("fails closed when a bound entry or copied file is a symlink", () => {
+    const cases: [string, () => void][] = [
+      ["hooks", () => renameSync(join(common(), "hooks"), join(common(), "hooks.real"))],
+      ["packed-refs", () => writeFileSync(join(base, "secret"), "secret\n")],
+    ];
+    for (const [name, prepare] of cases) {
+      prepare();
+      const target = name === "hooks" ? join(common(), "hooks.real") : join(base, "secret");
+      symlinkSync(target, join(common(), name));
+      const scratchDir = mkdtempSync(join(base, "s-"));
+      assert.throws(() => prepareLinkedGitView(w.dir, w.git, scratchDir), /is a symlink/, name);
+      rmSync(join(common(), name));
+      if (name === "hooks") renameSync(target, join(common(), "hooks"));
+    }
+  });
+});
+
+describe("protected paths of a worktree and of its main repository", () => {
+  let main: string;
+  let w: Worktree;
+  before(async () => {
+    main = makeRepository("prot");
+    w = await openWorktree(resolvePaths({ CLOISTER_HOME: join(base, "home-prot") }), main, "prot", "feature", note);
+  });
+
+  it("protects the worktree's .git file instead of .git/... entries, keeping the rest of the list", () => {
+    const list = protectedPathList([], true, w.dir);
+    assert.ok(list.includes(".git"));
+    assert.deepEqual(list.filter((p) => p.startsWith(".git/")), []);
+    assert.ok(list.includes(".gitmodules") && list.includes(".vscode/"));
+    assert.deepEqual(pinnedPathList(true, w.dir), []);
+  });
+
+  it("keeps the main repository's list, with its worktrees' git dirs read-only and objects/refs/logs pinned", () => {
+    const list = protectedPathList([], true, main);
+    for (const p of [".git/hooks/", ".git/config", ".git/commondir", ".git/config.worktree", ".git/worktrees/"]) assert.ok(list.includes(p), p);
+    assert.ok(!list.includes(".git"));
+    assert.deepEqual(pinnedPathList(true, main), [".git/objects", ".git/refs", ".git/logs"]);
+  });
+
+  it("keeps the main repository's .git/worktrees non-empty while protected, so git never removes it under a cloister", () => {
+    const prepared = prepareProtectedPaths(main, protectedPathList([], true, main), pinnedPathList(true, main));
+    const keeper = join(main, ".git", "worktrees", ".cloister-keep");
+    assert.ok(existsSync(join(keeper, "locked")));
+    assert.doesNotMatch(git(main, "worktree", "list", "--porcelain"), /cloister-keep/);
+    git(main, "worktree", "prune");
+    assert.ok(existsSync(keeper), "git does not prune it");
+    removePlaceholders(main, prepared.placeholders);
+    assert.ok(!existsSync(keeper));
+    assert.ok(existsSync(join(main, ".git", "worktrees", "feature")), "the real worktree stays");
+  });
+
+  it("protects a hooks directory the shared config points into the worktree (husky)", () => {
+    git(main, "config", "core.hooksPath", ".husky");
+    assert.deepEqual(repositoryHooksPaths(w.dir), [".husky"]);
+    assert.ok(protectedPathList([], true, w.dir).includes(".husky"));
+  });
+});
