@@ -2,6 +2,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, rmdirSync, unlinkSync, 
 import { spawnSync } from "node:child_process";
 import { basename, isAbsolute, join, relative, resolve } from "node:path";
 import { CloisterError } from "../errors.js";
+import { excludePlaceholders, forgetPlaceholders } from "./placeholder-excludes.js";
 import { gitDirsOf } from "./git-dirs.js";
 
 /**
@@ -154,6 +155,7 @@ export function prepareProtectedPaths(projectRoot: string, specs: readonly strin
     }
   }
   for (const dir of pins) pin(dir.split("/"), dir.split("/").length);
+  excludePlaceholders(projectRoot, result.placeholders);
   return result;
 }
 
@@ -203,6 +205,7 @@ function createUnlessRaced(projectRoot: string, relPath: string, create: () => v
  * while they are still exactly what cloister created: an empty directory or the neutral file.
  */
 export function removePlaceholders(projectRoot: string, relPaths: readonly string[]): void {
+  forgetPlaceholders(projectRoot, relPaths);
   const deepestFirst = [...relPaths].sort((a, b) => b.split("/").length - a.split("/").length);
   for (const relPath of deepestFirst) {
     const full = join(projectRoot, relPath);

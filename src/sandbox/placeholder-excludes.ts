@@ -1,0 +1,63 @@
+import { lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { gitDirsOf } from "./git-dirs.js";
+
+/**
+ * File placeholders in the work tree (an empty `.mcp.json`, `.claude/settings.json`) would show in
+ * `git status` as untracked, and an agent's `git add -A` would commit them. While they exist they
+ * are listed in the repository's own `info/exclude` (never committed, never shared), in a block of
+ * their own that goes when the placeholders go. `info/` is read-only inside every cloister.
+ */
+const BEGIN = "# >>> cloister: protected-path placeholders (removed when the project's last cloister stops)";
+const END = "# <<< cloister";
+
+/** Adds the work-tree file placeholders among `relPaths` (dirs are invisible to git anyway). */
+export function excludePlaceholders(projectRoot: string, relPaths: readonly string[]): void {
+  const files = relPaths.filter((relPath) => !relPath.startsWith(".git/") && isFile(join(projectRoot, relPath)));
+  if (files.length > 0) editBlock(projectRoot, (lines) => [...new Set([...lines, ...files.map(pattern)])]);
+}
+
+/** Removes `relPaths` from the block, and the block once it is empty. */
+export function forgetPlaceholders(projectRoot: string, relPaths: readonly string[]): void {
+  const gone = new Set(relPaths.map(pattern));
+  editBlock(projectRoot, (lines) => lines.filter((line) => !gone.has(line)));
+}
+
+/** `/.mcp.json`: anchored at the work tree's root, and glob characters escaped. */
+function pattern(relPath: string): string {
+  return `/${relPath.replace(/[\\*?[\]!#]/g, (c) => `\\${c}`)}`;
+}
+
+function editBlock(projectRoot: string, edit: (lines: string[]) => string[]): void {
+  const dirs = gitDirsOf(projectRoot);
+  if (!dirs) return;
+  const infoDir = join(dirs.commonDir, "info");
+  const file = join(infoDir, "exclude");
+  let text = "";
+  try {
+    text = readFileSync(file, "utf8");
+  } catch {
+    // No exclude file yet.
+  }
+  const start = text.indexOf(`${BEGIN}\n`);
+  const end = start < 0 ? -1 : text.indexOf(`${END}\n`, start);
+  const current = start < 0 || end < 0 ? [] : text.slice(start + BEGIN.length + 1, end).split("\n").filter(Boolean);
+  const outside = start < 0 || end < 0 ? text : text.slice(0, start) + text.slice(end + END.length + 1);
+  const next = edit(current);
+  if (next.length === current.length && next.every((line, i) => line === current[i])) return;
+  const block = next.length > 0 ? `${BEGIN}\n${next.join("\n")}\n${END}\n` : "";
+  const prefix = outside && !outside.endsWith("\n") ? `${outside}\n` : outside;
+  mkdirSync(infoDir, { recursive: true });
+  // Replaced by rename: a reader (git, in a cloister or on the host) sees the old file or the new one.
+  const temp = `${file}.cloister-${process.pid}`;
+  writeFileSync(temp, prefix + block, { mode: 0o644 });
+  renameSync(temp, file);
+}
+
+function isFile(path: string): boolean {
+  try {
+    return lstatSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
