@@ -20,6 +20,8 @@ import { ApprovalQueue, type DecisionKeeper } from "./approvals/queue.js";
 import type { AnswerInput } from "./approvals/types.js";
 import type { AuditEvent } from "../audit/log.js";
 import { HostCommands } from "./host-commands.js";
+import { ProtectionWatch } from "./protection-watch.js";
+import { entryKind, MANDATORY_PROTECTED } from "../sandbox/protected-paths.js";
 import { Vault } from "./vault/vault.js";
 import { vaultRoutes } from "./vault/routes.js";
 import { agentCredential, checkAgentName } from "./vault/agent-credentials.js";
@@ -42,6 +44,7 @@ class Guardian {
   private approvals!: ApprovalQueue;
   private hostCommands!: HostCommands;
   private vault!: Vault;
+  private readonly protection = new ProtectionWatch((cloister, file) => void this.protectionLost(cloister, file));
   private ui: UiServer | undefined;
   /** Why the approval UI is not served (e.g. its port is taken); approvals still work from the CLI. */
   private uiError: string | undefined;
@@ -173,6 +176,8 @@ class Guardian {
       // Opened before the start is recorded: a bad --allow rule fails the launch, and then no start is.
       await this.egress.open({ name, id, project, projectRoot, token: grant.token, socketDir: grant.socketDir, session });
     }
+    // Watched from now on, not from the next reconcile: the launch record adds the full list.
+    this.protection.watch(name, existingProtectedFiles(projectRoot));
     this.audit.append({ type: "cloister.start", cloister: name, project, network });
     return grant;
   }
@@ -198,6 +203,7 @@ class Guardian {
   }
 
   private async forget(record: CloisterRecord): Promise<void> {
+    this.protection.unwatch(record.name);
     this.egress.forget(record.name, record.id);
     this.hostCommands.close(record.name);
     await destroyCloister(this.paths, record);
@@ -208,6 +214,7 @@ class Guardian {
   private async reconcile(): Promise<void> {
     for (const record of listRecords(this.paths)) {
       if (isKeeperAlive(record)) {
+        if (record.protectedFiles) this.protection.watch(record.name, record.protectedFiles);
         if (record.network && record.proxyToken && !this.egress.has(record.name)) {
           const socketDir = join(cloisterRuntimeDir(this.paths, record.id), "guardian");
           // One cloister whose policy cannot load (its project file broke since) stays without
@@ -224,6 +231,17 @@ class Guardian {
     }
   }
 
+  /** A protected file was replaced on the host: its read-only mount is gone, so the cloister goes too. */
+  private async protectionLost(name: string, file: string): Promise<void> {
+    const record = readRecord(this.paths, name);
+    if (!record) return this.protection.unwatch(name);
+    // Synchronously, before anything else: every process of the cloister stops running at once.
+    freezeCloister(record);
+    log(`cloister ${name}: ${file} was replaced on the host, which lifts its read-only protection inside; stopping the cloister (start it again to protect the new file)`);
+    this.audit.append({ type: "cloister.protection-lost", cloister: name, project: record.project, file });
+    await this.forget(record);
+  }
+
   private async tick(): Promise<void> {
     // Another guardian took over the control socket (e.g. two started at once): leave quietly.
     try {
@@ -235,6 +253,7 @@ class Guardian {
   }
 
   private async exit(): Promise<never> {
+    this.protection.close();
     this.approvals.cancelAll();
     await this.ui?.close().catch(() => undefined);
     this.egress.closeAll();
@@ -270,6 +289,22 @@ async function holdInstanceLock(paths: CloisterPaths): Promise<boolean> {
       resolve(true);
     });
   });
+}
+
+/** The mandatory protected paths of a project that are files now (the launch adds placeholders and extras). */
+function existingProtectedFiles(projectRoot: string): string[] {
+  return MANDATORY_PROTECTED.map((rel) => join(projectRoot, rel)).filter((path) => !path.endsWith("/") && entryKind(path) === "file");
+}
+
+/** Freezes a cloister's processes through its cgroup v2 freezer, where it has one (best effort). */
+function freezeCloister(record: CloisterRecord): void {
+  for (const dir of record.cgroupDirs) {
+    try {
+      writeFileSync(join(dir, "cgroup.freeze"), "1");
+    } catch {
+      // cgroup v1 or no cgroup: stopping it is what follows anyway.
+    }
+  }
 }
 
 /** An answer from the CLI; the queue checks the values, this only gives them their types. */

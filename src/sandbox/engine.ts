@@ -14,7 +14,7 @@ import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from "./limits.js";
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
 import { prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
-import { pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
+import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
 import { deleteRecord, isKeeperAlive, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 
 /** The TCP port on 127.0.0.1 inside every cloister that reaches the cloister's guardian socket. */
@@ -101,6 +101,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
     const prepared = prepareProtectedPaths(spec.projectRoot, protectedPathList(spec.protect, spec.isGit, spec.projectRoot), pinnedPathList(spec.isGit, spec.projectRoot));
     record.placeholders = [...new Set([...prepared.placeholders, ...otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders)])];
     cleanups.push(() => releasePlaceholders(paths, record));
+    record.protectedFiles = prepared.paths.map((rel) => join(spec.projectRoot, rel)).filter((path) => entryKind(path) === "file");
     const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir) : undefined;
     record.placeholders = [...new Set([...record.placeholders, ...(gitView?.placeholders ?? [])])];
 

@@ -27,6 +27,11 @@ export interface CloisterRecord {
   ephemeralHome: boolean;
   cgroupDirs: string[];
   placeholders: string[];
+  /**
+   * Protected paths that are files, on the host: a read-only bind over a file is lifted inside the
+   * cloister when the host replaces the file by rename (`git config` does), so the guardian watches them.
+   */
+  protectedFiles?: string[];
   limitMechanism: string;
   /** Password of this cloister's proxy URL (never shown by `list`). */
   proxyToken?: string;

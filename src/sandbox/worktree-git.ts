@@ -58,7 +58,9 @@ export async function branchSource(mainRoot: string, branch: string): Promise<Br
 export async function addWorktree(mainRoot: string, dir: string, branch: string, source: BranchSource, reason: string): Promise<void> {
   const from: Record<BranchSource, string[]> = {
     local: [dir, branch],
-    origin: ["--track", "-b", branch, dir, `refs/remotes/origin/${branch}`],
+    // No --track: setting an upstream rewrites .git/config, and replacing a protected file stops the
+    // project's running cloisters (src/guardian/protection-watch.ts). `git branch -u` sets it later.
+    origin: ["--no-track", "-b", branch, dir, `refs/remotes/origin/${branch}`],
     new: ["-b", branch, dir, "HEAD"],
   };
   mkdirSync(dirname(dir), { recursive: true, mode: 0o700 });

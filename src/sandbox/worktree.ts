@@ -142,7 +142,7 @@ async function currentBranchOf(worktree: ManagedWorktree): Promise<string> {
 
 function sourceNote(branch: string, source: BranchSource): string {
   if (source === "local") return `branch ${branch}`;
-  return `a new branch ${branch} ${source === "origin" ? `tracking origin/${branch}` : "from HEAD"}`;
+  return `a new branch ${branch} ${source === "origin" ? `from origin/${branch} (no upstream set: \`git branch -u origin/${branch}\` sets it)` : "from HEAD"}`;
 }
 
 /** The worktree for `branch`: reused when it exists (and holds that branch), else created. */

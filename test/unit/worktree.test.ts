@@ -84,11 +84,12 @@ describe("opening worktrees", () => {
     assert.match(notes.pop() ?? "", /on branch local-one$/);
   });
 
-  it("else branches from origin/BRANCH, tracking it", async () => {
+  it("else branches from origin/BRANCH, without writing an upstream to .git/config", async () => {
+    const configBefore = readFileSync(join(main, ".git", "config"), "utf8");
     const w = await openWorktree(paths, main, "proj", "from-origin", note);
     assert.equal(git(w.dir, "log", "-1", "--format=%s"), "on origin");
-    assert.equal(git(w.dir, "rev-parse", "--abbrev-ref", "@{upstream}"), "origin/from-origin");
-    assert.match(notes.pop() ?? "", /new branch from-origin tracking origin\/from-origin$/);
+    assert.equal(readFileSync(join(main, ".git", "config"), "utf8"), configBefore, "the protected .git/config was rewritten");
+    assert.match(notes.pop() ?? "", /new branch from-origin from origin\/from-origin \(no upstream set/);
   });
 
   it("else creates the branch from HEAD; the cloister is <project>-<branch>", async () => {

@@ -1,0 +1,75 @@
+import { watch, type FSWatcher } from "node:fs";
+import { basename, dirname } from "node:path";
+
+/**
+ * A read-only bind mount over a single file is attached to that file's directory entry: when the
+ * host replaces the file by rename (as `git config`, `git push -u` and many editors do), the mount
+ * is lifted in every namespace and the cloister sees the new file on its writable project mount.
+ * A cloister in that state could plant `core.hooksPath` in `.git/config` for the host's next commit.
+ * Nothing unprivileged can re-attach the mount from outside, so the guardian watches the protected
+ * files of running cloisters (and git's NAME.lock, which appears before the rename) and reports each
+ * replacement at once; the guardian freezes and stops the cloister (fail closed), and the next start
+ * protects the new file again. A process inside that races the rename in a tight loop can still get
+ * a write in first: the window is narrowed, not closed (see docs/sandbox.md).
+ */
+export class ProtectionWatch {
+  private readonly dirs = new Map<string, { watcher: FSWatcher; files: Map<string, Set<string>> }>();
+  private readonly watched = new Map<string, string[]>();
+
+  constructor(private readonly lost: (cloister: string, file: string) => void) {}
+
+  /** Starts watching a cloister's protected files (adding to those watched already). */
+  watch(cloister: string, files: readonly string[]): void {
+    const known = this.watched.get(cloister) ?? [];
+    const added = files.filter((file) => !known.includes(file));
+    this.watched.set(cloister, [...known, ...added]);
+    for (const file of added) {
+      const dir = dirname(file);
+      let entry = this.dirs.get(dir);
+      if (!entry) {
+        let watcher: FSWatcher;
+        try {
+          watcher = watch(dir, { persistent: false }, (event, name) => this.changed(dir, event, name));
+        } catch {
+          continue; // The directory is gone: so is the project; the reaper cleans up.
+        }
+        watcher.on("error", () => undefined);
+        entry = { watcher, files: new Map() };
+        this.dirs.set(dir, entry);
+      }
+      // git writes NAME.lock first and renames it over NAME: the lock appearing is the earliest warning.
+      for (const name of [basename(file), `${basename(file)}.lock`]) {
+        const owners = entry.files.get(name) ?? new Set<string>();
+        owners.add(cloister);
+        entry.files.set(name, owners);
+      }
+    }
+  }
+
+  unwatch(cloister: string): void {
+    for (const file of this.watched.get(cloister) ?? []) {
+      const entry = this.dirs.get(dirname(file));
+      for (const name of [basename(file), `${basename(file)}.lock`]) {
+        const owners = entry?.files.get(name);
+        owners?.delete(cloister);
+        if (entry && owners?.size === 0) entry.files.delete(name);
+      }
+      if (entry && entry.files.size === 0) {
+        entry.watcher.close();
+        this.dirs.delete(dirname(file));
+      }
+    }
+    this.watched.delete(cloister);
+  }
+
+  close(): void {
+    for (const cloister of [...this.watched.keys()]) this.unwatch(cloister);
+  }
+
+  private changed(dir: string, event: string, name: string | Buffer | null): void {
+    // A rename event is what a replacement (or removal) gives; a write in place keeps the mount.
+    if (event !== "rename" || name === null) return;
+    const owners = this.dirs.get(dir)?.files.get(String(name));
+    for (const cloister of [...(owners ?? [])]) this.lost(cloister, `${dir}/${String(name)}`);
+  }
+}
