@@ -7,8 +7,8 @@ import { basename, dirname } from "node:path";
  * is lifted in every namespace and the cloister sees the new file on its writable project mount.
  * A cloister in that state could plant `core.hooksPath` in `.git/config` for the host's next commit.
  * Nothing unprivileged can re-attach the mount from outside, so the guardian watches the protected
- * files of running cloisters (and git's NAME.lock, which appears before the rename) and reports each
- * replacement at once; the guardian freezes and stops the cloister (fail closed), and the next start
+ * files of running cloisters and reports each replacement at once (a cloister cannot replace them:
+ * the mount makes that EBUSY, so an event on them is the host's doing); the guardian freezes and stops the cloister (fail closed), and the next start
  * protects the new file again. A process inside that races the rename in a tight loop can still get
  * a write in first: the window is narrowed, not closed (see docs/sandbox.md).
  */
@@ -37,23 +37,21 @@ export class ProtectionWatch {
         entry = { watcher, files: new Map() };
         this.dirs.set(dir, entry);
       }
-      // git writes NAME.lock first and renames it over NAME: the lock appearing is the earliest warning.
-      for (const name of [basename(file), `${basename(file)}.lock`]) {
-        const owners = entry.files.get(name) ?? new Set<string>();
-        owners.add(cloister);
-        entry.files.set(name, owners);
-      }
+      // Only NAME itself: git's NAME.lock would be the earlier warning, but a cloister can create
+      // that one too (its directory is writable), so it cannot say who is at work.
+      const name = basename(file);
+      const owners = entry.files.get(name) ?? new Set<string>();
+      owners.add(cloister);
+      entry.files.set(name, owners);
     }
   }
 
   unwatch(cloister: string): void {
     for (const file of this.watched.get(cloister) ?? []) {
       const entry = this.dirs.get(dirname(file));
-      for (const name of [basename(file), `${basename(file)}.lock`]) {
-        const owners = entry?.files.get(name);
-        owners?.delete(cloister);
-        if (entry && owners?.size === 0) entry.files.delete(name);
-      }
+      const owners = entry?.files.get(basename(file));
+      owners?.delete(cloister);
+      if (entry && owners?.size === 0) entry.files.delete(basename(file));
       if (entry && entry.files.size === 0) {
         entry.watcher.close();
         this.dirs.delete(dirname(file));

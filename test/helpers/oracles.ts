@@ -136,7 +136,11 @@ export function hostGit(project: string, args: string[], options: { home?: strin
 // ---------------------------------------------------------------------------------------------
 // Hash snapshots
 
-/** path -> description (type, mode, size, mtime and sha256 for files; target for links). */
+/**
+ * path -> description (type, mode, owner, size and sha256 for files; target for links). What the
+ * host acts on is content, mode and owner; an mtime alone changes nothing (cloister rewrites the
+ * repository's info/exclude with the same content when its placeholders come and go).
+ */
 export type Snapshot = Map<string, string>;
 
 function describeEntry(full: string): string | undefined {
@@ -151,7 +155,7 @@ function describeEntry(full: string): string | undefined {
   if (st.isDirectory()) return `dir ${mode} uid=${st.uid}`;
   if (st.isFile()) {
     const hash = createHash("sha256").update(readFileSync(full)).digest("hex");
-    return `file ${mode} uid=${st.uid} size=${st.size} mtime=${st.mtimeMs} sha256=${hash}`;
+    return `file ${mode} uid=${st.uid} size=${st.size} sha256=${hash}`;
   }
   return `special ${mode} uid=${st.uid}`;
 }
