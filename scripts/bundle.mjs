@@ -5,7 +5,8 @@
 // The library entry (dist/index.js) stays unbundled: its users bundle it themselves.
 // Also builds the approval UI's browser app (ui/) into dist/ui/, which the guardian serves.
 import { build } from "esbuild";
-import { copyFileSync, mkdirSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -46,4 +47,6 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     logLevel: "warning",
   });
   await bundleUi(join(root, "dist/ui"));
+  // Tells a running guardian from an older build apart from this one (src/guardian/control-client.ts).
+  writeFileSync(join(root, "dist/build-id"), `${randomUUID()}\n`);
 }

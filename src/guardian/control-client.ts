@@ -1,11 +1,14 @@
 import { spawn } from "node:child_process";
-import { openSync, closeSync, mkdirSync } from "node:fs";
+import { openSync, closeSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { PACKAGE_ROOT } from "../package-root.js";
 import { request as httpRequest } from "node:http";
 import { fileURLToPath } from "node:url";
 import type { CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import type { HiddenPaths } from "../sandbox/bwrap/host-facts.js";
+import { VERSION } from "../version.js";
 
 /** A JSON call to the guardian's control API (HTTP over its 0600 unix socket). */
 export function guardianCall<T>(paths: CloisterPaths, method: string, path: string, body?: unknown): Promise<T> {
@@ -50,6 +53,8 @@ export interface GuardianStatus {
   ui: string | null;
   uiError: string | null;
   pendingApprovals: number;
+  /** See cloisterBuild (fixed when the guardian started); absent from guardians older than the check. */
+  build?: string;
 }
 
 export async function guardianStatus(paths: CloisterPaths): Promise<GuardianStatus | undefined> {
@@ -60,15 +65,39 @@ export async function guardianStatus(paths: CloisterPaths): Promise<GuardianStat
   }
 }
 
-/** Starts the guardian for this instance unless it answers already; returns its status. */
+/**
+ * Which build of cloister this is: its version and the id `npm run build` writes. A guardian
+ * started by an older install keeps running after an upgrade and would not know the new routes.
+ */
+export function cloisterBuild(): string {
+  try {
+    return `${VERSION}+${readFileSync(join(PACKAGE_ROOT, "dist", "build-id"), "utf8").trim()}`;
+  } catch {
+    return VERSION;
+  }
+}
+
+function daemonFile(): string {
+  return fileURLToPath(new URL("./daemon.js", import.meta.url));
+}
+
+/**
+ * Starts the guardian for this instance unless it answers already; returns its status. A guardian
+ * of another build (cloister was upgraded or rebuilt since it started) is replaced: running
+ * cloisters are adopted again by the new one, as after any guardian restart.
+ */
 export async function ensureGuardian(paths: CloisterPaths): Promise<GuardianStatus> {
   const running = await guardianStatus(paths);
-  if (running) return running;
+  if (running && (running.build === undefined || running.build === cloisterBuild())) return running;
+  if (running) {
+    process.stderr.write(`cloister: the running guardian (pid ${running.pid}) is from another build of cloister; restarting it\n`);
+    await guardianCall(paths, "POST", "/v1/restart").catch(() => undefined);
+    for (let waited = 0; waited < 5_000 && (await guardianStatus(paths)); waited += 25) await new Promise((resolve) => setTimeout(resolve, 25));
+  }
   await ensurePrivateDir(paths.runtimeDir);
   mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
   const log = openSync(paths.guardianLog, "a", 0o600);
-  const daemon = fileURLToPath(new URL("./daemon.js", import.meta.url));
-  const child = spawn(process.execPath, [...process.execArgv, daemon], { detached: true, stdio: ["ignore", log, log], env: process.env });
+  const child = spawn(process.execPath, [...process.execArgv, daemonFile()], { detached: true, stdio: ["ignore", log, log], env: process.env });
   closeSync(log);
   child.unref();
   for (let waited = 0; waited < 10_000; waited += 25) {

@@ -15,7 +15,7 @@ import { SAFE_NAME_RE } from "../config/names.js";
 import type { RuleEntry } from "../config/schema.js";
 import type { SessionRules } from "../sandbox/records.js";
 import { Egress, loadPolicy } from "./egress.js";
-import { guardianStatus, type LaunchGrant } from "./control-client.js";
+import { cloisterBuild, guardianStatus, type LaunchGrant } from "./control-client.js";
 import { ApprovalQueue, type DecisionKeeper } from "./approvals/queue.js";
 import type { AnswerInput } from "./approvals/types.js";
 import type { AuditEvent } from "../audit/log.js";
@@ -28,6 +28,9 @@ import { agentCredential, checkAgentName } from "./vault/agent-credentials.js";
 import { SessionDecisionStore } from "./session-decisions.js";
 import { UiServer } from "./ui/server.js";
 import { PACKAGE_ROOT } from "../package-root.js";
+
+/** The build this guardian runs, read once: a rebuild or upgrade later is another build. */
+const BUILD = cloisterBuild();
 
 /** A record without a keeper yet is a launch in progress; after this long it is a failed one. */
 const LAUNCH_GRACE_MS = 60_000;
@@ -101,6 +104,7 @@ class Guardian {
         pid: process.pid,
         startedAt: this.startedAt,
         version: VERSION,
+        build: BUILD,
         cloisters: listRecords(this.paths).length,
         controlSocket: this.paths.guardianSocket,
         // Why egress is refused for everyone, when the configuration does not load.
@@ -136,6 +140,11 @@ class Guardian {
         const scope = body.scope === "global" ? "global" : "project";
         const list = body.list === "deny" ? "deny" : "allow";
         return { changed: await this.egress.decide(scope, scope === "project" ? String(body.project) : undefined, list, entry) };
+      },
+      // Replaced by a newer build: leave the cloisters running (the next guardian adopts them).
+      "POST /v1/restart": () => {
+        setImmediate(() => void this.exit());
+        return { restarting: true };
       },
       "POST /v1/shutdown": async () => {
         const stopped = await this.stopAll();
