@@ -7,6 +7,7 @@ import { gitDirsOf } from "./git-dirs.js";
  * `git status` as untracked, and an agent's `git add -A` would commit them. While they exist they
  * are listed in the repository's own `info/exclude` (never committed, never shared), in a block of
  * their own that goes when the placeholders go. `info/` is read-only inside every cloister.
+ * (Linked worktrees are left out: their placeholders still show in their own git status.)
  */
 const BEGIN = "# >>> cloister: protected-path placeholders (removed when the project's last cloister stops)";
 const END = "# <<< cloister";
@@ -30,7 +31,9 @@ function pattern(relPath: string): string {
 
 function editBlock(projectRoot: string, edit: (lines: string[]) => string[]): void {
   const dirs = gitDirsOf(projectRoot);
-  if (!dirs) return;
+  // Only a repository's main work tree: info/exclude is shared by all its worktrees, and one
+  // worktree's cloister ending must not unlist the placeholders of another that still runs.
+  if (dirs?.kind !== "dir") return;
   const infoDir = join(dirs.commonDir, "info");
   const file = join(infoDir, "exclude");
   let text = "";
