@@ -30,8 +30,29 @@ export function registerApprovalCommands(program: Command): void {
       if (flags.watch) return watch(paths, flags.json === true);
       const { pending, recent } = await guardianCall<{ pending: Pending[]; recent: DecisionView[] }>(paths, "GET", "/v1/approvals");
       if (flags.json) return void process.stdout.write(`${JSON.stringify({ pending, recent }, null, 2)}\n`);
-      if (pending.length === 0) return void process.stdout.write("No requests are waiting.\n");
-      process.stdout.write(`${pending.map(describePending).join("\n")}\n\nAnswer with \`cloister approve ID [--scope S]\` or \`cloister deny ID [--scope S]\` (an unambiguous start of the ID is enough).\n`);
+      const waiting =
+        pending.length === 0
+          ? "No requests are waiting.\n"
+          : `${pending.map(describePending).join("\n")}\n\nAnswer with \`cloister approve ID [--scope S]\` or \`cloister deny ID [--scope S]\` (an unambiguous start of the ID is enough).\n`;
+      const undoable = recent.filter((decision) => decision.undoable && !decision.undone);
+      const decided = undoable.length === 0 ? "" : `\nRecent decisions that can be undone (\`cloister undo ID\`):\n${undoable.map(describeDecision).join("\n")}\n`;
+      process.stdout.write(waiting + decided);
+    });
+
+  program
+    .command("undo")
+    .description("undo a persisted (project or global) approval decision: its rule leaves the decision file")
+    .argument("<id>", "the decision id from `cloister approvals` (or an unambiguous start of it)")
+    .option("--json", "print the decision as JSON")
+    .action(async (id: string, flags: { json?: boolean }) => {
+      const paths = resolvePaths();
+      await ensureGuardian(paths);
+      const { recent } = await guardianCall<{ recent: DecisionView[] }>(paths, "GET", "/v1/approvals");
+      const decisionId = uniquePrefixMatch(recent.map((decision) => decision.id), id, "decision");
+      if (!decisionId) throw new CloisterError(`no recent decision matches ${JSON.stringify(id)}`, "see `cloister approvals` (decisions are kept until the guardian restarts; remove older rules from the decision files under decisions/)");
+      const decision = await guardianCall<DecisionView>(paths, "POST", `/v1/decisions/${decisionId}/undo`);
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(decision, null, 2)}\n`);
+      process.stderr.write(`Undone: the ${decision.scope} rule ${decision.rule ?? ""} is no longer in the ${decision.verdict} list.\n`);
     });
 
   program
@@ -96,9 +117,18 @@ async function answer(paths: CloisterPaths, requestId: string, verdict: Verdict,
 async function resolveRequestId(paths: CloisterPaths, given: string): Promise<string | undefined> {
   if (!/^[0-9a-f]{6,32}$/.test(given)) return undefined;
   const { pending } = await guardianCall<{ pending: Pending[] }>(paths, "GET", "/v1/approvals");
-  const matches = pending.filter((request) => request.id.startsWith(given));
-  if (matches.length > 1) throw new CloisterError(`${JSON.stringify(given)} starts ${matches.length} request ids`, "give more characters of the id");
-  return matches[0]?.id;
+  return uniquePrefixMatch(pending.map((request) => request.id), given, "request");
+}
+
+function uniquePrefixMatch(ids: readonly string[], given: string, what: string): string | undefined {
+  if (!/^[0-9a-f]{6,32}$/.test(given)) return undefined;
+  const matches = ids.filter((id) => id.startsWith(given));
+  if (matches.length > 1) throw new CloisterError(`${JSON.stringify(given)} starts ${matches.length} ${what} ids`, "give more characters of the id");
+  return matches[0];
+}
+
+function describeDecision(decision: DecisionView): string {
+  return `${decision.id}  ${decision.verdict} ${decision.scope}  ${describeSubject(decision.subject)}  rule ${decision.rule ?? "-"}  by ${decision.by} at ${decision.at}`;
 }
 
 function describePending(request: Pending): string {

@@ -184,6 +184,28 @@ describe("domain approvals", () => {
     assert.equal(reused.status, 404);
   });
 
+  it("`cloister undo` takes a project decision back: the rule leaves the file and the next request is asked again", async () => {
+    const held = curl(first, "g.test");
+    await answer("approve", (await pendingFor("g.test")).id, "--scope", "project");
+    assert.equal((await held.done).stdout, "200");
+    const listed = (await t.cli(["approvals"])).stdout;
+    assert.match(listed, /can be undone/);
+    const { recent } = JSON.parse((await t.cli(["approvals", "--json"])).stdout) as { recent: DecisionView[] };
+    const decision = recent.find((d) => d.rule === `g.test:${web.port}`);
+    assert.ok(decision);
+    const undo = await t.cli(["undo", decision.id.slice(0, 8)]);
+    assert.equal(undo.code, 0, undo.stderr);
+    assert.match(undo.stderr, /Undone: the project rule g\.test:\d+ is no longer in the allow list/);
+    const projectFiles = join(t.home, "config", "decisions", "projects");
+    assert.doesNotMatch(readFileSync(join(projectFiles, readdirOne(projectFiles)), "utf8"), /g\.test/);
+    const again = curl(first, "g.test");
+    await answer("deny", (await pendingFor("g.test")).id);
+    assert.equal((await again.done).stdout, "403");
+    const twice = await t.cli(["undo", decision.id]);
+    assert.equal(twice.code, 125);
+    assert.match(twice.stderr, /undone already/);
+  });
+
   it("with proxy.unlisted: deny nothing is held; `cloister approvals` says nothing waits", async () => {
     await withConfig(t, (config) => config.replace("unlisted: ask", "unlisted: deny"), async () => {
       const r = await curlBody(first, "h.test").done;
