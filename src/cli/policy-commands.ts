@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { ensureGuardian, guardianCall } from "../guardian/control-client.js";
+import { visible, visibleArgv } from "../policy/visible.js";
 
 /** Policy code (and the YAML/schema libraries it needs) loads only for these commands. */
 async function policyModules() {
@@ -87,7 +88,39 @@ export function registerPolicyCommands(program: Command): void {
       await persist("deny", rule, flags);
     });
 
-  const policy = program.command("policy").description("inspect the egress policy");
+  const policy = program.command("policy").description("inspect the egress and hostexec policy");
+
+  policy
+    .command("command")
+    .description("say what `hostexec ARGV...` in a cloister of a project would meet: allow, ask or deny, and which rule decides")
+    .argument("<argv...>", "the command and its arguments, exactly as the agent would pass them (put -- before options)")
+    .option("--project <name>", "the project (default: the current directory's)")
+    .option("--json", "machine-readable output")
+    .addHelpText("after", "\nExamples:\n  cloister policy command -- gh pr view 12\n  cloister policy command -- git -c core.pager=less log")
+    .action(async (argv: string[], flags: { project?: string; json?: boolean }) => {
+      const [{ PolicyStore }, commands] = await Promise.all([import("../guardian/policy-store.js"), import("../policy/commands.js")]);
+      const paths = resolvePaths();
+      const project = await targetProject(paths, flags.project);
+      const rules = (await PolicyStore.load(paths, [project])).commandRules(project);
+      let decision: ReturnType<typeof commands.evaluateCommand>;
+      try {
+        // Answers a human persisted come first, as in the guardian (session answers are not known here).
+        const decided = commands.evaluateCommand(rules.decided, argv);
+        decision = decided.rule ? decided : commands.evaluateCommand(rules.configured, argv);
+      } catch (error) {
+        if (error instanceof commands.CommandRequestError) throw new CloisterError(error.message);
+        throw error;
+      }
+      const hazards = commands.hazards(argv).map(commands.hazardText);
+      if (flags.json) {
+        const result = { argv, project, verdict: decision.verdict, rule: decision.rule, skipped: decision.skipped && { rule: decision.skipped.rule, hazard: commands.hazardText(decision.skipped.hazard) }, hazards };
+        return void process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+      }
+      const lines = [`${visibleArgv(argv)}: ${commands.decisionText(decision)} (project ${project})`];
+      for (const hazard of hazards) lines.push(`  hazard: ${visible(hazard)}`);
+      lines.push("  (answers given for a running cloister's session are not included)");
+      process.stdout.write(`${lines.join("\n")}\n`);
+    });
 
   policy
     .command("explain")
