@@ -11,13 +11,13 @@
 import { rmSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
-import { PassThrough, Writable } from "node:stream";
+import { PassThrough } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { spawnSync } from "node:child_process";
 import { buildSync } from "esbuild";
 import type { Cloister } from "../dist/index.js";
 import { fmtMs, fmtRatio, heading, lastLines, loadAverage, percentile, print, table } from "./measure.js";
-import { nodeInside, setConfigValue, type ProxyBenchHost } from "./proxy.js";
+import { nodeInside, setConfigValue, sink, type ProxyBenchHost } from "./proxy.js";
 import { startSmallHttp } from "./proxy-servers.js";
 
 const CLIENT_FILE = ".bench-approval-client.mjs";
@@ -153,17 +153,10 @@ class EventStream {
 async function runClient(cloister: Cloister, url: string, count: number): Promise<ClientLine[]> {
   let stdout = "";
   let stderr = "";
-  const collect = (into: (text: string) => void) =>
-    new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        into(chunk.toString("utf8"));
-        callback();
-      },
-    });
   const session = cloister.exec([nodeInside(), `/work/${CLIENT_FILE}`, url, String(count)], {
     stdin: new PassThrough().end(),
-    stdout: collect((text) => (stdout += text)),
-    stderr: collect((text) => (stderr += text)),
+    stdout: sink((text) => (stdout += text)),
+    stderr: sink((text) => (stderr += text)),
   });
   const { exitCode } = await session.done;
   if (exitCode !== 0) throw new Error(`approval client exited ${exitCode}: ${lastLines(stderr)}`);

@@ -193,7 +193,7 @@ function startJob(setup: Setup, where: Where, job: Job): JobRun {
   return { line: () => out.next(), send: (text) => void (child.stdin.writableEnded || child.stdin.destroyed || child.stdin.write(text)), done };
 }
 
-function sink(onText: (text: string) => void): Writable {
+export function sink(onText: (text: string) => void): Writable {
   return new Writable({
     write(chunk: Buffer, _encoding, callback) {
       onText(chunk.toString("utf8"));

@@ -9,6 +9,7 @@ import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import type { HiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { VERSION } from "../version.js";
+import type { AgentCredential } from "./vault/agent-credentials.js";
 
 /** A JSON call to the guardian's control API (HTTP over its 0600 unix socket). */
 export function guardianCall<T>(paths: CloisterPaths, method: string, path: string, body?: unknown): Promise<T> {
@@ -110,7 +111,7 @@ export async function ensureGuardian(paths: CloisterPaths): Promise<GuardianStat
 }
 
 /** An agent's credential from the guardian's vault (`cloister setup AGENT`), or undefined. */
-export async function agentCredentialFromGuardian(paths: CloisterPaths, agent: string): Promise<{ kind: "oauth_token" | "api_key"; value: string } | undefined> {
-  const answer = await guardianCall<{ kind?: "oauth_token" | "api_key"; value?: string }>(paths, "GET", `/v1/agents/${encodeURIComponent(agent)}/credential`);
+export async function agentCredentialFromGuardian(paths: CloisterPaths, agent: string): Promise<AgentCredential | undefined> {
+  const answer = await guardianCall<Partial<AgentCredential>>(paths, "GET", `/v1/agents/${encodeURIComponent(agent)}/credential`);
   return answer.kind && answer.value ? { kind: answer.kind, value: answer.value } : undefined;
 }

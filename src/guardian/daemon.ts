@@ -302,16 +302,7 @@ async function holdInstanceLock(paths: CloisterPaths): Promise<boolean> {
 
 /** The mandatory protected paths of a project that are files now (the launch adds placeholders and extras). */
 function existingProtectedFiles(projectRoot: string): string[] {
-  return MANDATORY_PROTECTED.map((rel) => join(projectRoot, rel)).filter((path) => isFile(path));
-}
-
-/** Whether `path` is a file now; false for anything else, including a path through a file (ENOTDIR). */
-function isFile(path: string): boolean {
-  try {
-    return entryKind(path) === "file";
-  } catch {
-    return false;
-  }
+  return MANDATORY_PROTECTED.map((rel) => join(projectRoot, rel)).filter((path) => entryKind(path) === "file");
 }
 
 /** Freezes a cloister's processes through its cgroup v2 freezer, where it has one (best effort). */

@@ -1,6 +1,7 @@
 import { homedir } from "node:os";
 import type { AuditEvent } from "../audit/log.js";
 import type { CloisterPaths } from "../config/paths.js";
+import { HostexecSchema, type HostexecConfig } from "../config/hostexec-schema.js";
 import {
   canonicalQuote,
   CommandRequestError,
@@ -19,6 +20,7 @@ import { recordCommandDecision, removeCommandDecision, type PolicyStore } from "
 import type { SessionDecisionStore } from "./session-decisions.js";
 
 const RATE_WINDOW_MS = 60_000;
+const FALLBACK_SETTINGS: HostexecConfig = HostexecSchema.parse(undefined);
 
 interface CommandSession {
   id: string;
@@ -54,8 +56,8 @@ export class HostCommands {
     const session: CommandSession = { id: cloister.id, allow: remembered.allow, deny: remembered.deny, recent: [] };
     this.sessions.set(cloister.name, session);
     const settings = () => {
-      const hostexec = this.store()?.hostexec;
-      return { timeoutMs: hostexec?.timeout ?? 300_000, approvalTimeoutMs: hostexec?.approval_timeout ?? 300_000, maxOutputBytes: hostexec?.max_output ?? 16 << 20 };
+      const hostexec = this.hostexecSettings;
+      return { timeoutMs: hostexec.timeout, approvalTimeoutMs: hostexec.approval_timeout, maxOutputBytes: hostexec.max_output };
     };
     return {
       cloister: cloister.name,
@@ -97,10 +99,15 @@ export class HostCommands {
     if (removed) await this.reload();
   }
 
+  /** The config's limits, or the defaults while the config is invalid (every command is refused then anyway). */
+  private get hostexecSettings(): HostexecConfig {
+    return this.store()?.hostexec ?? FALLBACK_SETTINGS;
+  }
+
   private takeRateToken(session: CommandSession): boolean {
     const now = Date.now();
     session.recent = session.recent.filter((at) => now - at < RATE_WINDOW_MS);
-    if (session.recent.length >= (this.store()?.hostexec.rate_limit ?? 30)) return false;
+    if (session.recent.length >= this.hostexecSettings.rate_limit) return false;
     session.recent.push(now);
     return true;
   }

@@ -1,6 +1,7 @@
-import { lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gitDirsOf } from "./git-dirs.js";
+import { entryKind } from "./protected-paths.js";
 
 /**
  * File placeholders in the work tree (an empty `.mcp.json`, `.claude/settings.json`) would show in
@@ -14,7 +15,7 @@ const END = "# <<< cloister";
 
 /** Adds the work-tree file placeholders among `relPaths` (dirs are invisible to git anyway). */
 export function excludePlaceholders(projectRoot: string, relPaths: readonly string[]): void {
-  const files = relPaths.filter((relPath) => !relPath.startsWith(".git/") && isFile(join(projectRoot, relPath)));
+  const files = relPaths.filter((relPath) => !relPath.startsWith(".git/") && entryKind(join(projectRoot, relPath)) === "file");
   if (files.length > 0) editBlock(projectRoot, (lines) => [...new Set([...lines, ...files.map(pattern)])]);
 }
 
@@ -55,12 +56,4 @@ function editBlock(projectRoot: string, edit: (lines: string[]) => string[]): vo
   const temp = `${file}.cloister-${process.pid}`;
   writeFileSync(temp, prefix + block, { mode: 0o644 });
   renameSync(temp, file);
-}
-
-function isFile(path: string): boolean {
-  try {
-    return lstatSync(path).isFile();
-  } catch {
-    return false;
-  }
 }

@@ -221,6 +221,7 @@ export function removePlaceholders(projectRoot: string, relPaths: readonly strin
 
 export type EntryKind = "missing" | "file" | "directory" | "symlink" | "special";
 
+/** What is at `path`, without following a link; a path through a file (ENOTDIR) is missing. */
 export function entryKind(path: string): EntryKind {
   try {
     const st = lstatSync(path);
@@ -229,7 +230,8 @@ export function entryKind(path: string): EntryKind {
     if (st.isFile()) return "file";
     return "special";
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return "missing";
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return "missing";
     throw error;
   }
 }

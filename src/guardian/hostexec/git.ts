@@ -9,7 +9,7 @@
  * test/unit/hostexec-git.test.ts checks against the installed git (2.39) that the overrides below
  * work, and that the settings refused instead cannot be overridden.
  */
-import { lstatSync } from "node:fs";
+import { entryKind } from "../../sandbox/protected-paths.js";
 import { userInfo } from "node:os";
 import { basename, join } from "node:path";
 import { executeOnHost } from "./execute.js";
@@ -198,14 +198,6 @@ async function refuseRepositoryConfig(git: string, cwd: string): Promise<string 
   return `Refusing to run git on the host: the repository's own git config sets ${keys}, which could make git run a program or act outside the project. Move the setting to ~/.gitconfig or remove it from the repository's config, or run this git command yourself on the host.`;
 }
 
-function isRegularFile(path: string): boolean {
-  try {
-    return lstatSync(path).isFile();
-  } catch {
-    return false;
-  }
-}
-
 /** Every submodule name in .gitmodules as git may read it: the work tree's file, else the index's, else HEAD's. */
 async function submoduleNames(git: string, cwd: string): Promise<{ names: string[] } | { refused: string }> {
   const top = await scan(git, ["rev-parse", "--show-cdup"], cwd);
@@ -213,7 +205,7 @@ async function submoduleNames(git: string, cwd: string): Promise<{ names: string
   const file = join(cwd, top.stdout.toString().trim(), ".gitmodules");
   // Only a regular file: while a cloister of the project runs, a missing .gitmodules is held by an
   // empty placeholder directory (protected paths), which git itself ignores.
-  const sources = [...(isRegularFile(file) ? [["--file", file]] : []), ["--blob", ":.gitmodules"], ["--blob", "HEAD:.gitmodules"]];
+  const sources = [...(entryKind(file) === "file" ? [["--file", file]] : []), ["--blob", ":.gitmodules"], ["--blob", "HEAD:.gitmodules"]];
   const names = new Set<string>();
   for (const source of sources) {
     const listed = await scan(git, ["config", "--list", "--name-only", "-z", ...source], cwd);

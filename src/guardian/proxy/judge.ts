@@ -1,7 +1,7 @@
 import { lookup } from "node:dns/promises";
 import { classifyAddress, needsOptIn } from "../../policy/addresses.js";
 import { isHostAddress } from "./local-addresses.js";
-import { decide, refusalMessage, type Decision, type Policy } from "../../policy/egress.js";
+import { refusalMessage, type Decision, type Policy } from "../../policy/egress.js";
 import { canonicalHost, type Host } from "../../policy/hosts.js";
 
 export type Protocol = "connect" | "http" | "socks" | "hostexec";
@@ -40,18 +40,11 @@ export interface JudgeInput {
 }
 
 /**
- * The one decision path for every protocol (CONNECT, absolute-form HTTP, SOCKS5): policy first, on
- * the canonical host and port, before any lookup; then the address, resolved on the host (or taken
- * from an operator's override), must be public unless the deciding rule opts in. The caller dials
- * `address` and nothing else, so what was checked is what is reached.
- */
-export async function judge(input: JudgeInput, host: Host, port: number): Promise<Verdict> {
-  return admit(input, host, port, decide(input.policy, host, port));
-}
-
-/**
- * The second half of `judge`, for a decision already taken (by the policy, or by a human answering
- * for an unlisted host): refuses what the decision refuses, and finds the address to dial.
+ * The one decision path for every protocol (CONNECT, absolute-form HTTP, SOCKS5), after the policy
+ * decided on the canonical host and port before any lookup (EgressContext.judge; an unlisted host
+ * may have been decided by a human): refuses what the decision refuses; then the address, resolved
+ * on the host (or taken from an operator's override), must be public unless the deciding rule opts
+ * in. The caller dials `address` and nothing else, so what was checked is what is reached.
  */
 export async function admit(input: JudgeInput, host: Host, port: number, decision: Decision): Promise<Verdict> {
   if (decision.verdict !== "allow") {
