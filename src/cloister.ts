@@ -41,6 +41,11 @@ export interface CloisterOptions {
   cpu?: string;
   /** Extra environment for commands: NAME → value. */
   env?: Record<string, string>;
+  /**
+   * Variables that hold a stored secret's placeholder (`--secret NAME=SECRET`): the guardian swaps
+   * the placeholder for the value on the way to the secret's hosts; the cloister never sees the value.
+   */
+  secretEnv?: Record<string, string>;
   /** Egress rules for this cloister alone, on top of global and project rules (`--allow`, `--deny`). */
   allow?: string[];
   deny?: string[];
@@ -118,12 +123,12 @@ export class Cloister {
 export async function createCloister(options: CloisterOptions = {}, persistent = false): Promise<Cloister> {
   const paths = options.paths ?? resolvePaths();
   const { spec, config } = await launchSpec(options, paths, persistent);
+  const id = randomBytes(4).toString("hex");
   const agent = options.agent !== undefined || (persistent && config.defaults.agent)
-    ? await (await import("./agents/session.js")).agentForNewCloister(agentRequest(options), { persistent, config, paths, projectRoot: spec.projectRoot, network: spec.network, cloisterHome: sandboxHome() })
+    ? await (await import("./agents/session.js")).agentForNewCloister(agentRequest(options), { cloisterId: id, persistent, config, paths, projectRoot: spec.projectRoot, network: spec.network, cloisterHome: sandboxHome() })
     : undefined;
   spec.agent = agent?.spec;
   await ensureGuardian(paths);
-  const id = randomBytes(4).toString("hex");
   const grant = await guardianCall<LaunchGrant>(paths, "POST", "/v1/cloisters", {
     name: spec.name,
     id,
@@ -134,9 +139,10 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   });
   spec.guardianSocketDir = grant.socketDir;
   spec.proxyToken = grant.token;
+  spec.trustBundle = grant.trustBundle;
   spec.hidden = grant.hidden;
   const record = await launchCloister(paths, spec, id);
-  return new Cloister(record, paths, commandEnv(record, options, config), agent?.session);
+  return new Cloister(record, paths, commandEnv(record, { ...options, env: await withPlaceholders(paths, options, id) }, config), agent?.session);
 }
 
 /** The persistent cloister of that name if it is running. */
@@ -150,7 +156,19 @@ export async function findCloister(name: string, options: CloisterOptions = {}):
   const agent = options.agent !== undefined || hasAgentMarker(record.runtimeDir)
     ? await (await import("./agents/session.js")).agentForRunningCloister(record, agentRequest(options), config)
     : undefined;
-  return new Cloister(record, paths, commandEnv(record, options, config), agent);
+  return new Cloister(record, paths, commandEnv(record, { ...options, env: await withPlaceholders(paths, options, record.id) }, config), agent);
+}
+
+/** `options.env` plus each `secretEnv` variable set to the cloister's placeholder for its secret. */
+async function withPlaceholders(paths: CloisterPaths, options: CloisterOptions, cloisterId: string): Promise<Record<string, string> | undefined> {
+  const entries = Object.entries(options.secretEnv ?? {});
+  if (entries.length === 0) return options.env;
+  const env: Record<string, string> = {};
+  for (const [name, secret] of entries) {
+    const answer = await guardianCall<{ placeholder: string }>(paths, "GET", `/v1/secrets/${encodeURIComponent(secret)}/placeholder/${cloisterId}`);
+    env[name] = answer.placeholder;
+  }
+  return { ...env, ...options.env };
 }
 
 /**
@@ -255,6 +273,7 @@ function commandEnv(record: CloisterRecord, options: CloisterOptions, config: Ef
     shell: config.defaults.shell,
     extraNames: config.sandbox.env,
     proxyUrl,
+    trustBundle: proxyUrl !== undefined && record.trustBundle !== undefined,
     explicit: options.env ?? {},
     agentBin: hasAgentMarker(record.runtimeDir),
   });

@@ -13,8 +13,12 @@ export interface Credential {
   value: string;
 }
 
-/** Where stored credentials come from (the guardian's vault); undefined when none is stored for the agent. */
-export type CredentialLookup = (agent: string) => Promise<Credential | undefined>;
+/**
+ * Where stored credentials come from (the guardian's vault); undefined when none is stored for the
+ * agent. The guardian answers with the cloister's own placeholder when its broker swaps the secret in
+ * on egress (the default for the built-in agents), so the cloister never holds the real value.
+ */
+export type CredentialLookup = (agent: string, cloisterId: string) => Promise<Credential | undefined>;
 
 export interface Delivery {
   /** Variables set for the agent's process. */
@@ -52,6 +56,8 @@ export function hostEnvCredential(agent: AgentDefinition, env: NodeJS.ProcessEnv
 
 export interface CredentialSources {
   lookup?: CredentialLookup;
+  /** The cloister the credential is for (placeholders are unique per cloister). */
+  cloisterId: string;
   /** `--pass-env-credential`: the host environment's credential wins, with a warning. */
   passEnv: boolean;
   hostEnv: NodeJS.ProcessEnv;
@@ -68,5 +74,5 @@ export async function findCredential(agent: AgentDefinition, sources: Credential
     const names = Object.values(agent.credentialEnv);
     sources.warn(`--pass-env-credential: ${names.length > 0 ? `${[...new Set(names)].join(" and ")} ${names.length > 1 ? "are" : "is"} not set` : `${agent.name} has no credential variable`}; looking for a stored credential`);
   }
-  return sources.lookup ? sources.lookup(agent.name) : undefined;
+  return sources.lookup ? sources.lookup(agent.name, sources.cloisterId) : undefined;
 }

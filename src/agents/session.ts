@@ -33,14 +33,14 @@ export interface AgentRequest {
 
 export async function agentForNewCloister(
   request: AgentRequest,
-  setting: { persistent: boolean; config: EffectiveConfig; paths: CloisterPaths; projectRoot: string; network: boolean; cloisterHome: string },
+  setting: { cloisterId: string; persistent: boolean; config: EffectiveConfig; paths: CloisterPaths; projectRoot: string; network: boolean; cloisterHome: string },
 ): Promise<{ spec: AgentLaunchSpec; session: AgentSession } | undefined> {
   const name = request.agent === undefined ? (setting.persistent ? setting.config.defaults.agent : null) : wantedName(request.agent, setting.config);
   if (!name) return undefined;
   const ctx = locateContext(setting.paths);
   let plan;
   try {
-    plan = await planAgent(name, setting.config.agents, ctx, credentialSources(request));
+    plan = await planAgent(name, setting.config.agents, ctx, credentialSources(request, setting.cloisterId));
   } catch (error) {
     if (request.agent !== undefined || !(error instanceof CloisterError)) throw error;
     request.warn(`the default agent is not set up: ${error.oneLine()}`);
@@ -72,7 +72,7 @@ export async function agentForRunningCloister(record: CloisterRecord, request: A
   if (!marker) return undefined;
   try {
     const agent = resolveAgent(marker.name, config.agents);
-    const credential = await findCredential(agent, credentialSources(request));
+    const credential = await findCredential(agent, credentialSources(request, record.id));
     return session(marker.name, marker.command, credential ? deliverCredential(agent, credential).env : {});
   } catch (error) {
     // Only the agent itself needs its credential; a shell or `exec` runs without it rather than not at all.
@@ -88,8 +88,8 @@ function wantedName(agent: string | true, config: EffectiveConfig): string {
   throw new CloisterError("no agent named and no default agent configured", "name one (--agent claude), or set defaults.agent in `cloister config edit`");
 }
 
-function credentialSources(request: AgentRequest) {
-  return { lookup: request.credentials, passEnv: request.passEnvCredential ?? false, hostEnv: process.env, warn: request.warn };
+function credentialSources(request: AgentRequest, cloisterId: string) {
+  return { lookup: request.credentials, cloisterId, passEnv: request.passEnvCredential ?? false, hostEnv: process.env, warn: request.warn };
 }
 
 function session(name: string, command: string, env: Record<string, string>): AgentSession {

@@ -20,6 +20,7 @@ interface SandboxFlags {
   pids?: string;
   cpu?: string;
   env?: string[];
+  secret?: string[];
   name?: string;
   allow?: string[];
   deny?: string[];
@@ -42,6 +43,7 @@ function cloisterOptions(flags: SandboxFlags): CloisterOptions {
     pids: flags.pids,
     cpu: flags.cpu,
     env: parseEnvAssignments(flags.env ?? []),
+    secretEnv: parseEnvAssignments(flags.secret ?? [], "--secret"),
     name: flags.name,
     allow: flags.allow,
     deny: flags.deny,
@@ -51,10 +53,10 @@ function cloisterOptions(flags: SandboxFlags): CloisterOptions {
 }
 
 /** An agent's credential from the guardian's vault (`cloister setup AGENT`). */
-async function vaultCredential(agent: string) {
+async function vaultCredential(agent: string, cloisterId: string) {
   const paths = resolvePaths();
   await ensureGuardian(paths);
-  return agentCredentialFromGuardian(paths, agent);
+  return agentCredentialFromGuardian(paths, agent, cloisterId);
 }
 
 function hasSessionRules(flags: SandboxFlags): boolean {
@@ -92,6 +94,7 @@ function limitFlags(command: Command): Command {
     .option("--pids <n>", "maximum number of processes, or none")
     .option("--cpu <percent>", "CPU limit in percent of one core, e.g. 150%, or none")
     .option("--env <NAME=VALUE>", "set an environment variable inside (repeatable)", collect, [])
+    .option("--secret <NAME=SECRET>", "set NAME to the placeholder of a stored secret with an injection rule; the guardian swaps in the value on the way to its hosts (repeatable)", collect, [])
     .option("--allow <rule>", "also allow this host for this cloister only, e.g. example.com or *.example.com:8443 (repeatable)", collect, [])
     .option("--deny <rule>", "deny this host for this cloister, whatever else allows it (repeatable)", collect, [])
     .option("--allow-private <rule>", "allow a host even when it resolves to a loopback/private address (repeatable)", collect, [])
@@ -145,15 +148,16 @@ export function registerSandboxCommands(program: Command): void {
     .argument("[name]", "the cloister's name")
     .argument("[command...]", "the command and its arguments (put them after --)")
     .option("--env <NAME=VALUE>", "set an environment variable (repeatable)", collect, [])
+    .option("--secret <NAME=SECRET>", "set NAME to the placeholder of a stored secret with an injection rule (repeatable)", collect, [])
     .option("-w, --workdir <dir>", "working directory inside (default /work)")
-    .action(async (nameOrCommand: string | undefined, rest: string[], flags: { env: string[]; workdir?: string }) => {
+    .action(async (nameOrCommand: string | undefined, rest: string[], flags: { env: string[]; secret: string[]; workdir?: string }) => {
       // `exec -- CMD ARGS`: commander hands CMD over as the name; a name only counts before `--`.
       const nameGiven = nameOrCommand !== undefined && process.argv.slice(0, process.argv.indexOf("--") >>> 0).includes(nameOrCommand);
       const name = nameGiven ? nameOrCommand : undefined;
       const command = nameGiven || nameOrCommand === undefined ? rest : [nameOrCommand, ...rest];
       if (command.length === 0) throw new CloisterError("no command given", "usage: cloister exec [NAME] -- CMD [ARGS...]");
       const target = name ?? (await defaultCloisterName({}));
-      const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env) });
+      const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env), secretEnv: parseEnvAssignments(flags.secret, "--secret") });
       if (!cloister) throw new CloisterError(`no running cloister named ${JSON.stringify(target)}`, "start it with `cloister start -d`, or see `cloister list`");
       process.exitCode = await runAttached(cloister, command, { cwd: flags.workdir });
     });

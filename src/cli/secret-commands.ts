@@ -4,6 +4,7 @@ import { CloisterError } from "../errors.js";
 import { ensureGuardian, guardianCall } from "../guardian/control-client.js";
 import type { SecretInfo, SetResult, VaultStatus } from "../guardian/vault/vault.js";
 import { printTable } from "./output.js";
+import { describeHosts, headerOf, InjectionRuleError, ruleFromSpec, type InjectionSpec } from "../policy/injection.js";
 
 const MAX_PASSPHRASE_BYTES = 4096;
 
@@ -37,8 +38,8 @@ export function registerSecretCommands(program: Command): void {
       if (flags.json) return void process.stdout.write(`${JSON.stringify(secrets, null, 2)}\n`);
       if (secrets.length === 0) return void process.stderr.write("No secrets stored. Add one with `cloister secret set NAME`.\n");
       printTable(
-        ["NAME", "UPDATED", "DESCRIPTION"],
-        secrets.map((s) => [s.name, s.updatedAt.slice(0, 19).replace("T", " "), s.description ?? ""]),
+        ["NAME", "UPDATED", "INJECTED FOR", "DESCRIPTION"],
+        secrets.map((s) => [s.name, s.updatedAt.slice(0, 19).replace("T", " "), s.inject ? `${describeHosts(s.inject)} (${headerOf(s.inject.present)})` : "-", s.description ?? ""]),
       );
     });
 
@@ -47,13 +48,18 @@ export function registerSecretCommands(program: Command): void {
     .description("store a secret, or replace its value: typed without echo on a terminal, else read from stdin")
     .argument("<name>", "a letter, then up to 63 letters, digits, '_', '.' or '-'")
     .option("--description <text>", "what the secret is for (shown by `list`; an empty text removes it)")
-    .addHelpText("after", '\nFrom stdin one trailing newline is dropped, so `echo "$KEY" | cloister secret set NAME` stores $KEY.\n\nExamples:\n  cloister secret set anthropic\n  printf %s "$OPENAI_API_KEY" | cloister secret set openai --description "Codex"')
-    .action(async (name: string, flags: { description?: string }) => {
+    .option("--host <host[:port]>", "inject it for this host (repeat for more; port 443 when omitted): cloisters then get a placeholder", collect, [])
+    .option("--header <format>", 'how it is sent, with {} for the value: "Authorization: Bearer {}", "x-api-key: {}"')
+    .option("--basic <user>", "send it as the password of HTTP basic auth for this user")
+    .option("--no-inject", "remove the injection rule set with --host (a built-in one applies again)")
+    .addHelpText("after", INJECTION_HELP)
+    .action(async (name: string, flags: { description?: string; host: string[]; header?: string; basic?: string; inject: boolean }) => {
       const { checkSecretName, MAX_VALUE_BYTES } = await import("../guardian/vault/vault.js");
       checkSecretName(name);
+      const inject = injectionFlags(flags);
       await refuseWhileLocked();
       const value = await readSecret(`Value for ${name}`, MAX_VALUE_BYTES);
-      const result = await call<SetResult>("PUT", `/v1/secrets/${encodeURIComponent(name)}`, { value, description: flags.description });
+      const result = await call<SetResult>("PUT", `/v1/secrets/${encodeURIComponent(name)}`, { value, description: flags.description, inject });
       if (result.key) process.stderr.write(`Created the vault; its key is in ${result.key}.\n`);
       if (result.note) process.stderr.write(`Note: ${result.note}.\n`);
       process.stderr.write(result.created ? `Stored secret ${name}.\n` : `Replaced the value of secret ${name}.\n`);
@@ -118,6 +124,45 @@ export function registerSecretCommands(program: Command): void {
       await call("POST", "/v1/secrets/passphrase", { passphrase });
       process.stderr.write("The vault now uses a passphrase. After each guardian start, run `cloister secret unlock`.\n");
     });
+}
+
+const INJECTION_HELP = `
+From stdin one trailing newline is dropped, so \`echo "$KEY" | cloister secret set NAME\` stores $KEY.
+
+Injection: a secret with a rule never enters a cloister. Cloisters get a placeholder of the same
+shape; the guardian swaps in the real value on the way out, only in the rule's header, only over
+verified TLS, only to the rule's hosts. The placeholder anywhere else is blocked and audited.
+The agents' credentials (\`cloister setup\`) have built-in rules (api.anthropic.com, api.openai.com,
+generativelanguage.googleapis.com); --host replaces a built-in rule, e.g. for a company gateway.
+
+Examples:
+  cloister secret set anthropic
+  printf %s "$OPENAI_API_KEY" | cloister secret set openai --description "Codex"
+  cloister secret set github --host api.github.com --header "Authorization: Bearer {}"
+  cloister secret set registry --host npm.example.com --basic deploy`;
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** The rule the flags ask for: a spec, null (--no-inject), or undefined (leave the rule as it is). */
+function injectionFlags(flags: { host: string[]; header?: string; basic?: string; inject: boolean }): InjectionSpec | null | undefined {
+  if (!flags.inject) {
+    if (flags.host.length > 0 || flags.header !== undefined || flags.basic !== undefined) throw new CloisterError("--no-inject removes the rule: give it without --host, --header or --basic");
+    return null;
+  }
+  if (flags.host.length === 0) {
+    if (flags.header !== undefined || flags.basic !== undefined) throw new CloisterError("--header and --basic need --host: name the hosts the secret belongs to");
+    return undefined;
+  }
+  const spec: InjectionSpec = { hosts: flags.host, ...(flags.header !== undefined ? { header: flags.header } : {}), ...(flags.basic !== undefined ? { basic: flags.basic } : {}) };
+  try {
+    ruleFromSpec("cli", spec);
+  } catch (error) {
+    if (error instanceof InjectionRuleError) throw new CloisterError(error.message);
+    throw error;
+  }
+  return spec;
 }
 
 /** Fail before asking for anything the locked vault could not take anyway. */

@@ -247,6 +247,13 @@ const resolveMap = z.preprocess(
   ),
 );
 
+const inspectedHost = text("a host name")
+  .superRefine((name, ctx) => {
+    const problem = resolveNameProblem(name);
+    if (problem) ctx.addIssue({ code: "custom", message: problem, input: name });
+  })
+  .transform((name) => (canonicalHost(name) as { name: string }).name);
+
 export function resolveNameProblem(name: string): string | undefined {
   try {
     if (canonicalHost(name).kind !== "name") return `${JSON.stringify(name)} is an IP address; only names can be mapped`;
@@ -282,6 +289,10 @@ export const ProxySchema = section({
     .enum(["ask", "deny"], { error: (issue) => `expected ask or deny, found ${describeValue(issue.input)}` })
     .default(PROXY_DEFAULTS.unlisted),
   approval_timeout: parsed("a duration like 60s", boundedDuration("an approval timeout")).prefault(PROXY_DEFAULTS.approval_timeout),
+  /** Hosts intercepted without a secret of theirs (port 443), so a placeholder sent there is seen and blocked. */
+  inspect: list(inspectedHost, "host names").default([]),
+  /** An extra CA certificate file trusted for the origin side of intercepted connections (tests, a company gateway). */
+  upstream_ca: absolutePath.nullable().default(null),
 });
 
 /** A project adds rules; the proxy's mechanics (timeouts, caps, name overrides) are the guardian's. */

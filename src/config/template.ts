@@ -107,6 +107,14 @@ proxy:
   # within approval_timeout is a denial, never an allow.
   unlisted: ask
   approval_timeout: 60s
+  # The guardian intercepts TLS (with its own CA, which cloisters trust) only for hosts a stored
+  # secret belongs to (\`cloister secret list\`), to swap the cloister's placeholder for the real
+  # value. Hosts listed here are intercepted as well, without a secret, so a placeholder sent
+  # there is caught. Everything else is tunnelled untouched.
+  inspect: []
+  # An extra CA certificate (PEM file) trusted, besides the system roots, when the guardian
+  # connects to an intercepted host; e.g. a company's TLS gateway. null = system roots only.
+  upstream_ca: null
 
 audit:
   # The audit log (one signed, hash-chained JSON record per decision) rotates at this size,

@@ -37,6 +37,8 @@ export function guardianCall<T>(paths: CloisterPaths, method: string, path: stri
 export interface LaunchGrant {
   token?: string;
   socketDir?: string;
+  /** The system roots plus the guardian's interception CA: what the cloister's TLS clients trust. */
+  trustBundle?: string;
   hidden: HiddenPaths;
 }
 
@@ -110,8 +112,8 @@ export async function ensureGuardian(paths: CloisterPaths): Promise<GuardianStat
   throw new CloisterError("the guardian did not start", `see ${paths.guardianLog}`);
 }
 
-/** An agent's credential from the guardian's vault (`cloister setup AGENT`), or undefined. */
-export async function agentCredentialFromGuardian(paths: CloisterPaths, agent: string): Promise<AgentCredential | undefined> {
-  const answer = await guardianCall<Partial<AgentCredential>>(paths, "GET", `/v1/agents/${encodeURIComponent(agent)}/credential`);
+/** What cloister `cloisterId` gets for an agent's stored credential (`cloister setup AGENT`): its placeholder, as a rule; undefined when none is stored. */
+export async function agentCredentialFromGuardian(paths: CloisterPaths, agent: string, cloisterId: string): Promise<AgentCredential | undefined> {
+  const answer = await guardianCall<Partial<AgentCredential>>(paths, "GET", `/v1/agents/${encodeURIComponent(agent)}/credential/${encodeURIComponent(cloisterId)}`);
   return answer.kind && answer.value ? { kind: answer.kind, value: answer.value } : undefined;
 }

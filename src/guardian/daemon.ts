@@ -24,7 +24,8 @@ import { ProtectionWatch } from "./protection-watch.js";
 import { entryKind, MANDATORY_PROTECTED } from "../sandbox/protected-paths.js";
 import { Vault } from "./vault/vault.js";
 import { vaultRoutes } from "./vault/routes.js";
-import { agentCredential, checkAgentName } from "./vault/agent-credentials.js";
+import { agentCredential, checkAgentName, credentialSecretName } from "./vault/agent-credentials.js";
+import { Broker } from "./broker/broker.js";
 import { SessionDecisionStore } from "./session-decisions.js";
 import { UiServer } from "./ui/server.js";
 import { PACKAGE_ROOT } from "../package-root.js";
@@ -47,6 +48,7 @@ class Guardian {
   private approvals!: ApprovalQueue;
   private hostCommands!: HostCommands;
   private vault!: Vault;
+  private broker!: Broker;
   private readonly protection = new ProtectionWatch((cloister, file) => void this.protectionLost(cloister, file));
   private ui: UiServer | undefined;
   /** Why the approval UI is not served (e.g. its port is taken); approvals still work from the CLI. */
@@ -68,17 +70,19 @@ class Guardian {
     const sessions = new SessionDecisionStore(join(this.paths.stateDir, "sessions"));
     this.approvals = new ApprovalQueue(this.decisionKeeper(), (event) => this.audit.append(event));
     const audit = (event: AuditEvent) => this.audit.append(event);
+    this.vault = Vault.open(this.paths);
+    this.broker = await Broker.open(this.paths, this.vault, () => ({ inspect: this.egress.settings.inspect, upstreamCa: this.egress.settings.upstream_ca }));
     this.egress = new Egress(this.paths, policy, {
       audit: this.audit,
       sessionDecisions: sessions,
       askDomain: (question, timeoutMs, signal) => this.approvals.askDomain(question, timeoutMs, signal),
       hostexecPort: (cloister) => this.hostCommands.port(cloister),
+      credentials: (id) => ({ interception: (host, port) => this.broker.interception(id, host, port), active: () => this.broker.active(id) }),
     });
     this.hostCommands = new HostCommands(this.paths, () => this.egress.currentStore, () => this.egress.reload(), sessions, (question, timeoutMs, signal) => this.approvals.askCommand(question, timeoutMs, signal), audit);
     await this.startUi(policy.store?.uiPort ?? 9999);
     if (this.egress.policyError) log(`the configuration is invalid, so all egress is refused until it is fixed: ${this.egress.policyError}`);
     await this.reconcile();
-    this.vault = Vault.open(this.paths);
     await serveControl(this.paths.guardianSocket, this.routes());
     this.controlInode = statSync(this.paths.guardianSocket).ino;
     writeFileSync(this.paths.guardianPidFile, `${process.pid}\n`, { mode: 0o600 });
@@ -92,14 +96,30 @@ class Guardian {
 
   private routes() {
     return {
-      ...vaultRoutes(this.vault, (event) => this.audit.append(event)),
-      // The CLI hands an agent its credential when it starts the agent in a cloister (issue 6 will
-      // swap it for a placeholder the proxy replaces). Over the 0600 control socket only.
-      "GET /v1/agents/:name/credential": async (_: unknown, [name]: string[]) => {
-        const credential = await agentCredential(this.vault, checkAgentName(name ?? ""));
-        this.audit.append({ type: "secret.deliver", agent: name ?? "", kind: credential?.kind ?? null });
-        return credential ?? {};
+      ...vaultRoutes(this.vault, (event) => {
+        this.audit.append(event);
+        this.broker.invalidate();
+      }),
+      // The CLI hands an agent its credential when it starts the agent in cloister ID: a placeholder
+      // the proxy swaps for the real value, unless no rule brokers the secret (then the value).
+      // Over the 0600 control socket only.
+      "GET /v1/agents/:name/credential/:id": async (_: unknown, [name = "", id = ""]: string[]) => {
+        const credential = await agentCredential(this.vault, checkAgentName(name));
+        if (!credential) return {};
+        if (!/^[0-9a-f]{8}$/.test(id)) throw new CloisterError("invalid cloister id");
+        const placeholder = await this.broker.placeholder(id, credentialSecretName(name, credential.kind));
+        this.audit.append({ type: "secret.deliver", agent: name, kind: credential.kind, placeholder: placeholder !== undefined });
+        return placeholder !== undefined ? { kind: credential.kind, value: placeholder, placeholder: true } : { ...credential, placeholder: false };
       },
+      // `--secret NAME=SECRET`: the cloister gets the placeholder of a brokered secret, never a value.
+      "GET /v1/secrets/:name/placeholder/:id": async (_: unknown, [name = "", id = ""]: string[]) => {
+        if (!/^[0-9a-f]{8}$/.test(id)) throw new CloisterError("invalid cloister id");
+        const placeholder = await this.broker.placeholder(id, name);
+        if (placeholder !== undefined) return { placeholder };
+        await this.vault.get(name); // says "no secret named …" or "locked" when that is why
+        throw new CloisterError(`the secret ${name} has no injection rule, so there is no placeholder to hand out (a cloister never gets a stored value)`, `say where it goes: cloister secret set ${name} --host HOST --header "Authorization: Bearer {}"`);
+      },
+      "GET /v1/broker": () => ({ caCertificate: this.broker.ca.certFile, trustBundle: this.broker.trustBundle }),
       "GET /v1/status": () => ({
         pid: process.pid,
         startedAt: this.startedAt,
@@ -182,6 +202,7 @@ class Guardian {
     if (network) {
       grant.token = randomBytes(32).toString("hex");
       grant.socketDir = join(cloisterRuntimeDir(this.paths, id), "guardian");
+      grant.trustBundle = this.broker.trustBundle;
       // Opened before the start is recorded: a bad --allow rule fails the launch, and then no start is.
       await this.egress.open({ name, id, project, projectRoot, token: grant.token, socketDir: grant.socketDir, session });
     }

@@ -11,7 +11,7 @@ import { currentBranch } from "./approvals/branch.js";
 import type { Outcome } from "./approvals/queue.js";
 import type { DecisionView, PendingDomain, Scope, Verdict } from "./approvals/types.js";
 import { PolicyStore, recordDecision, removeDecision, sessionRuleSet, type DecisionScope, type RuleList } from "./policy-store.js";
-import { EgressContext } from "./proxy/context.js";
+import { EgressContext, type CloisterCredentials } from "./proxy/context.js";
 import type { Socket } from "node:net";
 import { serveHostexec, type HostexecPort } from "./hostexec/session.js";
 import type { SessionDecisionStore } from "./session-decisions.js";
@@ -52,6 +52,8 @@ export interface EgressDeps {
   askDomain: AskDomain;
   /** Serves hostexec on each cloister's endpoint; without it hostexec connections are closed. */
   hostexecPort?: (cloister: EgressCloister) => HostexecPort;
+  /** The credential broker's view of a cloister (by id); without it nothing is intercepted. */
+  credentials?: (cloisterId: string) => CloisterCredentials;
 }
 
 export interface LoadedPolicy {
@@ -89,6 +91,7 @@ export class Egress {
   private readonly sessionDecisions: SessionDecisionStore;
   private readonly askDomain: AskDomain;
   private readonly hostexecPort: ((cloister: EgressCloister) => HostexecPort) | undefined;
+  private readonly credentials: ((cloisterId: string) => CloisterCredentials) | undefined;
 
   constructor(
     private readonly paths: CloisterPaths,
@@ -99,6 +102,7 @@ export class Egress {
     this.sessionDecisions = deps.sessionDecisions;
     this.askDomain = deps.askDomain;
     this.hostexecPort = deps.hostexecPort;
+    this.credentials = deps.credentials;
     this.store = initial.store;
     this.loadError = initial.error;
   }
@@ -147,6 +151,7 @@ export class Egress {
       policy: () => this.policyInput(name),
       audit: (event) => this.record(event),
       ask: (host, port, signal) => this.ask(name, host, port, signal),
+      credentials: this.credentials?.(cloister.id),
     });
     const port = this.hostexecPort?.(cloister);
     const hostexec = port && ((socket: Socket) => serveHostexec(context, socket, port));
@@ -241,7 +246,8 @@ export class Egress {
     return this.askDomain(question, this.settings.approval_timeout, signal);
   }
 
-  private get settings(): ProxySettings {
+  /** The proxy settings in force (the fallback's while the config is invalid). */
+  get settings(): ProxySettings {
     return this.store?.settings ?? FALLBACK_SETTINGS;
   }
 

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from "node:fs";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
@@ -9,7 +9,7 @@ import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
 import { hiddenPaths, procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
-import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts } from "./bwrap/mounts.js";
+import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from "./limits.js";
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
@@ -35,6 +35,8 @@ export interface LaunchSpec {
   /** Filled in by the guardian when the cloister has network. */
   guardianSocketDir?: string;
   proxyToken?: string;
+  /** The guardian's trust bundle (see LaunchGrant). */
+  trustBundle?: string;
   /** Egress rules for this cloister alone; the guardian applies them, the record keeps them. */
   session?: SessionRules;
   /** Secrets to cover in the system view; computed here unless the guardian already did (it caches the /etc scan). */
@@ -83,6 +85,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
     placeholders: [],
     limitMechanism: "none",
     proxyToken: spec.proxyToken,
+    trustBundle: spec.network ? spec.trustBundle : undefined,
     session: spec.session,
   };
   const cleanups: (() => void | Promise<void>)[] = [];
@@ -130,6 +133,8 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
       guardianSocketDir: spec.network ? spec.guardianSocketDir : undefined,
       initBinary,
       hostexecBinary: spec.network ? hostexecBinaryPath() : undefined,
+      trustBundle: spec.network ? spec.trustBundle : undefined,
+      systemTrustFiles: SYSTEM_TRUST_FILES.filter(isFileFollowingLinks),
       agentMounts: spec.agent?.mounts ?? [],
       agentBinDir,
       tmpfsBytes: spec.tmpfsBytes,
@@ -250,5 +255,14 @@ function releasePlaceholders(paths: CloisterPaths, record: CloisterRecord): void
 async function waitForExit(pid: number, startTime: string | undefined): Promise<void> {
   for (let i = 0; i < 200 && processStartTime(pid) === startTime; i++) {
     await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+/** A system CA bundle may be a link (Fedora's points into /etc/pki/ca-trust): binding over it covers its target. */
+function isFileFollowingLinks(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
   }
 }

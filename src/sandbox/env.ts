@@ -1,5 +1,5 @@
 import { CloisterError } from "../errors.js";
-import { AGENT_BIN_PATH } from "./bwrap/mounts.js";
+import { AGENT_BIN_PATH, TRUST_BUNDLE_PATH } from "./bwrap/mounts.js";
 
 /**
  * The environment of processes in a cloister: built from an allowlist, never inherited wholesale,
@@ -23,6 +23,8 @@ export interface SandboxEnvInput {
   extraNames: readonly string[];
   /** Proxy URL inside the cloister (with this cloister's token), absent without network. */
   proxyUrl?: string;
+  /** The guardian's trust bundle is mounted at TRUST_BUNDLE_PATH: point TLS clients at it. */
+  trustBundle?: boolean;
   /** `--env K=V` values from the command line: applied last. */
   explicit: Readonly<Record<string, string>>;
   /** The cloister was set up for an agent: its launcher comes first on PATH. */
@@ -48,6 +50,7 @@ export function sandboxEnv(input: SandboxEnvInput): Record<string, string> {
   });
   env.TERM ??= "xterm-256color";
   if (input.proxyUrl) Object.assign(env, proxyEnv(input.proxyUrl));
+  if (input.trustBundle) Object.assign(env, trustEnv());
   return Object.assign(env, input.explicit);
 }
 
@@ -71,6 +74,15 @@ function proxyEnv(proxyUrl: string): Record<string, string> {
 }
 
 /**
+ * Every TLS stack in the cloister trusts the guardian's bundle (system roots + its interception CA),
+ * which is mounted over the system bundle too; these cover tools that carry their own roots.
+ */
+function trustEnv(): Record<string, string> {
+  const names = ["SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "AWS_CA_BUNDLE", "CARGO_HTTP_CAINFO", "PIP_CERT", "DENO_CERT"];
+  return Object.fromEntries(names.map((name) => [name, TRUST_BUNDLE_PATH]));
+}
+
+/**
  * ssh (and git over ssh) has no proxy setting of its own: a ProxyCommand opens the connection as a
  * CONNECT tunnel through the guardian, which judges host:22 like any other destination.
  */
@@ -80,14 +92,14 @@ function sshThroughProxy(proxyUrl: string): string {
   return `ssh -o ProxyCommand='socat - PROXY:${url.hostname}:%h:%p,proxyport=${url.port},proxyauth=${auth}'`;
 }
 
-/** Parses `--env K=V` values; K must be a valid variable name. */
-export function parseEnvAssignments(values: readonly string[]): Record<string, string> {
+/** Parses `--env K=V` (or `--secret K=NAME`) values; K must be a valid variable name. */
+export function parseEnvAssignments(values: readonly string[], flag = "--env"): Record<string, string> {
   const result: Record<string, string> = {};
   for (const item of values) {
     const eq = item.indexOf("=");
     const name = eq > 0 ? item.slice(0, eq) : "";
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
-      throw new CloisterError(`invalid --env ${JSON.stringify(item)}: expected NAME=VALUE with NAME made of letters, digits and _`);
+      throw new CloisterError(`invalid ${flag} ${JSON.stringify(item)}: expected NAME=VALUE with NAME made of letters, digits and _`);
     }
     result[name] = item.slice(eq + 1);
   }

@@ -35,6 +35,8 @@ export interface CloisterRecord {
   limitMechanism: string;
   /** Password of this cloister's proxy URL (never shown by `list`). */
   proxyToken?: string;
+  /** The guardian's trust bundle mounted at TRUST_BUNDLE_PATH (absent: none, e.g. --no-network). */
+  trustBundle?: string;
   /** Egress rules and name overrides for this cloister alone (`--allow`, `--resolve`, ...). */
   session?: SessionRules;
 }

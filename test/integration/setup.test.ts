@@ -15,7 +15,14 @@ describe("cloister setup", () => {
   let t: TestInstance;
   const apiKey = `sk-ant-api03-CANARY-${Date.now()}`;
   const oauthToken = `sk-ant-oat01-CANARY-${Date.now()}`;
-  const credential = () => agentCredentialFromGuardian(resolvePaths({ CLOISTER_HOME: t.home }), "claude");
+  const credential = () => agentCredentialFromGuardian(resolvePaths({ CLOISTER_HOME: t.home }), "claude", "0123abcd");
+  /** A cloister gets a placeholder of the stored value's shape, never the value (the broker swaps it on egress). */
+  const assertPlaceholderOf = (got: { kind: string; value: string } | undefined, kind: string, real: string, prefix: string) => {
+    assert.equal(got?.kind, kind);
+    assert.notEqual(got?.value, real);
+    assert.ok(got?.value.startsWith(prefix), got?.value);
+    assert.ok((got?.value.length ?? 0) >= real.length);
+  };
 
   before(() => {
     t = createInstance("su");
@@ -26,12 +33,12 @@ describe("cloister setup", () => {
     const r = await t.cli(["setup", "claude", "--api-key"], { input: `${apiKey}\n` });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /Stored an Anthropic API key for claude/);
-    assert.deepEqual(await credential(), { kind: "api_key", value: apiKey });
+    assertPlaceholderOf(await credential(), "api_key", apiKey, "sk-ant-api03-");
   });
 
   it("an OAuth token replaces the API key (one credential per agent)", async () => {
     assert.equal((await t.cli(["setup", "claude", "--oauth-token"], { input: oauthToken })).code, 0);
-    assert.deepEqual(await credential(), { kind: "oauth_token", value: oauthToken });
+    assertPlaceholderOf(await credential(), "oauth_token", oauthToken, "sk-ant-oat01-");
     const list = JSON.parse((await t.cli(["secret", "list", "--json"])).stdout) as { name: string }[] | { secrets: { name: string }[] };
     const names = (Array.isArray(list) ? list : list.secrets).map((s) => s.name);
     assert.deepEqual(names, ["claude.oauth_token"]);

@@ -40,15 +40,15 @@ describe("credential sources", () => {
 
   test("the host environment is never used without --pass-env-credential", async () => {
     const warnings: string[] = [];
-    assert.equal(await findCredential(claude, { passEnv: false, hostEnv, warn: (w) => warnings.push(w) }), undefined);
-    assert.deepEqual(await findCredential(claude, { lookup: async () => stored, passEnv: false, hostEnv, warn: (w) => warnings.push(w) }), stored);
+    assert.equal(await findCredential(claude, { cloisterId: "0123abcd", passEnv: false, hostEnv, warn: (w) => warnings.push(w) }), undefined);
+    assert.deepEqual(await findCredential(claude, { cloisterId: "0123abcd", lookup: async () => stored, passEnv: false, hostEnv, warn: (w) => warnings.push(w) }), stored);
     assert.deepEqual(warnings, []);
   });
 
   test("with it, the host's variable wins, with a warning that names it", async () => {
     const warnings: string[] = [];
     const asked: string[] = [];
-    const found = await findCredential(claude, { lookup: async (name) => (asked.push(name), stored), passEnv: true, hostEnv, warn: (w) => warnings.push(w) });
+    const found = await findCredential(claude, { cloisterId: "0123abcd", lookup: async (name) => (asked.push(name), stored), passEnv: true, hostEnv, warn: (w) => warnings.push(w) });
     assert.deepEqual(found, { kind: "api_key", value: "from-host-env" });
     assert.deepEqual(asked, []);
     assert.equal(warnings.length, 1);
@@ -58,13 +58,13 @@ describe("credential sources", () => {
 
   test("with it but nothing set, the stored credential is used, and the user is told", async () => {
     const warnings: string[] = [];
-    assert.deepEqual(await findCredential(claude, { lookup: async () => stored, passEnv: true, hostEnv: {}, warn: (w) => warnings.push(w) }), stored);
+    assert.deepEqual(await findCredential(claude, { cloisterId: "0123abcd", lookup: async () => stored, passEnv: true, hostEnv: {}, warn: (w) => warnings.push(w) }), stored);
     assert.match(warnings[0] ?? "", /ANTHROPIC_API_KEY and CLAUDE_CODE_OAUTH_TOKEN are not set/);
   });
 
   test("the lookup is asked by agent name", async () => {
     const asked: string[] = [];
-    await findCredential(resolveAgent("codex", {}), { lookup: async (name) => (asked.push(name), undefined), passEnv: false, hostEnv: {}, warn: () => undefined });
+    await findCredential(resolveAgent("codex", {}), { cloisterId: "0123abcd", lookup: async (name) => (asked.push(name), undefined), passEnv: false, hostEnv: {}, warn: () => undefined });
     assert.deepEqual(asked, ["codex"]);
   });
 });

@@ -7,6 +7,9 @@ import { formatAuthority, hostText, type Host } from "../../policy/hosts.js";
 import type { Outcome } from "../approvals/queue.js";
 import { admit, isPublicDestination, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
 import { UpstreamAgent, type TunnelResult } from "./tunnel.js";
+import { Agent as HttpsAgent } from "node:https";
+import type { ActiveRule } from "../../policy/injection.js";
+import type { Interception } from "../broker/broker.js";
 
 /** Asks a human about an unlisted destination; resolves when answered, timed out or abandoned. */
 export type AskHuman = (host: Host, port: number, signal: AbortSignal) => Promise<Outcome>;
@@ -21,6 +24,16 @@ export interface EgressContextOptions {
   audit: (event: AuditEvent) => void;
   /** Without it, an unlisted destination is refused at once whatever `proxy.unlisted` says. */
   ask?: AskHuman;
+  /** The credential broker's view of this cloister; without it nothing is intercepted. */
+  credentials?: CloisterCredentials;
+}
+
+/** What the proxy asks the broker (broker/broker.ts) about one cloister. */
+export interface CloisterCredentials {
+  /** How to intercept a connection to host:port, or undefined to tunnel it untouched. */
+  interception(host: Host, port: number): Promise<Interception | undefined>;
+  /** Every rule in force, with this cloister's placeholders (looked for in plain HTTP). */
+  active(): Promise<ActiveRule[]>;
 }
 
 /**
@@ -34,6 +47,8 @@ export class EgressContext {
   private readonly token: Buffer;
   /** This cloister's kept-alive origin connections for plain HTTP. */
   readonly upstream = new UpstreamAgent(() => this.settings.connect_timeout);
+  /** Its kept-alive TLS connections to origins of intercepted requests (by checked address and name). */
+  readonly tlsUpstream = new HttpsAgent({ keepAlive: true, maxSockets: 32, maxTotalSockets: 256, maxFreeSockets: 8, timeout: 30_000, scheduling: "lifo" });
 
   constructor(private readonly options: EgressContextOptions) {
     this.cloister = options.cloister;
@@ -44,6 +59,11 @@ export class EgressContext {
   /** The cloister is gone: its pooled origin connections close with it. */
   close(): void {
     this.upstream.destroy();
+    this.tlsUpstream.destroy();
+  }
+
+  get credentials(): CloisterCredentials | undefined {
+    return this.options.credentials;
   }
 
   get settings(): ProxySettings {
@@ -89,7 +109,7 @@ export class EgressContext {
       // The policy could not be consulted (e.g. the project's tier failed to load): refuse.
       verdict = { ok: false, status: 403, reason: "denied", message: `cloister: egress refused: the guardian cannot apply this project's policy (${(error as Error).message}); see \`cloister guardian status\`` };
     }
-    this.audit({
+    this.record({
       type: "egress",
       protocol,
       host: hostText(host),
@@ -105,12 +125,12 @@ export class EgressContext {
 
   /** Audits a request that never reached the policy (malformed, unauthenticated, over a cap). */
   refused(protocol: Protocol, decision: "invalid" | "unauthenticated" | "over-limit" | "unsupported", detail: string): void {
-    this.audit({ type: "egress", protocol, host: null, port: null, address: null, decision, rule: null, tier: null, detail });
+    this.record({ type: "egress", protocol, host: null, port: null, address: null, decision, rule: null, tier: null, detail });
   }
 
   /** Audits the end of an admitted connection (or forwarded request). */
   ended(protocol: Protocol, target: Admitted, result: TunnelResult | { bytesUp: number; bytesDown: number; durationMs: number; end: string }): void {
-    this.audit({
+    this.record({
       type: "egress.end",
       protocol,
       host: hostText(target.host),
@@ -123,7 +143,8 @@ export class EgressContext {
     });
   }
 
-  private audit(event: AuditEvent): void {
+  /** Audits an event of this cloister. */
+  record(event: AuditEvent): void {
     this.options.audit({ ...event, cloister: this.cloister, project: this.project });
   }
 }

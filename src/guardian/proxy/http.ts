@@ -2,9 +2,14 @@ import { createServer, request as upstreamRequest, type IncomingMessage, type Se
 import type { Duplex } from "node:stream";
 import type { Socket } from "node:net";
 import type { ProxySettings } from "../../config/schema.js";
-import { formatAuthority, HostSyntaxError, parseAuthority, type Host } from "../../policy/hosts.js";
+import { formatAuthority, hostText, HostSyntaxError, parseAuthority, type Host } from "../../policy/hosts.js";
 import type { EgressContext } from "./context.js";
 import type { Admitted } from "./judge.js";
+import { forwardedHeaders, headerPairs, headerValues, responseHeaders } from "./headers.js";
+import { pipeline, type Transform } from "node:stream";
+import { sightingInRequest, type Sighting } from "../../policy/injection.js";
+import { intercept } from "../broker/intercept.js";
+import { NeedleFoundError, scanningStream } from "../broker/scanner.js";
 import { dial, DialError, tunnel } from "./tunnel.js";
 
 /**
@@ -13,9 +18,6 @@ import { dial, DialError, tunnel } from "./tunnel.js";
  * (Content-Length with Transfer-Encoding) with 400 before any of this code runs; this module
  * adds what a proxy must check on top: the token, the authority, and one policy decision per request.
  */
-
-/** Headers that describe one hop, never forwarded (RFC 9110 7.6.1), plus the proxy's own. */
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"]);
 
 const contexts = new WeakMap<Socket, EgressContext>();
 
@@ -127,6 +129,17 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
   }
   const verdict = await context.judge("connect", target.host, target.port, client);
   if (!verdict.ok) return void client.end(rawResponse(verdict.status, statusText(verdict.status), `${verdict.message}\n`));
+  let plan;
+  try {
+    plan = await context.credentials?.interception(verdict.host, verdict.port);
+  } catch (error) {
+    context.ended("connect", verdict, { bytesUp: 0, bytesDown: 0, durationMs: 0, end: "error" });
+    return void client.end(rawResponse(502, "Bad Gateway", `cloister: cannot intercept ${formatAuthority(verdict.host, verdict.port)} to inject its credential: ${message(error)}\n`));
+  }
+  if (plan) {
+    client.write("HTTP/1.1 200 Connection established\r\n\r\n");
+    return void context.ended("connect", verdict, await intercept(context, verdict, plan, client, head));
+  }
   let upstream: Socket;
   try {
     upstream = await dial(verdict.address, verdict.port, context.settings.connect_timeout);
@@ -177,8 +190,16 @@ async function forward(context: EgressContext, req: IncomingMessage, res: Server
   }
   const verdict = await context.judge("http", target.host, target.port, req.socket);
   if (!verdict.ok) return reply(res, verdict.status, `${verdict.message}\n`);
+  // Plain HTTP never carries a credential: a placeholder in it is on its way somewhere it must not go.
+  const active = (await context.credentials?.active()) ?? [];
+  const sighting = sightingInRequest(active, headerPairs(req.rawHeaders), target.path);
+  if (sighting) {
+    recordPlainSighting(context, verdict, sighting);
+    return reply(res, 403, `cloister: request to ${formatAuthority(verdict.host, verdict.port)} blocked: it carries the placeholder of the secret ${sighting.secret}; secrets are only ever sent over verified TLS to their own hosts\n`);
+  }
+  const scanner = active.length > 0 ? scanningStream(active.map((a) => Buffer.from(a.placeholder)), (index) => recordPlainSighting(context, verdict, { secret: active[index]?.rule.secret ?? "?", where: "body" })) : undefined;
   const started = Date.now();
-  await new Promise<void>((done) => relay(context, verdict, req, res, target.path, started, done));
+  await new Promise<void>((done) => relay(context, verdict, req, res, target.path, started, done, scanner));
 }
 
 /**
@@ -186,7 +207,7 @@ async function forward(context: EgressContext, req: IncomingMessage, res: Server
  * origin connection comes from the cloister's pool (dialed to the checked address if none is free)
  * and goes back to it after a clean response.
  */
-function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, path: string, started: number, done: () => void): void {
+function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, path: string, started: number, done: () => void, scanner?: Transform): void {
   const outgoing = upstreamRequest({
     agent: context.upstream,
     host: target.address,
@@ -245,7 +266,18 @@ function relay(context: EgressContext, target: Admitted, req: IncomingMessage, r
     finish("error");
   });
   res.on("close", () => finish(res.writableFinished ? "closed" : "client-closed"));
-  req.pipe(outgoing);
+  if (!scanner) return void req.pipe(outgoing);
+  // A placeholder in the body: what came before it went out, the rest never does.
+  pipeline(req, scanner, outgoing, (error) => {
+    if (!(error instanceof NeedleFoundError)) return;
+    outgoing.destroy();
+    if (!res.headersSent) reply(res, 403, `cloister: request to ${formatAuthority(target.host, target.port)} blocked: its body carries a secret's placeholder\n`);
+    finish("blocked");
+  });
+}
+
+function recordPlainSighting(context: EgressContext, target: Admitted, sighting: Sighting): void {
+  context.record({ type: "credential.exfiltration", name: sighting.secret, where: sighting.where, header: sighting.header ?? null, host: hostText(target.host), port: target.port, protocol: "http" });
 }
 
 /** The request target of a plain-HTTP proxy request, checked: `http://authority/path`, nothing else. */
@@ -307,41 +339,6 @@ function requestProblem(context: EgressContext, req: IncomingMessage): { status:
     };
   }
   return undefined;
-}
-
-function headerValues(raw: readonly string[], name: string): string[] {
-  const values: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]?.toLowerCase() === name) values.push(raw[i + 1] ?? "");
-  return values;
-}
-
-/** Request headers minus hop-by-hop ones (and any the client named in Connection), Host rebuilt. */
-function forwardedHeaders(raw: readonly string[], host: string): string[] {
-  const dropped = connectionNamed(raw);
-  const out = ["Host", host];
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i] ?? "";
-    const lower = name.toLowerCase();
-    if (lower === "host" || HOP_BY_HOP.has(lower) || dropped.has(lower)) continue;
-    out.push(name, raw[i + 1] ?? "");
-  }
-  return out;
-}
-
-function responseHeaders(raw: readonly string[]): string[] {
-  const dropped = connectionNamed(raw);
-  const out: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i] ?? "";
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || dropped.has(lower)) continue;
-    out.push(name, raw[i + 1] ?? "");
-  }
-  return out;
-}
-
-function connectionNamed(raw: readonly string[]): Set<string> {
-  return new Set(headerValues(raw, "connection").flatMap((v) => v.split(",").map((n) => n.trim().toLowerCase())));
 }
 
 /** The checked authority, without the default port (what an origin server expects in Host). */

@@ -17,6 +17,7 @@ import {
   type SocksAddress,
 } from "./socks5.js";
 import { dial, DialError, tunnel } from "./tunnel.js";
+import { intercept } from "../broker/intercept.js";
 
 const HANDSHAKE_TIMEOUT_MS = 15_000;
 
@@ -83,6 +84,18 @@ async function session(context: EgressContext, socket: Socket, reader: Handshake
 
   const verdict = await context.judge("socks", host, request.port, socket);
   if (!verdict.ok) return void socket.end(encodeReply(refusalReply(verdict)));
+  let plan;
+  try {
+    plan = await context.credentials?.interception(verdict.host, verdict.port);
+  } catch {
+    context.ended("socks", verdict, { bytesUp: 0, bytesDown: 0, durationMs: 0, end: "error" });
+    return void socket.end(encodeReply(SocksReply.GeneralFailure));
+  }
+  if (plan) {
+    // There is no upstream socket yet (each request gets one): the bound address is unknown, as for a proxy.
+    socket.write(encodeReply(SocksReply.Succeeded, { address: "0.0.0.0", port: 0 }));
+    return void context.ended("socks", verdict, await intercept(context, verdict, plan, socket, early));
+  }
   let upstream: Socket;
   try {
     upstream = await dial(verdict.address, verdict.port, context.settings.connect_timeout);

@@ -6,13 +6,14 @@ import type { AuditEvent } from "../../audit/log.js";
 import { CloisterError } from "../../errors.js";
 import type { Handler } from "../control-server.js";
 import type { Vault } from "./vault.js";
+import type { InjectionSpec } from "../../policy/injection.js";
 
 export function vaultRoutes(vault: Vault, audit: (event: AuditEvent) => void = () => undefined): Record<string, Handler> {
   return {
     "GET /v1/secrets": async () => ({ secrets: await vault.list() }),
     "GET /v1/secrets/status": () => vault.status(),
     "PUT /v1/secrets/:name": async (body, [name = ""]) => {
-      const result = await vault.set(name, text(body, "value") ?? "", text(body, "description"));
+      const result = await vault.set(name, text(body, "value") ?? "", text(body, "description"), injectSpec(body.inject));
       audit({ type: "secret.set", name, created: result.created });
       return result;
     },
@@ -47,6 +48,15 @@ export function vaultRoutes(vault: Vault, audit: (event: AuditEvent) => void = (
       return result;
     },
   };
+}
+
+/** The body's injection rule: an object of texts, null (remove the user's rule) or absent (keep it). */
+function injectSpec(value: unknown): InjectionSpec | null | undefined {
+  if (value === undefined || value === null) return value;
+  const spec = value as Record<string, unknown>;
+  const hosts = spec.hosts;
+  if (typeof spec !== "object" || !Array.isArray(hosts) || !hosts.every((h) => typeof h === "string")) throw new CloisterError('"inject.hosts" must be a list of host names');
+  return { hosts, header: text(spec, "header"), basic: text(spec, "basic") };
 }
 
 /** A string field of the request body, or undefined when absent; anything else is refused. */

@@ -11,6 +11,7 @@ import { ensurePrivateDir, writeFileAtomic } from "../../config/atomic-write.js"
 import type { CloisterPaths } from "../../config/paths.js";
 import { CloisterError } from "../../errors.js";
 import { CHECK_NAME, seal, unseal, UnsealError, VAULT_FORMAT_VERSION } from "./cipher.js";
+import { effectiveRules, InjectionRuleError, ruleFromSpec, type InjectionRule, type InjectionSpec } from "../../policy/injection.js";
 import { checkNewPassphrase, deriveKey, newKdf, StoredKeys, type Kdf, type KeyPreference, type KeyringOptions, type KeySourceKind } from "./key-source.js";
 
 export const SECRET_NAME_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
@@ -21,7 +22,9 @@ const CHECK_TEXT = "cloister vault check";
 
 const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, "expected base64");
 const sealedSchema = z.strictObject({ nonce: base64, ciphertext: base64, tag: base64 });
-const entrySchema = sealedSchema.extend({ createdAt: z.iso.datetime(), updatedAt: z.iso.datetime(), description: z.string().optional() });
+/** A user's injection rule (policy/injection.ts), kept as given; parsed when the broker loads it. */
+const injectSchema = z.strictObject({ hosts: z.array(z.string()), header: z.string().optional(), basic: z.string().optional() });
+const entrySchema = sealedSchema.extend({ createdAt: z.iso.datetime(), updatedAt: z.iso.datetime(), description: z.string().optional(), inject: injectSchema.optional() });
 const kdfSchema = z.strictObject({ name: z.literal("scrypt"), N: z.int(), r: z.int(), p: z.int(), salt: base64 });
 const fileSchema = z
   .strictObject({
@@ -47,6 +50,8 @@ export interface SecretInfo {
   createdAt: string;
   updatedAt: string;
   description: string | null;
+  /** Where the broker injects it: the user's rule, or a built-in one for an agent's credential. */
+  inject: InjectionRule | null;
 }
 
 export interface VaultStatus {
@@ -108,17 +113,20 @@ export class Vault {
     });
   }
 
-  async set(name: string, value: string, description?: string): Promise<SetResult> {
+  /** `inject`: a new injection rule; null removes the user's rule; undefined keeps what there is. */
+  async set(name: string, value: string, description?: string, inject?: InjectionSpec | null): Promise<SetResult> {
     checkSecretName(name);
     checkSecretValue(value);
     if (description !== undefined) checkDescription(description);
+    if (inject) checkRule(name, inject);
     return this.exclusive(async () => {
       const existingFile = await this.read();
       const file = existingFile ?? (await this.create());
       const key = await this.keyOf(file);
       const existing = entryOf(file, name);
       const now = new Date().toISOString();
-      file.secrets[name] = withDescription({ ...seal(key, name, value), createdAt: existing?.createdAt ?? now, updatedAt: now }, description ?? existing?.description);
+      const rule = inject === undefined ? existing?.inject : (inject ?? undefined);
+      file.secrets[name] = withRule(withDescription({ ...seal(key, name, value), createdAt: existing?.createdAt ?? now, updatedAt: now }, description ?? existing?.description), rule);
       await this.write(file);
       if (existingFile) return { created: !existing };
       return { created: true, key: this.whereIsKey(file), ...(this.note ? { note: this.note } : {}) };
@@ -308,13 +316,36 @@ function withDescription(entry: Entry, description: string | undefined): Entry {
   return description ? { ...entry, description } : entry;
 }
 
+function checkRule(name: string, inject: InjectionSpec): void {
+  try {
+    ruleFromSpec(name, inject);
+  } catch (error) {
+    if (error instanceof InjectionRuleError) throw new CloisterError(`the injection rule for ${name} is invalid: ${error.message}`);
+    throw error;
+  }
+}
+
+function withRule(entry: Entry, inject: InjectionSpec | undefined): Entry {
+  return inject ? { ...entry, inject: { hosts: inject.hosts, ...(inject.header !== undefined ? { header: inject.header } : {}), ...(inject.basic !== undefined ? { basic: inject.basic } : {}) } } : entry;
+}
+
 /** Own properties only: a secret named "constructor" must not find Object.prototype's. */
 function entryOf(file: VaultFile, name: string): Entry | undefined {
   return Object.hasOwn(file.secrets, name) ? file.secrets[name] : undefined;
 }
 
 function infoOf(name: string, entry: Entry): SecretInfo {
-  return { name, createdAt: entry.createdAt, updatedAt: entry.updatedAt, description: entry.description ?? null };
+  return { name, createdAt: entry.createdAt, updatedAt: entry.updatedAt, description: entry.description ?? null, inject: ruleOf(name, entry) };
+}
+
+/** The rule in force for a secret. A stored rule that no longer parses brokers nothing (listed as none). */
+function ruleOf(name: string, entry: Entry): InjectionRule | null {
+  if (!entry.inject) return effectiveRules([]).find((rule) => rule.secret === name) ?? null;
+  try {
+    return ruleFromSpec(name, entry.inject);
+  } catch {
+    return null;
+  }
 }
 
 function parseVaultFile(text: string, path: string): VaultFile {

@@ -40,6 +40,10 @@ export interface MountFacts {
   guardianSocketDir?: string;
   /** The init binary on the host. */
   initBinary: string;
+  /** The guardian's trust bundle (system roots + its interception CA); mounted only with a guardian socket. */
+  trustBundle?: string;
+  /** The system's CA bundle files that exist on this host; each is overlaid with the trust bundle. */
+  systemTrustFiles?: string[];
   /** The hostexec client on the host; mounted only with a guardian socket (it has no other channel). */
   hostexecBinary?: string;
   /** An agent's install (outside the system dirs): host paths bound read-only at the same path. */
@@ -55,6 +59,10 @@ export const INIT_PATH = `${CLOISTER_RUN_DIR}/init`;
 export const GUARDIAN_SOCKET_DIR = `${CLOISTER_RUN_DIR}/guardian`;
 /** On PATH inside the cloister (see env.ts). */
 export const HOSTEXEC_PATH = `${CLOISTER_RUN_DIR}/bin/hostexec`;
+/** The trust bundle inside (SSL_CERT_FILE and friends point here; see env.ts). */
+export const TRUST_BUNDLE_PATH = `${CLOISTER_RUN_DIR}/ca-bundle.pem`;
+/** Where distributions keep the system's CA bundle (Debian/Ubuntu, Fedora/RHEL, Alpine/others). */
+export const SYSTEM_TRUST_FILES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
 /** The agent's launcher (see agents/launch.ts); first on PATH in a cloister set up for an agent. */
 export const AGENT_BIN_PATH = `${CLOISTER_RUN_DIR}/agent-bin`;
 /** /run only holds cloister plumbing and pid files: a small cap keeps it from becoming a memory sink. */
@@ -135,6 +143,11 @@ function plumbing(f: MountFacts): MountOp[] {
   const ops: MountOp[] = [{ op: "ro-bind", src: f.initBinary, dest: INIT_PATH }];
   if (f.guardianSocketDir) ops.push({ op: "ro-bind", src: f.guardianSocketDir, dest: GUARDIAN_SOCKET_DIR });
   if (f.guardianSocketDir && f.hostexecBinary) ops.push({ op: "ro-bind", src: f.hostexecBinary, dest: HOSTEXEC_PATH });
+  if (f.guardianSocketDir && f.trustBundle) {
+    // Tools that ignore SSL_CERT_FILE and its kin read the system bundle: it says the same inside.
+    ops.push({ op: "ro-bind", src: f.trustBundle, dest: TRUST_BUNDLE_PATH });
+    for (const dest of f.systemTrustFiles ?? []) ops.push({ op: "ro-bind", src: f.trustBundle, dest });
+  }
   if (f.agentBinDir) ops.push({ op: "ro-bind", src: f.agentBinDir, dest: AGENT_BIN_PATH });
   return ops;
 }
