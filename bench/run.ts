@@ -8,6 +8,7 @@
  *   npm run bench -- --only cli,lib        # only some sections: cli, lib, mem, scale, proxy
  *   npm run bench -- --only proxy          # the egress proxy: latency, throughput, 5000 tunnels (~2 min)
  *   npm run bench -- --only approvals      # approval latency: held request → UI event, answer → release
+ *   npm run bench -- --only broker         # TLS interception with credential injection vs a plain tunnel
  *
  * It measures the built package (dist/ and native/build/), on an isolated instance: CLOISTER_HOME is
  * a fresh directory under /tmp and the project is a throwaway git repository; both are removed, and
@@ -48,6 +49,7 @@ import {
 } from "./measure.js";
 import { proxySection, type ProxyBenchHost } from "./proxy.js";
 import { approvalsSection } from "./approvals.js";
+import { brokerSection } from "./broker.js";
 
 type Lib = typeof import("../dist/index.js");
 type Cloister = import("../dist/index.js").Cloister;
@@ -57,7 +59,7 @@ const CLI = join(ROOT, "dist", "bundle", "main.js");
 const DIST_INDEX = join(ROOT, "dist", "index.js");
 const INIT_BINARY = join(ROOT, "native", "build", "cloister-init");
 const SRT_BIN = join(ROOT, "node_modules", ".bin", "srt");
-const SECTIONS = ["cli", "lib", "mem", "scale", "proxy", "approvals", "agent"] as const;
+const SECTIONS = ["cli", "lib", "mem", "scale", "proxy", "approvals", "agent", "broker"] as const;
 type Section = (typeof SECTIONS)[number];
 
 const TARGET_CLI_VS_SRT = 0.33;
@@ -102,7 +104,7 @@ function parseOptions(argv: string[]): Options {
     process.stdout.write(
       [
         "usage: npm run bench -- [--runs N] [--scale N] [--scale-network] [--concurrency N] [--proxy-requests N] [--proxy-mib N]",
-        "                        [--proxy-tunnels N] [--approval-requests N] [--only cli,lib,mem,scale,proxy,approvals,agent]",
+        "                        [--proxy-tunnels N] [--approval-requests N] [--only cli,lib,mem,scale,proxy,approvals,agent,broker]",
         "  --runs N            timed runs per row in the CLI and library sections (default 20)",
         "  --scale N           concurrent idle cloisters: 100 (default) runs 100 without and 100 with network;",
         "                      a larger N (e.g. 1000) adds N without network, which takes a few minutes",
@@ -112,7 +114,7 @@ function parseOptions(argv: string[]): Options {
         "  --proxy-mib N       MiB per download and per upload in the proxy section (default 1024)",
         "  --proxy-tunnels N   CONNECT tunnels held open at once in the proxy section (default 5000)",
         "  --approval-requests N  held requests answered through the approval UI's API (default 100)",
-        "  --only LIST         only these sections (default all: cli,lib,mem,scale,proxy,approvals,agent); --only proxy: the egress proxy alone (~2 min)",
+        "  --only LIST         only these sections (default all: cli,lib,mem,scale,proxy,approvals,agent,broker); --only proxy: the egress proxy alone (~2 min)",
         "                      (agent installs a managed Claude Code from the npm registry into the bench instance when the host has none)",
         "",
       ].join("\n"),
@@ -835,6 +837,7 @@ async function main(): Promise<number> {
       ["proxy", () => proxySection(proxyHost(inst, lib), { requests: options.proxyRequests, mib: options.proxyMib, tunnels: options.proxyTunnels })],
       ["approvals", () => approvalsSection(proxyHost(inst, lib), options.approvalRequests)],
       ["agent", () => agentSection(inst, options.runs)],
+      ["broker", () => brokerSection(proxyHost(inst, lib), { requests: Math.min(options.proxyRequests, 2000), mib: Math.min(options.proxyMib, 256) })],
     ];
     // A section that fails is reported and the next one still runs (each stops its own cloisters).
     for (const [name, run] of sections) {
