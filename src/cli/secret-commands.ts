@@ -39,7 +39,7 @@ export function registerSecretCommands(program: Command): void {
       if (secrets.length === 0) return void process.stderr.write("No secrets stored. Add one with `cloister secret set NAME`.\n");
       printTable(
         ["NAME", "UPDATED", "INJECTED FOR", "DESCRIPTION"],
-        secrets.map((s) => [s.name, s.updatedAt.slice(0, 19).replace("T", " "), s.inject ? `${describeHosts(s.inject)} (${headerOf(s.inject.present)})` : "-", s.description ?? ""]),
+        secrets.map((s) => [s.name, s.updatedAt.slice(0, 19).replace("T", " "), s.injectError ? `invalid rule: ${s.injectError}` : s.inject ? `${describeHosts(s.inject)} (${headerOf(s.inject.present)})` : "-", s.description ?? ""]),
       );
     });
 

@@ -26,6 +26,7 @@ import { Vault } from "./vault/vault.js";
 import { vaultRoutes } from "./vault/routes.js";
 import { agentCredential, checkAgentName, credentialSecretName } from "./vault/agent-credentials.js";
 import { Broker } from "./broker/broker.js";
+import { BUILTIN_RULES } from "../policy/injection.js";
 import { SessionDecisionStore } from "./session-decisions.js";
 import { UiServer } from "./ui/server.js";
 import { PACKAGE_ROOT } from "../package-root.js";
@@ -107,7 +108,9 @@ class Guardian {
         const credential = await agentCredential(this.vault, checkAgentName(name));
         if (!credential) return {};
         if (!/^[0-9a-f]{8}$/.test(id)) throw new CloisterError("invalid cloister id");
-        const placeholder = await this.broker.placeholder(id, credentialSecretName(name, credential.kind));
+        const secret = credentialSecretName(name, credential.kind);
+        const placeholder = await this.broker.placeholder(id, secret);
+        if (placeholder === undefined) await this.refuseValueDelivery(secret);
         this.audit.append({ type: "secret.deliver", agent: name, kind: credential.kind, placeholder: placeholder !== undefined });
         return placeholder !== undefined ? { kind: credential.kind, value: placeholder, placeholder: true } : { ...credential, placeholder: false };
       },
@@ -172,6 +175,21 @@ class Guardian {
         return { stopped };
       },
     };
+  }
+
+  /**
+   * A stored value goes into a cloister only for a secret no rule was ever meant to broker (a custom
+   * agent's credential without one). A built-in agent's credential, or a secret whose stored rule no
+   * longer parses, is never handed out as a value: that would quietly undo the broker.
+   */
+  private async refuseValueDelivery(secret: string): Promise<void> {
+    const info = (await this.vault.list()).find((entry) => entry.name === secret);
+    const builtin = BUILTIN_RULES.some((rule) => rule.secret === secret);
+    if (!info?.injectError && !builtin) return;
+    throw new CloisterError(
+      `the secret ${secret} is not handed to a cloister: ${info?.injectError ? `its injection rule is invalid (${info.injectError})` : "its rule cannot be applied"}`,
+      `set its rule again: cloister secret set ${secret} --host HOST --header "NAME: {}" (or --no-inject for the built-in rule)`,
+    );
   }
 
   /** Answers change what the egress side (and later the host command side) remembers. */

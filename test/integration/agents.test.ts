@@ -2,16 +2,19 @@
  * Agents in a cloister, end to end with the built CLI, real bwrap and a real guardian: fake agent
  * executables (shell scripts that report what they see) for set-up, config carrying, path
  * rewriting and credentials; then the real agent CLIs from the npm registry, when it is reachable,
- * against local fake APIs reached through the guardian.
+ * against local fake APIs reached through the guardian; and claude once more with its key stored in
+ * the vault, over HTTPS that the guardian's credential broker intercepts to swap the placeholder
+ * claude holds for the stored key.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { FAKE_REPLY, startFakeAnthropicApi, startFakeGeminiApi, startFakeOpenAiApi, type FakeAgentApi } from "../fixtures/fake-agent-api.js";
-import { createInstance, leakedCanaries, withConfig, type TestInstance } from "../helpers/cloister.js";
+import { createTestCa, type TestCa } from "../fixtures/upstreams.js";
+import { createInstance, leakedCanaries, waitUntil, withConfig, type TestInstance } from "../helpers/cloister.js";
 
 /** Reports its arguments, environment names, credential, HOME and ~/.claude; edits /work when asked. */
 const FAKE_CLAUDE = `#!/bin/sh
@@ -251,5 +254,73 @@ describe("real agent CLIs from the npm registry", { skip: registryReachable() ? 
   it("gemini: `-p` through the proxy to a fake Gemini API", async () => {
     const requests = await runAgainst(startFakeGeminiApi, "gemini", { GEMINI_API_KEY: "gemini-fake-for-test" }, () => ["-p", "say hello"], (port) => [`GOOGLE_GEMINI_BASE_URL=http://fake.test:${port}`]);
     assert.ok(requests.some((req) => req.apiKey === "gemini-fake-for-test"));
+  });
+});
+
+describe("real claude through the credential broker (TLS interception, placeholder swapped for the stored key)", { skip: registryReachable() ? false : "the npm registry is not reachable" }, () => {
+  let t: TestInstance;
+  let ca: TestCa;
+  /** The shape of a real Anthropic API key; random, so finding it anywhere means it leaked. */
+  const KEY = `sk-ant-api03-${randomBytes(70).toString("base64url").slice(0, 93)}-${randomBytes(6).toString("hex").slice(0, 6)}AA`;
+  const audit = () =>
+    readFileSync(join(t.home, "state", "audit", "audit.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((entry) => JSON.parse(entry) as Record<string, unknown>);
+
+  before(() => {
+    t = createInstance("agb");
+    for (const name of ["NODE_EXTRA_CA_CERTS", "npm_config_cafile"]) if (process.env[name]) t.env[name] = process.env[name];
+    t.env.npm_config_cache = process.env.npm_config_cache ?? join(process.env.HOME ?? "/root", ".npm");
+    // The fake API's certificate comes from a test CA: the guardian verifies the upstream against it.
+    ca = createTestCa();
+    const config = join(t.home, "config", "config.yaml");
+    const text = readFileSync(config, "utf8");
+    const changed = text.replace(/^  upstream_ca: null$/m, `  upstream_ca: ${ca.certFile}`);
+    assert.notEqual(changed, text, "the config template changed: proxy.upstream_ca not found");
+    writeFileSync(config, changed);
+  });
+  after(async () => {
+    await t.teardown();
+    rmSync(ca.dir, { recursive: true, force: true });
+  });
+
+  it("claude with its key from `cloister setup claude --api-key`, no flag: the fake API gets the key over HTTPS; claude and its tools only ever see the placeholder", async () => {
+    const installed = await t.cli(["agent", "install", "claude"], { timeoutMs: 600_000 });
+    assert.equal(installed.code, 0, installed.stderr);
+    const api = await startFakeAnthropicApi({ tls: ca.issue(["fake.test"]) });
+    try {
+      const stored = await t.cli(["setup", "claude", "--api-key"], { input: KEY });
+      assert.equal(stored.code, 0, stored.stderr);
+      // The built-in rule injects claude.api_key for api.anthropic.com; this user rule (same value)
+      // names the fake API instead.
+      const rule = await t.cli(["secret", "set", "claude.api_key", "--host", `fake.test:${api.port}`, "--header", "x-api-key: {}"], { input: KEY });
+      assert.equal(rule.code, 0, rule.stderr);
+
+      // Claude's Bash tool writes what claude's environment holds into /work.
+      const session = ["--resolve", "fake.test=127.0.0.1", "--allow-private", `fake.test:${api.port}`, "--env", `ANTHROPIC_BASE_URL=https://fake.test:${api.port}`];
+      const r = await t.cli(["run", "--agent", "claude", ...session, "--", "-p", "BASH[printenv ANTHROPIC_API_KEY > /work/key-seen-by-claude.txt]"], { timeoutMs: 120_000 });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(FAKE_REPLY));
+      assert.doesNotMatch(r.stderr, /from your environment/);
+
+      // Two requests at least: the tool call, then the answer after the tool's result.
+      assert.ok(api.requests.length >= 2, JSON.stringify(api.requests));
+      assert.deepEqual([...new Set(api.requests.map((req) => req.apiKey === KEY))], [true], "a request reached the API without the stored key");
+      const seen = readFileSync(join(t.project, "key-seen-by-claude.txt"), "utf8").trim();
+      assert.ok(seen.startsWith("sk-ant-api03-") && seen.length === KEY.length, `claude's tool did not see a placeholder of the key's shape: ${JSON.stringify(seen)}`);
+      assert.notEqual(seen, KEY, "the stored key itself was inside the cloister");
+
+      assert.ok(!(r.stdout + r.stderr).includes(KEY));
+      assert.deepEqual(leakedCanaries(t, r.stdout + r.stderr + JSON.stringify(api.requests)), [], "the host's ANTHROPIC_API_KEY went somewhere");
+      await waitUntil("the delivery and the injections are audited", () => {
+        const events = audit();
+        return events.some((e) => e.type === "secret.deliver" && e.agent === "claude" && e.placeholder === true) && events.some((e) => e.type === "credential.inject" && e.name === "claude.api_key" && e.host === "fake.test" && e.header === "x-api-key");
+      });
+      assert.ok(!JSON.stringify(audit()).includes(KEY), "the audit log holds the key");
+    } finally {
+      await api.close();
+      rmSync(join(t.project, "key-seen-by-claude.txt"), { force: true });
+    }
   });
 });

@@ -52,6 +52,8 @@ export interface SecretInfo {
   description: string | null;
   /** Where the broker injects it: the user's rule, or a built-in one for an agent's credential. */
   inject: InjectionRule | null;
+  /** Why a stored rule does not apply (it no longer parses): then nothing may hand the value out either. */
+  injectError: string | null;
 }
 
 export interface VaultStatus {
@@ -335,16 +337,16 @@ function entryOf(file: VaultFile, name: string): Entry | undefined {
 }
 
 function infoOf(name: string, entry: Entry): SecretInfo {
-  return { name, createdAt: entry.createdAt, updatedAt: entry.updatedAt, description: entry.description ?? null, inject: ruleOf(name, entry) };
+  return { name, createdAt: entry.createdAt, updatedAt: entry.updatedAt, description: entry.description ?? null, ...ruleOf(name, entry) };
 }
 
-/** The rule in force for a secret. A stored rule that no longer parses brokers nothing (listed as none). */
-function ruleOf(name: string, entry: Entry): InjectionRule | null {
-  if (!entry.inject) return effectiveRules([]).find((rule) => rule.secret === name) ?? null;
+/** The rule in force for a secret. A stored rule that no longer parses brokers nothing, and says why. */
+function ruleOf(name: string, entry: Entry): { inject: InjectionRule | null; injectError: string | null } {
+  if (!entry.inject) return { inject: effectiveRules([]).find((rule) => rule.secret === name) ?? null, injectError: null };
   try {
-    return ruleFromSpec(name, entry.inject);
-  } catch {
-    return null;
+    return { inject: ruleFromSpec(name, entry.inject), injectError: null };
+  } catch (error) {
+    return { inject: null, injectError: error instanceof Error ? error.message : String(error) };
   }
 }
 
