@@ -129,6 +129,8 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
     : undefined;
   spec.agent = agent?.spec;
   await ensureGuardian(paths);
+  // Before anything is launched: a secret that cannot be handed out fails the start, not a later step.
+  const env = await withPlaceholders(paths, options, id);
   const grant = await guardianCall<LaunchGrant>(paths, "POST", "/v1/cloisters", {
     name: spec.name,
     id,
@@ -142,7 +144,7 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   spec.trustBundle = grant.trustBundle;
   spec.hidden = grant.hidden;
   const record = await launchCloister(paths, spec, id);
-  return new Cloister(record, paths, commandEnv(record, { ...options, env: await withPlaceholders(paths, options, id) }, config), agent?.session);
+  return new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent?.session);
 }
 
 /** The persistent cloister of that name if it is running. */

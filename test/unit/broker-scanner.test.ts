@@ -3,7 +3,7 @@ import { PassThrough, Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { describe, it } from "node:test";
 
-import { NeedleFoundError, NeedleScanner, scanningStream } from "../../src/guardian/broker/scanner.js";
+import { NeedleFoundError, NeedleScanner, relayScanned, scanningStream } from "../../src/guardian/broker/scanner.js";
 
 const b = (text: string): Buffer => Buffer.from(text, "latin1");
 
@@ -218,5 +218,47 @@ describe("scanningStream", () => {
     const chunk = b("data: x\n\n");
     const { out } = await runStream([], [chunk]);
     assert.deepEqual(out, chunk);
+  });
+});
+
+describe("relayScanned", () => {
+  /** Relays chunks into a collecting writable; resolves with what arrived and what `done` got. */
+  function relay(needles: Buffer[], chunks: Buffer[]): Promise<{ out: Buffer; error: Error | null; found: number[]; destroyed: boolean }> {
+    return new Promise((resolve) => {
+      const received: Buffer[] = [];
+      const found: number[] = [];
+      const to = new Writable({
+        write(chunk: Buffer, _encoding, callback) {
+          received.push(chunk);
+          callback();
+        },
+      });
+      relayScanned(Readable.from(chunks, { objectMode: false }), to, needles, (index) => found.push(index), (error) =>
+        // The writable finishes (or is destroyed) before `done`; let its events settle.
+        setImmediate(() => resolve({ out: Buffer.concat(received), error, found, destroyed: to.destroyed && !to.writableFinished })),
+      );
+    });
+  }
+
+  it("passes a clean body through whole and ends the writable", async () => {
+    const { out, error, found } = await relay([b("SECRET")], [b("data: one\n\n"), b("data: SECR")]);
+    assert.equal(error, null);
+    assert.deepEqual(found, []);
+    assert.equal(out.toString(), "data: one\n\ndata: SECR");
+  });
+
+  it("cuts the body before a needle split across chunks, reports it, and destroys the writable", async () => {
+    const { out, error, found, destroyed } = await relay([b("SECRET")], [b("ok SEC"), b("RET and more"), b("never")]);
+    assert.ok(error instanceof NeedleFoundError);
+    assert.deepEqual(found, [0]);
+    assert.ok(destroyed);
+    assert.equal(out.indexOf(b("SECRET")), -1);
+    assert.ok(!out.toString().includes("more") && !out.toString().includes("never"));
+  });
+
+  it("with no needles is a plain relay", async () => {
+    const { out, error } = await relay([], [b("a"), b("b")]);
+    assert.equal(error, null);
+    assert.equal(out.toString(), "ab");
   });
 });

@@ -250,6 +250,8 @@ describe("schema: defaults and template", () => {
         max_headers: 100,
         unlisted: "ask",
         approval_timeout: 60_000,
+        inspect: [],
+        upstream_ca: null,
       },
       audit: { max_size: 64 * 1024 * 1024, keep: 10 },
       ui: { port: 9999 },

@@ -48,8 +48,12 @@ const PLACEHOLDER_KEY_BYTES = 32;
 export class Broker {
   private loaded: Promise<Loaded> | undefined;
   private upstream: { extra: string | null; context: Promise<SecureContext> } | undefined;
-  /** Per cloister id and secret: its placeholder (derivation hashes; this spares repeating it per request). */
-  private readonly placeholders = new Map<string, string>();
+  /**
+   * Per cloister id and secret: its placeholder, and the value it was derived from (derivation hashes;
+   * this spares repeating it per request). Kept while the vault is locked, so a placeholder handed
+   * out before is still recognised (and refused with "locked") rather than tunnelled untouched.
+   */
+  private readonly placeholders = new Map<string, { placeholder: string; from: string }>();
 
   private constructor(
     readonly ca: CertificateAuthority,
@@ -98,7 +102,13 @@ export class Broker {
     if (host.kind !== "name") return undefined;
     const active = await this.active(cloisterId);
     const inspected = port === 443 && this.settings().inspect.includes(host.name);
-    if (!inspected && rulesFor(active, host.name, port).length === 0) return undefined;
+    if (!inspected && rulesFor(active, host.name, port).length === 0) {
+      // A secret of this host whose placeholder cannot even be derived (the vault was locked since
+      // the guardian started): refuse, rather than tunnel the cloister's placeholder to its origin.
+      const locked = (await this.load()).rules.find((rule) => !active.some((a) => a.rule === rule) && rule.hosts.some((h) => h.host === host.name && h.ports.includes(port)));
+      if (locked) throw new CloisterError(`the vault is locked, so the secret ${locked.secret} cannot be injected: run \`cloister secret unlock\` on the host`);
+      return undefined;
+    }
     const [serverContext, upstreamContext] = await Promise.all([this.ca.contextFor(host.name), this.upstreamContext()]);
     return { active, serverContext, upstreamContext };
   }
@@ -106,11 +116,10 @@ export class Broker {
   private placeholderOf(cloisterId: string, rule: InjectionRule, real: string | undefined): string | undefined {
     const key = `${cloisterId}\0${rule.secret}`;
     const known = this.placeholders.get(key);
-    if (known !== undefined) return known;
     // The shape comes from the real value; while a passphrase vault is locked there is none to copy.
-    if (real === undefined) return undefined;
+    if (real === undefined || known?.from === real) return known?.placeholder;
     const placeholder = placeholderFor(this.placeholderKey, cloisterId, rule.secret, real, rule.prefix);
-    this.placeholders.set(key, placeholder);
+    this.placeholders.set(key, { placeholder, from: real });
     return placeholder;
   }
 
@@ -136,8 +145,6 @@ export class Broker {
         if (!(error instanceof CloisterError)) throw error;
       }
     }
-    // Values changed: placeholders of replaced secrets are derived again (their shape may differ).
-    this.placeholders.clear();
     return { rules, values };
   }
 

@@ -8,22 +8,27 @@
  * upgrade becomes a tunnel after the swap of its handshake.
  *
  * Request bodies are scanned for placeholders and responses for the real values (an origin echoing
- * a credential back must not hand it to the cloister); both are cut at the first sighting.
+ * a credential back must not hand it to the cloister); both are cut at the first sighting. Response
+ * headers are checked before they are relayed (a sighting refuses the response with 502), and a
+ * compressed response body is decompressed for the scan and relayed decoded: the origin is only
+ * offered the codings the guardian can decode (gzip, deflate, br), and a response in any other
+ * coding is refused.
  */
 import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
 import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { request as httpsRequest, type Agent as HttpsAgent, type RequestOptions } from "node:https";
 import type { Socket } from "node:net";
-import { Duplex, pipeline, PassThrough, type Readable, type Transform } from "node:stream";
+import { Duplex, pipeline, PassThrough, type Readable, type Transform, type Writable } from "node:stream";
 import { TLSSocket, type ConnectionOptions } from "node:tls";
+import { constants as zlib, createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
 import { formatAuthority, hostText, parseAuthority } from "../../policy/hosts.js";
-import { render, rulesFor, swapCredentials, type Sighting } from "../../policy/injection.js";
+import { rulesFor, swapCredentials, type ActiveRule, type Sighting } from "../../policy/injection.js";
 import type { EgressContext } from "../proxy/context.js";
-import { endToEnd, headerPairs } from "../proxy/headers.js";
+import { endToEnd, headerPairs, headerValues } from "../proxy/headers.js";
 import type { Admitted } from "../proxy/judge.js";
 import { tunnel, type TunnelResult } from "../proxy/tunnel.js";
 import type { Interception } from "./broker.js";
-import { scanningStream } from "./scanner.js";
+import { relayScanned, scanningStream } from "./scanner.js";
 
 type ClientRequest = IncomingMessage | Http2ServerRequest;
 type ClientResponse = ServerResponse | Http2ServerResponse;
@@ -107,21 +112,26 @@ function exchange(ix: Intercepted, req: ClientRequest, res: ClientResponse): voi
   const outgoing = httpsRequest(upstreamOptions(ix, req, prepared.headers, ix.agent));
   outgoing.setTimeout(ix.context.settings.idle_timeout, () => outgoing.destroy(new Error("idle timeout")));
   outgoing.on("response", (upstream) => {
-    res.writeHead(upstream.statusCode ?? 502, headerObject(endToEnd(upstream.rawHeaders)));
+    const relayed = relayable(ix, req.method, upstream);
+    if ("refused" in relayed) {
+      upstream.destroy();
+      return answer(res, 502, relayed.refused);
+    }
+    res.writeHead(upstream.statusCode ?? 502, headerObject(relayed.headers));
     // Headers go out now, not with the first body chunk: a streamed response shows up at once.
     // (@types/node omits the HTTP/2 compatibility response's flushHeaders, which node has.)
     (res as ServerResponse).flushHeaders();
-    relayBody(upstream, echoScanner(ix), res as unknown as NodeJS.WritableStream, (error) => error && res.destroy());
+    relayBody(upstream, relayed.decoder, res as unknown as Writable, echoScan(ix), (error) => error && res.destroy());
   });
   outgoing.on("error", (error) => {
     if (!res.headersSent) answer(res, 502, `cloister: ${formatAuthority(ix.target.host, ix.target.port)}: ${error.message}`);
     else res.destroy();
   });
-  const body = bodyScanner(ix, (sighting) => {
+  const scan = placeholderScan(ix, (sighting) => {
     outgoing.destroy();
     if (!res.headersSent) answer(res, 403, blockedMessage(sighting, ix));
   });
-  relayBody(req, body, outgoing, () => undefined);
+  relayBody(req, [], outgoing, scan, () => undefined);
 }
 
 /** The forwarded headers, or why the request is refused. */
@@ -142,7 +152,7 @@ function prepare(ix: Intercepted, req: ClientRequest): { headers: string[] } | {
     ix.context.record({ type: "credential.inject", name: secret, host: ix.name, port: ix.target.port, header: injectedHeader(ix, secret) });
   }
   if (swap.stripped.length > 0) ix.context.record({ type: "credential.strip", host: ix.name, port: ix.target.port, headers: swap.stripped.join(",") });
-  return { headers: ["Host", hostHeader(ix), ...swap.headers.flat()] };
+  return { headers: ["Host", hostHeader(ix), ...decodableCodingsOnly(swap.headers).flat()] };
 }
 
 /**
@@ -151,9 +161,14 @@ function prepare(ix: Intercepted, req: ClientRequest): { headers: string[] } | {
  */
 function upgrade(ix: Intercepted, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   const prepared = prepare(ix, req);
-  if ("status" in prepared) return void socket.end(`HTTP/1.1 ${prepared.status} Refused\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(prepared.message) + 1}\r\n\r\n${prepared.message}\n`);
+  if ("status" in prepared) return void socket.end(refusal(prepared.status, prepared.message));
   const outgoing = httpsRequest(upstreamOptions(ix, req, [...prepared.headers, "Connection", "Upgrade", "Upgrade", req.headers.upgrade ?? ""], false));
   outgoing.on("upgrade", (response, upstream: Socket, upstreamHead: Buffer) => {
+    const echoed = echoedIn(ix, [response.statusMessage ?? "", ...response.rawHeaders]);
+    if (echoed) {
+      upstream.destroy();
+      return void socket.end(refusal(502, echoRefusal(ix, echoed)));
+    }
     const lines = [`HTTP/1.1 101 ${response.statusMessage ?? "Switching Protocols"}`];
     for (let i = 0; i + 1 < response.rawHeaders.length; i += 2) lines.push(`${response.rawHeaders[i]}: ${response.rawHeaders[i + 1]}`);
     socket.write(`${lines.join("\r\n")}\r\n\r\n`);
@@ -161,9 +176,20 @@ function upgrade(ix: Intercepted, req: IncomingMessage, socket: Duplex, head: Bu
     void tunnel(socket as Socket, upstream, ix.context.settings.idle_timeout, head);
   });
   outgoing.on("response", (response) => {
-    // The origin declined the upgrade: relay its answer and close.
-    socket.write(`HTTP/1.1 ${response.statusCode ?? 502} ${response.statusMessage ?? ""}\r\nConnection: close\r\n\r\n`);
-    response.pipe(socket as NodeJS.WritableStream);
+    // The origin declined the upgrade: relay its answer (its body scanned like any other) and close.
+    const relayed = relayable(ix, req.method, response);
+    if ("refused" in relayed) {
+      response.destroy();
+      return void socket.end(refusal(502, relayed.refused));
+    }
+    const lines = [`HTTP/1.1 ${response.statusCode ?? 502} ${response.statusMessage ?? ""}`, "Connection: close"];
+    for (let i = 0; i + 1 < relayed.headers.length; i += 2) {
+      const name = relayed.headers[i] ?? "";
+      // The body is relayed as it arrives (decoded), delimited by the close.
+      if (!["content-length", "connection"].includes(name.toLowerCase())) lines.push(`${name}: ${relayed.headers[i + 1] ?? ""}`);
+    }
+    socket.write(`${lines.join("\r\n")}\r\n\r\n`);
+    relayBody(response, relayed.decoder, socket, echoScan(ix), (error) => error && socket.destroy());
   });
   outgoing.on("error", () => socket.destroy());
   outgoing.end();
@@ -188,34 +214,120 @@ function upstreamOptions(ix: Intercepted, req: ClientRequest, headers: string[],
   };
 }
 
+/** What a body is scanned for, and what a find does (the body is cut there either way). */
+interface Scan {
+  needles: Buffer[];
+  found: (index: number) => void;
+}
+
 /** Request bodies: cut at the first placeholder of any rule in force (where it could only leak). */
-function bodyScanner(ix: Intercepted, blocked: (sighting: Sighting) => void): Transform | undefined {
+function placeholderScan(ix: Intercepted, blocked: (sighting: Sighting) => void): Scan {
   const active = ix.plan.active;
-  if (active.length === 0) return undefined;
-  return scanningStream(
-    active.map((a) => Buffer.from(a.placeholder)),
-    (index) => {
+  return {
+    needles: active.map((a) => Buffer.from(a.placeholder)),
+    found: (index) => {
       const sighting: Sighting = { secret: active[index]?.rule.secret ?? "?", where: "body" };
       recordSighting(ix, sighting);
       blocked(sighting);
     },
-  );
+  };
 }
 
-/** Responses: cut at a real value of this host's secrets (an origin echoing the request back). */
-function echoScanner(ix: Intercepted): Transform | undefined {
-  const mine = rulesFor(ix.plan.active, ix.name, ix.target.port).filter((a) => a.real !== undefined);
-  if (mine.length === 0) return undefined;
-  const needles = mine.flatMap((a) => [Buffer.from(a.real ?? ""), Buffer.from(render(a.rule.present, a.real ?? ""))]);
-  return scanningStream(needles, (index) => {
-    ix.context.record({ type: "credential.echo", name: mine[Math.floor(index / 2)]?.rule.secret ?? "?", host: ix.name, port: ix.target.port });
+/**
+ * What an origin could echo of this host's secrets: each real value, and for basic auth also the
+ * base64 of `user:value` (the header's value minus "Basic ", which contains no plain copy of it).
+ */
+function echoNeedles(ix: Intercepted): Array<{ secret: string; needle: string }> {
+  return rulesFor(ix.plan.active, ix.name, ix.target.port).flatMap((a: ActiveRule) => {
+    if (a.real === undefined || a.real === "") return [];
+    const needles = [a.real];
+    if (a.rule.present.kind === "basic") needles.push(Buffer.from(`${a.rule.present.user}:${a.real}`, "utf8").toString("base64"));
+    return needles.map((needle) => ({ secret: a.rule.secret, needle }));
   });
 }
 
-/** Pipes `from` to `to`, through `scanner` when there is one; `done` gets the error, if any. */
-function relayBody(from: Readable, scanner: Transform | undefined, to: NodeJS.WritableStream, done: (error: Error | null) => void): void {
-  if (scanner) pipeline(from, scanner, to, (error) => done(error ?? null));
-  else pipeline(from, new PassThrough({ highWaterMark: 0 }), to, (error) => done(error ?? null));
+/** Response bodies: cut at a real value of this host's secrets (an origin echoing the request back). */
+function echoScan(ix: Intercepted): Scan {
+  const needles = echoNeedles(ix);
+  return {
+    needles: needles.map((n) => Buffer.from(n.needle)),
+    found: (index) => ix.context.record({ type: "credential.echo", name: needles[index]?.secret ?? "?", where: "body", host: ix.name, port: ix.target.port }),
+  };
+}
+
+/** The secret whose real value appears in these texts (a status line, raw headers), audited; else undefined. */
+function echoedIn(ix: Intercepted, texts: readonly string[]): string | undefined {
+  const found = echoNeedles(ix).find(({ needle }) => texts.some((text) => text.includes(needle)));
+  if (!found) return undefined;
+  ix.context.record({ type: "credential.echo", name: found.secret, where: "header", host: ix.name, port: ix.target.port });
+  return found.secret;
+}
+
+function echoRefusal(ix: Intercepted, secret: string): string {
+  return `cloister: the response of ${formatAuthority(ix.target.host, ix.target.port)} was refused: its headers carry the credential of the secret ${secret}, which the guardian never hands to a cloister`;
+}
+
+/** Content codings the guardian decodes to scan a response body; flushed as data arrives (streams stay streams). */
+const DECODERS: Record<string, () => Transform> = {
+  gzip: () => createGunzip({ flush: zlib.Z_SYNC_FLUSH, finishFlush: zlib.Z_SYNC_FLUSH }),
+  "x-gzip": () => createGunzip({ flush: zlib.Z_SYNC_FLUSH, finishFlush: zlib.Z_SYNC_FLUSH }),
+  deflate: () => createInflate({ flush: zlib.Z_SYNC_FLUSH, finishFlush: zlib.Z_SYNC_FLUSH }),
+  br: () => createBrotliDecompress({ flush: zlib.BROTLI_OPERATION_FLUSH, finishFlush: zlib.BROTLI_OPERATION_FLUSH }),
+};
+
+/**
+ * The request's Accept-Encoding limited to codings the guardian can decode (and identity): a body
+ * in another coding could hide an echoed credential from the scan. Several such headers become one.
+ */
+function decodableCodingsOnly(headers: ReadonlyArray<[string, string]>): Array<[string, string]> {
+  const accepted = headers.filter(([name]) => name.toLowerCase() === "accept-encoding");
+  if (accepted.length === 0) return [...headers];
+  const kept = accepted
+    .flatMap(([, value]) => value.split(","))
+    .map((item) => item.trim())
+    .filter((item) => {
+      const coding = (item.split(";")[0] ?? "").trim().toLowerCase();
+      return coding === "identity" || coding in DECODERS;
+    });
+  const others = headers.filter(([name]) => name.toLowerCase() !== "accept-encoding");
+  return [...others, [accepted[0]?.[0] ?? "Accept-Encoding", kept.length > 0 ? kept.join(", ") : "identity"]];
+}
+
+/**
+ * How an origin's response can be relayed: its end-to-end headers (without the credential of any
+ * secret of this host: a response that echoes one there is refused) and the decoder its body needs
+ * to be scanned, if any. A decoded body is relayed decoded, so its coding and length headers go.
+ */
+function relayable(ix: Intercepted, method: string | undefined, response: IncomingMessage): { headers: string[]; decoder: Transform[] } | { refused: string } {
+  const echoed = echoedIn(ix, response.rawHeaders);
+  if (echoed) return { refused: echoRefusal(ix, echoed) };
+  const headers = endToEnd(response.rawHeaders);
+  const codings = headerValues(headers, "content-encoding")
+    .flatMap((value) => value.split(","))
+    .map((coding) => coding.trim().toLowerCase())
+    .filter((coding) => coding !== "" && coding !== "identity");
+  const status = response.statusCode ?? 0;
+  const bodiless = method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200) || headerValues(headers, "content-length")[0]?.trim() === "0";
+  if (codings.length === 0 || bodiless || echoNeedles(ix).length === 0) return { headers, decoder: [] };
+  const decoder = codings.length === 1 ? DECODERS[codings[0] ?? ""] : undefined;
+  if (!decoder) {
+    return { refused: `cloister: the response of ${formatAuthority(ix.target.host, ix.target.port)} was refused: its body is encoded as "${codings.join(", ")}", which the guardian cannot decode to check it for echoed credentials` };
+  }
+  const decodedHeaders: string[] = [];
+  for (let i = 0; i + 1 < headers.length; i += 2) {
+    const name = headers[i] ?? "";
+    if (!["content-encoding", "content-length"].includes(name.toLowerCase())) decodedHeaders.push(name, headers[i + 1] ?? "");
+  }
+  return { headers: decodedHeaders, decoder: [decoder()] };
+}
+
+/**
+ * Relays a body, scanned as it goes (a find cuts it there). An encoded response body is decoded
+ * first, so the scan sees what the client will see; otherwise the chunks go straight through.
+ */
+function relayBody(from: Readable, decoders: Transform[], to: Writable, scan: Scan, done: (error: Error | null) => void): void {
+  if (decoders.length === 0) return relayScanned(from, to, scan.needles, scan.found, done);
+  pipeline([from, ...decoders, scanningStream(scan.needles, scan.found), to], (error) => done(error ?? null));
 }
 
 function recordSighting(ix: Intercepted, sighting: Sighting): void {
@@ -255,6 +367,11 @@ function headerObject(raw: readonly string[]): Record<string, string | string[]>
     out[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
   }
   return out;
+}
+
+/** A refusal written straight to an HTTP/1.1 connection (the upgrade path has no response object). */
+function refusal(status: number, message: string): string {
+  return `HTTP/1.1 ${status} Refused\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(message) + 1}\r\n\r\n${message}\n`;
 }
 
 function answer(res: ClientResponse, status: number, message: string): void {

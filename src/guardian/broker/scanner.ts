@@ -5,7 +5,7 @@
  * a needle is held back. In practice that tail is empty or a few bytes, and a chunk ending in "\n\n"
  * (the end of an event) goes out whole, at once.
  */
-import { PassThrough, Transform, type TransformCallback } from "node:stream";
+import { PassThrough, Transform, type Readable, type TransformCallback, type Writable } from "node:stream";
 
 interface Needle {
   readonly bytes: Buffer;
@@ -135,5 +135,53 @@ export function scanningStream(needles: readonly Buffer[], onFound?: (needle: nu
       if (held.length > 0) this.push(held);
       callback();
     },
+  });
+}
+
+/**
+ * Relays `from` to `to` as pipe() does, scanning each chunk on the way; the same guarantees as
+ * scanningStream (nothing from a needle on is written), without a Transform stream between the two:
+ * at TLS-record-sized chunks that extra stream's bookkeeping cost more than the scan itself. `done`
+ * is called once: with null at the end, a NeedleFoundError on a find (after `onFound`), or the error
+ * of either stream. `to` is ended at the end of `from`, and destroyed on a find or an error.
+ */
+export function relayScanned(from: Readable, to: Writable, needles: readonly Buffer[], onFound: (needle: number) => void, done: (error: Error | null) => void): void {
+  const scanner = new NeedleScanner(needles);
+  let finished = false;
+  const finish = (error: Error | null) => {
+    if (finished) return;
+    finished = true;
+    from.off("data", onData);
+    to.off("drain", resume);
+    if (error) {
+      // With the error: an HTTP/2 response destroyed without one would end as if complete.
+      from.destroy(error);
+      to.destroy(error);
+    }
+    done(error);
+  };
+  const resume = () => from.resume();
+  const onData = (chunk: Buffer) => {
+    const { pass, found } = scanner.push(chunk);
+    if (pass.length > 0 && !to.write(pass)) from.pause();
+    if (found === undefined) return;
+    onFound(found);
+    finish(new NeedleFoundError(found));
+  };
+  from.on("data", onData);
+  to.on("drain", resume);
+  from.once("end", () => {
+    const held = scanner.flush();
+    to.end(held.length > 0 ? held : undefined, () => finish(null));
+  });
+  // `on`, not `once`: the destroy(error) calls above emit once more, and an unheard error would throw.
+  from.on("error", (error) => finish(error));
+  to.on("error", (error) => finish(error));
+  // The reader went away before the end (a client that closed): stop reading for it.
+  to.once("close", () => {
+    if (!to.writableFinished) finish(new Error("the receiving side closed"));
+  });
+  from.once("close", () => {
+    if (!from.readableEnded) finish(new Error("the sending side closed before its end"));
   });
 }
