@@ -2,22 +2,11 @@ import assert from "node:assert/strict";
 import { PassThrough, Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { describe, it } from "node:test";
+import { mulberry32 as prng } from "../helpers/prng.js";
 
 import { NeedleFoundError, NeedleScanner, relayScanned, scanningStream } from "../../src/guardian/broker/scanner.js";
 
 const b = (text: string): Buffer => Buffer.from(text, "latin1");
-
-/** mulberry32: a small seeded PRNG, so a failing case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The reference: the needle that completes first (earliest end, then earliest start, then lowest index). */
 function naive(data: Buffer, needles: readonly Buffer[]): { found?: number; start: number } {

@@ -11,6 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { mulberry32 } from "../helpers/prng.js";
 import { encodeGreeting, encodeRequest, encodeUserPass, METHOD_NO_AUTH, METHOD_USER_PASS, SocksReply } from "../../src/guardian/proxy/socks5.js";
 import { startHttpUpstream, startTcpEcho, type Upstream } from "../fixtures/upstreams.js";
 import { basic, domain, eventually, httpExchange, openEndpoint, proxySettings, RawClient, requestHead, rules, socksConnect, TOKEN, type TestEndpoint } from "../helpers/egress.js";
@@ -27,17 +28,14 @@ const CASE_CLOSE_LIMIT_MS = 8_000;
 // A small seeded PRNG (mulberry32): the same seed gives the same inputs.
 
 class Random {
-  private state: number;
+  private readonly next01: () => number;
   constructor(seed: number) {
-    this.state = seed >>> 0;
+    this.next01 = mulberry32(seed);
   }
   next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.next01();
   }
+
   int(below: number): number {
     return Math.floor(this.next() * below);
   }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { SocketAddress } from "node:net";
 import { describe, it } from "node:test";
+import { mulberry32 } from "../helpers/prng.js";
 import {
   encodeGreeting,
   encodeMethodChoice,
@@ -346,17 +347,6 @@ describe("socks5: incremental parsing", () => {
 // ---------------------------------------------------------------------------------------------
 // Fuzzing: deterministic, so a failure reproduces; SOCKS_FUZZ_SEED=<n> explores other inputs.
 
-/** mulberry32: a tiny, well-mixed 32-bit PRNG; plenty for choosing bytes. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const SEED = Number(process.env.SOCKS_FUZZ_SEED ?? 0x50c55eed) >>> 0;
 const RANDOM_CASES = 20_000;
