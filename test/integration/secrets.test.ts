@@ -42,7 +42,7 @@ describe("cloister secret", () => {
   it("lists names and descriptions, never the value", async () => {
     const list = await t.cli(["secret", "list"]);
     assert.equal(list.code, 0, list.stderr);
-    assert.match(list.stdout, /^NAME\s+UPDATED\s+DESCRIPTION\nanthropic\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+Claude key\n/);
+    assert.match(list.stdout, /^NAME\s+UPDATED\s+INJECTED FOR\s+DESCRIPTION\nanthropic\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+-\s+Claude key\n/);
     const json = await t.cli(["secret", "list", "--json"]);
     const secrets = JSON.parse(json.stdout) as { name: string; description: string | null }[];
     assert.deepEqual(
