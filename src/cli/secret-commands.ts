@@ -97,15 +97,18 @@ export function registerSecretCommands(program: Command): void {
 
   secret
     .command("status")
-    .description("where the vault and its key are, whether it is locked, how many secrets it holds")
+    .description("where the vault and its key are, whether it is locked, how many secrets it holds; the interception CA")
     .option("--json", "machine-readable output")
     .action(async (flags: { json?: boolean }) => {
       const status = await call<VaultStatus>("GET", "/v1/secrets/status");
-      if (flags.json) return void process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
+      const broker = await call<{ caCertificate: string; trustBundle: string }>("GET", "/v1/broker");
+      if (flags.json) return void process.stdout.write(`${JSON.stringify({ ...status, broker }, null, 2)}\n`);
       const lines = [`vault:   ${status.file}${status.exists ? ` (${status.secrets} secret${status.secrets === 1 ? "" : "s"})` : " (not created yet: the first `cloister secret set` creates it)"}`];
       if (status.key) lines.push(`key:     ${status.key}`);
       if (status.keySource === "passphrase") lines.push(`state:   ${status.locked ? "locked (run `cloister secret unlock`)" : "unlocked"}`);
       if (status.note) lines.push(`note:    ${status.note}`);
+      lines.push(`CA:      ${broker.caCertificate} (signs what cloisters see of hosts a secret is injected for)`);
+      lines.push(`trusted: ${broker.trustBundle} (system roots + that CA; /run/cloister/ca-bundle.pem inside)`);
       process.stdout.write(`${lines.join("\n")}\n`);
     });
 
