@@ -29,12 +29,13 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { gzipSync } from "node:zlib";
 import { createInstance, waitUntil, type CliResult, type TestInstance } from "../helpers/cloister.js";
+import { asUserSkipReason, createUserInstance, type UserInstance } from "../helpers/as-user.js";
 import {
   assertLive,
   assertNoCanaryAnywhere,
@@ -705,5 +706,55 @@ finally:
     await assertLive(t);
     assert.deepEqual(diffSnapshots(hostBefore, hostState()), []);
     assert.deepEqual(presentMarkers(markers), []);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+const USER_SKIP = asUserSkipReason();
+
+describe("escape/credentials: as a non-root user", { skip: USER_SKIP }, () => {
+  let t: UserInstance;
+  let ca: TestCa;
+  let api: HttpsUpstream;
+
+  before(async () => {
+    t = createUserInstance("cru");
+    ca = createTestCa();
+    api = await startHttpsUpstream(ca, ["api.test"]);
+    // The user's guardian reads the test CA: a copy it may read, beside its own config.
+    const caCopy = join(t.home, "config", "upstream-ca.pem");
+    writeFileSync(caCopy, readFileSync(ca.certFile));
+    chownSync(caCopy, t.user.uid, t.user.gid);
+    const config = join(t.home, "config", "config.yaml");
+    writeFileSync(config, readFileSync(config, "utf8").replace(/^  upstream_ca: null$/m, `  upstream_ca: ${caCopy}`));
+    const set = await t.cli(["secret", "set", "gh", "--host", `api.test:${api.port}`, "--header", "Authorization: Bearer {}"], { input: SECRET });
+    assert.equal(set.code, 0, set.stderr);
+  });
+  after(async () => {
+    await t?.teardown();
+    await api?.close();
+    if (ca) rmSync(ca.dir, { recursive: true, force: true });
+  });
+
+  it("the user's guardian keeps its CA key 0600 and its own; inside, the key is out of reach and only the placeholder is held, while the upstream gets the value", async () => {
+    const key = statSync(join(t.home, "state", "broker", "ca-key.pem"));
+    assert.equal(key.mode & 0o777, 0o600);
+    assert.equal(key.uid, t.user.uid);
+    const r = await t.cli([
+      "run",
+      ...["--resolve", "api.test=127.0.0.1", "--allow-private", `api.test:${api.port}`, "--secret", "TOKEN=gh", "--", "sh", "-c"],
+      [
+        `cat ${join(t.home, "state", "broker", "ca-key.pem")} >/dev/null 2>&1 && echo key=readable || echo key=unreachable`,
+        `case "$TOKEN" in ghp_*) echo token=placeholder-shaped;; *) echo token=other;; esac`,
+        `curl -sS -m 10 -H "Authorization: Bearer $TOKEN" https://api.test:${api.port}/as-user`,
+      ].join("; "),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /key=unreachable/);
+    assert.match(r.stdout, /token=placeholder-shaped/);
+    assert.match(r.stdout, /hello from upstream/);
+    assert.ok(!r.stdout.includes(SECRET) && !r.stderr.includes(SECRET), "the value reached the cloister");
+    assert.equal(api.requests.find((req) => req.url === "/as-user")?.headers.authorization, `Bearer ${SECRET}`);
   });
 });
