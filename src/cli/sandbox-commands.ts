@@ -52,11 +52,16 @@ function cloisterOptions(flags: SandboxFlags): CloisterOptions {
   };
 }
 
-/** An agent's credential from the guardian's vault (`cloister setup AGENT`). */
+/** An agent's credential from the guardian's vault (`cloister setup AGENT`): as a rule, the cloister's placeholder for it. */
 async function vaultCredential(agent: string, cloisterId: string) {
   const paths = resolvePaths();
   await ensureGuardian(paths);
-  return agentCredentialFromGuardian(paths, agent, cloisterId);
+  const credential = await agentCredentialFromGuardian(paths, agent, cloisterId);
+  if (credential && !credential.placeholder) {
+    const secret = `${agent}.${credential.kind}`;
+    process.stderr.write(`cloister: ${agent}'s stored credential enters the cloister as it is (no injection rule for ${secret}); to keep it in the guardian: cloister secret set ${secret} --host API_HOST --header "Authorization: Bearer {}"\n`);
+  }
+  return credential;
 }
 
 function hasSessionRules(flags: SandboxFlags): boolean {

@@ -112,8 +112,12 @@ export async function ensureGuardian(paths: CloisterPaths): Promise<GuardianStat
   throw new CloisterError("the guardian did not start", `see ${paths.guardianLog}`);
 }
 
-/** What cloister `cloisterId` gets for an agent's stored credential (`cloister setup AGENT`): its placeholder, as a rule; undefined when none is stored. */
-export async function agentCredentialFromGuardian(paths: CloisterPaths, agent: string, cloisterId: string): Promise<AgentCredential | undefined> {
-  const answer = await guardianCall<Partial<AgentCredential>>(paths, "GET", `/v1/agents/${encodeURIComponent(agent)}/credential/${encodeURIComponent(cloisterId)}`);
-  return answer.kind && answer.value ? { kind: answer.kind, value: answer.value } : undefined;
+/**
+ * What cloister `cloisterId` gets for an agent's stored credential (`cloister setup AGENT`): its
+ * placeholder as a rule (`placeholder: true`); the value itself only for a custom agent's secret
+ * that has no injection rule. Undefined when none is stored.
+ */
+export async function agentCredentialFromGuardian(paths: CloisterPaths, agent: string, cloisterId: string): Promise<(AgentCredential & { placeholder: boolean }) | undefined> {
+  const answer = await guardianCall<Partial<AgentCredential & { placeholder: boolean }>>(paths, "GET", `/v1/agents/${encodeURIComponent(agent)}/credential/${encodeURIComponent(cloisterId)}`);
+  return answer.kind && answer.value ? { kind: answer.kind, value: answer.value, placeholder: answer.placeholder === true } : undefined;
 }

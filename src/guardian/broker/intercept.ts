@@ -32,6 +32,9 @@ import { relayScanned, scanningStream } from "./scanner.js";
 
 type ClientRequest = IncomingMessage | Http2ServerRequest;
 
+/** HTTP/2 streams open at once on one intercepted connection. */
+const MAX_STREAMS = 100;
+
 /** How much a client's socket buffers before writers wait (per direction; see intercept()). */
 const SOCKET_BUFFER_BYTES = 256 * 1024;
 type ClientResponse = ServerResponse | Http2ServerResponse;
@@ -106,7 +109,9 @@ function withEarlyBytes(client: Socket, early: Buffer): Duplex {
 function serve(ix: Intercepted, secure: TLSSocket): void {
   const handle = (req: ClientRequest, res: ClientResponse) => exchange(ix, req, res);
   if (secure.alpnProtocol === "h2") {
-    const server = createHttp2Server({ maxSessionMemory: 32 }, handle);
+    // One connection's streams are bounded as one cloister's connections are (proxy.max_connections):
+    // each open stream may hold an origin request, and node's default is no limit at all.
+    const server = createHttp2Server({ maxSessionMemory: 32, settings: { maxConcurrentStreams: MAX_STREAMS } }, handle);
     server.emit("connection", secure);
     return;
   }
