@@ -22,7 +22,7 @@ import { Duplex, pipeline, PassThrough, type Readable, type Transform, type Writ
 import { TLSSocket, type ConnectionOptions, type TLSSocketOptions } from "node:tls";
 import { constants as zlib, createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
 import { formatAuthority, hostText, parseAuthority } from "../../policy/hosts.js";
-import { rulesFor, swapCredentials, type ActiveRule, type Sighting } from "../../policy/injection.js";
+import { rulesFor, sightingInRequest, swapCredentials, type ActiveRule, type Sighting } from "../../policy/injection.js";
 import type { EgressContext } from "../proxy/context.js";
 import { endToEnd, headerPairs, headerValues } from "../proxy/headers.js";
 import type { Admitted } from "../proxy/judge.js";
@@ -126,7 +126,13 @@ function serve(ix: Intercepted, secure: TLSSocket): void {
 function exchange(ix: Intercepted, req: ClientRequest, res: ClientResponse): void {
   const prepared = prepare(ix, req);
   if ("status" in prepared) return answer(res, prepared.status, prepared.message);
-  const outgoing = httpsRequest(upstreamOptions(ix, req, prepared.headers, ix.agent));
+  let outgoing;
+  try {
+    outgoing = httpsRequest(upstreamOptions(ix, req, prepared.headers, ix.agent));
+  } catch (error) {
+    // A request node's HTTP/1.1 client will not write (HTTP/2 allows some it refuses): refused, not thrown.
+    return answer(res, 400, `cloister: the request cannot be forwarded to ${formatAuthority(ix.target.host, ix.target.port)}: ${(error as Error).message}`);
+  }
   outgoing.setTimeout(ix.context.settings.idle_timeout, () => outgoing.destroy(new Error("idle timeout")));
   outgoing.on("response", (upstream) => {
     const relayed = relayable(ix, req.method, upstream);
@@ -134,10 +140,24 @@ function exchange(ix: Intercepted, req: ClientRequest, res: ClientResponse): voi
       upstream.destroy();
       return answer(res, 502, relayed.refused);
     }
-    res.writeHead(upstream.statusCode ?? 502, headerObject(relayed.headers));
-    // Headers go out now, not with the first body chunk: a streamed response shows up at once.
-    // (@types/node omits the HTTP/2 compatibility response's flushHeaders, which node has.)
-    (res as ServerResponse).flushHeaders();
+    try {
+      res.writeHead(upstream.statusCode ?? 502, headerObject(relayed.headers));
+      // Headers go out now, not with the first body chunk: a streamed response shows up at once.
+      // (@types/node omits the HTTP/2 compatibility response's flushHeaders, which node has.)
+      (res as ServerResponse).flushHeaders();
+    } catch (error) {
+      // node's HTTP/1.1 client accepts responses its HTTP/2 server refuses to write (a repeated
+      // content-type or location, an http2-settings header, a status outside 200-599; HTTP/1.1: a
+      // status below 100). The throw escaped into node's event loop and ended the guardian, and
+      // every cloister's network with it: refuse the response instead.
+      upstream.destroy();
+      for (const name of res.getHeaderNames()) res.removeHeader(name);
+      try {
+        return answer(res, 502, `cloister: ${formatAuthority(ix.target.host, ix.target.port)} sent a response that cannot be relayed: ${(error as Error).message}`);
+      } catch {
+        return void res.destroy();
+      }
+    }
     relayBody(upstream, relayed.decoder, res as unknown as Writable, echoScan(ix), (error) => error && res.destroy());
   });
   outgoing.on("error", (error) => {
@@ -159,7 +179,14 @@ function prepare(ix: Intercepted, req: ClientRequest): { headers: string[] } | {
     // is not what policy decided on.
     return { status: 421, message: `cloister: this connection is for ${formatAuthority(ix.target.host, ix.target.port)}, not ${JSON.stringify(stated ?? "")}` };
   }
-  const swap = swapCredentials(ix.plan.active, ix.name, ix.target.port, headerPairs(endToEnd(req.rawHeaders, "host")), req.url ?? "/");
+  const target = req.url ?? "";
+  // Origin-form only (or `*` for OPTIONS): an absolute-form target (`GET https://other.example/`)
+  // names its own authority, which an origin server or CDN routes by in preference to Host (RFC
+  // 9112 3.2.2), so the value would go to whichever virtual host the URL names, not the checked one.
+  if (!target.startsWith("/") && !(target === "*" && req.method === "OPTIONS")) {
+    return { status: 400, message: `cloister: the request target must be a path on ${formatAuthority(ix.target.host, ix.target.port)} (origin-form, e.g. /v1/models), not ${JSON.stringify(target.slice(0, 100))}` };
+  }
+  const swap = swapCredentials(ix.plan.active, ix.name, ix.target.port, headerPairs(endToEnd(req.rawHeaders, "host")), target);
   if (!swap.ok) {
     if ("unavailable" in swap) return { status: 503, message: `cloister: the secret ${swap.unavailable} cannot be injected: the vault is locked (run \`cloister secret unlock\` on the host)` };
     recordSighting(ix, swap.sighting);
@@ -179,6 +206,12 @@ function prepare(ix: Intercepted, req: ClientRequest): { headers: string[] } | {
 function upgrade(ix: Intercepted, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   const prepared = prepare(ix, req);
   if ("status" in prepared) return void socket.end(refusal(prepared.status, prepared.message));
+  // The swap saw the end-to-end headers only; Upgrade is hop-by-hop but forwarded as given.
+  const inUpgrade = sightingInRequest(ix.plan.active, [["upgrade", req.headers.upgrade ?? ""]], "/");
+  if (inUpgrade) {
+    recordSighting(ix, inUpgrade);
+    return void socket.end(refusal(403, blockedMessage(inUpgrade, ix)));
+  }
   const outgoing = httpsRequest(upstreamOptions(ix, req, [...prepared.headers, "Connection", "Upgrade", "Upgrade", req.headers.upgrade ?? ""], false));
   outgoing.on("upgrade", (response, upstream: Socket, upstreamHead: Buffer) => {
     const echoed = echoedIn(ix, [response.statusMessage ?? "", ...response.rawHeaders]);

@@ -4,7 +4,7 @@
  */
 
 /** Headers that describe one hop, never forwarded (RFC 9110 7.6.1), plus the proxy's own. */
-export const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"]);
+export const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings"]);
 
 export function headerValues(raw: readonly string[], name: string): string[] {
   const values: string[] = [];
