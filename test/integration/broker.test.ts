@@ -124,7 +124,7 @@ async function startTlsServer(ca: TestCa, names: string[], options: { host?: str
 
 /**
  * A WebSocket endpoint that needs the real key: 101, then answers the client's first (masked, short)
- * text frame with an unmasked `echo:TEXT`.
+ * text frame with an unmasked `echo:TEXT`, or, when the text is "leak", with the key it was given.
  */
 function websocketEcho(expectedKey: string): UpgradeHandler {
   return (req, socket, head) => {
@@ -139,7 +139,7 @@ function websocketEcho(expectedKey: string): UpgradeHandler {
       socket.off("data", onData);
       const mask = buffered.subarray(2, 6);
       const text = Buffer.from(buffered.subarray(6, 6 + length).map((byte, i) => byte ^ (mask[i % 4] ?? 0))).toString();
-      const reply = Buffer.from(`echo:${text}`);
+      const reply = Buffer.from(text === "leak" ? `key:${String(req.headers["x-api-key"])}` : `echo:${text}`);
       socket.write(Buffer.concat([Buffer.from([0x81, reply.length]), reply]));
     };
     socket.on("data", onData);
@@ -155,8 +155,9 @@ function websocketEcho(expectedKey: string): UpgradeHandler {
  * `node /work/client.cjs MODE HOST:PORT PATH`: a CONNECT through $HTTPS_PROXY done by hand (node's
  * https and fetch do not use proxies), then TLS verified by NODE_EXTRA_CA_CERTS, then
  *   https: GET PATH with `Authorization: Bearer $TOKEN` over node's https; prints "STATUS BODY";
- *   ws:    a WebSocket handshake with `X-Api-Key: $WSKEY`; prints the status line, sends the text
- *          frame "ping" and prints the answer frame as "frame TEXT".
+ *   ws:    a WebSocket handshake with `X-Api-Key: $WSKEY` (offering permessage-deflate); prints the
+ *          status line, sends the text frame $WSTEXT (default "ping") and prints the answer frame as
+ *          "frame TEXT"; "error closed" when the connection ends first.
  */
 const NODE_CLIENT = String.raw`
 const http = require("node:http"), https = require("node:https"), tls = require("node:tls"), crypto = require("node:crypto");
@@ -185,9 +186,10 @@ connect.on("connect", (res, socket) => {
   }
   const s = tls.connect({ socket, servername: host, ALPNProtocols: ["http/1.1"] }, () => {
     s.write("GET " + path + " HTTP/1.1\r\nHost: " + target + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
-      "Sec-WebSocket-Key: " + crypto.randomBytes(16).toString("base64") + "\r\nX-Api-Key: " + process.env.WSKEY + "\r\n\r\n");
+      "Sec-WebSocket-Key: " + crypto.randomBytes(16).toString("base64") + "\r\nSec-WebSocket-Extensions: permessage-deflate\r\nX-Api-Key: " + process.env.WSKEY + "\r\n\r\n");
   });
   s.on("error", (e) => fail(e.message));
+  s.on("close", () => fail("closed"));
   let buffered = Buffer.alloc(0), upgraded = false;
   s.on("data", (chunk) => {
     buffered = Buffer.concat([buffered, chunk]);
@@ -198,7 +200,7 @@ connect.on("connect", (res, socket) => {
       if (!/^HTTP\/1\.1 101/.test(buffered.toString())) process.exit(1);
       buffered = buffered.subarray(end + 4);
       upgraded = true;
-      const payload = Buffer.from("ping"), mask = crypto.randomBytes(4);
+      const payload = Buffer.from(process.env.WSTEXT || "ping"), mask = crypto.randomBytes(4);
       s.write(Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, payload.map((b, i) => b ^ mask[i % 4])]));
     }
     if (buffered.length >= 2 && buffered.length >= 2 + (buffered[1] & 0x7f)) {
@@ -520,7 +522,16 @@ describe("credential broker: placeholders swapped on the way out", () => {
     const seen = requestsTo(ws, "/chat").at(-1);
     assert.equal(seen?.headers["x-api-key"], WS_SECRET);
     assert.equal(seen?.headers.upgrade, "websocket");
+    assert.equal(seen?.headers["sec-websocket-extensions"], undefined, "compression is not offered: the origin's frames must stay scannable");
     await waitUntil("the injection is audited", () => hasEntry(audit(), { type: "credential.inject", name: "wskey", host: "ws.test", port: ws.port, header: "x-api-key" }));
+  });
+
+  it("an origin echoing the key back in a WebSocket frame does not hand it to the cloister: the connection is cut and audited", async () => {
+    const r = await run(`WSTEXT=leak node /work/client.cjs ws ws.test:${ws.port} /leak; echo "rc=$?"`);
+    assert.deepEqual(r.stdout.trim().split("\n"), ["HTTP/1.1 101 Switching Protocols", "error closed", "rc=1"], r.stderr);
+    assert.ok(!r.stdout.includes(WS_SECRET) && !r.stderr.includes(WS_SECRET));
+    assert.equal(requestsTo(ws, "/leak").at(-1)?.headers["x-api-key"], WS_SECRET, "the origin had the key");
+    await waitUntil("the echo is audited", () => hasEntry(audit(), { type: "credential.echo", name: "wskey", where: "body" }));
   });
 
   it("a WebSocket upgrade the origin declines (no key: the client's empty one is stripped) relays the origin's answer", async () => {

@@ -5,7 +5,7 @@
  * swaps placeholders for real credentials by policy/injection.ts, and sends it on over a new TLS
  * connection to exactly the checked address, verified against the system roots for the checked
  * name. Responses stream back as they arrive (server-sent events, chunked bodies); a WebSocket
- * upgrade becomes a tunnel after the swap of its handshake.
+ * upgrade is joined after the swap of its handshake, the origin's frames scanned for echoes.
  *
  * Request bodies are scanned for placeholders and responses for the real values (an origin echoing
  * a credential back must not hand it to the cloister); both are cut at the first sighting. Response
@@ -26,7 +26,7 @@ import { rulesFor, sightingInRequest, swapCredentials, type ActiveRule, type Sig
 import type { EgressContext } from "../proxy/context.js";
 import { endToEnd, headerPairs, headerValues } from "../proxy/headers.js";
 import type { Admitted } from "../proxy/judge.js";
-import { tunnel, type TunnelResult } from "../proxy/tunnel.js";
+import type { TunnelResult } from "../proxy/tunnel.js";
 import type { Interception } from "./broker.js";
 import { relayScanned, scanningStream } from "./scanner.js";
 
@@ -201,7 +201,7 @@ function prepare(ix: Intercepted, req: ClientRequest): { headers: string[] } | {
 
 /**
  * A WebSocket (or other) upgrade over HTTP/1.1: the handshake is swapped like any request, then the
- * two connections are joined. Frames after the upgrade are not inspected.
+ * two connections are joined (joinUpgraded).
  */
 function upgrade(ix: Intercepted, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   const prepared = prepare(ix, req);
@@ -212,7 +212,9 @@ function upgrade(ix: Intercepted, req: IncomingMessage, socket: Duplex, head: Bu
     recordSighting(ix, inUpgrade);
     return void socket.end(refusal(403, blockedMessage(inUpgrade, ix)));
   }
-  const outgoing = httpsRequest(upstreamOptions(ix, req, [...prepared.headers, "Connection", "Upgrade", "Upgrade", req.headers.upgrade ?? ""], false));
+  // No permessage-deflate: the origin's frames must stay readable for the echo scan.
+  const headers = headerPairs(prepared.headers).filter(([name]) => name.toLowerCase() !== "sec-websocket-extensions");
+  const outgoing = httpsRequest(upstreamOptions(ix, req, [...headers.flat(), "Connection", "Upgrade", "Upgrade", req.headers.upgrade ?? ""], false));
   outgoing.on("upgrade", (response, upstream: Socket, upstreamHead: Buffer) => {
     const echoed = echoedIn(ix, [response.statusMessage ?? "", ...response.rawHeaders]);
     if (echoed) {
@@ -222,8 +224,7 @@ function upgrade(ix: Intercepted, req: IncomingMessage, socket: Duplex, head: Bu
     const lines = [`HTTP/1.1 101 ${response.statusMessage ?? "Switching Protocols"}`];
     for (let i = 0; i + 1 < response.rawHeaders.length; i += 2) lines.push(`${response.rawHeaders[i]}: ${response.rawHeaders[i + 1]}`);
     socket.write(`${lines.join("\r\n")}\r\n\r\n`);
-    if (upstreamHead.length > 0) socket.write(upstreamHead);
-    void tunnel(socket as Socket, upstream, ix.context.settings.idle_timeout, head);
+    joinUpgraded(ix, socket, upstream, head, upstreamHead);
   });
   outgoing.on("response", (response) => {
     // The origin declined the upgrade: relay its answer (its body scanned like any other) and close.
@@ -243,6 +244,29 @@ function upgrade(ix: Intercepted, req: IncomingMessage, socket: Duplex, head: Bu
   });
   outgoing.on("error", () => socket.destroy());
   outgoing.end();
+}
+
+/**
+ * The two sides of an upgraded connection, joined. The cloister's bytes go out as they are (a
+ * WebSocket client masks its frames: there is nothing to scan for); the origin's come back scanned
+ * for the real value of this host's secrets (server frames are not masked, and compression was not
+ * offered), and the connection is cut at an echo. Either side closing, failing or idling closes both.
+ */
+function joinUpgraded(ix: Intercepted, client: Duplex, upstream: Socket, clientHead: Buffer, upstreamHead: Buffer): void {
+  const close = () => {
+    client.destroy();
+    upstream.destroy();
+  };
+  for (const side of [client, upstream]) {
+    side.on("error", close);
+    side.on("close", close);
+  }
+  upstream.setTimeout(ix.context.settings.idle_timeout, close);
+  if (clientHead.length > 0) upstream.write(clientHead);
+  client.pipe(upstream);
+  if (upstreamHead.length > 0) upstream.unshift(upstreamHead);
+  const scan = echoScan(ix);
+  relayScanned(upstream, client, scan.needles, scan.found, (error) => error && close());
 }
 
 /**
