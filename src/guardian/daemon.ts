@@ -253,6 +253,7 @@ class Guardian {
   private async forget(record: CloisterRecord): Promise<void> {
     this.protection.unwatch(record.name);
     this.egress.forget(record.name, record.id);
+    this.broker.forget(record.id);
     this.hostCommands.close(record.name);
     await destroyCloister(this.paths, record);
     this.audit.append({ type: "cloister.stop", cloister: record.name, project: record.project });

@@ -76,6 +76,9 @@ describe("Broker", () => {
     assert.deepEqual(active.map((a) => [a.placeholder, a.real]), [[placeholder, undefined]]);
     // A cloister whose placeholder was never derived cannot be recognised: its host is refused outright.
     await assert.rejects(broker.interception("0000bbbb", host("api.github.com"), 443), /vault is locked/);
+    // A stopped cloister's placeholders are let go.
+    broker.forget("0000aaaa");
+    assert.deepEqual(await broker.active("0000aaaa"), []);
   });
 
   it("intercepts exactly the rule's host and port, and inspected hosts on 443; everything else is tunnelled", async () => {

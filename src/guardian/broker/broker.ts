@@ -79,6 +79,11 @@ export class Broker {
     this.loaded = undefined;
   }
 
+  /** The cloister is gone for good: its placeholders are no longer kept (they would be derived alike). */
+  forget(cloisterId: string): void {
+    for (const key of this.placeholders.keys()) if (key.startsWith(`${cloisterId}\0`)) this.placeholders.delete(key);
+  }
+
   /** The rules in force for a cloister, each with its placeholder there and the real value. */
   async active(cloisterId: string): Promise<ActiveRule[]> {
     const loaded = await this.load();
