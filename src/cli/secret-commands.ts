@@ -4,7 +4,7 @@ import { CloisterError } from "../errors.js";
 import { ensureGuardian, guardianCall } from "../guardian/control-client.js";
 import type { SecretInfo, SetResult, VaultStatus } from "../guardian/vault/vault.js";
 import { printTable } from "./output.js";
-import { describeHosts, headerOf, InjectionRuleError, ruleFromSpec, type InjectionSpec } from "../policy/injection.js";
+import { describeHosts, headerOf, type InjectionSpec } from "../policy/injection.js";
 
 const MAX_PASSPHRASE_BYTES = 4096;
 
@@ -54,9 +54,10 @@ export function registerSecretCommands(program: Command): void {
     .option("--no-inject", "remove the injection rule set with --host (a built-in one applies again)")
     .addHelpText("after", INJECTION_HELP)
     .action(async (name: string, flags: { description?: string; host: string[]; header?: string; basic?: string; inject: boolean }) => {
-      const { checkSecretName, MAX_VALUE_BYTES } = await import("../guardian/vault/vault.js");
+      const { checkRule, checkSecretName, MAX_VALUE_BYTES } = await import("../guardian/vault/vault.js");
       checkSecretName(name);
       const inject = injectionFlags(flags);
+      if (inject) checkRule(name, inject);
       await refuseWhileLocked();
       const value = await readSecret(`Value for ${name}`, MAX_VALUE_BYTES);
       const result = await call<SetResult>("PUT", `/v1/secrets/${encodeURIComponent(name)}`, { value, description: flags.description, inject });
@@ -158,14 +159,7 @@ function injectionFlags(flags: { host: string[]; header?: string; basic?: string
     if (flags.header !== undefined || flags.basic !== undefined) throw new CloisterError("--header and --basic need --host: name the hosts the secret belongs to");
     return undefined;
   }
-  const spec: InjectionSpec = { hosts: flags.host, ...(flags.header !== undefined ? { header: flags.header } : {}), ...(flags.basic !== undefined ? { basic: flags.basic } : {}) };
-  try {
-    ruleFromSpec("cli", spec);
-  } catch (error) {
-    if (error instanceof InjectionRuleError) throw new CloisterError(error.message);
-    throw error;
-  }
-  return spec;
+  return { hosts: flags.host, ...(flags.header !== undefined ? { header: flags.header } : {}), ...(flags.basic !== undefined ? { basic: flags.basic } : {}) };
 }
 
 /** Fail before asking for anything the locked vault could not take anyway. */

@@ -14,7 +14,7 @@
  * offered the codings the guardian can decode (gzip, deflate, br), and a response in any other
  * coding is refused.
  */
-import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { request as httpsRequest, type Agent as HttpsAgent, type RequestOptions } from "node:https";
 import type { Socket } from "node:net";
@@ -25,6 +25,7 @@ import { formatAuthority, hostText, parseAuthority } from "../../policy/hosts.js
 import { rulesFor, sightingInRequest, swapCredentials, type ActiveRule, type Sighting } from "../../policy/injection.js";
 import type { EgressContext } from "../proxy/context.js";
 import { endToEnd, headerPairs, headerValues } from "../proxy/headers.js";
+import { handedConnectionServer } from "../proxy/http.js";
 import type { Admitted } from "../proxy/judge.js";
 import type { TunnelResult } from "../proxy/tunnel.js";
 import type { Interception } from "./broker.js";
@@ -46,7 +47,6 @@ interface Intercepted {
   /** The checked host name (interception is only ever for names). */
   name: string;
   plan: Interception;
-  agent: HttpsAgent;
 }
 
 /**
@@ -55,7 +55,7 @@ interface Intercepted {
  */
 export function intercept(context: EgressContext, target: Admitted, plan: Interception, client: Socket, early: Buffer): Promise<TunnelResult> {
   const started = Date.now();
-  const ix: Intercepted = { context, target, name: hostText(target.host), plan, agent: context.tlsUpstream };
+  const ix: Intercepted = { context, target, name: hostText(target.host), plan };
   const options: TLSSocketOptions & { highWaterMark: number } = {
     isServer: true,
     secureContext: plan.serverContext,
@@ -115,8 +115,9 @@ function serve(ix: Intercepted, secure: TLSSocket): void {
     server.emit("connection", secure);
     return;
   }
-  const server = createHttp1Server({ maxHeaderSize: ix.context.settings.max_header_size, headersTimeout: 15_000, requestTimeout: 0, noDelay: true }, handle);
-  server.maxHeadersCount = ix.context.settings.max_headers;
+  const server = handedConnectionServer(ix.context.settings, handle);
+  // Its header-timeout timer lives until the server closes: with the connection it serves.
+  secure.once("close", () => server.close());
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => upgrade(ix, req, socket, head));
   server.on("clientError", (_error, socket: Duplex) => socket.destroy());
   server.emit("connection", secure);
@@ -128,7 +129,7 @@ function exchange(ix: Intercepted, req: ClientRequest, res: ClientResponse): voi
   if ("status" in prepared) return answer(res, prepared.status, prepared.message);
   let outgoing;
   try {
-    outgoing = httpsRequest(upstreamOptions(ix, req, prepared.headers, ix.agent));
+    outgoing = httpsRequest(upstreamOptions(ix, req, prepared.headers, ix.context.tlsUpstream));
   } catch (error) {
     // A request node's HTTP/1.1 client will not write (HTTP/2 allows some it refuses): refused, not thrown.
     return answer(res, 400, `cloister: the request cannot be forwarded to ${formatAuthority(ix.target.host, ix.target.port)}: ${(error as Error).message}`);
@@ -186,7 +187,9 @@ function prepare(ix: Intercepted, req: ClientRequest): { headers: string[] } | {
   if (!target.startsWith("/") && !(target === "*" && req.method === "OPTIONS")) {
     return { status: 400, message: `cloister: the request target must be a path on ${formatAuthority(ix.target.host, ix.target.port)} (origin-form, e.g. /v1/models), not ${JSON.stringify(target.slice(0, 100))}` };
   }
-  const swap = swapCredentials(ix.plan.active, ix.name, ix.target.port, headerPairs(endToEnd(req.rawHeaders, "host")), target);
+  const headers = endToEnd(req.rawHeaders, "host");
+  if (headers.length / 2 > ix.context.settings.max_headers) return { status: 431, message: `cloister: more than ${ix.context.settings.max_headers} header lines` };
+  const swap = swapCredentials(ix.plan.active, ix.name, ix.target.port, headerPairs(headers), target);
   if (!swap.ok) {
     if ("unavailable" in swap) return { status: 503, message: `cloister: the secret ${swap.unavailable} cannot be injected: the vault is locked (run \`cloister secret unlock\` on the host)` };
     recordSighting(ix, swap.sighting);

@@ -35,24 +35,27 @@ const MAX_PIPELINED = 16;
  */
 const pipelines = new WeakMap<Socket, { tail: Promise<void>; waiting: number }>();
 
-/** One HTTP server per proxy settings generation; each endpoint hands it connections it accepted. */
-export function createHttpProxy(settings: ProxySettings): Server {
-  const server = createServer({
-    maxHeaderSize: settings.max_header_size,
-    // Slowloris: the whole header section must arrive in time. Bodies may be slow (uploads); the
-    // idle timeout on the socket covers a body that stops moving.
-    headersTimeout: 15_000,
-    requestTimeout: 0,
-    keepAliveTimeout: 30_000,
-    noDelay: true,
-  });
+/**
+ * An HTTP/1.1 server that is handed connections instead of listening, with the proxy's limits: the
+ * header size and count, and the whole header section within 15 s (slowloris). Bodies may be slow
+ * (uploads); the idle timeout on the socket covers a body that stops moving. Shared by the proxy
+ * below and by intercepted TLS connections (broker/intercept.ts).
+ */
+export function handedConnectionServer(settings: ProxySettings, onRequest?: (req: IncomingMessage, res: ServerResponse) => void): Server {
+  const server = createServer({ maxHeaderSize: settings.max_header_size, headersTimeout: 15_000, requestTimeout: 0, keepAliveTimeout: 30_000, noDelay: true }, onRequest);
   // One more than allowed, so a request over the limit is visible (node silently drops extras).
   server.maxHeadersCount = settings.max_headers + 1;
   // node enforces headersTimeout from a connection-tracking timer that it starts when a server
-  // starts listening. This one never listens (endpoints hand it their connections), so without
-  // this the timeout above did nothing and a client dripping its headers held its connection for
-  // as long as it kept dripping. Emitting 'listening' runs exactly that set-up (an unref'd timer).
+  // starts listening. This one never listens, so without this the timeout above did nothing and a
+  // client dripping its headers held its connection for as long as it kept dripping. Emitting
+  // 'listening' runs exactly that set-up (an unref'd timer, cleared by server.close()).
   server.emit("listening");
+  return server;
+}
+
+/** One HTTP server per proxy settings generation; each endpoint hands it connections it accepted. */
+export function createHttpProxy(settings: ProxySettings): Server {
+  const server = handedConnectionServer(settings);
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
     const context = contexts.get(req.socket);
     if (context) enqueue(context, req, res);

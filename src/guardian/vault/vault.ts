@@ -318,7 +318,8 @@ function withDescription(entry: Entry, description: string | undefined): Entry {
   return description ? { ...entry, description } : entry;
 }
 
-function checkRule(name: string, inject: InjectionSpec): void {
+/** Refuses a rule that does not parse, naming the secret; the CLI checks before it asks for the value. */
+export function checkRule(name: string, inject: InjectionSpec): void {
   try {
     ruleFromSpec(name, inject);
   } catch (error) {
