@@ -55,7 +55,7 @@ type Lib = typeof import("../dist/index.js");
 type Cloister = import("../dist/index.js").Cloister;
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const CLI = join(ROOT, "dist", "bundle", "main.js");
+const CLI = join(ROOT, "dist", "bundle", "main.cjs");
 const DIST_INDEX = join(ROOT, "dist", "index.js");
 const INIT_BINARY = join(ROOT, "native", "build", "cloister-init");
 const SRT_BIN = join(ROOT, "node_modules", ".bin", "srt");
@@ -779,7 +779,7 @@ function header(options: Options, inst: Instance): void {
   );
   const sha = spawnSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).stdout.trim() || "?";
   const dirty = spawnSync("git", ["-C", ROOT, "status", "--porcelain", "--untracked-files=no"], { encoding: "utf8" }).stdout.trim() !== "";
-  print(`build: commit ${sha}${dirty ? " + uncommitted changes" : ""}, dist/bundle/main.js built ${statSync(CLI).mtime.toISOString()}`);
+  print(`build: commit ${sha}${dirty ? " + uncommitted changes" : ""}, dist/bundle/main.cjs built ${statSync(CLI).mtime.toISOString()}`);
   const proxy = options.sections.has("proxy") ? `  proxy=${options.proxyRequests} requests/${options.proxyMib} MiB/${options.proxyTunnels} tunnels` : "";
   print(`instance: CLOISTER_HOME=${inst.home}  project=${inst.project} (throwaway git repo)  runs=${options.runs}  scale=${options.scale}${proxy}  sections=${[...options.sections].join(",")}`);
   print("timings are wall clock from spawn (or call) to exit (or resolve); p95 interpolates between ranks; ratios divide medians (and p95s)");

@@ -39,11 +39,10 @@ registerSecretCommands(program);
 registerSetupCommands(program);
 registerCompletionCommands(program);
 
-try {
-  await program.parseAsync(process.argv);
-} catch (error) {
+// Not a top-level await: the CLI is bundled as CommonJS (scripts/bundle.mjs), which has none.
+program.parseAsync(process.argv).catch((error: unknown) => {
   process.exitCode = exitCodeFor(error);
-}
+});
 
 function exitCodeFor(error: unknown): number {
   if (error instanceof CommanderError) {

@@ -507,7 +507,7 @@ for port in ${JSON.stringify(ports)}:
     step("ui-%d" % port, lambda port=port: reach(socket.AF_INET, ("127.0.0.1", port)))
 `)}
 ${SH_PRELUDE}${ports.map((port) => `step proxy-ui-${port} curl -sSf -m 10 -x "$HTTP_PROXY" http://127.0.0.1:${port}/api/pending`).join("\n")}
-if timeout 60 env CLOISTER_HOME=${t.home} node /work/cli/dist/bundle/main.js approve ${request.id} >/tmp/cli.out 2>&1; then echo "STEP cli-approve OK"; else echo "STEP cli-approve FAIL"; fi
+if timeout 60 env CLOISTER_HOME=${t.home} node /work/cli/dist/bundle/main.cjs approve ${request.id} >/tmp/cli.out 2>&1; then echo "STEP cli-approve OK"; else echo "STEP cli-approve FAIL"; fi
 sed 's/^/CLI: /' /tmp/cli.out`,
       ]);
       const steps = parseSteps(r.stdout);

@@ -45,7 +45,7 @@ export function copyCli(dest: string): string {
   cpSync(join(REPO_ROOT, "native", "build"), join(dest, "native", "build"), { recursive: true });
   cpSync(join(REPO_ROOT, "package.json"), join(dest, "package.json"));
   makeWorldReadable(dest);
-  return join(dest, "dist", "bundle", "main.js");
+  return join(dest, "dist", "bundle", "main.cjs");
 }
 
 function makeWorldReadable(path: string): void {

@@ -14,7 +14,7 @@ import { GLOBAL_CONFIG_TEMPLATE } from "../../src/config/template.js";
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 /** What the `cloister` bin runs: the bundle built by `npm run build`. */
-export const CLI = join(REPO_ROOT, "dist/bundle/main.js");
+export const CLI = join(REPO_ROOT, "dist/bundle/main.cjs");
 
 export interface CliResult {
   code: number;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -22,6 +22,13 @@ describe("repositoryHooksPaths: hook directories the repository points into its 
     git("config", "core.hooksPath", join(repo, "tools/hooks"));
     assert.deepEqual(repositoryHooksPaths(repo), ["tools/hooks"]);
     assert.ok(protectedPathList([], true, repo).includes("tools/hooks"));
+  });
+
+  it("finds a hooksPath spelt in any case, as git does (the file is read before git is asked)", () => {
+    git("config", "--unset-all", "core.hooksPath");
+    appendFileSync(join(repo, ".git/config"), "[CORE]\n\tHOOKSPATH = tools/Hooks\n");
+    assert.deepEqual(repositoryHooksPaths(repo), ["tools/Hooks"]);
+    git("config", "--unset-all", "core.hooksPath");
   });
 
   it("ignores a hooksPath outside the project (the cloister cannot write there anyway)", () => {
