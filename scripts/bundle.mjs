@@ -5,12 +5,14 @@
 //
 // The CLI is started for every command, so its start-up is built for speed (measured on this 2-core
 // VM, `cloister --version` above a bare `node -e ''`):
-// - one CommonJS file, main.cjs: node's ES module loader costs ~15 ms more to start than require(),
+// - one CommonJS file, cli.cjs: node's ES module loader costs ~15 ms more to start than require(),
 //   and each further ES chunk adds its own resolve/load/link (~60 tsc modules cost ~40 ms, an ESM
 //   bundle with 11 static chunks ~90 ms above node, this file ~50 ms);
 // - the libraries only some commands need (zod, yaml, tldts, smol-toml: ~1 MB, used to load and check
 //   config) are not in it but in vendor/*.cjs beside it, required when first used: V8 pre-parses every
 //   byte of a script it compiles, so carrying them inline cost every command ~20 ms;
+// - the bin, main.cjs (src/cli/bin.ts), runs cli.cjs with V8's code cache (src/cli/code-cache.ts):
+//   another ~30 ms;
 // - whitespace and syntax are minified, names are kept (stack traces stay readable with CLOISTER_DEBUG).
 // The guardian daemon starts once per user session: it stays one ES module bundle with lazy chunks.
 import { build } from "esbuild";
@@ -44,7 +46,7 @@ export async function bundleUi(outdir) {
 const CLI_VENDORED = ["zod", "yaml", "tldts", "smol-toml"];
 
 /**
- * Resolves the vendored libraries to their files beside main.cjs. Each is bundled on its own, so
+ * Resolves the vendored libraries to their files beside cli.cjs. Each is bundled on its own, so
  * none may share state with another (no two of them import a common library) or be imported by a
  * subpath, which would load a second copy: both fail the build here.
  */
@@ -64,8 +66,9 @@ const CLI_FORMAT = { bundle: true, format: "cjs", platform: "node", target: "nod
 async function bundleCli(outdir) {
   await build({
     ...CLI_FORMAT,
-    entryPoints: [join(root, "dist/cli/main.js")],
-    outfile: join(outdir, "main.cjs"),
+    entryPoints: { main: join(root, "dist/cli/bin.js"), cli: join(root, "dist/cli/main.js") },
+    outdir,
+    outExtension: { ".js": ".cjs" },
     // The sources are ES modules that find files beside themselves (the daemon, the package root)
     // through import.meta.url: in this one file that is the file's own URL.
     define: { "import.meta.url": "__cloisterModuleUrl" },

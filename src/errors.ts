@@ -16,3 +16,6 @@ export class CloisterError extends Error {
     return this.hint ? `${this.message} (${this.hint})` : this.message;
   }
 }
+
+/** Exit code when cloister itself fails (as opposed to the command it ran), like `docker run`. */
+export const CLOISTER_FAILED = 125;

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
-import { CloisterError } from "../errors.js";
+import { CLOISTER_FAILED, CloisterError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { registerAgentCommands } from "./agent-commands.js";
 import { registerApprovalCommands } from "./approval-commands.js";
@@ -14,9 +14,6 @@ import { registerGuardianCommands } from "./guardian-commands.js";
 import { registerPolicyCommands } from "./policy-commands.js";
 import { registerSandboxCommands } from "./sandbox-commands.js";
 import { registerWorktreeCommands } from "./worktree-commands.js";
-
-/** Exit code when cloister itself fails (as opposed to the command it ran), like `docker run`. */
-const CLOISTER_FAILED = 125;
 
 const program = new Command()
   .name("cloister")
