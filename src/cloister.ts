@@ -142,6 +142,7 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   spec.guardianSocketDir = grant.socketDir;
   spec.proxyToken = grant.token;
   spec.trustBundle = grant.trustBundle;
+  spec.nodeTrustFile = grant.nodeTrustFile;
   spec.hidden = grant.hidden;
   const record = await launchCloister(paths, spec, id);
   return new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent?.session);
@@ -276,6 +277,7 @@ function commandEnv(record: CloisterRecord, options: CloisterOptions, config: Ef
     extraNames: config.sandbox.env,
     proxyUrl,
     trustBundle: proxyUrl !== undefined && record.trustBundle !== undefined,
+    nodeTrust: proxyUrl !== undefined && record.nodeTrustFile !== undefined,
     explicit: options.env ?? {},
     agentBin: hasAgentMarker(record.runtimeDir),
   });

@@ -47,6 +47,8 @@ export interface LaunchGrant {
   socketDir?: string;
   /** The system roots plus the guardian's interception CA: what the cloister's TLS clients trust. */
   trustBundle?: string;
+  /** The CA and any system root node lacks: what NODE_EXTRA_CA_CERTS names in the cloister. */
+  nodeTrustFile?: string;
   hidden: HiddenPaths;
 }
 

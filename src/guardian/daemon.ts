@@ -221,6 +221,7 @@ class Guardian {
       grant.token = randomBytes(32).toString("hex");
       grant.socketDir = join(cloisterRuntimeDir(this.paths, id), "guardian");
       grant.trustBundle = this.broker.trustBundle;
+      grant.nodeTrustFile = this.broker.nodeTrustFile;
       // Opened before the start is recorded: a bad --allow rule fails the launch, and then no start is.
       await this.egress.open({ name, id, project, projectRoot, token: grant.token, socketDir: grant.socketDir, session });
     }

@@ -35,8 +35,9 @@ export interface LaunchSpec {
   /** Filled in by the guardian when the cloister has network. */
   guardianSocketDir?: string;
   proxyToken?: string;
-  /** The guardian's trust bundle (see LaunchGrant). */
+  /** The guardian's trust bundle and node's extra certificates (see LaunchGrant). */
   trustBundle?: string;
+  nodeTrustFile?: string;
   /** Egress rules for this cloister alone; the guardian applies them, the record keeps them. */
   session?: SessionRules;
   /** Secrets to cover in the system view; computed here unless the guardian already did (it caches the /etc scan). */
@@ -86,6 +87,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
     limitMechanism: "none",
     proxyToken: spec.proxyToken,
     trustBundle: spec.network ? spec.trustBundle : undefined,
+    nodeTrustFile: spec.network ? spec.nodeTrustFile : undefined,
     session: spec.session,
   };
   const cleanups: (() => void | Promise<void>)[] = [];
@@ -134,6 +136,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
       initBinary,
       hostexecBinary: spec.network ? hostexecBinaryPath() : undefined,
       trustBundle: spec.network ? spec.trustBundle : undefined,
+      nodeTrustFile: spec.network ? spec.nodeTrustFile : undefined,
       systemTrustFiles: SYSTEM_TRUST_FILES.filter(isFileFollowingLinks),
       agentMounts: spec.agent?.mounts ?? [],
       agentBinDir,

@@ -1,5 +1,5 @@
 import { CloisterError } from "../errors.js";
-import { AGENT_BIN_PATH, TRUST_BUNDLE_PATH } from "./bwrap/mounts.js";
+import { AGENT_BIN_PATH, NODE_TRUST_PATH, TRUST_BUNDLE_PATH } from "./bwrap/mounts.js";
 
 /**
  * The environment of processes in a cloister: built from an allowlist, never inherited wholesale,
@@ -25,6 +25,8 @@ export interface SandboxEnvInput {
   proxyUrl?: string;
   /** The guardian's trust bundle is mounted at TRUST_BUNDLE_PATH: point TLS clients at it. */
   trustBundle?: boolean;
+  /** Node's extra certificates are mounted at NODE_TRUST_PATH (cloisters started by older versions have only the bundle). */
+  nodeTrust?: boolean;
   /** `--env K=V` values from the command line: applied last. */
   explicit: Readonly<Record<string, string>>;
   /** The cloister was set up for an agent: its launcher comes first on PATH. */
@@ -50,7 +52,7 @@ export function sandboxEnv(input: SandboxEnvInput): Record<string, string> {
   });
   env.TERM ??= "xterm-256color";
   if (input.proxyUrl) Object.assign(env, proxyEnv(input.proxyUrl));
-  if (input.trustBundle) Object.assign(env, trustEnv());
+  if (input.trustBundle) Object.assign(env, trustEnv(input.nodeTrust === true));
   return Object.assign(env, input.explicit);
 }
 
@@ -75,11 +77,15 @@ function proxyEnv(proxyUrl: string): Record<string, string> {
 
 /**
  * Every TLS stack in the cloister trusts the guardian's bundle (system roots + its interception CA),
- * which is mounted over the system bundle too; these cover tools that carry their own roots.
+ * which is mounted over the system bundle too; these cover tools that carry their own roots. Node adds
+ * NODE_EXTRA_CA_CERTS to the roots built into it, so it gets only what those lack (parsing the whole
+ * bundle cost every node process ~90 ms).
  */
-function trustEnv(): Record<string, string> {
+function trustEnv(nodeTrust: boolean): Record<string, string> {
   const names = ["SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "AWS_CA_BUNDLE", "CARGO_HTTP_CAINFO", "PIP_CERT", "DENO_CERT"];
-  return Object.fromEntries(names.map((name) => [name, TRUST_BUNDLE_PATH]));
+  const env = Object.fromEntries(names.map((name) => [name, TRUST_BUNDLE_PATH]));
+  if (nodeTrust) env.NODE_EXTRA_CA_CERTS = NODE_TRUST_PATH;
+  return env;
 }
 
 /**

@@ -37,6 +37,8 @@ export interface CloisterRecord {
   proxyToken?: string;
   /** The guardian's trust bundle mounted at TRUST_BUNDLE_PATH (absent: none, e.g. --no-network). */
   trustBundle?: string;
+  /** Host path of the file mounted at NODE_TRUST_PATH (absent in cloisters started before it existed: node then reads the bundle). */
+  nodeTrustFile?: string;
   /** Egress rules and name overrides for this cloister alone (`--allow`, `--resolve`, ...). */
   session?: SessionRules;
 }

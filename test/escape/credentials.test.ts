@@ -453,7 +453,7 @@ print("STEP walked %d" % count, flush=True)
     assert.deepEqual(presentMarkers(markers), []);
   });
 
-  it("the trust bundle is read-only inside (both paths), holds no private key, and is the host's bundle with the cloister CA", async () => {
+  it("the trust files are read-only inside (every path), hold no private key, and are the guardian's: the bundle and node's extra certificates, each with the cloister CA", async () => {
     const m = marker("credentials-bundle");
     markers.push(m);
     const r = await attack(
@@ -465,7 +465,7 @@ with open(EVIL, "w") as f:
 def write(p, mode):
     with open(p, mode) as f:
         f.write(b"-----BEGIN CERTIFICATE-----\nevil\n-----END CERTIFICATE-----\n")
-for label, p in (("run", "/run/cloister/ca-bundle.pem"), ("etc", "/etc/ssl/certs/ca-certificates.crt")):
+for label, p in (("run", "/run/cloister/ca-bundle.pem"), ("etc", "/etc/ssl/certs/ca-certificates.crt"), ("node", "/run/cloister/node-extra-ca.pem")):
     step("write-" + label, lambda: write(p, "r+b"))
     step("append-" + label, lambda: write(p, "ab"))
     step("truncate-" + label, lambda: os.truncate(p, 0))
@@ -481,10 +481,12 @@ for label, p in (("run", "/run/cloister/ca-bundle.pem"), ("etc", "/etc/ssl/certs
     print("STEP private-%s %d" % (label, data.count(b"PRIVATE KEY")), flush=True)
     print("STEP sha-%s %s" % (label, hashlib.sha256(data).hexdigest()), flush=True)
 step("new-file-etc-certs", lambda: write("/etc/ssl/certs/evil.pem", "wb"))
+print("STEP env-node %s" % os.environ.get("NODE_EXTRA_CA_CERTS"), flush=True)
+print("STEP env-ssl %s" % os.environ.get("SSL_CERT_FILE"), flush=True)
 `),
     );
     const steps = parseSteps(r.stdout);
-    const tampering = ["run", "etc"].flatMap((label) => ["write", "append", "truncate", "chmod", "utime", "setxattr", "unlink", "rename-away", "rename-over", "symlink-over"].map((s) => `${s}-${label}`));
+    const tampering = ["run", "etc", "node"].flatMap((label) => ["write", "append", "truncate", "chmod", "utime", "setxattr", "unlink", "rename-away", "rename-over", "symlink-over"].map((s) => `${s}-${label}`));
     assertRefused(steps, [...tampering, "new-file-etc-certs"], ["EROFS", "EBUSY", "EACCES", "EPERM", "EXDEV", "ENOTSUP", "EOPNOTSUPP"], r.stdout + r.stderr);
     const bundle = readFileSync(broker("trust-bundle.pem"));
     const bundleSha = createHash("sha256").update(bundle).digest("hex");
@@ -492,8 +494,15 @@ step("new-file-etc-certs", lambda: write("/etc/ssl/certs/evil.pem", "wb"))
       assert.equal(steps.get(`private-${label}`), "0", `a private key in the bundle at ${label}`);
       assert.equal(steps.get(`sha-${label}`), bundleSha, `the bundle at ${label} is not the guardian's trust bundle`);
     }
-    assert.ok(bundle.toString("latin1").includes(readFileSync(broker("ca.pem"), "latin1").trim()), "the trust bundle lacks the cloister CA");
-    assert.ok(!bundle.toString("latin1").includes("PRIVATE KEY"));
+    assert.equal(steps.get("env-node"), "/run/cloister/node-extra-ca.pem");
+    assert.equal(steps.get("env-ssl"), "/run/cloister/ca-bundle.pem");
+    const nodeExtra = readFileSync(broker("node-extra-ca.pem"));
+    assert.equal(steps.get("private-node"), "0", "a private key in node's extra certificates");
+    assert.equal(steps.get("sha-node"), createHash("sha256").update(nodeExtra).digest("hex"), "NODE_EXTRA_CA_CERTS is not the guardian's file");
+    for (const file of [bundle, nodeExtra]) {
+      assert.ok(file.toString("latin1").includes(readFileSync(broker("ca.pem"), "latin1").trim()), "a trust file lacks the cloister CA");
+      assert.ok(!file.toString("latin1").includes("PRIVATE KEY"));
+    }
     assert.deepEqual(presentMarkers(markers), []);
   });
 

@@ -158,6 +158,9 @@ describe("escape: resources", () => {
     const v2 = cgroupFile(record, "cpu.max");
     if (v1) assert.equal(readOr(v1).trim(), "50000");
     else if (v2) assert.equal(readOr(v2).trim(), "50000 100000");
+    // A burst of at most one period's quota (where the kernel has bursts): the average stays at the limit.
+    const burst = cgroupFile(record, v1 ? "cpu.cfs_burst_us" : "cpu.max.burst");
+    if (burst) assert.equal(readOr(burst).trim(), "50000");
     try {
       await assertHostFine("while CPU spinners run");
     } finally {

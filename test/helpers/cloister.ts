@@ -99,6 +99,9 @@ export function createInstance(prefix = "ct", options: { unlisted?: "ask" | "den
     TERM: "xterm",
     HOME: hostHome,
     CLOISTER_HOME: home,
+    // The CLI's code cache (src/cli/code-cache.ts) lives with the instance, not in the fake HOME,
+    // whose snapshot must show only what a cloister could have changed.
+    XDG_CACHE_HOME: join(home, "cache"),
     GITHUB_TOKEN: canaries.envToken,
     ANTHROPIC_API_KEY: canaries.envToken,
     SSH_AUTH_SOCK: join(hostHome, "agent.sock"),

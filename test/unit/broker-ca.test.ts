@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, mock } from "node:test";
 import { createServer, type Server } from "node:net";
-import { connect, TLSSocket, type SecureContext } from "node:tls";
+import { connect, rootCertificates, TLSSocket, type SecureContext } from "node:tls";
 import { CloisterError } from "../../src/errors.js";
-import { CertificateAuthority, systemRootsPem } from "../../src/guardian/broker/ca.js";
+import { CertificateAuthority, nodeExtraCertificates, systemRootsPem } from "../../src/guardian/broker/ca.js";
 
 const base = mkdtempSync(join(tmpdir(), "cloister-ca-"));
 after(() => rmSync(base, { recursive: true, force: true }));
@@ -242,14 +242,28 @@ describe("CertificateAuthority: certificates", () => {
     assert.equal(await fresh.contextFor("h0.test"), await fresh.contextFor("h0.test"));
   });
 
-  it("writes a trust bundle of the system roots followed by the CA", async () => {
-    const file = join(base, "bundle.pem");
-    await ca.writeTrustBundle(file);
-    const bundle = readFileSync(file, "utf8");
-    assert.equal(statSync(file).mode & 0o777, 0o644);
+  it("writes a trust bundle of the system roots followed by the CA, and node's extra certificates", async () => {
+    const files = { bundle: join(base, "bundle.pem"), nodeExtra: join(base, "node-extra.pem") };
+    await ca.writeTrustFiles(files);
+    const bundle = readFileSync(files.bundle, "utf8");
+    assert.equal(statSync(files.bundle).mode & 0o777, 0o644);
+    assert.equal(statSync(files.nodeExtra).mode & 0o777, 0o644);
     assert.ok(bundle.startsWith(systemRootsPem()));
     assert.ok(bundle.endsWith(ca.certPem));
     assert.ok((bundle.match(/BEGIN CERTIFICATE/g) ?? []).length > 10);
+    assert.equal(readFileSync(files.nodeExtra, "utf8"), nodeExtraCertificates(systemRootsPem(), ca.certPem));
+  });
+
+  it("gives node the CA and only the system roots it does not carry itself", async () => {
+    const stranger = await CertificateAuthority.open(freshDir());
+    const [first = "", second = ""] = rootCertificates;
+    // The same root wrapped at another width is still the same root.
+    const rewrapped = first.replace(/\n/g, "").replace(/-----BEGIN CERTIFICATE-----/, "-----BEGIN CERTIFICATE-----\n").replace(/-----END/, "\n-----END");
+    const system = `${rewrapped}\n${stranger.certPem}${second}\n`;
+    const extra = nodeExtraCertificates(system, ca.certPem);
+    assert.equal(extra, `${stranger.certPem.trim()}\n${ca.certPem.trim()}\n`);
+    assert.equal(nodeExtraCertificates(`${rootCertificates.join("\n")}\n`, ca.certPem), `${ca.certPem.trim()}\n`);
+    assert.equal(new X509Certificate(nodeExtraCertificates("", ca.certPem)).subject, new X509Certificate(ca.certPem).subject);
   });
 
   it("completes a real TLS handshake for the right name and fails it for another", async () => {

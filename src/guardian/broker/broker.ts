@@ -59,6 +59,8 @@ export class Broker {
     readonly ca: CertificateAuthority,
     /** The bundle cloisters trust: the system roots plus the CA (mounted read-only into each). */
     readonly trustBundle: string,
+    /** What NODE_EXTRA_CA_CERTS names in cloisters: the CA and any system root node lacks (mounted too). */
+    readonly nodeTrustFile: string,
     private readonly placeholderKey: Buffer,
     private readonly vault: Vault,
     private readonly settings: () => BrokerSettings,
@@ -68,10 +70,10 @@ export class Broker {
     const dir = join(paths.stateDir, "broker");
     await ensurePrivateDir(dir);
     const ca = await CertificateAuthority.open(dir);
-    const trustBundle = join(dir, "trust-bundle.pem");
+    const trust = { bundle: join(dir, "trust-bundle.pem"), nodeExtra: join(dir, "node-extra-ca.pem") };
     // Written at every start: the host's roots may have been updated since.
-    await ca.writeTrustBundle(trustBundle);
-    return new Broker(ca, trustBundle, await placeholderKey(join(dir, "placeholder.key")), vault, settings);
+    await ca.writeTrustFiles(trust);
+    return new Broker(ca, trust.bundle, trust.nodeExtra, await placeholderKey(join(dir, "placeholder.key")), vault, settings);
   }
 
   /** The vault changed (a secret set or removed, unlocked or locked): read it again when next needed. */

@@ -2,7 +2,7 @@
  * The guardian's per-install certificate authority. To swap a cloister's placeholder API key for the
  * real one, the guardian must read the request, so it terminates the cloister's TLS to chosen hosts
  * (e.g. api.anthropic.com) with a leaf certificate issued here; cloisters trust this CA through the
- * bundle written by `writeTrustBundle`. Node's crypto cannot create certificates, hence pkijs.
+ * files written by `writeTrustFiles`. Node's crypto cannot create certificates, hence pkijs.
  *
  * Keys are ECDSA P-256 with SHA-256: generated in milliseconds and accepted by every TLS stack we
  * care about (OpenSSL/curl, node, Python ssl, git).
@@ -130,13 +130,16 @@ export class CertificateAuthority {
   }
 
   /**
-   * Writes `file` atomically (mode 0644): the system's root certificates followed by this CA's
-   * certificate. Cloisters get this as their only bundle, so intercepted hosts verify against our CA
-   * while every other host keeps verifying against the usual roots.
+   * Writes the files cloisters trust, atomically (mode 0644):
+   * - `bundle`: the system's root certificates followed by this CA's certificate. Cloisters get this
+   *   as their only bundle, so intercepted hosts verify against our CA while every other host keeps
+   *   verifying against the usual roots;
+   * - `nodeExtra`, for NODE_EXTRA_CA_CERTS: see nodeExtraCertificates.
    */
-  async writeTrustBundle(file: string): Promise<void> {
+  async writeTrustFiles(files: { bundle: string; nodeExtra: string }): Promise<void> {
     const roots = systemRootsPem();
-    await writeFileAtomic(file, `${roots}${roots.endsWith("\n") ? "" : "\n"}${this.certPem}`, 0o644);
+    await writeFileAtomic(files.bundle, `${roots}${roots.endsWith("\n") ? "" : "\n"}${this.certPem}`, 0o644);
+    await writeFileAtomic(files.nodeExtra, nodeExtraCertificates(roots, this.certPem), 0o644);
   }
 
   private async issueLeaf(host: string, now: number, notAfter: number): Promise<string> {
@@ -180,6 +183,29 @@ export function systemRootsPem(): string {
     }
   }
   return `${rootCertificates.join("\n")}\n`;
+}
+
+/**
+ * What node needs on top of the roots built into it to trust what the bundle trusts: the system's
+ * certificates node does not carry (an administrator's corporate root, say) and the CA. Node reads
+ * NODE_EXTRA_CA_CERTS in full at the start of every process, and parsing a whole distribution bundle
+ * (~140 roots) cost each `node` in a cloister ~90 ms (0.13 s against 0.04 s for `node -e ""`).
+ */
+export function nodeExtraCertificates(systemPem: string, caPem: string, builtIn: readonly string[] = rootCertificates): string {
+  const known = new Set(builtIn.map(pemBody));
+  const missing = pemBlocks(systemPem).filter((block) => !known.has(pemBody(block)));
+  return [...missing, caPem.trim()].map((block) => `${block}\n`).join("");
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+function pemBlocks(text: string): string[] {
+  return text.match(PEM_CERTIFICATE) ?? [];
+}
+
+/** The base64 between the armour lines, without line breaks: the same certificate compares equal however it was wrapped. */
+function pemBody(block: string): string {
+  return block.replace(/-----(BEGIN|END) CERTIFICATE-----/g, "").replace(/\s+/g, "");
 }
 
 function startOver(keyFile: string, certFile: string): string {

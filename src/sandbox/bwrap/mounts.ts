@@ -42,6 +42,8 @@ export interface MountFacts {
   initBinary: string;
   /** The guardian's trust bundle (system roots + its interception CA); mounted only with a guardian socket. */
   trustBundle?: string;
+  /** The CA and any system root node does not carry, for NODE_EXTRA_CA_CERTS; mounted with the bundle. */
+  nodeTrustFile?: string;
   /** The system's CA bundle files that exist on this host; each is overlaid with the trust bundle. */
   systemTrustFiles?: string[];
   /** The hostexec client on the host; mounted only with a guardian socket (it has no other channel). */
@@ -61,6 +63,8 @@ export const GUARDIAN_SOCKET_DIR = `${CLOISTER_RUN_DIR}/guardian`;
 export const HOSTEXEC_PATH = `${CLOISTER_RUN_DIR}/bin/hostexec`;
 /** The trust bundle inside (SSL_CERT_FILE and friends point here; see env.ts). */
 export const TRUST_BUNDLE_PATH = `${CLOISTER_RUN_DIR}/ca-bundle.pem`;
+/** What NODE_EXTRA_CA_CERTS names inside: node has the usual roots built in and needs only the rest. */
+export const NODE_TRUST_PATH = `${CLOISTER_RUN_DIR}/node-extra-ca.pem`;
 /** Where distributions keep the system's CA bundle (Debian/Ubuntu, Fedora/RHEL, Alpine/others). */
 export const SYSTEM_TRUST_FILES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
 /** The agent's launcher (see agents/launch.ts); first on PATH in a cloister set up for an agent. */
@@ -147,6 +151,7 @@ function plumbing(f: MountFacts): MountOp[] {
     // Tools that ignore SSL_CERT_FILE and its kin read the system bundle: it says the same inside.
     ops.push({ op: "ro-bind", src: f.trustBundle, dest: TRUST_BUNDLE_PATH });
     for (const dest of f.systemTrustFiles ?? []) ops.push({ op: "ro-bind", src: f.trustBundle, dest });
+    if (f.nodeTrustFile) ops.push({ op: "ro-bind", src: f.nodeTrustFile, dest: NODE_TRUST_PATH });
   }
   if (f.agentBinDir) ops.push({ op: "ro-bind", src: f.agentBinDir, dest: AGENT_BIN_PATH });
   return ops;
