@@ -17,7 +17,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import {
@@ -56,6 +56,8 @@ type Cloister = import("../dist/index.js").Cloister;
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CLI = join(ROOT, "dist", "bundle", "main.cjs");
+/** The command a user types (`cloister`): the timed CLI rows run this, as srt's rows run srt's bin. */
+const CLI_BIN = join(ROOT, "bin", "cloister");
 const DIST_INDEX = join(ROOT, "dist", "index.js");
 const INIT_BINARY = join(ROOT, "native", "build", "cloister-init");
 const SRT_BIN = join(ROOT, "node_modules", ".bin", "srt");
@@ -174,7 +176,8 @@ function makeInstance(): Instance {
   };
   git("init", "-q");
   git("commit", "-q", "--allow-empty", "-m", "bench");
-  const env = { ...process.env, CLOISTER_HOME: home };
+  // This node first on PATH: both bins (cloister's and srt's) start `node` from PATH.
+  const env = { ...process.env, CLOISTER_HOME: home, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ""}` };
   // The approval UI takes any free port: the user's own guardian may hold the default one.
   mkdirSync(join(home, "config"), { recursive: true, mode: 0o700 });
   writeFileSync(join(home, "config", "config.yaml"), "ui:\n  port: 0\n", { mode: 0o600 });
@@ -403,9 +406,10 @@ async function cliSection(inst: Instance, runs: number): Promise<void> {
   const cmds: Cmd[] = [
     spawnCmd(LABELS.node, process.execPath, ["-e", ""], inst),
     spawnCmd(LABELS.bwrap, "bwrap", rawBwrapArgs(), inst),
-    // srt's bin is a node script: run it with this node, as cloister's is (no `env node` lookup for either).
-    spawnCmd(LABELS.srt, process.execPath, [srtCli, "true"], inst, (r) => removeSrtSockets(r.pid)),
-    spawnCmd(LABELS.cloister, process.execPath, [CLI, "run", "--", "true"], inst),
+    // Each tool as its users start it, through its own bin (srt's: `#!/usr/bin/env node`; cloister's:
+    // bin/cloister, a sh script that starts node); both find this node first on PATH.
+    spawnCmd(LABELS.srt, srtCli, ["true"], inst, (r) => removeSrtSockets(r.pid)),
+    spawnCmd(LABELS.cloister, CLI_BIN, ["run", "--", "true"], inst),
   ];
   const results = await measureInterleaved(inst, cmds, runs);
   print(timingTable(results, Object.values(LABELS)));
@@ -457,8 +461,8 @@ async function agentSection(inst: Instance, runs: number): Promise<void> {
   try {
     const cmds: Cmd[] = [
       spawnCmd(LABELS.host, claude.path, [...fixedArgs(definition), "--version"], hostInst),
-      spawnCmd(LABELS.run, process.execPath, [CLI, "run", "--agent", "claude", "--", "--version"], inst),
-      spawnCmd(LABELS.exec, process.execPath, [CLI, "exec", "bench-agent", "--", "claude", "--version"], inst),
+      spawnCmd(LABELS.run, CLI_BIN, ["run", "--agent", "claude", "--", "--version"], inst),
+      spawnCmd(LABELS.exec, CLI_BIN, ["exec", "bench-agent", "--", "claude", "--version"], inst),
     ];
     const results = await measureInterleaved(inst, cmds, runs);
     print(timingTable(results, Object.values(LABELS)));

@@ -23,6 +23,6 @@ npm ci --no-fund --no-audit --loglevel=error
 echo "==> building"
 npm run --silent build
 echo "==> checking this machine"
-node dist/bundle/main.cjs doctor || { echo "cloister doctor found a problem: see the fixes above" >&2; exit 1; }
-echo "==> opening a cloister on this repository (type 'exit' to leave, 'node dist/bundle/main.cjs stop' to end it)"
-exec node dist/bundle/main.cjs start
+bin/cloister doctor || { echo "cloister doctor found a problem: see the fixes above" >&2; exit 1; }
+echo "==> opening a cloister on this repository (type 'exit' to leave, 'bin/cloister stop' to end it)"
+exec bin/cloister start

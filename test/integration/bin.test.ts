@@ -1,0 +1,80 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createInstance, REPO_ROOT, type CliResult, type TestInstance } from "../helpers/cloister.js";
+
+const BIN = join(REPO_ROOT, "bin", "cloister");
+
+/** Runs the installed command (bin/cloister, as a user types `cloister`) with the instance's env plus `extraEnv`. */
+function runBin(t: TestInstance, bin: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, { cwd: t.project, env: { ...t.env, ...extraEnv }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("error", reject);
+    child.on("close", (code, signal) => resolve({ code: code ?? 128, stdout, stderr: signal ? `${stderr}killed by ${signal}` : stderr }));
+  });
+}
+
+/** The environment of a running process, by name. */
+function environOf(pid: number): Map<string, string> {
+  const entries = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").filter(Boolean);
+  return new Map(entries.map((entry) => [entry.slice(0, entry.indexOf("=")), entry.slice(entry.indexOf("=") + 1)]));
+}
+
+describe("bin/cloister: the installed command", () => {
+  let t: TestInstance;
+  let scratch: string;
+  let hostCerts: string;
+  before(() => {
+    t = createInstance("bin");
+    scratch = mkdtempSync(join(tmpdir(), "bin-"));
+    hostCerts = join(scratch, "corporate roots.pem");
+    writeFileSync(hostCerts, "not parsed by the CLI\n");
+  });
+  after(async () => {
+    await t.teardown();
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it("passes every argument through untouched and the exit code back, also through a symlink (npm link)", async () => {
+    const link = join(scratch, "cloister");
+    symlinkSync(BIN, link);
+    for (const bin of [BIN, link]) {
+      const r = await runBin(t, bin, ["run", "--", "sh", "-c", 'printf "%s|" "$@"; exit 3', "sh", "a b", "", "*", "$HOME", "--x"]);
+      assert.equal(r.code, 3, r.stderr);
+      assert.equal(r.stdout, "a b||*|$HOME|--x|");
+    }
+  });
+
+  it("gives the guardian it starts the user's NODE_EXTRA_CA_CERTS unchanged, and nothing of its own", async () => {
+    await t.cli(["guardian", "stop"]);
+    const started = await runBin(t, BIN, ["guardian", "start"], { NODE_EXTRA_CA_CERTS: hostCerts });
+    assert.equal(started.code, 0, started.stderr);
+    const status = JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout) as { pid: number };
+    const env = environOf(status.pid);
+    assert.equal(env.get("NODE_EXTRA_CA_CERTS"), hostCerts);
+    assert.ok(![...env.keys()].some((name) => name.startsWith("CLOISTER_HOST_")), [...env.keys()].join(" "));
+  });
+
+  it("leaves NODE_EXTRA_CA_CERTS unset for the guardian when the user has none", async () => {
+    await t.cli(["guardian", "stop"]);
+    const started = await runBin(t, BIN, ["guardian", "start"]);
+    assert.equal(started.code, 0, started.stderr);
+    const status = JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout) as { pid: number };
+    const env = environOf(status.pid);
+    assert.equal(env.has("NODE_EXTRA_CA_CERTS"), false);
+    assert.equal(env.has("CLOISTER_HOST_NODE_EXTRA_CA_CERTS"), false);
+  });
+
+  it("never lets the user's NODE_EXTRA_CA_CERTS into a cloister: node there trusts the guardian's file", async () => {
+    const r = await runBin(t, BIN, ["run", "--", "sh", "-c", 'echo "$NODE_EXTRA_CA_CERTS|${CLOISTER_HOST_NODE_EXTRA_CA_CERTS-unset}"'], { NODE_EXTRA_CA_CERTS: hostCerts });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "/run/cloister/node-extra-ca.pem|unset");
+  });
+});
