@@ -402,9 +402,21 @@ function ratioLine(label: string, a: RowResult | undefined, b: RowResult | undef
 async function cliSection(inst: Instance, runs: number): Promise<void> {
   heading(`1. CLI end to end — ${runs} runs each, interleaved, after one warm-up run each (guardian warm)`);
   const srtCli = existsSync(SRT_BIN) ? realpathSync(SRT_BIN) : SRT_BIN;
-  const LABELS = { node: "node -e ''  (node start-up floor)", bwrap: "bwrap raw /bin/true", srt: "srt true", cloister: "cloister run -- true" };
+  const LABELS = {
+    node: "node -e ''  (node start-up floor)",
+    bareNode: "node -e ''  without NODE_EXTRA_CA_CERTS",
+    bwrap: "bwrap raw /bin/true",
+    srt: "srt true",
+    cloister: "cloister run -- true",
+  };
+  // Node parses a NODE_EXTRA_CA_CERTS file whole at every start (a distribution's bundle: ~80 ms
+  // here); bin/cloister spares its CLI that, srt does not. Where the environment sets it, the floor
+  // without it is shown too, so the rows can be read against both.
+  const extraCerts = inst.env.NODE_EXTRA_CA_CERTS;
+  const withoutExtraCerts = { ...inst, env: { ...inst.env, NODE_EXTRA_CA_CERTS: undefined } };
   const cmds: Cmd[] = [
     spawnCmd(LABELS.node, process.execPath, ["-e", ""], inst),
+    ...(extraCerts ? [spawnCmd(LABELS.bareNode, process.execPath, ["-e", ""], withoutExtraCerts)] : []),
     spawnCmd(LABELS.bwrap, "bwrap", rawBwrapArgs(), inst),
     // Each tool as its users start it, through its own bin (srt's: `#!/usr/bin/env node`; cloister's:
     // bin/cloister, a sh script that starts node); both find this node first on PATH.
@@ -414,6 +426,7 @@ async function cliSection(inst: Instance, runs: number): Promise<void> {
   const results = await measureInterleaved(inst, cmds, runs);
   print(timingTable(results, Object.values(LABELS)));
   print("");
+  if (extraCerts) print(`  this environment sets NODE_EXTRA_CA_CERTS=${extraCerts}: node parses it at every start, srt's included; bin/cloister moves it aside for the CLI itself`);
   print(ratioLine("cloister / srt", results.get(LABELS.cloister), results.get(LABELS.srt), TARGET_CLI_VS_SRT));
   print(ratioLine("cloister / bwrap", results.get(LABELS.cloister), results.get(LABELS.bwrap)));
   print(ratioLine("cloister / node floor", results.get(LABELS.cloister), results.get(LABELS.node)));
@@ -421,6 +434,8 @@ async function cliSection(inst: Instance, runs: number): Promise<void> {
   const c = results.get(LABELS.cloister)?.summary;
   const n = results.get(LABELS.node)?.summary;
   if (c !== undefined && n !== undefined) print(`  cloister above the node floor: ${fmtMs(c.median - n.median)} ms median`);
+  const bare = results.get(LABELS.bareNode)?.summary;
+  if (c !== undefined && bare !== undefined) print(`  cloister above node without NODE_EXTRA_CA_CERTS: ${fmtMs(c.median - bare.median)} ms median`);
   print(`  raw bwrap argv: bwrap ${rawBwrapArgs().join(" ")}`);
 }
 
