@@ -79,16 +79,34 @@ function readVerified(file: string): Buffer | undefined {
   return data.length > DIGEST_BYTES && createHash("sha256").update(payload).digest().equals(data.subarray(0, DIGEST_BYTES)) ? payload : undefined;
 }
 
-/** Written whole under a temporary name and renamed, so a run starting meanwhile sees all or nothing; caches of other builds go. */
+/** Written whole under a temporary name and renamed, so a run starting meanwhile sees all or nothing. */
 function save(dir: string, key: string, file: string, payload: Buffer): void {
   try {
     const temp = `${file}.${process.pid}.tmp`;
     writeFileSync(temp, Buffer.concat([createHash("sha256").update(payload).digest(), payload]), { mode: 0o600 });
     renameSync(temp, file);
-    for (const name of readdirSync(dir)) {
-      if (!name.startsWith(key)) rmSync(join(dir, name), { force: true });
-    }
+    removeOtherBuilds(dir, key);
   } catch {
     // A cache that cannot be written only means the next run compiles again.
+  }
+}
+
+/**
+ * Keeps the caches of this build and of the one written most recently before it; older builds' go.
+ * Two installs used in turn (a global one and a checkout, say) keep theirs, instead of each deleting
+ * the other's and compiling again every time.
+ */
+function removeOtherBuilds(dir: string, key: string): void {
+  const newestByBuild = new Map<string, number>();
+  for (const name of readdirSync(dir)) {
+    const build = name.slice(0, key.length);
+    if (build === key) continue;
+    const written = lstatSync(join(dir, name)).mtimeMs;
+    newestByBuild.set(build, Math.max(written, newestByBuild.get(build) ?? 0));
+  }
+  const [kept] = [...newestByBuild].sort((a, b) => b[1] - a[1]).map(([build]) => build);
+  for (const name of readdirSync(dir)) {
+    const build = name.slice(0, key.length);
+    if (build !== key && build !== kept) rmSync(join(dir, name), { force: true });
   }
 }
