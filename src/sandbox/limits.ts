@@ -94,9 +94,12 @@ export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limit
 
 const CPU_PERIOD_US = 100_000;
 
-/** CPU time per period (µs) for a percentage of one core. */
+/**
+ * CPU time per period (µs) for a percentage of one core. The kernel takes whole microseconds and no
+ * quota under 1 ms (`--cpu 33.3333%` failed with a bare EINVAL): rounded, and at least 1%.
+ */
 function cpuQuota(cpuPercent: number): number {
-  return cpuPercent * (CPU_PERIOD_US / 100);
+  return Math.max(1000, Math.round(cpuPercent * (CPU_PERIOD_US / 100)));
 }
 
 /**

@@ -20,6 +20,13 @@ describe("cloister run", () => {
     assert.equal(r.stdout, "piped text\n");
   });
 
+  it("takes a fractional or tiny --cpu (the kernel wants whole microseconds, at least 1 ms per period)", async () => {
+    for (const cpu of ["33.3333%", "0.5%"]) {
+      const r = await t.cli(["run", "--cpu", cpu, "--", "true"]);
+      assert.equal(r.code, 0, `--cpu ${cpu}: ${r.stderr}`);
+    }
+  });
+
   it("exits 125 with one line when cloister itself fails (unknown flag)", async () => {
     const r = await t.cli(["run", "--bogus", "--", "true"]);
     assert.equal(r.code, 125);
