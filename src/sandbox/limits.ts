@@ -118,15 +118,39 @@ function allowBurst(file: string, cpuPercent: number): void {
   }
 }
 
-/** Removes the cloister's cgroups once its processes are gone (the kernel refuses while any remain). */
+/**
+ * Removes the cloister's cgroups, first killing whatever is still in them (the kernel refuses to
+ * remove a cgroup while any process remains). Killing the keeper normally ends everything: bwrap
+ * dies with it, and the sandbox's PID 1 with bwrap. But a keeper killed while bwrap is still setting
+ * up (a stop right after a start) can take bwrap down before its child has armed its own parent-death
+ * signal (bubblewrap 0.8 does not check for that), and that PID 1 lived on, orphaned, with its relay.
+ */
 export async function releaseLimits(cgroupDirs: readonly string[]): Promise<void> {
   for (const dir of cgroupDirs) {
     for (let attempt = 0; attempt < 400 && existsSync(dir); attempt++) {
       try {
         rmdirSync(dir);
       } catch {
+        killMembers(dir);
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
+    }
+  }
+}
+
+/** SIGKILL for every process in the cgroup: at once through cgroup.kill (v2, Linux >= 5.14), else one by one. */
+function killMembers(dir: string): void {
+  try {
+    writeFileSync(join(dir, "cgroup.kill"), "1");
+    return;
+  } catch {
+    // cgroup v1, or an older kernel: by pid.
+  }
+  for (const pid of readOr(join(dir, "cgroup.procs"), "").split("\n").map(Number).filter((n) => n > 0)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // Gone already.
     }
   }
 }
