@@ -97,16 +97,9 @@ function save(dir: string, key: string, file: string, payload: Buffer): void {
  * the other's and compiling again every time.
  */
 function removeOtherBuilds(dir: string, key: string): void {
-  const newestByBuild = new Map<string, number>();
-  for (const name of readdirSync(dir)) {
-    const build = name.slice(0, key.length);
-    if (build === key) continue;
-    const written = lstatSync(join(dir, name)).mtimeMs;
-    newestByBuild.set(build, Math.max(written, newestByBuild.get(build) ?? 0));
-  }
-  const [kept] = [...newestByBuild].sort((a, b) => b[1] - a[1]).map(([build]) => build);
-  for (const name of readdirSync(dir)) {
-    const build = name.slice(0, key.length);
-    if (build !== key && build !== kept) rmSync(join(dir, name), { force: true });
-  }
+  const others = readdirSync(dir)
+    .filter((name) => !name.startsWith(key))
+    .map((name) => ({ name, build: name.slice(0, key.length), written: lstatSync(join(dir, name)).mtimeMs }));
+  const previous = [...others].sort((a, b) => b.written - a.written)[0]?.build;
+  for (const { name, build } of others) if (build !== previous) rmSync(join(dir, name), { force: true });
 }

@@ -135,8 +135,9 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
       guardianSocketDir: spec.network ? spec.guardianSocketDir : undefined,
       initBinary,
       hostexecBinary: spec.network ? hostexecBinaryPath() : undefined,
-      trustBundle: spec.network ? spec.trustBundle : undefined,
-      nodeTrustFile: spec.network ? spec.nodeTrustFile : undefined,
+      // The record's: already none without network.
+      trustBundle: record.trustBundle,
+      nodeTrustFile: record.nodeTrustFile,
       systemTrustFiles: SYSTEM_TRUST_FILES.filter(isFileFollowingLinks),
       agentMounts: spec.agent?.mounts ?? [],
       agentBinDir,

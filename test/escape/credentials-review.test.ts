@@ -11,7 +11,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { ServerResponse } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createInstance, type CliResult, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, trustUpstreamCa, type CliResult, type TestInstance } from "../helpers/cloister.js";
 import { createTestCa, startHttpsUpstream, type HttpsUpstream, type TestCa } from "../fixtures/upstreams.js";
 
 const SECRET = `ghp_${randomBytes(27).toString("base64").replace(/[^A-Za-z0-9]/g, "x").slice(0, 36)}`;
@@ -98,9 +98,7 @@ describe("escape/credentials: review", () => {
         res.writeHead(200, { "content-type": "text/plain", "content-length": 3 }).end("ok\n");
       },
     });
-    const config = join(t.home, "config", "config.yaml");
-    const text = readFileSync(config, "utf8");
-    writeFileSync(config, text.replace(/^  upstream_ca: null$/m, `  upstream_ca: ${ca.certFile}`));
+    trustUpstreamCa(t.home, ca.certFile);
     const set = await t.cli(["secret", "set", "gh", "--host", `api.test:${api.port}`, "--header", "Authorization: Bearer {}"], { input: SECRET });
     assert.equal(set.code, 0, set.stderr);
     writeFileSync(join(t.project, "client.cjs"), CLIENT);

@@ -34,7 +34,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { gzipSync } from "node:zlib";
-import { createInstance, waitUntil, type CliResult, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, trustUpstreamCa, waitUntil, type CliResult, type TestInstance } from "../helpers/cloister.js";
 import { asUserSkipReason, createUserInstance, type UserInstance } from "../helpers/as-user.js";
 import {
   assertLive,
@@ -322,11 +322,7 @@ describe("escape/credentials", { skip: NO_PYTHON }, () => {
     // CA for another name.
     [rogue, misnamed] = await Promise.all([startHttpsUpstream(rogueCa, ["rogue.test"]), startHttpsUpstream(ca, ["someone-else.test"])]);
 
-    const config = join(t.home, "config", "config.yaml");
-    const text = readFileSync(config, "utf8");
-    const changed = text.replace(/^  upstream_ca: null$/m, `  upstream_ca: ${ca.certFile}`);
-    assert.notEqual(changed, text, "the config template changed: proxy.upstream_ca not found");
-    writeFileSync(config, changed);
+    trustUpstreamCa(t.home, ca.certFile);
 
     // gh belongs to api.test, and (traps) to a plain HTTP server and two upstreams whose TLS must not verify.
     const hosts = Object.entries({ "api.test": api, "plain.test": plain, "rogue.test": rogue, "misnamed.test": misnamed }).flatMap(([name, u]) => ["--host", `${name}:${u.port}`]);
@@ -735,8 +731,7 @@ describe("escape/credentials: as a non-root user", { skip: USER_SKIP }, () => {
     const caCopy = join(t.home, "config", "upstream-ca.pem");
     writeFileSync(caCopy, readFileSync(ca.certFile));
     chownSync(caCopy, t.user.uid, t.user.gid);
-    const config = join(t.home, "config", "config.yaml");
-    writeFileSync(config, readFileSync(config, "utf8").replace(/^  upstream_ca: null$/m, `  upstream_ca: ${caCopy}`));
+    trustUpstreamCa(t.home, caCopy);
     const set = await t.cli(["secret", "set", "gh", "--host", `api.test:${api.port}`, "--header", "Authorization: Bearer {}"], { input: SECRET });
     assert.equal(set.code, 0, set.stderr);
   });

@@ -81,6 +81,18 @@ export function testConfig(unlisted: "ask" | "deny" = "deny"): string {
   return config;
 }
 
+/**
+ * Makes the instance's guardian verify origins against `caFile` too (config `proxy.upstream_ca`), as
+ * tests' HTTPS servers carry certificates of a test CA. Fails if the template's line has changed.
+ */
+export function trustUpstreamCa(home: string, caFile: string): void {
+  const config = join(home, "config", "config.yaml");
+  const text = readFileSync(config, "utf8");
+  const changed = text.replace(/^  upstream_ca: null$/m, `  upstream_ca: ${caFile}`);
+  assert.notEqual(changed, text, "the config template changed: proxy.upstream_ca not found");
+  writeFileSync(config, changed);
+}
+
 export function createInstance(prefix = "ct", options: { unlisted?: "ask" | "deny" } = {}): TestInstance {
   // Short paths: unix socket paths are limited to 108 bytes.
   const base = mkdtempSync(join(tmpdir(), `${prefix}-`));
@@ -142,7 +154,16 @@ export function spawnCli(t: TestInstance, args: string[]): LiveCli {
 }
 
 function startCli(env: NodeJS.ProcessEnv, cwd: string, args: string[], timeoutMs: number): LiveCli {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, env, stdio: ["pipe", "pipe", "pipe"] });
+  return startCommand(process.execPath, [CLI, ...args], { env, cwd, timeoutMs });
+}
+
+/**
+ * Starts any command the way the CLI is started (its output collected, killed after `timeoutMs`),
+ * e.g. the installed bin/cloister rather than node with the bundle.
+ */
+export function startCommand(command: string, args: string[], options: { env: NodeJS.ProcessEnv; cwd: string; timeoutMs: number }): LiveCli {
+  const { env, cwd, timeoutMs } = options;
+  const child = spawn(command, args, { cwd, env, stdio: ["pipe", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -158,7 +179,7 @@ function startCli(env: NodeJS.ProcessEnv, cwd: string, args: string[], timeoutMs
     child,
     output: () => stdout,
     async waitFor(text, ms = 30_000) {
-      await waitUntil(`${JSON.stringify(text)} from \`cloister ${args.join(" ")}\` (stdout so far: ${stdout}, stderr: ${stderr})`, () => stdout.includes(text) || child.exitCode !== null, ms);
+      await waitUntil(`${JSON.stringify(text)} from \`${[command, ...args].join(" ")}\` (stdout so far: ${stdout}, stderr: ${stderr})`, () => stdout.includes(text) || child.exitCode !== null, ms);
       assert.ok(stdout.includes(text), `the command ended before printing ${text}: ${stdout}${stderr}`);
     },
     endInput: () => child.stdin?.end(),

@@ -14,7 +14,7 @@ import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { FAKE_REPLY, startFakeAnthropicApi, startFakeGeminiApi, startFakeOpenAiApi, type FakeAgentApi } from "../fixtures/fake-agent-api.js";
 import { createTestCa, type TestCa } from "../fixtures/upstreams.js";
-import { createInstance, leakedCanaries, waitUntil, withConfig, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, leakedCanaries, trustUpstreamCa, waitUntil, withConfig, type TestInstance } from "../helpers/cloister.js";
 
 /** Reports its arguments, environment names, credential, HOME and ~/.claude; edits /work when asked. */
 const FAKE_CLAUDE = `#!/bin/sh
@@ -274,11 +274,7 @@ describe("real claude through the credential broker (TLS interception, placehold
     t.env.npm_config_cache = process.env.npm_config_cache ?? join(process.env.HOME ?? "/root", ".npm");
     // The fake API's certificate comes from a test CA: the guardian verifies the upstream against it.
     ca = createTestCa();
-    const config = join(t.home, "config", "config.yaml");
-    const text = readFileSync(config, "utf8");
-    const changed = text.replace(/^  upstream_ca: null$/m, `  upstream_ca: ${ca.certFile}`);
-    assert.notEqual(changed, text, "the config template changed: proxy.upstream_ca not found");
-    writeFileSync(config, changed);
+    trustUpstreamCa(t.home, ca.certFile);
   });
   after(async () => {
     await t.teardown();

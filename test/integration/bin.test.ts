@@ -1,24 +1,17 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createInstance, REPO_ROOT, type CliResult, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, REPO_ROOT, startCommand, type CliResult, type TestInstance } from "../helpers/cloister.js";
 
 const BIN = join(REPO_ROOT, "bin", "cloister");
 
 /** Runs the installed command (bin/cloister, as a user types `cloister`) with the instance's env plus `extraEnv`. */
 function runBin(t: TestInstance, bin: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { cwd: t.project, env: { ...t.env, ...extraEnv }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolve({ code: code ?? 128, stdout, stderr: signal ? `${stderr}killed by ${signal}` : stderr }));
-  });
+  const live = startCommand(bin, args, { env: { ...t.env, ...extraEnv }, cwd: t.project, timeoutMs: 60_000 });
+  live.endInput();
+  return live.done;
 }
 
 /** The environment of a running process, by name. */

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { createGzip, gzipSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
-import { createInstance, spawnCli, waitUntil, withConfig, type CliResult, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, spawnCli, trustUpstreamCa, waitUntil, withConfig, type CliResult, type TestInstance } from "../helpers/cloister.js";
 import { createTestCa, DEFAULT_UPSTREAM_BODY, startHttpsUpstream, startHttpUpstream, type HttpsUpstream, type RecordedRequest, type TestCa, type Upstream } from "../fixtures/upstreams.js";
 
 const SECRET = `ghp_${"R3alS3cretValue".repeat(2)}abcdef`;
@@ -304,9 +304,7 @@ describe("credential broker: placeholders swapped on the way out", () => {
     inspected = await startTlsServer(ca, ["other.test"], { host: inspectedAddress, port: 443 }).catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
     copyFileSync(ca.certFile, join(t.project, "test-ca.pem"));
     writeFileSync(join(t.project, "client.cjs"), NODE_CLIENT);
-    const config = join(t.home, "config", "config.yaml");
-    const text = readFileSync(config, "utf8").replace(/^  upstream_ca: null$/m, `  upstream_ca: ${ca.certFile}`);
-    writeFileSync(config, text);
+    trustUpstreamCa(t.home, ca.certFile);
     for (const [name, value, flags] of [
       ["gh", SECRET, ["--host", `api.test:${api.port}`, "--header", "Authorization: Bearer {}"]],
       ["wskey", WS_SECRET, ["--host", `ws.test:${ws.port}`, "--header", "X-Api-Key: {}"]],
@@ -605,8 +603,7 @@ describe("credential broker: a locked vault", () => {
     t = createInstance("bl");
     ca = createTestCa();
     api = await startHttpsUpstream(ca, ["api.test"]);
-    const config = join(t.home, "config", "config.yaml");
-    writeFileSync(config, readFileSync(config, "utf8").replace(/^  upstream_ca: null$/m, `  upstream_ca: ${ca.certFile}`));
+    trustUpstreamCa(t.home, ca.certFile);
     const set = await t.cli(["secret", "set", "gh", "--host", `api.test:${api.port}`, "--header", "Authorization: Bearer {}"], { input: SECRET });
     assert.equal(set.code, 0, set.stderr);
     const passphrase = await t.cli(["secret", "passphrase"], { input: PASSPHRASE });
