@@ -6,7 +6,7 @@ import { SAFE_NAME_RE } from "./config/names.js";
 import type { EffectiveConfig } from "./config/schema.js";
 import { MAX_TIMEOUT_MS, parseDuration, parsePercent, parseSize } from "./config/units.js";
 import { CloisterError } from "./errors.js";
-import { ensureGuardian, guardianCall, type LaunchGrant } from "./guardian/control-client.js";
+import { ensureGuardian, guardianCall, guardianCallStarting, releaseGrant, requestGrant } from "./guardian/control-client.js";
 import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
 import { launchCloister, PROXY_PORT, sandboxHome, type LaunchSpec } from "./sandbox/engine.js";
 import { sandboxEnv } from "./sandbox/env.js";
@@ -128,23 +128,18 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
     ? await (await import("./agents/session.js")).agentForNewCloister(agentRequest(options), { cloisterId: id, persistent, config, paths, projectRoot: spec.projectRoot, network: spec.network, cloisterHome: sandboxHome() })
     : undefined;
   spec.agent = agent?.spec;
-  await ensureGuardian(paths);
   // Before anything is launched: a secret that cannot be handed out fails the start, not a later step.
   const env = await withPlaceholders(paths, options, id);
-  const grant = await guardianCall<LaunchGrant>(paths, "POST", "/v1/cloisters", {
-    name: spec.name,
-    id,
-    network: spec.network,
-    project: spec.project,
-    projectRoot: spec.projectRoot,
-    session: spec.session,
-  });
-  spec.guardianSocketDir = grant.socketDir;
-  spec.proxyToken = grant.token;
-  spec.trustBundle = grant.trustBundle;
-  spec.nodeTrustFile = grant.nodeTrustFile;
-  spec.hidden = grant.hidden;
-  const record = await launchCloister(paths, spec, id);
+  const grant = requestGrant(paths, { name: spec.name, id, network: spec.network, project: spec.project, projectRoot: spec.projectRoot, session: spec.session });
+  // Awaited by launchCloister, but maybe only after its own preparation has failed: handled there.
+  grant.catch(() => undefined);
+  let record: CloisterRecord;
+  try {
+    record = await launchCloister(paths, spec, grant, id);
+  } catch (error) {
+    await grant.then(() => releaseGrant(paths, spec.name, id), () => undefined);
+    throw error;
+  }
   return new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent?.session);
 }
 
@@ -166,6 +161,7 @@ export async function findCloister(name: string, options: CloisterOptions = {}):
 async function withPlaceholders(paths: CloisterPaths, options: CloisterOptions, cloisterId: string): Promise<Record<string, string> | undefined> {
   const entries = Object.entries(options.secretEnv ?? {});
   if (entries.length === 0) return options.env;
+  await ensureGuardian(paths);
   const env: Record<string, string> = {};
   for (const [name, secret] of entries) {
     const answer = await guardianCall<{ placeholder: string }>(paths, "GET", `/v1/secrets/${encodeURIComponent(secret)}/placeholder/${cloisterId}`);
@@ -189,8 +185,7 @@ export async function runInCloister(argv: string[], options: CloisterOptions = {
 }
 
 export async function stopCloister(name: string, paths: CloisterPaths = resolvePaths()): Promise<void> {
-  await ensureGuardian(paths);
-  await guardianCall(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/stop`);
+  await guardianCallStarting(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/stop`);
 }
 
 export async function listCloisters(paths: CloisterPaths = resolvePaths()): Promise<(CloisterRecord & { running: boolean })[]> {

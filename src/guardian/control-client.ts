@@ -8,7 +8,8 @@ import { fileURLToPath } from "node:url";
 import type { CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
-import type { HiddenPaths } from "../sandbox/bwrap/host-facts.js";
+import type { LaunchGrant } from "../sandbox/engine.js";
+import type { SessionRules } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import type { AgentCredential } from "./vault/agent-credentials.js";
 
@@ -39,17 +40,6 @@ export function guardianCall<T>(paths: CloisterPaths, method: string, path: stri
     req.on("error", reject);
     req.end(payload);
   });
-}
-
-/** What a launching cloister gets from the guardian (POST /v1/cloisters): its proxy token and socket dir (with network), and what to hide. */
-export interface LaunchGrant {
-  token?: string;
-  socketDir?: string;
-  /** The system roots plus the guardian's interception CA: what the cloister's TLS clients trust. */
-  trustBundle?: string;
-  /** The CA and any system root node lacks: what NODE_EXTRA_CA_CERTS names in the cloister. */
-  nodeTrustFile?: string;
-  hidden: HiddenPaths;
 }
 
 export interface GuardianStatus {
@@ -120,6 +110,49 @@ export async function ensureGuardian(paths: CloisterPaths): Promise<GuardianStat
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
   throw new CloisterError("the guardian did not start", `see ${paths.guardianLog}`);
+}
+
+/** What the guardian needs to know of a launching cloister (POST /v1/cloisters). */
+export interface GrantRequest {
+  name: string;
+  id: string;
+  network: boolean;
+  project: string;
+  projectRoot: string;
+  session?: SessionRules;
+}
+
+/**
+ * Registers a launching cloister with the guardian; resolves with its grant. The request goes
+ * straight to whatever guardian answers, which saves the status call of ensureGuardian (a round
+ * trip of every launch); a guardian of another build that granted it is then replaced (its grant
+ * goes with it) and the new one asked again.
+ */
+export async function requestGrant(paths: CloisterPaths, request: GrantRequest): Promise<LaunchGrant> {
+  const grant = await guardianCallStarting<LaunchGrant>(paths, "POST", "/v1/cloisters", request);
+  if (grant.build === cloisterBuild()) return grant;
+  await ensureGuardian(paths);
+  return guardianCall<LaunchGrant>(paths, "POST", "/v1/cloisters", request);
+}
+
+/** guardianCall, starting the guardian first when none listens (the call cannot have reached one). */
+export async function guardianCallStarting<T>(paths: CloisterPaths, method: string, path: string, body?: unknown): Promise<T> {
+  try {
+    return await guardianCall<T>(paths, method, path, body);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT" && code !== "ECONNREFUSED") throw error;
+  }
+  await ensureGuardian(paths);
+  return guardianCall<T>(paths, method, path, body);
+}
+
+/**
+ * A launch failed after its grant: the guardian closes what it opened for it (egress socket,
+ * watches) and records the end. Best effort; the guardian's own sweep catches what this misses.
+ */
+export async function releaseGrant(paths: CloisterPaths, name: string, id: string): Promise<void> {
+  await guardianCall(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/abandon`, { id }).catch(() => undefined);
 }
 
 /**

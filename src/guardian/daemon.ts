@@ -6,7 +6,7 @@ import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
-import { destroyCloister } from "../sandbox/engine.js";
+import { destroyCloister, type LaunchGrant } from "../sandbox/engine.js";
 import { isKeeperAlive, listRecords, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { JsonLines, serveControl } from "./control-server.js";
@@ -15,7 +15,7 @@ import { SAFE_NAME_RE } from "../config/names.js";
 import type { RuleEntry } from "../config/schema.js";
 import type { SessionRules } from "../sandbox/records.js";
 import { Egress, loadPolicy } from "./egress.js";
-import { cloisterBuild, guardianStatus, type LaunchGrant } from "./control-client.js";
+import { cloisterBuild, guardianStatus } from "./control-client.js";
 import { ApprovalQueue, type DecisionKeeper } from "./approvals/queue.js";
 import type { AnswerInput } from "./approvals/types.js";
 import type { AuditEvent } from "../audit/log.js";
@@ -55,6 +55,8 @@ class Guardian {
   /** Why the approval UI is not served (e.g. its port is taken); approvals still work from the CLI. */
   private uiError: string | undefined;
   private readonly startedAt = new Date().toISOString();
+  /** Grants not yet followed by a started cloister, by name: see abandon. */
+  private readonly launching = new Map<string, { id: string; project: string; at: number }>();
   private controlInode = 0;
 
   constructor(private readonly paths: CloisterPaths) {}
@@ -154,6 +156,7 @@ class Guardian {
       "POST /v1/cloisters": (body: Record<string, unknown>) =>
         this.register(String(body.name), String(body.id), body.network === true, String(body.project), String(body.projectRoot), body.session as SessionRules | undefined),
       "POST /v1/cloisters/:name/stop": (_: unknown, [name]: string[]) => this.stop(name ?? ""),
+      "POST /v1/cloisters/:name/abandon": (body: Record<string, unknown>, [name]: string[]) => ({ abandoned: this.abandon(name ?? "", String(body.id)) }),
       "POST /v1/reload": async () => {
         await this.reload();
         return { reloaded: true };
@@ -216,7 +219,7 @@ class Guardian {
     if (!SAFE_NAME_RE.test(name) || !SAFE_NAME_RE.test(project) || !/^[0-9a-f]{8}$/.test(id)) throw new CloisterError("invalid cloister name, project or id");
     // Scanned for every launch (~10-20 ms as root): a reused scan would bind a secret file created
     // in /etc since then readable into this cloister.
-    const grant: LaunchGrant = { hidden: hiddenPaths(process.getuid?.() ?? 0) };
+    const grant: LaunchGrant = { hidden: hiddenPaths(process.getuid?.() ?? 0), build: BUILD };
     if (network) {
       grant.token = randomBytes(32).toString("hex");
       grant.socketDir = join(cloisterRuntimeDir(this.paths, id), "guardian");
@@ -228,7 +231,24 @@ class Guardian {
     // Watched from now on, not from the next reconcile: the launch record adds the full list.
     this.protection.watch(name, existingProtectedFiles(projectRoot));
     this.audit.append({ type: "cloister.start", cloister: name, project, network });
+    this.launching.set(name, { id, project, at: Date.now() });
     return grant;
+  }
+
+  /**
+   * A launch that never started its cloister (it failed after the grant, or its launcher died):
+   * closes what register opened. Only the latest grant of that name, and never a started cloister.
+   */
+  private abandon(name: string, id: string): boolean {
+    const launch = this.launching.get(name);
+    const record = readRecord(this.paths, name);
+    if (launch?.id !== id || (record?.id === id && isKeeperAlive(record))) return false;
+    this.launching.delete(name);
+    this.protection.unwatch(name);
+    this.egress.forget(name, id);
+    this.broker.forget(id);
+    this.audit.append({ type: "cloister.stop", cloister: name, project: launch.project });
+    return true;
   }
 
   private async reload(): Promise<void> {
@@ -252,6 +272,7 @@ class Guardian {
   }
 
   private async forget(record: CloisterRecord): Promise<void> {
+    if (this.launching.get(record.name)?.id === record.id) this.launching.delete(record.name);
     this.protection.unwatch(record.name);
     this.egress.forget(record.name, record.id);
     this.broker.forget(record.id);
@@ -262,6 +283,15 @@ class Guardian {
 
   /** Adopts live cloisters (re-opening their egress sockets) and cleans up dead ones. */
   private async reconcile(): Promise<void> {
+    for (const [name, launch] of this.launching) {
+      const record = readRecord(this.paths, name);
+      // Its record is there: started (the records below take over), or still starting.
+      if (record?.id === launch.id) {
+        if (record.keeperPid !== undefined) this.launching.delete(name);
+      } else if (Date.now() - launch.at > LAUNCH_GRACE_MS) {
+        this.abandon(name, launch.id);
+      }
+    }
     for (const record of listRecords(this.paths)) {
       if (isKeeperAlive(record)) {
         if (record.protectedFiles) this.protection.watch(record.name, record.protectedFiles);

@@ -8,7 +8,7 @@ import { cloisterRuntimeDir, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
-import { hiddenPaths, procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
+import { procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from "./limits.js";
@@ -32,20 +32,27 @@ export interface LaunchSpec {
   protect: readonly string[];
   refs: { name: string; hostPath: string }[];
   extraMounts: { src: string; dest: string }[];
-  /** Filled in by the guardian when the cloister has network. */
-  guardianSocketDir?: string;
-  proxyToken?: string;
-  /** The guardian's trust bundle and node's extra certificates (see LaunchGrant). */
-  trustBundle?: string;
-  nodeTrustFile?: string;
   /** Egress rules for this cloister alone; the guardian applies them, the record keeps them. */
   session?: SessionRules;
-  /** Secrets to cover in the system view; computed here unless the guardian already did (it caches the /etc scan). */
-  hidden?: HiddenPaths;
   /** For a worktree cloister: the worktree's git dirs, mounted at their host paths (linked-git.ts). */
   linkedGit?: LinkedGitDirs;
   /** An agent to set up before anything runs inside (see agents/launch.ts). */
   agent?: AgentLaunchSpec;
+}
+
+/** What the guardian hands a launching cloister (POST /v1/cloisters). */
+export interface LaunchGrant {
+  /** With network: the cloister's proxy token and the directory of its egress socket. */
+  token?: string;
+  socketDir?: string;
+  /** The system roots plus the guardian's interception CA: what the cloister's TLS clients trust. */
+  trustBundle?: string;
+  /** The CA and any system root node lacks: what NODE_EXTRA_CA_CERTS names in the cloister. */
+  nodeTrustFile?: string;
+  /** Secrets to cover in the system view (the guardian scans /etc for root: see hiddenPaths). */
+  hidden: HiddenPaths;
+  /** The build of the guardian that granted it (see cloisterBuild). */
+  build?: string;
 }
 
 export interface AgentLaunchSpec {
@@ -62,8 +69,12 @@ export interface AgentLaunchSpec {
  * Starts a cloister: the keeper (host) → bwrap → init (PID 1 inside). Returns once bwrap has been
  * started; commands then run through the init socket. On any failure everything created so far is
  * removed and nothing runs (fail closed).
+ *
+ * `grant` may still be on its way: the guardian's part of a launch (its /etc scan, the egress
+ * socket) and the host-side preparation here (placeholders, cgroups) take about as long each, so
+ * they run side by side; the grant is needed from the record on.
  */
-export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id = randomBytes(4).toString("hex")): Promise<CloisterRecord> {
+export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, grant: LaunchGrant | Promise<LaunchGrant>, id = randomBytes(4).toString("hex")): Promise<CloisterRecord> {
   const bwrap = findTool("bwrap");
   if (!bwrap) throw new CloisterError("bubblewrap (bwrap) is not installed", "install it with `sudo apt-get install -y bubblewrap`, then run `cloister doctor`");
   const initBinary = initBinaryPath();
@@ -85,9 +96,6 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
     cgroupDirs: [],
     placeholders: [],
     limitMechanism: "none",
-    proxyToken: spec.proxyToken,
-    trustBundle: spec.network ? spec.trustBundle : undefined,
-    nodeTrustFile: spec.network ? spec.nodeTrustFile : undefined,
     session: spec.session,
   };
   const cleanups: (() => void | Promise<void>)[] = [];
@@ -114,15 +122,20 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
     record.cgroupDirs = limits.cgroupDirs;
     record.limitMechanism = limits.mechanism;
     cleanups.push(() => releaseLimits(limits.cgroupDirs));
+    const granted = await grant;
+    record.proxyToken = granted.token;
+    if (spec.network) {
+      record.trustBundle = granted.trustBundle;
+      record.nodeTrustFile = granted.nodeTrustFile;
+    }
     await writeRecord(paths, record);
     cleanups.push(() => deleteRecord(paths, record.name));
 
     const user = userInfo();
-    const hidden = spec.hidden ?? hiddenPaths(user.uid);
     const mounts = planMounts({
       systemEntries: systemEntries(),
-      hiddenFiles: hidden.files,
-      hiddenDirs: hidden.dirs,
+      hiddenFiles: granted.hidden.files,
+      hiddenDirs: granted.hidden.dirs,
       procReadOnly: procReadOnly(),
       projectRoot: spec.projectRoot,
       homeSource: homeDir,
@@ -132,7 +145,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, id 
       protectedPaths: prepared.paths,
       refs: spec.refs,
       extraMounts: spec.extraMounts,
-      guardianSocketDir: spec.network ? spec.guardianSocketDir : undefined,
+      guardianSocketDir: spec.network ? granted.socketDir : undefined,
       initBinary,
       hostexecBinary: spec.network ? hostexecBinaryPath() : undefined,
       // The record's: already none without network.

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { rmSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createInstance, leakedCanaries, type TestInstance } from "../helpers/cloister.js";
 
@@ -69,6 +71,28 @@ describe("cloister run", () => {
   it("--no-network leaves no proxy and nothing listening", async () => {
     const r = await t.cli(["run", "--no-network", "--", "sh", "-c", "env | grep -i proxy; cat /proc/net/tcp | wc -l"]);
     assert.equal(r.stdout.trim(), "1");
+  });
+
+  it("a launch that fails after the guardian granted it hands the grant back (its egress socket closes, the audit log records the end)", async () => {
+    // The guardian's grant and the host-side preparation run side by side; here the preparation
+    // refuses (a protected path that is a symbolic link) while or after the grant is given.
+    const link = join(t.project, ".gitmodules");
+    symlinkSync("/etc/hostname", link);
+    try {
+      const r = await t.cli(["run", "--", "true"]);
+      assert.equal(r.code, 125, r.stderr);
+      assert.match(r.stderr, /cannot protect \.gitmodules in the project: it is a symbolic link/);
+    } finally {
+      rmSync(link);
+    }
+    const audit = await t.cli(["audit", "tail", "--json", "-n", "1000"]);
+    const events = audit.stdout.trim().split("\n").map((line) => JSON.parse(line) as { type: string; cloister?: string });
+    const started = events.filter((e) => e.type === "cloister.start").map((e) => e.cloister);
+    const stopped = new Set(events.filter((e) => e.type === "cloister.stop").map((e) => e.cloister));
+    assert.ok(started.length > 0, audit.stdout);
+    assert.deepEqual(started.filter((name) => !stopped.has(name)), [], "every granted cloister has its end recorded");
+    const status = JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout) as { cloisters: number };
+    assert.equal(status.cloisters, 0);
   });
 
   it("leaves no placeholder in the project afterwards", async () => {

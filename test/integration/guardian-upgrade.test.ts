@@ -38,4 +38,20 @@ describe("guardian of another build", () => {
       writeFileSync(buildFile, original);
     }
   });
+
+  it("is replaced by `run` too, whose cloister then reaches the new guardian's proxy", async () => {
+    // `run` asks for its grant without a status call first; the old guardian's grant is dropped
+    // with it, and the grant that counts comes from the new one.
+    const before = pid();
+    writeFileSync(buildFile, "another-upgrade\n");
+    try {
+      const r = await t.cli(["run", "--", "sh", "-c", 'curl -s -o /dev/null -w "%{http_code}" -x "$HTTP_PROXY" http://unlisted.example/']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "403", "the proxy that answers knows this cloister's token");
+      assert.match(r.stderr, /is from another build of cloister; restarting it/);
+      assert.notEqual(pid(), before);
+    } finally {
+      writeFileSync(buildFile, original);
+    }
+  });
 });
