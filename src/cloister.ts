@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import type { Readable, Writable } from "node:stream";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { resolveProject } from "./config/effective-cache.js";
@@ -221,7 +222,25 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
       resolve: options.resolve ?? {},
     },
   };
+  checkMountSources(spec);
   return { spec, config };
+}
+
+/**
+ * A configured mount whose host path is missing would only fail inside bwrap, after the launch
+ * was reported started, where the user sees a cloister that is gone; say which entry it is instead.
+ */
+function checkMountSources(spec: LaunchSpec): void {
+  for (const ref of spec.refs) {
+    if (!existsSync(ref.hostPath)) {
+      throw new CloisterError(`refs.${ref.name} in project ${spec.project}'s config names ${ref.hostPath}, which does not exist`, `create it, or remove the ref: cloister project edit ${spec.project}`);
+    }
+  }
+  for (const mount of spec.extraMounts) {
+    if (!existsSync(mount.src)) {
+      throw new CloisterError(`sandbox.mounts: ${mount.src} (for ${mount.dest}) does not exist`, `create it, or remove the entry: cloister config edit (global) or cloister project edit ${spec.project}`);
+    }
+  }
 }
 
 /** A command-line value wins over config; "none" means no limit; zero or junk is a usage error. */

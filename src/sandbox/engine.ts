@@ -9,6 +9,7 @@ import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
 import { procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
+import { KEEPER_LOG } from "./init-client.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from "./limits.js";
@@ -178,7 +179,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       bwrap,
       ...argv,
     ];
-    const keeperPid = await spawnKeeper(initBinary, keeperArgs, join(runtimeDir, "cloister.log"), spec.persistent);
+    const keeperPid = await spawnKeeper(initBinary, keeperArgs, join(runtimeDir, KEEPER_LOG), spec.persistent);
     record.keeperPid = keeperPid;
     record.keeperStartTime = processStartTime(keeperPid);
     await writeRecord(paths, record);

@@ -1,7 +1,10 @@
+import { readFileSync } from "node:fs";
 import { connect } from "node:net";
 import { constants as osConstants } from "node:os";
+import { dirname, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { CloisterError } from "../errors.js";
+import { visible } from "../policy/visible.js";
 import {
   decodeExit,
   decodeStarted,
@@ -77,6 +80,8 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
   const gone = (): CloisterError => {
     const why = socketError ? `: ${socketError.message}` : "";
     const what = connected ? `its init closed the connection before the command finished${why}` : `cannot connect to its init at ${socketPath}${why}`;
+    const ended = lastLogLine(socketPath);
+    if (ended) return new CloisterError(`the cloister is gone or not ready (${what}); its log ends with: ${ended}`, "`cloister doctor` checks what cloisters need from this machine");
     return new CloisterError(`the cloister is gone or not ready (${what})`, "check `cloister list`; start it again if it stopped");
   };
 
@@ -179,4 +184,22 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
       send(encodeSignal(signo));
     },
   };
+}
+
+/** The keeper's log (its own, bwrap's and init's stderr), beside the init socket in the runtime dir. */
+export const KEEPER_LOG = "cloister.log";
+
+/**
+ * The last line of the log beside a cloister's init socket (see launchCloister): when bwrap fails
+ * after the keeper started it (no user namespaces, a mount it cannot make), its own message is there.
+ * Written by the keeper, bwrap and init only, but shown made visible all the same.
+ */
+function lastLogLine(socketPath: string): string | undefined {
+  try {
+    const text = readFileSync(join(dirname(socketPath), KEEPER_LOG), "utf8");
+    const line = text.trimEnd().split("\n").pop()?.trim();
+    return line ? visible(line.slice(0, 300)) : undefined;
+  } catch {
+    return undefined;
+  }
 }

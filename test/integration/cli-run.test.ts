@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { rmSync, symlinkSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createInstance, leakedCanaries, type TestInstance } from "../helpers/cloister.js";
 
@@ -93,6 +93,38 @@ describe("cloister run", () => {
     assert.deepEqual(started.filter((name) => !stopped.has(name)), [], "every granted cloister has its end recorded");
     const status = JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout) as { cloisters: number };
     assert.equal(status.cloisters, 0);
+  });
+
+  it("when bwrap fails after it was started (here: a host without user namespaces), run exits 125 with bwrap's own words and leaves nothing", async () => {
+    const fakeBin = join(t.home, "fake-bin");
+    mkdirSync(fakeBin, { recursive: true });
+    const message = "bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces.";
+    writeFileSync(join(fakeBin, "bwrap"), `#!/bin/sh\necho '${message}' >&2\nexit 1\n`, { mode: 0o755 });
+    const path = t.env.PATH;
+    t.env.PATH = `${fakeBin}:${path ?? ""}`;
+    try {
+      const r = await t.cli(["run", "--", "true"]);
+      assert.equal(r.code, 125, r.stderr);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      assert.ok(r.stderr.includes(`its log ends with: ${message}`), r.stderr);
+      assert.match(r.stderr, /cloister doctor/);
+    } finally {
+      t.env.PATH = path;
+    }
+    assert.equal((await t.cli(["list", "--json"])).stdout.trim(), "[]");
+  });
+
+  it("a configured mount whose host path is missing is named before anything starts", async () => {
+    const projectFile = join(t.home, "config", "projects", "proj.yaml");
+    mkdirSync(dirname(projectFile), { recursive: true });
+    writeFileSync(projectFile, "refs:\n  docs: /nonexistent/docs\n");
+    try {
+      const r = await t.cli(["run", "--", "true"]);
+      assert.equal(r.code, 125, r.stderr);
+      assert.match(r.stderr, /refs\.docs in project proj's config names \/nonexistent\/docs, which does not exist/);
+    } finally {
+      rmSync(projectFile);
+    }
   });
 
   it("leaves no placeholder in the project afterwards", async () => {
