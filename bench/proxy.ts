@@ -9,6 +9,7 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect, createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { PassThrough, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
@@ -477,9 +478,12 @@ async function latencyPart(setup: Setup, options: ProxyOptions): Promise<void> {
 // ---------------------------------------------------------------------------------------------------
 // 5b. Throughput
 
+/** Where a transfer runs; "relay" is the host client through a bare socat relay (see startBareRelay). */
+type TransferWhere = Where | "relay";
+
 interface TransferRow {
   label: string;
-  where: Where;
+  where: TransferWhere;
   kind: "download" | "upload";
   mibs: number[];
   errors: string[];
@@ -493,11 +497,23 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
   const size = options.mib % 1024 === 0 ? `${options.mib / 1024} GiB` : `${options.mib} MiB`;
   heading(`  5b. Throughput: ${size} per transfer over one connection, ${TRANSFER_ROUNDS} runs per row, interleaved (the cloister and srt through a CONNECT tunnel)`);
   const rows: TransferRow[] = [];
+  const label = (where: TransferWhere): string => (where === "direct" ? "direct (host)" : where === "relay" ? "socat relay (host, no proxy)" : `${where}, CONNECT`);
   for (const kind of ["download", "upload"] as const) {
-    for (const where of ["direct", "cloister", "srt"] as const) {
-      rows.push({ label: `${kind}: ${where === "direct" ? "direct (host)" : `${where}, CONNECT`}`, where, kind, mibs: [], errors: [], guardianBusy: [], relayBusy: [] });
+    for (const where of ["direct", "relay", "cloister", "srt"] as const) {
+      rows.push({ label: `${kind}: ${label(where)}`, where, kind, mibs: [], errors: [], guardianBusy: [], relayBusy: [] });
     }
   }
+  const relay = await startBareRelay(setup.blob.port);
+  try {
+    await transferRounds(setup, rows, bytes, relay.port);
+  } finally {
+    relay.stop();
+  }
+  printTransfers(rows);
+}
+
+/** The transfers of every row, interleaved round by round. */
+async function transferRounds(setup: Setup, rows: TransferRow[], bytes: number, relayPort: number): Promise<void> {
   const gpid = setup.host.guardianPid();
   for (let round = 0; round < TRANSFER_ROUNDS; round++) {
     for (let k = 0; k < rows.length; k++) {
@@ -508,10 +524,12 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
         r.unavailable = setup.srtUnavailable;
         continue;
       }
-      const job: Job = { kind: r.kind, via: r.where === "direct" ? "direct" : "connect", host: r.where === "cloister" ? ORIGIN : "127.0.0.1", port: setup.blob.port, bytes };
+      const where = r.where === "relay" ? "direct" : r.where;
+      const port = r.where === "relay" ? relayPort : setup.blob.port;
+      const job: Job = { kind: r.kind, via: where === "direct" ? "direct" : "connect", host: where === "cloister" ? ORIGIN : "127.0.0.1", port, bytes };
       const cpuBefore = cpuSample(gpid, setup.relayPid);
       try {
-        const result = await runMeasured<TransferResult>(setup, r.where, job);
+        const result = await runMeasured<TransferResult>(setup, where, job);
         r.mibs.push(result.bytes / (1024 * 1024) / (result.ms / 1000));
         if (r.where === "cloister") {
           // The client's process start-up is outside result.ms but inside the CPU sample: neither the
@@ -526,6 +544,9 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
       }
     }
   }
+}
+
+function printTransfers(rows: readonly TransferRow[]): void {
   const median = (values: number[]): number => percentile([...values].sort((a, b) => a - b), 50);
   const lines: string[][] = [["", "median", "best", "runs", "failed", "guardian CPU busy", "relay CPU busy"]];
   const notes: string[] = [];
@@ -542,10 +563,10 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
   print(table(lines));
   for (const note of notes) print(note);
   print("");
-  const find = (kind: TransferRow["kind"], where: Where): TransferRow | undefined => rows.find((r) => r.kind === kind && r.where === where);
+  const find = (kind: TransferRow["kind"], where: TransferWhere): TransferRow | undefined => rows.find((r) => r.kind === kind && r.where === where);
   for (const kind of ["download", "upload"] as const) {
     const base = find(kind, "direct");
-    for (const where of ["cloister", "srt"] as const) {
+    for (const where of ["relay", "cloister", "srt"] as const) {
       const r = find(kind, where);
       if (!base?.mibs.length || !r?.mibs.length) {
         print(`  ${`${where} / direct, ${kind}`.padEnd(28)} n/a`);
@@ -557,6 +578,47 @@ async function throughputPart(setup: Setup, options: ProxyOptions): Promise<void
     }
   }
   print("  CPU busy: the process's CPU time (user + kernel) during the run / the transfer's wall time (100% = one core busy all along)");
+  print("  socat relay: one process copying between two loopback sockets, deciding nothing; what any proxy that relays the bytes can reach on this host");
+}
+
+/**
+ * A bare relay on the host to the blob server: socat (a Debian package cloister already uses),
+ * forking per connection, with 64 KiB buffers. It measures the cost of the extra hop alone.
+ */
+async function startBareRelay(targetPort: number): Promise<{ port: number; stop: () => void }> {
+  const port = await freePort();
+  const child = spawn("socat", ["-b", "65536", `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${targetPort}`], { stdio: "ignore" });
+  const stop = (): void => {
+    child.kill("SIGKILL");
+  };
+  for (let waited = 0; waited < 5_000; waited += 20) {
+    if (await canConnect(port)) return { port, stop };
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  stop();
+  throw new Error("socat did not start listening (is it installed?)");
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -491,7 +491,16 @@ async function agentSection(inst: Instance, runs: number): Promise<void> {
 
 async function libSection(inst: Instance, lib: Lib, runs: number): Promise<void> {
   heading(`2. Library, in-process — ${runs} runs each, interleaved, after one warm-up run each`);
-  const LABELS = { bwrap: "bwrap raw /bin/true (child_process.spawn)", nonet: "runInCloister(['true'], network: false)", net: "runInCloister(['true'], network: true)" };
+  const LABELS = {
+    bwrap: "bwrap raw /bin/true (child_process.spawn)",
+    planned: "bwrap with a cloister's mounts, /bin/true",
+    nonet: "runInCloister(['true'], network: false)",
+    net: "runInCloister(['true'], network: true)",
+  };
+  // What bwrap alone costs with the filesystem view a cloister gets (system dirs, hidden secrets,
+  // the project's protected paths, HOME, trust files): the argv a running cloister's keeper started,
+  // with /bin/true instead of init. Every launch pays it, whatever cloister does around it.
+  const reference = await createTracked(inst, lib, "bench-mount-plan", true);
   const inProcess = (label: string, network: boolean): Cmd => ({
     label,
     run: async () => {
@@ -502,12 +511,53 @@ async function libSection(inst: Instance, lib: Lib, runs: number): Promise<void>
       return ms;
     },
   });
-  const cmds: Cmd[] = [spawnCmd(LABELS.bwrap, "bwrap", rawBwrapArgs(), inst), inProcess(LABELS.nonet, false), inProcess(LABELS.net, true)];
-  const results = await measureInterleaved(inst, cmds, runs);
+  const planned = plannedBwrapArgs(reference.record.keeperPid);
+  const cmds: Cmd[] = [
+    spawnCmd(LABELS.bwrap, "bwrap", rawBwrapArgs(), inst),
+    ...(planned ? [spawnCmd(LABELS.planned, "bwrap", planned.args, inst)] : []),
+    inProcess(LABELS.nonet, false),
+    inProcess(LABELS.net, true),
+  ];
+  let results: Map<string, RowResult>;
+  try {
+    results = await measureInterleaved(inst, cmds, runs);
+  } finally {
+    await reference.stop();
+  }
   print(timingTable(results, Object.values(LABELS)));
   print("");
   print(ratioLine("runInCloister no network / bwrap", results.get(LABELS.nonet), results.get(LABELS.bwrap), TARGET_LIB_VS_BWRAP));
   print(ratioLine("runInCloister network / bwrap", results.get(LABELS.net), results.get(LABELS.bwrap), TARGET_LIB_VS_BWRAP));
+  print(ratioLine("bwrap with a cloister's mounts / bwrap", results.get(LABELS.planned), results.get(LABELS.bwrap)));
+  if (planned) print(`  a cloister's bwrap argv here: ${mountOps(planned.args)} mount operations (raw bwrap: ${mountOps(rawBwrapArgs())})`);
+  else print("  bwrap with a cloister's mounts: not measured (the reference cloister's keeper command line was not readable)");
+}
+
+/**
+ * The bwrap argv in a running cloister's keeper command line (`keep [options] -- bwrap ARGS -- init
+ * ...`), without its seccomp fd (the keeper's, not ours) and with /bin/true as the command.
+ */
+function plannedBwrapArgs(keeperPid: number | undefined): { args: string[] } | undefined {
+  let argv: string[];
+  try {
+    argv = readFileSync(`/proc/${keeperPid}/cmdline`, "utf8").split("\0").slice(0, -1);
+  } catch {
+    return undefined;
+  }
+  const start = argv.indexOf("--") + 2;
+  const end = argv.indexOf("--", start);
+  if (start < 2 || end < 0) return undefined;
+  const args: string[] = [];
+  for (let i = start; i < end; i++) {
+    if (argv[i] === "--seccomp") i++;
+    else args.push(argv[i] as string);
+  }
+  return { args: [...args, "--", "/bin/true"] };
+}
+
+/** How many mount operations a bwrap argv asks for (each costs bwrap a pass over /proc/self/mountinfo). */
+function mountOps(args: readonly string[]): number {
+  return args.filter((a) => /^--(ro-|dev-)?bind(-try)?$|^--tmpfs$|^--symlink$|^--proc$|^--dev$|^--remount-ro$/.test(a)).length;
 }
 
 async function createTracked(inst: Instance, lib: Lib, name: string, network: boolean | undefined): Promise<Cloister> {
