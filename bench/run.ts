@@ -530,25 +530,25 @@ async function libSection(inst: Instance, lib: Lib, runs: number): Promise<void>
   print(ratioLine("runInCloister network / bwrap", results.get(LABELS.net), results.get(LABELS.bwrap), TARGET_LIB_VS_BWRAP));
   print(ratioLine("bwrap with a cloister's mounts / bwrap", results.get(LABELS.planned), results.get(LABELS.bwrap)));
   if (planned) print(`  a cloister's bwrap argv here: ${mountOps(planned.args)} mount operations (raw bwrap: ${mountOps(rawBwrapArgs())})`);
-  else print("  bwrap with a cloister's mounts: not measured (the reference cloister's keeper command line was not readable)");
+  else print("  bwrap with a cloister's mounts: not measured (the reference cloister's bwrap command line was not readable)");
 }
 
 /**
- * The bwrap argv in a running cloister's keeper command line (`keep [options] -- bwrap ARGS -- init
- * ...`), without its seccomp fd (the keeper's, not ours) and with /bin/true as the command.
+ * The argv of a running cloister's bwrap (the keeper's child: `bwrap ARGS -- init ...`), without
+ * its seccomp fd (the keeper's, not ours) and with /bin/true as the command.
  */
 function plannedBwrapArgs(keeperPid: number | undefined): { args: string[] } | undefined {
   let argv: string[];
   try {
-    argv = readFileSync(`/proc/${keeperPid}/cmdline`, "utf8").split("\0").slice(0, -1);
+    const bwrapPid = readFileSync(`/proc/${keeperPid}/task/${keeperPid}/children`, "utf8").trim().split(" ")[0];
+    argv = readFileSync(`/proc/${bwrapPid}/cmdline`, "utf8").split("\0").slice(0, -1);
   } catch {
     return undefined;
   }
-  const start = argv.indexOf("--") + 2;
-  const end = argv.indexOf("--", start);
-  if (start < 2 || end < 0) return undefined;
+  const end = argv.indexOf("--");
+  if (end < 0) return undefined;
   const args: string[] = [];
-  for (let i = start; i < end; i++) {
+  for (let i = 1; i < end; i++) {
     if (argv[i] === "--seccomp") i++;
     else args.push(argv[i] as string);
   }

@@ -361,6 +361,7 @@ struct keep_opts {
     bool die_with_parent;
     bool setsid;
     int status_fd; /* -1: none */
+    int program_fd; /* -1: none; else PROGRAM comes from here (see keep_read_program) */
     char **program;
 };
 
@@ -397,6 +398,7 @@ static void keep_parse(int argc, char **argv, struct keep_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->status_fd = -1;
+    o->program_fd = -1;
     o->cgroups = calloc((size_t)argc, sizeof *o->cgroups);
     o->rlimits = calloc((size_t)argc, sizeof *o->rlimits);
     if (!o->cgroups || !o->rlimits)
@@ -418,7 +420,8 @@ static void keep_parse(int argc, char **argv, struct keep_opts *o)
             continue;
         }
         bool known = !strcmp(a, "--listen") || !strcmp(a, "--cgroup") || !strcmp(a, "--oom-score-adj") ||
-                     !strcmp(a, "--nice") || !strcmp(a, "--rlimit") || !strcmp(a, "--status-fd");
+                     !strcmp(a, "--nice") || !strcmp(a, "--rlimit") || !strcmp(a, "--status-fd") ||
+                     !strcmp(a, "--program-fd");
         if (!known)
             fatal(EINVAL, "keep: unknown option '%s'", a);
         if (i + 1 >= argc)
@@ -443,15 +446,68 @@ static void keep_parse(int argc, char **argv, struct keep_opts *o)
             if (!parse_long(v, -20, 19, &o->nice))
                 fatal(EINVAL, "keep: --nice '%s'", v);
             o->has_nice = true;
+        } else if (!strcmp(a, "--program-fd")) {
+            if (!parse_long(v, 0, INT_MAX, &n))
+                fatal(EINVAL, "keep: --program-fd '%s'", v);
+            o->program_fd = (int)n;
         } else { /* --status-fd */
             if (!parse_long(v, 0, INT_MAX, &n))
                 fatal(EINVAL, "keep: --status-fd '%s'", v);
             o->status_fd = (int)n;
         }
     }
+    if (o->program_fd >= 0) {
+        if (i < argc)
+            fatal(EINVAL, "keep: --program-fd and '-- PROGRAM' both given");
+        return;
+    }
     if (i >= argc)
-        fatal(EINVAL, "keep: missing '-- PROGRAM [ARGS...]'");
+        fatal(EINVAL, "keep: missing '-- PROGRAM [ARGS...]' (or --program-fd)");
     o->program = argv + i;
+}
+
+#define MAX_PROGRAM_BYTES (4u << 20) /* a bwrap argv with a few thousand mounts fits */
+
+/*
+ * `--program-fd N`: PROGRAM and its arguments, each NUL-terminated, read from fd N to its end. The
+ * engine starts the keeper before it has planned the sandbox, so that joining the cgroups (the
+ * first cgroup v1 migration waits ~15 ms for an RCU grace period) overlaps with that work. EOF
+ * with nothing read is how the engine calls a launch off: the keeper exits without running anything.
+ */
+static char **keep_read_program(int fd)
+{
+    struct buf b = { 0 };
+    for (;;) {
+        buf_reserve(&b, 65536);
+        ssize_t n = read(fd, b.p + b.end, b.cap - b.end);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            fatal(errno, "keep: --program-fd %d", fd);
+        if (n == 0)
+            break;
+        b.end += (size_t)n;
+        if (buf_size(&b) > MAX_PROGRAM_BYTES)
+            fatal(E2BIG, "keep: --program-fd %d", fd);
+    }
+    close(fd);
+    size_t len = buf_size(&b);
+    if (len == 0)
+        fatal(ECANCELED, "keep: no program on --program-fd (the launch was called off)");
+    if (b.p[len - 1] != '\0')
+        fatal(EINVAL, "keep: --program-fd: the last argument is not NUL-terminated");
+    size_t count = 0;
+    for (size_t i = 0; i < len; i++)
+        count += b.p[i] == '\0';
+    char **argv = calloc(count + 1, sizeof *argv);
+    if (!argv)
+        fatal(ENOMEM, "keep");
+    char *p = (char *)b.p;
+    for (size_t k = 0; k < count; k++) {
+        argv[k] = p;
+        p += strlen(p) + 1;
+    }
+    return argv;
 }
 
 /* Write a short string to a file that must accept it whole (cgroup.procs, oom_score_adj). */
@@ -597,6 +653,8 @@ static int keep_main(int argc, char **argv)
     if (o.listen)
         keep_listen(o.listen);
     keep_apply_limits(&o);
+    if (o.program_fd >= 0)
+        o.program = keep_read_program(o.program_fd);
 
     /* A FD_CLOEXEC pipe tells us whether exec worked: EOF means yes, an errno means no. */
     int ep[2];

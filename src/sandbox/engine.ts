@@ -106,6 +106,21 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     await ensurePrivateDir(paths.homesDir);
     mkdirSync(homeDir, { recursive: true, mode: 0o700 });
     if (record.ephemeralHome) cleanups.push(() => rmSync(homeDir, { recursive: true, force: true }));
+
+    // The keeper first: it joins the cgroups (the first cgroup v1 migration of a launch waits ~15 ms
+    // for the kernel) while the rest is prepared, then runs bwrap once given its argv.
+    const limits = applyLimits(detectLimitMechanism(), id, spec.limits);
+    record.cgroupDirs = limits.cgroupDirs;
+    record.limitMechanism = limits.mechanism;
+    cleanups.push(() => releaseLimits(limits.cgroupDirs));
+    const keeper = spawnKeeper(
+      initBinary,
+      ["keep", "--listen", record.initSocket, "--status-fd", String(STATUS_FD), "--program-fd", String(PROGRAM_FD), ...(spec.persistent ? ["--setsid"] : ["--die-with-parent"]), ...limits.keeperArgs],
+      join(runtimeDir, KEEPER_LOG),
+      spec.persistent,
+    );
+    cleanups.push(() => keeper.callOff());
+
     const agentBinDir = spec.agent ? join(runtimeDir, "agent-bin") : undefined;
     if (spec.agent && agentBinDir) {
       mkdirSync(agentBinDir, { mode: 0o700 });
@@ -119,10 +134,6 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir) : undefined;
     record.placeholders = [...new Set([...record.placeholders, ...(gitView?.placeholders ?? [])])];
 
-    const limits = applyLimits(detectLimitMechanism(), id, spec.limits);
-    record.cgroupDirs = limits.cgroupDirs;
-    record.limitMechanism = limits.mechanism;
-    cleanups.push(() => releaseLimits(limits.cgroupDirs));
     const granted = await grant;
     record.proxyToken = granted.token;
     if (spec.network) {
@@ -169,17 +180,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       runningAsRoot: user.uid === 0,
       command: [INIT_PATH, "init", ...bridge],
     });
-    const keeperArgs = [
-      "keep",
-      "--listen", record.initSocket,
-      "--status-fd", String(STATUS_FD),
-      ...(spec.persistent ? ["--setsid"] : ["--die-with-parent"]),
-      ...limits.keeperArgs,
-      "--",
-      bwrap,
-      ...argv,
-    ];
-    const keeperPid = await spawnKeeper(initBinary, keeperArgs, join(runtimeDir, KEEPER_LOG), spec.persistent);
+    const keeperPid = await keeper.run([bwrap, ...argv]);
     record.keeperPid = keeperPid;
     record.keeperStartTime = processStartTime(keeperPid);
     await writeRecord(paths, record);
@@ -190,15 +191,25 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
   }
 }
 
-// fd 3 is where the keeper puts the init socket; the status line and the seccomp program come after it.
+// fd 3 is where the keeper puts the init socket; the status line, the seccomp program and the
+// keeper's program come after it.
 const STATUS_FD = 4;
 const SECCOMP_FD = 5;
+const PROGRAM_FD = 6;
 
-/** Spawns the keeper, hands bwrap its seccomp program, and waits for "started PID". */
-function spawnKeeper(initBinary: string, args: string[], logFile: string, detached: boolean): Promise<number> {
+/** A keeper spawned with `--program-fd`: it has joined its cgroups, or is joining them, and waits. */
+interface WaitingKeeper {
+  /** Hands the keeper its program (bwrap and its argv); resolves with the keeper's pid once it started it. */
+  run(program: readonly string[]): Promise<number>;
+  /** The launch failed: the keeper exits without running anything. */
+  callOff(): void;
+}
+
+/** Spawns the keeper and hands bwrap's seccomp program to it; the program to run comes later (run). */
+function spawnKeeper(initBinary: string, args: string[], logFile: string, detached: boolean): WaitingKeeper {
   const log = openSync(logFile, "a", 0o600);
   const child = spawn(initBinary, args, {
-    stdio: ["ignore", log, log, "ignore", "pipe", "pipe"],
+    stdio: ["ignore", log, log, "ignore", "pipe", "pipe", "pipe"],
     detached,
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
   });
@@ -207,10 +218,13 @@ function spawnKeeper(initBinary: string, args: string[], logFile: string, detach
   const stdio = child.stdio as unknown as (Readable | Writable | null)[];
   const status = stdio[STATUS_FD] as Readable;
   const seccomp = stdio[SECCOMP_FD] as Writable;
+  const program = stdio[PROGRAM_FD] as Writable;
   // Once written, close our end: the keeper keeps its copy of the fd for bwrap, and a socket we
   // still hold open would keep a detached CLI (`start -d`) alive forever.
   seccomp.end(buildSeccompFilter(), () => seccomp.destroy());
-  return new Promise((resolve, reject) => {
+  // A keeper that dies before run() (its cgroups refused it) fails the launch at run().
+  program.on("error", () => undefined);
+  const started = new Promise<number>((resolve, reject) => {
     let text = "";
     status.setEncoding("utf8");
     status.on("data", (chunk: string) => (text += chunk));
@@ -226,6 +240,17 @@ function spawnKeeper(initBinary: string, args: string[], logFile: string, detach
       }
     });
   });
+  started.catch(() => undefined); // reported by run(); a launch called off never asks
+  return {
+    run: (argv) => {
+      program.end(Buffer.from(argv.map((arg) => `${arg}\0`).join("")), () => program.destroy());
+      return started;
+    },
+    callOff: () => {
+      program.destroy();
+      child.kill("SIGKILL");
+    },
+  };
 }
 
 function lastLine(text: string): string {

@@ -570,6 +570,39 @@ describe("cloister-init keep", { timeout: 60_000 }, () => {
     assert.deepEqual(await exitOf(keeper), { code: 3, signal: null });
   });
 
+  it("--program-fd: runs the NUL-separated argv read from the fd, once it is complete", async () => {
+    const keeper = spawnKeeper(["--status-fd", "3", "--program-fd", "4"], ["pipe", "pipe"]);
+    const status = readAll(keeper.stdio[3] as Readable);
+    const stdout = readAll(keeper.stdout as Readable);
+    const program = keeper.stdio[4] as Writable;
+    // Arguments with spaces, newlines and an empty one arrive as they were.
+    program.write("sh\0-c\0printf '[%s]' \"$@\"\0");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(keeper.exitCode, null, "waits for the end of the fd");
+    program.end("x\0a b\0two\nlines\0\0");
+    assert.deepEqual(await exitOf(keeper), { code: 0, signal: null });
+    assert.match(await status, /^started \d+\n$/);
+    assert.equal(await stdout, "[a b][two\nlines][]");
+  });
+
+  it("--program-fd: an empty fd calls the launch off (125, nothing run, no status line); junk is refused", async () => {
+    const marker = join(tempDir(), "ran");
+    for (const [input, why] of [["", /no program on --program-fd/], [`touch\0${marker}`, /not NUL-terminated/]] as const) {
+      const keeper = spawnKeeper(["--status-fd", "3", "--program-fd", "4"], ["pipe", "pipe"]);
+      const status = readAll(keeper.stdio[3] as Readable);
+      const stderr = readAll(keeper.stderr as Readable);
+      (keeper.stdio[4] as Writable).end(input);
+      assert.deepEqual(await exitOf(keeper), { code: 125, signal: null });
+      assert.equal(await status, "");
+      assert.match(await stderr, why);
+    }
+    const both = spawnKeeper(["--program-fd", "3", "--", "touch", marker]);
+    const bothStderr = readAll(both.stderr as Readable);
+    assert.equal((await exitOf(both)).code, 125);
+    assert.match(await bothStderr, /--program-fd and '-- PROGRAM' both given/);
+    assert.equal(existsSync(marker), false);
+  });
+
   it("exits with 128 + n when the child is killed by signal n", async () => {
     const keeper = spawnKeeper(["--", "sh", "-c", "kill -9 $$"], []);
     assert.deepEqual(await exitOf(keeper), { code: 137, signal: null });
