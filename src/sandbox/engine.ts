@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, rmSync, statSync } from "node:fs";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
@@ -9,7 +9,7 @@ import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
 import { procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
-import { KEEPER_LOG } from "./init-client.js";
+import { KEEPER_LOG, keeperLogTail } from "./init-client.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from "./limits.js";
@@ -236,7 +236,7 @@ function spawnKeeper(initBinary: string, args: string[], logFile: string, detach
         if (detached) child.unref();
         resolve(child.pid ?? pid);
       } else {
-        fail(lastLine(readFileSync(logFile, "utf8")) || "the keeper exited before starting bwrap");
+        fail(keeperLogTail(logFile) ?? "the keeper exited before starting bwrap");
       }
     });
   });
@@ -251,10 +251,6 @@ function spawnKeeper(initBinary: string, args: string[], logFile: string, detach
       child.kill("SIGKILL");
     },
   };
-}
-
-function lastLine(text: string): string {
-  return text.trim().split("\n").pop() ?? "";
 }
 
 /** The cloister's HOME inside: one fixed place, whatever the host's HOME is. */

@@ -80,7 +80,7 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
   const gone = (): CloisterError => {
     const why = socketError ? `: ${socketError.message}` : "";
     const what = connected ? `its init closed the connection before the command finished${why}` : `cannot connect to its init at ${socketPath}${why}`;
-    const ended = lastLogLine(socketPath);
+    const ended = keeperLogTail(join(dirname(socketPath), KEEPER_LOG));
     if (ended) return new CloisterError(`the cloister is gone or not ready (${what}); its log ends with: ${ended}`, "`cloister doctor` checks what cloisters need from this machine");
     return new CloisterError(`the cloister is gone or not ready (${what})`, "check `cloister list`; start it again if it stopped");
   };
@@ -190,16 +190,15 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
 export const KEEPER_LOG = "cloister.log";
 
 /**
- * The last line of the log beside a cloister's init socket (see launchCloister): when bwrap fails
- * after the keeper started it (no user namespaces, a mount it cannot make), its own message is there.
- * Written by the keeper, bwrap and init only, but shown made visible all the same.
+ * The last line of a keeper's log, if there is one: when bwrap fails (no user namespaces, a mount
+ * it cannot make), its own message is there. Written by the keeper, bwrap and init only, but shown
+ * made visible all the same.
  */
-function lastLogLine(socketPath: string): string | undefined {
+export function keeperLogTail(logFile: string): string | undefined {
   try {
-    const text = readFileSync(join(dirname(socketPath), KEEPER_LOG), "utf8");
-    const line = text.trimEnd().split("\n").pop()?.trim();
+    const line = readFileSync(logFile, "utf8").trimEnd().split("\n").pop()?.trim();
     return line ? visible(line.slice(0, 300)) : undefined;
   } catch {
-    return undefined;
+    return undefined; // removed with its cloister already
   }
 }

@@ -3,7 +3,7 @@
  * and recording servers on loopback standing in for the internet (reached through name overrides).
  */
 import assert from "node:assert/strict";
-import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createInstance, waitUntil, type TestInstance } from "../helpers/cloister.js";
@@ -115,10 +115,18 @@ describe("egress through the guardian", () => {
     assert.deepEqual(r.stdout.trim().split("\n"), ["407", "407"]);
   });
 
-  it("rejects a bad session rule before anything starts", async () => {
-    const r = await t.cli(["run", "--allow", "*.com", "--", "true"]);
-    assert.equal(r.code, 125);
-    assert.match(r.stderr, /--allow \*\.com: .*top-level domain/);
+  it("rejects a bad session rule before anything starts, leaving nothing behind", async () => {
+    // The guardian refuses the rule while the launch prepares the host side beside it: what was
+    // prepared (placeholders, cgroups, the waiting keeper, the record) goes again.
+    const before = readdirSync(t.project).sort();
+    for (let i = 0; i < 3; i++) {
+      const r = await t.cli(["run", "--allow", "*.com", "--", "true"]);
+      assert.equal(r.code, 125, r.stderr);
+      assert.match(r.stderr, /--allow \*\.com: .*top-level domain/);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    }
+    assert.deepEqual(readdirSync(t.project).sort(), before);
+    assert.equal((await t.cli(["list", "--json"])).stdout.trim(), "[]");
   });
 
   describe("a persistent cloister", () => {
