@@ -13,10 +13,11 @@ import { basename, dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createCloister } from "../../src/cloister.js";
 import { resolvePaths } from "../../src/config/paths.js";
+import { detectLimitMechanism } from "../../src/sandbox/limits.js";
 import { listRecords, type CloisterRecord } from "../../src/sandbox/records.js";
 import { fileURLToPath } from "node:url";
 import { createInstance, leakedCanaries, spawnCli, waitUntil, type CliResult, type TestInstance } from "../helpers/cloister.js";
-import { hostTree, isAlive, readOr, survivors, waitGone, type HostProc } from "../helpers/host-processes.js";
+import { hostProcessesNaming, hostTree, isAlive, readOr, survivors, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 const PROBE_SOURCE = fileURLToPath(new URL("../fixtures/syscall-probe.c", import.meta.url));
 const SIGSYS = 31;
@@ -328,6 +329,24 @@ for arg in sys.argv[1:]:
       await waitUntil(`cloister ${id} to leave nothing`, () => processesMounting(`.run-${id}`).length === 0, 5_000).catch(() => undefined);
       assert.deepEqual(processesMounting(`.run-${id}`), [], `processes of cloister ${id} (network ${network}) outlived stop`);
     }
+  });
+
+  it("a launch called off after its keeper was spawned (the guardian refuses a session rule) leaves no process, cgroup or placeholder", async () => {
+    // The keeper is spawned, joins the cloister's cgroups and waits for its program while the
+    // guardian works on the grant; here the grant fails, so the launch is called off.
+    const paths = resolvePaths({ CLOISTER_HOME: t.home });
+    const mechanism = detectLimitMechanism();
+    const parents = mechanism.kind === "cgroup2" ? [mechanism.parent] : mechanism.kind === "cgroup1" ? Object.values(mechanism.parents).filter((p) => p !== undefined) : [];
+    const cgroups = () => parents.flatMap((parent) => readdirSync(parent).filter((name) => name.startsWith("cloister-")).map((name) => join(parent, name)));
+    const keepers = () => hostProcessesNaming(join(t.home, "run", "c"));
+    const before = { cgroups: cgroups(), keepers: keepers(), project: readdirSync(t.project).sort() };
+    for (const network of [true, true, true]) {
+      await assert.rejects(createCloister({ project: t.project, paths, network, allow: ["*.com"] }, false), /top-level domain/);
+    }
+    await waitUntil("the called-off keepers to exit", () => keepers().length <= before.keepers.length, 5_000).catch(() => undefined);
+    assert.deepEqual(keepers(), before.keepers, "keepers of called-off launches are left");
+    assert.deepEqual(cgroups(), before.cgroups, "cgroups of called-off launches are left");
+    assert.deepEqual(readdirSync(t.project).sort(), before.project, "placeholders are left in the project");
   });
 
   it("leaves no process on the host after `run` ends", async () => {

@@ -71,3 +71,14 @@ export async function waitGone(procs: readonly HostProc[], context: string): Pro
   }
   assert.deepEqual(survivors(procs), [], `host processes outlived ${context}`);
 }
+
+/** Host processes whose command line contains `text` (e.g. an instance's runtime dir), as "pid cmdline". */
+export function hostProcessesNaming(text: string): string[] {
+  const found: string[] = [];
+  for (const [pid, info] of hostProcessTable()) {
+    if (info.state === "Z") continue;
+    const cmd = readOr(`/proc/${pid}/cmdline`).split("\0").join(" ").trim();
+    if (cmd.includes(text)) found.push(`${pid} ${cmd}`);
+  }
+  return found.sort();
+}
