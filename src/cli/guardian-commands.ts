@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { resolvePaths } from "../config/paths.js";
-import { ensureGuardian, guardianCall, guardianStatus } from "../guardian/control-client.js";
+import { guardianCall, guardianStatus, startGuardian } from "../guardian/control-client.js";
 
 export function registerGuardianCommands(program: Command): void {
   const guardian = program.command("guardian").description("the per-user host daemon that tracks cloisters and owns their network");
@@ -9,7 +9,7 @@ export function registerGuardianCommands(program: Command): void {
     .command("start")
     .description("start the guardian (run and start do this automatically)")
     .action(async () => {
-      const status = await ensureGuardian(resolvePaths());
+      const status = await startGuardian(resolvePaths());
       process.stderr.write(`Guardian running (pid ${status.pid}).\n`);
     });
 

@@ -22,6 +22,8 @@ export interface CloisterPaths {
   homesDir: string;
   guardianSocket: string;
   guardianPidFile: string;
+  /** Written by a guardian once it serves: its pid, start time, build and socket (see ensureGuardian). */
+  guardianInfoFile: string;
   guardianLog: string;
   /** Signed, hash-chained audit log (audit.jsonl, rotated audit.N.jsonl) and its signing key. */
   auditDir: string;
@@ -37,6 +39,7 @@ export function resolvePaths(env: NodeJS.ProcessEnv = process.env): CloisterPath
     homesDir: join(base.dataDir, "homes"),
     guardianSocket: join(base.runtimeDir, "guardian.sock"),
     guardianPidFile: join(base.runtimeDir, "guardian.pid"),
+    guardianInfoFile: join(base.runtimeDir, "guardian.json"),
     guardianLog: join(base.stateDir, "guardian.log"),
     auditDir: join(base.stateDir, "audit"),
   };

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { openSync, closeSync, mkdirSync, readFileSync } from "node:fs";
+import { openSync, closeSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { request as httpRequest } from "node:http";
@@ -9,7 +9,7 @@ import type { CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import type { LaunchGrant } from "../sandbox/engine.js";
-import type { SessionRules } from "../sandbox/records.js";
+import { isRunningProcess, type SessionRules } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import type { AgentCredential } from "./vault/agent-credentials.js";
 
@@ -84,12 +84,46 @@ function daemonFile(): string {
   return fileURLToPath(new URL("./daemon.js", import.meta.url));
 }
 
+/** What a serving guardian says of itself in guardianInfoFile (written by daemon.ts). */
+export interface GuardianInfo {
+  pid: number;
+  /** Its start time (/proc/PID/stat): a pid reused by another process does not match. */
+  startTime: string;
+  build: string;
+  /** The inode of the control socket it listens on. */
+  socketInode: number;
+}
+
+/**
+ * Makes sure this instance's guardian runs and is of this build. Known from its info file when it
+ * does: no round trip, which spares the commands that only need it alive (exec, start again) the
+ * first HTTP request of their process (~15 ms). A guardian that died, a reused pid, a control
+ * socket that is not its own, or another build: then it is asked, and started or replaced.
+ */
+export async function ensureGuardian(paths: CloisterPaths): Promise<void> {
+  if (!runningGuardianIsCurrent(paths)) await startGuardian(paths);
+}
+
+function runningGuardianIsCurrent(paths: CloisterPaths): boolean {
+  try {
+    const info = JSON.parse(readFileSync(paths.guardianInfoFile, "utf8")) as Partial<GuardianInfo>;
+    return (
+      info.build === cloisterBuild() &&
+      typeof info.pid === "number" &&
+      isRunningProcess(info.pid, info.startTime) &&
+      statSync(paths.guardianSocket).ino === info.socketInode
+    );
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Starts the guardian for this instance unless it answers already; returns its status. A guardian
  * of another build (cloister was upgraded or rebuilt since it started) is replaced: running
  * cloisters are adopted again by the new one, as after any guardian restart.
  */
-export async function ensureGuardian(paths: CloisterPaths): Promise<GuardianStatus> {
+export async function startGuardian(paths: CloisterPaths): Promise<GuardianStatus> {
   const running = await guardianStatus(paths);
   if (running && (running.build === undefined || running.build === cloisterBuild())) return running;
   if (running) {
@@ -131,7 +165,7 @@ export interface GrantRequest {
 export async function requestGrant(paths: CloisterPaths, request: GrantRequest): Promise<LaunchGrant> {
   const grant = await guardianCallStarting<LaunchGrant>(paths, "POST", "/v1/cloisters", request);
   if (grant.build === cloisterBuild()) return grant;
-  await ensureGuardian(paths);
+  await startGuardian(paths);
   return guardianCall<LaunchGrant>(paths, "POST", "/v1/cloisters", request);
 }
 
@@ -143,7 +177,7 @@ export async function guardianCallStarting<T>(paths: CloisterPaths, method: stri
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== "ENOENT" && code !== "ECONNREFUSED") throw error;
   }
-  await ensureGuardian(paths);
+  await startGuardian(paths);
   return guardianCall<T>(paths, method, path, body);
 }
 

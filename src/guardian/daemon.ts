@@ -1,13 +1,13 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createServer } from "node:net";
-import { statSync, writeFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/paths.js";
-import { ensurePrivateDir } from "../config/atomic-write.js";
+import { ensurePrivateDir, writeFileAtomic } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister, type LaunchGrant } from "../sandbox/engine.js";
-import { isKeeperAlive, listRecords, readRecord, type CloisterRecord } from "../sandbox/records.js";
+import { isKeeperAlive, listRecords, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { JsonLines, serveControl } from "./control-server.js";
 import { AuditLog } from "../audit/log.js";
@@ -15,7 +15,7 @@ import { SAFE_NAME_RE } from "../config/names.js";
 import type { RuleEntry } from "../config/schema.js";
 import type { SessionRules } from "../sandbox/records.js";
 import { Egress, loadPolicy } from "./egress.js";
-import { cloisterBuild, guardianStatus } from "./control-client.js";
+import { cloisterBuild, guardianStatus, type GuardianInfo } from "./control-client.js";
 import { ApprovalQueue, type DecisionKeeper } from "./approvals/queue.js";
 import type { AnswerInput } from "./approvals/types.js";
 import type { AuditEvent } from "../audit/log.js";
@@ -89,6 +89,9 @@ class Guardian {
     await serveControl(this.paths.guardianSocket, this.routes());
     this.controlInode = statSync(this.paths.guardianSocket).ino;
     writeFileSync(this.paths.guardianPidFile, `${process.pid}\n`, { mode: 0o600 });
+    // Last, once everything above serves: a CLI that finds this file skips asking (ensureGuardian).
+    const info: GuardianInfo = { pid: process.pid, startTime: processStartTime(process.pid) ?? "", build: BUILD, socketInode: this.controlInode };
+    await writeFileAtomic(this.paths.guardianInfoFile, JSON.stringify(info), 0o600, false);
     setInterval(() => void this.tick(), REAP_INTERVAL_MS).unref();
     for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => void this.exit());
     // The daemon runs in its own session, so SIGHUP only ever comes from someone asking for a reload.
@@ -332,7 +335,19 @@ class Guardian {
     await this.reconcile().catch((error: unknown) => log(`reconcile failed: ${String(error)}`));
   }
 
+  /** Removes guardianInfoFile if it is this guardian's (a guardian that took over wrote its own). */
+  private forgetInfoFile(): void {
+    try {
+      const info = JSON.parse(readFileSync(this.paths.guardianInfoFile, "utf8")) as Partial<GuardianInfo>;
+      if (info.pid === process.pid) rmSync(this.paths.guardianInfoFile, { force: true });
+    } catch {
+      // None, or not readable: nothing of ours to remove.
+    }
+  }
+
   private async exit(): Promise<never> {
+    // First: from now on a CLI asks (and finds no guardian) instead of trusting the file.
+    this.forgetInfoFile();
     this.protection.close();
     this.approvals.cancelAll();
     await this.ui?.close().catch(() => undefined);

@@ -16,7 +16,7 @@ import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from ".
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
 import { prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
 import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
-import { deleteRecord, isKeeperAlive, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
+import { deleteRecord, isKeeperAlive, isRunningProcess, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 
 /** The TCP port on 127.0.0.1 inside every cloister that reaches the cloister's guardian socket. */
 export const PROXY_PORT = 3128;
@@ -292,7 +292,7 @@ function releasePlaceholders(paths: CloisterPaths, record: CloisterRecord): void
 }
 
 async function waitForExit(pid: number, startTime: string | undefined): Promise<void> {
-  for (let i = 0; i < 200 && processStartTime(pid) === startTime; i++) {
+  for (let i = 0; i < 200 && isRunningProcess(pid, startTime); i++) {
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
 }

@@ -93,10 +93,21 @@ export function deleteRecord(paths: CloisterPaths, name: string): void {
 
 /** Field 22 of /proc/PID/stat: the process start time in clock ticks since boot. */
 export function processStartTime(pid: number): string | undefined {
+  return processStat(pid)?.startTime;
+}
+
+/** The process `pid` is the one that started at `startTime`, and has not died (a zombie has). */
+export function isRunningProcess(pid: number, startTime: string | undefined): boolean {
+  const stat = processStat(pid);
+  return stat !== undefined && stat.startTime === startTime && stat.state !== "Z" && stat.state !== "X";
+}
+
+function processStat(pid: number): { state: string; startTime: string | undefined } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // The command name (field 2) may contain spaces and parentheses: split after its closing paren.
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { state: fields[0] ?? "", startTime: fields[19] };
   } catch {
     return undefined;
   }
@@ -104,5 +115,5 @@ export function processStartTime(pid: number): string | undefined {
 
 /** The keeper of this record is still the process we started (not a dead one, not a reused pid). */
 export function isKeeperAlive(record: CloisterRecord): boolean {
-  return record.keeperPid !== undefined && processStartTime(record.keeperPid) === record.keeperStartTime;
+  return record.keeperPid !== undefined && isRunningProcess(record.keeperPid, record.keeperStartTime);
 }

@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createInstance, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, REPO_ROOT, type TestInstance } from "../helpers/cloister.js";
 import { hostProcessTable, hostTree, readOr, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 interface ListEntry {
@@ -169,6 +169,25 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.deepEqual(runtimeDirs(t), []);
     const after = await t.cli(["guardian", "status", "--json"]);
     assert.deepEqual(JSON.parse(after.stdout), { running: false });
+    assert.equal(existsSync(join(t.home, "run", "guardian.json")), false, "a stopped guardian leaves its info file");
+  });
+
+  it("trusts guardian.json only for a live guardian of this build on its own socket: a stale or forged one starts a real guardian", async () => {
+    // The CLI skips asking the guardian when its info file says it runs. Here the file names a
+    // live process that is not a guardian (this test), with this build, while none runs.
+    await t.cli(["guardian", "stop"]);
+    const infoFile = join(t.home, "run", "guardian.json");
+    const stat = readOr(`/proc/${process.pid}/stat`);
+    const startTime = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+    const build = `${JSON.parse(readOr(join(REPO_ROOT, "package.json"), "{}")).version}+${readOr(join(REPO_ROOT, "dist", "build-id")).trim()}`;
+    mkdirSync(dirname(infoFile), { recursive: true, mode: 0o700 });
+    writeFileSync(infoFile, JSON.stringify({ pid: process.pid, startTime, build, socketInode: 1 }), { mode: 0o600 });
+    const r = await t.cli(["approvals", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const status = JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout) as { running: boolean; pid?: number };
+    assert.equal(status.running, true);
+    assert.notEqual(status.pid, process.pid);
+    assert.equal((JSON.parse(readOr(infoFile, "{}")) as { pid?: number }).pid, status.pid, "the real guardian wrote its own info file");
   });
 
   it("refuses invalid names with exit 125 and a clear message, creating nothing", async () => {
