@@ -158,9 +158,9 @@ export interface GrantRequest {
 
 /**
  * Registers a launching cloister with the guardian; resolves with its grant. The request goes
- * straight to whatever guardian answers, which saves the status call of ensureGuardian (a round
- * trip of every launch); a guardian of another build that granted it is then replaced (its grant
- * goes with it) and the new one asked again.
+ * straight to whatever guardian answers (one is started if none does): the grant says which build
+ * gave it, and a guardian of another build is then replaced (its grant goes with it) and the new
+ * one asked again. That covers guardians older than guardianInfoFile too.
  */
 export async function requestGrant(paths: CloisterPaths, request: GrantRequest): Promise<LaunchGrant> {
   const grant = await guardianCallStarting<LaunchGrant>(paths, "POST", "/v1/cloisters", request);
