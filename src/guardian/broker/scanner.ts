@@ -143,9 +143,18 @@ export function scanningStream(needles: readonly Buffer[], onFound?: (needle: nu
  * scanningStream (nothing from a needle on is written), without a Transform stream between the two:
  * at TLS-record-sized chunks that extra stream's bookkeeping cost more than the scan itself. `done`
  * is called once: with null at the end, a NeedleFoundError on a find (after `onFound`), or the error
- * of either stream. `to` is ended at the end of `from`, and destroyed on a find or an error.
+ * of either stream. `to` is ended at the end of `from`, and destroyed on a find or an error; so is
+ * `from`, except on a find with `onFind: "leave-source"`, where the caller takes it over (a request
+ * already being answered is read to its end rather than reset: see discardRest).
  */
-export function relayScanned(from: Readable, to: Writable, needles: readonly Buffer[], onFound: (needle: number) => void, done: (error: Error | null) => void): void {
+export function relayScanned(
+  from: Readable,
+  to: Writable,
+  needles: readonly Buffer[],
+  onFound: (needle: number) => void,
+  done: (error: Error | null) => void,
+  onFind: "destroy-both" | "leave-source" = "destroy-both",
+): void {
   const scanner = new NeedleScanner(needles);
   let finished = false;
   const finish = (error: Error | null) => {
@@ -155,7 +164,7 @@ export function relayScanned(from: Readable, to: Writable, needles: readonly Buf
     to.off("drain", resume);
     if (error) {
       // With the error: an HTTP/2 response destroyed without one would end as if complete.
-      from.destroy(error);
+      if (!(error instanceof NeedleFoundError && onFind === "leave-source")) from.destroy(error);
       to.destroy(error);
     }
     done(error);
@@ -184,4 +193,21 @@ export function relayScanned(from: Readable, to: Writable, needles: readonly Buf
   from.once("close", () => {
     if (!from.readableEnded) finish(new Error("the sending side closed before its end"));
   });
+}
+
+/** How long a client's request body is read and thrown away after it was answered early. */
+const LINGER_MS = 2_000;
+
+/**
+ * A request refused while its body was still coming (a placeholder in it): read the rest and throw
+ * it away, for at most LINGER_MS, instead of closing at once. A client still uploading would
+ * otherwise hit a reset, often before it read the refusal (the lingering close of RFC 9112 9.6).
+ */
+export function discardRest(request: Readable): void {
+  const timer = setTimeout(() => request.destroy(), LINGER_MS);
+  const stop = () => clearTimeout(timer);
+  request.once("end", stop);
+  request.once("close", stop);
+  request.on("data", () => undefined);
+  request.resume();
 }

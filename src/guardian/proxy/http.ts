@@ -6,10 +6,9 @@ import { formatAuthority, hostText, HostSyntaxError, parseAuthority, type Host }
 import type { EgressContext } from "./context.js";
 import type { Admitted } from "./judge.js";
 import { forwardedHeaders, headerPairs, headerValues, responseHeaders } from "./headers.js";
-import { pipeline, type Transform } from "node:stream";
 import { sightingInRequest, type Sighting } from "../../policy/injection.js";
 import { intercept } from "../broker/intercept.js";
-import { NeedleFoundError, scanningStream } from "../broker/scanner.js";
+import { discardRest, relayScanned } from "../broker/scanner.js";
 import { dial, DialError, tunnel } from "./tunnel.js";
 
 /**
@@ -200,9 +199,12 @@ async function forward(context: EgressContext, req: IncomingMessage, res: Server
     recordPlainSighting(context, verdict, sighting);
     return reply(res, 403, `cloister: request to ${formatAuthority(verdict.host, verdict.port)} blocked: it carries the placeholder of the secret ${sighting.secret}; secrets are only ever sent over verified TLS to their own hosts\n`);
   }
-  const scanner = active.length > 0 ? scanningStream(active.map((a) => Buffer.from(a.placeholder)), (index) => recordPlainSighting(context, verdict, { secret: active[index]?.rule.secret ?? "?", where: "body" })) : undefined;
+  const scan: BodyScan | undefined =
+    active.length > 0
+      ? { needles: active.map((a) => Buffer.from(a.placeholder)), found: (index) => recordPlainSighting(context, verdict, { secret: active[index]?.rule.secret ?? "?", where: "body" }) }
+      : undefined;
   const started = Date.now();
-  await new Promise<void>((done) => relay(context, verdict, req, res, target.path, started, done, scanner));
+  await new Promise<void>((done) => relay(context, verdict, req, res, target.path, started, done, scan));
 }
 
 /**
@@ -210,7 +212,13 @@ async function forward(context: EgressContext, req: IncomingMessage, res: Server
  * origin connection comes from the cloister's pool (dialed to the checked address if none is free)
  * and goes back to it after a clean response.
  */
-function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, path: string, started: number, done: () => void, scanner?: Transform): void {
+/** The placeholders a request body must not carry, and what to do on a sighting (record it). */
+interface BodyScan {
+  needles: Buffer[];
+  found: (index: number) => void;
+}
+
+function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, path: string, started: number, done: () => void, scan?: BodyScan): void {
   const outgoing = upstreamRequest({
     agent: context.upstream,
     host: target.address,
@@ -269,14 +277,17 @@ function relay(context: EgressContext, target: Admitted, req: IncomingMessage, r
     finish("error");
   });
   res.on("close", () => finish(res.writableFinished ? "closed" : "client-closed"));
-  if (!scanner) return void req.pipe(outgoing);
-  // A placeholder in the body: what came before it went out, the rest never does.
-  pipeline(req, scanner, outgoing, (error) => {
-    if (!(error instanceof NeedleFoundError)) return;
+  if (!scan) return void req.pipe(outgoing);
+  // A placeholder in the body: what came before it went out, the rest never does; the client is
+  // answered, and what it still sends is read and dropped (see discardRest).
+  const blocked = (index: number) => {
+    scan.found(index);
     outgoing.destroy();
     if (!res.headersSent) reply(res, 403, `cloister: request to ${formatAuthority(target.host, target.port)} blocked: its body carries a secret's placeholder\n`);
     finish("blocked");
-  });
+    discardRest(req);
+  };
+  relayScanned(req, outgoing, scan.needles, blocked, () => undefined, "leave-source");
 }
 
 function recordPlainSighting(context: EgressContext, target: Admitted, sighting: Sighting): void {
