@@ -22,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import {
   cgroupMemoryKiB,
+  childrenOf,
   fdCount,
   fmtKiB,
   fmtMiB,
@@ -538,9 +539,10 @@ async function libSection(inst: Instance, lib: Lib, runs: number): Promise<void>
  * its seccomp fd (the keeper's, not ours) and with /bin/true as the command.
  */
 function plannedBwrapArgs(keeperPid: number | undefined): { args: string[] } | undefined {
+  const bwrapPid = keeperPid === undefined ? undefined : childrenOf(keeperPid)[0];
+  if (bwrapPid === undefined) return undefined;
   let argv: string[];
   try {
-    const bwrapPid = readFileSync(`/proc/${keeperPid}/task/${keeperPid}/children`, "utf8").trim().split(" ")[0];
     argv = readFileSync(`/proc/${bwrapPid}/cmdline`, "utf8").split("\0").slice(0, -1);
   } catch {
     return undefined;

@@ -105,16 +105,25 @@ export async function ensureGuardian(paths: CloisterPaths): Promise<void> {
 }
 
 function runningGuardianIsCurrent(paths: CloisterPaths): boolean {
+  const info = readGuardianInfo(paths);
   try {
-    const info = JSON.parse(readFileSync(paths.guardianInfoFile, "utf8")) as Partial<GuardianInfo>;
     return (
-      info.build === cloisterBuild() &&
+      info?.build === cloisterBuild() &&
       typeof info.pid === "number" &&
       isRunningProcess(info.pid, info.startTime) &&
       statSync(paths.guardianSocket).ino === info.socketInode
     );
   } catch {
-    return false;
+    return false; // no control socket
+  }
+}
+
+/** guardianInfoFile as written, unchecked; undefined when missing or not JSON. */
+export function readGuardianInfo(paths: CloisterPaths): Partial<GuardianInfo> | undefined {
+  try {
+    return JSON.parse(readFileSync(paths.guardianInfoFile, "utf8")) as Partial<GuardianInfo>;
+  } catch {
+    return undefined;
   }
 }
 

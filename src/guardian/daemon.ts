@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createServer } from "node:net";
-import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir, writeFileAtomic } from "../config/atomic-write.js";
@@ -15,7 +15,7 @@ import { SAFE_NAME_RE } from "../config/names.js";
 import type { RuleEntry } from "../config/schema.js";
 import type { SessionRules } from "../sandbox/records.js";
 import { Egress, loadPolicy } from "./egress.js";
-import { cloisterBuild, guardianStatus, type GuardianInfo } from "./control-client.js";
+import { cloisterBuild, guardianStatus, readGuardianInfo, type GuardianInfo } from "./control-client.js";
 import { ApprovalQueue, type DecisionKeeper } from "./approvals/queue.js";
 import type { AnswerInput } from "./approvals/types.js";
 import type { AuditEvent } from "../audit/log.js";
@@ -337,12 +337,7 @@ class Guardian {
 
   /** Removes guardianInfoFile if it is this guardian's (a guardian that took over wrote its own). */
   private forgetInfoFile(): void {
-    try {
-      const info = JSON.parse(readFileSync(this.paths.guardianInfoFile, "utf8")) as Partial<GuardianInfo>;
-      if (info.pid === process.pid) rmSync(this.paths.guardianInfoFile, { force: true });
-    } catch {
-      // None, or not readable: nothing of ours to remove.
-    }
+    if (readGuardianInfo(this.paths)?.pid === process.pid) rmSync(this.paths.guardianInfoFile, { force: true });
   }
 
   private async exit(): Promise<never> {

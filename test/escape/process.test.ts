@@ -17,7 +17,7 @@ import { detectLimitMechanism } from "../../src/sandbox/limits.js";
 import { listRecords, type CloisterRecord } from "../../src/sandbox/records.js";
 import { fileURLToPath } from "node:url";
 import { createInstance, leakedCanaries, spawnCli, waitUntil, type CliResult, type TestInstance } from "../helpers/cloister.js";
-import { hostProcessesNaming, hostTree, isAlive, readOr, survivors, waitGone, type HostProc } from "../helpers/host-processes.js";
+import { commandLine, hostProcessesNaming, hostTree, isAlive, readOr, survivors, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 const PROBE_SOURCE = fileURLToPath(new URL("../fixtures/syscall-probe.c", import.meta.url));
 const SIGSYS = 31;
@@ -44,7 +44,7 @@ function keeperOf(t: TestInstance, name: string): number {
 function processesMounting(fragment: string): string[] {
   return readdirSync("/proc")
     .filter((entry) => /^\d+$/.test(entry) && readOr(`/proc/${entry}/mountinfo`).includes(fragment))
-    .map((pid) => `${pid} ${readOr(`/proc/${pid}/cmdline`).replace(/\0/g, " ").trim()}`);
+    .map((pid) => `${pid} ${commandLine(Number(pid))}`);
 }
 
 // ---------------------------------------------------------------------------------------------

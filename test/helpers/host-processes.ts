@@ -44,7 +44,7 @@ export function hostTree(rootPid: number): HostProc[] {
     const pid = todo.pop() as number;
     const info = table.get(pid);
     if (!info) continue;
-    found.push({ pid, start: info.start, cmd: readOr(`/proc/${pid}/cmdline`).split("\0").join(" ").trim() });
+    found.push({ pid, start: info.start, cmd: commandLine(pid) });
     todo.push(...(children.get(pid) ?? []));
   }
   return found;
@@ -77,8 +77,13 @@ export function hostProcessesNaming(text: string): string[] {
   const found: string[] = [];
   for (const [pid, info] of hostProcessTable()) {
     if (info.state === "Z") continue;
-    const cmd = readOr(`/proc/${pid}/cmdline`).split("\0").join(" ").trim();
+    const cmd = commandLine(pid);
     if (cmd.includes(text)) found.push(`${pid} ${cmd}`);
   }
   return found.sort();
+}
+
+/** A process's arguments joined by spaces ("" once it is gone). */
+export function commandLine(pid: number): string {
+  return readOr(`/proc/${pid}/cmdline`).split("\0").join(" ").trim();
 }

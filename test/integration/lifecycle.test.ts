@@ -9,7 +9,9 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createInstance, REPO_ROOT, type TestInstance } from "../helpers/cloister.js";
+import { cloisterBuild } from "../../src/guardian/control-client.js";
+import { processStartTime } from "../../src/sandbox/records.js";
+import { createInstance, type TestInstance } from "../helpers/cloister.js";
 import { hostProcessTable, hostTree, readOr, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 interface ListEntry {
@@ -177,9 +179,8 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     // live process that is not a guardian (this test), with this build, while none runs.
     await t.cli(["guardian", "stop"]);
     const infoFile = join(t.home, "run", "guardian.json");
-    const stat = readOr(`/proc/${process.pid}/stat`);
-    const startTime = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-    const build = `${JSON.parse(readOr(join(REPO_ROOT, "package.json"), "{}")).version}+${readOr(join(REPO_ROOT, "dist", "build-id")).trim()}`;
+    const startTime = processStartTime(process.pid);
+    const build = cloisterBuild();
     mkdirSync(dirname(infoFile), { recursive: true, mode: 0o700 });
     writeFileSync(infoFile, JSON.stringify({ pid: process.pid, startTime, build, socketInode: 1 }), { mode: 0o600 });
     const r = await t.cli(["approvals", "--json"]);

@@ -29,7 +29,7 @@ import { handedConnectionServer } from "../proxy/http.js";
 import type { Admitted } from "../proxy/judge.js";
 import type { TunnelResult } from "../proxy/tunnel.js";
 import type { Interception } from "./broker.js";
-import { discardRest, relayScanned, scanningStream } from "./scanner.js";
+import { discardRest, relayScanned, scanningStream, type Scan } from "./scanner.js";
 
 type ClientRequest = IncomingMessage | Http2ServerRequest;
 
@@ -290,12 +290,6 @@ function upstreamOptions(ix: Intercepted, req: ClientRequest, headers: string[],
     headers,
     setHost: false,
   };
-}
-
-/** What a body is scanned for, and what a find does (the body is cut there either way). */
-interface Scan {
-  needles: Buffer[];
-  found: (index: number) => void;
 }
 
 /** Request bodies: cut at the first placeholder of any rule in force (where it could only leak). */

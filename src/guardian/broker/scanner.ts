@@ -195,6 +195,12 @@ export function relayScanned(
   });
 }
 
+/** What a body is scanned for, and what a find does (the body is cut there either way). */
+export interface Scan {
+  needles: Buffer[];
+  found: (index: number) => void;
+}
+
 /** How long a client's request body is read and thrown away after it was answered early. */
 const LINGER_MS = 2_000;
 

@@ -8,7 +8,7 @@ import type { Admitted } from "./judge.js";
 import { forwardedHeaders, headerPairs, headerValues, responseHeaders } from "./headers.js";
 import { sightingInRequest, type Sighting } from "../../policy/injection.js";
 import { intercept } from "../broker/intercept.js";
-import { discardRest, relayScanned } from "../broker/scanner.js";
+import { discardRest, relayScanned, type Scan } from "../broker/scanner.js";
 import { dial, DialError, tunnel } from "./tunnel.js";
 
 /**
@@ -199,7 +199,7 @@ async function forward(context: EgressContext, req: IncomingMessage, res: Server
     recordPlainSighting(context, verdict, sighting);
     return reply(res, 403, `cloister: request to ${formatAuthority(verdict.host, verdict.port)} blocked: it carries the placeholder of the secret ${sighting.secret}; secrets are only ever sent over verified TLS to their own hosts\n`);
   }
-  const scan: BodyScan | undefined =
+  const scan: Scan | undefined =
     active.length > 0
       ? { needles: active.map((a) => Buffer.from(a.placeholder)), found: (index) => recordPlainSighting(context, verdict, { secret: active[index]?.rule.secret ?? "?", where: "body" }) }
       : undefined;
@@ -212,13 +212,7 @@ async function forward(context: EgressContext, req: IncomingMessage, res: Server
  * origin connection comes from the cloister's pool (dialed to the checked address if none is free)
  * and goes back to it after a clean response.
  */
-/** The placeholders a request body must not carry, and what to do on a sighting (record it). */
-interface BodyScan {
-  needles: Buffer[];
-  found: (index: number) => void;
-}
-
-function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, path: string, started: number, done: () => void, scan?: BodyScan): void {
+function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, path: string, started: number, done: () => void, scan?: Scan): void {
   const outgoing = upstreamRequest({
     agent: context.upstream,
     host: target.address,
