@@ -97,7 +97,7 @@ function limitFlags(command: Command): Command {
     .option("--no-network", "no network at all inside (not even the guardian's proxy)")
     .option("--memory <size>", "memory limit, e.g. 4GiB, 512M, or none")
     .option("--pids <n>", "maximum number of processes, or none")
-    .option("--cpu <percent>", "CPU limit in percent of one core, e.g. 150%, or none")
+    .option("--cpu <percent>", "cap CPU time at a percentage of one core, e.g. 150% (default: none; a cloister always runs at background priority)")
     .option("--env <NAME=VALUE>", "set an environment variable inside (repeatable)", collect, [])
     .option("--secret <NAME=SECRET>", "set NAME to the placeholder of a stored secret with an injection rule; the guardian swaps in the value on the way to its hosts (repeatable)", collect, [])
     .option("--allow <rule>", "also allow this host for this cloister only, e.g. example.com or *.example.com:8443 (repeatable)", collect, [])

@@ -125,7 +125,7 @@ export const DefaultsSchema = section({
 export const LIMIT_DEFAULTS = {
   memory: "8GiB",
   pids: 4096,
-  cpu: "100%",
+  cpu: "none",
   tmpfs: "1GiB",
   timeout: "none",
 } as const;

@@ -24,8 +24,10 @@ limits:
   memory: 8GiB
   # Most processes (and threads) alive at once: a whole number, or none.
   pids: 4096
-  # CPU time as a percentage of one core: 100% = one core, 200% = two cores; or none.
-  cpu: 100%
+  # A cap on CPU time as a percentage of one core: 100% = one core, 200% = two cores; or none.
+  # Capped or not, a cloister runs at the CPU priority of nice 10: when the machine is busy, the
+  # guardian and your own programs come first; when it is idle, none caps every core.
+  cpu: none
   # Size cap of each private tmpfs (/tmp, /var/tmp, /dev/shm). A size; none is not allowed.
   # (/run is always small and fixed.)
   tmpfs: 1GiB

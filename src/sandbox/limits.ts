@@ -14,9 +14,11 @@ export interface Limits {
  * - cgroup2: a delegated cgroup v2 subtree (systemd `Delegate=yes`), one child cgroup per cloister;
  * - cgroup1: the v1 memory/pids/cpu hierarchies when we may write them (root on hybrid hosts);
  * - rlimit: no cgroup at all. The process limit is RLIMIT_NPROC, which the kernel counts per user
- *   namespace (Linux >= 5.14), so it caps this cloister without starving the host user; memory and
- *   CPU are not capped, but the cloister runs at nice 10 with oom_score_adj 1000 so the scheduler and
- *   the OOM killer sacrifice it before the guardian or anything else on the host.
+ *   namespace (Linux >= 5.14), so it caps this cloister without starving the host user; memory is
+ *   not capped, but oom_score_adj 1000 has the OOM killer sacrifice the cloister first.
+ *
+ * Every cloister also runs at a background CPU priority, whatever its `limits.cpu` (see
+ * BACKGROUND_NICE), so a busy cloister cannot starve the guardian or the host's own work.
  */
 export type LimitMechanism =
   | { kind: "cgroup2"; parent: string }
@@ -53,17 +55,23 @@ export function detectLimitMechanism(): LimitMechanism {
 /** Creates the cloister's cgroups (if any) and returns how the keeper must apply the limits. */
 export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limits: Limits): AppliedLimits {
   const base = ["--oom-score-adj", "1000"];
+  /** Background priority for a cloister without a CPU cgroup: its processes' own nice value. */
+  const niced = ["--nice", String(BACKGROUND_NICE)];
   switch (mechanism.kind) {
     case "cgroup2": {
       const dir = join(mechanism.parent, `cloister-${cloisterId}`);
       mkdirSync(dir);
       if (limits.memoryBytes !== undefined) writeFileSync(join(dir, "memory.max"), String(limits.memoryBytes));
       if (limits.pids !== undefined) writeFileSync(join(dir, "pids.max"), String(limits.pids));
+      // The cpu controller may not be delegated: then a cap cannot be applied (the write fails the
+      // launch), and the background priority falls back to nice.
+      const cpuControlled = existsSync(join(dir, "cpu.weight.nice"));
+      if (cpuControlled) writeFileSync(join(dir, "cpu.weight.nice"), String(BACKGROUND_NICE));
       if (limits.cpuPercent !== undefined) {
         writeFileSync(join(dir, "cpu.max"), `${cpuQuota(limits.cpuPercent)} ${CPU_PERIOD_US}`);
         allowBurst(join(dir, "cpu.max.burst"), limits.cpuPercent);
       }
-      return { keeperArgs: [...base, "--cgroup", dir], cgroupDirs: [dir], mechanism: "cgroup2" };
+      return { keeperArgs: [...base, ...(cpuControlled ? [] : niced), "--cgroup", dir], cgroupDirs: [dir], mechanism: "cgroup2" };
     }
     case "cgroup1": {
       const dirs: string[] = [];
@@ -78,19 +86,36 @@ export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limit
       make(mechanism.parents.memory, { "memory.limit_in_bytes": limits.memoryBytes?.toString() });
       make(mechanism.parents.pids, { "pids.max": limits.pids?.toString() });
       const quota = limits.cpuPercent === undefined ? undefined : String(cpuQuota(limits.cpuPercent));
-      const cpuDir = make(mechanism.parents.cpu, { "cpu.cfs_period_us": quota && String(CPU_PERIOD_US), "cpu.cfs_quota_us": quota });
+      const cpuDir = make(mechanism.parents.cpu, {
+        "cpu.shares": String(BACKGROUND_CPU_SHARES),
+        "cpu.cfs_period_us": quota && String(CPU_PERIOD_US),
+        "cpu.cfs_quota_us": quota,
+      });
       // After the quota: the kernel takes no burst larger than the quota in force.
       if (cpuDir && limits.cpuPercent !== undefined) allowBurst(join(cpuDir, "cpu.cfs_burst_us"), limits.cpuPercent);
-      return { keeperArgs: [...base, ...dirs.flatMap((d) => ["--cgroup", d])], cgroupDirs: dirs, mechanism: "cgroup1" };
+      return { keeperArgs: [...base, ...(cpuDir ? [] : niced), ...dirs.flatMap((d) => ["--cgroup", d])], cgroupDirs: dirs, mechanism: "cgroup1" };
     }
     case "rlimit":
       return {
-        keeperArgs: [...base, "--nice", "10", ...(limits.pids === undefined ? [] : ["--rlimit", `nproc=${limits.pids}`])],
+        keeperArgs: [...base, ...niced, ...(limits.pids === undefined ? [] : ["--rlimit", `nproc=${limits.pids}`])],
         cgroupDirs: [],
         mechanism: "rlimit",
       };
   }
 }
+
+/**
+ * The CPU priority of every cloister: that of nice 10. Under contention the scheduler gives the
+ * guardian and the host's own processes (nice 0) about ten times a cloister's share; on an idle
+ * machine a cloister still gets every core. This, not a hard cap, is what keeps a CPU spinner from
+ * starving the guardian by default: a cap (`limits.cpu`) throttles short multi-threaded spikes
+ * too (Claude Code's start, at a one-core cap on two cores: throttled in 36 of 58 periods, ~80 ms
+ * per start), and leaves cores idle that nobody else wants. cgroup v2 takes the nice value itself
+ * (cpu.weight.nice); v1 takes the weight the kernel gives nice 10 (sched_prio_to_weight: 110 of
+ * nice 0's 1024) as cpu.shares; without a CPU cgroup the keeper sets the processes' nice value.
+ */
+const BACKGROUND_NICE = 10;
+const BACKGROUND_CPU_SHARES = 110;
 
 const CPU_PERIOD_US = 100_000;
 

@@ -170,6 +170,34 @@ describe("escape: resources", () => {
     assert.equal(result.code, 0, result.stderr);
   });
 
+  it("runs CPU spinners uncapped by default, at background priority, with the host responsive", async () => {
+    const run = spawnCli(t, ["run", "--", "sh", "-c", "yes >/dev/null & yes >/dev/null & echo spinning; read x; exit 0"]);
+    await run.waitFor("spinning");
+    const record = await runRecord(t);
+    const shares = cgroupFile(record, "cpu.shares");
+    const weightNice = cgroupFile(record, "cpu.weight.nice");
+    if (shares) {
+      // cgroup v1: nice 10's weight (sched_prio_to_weight), and no quota.
+      assert.equal(readOr(shares).trim(), "110");
+      assert.equal(readOr(cgroupFile(record, "cpu.cfs_quota_us") ?? "").trim(), "-1");
+    } else if (weightNice) {
+      assert.equal(readOr(weightNice).trim(), "10");
+      assert.match(readOr(cgroupFile(record, "cpu.max") ?? ""), /^max /);
+    } else {
+      // No CPU cgroup: the keeper itself runs at nice 10 (field 19 of /proc/PID/stat), and its
+      // descendants inherit it.
+      const stat = readOr(`/proc/${record.keeperPid}/stat`);
+      assert.equal(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16], "10", `the keeper is not at nice 10: ${stat}`);
+    }
+    try {
+      await assertHostFine("while uncapped CPU spinners run");
+    } finally {
+      run.endInput();
+    }
+    const result = await run.done;
+    assert.equal(result.code, 0, result.stderr);
+  });
+
   it("answers another cloister's proxy request while 200 connections flood one bridge", { skip: NO_PYTHON }, async () => {
     const flood = [
       "import socket, sys",

@@ -237,7 +237,7 @@ describe("schema: defaults and template", () => {
   test("an empty file is all defaults", () => {
     assert.deepEqual(defaults(), {
       defaults: { shell: "/bin/bash", network: true, agent: null },
-      limits: { memory: 8 * GiB, pids: 4096, cpu: 100, tmpfs: GiB, timeout: null },
+      limits: { memory: 8 * GiB, pids: 4096, cpu: null, tmpfs: GiB, timeout: null },
       sandbox: { protect: [], env: [], mounts: [] },
       proxy: {
         allow: [...DEFAULT_ALLOW],
