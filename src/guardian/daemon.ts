@@ -36,6 +36,8 @@ const BUILD = cloisterBuild();
 
 /** A record without a keeper yet is a launch in progress; after this long it is a failed one. */
 const LAUNCH_GRACE_MS = 60_000;
+/** How long an exiting guardian waits for stops under way (see exit). */
+const EXIT_WAIT_MS = 3_000;
 const REAP_INTERVAL_MS = 2_000;
 
 /**
@@ -58,6 +60,8 @@ class Guardian {
   /** Grants not yet followed by a started cloister, by name: see abandon. */
   private readonly launching = new Map<string, { id: string; project: string; at: number }>();
   private controlInode = 0;
+  /** Cloisters being ended (see forget): an exit waits for them, so none is left half removed. */
+  private readonly forgetting = new Set<Promise<void>>();
 
   constructor(private readonly paths: CloisterPaths) {}
 
@@ -274,7 +278,13 @@ class Guardian {
     return records.map((r) => r.name);
   }
 
-  private async forget(record: CloisterRecord): Promise<void> {
+  private forget(record: CloisterRecord): Promise<void> {
+    const done = this.forgetNow(record).finally(() => this.forgetting.delete(done));
+    this.forgetting.add(done);
+    return done;
+  }
+
+  private async forgetNow(record: CloisterRecord): Promise<void> {
     if (this.launching.get(record.name)?.id === record.id) this.launching.delete(record.name);
     this.protection.unwatch(record.name);
     this.egress.forget(record.name, record.id);
@@ -343,6 +353,10 @@ class Guardian {
   private async exit(): Promise<never> {
     // First: from now on a CLI asks (and finds no guardian) instead of trusting the file.
     this.forgetInfoFile();
+    // A stop or clean-up under way finishes first (killed processes go within milliseconds; the
+    // bound is for a cgroup that will not empty): cut short, it would leave cgroups behind, and its
+    // record, which the next guardian would have to clean up, if this instance is still there.
+    await Promise.race([Promise.allSettled([...this.forgetting]), new Promise((resolve) => setTimeout(resolve, EXIT_WAIT_MS))]);
     this.protection.close();
     this.approvals.cancelAll();
     await this.ui?.close().catch(() => undefined);
