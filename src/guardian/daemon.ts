@@ -7,6 +7,7 @@ import { ensurePrivateDir, writeFileAtomic } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister, type LaunchGrant } from "../sandbox/engine.js";
+import { RELEASE_TIMEOUT_MS } from "../sandbox/limits.js";
 import { isKeeperAlive, listRecords, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { JsonLines, serveControl } from "./control-server.js";
@@ -36,8 +37,8 @@ const BUILD = cloisterBuild();
 
 /** A record without a keeper yet is a launch in progress; after this long it is a failed one. */
 const LAUNCH_GRACE_MS = 60_000;
-/** How long an exiting guardian waits for stops under way (see exit). */
-const EXIT_WAIT_MS = 3_000;
+/** How long an exiting guardian waits for stops under way (see exit): a stop's cgroups get RELEASE_TIMEOUT_MS to empty. */
+const EXIT_WAIT_MS = RELEASE_TIMEOUT_MS + 1_000;
 const REAP_INTERVAL_MS = 2_000;
 
 /**

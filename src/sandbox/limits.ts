@@ -151,8 +151,9 @@ function allowBurst(file: string, cpuPercent: number): void {
  * signal (bubblewrap 0.8 does not check for that), and that PID 1 lived on, orphaned, with its relay.
  */
 export async function releaseLimits(cgroupDirs: readonly string[]): Promise<void> {
+  const deadline = Date.now() + RELEASE_TIMEOUT_MS;
   for (const dir of cgroupDirs) {
-    for (let attempt = 0; attempt < RELEASE_ATTEMPTS && existsSync(dir); attempt++) {
+    while (existsSync(dir) && Date.now() < deadline) {
       try {
         rmdirSync(dir);
       } catch {
@@ -164,12 +165,12 @@ export async function releaseLimits(cgroupDirs: readonly string[]): Promise<void
 }
 
 /**
- * How often a cgroup still in use is tried again, and how often in all (~2 s). Killed processes are
+ * How often a cgroup still in use is tried again, and for how long in all. Killed processes are
  * gone within a millisecond or two, and every stop (every `run`) waits here once, for the sandbox's
  * PID 1 and relay to follow the keeper: a 5 ms poll cost each `run` ~4 ms.
  */
 const RELEASE_POLL_MS = 1;
-const RELEASE_ATTEMPTS = 2000;
+export const RELEASE_TIMEOUT_MS = 2_000;
 
 /** SIGKILL for every process in the cgroup: at once through cgroup.kill (v2, Linux >= 5.14), else one by one. */
 function killMembers(dir: string): void {

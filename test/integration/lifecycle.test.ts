@@ -11,7 +11,7 @@ import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { cloisterBuild } from "../../src/guardian/control-client.js";
 import { processStartTime } from "../../src/sandbox/records.js";
-import { createInstance, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, waitUntil, type TestInstance } from "../helpers/cloister.js";
 import { hostProcessTable, hostTree, readOr, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 interface ListEntry {
@@ -172,6 +172,35 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     const after = await t.cli(["guardian", "status", "--json"]);
     assert.deepEqual(JSON.parse(after.stdout), { running: false });
     assert.equal(existsSync(join(t.home, "run", "guardian.json")), false, "a stopped guardian leaves its info file");
+  });
+
+  it("a guardian ended by SIGTERM first finishes the clean-up it has under way (no half-removed cloister)", async () => {
+    const started = await t.cli(["guardian", "start"]);
+    assert.equal(started.code, 0, started.stderr);
+    const guardianPid = (JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout) as { pid: number }).pid;
+    const guardian = { pid: guardianPid, start: hostProcessTable().get(guardianPid)?.start ?? "" };
+    // The record of a cloister whose keeper is dead, as a crashed `run` leaves it. Its "cgroup" is a
+    // directory that will not empty, so the guardian's clean-up keeps trying it for a while (as for
+    // processes slow to die) and the SIGTERM below lands in the middle of it.
+    const ghostDir = join(t.home, "ghost");
+    const busyCgroup = join(ghostDir, "cgroup");
+    const runtimeDir = join(t.home, "run", "c", "0badc0de");
+    mkdirSync(busyCgroup, { recursive: true });
+    writeFileSync(join(busyCgroup, "member"), "");
+    mkdirSync(runtimeDir, { recursive: true });
+    const dead = spawnSync("true");
+    const record = {
+      name: "ghost", id: "0badc0de", project: "ghost", projectRoot: ghostDir, persistent: true, network: false,
+      createdAt: new Date().toISOString(), keeperPid: dead.pid, keeperStartTime: "0", initSocket: join(runtimeDir, "init.sock"),
+      runtimeDir, homeDir: join(ghostDir, "home"), ephemeralHome: false, cgroupDirs: [busyCgroup], placeholders: [], limitMechanism: "cgroup1",
+    };
+    writeFileSync(join(recordDir(t), "ghost.json"), JSON.stringify(record), { mode: 0o600 });
+    const log = join(t.home, "state", "guardian.log");
+    await waitUntil("the guardian to start cleaning up the dead cloister", () => readOr(log).includes("cloister ghost is gone"), 15_000);
+    process.kill(guardianPid, "SIGTERM");
+    await waitGone([guardian], "the guardian after SIGTERM");
+    assert.equal(recordOf(t, "ghost"), undefined, "the clean-up was cut off: the dead cloister's record is left");
+    assert.equal(existsSync(runtimeDir), false, "the clean-up was cut off: the runtime dir is left");
   });
 
   it("trusts guardian.json only for a live guardian of this build on its own socket: a stale or forged one starts a real guardian", async () => {
