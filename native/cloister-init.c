@@ -362,6 +362,7 @@ struct keep_opts {
     bool setsid;
     int status_fd; /* -1: none */
     int program_fd; /* -1: none; else PROGRAM comes from here (see keep_read_program) */
+    int lifeline_fd; /* -1: none; else where PROGRAM finds the read end of the lifeline (keep_lifeline) */
     char **program;
 };
 
@@ -399,6 +400,7 @@ static void keep_parse(int argc, char **argv, struct keep_opts *o)
     memset(o, 0, sizeof *o);
     o->status_fd = -1;
     o->program_fd = -1;
+    o->lifeline_fd = -1;
     o->cgroups = calloc((size_t)argc, sizeof *o->cgroups);
     o->rlimits = calloc((size_t)argc, sizeof *o->rlimits);
     if (!o->cgroups || !o->rlimits)
@@ -421,7 +423,7 @@ static void keep_parse(int argc, char **argv, struct keep_opts *o)
         }
         bool known = !strcmp(a, "--listen") || !strcmp(a, "--cgroup") || !strcmp(a, "--oom-score-adj") ||
                      !strcmp(a, "--nice") || !strcmp(a, "--rlimit") || !strcmp(a, "--status-fd") ||
-                     !strcmp(a, "--program-fd");
+                     !strcmp(a, "--program-fd") || !strcmp(a, "--lifeline-fd");
         if (!known)
             fatal(EINVAL, "keep: unknown option '%s'", a);
         if (i + 1 >= argc)
@@ -446,6 +448,11 @@ static void keep_parse(int argc, char **argv, struct keep_opts *o)
             if (!parse_long(v, -20, 19, &o->nice))
                 fatal(EINVAL, "keep: --nice '%s'", v);
             o->has_nice = true;
+        } else if (!strcmp(a, "--lifeline-fd")) {
+            /* Above the listen socket: 0-3 have owners of their own. */
+            if (!parse_long(v, LISTEN_FD + 1, INT_MAX, &n))
+                fatal(EINVAL, "keep: --lifeline-fd '%s' (want a number above %d)", v, LISTEN_FD);
+            o->lifeline_fd = (int)n;
         } else if (!strcmp(a, "--program-fd")) {
             if (!parse_long(v, 0, INT_MAX, &n))
                 fatal(EINVAL, "keep: --program-fd '%s'", v);
@@ -588,6 +595,33 @@ static int keep_take_status_fd(int fd)
     return copy;
 }
 
+/*
+ * `--lifeline-fd N`: a pipe whose read end goes to PROGRAM at fd N (bwrap passes it on to init, the
+ * sandbox's PID 1) and whose only write end stays here. When the keeper dies, however it dies, the
+ * pipe hangs up and init ends the cloister. bwrap's own parent-death signal is not enough: a keeper
+ * killed while bwrap is still setting up can take bwrap down before bwrap's child has armed its
+ * parent-death signal (bubblewrap 0.8 does not check for that), and that child, PID 1 to be, would
+ * live on orphaned; without cgroups nothing else would find it. The write end (FD_CLOEXEC: PROGRAM
+ * never holds it) is never closed: it ends with the keeper, and that is its message.
+ */
+static void keep_lifeline(int fd)
+{
+    if (fd_is_open(fd))
+        fatal(EBUSY, "--lifeline-fd: fd %d is already open", fd);
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        fatal(errno, "--lifeline-fd: pipe");
+    /* Either end may have landed on fd N itself (it was the lowest free one): the write end goes
+     * above N first, then the read end onto N without FD_CLOEXEC. */
+    if (fcntl(p[1], F_DUPFD_CLOEXEC, fd + 1) < 0)
+        fatal(errno, "--lifeline-fd: fcntl");
+    close(p[1]);
+    if (p[0] == fd ? fcntl(fd, F_SETFD, 0) < 0 : dup2(p[0], fd) < 0)
+        fatal(errno, "--lifeline-fd: fd %d", fd);
+    if (p[0] != fd)
+        close(p[0]);
+}
+
 static void keep_apply_limits(const struct keep_opts *o)
 {
     for (size_t i = 0; i < o->ncgroups; i++)
@@ -649,6 +683,9 @@ static int keep_main(int argc, char **argv)
         if (getppid() != parent)
             fatal(ESRCH, "--die-with-parent: the parent is already gone");
     }
+    /* First, while fd N is still free: the status fd's private copy goes to the lowest free fd. */
+    if (o.lifeline_fd >= 0)
+        keep_lifeline(o.lifeline_fd);
     int status = o.status_fd >= 0 ? keep_take_status_fd(o.status_fd) : -1;
     if (o.listen)
         keep_listen(o.listen);
@@ -672,6 +709,8 @@ static int keep_main(int argc, char **argv)
     }
     if (o.listen)
         close(LISTEN_FD); /* only the sandbox holds it now: when it dies, clients see it */
+    if (o.lifeline_fd >= 0)
+        close(o.lifeline_fd); /* the read end is PROGRAM's */
     int err = exec_error(ep);
     if (err) {
         waitpid(child, NULL, 0);
@@ -1335,15 +1374,33 @@ static void init_tcp_listen(const char *port_text)
     tcp_listen_bound = true;
 }
 
-/* Parse "[--tcp-listen PORT] -- A B ;; C D": services split in place, each ";;" becoming the NULL
- * ending the argv before it. Returns the count. */
+/* The keeper's end of the lifeline (`--lifeline-fd`, see keep_lifeline); -1 without one. */
+static int g_lifeline_fd = -1;
+
+static void init_lifeline(const char *fd_text)
+{
+    long fd;
+    if (!parse_long(fd_text, 0, INT_MAX, &fd) || fd == LISTEN_FD || fd == TCP_LISTEN_FD || fd <= 2)
+        fatal(EINVAL, "init: --lifeline-fd '%s'", fd_text);
+    /* Commands and services never get it; a session handler's inherited copy is harmless. */
+    if (fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0)
+        fatal(errno, "init: --lifeline-fd %ld", fd);
+    g_lifeline_fd = (int)fd;
+}
+
+/* Parse "[--lifeline-fd N] [--tcp-listen PORT] -- A B ;; C D" (options in any order): services
+ * split in place, each ";;" becoming the NULL ending the argv before it. Returns the count. */
 static size_t init_parse(int argc, char **argv, struct service **out)
 {
     *out = NULL;
     int first = 2;
-    if (argc > 3 && strcmp(argv[2], "--tcp-listen") == 0) {
-        init_tcp_listen(argv[3]);
-        first = 4;
+    for (; argc > first + 1; first += 2) {
+        if (strcmp(argv[first], "--tcp-listen") == 0)
+            init_tcp_listen(argv[first + 1]);
+        else if (strcmp(argv[first], "--lifeline-fd") == 0)
+            init_lifeline(argv[first + 1]);
+        else
+            break;
     }
     if (argc <= first)
         return 0;
@@ -1493,19 +1550,26 @@ static int init_main(int argc, char **argv)
             if (sv[i].pid == 0 && (timeout < 0 || due - now < timeout))
                 timeout = (int)(due - now);
         }
-        struct pollfd p[2] = { { sfd, POLLIN, 0 }, { LISTEN_FD, POLLIN, 0 } };
-        nfds_t np = 2;
+        /* The lifeline is polled for nothing but its hang-up (poll skips it at -1); the listen
+         * socket comes last, so that a pause in accepting can leave it out. */
+        struct pollfd p[3] = { { sfd, POLLIN, 0 }, { g_lifeline_fd, 0, 0 }, { LISTEN_FD, POLLIN, 0 } };
+        nfds_t np = 3;
         if (accept_paused_until > now) {
-            np = 1;
+            np = 2;
             int left = (int)(accept_paused_until - now);
             if (timeout < 0 || left < timeout)
                 timeout = left;
         }
         if (poll(p, np, timeout) < 0)
             continue;
+        if (p[1].revents) {
+            /* The keeper is gone. As PID 1, our exit ends every process of the cloister. */
+            report(0, "init: the keeper is gone; ending the cloister");
+            _exit(EXIT_SETUP);
+        }
         if (p[0].revents)
             init_reap(sfd, sv, nsv);
-        if (np > 1 && p[1].revents && !init_accept(sfd))
+        if (np > 2 && p[2].revents && !init_accept(sfd))
             accept_paused_until = now_ms() + 100;
     }
 }

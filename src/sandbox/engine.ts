@@ -115,7 +115,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     cleanups.push(() => releaseLimits(limits.cgroupDirs));
     const keeper = spawnKeeper(
       initBinary,
-      ["keep", "--listen", record.initSocket, "--status-fd", String(STATUS_FD), "--program-fd", String(PROGRAM_FD), ...(spec.persistent ? ["--setsid"] : ["--die-with-parent"]), ...limits.keeperArgs],
+      ["keep", "--listen", record.initSocket, "--status-fd", String(STATUS_FD), "--program-fd", String(PROGRAM_FD), "--lifeline-fd", String(LIFELINE_FD), ...(spec.persistent ? ["--setsid"] : ["--die-with-parent"]), ...limits.keeperArgs],
       join(runtimeDir, KEEPER_LOG),
       spec.persistent,
     );
@@ -178,7 +178,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       mounts,
       seccompFd: SECCOMP_FD,
       runningAsRoot: user.uid === 0,
-      command: [INIT_PATH, "init", ...bridge],
+      command: [INIT_PATH, "init", "--lifeline-fd", String(LIFELINE_FD), ...bridge],
     });
     const keeperPid = await keeper.run([bwrap, ...argv]);
     record.keeperPid = keeperPid;
@@ -192,10 +192,12 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
 }
 
 // fd 3 is where the keeper puts the init socket; the status line, the seccomp program and the
-// keeper's program come after it.
+// keeper's program come after it. The keeper makes the lifeline (the pipe that tells init the keeper
+// is gone: docs/internals/init-protocol.md) at the next one, for bwrap to pass on to init.
 const STATUS_FD = 4;
 const SECCOMP_FD = 5;
 const PROGRAM_FD = 6;
+const LIFELINE_FD = 7;
 
 /** A keeper spawned with `--program-fd`: it has joined its cgroups, or is joining them, and waits. */
 interface WaitingKeeper {

@@ -148,7 +148,8 @@ function allowBurst(file: string, cpuPercent: number): void {
  * remove a cgroup while any process remains). Killing the keeper normally ends everything: bwrap
  * dies with it, and the sandbox's PID 1 with bwrap. But a keeper killed while bwrap is still setting
  * up (a stop right after a start) can take bwrap down before its child has armed its own parent-death
- * signal (bubblewrap 0.8 does not check for that), and that PID 1 lived on, orphaned, with its relay.
+ * signal (bubblewrap 0.8 does not check for that), and that PID 1 lived on, orphaned, with its relay
+ * (init now also ends by itself when its keeper's lifeline hangs up: cloister-init's keep_lifeline).
  */
 export async function releaseLimits(cgroupDirs: readonly string[]): Promise<void> {
   const deadline = Date.now() + RELEASE_TIMEOUT_MS;

@@ -192,7 +192,8 @@ async function startCloister(services: string[][] = []): Promise<Cloister> {
   const dir = tempDir();
   const socket = join(dir, "s.sock");
   const serviceArgs = services.length === 0 ? [] : ["--", ...services.flatMap((argv, i) => (i === 0 ? argv : [";;", ...argv]))];
-  const keeper = spawnKeeper(["--listen", socket, "--status-fd", "3", "--", BIN, "init", ...serviceArgs]);
+  // With the lifeline, as the engine starts them: sessions must not hand it to their commands.
+  const keeper = spawnKeeper(["--listen", socket, "--status-fd", "3", "--lifeline-fd", "7", "--", BIN, "init", "--lifeline-fd", "7", ...serviceArgs]);
   // The status pipe must reach EOF: neither the keeper nor init may keep it open.
   const status = await readAll(keeper.stdio[3] as Readable);
   const match = /^started (\d+)\n$/.exec(status);
@@ -600,6 +601,59 @@ describe("cloister-init keep", { timeout: 60_000 }, () => {
     const bothStderr = readAll(both.stderr as Readable);
     assert.equal((await exitOf(both)).code, 125);
     assert.match(await bothStderr, /--program-fd and '-- PROGRAM' both given/);
+    assert.equal(existsSync(marker), false);
+  });
+
+  it("--lifeline-fd: init ends when its keeper is killed, where one without the lifeline lives on orphaned", async () => {
+    // What the lifeline is for: a keeper killed before bwrap's child has armed its parent-death
+    // signal would leave that child, the sandbox's PID 1, running. Here init is the keeper's child
+    // directly and arms nothing, so only the lifeline can end it.
+    const start = async (lifeline: boolean): Promise<{ keeper: ChildProcess; initPid: number }> => {
+      const fd = lifeline ? ["--lifeline-fd", "7"] : [];
+      const keeper = spawnKeeper(["--listen", join(tempDir(), "s.sock"), "--status-fd", "3", ...fd, "--", BIN, "init", ...fd]);
+      const status = await readAll(keeper.stdio[3] as Readable);
+      const initPid = Number(/^started (\d+)\n$/.exec(status)?.[1]);
+      assert.ok(initPid > 0, `status line, got ${JSON.stringify(status)}`);
+      return { keeper, initPid };
+    };
+    const withLifeline = await start(true);
+    const without = await start(false);
+    try {
+      // init holds the read end at fd 7, close-on-exec; the keeper holds only the write end.
+      const fdinfo = readFileSync(`/proc/${withLifeline.initPid}/fdinfo/7`, "utf8");
+      assert.ok((parseInt(/^flags:\s*([0-7]+)$/m.exec(fdinfo)?.[1] ?? "0", 8) & 0o2000000) !== 0, "init's lifeline is not close-on-exec");
+      assert.match(readlinkSync(`/proc/${withLifeline.initPid}/fd/7`), /^pipe:/);
+      kill(withLifeline.keeper.pid ?? 0);
+      kill(without.keeper.pid ?? 0);
+      await waitFor("init to end after its keeper was killed", () => !isAlive(withLifeline.initPid));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.ok(isAlive(without.initPid), "an init without a lifeline ended too: this test no longer shows what the lifeline does");
+    } finally {
+      kill(without.initPid);
+      kill(withLifeline.initPid);
+    }
+  });
+
+  it("--lifeline-fd: a taken or reserved fd, or junk, is refused before anything runs (125)", async () => {
+    const marker = join(tempDir(), "ran");
+    const cases: [string[], ("pipe" | "ignore")[], RegExp][] = [
+      [["--lifeline-fd", "7"], ["pipe", "pipe", "pipe", "pipe", "pipe"], /--lifeline-fd: fd 7 is already open/],
+      [["--lifeline-fd", "3"], [], /--lifeline-fd '3'/],
+      [["--lifeline-fd", "x"], [], /--lifeline-fd 'x'/],
+    ];
+    for (const [args, stdio, why] of cases) {
+      const keeper = spawnKeeper([...args, "--", "touch", marker], stdio);
+      const stderr = readAll(keeper.stderr as Readable);
+      assert.deepEqual(await exitOf(keeper), { code: 125, signal: null }, args.join(" "));
+      assert.match(await stderr, why);
+    }
+    for (const bad of ["3", "4", "2", "x"]) {
+      const init = spawn(BIN, ["init", "--lifeline-fd", bad], { stdio: ["ignore", "ignore", "pipe"] });
+      spawned.push(init);
+      const stderr = readAll(init.stderr as Readable);
+      assert.deepEqual(await exitOf(init), { code: 125, signal: null }, `init --lifeline-fd ${bad}`);
+      assert.match(await stderr, /init: --lifeline-fd/);
+    }
     assert.equal(existsSync(marker), false);
   });
 
