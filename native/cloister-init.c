@@ -60,6 +60,7 @@ extern char **environ;
 #define RESTART_MS 1000         /* minimum gap between two starts of one service */
 #define RELAY_BACKLOG 1024    /* TCP accept queue (capped by net.core.somaxconn) */
 #define TCP_LISTEN_FD 4         /* where `init --tcp-listen` leaves the bound port for the relay */
+#define LIFELINE_MIN_FD 5       /* the lowest fd `--lifeline-fd` may name: 0-4 have owners of their own */
 #define ERROR_FLUSH_MS 1000     /* how long an ERROR frame may take to reach a client */
 #define LINGER_MS 1000          /* after the last frame, how long to wait for the client to close */
 
@@ -449,9 +450,8 @@ static void keep_parse(int argc, char **argv, struct keep_opts *o)
                 fatal(EINVAL, "keep: --nice '%s'", v);
             o->has_nice = true;
         } else if (!strcmp(a, "--lifeline-fd")) {
-            /* Above the listen socket: 0-3 have owners of their own. */
-            if (!parse_long(v, LISTEN_FD + 1, INT_MAX, &n))
-                fatal(EINVAL, "keep: --lifeline-fd '%s' (want a number above %d)", v, LISTEN_FD);
+            if (!parse_long(v, LIFELINE_MIN_FD, INT_MAX, &n))
+                fatal(EINVAL, "keep: --lifeline-fd '%s' (want a number from %d)", v, LIFELINE_MIN_FD);
             o->lifeline_fd = (int)n;
         } else if (!strcmp(a, "--program-fd")) {
             if (!parse_long(v, 0, INT_MAX, &n))
@@ -1380,8 +1380,8 @@ static int g_lifeline_fd = -1;
 static void init_lifeline(const char *fd_text)
 {
     long fd;
-    if (!parse_long(fd_text, 0, INT_MAX, &fd) || fd == LISTEN_FD || fd == TCP_LISTEN_FD || fd <= 2)
-        fatal(EINVAL, "init: --lifeline-fd '%s'", fd_text);
+    if (!parse_long(fd_text, LIFELINE_MIN_FD, INT_MAX, &fd))
+        fatal(EINVAL, "init: --lifeline-fd '%s' (want a number from %d)", fd_text, LIFELINE_MIN_FD);
     /* Commands and services never get it; a session handler's inherited copy is harmless. */
     if (fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0)
         fatal(errno, "init: --lifeline-fd %ld", fd);

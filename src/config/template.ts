@@ -26,7 +26,7 @@ limits:
   pids: 4096
   # A cap on CPU time as a percentage of one core: 100% = one core, 200% = two cores; or none.
   # Capped or not, a cloister runs at the CPU priority of nice 10: when the machine is busy, the
-  # guardian and your own programs come first; when it is idle, none caps every core.
+  # guardian and your own programs come first; with none, an idle machine's every core is its to use.
   cpu: none
   # Size cap of each private tmpfs (/tmp, /var/tmp, /dev/shm). A size; none is not allowed.
   # (/run is always small and fixed.)

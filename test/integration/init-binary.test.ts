@@ -638,7 +638,7 @@ describe("cloister-init keep", { timeout: 60_000 }, () => {
     const marker = join(tempDir(), "ran");
     const cases: [string[], ("pipe" | "ignore")[], RegExp][] = [
       [["--lifeline-fd", "7"], ["pipe", "pipe", "pipe", "pipe", "pipe"], /--lifeline-fd: fd 7 is already open/],
-      [["--lifeline-fd", "3"], [], /--lifeline-fd '3'/],
+      [["--lifeline-fd", "4"], [], /--lifeline-fd '4' \(want a number from 5\)/],
       [["--lifeline-fd", "x"], [], /--lifeline-fd 'x'/],
     ];
     for (const [args, stdio, why] of cases) {
