@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { resolvePaths } from "../../src/config/paths.js";
 import { listRecords, type CloisterRecord } from "../../src/sandbox/records.js";
 import { CLI, createInstance, spawnCli, waitUntil, type TestInstance } from "../helpers/cloister.js";
-import { readOr } from "../helpers/host-processes.js";
+import { hostProcessTable, readOr } from "../helpers/host-processes.js";
 
 const MiB = 1024 * 1024;
 const TIME_BIN = "/usr/bin/time";
@@ -150,52 +150,52 @@ describe("escape: resources", () => {
     }
   });
 
-  it("keeps the host responsive while CPU spinners run under --cpu 50%", async () => {
-    const run = spawnCli(t, ["run", "--cpu", "50%", "--", "sh", "-c", "yes >/dev/null & yes >/dev/null & echo spinning; read x; exit 0"]);
+  /**
+   * Two CPU spinners in a `run` given `flags`: `check` inspects the cloister's CPU settings while
+   * they spin, and the host must stay fine meanwhile.
+   */
+  async function withSpinners(flags: string[], context: string, check: (record: CloisterRecord) => void): Promise<void> {
+    const run = spawnCli(t, ["run", ...flags, "--", "sh", "-c", "yes >/dev/null & yes >/dev/null & echo spinning; read x; exit 0"]);
     await run.waitFor("spinning");
-    const record = await runRecord(t);
-    const v1 = cgroupFile(record, "cpu.cfs_quota_us");
-    const v2 = cgroupFile(record, "cpu.max");
-    if (v1) assert.equal(readOr(v1).trim(), "50000");
-    else if (v2) assert.equal(readOr(v2).trim(), "50000 100000");
-    // A burst of at most one period's quota (where the kernel has bursts): the average stays at the limit.
-    const burst = cgroupFile(record, v1 ? "cpu.cfs_burst_us" : "cpu.max.burst");
-    if (burst) assert.equal(readOr(burst).trim(), "50000");
     try {
-      await assertHostFine("while CPU spinners run");
+      check(await runRecord(t));
+      await assertHostFine(context);
     } finally {
       run.endInput();
     }
     const result = await run.done;
     assert.equal(result.code, 0, result.stderr);
+  }
+
+  it("keeps the host responsive while CPU spinners run under --cpu 50%", async () => {
+    await withSpinners(["--cpu", "50%"], "while CPU spinners run", (record) => {
+      const v1 = cgroupFile(record, "cpu.cfs_quota_us");
+      const v2 = cgroupFile(record, "cpu.max");
+      if (v1) assert.equal(readOr(v1).trim(), "50000");
+      else if (v2) assert.equal(readOr(v2).trim(), "50000 100000");
+      // A burst of at most one period's quota (where the kernel has bursts): the average stays at the limit.
+      const burst = cgroupFile(record, v1 ? "cpu.cfs_burst_us" : "cpu.max.burst");
+      if (burst) assert.equal(readOr(burst).trim(), "50000");
+    });
   });
 
   it("runs CPU spinners uncapped by default, at background priority, with the host responsive", async () => {
-    const run = spawnCli(t, ["run", "--", "sh", "-c", "yes >/dev/null & yes >/dev/null & echo spinning; read x; exit 0"]);
-    await run.waitFor("spinning");
-    const record = await runRecord(t);
-    const shares = cgroupFile(record, "cpu.shares");
-    const weightNice = cgroupFile(record, "cpu.weight.nice");
-    if (shares) {
-      // cgroup v1: nice 10's weight (sched_prio_to_weight), and no quota.
-      assert.equal(readOr(shares).trim(), "110");
-      assert.equal(readOr(cgroupFile(record, "cpu.cfs_quota_us") ?? "").trim(), "-1");
-    } else if (weightNice) {
-      assert.equal(readOr(weightNice).trim(), "10");
-      assert.match(readOr(cgroupFile(record, "cpu.max") ?? ""), /^max /);
-    } else {
-      // No CPU cgroup: the keeper itself runs at nice 10 (field 19 of /proc/PID/stat), and its
-      // descendants inherit it.
-      const stat = readOr(`/proc/${record.keeperPid}/stat`);
-      assert.equal(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16], "10", `the keeper is not at nice 10: ${stat}`);
-    }
-    try {
-      await assertHostFine("while uncapped CPU spinners run");
-    } finally {
-      run.endInput();
-    }
-    const result = await run.done;
-    assert.equal(result.code, 0, result.stderr);
+    await withSpinners([], "while uncapped CPU spinners run", (record) => {
+      const shares = cgroupFile(record, "cpu.shares");
+      const weightNice = cgroupFile(record, "cpu.weight.nice");
+      if (shares) {
+        // cgroup v1: nice 10's weight (sched_prio_to_weight), and no quota.
+        assert.equal(readOr(shares).trim(), "110");
+        assert.equal(readOr(cgroupFile(record, "cpu.cfs_quota_us") ?? "").trim(), "-1");
+      } else if (weightNice) {
+        assert.equal(readOr(weightNice).trim(), "10");
+        assert.match(readOr(cgroupFile(record, "cpu.max") ?? ""), /^max /);
+      } else {
+        // No CPU cgroup: the keeper itself runs at nice 10, and its descendants inherit it.
+        const keeper = hostProcessTable().get(record.keeperPid ?? 0);
+        assert.equal(keeper?.nice, "10", `the keeper is not at nice 10: ${JSON.stringify(keeper)}`);
+      }
+    });
   });
 
   it("answers another cloister's proxy request while 200 connections flood one bridge", { skip: NO_PYTHON }, async () => {

@@ -20,15 +20,15 @@ export function readOr(path: string, fallback = ""): string {
   }
 }
 
-/** pid → (ppid, start time, state) for every process on the host, from /proc/PID/stat. */
-export function hostProcessTable(): Map<number, { ppid: number; start: string; state: string }> {
-  const table = new Map<number, { ppid: number; start: string; state: string }>();
+/** pid → (ppid, start time, state, nice value) for every process on the host, from /proc/PID/stat. */
+export function hostProcessTable(): Map<number, { ppid: number; start: string; state: string; nice: string }> {
+  const table = new Map<number, { ppid: number; start: string; state: string; nice: string }>();
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     const stat = readOr(`/proc/${entry}/stat`);
     if (!stat) continue;
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    table.set(Number(entry), { state: fields[0] ?? "?", ppid: Number(fields[1]), start: fields[19] ?? "" });
+    table.set(Number(entry), { state: fields[0] ?? "?", ppid: Number(fields[1]), start: fields[19] ?? "", nice: fields[16] ?? "" });
   }
   return table;
 }
