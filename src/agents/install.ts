@@ -22,7 +22,7 @@ export async function installManagedAgent(agent: AgentDefinition, managedDir: st
   }
   const npm = (env.PATH ?? "").split(":").filter((dir) => isAbsolute(dir)).map((dir) => join(dir, "npm")).find((path) => existsSync(path));
   if (!npm) throw new CloisterError("npm is not installed", "install Node.js and npm (e.g. `sudo apt-get install -y nodejs npm`), or install the agent yourself");
-  await ensurePrivateDir(managedDir);
+  ensurePrivateDir(managedDir);
   const dir = managedPrefix(managedDir, agent.name);
   const spec = version ? `${agent.npmPackage}@${version}` : agent.npmPackage;
   process.stderr.write(`Installing ${spec} into ${dir} ...\n`);

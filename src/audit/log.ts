@@ -73,7 +73,7 @@ export class AuditLog {
     const keep = options.keep ?? DEFAULT_KEEP;
     if (!(maxBytes > 0)) throw new CloisterError(`audit maxBytes must be positive, not ${maxBytes}`);
     if (!Number.isInteger(keep) || keep < 0) throw new CloisterError(`audit keep must be a whole number ≥ 0, not ${keep}`);
-    await ensurePrivateDir(options.dir);
+    ensurePrivateDir(options.dir);
     const state = await resumeLog(options.dir);
     const keys = await loadOrCreateKeys(options.dir, state.tip === undefined);
     if (state.tip) assertSignedBy(state.tip.line, keys, `${basename(state.tip.file)} (seq ${state.tip.seq})`);

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { request as httpRequest } from "node:http";
+import { createRequire } from "node:module";
 import type { Command } from "commander";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
@@ -158,8 +158,13 @@ function describeEvent(event: ApprovalEvent | { type: "snapshot"; pending: Pendi
   }
 }
 
-/** Streams the guardian's approval events until interrupted (or the guardian stops). */
+/**
+ * Streams the guardian's approval events until interrupted (or the guardian stops). node:http is
+ * loaded here, for this one command, rather than by every CLI start (see control-wire.ts); through
+ * require because the bundled CLI runs as a script, which has no loader for import().
+ */
 function watch(paths: CloisterPaths, json: boolean): Promise<void> {
+  const { request: httpRequest } = createRequire(import.meta.url)("node:http") as typeof import("node:http");
   return new Promise((resolve, reject) => {
     const req = httpRequest({ socketPath: paths.guardianSocket, method: "GET", path: "/v1/approvals/events" }, (res) => {
       let buffered = "";

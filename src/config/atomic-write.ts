@@ -4,7 +4,8 @@
  * Same directory because rename is atomic only within one filesystem.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, link, mkdir, open, rename, stat, unlink } from "node:fs/promises";
+import { chmodSync, mkdirSync, statSync } from "node:fs";
+import { link, open, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { CloisterError } from "../errors.js";
 
@@ -46,10 +47,12 @@ export async function createFileAtomic(path: string, data: string | Uint8Array, 
 /**
  * mkdir -p with 0700. An existing directory of ours with looser permissions is tightened; one owned
  * by someone else is refused (except for root), since its owner could swap the files we read.
+ * Synchronous: a few system calls on local directories, cheaper than the event-loop turns of their
+ * asynchronous forms; a launch prepares in one run (see createCloister).
  */
-export async function ensurePrivateDir(path: string): Promise<void> {
-  await mkdir(path, { recursive: true, mode: 0o700 });
-  const info = await stat(path);
+export function ensurePrivateDir(path: string): void {
+  mkdirSync(path, { recursive: true, mode: 0o700 });
+  const info = statSync(path);
   if (!info.isDirectory()) throw new CloisterError(`${path} exists but is not a directory`);
   const uid = process.getuid?.();
   if (uid === undefined) return;
@@ -60,7 +63,7 @@ export async function ensurePrivateDir(path: string): Promise<void> {
       "remove it or point CLOISTER_HOME / XDG_* at a directory you own",
     );
   }
-  if ((info.mode & 0o077) !== 0) await chmod(path, 0o700);
+  if ((info.mode & 0o077) !== 0) chmodSync(path, 0o700);
 }
 
 /** O_EXCL on a random name: a symlink planted at a guessable temp name cannot redirect the write. */

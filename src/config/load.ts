@@ -83,7 +83,7 @@ export async function loadGlobalConfig(paths: CloisterPaths): Promise<GlobalConf
   const file = paths.globalConfigFile;
   let text = await readIfExists(file);
   if (text === undefined) {
-    await ensurePrivateDir(paths.configDir);
+    ensurePrivateDir(paths.configDir);
     // Another cloister process may create it at the same moment; theirs is as good as ours.
     await createFileAtomic(file, GLOBAL_CONFIG_TEMPLATE);
     text = await readConfigText(file);

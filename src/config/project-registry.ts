@@ -91,8 +91,8 @@ export async function registerProject(paths: CloisterPaths, name: string, path: 
   const file = projectConfigFile(paths, name);
   const pathProblem = absolutePathProblem(path);
   if (pathProblem) throw new CloisterError(`cannot register project "${name}": ${pathProblem}`);
-  await ensurePrivateDir(paths.configDir);
-  await ensurePrivateDir(paths.projectConfigDir);
+  ensurePrivateDir(paths.configDir);
+  ensurePrivateDir(paths.projectConfigDir);
   const text = await readIfExists(file);
   if (text === undefined) {
     if (await createFileAtomic(file, newProjectFile(name, path))) return true;

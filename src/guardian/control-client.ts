@@ -2,7 +2,6 @@ import { spawn } from "node:child_process";
 import { openSync, closeSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
-import { request as httpRequest } from "node:http";
 import { connect } from "node:net";
 import { fileURLToPath } from "node:url";
 import type { CloisterPaths } from "../config/paths.js";
@@ -11,34 +10,37 @@ import { CloisterError } from "../errors.js";
 import type { LaunchGrant } from "../sandbox/engine.js";
 import { isRunningProcess, type SessionRules } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
+import { decodeControlAnswer, encodeControlRequest, MAX_ANSWER_BYTES } from "./control-wire.js";
 import type { AgentCredential } from "./vault/agent-credentials.js";
 
-/** A JSON call to the guardian's control API (HTTP over its 0600 unix socket). */
-export function guardianCall<T>(paths: CloisterPaths, method: string, path: string, body?: unknown): Promise<T> {
+/**
+ * A JSON call to the guardian's control API (HTTP over its 0600 unix socket; see control-wire.ts).
+ * `onSent` runs once the request has been handed to the kernel: a launch lets its grant request leave
+ * before it busies this thread with its own preparation.
+ */
+export function guardianCall<T>(paths: CloisterPaths, method: string, path: string, body?: unknown, onSent?: () => void): Promise<T> {
   return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = httpRequest(
-      {
-        // Our own connection rather than the default agent's: the agent works out a TLS server name
-        // for every request, which compiles node's IPv6 pattern on first use (~9 ms of each CLI run).
-        createConnection: () => connect(paths.guardianSocket),
-        method,
-        path,
-        headers: payload ? { "content-type": "application/json" } : {},
-      },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (chunk: string) => (text += chunk));
-        res.on("end", () => {
-          const parsed = text ? (JSON.parse(text) as { error?: string; hint?: string }) : {};
-          if ((res.statusCode ?? 500) >= 400) reject(new CloisterError(parsed.error ?? `guardian answered ${res.statusCode}`, parsed.hint));
-          else resolve(parsed as T);
-        });
-      },
-    );
-    req.on("error", reject);
-    req.end(payload);
+    const request = encodeControlRequest(method, path, body === undefined ? undefined : JSON.stringify(body));
+    const socket = connect(paths.guardianSocket);
+    const chunks: Buffer[] = [];
+    let received = 0;
+    socket.on("data", (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > MAX_ANSWER_BYTES) socket.destroy(new Error(`the guardian's answer to ${method} ${path} is larger than ${MAX_ANSWER_BYTES} bytes`));
+      else chunks.push(chunk);
+    });
+    socket.on("error", reject);
+    socket.on("end", () => {
+      try {
+        const answer = decodeControlAnswer(Buffer.concat(chunks));
+        const parsed = answer.body ? (JSON.parse(answer.body) as { error?: string; hint?: string }) : {};
+        if (answer.status >= 400) reject(new CloisterError(parsed.error ?? `guardian answered ${answer.status}`, parsed.hint));
+        else resolve(parsed as T);
+      } catch (error) {
+        reject(error as Error);
+      }
+    });
+    socket.write(request, () => onSent?.());
   });
 }
 
@@ -140,7 +142,7 @@ export async function startGuardian(paths: CloisterPaths): Promise<GuardianStatu
     await guardianCall(paths, "POST", "/v1/restart").catch(() => undefined);
     for (let waited = 0; waited < 5_000 && (await guardianStatus(paths)); waited += 25) await new Promise((resolve) => setTimeout(resolve, 25));
   }
-  await ensurePrivateDir(paths.runtimeDir);
+  ensurePrivateDir(paths.runtimeDir);
   mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
   const log = openSync(paths.guardianLog, "a", 0o600);
   const child = spawn(process.execPath, [...process.execArgv, daemonFile()], { detached: true, stdio: ["ignore", log, log], env: process.env });
@@ -166,23 +168,42 @@ export interface GrantRequest {
 }
 
 /**
- * Registers a launching cloister with the guardian; resolves with its grant. The request goes
+ * Registers a launching cloister with the guardian; `granted` resolves with its grant. The request goes
  * straight to whatever guardian answers (one is started if none does): the grant says which build
  * gave it, and a guardian of another build is then replaced (its grant goes with it) and the new
  * one asked again. That covers guardians older than guardianInfoFile too.
  */
-export async function requestGrant(paths: CloisterPaths, request: GrantRequest): Promise<LaunchGrant> {
-  const grant = await guardianCallStarting<LaunchGrant>(paths, "POST", "/v1/cloisters", request);
-  if (grant.build === cloisterBuild()) return grant;
-  await startGuardian(paths);
-  return guardianCall<LaunchGrant>(paths, "POST", "/v1/cloisters", request);
+export function requestGrant(paths: CloisterPaths, request: GrantRequest): GrantInFlight {
+  let markSent!: () => void;
+  const sent = new Promise<void>((resolve) => (markSent = resolve));
+  const granted = (async () => {
+    try {
+      const grant = await guardianCallStarting<LaunchGrant>(paths, "POST", "/v1/cloisters", request, markSent);
+      if (grant.build === cloisterBuild()) return grant;
+      await startGuardian(paths);
+      return await guardianCall<LaunchGrant>(paths, "POST", "/v1/cloisters", request);
+    } finally {
+      markSent();
+    }
+  })();
+  return { sent, granted };
 }
 
-/** guardianCall, starting the guardian first when none listens (the call cannot have reached one). */
-export async function guardianCallStarting<T>(paths: CloisterPaths, method: string, path: string, body?: unknown): Promise<T> {
+export interface GrantInFlight {
+  /** Resolves once the first request is on its way to a guardian, or could not be sent (never rejects). */
+  sent: Promise<void>;
+  granted: Promise<LaunchGrant>;
+}
+
+/**
+ * guardianCall, starting the guardian first when none listens (the call cannot have reached one).
+ * `onSent` runs when the first attempt has been sent or has failed, whichever comes first.
+ */
+export async function guardianCallStarting<T>(paths: CloisterPaths, method: string, path: string, body?: unknown, onSent?: () => void): Promise<T> {
   try {
-    return await guardianCall<T>(paths, method, path, body);
+    return await guardianCall<T>(paths, method, path, body, onSent);
   } catch (error) {
+    onSent?.();
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== "ENOENT" && code !== "ECONNREFUSED") throw error;
   }

@@ -71,7 +71,7 @@ class Guardian {
       process.stderr.write("cloister guardian: already running for this instance\n");
       process.exit(0);
     }
-    await ensurePrivateDir(this.paths.runtimeDir);
+    ensurePrivateDir(this.paths.runtimeDir);
     const policy = await loadPolicy(this.paths);
     // Rotation settings come from the config at guardian start (defaults while it is invalid).
     this.audit = await AuditLog.open({ dir: this.paths.auditDir, maxBytes: policy.store?.audit.maxBytes, keep: policy.store?.audit.keep });

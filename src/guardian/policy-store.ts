@@ -177,7 +177,7 @@ export async function recordDecision(paths: CloisterPaths, scope: DecisionScope,
   if (entries.some((existing) => sameRule(entryRule(existing), rule))) return false;
   const stored: RuleEntry = rule.private ? { rule: rule.text, private: true } : rule.text;
   const next: Decisions = { ...current, proxy: { ...current.proxy, [list]: [...entries, stored] } };
-  await ensurePrivateDir(join(file, ".."));
+  ensurePrivateDir(join(file, ".."));
   await writeFileAtomic(file, DECISIONS_HEADER + toYaml(next), 0o600);
   return true;
 }
@@ -208,7 +208,7 @@ async function editCommandDecisions(paths: CloisterPaths, scope: DecisionScope, 
   const current = await loadDecisions(file);
   const rules = edit([...current.hostexec.rules]);
   if (rules.length === current.hostexec.rules.length && rules.every((r, i) => r === current.hostexec.rules[i])) return false;
-  await ensurePrivateDir(join(file, ".."));
+  ensurePrivateDir(join(file, ".."));
   await writeFileAtomic(file, DECISIONS_HEADER + toYaml({ ...current, hostexec: { rules } }), 0o600);
   return true;
 }

@@ -51,7 +51,7 @@ export class SessionDecisionStore {
   }
 
   private async save(id: string, decisions: SessionDecisions): Promise<void> {
-    await ensurePrivateDir(this.dir);
+    ensurePrivateDir(this.dir);
     await writeFileAtomic(this.file(id), `${JSON.stringify(decisions)}\n`, 0o600);
   }
 

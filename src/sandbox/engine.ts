@@ -101,9 +101,9 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
   };
   const cleanups: (() => void | Promise<void>)[] = [];
   try {
-    await ensurePrivateDir(runtimeDir);
+    ensurePrivateDir(runtimeDir);
     cleanups.push(() => rmSync(runtimeDir, { recursive: true, force: true }));
-    await ensurePrivateDir(paths.homesDir);
+    ensurePrivateDir(paths.homesDir);
     mkdirSync(homeDir, { recursive: true, mode: 0o700 });
     if (record.ephemeralHome) cleanups.push(() => rmSync(homeDir, { recursive: true, force: true }));
 

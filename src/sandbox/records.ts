@@ -61,7 +61,7 @@ function recordFile(paths: CloisterPaths, name: string): string {
 }
 
 export async function writeRecord(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
-  await ensurePrivateDir(paths.cloisterRecordDir);
+  ensurePrivateDir(paths.cloisterRecordDir);
   // Not fsynced: records describe processes, which do not survive a machine crash either.
   await writeFileAtomic(recordFile(paths, record.name), `${JSON.stringify(record, null, 2)}\n`, 0o600, false);
 }

@@ -68,7 +68,7 @@ export class Broker {
 
   static async open(paths: CloisterPaths, vault: Vault, settings: () => BrokerSettings): Promise<Broker> {
     const dir = join(paths.stateDir, "broker");
-    await ensurePrivateDir(dir);
+    ensurePrivateDir(dir);
     const ca = await CertificateAuthority.open(dir);
     const trust = { bundle: join(dir, "trust-bundle.pem"), nodeExtra: join(dir, "node-extra-ca.pem") };
     // Written at every start: the host's roots may have been updated since.

@@ -73,7 +73,7 @@ export class CertificateAuthority {
    * refused, since whoever can read it can impersonate any host to every cloister.
    */
   static async open(dir: string): Promise<CertificateAuthority> {
-    await ensurePrivateDir(dir);
+    ensurePrivateDir(dir);
     const keyFile = join(dir, "ca-key.pem");
     const certFile = join(dir, "ca.pem");
     const haveKey = existsSync(keyFile);

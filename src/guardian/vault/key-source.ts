@@ -130,7 +130,7 @@ export async function readKeyFile(path: string): Promise<Buffer | undefined> {
 
 /** The key file's key, created with fresh random bytes first if there is none (link-atomic: two racing creators agree). */
 async function obtainKeyFile(path: string): Promise<Buffer> {
-  await ensurePrivateDir(dirname(path));
+  ensurePrivateDir(dirname(path));
   await createFileAtomic(path, randomBytes(KEY_BYTES), 0o600);
   const key = await readKeyFile(path);
   if (!key) throw new CloisterError(`the vault key file ${path} vanished while it was being created`);

@@ -286,7 +286,7 @@ export class Vault {
   }
 
   private async write(file: VaultFile): Promise<void> {
-    await ensurePrivateDir(dirname(this.file));
+    ensurePrivateDir(dirname(this.file));
     await writeFileAtomic(this.file, `${JSON.stringify(file, null, 2)}\n`, 0o600);
   }
 }
