@@ -134,12 +134,9 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   const grant = requestGrant(paths, { name: spec.name, id, network: spec.network, project: spec.project, projectRoot: spec.projectRoot, session: spec.session });
   // Awaited by launchCloister, but maybe only after its own preparation has failed: handled there.
   grant.granted.catch(() => undefined);
-  // The guardian prepares its part of the launch (egress socket, hidden paths) while this process does
-  // its own, which runs without a break: the request has to leave first.
-  await grant.sent;
   let record: CloisterRecord;
   try {
-    record = await launchCloister(paths, spec, grant.granted, id);
+    record = await launchCloister(paths, spec, grant, id);
   } catch (error) {
     await grant.granted.then(() => releaseGrant(paths, spec.name, id), () => undefined);
     throw error;

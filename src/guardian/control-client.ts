@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import type { CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
-import type { LaunchGrant } from "../sandbox/engine.js";
+import type { LaunchGrant, PendingGrant } from "../sandbox/engine.js";
 import { isRunningProcess, type SessionRules } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { decodeControlAnswer, encodeControlRequest, MAX_ANSWER_BYTES } from "./control-wire.js";
@@ -173,7 +173,7 @@ export interface GrantRequest {
  * gave it, and a guardian of another build is then replaced (its grant goes with it) and the new
  * one asked again. That covers guardians older than guardianInfoFile too.
  */
-export function requestGrant(paths: CloisterPaths, request: GrantRequest): GrantInFlight {
+export function requestGrant(paths: CloisterPaths, request: GrantRequest): PendingGrant {
   let markSent!: () => void;
   const sent = new Promise<void>((resolve) => (markSent = resolve));
   const granted = (async () => {
@@ -187,12 +187,6 @@ export function requestGrant(paths: CloisterPaths, request: GrantRequest): Grant
     }
   })();
   return { sent, granted };
-}
-
-export interface GrantInFlight {
-  /** Resolves once the first request is on its way to a guardian, or could not be sent (never rejects). */
-  sent: Promise<void>;
-  granted: Promise<LaunchGrant>;
 }
 
 /**

@@ -56,6 +56,13 @@ export interface LaunchGrant {
   build?: string;
 }
 
+/** A grant requested from the guardian and not yet answered. */
+export interface PendingGrant {
+  /** Resolves once the request has left this process, or could not be sent (never rejects). */
+  sent: Promise<void>;
+  granted: Promise<LaunchGrant>;
+}
+
 export interface AgentLaunchSpec {
   /** Host paths of the agent's install, bound read-only at the same path. */
   mounts: string[];
@@ -71,11 +78,11 @@ export interface AgentLaunchSpec {
  * started; commands then run through the init socket. On any failure everything created so far is
  * removed and nothing runs (fail closed).
  *
- * `grant` may still be on its way: the guardian's part of a launch (its /etc scan, the egress
- * socket) and the host-side preparation here (placeholders, cgroups) take about as long each, so
- * they run side by side; the grant is needed from the record on.
+ * The grant is still on its way: the guardian's part of a launch (its /etc scan, the egress socket)
+ * and the host-side preparation here (placeholders, cgroups) run side by side; the grant is needed
+ * from the record on.
  */
-export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, grant: LaunchGrant | Promise<LaunchGrant>, id = randomBytes(4).toString("hex")): Promise<CloisterRecord> {
+export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, grant: PendingGrant, id = randomBytes(4).toString("hex")): Promise<CloisterRecord> {
   const bwrap = findTool("bwrap");
   if (!bwrap) throw new CloisterError("bubblewrap (bwrap) is not installed", "install it with `sudo apt-get install -y bubblewrap`, then run `cloister doctor`");
   const initBinary = initBinaryPath();
@@ -120,6 +127,9 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       spec.persistent,
     );
     cleanups.push(() => keeper.callOff());
+    // The rest runs without a break, and the guardian can only start on its part once the request
+    // has left this process: the keeper first (its wait above is the longest), then the request.
+    await grant.sent;
 
     const agentBinDir = spec.agent ? join(runtimeDir, "agent-bin") : undefined;
     if (spec.agent && agentBinDir) {
@@ -134,7 +144,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir) : undefined;
     record.placeholders = [...new Set([...record.placeholders, ...(gitView?.placeholders ?? [])])];
 
-    const granted = await grant;
+    const granted = await grant.granted;
     record.proxyToken = granted.token;
     if (spec.network) {
       record.trustBundle = granted.trustBundle;
