@@ -2,18 +2,7 @@
 import { Command, CommanderError } from "commander";
 import { CLOISTER_FAILED, CloisterError } from "../errors.js";
 import { VERSION } from "../version.js";
-import { registerAgentCommands } from "./agent-commands.js";
-import { registerApprovalCommands } from "./approval-commands.js";
-import { registerAuditCommands } from "./audit-commands.js";
-import { registerSecretCommands } from "./secret-commands.js";
-import { registerSetupCommands } from "./setup-commands.js";
-import { registerCompletionCommands } from "./completion.js";
-import { registerConfigCommands } from "./config-commands.js";
-import { registerDoctorCommand } from "./doctor-command.js";
-import { registerGuardianCommands } from "./guardian-commands.js";
-import { registerPolicyCommands } from "./policy-commands.js";
-import { registerSandboxCommands } from "./sandbox-commands.js";
-import { registerWorktreeCommands } from "./worktree-commands.js";
+import { commandGroupsFor } from "./command-groups.js";
 
 const program = new Command()
   .name("cloister")
@@ -23,18 +12,7 @@ const program = new Command()
   .exitOverride()
   .configureOutput({ writeErr: (text) => process.stderr.write(text) });
 
-registerSandboxCommands(program);
-registerWorktreeCommands(program);
-registerAgentCommands(program);
-registerPolicyCommands(program);
-registerApprovalCommands(program);
-registerGuardianCommands(program);
-registerConfigCommands(program);
-registerDoctorCommand(program);
-registerAuditCommands(program);
-registerSecretCommands(program);
-registerSetupCommands(program);
-registerCompletionCommands(program);
+for (const group of commandGroupsFor(process.argv[2])) group.register(program);
 
 // Not a top-level await: the CLI is bundled as CommonJS (scripts/bundle.mjs), which has none.
 program.parseAsync(process.argv).catch((error: unknown) => {
