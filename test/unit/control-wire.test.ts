@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import type { CloisterPaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
 import { guardianCall } from "../../src/guardian/control-client.js";
-import { decodeControlAnswer, encodeControlRequest } from "../../src/guardian/control-wire.js";
+import { decodeControlAnswer, encodeControlRequest, MAX_ANSWER_BYTES } from "../../src/guardian/control-wire.js";
 
 const answer = (text: string) => decodeControlAnswer(Buffer.from(text, "latin1"));
 
@@ -111,6 +111,20 @@ describe("control wire: guardianCall against real servers on a unix socket", () 
     // A peer that hangs up half-way through its answer, and one that is not HTTP at all.
     await listen(createNetServer((socket) => socket.end("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")), "short.sock");
     await listen(createNetServer((socket) => socket.end("hello\r\n\r\n")), "junk.sock");
+    // One that never stops talking: the answer is cut off at MAX_ANSWER_BYTES, not buffered on.
+    await listen(
+      createNetServer((socket) => {
+        socket.on("error", () => undefined);
+        const chunk = Buffer.alloc(1 << 20, 0x20);
+        const more = () => {
+          while (!socket.destroyed && socket.write(chunk));
+          if (!socket.destroyed) socket.once("drain", more);
+        };
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${MAX_ANSWER_BYTES * 2}\r\n\r\n`);
+        more();
+      }),
+      "huge.sock",
+    );
   });
   after(() => {
     for (const server of servers) server.close();
@@ -145,5 +159,9 @@ describe("control wire: guardianCall against real servers on a unix socket", () 
   it("fails clearly on an answer cut short or one that is not HTTP", async () => {
     await assert.rejects(guardianCall(pathsFor("short.sock"), "GET", "/v1/status"), /cut short \(1 of 100 bytes\)/);
     await assert.rejects(guardianCall(pathsFor("junk.sock"), "GET", "/v1/status"), /ended before its headers|status line is "hello"/);
+  });
+
+  it("refuses an answer larger than MAX_ANSWER_BYTES instead of buffering it", async () => {
+    await assert.rejects(guardianCall(pathsFor("huge.sock"), "GET", "/v1/status"), /answer to GET \/v1\/status is larger than/);
   });
 });
