@@ -162,6 +162,8 @@ interface Instance {
   guardianPid?: number;
   /** Creations in flight (awaited before cleanup on Ctrl-C). */
   inflight: Set<Promise<unknown>>;
+  /** Cgroups the bench made for itself (section 2's migration rows), removed at cleanup. */
+  scratchCgroups: Set<string>;
   aborting: boolean;
 }
 
@@ -182,7 +184,7 @@ function makeInstance(): Instance {
   // The approval UI takes any free port: the user's own guardian may hold the default one.
   mkdirSync(join(home, "config"), { recursive: true, mode: 0o700 });
   writeFileSync(join(home, "config", "config.yaml"), "ui:\n  port: 0\n", { mode: 0o600 });
-  return { home, projectParent, project, env, keepers: new Map(), inflight: new Set(), aborting: false };
+  return { home, projectParent, project, env, keepers: new Map(), inflight: new Set(), scratchCgroups: new Set(), aborting: false };
 }
 
 let cleanupPromise: Promise<void> | undefined;
@@ -201,6 +203,7 @@ function cleanup(inst: Instance): Promise<void> {
     const leftovers = sweepInstanceProcesses(inst);
     if (leftovers > 0) process.stderr.write(`bench cleanup: killed ${leftovers} leftover process(es) of the bench instance\n`);
     removeLeftoverCgroups(inst.home);
+    removeScratchCgroups(inst);
     rmSync(inst.home, { recursive: true, force: true });
     rmSync(inst.projectParent, { recursive: true, force: true });
   })();
@@ -232,6 +235,17 @@ function sweepInstanceProcesses(inst: Instance): number {
     }
   }
   return killed;
+}
+
+function removeScratchCgroups(inst: Instance): void {
+  for (const dir of inst.scratchCgroups) {
+    try {
+      rmdirSync(dir);
+      inst.scratchCgroups.delete(dir);
+    } catch {
+      // Gone already, or still busy: the bench's processes are killed by then, so not for long.
+    }
+  }
 }
 
 function removeLeftoverCgroups(home: string): void {
@@ -495,6 +509,8 @@ async function libSection(inst: Instance, lib: Lib, runs: number): Promise<void>
   const LABELS = {
     bwrap: "bwrap raw /bin/true (child_process.spawn)",
     planned: "bwrap with a cloister's mounts, /bin/true",
+    keeper: "cloister-init keep -- /bin/true",
+    joining: "the same, joining cgroups as a keeper does",
     nonet: "runInCloister(['true'], network: false)",
     net: "runInCloister(['true'], network: true)",
   };
@@ -513,9 +529,15 @@ async function libSection(inst: Instance, lib: Lib, runs: number): Promise<void>
     },
   });
   const planned = plannedBwrapArgs(reference.record.keeperPid);
+  // Every launch moves its keeper into the cloister's cgroups, which waits for an RCU grace period
+  // unless a hierarchy is mounted with favordynmods: the keeper alone, then joining cgroups beside
+  // the reference cloister's, shows what that wait is on this machine.
+  const scratch = scratchCgroupsBeside(inst, reference.record.cgroupDirs);
   const cmds: Cmd[] = [
     spawnCmd(LABELS.bwrap, "bwrap", rawBwrapArgs(), inst),
     ...(planned ? [spawnCmd(LABELS.planned, "bwrap", planned.args, inst)] : []),
+    spawnCmd(LABELS.keeper, INIT_BINARY, ["keep", "--", "/bin/true"], inst),
+    ...(scratch.length > 0 ? [spawnCmd(LABELS.joining, INIT_BINARY, ["keep", ...scratch.flatMap((dir) => ["--cgroup", dir]), "--", "/bin/true"], inst)] : []),
     inProcess(LABELS.nonet, false),
     inProcess(LABELS.net, true),
   ];
@@ -524,6 +546,7 @@ async function libSection(inst: Instance, lib: Lib, runs: number): Promise<void>
     results = await measureInterleaved(inst, cmds, runs);
   } finally {
     await reference.stop();
+    removeScratchCgroups(inst);
   }
   print(timingTable(results, Object.values(LABELS)));
   print("");
@@ -532,6 +555,28 @@ async function libSection(inst: Instance, lib: Lib, runs: number): Promise<void>
   print(ratioLine("bwrap with a cloister's mounts / bwrap", results.get(LABELS.planned), results.get(LABELS.bwrap)));
   if (planned) print(`  a cloister's bwrap argv here: ${mountOps(planned.args)} mount operations (raw bwrap: ${mountOps(rawBwrapArgs())})`);
   else print("  bwrap with a cloister's mounts: not measured (the reference cloister's bwrap command line was not readable)");
+  const alone = results.get(LABELS.keeper)?.summary;
+  const joining = results.get(LABELS.joining)?.summary;
+  if (alone && joining) {
+    print(`  joining ${scratch.length} cgroup(s) (${reference.record.limitMechanism}) adds ${fmtMs(joining.median - alone.median)} ms median to the keeper, once per launch`);
+    print("  (moving a process into a cgroup waits for an RCU grace period, unless a hierarchy is mounted with favordynmods: docs/sandbox.md)");
+  } else if (scratch.length === 0) print(`  cgroup migration: not measured (the reference cloister has no cgroups: ${reference.record.limitMechanism})`);
+}
+
+/** Empty cgroups beside `dirs` (a cloister's, one per hierarchy), for the keeper's migration rows. */
+function scratchCgroupsBeside(inst: Instance, dirs: readonly string[]): string[] {
+  const made: string[] = [];
+  for (const dir of dirs) {
+    const scratch = join(dirname(dir), `cloister-bench-${process.pid}`);
+    try {
+      mkdirSync(scratch);
+    } catch {
+      continue; // the hierarchy refuses us a sibling: that row measures fewer hierarchies
+    }
+    inst.scratchCgroups.add(scratch);
+    made.push(scratch);
+  }
+  return made;
 }
 
 /**
