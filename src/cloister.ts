@@ -125,23 +125,25 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   const paths = options.paths ?? resolvePaths();
   const { spec, config } = await launchSpec(options, paths, persistent);
   const id = randomBytes(4).toString("hex");
-  const agent = options.agent !== undefined || (persistent && config.defaults.agent)
-    ? await (await import("./agents/session.js")).agentForNewCloister(agentRequest(options), { cloisterId: id, persistent, config, paths, projectRoot: spec.projectRoot, network: spec.network, cloisterHome: sandboxHome() })
-    : undefined;
-  spec.agent = agent?.spec;
-  // Before anything is launched: a secret that cannot be handed out fails the start, not a later step.
-  const env = await withPlaceholders(paths, options, id);
+  // Asked for first: the guardian prepares its part of the launch (egress socket, the /etc scan as
+  // root) while this process sets up the agent and its own part.
   const grant = requestGrant(paths, { name: spec.name, id, network: spec.network, project: spec.project, projectRoot: spec.projectRoot, session: spec.session });
-  // Awaited by launchCloister, but maybe only after its own preparation has failed: handled there.
+  // Awaited by launchCloister, but maybe only after an earlier step has failed: handled below.
   grant.granted.catch(() => undefined);
-  let record: CloisterRecord;
+  let launched: { record: CloisterRecord; env: Record<string, string> | undefined; agent: AgentSession | undefined };
   try {
-    record = await launchCloister(paths, spec, grant, id);
+    const agent = options.agent !== undefined || (persistent && config.defaults.agent)
+      ? await (await import("./agents/session.js")).agentForNewCloister(agentRequest(options), { cloisterId: id, persistent, config, paths, projectRoot: spec.projectRoot, network: spec.network, cloisterHome: sandboxHome() })
+      : undefined;
+    spec.agent = agent?.spec;
+    // Before anything is launched: a secret that cannot be handed out fails the start, not a later step.
+    const env = await withPlaceholders(paths, options, id);
+    launched = { record: await launchCloister(paths, spec, grant, id), env, agent: agent?.session };
   } catch (error) {
     await grant.granted.then(() => releaseGrant(paths, spec.name, id), () => undefined);
     throw error;
   }
-  return new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent?.session);
+  return new Cloister(launched.record, paths, commandEnv(launched.record, { ...options, env: launched.env }, config), launched.agent);
 }
 
 /** The persistent cloister of that name if it is running. */

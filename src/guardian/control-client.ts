@@ -129,12 +129,26 @@ export function readGuardianInfo(paths: CloisterPaths): Partial<GuardianInfo> | 
   }
 }
 
+/** Starts under way in this process, by control socket (see startGuardian). */
+const starting = new Map<string, Promise<GuardianStatus>>();
+
 /**
  * Starts the guardian for this instance unless it answers already; returns its status. A guardian
  * of another build (cloister was upgraded or rebuilt since it started) is replaced: running
- * cloisters are adopted again by the new one, as after any guardian restart.
+ * cloisters are adopted again by the new one, as after any guardian restart. Callers in one process
+ * share one start: an agent launch asks for its grant and its credential at the same time, and two
+ * starts would restart the old guardian twice and race two new ones for the instance.
  */
-export async function startGuardian(paths: CloisterPaths): Promise<GuardianStatus> {
+export function startGuardian(paths: CloisterPaths): Promise<GuardianStatus> {
+  let start = starting.get(paths.guardianSocket);
+  if (!start) {
+    start = startGuardianOnce(paths).finally(() => starting.delete(paths.guardianSocket));
+    starting.set(paths.guardianSocket, start);
+  }
+  return start;
+}
+
+async function startGuardianOnce(paths: CloisterPaths): Promise<GuardianStatus> {
   const running = await guardianStatus(paths);
   if (running && (running.build === undefined || running.build === cloisterBuild())) return running;
   if (running) {
@@ -151,7 +165,9 @@ export async function startGuardian(paths: CloisterPaths): Promise<GuardianStatu
   for (let waited = 0; waited < 10_000; waited += 25) {
     const status = await guardianStatus(paths);
     if (status) return status;
-    if (child.exitCode !== null) break;
+    // Exit code 0: another guardian holds this instance (another process started one at the same
+    // moment), and answers once it is up. Anything else is a failed start.
+    if (child.signalCode !== null || (child.exitCode !== null && child.exitCode !== 0)) break;
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
   throw new CloisterError("the guardian did not start", `see ${paths.guardianLog}`);
