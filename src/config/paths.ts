@@ -1,5 +1,7 @@
 import { homedir, userInfo } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { isDeepStrictEqual } from "node:util";
+import { CloisterError } from "../errors.js";
 
 /**
  * Where one Cloister instance keeps its files. Everything derives from XDG base directories, or from
@@ -43,6 +45,24 @@ export function resolvePaths(env: NodeJS.ProcessEnv = process.env): CloisterPath
     guardianLog: join(base.stateDir, "guardian.log"),
     auditDir: join(base.stateDir, "audit"),
   };
+}
+
+/**
+ * The environment under which resolvePaths gives `paths` again: `env` itself when it does, else `env`
+ * with CLOISTER_HOME, or else the XDG variables, set to match. The guardian resolves its paths from
+ * its environment, and the library may be handed paths (options.paths) that the calling process's
+ * environment does not name.
+ */
+export function instanceEnv(paths: CloisterPaths, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const { CLOISTER_HOME: _ignored, ...rest } = env;
+  const candidates: NodeJS.ProcessEnv[] = [
+    env,
+    { ...rest, CLOISTER_HOME: dirname(paths.configDir) },
+    { ...rest, XDG_CONFIG_HOME: dirname(paths.configDir), XDG_STATE_HOME: dirname(paths.stateDir), XDG_DATA_HOME: dirname(paths.dataDir), XDG_RUNTIME_DIR: dirname(paths.runtimeDir) },
+  ];
+  const match = candidates.find((candidate) => isDeepStrictEqual(resolvePaths(candidate), paths));
+  if (!match) throw new CloisterError(`no environment gives these cloister paths (config in ${paths.configDir})`, "build them with resolvePaths({ CLOISTER_HOME: DIR }) or resolvePaths(env)");
+  return match;
 }
 
 /** Per-cloister runtime directory: its init socket and its guardian (proxy) socket directory. */

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { connect } from "node:net";
 import { fileURLToPath } from "node:url";
-import type { CloisterPaths } from "../config/paths.js";
+import { instanceEnv, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import type { LaunchGrant, PendingGrant } from "../sandbox/engine.js";
@@ -136,8 +136,8 @@ const starting = new Map<string, Promise<GuardianStatus>>();
  * Starts the guardian for this instance unless it answers already; returns its status. A guardian
  * of another build (cloister was upgraded or rebuilt since it started) is replaced: running
  * cloisters are adopted again by the new one, as after any guardian restart. Callers in one process
- * share one start: an agent launch asks for its grant and its credential at the same time, and two
- * starts would restart the old guardian twice and race two new ones for the instance.
+ * share one start: launches made at once through the library would otherwise restart an old
+ * guardian once each and race their new ones for the instance (all but one failing).
  */
 export function startGuardian(paths: CloisterPaths): Promise<GuardianStatus> {
   let start = starting.get(paths.guardianSocket);
@@ -159,7 +159,8 @@ async function startGuardianOnce(paths: CloisterPaths): Promise<GuardianStatus> 
   ensurePrivateDir(paths.runtimeDir);
   mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
   const log = openSync(paths.guardianLog, "a", 0o600);
-  const child = spawn(process.execPath, [...process.execArgv, daemonFile()], { detached: true, stdio: ["ignore", log, log], env: process.env });
+  // Its environment names this instance: the caller's paths may not come from the caller's environment.
+  const child = spawn(process.execPath, [...process.execArgv, daemonFile()], { detached: true, stdio: ["ignore", log, log], env: instanceEnv(paths) });
   closeSync(log);
   child.unref();
   for (let waited = 0; waited < 10_000; waited += 25) {

@@ -14,7 +14,7 @@ import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { FAKE_REPLY, startFakeAnthropicApi, startFakeGeminiApi, startFakeOpenAiApi, type FakeAgentApi } from "../fixtures/fake-agent-api.js";
 import { createTestCa, type TestCa } from "../fixtures/upstreams.js";
-import { createInstance, leakedCanaries, REPO_ROOT, trustUpstreamCa, waitUntil, withConfig, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, leakedCanaries, trustUpstreamCa, waitUntil, withConfig, type TestInstance } from "../helpers/cloister.js";
 
 /** Reports its arguments, environment names, credential, HOME and ~/.claude; edits /work when asked. */
 const FAKE_CLAUDE = `#!/bin/sh
@@ -184,32 +184,6 @@ describe("agents in a cloister (fake agent executables)", () => {
     assert.doesNotMatch(r.stderr, /from your environment/);
     const shell = await t.cli(["run", "--", "sh", "-c", "echo ${ANTHROPIC_API_KEY:-none}"]);
     assert.equal(shell.stdout.trim(), "none", "a cloister not set up for the agent does not get its credential");
-  });
-
-  it("an agent launch asks the guardian for its grant and the agent's credential at once: with none running, or one of another build, exactly one new guardian starts", async () => {
-    const log = join(t.home, "state", "guardian.log");
-    const text = () => (existsSync(log) ? readFileSync(log, "utf8") : "");
-    const started = () => (text().match(/guardian \S+ started \(pid \d+\)/g) ?? []).length;
-    assert.equal((await t.cli(["guardian", "stop"])).code, 0);
-    const before = started();
-    const fresh = await t.cli(["run", "--agent", "claude", "--", "-p", "hello"]);
-    assert.equal(fresh.code, 0, fresh.stderr);
-    assert.equal(started(), before + 1, text());
-    assert.doesNotMatch(text(), /already running for this instance/);
-
-    const buildFile = join(REPO_ROOT, "dist", "build-id");
-    const original = readFileSync(buildFile, "utf8");
-    writeFileSync(buildFile, "an-upgrade\n");
-    try {
-      const upgraded = await t.cli(["run", "--agent", "claude", "--", "-p", "hello"]);
-      assert.equal(upgraded.code, 0, upgraded.stderr);
-      assert.equal(upgraded.stderr.match(/is from another build of cloister; restarting it/g)?.length, 1, upgraded.stderr);
-      assert.equal(started(), before + 2, text());
-    } finally {
-      writeFileSync(buildFile, original);
-    }
-    // The guardian of the real build again, for the cases after this one.
-    assert.equal((await t.cli(["guardian", "start"])).code, 0);
   });
 
   it("the host's agent config and secrets are unchanged after all of it", () => {

@@ -9,6 +9,8 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { runInCloister } from "../../src/cloister.js";
+import { resolvePaths } from "../../src/config/paths.js";
 import { cloisterBuild } from "../../src/guardian/control-client.js";
 import { processStartTime } from "../../src/sandbox/records.js";
 import { createInstance, waitUntil, type TestInstance } from "../helpers/cloister.js";
@@ -218,6 +220,18 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal(status.running, true);
     assert.notEqual(status.pid, process.pid);
     assert.equal((JSON.parse(readOr(infoFile, "{}")) as { pid?: number }).pid, status.pid, "the real guardian wrote its own info file");
+  });
+
+  it("launches made at once through the library, with no guardian running, start exactly one and all run", async () => {
+    await t.cli(["guardian", "stop"]);
+    const log = join(t.home, "state", "guardian.log");
+    const starts = () => (readOr(log, "").match(/guardian \S+ started \(pid \d+\)/g) ?? []).length;
+    const before = starts();
+    const paths = resolvePaths({ CLOISTER_HOME: t.home });
+    const codes = await Promise.all([1, 2, 3].map(() => runInCloister(["true"], { project: t.project, paths, network: true })));
+    assert.deepEqual(codes, [0, 0, 0]);
+    assert.equal(starts(), before + 1, readOr(log, ""));
+    assert.doesNotMatch(readOr(log, ""), /already running for this instance/, "a second guardian was started and gave way");
   });
 
   it("refuses invalid names with exit 125 and a clear message, creating nothing", async () => {

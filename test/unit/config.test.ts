@@ -20,7 +20,7 @@ import {
   parseConfigText,
   validateConfigFile,
 } from "../../src/config/load.js";
-import { type CloisterPaths, resolvePaths } from "../../src/config/paths.js";
+import { type CloisterPaths, instanceEnv, resolvePaths } from "../../src/config/paths.js";
 import {
   listProjects,
   projectNameFor,
@@ -860,6 +860,36 @@ describe("atomic writes", () => {
 });
 
 // ---------------------------------------------------------------------------------------------------
+describe("instance paths: the environment that names them (instanceEnv)", () => {
+  const env = { HOME: "/home/u", PATH: "/usr/bin", XDG_RUNTIME_DIR: "/run/user/1000" };
+
+  test("keeps an environment that already names the paths, untouched", () => {
+    assert.equal(instanceEnv(resolvePaths(env), env), env);
+    const instance = { ...env, CLOISTER_HOME: "/tmp/inst" };
+    assert.equal(instanceEnv(resolvePaths(instance), instance), instance);
+  });
+
+  test("sets CLOISTER_HOME for the paths of an instance the environment does not name", () => {
+    const paths = resolvePaths({ CLOISTER_HOME: "/tmp/other" });
+    const made = instanceEnv(paths, env);
+    assert.equal(made.CLOISTER_HOME, "/tmp/other");
+    assert.equal(made.PATH, "/usr/bin");
+    assert.deepEqual(resolvePaths(made), paths);
+  });
+
+  test("sets the XDG variables (and drops CLOISTER_HOME) for XDG paths under another environment", () => {
+    const paths = resolvePaths({ HOME: "/home/v", XDG_STATE_HOME: "/var/state" });
+    const made = instanceEnv(paths, { ...env, CLOISTER_HOME: "/tmp/inst" });
+    assert.equal(made.CLOISTER_HOME, undefined);
+    assert.deepEqual(resolvePaths(made), paths);
+  });
+
+  test("refuses paths no environment gives, naming where", () => {
+    const paths = { ...resolvePaths({ CLOISTER_HOME: "/tmp/x" }), stateDir: "/elsewhere/state" };
+    assert.throws(() => instanceEnv(paths, env), /no environment gives these cloister paths \(config in \/tmp\/x\/config\)/);
+  });
+});
+
 describe("project names", () => {
   const cases: Array<[string, string]> = [
     ["myapp", "myapp"],
