@@ -57,6 +57,12 @@ export interface CloisterOptions {
   /** An isolated instance (like CLOISTER_HOME); default from the environment. */
   paths?: CloisterPaths;
   /**
+   * Aborts a launch under way (createCloister, runInCloister): what it had made (cgroups, the
+   * keeper, placeholders in the project, the record) is removed, and the promise rejects with the
+   * signal's reason. A started cloister is not affected: stop it.
+   */
+  signal?: AbortSignal;
+  /**
    * Set the cloister up for this agent (claude, codex, gemini, or one from config `agents:`); true =
    * config `defaults.agent`. Without it, a persistent cloister is set up for `defaults.agent` if any.
    */
@@ -138,7 +144,7 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   grant.granted.catch(() => undefined);
   let record: CloisterRecord;
   try {
-    record = await launchCloister(paths, spec, grant, id);
+    record = await launchCloister(paths, spec, grant, id, options.signal);
   } catch (error) {
     await grant.granted.then(() => releaseGrant(paths, spec.name, id), () => undefined);
     throw error;

@@ -6,6 +6,8 @@ export class CloisterError extends Error {
   constructor(
     message: string,
     readonly hint?: string,
+    /** The CLI's exit code for it, when not CLOISTER_FAILED (e.g. 130 for a launch cut off by Ctrl-C). */
+    readonly exitCode?: number,
   ) {
     super(message);
     this.name = "CloisterError";

@@ -27,5 +27,5 @@ function exitCodeFor(error: unknown): number {
   const message = error instanceof CloisterError ? error.oneLine() : error instanceof Error ? error.message : String(error);
   process.stderr.write(`cloister: ${message.replace(/\n/g, " ")}\n`);
   if (process.env.CLOISTER_DEBUG && error instanceof Error) process.stderr.write(`${error.stack ?? ""}\n`);
-  return CLOISTER_FAILED;
+  return (error instanceof CloisterError ? error.exitCode : undefined) ?? CLOISTER_FAILED;
 }

@@ -8,7 +8,7 @@ import { parseEnvAssignments } from "../sandbox/env.js";
 import { readRecord } from "../sandbox/records.js";
 import { locateProject } from "../sandbox/project.js";
 import { defaultCloisterName as cloisterNameFor, managedWorktrees } from "../sandbox/worktree.js";
-import { runAttached } from "./terminal.js";
+import { launchInterruptibly, runAttached } from "./terminal.js";
 import { printTable, collect } from "./output.js";
 
 interface SandboxFlags {
@@ -134,7 +134,7 @@ export function registerSandboxCommands(program: Command): void {
       if (cloister) {
         process.stderr.write(`Entering cloister ${name}${opensAgent ? ` (${cloister.agent?.name ?? ""})` : ""}. ${leave}; it keeps running.\n`);
       } else {
-        cloister = await createCloister({ ...options, name }, true);
+        cloister = await launchInterruptibly((signal) => createCloister({ ...options, name, signal }, true));
         const agentNote = cloister.agent ? `, set up for ${cloister.agent.name}` : "";
         const next = flags.detach ? (cloister.agent ? ` Open ${cloister.agent.name} with: cloister start --agent ${cloister.agent.name}` : "") : ` ${leave}; it keeps running.`;
         process.stderr.write(`Started cloister ${name} (project at /work${agentNote}).${next}\n`);
@@ -220,7 +220,7 @@ export function registerSandboxCommands(program: Command): void {
 
 /** `cloister run`: a fresh cloister for one command, removed afterwards whatever happens. */
 async function runOnce(command: string[], options: CloisterOptions, timeoutMs: number | undefined): Promise<number> {
-  const cloister = await createCloister(options, false);
+  const cloister = await launchInterruptibly((signal) => createCloister({ ...options, signal }, false));
   let timedOut = false;
   const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
     timedOut = true;

@@ -1,3 +1,5 @@
+import { constants as osConstants } from "node:os";
+import { CloisterError } from "../errors.js";
 import type { Cloister } from "../cloister.js";
 
 /**
@@ -31,5 +33,30 @@ export async function runAttached(cloister: Cloister, argv: string[], options: {
     }
     process.stdin.pause();
     for (const remove of forwarders) remove();
+  }
+}
+
+/**
+ * Runs a launch with Ctrl-C (and SIGTERM, SIGHUP) turned into its abort signal: what the launch had
+ * made (placeholders in the project, cgroups, the keeper) is removed before the CLI exits with 128 +
+ * the signal's number. Without this, node's default exit left all of it behind. A second signal
+ * exits at once.
+ */
+export async function launchInterruptibly<T>(launch: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  let received: NodeJS.Signals | undefined;
+  const handlers = (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((name) => {
+    const handler = (): void => {
+      if (received) process.exit(128 + osConstants.signals[received]);
+      received = name;
+      controller.abort(new CloisterError(`interrupted (${name}) while starting; nothing of the launch was left behind`, undefined, 128 + osConstants.signals[name]));
+    };
+    process.on(name, handler);
+    return () => process.off(name, handler);
+  });
+  try {
+    return await launch(controller.signal);
+  } finally {
+    for (const remove of handlers) remove();
   }
 }

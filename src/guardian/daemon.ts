@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createServer } from "node:net";
-import { rmSync, statSync, writeFileSync } from "node:fs";
+import { rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir, writeFileAtomic } from "../config/atomic-write.js";
@@ -255,6 +255,16 @@ class Guardian {
     this.protection.unwatch(name);
     this.egress.forget(name, id);
     this.broker.forget(id);
+    // The grant made its egress socket's directory, and the runtime dir above it again when the
+    // failed launch had already removed its own: both go, unless something else is in them.
+    const runtimeDir = cloisterRuntimeDir(this.paths, id);
+    for (const dir of [join(runtimeDir, "guardian"), runtimeDir]) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        // Not there, or not empty: not ours to remove.
+      }
+    }
     this.audit.append({ type: "cloister.stop", cloister: name, project: launch.project });
     return true;
   }

@@ -82,7 +82,11 @@ export interface AgentLaunchSpec {
  * and the host-side preparation here (placeholders, cgroups) run side by side; the grant is needed
  * from the record on.
  */
-export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, grant: PendingGrant, id = randomBytes(4).toString("hex")): Promise<CloisterRecord> {
+export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, grant: PendingGrant, id = randomBytes(4).toString("hex"), signal?: AbortSignal): Promise<CloisterRecord> {
+  throwIfAborted(signal);
+  // The waits on others (the guardian, the keeper) end early when `signal` aborts, and the catch
+  // below undoes it all; local writes are left to finish, so that nothing lands after the undo.
+  const step = <T>(promise: Promise<T>): Promise<T> => untilAborted(promise, signal);
   const bwrap = findTool("bwrap");
   if (!bwrap) throw new CloisterError("bubblewrap (bwrap) is not installed", "install it with `sudo apt-get install -y bubblewrap`, then run `cloister doctor`");
   const initBinary = initBinaryPath();
@@ -129,12 +133,12 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     cleanups.push(() => keeper.callOff());
     // The rest runs without a break, and the guardian can only start on its part once the request
     // has left this process: the keeper first (its wait above is the longest), then the request.
-    await grant.sent;
+    await step(grant.sent);
 
     const agentBinDir = spec.agent ? join(runtimeDir, "agent-bin") : undefined;
     if (spec.agent && agentBinDir) {
       mkdirSync(agentBinDir, { mode: 0o700 });
-      await spec.agent.prepare({ homeDir, runtimeDir, binDir: agentBinDir });
+      await step(Promise.resolve(spec.agent.prepare({ homeDir, runtimeDir, binDir: agentBinDir })));
     }
 
     const prepared = prepareProtectedPaths(spec.projectRoot, protectedPathList(spec.protect, spec.isGit, spec.projectRoot), pinnedPathList(spec.isGit, spec.projectRoot));
@@ -144,7 +148,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir) : undefined;
     record.placeholders = [...new Set([...record.placeholders, ...(gitView?.placeholders ?? [])])];
 
-    const granted = await grant.granted;
+    const granted = await step(grant.granted);
     record.proxyToken = granted.token;
     if (spec.network) {
       record.trustBundle = granted.trustBundle;
@@ -190,15 +194,45 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       runningAsRoot: user.uid === 0,
       command: [INIT_PATH, "init", "--lifeline-fd", String(LIFELINE_FD), ...bridge],
     });
-    const keeperPid = await keeper.run([bwrap, ...argv]);
+    const keeperPid = await step(keeper.run([bwrap, ...argv]));
     record.keeperPid = keeperPid;
     record.keeperStartTime = processStartTime(keeperPid);
     await writeRecord(paths, record);
     return record;
   } catch (error) {
-    for (const cleanup of cleanups.reverse()) await cleanup();
+    // Each one runs whatever the others do; what none could remove, the guardian's sweep does.
+    for (const cleanup of cleanups.reverse()) await Promise.resolve().then(cleanup).catch(() => undefined);
     throw error;
   }
+}
+
+/** The launch was aborted: its signal's reason when that is an error, else a plain one. */
+function abortError(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new CloisterError("the launch was aborted");
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw abortError(signal);
+}
+
+/** `promise`, or a rejection as soon as `signal` aborts, whichever comes first. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  throwIfAborted(signal);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error as Error);
+      },
+    );
+  });
 }
 
 // fd 3 is where the keeper puts the init socket; the status line, the seccomp program and the

@@ -9,11 +9,11 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { runInCloister } from "../../src/cloister.js";
+import { createCloister, runInCloister } from "../../src/cloister.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { cloisterBuild } from "../../src/guardian/control-client.js";
 import { processStartTime } from "../../src/sandbox/records.js";
-import { createInstance, waitUntil, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, spawnCli, waitUntil, type TestInstance } from "../helpers/cloister.js";
 import { hostProcessTable, hostTree, readOr, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 interface ListEntry {
@@ -232,6 +232,51 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.deepEqual(codes, [0, 0, 0]);
     assert.equal(starts(), before + 1, readOr(log, ""));
     assert.doesNotMatch(readOr(log, ""), /already running for this instance/, "a second guardian was started and gave way");
+  });
+
+  /** What a launch leaves on the host: project entries, runtime dirs, HOMEs, records, cloister cgroups. */
+  const leftovers = () => ({
+    project: readdirSync(t.project).sort(),
+    runtime: readdirSync(join(t.home, "run", "c"), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name),
+    homes: readdirSync(join(t.home, "data", "homes")).filter((n) => n.startsWith(".run-")),
+    records: readdirSync(join(t.home, "state", "cloisters")),
+    cgroups: ["pids", "cpu", "memory"].flatMap((c) => spawnSync("find", [`/sys/fs/cgroup/${c}`, "-maxdepth", "4", "-type", "d", "-name", "cloister-*"], { encoding: "utf8" }).stdout.split("\n").filter(Boolean)),
+  });
+
+  it("a launch aborted through the library at any moment leaves nothing behind (or, done first, stops cleanly)", async () => {
+    const paths = resolvePaths({ CLOISTER_HOME: t.home });
+    await runInCloister(["true"], { project: t.project, paths, network: true });
+    const before = leftovers();
+    let aborted = 0;
+    for (const delayMs of [0, 1, 2, 4, 6, 8, 10, 13, 16, 20, 25, 30, 40, 60]) {
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(new Error(`aborted after ${delayMs} ms`)), delayMs);
+      try {
+        const cloister = await createCloister({ project: t.project, paths, network: true, signal: controller.signal }, false);
+        await cloister.stop();
+      } catch (error) {
+        assert.match(String(error), new RegExp(`aborted after ${delayMs} ms`));
+        aborted++;
+      }
+      // The guardian closes an abandoned grant on its own schedule (the launcher's release call): give it a moment.
+      await waitUntil(`nothing left after an abort at ${delayMs} ms`, () => JSON.stringify(leftovers()) === JSON.stringify(before), 5_000);
+    }
+    assert.ok(aborted >= 3, `only ${aborted} launches were caught mid-way`);
+  });
+
+  it("Ctrl-C while `run` starts its cloister exits 130 and leaves nothing behind", async () => {
+    const before = leftovers();
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const run = spawnCli(t, ["run", "--", "sleep", "30"]);
+      // The launch has begun once its runtime dir exists; interrupt it there.
+      await waitUntil("the launch to begin", () => leftovers().runtime.length > before.runtime.length || run.child.exitCode !== null, 15_000);
+      run.child.kill("SIGINT");
+      const r = await run.done;
+      assert.equal(r.code, 130, r.stderr);
+      await waitUntil("nothing left after Ctrl-C", () => JSON.stringify(leftovers()) === JSON.stringify(before), 5_000);
+      if (/interrupted \(SIGINT\) while starting/.test(r.stderr)) return;
+    }
+    assert.fail("Ctrl-C never reached a launch in progress (it always came after the command started)");
   });
 
   it("refuses invalid names with exit 125 and a clear message, creating nothing", async () => {
