@@ -9,7 +9,7 @@ import { MAX_TIMEOUT_MS, parseDuration, parsePercent, parseSize } from "./config
 import { CloisterError } from "./errors.js";
 import { ensureGuardian, guardianCall, guardianCallStarting, releaseGrant, requestGrant } from "./guardian/control-client.js";
 import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
-import { launchCloister, PROXY_PORT, sandboxHome, type LaunchSpec } from "./sandbox/engine.js";
+import { launchCloister, PROXY_PORT, sandboxHome, throwIfAborted, type LaunchSpec } from "./sandbox/engine.js";
 import { sandboxEnv } from "./sandbox/env.js";
 import { execInCloister, type ExecSession } from "./sandbox/init-client.js";
 import { locateProject } from "./sandbox/project.js";
@@ -149,7 +149,13 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
     await grant.granted.then(() => releaseGrant(paths, spec.name, id), () => undefined);
     throw error;
   }
-  return new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent?.session);
+  const cloister = new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent?.session);
+  // Aborted after the launch's last wait: the abort still stands, so the cloister goes again.
+  if (options.signal?.aborted) {
+    await cloister.stop().catch(() => undefined);
+    throwIfAborted(options.signal);
+  }
+  return cloister;
 }
 
 /** The persistent cloister of that name if it is running. */

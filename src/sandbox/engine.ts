@@ -147,6 +147,11 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     record.protectedFiles = prepared.paths.map((rel) => join(spec.projectRoot, rel)).filter((path) => entryKind(path) === "file");
     const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir) : undefined;
     record.placeholders = [...new Set([...record.placeholders, ...(gitView?.placeholders ?? [])])];
+    // Recorded before the grant is waited for: a launcher killed outright (SIGKILL) from here on
+    // leaves a record, and the guardian's sweep removes what it lists. The grant's part comes with
+    // the second write, once the keeper runs.
+    await writeRecord(paths, record);
+    cleanups.push(() => deleteRecord(paths, record.name));
 
     const granted = await step(grant.granted);
     record.proxyToken = granted.token;
@@ -154,8 +159,6 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       record.trustBundle = granted.trustBundle;
       record.nodeTrustFile = granted.nodeTrustFile;
     }
-    await writeRecord(paths, record);
-    cleanups.push(() => deleteRecord(paths, record.name));
 
     const user = userInfo();
     const mounts = planMounts({
@@ -211,7 +214,8 @@ function abortError(signal: AbortSignal): Error {
   return signal.reason instanceof Error ? signal.reason : new CloisterError("the launch was aborted");
 }
 
-function throwIfAborted(signal: AbortSignal | undefined): void {
+/** Throws the abort's error when `signal` has aborted. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw abortError(signal);
 }
 

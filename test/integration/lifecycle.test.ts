@@ -235,11 +235,12 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
   });
 
   /** What a launch leaves on the host: project entries, runtime dirs, HOMEs, records, cloister cgroups. */
+  const entries = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
   const leftovers = () => ({
-    project: readdirSync(t.project).sort(),
-    runtime: readdirSync(join(t.home, "run", "c"), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name),
-    homes: readdirSync(join(t.home, "data", "homes")).filter((n) => n.startsWith(".run-")),
-    records: readdirSync(join(t.home, "state", "cloisters")),
+    project: entries(t.project).sort(),
+    runtime: entries(join(t.home, "run", "c")),
+    homes: entries(join(t.home, "data", "homes")).filter((n) => n.startsWith(".run-")),
+    records: entries(join(t.home, "state", "cloisters")),
     cgroups: ["pids", "cpu", "memory"].flatMap((c) => spawnSync("find", [`/sys/fs/cgroup/${c}`, "-maxdepth", "4", "-type", "d", "-name", "cloister-*"], { encoding: "utf8" }).stdout.split("\n").filter(Boolean)),
   });
 
@@ -268,8 +269,13 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     const before = leftovers();
     for (let attempt = 0; attempt < 3; attempt++) {
       const run = spawnCli(t, ["run", "--", "sleep", "30"]);
-      // The launch has begun once its runtime dir exists; interrupt it there.
-      await waitUntil("the launch to begin", () => leftovers().runtime.length > before.runtime.length || run.child.exitCode !== null, 15_000);
+      // The launch has begun once its runtime dir exists; interrupt it there (polled every
+      // millisecond: the launch takes some tens of them).
+      const runtimeDirs = join(t.home, "run", "c");
+      for (const deadline = Date.now() + 15_000; Date.now() < deadline && run.child.exitCode === null; ) {
+        if (entries(runtimeDirs).length > before.runtime.length) break;
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
       run.child.kill("SIGINT");
       const r = await run.done;
       assert.equal(r.code, 130, r.stderr);
