@@ -80,7 +80,7 @@ export interface AgentLaunchSpec {
  *
  * The grant is still on its way: the guardian's part of a launch (its /etc scan, the egress socket)
  * and the host-side preparation here (placeholders, cgroups) run side by side; the grant is needed
- * from the record on.
+ * from the mount plan on. `signal` aborts the launch while it is under way (see CloisterOptions).
  */
 export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, grant: PendingGrant, id = randomBytes(4).toString("hex"), signal?: AbortSignal): Promise<CloisterRecord> {
   throwIfAborted(signal);
