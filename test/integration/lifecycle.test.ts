@@ -235,12 +235,12 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
   });
 
   /** What a launch leaves on the host: project entries, runtime dirs, HOMEs, records, cloister cgroups. */
-  const entries = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
+  const homesDir = () => join(t.home, "data", "homes");
   const leftovers = () => ({
-    project: entries(t.project).sort(),
-    runtime: entries(join(t.home, "run", "c")),
-    homes: entries(join(t.home, "data", "homes")).filter((n) => n.startsWith(".run-")),
-    records: entries(join(t.home, "state", "cloisters")),
+    project: readdirSync(t.project).sort(),
+    runtime: runtimeDirs(t),
+    homes: (existsSync(homesDir()) ? readdirSync(homesDir()) : []).filter((n) => n.startsWith(".run-")),
+    records: recordNames(t),
     cgroups: ["pids", "cpu", "memory"].flatMap((c) => spawnSync("find", [`/sys/fs/cgroup/${c}`, "-maxdepth", "4", "-type", "d", "-name", "cloister-*"], { encoding: "utf8" }).stdout.split("\n").filter(Boolean)),
   });
 
@@ -271,9 +271,8 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
       const run = spawnCli(t, ["run", "--", "sleep", "30"]);
       // The launch has begun once its runtime dir exists; interrupt it there (polled every
       // millisecond: the launch takes some tens of them).
-      const runtimeDirs = join(t.home, "run", "c");
       for (const deadline = Date.now() + 15_000; Date.now() < deadline && run.child.exitCode === null; ) {
-        if (entries(runtimeDirs).length > before.runtime.length) break;
+        if (runtimeDirs(t).length > before.runtime.length) break;
         await new Promise((resolve) => setTimeout(resolve, 1));
       }
       run.child.kill("SIGINT");
