@@ -8,7 +8,7 @@ import { CloisterError } from "../errors.js";
 import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister, type LaunchGrant } from "../sandbox/engine.js";
 import { RELEASE_TIMEOUT_MS } from "../sandbox/limits.js";
-import { isKeeperAlive, listRecords, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
+import { isKeeperAlive, isLaunchOrphaned, listRecords, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { JsonLines, serveControl } from "./control-server.js";
 import { AuditLog } from "../audit/log.js";
@@ -35,8 +35,16 @@ import { PACKAGE_ROOT } from "../package-root.js";
 /** The build this guardian runs, read once: a rebuild or upgrade later is another build. */
 const BUILD = cloisterBuild();
 
-/** A record without a keeper yet is a launch in progress; after this long it is a failed one. */
+/**
+ * A grant without a record, or a record without a keeper or a launcher (written by an older build),
+ * is a launch in progress; after this long it is a failed one.
+ */
 const LAUNCH_GRACE_MS = 60_000;
+
+/** A keeperless record of an older build, which does not say who launches it, past the grace period. */
+function launchOverdue(record: CloisterRecord): boolean {
+  return record.launcherPid === undefined && Date.now() - Date.parse(record.createdAt) > LAUNCH_GRACE_MS;
+}
 /** How long an exiting guardian waits for stops under way (see exit): a stop's cgroups get RELEASE_TIMEOUT_MS to empty. */
 const EXIT_WAIT_MS = RELEASE_TIMEOUT_MS + 1_000;
 const REAP_INTERVAL_MS = 2_000;
@@ -328,7 +336,7 @@ class Guardian {
             .open({ name, id, project, projectRoot, token, socketDir, session })
             .catch((error: unknown) => log(`cloister ${record.name} has no network until its policy loads: ${String(error)}`));
         }
-      } else if (record.keeperPid !== undefined || Date.now() - Date.parse(record.createdAt) > LAUNCH_GRACE_MS) {
+      } else if (record.keeperPid !== undefined || isLaunchOrphaned(record) || launchOverdue(record)) {
         log(`cloister ${record.name} is gone; cleaning up`);
         await this.forget(record);
       }

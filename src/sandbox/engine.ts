@@ -12,9 +12,9 @@ import { procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-fact
 import { KEEPER_LOG, keeperLogTail } from "./init-client.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
-import { applyLimits, detectLimitMechanism, releaseLimits, type Limits } from "./limits.js";
+import { applyLimits, detectLimitMechanism, plannedCgroupDirs, releaseLimits, type Limits } from "./limits.js";
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
-import { prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
+import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
 import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
 import { deleteRecord, isKeeperAlive, isRunningProcess, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 
@@ -112,6 +112,27 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
   };
   const cleanups: (() => void | Promise<void>)[] = [];
   try {
+    // Recorded before anything is made: what the launch is about to create (runtime dir, HOME,
+    // cgroups, placeholders in the project), and who is launching. A launcher killed outright
+    // (SIGKILL) at any moment after this leaves a record whose launcher is gone, and the guardian's
+    // sweep removes what it lists; the placeholders are removed only while still as made. Planning
+    // reads the project without writing, and refuses a symlinked protected path before anything exists.
+    const mechanism = detectLimitMechanism();
+    const protect = protectedPathList(spec.protect, spec.isGit, spec.projectRoot);
+    const pins = pinnedPathList(spec.isGit, spec.projectRoot);
+    const others = otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders);
+    const planned = [
+      ...prepareProtectedPaths(spec.projectRoot, protect, pins, "plan").placeholders,
+      ...(spec.linkedGit ? plannedLinkedGitPlaceholders(spec.projectRoot, spec.linkedGit) : []),
+    ];
+    record.placeholders = [...new Set([...planned, ...others])];
+    record.cgroupDirs = plannedCgroupDirs(mechanism, id);
+    record.limitMechanism = mechanism.kind;
+    record.launcherPid = process.pid;
+    record.launcherStartTime = processStartTime(process.pid);
+    await writeRecord(paths, record);
+    cleanups.push(() => deleteRecord(paths, record.name));
+
     ensurePrivateDir(runtimeDir);
     cleanups.push(() => rmSync(runtimeDir, { recursive: true, force: true }));
     ensurePrivateDir(paths.homesDir);
@@ -120,9 +141,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
 
     // The keeper first: it joins the cgroups (the first cgroup v1 migration of a launch waits ~15 ms
     // for the kernel) while the rest is prepared, then runs bwrap once given its argv.
-    const limits = applyLimits(detectLimitMechanism(), id, spec.limits);
-    record.cgroupDirs = limits.cgroupDirs;
-    record.limitMechanism = limits.mechanism;
+    const limits = applyLimits(mechanism, id, spec.limits);
     cleanups.push(() => releaseLimits(limits.cgroupDirs));
     const keeper = spawnKeeper(
       initBinary,
@@ -141,17 +160,13 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       await step(Promise.resolve(spec.agent.prepare({ homeDir, runtimeDir, binDir: agentBinDir })));
     }
 
-    const prepared = prepareProtectedPaths(spec.projectRoot, protectedPathList(spec.protect, spec.isGit, spec.projectRoot), pinnedPathList(spec.isGit, spec.projectRoot));
-    record.placeholders = [...new Set([...prepared.placeholders, ...otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders)])];
+    // The placeholders made (the plan's, less any another launch of the project made first) are what
+    // the record keeps from its next write on.
     cleanups.push(() => releasePlaceholders(paths, record));
+    const prepared = prepareProtectedPaths(spec.projectRoot, protect, pins);
     record.protectedFiles = prepared.paths.map((rel) => join(spec.projectRoot, rel)).filter((path) => entryKind(path) === "file");
     const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir) : undefined;
-    record.placeholders = [...new Set([...record.placeholders, ...(gitView?.placeholders ?? [])])];
-    // Recorded before the grant is waited for: a launcher killed outright (SIGKILL) from here on
-    // leaves a record, and the guardian's sweep removes what it lists. The grant's part comes with
-    // the second write, once the keeper runs.
-    await writeRecord(paths, record);
-    cleanups.push(() => deleteRecord(paths, record.name));
+    record.placeholders = [...new Set([...prepared.placeholders, ...(gitView?.placeholders ?? []), ...others])];
 
     const granted = await step(grant.granted);
     record.proxyToken = granted.token;

@@ -52,6 +52,19 @@ export function detectLimitMechanism(): LimitMechanism {
   return { kind: "rlimit" };
 }
 
+/**
+ * The cgroups applyLimits makes for this cloister, known before any exists: a launch records them
+ * first, so a launcher killed while making them leaves nothing the guardian's sweep cannot find.
+ */
+export function plannedCgroupDirs(mechanism: LimitMechanism, cloisterId: string): string[] {
+  const parents = mechanism.kind === "cgroup2" ? [mechanism.parent] : mechanism.kind === "cgroup1" ? [mechanism.parents.memory, mechanism.parents.pids, mechanism.parents.cpu] : [];
+  return parents.filter((parent) => parent !== undefined).map((parent) => cgroupDir(parent, cloisterId));
+}
+
+function cgroupDir(parent: string, cloisterId: string): string {
+  return join(parent, `cloister-${cloisterId}`);
+}
+
 /** Creates the cloister's cgroups (if any) and returns how the keeper must apply the limits. */
 export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limits: Limits): AppliedLimits {
   const base = ["--oom-score-adj", "1000"];
@@ -59,7 +72,7 @@ export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limit
   const niced = ["--nice", String(BACKGROUND_NICE)];
   switch (mechanism.kind) {
     case "cgroup2": {
-      const dir = join(mechanism.parent, `cloister-${cloisterId}`);
+      const dir = cgroupDir(mechanism.parent, cloisterId);
       mkdirSync(dir);
       if (limits.memoryBytes !== undefined) writeFileSync(join(dir, "memory.max"), String(limits.memoryBytes));
       if (limits.pids !== undefined) writeFileSync(join(dir, "pids.max"), String(limits.pids));
@@ -77,7 +90,7 @@ export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limit
       const dirs: string[] = [];
       const make = (parent: string | undefined, settings: Record<string, string | undefined>): string | undefined => {
         if (!parent) return undefined;
-        const dir = join(parent, `cloister-${cloisterId}`);
+        const dir = cgroupDir(parent, cloisterId);
         mkdirSync(dir);
         dirs.push(dir);
         for (const [file, value] of Object.entries(settings)) if (value !== undefined) writeFileSync(join(dir, file), value);

@@ -92,14 +92,7 @@ export function planLinkedGit(f: LinkedGitFacts): MountOp[] {
  */
 export function prepareLinkedGitView(projectRoot: string, dirs: LinkedGitDirs, scratchDir: string): LinkedGitView {
   const { commonDir, adminDir } = dirs;
-  for (const dir of [commonDir, adminDir]) {
-    assertRealDirectory(dir);
-    const reserved = RESERVED.find((r) => dir === r || dir.startsWith(`${r}/`));
-    if (reserved !== undefined) {
-      throw new CloisterError(`the repository's git dir ${dir} lies under ${reserved}, which a cloister keeps for itself`, "move the repository elsewhere to use worktree cloisters");
-    }
-  }
-  if (!isAdminDirOf(adminDir, commonDir)) throw new CloisterError(`${adminDir} is not a worktree admin dir of ${commonDir}`);
+  checkGitDirs(dirs);
 
   const present = (name: string, kind: EntryKind): boolean => checkedKind(join(commonDir, name), kind) === kind;
   const dirsPresent = [...SHARED_DIRS, ...READ_ONLY_DIRS].filter((d) => present(d, "directory"));
@@ -122,8 +115,31 @@ export function prepareLinkedGitView(projectRoot: string, dirs: LinkedGitDirs, s
   const prepared = prepareProtectedPaths(adminDir, ADMIN_PROTECTED);
   return {
     mounts: planLinkedGit({ commonDir, adminDir, dirs: dirsPresent, copies, adminProtected: prepared.paths }),
-    placeholders: prepared.placeholders.map((p) => relative(projectRoot, join(adminDir, p))),
+    placeholders: fromProject(projectRoot, adminDir, prepared.placeholders),
   };
+}
+
+/** The placeholders prepareLinkedGitView would make in the admin dir, found without writing anything. */
+export function plannedLinkedGitPlaceholders(projectRoot: string, dirs: LinkedGitDirs): string[] {
+  checkGitDirs(dirs);
+  return fromProject(projectRoot, dirs.adminDir, prepareProtectedPaths(dirs.adminDir, ADMIN_PROTECTED, [], "plan").placeholders);
+}
+
+/** Both git dirs are real directories outside what a cloister keeps for itself, and belong together. */
+function checkGitDirs({ commonDir, adminDir }: LinkedGitDirs): void {
+  for (const dir of [commonDir, adminDir]) {
+    assertRealDirectory(dir);
+    const reserved = RESERVED.find((r) => dir === r || dir.startsWith(`${r}/`));
+    if (reserved !== undefined) {
+      throw new CloisterError(`the repository's git dir ${dir} lies under ${reserved}, which a cloister keeps for itself`, "move the repository elsewhere to use worktree cloisters");
+    }
+  }
+  if (!isAdminDirOf(adminDir, commonDir)) throw new CloisterError(`${adminDir} is not a worktree admin dir of ${commonDir}`);
+}
+
+/** Placeholders in the admin dir, as the record keeps them: relative to the project root. */
+function fromProject(projectRoot: string, adminDir: string, placeholders: readonly string[]): string[] {
+  return placeholders.map((p) => relative(projectRoot, join(adminDir, p)));
 }
 
 function assertRealDirectory(dir: string): void {

@@ -139,18 +139,27 @@ function mayNameHooksPath(file: string): boolean {
 }
 
 /**
+ * "create" makes what is missing; "plan" only finds it and writes nothing, so that a launch can
+ * record the placeholders it is about to make before it makes any (see launchCloister).
+ */
+export type PrepareMode = "create" | "plan";
+
+/**
  * Makes every protected path exist so it can be mounted over, without leaving anything that changes
  * how the project behaves on the host: a missing path is held by an empty directory (git and most
  * tools ignore empty directories) or, for files git reads, by a neutral file. Fails closed when a
  * protected path or one of its ancestors is a symlink, since a mount would follow it out of place.
+ * Planned, `placeholders` lists what is missing now: a superset of what creating it then makes
+ * (another launch may make some first), which removePlaceholders may be given safely.
  */
-export function prepareProtectedPaths(projectRoot: string, specs: readonly string[], pins: readonly string[] = []): ProtectedPaths {
+export function prepareProtectedPaths(projectRoot: string, specs: readonly string[], pins: readonly string[] = [], mode: PrepareMode = "create"): ProtectedPaths {
+  const create = mode === "create";
   const result: ProtectedPaths = { paths: [], ancestors: [], placeholders: [] };
   const pin = (parts: readonly string[], count: number): void => {
     for (let i = 1; i <= count; i++) {
       const ancestor = parts.slice(0, i).join("/");
       if (result.ancestors.includes(ancestor)) continue;
-      if (ensureRealDirectory(projectRoot, ancestor)) result.placeholders.push(ancestor);
+      if (ensureRealDirectory(projectRoot, ancestor, create)) result.placeholders.push(ancestor);
       result.ancestors.push(ancestor);
     }
   };
@@ -158,35 +167,36 @@ export function prepareProtectedPaths(projectRoot: string, specs: readonly strin
     const relPath = spec.replace(/\/+$/, "");
     const parts = relPath.split("/");
     pin(parts, parts.length - 1);
-    if (ensureMountable(projectRoot, relPath)) result.placeholders.push(relPath);
+    if (ensureMountable(projectRoot, relPath, create)) result.placeholders.push(relPath);
     result.paths.push(relPath);
     const keeper = KEEP_NON_EMPTY[relPath];
     if (keeper !== undefined) {
       // Recorded even when found: one left by a cloister that crashed goes with this one.
-      ensureRealDirectory(projectRoot, `${relPath}/${keeper}`);
-      ensureMountable(projectRoot, `${relPath}/${keeper}/locked`);
+      ensureRealDirectory(projectRoot, `${relPath}/${keeper}`, create);
+      ensureMountable(projectRoot, `${relPath}/${keeper}/locked`, create);
       result.placeholders.push(`${relPath}/${keeper}`, `${relPath}/${keeper}/locked`);
     }
   }
   for (const dir of pins) pin(dir.split("/"), dir.split("/").length);
-  excludePlaceholders(projectRoot, result.placeholders);
+  if (create) excludePlaceholders(projectRoot, result.placeholders);
   return result;
 }
 
-/** Returns true when the directory had to be created. */
-function ensureRealDirectory(projectRoot: string, relPath: string): boolean {
+/** Returns true when the directory had to be created (or, with `create` false, would have to be). */
+function ensureRealDirectory(projectRoot: string, relPath: string, create: boolean): boolean {
   const kind = entryKind(join(projectRoot, relPath));
   if (kind === "directory") return false;
   if (kind !== "missing") refuseProtection(relPath, kind);
-  return createUnlessRaced(projectRoot, relPath, () => mkdirSync(join(projectRoot, relPath), { mode: 0o755 }), ["directory"]);
+  return !create || createUnlessRaced(projectRoot, relPath, () => mkdirSync(join(projectRoot, relPath), { mode: 0o755 }), ["directory"]);
 }
 
-/** Returns true when a placeholder had to be created. */
-function ensureMountable(projectRoot: string, relPath: string): boolean {
+/** Returns true when a placeholder had to be created (or, with `create` false, would have to be). */
+function ensureMountable(projectRoot: string, relPath: string, create: boolean): boolean {
   const full = join(projectRoot, relPath);
   const kind = entryKind(full);
   if (kind === "file" || kind === "directory") return false;
   if (kind !== "missing") refuseProtection(relPath, kind);
+  if (!create) return true;
   const neutral = NEUTRAL_FILE_CONTENT[basename(relPath)];
   return createUnlessRaced(
     projectRoot,

@@ -20,6 +20,12 @@ export interface CloisterRecord {
   /** Host pid of the keeper and its start time (from /proc/PID/stat), to tell it from a reused pid. */
   keeperPid?: number;
   keeperStartTime?: string;
+  /**
+   * The process launching the cloister, and its start time. Until the keeper runs, the record lists
+   * what the launch creates before it creates it: one whose launcher is gone was killed midway.
+   */
+  launcherPid?: number;
+  launcherStartTime?: string;
   initSocket: string;
   runtimeDir: string;
   homeDir: string;
@@ -116,4 +122,9 @@ function processStat(pid: number): { state: string; startTime: string | undefine
 /** The keeper of this record is still the process we started (not a dead one, not a reused pid). */
 export function isKeeperAlive(record: CloisterRecord): boolean {
   return record.keeperPid !== undefined && isRunningProcess(record.keeperPid, record.keeperStartTime);
+}
+
+/** A launch that never got its keeper running and whose launcher is gone (killed outright): nothing will finish it. */
+export function isLaunchOrphaned(record: CloisterRecord): boolean {
+  return record.keeperPid === undefined && record.launcherPid !== undefined && !isRunningProcess(record.launcherPid, record.launcherStartTime);
 }
