@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { appendFileSync, mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { protectedPathList, repositoryHooksPaths } from "../../src/sandbox/protected-paths.js";
+import { MANDATORY_PROTECTED, prepareProtectedPaths, protectedPathList, removePlaceholders, repositoryHooksPaths } from "../../src/sandbox/protected-paths.js";
 
 const repo = mkdtempSync(join(tmpdir(), "cpp-"));
 spawnSync("git", ["init", "-q", repo]);
@@ -36,5 +36,38 @@ describe("repositoryHooksPaths: hook directories the repository points into its 
     assert.deepEqual(repositoryHooksPaths(repo), []);
     git("config", "core.hooksPath", "../elsewhere");
     assert.deepEqual(repositoryHooksPaths(repo), []);
+  });
+});
+
+describe("prepareProtectedPaths planned: what a launch records before it makes anything", () => {
+  const project = mkdtempSync(join(tmpdir(), "cpp-plan-"));
+  spawnSync("git", ["init", "-q", project]);
+  after(() => rmSync(project, { recursive: true, force: true }));
+  const tree = () => spawnSync("find", [project, "-path", join(project, ".git", "objects"), "-prune", "-o", "-print"], { encoding: "utf8" }).stdout;
+  const exclude = () => readFileSync(join(project, ".git", "info", "exclude"), "utf8");
+
+  it("writes nothing, and lists exactly the placeholders that preparing then makes", () => {
+    const before = { tree: tree(), exclude: exclude() };
+    const planned = prepareProtectedPaths(project, MANDATORY_PROTECTED, [], "plan");
+    assert.deepEqual({ tree: tree(), exclude: exclude() }, before);
+    const made = prepareProtectedPaths(project, MANDATORY_PROTECTED);
+    assert.ok(made.placeholders.length > 10, made.placeholders.join(" "));
+    assert.deepEqual(planned, made);
+    removePlaceholders(project, made.placeholders);
+    assert.deepEqual({ tree: tree(), exclude: exclude() }, before);
+  });
+
+  it("is safe to remove as planned whatever became of it: a file the user wrote there stays", () => {
+    const planned = prepareProtectedPaths(project, MANDATORY_PROTECTED, [], "plan");
+    writeFileSync(join(project, ".envrc"), "export MINE=1\n");
+    removePlaceholders(project, planned.placeholders);
+    assert.deepEqual(readdirSync(project).sort(), [".envrc", ".git"]);
+  });
+
+  it("refuses a symlinked protected path before anything exists", () => {
+    symlinkSync("/etc", join(project, ".vscode"));
+    const before = tree();
+    assert.throws(() => prepareProtectedPaths(project, MANDATORY_PROTECTED, [], "plan"), /cannot protect \.vscode in the project: it is a symbolic link/);
+    assert.equal(tree(), before);
   });
 });
