@@ -112,25 +112,16 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
   };
   const cleanups: (() => void | Promise<void>)[] = [];
   try {
-    // Recorded before anything is made: what the launch is about to create (runtime dir, HOME,
-    // cgroups, placeholders in the project), and who is launching. A launcher killed outright
-    // (SIGKILL) at any moment after this leaves a record whose launcher is gone, and the guardian's
-    // sweep removes what it lists; the placeholders are removed only while still as made. Planning
-    // reads the project without writing, and refuses a symlinked protected path before anything exists.
+    // Recorded before anything is made, and again before the placeholders are: what the launch is
+    // about to create (runtime dir, HOME, cgroups, then placeholders in the project) and who is
+    // launching. A launcher killed outright (SIGKILL) at any moment after this leaves a record whose
+    // launcher is gone, and the guardian's sweep removes what it lists.
     const mechanism = detectLimitMechanism();
-    const protect = protectedPathList(spec.protect, spec.isGit, spec.projectRoot);
-    const pins = pinnedPathList(spec.isGit, spec.projectRoot);
-    const others = otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders);
-    const planned = [
-      ...prepareProtectedPaths(spec.projectRoot, protect, pins, "plan").placeholders,
-      ...(spec.linkedGit ? plannedLinkedGitPlaceholders(spec.projectRoot, spec.linkedGit) : []),
-    ];
-    record.placeholders = [...new Set([...planned, ...others])];
     record.cgroupDirs = plannedCgroupDirs(mechanism, id);
     record.limitMechanism = mechanism.kind;
     record.launcherPid = process.pid;
     record.launcherStartTime = processStartTime(process.pid);
-    await writeRecord(paths, record);
+    writeRecord(paths, record);
     cleanups.push(() => deleteRecord(paths, record.name));
 
     ensurePrivateDir(runtimeDir);
@@ -160,12 +151,24 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       await step(Promise.resolve(spec.agent.prepare({ homeDir, runtimeDir, binDir: agentBinDir })));
     }
 
-    // The placeholders made (the plan's, less any another launch of the project made first) are what
-    // the record keeps from its next write on.
+    // The placeholders missing in the project, found without writing anything (a symlinked protected
+    // path is refused here, before any exists), are recorded; then made. Removing one that was planned
+    // but never made, or that another launch made first, is safe: only what is still an empty
+    // directory or a neutral file goes, and only with the project's last cloister.
+    const protect = protectedPathList(spec.protect, spec.isGit, spec.projectRoot);
+    const pins = pinnedPathList(spec.isGit, spec.projectRoot);
+    const others = otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders);
+    const planned = [
+      ...prepareProtectedPaths(spec.projectRoot, protect, pins, "plan").placeholders,
+      ...(spec.linkedGit ? plannedLinkedGitPlaceholders(spec.projectRoot, spec.linkedGit) : []),
+    ];
+    record.placeholders = [...new Set([...planned, ...others])];
+    writeRecord(paths, record);
     cleanups.push(() => releasePlaceholders(paths, record));
     const prepared = prepareProtectedPaths(spec.projectRoot, protect, pins);
     record.protectedFiles = prepared.paths.map((rel) => join(spec.projectRoot, rel)).filter((path) => entryKind(path) === "file");
     const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir) : undefined;
+    // What was made is what the record keeps from its last write on.
     record.placeholders = [...new Set([...prepared.placeholders, ...(gitView?.placeholders ?? []), ...others])];
 
     const granted = await step(grant.granted);
@@ -215,7 +218,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     const keeperPid = await step(keeper.run([bwrap, ...argv]));
     record.keeperPid = keeperPid;
     record.keeperStartTime = processStartTime(keeperPid);
-    await writeRecord(paths, record);
+    writeRecord(paths, record);
     return record;
   } catch (error) {
     // Each one runs whatever the others do; what none could remove, the guardian's sweep does.

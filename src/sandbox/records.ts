@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { CloisterPaths } from "../config/paths.js";
-import { ensurePrivateDir, writeFileAtomic } from "../config/atomic-write.js";
+import { ensurePrivateDir, replaceFileSync } from "../config/atomic-write.js";
 
 /**
  * What is known about one cloister, kept as a JSON file in the state dir. The guardian reads these
@@ -66,10 +66,10 @@ function recordFile(paths: CloisterPaths, name: string): string {
   return join(paths.cloisterRecordDir, `${name}.json`);
 }
 
-export async function writeRecord(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
+export function writeRecord(paths: CloisterPaths, record: CloisterRecord): void {
   ensurePrivateDir(paths.cloisterRecordDir);
   // Not fsynced: records describe processes, which do not survive a machine crash either.
-  await writeFileAtomic(recordFile(paths, record.name), `${JSON.stringify(record, null, 2)}\n`, 0o600, false);
+  replaceFileSync(recordFile(paths, record.name), `${JSON.stringify(record, null, 2)}\n`);
 }
 
 export function readRecord(paths: CloisterPaths, name: string): CloisterRecord | undefined {

@@ -284,30 +284,51 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.fail("Ctrl-C never reached a launch in progress (it always came after the command started)");
   });
 
-  it("a launcher killed outright (SIGKILL) at any moment of its launch leaves nothing the guardian does not sweep away", async () => {
-    const before = leftovers();
-    let midway = 0;
-    // Measured from the launch's first write (its record, made before anything else), through the
-    // keeper, the placeholders and bwrap, to the command running.
-    for (const delayMs of [0, 0, 1, 2, 4, 7, 10, 15, 20, 30, 45, 70]) {
+  describe("a launcher killed outright (SIGKILL)", () => {
+    /** Starts `run`, kills it `delayMs` after its record appears; true when its keeper had not run yet. */
+    async function killLaunch(known: string[], delayMs: number): Promise<boolean> {
       const run = spawnCli(t, ["run", "--", "sleep", "30"]);
       let record: string | undefined;
       for (const deadline = Date.now() + 15_000; Date.now() < deadline && run.child.exitCode === null && record === undefined; ) {
-        record = recordNames(t).find((name) => !before.records.includes(name));
+        record = recordNames(t).find((name) => !known.includes(name));
         if (record === undefined) await new Promise((resolve) => setTimeout(resolve, 1));
       }
       assert.ok(record, "the launch never wrote its record");
       if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       run.child.kill("SIGKILL");
-      if (recordOf(t, record.replace(/\.json$/, ""))?.keeperPid === undefined) midway++;
+      const midway = recordOf(t, record.replace(/\.json$/, ""))?.keeperPid === undefined;
       await run.done;
-      // The guardian's sweep runs every 2 s: it finds the record of a launcher that is gone.
+      return midway;
+    }
+
+    /** The guardian's sweep runs every 2 s (and when it starts): it finds the record of a launcher that is gone. */
+    async function assertSwept(before: ReturnType<typeof leftovers>, what: string): Promise<void> {
       for (const deadline = Date.now() + 10_000; Date.now() < deadline && JSON.stringify(leftovers()) !== JSON.stringify(before); ) {
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
-      assert.deepEqual(leftovers(), before, `left behind by a launcher killed ${delayMs} ms into its launch`);
+      assert.deepEqual(leftovers(), before, `left behind by ${what}`);
     }
-    assert.ok(midway >= 2, `only ${midway} launchers were killed before their keeper ran`);
+
+    it("at any moment of its launch leaves nothing the guardian does not sweep away", async () => {
+      assert.equal((await t.cli(["run", "--", "true"])).code, 0); // a guardian serving
+      const before = leftovers();
+      let midway = 0;
+      // Measured from the launch's first write (its record, made before anything else), through the
+      // keeper, the placeholders and bwrap, to the command running.
+      for (const delayMs of [0, 0, 1, 2, 4, 7, 10, 15, 20, 30, 45, 70]) {
+        if (await killLaunch(before.records, delayMs)) midway++;
+        await assertSwept(before, `a launcher killed ${delayMs} ms into its launch`);
+      }
+      assert.ok(midway >= 2, `only ${midway} launchers were killed before their keeper ran`);
+    });
+
+    it("while no guardian runs leaves a record the next guardian sweeps away", async () => {
+      await t.cli(["guardian", "stop"]);
+      const before = leftovers();
+      await killLaunch(before.records, 0);
+      assert.equal((await t.cli(["run", "--", "true"])).code, 0);
+      await assertSwept(before, "a launcher killed while the guardian was starting");
+    });
   });
 
   it("refuses invalid names with exit 125 and a clear message, creating nothing", async () => {
