@@ -90,8 +90,9 @@ export function tunnel(client: Socket, upstream: Socket, idleMs: number, early: 
  * before the sending one is paused. node reads a socket 64 KiB at a time, and pipe() pauses the
  * source whenever a write returns false, which at node's 16 KiB mark is after every chunk, however
  * fast the kernel takes it: a pause and a resume (and their epoll changes) per 64 KiB. Pausing only
- * past this many waiting bytes moved 256 MiB through a tunnel 10–25% faster here (docs/benchmarks.md),
- * for at most this plus one read (~320 KiB) held per stalled direction.
+ * past this many waiting bytes took the guardian a little less CPU per byte: downloads through a
+ * tunnel 5% faster at 1 GiB and 14–21% at 256 MiB in interleaved runs here (docs/benchmarks.md), for
+ * at most this, one read and a socket's read-ahead (~340 KiB; ~100 KiB with pipe()) held per stalled direction.
  */
 const RELAY_BUFFER_BYTES = 256 * 1024;
 
