@@ -1,5 +1,5 @@
-import { watch, type FSWatcher } from "node:fs";
-import { basename, dirname } from "node:path";
+import { lstatSync, watch, type FSWatcher } from "node:fs";
+import { basename, dirname, join } from "node:path";
 
 /**
  * A read-only bind mount over a single file is attached to that file's directory entry: when the
@@ -11,9 +11,16 @@ import { basename, dirname } from "node:path";
  * the mount makes that EBUSY, so an event on them is the host's doing); the guardian freezes and stops the cloister (fail closed), and the next start
  * protects the new file again. A process inside that races the rename in a tight loop can still get
  * a write in first: the window is narrowed, not closed (see docs/sandbox.md).
+ *
+ * An event says that a name changed, not when: one queued before a file was watched (another launch
+ * of the project creating the placeholder this one then found and watches) arrives after. So each
+ * watcher keeps the identity of the file it saw (inode and birth time: a replaced file's inode number
+ * can be reused at once, e.g. by the second of two `git config` writes), and only a file that is
+ * gone or another counts as replaced.
  */
 export class ProtectionWatch {
-  private readonly dirs = new Map<string, { watcher: FSWatcher; files: Map<string, Set<string>> }>();
+  /** Per watched directory: its watcher, and per file name the cloisters watching it with the file each saw. */
+  private readonly dirs = new Map<string, { watcher: FSWatcher; files: Map<string, Map<string, string | undefined>> }>();
   private readonly watched = new Map<string, string[]>();
 
   constructor(private readonly lost: (cloister: string, file: string) => void) {}
@@ -40,8 +47,8 @@ export class ProtectionWatch {
       // Only NAME itself: git's NAME.lock would be the earlier warning, but a cloister can create
       // that one too (its directory is writable), so it cannot say who is at work.
       const name = basename(file);
-      const owners = entry.files.get(name) ?? new Set<string>();
-      owners.add(cloister);
+      const owners = entry.files.get(name) ?? new Map<string, string | undefined>();
+      owners.set(cloister, identityOf(file));
       entry.files.set(name, owners);
     }
   }
@@ -68,6 +75,19 @@ export class ProtectionWatch {
     // A rename event is what a replacement (or removal) gives; a write in place keeps the mount.
     if (event !== "rename" || name === null) return;
     const owners = this.dirs.get(dir)?.files.get(String(name));
-    for (const cloister of [...(owners ?? [])]) this.lost(cloister, `${dir}/${String(name)}`);
+    if (!owners) return;
+    const file = join(dir, String(name));
+    const now = identityOf(file);
+    for (const [cloister, seen] of [...owners]) if (now === undefined || now !== seen) this.lost(cloister, file);
+  }
+}
+
+/** Which file is at `path` itself (a symlink's own): inode and birth time; undefined when nothing is there. */
+function identityOf(path: string): string | undefined {
+  try {
+    const st = lstatSync(path);
+    return `${st.ino}:${st.birthtimeMs}`;
+  } catch {
+    return undefined;
   }
 }
