@@ -241,7 +241,8 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     runtime: runtimeDirs(t),
     homes: (existsSync(homesDir()) ? readdirSync(homesDir()) : []).filter((n) => n.startsWith(".run-")),
     records: recordNames(t),
-    cgroups: ["pids", "cpu", "memory"].flatMap((c) => spawnSync("find", [`/sys/fs/cgroup/${c}`, "-maxdepth", "4", "-type", "d", "-name", "cloister-*"], { encoding: "utf8" }).stdout.split("\n").filter(Boolean)),
+    // Every hierarchy, v1 and v2: a delegated v2 subtree (user@UID.service/...) lies a few levels down.
+    cgroups: spawnSync("find", ["/sys/fs/cgroup", "-maxdepth", "8", "-type", "d", "-name", "cloister-*"], { encoding: "utf8" }).stdout.split("\n").filter(Boolean).sort(),
   });
 
   it("a launch aborted through the library at any moment leaves nothing behind (or, done first, stops cleanly)", async () => {
