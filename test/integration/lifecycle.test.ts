@@ -13,7 +13,7 @@ import { createCloister, runInCloister } from "../../src/cloister.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { cloisterBuild } from "../../src/guardian/control-client.js";
 import { processStartTime } from "../../src/sandbox/records.js";
-import { createInstance, spawnCli, waitUntil, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, spawnCli, waitUntil, type LiveCli, type TestInstance } from "../helpers/cloister.js";
 import { hostProcessTable, hostTree, readOr, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 interface ListEntry {
@@ -245,6 +245,24 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     cgroups: spawnSync("find", ["/sys/fs/cgroup", "-maxdepth", "8", "-type", "d", "-name", "cloister-*"], { encoding: "utf8" }).stdout.split("\n").filter(Boolean).sort(),
   });
 
+  /** Waits up to `ms` for the host to be as `before` again, then says what is left if it is not. */
+  async function assertNothingLeft(before: ReturnType<typeof leftovers>, what: string, ms: number): Promise<void> {
+    await waitUntil(what, () => JSON.stringify(leftovers()) === JSON.stringify(before), ms).catch(() => undefined);
+    assert.deepEqual(leftovers(), before, `left behind by ${what}`);
+  }
+
+  /**
+   * Starts `run -- sleep 30` and returns once `reached()` says its launch got there (polled every
+   * millisecond: a launch takes some tens of them), or it exited, or 15 s passed.
+   */
+  async function runUntil(reached: () => boolean): Promise<LiveCli> {
+    const run = spawnCli(t, ["run", "--", "sleep", "30"]);
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline && run.child.exitCode === null && !reached(); ) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    return run;
+  }
+
   it("a launch aborted through the library at any moment leaves nothing behind (or, done first, stops cleanly)", async () => {
     const paths = resolvePaths({ CLOISTER_HOME: t.home });
     await runInCloister(["true"], { project: t.project, paths, network: true });
@@ -261,7 +279,7 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
         aborted++;
       }
       // The guardian closes an abandoned grant on its own schedule (the launcher's release call): give it a moment.
-      await waitUntil(`nothing left after an abort at ${delayMs} ms`, () => JSON.stringify(leftovers()) === JSON.stringify(before), 5_000);
+      await assertNothingLeft(before, `an abort at ${delayMs} ms`, 5_000);
     }
     assert.ok(aborted >= 3, `only ${aborted} launches were caught mid-way`);
   });
@@ -269,17 +287,12 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
   it("Ctrl-C while `run` starts its cloister exits 130 and leaves nothing behind", async () => {
     const before = leftovers();
     for (let attempt = 0; attempt < 3; attempt++) {
-      const run = spawnCli(t, ["run", "--", "sleep", "30"]);
-      // The launch has begun once its runtime dir exists; interrupt it there (polled every
-      // millisecond: the launch takes some tens of them).
-      for (const deadline = Date.now() + 15_000; Date.now() < deadline && run.child.exitCode === null; ) {
-        if (runtimeDirs(t).length > before.runtime.length) break;
-        await new Promise((resolve) => setTimeout(resolve, 1));
-      }
+      // The launch has begun once its runtime dir exists; interrupt it there.
+      const run = await runUntil(() => runtimeDirs(t).length > before.runtime.length);
       run.child.kill("SIGINT");
       const r = await run.done;
       assert.equal(r.code, 130, r.stderr);
-      await waitUntil("nothing left after Ctrl-C", () => JSON.stringify(leftovers()) === JSON.stringify(before), 5_000);
+      await assertNothingLeft(before, "Ctrl-C", 5_000);
       if (/interrupted \(SIGINT\) while starting/.test(r.stderr)) return;
     }
     assert.fail("Ctrl-C never reached a launch in progress (it always came after the command started)");
@@ -288,12 +301,9 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
   describe("a launcher killed outright (SIGKILL)", () => {
     /** Starts `run`, kills it `delayMs` after its record appears; true when its keeper had not run yet. */
     async function killLaunch(known: string[], delayMs: number): Promise<boolean> {
-      const run = spawnCli(t, ["run", "--", "sleep", "30"]);
-      let record: string | undefined;
-      for (const deadline = Date.now() + 15_000; Date.now() < deadline && run.child.exitCode === null && record === undefined; ) {
-        record = recordNames(t).find((name) => !known.includes(name));
-        if (record === undefined) await new Promise((resolve) => setTimeout(resolve, 1));
-      }
+      const newRecord = () => recordNames(t).find((name) => !known.includes(name));
+      const run = await runUntil(() => newRecord() !== undefined);
+      const record = newRecord();
       assert.ok(record, "the launch never wrote its record");
       if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       run.child.kill("SIGKILL");
@@ -303,12 +313,7 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     }
 
     /** The guardian's sweep runs every 2 s (and when it starts): it finds the record of a launcher that is gone. */
-    async function assertSwept(before: ReturnType<typeof leftovers>, what: string): Promise<void> {
-      for (const deadline = Date.now() + 10_000; Date.now() < deadline && JSON.stringify(leftovers()) !== JSON.stringify(before); ) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      assert.deepEqual(leftovers(), before, `left behind by ${what}`);
-    }
+    const assertSwept = (before: ReturnType<typeof leftovers>, what: string) => assertNothingLeft(before, what, 10_000);
 
     it("at any moment of its launch leaves nothing the guardian does not sweep away", async () => {
       assert.equal((await t.cli(["run", "--", "true"])).code, 0); // a guardian serving
