@@ -226,7 +226,8 @@ function createUnlessRaced(projectRoot: string, relPath: string, create: () => v
 
 /**
  * Removes placeholders (deepest first) once no running cloister of the project needs them, and only
- * while they are still exactly what cloister created: an empty directory or the neutral file.
+ * while they are still exactly what cloister created: an empty directory or the neutral file (or
+ * the part of it written before its launcher was killed).
  */
 export function removePlaceholders(projectRoot: string, relPaths: readonly string[]): void {
   forgetPlaceholders(projectRoot, relPaths);
@@ -236,7 +237,9 @@ export function removePlaceholders(projectRoot: string, relPaths: readonly strin
     try {
       const neutral = NEUTRAL_FILE_CONTENT[basename(relPath)];
       if (neutral === undefined) rmdirSync(full);
-      else if (lstatSync(full).isFile() && readFileSync(full, "utf8") === neutral) unlinkSync(full);
+      // The neutral content, or the start of it: a launcher killed between creating the file and
+      // writing it left it empty.
+      else if (lstatSync(full).isFile() && neutral.startsWith(readFileSync(full, "utf8"))) unlinkSync(full);
     } catch {
       // Not empty any more, already gone, or changed by the user: leave it as it is.
     }

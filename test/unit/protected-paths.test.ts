@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -62,6 +62,16 @@ describe("prepareProtectedPaths planned: what a launch records before it makes a
     writeFileSync(join(project, ".envrc"), "export MINE=1\n");
     removePlaceholders(project, planned.placeholders);
     assert.deepEqual(readdirSync(project).sort(), [".envrc", ".git"]);
+  });
+
+  it("removes a file placeholder cut off before its content was written (a killed launcher), and no file with other content", () => {
+    writeFileSync(join(project, ".mcp.json"), "");
+    writeFileSync(join(project, ".envrc"), "");
+    mkdirSync(join(project, ".claude"));
+    writeFileSync(join(project, ".claude", "settings.json"), "{ }\n");
+    removePlaceholders(project, [".mcp.json", ".envrc", ".claude", ".claude/settings.json"]);
+    assert.deepEqual(readdirSync(project).sort(), [".claude", ".envrc", ".git"]);
+    rmSync(join(project, ".claude"), { recursive: true });
   });
 
   it("refuses a symlinked protected path before anything exists", () => {
