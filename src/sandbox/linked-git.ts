@@ -13,7 +13,8 @@
  *   symlink while this view is mounted.
  * - hooks/, info/ and worktrees/ are the host's, read-only; the worktree's own admin dir is bound
  *   writable on top (HEAD, index, logs of this worktree), with its commondir, gitdir and
- *   config.worktree read-only on top of that (placeholders when missing, as in protected-paths.ts).
+ *   config.worktree read-only on top of that (placeholders when missing, as in protected-paths.ts),
+ *   and so are its submodules' config, hooks and pointers (submodule-git.ts).
  * - config, HEAD (the main worktree's: git refuses to check out a branch in use there),
  *   packed-refs and shallow are copies taken at launch, read-only: read by name, never through a
  *   path the main cloister could turn into a symlink. Git replaces packed-refs by rename, which a
@@ -28,6 +29,7 @@ import { CloisterError } from "../errors.js";
 import { CLOISTER_RUN_DIR, WORK_DIR, type MountOp } from "./bwrap/mounts.js";
 import { isAdminDirOf, realPath, withRegularFile } from "./git-dirs.js";
 import { entryKind, prepareProtectedPaths, type EntryKind } from "./protected-paths.js";
+import { moduleGitDirEntries } from "./submodule-git.js";
 
 /** The git dirs of a linked worktree, as cloister checked them when it opened the worktree. */
 export interface LinkedGitDirs {
@@ -45,6 +47,8 @@ export interface LinkedGitFacts extends LinkedGitDirs {
   copies: Record<string, string>;
   /** Entries of the admin dir bound read-only on top of it. */
   adminProtected: string[];
+  /** Their ancestors below the admin dir (its submodules' git dirs), pinned so they cannot be renamed away. */
+  adminAncestors: string[];
 }
 
 export interface LinkedGitView {
@@ -81,6 +85,7 @@ export function planLinkedGit(f: LinkedGitFacts): MountOp[] {
     ...readOnlyDirs.map((d): MountOp => ({ op: "ro-bind", src: at(d), dest: at(d) })),
     ...Object.entries(f.copies).map(([name, copy]): MountOp => ({ op: "ro-bind", src: copy, dest: at(name) })),
     { op: "bind", src: f.adminDir, dest: f.adminDir },
+    ...f.adminAncestors.map((name): MountOp => ({ op: "bind", src: join(f.adminDir, name), dest: join(f.adminDir, name) })),
     ...f.adminProtected.map((name): MountOp => ({ op: "ro-bind", src: join(f.adminDir, name), dest: join(f.adminDir, name) })),
   ];
 }
@@ -112,9 +117,9 @@ export function prepareLinkedGitView(projectRoot: string, dirs: LinkedGitDirs, s
   for (const name of ["commondir", "gitdir"]) {
     if (checkedKind(join(adminDir, name), "file") !== "file") throw new CloisterError(`the worktree's git dir ${adminDir} has no ${name} file`, "repair it with `git worktree repair`, or remove the worktree");
   }
-  const prepared = prepareProtectedPaths(adminDir, ADMIN_PROTECTED);
+  const prepared = prepareProtectedPaths(adminDir, adminProtected(adminDir));
   return {
-    mounts: planLinkedGit({ commonDir, adminDir, dirs: dirsPresent, copies, adminProtected: prepared.paths }),
+    mounts: planLinkedGit({ commonDir, adminDir, dirs: dirsPresent, copies, adminProtected: prepared.paths, adminAncestors: prepared.ancestors }),
     placeholders: fromProject(projectRoot, adminDir, prepared.placeholders),
   };
 }
@@ -122,7 +127,12 @@ export function prepareLinkedGitView(projectRoot: string, dirs: LinkedGitDirs, s
 /** The placeholders prepareLinkedGitView would make in the admin dir, found without writing anything. */
 export function plannedLinkedGitPlaceholders(projectRoot: string, dirs: LinkedGitDirs): string[] {
   checkGitDirs(dirs);
-  return fromProject(projectRoot, dirs.adminDir, prepareProtectedPaths(dirs.adminDir, ADMIN_PROTECTED, [], "plan").placeholders);
+  return fromProject(projectRoot, dirs.adminDir, prepareProtectedPaths(dirs.adminDir, adminProtected(dirs.adminDir), [], "plan").placeholders);
+}
+
+/** The admin dir's own pointers, and its submodules' git dirs (git keeps a linked worktree's under its admin dir). */
+function adminProtected(adminDir: string): string[] {
+  return [...ADMIN_PROTECTED, ...moduleGitDirEntries(adminDir)];
 }
 
 /** Both git dirs are real directories outside what a cloister keeps for itself, and belong together. */

@@ -4,6 +4,7 @@ import { basename, isAbsolute, join, relative, resolve } from "node:path";
 import { CloisterError } from "../errors.js";
 import { excludePlaceholders, forgetPlaceholders } from "./placeholder-excludes.js";
 import { gitDirsOf } from "./git-dirs.js";
+import { moduleGitDirEntries, submoduleWorktreeEntries } from "./submodule-git.js";
 
 /**
  * Paths inside the project that the cloister may read but never change, because code on the host
@@ -85,16 +86,23 @@ export interface ProtectedPaths {
 }
 
 /**
- * Which protected paths apply to a project: the mandatory list plus configured additions. In a
- * linked worktree `.git` is a file naming the worktree's git dir: that file is protected instead of
- * the `.git/...` entries (its git dir is protected by the worktree cloister's git view).
+ * Which protected paths apply to a project: the mandatory list, what the repository's submodules
+ * have of the same kind (submodule-git.ts), plus configured additions. In a linked worktree `.git` is
+ * a file naming the worktree's git dir: that file is protected instead of the `.git/...` entries (its
+ * git dir is protected by the worktree cloister's git view).
  */
 export function protectedPathList(extra: readonly string[], isGit: boolean, projectRoot?: string): string[] {
-  const hooks = isGit && projectRoot ? repositoryHooksPaths(projectRoot) : [];
-  const all = [...MANDATORY_PROTECTED, ...hooks, ...extra];
+  const fromRepository = isGit && projectRoot ? [...repositoryHooksPaths(projectRoot), ...submodulePaths(projectRoot)] : [];
+  const all = [...MANDATORY_PROTECTED, ...fromRepository, ...extra];
   const dotGitIsFile = isGit && projectRoot !== undefined && gitDirsOf(projectRoot)?.kind === "file";
   const relevant = isGit && !dotGitIsFile ? all : all.filter((p) => !p.startsWith(".git/"));
   return [...new Set(dotGitIsFile ? [".git", ...relevant] : relevant)];
+}
+
+/** The submodules' git dirs under .git/modules and their checkouts' .git (see submodule-git.ts). */
+function submodulePaths(projectRoot: string): string[] {
+  const modules = gitDirsOf(projectRoot)?.kind === "dir" ? moduleGitDirEntries(join(projectRoot, ".git")).map((entry) => `.git/${entry}`) : [];
+  return [...modules, ...submoduleWorktreeEntries(projectRoot)];
 }
 
 /** Directories to pin in a project (see PINNED_GIT_DIRS): only where `.git` is the repository directory. */

@@ -5,7 +5,8 @@
  * hash snapshots of host-sensitive files, and liveness (a second cloister still runs).
  */
 import assert from "node:assert/strict";
-import { chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { asUserSkipReason, chownTree, createUserInstance, type UserInstance } from "../helpers/as-user.js";
@@ -700,6 +701,79 @@ echo "STEP planted OK"
       assert.deepEqual(presentMarkers([m]), [], "the host's git commit ran a hook the sandbox planted");
     },
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe("escape/filesystem: the project's submodules", () => {
+  let t: TestInstance;
+  const markers: string[] = [];
+  before(() => {
+    t = createInstance("submod");
+  });
+  after(async () => {
+    removeMarkers(markers);
+    await t.teardown();
+  });
+
+  it("a submodule's git dir (config, hooks, pointers) and its checkout's .git cannot be changed to run code on the host's next git status or commit", async () => {
+    const m = marker("submodule-git");
+    markers.push(m);
+    const sources = mkdtempSync(join(tmpdir(), "cloister-escape-sub-"));
+    try {
+      const source = (name: string): string => {
+        const dir = join(sources, name);
+        assert.equal(hostGit(sources, ["init", "-q", dir]), 0);
+        assert.equal(hostGit(dir, ["commit", "-q", "--allow-empty", "-m", name]), 0);
+        return dir;
+      };
+      const files = ["-c", "protocol.file.allow=always"];
+      const inner = source("inner");
+      const lib = source("lib");
+      assert.equal(hostGit(lib, [...files, "submodule", "add", "-q", inner, "deep"]), 0);
+      assert.equal(hostGit(lib, ["commit", "-qm", "deep"]), 0);
+      assert.equal(hostGit(t.project, [...files, "submodule", "add", "-q", lib, "deps/lib"]), 0);
+      assert.equal(hostGit(t.project, ["commit", "-qm", "submodule"]), 0);
+      assert.equal(hostGit(t.project, [...files, "submodule", "update", "-q", "--init", "--recursive"]), 0);
+      const modules = join(t.project, ".git", "modules");
+      const before = snapshotTree(modules, "modules", (rel) => /\/(objects|refs|logs|index)(\/|$)/.test(rel));
+
+      const run = `touch ${m}; false`;
+      const r = await attack(
+        t,
+        `cd /work
+step inside-status git -C deps/lib status --short
+step fsmonitor git -C deps/lib config core.fsmonitor '${run}'
+step deep-fsmonitor git -C deps/lib/deep config core.fsmonitor '${run}'
+step filter git -C deps/lib config filter.x.clean '${run}'
+step hook sh -c "printf '#!/bin/sh\\n${run}\\n' > .git/modules/deps/lib/hooks/pre-commit"
+step hook-chmod chmod +x .git/modules/deps/lib/hooks/pre-commit
+step commondir sh -c "echo /work/evil > .git/modules/deps/lib/commondir"
+step config-worktree sh -c "echo x > .git/modules/deps/lib/config.worktree"
+step worktrees mkdir .git/modules/deps/lib/worktrees/x
+step repoint sh -c "echo 'gitdir: /work/evil' > deps/lib/.git"
+step unlink-dotgit rm -f deps/lib/.git
+step nested-gitmodules sh -c "echo x >> deps/lib/.gitmodules"
+step rename-module mv .git/modules/deps/lib .git/modules/deps/lib2
+step rename-modules mv .git/modules .git/modules2
+step rename-checkout mv deps/lib deps/lib2
+step rename-parent mv deps deps2
+`,
+      );
+      const steps = parseSteps(r.stdout);
+      assert.equal(steps.get("inside-status"), "OK", `git must still work in the submodule:\n${r.stdout}${r.stderr}`);
+      const attacks = [...steps.keys()].filter((k) => k !== "inside-status");
+      assert.equal(attacks.length, 15, r.stdout);
+      assert.deepEqual(attacks.filter((k) => steps.get(k) !== "FAIL"), [], r.stdout);
+
+      assert.deepEqual(diffSnapshots(before, snapshotTree(modules, "modules", (rel) => /\/(objects|refs|logs|index)(\/|$)/.test(rel))), []);
+      hostGit(t.project, ["status", "--short"], { home: t.hostHome });
+      hostGit(join(t.project, "deps", "lib"), ["commit", "-q", "--allow-empty", "-m", "after the session"], { home: t.hostHome });
+      assert.deepEqual(presentMarkers([m]), [], "the host's git ran a command the sandbox planted in a submodule");
+    } finally {
+      rmSync(sources, { recursive: true, force: true });
+    }
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

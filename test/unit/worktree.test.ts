@@ -241,6 +241,22 @@ describe("the git view of a worktree cloister", () => {
     assert.ok(index(`${WORK_DIR}/.git`) < index(common()) && index(common()) >= 0);
   });
 
+  it("binds the config, hooks and pointers of the worktree's submodule git dirs read-only, their parents pinned first", () => {
+    const moduleDir = join(admin(), "modules", "lib");
+    mkdirSync(join(moduleDir, "hooks"), { recursive: true });
+    writeFileSync(join(moduleDir, "HEAD"), "ref: refs/heads/main\n");
+    writeFileSync(join(moduleDir, "config"), "[core]\n");
+    const view = prepareLinkedGitView(w.dir, w.git, mkdtempSync(join(base, "s-")));
+    const op = (dest: string) => view.mounts.findIndex((m) => "dest" in m && m.dest === dest);
+    for (const entry of ["config", "hooks", "info", "commondir", "config.worktree", "worktrees"]) {
+      assert.equal(view.mounts[op(join(moduleDir, entry))]?.op, "ro-bind", entry);
+    }
+    assert.ok(op(admin()) < op(join(admin(), "modules")) && op(join(admin(), "modules")) < op(moduleDir) && op(moduleDir) < op(join(moduleDir, "config")));
+    assert.equal(view.mounts[op(moduleDir)]?.op, "bind");
+    removePlaceholders(w.dir, view.placeholders);
+    rmSync(join(admin(), "modules"), { recursive: true });
+  });
+
   it("fails closed when a bound entry or copied file is a symlink", () => {
     const cases: [string, () => void][] = [
       ["hooks", () => renameSync(join(common(), "hooks"), join(common(), "hooks.real"))],
