@@ -86,6 +86,16 @@ function daemonFile(): string {
   return fileURLToPath(new URL("./daemon.js", import.meta.url));
 }
 
+/**
+ * Node flags for the daemon: none from a build. The guardian outlives the process that starts it and
+ * holds the user's secrets, so it must not inherit that process's --inspect (a debugger port any
+ * local user could attach to), --cpu-prof (a profiler sampling for the guardian's whole life) and
+ * the like. Run from TypeScript source (tests, the bench), it needs the loader that process has.
+ */
+function daemonNodeFlags(): string[] {
+  return import.meta.url.endsWith(".ts") ? process.execArgv : [];
+}
+
 /** What a serving guardian says of itself in guardianInfoFile (written by daemon.ts). */
 export interface GuardianInfo {
   pid: number;
@@ -160,7 +170,7 @@ async function startGuardianOnce(paths: CloisterPaths): Promise<GuardianStatus> 
   mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
   const log = openSync(paths.guardianLog, "a", 0o600);
   // Its environment names this instance: the caller's paths may not come from the caller's environment.
-  const child = spawn(process.execPath, [...process.execArgv, daemonFile()], { detached: true, stdio: ["ignore", log, log], env: instanceEnv(paths) });
+  const child = spawn(process.execPath, [...daemonNodeFlags(), daemonFile()], { detached: true, stdio: ["ignore", log, log], env: instanceEnv(paths) });
   closeSync(log);
   child.unref();
   for (let waited = 0; waited < 10_000; waited += 25) {

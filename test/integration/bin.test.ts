@@ -55,6 +55,17 @@ describe("bin/cloister: the installed command", () => {
     assert.ok(![...env.keys()].some((name) => name.startsWith("CLOISTER_HOST_")), [...env.keys()].join(" "));
   });
 
+  it("starts the guardian without the node flags of the process that started it (--inspect, --cpu-prof, …)", async () => {
+    await t.cli(["guardian", "stop"]);
+    const live = startCommand(process.execPath, ["--stack-size=900", "--no-warnings", join(REPO_ROOT, "dist", "bundle", "main.cjs"), "guardian", "start"], { env: t.env, cwd: t.project, timeoutMs: 60_000 });
+    live.endInput();
+    const started = await live.done;
+    assert.equal(started.code, 0, started.stderr);
+    const status = JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout) as { pid: number };
+    const argv = readFileSync(`/proc/${status.pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+    assert.deepEqual(argv.slice(1), [join(REPO_ROOT, "dist", "bundle", "daemon.js")]);
+  });
+
   it("leaves NODE_EXTRA_CA_CERTS unset for the guardian when the user has none", async () => {
     await t.cli(["guardian", "stop"]);
     const started = await runBin(t, BIN, ["guardian", "start"]);
