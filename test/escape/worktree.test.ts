@@ -7,10 +7,12 @@
  * cloister tries the same through the worktree's admin dir. Then the host runs git status and git
  * commit in the main repository and in the worktree, with hooks and the repository's config in
  * effect: no marker may appear, the host's git files are unchanged, no canary leaks, and a fresh
- * cloister still runs.
+ * cloister still runs. Last, the same for a submodule of the worktree, whose git dir git keeps
+ * under the worktree's admin dir.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createInstance, type TestInstance } from "../helpers/cloister.js";
@@ -156,5 +158,66 @@ step main-refs-rename mv /work/.git/refs /work/.git/refs.old
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, "on the host\n");
     await assertLive(t);
+  });
+});
+
+describe("escape/worktree: a submodule of a worktree cloister", () => {
+  let t: TestInstance;
+  let worktree: string;
+  let moduleDir: string;
+  let sources: string;
+  const planted = marker("worktree-submodule");
+  before(async () => {
+    t = createInstance("wtsub");
+    sources = mkdtempSync(join(tmpdir(), "cloister-escape-wtsub-"));
+    const lib = join(sources, "lib");
+    const files = ["-c", "protocol.file.allow=always"];
+    assert.equal(hostGit(sources, ["init", "-q", lib]), 0);
+    assert.equal(hostGit(lib, ["commit", "-q", "--allow-empty", "-m", "lib"]), 0);
+    assert.equal(hostGit(t.project, [...files, "submodule", "add", "-q", lib, "lib"]), 0);
+    assert.equal(hostGit(t.project, ["commit", "-qm", "submodule"]), 0);
+    const started = await t.cli(["start", "-d", "-b", "feature"]);
+    assert.equal(started.code, 0, started.stderr);
+    worktree = join(t.home, "data", "worktrees", "proj", "feature");
+    // Git keeps a linked worktree's submodule git dirs under the worktree's admin dir.
+    assert.equal(hostGit(worktree, [...files, "submodule", "update", "-q", "--init"]), 0);
+    moduleDir = join(t.project, ".git", "worktrees", "feature", "modules", "lib");
+    assert.ok(existsSync(join(moduleDir, "config")));
+    assert.equal((await t.cli(["stop", "proj-feature"])).code, 0);
+  });
+  after(async () => {
+    removeMarkers([planted]);
+    await t.teardown();
+    rmSync(sources, { recursive: true, force: true });
+  });
+
+  it("its git dir's config, hooks and pointers and the checkout's .git refuse the attacker; the host's git runs nothing planted", async () => {
+    const before = snapshotTree(moduleDir, "module", (rel) => /^(objects|refs|logs|index)(\/|$)/.test(rel));
+    const run = `touch ${planted}; false`;
+    const r = await t.cli([
+      "run",
+      "-b",
+      "feature",
+      "--",
+      "sh",
+      "-c",
+      `${SH_PRELUDE}
+${writeStep("config", `${moduleDir}/config`, `[core]\n\tfsmonitor = ${run}`, true)}
+${writeStep("hook", `${moduleDir}/hooks/pre-commit`, `#!/bin/sh\n${run}`)}
+${writeStep("commondir", `${moduleDir}/commondir`, "/work/evil")}
+step worktrees mkdir '${moduleDir}/worktrees/x'
+step rename-module mv '${moduleDir}' '${moduleDir}.old'
+step rename-modules mv '${moduleDir}/..' '${moduleDir}/../../modules.old'
+${writeStep("repoint", "/work/lib/.git", "gitdir: /work/evil")}
+step rename-checkout mv /work/lib /work/lib.old
+`,
+    ]);
+    const steps = parseSteps(r.stdout);
+    assert.equal(steps.size, 8, `${r.stdout}\n${r.stderr}`);
+    assertRefused(steps, [...steps.keys()], ["FAIL"], r.stderr);
+    assert.deepEqual(diffSnapshots(before, snapshotTree(moduleDir, "module", (rel) => /^(objects|refs|logs|index)(\/|$)/.test(rel))), []);
+    assert.equal(hostGit(worktree, ["status", "--short"], { home: t.hostHome }), 0);
+    assert.equal(hostGit(join(worktree, "lib"), ["commit", "-q", "--allow-empty", "-m", "on the host"], { home: t.hostHome }), 0);
+    assert.deepEqual(presentMarkers([planted]), []);
   });
 });
