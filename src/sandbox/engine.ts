@@ -16,7 +16,7 @@ import { applyLimits, detectLimitMechanism, plannedCgroupDirs, releaseLimits, ty
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
 import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
 import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
-import { deleteRecord, isKeeperAlive, isRunningProcess, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
+import { deleteRecord, isRunningProcess, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 
 /** The TCP port on 127.0.0.1 inside every cloister that reaches the cloister's guardian socket. */
 export const PROXY_PORT = 3128;
@@ -141,6 +141,11 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       spec.persistent,
     );
     cleanups.push(() => keeper.callOff());
+    if (keeper.pid !== undefined) {
+      // Recorded with the placeholders, before the keeper is handed bwrap's argv.
+      record.spawnedKeeperPid = keeper.pid;
+      record.spawnedKeeperStartTime = processStartTime(keeper.pid);
+    }
     // The rest runs without a break, and the guardian can only start on its part once the request
     // has left this process: the keeper first (its wait above is the longest), then the request.
     await step(grant.sent);
@@ -218,6 +223,8 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     const keeperPid = await step(keeper.run([bwrap, ...argv]));
     record.keeperPid = keeperPid;
     record.keeperStartTime = processStartTime(keeperPid);
+    delete record.spawnedKeeperPid;
+    delete record.spawnedKeeperStartTime;
     writeRecord(paths, record);
     return record;
   } catch (error) {
@@ -267,6 +274,8 @@ const LIFELINE_FD = 7;
 
 /** A keeper spawned with `--program-fd`: it has joined its cgroups, or is joining them, and waits. */
 interface WaitingKeeper {
+  /** Undefined when it could not be spawned (run() then fails). */
+  pid: number | undefined;
   /** Hands the keeper its program (bwrap and its argv); resolves with the keeper's pid once it started it. */
   run(program: readonly string[]): Promise<number>;
   /** The launch failed: the keeper exits without running anything. */
@@ -310,6 +319,7 @@ function spawnKeeper(initBinary: string, args: string[], logFile: string, detach
   });
   started.catch(() => undefined); // reported by run(); a launch called off never asks
   return {
+    pid: child.pid,
     run: (argv) => {
       program.end(Buffer.from(argv.map((arg) => `${arg}\0`).join("")), () => program.destroy());
       return started;
@@ -332,13 +342,15 @@ export function sandboxHome(): string {
  * with it, daemons included), then removes what the cloister owned.
  */
 export async function destroyCloister(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
-  if (record.keeperPid !== undefined && isKeeperAlive(record)) {
+  // A launch killed midway has no keeperPid yet, but may have a keeper that already started bwrap.
+  const keeper = record.keeperPid !== undefined ? { pid: record.keeperPid, startTime: record.keeperStartTime } : record.spawnedKeeperPid !== undefined ? { pid: record.spawnedKeeperPid, startTime: record.spawnedKeeperStartTime } : undefined;
+  if (keeper && isRunningProcess(keeper.pid, keeper.startTime)) {
     try {
-      process.kill(record.keeperPid, "SIGKILL");
+      process.kill(keeper.pid, "SIGKILL");
     } catch {
       // Already gone.
     }
-    await waitForExit(record.keeperPid, record.keeperStartTime);
+    await waitForExit(keeper.pid, keeper.startTime);
   }
   await releaseLimits(record.cgroupDirs);
   rmSync(record.runtimeDir, { recursive: true, force: true });

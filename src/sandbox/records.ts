@@ -26,6 +26,13 @@ export interface CloisterRecord {
    */
   launcherPid?: number;
   launcherStartTime?: string;
+  /**
+   * The keeper from its spawn until it has started bwrap (then `keeperPid`). A launch killed in
+   * between leaves it running where nothing else would end it (`start`'s keeper outlives its
+   * launcher, and without cgroups no sweep finds it): the guardian's cleanup kills it.
+   */
+  spawnedKeeperPid?: number;
+  spawnedKeeperStartTime?: string;
   initSocket: string;
   runtimeDir: string;
   homeDir: string;

@@ -5,14 +5,14 @@
  * config errors that name file, line and key.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createCloister, runInCloister } from "../../src/cloister.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { cloisterBuild } from "../../src/guardian/control-client.js";
-import { processStartTime } from "../../src/sandbox/records.js";
+import { processStartTime, writeRecord, type CloisterRecord } from "../../src/sandbox/records.js";
 import { createInstance, spawnCli, waitUntil, type LiveCli, type TestInstance } from "../helpers/cloister.js";
 import { hostProcessTable, hostTree, readOr, waitGone, type HostProc } from "../helpers/host-processes.js";
 
@@ -326,6 +326,41 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
         await assertSwept(before, `a launcher killed ${delayMs} ms into its launch`);
       }
       assert.ok(midway >= 2, `only ${midway} launchers were killed before their keeper ran`);
+    });
+
+    it("after handing its keeper bwrap's argv leaves no keeper running, also where no cgroup would catch it", async () => {
+      // The state such a launch leaves (its record's second write, a keeper already running bwrap),
+      // made by hand: as root here cgroups would end the keeper anyway, without them only its pid
+      // does. A sleeping process stands in for the keeper, a finished one for the launcher.
+      assert.equal((await t.cli(["run", "--", "true"])).code, 0); // a guardian serving
+      const keeper = spawn("sleep", ["60"], { detached: true, stdio: "ignore" });
+      const launcher = spawnSync("true");
+      const runtimeDir = join(t.home, "run", "c", "0000dead");
+      mkdirSync(runtimeDir, { recursive: true });
+      const record: CloisterRecord = {
+        name: "killed-midway",
+        id: "0000dead",
+        project: "proj",
+        projectRoot: t.project,
+        persistent: true,
+        network: false,
+        createdAt: new Date().toISOString(),
+        launcherPid: launcher.pid,
+        spawnedKeeperPid: keeper.pid,
+        spawnedKeeperStartTime: processStartTime(keeper.pid ?? 0),
+        initSocket: join(runtimeDir, "init.sock"),
+        runtimeDir,
+        homeDir: join(t.home, "data", "homes", "killed-midway"),
+        ephemeralHome: false,
+        cgroupDirs: [],
+        placeholders: [],
+        limitMechanism: "rlimit",
+      };
+      writeRecord(resolvePaths({ CLOISTER_HOME: t.home }), record);
+      await waitUntil("the guardian's sweep to end the keeper", () => keeper.signalCode !== null, 10_000);
+      assert.equal(keeper.signalCode, "SIGKILL");
+      await waitUntil("the record to go", () => recordOf(t, "killed-midway") === undefined, 5_000);
+      assert.ok(!existsSync(runtimeDir));
     });
 
     it("while no guardian runs leaves a record the next guardian sweeps away", async () => {
