@@ -92,7 +92,7 @@ export interface ProtectedPaths {
  * git dir is protected by the worktree cloister's git view).
  */
 export function protectedPathList(extra: readonly string[], isGit: boolean, projectRoot?: string): string[] {
-  const fromRepository = isGit && projectRoot ? [...repositoryHooksPaths(projectRoot), ...submodulePaths(projectRoot)] : [];
+  const fromRepository = isGit && projectRoot ? [...repositoryHooksPaths(projectRoot), ...submoduleProtectedPaths(projectRoot)] : [];
   const all = [...MANDATORY_PROTECTED, ...fromRepository, ...extra];
   const dotGitIsFile = isGit && projectRoot !== undefined && gitDirsOf(projectRoot)?.kind === "file";
   const relevant = isGit && !dotGitIsFile ? all : all.filter((p) => !p.startsWith(".git/"));
@@ -100,7 +100,7 @@ export function protectedPathList(extra: readonly string[], isGit: boolean, proj
 }
 
 /** The submodules' git dirs under .git/modules and their checkouts' .git (see submodule-git.ts). */
-function submodulePaths(projectRoot: string): string[] {
+function submoduleProtectedPaths(projectRoot: string): string[] {
   const modules = gitDirsOf(projectRoot)?.kind === "dir" ? moduleGitDirEntries(join(projectRoot, ".git")).map((entry) => `.git/${entry}`) : [];
   return [...modules, ...submoduleWorktreeEntries(projectRoot)];
 }

@@ -736,7 +736,9 @@ describe("escape/filesystem: the project's submodules", () => {
       assert.equal(hostGit(t.project, ["commit", "-qm", "submodule"]), 0);
       assert.equal(hostGit(t.project, [...files, "submodule", "update", "-q", "--init", "--recursive"]), 0);
       const modules = join(t.project, ".git", "modules");
-      const before = snapshotTree(modules, "modules", (rel) => /\/(objects|refs|logs|index)(\/|$)/.test(rel));
+      // What git inside may change in a module git dir (its index, objects, refs) is left out.
+      const steering = () => snapshotTree(modules, "modules", (rel) => /\/(objects|refs|logs|index)(\/|$)/.test(rel));
+      const before = steering();
 
       const run = `touch ${m}; false`;
       const r = await attack(
@@ -766,7 +768,7 @@ step rename-parent mv deps deps2
       assert.equal(attacks.length, 15, r.stdout);
       assert.deepEqual(attacks.filter((k) => steps.get(k) !== "FAIL"), [], r.stdout);
 
-      assert.deepEqual(diffSnapshots(before, snapshotTree(modules, "modules", (rel) => /\/(objects|refs|logs|index)(\/|$)/.test(rel))), []);
+      assert.deepEqual(diffSnapshots(before, steering()), []);
       hostGit(t.project, ["status", "--short"], { home: t.hostHome });
       hostGit(join(t.project, "deps", "lib"), ["commit", "-q", "--allow-empty", "-m", "after the session"], { home: t.hostHome });
       assert.deepEqual(presentMarkers([m]), [], "the host's git ran a command the sandbox planted in a submodule");

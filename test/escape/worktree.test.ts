@@ -192,7 +192,9 @@ describe("escape/worktree: a submodule of a worktree cloister", () => {
   });
 
   it("its git dir's config, hooks and pointers and the checkout's .git refuse the attacker; the host's git runs nothing planted", async () => {
-    const before = snapshotTree(moduleDir, "module", (rel) => /^(objects|refs|logs|index)(\/|$)/.test(rel));
+    // What git inside may change in the module git dir (its index, objects, refs) is left out.
+    const steering = () => snapshotTree(moduleDir, "module", (rel) => /^(objects|refs|logs|index)(\/|$)/.test(rel));
+    const before = steering();
     const run = `touch ${planted}; false`;
     const r = await t.cli([
       "run",
@@ -215,7 +217,7 @@ step rename-checkout mv /work/lib /work/lib.old
     const steps = parseSteps(r.stdout);
     assert.equal(steps.size, 8, `${r.stdout}\n${r.stderr}`);
     assertRefused(steps, [...steps.keys()], ["FAIL"], r.stderr);
-    assert.deepEqual(diffSnapshots(before, snapshotTree(moduleDir, "module", (rel) => /^(objects|refs|logs|index)(\/|$)/.test(rel))), []);
+    assert.deepEqual(diffSnapshots(before, steering()), []);
     assert.equal(hostGit(worktree, ["status", "--short"], { home: t.hostHome }), 0);
     assert.equal(hostGit(join(worktree, "lib"), ["commit", "-q", "--allow-empty", "-m", "on the host"], { home: t.hostHome }), 0);
     assert.deepEqual(presentMarkers([planted]), []);
