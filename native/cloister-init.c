@@ -46,6 +46,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "relay-pump.h"
+
 extern char **environ;
 
 #define EXIT_SETUP 125          /* cloister-init itself failed; nothing was executed */
@@ -1579,52 +1581,14 @@ static int init_main(int argc, char **argv)
 /*
  * `cloister-init relay PORT PATH`: the cloister's network bridge. Listens on 127.0.0.1:PORT and,
  * for every TCP connection, connects a fresh unix stream socket to PATH (the guardian's socket for
- * this cloister) and copies bytes both ways until both directions are finished.
- *
- * One process, one thread, one epoll set, edge-triggered: every socket is registered once, for
- * input and output, and never modified; an event only records that a socket became readable or
- * writable (can_read / can_write), and `relay_pump` does the work. That keeps the cost per event
- * constant, whatever the number of connections, and a socket that reports HUP or ERR forever
- * (as level-triggered epoll would) cannot make the loop spin.
- *
- * Memory: bytes are read into one shared scratch buffer and written straight on. Only what the
- * receiving socket does not take at once is copied into a per-direction buffer (at most one read,
- * RELAY_CHUNK bytes), and while that buffer holds anything the sending side is not read: that is
- * the back-pressure. An idle connection costs one small struct and its two sockets.
- *
- * Why read/write and not splice() through pipes: with 64 KiB pipes splice measured only ~10%
- * faster here (1 MiB pipes: ~1.5x, about the speed of TCP loopback itself), and pipes are charged
- * to the user's host-wide pipe quota (fs.pipe-user-pages-soft, ~1000 default pipes), which the
- * relays of many cloisters would use up, leaving every new pipe of that user a single page.
+ * this cloister) and copies bytes both ways until both directions are finished: one process, one
+ * thread, one epoll set, with the byte pump of relay-pump.h (the guardian's tunnels use the same).
  */
 
-#define RELAY_CHUNK 65536     /* one read; also the most a direction ever buffers */
 #define RELAY_EVENTS 256      /* epoll events taken per wait */
 #define RELAY_ACCEPTS 64      /* connections accepted per wake-up; the listener is level-triggered */
-#define RELAY_ROUNDS 8        /* read/write rounds per connection per turn: fairness between them */
 #define RELAY_RETRY_MS 5      /* gap between connect attempts while the guardian's backlog is full */
 #define RELAY_PAUSE_MS 100    /* accepting pauses this long when out of fds or memory */
-#define RELAY_DISCARD 4       /* reads of unread client input thrown away before closing */
-
-enum { RELAY_TCP = 0, RELAY_UNIX = 1 };
-
-struct relay_end {
-    int fd;
-    uint8_t side;     /* RELAY_TCP or RELAY_UNIX: its index in relay_conn.end */
-    bool can_read;    /* edge-triggered readiness not used up yet (cleared on EAGAIN only) */
-    bool can_write;
-    bool rd_eof;      /* nothing more will be read from this socket (EOF, or an error) */
-    bool wr_shut;     /* shutdown(SHUT_WR) has been sent to it */
-    bool peer_gone;   /* its peer takes no more data: the direction into this socket is over */
-    uint32_t pend_off, pend_len;
-    char *pend;       /* read from the other socket, not yet taken by this one */
-};
-
-struct relay_conn {
-    struct relay_end end[2];  /* first member: an end finds its connection from end - side */
-    struct relay_conn *next;  /* link in the ready list */
-    bool queued;              /* in the ready list */
-};
 
 struct relay {
     int ep;
@@ -1638,30 +1602,6 @@ struct relay {
     int64_t retry_at;
 };
 
-/* Shared by every connection: data passes through here on its way from one socket to the other. */
-static char relay_scratch[RELAY_CHUNK];
-
-_Static_assert(offsetof(struct relay_conn, end) == 0, "relay_conn_of() relies on end[] coming first");
-
-static struct relay_conn *relay_conn_of(struct relay_end *e)
-{
-    return (struct relay_conn *)(void *)(e - e->side);
-}
-
-static void relay_drop_pending(struct relay_end *e)
-{
-    free(e->pend);
-    e->pend = NULL;
-    e->pend_off = e->pend_len = 0;
-}
-
-/* The socket's peer will not read again: whatever was on its way there is dropped. */
-static void relay_lose_peer(struct relay_end *e)
-{
-    e->peer_gone = true;
-    relay_drop_pending(e);
-}
-
 static void relay_queue(struct relay *r, struct relay_conn *c)
 {
     if (c->queued)
@@ -1671,138 +1611,10 @@ static void relay_queue(struct relay *r, struct relay_conn *c)
     r->ready = c;
 }
 
-/* Writes what the socket takes now. 0 means nothing was taken: either it is full (can_write is
- * cleared; the next EPOLLOUT edge sets it again) or its peer is gone (peer_gone is set). */
-static size_t relay_send(struct relay_end *dst, const char *p, size_t len)
-{
-    for (;;) {
-        ssize_t n = send(dst->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n >= 0)
-            return (size_t)n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            dst->can_write = false;
-        else
-            relay_lose_peer(dst); /* EPIPE, ECONNRESET: the reader is gone */
-        return 0;
-    }
-}
-
-/* Moves bytes one way, src -> dst, as far as the two sockets allow without waiting. Returns true
- * if anything changed (so another round may do more), false if this direction must wait for an
- * event. Clears *ok when the connection can no longer be served (out of memory). */
-static bool relay_move(struct relay_end *src, struct relay_end *dst, bool *ok)
-{
-    if (dst->peer_gone)
-        return false; /* this direction is over; src is no longer read */
-
-    /* Leftovers first: src stays unread until dst has taken them. */
-    if (dst->pend_len > 0) {
-        if (!dst->can_write)
-            return false;
-        size_t n = relay_send(dst, dst->pend + dst->pend_off, dst->pend_len);
-        if (n == 0)
-            return dst->peer_gone;
-        dst->pend_off += (uint32_t)n;
-        dst->pend_len -= (uint32_t)n;
-        if (dst->pend_len > 0)
-            return true; /* the next round finds out whether it is full (EAGAIN) */
-        relay_drop_pending(dst);
-    }
-
-    if (src->rd_eof) {
-        /* Everything src sent has been delivered: pass the half-close on. ENOTCONN (peer already
-         * gone) changes nothing, so the result is ignored. */
-        if (dst->wr_shut)
-            return false;
-        shutdown(dst->fd, SHUT_WR);
-        dst->wr_shut = true;
-        return true;
-    }
-    if (!src->can_read)
-        return false;
-
-    ssize_t got = recv(src->fd, relay_scratch, sizeof relay_scratch, MSG_DONTWAIT);
-    if (got < 0) {
-        if (errno == EINTR)
-            return true;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            src->can_read = false;
-            return false;
-        }
-        /* A reset: the socket is dead both ways. What src sent before it still gets delivered,
-         * followed by a plain end-of-stream, since there is no way to forward a reset. */
-        src->rd_eof = true;
-        relay_lose_peer(src);
-        return true;
-    }
-    if (got == 0) {
-        src->rd_eof = true;
-        return true;
-    }
-    size_t sent = dst->can_write ? relay_send(dst, relay_scratch, (size_t)got) : 0;
-    if (dst->peer_gone || sent == (size_t)got)
-        return true;
-    size_t rest = (size_t)got - sent;
-    dst->pend = malloc(rest);
-    if (!dst->pend) {
-        *ok = false;
-        return false;
-    }
-    memcpy(dst->pend, relay_scratch + sent, rest);
-    dst->pend_len = (uint32_t)rest;
-    return true;
-}
-
-/* A direction is finished when its destination's reader is gone, or when the source has ended
- * and the end has been passed on. */
-static bool relay_way_done(const struct relay_end *src, const struct relay_end *dst)
-{
-    return dst->peer_gone || (src->rd_eof && dst->pend_len == 0 && dst->wr_shut);
-}
-
 static void relay_close(struct relay_conn *c)
 {
-    /* close() on a TCP socket with unread input sends a reset, and a reset makes the kernel throw
-     * away what is still queued for the client (e.g. the guardian's last reply). Reading off what
-     * the client sent (it can no longer go anywhere) lets close() send a normal FIN instead. */
-    struct relay_end *tcp = &c->end[RELAY_TCP];
-    if (!tcp->rd_eof)
-        for (int i = 0; i < RELAY_DISCARD; i++)
-            if (recv(tcp->fd, relay_scratch, sizeof relay_scratch, MSG_DONTWAIT) <= 0)
-                break;
-    for (int s = 0; s < 2; s++) {
-        close_fd(&c->end[s].fd); /* closing also removes it from the epoll set */
-        relay_drop_pending(&c->end[s]);
-    }
+    relay_release(c);
     free(c);
-}
-
-/* Does what the connection's sockets allow now; closes it once both directions are finished.
- * Only ever called with c out of the ready list, after the current batch of events has been
- * handled, so freeing c here leaves no dangling pointer behind. */
-static void relay_pump(struct relay *r, struct relay_conn *c)
-{
-    struct relay_end *tcp = &c->end[RELAY_TCP], *unx = &c->end[RELAY_UNIX];
-    bool ok = true, more = true;
-    for (int round = 0; more && ok && round < RELAY_ROUNDS; round++) {
-        bool up = relay_move(tcp, unx, &ok);
-        bool down = ok && relay_move(unx, tcp, &ok);
-        more = up || down;
-    }
-    if (!ok || (relay_way_done(tcp, unx) && relay_way_done(unx, tcp))) {
-        relay_close(c);
-        return;
-    }
-    if (more) /* out of rounds with work left: continue after the others had their turn */
-        relay_queue(r, c);
-}
-
-static bool relay_register(struct relay *r, struct relay_end *e)
-{
-    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = e };
-    return epoll_ctl(r->ep, EPOLL_CTL_ADD, e->fd, &ev) == 0;
 }
 
 enum relay_connect_result { RC_DONE, RC_LATER, RC_FAILED };
@@ -1813,7 +1625,7 @@ enum relay_connect_result { RC_DONE, RC_LATER, RC_FAILED };
  * the same socket may try again later. */
 static enum relay_connect_result relay_connect(struct relay *r, struct relay_conn *c)
 {
-    struct relay_end *unx = &c->end[RELAY_UNIX];
+    struct relay_end *unx = &c->end[RELAY_SERVER];
     if (unx->fd < 0) {
         unx->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (unx->fd < 0)
@@ -1824,7 +1636,7 @@ static enum relay_connect_result relay_connect(struct relay *r, struct relay_con
             continue;
         return errno == EAGAIN ? RC_LATER : RC_FAILED; /* ENOENT, ECONNREFUSED: guardian down */
     }
-    if (!relay_register(r, &c->end[RELAY_TCP]) || !relay_register(r, unx))
+    if (!relay_register(r->ep, &c->end[RELAY_CLIENT]) || !relay_register(r->ep, unx))
         return RC_FAILED;
     /* Both sockets are ready to be written; the ADD queued an event for each, which starts the pump. */
     return RC_DONE;
@@ -1869,9 +1681,7 @@ static void relay_accept(struct relay *r)
             r->paused_until = now_ms() + RELAY_PAUSE_MS;
             return;
         }
-        c->end[RELAY_TCP].fd = fd;
-        c->end[RELAY_UNIX].fd = -1;
-        c->end[RELAY_UNIX].side = RELAY_UNIX;
+        relay_conn_init(c, fd, -1);
         switch (relay_connect(r, c)) {
         case RC_DONE:
             break;
@@ -1995,15 +1805,7 @@ static int relay_main(int argc, char **argv)
                 relay_accept(&r);
                 continue;
             }
-            if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-                e->can_read = true; /* at EOF or on an error, recv says which */
-            if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-                e->can_write = true;
-            /* HUP before we shut our own sending side down means the peer closed completely (a
-             * guardian ending an idle connection, a client reset): the direction into this socket
-             * is over even if the other side never sends again. */
-            if ((ev & EPOLLHUP) && !e->wr_shut)
-                relay_lose_peer(e);
+            relay_note(e, ev);
             relay_queue(&r, relay_conn_of(e));
         }
         now = now_ms();
@@ -2015,7 +1817,16 @@ static int relay_main(int argc, char **argv)
             todo = c->next;
             c->next = NULL;
             c->queued = false;
-            relay_pump(&r, c);
+            switch (relay_pump(c)) {
+            case RELAY_DONE:
+                relay_close(c);
+                break;
+            case RELAY_MORE:
+                relay_queue(&r, c);
+                break;
+            case RELAY_WAIT:
+                break;
+            }
         }
     }
 }

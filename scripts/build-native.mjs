@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // Compiles the C helpers (run by `npm run build`): native/cloister-init.c into
-// native/build/cloister-init and native/hostexec.c into native/build/hostexec.
-// Skips a compile when its binary is newer than both its source and this script.
+// native/build/cloister-init, native/hostexec.c into native/build/hostexec, and the guardian's
+// tunnel relay, a Node-API addon (native/tunnel-relay.c), into native/build/tunnel-relay.node.
+// Skips a compile when its output is newer than its sources and this script.
 // Usage: node scripts/build-native.mjs [--force]
 import { spawnSync } from "node:child_process";
 import { mkdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { createRequire } from "node:module";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -13,7 +15,13 @@ export const SOURCE = join(root, "native", "cloister-init.c");
 export const BINARY = join(root, "native", "build", "cloister-init");
 export const HOSTEXEC_SOURCE = join(root, "native", "hostexec.c");
 export const HOSTEXEC_BINARY = join(root, "native", "build", "hostexec");
+export const TUNNEL_RELAY_SOURCE = join(root, "native", "tunnel-relay.c");
+export const TUNNEL_RELAY_ADDON = join(root, "native", "build", "tunnel-relay.node");
+/** The byte pump that cloister-init's relay and the tunnel relay share. */
+const RELAY_PUMP = [join(root, "native", "relay-pump.c"), join(root, "native", "relay-pump.h")];
 export const CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-O2", "-Wall", "-Wextra", "-Werror"];
+/** Node-API's headers, from the node-api-headers package (the addon links against no library). */
+const ADDON_FLAGS = ["-shared", "-fPIC", "-pthread", "-I", createRequire(import.meta.url)("node-api-headers").include_dir];
 
 function mtime(path) {
   try {
@@ -23,16 +31,22 @@ function mtime(path) {
   }
 }
 
-/** Compiles source into binary unless it is up to date; returns binary. Throws with a readable message. */
-function compile(source, binary, force) {
+/**
+ * Compiles sources (the first is the program's, the others its shared parts; headers are only
+ * looked at for their age) into binary unless it is up to date; returns binary. Throws with a
+ * readable message.
+ */
+function compile(sources, binary, force, flags = []) {
   const built = mtime(binary);
-  if (!force && built > mtime(source) && built > mtime(fileURLToPath(import.meta.url))) return binary;
+  const inputs = [...sources, fileURLToPath(import.meta.url)];
+  if (!force && inputs.every((input) => built > mtime(input))) return binary;
 
   const name = basename(binary);
   mkdirSync(dirname(binary), { recursive: true });
   // Compile to a temporary name and rename: a concurrent run (or a test) never sees half a binary.
   const tmp = `${binary}.tmp-${process.pid}`;
-  const result = spawnSync("cc", [...CFLAGS, "-o", tmp, source], { stdio: ["ignore", "inherit", "inherit"] });
+  const units = sources.filter((source) => source.endsWith(".c"));
+  const result = spawnSync("cc", [...CFLAGS, ...flags, "-o", tmp, ...units], { stdio: ["ignore", "inherit", "inherit"] });
   if (result.error) {
     rmSync(tmp, { force: true });
     if (result.error.code === "ENOENT") {
@@ -50,8 +64,9 @@ function compile(source, binary, force) {
 
 /** Builds every helper that is missing or stale; returns the path of cloister-init. Throws with a readable message. */
 export function buildNative({ force = false } = {}) {
-  compile(HOSTEXEC_SOURCE, HOSTEXEC_BINARY, force);
-  return compile(SOURCE, BINARY, force);
+  compile([HOSTEXEC_SOURCE], HOSTEXEC_BINARY, force);
+  compile([TUNNEL_RELAY_SOURCE, ...RELAY_PUMP], TUNNEL_RELAY_ADDON, force, ADDON_FLAGS);
+  return compile([SOURCE, ...RELAY_PUMP], BINARY, force);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -16,6 +16,7 @@ import { SAFE_NAME_RE } from "../config/names.js";
 import type { RuleEntry } from "../config/schema.js";
 import type { SessionRules } from "../sandbox/records.js";
 import { Egress, loadPolicy } from "./egress.js";
+import { loadTunnelRelay } from "./proxy/native-relay.js";
 import { cloisterBuild, guardianStatus, readGuardianInfo, type GuardianInfo } from "./control-client.js";
 import { ApprovalQueue, type DecisionKeeper } from "./approvals/queue.js";
 import type { AnswerInput } from "./approvals/types.js";
@@ -80,6 +81,8 @@ class Guardian {
       process.exit(0);
     }
     ensurePrivateDir(this.paths.runtimeDir);
+    // Now rather than at the first tunnel: a guardian without its relay would refuse every one.
+    loadTunnelRelay();
     const policy = await loadPolicy(this.paths);
     // Rotation settings come from the config at guardian start (defaults while it is invalid).
     this.audit = await AuditLog.open({ dir: this.paths.auditDir, maxBytes: policy.store?.audit.maxBytes, keep: policy.store?.audit.keep });

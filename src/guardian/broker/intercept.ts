@@ -27,7 +27,7 @@ import type { EgressContext } from "../proxy/context.js";
 import { endToEnd, headerPairs, headerValues } from "../proxy/headers.js";
 import { handedConnectionServer } from "../proxy/http.js";
 import type { Admitted } from "../proxy/judge.js";
-import type { TunnelResult } from "../proxy/tunnel.js";
+import type { TunnelResult } from "../proxy/native-relay.js";
 import type { Interception } from "./broker.js";
 import { discardRest, relayScanned, scanningStream, type Scan } from "./scanner.js";
 

@@ -6,7 +6,8 @@ import { decide, type Decision } from "../../policy/egress.js";
 import { formatAuthority, hostText, type Host } from "../../policy/hosts.js";
 import type { Outcome } from "../approvals/queue.js";
 import { admit, isPublicDestination, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
-import { UpstreamAgent, type TunnelResult } from "./tunnel.js";
+import { UpstreamAgent } from "./tunnel.js";
+import { relayTunnel, type RelayedTunnel, type TunnelResult } from "./native-relay.js";
 import { Agent as HttpsAgent } from "node:https";
 import type { ActiveRule } from "../../policy/injection.js";
 import type { Interception } from "../broker/broker.js";
@@ -50,16 +51,39 @@ export class EgressContext {
   /** Its kept-alive TLS connections to origins of intercepted requests (by checked address and name). */
   readonly tlsUpstream = new HttpsAgent({ keepAlive: true, maxSockets: 32, maxTotalSockets: 256, maxFreeSockets: 8, timeout: 30_000, scheduling: "lifo" });
 
+  /** Admitted tunnels with the relay thread: they count as this cloister's connections. */
+  private readonly tunnels = new Set<RelayedTunnel>();
+  private closed = false;
+
   constructor(private readonly options: EgressContextOptions) {
     this.cloister = options.cloister;
     this.project = options.project;
     this.token = Buffer.from(options.token);
   }
 
-  /** The cloister is gone: its pooled origin connections close with it. */
+  /** The cloister is gone: its tunnels and pooled origin connections close with it. */
   close(): void {
+    this.closed = true;
+    for (const tunnel of this.tunnels) tunnel.cut();
     this.upstream.destroy();
     this.tlsUpstream.destroy();
+  }
+
+  /** Tunnels of this cloister open now. */
+  get openTunnels(): number {
+    return this.tunnels.size;
+  }
+
+  /** Relays an admitted tunnel's bytes until it is over (native-relay.ts); closing the context cuts it. */
+  async tunnel(client: Socket, upstream: Socket, early: Buffer): Promise<TunnelResult> {
+    const relayed = await relayTunnel(client, upstream, this.settings.idle_timeout, early);
+    this.tunnels.add(relayed);
+    if (this.closed) relayed.cut();
+    try {
+      return await relayed.done;
+    } finally {
+      this.tunnels.delete(relayed);
+    }
   }
 
   get credentials(): CloisterCredentials | undefined {

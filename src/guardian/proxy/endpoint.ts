@@ -48,8 +48,9 @@ export class EgressEndpoint {
     return endpoint;
   }
 
+  /** Connections node still serves, and tunnels handed to the relay thread. */
   get openConnections(): number {
-    return this.connections.size;
+    return this.connections.size + this.context.openTunnels;
   }
 
   close(): void {
@@ -61,7 +62,7 @@ export class EgressEndpoint {
 
   private accept(socket: Socket): void {
     socket.on("error", () => socket.destroy());
-    if (this.connections.size >= this.context.settings.max_connections) {
+    if (this.openConnections >= this.context.settings.max_connections) {
       // One cloister cannot hold more than its share of the guardian's sockets and memory.
       this.context.refused("connect", "over-limit", `more than ${this.context.settings.max_connections} connections open`);
       socket.destroy();

@@ -9,7 +9,7 @@ import { forwardedHeaders, headerPairs, headerValues, responseHeaders } from "./
 import { sightingInRequest, type Sighting } from "../../policy/injection.js";
 import { intercept } from "../broker/intercept.js";
 import { discardRest, relayScanned, type Scan } from "../broker/scanner.js";
-import { dial, DialError, tunnel } from "./tunnel.js";
+import { dial, DialError } from "./tunnel.js";
 
 /**
  * The HTTP side of the proxy: CONNECT tunnels and absolute-form plain HTTP. Parsing is node's own
@@ -152,7 +152,7 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
   }
   if (client.destroyed) return void upstream.destroy();
   client.write("HTTP/1.1 200 Connection established\r\n\r\n");
-  context.ended("connect", verdict, await tunnel(client, upstream, context.settings.idle_timeout, head));
+  context.ended("connect", verdict, await context.tunnel(client, upstream, head));
 }
 
 // ---------------------------------------------------------------------------------------------------

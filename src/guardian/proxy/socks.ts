@@ -16,7 +16,7 @@ import {
   type Parsed,
   type SocksAddress,
 } from "./socks5.js";
-import { dial, DialError, tunnel } from "./tunnel.js";
+import { dial, DialError } from "./tunnel.js";
 import { intercept } from "../broker/intercept.js";
 
 const HANDSHAKE_TIMEOUT_MS = 15_000;
@@ -106,7 +106,7 @@ async function session(context: EgressContext, socket: Socket, reader: Handshake
   }
   if (socket.destroyed) return void upstream.destroy();
   socket.write(encodeReply(SocksReply.Succeeded, { address: upstream.localAddress ?? "0.0.0.0", port: upstream.localPort ?? 0 }));
-  context.ended("socks", verdict, await tunnel(socket, upstream, context.settings.idle_timeout, early));
+  context.ended("socks", verdict, await context.tunnel(socket, upstream, early));
 }
 
 function socksHost(address: SocksAddress): Host {
