@@ -24,7 +24,7 @@ import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { asUserSkipReason, createUserInstance, type UserInstance } from "../helpers/as-user.js";
-import { createInstance, spawnCli, type CliResult, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, spawnCli, waitUntil, type CliResult, type TestInstance } from "../helpers/cloister.js";
 import { startHostListeners, startSinksOnPort, type HostListeners, type TcpSink } from "../helpers/net-sinks.js";
 import { assertNoCanaryAnywhere, diffSnapshots, hostSensitiveSnapshot, NO_PYTHON, parseSteps, PY_PRELUDE, PYTHON, type Snapshot } from "../helpers/oracles.js";
 import { startHttpUpstream, startTcpEcho, type Upstream } from "../fixtures/upstreams.js";
@@ -1298,6 +1298,73 @@ out("cut", cut)
       await assertLiveness("after the flood");
     });
   });
+
+  it(
+    "the attacker holds more admitted tunnels than its share (1,100 CONNECTs to an allowed echo, each used): the guardian's relay counts them against the cap, refuses the surplus, and cuts every one when the cloister ends",
+    { skip: NO_PYTHON },
+    async () => {
+      const openBefore = n.echo.openConnections;
+      const hold = String.raw`
+import resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+held, refused = [], 0
+for i in range(1100):
+    try:
+        s = dial()
+        s.sendall(b"CONNECT echo.test:${n.echo.port} HTTP/1.1\r\nHost: echo.test:${n.echo.port}\r\n" + auth() + b"\r\n")
+        head, problem = read_until(s)
+        if status(head, problem) != "200":
+            s.close()
+            refused += 1
+            continue
+        line = b"held %d\n" % i
+        s.sendall(line)
+        back, problem = read_until(s, marker=b"\n")
+        if back != line:
+            s.close()
+            refused += 1
+            continue
+        held.append(s)
+    except OSError:
+        refused += 1
+print("holding %d %d" % (len(held), refused), flush=True)
+sys.stdin.readline()
+# Still held, still working: every tunnel the guardian admitted is a live one.
+alive = 0
+for i, s in enumerate(held):
+    s.sendall(b"again %d\n" % i)
+    back, problem = read_until(s, marker=b"\n")
+    alive += back == b"again %d\n" % i
+out("held", len(held))
+out("refused", refused)
+out("alive", alive)
+`;
+      const run = spawnCli(t, ["run", ...sessionFlags(n), "--", "bash", "-c", python(hold)]);
+      let heldAtOrigin = 0;
+      try {
+        await run.waitFor("holding", 120_000);
+        heldAtOrigin = n.echo.openConnections - openBefore;
+        await assertLiveness("while the tunnels are held");
+      } finally {
+        run.endInput();
+      }
+      const r = await run.done;
+      outputs.push(r.stdout, r.stderr);
+      const steps = parseSteps(r.stdout);
+      const held = Number(steps.get("held"));
+      // The cap is 1024 connections per cloister (proxy.max_connections); the bystander's own are elsewhere.
+      assert.ok(held > 0 && held <= 1024, r.stdout + r.stderr);
+      assert.equal(held + Number(steps.get("refused")), 1100);
+      assert.equal(Number(steps.get("alive")), held, "a held tunnel stopped carrying bytes");
+      assert.equal(heldAtOrigin, held, "the origin saw a different number of connections than the tunnels admitted");
+      const tail = await t.cli(["audit", "tail", "-n", "5000", "--json"]);
+      assert.ok(tail.stdout.split("\n").some((l) => l.includes('"over-limit"')), "no tunnel was refused as over the per-cloister limit");
+      // The cloister is gone: not one of its tunnels is left open at the origin.
+      await waitUntil("the held tunnels to close at the origin", () => n.echo.openConnections === openBefore);
+      await assertLiveness("after the tunnels");
+    },
+  );
 
   it(
     "the attacker sends a 64 KiB header line, 20 times: each gets its 431 through 127.0.0.1:3128",

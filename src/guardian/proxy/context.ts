@@ -51,7 +51,8 @@ export class EgressContext {
   /** Its kept-alive TLS connections to origins of intercepted requests (by checked address and name). */
   readonly tlsUpstream = new HttpsAgent({ keepAlive: true, maxSockets: 32, maxTotalSockets: 256, maxFreeSockets: 8, timeout: 30_000, scheduling: "lifo" });
 
-  /** Admitted tunnels with the relay thread: they count as this cloister's connections. */
+  /** Connections node serves for this cloister, and tunnels handed to the relay thread: both are open connections. */
+  private readonly sockets = new Set<Socket>();
   private readonly tunnels = new Set<RelayedTunnel>();
   private closed = false;
 
@@ -61,22 +62,32 @@ export class EgressContext {
     this.token = Buffer.from(options.token);
   }
 
-  /** The cloister is gone: its tunnels and pooled origin connections close with it. */
+  /** The cloister is gone: its connections, tunnels and pooled origin connections close with it. */
   close(): void {
     this.closed = true;
+    for (const socket of this.sockets) socket.destroy();
     for (const tunnel of this.tunnels) tunnel.cut();
     this.upstream.destroy();
     this.tlsUpstream.destroy();
   }
 
-  /** Tunnels of this cloister open now. */
-  get openTunnels(): number {
-    return this.tunnels.size;
+  /** Connections of this cloister open now, whatever they carry (the cap of `proxy.max_connections`). */
+  get openConnections(): number {
+    return this.sockets.size + this.tunnels.size;
+  }
+
+  /** Counts an accepted connection until it closes or becomes a tunnel; closing the context closes it. */
+  track(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once("close", () => this.sockets.delete(socket));
   }
 
   /** Relays an admitted tunnel's bytes until it is over (native-relay.ts); closing the context cuts it. */
   async tunnel(client: Socket, upstream: Socket, early: Buffer): Promise<TunnelResult> {
     const relayed = await relayTunnel(client, upstream, this.settings.idle_timeout, early);
+    // The client's socket is node's no more: it counts as the tunnel from here on, before any
+    // other connection is accepted, so the cap never counts it twice.
+    this.sockets.delete(client);
     this.tunnels.add(relayed);
     if (this.closed) relayed.cut();
     try {

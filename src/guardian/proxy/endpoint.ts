@@ -21,7 +21,6 @@ const FIRST_BYTES_TIMEOUT_MS = 15_000;
  */
 export class EgressEndpoint {
   private readonly server: Server;
-  private readonly connections = new Set<Socket>();
 
   private constructor(
     readonly context: EgressContext,
@@ -48,14 +47,12 @@ export class EgressEndpoint {
     return endpoint;
   }
 
-  /** Connections node still serves, and tunnels handed to the relay thread. */
   get openConnections(): number {
-    return this.connections.size + this.context.openTunnels;
+    return this.context.openConnections;
   }
 
   close(): void {
     this.server.close();
-    for (const socket of this.connections) socket.destroy();
     this.context.close();
     rmSync(this.socketPath, { force: true });
   }
@@ -68,8 +65,7 @@ export class EgressEndpoint {
       socket.destroy();
       return;
     }
-    this.connections.add(socket);
-    socket.on("close", () => this.connections.delete(socket));
+    this.context.track(socket);
     socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
     // A 'readable' listener starts reading without letting data flow anywhere yet.
     socket.once("readable", () => this.dispatch(socket));
