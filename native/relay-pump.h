@@ -82,8 +82,8 @@ struct relay_conn *relay_conn_of(struct relay_end *e);
 /* Does what the connection's sockets allow now. */
 enum relay_state relay_pump(struct relay_conn *c);
 
-/* Closes both sockets (after reading off the client's unread input) and frees what is buffered;
- * the struct itself stays the caller's. */
+/* Closes both sockets (after reading off the client's unread input, into the shared buffer: so
+ * only on the pumping thread) and frees what is buffered; the struct itself stays the caller's. */
 void relay_release(struct relay_conn *c);
 
 #endif

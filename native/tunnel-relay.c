@@ -382,7 +382,12 @@ static napi_value start(napi_env env, napi_callback_info info)
     relay_conn_init(&t->conn, client, server);
     if (server < 0 || !relay_preload(&t->conn.end[RELAY_SERVER], early_up, up_len) || !relay_preload(&t->conn.end[RELAY_CLIENT], early_down, down_len)) {
         int err = server < 0 ? errno : ENOMEM;
-        relay_release(&t->conn);
+        /* Not relay_release: it reads into the pump's buffer, which only the relay thread may touch. */
+        for (int s = 0; s < 2; s++) {
+            if (t->conn.end[s].fd >= 0)
+                close(t->conn.end[s].fd);
+            free(t->conn.end[s].pend);
+        }
         free(t);
         return throw_errno(env, err, "start");
     }

@@ -64,6 +64,9 @@ export function loadTunnelRelay(): TunnelRelayAddon {
 export async function relayTunnel(client: Socket, upstream: Socket, idleMs: number, early: Buffer): Promise<RelayedTunnel> {
   const relay = loadTunnelRelay();
   const started = Date.now();
+  // dial() left the upstream socket without an error listener; while the reply drains, a reset
+  // from the origin must not become an uncaught error (the hand-over then sees it destroyed).
+  upstream.on("error", () => upstream.destroy());
   const failed = (): RelayedTunnel => {
     client.destroy();
     upstream.destroy();
