@@ -1602,15 +1602,6 @@ struct relay {
     int64_t retry_at;
 };
 
-static void relay_queue(struct relay *r, struct relay_conn *c)
-{
-    if (c->queued)
-        return;
-    c->queued = true;
-    c->next = r->ready;
-    r->ready = c;
-}
-
 static void relay_close(struct relay_conn *c)
 {
     relay_release(c);
@@ -1806,7 +1797,7 @@ static int relay_main(int argc, char **argv)
                 continue;
             }
             relay_note(e, ev);
-            relay_queue(&r, relay_conn_of(e));
+            relay_queue(&r.ready, relay_conn_of(e));
         }
         now = now_ms();
         relay_retry_connect(&r, now);
@@ -1822,7 +1813,7 @@ static int relay_main(int argc, char **argv)
                 relay_close(c);
                 break;
             case RELAY_MORE:
-                relay_queue(&r, c);
+                relay_queue(&r.ready, c);
                 break;
             case RELAY_WAIT:
                 break;

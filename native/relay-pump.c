@@ -21,6 +21,15 @@ struct relay_conn *relay_conn_of(struct relay_end *e)
     return (struct relay_conn *)(void *)(e - e->side);
 }
 
+void relay_queue(struct relay_conn **ready, struct relay_conn *c)
+{
+    if (c->queued)
+        return;
+    c->queued = true;
+    c->next = *ready;
+    *ready = c;
+}
+
 void relay_conn_init(struct relay_conn *c, int client_fd, int server_fd)
 {
     memset(c, 0, sizeof *c);

@@ -79,6 +79,9 @@ void relay_note(struct relay_end *e, uint32_t events);
 
 struct relay_conn *relay_conn_of(struct relay_end *e);
 
+/* Puts c on the loop's ready list (once): the list of connections to pump before the next wait. */
+void relay_queue(struct relay_conn **ready, struct relay_conn *c);
+
 /* Does what the connection's sockets allow now. */
 enum relay_state relay_pump(struct relay_conn *c);
 

@@ -97,13 +97,11 @@ static void wake(void)
 
 /* ====================================================================== the relay thread */
 
-static void queue(struct relay_conn *c)
+/* How often the idle sweep looks at a tunnel with this timeout: a quarter of it, within bounds. */
+static int64_t sweep_gap(int64_t idle_ms)
 {
-    if (c->queued)
-        return;
-    c->queued = true;
-    c->next = ready;
-    ready = c;
+    int64_t gap = idle_ms / 4;
+    return gap < SWEEP_MIN_MS ? SWEEP_MIN_MS : gap > SWEEP_MAX_MS ? SWEEP_MAX_MS : gap;
 }
 
 /* Reports a tunnel's end to JavaScript and lets go of its sockets. The struct is freed here, or
@@ -147,9 +145,9 @@ static void take_started(int64_t now, int64_t *next_sweep)
             live->prev = t;
         live = t;
         t->last_active_ms = now;
-        int64_t gap = t->idle_ms / 4 < SWEEP_MIN_MS ? SWEEP_MIN_MS : t->idle_ms / 4 > SWEEP_MAX_MS ? SWEEP_MAX_MS : t->idle_ms / 4;
-        if (now + gap < *next_sweep)
-            *next_sweep = now + gap;
+        int64_t due = now + sweep_gap(t->idle_ms);
+        if (due < *next_sweep)
+            *next_sweep = due;
         /* Registering reports each socket's current state once: that starts the pump. */
         if (!relay_register(ep, &t->conn.end[RELAY_CLIENT]) || !relay_register(ep, &t->conn.end[RELAY_SERVER]))
             finish(t, END_ERROR);
@@ -184,8 +182,9 @@ static int64_t sweep_idle(int64_t now)
             finish(t, END_IDLE);
             continue;
         }
-        if (t->idle_ms / 4 < gap)
-            gap = t->idle_ms / 4 < SWEEP_MIN_MS ? SWEEP_MIN_MS : t->idle_ms / 4;
+        int64_t own = sweep_gap(t->idle_ms);
+        if (own < gap)
+            gap = own;
     }
     return now + gap;
 }
@@ -213,7 +212,7 @@ static void pump_ready(int64_t now)
         if (state == RELAY_DONE)
             finish(t, c->failed || c->out_of_memory ? END_ERROR : END_CLOSED);
         else if (state == RELAY_MORE)
-            queue(c);
+            relay_queue(&ready, c);
     }
 }
 
@@ -239,7 +238,7 @@ static void *relay_thread(void *unused)
                 continue;
             }
             relay_note(e, events[i].events);
-            queue(relay_conn_of(e));
+            relay_queue(&ready, relay_conn_of(e));
         }
         now = now_ms();
         if (woken) {

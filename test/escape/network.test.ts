@@ -914,6 +914,23 @@ describe("escape/network", () => {
     assert.equal(status.pid, guardianPid, `${context}: the guardian died and was restarted`);
   }
 
+  /**
+   * Runs an attack that prints `marker` once it holds what it opened, then waits for a line on its
+   * stdin before it lets go; `meanwhile` runs while it holds.
+   */
+  async function whileHeld(script: string, marker: string, ms: number, meanwhile: () => Promise<void>): Promise<CliResult> {
+    const run = spawnCli(t, ["run", ...sessionFlags(n), "--", "bash", "-c", script]);
+    try {
+      await run.waitFor(marker, ms);
+      await meanwhile();
+    } finally {
+      run.endInput();
+    }
+    const r = await run.done;
+    outputs.push(r.stdout, r.stderr);
+    return r;
+  }
+
   /** Runs an attack while the bystander makes its request, then checks liveness once more. */
   async function during(context: string, attacking: Promise<CliResult>): Promise<CliResult> {
     const [r] = await Promise.all([attacking, assertLiveness(`during ${context}`)]);
@@ -1271,19 +1288,13 @@ while time.time() < stop_after and (cut == 0 or cut != last):
 stop.set()
 out("cut", cut)
 `;
-      const run = spawnCli(t, ["run", ...sessionFlags(n), "--", "bash", "-c", python(flood)]);
-      try {
-        await run.waitFor("flooding", 90_000);
+      const r = await whileHeld(python(flood), "flooding", 90_000, async () => {
         // Meanwhile: the bystander, a fresh cloister and the guardian's status all work.
         await assertLiveness("during the flood");
         const fresh = await t.cli(["run", ...sessionFlags(n), "--", "curl", "-sS", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}", `http://web.test:${P}/fresh`]);
         assert.equal(fresh.stdout, "200", `a fresh cloister during the flood: ${fresh.stderr}`);
         await assertLiveness("during the flood, again");
-      } finally {
-        run.endInput();
-      }
-      const r = await run.done;
-      outputs.push(r.stdout, r.stderr);
+      });
       const steps = parseSteps(r.stdout);
       ctx.diagnostic(`flood: ${/flooding (\d+ \d+)/.exec(r.stdout)?.[1] ?? "?"} (open, failed); cut by the guardian: ${steps.get("cut") ?? "?"}; huge header: ${steps.get("huge-header") ?? "?"}`);
       // 431, or (see the todo case below) a close without any answer: never forwarded either way.
@@ -1340,17 +1351,11 @@ out("held", len(held))
 out("refused", refused)
 out("alive", alive)
 `;
-      const run = spawnCli(t, ["run", ...sessionFlags(n), "--", "bash", "-c", python(hold)]);
       let heldAtOrigin = 0;
-      try {
-        await run.waitFor("holding", 120_000);
+      const r = await whileHeld(python(hold), "holding", 120_000, async () => {
         heldAtOrigin = n.echo.openConnections - openBefore;
         await assertLiveness("while the tunnels are held");
-      } finally {
-        run.endInput();
-      }
-      const r = await run.done;
-      outputs.push(r.stdout, r.stderr);
+      });
       const steps = parseSteps(r.stdout);
       const held = Number(steps.get("held"));
       // The cap is 1024 connections per cloister (proxy.max_connections); the bystander's own are elsewhere.
