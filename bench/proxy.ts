@@ -270,9 +270,9 @@ function reloadGuardian(host: Pick<ProxyBenchHost, "cli" | "env">): void {
   if (r.status !== 0) throw new Error(`cloister guardian reload failed: ${lastLines(r.stderr)}`);
 }
 
-function spawnSyncNode(host: Pick<ProxyBenchHost, "cli" | "env">, args: string[]): { status: number | null; stderr: string } {
+function spawnSyncNode(host: Pick<ProxyBenchHost, "cli" | "env">, args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [host.cli, ...args], { env: host.env, encoding: "utf8" });
-  return { status: r.status, stderr: r.stderr };
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 /**
@@ -292,6 +292,20 @@ async function describeBridge(cloister: Cloister): Promise<{ text: string; relay
     await sleep(100);
   }
   return { text: "not found among the cloister's processes (neither socat nor cloister-init relay)" };
+}
+
+/**
+ * Whether the guardian took the cloister's listening socket from the bridge (listener hand-over),
+ * so that connections skip the bridge. The bridge offers it as it starts; look for a few seconds.
+ */
+async function describeHandover(host: Pick<ProxyBenchHost, "cli" | "env">): Promise<string> {
+  for (let tries = 0; tries < 50; tries++) {
+    const r = spawnSyncNode(host, ["guardian", "status", "--json"]);
+    const status = JSON.parse(r.stdout || "{}") as { directListeners?: number };
+    if ((status.directListeners ?? 0) > 0) return "the guardian accepts on it directly (the bridge handed its listener over and stands by)";
+    await sleep(100);
+  }
+  return "the bridge relays every connection (the guardian did not take its listener)";
 }
 
 /** A bridge process by its argv: socat's listener or one of its forks, or cloister-init's relay (mounted as /run/cloister/init). */
@@ -746,6 +760,7 @@ export async function proxySection(host: ProxyBenchHost, options: ProxyOptions):
     const bridge = await describeBridge(setup.cloister);
     setup.relayPid = bridge.relayPid;
     print(`  bridge inside the cloister: ${bridge.text}`);
+    print(`  the cloister's port: ${await describeHandover(host)}`);
     print(`  servers on 127.0.0.1 in the bench process: small HTTP :${http.port}, blob :${blob.port}, echo :${echo.port}`);
     print(`  the cloister reaches them as ${ORIGIN} (--resolve ${ORIGIN}=127.0.0.1, --allow-private ${ORIGIN}:PORT); srt as 127.0.0.1:PORT (allowedDomains); direct: 127.0.0.1:PORT`);
     print(`  client: bench/proxy-client.ts bundled to ${CLIENT_FILE}, run by ${process.execPath} in each place; timings in the client, per request (hrtime)`);

@@ -1583,12 +1583,28 @@ static int init_main(int argc, char **argv)
  * for every TCP connection, connects a fresh unix stream socket to PATH (the guardian's socket for
  * this cloister) and copies bytes both ways until both directions are finished: one process, one
  * thread, one epoll set, with the byte pump of relay-pump.h (the guardian's tunnels use the same).
+ *
+ * With `--hand-over SOCKET`, the relay first offers its listening socket to the guardian: it sends
+ * the fd over SOCKET, and once the guardian answers that it accepts on it, the relay stops
+ * accepting, so connections reach the guardian directly, without this hop (a copy each way, ~75 µs
+ * per round trip here). The hand-over connection stays open as the guardian's lifeline: when it
+ * ends (the guardian exited, crashed, or refused), the relay accepts again and offers the socket
+ * anew every RELAY_HANDOVER_RETRY_MS. The wire format is in docs/internals/init-protocol.md.
  */
 
 #define RELAY_EVENTS 256      /* epoll events taken per wait */
 #define RELAY_ACCEPTS 64      /* connections accepted per wake-up; the listener is level-triggered */
 #define RELAY_RETRY_MS 5      /* gap between connect attempts while the guardian's backlog is full */
 #define RELAY_PAUSE_MS 100    /* accepting pauses this long when out of fds or memory */
+#define RELAY_HANDOVER_RETRY_MS 1000 /* gap between offers of the listener while none is taken */
+
+/* The hand-over's message; the listening socket rides with it as SCM_RIGHTS. The guardian's
+ * answer is one byte: HANDOVER_TAKEN, after which it accepts on the socket. */
+static const char HANDOVER_MAGIC[] = "cloister-listener 1\n";
+#define HANDOVER_TAKEN '1'
+
+/* epoll tags of the two sockets that are not a connection's ends (those carry the end itself) */
+static char listener_tag, handover_tag;
 
 struct relay {
     int ep;
@@ -1600,6 +1616,11 @@ struct relay {
     struct relay_conn *ready;  /* connections with work left: pumped before the next wait */
     struct relay_conn *waiting; /* accepted, but the guardian's backlog was full: connect again */
     int64_t retry_at;
+    struct sockaddr_un handover_addr; /* empty path: no hand-over */
+    socklen_t handover_addrlen;
+    int handover_fd;           /* the connection the listener was offered over; -1: none */
+    bool handed_over;          /* the guardian accepts on the listener, so this relay does not */
+    int64_t handover_at;       /* the next offer, while handover_fd is -1 */
 };
 
 static void relay_close(struct relay_conn *c)
@@ -1692,10 +1713,10 @@ static void relay_accept(struct relay *r)
  * pending connection would be reported again at once, and the loop would spin). */
 static void relay_update_listener(struct relay *r, int64_t now)
 {
-    bool want = !r->waiting && now >= r->paused_until;
+    bool want = !r->waiting && now >= r->paused_until && !r->handed_over;
     if (want == r->listening)
         return;
-    struct epoll_event ev = { .events = want ? EPOLLIN : 0, .data.ptr = NULL };
+    struct epoll_event ev = { .events = want ? EPOLLIN : 0, .data.ptr = &listener_tag };
     if (epoll_ctl(r->ep, EPOLL_CTL_MOD, r->lsock, &ev) == 0)
         r->listening = want;
 }
@@ -1709,9 +1730,75 @@ static int relay_timeout(const struct relay *r, int64_t now)
         due = r->retry_at;
     if (now < r->paused_until && (due < 0 || r->paused_until < due))
         due = r->paused_until;
+    if (r->handover_addrlen && r->handover_fd < 0 && (due < 0 || r->handover_at < due))
+        due = r->handover_at;
     if (due < 0)
         return -1;
     return due > now ? (int)(due - now) : 0;
+}
+
+/* Offers the listening socket to the guardian, when due: one connect and one sendmsg, both
+ * immediate on a unix socket. Any failure (the guardian is not up yet, or is an older one without
+ * the hand-over socket) leaves the relay accepting, and the offer is made again later. */
+static void handover_offer(struct relay *r, int64_t now)
+{
+    if (!r->handover_addrlen || r->handover_fd >= 0 || now < r->handover_at)
+        return;
+    r->handover_at = now + RELAY_HANDOVER_RETRY_MS;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = { .iov_base = (void *)HANDOVER_MAGIC, .iov_len = sizeof HANDOVER_MAGIC - 1 };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &r->lsock, sizeof(int));
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = &handover_tag };
+    if (connect(fd, (struct sockaddr *)&r->handover_addr, r->handover_addrlen) < 0 ||
+        sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)iov.iov_len || epoll_ctl(r->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        close(fd);
+        return;
+    }
+    r->handover_fd = fd;
+}
+
+/* The guardian answered on the hand-over connection, or the connection ended. */
+static void handover_answer(struct relay *r, int64_t now)
+{
+    char answer;
+    ssize_t n = recv(r->handover_fd, &answer, 1, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n == 1 && answer == HANDOVER_TAKEN && !r->handed_over) {
+        r->handed_over = true; /* relay_update_listener stops accepting */
+        return;
+    }
+    /* The end (or an answer that makes no sense): the guardian no longer accepts for us. */
+    epoll_ctl(r->ep, EPOLL_CTL_DEL, r->handover_fd, NULL);
+    close(r->handover_fd);
+    r->handover_fd = -1;
+    r->handed_over = false;
+    r->handover_at = now + RELAY_HANDOVER_RETRY_MS;
+}
+
+/* Fills in an AF_UNIX address; exits on a path that does not fit. */
+static socklen_t relay_unix_addr(struct sockaddr_un *addr, const char *path)
+{
+    size_t plen = strlen(path);
+    if (!plen)
+        fatal(EINVAL, "relay: empty socket path");
+    if (plen >= sizeof addr->sun_path)
+        fatal(ENAMETOOLONG, "relay: %s", path);
+    addr->sun_family = AF_UNIX;
+    memcpy(addr->sun_path, path, plen + 1);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
 }
 
 static void relay_listen(struct relay *r, long port)
@@ -1742,23 +1829,32 @@ static void relay_adopt(struct relay *r, long fd)
     r->lsock = (int)fd;
 }
 
+#define RELAY_USAGE "usage: cloister-init relay {PORT | --fd N} [--hand-over SOCKET] UNIX_SOCKET_PATH"
+
 static int relay_main(int argc, char **argv)
 {
     long port = 0, fd = -1;
-    bool inherited = argc == 5 && strcmp(argv[2], "--fd") == 0 && parse_long(argv[3], 3, INT_MAX, &fd);
-    if (!inherited && (argc != 4 || !parse_long(argv[2], 1, 65535, &port)))
-        fatal(EINVAL, "usage: cloister-init relay PORT UNIX_SOCKET_PATH | relay --fd N UNIX_SOCKET_PATH");
-    argv += argc - 4; /* argv[3] is the path in both forms */
-    if (!argv[3][0])
-        fatal(EINVAL, "relay: empty UNIX_SOCKET_PATH");
-    struct relay r = { .ep = -1, .lsock = -1 };
-    const char *path = argv[3];
-    size_t plen = strlen(path);
-    if (plen >= sizeof r.addr.sun_path)
-        fatal(ENAMETOOLONG, "relay: %s", path);
-    r.addr.sun_family = AF_UNIX;
-    memcpy(r.addr.sun_path, path, plen + 1);
-    r.addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
+    const char *handover = NULL;
+    int i = 2;
+    if (i + 1 < argc && strcmp(argv[i], "--fd") == 0) {
+        if (!parse_long(argv[i + 1], 3, INT_MAX, &fd))
+            fatal(EINVAL, RELAY_USAGE);
+        i += 2;
+    } else if (i < argc && parse_long(argv[i], 1, 65535, &port)) {
+        i += 1;
+    } else {
+        fatal(EINVAL, RELAY_USAGE);
+    }
+    if (i + 1 < argc && strcmp(argv[i], "--hand-over") == 0) {
+        handover = argv[i + 1];
+        i += 2;
+    }
+    if (i + 1 != argc)
+        fatal(EINVAL, RELAY_USAGE);
+    struct relay r = { .ep = -1, .lsock = -1, .handover_fd = -1 };
+    r.addrlen = relay_unix_addr(&r.addr, argv[i]);
+    if (handover)
+        r.handover_addrlen = relay_unix_addr(&r.handover_addr, handover);
 
     ensure_std_fds();
     signal(SIGPIPE, SIG_IGN); /* sends use MSG_NOSIGNAL; this covers anything else */
@@ -1769,14 +1865,14 @@ static int relay_main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
-    if (inherited)
+    if (fd >= 0)
         relay_adopt(&r, fd);
     else
         relay_listen(&r, port);
     r.ep = epoll_create1(EPOLL_CLOEXEC);
     if (r.ep < 0)
         fatal(errno, "relay: epoll_create1");
-    struct epoll_event lev = { .events = EPOLLIN, .data.ptr = NULL };
+    struct epoll_event lev = { .events = EPOLLIN, .data.ptr = &listener_tag };
     if (epoll_ctl(r.ep, EPOLL_CTL_ADD, r.lsock, &lev) < 0)
         fatal(errno, "relay: epoll_ctl");
     r.listening = true;
@@ -1784,19 +1880,24 @@ static int relay_main(int argc, char **argv)
     struct epoll_event evs[RELAY_EVENTS];
     for (;;) {
         int64_t now = now_ms();
+        handover_offer(&r, now);
         relay_update_listener(&r, now);
         int n = epoll_wait(r.ep, evs, RELAY_EVENTS, relay_timeout(&r, now));
         if (n < 0 && errno != EINTR)
             fatal(errno, "relay: epoll_wait");
         /* First only note what each event says; the work is done below, once per connection. */
         for (int i = 0; i < n; i++) {
-            struct relay_end *e = evs[i].data.ptr;
-            uint32_t ev = evs[i].events;
-            if (!e) {
+            void *tag = evs[i].data.ptr;
+            if (tag == &listener_tag) {
                 relay_accept(&r);
                 continue;
             }
-            relay_note(e, ev);
+            if (tag == &handover_tag) {
+                handover_answer(&r, now_ms());
+                continue;
+            }
+            struct relay_end *e = tag;
+            relay_note(e, evs[i].events);
             relay_queue(&r.ready, relay_conn_of(e));
         }
         now = now_ms();
@@ -1833,5 +1934,5 @@ int main(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "relay"))
         return relay_main(argc, argv);
     fatal(EINVAL, "usage: cloister-init keep [OPTIONS] -- PROGRAM [ARGS...] | cloister-init init [-- SERVICE [;; SERVICE]...]"
-                  " | cloister-init relay PORT UNIX_SOCKET_PATH");
+                  " | cloister-init relay {PORT | --fd N} [--hand-over SOCKET] UNIX_SOCKET_PATH");
 }

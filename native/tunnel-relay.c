@@ -1,5 +1,7 @@
 /*
  * tunnel-relay.node: the guardian's relay for admitted CONNECT and SOCKS tunnels, a Node-API addon.
+ * It also exports takeListener (listener-handover.c), the other native step of a cloister's
+ * network path, so the guardian loads one addon.
  *
  * Once the guardian has judged a tunnel and connected to the checked address, its bytes need no
  * more decisions: node would only copy them, and on this 2-core machine a copy in JavaScript cost
@@ -33,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "listener-handover.h"
 #include "relay-pump.h"
 
 #define EVENTS 256
@@ -429,6 +432,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
         { "init", NULL, init, NULL, NULL, NULL, napi_enumerable, NULL },
         { "start", NULL, start, NULL, NULL, NULL, napi_enumerable, NULL },
         { "cut", NULL, cut, NULL, NULL, NULL, napi_enumerable, NULL },
+        { "takeListener", NULL, take_listener, NULL, NULL, NULL, napi_enumerable, NULL },
     };
     napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions);
     return exports;

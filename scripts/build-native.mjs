@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Compiles the C helpers (run by `npm run build`): native/cloister-init.c into
 // native/build/cloister-init, native/hostexec.c into native/build/hostexec, and the guardian's
-// tunnel relay, a Node-API addon (native/tunnel-relay.c), into native/build/tunnel-relay.node.
+// tunnel relay, a Node-API addon (native/tunnel-relay.c with native/listener-handover.c), into
+// native/build/tunnel-relay.node.
 // Skips a compile when its output is newer than its sources and this script.
 // Usage: node scripts/build-native.mjs [--force]
 import { spawnSync } from "node:child_process";
@@ -16,6 +17,8 @@ export const BINARY = join(root, "native", "build", "cloister-init");
 export const HOSTEXEC_SOURCE = join(root, "native", "hostexec.c");
 export const HOSTEXEC_BINARY = join(root, "native", "build", "hostexec");
 export const TUNNEL_RELAY_SOURCE = join(root, "native", "tunnel-relay.c");
+/** The guardian's side of the listener hand-over, part of the same addon. */
+const LISTENER_HANDOVER = [join(root, "native", "listener-handover.c"), join(root, "native", "listener-handover.h")];
 export const TUNNEL_RELAY_ADDON = join(root, "native", "build", "tunnel-relay.node");
 /** The byte pump that cloister-init's relay and the tunnel relay share. */
 const RELAY_PUMP = [join(root, "native", "relay-pump.c"), join(root, "native", "relay-pump.h")];
@@ -65,7 +68,7 @@ function compile(sources, binary, force, flags = []) {
 /** Builds every helper that is missing or stale; returns the path of cloister-init. Throws with a readable message. */
 export function buildNative({ force = false } = {}) {
   compile([HOSTEXEC_SOURCE], HOSTEXEC_BINARY, force);
-  compile([TUNNEL_RELAY_SOURCE, ...RELAY_PUMP], TUNNEL_RELAY_ADDON, force, ADDON_FLAGS);
+  compile([TUNNEL_RELAY_SOURCE, ...LISTENER_HANDOVER, ...RELAY_PUMP], TUNNEL_RELAY_ADDON, force, ADDON_FLAGS);
   return compile([SOURCE, ...RELAY_PUMP], BINARY, force);
 }
 

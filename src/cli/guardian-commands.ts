@@ -44,6 +44,7 @@ export function registerGuardianCommands(program: Command): void {
           `Cloisters: ${status.cloisters}`,
           `Egress policy: ${policy}`,
           `Open proxy connections: ${status.openConnections}`,
+          `Proxy ports taken over: ${status.directListeners} (their connections skip the cloister's bridge)`,
           `Waiting for approval: ${status.pendingApprovals} (see \`cloister approvals\`)`,
           `Approval UI: ${status.ui ? `${status.ui} (log in with the link \`cloister ui\` prints)` : `not served: ${status.uiError ?? "unknown reason"}`}`,
           `Audit log: ${status.auditDir}`,

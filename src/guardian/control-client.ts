@@ -53,6 +53,8 @@ export interface GuardianStatus {
   /** Set when the configuration does not load: all egress is refused until it is fixed. */
   policyError: string | null;
   openConnections: number;
+  /** Cloisters whose proxy port the guardian accepts on itself (their bridge handed it over). */
+  directListeners: number;
   auditDir: string;
   /** The approval UI's address, or why it is not served. */
   ui: string | null;

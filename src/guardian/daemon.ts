@@ -154,6 +154,7 @@ class Guardian {
         // Why egress is refused for everyone, when the configuration does not load.
         policyError: this.egress.policyError ?? null,
         openConnections: this.egress.openConnections,
+        directListeners: this.egress.directListeners,
         auditDir: this.paths.auditDir,
         ui: this.ui?.url ?? null,
         uiError: this.uiError ?? null,

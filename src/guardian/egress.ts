@@ -123,6 +123,11 @@ export class Egress {
     return total;
   }
 
+  /** Cloisters whose proxy port the guardian accepts on itself (listener-handover.ts). */
+  get directListeners(): number {
+    return [...this.endpoints.values()].filter((endpoint) => endpoint.listenerTaken).length;
+  }
+
   has(name: string): boolean {
     return this.endpoints.has(name);
   }

@@ -209,8 +209,11 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       tmpfsBytes: spec.tmpfsBytes,
     });
     // init binds the port before it serves the first command (no race with the relay starting), then
-    // hands it to the relay, which joins each connection to this cloister's guardian socket.
-    const bridge = spec.network ? ["--tcp-listen", String(PROXY_PORT), "--", INIT_PATH, "relay", "--fd", "4", `${GUARDIAN_SOCKET_DIR}/proxy.sock`] : [];
+    // hands it to the relay, which joins each connection to this cloister's guardian socket, and
+    // offers the port to the guardian to accept on directly (guardian/proxy/listener-handover.ts).
+    const bridge = spec.network
+      ? ["--tcp-listen", String(PROXY_PORT), "--", INIT_PATH, "relay", "--fd", "4", "--hand-over", `${GUARDIAN_SOCKET_DIR}/handover.sock`, `${GUARDIAN_SOCKET_DIR}/proxy.sock`]
+      : [];
     const argv = bwrapArgv({
       hostname: spec.name,
       uid: user.uid,

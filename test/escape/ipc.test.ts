@@ -215,11 +215,11 @@ for label, address in targets:
     assertRefused(steps, vars, ["unset"]);
   });
 
-  it("the only socket file inside is the cloister's proxy socket, the only listener 127.0.0.1:3128; the guardian's control socket is not visible", async () => {
+  it("the only socket files inside are the cloister's proxy and hand-over sockets, the only listener 127.0.0.1:3128; the guardian's control socket is not visible", async () => {
     const r = await probe();
     const steps = parseSteps(r.stdout);
     assert.ok(existsSync(join(t.home, "run", "guardian.sock")), "sanity: the guardian's control socket exists on the host");
-    assert.deepEqual(stepsWithPrefix(steps, "socket-file:"), ["socket-file:/run/cloister/guardian/proxy.sock"], r.stderr);
+    assert.deepEqual(stepsWithPrefix(steps, "socket-file:").sort(), ["socket-file:/run/cloister/guardian/handover.sock", "socket-file:/run/cloister/guardian/proxy.sock"], r.stderr);
     assert.deepEqual(stepsWithPrefix(steps, "guardian-sock-file:"), []);
     assert.equal(steps.get("connect:guardian-control"), "ENOENT");
     assert.deepEqual(stepsWithPrefix(steps, "tcp-listen:"), ["tcp-listen:0100007F:0C38"]);
@@ -255,8 +255,8 @@ for o in objects:
     assertRefused(steps, opens, ["ENOENT", "EINVAL", "EIDRM", "EACCES"]);
   });
 
-  it("the proxy socket cannot be removed, replaced, re-bound or unmounted; the channel still answers afterwards", async () => {
-    const sock = "/run/cloister/guardian/proxy.sock";
+  it("the proxy and hand-over sockets cannot be removed, replaced, re-bound or unmounted; the channel still answers afterwards", async () => {
+    const sockets = { proxy: "/run/cloister/guardian/proxy.sock", handover: "/run/cloister/guardian/handover.sock" };
     const r = await attack(
       t,
       `
@@ -264,22 +264,23 @@ step umount-guardian umount /run/cloister/guardian
 step mount-over mount -t tmpfs x /run/cloister/guardian
 ${python(`
 import time
-SOCK = ${JSON.stringify(sock)}
-step("unlink", lambda: os.unlink(SOCK))
-step("rename", lambda: os.rename(SOCK, SOCK + ".old"))
-step("rename-dir", lambda: os.rename("/run/cloister/guardian", "/run/cloister/guardian.old"))
-step("rmdir-dir", lambda: os.rmdir("/run/cloister/guardian"))
-step("create-in-dir", lambda: os.close(os.open("/run/cloister/guardian/evil.sock", os.O_CREAT | os.O_WRONLY, 0o600)))
-step("chmod", lambda: os.chmod(SOCK, 0o777))
-step("symlink-over", lambda: os.symlink("/tmp/evil.sock", SOCK))
-def rebind():
+SOCKETS = ${JSON.stringify(sockets)}
+def rebind(path):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.bind(SOCK)
+        s.bind(path)
         s.listen(1)
     finally:
         s.close()
-step("bind-same-path", rebind)
+for name, path in SOCKETS.items():
+    step("unlink:" + name, lambda p=path: os.unlink(p))
+    step("rename:" + name, lambda p=path: os.rename(p, p + ".old"))
+    step("chmod:" + name, lambda p=path: os.chmod(p, 0o777))
+    step("symlink-over:" + name, lambda p=path: os.symlink("/tmp/evil.sock", p))
+    step("bind-same-path:" + name, lambda p=path: rebind(p))
+step("rename-dir", lambda: os.rename("/run/cloister/guardian", "/run/cloister/guardian.old"))
+step("rmdir-dir", lambda: os.rmdir("/run/cloister/guardian"))
+step("create-in-dir", lambda: os.close(os.open("/run/cloister/guardian/evil.sock", os.O_CREAT | os.O_WRONLY, 0o600)))
 step("umount2", lambda: check(libc.umount2(b"/run/cloister/guardian", 2)))
 def http_via_port():
     s = socket.create_connection(("127.0.0.1", 3128), timeout=10)
@@ -293,7 +294,8 @@ step("still-answers", http_via_port)
     );
     const steps = parseSteps(r.stdout);
     assertRefused(steps, ["umount-guardian", "mount-over"], ["FAIL"], r.stderr);
-    assertRefused(steps, ["unlink", "rename", "rename-dir", "rmdir-dir", "create-in-dir", "chmod", "symlink-over", "bind-same-path", "umount2"], [
+    const perSocket = ["unlink", "rename", "chmod", "symlink-over", "bind-same-path"].flatMap((step) => [`${step}:proxy`, `${step}:handover`]);
+    assertRefused(steps, [...perSocket, "rename-dir", "rmdir-dir", "create-in-dir", "umount2"], [
       "EROFS",
       "EBUSY",
       "EEXIST",

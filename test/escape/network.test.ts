@@ -26,7 +26,7 @@ import { after, before, describe, it } from "node:test";
 import { asUserSkipReason, createUserInstance, type UserInstance } from "../helpers/as-user.js";
 import { createInstance, spawnCli, waitUntil, type CliResult, type TestInstance } from "../helpers/cloister.js";
 import { startHostListeners, startSinksOnPort, type HostListeners, type TcpSink } from "../helpers/net-sinks.js";
-import { assertNoCanaryAnywhere, diffSnapshots, hostSensitiveSnapshot, NO_PYTHON, parseSteps, PY_PRELUDE, PYTHON, type Snapshot } from "../helpers/oracles.js";
+import { assertNoCanaryAnywhere, diffSnapshots, hostSensitiveSnapshot, NO_PYTHON, parseSteps, PY_PRELUDE, PYTHON, stepsWithPrefix, type Snapshot } from "../helpers/oracles.js";
 import { startHttpUpstream, startTcpEcho, type Upstream } from "../fixtures/upstreams.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -837,6 +837,89 @@ for label, path in (("other-cloister", ${JSON.stringify(otherSocket)}), ("guardi
 `)}`;
 }
 
+/**
+ * Offers over the cloister's hand-over socket (guardian/proxy/listener-handover.ts), each printed
+ * as `STEP offer-NAME OK closed` when the guardian refused it (or `OK answer:1` when it took it).
+ * The real listener is the bridge's and cannot be sent; the attacker also tries to bind its port.
+ */
+function handoverScript(): string {
+  return python(String.raw`
+import time
+HO = "/run/cloister/guardian/handover.sock"
+MAGIC = b"cloister-listener 1\n"
+def offer(data, make=lambda: []):
+    fds = make()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(HO)
+    try:
+        if fds:
+            socket.send_fds(s, [data], [f if isinstance(f, int) else f.fileno() for f in fds])
+        elif data:
+            s.sendall(data)
+        answer = s.recv(1)
+        return "answer:" + answer.decode("latin1") if answer else "closed"
+    except (ConnectionResetError, BrokenPipeError): # refused before (or while) it was sent
+        return "closed"
+    except socket.timeout:
+        return "timeout"
+    finally:
+        s.close()
+def grab(options):
+    s = socket.socket()
+    for o in options:
+        s.setsockopt(socket.SOL_SOCKET, o, 1)
+    s.bind(("127.0.0.1", PROXY_PORT))
+    s.listen()
+def listening(family=socket.AF_INET, kind=socket.SOCK_STREAM, addr=("127.0.0.1", 0)):
+    s = socket.socket(family, kind)
+    if addr is not None:
+        s.bind(addr)
+    if kind == socket.SOCK_STREAM:
+        s.listen()
+    return s
+step("bind-3128", lambda: grab([]))
+step("bind-3128-reuse", lambda: grab([socket.SO_REUSEADDR, socket.SO_REUSEPORT]))
+CASES = [
+    ("other-port", MAGIC, lambda: [listening()]),
+    ("other-address", MAGIC, lambda: [listening(addr=("127.0.0.2", PROXY_PORT))]),
+    ("udp", MAGIC, lambda: [listening(kind=socket.SOCK_DGRAM, addr=("127.0.0.1", PROXY_PORT))]),
+    ("ipv6", MAGIC, lambda: [listening(socket.AF_INET6, addr=None)]),
+    ("unix", MAGIC, lambda: [listening(socket.AF_UNIX, addr="\0attacker-%d" % time.monotonic_ns())]),
+    ("connected", MAGIC, lambda: [socket.create_connection(("127.0.0.1", PROXY_PORT))]),
+    ("pipe", MAGIC, lambda: [os.pipe()[0]]),
+    ("two", MAGIC, lambda: [listening(), listening()]),
+    ("no-descriptor", MAGIC, lambda: []),
+    ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", lambda: [listening()]),
+    ("other-magic", b"cloister-listener 2\n", lambda: [listening()]),
+    ("silence", b"", lambda: []),
+]
+def offers(prefix):
+    for name, data, make in CASES:
+        step(prefix + name, lambda d=data, m=make: offer(d, m))
+def bridges():
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[1] == b"relay":
+            found.append(int(pid))
+    return found
+# While A's bridge's offer is taken, every other offer is refused at once.
+offers("offer-taken-")
+# The attacker kills its bridge, which ends that offer, and races the bridge init restarts.
+def kill_bridges():
+    pids = bridges()
+    for pid in pids:
+        os.kill(pid, 9)
+    return len(pids)
+step("bridge-killed", kill_bridges)
+offers("offer-racing-")
+`);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 interface CloisterRecord {
@@ -1157,7 +1240,7 @@ describe("escape/network", () => {
       assert.equal(n.web.requests.filter((q) => q.url === "/foreign").length, 0);
     });
 
-    it("the attacker in A looks for other sockets: the only one is its own proxy socket, read-only; B's socket and the guardian's control socket are not in its mount namespace", async () => {
+    it("the attacker in A looks for other sockets: the only ones are its own proxy and hand-over sockets, read-only; B's socket and the guardian's control socket are not in its mount namespace", async () => {
       const otherSocket = join(recordB.runtimeDir, "guardian", "proxy.sock");
       const control = join(t.home, "run", "guardian.sock");
       const ownHostPath = join(recordA.runtimeDir, "guardian", "proxy.sock");
@@ -1166,7 +1249,7 @@ describe("escape/network", () => {
       outputs.push(r.stdout);
       const steps = parseSteps(r.stdout);
       const files = r.stdout.split("\n").filter((l) => l.startsWith("STEP socket-file ")).map((l) => l.slice("STEP socket-file ".length));
-      assert.deepEqual(files, ["/run/cloister/guardian/proxy.sock"], r.stderr);
+      assert.deepEqual(files, ["/run/cloister/guardian/handover.sock", "/run/cloister/guardian/proxy.sock"], r.stderr);
       assert.match(steps.get("guardian-mount-options") ?? "", /(^|,)ro(,|$)/);
       for (const label of ["other-cloister", "guardian-control", "own-host-path"]) {
         assert.equal(steps.get(`connect:${label}`), "ENOENT", label);
@@ -1178,11 +1261,29 @@ describe("escape/network", () => {
       assert.deepEqual(probeViolations(parseSteps(own.stdout), tokenVariantsProbes(n, tokenB, "fromA")), [], own.stdout + own.stderr);
     });
 
+    it("the attacker in A offers the guardian sockets of its own as A's listener (another port or address, UDP, IPv6, unix, connected, a pipe, two at once, garbage, silence), also after killing its bridge, and tries to take port 3128: every offer is refused, the port stays the bridge's, and the guardian accepts on A's real listener again", async () => {
+      const before = (await guardianStatus(t)).directListeners;
+      assert.equal(before, 2, "sanity: the guardian accepts on the bystander's and A's listeners");
+      const r = await during("the hand-over attack", exec(A, handoverScript()));
+      outputs.push(r.stdout);
+      const steps = parseSteps(r.stdout);
+      for (const grab of ["bind-3128", "bind-3128-reuse"]) assert.equal(steps.get(grab), "EADDRINUSE", `${grab}: ${r.stdout}${r.stderr}`);
+      const offers = stepsWithPrefix(steps, "offer-");
+      assert.equal(offers.length, 24, r.stdout + r.stderr);
+      for (const offer of offers) assert.equal(steps.get(offer), "OK closed", `${offer}: ${r.stdout}`);
+      assert.equal(steps.get("bridge-killed"), "OK 1", r.stdout);
+      // init restarts the bridge, which offers the real listener again.
+      await waitUntil("the guardian to accept on A's listener again", async () => (await guardianStatus(t)).directListeners === before);
+      const own = await exec(A, `curl -sS -m 10 -o /dev/null -w '%{http_code}' http://web.test:${n.P}/after-handover-attack`);
+      assert.equal(own.stdout, "200", own.stderr);
+    });
+
     it("after `cloister stop A`, A's socket is gone and its token fails everywhere (B, a fresh cloister)", async () => {
       const socketA = join(recordA.runtimeDir, "guardian", "proxy.sock");
       const stop = await t.cli(["stop", A]);
       assert.equal(stop.code, 0, stop.stderr);
       assert.equal(existsSync(socketA), false, "A's proxy socket is still on the host");
+      assert.equal(existsSync(join(recordA.runtimeDir, "guardian", "handover.sock")), false, "A's hand-over socket is still on the host");
       const hostSide = await new Promise<string>((resolve) => {
         const s = netConnect(socketA);
         s.on("connect", () => {
@@ -1438,10 +1539,10 @@ function tokenVariantsProbes(n: Net, foreign: string, label: string): Probe[] {
   ];
 }
 
-async function guardianStatus(t: Pick<TestInstance, "cli">): Promise<{ running: boolean; pid?: number }> {
+async function guardianStatus(t: Pick<TestInstance, "cli">): Promise<{ running: boolean; pid?: number; directListeners?: number }> {
   const r = await t.cli(["guardian", "status", "--json"]);
   try {
-    return JSON.parse(r.stdout) as { running: boolean; pid?: number };
+    return JSON.parse(r.stdout) as { running: boolean; pid?: number; directListeners?: number };
   } catch {
     return { running: false };
   }

@@ -4,6 +4,8 @@ import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import type { EgressContext } from "./context.js";
 import { serveHttp } from "./http.js";
+import { ListenerHandover } from "./listener-handover.js";
+import { PROXY_PORT } from "../../sandbox/engine.js";
 import { serveSocks } from "./socks.js";
 
 /** First byte of every SOCKS5 greeting; no HTTP request line starts with it. */
@@ -16,11 +18,14 @@ const FIRST_BYTES_TIMEOUT_MS = 15_000;
 /**
  * One listening unix socket per cloister, bind-mounted read-only into that cloister alone: the
  * socket a connection arrives on says which cloister is speaking (DESIGN.md decision 4). HTTP,
- * SOCKS5 and hostexec share it and are told apart by the first byte. Closing the endpoint (cloister stopped)
- * cuts every connection it carries and, with it, the token's use.
+ * SOCKS5 and hostexec share it and are told apart by the first byte. Once the cloister's bridge
+ * has handed over its own listener (listener-handover.ts), connections to the cloister's proxy
+ * port arrive on that listener instead, and are served the same way. Closing the endpoint
+ * (cloister stopped) cuts every connection it carries and, with it, the token's use.
  */
 export class EgressEndpoint {
   private readonly server: Server;
+  private handover?: ListenerHandover;
 
   private constructor(
     readonly context: EgressContext,
@@ -44,6 +49,7 @@ export class EgressEndpoint {
     });
     // The cloister runs as this same uid; nobody else needs it.
     chmodSync(socketPath, 0o600);
+    endpoint.handover = await ListenerHandover.open(join(socketDir, "handover.sock"), PROXY_PORT, (socket) => endpoint.accept(socket));
     return endpoint;
   }
 
@@ -51,8 +57,14 @@ export class EgressEndpoint {
     return this.context.openConnections;
   }
 
+  /** Whether connections come straight from the cloister's listener (else through its bridge). */
+  get listenerTaken(): boolean {
+    return this.handover?.taken ?? false;
+  }
+
   close(): void {
     this.server.close();
+    this.handover?.close();
     this.context.close();
     rmSync(this.socketPath, { force: true });
   }

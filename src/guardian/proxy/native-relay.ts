@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import type { Socket } from "node:net";
 import { join } from "node:path";
 import { once } from "node:events";
+import { setTimeout as delay } from "node:timers/promises";
 import { CloisterError } from "../../errors.js";
 import { PACKAGE_ROOT } from "../../package-root.js";
 
@@ -21,11 +22,13 @@ export interface RelayedTunnel {
   cut(): void;
 }
 
-/** native/tunnel-relay.c's exports. */
+/** native/tunnel-relay.c's exports (takeListener is native/listener-handover.c's). */
 interface TunnelRelayAddon {
   init(onEnd: (id: number, bytesUp: number, bytesDown: number, end: string) => void): void;
   start(clientFd: number, serverFd: number, idleMs: number, earlyUp?: Buffer, earlyDown?: Buffer): number;
   cut(id: number): void;
+  /** The listening socket's fd from a hand-over message, or null before one arrived; throws on a bad message. */
+  takeListener(connectionFd: number, port: number): number | null;
 }
 
 const ADDON_PATH = join(PACKAGE_ROOT, "native", "build", "tunnel-relay.node");
@@ -92,6 +95,30 @@ export async function relayTunnel(client: Socket, upstream: Socket, idleMs: numb
     running.set(id, (bytesUp, bytesDown, end) => resolve({ bytesUp, bytesDown, durationMs: Date.now() - started, end: end === "idle" || end === "error" ? end : "closed" }));
   });
   return { done, cut: () => relay.cut(id) };
+}
+
+/** How often a hand-over connection is looked at until its message is there. */
+const HANDOVER_POLL_MS = 10;
+
+/**
+ * Takes the cloister's listening socket out of the hand-over message on `connection` (see
+ * listener-handover.ts) and returns its fd, now the caller's. node cannot wait for a message it
+ * must not read (a read would drop the descriptor), so this looks every HANDOVER_POLL_MS; the
+ * bridge sends right after connecting, so the first look almost always finds it. Throws when the
+ * message is bad, the connection closes, or nothing comes within `timeoutMs`.
+ */
+export async function receiveListener(connection: Socket, port: number, timeoutMs: number): Promise<number> {
+  const relay = loadTunnelRelay();
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    // Looked up each time: once the socket is closed its fd number may belong to something else.
+    const fd = socketFd(connection);
+    if (fd === undefined) throw new Error("the hand-over connection closed");
+    const listener = relay.takeListener(fd, port);
+    if (listener !== null) return listener;
+    if (Date.now() >= deadline) throw new Error(`no hand-over message within ${timeoutMs} ms`);
+    await delay(HANDOVER_POLL_MS);
+  }
 }
 
 /**
