@@ -1788,12 +1788,13 @@ static void handover_answer(struct relay *r, int64_t now)
     r->handover_at = now + RELAY_HANDOVER_RETRY_MS;
 }
 
-/* Fills in an AF_UNIX address; exits on a path that does not fit. */
+/* Fills in an AF_UNIX address; exits on a path that is not absolute (so a misplaced option is not
+ * taken for one) or does not fit. */
 static socklen_t relay_unix_addr(struct sockaddr_un *addr, const char *path)
 {
     size_t plen = strlen(path);
-    if (!plen)
-        fatal(EINVAL, "relay: empty socket path");
+    if (path[0] != '/')
+        fatal(EINVAL, "relay: socket paths must be absolute, got '%s'", path);
     if (plen >= sizeof addr->sun_path)
         fatal(ENAMETOOLONG, "relay: %s", path);
     addr->sun_family = AF_UNIX;

@@ -198,6 +198,31 @@ offer("while-taken", MAGIC, [valid])
     await waitUntil(`the guardian's side holds ${openFds() - fdsBefore} more descriptor(s) than before`, () => openFds() <= fdsBefore);
   });
 
+  it("a bad relay command line (a missing or extra argument, an empty, relative or too long socket path) exits 125 with one line, listening on nothing", async () => {
+    const long = `/tmp/${"x".repeat(200)}.sock`;
+    // A free port: a command line taken as valid would listen there and run until the timeout.
+    const free = String(await freePort());
+    const bad = [
+      ["relay", free, "--hand-over"],
+      ["relay", free, "--hand-over", handoverPath()],
+      ["relay", free, "--hand-over", "", join(dir, "proxy.sock")],
+      ["relay", free, "--hand-over", "handover.sock", join(dir, "proxy.sock")],
+      ["relay", free, "--hand-over", long, join(dir, "proxy.sock")],
+      ["relay", free, "--hand-over", handoverPath(), join(dir, "proxy.sock"), "extra"],
+      ["relay", "--fd", "x", "--hand-over", handoverPath(), join(dir, "proxy.sock")],
+      ["relay", "--hand-over", handoverPath(), join(dir, "proxy.sock")],
+    ];
+    for (const args of bad) {
+      const result = await execFileAsync(BIN, args, { timeout: 10_000 }).then(
+        () => ({ code: 0, stderr: "" }),
+        (error: { code?: number; stderr?: string }) => ({ code: error.code, stderr: error.stderr ?? "" }),
+      );
+      assert.equal(result.code, 125, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, /^cloister-init: (usage: cloister-init relay|relay: socket paths must be absolute|relay: \/tmp\/x+\.sock: File name too long)/, args.join(" "));
+      assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
+    }
+  });
+
   it("the bridge gone (its process killed): the guardian lets go of the listener", async () => {
     relay.kill("SIGKILL");
     await once(relay, "exit");
