@@ -49,7 +49,9 @@ export class EgressEndpoint {
     });
     // The cloister runs as this same uid; nobody else needs it.
     chmodSync(socketPath, 0o600);
-    endpoint.handover = await ListenerHandover.open(join(socketDir, "handover.sock"), PROXY_PORT, (socket) => endpoint.accept(socket));
+    // The hand-over only shortens the path: should its socket fail to open, connections keep
+    // coming through the bridge (and `guardian status` counts this cloister's port as not taken).
+    endpoint.handover = await ListenerHandover.open(join(socketDir, "handover.sock"), PROXY_PORT, (socket) => endpoint.accept(socket)).catch(() => undefined);
     return endpoint;
   }
 
