@@ -123,7 +123,7 @@ describe("the listener hand-over", () => {
 import os, socket, sys
 lone, q = sys.argv[1], int(sys.argv[2])
 MAGIC = b"cloister-listener 1\n"
-def offer(name, data, fds=()):
+def offer(name, data, fds=(), keep=False):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(5)
     s.connect(lone)
@@ -138,8 +138,9 @@ def offer(name, data, fds=()):
         print(name, "timeout", flush=True)
     except OSError as e:
         print(name, type(e).__name__, flush=True)
-    finally:
-        s.close()
+    if keep:
+        return s
+    s.close()
 def sock(family=socket.AF_INET, kind=socket.SOCK_STREAM, addr=("127.0.0.1", q), listen=True):
     s = socket.socket(family, kind)
     if family != socket.AF_UNIX:
@@ -173,8 +174,10 @@ offer("other-address", MAGIC, [other_address])
 offer("unix", MAGIC, [unix])
 offer("pipe", MAGIC, [r])
 offer("silence", b"")
-offer("valid", MAGIC, [valid])
+# The valid offer's connection stays open while the last one is made: closing it ends the hand-over.
+taken = offer("valid", MAGIC, [valid], keep=True)
 offer("while-taken", MAGIC, [valid])
+taken.close()
 `;
     // Not spawnSync: the guardian's side runs in this process, and must go on serving meanwhile.
     const result = await execFileAsync("python3", ["-c", script, join(dir, "lone.sock"), String(q)], { encoding: "utf8", timeout: 60_000 });

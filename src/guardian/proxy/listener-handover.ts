@@ -83,6 +83,8 @@ export class ListenerHandover {
     try {
       fd = await receiveListener(offer, this.port, MESSAGE_TIMEOUT_MS);
     } catch {
+      // The slot is free at once, not on the close event: the bridge's next offer may already be here.
+      if (this.offer === offer) this.offer = undefined;
       return void offer.destroy();
     }
     if (offer.destroyed) return closeSync(fd); // closed while the message was being taken
