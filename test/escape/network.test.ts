@@ -28,6 +28,7 @@ import { createInstance, spawnCli, waitUntil, type CliResult, type TestInstance 
 import { startHostListeners, startSinksOnPort, type HostListeners, type TcpSink } from "../helpers/net-sinks.js";
 import { assertNoCanaryAnywhere, diffSnapshots, hostSensitiveSnapshot, NO_PYTHON, parseSteps, PY_PRELUDE, PYTHON, stepsWithPrefix, type Snapshot } from "../helpers/oracles.js";
 import { startHttpUpstream, startTcpEcho, type Upstream } from "../fixtures/upstreams.js";
+import { HANDOVER_OFFER_PY } from "../helpers/handover.js";
 
 // ---------------------------------------------------------------------------------------------
 // The network every case shares
@@ -838,7 +839,7 @@ for label, path in (("other-cloister", ${JSON.stringify(otherSocket)}), ("guardi
 }
 
 /**
- * Offers over the cloister's hand-over socket (guardian/proxy/listener-handover.ts), each printed
+ * Offers over the cloister's hand-over socket (helpers/handover.ts), each printed
  * as `STEP offer-NAME OK closed` when the guardian refused it (or `OK answer:1` when it took it).
  * The real listener is the bridge's and cannot be sent; the attacker also tries to bind its port.
  */
@@ -846,25 +847,11 @@ function handoverScript(): string {
   return python(String.raw`
 import time
 HO = "/run/cloister/guardian/handover.sock"
-MAGIC = b"cloister-listener 1\n"
-def offer(data, make=lambda: []):
-    fds = make()
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(HO)
-    try:
-        if fds:
-            socket.send_fds(s, [data], [f if isinstance(f, int) else f.fileno() for f in fds])
-        elif data:
-            s.sendall(data)
-        answer = s.recv(1)
-        return "answer:" + answer.decode("latin1") if answer else "closed"
-    except (ConnectionResetError, BrokenPipeError): # refused before (or while) it was sent
-        return "closed"
-    except socket.timeout:
-        return "timeout"
-    finally:
-        s.close()
+${HANDOVER_OFFER_PY}
+def offer_to(data, make=lambda: []):
+    outcome, s = offer(HO, data, make(), timeout=10)
+    s.close()
+    return outcome
 def grab(options):
     s = socket.socket()
     for o in options:
@@ -896,7 +883,7 @@ CASES = [
 ]
 def offers(prefix):
     for name, data, make in CASES:
-        step(prefix + name, lambda d=data, m=make: offer(d, m))
+        step(prefix + name, lambda d=data, m=make: offer_to(d, m))
 def bridges():
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):

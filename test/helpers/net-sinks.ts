@@ -5,7 +5,7 @@
  * if it had a route. Each counts what arrived; a secure run leaves them at zero.
  */
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
-import { createServer, type Server, type Socket } from "node:net";
+import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 
 export interface TcpSink {
   host: string;
@@ -128,4 +128,13 @@ export async function startHostListeners(): Promise<HostListeners> {
     await new Promise<void>((resolve) => tcp.close(() => resolve()));
   };
   return listeners;
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (another process may take it before the caller does). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }

@@ -10,13 +10,15 @@ import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { connect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { ListenerHandover } from "../../src/guardian/proxy/listener-handover.js";
 import { REPO_ROOT, waitUntil } from "../helpers/cloister.js";
+import { HANDOVER_OFFER_PY } from "../helpers/handover.js";
+import { freePort } from "../helpers/net-sinks.js";
 import { NO_PYTHON } from "../helpers/oracles.js";
 
 const execFileAsync = promisify(execFile);
@@ -41,15 +43,6 @@ const onDirect = (socket: Socket) => {
   socket.resume(); // accepted paused, as the guardian's endpoint wants them
   socket.end("direct\n");
 };
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port: free } = server.address() as AddressInfo;
-  server.close();
-  return free;
-}
 
 /** One connection to the cloister's port; resolves with what it was answered ("direct" or "bridged"). */
 async function ask(): Promise<string> {
@@ -122,22 +115,10 @@ describe("the listener hand-over", () => {
     const script = String.raw`
 import os, socket, sys
 lone, q = sys.argv[1], int(sys.argv[2])
-MAGIC = b"cloister-listener 1\n"
-def offer(name, data, fds=(), keep=False):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5)
-    s.connect(lone)
-    try:
-        if fds:
-            socket.send_fds(s, [data], [f if isinstance(f, int) else f.fileno() for f in fds])
-        elif data:
-            s.sendall(data)
-        answer = s.recv(1)
-        print(name, "answer:" + answer.decode() if answer else "closed", flush=True)
-    except socket.timeout:
-        print(name, "timeout", flush=True)
-    except OSError as e:
-        print(name, type(e).__name__, flush=True)
+${HANDOVER_OFFER_PY}
+def attempt(name, data, fds=(), keep=False):
+    outcome, s = offer(lone, data, fds)
+    print(name, outcome, flush=True)
     if keep:
         return s
     s.close()
@@ -162,21 +143,21 @@ except OSError:
 client = socket.create_connection(("127.0.0.1", q))
 accepted, _ = valid.accept()
 r, w = os.pipe()
-offer("garbage", b"GET / HTTP/1.1\r\n\r\n", [valid])
-offer("wrong-magic", b"cloister-listener 2\n", [valid])
-offer("no-descriptor", MAGIC)
-offer("two-descriptors", MAGIC, [valid, valid])
-offer("accepted-socket", MAGIC, [accepted])
-offer("udp", MAGIC, [udp])
-offer("ipv6", MAGIC, [v6])
-offer("other-port", MAGIC, [other_port])
-offer("other-address", MAGIC, [other_address])
-offer("unix", MAGIC, [unix])
-offer("pipe", MAGIC, [r])
-offer("silence", b"")
+attempt("garbage", b"GET / HTTP/1.1\r\n\r\n", [valid])
+attempt("wrong-magic", b"cloister-listener 2\n", [valid])
+attempt("no-descriptor", MAGIC)
+attempt("two-descriptors", MAGIC, [valid, valid])
+attempt("accepted-socket", MAGIC, [accepted])
+attempt("udp", MAGIC, [udp])
+attempt("ipv6", MAGIC, [v6])
+attempt("other-port", MAGIC, [other_port])
+attempt("other-address", MAGIC, [other_address])
+attempt("unix", MAGIC, [unix])
+attempt("pipe", MAGIC, [r])
+attempt("silence", b"")
 # The valid offer's connection stays open while the last one is made: closing it ends the hand-over.
-taken = offer("valid", MAGIC, [valid], keep=True)
-offer("while-taken", MAGIC, [valid])
+taken = attempt("valid", MAGIC, [valid], keep=True)
+attempt("while-taken", MAGIC, [valid])
 taken.close()
 `;
     // Not spawnSync: the guardian's side runs in this process, and must go on serving meanwhile.

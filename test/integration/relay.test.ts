@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { REPO_ROOT } from "../helpers/cloister.js";
 import { hostTree, readOr, waitGone } from "../helpers/host-processes.js";
+import { freePort } from "../helpers/net-sinks.js";
 
 // RELAY_TEST_BIN runs the suite against another build (e.g. one with -fsanitize=address,undefined).
 const BIN = process.env.RELAY_TEST_BIN ?? join(REPO_ROOT, "native", "build", "cloister-init");
@@ -40,14 +41,6 @@ let dir = "";
 
 const sha = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function tryConnect(port: number, allowHalfOpen = true): Promise<Socket> {
   return new Promise((resolve, reject) => {
