@@ -139,6 +139,7 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   spec.agent = agent?.spec;
   // Before anything is launched: a secret that cannot be handed out fails the start, not a later step.
   const env = await withPlaceholders(paths, options, id);
+  spec.env = env;
   const grant = requestGrant(paths, { name: spec.name, id, network: spec.network, project: spec.project, projectRoot: spec.projectRoot, session: spec.session });
   // Awaited by launchCloister, but maybe only after its own preparation has failed: handled there.
   grant.granted.catch(() => undefined);
@@ -169,7 +170,8 @@ export async function findCloister(name: string, options: CloisterOptions = {}):
   const agent = options.agent !== undefined || hasAgentMarker(record.runtimeDir)
     ? await (await import("./agents/session.js")).agentForRunningCloister(record, agentRequest(options), config)
     : undefined;
-  return new Cloister(record, paths, commandEnv(record, { ...options, env: await withPlaceholders(paths, options, record.id) }, config), agent);
+  const env = { ...record.env, ...(await withPlaceholders(paths, options, record.id)) };
+  return new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent);
 }
 
 /** `options.env` plus each `secretEnv` variable set to the cloister's placeholder for its secret. */

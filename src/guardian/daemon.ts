@@ -439,9 +439,9 @@ function answerInput(body: Record<string, unknown>): AnswerInput {
   return { verdict: body.verdict as AnswerInput["verdict"], scope: (body.scope ?? "once") as AnswerInput["scope"], wildcard: body.wildcard === true, by: "cli" };
 }
 
-/** What `list` may show: never the proxy token. */
-function publicView(record: CloisterRecord): Omit<CloisterRecord, "proxyToken"> {
-  const { proxyToken: _omitted, ...rest } = record;
+/** What `list` may show: never the proxy token, nor the values of the environment it was started with (one may be a key). */
+function publicView(record: CloisterRecord): Omit<CloisterRecord, "proxyToken" | "env"> {
+  const { proxyToken: _token, env: _env, ...rest } = record;
   return rest;
 }
 

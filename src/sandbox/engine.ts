@@ -35,6 +35,8 @@ export interface LaunchSpec {
   extraMounts: { src: string; dest: string }[];
   /** Egress rules for this cloister alone; the guardian applies them, the record keeps them. */
   session?: SessionRules;
+  /** The environment the cloister was started with (`--env`, `--secret`): the record keeps it for every later command. */
+  env?: Record<string, string>;
   /** For a worktree cloister: the worktree's git dirs, mounted at their host paths (linked-git.ts). */
   linkedGit?: LinkedGitDirs;
   /** An agent to set up before anything runs inside (see agents/launch.ts). */
@@ -109,6 +111,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     placeholders: [],
     limitMechanism: "none",
     session: spec.session,
+    env: spec.env,
   };
   const cleanups: (() => void | Promise<void>)[] = [];
   try {

@@ -54,6 +54,13 @@ export interface CloisterRecord {
   nodeTrustFile?: string;
   /** Egress rules and name overrides for this cloister alone (`--allow`, `--resolve`, ...). */
   session?: SessionRules;
+  /**
+   * The environment the cloister was started with (`--env`, and `--secret`'s placeholders, never a
+   * secret's value): the cloister's own, so every later command in it (`exec`, `start` again) gets
+   * it too, under what that command sets itself, as `docker exec` does with `docker run -e`. The
+   * values are what the user typed, so the record stays private (0600), as for the proxy token.
+   */
+  env?: Record<string, string>;
 }
 
 /**

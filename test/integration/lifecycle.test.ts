@@ -11,7 +11,7 @@ import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createCloister, runInCloister } from "../../src/cloister.js";
 import { resolvePaths } from "../../src/config/paths.js";
-import { cloisterBuild } from "../../src/guardian/control-client.js";
+import { cloisterBuild, guardianCall } from "../../src/guardian/control-client.js";
 import { processStartTime, writeRecord, type CloisterRecord } from "../../src/sandbox/records.js";
 import { createInstance, spawnCli, waitUntil, type LiveCli, type TestInstance } from "../helpers/cloister.js";
 import { hostProcessTable, hostTree, readOr, waitGone, type HostProc } from "../helpers/host-processes.js";
@@ -119,6 +119,28 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     const r = await t.cli(["exec", "proj", "--", "sh", "-c", "echo $CLOISTER_NAME; pwd"]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, "proj\n/work\n");
+  });
+
+  it("the environment given to start -d reaches every later command (exec, start again), under the command's own; no listing shows its values", async () => {
+    await startDetached(["--name", "env-kept", "--env", "KEPT=from-start", "--env", "BOTH=start"]);
+    const show = "echo \"[$KEPT] [$BOTH]\"";
+    const plain = await t.cli(["exec", "env-kept", "--", "sh", "-c", show]);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.equal(plain.stdout, "[from-start] [start]\n");
+    const overridden = await t.cli(["exec", "env-kept", "--env", "BOTH=exec", "--", "sh", "-c", show]);
+    assert.equal(overridden.code, 0, overridden.stderr);
+    assert.equal(overridden.stdout, "[from-start] [exec]\n", "the command's own --env wins");
+    // `start` again opens the shell with it too (its stdin is not a terminal: the shell reads the command from it).
+    const reentered = await t.cli(["start", "--name", "env-kept"], { input: `${show}\nexit\n` });
+    assert.equal(reentered.code, 0, reentered.stderr);
+    assert.match(reentered.stdout, /\[from-start\] \[start\]/);
+
+    const listed = await t.cli(["list", "--json"]);
+    assert.doesNotMatch(listed.stdout, /from-start/);
+    const fromGuardian = await guardianCall<unknown[]>(resolvePaths({ CLOISTER_HOME: t.home }), "GET", "/v1/cloisters");
+    assert.ok(fromGuardian.length > 0);
+    assert.doesNotMatch(JSON.stringify(fromGuardian), /from-start/, "the guardian's list shows the start's environment");
+    assert.equal((await t.cli(["stop", "env-kept"])).code, 0);
   });
 
   it("path prints the project directory on the host", async () => {
