@@ -409,7 +409,9 @@ async function main(): Promise<void> {
       result = await hold(job, proxy);
       break;
   }
-  process.stdout.write(`${JSON.stringify(result)}\n`);
+  // Waits for the write: stdout may be a pipe, and node drops what the pipe has not yet taken when
+  // the process exits (main's caller exits at once), cutting the JSON at 64 KiB.
+  await new Promise<void>((done) => process.stdout.write(`${JSON.stringify(result)}\n`, () => done()));
 }
 
 // Only when run as the client, not when bench/proxy.ts imports the types.
