@@ -15,7 +15,7 @@
  * every cloister and the instance's guardian stopped, when the bench ends or is interrupted.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -49,6 +49,7 @@ import {
   type Summary,
 } from "./measure.js";
 import { proxySection, type ProxyBenchHost } from "./proxy.js";
+import { CLAUDE_PROMPT, startFakeAnthropicApi, timeToPrompt } from "./agent-ready.js";
 import { approvalsSection } from "./approvals.js";
 import { brokerSection } from "./broker.js";
 
@@ -457,15 +458,24 @@ async function cliSection(inst: Instance, runs: number): Promise<void> {
 /** The issue's target: an agent in a cloister starts at most this much slower than on the host. */
 const TARGET_AGENT_VS_HOST = 1.2;
 
+/** The name the cloisters of section 7 reach the fake Anthropic API by (a --resolve override). */
+const FAKE_API_NAME = "api.bench-anthropic.test";
+/** Stored as the bench instance's Claude credential: the fake API takes any key. */
+const FAKE_API_KEY = "sk-ant-bench-stand-in-key-000000";
+
 /**
- * Claude Code's start-up in a cloister against the same install on the host: `--version` is the
- * whole start of the agent's process (node loading its bundle) without talking to an API. Rows: a
- * fresh cloister per run (`cloister run --agent claude`), and a running one (`cloister exec`).
+ * Claude Code's start-up in a cloister against the same install on the host, started the same way
+ * in each place (the launcher's fixed arguments, --dangerously-skip-permissions alone costs ~0.3 s,
+ * and environment; the same set-up files in HOME; the same stand-in API). Two measures: `--version`
+ * (7a: the process's start alone, the stricter one; a fresh cloister per run with `cloister run
+ * --agent claude`, a running one with `cloister exec`) and the interactive agent until it takes
+ * input (7b: the issue's "ready agent process", bench/agent-ready.ts; `cloister start --agent
+ * claude` making a new cloister each run, and re-entering a running one).
  */
 async function agentSection(inst: Instance, runs: number): Promise<void> {
-  heading(`7. Agent start-up — claude --version, ${runs} runs each, interleaved, after one warm-up run each`);
-  const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { env: inst.env, encoding: "utf8", cwd: inst.project });
-  const listed = () => (JSON.parse(cli("agent", "list", "--json").stdout) as { name: string; found: boolean; path?: string; how?: string; version?: string }[]).find((a) => a.name === "claude");
+  heading(`7. Agent start-up — Claude Code, ${runs} runs per row, interleaved, after one warm-up run each`);
+  const cli = (args: string[], input?: string) => spawnSync(process.execPath, [CLI, ...args], { env: inst.env, encoding: "utf8", cwd: inst.project, input });
+  const listed = () => (JSON.parse(cli(["agent", "list", "--json"]).stdout) as { name: string; found: boolean; path?: string; how?: string; version?: string }[]).find((a) => a.name === "claude");
   let claude = listed();
   if (!claude?.found) {
     print("  no claude on this host: installing a managed copy from the npm registry (cloister agent install claude)…");
@@ -475,33 +485,106 @@ async function agentSection(inst: Instance, runs: number): Promise<void> {
   }
   if (!claude?.found || !claude.path) throw new Error("claude is still not found after the install");
   print(`  claude ${claude.version ?? "?"} (${claude.how}): ${claude.path}`);
-  const started = cli("start", "-d", "--name", "bench-agent", "--agent", "claude");
-  if (started.status !== 0) throw new Error(`cloister start --agent claude failed: ${lastLines(started.stderr)}`);
-  // The host row starts the agent exactly as the cloister's launcher does: the same fixed arguments
-  // (--dangerously-skip-permissions alone costs Claude Code ~0.3 s) and environment.
-  const { BUILTIN_AGENTS, fixedArgs } = await import("../src/agents/registry.js");
-  const definition = BUILTIN_AGENTS.claude;
-  if (!definition) throw new Error("no built-in claude agent");
-  const hostInst = { ...inst, env: { ...inst.env, ...definition.env } };
-  const LABELS = {
-    host: `claude ${fixedArgs(definition).join(" ")} --version on the host`,
-    run: "cloister run --agent claude -- --version",
-    exec: "cloister exec (running cloister) -- claude --version",
-  };
+  const api = await startFakeAnthropicApi();
   try {
-    const cmds: Cmd[] = [
-      spawnCmd(LABELS.host, claude.path, [...fixedArgs(definition), "--version"], hostInst),
-      spawnCmd(LABELS.run, CLI_BIN, ["run", "--agent", "claude", "--", "--version"], inst),
-      spawnCmd(LABELS.exec, CLI_BIN, ["exec", "bench-agent", "--", "claude", "--version"], inst),
-    ];
-    const results = await measureInterleaved(inst, cmds, runs);
-    print(timingTable(results, Object.values(LABELS)));
-    print("");
-    print(ratioLine("fresh cloister / host", results.get(LABELS.run), results.get(LABELS.host), TARGET_AGENT_VS_HOST));
-    print(ratioLine("running cloister / host", results.get(LABELS.exec), results.get(LABELS.host), TARGET_AGENT_VS_HOST));
+    const stored = cli(["setup", "claude", "--api-key"], FAKE_API_KEY);
+    if (stored.status !== 0) throw new Error(`cloister setup claude failed: ${lastLines(stored.stderr)}`);
+    // Kept by the cloister for every later command (exec, start again), as --env given to start is.
+    const apiFlags = ["--resolve", `${FAKE_API_NAME}=127.0.0.1`, "--allow-private", `${FAKE_API_NAME}:${api.port}`, "--env", `ANTHROPIC_BASE_URL=http://${FAKE_API_NAME}:${api.port}`];
+    const started = cli(["start", "-d", "--name", "bench-agent", "--agent", "claude", ...apiFlags]);
+    if (started.status !== 0) throw new Error(`cloister start --agent claude failed: ${lastLines(started.stderr)}`);
+    try {
+      const { BUILTIN_AGENTS, fixedArgs } = await import("../src/agents/registry.js");
+      const definition = BUILTIN_AGENTS.claude;
+      if (!definition) throw new Error("no built-in claude agent");
+      const hostEnv = {
+        ...inst.env,
+        ...definition.env,
+        HOME: hostAgentHome(inst),
+        TERM: "xterm-256color",
+        ANTHROPIC_API_KEY: FAKE_API_KEY,
+        ANTHROPIC_BASE_URL: `http://127.0.0.1:${api.port}`,
+      };
+      const fixed = fixedArgs(definition);
+      print(`  API: a stand-in on 127.0.0.1:${api.port} (the cloisters reach it as ${FAKE_API_NAME}); HOME on the host: a copy of the running cloister's, trusting this project`);
+      print("");
+      print("  7a. claude --version: the process's start alone");
+      const version = {
+        host: `claude ${fixed.join(" ")} --version on the host`,
+        run: "cloister run --agent claude -- --version",
+        exec: "cloister exec (running cloister) -- claude --version",
+      };
+      const versionResults = await measureInterleaved(
+        inst,
+        [
+          spawnCmd(version.host, claude.path, [...fixed, "--version"], { ...inst, env: hostEnv }),
+          spawnCmd(version.run, CLI_BIN, ["run", "--agent", "claude", ...apiFlags, "--", "--version"], inst),
+          spawnCmd(version.exec, CLI_BIN, ["exec", "bench-agent", "--", "claude", "--version"], inst),
+        ],
+        runs,
+      );
+      print(timingTable(versionResults, Object.values(version)));
+      print("");
+      print(ratioLine("fresh cloister / host", versionResults.get(version.run), versionResults.get(version.host), TARGET_AGENT_VS_HOST));
+      print(ratioLine("running cloister / host", versionResults.get(version.exec), versionResults.get(version.host), TARGET_AGENT_VS_HOST));
+      print("");
+      print(`  7b. the interactive agent until it draws its input prompt (${CLAUDE_PROMPT}) on a terminal: the issue's ready agent process`);
+      const ready = {
+        host: `claude ${fixed.join(" ")} on the host`,
+        fresh: "cloister start --agent claude (new cloister)",
+        running: "cloister start --agent claude (running cloister)",
+      };
+      const place = { cwd: inst.project, env: inst.env };
+      let freshCount = 0;
+      // A user's first `cloister start --agent claude` in a project: the cloister is made, then the
+      // agent opened in it. It keeps running after the agent exits; it is stopped outside the timing.
+      const inNewCloister = async (): Promise<number> => {
+        const name = `bench-agent-new-${++freshCount}`;
+        try {
+          return await timeToPrompt(CLI_BIN, ["start", "--name", name, "--agent", "claude", ...apiFlags], place);
+        } finally {
+          cli(["stop", name]);
+        }
+      };
+      const readyResults = await measureInterleaved(
+        inst,
+        [
+          { label: ready.host, run: () => timeToPrompt(claude.path as string, fixed, { cwd: inst.project, env: hostEnv }) },
+          { label: ready.fresh, run: inNewCloister },
+          { label: ready.running, run: () => timeToPrompt(CLI_BIN, ["start", "--name", "bench-agent", "--agent", "claude"], place) },
+        ],
+        runs,
+      );
+      print(timingTable(readyResults, Object.values(ready)));
+      print("");
+      print(ratioLine("new cloister / host", readyResults.get(ready.fresh), readyResults.get(ready.host), TARGET_AGENT_VS_HOST));
+      print(ratioLine("running cloister / host", readyResults.get(ready.running), readyResults.get(ready.host), TARGET_AGENT_VS_HOST));
+    } finally {
+      cli(["stop", "bench-agent"]);
+    }
   } finally {
-    cli("stop", "bench-agent");
+    await api.close();
   }
+}
+
+/**
+ * HOME for the host rows: a copy of the running cloister's (what the set-up wrote: onboarding done,
+ * the instructions file), with the trust it gives /work given to the project's host path, and the
+ * approval it gives the key it hands the agent (a placeholder) given to the key the host row uses,
+ * so Claude Code opens on the host exactly as inside, with no dialog first.
+ */
+function hostAgentHome(inst: Instance): string {
+  const home = join(inst.home, "bench-host-home");
+  rmSync(home, { recursive: true, force: true });
+  cpSync(join(inst.home, "data", "homes", "bench-agent"), home, { recursive: true });
+  const stateFile = join(home, ".claude.json");
+  const state = JSON.parse(readFileSync(stateFile, "utf8")) as { projects?: Record<string, unknown>; customApiKeyResponses?: unknown };
+  if (state.projects?.["/work"] === undefined) throw new Error(`${stateFile}: the cloister's set-up left no trust for /work to carry over`);
+  state.projects = { [realpathSync(inst.project)]: state.projects["/work"] };
+  // Claude Code remembers an approved key by its last 20 characters.
+  state.customApiKeyResponses = { approved: [FAKE_API_KEY.slice(-20)], rejected: [] };
+  writeFileSync(stateFile, JSON.stringify(state, null, 2));
+  return home;
 }
 
 async function libSection(inst: Instance, lib: Lib, runs: number): Promise<void> {
