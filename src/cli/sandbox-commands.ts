@@ -136,7 +136,9 @@ export function registerSandboxCommands(program: Command): void {
       } else {
         cloister = await launchInterruptibly((signal) => createCloister({ ...options, name, signal }, true));
         const agentNote = cloister.agent ? `, set up for ${cloister.agent.name}` : "";
-        const next = flags.detach ? (cloister.agent ? ` Open ${cloister.agent.name} with: cloister start --agent ${cloister.agent.name}` : "") : ` ${leave}; it keeps running.`;
+        // Named the way it was started: a plain `cloister start` finds the project's default name only.
+        const again = flags.name !== undefined || flags.project !== undefined ? `cloister start --name ${name}` : "cloister start";
+        const next = flags.detach ? (cloister.agent ? ` Open ${cloister.agent.name} with: ${again} --agent ${cloister.agent.name}` : "") : ` ${leave}; it keeps running.`;
         process.stderr.write(`Started cloister ${name} (project at /work${agentNote}).${next}\n`);
       }
       if (flags.detach) return;

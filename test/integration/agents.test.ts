@@ -139,7 +139,7 @@ describe("agents in a cloister (fake agent executables)", () => {
   it("`start -d --agent` sets it up; `start --agent` opens it; the cloister keeps running; another agent needs a restart", async () => {
     const started = await t.cli(["start", "-d", "--agent", "claude", "--name", "agentbox"]);
     assert.equal(started.code, 0, started.stderr);
-    assert.match(started.stderr, /Started cloister agentbox \(project at \/work, set up for claude\)\. Open claude with: cloister start --agent claude/);
+    assert.match(started.stderr, /Started cloister agentbox \(project at \/work, set up for claude\)\. Open claude with: cloister start --name agentbox --agent claude/);
     try {
       const entered = await t.cli(["start", "--agent", "claude", "--name", "agentbox"]);
       assert.equal(entered.code, 0, entered.stderr);
