@@ -13,7 +13,7 @@ import { launchCloister, PROXY_PORT, sandboxHome, throwIfAborted, type LaunchSpe
 import { sandboxEnv } from "./sandbox/env.js";
 import { execInCloister, type ExecSession } from "./sandbox/init-client.js";
 import { locateProject } from "./sandbox/project.js";
-import { isKeeperAlive, listRecords, readRecord, type CloisterRecord } from "./sandbox/records.js";
+import { isKeeperAlive, listRecords, noSuchCloister, readRecord, type CloisterRecord } from "./sandbox/records.js";
 import { configRootOf, resolveLaunchProject } from "./sandbox/worktree.js";
 import { userInfo } from "node:os";
 import type { CredentialLookup } from "./agents/credentials.js";
@@ -202,6 +202,9 @@ export async function runInCloister(argv: string[], options: CloisterOptions = {
 }
 
 export async function stopCloister(name: string, paths: CloisterPaths = resolvePaths()): Promise<void> {
+  // Only a recorded cloister needs the guardian (which adopts it, should it have crashed): for any
+  // other name, asking would start a guardian only to hear that there is no such cloister.
+  if (!readRecord(paths, name)) throw noSuchCloister(name);
   await guardianCallStarting(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/stop`);
 }
 

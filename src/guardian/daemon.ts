@@ -8,7 +8,7 @@ import { CloisterError } from "../errors.js";
 import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister, type LaunchGrant } from "../sandbox/engine.js";
 import { RELEASE_TIMEOUT_MS } from "../sandbox/limits.js";
-import { isKeeperAlive, isLaunchOrphaned, listRecords, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
+import { isKeeperAlive, isLaunchOrphaned, listRecords, noSuchCloister, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { JsonLines, serveControl } from "./control-server.js";
 import { AuditLog } from "../audit/log.js";
@@ -290,7 +290,7 @@ class Guardian {
 
   private async stop(name: string): Promise<{ stopped: string }> {
     const record = readRecord(this.paths, name);
-    if (!record) throw new CloisterError(`no cloister named ${JSON.stringify(name)}`, "see `cloister list`");
+    if (!record) throw noSuchCloister(name);
     await this.forget(record);
     return { stopped: name };
   }

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir, replaceFileSync } from "../config/atomic-write.js";
+import { CloisterError } from "../errors.js";
 
 /**
  * What is known about one cloister, kept as a JSON file in the state dir. The guardian reads these
@@ -84,6 +85,11 @@ export function writeRecord(paths: CloisterPaths, record: CloisterRecord): void 
   ensurePrivateDir(paths.cloisterRecordDir);
   // Not fsynced: records describe processes, which do not survive a machine crash either.
   replaceFileSync(recordFile(paths, record.name), `${JSON.stringify(record, null, 2)}\n`);
+}
+
+/** The error for a name no record is kept under (the CLI's and the guardian's alike). */
+export function noSuchCloister(name: string): CloisterError {
+  return new CloisterError(`no cloister named ${JSON.stringify(name)}`, "see `cloister list`");
 }
 
 export function readRecord(paths: CloisterPaths, name: string): CloisterRecord | undefined {

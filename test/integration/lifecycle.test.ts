@@ -196,6 +196,12 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     const after = await t.cli(["guardian", "status", "--json"]);
     assert.deepEqual(JSON.parse(after.stdout), { running: false });
     assert.equal(existsSync(join(t.home, "run", "guardian.json")), false, "a stopped guardian leaves its info file");
+
+    // Stopping a name nothing is recorded under says so without starting a guardian to ask.
+    const unknown = await t.cli(["stop", "never-started"]);
+    assert.equal(unknown.code, 125);
+    assert.match(unknown.stderr, /no cloister named "never-started".*cloister list/);
+    assert.deepEqual(JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout), { running: false }, "stop started a guardian");
   });
 
   it("a guardian ended by SIGTERM first finishes the clean-up it has under way (no half-removed cloister)", async () => {
