@@ -18,6 +18,7 @@ import type { SessionDecisionStore } from "./session-decisions.js";
 import { EgressEndpoint } from "./proxy/endpoint.js";
 import { createHttpProxy } from "./proxy/http.js";
 import { overrideMap, type JudgeInput } from "./proxy/judge.js";
+import { HostResolver } from "./proxy/host-resolver.js";
 
 interface Session {
   id: string;
@@ -26,6 +27,8 @@ interface Session {
   /** `--allow`/`--deny` from the command line and the answers given "for this session". */
   rules: RuleSet;
   overrides: Record<string, string>;
+  /** Its own memory of the host's DNS answers (not shared: one cloister cannot time another's lookups). */
+  resolver: HostResolver;
   /** What `judge` needs, built once per policy generation rather than on every request. */
   cached?: { store: PolicyStore; input: JudgeInput };
 }
@@ -146,7 +149,7 @@ export class Egress {
       deny: [...flags.deny, ...remembered.deny.map((text) => parseRule(text))],
     };
     await this.store?.ensureProject(project);
-    this.sessions.set(name, { id: cloister.id, project, projectRoot: cloister.projectRoot, rules, overrides: cloister.session?.resolve ?? {} });
+    this.sessions.set(name, { id: cloister.id, project, projectRoot: cloister.projectRoot, rules, overrides: cloister.session?.resolve ?? {}, resolver: new HostResolver() });
     this.endpoints.get(name)?.close();
     const context = new EgressContext({
       cloister: name,
@@ -262,7 +265,8 @@ export class Egress {
     if (!store) throw new Error(`the configuration is invalid: ${this.loadError ?? "not loaded"}`);
     if (!session) throw new Error(`cloister ${name} is not registered`);
     if (session.cached?.store !== store) {
-      const input = { policy: store.policyFor(session.project, session.rules), overrides: overrideMap(store.resolve, session.overrides), project: session.project };
+      const resolver = session.resolver;
+      const input = { policy: store.policyFor(session.project, session.rules), overrides: overrideMap(store.resolve, session.overrides), project: session.project, lookup: (name: string) => resolver.lookup(name) };
       session.cached = { store, input };
     }
     return session.cached.input;

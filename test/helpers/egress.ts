@@ -24,6 +24,7 @@ import {
 } from "../../src/guardian/proxy/socks5.js";
 import { emptyPolicy, type Policy } from "../../src/policy/egress.js";
 import { parseRule, type EgressRule } from "../../src/policy/rules.js";
+import { HostResolver } from "../../src/guardian/proxy/host-resolver.js";
 
 export const TOKEN = "tok-7d1e0c5b9a2f4e6b8c3d1a0f9e8d7c6b";
 export const OTHER_TOKEN = "tok-0000ffff1111eeee2222dddd3333cccc";
@@ -70,6 +71,7 @@ export async function openEndpoint(options: EndpointOptions = {}): Promise<TestE
   const settings = options.settings ?? proxySettings();
   const policy: Policy = { ...emptyPolicy(), global: { allow: options.allow ?? [], deny: options.deny ?? [] } };
   const overrides = new Map(Object.entries(options.overrides ?? {}));
+  const resolver = new HostResolver();
   const audit: AuditEvent[] = [];
   const cloister = options.cloister ?? "c1";
   const context = new EgressContext({
@@ -79,7 +81,7 @@ export async function openEndpoint(options: EndpointOptions = {}): Promise<TestE
     settings: () => settings,
     policy: () => {
       if (options.policyError !== undefined) throw new Error(options.policyError);
-      return { policy, overrides, project: "proj" };
+      return { policy, overrides, project: "proj", lookup: (name: string) => resolver.lookup(name) };
     },
     audit: (event) => audit.push(event),
     ask: options.ask,

@@ -1,8 +1,8 @@
-import { lookup } from "node:dns/promises";
 import { classifyAddress, needsOptIn } from "../../policy/addresses.js";
 import { isHostAddress } from "./local-addresses.js";
 import { refusalMessage, type Decision, type Policy } from "../../policy/egress.js";
 import { canonicalHost, type Host } from "../../policy/hosts.js";
+import type { Lookup, ResolvedAddress } from "./host-resolver.js";
 
 export type Protocol = "connect" | "http" | "socks" | "hostexec";
 
@@ -35,6 +35,8 @@ export interface JudgeInput {
   policy: Policy;
   /** Canonical host name → IP address (config `proxy.resolve`, then the session's `--resolve`). */
   overrides: ReadonlyMap<string, string>;
+  /** The host's resolver, as this cloister's HostResolver remembers it. */
+  lookup: Lookup;
   /** Who to tell how to allow a refused host (`cloister allow ... --project P`). */
   project: string;
 }
@@ -59,9 +61,9 @@ export async function admit(input: JudgeInput, host: Host, port: number, decisio
   if (override !== undefined) {
     return { ok: true, host, port, address: override, family: override.includes(":") ? 6 : 4, decision, via: "override" };
   }
-  let candidates: { address: string; family: number }[];
+  let candidates: ResolvedAddress[];
   try {
-    candidates = await lookup(host.name, { all: true, verbatim: true });
+    candidates = await input.lookup(host.name);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? "error";
     return { ok: false, status: 502, reason: "unresolvable", message: `cloister: ${host.name} does not resolve on the host (${code})`, decision };

@@ -1,0 +1,65 @@
+import { lookup as systemLookup } from "node:dns/promises";
+
+/** One answer of the host's resolver (getaddrinfo, through node's dns.lookup). */
+export interface ResolvedAddress {
+  address: string;
+  family: number;
+}
+
+export type Lookup = (name: string) => Promise<ResolvedAddress[]>;
+
+/** How long an answer is reused. getaddrinfo gives no TTL; browsers keep answers about this long. */
+export const ANSWER_TTL_MS = 30_000;
+/** Names remembered at once per cloister; past this the oldest answer goes first. */
+export const MAX_NAMES = 1024;
+
+/**
+ * The host's resolver with a short memory, one per cloister. Without it every plain-HTTP request on
+ * a kept-alive connection and every new tunnel asked getaddrinfo again: a thread-pool round trip
+ * (node has four such threads, so 5,000 tunnels opened at once to one name queued 5,000 lookups),
+ * and here one of 30 lookups in a row once waited out the resolver's 5 s timeout.
+ *
+ * What the proxy does with an answer is unchanged: judge.ts checks every address of it and dials
+ * only one it accepted, so reusing an answer for ANSWER_TTL_MS cannot reach an address that was not
+ * checked; a name rebound meanwhile is simply looked up again later. Failures are not remembered, so
+ * a name that starts to resolve works at once. Concurrent lookups of one name share one query. Each
+ * cloister has its own, so one cannot time another's lookups.
+ *
+ * Written here rather than taken from a library: the ones that cache lookups (cacheable-lookup)
+ * replace getaddrinfo with their own DNS client, which skips nsswitch (/etc/hosts order, mDNS,
+ * systemd-resolved's own names); this keeps the host's resolver and only remembers its answers.
+ */
+export class HostResolver {
+  private readonly answers = new Map<string, { expires: number; addresses: ResolvedAddress[] }>();
+  private readonly pending = new Map<string, Promise<ResolvedAddress[]>>();
+
+  constructor(
+    private readonly resolve: Lookup = (name) => systemLookup(name, { all: true, verbatim: true }),
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  /** The addresses of `name`, from memory while fresh, else from the host's resolver. Rejects as the resolver does. */
+  lookup(name: string): Promise<ResolvedAddress[]> {
+    const known = this.answers.get(name);
+    if (known && known.expires > this.now()) return Promise.resolve(known.addresses);
+    const asked = this.pending.get(name);
+    if (asked) return asked;
+    const query = this.resolve(name)
+      .then((addresses) => {
+        this.remember(name, addresses);
+        return addresses;
+      })
+      .finally(() => this.pending.delete(name));
+    this.pending.set(name, query);
+    return query;
+  }
+
+  private remember(name: string, addresses: ResolvedAddress[]): void {
+    this.answers.delete(name); // re-inserted last: the Map's order is the answers' age
+    if (this.answers.size >= MAX_NAMES) {
+      const oldest = this.answers.keys().next();
+      if (!oldest.done) this.answers.delete(oldest.value);
+    }
+    this.answers.set(name, { expires: this.now() + ANSWER_TTL_MS, addresses });
+  }
+}

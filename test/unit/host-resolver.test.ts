@@ -1,0 +1,78 @@
+/**
+ * The proxy's memory of DNS answers (src/guardian/proxy/host-resolver.ts): an answer is reused for
+ * ANSWER_TTL_MS and no longer, lookups of one name at once share one query, failures are never
+ * remembered, and at most MAX_NAMES names are kept (the oldest answer goes first).
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ANSWER_TTL_MS, HostResolver, MAX_NAMES, type ResolvedAddress } from "../../src/guardian/proxy/host-resolver.js";
+
+/** A resolver under test with a fake host resolver and clock; `asked` lists the names the host was asked for. */
+function fixture(answer: (name: string) => Promise<ResolvedAddress[]> = async (name) => [{ address: `192.0.2.${name.length}`, family: 4 }]) {
+  const asked: string[] = [];
+  let clock = 1_000;
+  const resolver = new HostResolver(
+    (name) => {
+      asked.push(name);
+      return answer(name);
+    },
+    () => clock,
+  );
+  return { resolver, asked, advance: (ms: number) => (clock += ms) };
+}
+
+describe("HostResolver", () => {
+  it("reuses an answer while it is fresh and asks the host again once it is not", async () => {
+    const { resolver, asked, advance } = fixture();
+    const first = await resolver.lookup("a.test");
+    assert.deepEqual(first, [{ address: "192.0.2.6", family: 4 }]);
+    advance(ANSWER_TTL_MS - 1);
+    assert.deepEqual(await resolver.lookup("a.test"), first);
+    assert.deepEqual(asked, ["a.test"]);
+    advance(1);
+    await resolver.lookup("a.test");
+    assert.deepEqual(asked, ["a.test", "a.test"], "an answer was used past its time");
+  });
+
+  it("keeps names apart", async () => {
+    const { resolver, asked } = fixture();
+    assert.equal((await resolver.lookup("a.test"))[0]?.address, "192.0.2.6");
+    assert.equal((await resolver.lookup("bb.test"))[0]?.address, "192.0.2.7");
+    assert.deepEqual(asked, ["a.test", "bb.test"]);
+  });
+
+  it("lets lookups of one name made at once share one query", async () => {
+    let release: (addresses: ResolvedAddress[]) => void = () => undefined;
+    const { resolver, asked } = fixture(() => new Promise((resolve) => (release = resolve)));
+    const all = Promise.all(Array.from({ length: 100 }, () => resolver.lookup("many.test")));
+    release([{ address: "2001:db8::1", family: 6 }]);
+    const answers = await all;
+    assert.equal(asked.length, 1);
+    for (const a of answers) assert.deepEqual(a, [{ address: "2001:db8::1", family: 6 }]);
+  });
+
+  it("does not remember a failure: every caller of the failed query sees it, the next lookup asks again", async () => {
+    let fail = true;
+    const { resolver, asked } = fixture(async (name) => {
+      if (fail) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${name}`), { code: "ENOTFOUND" });
+      return [{ address: "192.0.2.1", family: 4 }];
+    });
+    const results = await Promise.allSettled([resolver.lookup("later.test"), resolver.lookup("later.test")]);
+    for (const r of results) assert.equal(r.status === "rejected" && (r.reason as NodeJS.ErrnoException).code, "ENOTFOUND");
+    fail = false;
+    assert.deepEqual(await resolver.lookup("later.test"), [{ address: "192.0.2.1", family: 4 }]);
+    assert.deepEqual(asked, ["later.test", "later.test"]);
+  });
+
+  it(`keeps at most ${MAX_NAMES} names, forgetting the oldest answer first`, async () => {
+    const { resolver, asked } = fixture();
+    for (let i = 0; i < MAX_NAMES; i++) await resolver.lookup(`n${i}.test`);
+    await resolver.lookup("n0.test"); // still known: not asked again (and a reuse does not make an answer younger)
+    assert.equal(asked.length, MAX_NAMES);
+    await resolver.lookup("one-more.test"); // the oldest answer, n0's, goes
+    await resolver.lookup("n1.test");
+    assert.equal(asked.length, MAX_NAMES + 1, "n1 was forgotten instead of n0, the oldest");
+    await resolver.lookup("n0.test");
+    assert.equal(asked.at(-1), "n0.test", "more than MAX_NAMES answers were kept");
+  });
+});
