@@ -630,7 +630,9 @@ function literalProbes(n: Net): Probe[] {
     "[::ffff:a9fe:a9fe]",
     "[fd00:ec2::254]",
     "100.100.100.200",
-    // Names that resolve to loopback on the host (/etc/hosts), allowed by a plain rule without --allow-private
+    // Names that resolve to loopback on the host (/etc/hosts), allowed by a plain rule without --allow-private.
+    // All but the first request for them take the guardian's remembered answer (proxy/host-resolver.ts),
+    // which must be checked again on every use.
     "localhost",
     "LOCALHOST.",
     "localhost.",

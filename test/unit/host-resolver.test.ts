@@ -1,11 +1,16 @@
 /**
  * The proxy's memory of DNS answers (src/guardian/proxy/host-resolver.ts): an answer is reused for
  * ANSWER_TTL_MS and no longer, lookups of one name at once share one query, failures are never
- * remembered, and at most MAX_NAMES names are kept (the oldest answer goes first).
+ * remembered, and at most MAX_NAMES names are kept (the oldest answer goes first). Under the proxy's
+ * address check (admit), a remembered answer is checked on every use and a rebound name is judged
+ * on its new answer once the old one is too old.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ANSWER_TTL_MS, HostResolver, MAX_NAMES, type ResolvedAddress } from "../../src/guardian/proxy/host-resolver.js";
+import { admit, type JudgeInput } from "../../src/guardian/proxy/judge.js";
+import { emptyPolicy, type Decision } from "../../src/policy/egress.js";
+import { canonicalHost } from "../../src/policy/hosts.js";
 
 /** A resolver under test with a fake host resolver and clock; `asked` lists the names the host was asked for. */
 function fixture(answer: (name: string) => Promise<ResolvedAddress[]> = async (name) => [{ address: `192.0.2.${name.length}`, family: 4 }]) {
@@ -74,5 +79,34 @@ describe("HostResolver", () => {
     assert.equal(asked.length, MAX_NAMES + 1, "n1 was forgotten instead of n0, the oldest");
     await resolver.lookup("n0.test");
     assert.equal(asked.at(-1), "n0.test", "more than MAX_NAMES answers were kept");
+  });
+});
+
+describe("HostResolver under the proxy's address check (admit)", () => {
+  const allowPublicOnly: Decision = { verdict: "allow", rule: { text: "rebind.test", tier: "global", list: "allow" }, allowPrivate: false };
+  const host = canonicalHost("rebind.test");
+  const input = (resolver: HostResolver): JudgeInput => ({ policy: emptyPolicy(), overrides: new Map(), project: "proj", lookup: (name) => resolver.lookup(name) });
+
+  it("checks a remembered answer on every use: a name answering public and private only ever reaches the public address", async () => {
+    const { resolver, asked } = fixture(async () => [
+      { address: "10.0.0.7", family: 4 },
+      { address: "192.0.2.10", family: 4 },
+    ]);
+    for (let i = 0; i < 3; i++) {
+      const verdict = await admit(input(resolver), host, 443, allowPublicOnly);
+      assert.equal(verdict.ok && verdict.address, "192.0.2.10");
+    }
+    assert.equal(asked.length, 1);
+  });
+
+  it("a name rebound to a private address is refused once its remembered answer is too old", async () => {
+    let answer = "192.0.2.10";
+    const { resolver, advance } = fixture(async () => [{ address: answer, family: 4 }]);
+    assert.equal((await admit(input(resolver), host, 443, allowPublicOnly)).ok, true);
+    answer = "127.0.0.1";
+    advance(ANSWER_TTL_MS);
+    const verdict = await admit(input(resolver), host, 443, allowPublicOnly);
+    assert.equal(verdict.ok, false);
+    assert.equal(!verdict.ok && verdict.reason, "address");
   });
 });
