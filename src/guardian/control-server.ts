@@ -1,6 +1,6 @@
-import { chmodSync, rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { CloisterError } from "../errors.js";
+import { listenPrivately } from "./private-socket.js";
 
 export type Handler = (body: Record<string, unknown>, params: string[]) => Promise<unknown> | unknown;
 
@@ -18,12 +18,7 @@ export class JsonLines {
  */
 export async function serveControl(socketPath: string, routes: Record<string, Handler>): Promise<Server> {
   const server = createServer((req, res) => void dispatch(routes, req, res));
-  rmSync(socketPath, { force: true });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(socketPath, () => resolve());
-  });
-  chmodSync(socketPath, 0o600);
+  await listenPrivately(server, socketPath);
   return server;
 }
 

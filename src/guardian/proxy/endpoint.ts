@@ -1,9 +1,10 @@
-import { chmodSync, mkdirSync, rmSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import type { Server as HttpServer } from "node:http";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import type { EgressContext } from "./context.js";
 import { serveHttp } from "./http.js";
+import { listenPrivately } from "../private-socket.js";
 import { ListenerHandover } from "./listener-handover.js";
 import { PROXY_PORT } from "../../sandbox/engine.js";
 import { serveSocks } from "./socks.js";
@@ -41,14 +42,9 @@ export class EgressEndpoint {
   static async open(context: EgressContext, socketDir: string, httpServer: () => HttpServer, hostexec?: (socket: Socket) => void): Promise<EgressEndpoint> {
     mkdirSync(socketDir, { recursive: true, mode: 0o700 });
     const socketPath = join(socketDir, "proxy.sock");
-    rmSync(socketPath, { force: true });
     const endpoint = new EgressEndpoint(context, socketPath, httpServer, hostexec);
-    await new Promise<void>((resolve, reject) => {
-      endpoint.server.once("error", reject);
-      endpoint.server.listen({ path: socketPath, backlog: 1024 }, () => resolve());
-    });
     // The cloister runs as this same uid; nobody else needs it.
-    chmodSync(socketPath, 0o600);
+    await listenPrivately(endpoint.server, socketPath, 1024);
     // The hand-over only shortens the path: should its socket fail to open, connections keep
     // coming through the bridge (and `guardian status` counts this cloister's port as not taken).
     endpoint.handover = await ListenerHandover.open(join(socketDir, "handover.sock"), PROXY_PORT, (socket) => endpoint.accept(socket)).catch(() => undefined);

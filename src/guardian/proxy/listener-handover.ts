@@ -1,6 +1,7 @@
-import { chmodSync, closeSync, rmSync } from "node:fs";
+import { closeSync, rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { receiveListener } from "./native-relay.js";
+import { listenPrivately } from "../private-socket.js";
 
 /** How long a hand-over connection may take to deliver its message. */
 const MESSAGE_TIMEOUT_MS = 1_000;
@@ -43,13 +44,8 @@ export class ListenerHandover {
 
   /** Listens at socketPath for offers of a listener bound to 127.0.0.1:port; connections on it go to onConnection. */
   static async open(socketPath: string, port: number, onConnection: (socket: Socket) => void): Promise<ListenerHandover> {
-    rmSync(socketPath, { force: true });
     const handover = new ListenerHandover(socketPath, port, onConnection);
-    await new Promise<void>((resolve, reject) => {
-      handover.server.once("error", reject);
-      handover.server.listen({ path: socketPath, backlog: 8 }, () => resolve());
-    });
-    chmodSync(socketPath, 0o600);
+    await listenPrivately(handover.server, socketPath, 8);
     return handover;
   }
 
