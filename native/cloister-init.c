@@ -46,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "handover-wire.h"
 #include "relay-pump.h"
 
 extern char **environ;
@@ -1598,10 +1599,6 @@ static int init_main(int argc, char **argv)
 #define RELAY_PAUSE_MS 100    /* accepting pauses this long when out of fds or memory */
 #define RELAY_HANDOVER_RETRY_MS 1000 /* gap between offers of the listener while none is taken */
 
-/* The hand-over's message; the listening socket rides with it as SCM_RIGHTS. The guardian's
- * answer is one byte: HANDOVER_TAKEN, after which it accepts on the socket. */
-static const char HANDOVER_MAGIC[] = "cloister-listener 1\n";
-#define HANDOVER_TAKEN '1'
 
 /* epoll tags of the two sockets that are not a connection's ends (those carry the end itself) */
 static char listener_tag, handover_tag;

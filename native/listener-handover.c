@@ -19,9 +19,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "handover-wire.h"
 #include "listener-handover.h"
 
-static const char MAGIC[] = "cloister-listener 1\n";
+static const char MAGIC[] = HANDOVER_MAGIC;
 #define MAX_FDS 8 /* room to see (and close) more than the one descriptor a message may carry */
 
 /* Closes every descriptor the message carried. */

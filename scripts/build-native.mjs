@@ -17,8 +17,10 @@ export const BINARY = join(root, "native", "build", "cloister-init");
 export const HOSTEXEC_SOURCE = join(root, "native", "hostexec.c");
 export const HOSTEXEC_BINARY = join(root, "native", "build", "hostexec");
 export const TUNNEL_RELAY_SOURCE = join(root, "native", "tunnel-relay.c");
+/** The hand-over's wire constants, shared by cloister-init's relay (which offers) and the addon (which takes). */
+const HANDOVER_WIRE = join(root, "native", "handover-wire.h");
 /** The guardian's side of the listener hand-over, part of the same addon. */
-const LISTENER_HANDOVER = [join(root, "native", "listener-handover.c"), join(root, "native", "listener-handover.h")];
+const LISTENER_HANDOVER = [join(root, "native", "listener-handover.c"), join(root, "native", "listener-handover.h"), HANDOVER_WIRE];
 export const TUNNEL_RELAY_ADDON = join(root, "native", "build", "tunnel-relay.node");
 /** The byte pump that cloister-init's relay and the tunnel relay share. */
 const RELAY_PUMP = [join(root, "native", "relay-pump.c"), join(root, "native", "relay-pump.h")];
@@ -69,7 +71,7 @@ function compile(sources, binary, force, flags = []) {
 export function buildNative({ force = false } = {}) {
   compile([HOSTEXEC_SOURCE], HOSTEXEC_BINARY, force);
   compile([TUNNEL_RELAY_SOURCE, ...LISTENER_HANDOVER, ...RELAY_PUMP], TUNNEL_RELAY_ADDON, force, ADDON_FLAGS);
-  return compile([SOURCE, ...RELAY_PUMP], BINARY, force);
+  return compile([SOURCE, HANDOVER_WIRE, ...RELAY_PUMP], BINARY, force);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
