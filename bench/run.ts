@@ -495,12 +495,13 @@ async function agentSection(inst: Instance, runs: number): Promise<void> {
     if (started.status !== 0) throw new Error(`cloister start --agent claude failed: ${lastLines(started.stderr)}`);
     try {
       const { BUILTIN_AGENTS, fixedArgs } = await import("../src/agents/registry.js");
+      const { resolvePaths } = await import("../src/config/paths.js");
       const definition = BUILTIN_AGENTS.claude;
       if (!definition) throw new Error("no built-in claude agent");
       const hostEnv = {
         ...inst.env,
         ...definition.env,
-        HOME: hostAgentHome(inst),
+        HOME: hostAgentHome(inst, join(resolvePaths({ CLOISTER_HOME: inst.home }).homesDir, "bench-agent")),
         TERM: "xterm-256color",
         ANTHROPIC_API_KEY: FAKE_API_KEY,
         ANTHROPIC_BASE_URL: `http://127.0.0.1:${api.port}`,
@@ -509,31 +510,13 @@ async function agentSection(inst: Instance, runs: number): Promise<void> {
       print(`  API: a stand-in on 127.0.0.1:${api.port} (the cloisters reach it as ${FAKE_API_NAME}); HOME on the host: a copy of the running cloister's, trusting this project`);
       print("");
       print("  7a. claude --version: the process's start alone");
-      const version = {
-        host: `claude ${fixed.join(" ")} --version on the host`,
-        run: "cloister run --agent claude -- --version",
-        exec: "cloister exec (running cloister) -- claude --version",
-      };
-      const versionResults = await measureInterleaved(
-        inst,
-        [
-          spawnCmd(version.host, claude.path, [...fixed, "--version"], { ...inst, env: hostEnv }),
-          spawnCmd(version.run, CLI_BIN, ["run", "--agent", "claude", ...apiFlags, "--", "--version"], inst),
-          spawnCmd(version.exec, CLI_BIN, ["exec", "bench-agent", "--", "claude", "--version"], inst),
-        ],
-        runs,
-      );
-      print(timingTable(versionResults, Object.values(version)));
-      print("");
-      print(ratioLine("fresh cloister / host", versionResults.get(version.run), versionResults.get(version.host), TARGET_AGENT_VS_HOST));
-      print(ratioLine("running cloister / host", versionResults.get(version.exec), versionResults.get(version.host), TARGET_AGENT_VS_HOST));
+      await agentRows(inst, runs, "fresh cloister", {
+        host: spawnCmd(`claude ${fixed.join(" ")} --version on the host`, claude.path, [...fixed, "--version"], { ...inst, env: hostEnv }),
+        fresh: spawnCmd("cloister run --agent claude -- --version", CLI_BIN, ["run", "--agent", "claude", ...apiFlags, "--", "--version"], inst),
+        running: spawnCmd("cloister exec (running cloister) -- claude --version", CLI_BIN, ["exec", "bench-agent", "--", "claude", "--version"], inst),
+      });
       print("");
       print(`  7b. the interactive agent until it draws its input prompt (${CLAUDE_PROMPT}) on a terminal: the issue's ready agent process`);
-      const ready = {
-        host: `claude ${fixed.join(" ")} on the host`,
-        fresh: "cloister start --agent claude (new cloister)",
-        running: "cloister start --agent claude (running cloister)",
-      };
       const place = { cwd: inst.project, env: inst.env };
       let freshCount = 0;
       // A user's first `cloister start --agent claude` in a project: the cloister is made, then the
@@ -546,19 +529,12 @@ async function agentSection(inst: Instance, runs: number): Promise<void> {
           cli(["stop", name]);
         }
       };
-      const readyResults = await measureInterleaved(
-        inst,
-        [
-          { label: ready.host, run: () => timeToPrompt(claude.path as string, fixed, { cwd: inst.project, env: hostEnv }) },
-          { label: ready.fresh, run: inNewCloister },
-          { label: ready.running, run: () => timeToPrompt(CLI_BIN, ["start", "--name", "bench-agent", "--agent", "claude"], place) },
-        ],
-        runs,
-      );
-      print(timingTable(readyResults, Object.values(ready)));
-      print("");
-      print(ratioLine("new cloister / host", readyResults.get(ready.fresh), readyResults.get(ready.host), TARGET_AGENT_VS_HOST));
-      print(ratioLine("running cloister / host", readyResults.get(ready.running), readyResults.get(ready.host), TARGET_AGENT_VS_HOST));
+      const hostClaude = claude.path;
+      await agentRows(inst, runs, "new cloister", {
+        host: { label: `claude ${fixed.join(" ")} on the host`, run: () => timeToPrompt(hostClaude, fixed, { cwd: inst.project, env: hostEnv }) },
+        fresh: { label: "cloister start --agent claude (new cloister)", run: inNewCloister },
+        running: { label: "cloister start --agent claude (running cloister)", run: () => timeToPrompt(CLI_BIN, ["start", "--name", "bench-agent", "--agent", "claude"], place) },
+      });
     } finally {
       cli(["stop", "bench-agent"]);
     }
@@ -568,15 +544,28 @@ async function agentSection(inst: Instance, runs: number): Promise<void> {
 }
 
 /**
- * HOME for the host rows: a copy of the running cloister's (what the set-up wrote: onboarding done,
- * the instructions file), with the trust it gives /work given to the project's host path, and the
- * approval it gives the key it hands the agent (a placeholder) given to the key the host row uses,
- * so Claude Code opens on the host exactly as inside, with no dialog first.
+ * One measure of section 7: the host, a fresh cloister and a running one, interleaved; their table,
+ * and each cloister row against the host row.
  */
-function hostAgentHome(inst: Instance): string {
+async function agentRows(inst: Instance, runs: number, freshName: string, rows: { host: Cmd; fresh: Cmd; running: Cmd }): Promise<void> {
+  const results = await measureInterleaved(inst, [rows.host, rows.fresh, rows.running], runs);
+  print(timingTable(results, [rows.host.label, rows.fresh.label, rows.running.label]));
+  print("");
+  const host = results.get(rows.host.label);
+  print(ratioLine(`${freshName} / host`, results.get(rows.fresh.label), host, TARGET_AGENT_VS_HOST));
+  print(ratioLine("running cloister / host", results.get(rows.running.label), host, TARGET_AGENT_VS_HOST));
+}
+
+/**
+ * HOME for the host rows: a copy of `cloisterHome`, the running cloister's HOME (what the set-up
+ * wrote: onboarding done, the instructions file), with the trust it gives /work given to the
+ * project's host path, and the approval it gives the key it hands the agent (a placeholder) given to
+ * the key the host row uses, so Claude Code opens on the host exactly as inside, with no dialog first.
+ */
+function hostAgentHome(inst: Instance, cloisterHome: string): string {
   const home = join(inst.home, "bench-host-home");
   rmSync(home, { recursive: true, force: true });
-  cpSync(join(inst.home, "data", "homes", "bench-agent"), home, { recursive: true });
+  cpSync(cloisterHome, home, { recursive: true });
   const stateFile = join(home, ".claude.json");
   const state = JSON.parse(readFileSync(stateFile, "utf8")) as { projects?: Record<string, unknown>; customApiKeyResponses?: unknown };
   if (state.projects?.["/work"] === undefined) throw new Error(`${stateFile}: the cloister's set-up left no trust for /work to carry over`);
