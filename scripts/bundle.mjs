@@ -87,7 +87,8 @@ async function bundleCli(outdir) {
 
 async function bundleDaemon(outdir) {
   await build({
-    entryPoints: { daemon: join(root, "dist/guardian/daemon.js") },
+    // The audit worker is a thread of the guardian started from its own file (src/audit/log.ts).
+    entryPoints: { daemon: join(root, "dist/guardian/daemon.js"), "audit-worker": join(root, "dist/audit/audit-worker.js") },
     outdir,
     bundle: true,
     splitting: true,

@@ -1,105 +1,72 @@
 /**
- * The audit log the guardian writes: one signed, hash-chained JSONL record per event (DESIGN.md
- * decision 8). append() does the cheap, order-defining work at once (seq, time, prev, signature)
- * and leaves the file I/O to a queue, because the egress proxy calls it for every connection.
- *
- * Record format and signed bytes: record.ts. Chain: chain.ts. Files and rotation: files.ts.
- * Crash recovery at open: resume.ts. Offline checking: verify.ts.
+ * The audit log as the guardian uses it: one signed, hash-chained JSONL record per event (DESIGN.md
+ * decision 8). append() only sanitizes the event and stamps its time; the records go, once per turn
+ * of the event loop, to the audit worker (audit-worker.ts), a thread that assigns seq and prev,
+ * signs, and writes (signed-log.ts). The proxy calls append() twice per request, and this keeps
+ * ~3 µs of that on its thread instead of ~180 µs.
  */
-import { basename } from "node:path";
-import { ensurePrivateDir } from "../config/atomic-write.js";
+import { Worker } from "node:worker_threads";
 import { CloisterError } from "../errors.js";
-import { GENESIS_PREV, hashLine } from "./chain.js";
-import { recordBody, sanitizeEvent, SEGMENT_TYPE, signedLine, splitSignedLine, type AuditValue } from "./record.js";
-import { resumeLog } from "./resume.js";
-import { loadOrCreateKeys, signBody, verifyBody, type SigningKeys } from "./signing.js";
-import { QueuedFileWriter } from "./writer.js";
+import { sanitizeEvent } from "./record.js";
+import type { AuditLogOptions, StampedEvent } from "./signed-log.js";
+import type { FromWorker, ToWorker } from "./worker-messages.js";
+
+export type { AuditLogOptions } from "./signed-log.js";
+export { DEFAULT_KEEP, DEFAULT_MAX_BYTES, MAX_PENDING_BYTES } from "./signed-log.js";
 
 export type AuditEvent = { type: string } & Record<string, string | number | boolean | null>;
 
-export interface AuditLogOptions {
-  dir: string;
-  /** Rotate before audit.jsonl would grow past this many bytes. Default 64 MiB. */
-  maxBytes?: number;
-  /** Rotated files kept (audit.1.jsonl … audit.<keep>.jsonl). Default 10. */
-  keep?: number;
-}
-
-export const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
-export const DEFAULT_KEEP = 10;
-
 /**
- * Past this many unwritten bytes (the disk is full or gone), new events are counted instead of queued,
- * so a stuck disk cannot grow the guardian's memory without bound. The count is written as one
- * `audit.dropped` record when there is room again: the loss is on the record, and the chain unbroken.
+ * The worker's file beside this one: dist/audit/, or dist/bundle/ in the guardian's bundle, which
+ * has it as an entry of its own (scripts/bundle.mjs).
  */
-export const MAX_PENDING_BYTES = 32 * 1024 * 1024;
-
+const WORKER_URL = new URL("./audit-worker.js", import.meta.url);
 
 export class AuditLog {
-  private seq: number;
-  private prev: string;
-  /** Bytes in audit.jsonl, counting queued records: the rotation decision is made at append time. */
-  private fileBytes: number;
-  /** Records in audit.jsonl besides its segment header: a file never rotates with only its header. */
-  private fileRecords: number;
-  private dropped = 0;
+  /** Appended, not yet handed to the worker: see scheduleHandOver. */
+  private outbox: StampedEvent[] = [];
+  private handOverScheduled = false;
   private closed = false;
-  /** Appended, not yet signed: see scheduleSigning. */
-  private queued: { fields: Record<string, AuditValue>; time: string }[] = [];
-  private signingScheduled = false;
+  /** Set when the worker is gone; every later call fails with it. */
+  private stopped: Error | undefined;
   private error: Error | undefined;
   private reported = false;
+  private nextId = 1;
+  private readonly answers = new Map<number, { resolve: (seq: number) => void; reject: (error: Error) => void }>();
 
   private constructor(
-    private readonly keys: SigningKeys,
-    private readonly writer: QueuedFileWriter,
-    private readonly maxBytes: number,
-    state: { seq: number; prev: string; fileBytes: number; fileRecords: number },
+    private readonly worker: Worker,
+    readonly publicKeyPem: string,
+    /** Fingerprint of the signing key (also in every file's `audit.segment` record). */
+    readonly keyId: string,
   ) {
-    this.seq = state.seq;
-    this.prev = state.prev;
-    this.fileBytes = state.fileBytes;
-    this.fileRecords = state.fileRecords;
+    worker.on("message", (message: FromWorker) => this.hear(message));
+    worker.on("error", (error) => this.workerStopped(`failed: ${error.message}`));
+    worker.on("exit", (code) => this.workerStopped(`exited (code ${code})`));
+    // The worker keeps the process alive only while someone waits for an answer (see ask()).
+    worker.unref();
   }
 
   /**
    * Open (or create) the log in `options.dir`: directory 0700, key pair on first open, chain resumed
    * from the last intact record on disk (a cut-off tail from a crash is moved aside and noted in an
-   * `audit.recovered` record).
+   * `audit.recovered` record). Rejects with a CloisterError when the log cannot be opened.
    */
   static async open(options: AuditLogOptions): Promise<AuditLog> {
-    const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
-    const keep = options.keep ?? DEFAULT_KEEP;
-    if (!(maxBytes > 0)) throw new CloisterError(`audit maxBytes must be positive, not ${maxBytes}`);
-    if (!Number.isInteger(keep) || keep < 0) throw new CloisterError(`audit keep must be a whole number ≥ 0, not ${keep}`);
-    ensurePrivateDir(options.dir);
-    const state = await resumeLog(options.dir);
-    const keys = await loadOrCreateKeys(options.dir, state.tip === undefined);
-    if (state.tip) assertSignedBy(state.tip.line, keys, `${basename(state.tip.file)} (seq ${state.tip.seq})`);
-
-    let log: AuditLog | undefined;
-    const writer = await QueuedFileWriter.open(options.dir, keep, (error) => log?.noteError(error));
-    log = new AuditLog(keys, writer, maxBytes, {
-      seq: state.tip?.seq ?? 0,
-      prev: state.tip?.hash ?? GENESIS_PREV,
-      fileBytes: state.currentBytes,
-      fileRecords: state.currentHasRecords ? 1 : 0,
+    const worker = new Worker(WORKER_URL, { workerData: options });
+    let settle: { resolve: (message: FromWorker) => void; reject: (error: Error) => void } | undefined;
+    const onExit = (code: number) => settle?.reject(new Error(`the audit worker exited (code ${code}) before opening the log`));
+    const first = await new Promise<FromWorker>((resolve, reject) => {
+      settle = { resolve, reject };
+      worker.once("message", resolve).once("error", reject).once("exit", onExit);
+    }).finally(() => {
+      if (settle) worker.off("message", settle.resolve).off("error", settle.reject);
+      worker.off("exit", onExit);
     });
-    if (!state.currentHasRecords) log.emit(log.build(log.segmentFields(state.tip ? "resume" : "genesis")));
-    for (const recovery of state.recoveries) {
-      log.write({ type: "audit.recovered", file: basename(recovery.file), droppedBytes: recovery.droppedBytes, savedTo: basename(recovery.savedTo) });
-    }
-    return log;
-  }
-
-  get publicKeyPem(): string {
-    return this.keys.publicKeyPem;
-  }
-
-  /** Fingerprint of the signing key (also in every file's `audit.segment` record). */
-  get keyId(): string {
-    return this.keys.keyId;
+    if (first.kind === "ready") return new AuditLog(worker, first.publicKeyPem, first.keyId);
+    await worker.terminate();
+    if (first.kind === "failed") throw new CloisterError(first.message, first.hint);
+    throw new Error(`the audit worker said ${first.kind} before opening the log`);
   }
 
   /** The most recent write or usage error, if any (append never throws; this is where errors go). */
@@ -107,105 +74,92 @@ export class AuditLog {
     return this.error;
   }
 
-  /** Sequence number of the last record appended (0 before the first). */
-  get lastSeq(): number {
-    this.signQueued();
-    return this.seq;
-  }
-
   /**
-   * Record an event. Returns at once: seq, time, prev and signature are assigned now, in call order;
-   * the write happens later (flush() waits for it). Fields named like credentials (token, secret,
-   * password, …) are dropped and the record is marked `redacted: true`. Never throws.
+   * Record an event. Returns at once: the time is taken now and records keep the order of the calls;
+   * seq, prev and signature are the worker's, and the write follows (flush() waits for it). Fields
+   * named like credentials (token, secret, password, …) are dropped and the record is marked
+   * `redacted: true`. Never throws.
    */
   append(event: AuditEvent): void {
     try {
       if (this.closed) throw new Error("audit record appended after close()");
-      if (this.writer.pendingBytes > MAX_PENDING_BYTES) {
-        this.dropped++;
-        throw new Error(`audit log writes are ${MAX_PENDING_BYTES} bytes behind; records are being dropped`);
-      }
-      this.queued.push({ fields: sanitizeEvent(event), time: new Date().toISOString() });
-      this.scheduleSigning();
+      if (this.stopped) throw this.stopped;
+      this.outbox.push({ fields: sanitizeEvent(event), time: new Date().toISOString() });
+      this.scheduleHandOver();
     } catch (error) {
       this.noteError(error instanceof Error ? error : new Error(String(error)));
     }
   }
 
-  /**
-   * Signing (Ed25519, ~65 µs) happens after the caller's turn of the event loop, in one batch, so
-   * the proxy answers its client first; order, times and the chain are exactly those of the calls.
-   */
-  private scheduleSigning(): void {
-    if (this.signingScheduled) return;
-    this.signingScheduled = true;
-    setImmediate(() => this.signQueued());
-  }
-
-  private signQueued(): void {
-    this.signingScheduled = false;
-    const batch = this.queued;
-    this.queued = [];
-    try {
-      if (this.dropped > 0) this.writeDroppedNote();
-      for (const { fields, time } of batch) this.write(fields, time);
-    } catch (error) {
-      this.noteError(error instanceof Error ? error : new Error(String(error)));
-    }
+  /** Sequence number of the last record appended (0 before the first), once the worker has it. */
+  lastSeq(): Promise<number> {
+    return this.ask("last-seq");
   }
 
   /** Resolves when every record appended so far is in the file and synced to disk (fdatasync). */
   async flush(): Promise<void> {
-    this.signQueued();
-    await this.writer.drain();
-    await this.writer.sync();
+    await this.ask("flush");
   }
 
-  /** Flush, then close the file. Later appends are ignored (and noted in lastError). */
+  /** Flush, then close the file and end the worker. Later appends are ignored (and noted in lastError). */
   async close(): Promise<void> {
     if (this.closed) return;
-    this.signQueued();
-    if (this.dropped > 0) this.writeDroppedNote();
+    const closing = this.ask("close");
     this.closed = true;
-    await this.writer.close();
-  }
-
-  private writeDroppedNote(): void {
-    const records = this.dropped;
-    this.dropped = 0;
-    this.write({ type: "audit.dropped", records });
-  }
-
-  /** Build and queue one record, rotating first if it would not fit in the current file. */
-  private write(fields: Record<string, AuditValue>, time = new Date().toISOString()): void {
-    let line = this.build(fields, time);
-    if (this.fileRecords > 0 && this.fileBytes + Buffer.byteLength(line) + 1 > this.maxBytes) {
-      this.writer.pushRotation();
-      this.fileBytes = 0;
-      this.emit(this.build(this.segmentFields("rotation")));
-      this.fileRecords = 0;
-      line = this.build(fields, time); // again: its seq and prev changed
+    try {
+      await closing;
+    } finally {
+      await this.worker.terminate();
     }
-    this.emit(line);
-    this.fileRecords++;
   }
 
-  private segmentFields(reason: "genesis" | "resume" | "rotation"): Record<string, AuditValue> {
-    return { type: SEGMENT_TYPE, reason, keyId: this.keys.keyId, format: 1 };
+  /** Records go over in one message per turn of the event loop, after the caller's work. */
+  private scheduleHandOver(): void {
+    if (this.handOverScheduled) return;
+    this.handOverScheduled = true;
+    setImmediate(() => this.handOver());
   }
 
-  /** The signed line for the next seq; commits nothing (emit does). */
-  private build(fields: Record<string, AuditValue>, time = new Date().toISOString()): string {
-    const body = recordBody(this.seq + 1, time, fields, this.prev);
-    return signedLine(body, signBody(body, this.keys.privateKey));
+  private handOver(): void {
+    this.handOverScheduled = false;
+    if (this.outbox.length === 0 || this.stopped) return;
+    this.post({ kind: "append", events: this.outbox });
+    this.outbox = [];
   }
 
-  private emit(line: string): void {
-    const bytes = Buffer.byteLength(line) + 1;
-    this.seq++;
-    this.prev = hashLine(line);
-    this.fileBytes += bytes;
-    this.writer.push(`${line}\n`, bytes);
+  /** Sends a request after everything appended so far; resolves with the worker's seq at that point. */
+  private ask(kind: "flush" | "last-seq" | "close"): Promise<number> {
+    if (this.stopped) return Promise.reject(this.stopped);
+    if (this.closed) return Promise.reject(new Error("the audit log is closed"));
+    this.handOver();
+    const id = this.nextId++;
+    const answer = new Promise<number>((resolve, reject) => this.answers.set(id, { resolve, reject }));
+    if (this.answers.size === 1) this.worker.ref();
+    this.post({ kind, id });
+    return answer;
+  }
+
+  private post(message: ToWorker): void {
+    this.worker.postMessage(message);
+  }
+
+  private hear(message: FromWorker): void {
+    if (message.kind === "error") return this.noteError(new Error(message.message));
+    if (message.kind !== "done") return;
+    const waiting = this.answers.get(message.id);
+    this.answers.delete(message.id);
+    if (this.answers.size === 0) this.worker.unref();
+    if (message.error === undefined) waiting?.resolve(message.seq);
+    else waiting?.reject(new Error(message.error));
+  }
+
+  /** The worker ended (after close, or on a crash): nothing more can be recorded. */
+  private workerStopped(how: string): void {
+    if (this.stopped) return;
+    this.stopped = new Error(`the audit worker ${how}; no more audit records can be written`);
+    if (!this.closed) this.noteError(this.stopped);
+    for (const { reject } of this.answers.values()) reject(this.stopped);
+    this.answers.clear();
   }
 
   /** Keep the error for lastError/flush; tell stderr (the guardian's log) once, not per record. */
@@ -215,17 +169,4 @@ export class AuditLog {
     this.reported = true;
     process.stderr.write(`cloister: audit log: ${error.message} (further audit errors are not printed)\n`);
   }
-}
-
-/**
- * The record the chain resumes from must verify with our key: if it does not, the key file was
- * replaced or the log was edited, and continuing would mix two keys in one chain.
- */
-function assertSignedBy(line: Buffer, keys: SigningKeys, where: string): void {
-  const split = splitSignedLine(line);
-  if (split && verifyBody(split.body, split.sig, keys.publicKey)) return;
-  throw new CloisterError(
-    `the last audit record, ${where}, is not signed by the audit signing key (key ${keys.keyId})`,
-    "run `cloister audit verify` to see what changed; move the audit files aside to start a new log",
-  );
 }

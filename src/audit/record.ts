@@ -28,6 +28,19 @@ export const RESERVED_FIELDS: ReadonlySet<string> = new Set(["seq", "time", "pre
  */
 const SECRET_NAME_RE = /token|secret|passw(or)?d|authorization|cookie|credential|api[-_]?key|private[-_]?key/i;
 
+/** Field names already tested against SECRET_NAME_RE: events use a few dozen, again and again. */
+const secretNames = new Map<string, boolean>();
+
+function looksSecret(key: string): boolean {
+  let secret = secretNames.get(key);
+  if (secret === undefined) {
+    secret = SECRET_NAME_RE.test(key);
+    // Names come from code, not from clients; the bound only guards against a future caller that spreads client data in.
+    if (secretNames.size < 1024) secretNames.set(key, secret);
+  }
+  return secret;
+}
+
 /** Longest string value kept. Host names come from untrusted clients; one huge value must not bloat the log. */
 export const MAX_VALUE_LENGTH = 4096;
 
@@ -50,7 +63,7 @@ export function sanitizeEvent(event: { type: string } & Record<string, unknown>)
   let truncated = false;
   for (const [key, raw] of Object.entries(event)) {
     if (key === "type" || RESERVED_FIELDS.has(key)) continue;
-    if (SECRET_NAME_RE.test(key)) {
+    if (looksSecret(key)) {
       redacted = true;
       continue;
     }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { generateKeyPairSync } from "node:crypto";
 import { appendFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -9,7 +10,11 @@ import { after, before, describe, test } from "node:test";
 import { GENESIS_PREV, hashLine } from "../../src/audit/chain.js";
 import { listLogFiles, rotateFiles } from "../../src/audit/files.js";
 import { formatRecordLine } from "../../src/audit/format.js";
-import { AuditLog, type AuditEvent } from "../../src/audit/log.js";
+// From the build: the log's writing side is a worker thread started from its own file, and node 20
+// does not pass tsx's loader on to worker threads (npm test builds first).
+import { AuditLog } from "../../dist/audit/log.js";
+import { CloisterError as BuiltCloisterError } from "../../dist/errors.js";
+import type { AuditEvent } from "../../src/audit/log.js";
 import { recordBody, SEGMENT_TYPE, signedLine, type AuditRecord } from "../../src/audit/record.js";
 import { signBody } from "../../src/audit/signing.js";
 import { LogFollower } from "../../src/audit/tail.js";
@@ -117,7 +122,7 @@ describe("audit log: chain and signatures", () => {
     const dir = freshDir();
     const log = await AuditLog.open({ dir });
     for (let i = 0; i < 500; i++) log.append(egress(i, { n: i }));
-    assert.equal(log.lastSeq, 501);
+    assert.equal(await log.lastSeq(), 501);
     await log.flush();
     const all = await records(dir);
     assert.equal(all.length, 501);
@@ -376,7 +381,7 @@ describe("audit log: reopening and crashes", () => {
   test("reopen continues the chain in the same file, without a new segment record", async () => {
     const dir = await writeLog(5);
     const log = await AuditLog.open({ dir });
-    assert.equal(log.lastSeq, 6);
+    assert.equal(await log.lastSeq(), 6);
     log.append({ type: "cloister.start", cloister: "c2", project: "p" });
     await log.close();
     const all = await records(dir);
@@ -433,7 +438,7 @@ describe("audit log: reopening and crashes", () => {
   test("kill -9 of a writer at arbitrary moments never leaves a log that fails to verify after reopening", async () => {
     const dir = freshDir();
     const script = join(scratch, `writer-${++counter}.mts`);
-    const logModule = pathToFileURL(join(REPO_ROOT, "src/audit/log.ts")).href;
+    const logModule = pathToFileURL(join(REPO_ROOT, "dist/audit/log.js")).href;
     await writeFile(
       script,
       `import { AuditLog } from ${JSON.stringify(logModule)};
@@ -468,10 +473,39 @@ for (;;) {
     }
   });
 
+  test("the audit worker never holds a process open: one that forgot close() exits, and its flushed records are there", async () => {
+    const dir = freshDir();
+    const script = join(scratch, `forgetful-${++counter}.mts`);
+    const logModule = pathToFileURL(join(REPO_ROOT, "dist/audit/log.js")).href;
+    await writeFile(
+      script,
+      `import { AuditLog } from ${JSON.stringify(logModule)};
+const log = await AuditLog.open({ dir: process.argv[2] });
+for (let i = 0; i < 20; i++) log.append({ type: "egress", host: "h" + i + ".example" });
+await log.flush();
+log.append({ type: "late" });
+`,
+    );
+    const child = spawn(process.execPath, ["--import", "tsx", script, dir], { cwd: REPO_ROOT, stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    const [code, signal] = (await once(child, "close")) as [number | null, string | null];
+    clearTimeout(killer);
+    assert.equal(signal, null, "the process had to be killed: something kept it alive");
+    assert.equal(code, 0, stderr);
+    const written = await records(dir);
+    assert.deepEqual(
+      written.filter((r) => r.type === "egress").map((r) => r.host),
+      Array.from({ length: 20 }, (_, i) => `h${i}.example`),
+    );
+    assert.equal((await verifyAuditLog(dir)).ok, true);
+  });
+
   test("a missing private key next to existing records refuses to open (no silent new chain)", async () => {
     const dir = await writeLog(2);
     await unlink(join(dir, "signing-key.pem"));
-    await assert.rejects(AuditLog.open({ dir }), (error: unknown) => error instanceof CloisterError && /signing key signing-key\.pem is missing/.test(error.message));
+    await assert.rejects(AuditLog.open({ dir }), (error: unknown) => error instanceof BuiltCloisterError && /signing key signing-key\.pem is missing/.test(error.message));
   });
 
   test("a replaced private key refuses to open", async () => {
@@ -577,7 +611,7 @@ describe("audit log: files, secrets, errors", () => {
   test("a failing disk (file size limit): append keeps going, flush rejects, one line on stderr; reopening repairs", async () => {
     const dir = freshDir();
     const script = join(scratch, `efbig-${++counter}.mts`);
-    const logModule = pathToFileURL(join(REPO_ROOT, "src/audit/log.ts")).href;
+    const logModule = pathToFileURL(join(REPO_ROOT, "dist/audit/log.js")).href;
     await writeFile(
       script,
       `import { AuditLog } from ${JSON.stringify(logModule)};
@@ -645,7 +679,7 @@ describe("audit tail: reading and following", () => {
       if (i % 20 === 0) await log.flush();
     }
     await log.flush();
-    const expected = log.lastSeq - 2; // everything after the header and the first egress record
+    const expected = (await log.lastSeq()) - 2; // everything after the header and the first egress record
     for (let i = 0; i < 500 && seen.length < expected; i++) await new Promise((resolve) => setTimeout(resolve, 10));
     stop.abort();
     await following;

@@ -214,6 +214,24 @@ describe("canonicalHost: rejections", () => {
   });
 });
 
+describe("canonicalHost: remembered answers", () => {
+  it("gives the same answer again, frozen so that no caller can change it for the others", () => {
+    const first = canonicalHost("Remembered.EXAMPLE.");
+    assert.deepEqual(canonicalHost("Remembered.EXAMPLE."), { kind: "name", name: "remembered.example" });
+    assert.equal(canonicalHost("Remembered.EXAMPLE."), first);
+    assert.ok(Object.isFrozen(first));
+  });
+
+  it("refuses a bad host every time it comes, not only the first", () => {
+    for (let i = 0; i < 3; i++) assertSyntaxError(() => canonicalHost("bad host.example"), "space");
+  });
+
+  it("stays right past the number of names it remembers", () => {
+    for (let i = 0; i < 3000; i++) assert.deepEqual(canonicalHost(`N${i}.Example`), { kind: "name", name: `n${i}.example` });
+    assert.deepEqual(canonicalHost("0x7f.1"), { kind: "ip", address: "127.0.0.1", family: 4 });
+  });
+});
+
 describe("parsePort", () => {
   const good: [string, number][] = [
     ["1", 1],

@@ -1,0 +1,24 @@
+/**
+ * What AuditLog (log.ts, the guardian's thread) and the audit worker (audit-worker.ts) say to each
+ * other. One message port, so records arrive in the order they were appended.
+ */
+import type { StampedEvent } from "./signed-log.js";
+
+/** Main thread → worker. */
+export type ToWorker =
+  | { kind: "append"; events: StampedEvent[] }
+  /** Every record appended before it written and synced; answered with `done`. */
+  | { kind: "flush"; id: number }
+  /** The seq of the last record appended before it; answered with `done`. */
+  | { kind: "last-seq"; id: number }
+  /** Flush, close the file and stop; answered with `done`. */
+  | { kind: "close"; id: number };
+
+/** Worker → main thread. */
+export type FromWorker =
+  | { kind: "ready"; publicKeyPem: string; keyId: string }
+  /** The log could not be opened (the worker then ends). */
+  | { kind: "failed"; message: string; hint?: string }
+  /** A write or usage error; appending goes on (see SignedLog). */
+  | { kind: "error"; message: string }
+  | { kind: "done"; id: number; seq: number; error?: string };
