@@ -1,9 +1,9 @@
 /**
  * The audit log as the guardian uses it: one signed, hash-chained JSONL record per event (DESIGN.md
- * decision 8). append() only sanitizes the event and stamps its time; the records go, once per turn
- * of the event loop, to the audit worker (audit-worker.ts), a thread that assigns seq and prev,
- * signs, and writes (signed-log.ts). The proxy calls append() twice per request, and this keeps
- * ~3 µs of that on its thread instead of ~180 µs.
+ * decision 8). append() only sanitizes the event and stamps its time; every few milliseconds the
+ * records go, in call order, to the audit worker (audit-worker.ts), a thread that assigns seq and
+ * prev, signs, and writes (signed-log.ts). The proxy appends twice per request; signing and writing
+ * on its own thread had cost it ~120 µs of CPU per kept-alive plain-HTTP request (docs/audit.md).
  */
 import { Worker } from "node:worker_threads";
 import { CloisterError } from "../errors.js";
@@ -13,6 +13,9 @@ import type { FromWorker, ToWorker } from "./worker-messages.js";
 
 export type { AuditLogOptions } from "./signed-log.js";
 export { DEFAULT_KEEP, DEFAULT_MAX_BYTES, MAX_PENDING_BYTES } from "./signed-log.js";
+
+/** How long appended records may wait before they go to the worker together. */
+const HAND_OVER_MS = 5;
 
 export type AuditEvent = { type: string } & Record<string, string | number | boolean | null>;
 
@@ -113,11 +116,15 @@ export class AuditLog {
     }
   }
 
-  /** Records go over in one message per turn of the event loop, after the caller's work. */
+  /**
+   * Records go over in one message at most every HAND_OVER_MS: a message per turn of the event loop
+   * woke the idle worker twice per proxied request, and all those wake-ups together cost more CPU
+   * than the signatures (flush() and close() hand over at once).
+   */
   private scheduleHandOver(): void {
     if (this.handOverScheduled) return;
     this.handOverScheduled = true;
-    setImmediate(() => this.handOver());
+    setTimeout(() => this.handOver(), HAND_OVER_MS).unref();
   }
 
   private handOver(): void {

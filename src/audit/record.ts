@@ -1,6 +1,6 @@
 /**
  * What one audit record is, and how its bytes look on disk. This file owns the canonical form, so
- * the writer (log.ts) and the verifier (verify.ts) cannot drift apart.
+ * the writer (signed-log.ts) and the verifier (verify.ts) cannot drift apart.
  *
  * A record is one line of JSON:
  *

@@ -1,9 +1,14 @@
 /**
- * The I/O half of the audit log: lines already built, signed and chained (log.ts) go into a queue,
- * and one asynchronous loop appends them to audit.jsonl in batches. The caller never waits and never
- * sees an exception; a failed write keeps its bytes and is retried, so a full disk delays records
- * instead of punching a hole in the chain.
+ * The I/O half of the audit log: lines already built, signed and chained (signed-log.ts) go into a
+ * queue, and one loop appends them to audit.jsonl in batches, once per turn of the event loop. The
+ * caller never waits and never sees an exception; a failed write keeps its bytes and is retried, so
+ * a full disk delays records instead of punching a hole in the chain.
+ *
+ * The appends themselves are synchronous write(2) calls: this runs in the audit worker, a thread
+ * that does nothing else, and an asynchronous write went through libuv's thread pool (which the
+ * guardian's DNS lookups share) and woke this thread again for every batch.
  */
+import { writeSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { CURRENT_FILE, rotateFiles } from "./files.js";
@@ -33,6 +38,8 @@ export class QueuedFileWriter {
   private written = 0;
   private unsynced = false;
   private closed = false;
+  /** A write is due at the end of this turn of the event loop, when the turn's lines are all queued. */
+  private writeScheduled = false;
 
   private constructor(
     private readonly dir: string,
@@ -55,7 +62,12 @@ export class QueuedFileWriter {
     this.queue.push(line);
     this.pending += bytes;
     this.pushed++;
-    this.kick();
+    if (this.writeScheduled) return;
+    this.writeScheduled = true;
+    setImmediate(() => {
+      this.writeScheduled = false;
+      this.kick();
+    });
   }
 
   /** Everything pushed after this goes to a fresh audit.jsonl; the current one becomes audit.1.jsonl. */
@@ -128,7 +140,7 @@ export class QueuedFileWriter {
         this.batch ??= this.takeBatch();
         while (this.batch.bytes.length > 0) {
           // O_APPEND: each write lands at the end, so a retried remainder continues the cut line.
-          const { bytesWritten } = await this.handle.write(this.batch.bytes);
+          const bytesWritten = writeSync(this.handle.fd, this.batch.bytes);
           this.batch.bytes = this.batch.bytes.subarray(bytesWritten);
           this.pending -= bytesWritten;
           this.unsynced = true;
