@@ -20,10 +20,16 @@ const HAND_OVER_MS = 5;
 export type AuditEvent = { type: string } & Record<string, string | number | boolean | null>;
 
 /**
- * The worker's file beside this one: dist/audit/, or dist/bundle/ in the guardian's bundle, which
- * has it as an entry of its own (scripts/bundle.mjs).
+ * Starts the worker from its file beside this one: dist/audit/, or dist/bundle/ in the guardian's
+ * bundle, which has it as an entry of its own (scripts/bundle.mjs). Run from TypeScript source (the
+ * tests, the bench) the file is audit-worker.ts, and node 20 does not pass tsx's loader on to a
+ * worker thread, so a one-line module registers it there first.
  */
-const WORKER_URL = new URL("./audit-worker.js", import.meta.url);
+function startWorker(options: AuditLogOptions): Worker {
+  if (!import.meta.url.endsWith(".ts")) return new Worker(new URL("./audit-worker.js", import.meta.url), { workerData: options });
+  const boot = `import { register } from ${JSON.stringify(import.meta.resolve("tsx/esm/api"))}; register(); await import(${JSON.stringify(new URL("./audit-worker.ts", import.meta.url).href)});`;
+  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(boot)}`), { workerData: options });
+}
 
 export class AuditLog {
   /** Appended, not yet handed to the worker: see scheduleHandOver. */
@@ -56,7 +62,7 @@ export class AuditLog {
    * `audit.recovered` record). Rejects with a CloisterError when the log cannot be opened.
    */
   static async open(options: AuditLogOptions): Promise<AuditLog> {
-    const worker = new Worker(WORKER_URL, { workerData: options });
+    const worker = startWorker(options);
     let settle: { resolve: (message: FromWorker) => void; reject: (error: Error) => void } | undefined;
     const onExit = (code: number) => settle?.reject(new Error(`the audit worker exited (code ${code}) before opening the log`));
     const first = await new Promise<FromWorker>((resolve, reject) => {

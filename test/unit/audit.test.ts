@@ -10,11 +10,7 @@ import { after, before, describe, test } from "node:test";
 import { GENESIS_PREV, hashLine } from "../../src/audit/chain.js";
 import { listLogFiles, rotateFiles } from "../../src/audit/files.js";
 import { formatRecordLine } from "../../src/audit/format.js";
-// From the build: the log's writing side is a worker thread started from its own file, and node 20
-// does not pass tsx's loader on to worker threads (npm test builds first).
-import { AuditLog } from "../../dist/audit/log.js";
-import { CloisterError as BuiltCloisterError } from "../../dist/errors.js";
-import type { AuditEvent } from "../../src/audit/log.js";
+import { AuditLog, type AuditEvent } from "../../src/audit/log.js";
 import { recordBody, SEGMENT_TYPE, signedLine, type AuditRecord } from "../../src/audit/record.js";
 import { signBody } from "../../src/audit/signing.js";
 import { LogFollower } from "../../src/audit/tail.js";
@@ -438,7 +434,7 @@ describe("audit log: reopening and crashes", () => {
   test("kill -9 of a writer at arbitrary moments never leaves a log that fails to verify after reopening", async () => {
     const dir = freshDir();
     const script = join(scratch, `writer-${++counter}.mts`);
-    const logModule = pathToFileURL(join(REPO_ROOT, "dist/audit/log.js")).href;
+    const logModule = pathToFileURL(join(REPO_ROOT, "src/audit/log.ts")).href;
     await writeFile(
       script,
       `import { AuditLog } from ${JSON.stringify(logModule)};
@@ -476,7 +472,7 @@ for (;;) {
   test("the audit worker never holds a process open: one that forgot close() exits, and its flushed records are there", async () => {
     const dir = freshDir();
     const script = join(scratch, `forgetful-${++counter}.mts`);
-    const logModule = pathToFileURL(join(REPO_ROOT, "dist/audit/log.js")).href;
+    const logModule = pathToFileURL(join(REPO_ROOT, "src/audit/log.ts")).href;
     await writeFile(
       script,
       `import { AuditLog } from ${JSON.stringify(logModule)};
@@ -505,7 +501,7 @@ log.append({ type: "late" });
   test("a missing private key next to existing records refuses to open (no silent new chain)", async () => {
     const dir = await writeLog(2);
     await unlink(join(dir, "signing-key.pem"));
-    await assert.rejects(AuditLog.open({ dir }), (error: unknown) => error instanceof BuiltCloisterError && /signing key signing-key\.pem is missing/.test(error.message));
+    await assert.rejects(AuditLog.open({ dir }), (error: unknown) => error instanceof CloisterError && /signing key signing-key\.pem is missing/.test(error.message));
   });
 
   test("a replaced private key refuses to open", async () => {
@@ -611,7 +607,7 @@ describe("audit log: files, secrets, errors", () => {
   test("a failing disk (file size limit): append keeps going, flush rejects, one line on stderr; reopening repairs", async () => {
     const dir = freshDir();
     const script = join(scratch, `efbig-${++counter}.mts`);
-    const logModule = pathToFileURL(join(REPO_ROOT, "dist/audit/log.js")).href;
+    const logModule = pathToFileURL(join(REPO_ROOT, "src/audit/log.ts")).href;
     await writeFile(
       script,
       `import { AuditLog } from ${JSON.stringify(logModule)};
