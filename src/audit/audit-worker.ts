@@ -5,8 +5,8 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { CloisterError } from "../errors.js";
-import { SignedLog, type AuditLogOptions } from "./signed-log.js";
-import type { FromWorker, ToWorker } from "./worker-messages.js";
+import { SignedLog } from "./signed-log.js";
+import type { FromWorker, ToWorker, WorkerStart } from "./worker-messages.js";
 
 const port = parentPort;
 if (!port) throw new Error("audit-worker.js runs as a worker thread of the guardian, not on its own");
@@ -20,9 +20,12 @@ function reportError(error: Error): void {
   send({ kind: "error", message: error.message });
 }
 
+const start = workerData as WorkerStart;
+const taken = new Int32Array(start.taken);
+
 let log: SignedLog;
 try {
-  log = await SignedLog.open(workerData as AuditLogOptions, reportError);
+  log = await SignedLog.open(start.options, reportError);
 } catch (error) {
   send({ kind: "failed", message: error instanceof Error ? error.message : String(error), hint: error instanceof CloisterError ? error.hint : undefined });
   process.exit(1);
@@ -32,7 +35,9 @@ send({ kind: "ready", publicKeyPem: log.publicKeyPem, keyId: log.keyId });
 port.on("message", (message: ToWorker) => {
   switch (message.kind) {
     case "append":
-      return log.appendAll(message.events);
+      log.appendAll(message.events);
+      Atomics.add(taken, 0, message.events.length);
+      return;
     case "last-seq":
       return send({ kind: "done", id: message.id, seq: log.lastSeq });
     case "flush":

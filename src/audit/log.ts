@@ -9,13 +9,21 @@ import { Worker } from "node:worker_threads";
 import { CloisterError } from "../errors.js";
 import { sanitizeEvent } from "./record.js";
 import type { AuditLogOptions, StampedEvent } from "./signed-log.js";
-import type { FromWorker, ToWorker } from "./worker-messages.js";
+import type { DroppedEvents, FromWorker, ToWorker, WorkerStart } from "./worker-messages.js";
 
 export type { AuditLogOptions } from "./signed-log.js";
 export { DEFAULT_KEEP, DEFAULT_MAX_BYTES, MAX_PENDING_BYTES } from "./signed-log.js";
 
 /** How long appended records may wait before they go to the worker together. */
 const HAND_OVER_MS = 5;
+
+/**
+ * Past this many records handed over but not yet taken on by the worker (it is stuck, e.g. in a
+ * write to a hung file system), new events are counted instead of kept, so the guardian's memory
+ * stays bounded; the worker writes the count as an `audit.dropped` record once it moves again.
+ * ~40 s of a busy proxy's records; the worker takes on ~25,000 a second.
+ */
+export const MAX_BACKLOG = 100_000;
 
 export type AuditEvent = { type: string } & Record<string, string | number | boolean | null>;
 
@@ -25,16 +33,19 @@ export type AuditEvent = { type: string } & Record<string, string | number | boo
  * tests, the bench) the file is audit-worker.ts, and node 20 does not pass tsx's loader on to a
  * worker thread, so a one-line module registers it there first.
  */
-function startWorker(options: AuditLogOptions): Worker {
-  if (!import.meta.url.endsWith(".ts")) return new Worker(new URL("./audit-worker.js", import.meta.url), { workerData: options });
+function startWorker(start: WorkerStart): Worker {
+  if (!import.meta.url.endsWith(".ts")) return new Worker(new URL("./audit-worker.js", import.meta.url), { workerData: start });
   const boot = `import { register } from ${JSON.stringify(import.meta.resolve("tsx/esm/api"))}; register(); await import(${JSON.stringify(new URL("./audit-worker.ts", import.meta.url).href)});`;
-  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(boot)}`), { workerData: options });
+  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(boot)}`), { workerData: start });
 }
 
 export class AuditLog {
   /** Appended, not yet handed to the worker: see scheduleHandOver. */
-  private outbox: StampedEvent[] = [];
+  private outbox: Array<StampedEvent | DroppedEvents> = [];
   private handOverScheduled = false;
+  /** Records handed to the worker, and records it has taken on (its counter, shared): both wrap at 2^31. */
+  private handedOver = 0;
+  private readonly taken: Int32Array;
   private closed = false;
   /** Set when the worker is gone; every later call fails with it. */
   private stopped: Error | undefined;
@@ -45,10 +56,13 @@ export class AuditLog {
 
   private constructor(
     private readonly worker: Worker,
+    taken: SharedArrayBuffer,
+    private readonly maxBacklog: number,
     readonly publicKeyPem: string,
     /** Fingerprint of the signing key (also in every file's `audit.segment` record). */
     readonly keyId: string,
   ) {
+    this.taken = new Int32Array(taken);
     worker.on("message", (message: FromWorker) => this.hear(message));
     worker.on("error", (error) => this.workerStopped(`failed: ${error.message}`));
     worker.on("exit", (code) => this.workerStopped(`exited (code ${code})`));
@@ -62,7 +76,8 @@ export class AuditLog {
    * `audit.recovered` record). Rejects with a CloisterError when the log cannot be opened.
    */
   static async open(options: AuditLogOptions): Promise<AuditLog> {
-    const worker = startWorker(options);
+    const taken = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
+    const worker = startWorker({ options, taken });
     let settle: { resolve: (message: FromWorker) => void; reject: (error: Error) => void } | undefined;
     const onExit = (code: number) => settle?.reject(new Error(`the audit worker exited (code ${code}) before opening the log`));
     const first = await new Promise<FromWorker>((resolve, reject) => {
@@ -72,7 +87,7 @@ export class AuditLog {
       if (settle) worker.off("message", settle.resolve).off("error", settle.reject);
       worker.off("exit", onExit);
     });
-    if (first.kind === "ready") return new AuditLog(worker, first.publicKeyPem, first.keyId);
+    if (first.kind === "ready") return new AuditLog(worker, taken, options.maxBacklog ?? MAX_BACKLOG, first.publicKeyPem, first.keyId);
     await worker.terminate();
     if (first.kind === "failed") throw new CloisterError(first.message, first.hint);
     throw new Error(`the audit worker said ${first.kind} before opening the log`);
@@ -93,6 +108,10 @@ export class AuditLog {
     try {
       if (this.closed) throw new Error("audit record appended after close()");
       if (this.stopped) throw this.stopped;
+      if (this.backlog() >= this.maxBacklog) {
+        this.countDropped();
+        throw new Error(`the audit worker is ${this.maxBacklog} records behind (is the disk stuck?); records are being dropped`);
+      }
       this.outbox.push({ fields: sanitizeEvent(event), time: new Date().toISOString() });
       this.scheduleHandOver();
     } catch (error) {
@@ -137,7 +156,21 @@ export class AuditLog {
     this.handOverScheduled = false;
     if (this.outbox.length === 0 || this.stopped) return;
     this.post({ kind: "append", events: this.outbox });
+    this.handedOver = (this.handedOver + this.outbox.length) | 0;
     this.outbox = [];
+  }
+
+  /** One more record lost: counted in the outbox where it would have been, so the note lands in order. */
+  private countDropped(): void {
+    const last = this.outbox[this.outbox.length - 1];
+    if (last && "dropped" in last) last.dropped++;
+    else this.outbox.push({ dropped: 1 });
+    this.scheduleHandOver();
+  }
+
+  /** Records appended and not yet taken on by the worker. */
+  private backlog(): number {
+    return ((this.handedOver - Atomics.load(this.taken, 0)) | 0) + this.outbox.length;
   }
 
   /** Sends a request after everything appended so far; resolves with the worker's seq at that point. */

@@ -23,6 +23,8 @@ export interface AuditLogOptions {
   maxBytes?: number;
   /** Rotated files kept (audit.1.jsonl … audit.<keep>.jsonl). Default 10. */
   keep?: number;
+  /** Records appended but not yet taken on by the worker before new ones are counted instead (log.ts). Default MAX_BACKLOG. */
+  maxBacklog?: number;
 }
 
 /** An event as AuditLog hands it over: sanitized fields (record.ts) and the time it happened. */
@@ -106,16 +108,22 @@ export class SignedLog {
     return this.seq;
   }
 
-  /** Records `events` in order: seq, prev and signature now, the write soon after. Never throws. */
-  appendAll(events: readonly StampedEvent[]): void {
-    for (const { fields, time } of events) {
+  /**
+   * Records `events` in order: seq, prev and signature now, the write soon after. A count of
+   * records lost on their way here (AuditLog.append) becomes an `audit.dropped` record in its
+   * place. Never throws.
+   */
+  appendAll(events: ReadonlyArray<StampedEvent | { dropped: number }>): void {
+    for (const event of events) {
+      const lost = "dropped" in event ? event.dropped : 0;
       try {
         if (this.writer.pendingBytes > MAX_PENDING_BYTES) {
-          this.dropped++;
+          this.dropped += lost || 1;
           throw new Error(`audit log writes are ${MAX_PENDING_BYTES} bytes behind; records are being dropped`);
         }
+        this.dropped += lost;
         if (this.dropped > 0) this.writeDroppedNote();
-        this.write(fields, time);
+        if (!("dropped" in event)) this.write(event.fields, event.time);
       } catch (error) {
         this.onError(error instanceof Error ? error : new Error(String(error)));
       }

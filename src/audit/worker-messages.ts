@@ -2,11 +2,27 @@
  * What AuditLog (log.ts, the guardian's thread) and the audit worker (audit-worker.ts) say to each
  * other. One message port, so records arrive in the order they were appended.
  */
-import type { StampedEvent } from "./signed-log.js";
+import type { AuditLogOptions, StampedEvent } from "./signed-log.js";
+
+/** Where AuditLog counted records instead of keeping them (the worker too far behind), and how many. */
+export interface DroppedEvents {
+  dropped: number;
+}
+
+/** What the worker is started with. */
+export interface WorkerStart {
+  options: AuditLogOptions;
+  /**
+   * One Int32: how many records the worker has taken on (signed and queued for writing), counted
+   * with wrap-around. The main thread compares it with what it handed over to bound the backlog
+   * without a message per batch (see AuditLog.append).
+   */
+  taken: SharedArrayBuffer;
+}
 
 /** Main thread → worker. */
 export type ToWorker =
-  | { kind: "append"; events: StampedEvent[] }
+  | { kind: "append"; events: Array<StampedEvent | DroppedEvents> }
   /** Every record appended before it written and synced; answered with `done`. */
   | { kind: "flush"; id: number }
   /** The seq of the last record appended before it; answered with `done`. */

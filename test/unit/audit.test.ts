@@ -469,6 +469,29 @@ for (;;) {
     }
   });
 
+  test("past maxBacklog records the worker has not taken on, events are counted instead, and the count is a record in their place", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir, maxBacklog: 10 });
+    const stderr = process.stderr.write;
+    process.stderr.write = (() => true) as typeof process.stderr.write;
+    try {
+      // All in one turn of the event loop: nothing reaches the worker before the 11th.
+      for (let i = 0; i < 1000; i++) log.append(egress(i));
+    } finally {
+      process.stderr.write = stderr;
+    }
+    assert.match(log.lastError?.message ?? "", /10 records behind.*dropped/);
+    await log.flush();
+    log.append(egress(1000));
+    await log.close();
+    const all = await records(dir);
+    assert.deepEqual(
+      all.slice(1).map((r) => (r.type === "audit.dropped" ? `dropped ${r.records}` : r.host)),
+      [...Array.from({ length: 10 }, (_, i) => `host-${i}.example.com`), "dropped 990", "host-1000.example.com"],
+    );
+    assert.equal((await verifyAuditLog(dir)).ok, true);
+  });
+
   test("the audit worker never holds a process open: one that forgot close() exits, and its flushed records are there", async () => {
     const dir = freshDir();
     const script = join(scratch, `forgetful-${++counter}.mts`);
