@@ -3,7 +3,7 @@
  * decision 8). append() only sanitizes the event and stamps its time; every few milliseconds the
  * records go, in call order, to the audit worker (audit-worker.ts), a thread that assigns seq and
  * prev, signs, and writes (signed-log.ts). The proxy appends twice per request; signing and writing
- * on its own thread had cost it ~120 µs of CPU per kept-alive plain-HTTP request (docs/audit.md).
+ * on its own thread had cost it ~160 µs of CPU per kept-alive plain-HTTP request (docs/audit.md).
  */
 import { Worker } from "node:worker_threads";
 import { CloisterError } from "../errors.js";
@@ -12,7 +12,6 @@ import type { AuditLogOptions, StampedEvent } from "./signed-log.js";
 import type { DroppedEvents, FromWorker, ToWorker, WorkerStart } from "./worker-messages.js";
 
 export type { AuditLogOptions } from "./signed-log.js";
-export { DEFAULT_KEEP, DEFAULT_MAX_BYTES, MAX_PENDING_BYTES } from "./signed-log.js";
 
 /** How long appended records may wait before they go to the worker together. */
 const HAND_OVER_MS = 5;
@@ -23,7 +22,7 @@ const HAND_OVER_MS = 5;
  * stays bounded; the worker writes the count as an `audit.dropped` record once it moves again.
  * ~40 s of a busy proxy's records; the worker takes on ~25,000 a second.
  */
-export const MAX_BACKLOG = 100_000;
+const MAX_BACKLOG = 100_000;
 
 export type AuditEvent = { type: string } & Record<string, string | number | boolean | null>;
 
