@@ -28,26 +28,8 @@ const LABEL_CHAR = /[a-z0-9_-]/;
 /** The ASCII a raw host may hold before parsing: name characters, dots, and colons of a bare IPv6 address. */
 const RAW_ASCII_CHAR = /[A-Za-z0-9._:-]/;
 
-/**
- * Hosts already made canonical, by their raw text. The proxy canonicalizes the same few hosts again
- * and again (each request on a kept-alive connection, its Host header too), and the URL parser made
- * that ~8 µs of every plain-HTTP request. Only successes are kept, frozen because they are shared;
- * when full it starts over, so a client sending endless distinct names costs no memory.
- */
-const canonicalHosts = new Map<string, Host>();
-const MAX_REMEMBERED_HOSTS = 1024;
-
 /** The canonical form of a request's host: a punycode name without trailing dot, or an IP address. */
 export function canonicalHost(raw: string): Host {
-  const known = canonicalHosts.get(raw);
-  if (known) return known;
-  const host = Object.freeze(parseHost(raw));
-  if (canonicalHosts.size >= MAX_REMEMBERED_HOSTS) canonicalHosts.clear();
-  canonicalHosts.set(raw, host);
-  return host;
-}
-
-function parseHost(raw: string): Host {
   if (raw === "") throw new HostSyntaxError("host is empty");
   if (raw.startsWith("[")) return bracketedIPv6(raw);
   rejectForbiddenCharacters(raw);
@@ -60,10 +42,30 @@ function parseHost(raw: string): Host {
   return nameOrIPv4(raw);
 }
 
+/**
+ * canonicalHost, remembering its answers by raw text. The proxy canonicalizes the same few hosts
+ * again and again (each request on a kept-alive connection, its Host header too), and the URL parser
+ * made that ~8 µs of every plain-HTTP request. Only successes are kept, frozen because they are
+ * shared; when full it starts over, so a client sending endless distinct names costs no memory.
+ * One per cloister (EgressContext): shared, it would let a cloister tell from timing which hosts
+ * another had just named.
+ */
+export function rememberingCanonicalHost(limit = 1024): (raw: string) => Host {
+  const known = new Map<string, Host>();
+  return (raw) => {
+    const remembered = known.get(raw);
+    if (remembered) return remembered;
+    const host = Object.freeze(canonicalHost(raw));
+    if (known.size >= limit) known.clear();
+    known.set(raw, host);
+    return host;
+  };
+}
+
 /** Splits and checks `host[:port]`; without a port, `defaultPort` is used, and if there is none the authority is malformed. */
-export function parseAuthority(raw: string, defaultPort?: number): { host: Host; port: number } {
+export function parseAuthority(raw: string, defaultPort?: number, canonical: (raw: string) => Host = canonicalHost): { host: Host; port: number } {
   const { hostPart, portPart } = splitAuthority(raw);
-  const host = canonicalHost(hostPart);
+  const host = canonical(hostPart);
   if (portPart !== null) return { host, port: parsePort(portPart) };
   if (defaultPort === undefined) throw new HostSyntaxError("authority has no port");
   return { host, port: defaultPort };

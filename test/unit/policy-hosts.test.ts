@@ -9,6 +9,7 @@ import {
   hostText,
   parseAuthority,
   parsePort,
+  rememberingCanonicalHost,
   splitAuthority,
   type Host,
 } from "../../src/policy/hosts.js";
@@ -214,21 +215,31 @@ describe("canonicalHost: rejections", () => {
   });
 });
 
-describe("canonicalHost: remembered answers", () => {
-  it("gives the same answer again, frozen so that no caller can change it for the others", () => {
-    const first = canonicalHost("Remembered.EXAMPLE.");
-    assert.deepEqual(canonicalHost("Remembered.EXAMPLE."), { kind: "name", name: "remembered.example" });
-    assert.equal(canonicalHost("Remembered.EXAMPLE."), first);
+describe("rememberingCanonicalHost", () => {
+  it("gives canonicalHost's answer, the same frozen object again, so that no caller can change it for the others", () => {
+    const canonical = rememberingCanonicalHost();
+    const first = canonical("Remembered.EXAMPLE.");
+    assert.deepEqual(first, canonicalHost("Remembered.EXAMPLE."));
+    assert.equal(canonical("Remembered.EXAMPLE."), first);
     assert.ok(Object.isFrozen(first));
   });
 
   it("refuses a bad host every time it comes, not only the first", () => {
-    for (let i = 0; i < 3; i++) assertSyntaxError(() => canonicalHost("bad host.example"), "space");
+    const canonical = rememberingCanonicalHost();
+    for (let i = 0; i < 3; i++) assertSyntaxError(() => canonical("bad host.example"), "space");
   });
 
   it("stays right past the number of names it remembers", () => {
-    for (let i = 0; i < 3000; i++) assert.deepEqual(canonicalHost(`N${i}.Example`), { kind: "name", name: `n${i}.example` });
-    assert.deepEqual(canonicalHost("0x7f.1"), { kind: "ip", address: "127.0.0.1", family: 4 });
+    const canonical = rememberingCanonicalHost(100);
+    for (let i = 0; i < 300; i++) assert.deepEqual(canonical(`N${i}.Example`), { kind: "name", name: `n${i}.example` });
+    assert.deepEqual(canonical("0x7f.1"), { kind: "ip", address: "127.0.0.1", family: 4 });
+  });
+
+  it("is what parseAuthority uses when given one", () => {
+    const canonical = rememberingCanonicalHost();
+    const first = parseAuthority("Api.Example:8080", undefined, canonical);
+    assert.deepEqual(first, { host: { kind: "name", name: "api.example" }, port: 8080 });
+    assert.equal(parseAuthority("Api.Example", 80, canonical).host, first.host);
   });
 });
 

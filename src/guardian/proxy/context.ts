@@ -3,7 +3,7 @@ import type { Socket } from "node:net";
 import type { AuditEvent } from "../../audit/log.js";
 import type { ProxySettings } from "../../config/schema.js";
 import { decide, type Decision } from "../../policy/egress.js";
-import { formatAuthority, hostText, type Host } from "../../policy/hosts.js";
+import { formatAuthority, hostText, rememberingCanonicalHost, type Host } from "../../policy/hosts.js";
 import type { Outcome } from "../approvals/queue.js";
 import { admit, isPublicDestination, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
 import { UpstreamAgent } from "./tunnel.js";
@@ -48,6 +48,8 @@ export class EgressContext {
   private readonly token: Buffer;
   /** This cloister's kept-alive origin connections for plain HTTP. */
   readonly upstream = new UpstreamAgent(() => this.settings.connect_timeout);
+  /** Request targets and Host headers made canonical, remembered for this cloister alone (see hosts.ts). */
+  readonly canonicalHost = rememberingCanonicalHost();
   /** Its kept-alive TLS connections to origins of intercepted requests (by checked address and name). */
   readonly tlsUpstream = new HttpsAgent({ keepAlive: true, maxSockets: 32, maxTotalSockets: 256, maxFreeSockets: 8, timeout: 30_000, scheduling: "lifo" });
 

@@ -119,12 +119,12 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
   let target: { host: Host; port: number };
   try {
     // CONNECT takes authority-form only: host:port with an explicit port.
-    target = parseAuthority(req.url ?? "");
+    target = parseAuthority(req.url ?? "", undefined, context.canonicalHost);
   } catch (error) {
     context.refused("connect", "invalid", String(req.url));
     return void client.end(rawResponse(400, "Bad Request", `cloister: bad CONNECT target ${JSON.stringify(req.url)}: ${message(error)}\n`));
   }
-  const conflict = hostHeaderProblem(req, target, target.port);
+  const conflict = hostHeaderProblem(req, target, target.port, context.canonicalHost);
   if (conflict) {
     context.refused("connect", "invalid", conflict);
     return void client.end(rawResponse(400, "Bad Request", `cloister: ${conflict}\n`));
@@ -185,7 +185,7 @@ function enqueue(context: EgressContext, req: IncomingMessage, res: ServerRespon
 async function forward(context: EgressContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const problem = requestProblem(context, req);
   if (problem) return reply(res, problem.status, problem.body, problem.headers);
-  const target = absoluteTarget(req);
+  const target = absoluteTarget(req, context.canonicalHost);
   if ("error" in target) {
     context.refused("http", "invalid", target.error);
     return reply(res, 400, `cloister: ${target.error}\n`);
@@ -289,7 +289,7 @@ function recordPlainSighting(context: EgressContext, target: Admitted, sighting:
 }
 
 /** The request target of a plain-HTTP proxy request, checked: `http://authority/path`, nothing else. */
-function absoluteTarget(req: IncomingMessage): { host: Host; port: number; path: string } | { error: string } {
+function absoluteTarget(req: IncomingMessage, canonical: (raw: string) => Host): { host: Host; port: number; path: string } | { error: string } {
   const url = req.url ?? "";
   const match = /^http:\/\/([^/?#]*)([/?][^#]*)?$/i.exec(url);
   if (!match) {
@@ -301,11 +301,11 @@ function absoluteTarget(req: IncomingMessage): { host: Host; port: number; path:
   if (authority.includes("@")) return { error: "credentials in the URL (user@host) are refused" };
   let target: { host: Host; port: number };
   try {
-    target = parseAuthority(authority, 80);
+    target = parseAuthority(authority, 80, canonical);
   } catch (error) {
     return { error: `bad host in ${JSON.stringify(url.slice(0, 100))}: ${message(error)}` };
   }
-  const conflict = hostHeaderProblem(req, target, 80);
+  const conflict = hostHeaderProblem(req, target, 80, canonical);
   if (conflict) return { error: conflict };
   return { ...target, path: path.startsWith("?") ? `/${path}` : path };
 }
@@ -315,12 +315,12 @@ function absoluteTarget(req: IncomingMessage): { host: Host; port: number; path:
  * checked?), and so are two Host headers: both are refused. A Host without a port means
  * `defaultPort` (80 for plain HTTP; for CONNECT, the target's own port).
  */
-function hostHeaderProblem(req: IncomingMessage, target: { host: Host; port: number }, defaultPort: number): string | undefined {
+function hostHeaderProblem(req: IncomingMessage, target: { host: Host; port: number }, defaultPort: number, canonical: (raw: string) => Host): string | undefined {
   const hosts = headerValues(req.rawHeaders, "host");
   if (hosts.length > 1) return "more than one Host header";
   if (hosts[0] === undefined) return undefined;
   try {
-    const stated = parseAuthority(hosts[0], defaultPort);
+    const stated = parseAuthority(hosts[0], defaultPort, canonical);
     const expected = formatAuthority(target.host, target.port);
     if (formatAuthority(stated.host, stated.port) !== expected) return `Host header ${JSON.stringify(hosts[0])} does not match the target ${expected}`;
   } catch (error) {
