@@ -73,6 +73,8 @@ function sessionFlags(n: Net): string[] {
     "www.lab.test": "127.0.0.1",
     "echo.test": "127.0.0.1",
     "quiet.test": "127.0.0.3",
+    // Denied, on the allowed upstream's own address: a kept-alive origin connection to web.test must not carry it.
+    "shadow.test": "127.0.0.1",
     ...Object.fromEntries(TRAP_NAMES.map((name) => [name, "127.0.0.2"])),
   };
   return [
@@ -80,7 +82,7 @@ function sessionFlags(n: Net): string[] {
     ...["web.test", "*.lab.test", "sink.test", "quiet.test", "localhost"].flatMap((h) => ["--allow", `${h}:${n.P}`]),
     "--allow",
     `echo.test:${n.echo.port}`,
-    ...["sink.test", "sink.lab.test"].flatMap((h) => ["--deny", `${h}:${n.P}`]),
+    ...["sink.test", "sink.lab.test", "shadow.test"].flatMap((h) => ["--deny", `${h}:${n.P}`]),
   ];
 }
 
@@ -1140,6 +1142,16 @@ describe("escape/network", () => {
       assert.deepEqual(deniedSaw(n), [], "the quiet upstream (only named in refused requests) or the sink was reached");
       // The allowed requests of the kept-alive connections arrived, and nothing else from them.
       assert.deepEqual(webPathsFor("/k").filter((u) => u !== "/kb1").sort(), ["/ka1", "/ka3", "/kc1", "/kd1"]);
+    });
+
+    it("the attacker follows an allowed request with a denied name that resolves to the same address, on one kept-alive proxy connection: 403, and the origin connection the guardian keeps for that address never carries it", async () => {
+      const urls = [`http://web.test:${n.P}/pooled-1`, `http://shadow.test:${n.P}/pooled-2`, `http://web.test:${n.P}/pooled-3`, `http://shadow.test:${n.P}/pooled-4`];
+      const r = await t.cli(["exec", BYSTANDER, "--", "curl", "-sS", "-m", "20", "-w", "%{http_code} %{num_connects}\\n", ...urls.flatMap((url) => ["-o", "/dev/null", url])]);
+      outputs.push(r.stdout, r.stderr);
+      const answers = r.stdout.trim().split("\n");
+      assert.deepEqual(answers.map((line) => line.split(" ")[0]), ["200", "403", "200", "403"], r.stderr);
+      assert.deepEqual(answers.slice(1).map((line) => line.split(" ")[1]), ["0", "0", "0"], "curl opened a new proxy connection: the test needs one kept-alive connection");
+      assert.deepEqual(webPathsFor("/pooled"), ["/pooled-1", "/pooled-3"]);
     });
 
     it("every refusal is audited with its decision; the checked authority is the one logged", async () => {

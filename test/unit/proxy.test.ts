@@ -602,7 +602,10 @@ describe("absolute-form plain HTTP", () => {
       const second = await client.readResponse();
       assert.equal(second.body, "PUT 11 hello there");
       client.destroy();
-      assert.equal(bodies.requests[1]?.headers["transfer-encoding"], "chunked");
+      // Re-framed by the proxy: chunked while the body is still arriving, or with its length when
+      // it had all arrived before the request went out (as here). Never both, never neither.
+      const framing = bodies.requests[1]?.headers;
+      assert.ok((framing?.["transfer-encoding"] === "chunked") !== (framing?.["content-length"] === "11"), JSON.stringify(framing));
     } finally {
       await bodies.close();
     }
@@ -759,6 +762,57 @@ describe("absolute-form plain HTTP", () => {
     } finally {
       origin.closeAllConnections();
       origin.close();
+    }
+  });
+
+  it("holds kept-alive connections to at most 8 origins per cloister: the least recently used one is closed for a ninth", async () => {
+    const origins: { port: number; open: number; server: ReturnType<typeof createHttpServer> }[] = [];
+    for (let i = 0; i < 9; i++) {
+      const origin = { port: 0, open: 0, server: createHttpServer({ keepAliveTimeout: 30_000 }, (_req, res) => res.end("ok")) };
+      origin.server.on("connection", (socket: Socket) => {
+        origin.open++;
+        socket.on("close", () => origin.open--);
+      });
+      await new Promise<void>((resolve) => origin.server.listen(0, "127.0.0.1", () => resolve()));
+      origin.port = (origin.server.address() as { port: number }).port;
+      origins.push(origin);
+    }
+    try {
+      const t = await endpoint({ allow: origins.map((o) => rules(`o.test:${o.port}`)).flat(), overrides: { "o.test": "127.0.0.1" } });
+      const client = await RawClient.open(t.socketPath);
+      for (const origin of origins.slice(0, 8)) {
+        client.write(get(`http://o.test:${origin.port}/`));
+        assert.equal((await client.readResponse()).status, 200);
+      }
+      assert.deepEqual(origins.map((o) => o.open), [1, 1, 1, 1, 1, 1, 1, 1, 0], "one kept-alive connection to each of the first eight");
+      client.write(get(`http://o.test:${origins[8]?.port}/`));
+      assert.equal((await client.readResponse()).status, 200);
+      await eventually(() => origins[0]?.open === 0, "the least recently used origin's connection closed");
+      assert.deepEqual(origins.map((o) => o.open), [0, 1, 1, 1, 1, 1, 1, 1, 1]);
+      client.destroy();
+    } finally {
+      for (const origin of origins) {
+        origin.server.closeAllConnections();
+        origin.server.close();
+      }
+    }
+  });
+
+  it("answers a client's Expect: 100-continue itself and forwards its body, not the Expect header", async () => {
+    const upload = await startHttpUpstream({ handler: (_req, res, body) => res.end(`got ${body.length}`) });
+    try {
+      const t = await endpoint({ allow: rules(`upload.test:${upload.port}`), overrides: { "upload.test": "127.0.0.1" } });
+      const client = await RawClient.open(t.socketPath);
+      client.write(requestHead(`PUT http://upload.test:${upload.port}/file HTTP/1.1`, [`Host: upload.test:${upload.port}`, AUTH, "Content-Length: 5", "Expect: 100-continue"]));
+      assert.match((await client.readBytes(25)).toString("latin1"), /^HTTP\/1\.1 100 Continue\r\n\r\n/);
+      client.write("hello");
+      const response = await client.readResponse();
+      assert.equal(response.status, 200);
+      assert.equal(response.body, "got 5");
+      assert.equal(upload.requests.at(-1)?.headers.expect, undefined);
+      client.destroy();
+    } finally {
+      await upload.close();
     }
   });
 

@@ -6,7 +6,7 @@ import { decide, type Decision } from "../../policy/egress.js";
 import { formatAuthority, hostText, rememberingCanonicalHost, type Host } from "../../policy/hosts.js";
 import type { Outcome } from "../approvals/queue.js";
 import { admit, isPublicDestination, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
-import { UpstreamAgent } from "./tunnel.js";
+import { OriginPools } from "./origin-pools.js";
 import { relayTunnel, type RelayedTunnel, type TunnelResult } from "./native-relay.js";
 import { Agent as HttpsAgent } from "node:https";
 import type { ActiveRule } from "../../policy/injection.js";
@@ -47,7 +47,7 @@ export class EgressContext {
   readonly project: string;
   private readonly token: Buffer;
   /** This cloister's kept-alive origin connections for plain HTTP. */
-  readonly upstream = new UpstreamAgent(() => this.settings.connect_timeout);
+  readonly origins = new OriginPools(() => this.settings.connect_timeout);
   /** Request targets and Host headers made canonical, remembered for this cloister alone (see hosts.ts). */
   readonly canonicalHost = rememberingCanonicalHost();
   /** Its kept-alive TLS connections to origins of intercepted requests (by checked address and name). */
@@ -69,7 +69,7 @@ export class EgressContext {
     this.closed = true;
     for (const socket of this.sockets) socket.destroy();
     for (const tunnel of this.tunnels) tunnel.cut();
-    this.upstream.destroy();
+    this.origins.destroy();
     this.tlsUpstream.destroy();
   }
 

@@ -12,9 +12,13 @@ export function headerValues(raw: readonly string[], name: string): string[] {
   return values;
 }
 
-/** Request headers minus hop-by-hop ones (and any the client named in Connection), Host rebuilt. */
+/**
+ * Request headers minus hop-by-hop ones (and any the client named in Connection), Host rebuilt,
+ * and without Expect: node's server has already answered a `100-continue` to the client, and
+ * undici refuses to send one.
+ */
 export function forwardedHeaders(raw: readonly string[], host: string): string[] {
-  return ["Host", host, ...endToEnd(raw, "host")];
+  return ["Host", host, ...endToEnd(raw, "host", "expect")];
 }
 
 export function responseHeaders(raw: readonly string[]): string[] {
@@ -23,15 +27,15 @@ export function responseHeaders(raw: readonly string[]): string[] {
 
 /**
  * The end-to-end headers of a raw list: without hop-by-hop ones, those the sender named in
- * Connection, HTTP/2 pseudo-headers (":path"; they are not headers in HTTP/1.1) and `drop`.
+ * Connection, HTTP/2 pseudo-headers (":path"; they are not headers in HTTP/1.1) and `drop` (lower case).
  */
-export function endToEnd(raw: readonly string[], drop?: string): string[] {
+export function endToEnd(raw: readonly string[], ...drop: string[]): string[] {
   const dropped = connectionNamed(raw);
   const out: string[] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i] ?? "";
     const lower = name.toLowerCase();
-    if (lower === drop || lower.startsWith(":") || HOP_BY_HOP.has(lower) || dropped.has(lower)) continue;
+    if (drop.includes(lower) || lower.startsWith(":") || HOP_BY_HOP.has(lower) || dropped.has(lower)) continue;
     out.push(name, raw[i + 1] ?? "");
   }
   return out;

@@ -1,5 +1,6 @@
-import { createServer, request as upstreamRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { Duplex } from "node:stream";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { Transform, type Duplex } from "node:stream";
+import type { Dispatcher } from "undici";
 import type { Socket } from "node:net";
 import type { ProxySettings } from "../../config/schema.js";
 import { formatAuthority, hostText, HostSyntaxError, parseAuthority, type Host } from "../../policy/hosts.js";
@@ -209,79 +210,105 @@ async function forward(context: EgressContext, req: IncomingMessage, res: Server
 
 /**
  * Calls `done` once, when the exchange has ended (the egress.end event is recorded then). The
- * origin connection comes from the cloister's pool (dialed to the checked address if none is free)
- * and goes back to it after a clean response.
+ * origin connection comes from the cloister's pools (dialed to the checked address if none is
+ * free) and goes back to it after a clean response.
  */
 function relay(context: EgressContext, target: Admitted, req: IncomingMessage, res: ServerResponse, path: string, started: number, done: () => void, scan?: Scan): void {
-  const outgoing = upstreamRequest({
-    agent: context.upstream,
-    host: target.address,
-    port: target.port,
-    family: target.family,
-    method: req.method,
-    path,
-    headers: forwardedHeaders(req.rawHeaders, hostHeader(target)),
-    setHost: false,
-  });
-  outgoing.setTimeout(context.settings.idle_timeout, () => outgoing.destroy(new Error("idle timeout")));
-  // Both connections outlive this request (kept alive), and their byte counts with them: count
-  // from here, so each request's egress.end has its own bytes, not a connection's running total.
-  let upBefore = 0;
-  outgoing.once("socket", (socket) => (upBefore = (socket as Socket).bytesWritten));
+  const headers = forwardedHeaders(req.rawHeaders, hostHeader(target));
+  // Bytes on the origin connection: the request head as undici writes it, then the body, which
+  // (when there is one) goes through a stream that counts it; the placeholder scan writes into it.
+  let bytesUp = requestHeadBytes(req.method ?? "GET", path, headers);
+  const hasBody = req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined;
+  const body = hasBody
+    ? new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          bytesUp += chunk.length;
+          callback(null, chunk);
+        },
+      })
+    : null;
+  if (body && !scan) req.pipe(body);
   const client = req.socket;
   const downBefore = client.bytesWritten;
+  let controller: Dispatcher.DispatchController | undefined;
   let finished = false;
-  let responded = false;
   const finish = (end: string) => {
     if (finished) return;
     finished = true;
-    if (end !== "closed") outgoing.destroy();
-    const up = outgoing.socket ? (outgoing.socket as Socket).bytesWritten - upBefore : 0;
-    context.ended("http", target, { bytesUp: up, bytesDown: client.bytesWritten - downBefore, durationMs: Date.now() - started, end });
+    if (end !== "closed") controller?.abort(new Error(end));
+    context.ended("http", target, { bytesUp, bytesDown: client.bytesWritten - downBefore, durationMs: Date.now() - started, end });
     done();
   };
-  outgoing.on("response", (upstream) => {
-    responded = true;
-    upstream.on("error", () => finish("error"));
-    try {
-      res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, responseHeaders(upstream.rawHeaders));
-    } catch (error) {
-      // node's client parser accepts status lines its server side refuses to write (a status below
-      // 100, control bytes in the reason phrase). Uncaught, that exception ended the guardian; the
-      // origin's response is refused instead. writeHead kept the bad reason phrase: clear it first.
-      res.statusMessage = "";
-      reply(res, 502, `cloister: ${formatAuthority(target.host, target.port)} sent a response that cannot be relayed: ${message(error)}\n`);
-      return finish("error");
-    }
-    upstream.pipe(res);
-    upstream.on("end", () => finish("closed"));
-  });
-  outgoing.on("error", (error) => {
+  const failed = (error: Error) => {
+    if (finished) return; // ended here first (blocked, client gone): undici reports the abort
     const status = error instanceof DialError ? error.status : 502;
-    if (!res.headersSent) reply(res, status, `cloister: ${formatAuthority(target.host, target.port)}: ${message(error)}\n`);
+    if (!res.headersSent) reply(res, status, `cloister: ${formatAuthority(target.host, target.port)}: ${originError(error)}\n`);
     else res.destroy();
     finish(error instanceof DialError ? "unreachable" : "error");
-  });
-  // A response node's client will not hand over (a 101 to a request that asked for no upgrade) ends
-  // in a closed request with neither 'response' nor 'error'; the client was left waiting for the
-  // idle timeout. Answer it now.
-  outgoing.on("close", () => {
-    if (responded || finished) return;
-    if (!res.headersSent) reply(res, 502, `cloister: ${formatAuthority(target.host, target.port)} closed the connection without a response that can be relayed\n`);
-    finish("error");
-  });
+  };
+  res.on("drain", () => controller?.resume());
   res.on("close", () => finish(res.writableFinished ? "closed" : "client-closed"));
-  if (!scan) return void req.pipe(outgoing);
+  const idle = context.settings.idle_timeout;
+  context.origins.dispatch(target.address, target.family, target.port, { method: req.method ?? "GET", path, headers, body, headersTimeout: idle, bodyTimeout: idle }, {
+    onRequestStart: (started) => {
+      controller = started;
+      // Ended while it waited for a free origin connection (the client went away): not sent at all.
+      if (finished) started.abort(new Error("client-closed"));
+    },
+    onResponseStart: (response, status, parsed, statusMessage) => {
+      if (status < 200) return; // informational (103 Early Hints): the final response follows
+      try {
+        res.writeHead(status, statusMessage, responseHeaders(rawHeaderList(response.rawHeaders, parsed)));
+      } catch (error) {
+        // undici's parser accepts status lines node's server refuses to write (control bytes in
+        // the reason phrase). Uncaught, that exception ended the guardian; the origin's response
+        // is refused instead. writeHead kept the bad reason phrase: clear it first.
+        res.statusMessage = "";
+        reply(res, 502, `cloister: ${formatAuthority(target.host, target.port)} sent a response that cannot be relayed: ${message(error)}\n`);
+        finish("error");
+      }
+    },
+    onResponseData: (response, chunk) => {
+      if (!res.write(chunk)) response.pause();
+    },
+    onResponseEnd: () => {
+      res.end();
+      finish("closed");
+    },
+    onResponseError: (_response, error) => failed(error),
+  });
+  if (!scan || !body) return;
   // A placeholder in the body: what came before it went out, the rest never does; the client is
   // answered, and what it still sends is read and dropped (see discardRest).
   const blocked = (index: number) => {
     scan.found(index);
-    outgoing.destroy();
     if (!res.headersSent) reply(res, 403, `cloister: request to ${formatAuthority(target.host, target.port)} blocked: its body carries a secret's placeholder\n`);
     finish("blocked");
     discardRest(req);
   };
-  relayScanned(req, outgoing, scan.needles, blocked, () => undefined, "leave-source");
+  relayScanned(req, body, scan.needles, blocked, () => undefined, "leave-source");
+}
+
+/** What undici writes before a request's body: request line, headers, and its own Connection header. */
+function requestHeadBytes(method: string, path: string, headers: readonly string[]): number {
+  let bytes = Buffer.byteLength(`${method} ${path} HTTP/1.1\r\nconnection: keep-alive\r\n\r\n`);
+  for (let i = 0; i + 1 < headers.length; i += 2) bytes += Buffer.byteLength(`${headers[i]}: ${headers[i + 1]}\r\n`);
+  return bytes;
+}
+
+/** The response's headers as node's raw list: undici's raw form when it kept one, else from the parsed object. */
+function rawHeaderList(raw: Dispatcher.DispatchController["rawHeaders"], parsed: Record<string, string | string[] | undefined>): string[] {
+  if (Array.isArray(raw)) return raw.map((item) => (typeof item === "string" ? item : item.toString("latin1")));
+  return Object.entries(parsed).flatMap(([name, value]) => (value === undefined ? [] : (Array.isArray(value) ? value : [value]).flatMap((v) => [name, v])));
+}
+
+/** undici's errors for what went wrong at the origin, in the words the proxy's other errors use. */
+function originError(error: Error): string {
+  if (error instanceof DialError) return error.message;
+  const code = (error as { code?: string }).code;
+  if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") return "idle timeout";
+  if (code === "UND_ERR_SOCKET") return `the connection failed (${error.message})`;
+  return error.message;
 }
 
 function recordPlainSighting(context: EgressContext, target: Admitted, sighting: Sighting): void {

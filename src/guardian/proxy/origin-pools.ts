@@ -1,0 +1,67 @@
+import { Pool, type Dispatcher } from "undici";
+import { dial } from "./tunnel.js";
+
+/** Kept-alive connections per origin (address and port): as many requests at once as one cloister may send there. */
+const CONNECTIONS_PER_ORIGIN = 32;
+/** Origins with pooled connections per cloister; with the above, at most 256 origin connections. */
+const MAX_ORIGINS = 8;
+/** How long an idle origin connection is kept (an origin's own Keep-Alive hint may shorten it). */
+const KEEP_ALIVE_MS = 30_000;
+
+/**
+ * One cloister's kept-alive connections to origins for its plain-HTTP requests, on undici's pools
+ * (node's own `http.request` cost the guardian ~40 µs more CPU per request: docs/benchmarks.md).
+ * Pools are keyed by the checked address and port, and every connection is dialed to exactly that
+ * address (requests carry the name only in Host), so a reused connection goes exactly where a new
+ * one would. One per cloister: no cloister's request ever rides another's connection. Past
+ * MAX_ORIGINS origins the least recently used pool is closed (after its requests finish), which
+ * bounds the descriptors one cloister can hold.
+ */
+export class OriginPools {
+  /** In order of last use, the most recent last (a Map keeps insertion order). */
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(private readonly connectTimeoutMs: () => number) {}
+
+  dispatch(address: string, family: 4 | 6, port: number, options: Omit<Dispatcher.DispatchOptions, "origin">, handler: Dispatcher.DispatchHandler): void {
+    this.pool(address, family, port).dispatch(options, handler);
+  }
+
+  /** Ends every connection now; requests still running fail. */
+  destroy(): void {
+    for (const pool of this.pools.values()) void pool.destroy().catch(() => undefined);
+    this.pools.clear();
+  }
+
+  private pool(address: string, family: 4 | 6, port: number): Pool {
+    const key = `${address}:${port}`;
+    let pool = this.pools.get(key);
+    if (pool) {
+      this.pools.delete(key); // re-inserted below: now the most recently used
+    } else {
+      if (this.pools.size >= MAX_ORIGINS) this.closeLeastRecentlyUsed();
+      pool = new Pool(`http://${family === 6 ? `[${address}]` : address}:${port}`, {
+        connections: CONNECTIONS_PER_ORIGIN,
+        pipelining: 1,
+        keepAliveTimeout: KEEP_ALIVE_MS,
+        keepAliveMaxTimeout: KEEP_ALIVE_MS,
+        // The checked address, dialed as the proxy's tunnels are (connect timeout, DialError).
+        connect: (_options, callback) => {
+          dial(address, port, this.connectTimeoutMs()).then(
+            (socket) => callback(null, socket),
+            (error: Error) => callback(error, null),
+          );
+        },
+      });
+    }
+    this.pools.set(key, pool);
+    return pool;
+  }
+
+  private closeLeastRecentlyUsed(): void {
+    const [key, pool] = this.pools.entries().next().value ?? [];
+    if (key === undefined || !pool) return;
+    this.pools.delete(key);
+    void pool.close().catch(() => undefined);
+  }
+}
