@@ -1,5 +1,17 @@
-import { Pool, type Dispatcher } from "undici";
+import type { Dispatcher, Pool } from "undici";
 import { dial } from "./tunnel.js";
+
+/**
+ * undici's Pool, loaded at the first plain-HTTP request: loading undici costs ~19 MiB of the
+ * guardian's memory, and most guardians only ever see HTTPS (CONNECT), which does not use it.
+ */
+let poolClass: Promise<typeof Pool> | undefined;
+
+async function loadPoolClass(): Promise<typeof Pool> {
+  // undici is CommonJS: its exports are the default export both under node and in the bundle
+  // (which has no named exports for it).
+  return (await import("undici")).default.Pool;
+}
 
 /** Kept-alive connections per origin (address and port): as many requests at once as one cloister may send there. */
 const CONNECTIONS_PER_ORIGIN = 32;
@@ -24,7 +36,10 @@ export class OriginPools {
   constructor(private readonly connectTimeoutMs: () => number) {}
 
   dispatch(address: string, family: 4 | 6, port: number, options: Omit<Dispatcher.DispatchOptions, "origin">, handler: Dispatcher.DispatchHandler): void {
-    this.pool(address, family, port).dispatch(options, handler);
+    (poolClass ??= loadPoolClass())
+      .then((PoolClass) => this.pool(PoolClass, address, family, port).dispatch(options, handler))
+      // Never unhandled: a failure here answers this request (502), and the guardian goes on.
+      .catch((error: Error) => handler.onResponseError?.(unstarted, error));
   }
 
   /** Ends every connection now; requests still running fail. */
@@ -33,14 +48,14 @@ export class OriginPools {
     this.pools.clear();
   }
 
-  private pool(address: string, family: 4 | 6, port: number): Pool {
+  private pool(PoolClass: typeof Pool, address: string, family: 4 | 6, port: number): Pool {
     const key = `${address}:${port}`;
     let pool = this.pools.get(key);
     if (pool) {
       this.pools.delete(key); // re-inserted below: now the most recently used
     } else {
       if (this.pools.size >= MAX_ORIGINS) this.closeLeastRecentlyUsed();
-      pool = new Pool(`http://${family === 6 ? `[${address}]` : address}:${port}`, {
+      pool = new PoolClass(`http://${family === 6 ? `[${address}]` : address}:${port}`, {
         connections: CONNECTIONS_PER_ORIGIN,
         pipelining: 1,
         keepAliveTimeout: KEEP_ALIVE_MS,
@@ -65,3 +80,13 @@ export class OriginPools {
     void pool.close().catch(() => undefined);
   }
 }
+
+/** The controller a handler is given for a request that never started: there is nothing to pause or abort. */
+const unstarted: Dispatcher.DispatchController = {
+  aborted: false,
+  paused: false,
+  reason: null,
+  abort: () => undefined,
+  pause: () => undefined,
+  resume: () => undefined,
+};
