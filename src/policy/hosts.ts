@@ -1,4 +1,5 @@
 import { isIPv4, isIPv6 } from "node:net";
+import { LruMap } from "../lru-map.js";
 
 /**
  * Canonical hosts and authorities for the egress policy (DESIGN.md decision 5: the name is
@@ -46,17 +47,16 @@ export function canonicalHost(raw: string): Host {
  * canonicalHost, remembering its answers by raw text. The proxy canonicalizes the same few hosts
  * again and again (each request on a kept-alive connection, its Host header too), and the URL parser
  * made that ~8 µs of every plain-HTTP request. Only successes are kept, frozen because they are
- * shared; when full it starts over, so a client sending endless distinct names costs no memory.
+ * shared; past `limit` the least recently used goes, so endless distinct names cost no memory.
  * One per cloister (EgressContext): shared, it would let a cloister tell from timing which hosts
  * another had just named.
  */
 export function rememberingCanonicalHost(limit = 1024): (raw: string) => Host {
-  const known = new Map<string, Host>();
+  const known = new LruMap<string, Host>(limit);
   return (raw) => {
-    const remembered = known.get(raw);
+    const remembered = known.use(raw);
     if (remembered) return remembered;
     const host = Object.freeze(canonicalHost(raw));
-    if (known.size >= limit) known.clear();
     known.set(raw, host);
     return host;
   };

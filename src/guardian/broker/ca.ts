@@ -18,6 +18,7 @@ import { join } from "node:path";
 import { createSecureContext, rootCertificates, type SecureContext } from "node:tls";
 import { CloisterError } from "../../errors.js";
 import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "../../config/atomic-write.js";
+import { LruMap } from "../../lru-map.js";
 
 // Node's webcrypto implements the DOM Crypto interface pkijs is typed against; only the declarations differ.
 pkijs.setEngine("node", new pkijs.CryptoEngine({ name: "node", crypto: webcrypto as Crypto }));
@@ -49,8 +50,8 @@ interface CachedLeaf {
 }
 
 export class CertificateAuthority {
-  /** Issued leaves by host; Map keeps insertion order, so the first key is the least recently used. */
-  private readonly leaves = new Map<string, CachedLeaf>();
+  /** Issued leaves by host, the least recently used dropped past MAX_CACHED. */
+  private readonly leaves = new LruMap<string, CachedLeaf>(MAX_CACHED);
 
   private constructor(
     /** The CA certificate (PEM): what cloisters must trust. */
@@ -108,12 +109,8 @@ export class CertificateAuthority {
    */
   async contextFor(host: string): Promise<SecureContext> {
     const now = Date.now();
-    const cached = this.leaves.get(host);
-    this.leaves.delete(host);
-    if (cached && cached.notAfter - now > RENEW_BEFORE) {
-      this.leaves.set(host, cached); // move to the back: recently used
-      return cached.context;
-    }
+    const cached = this.leaves.use(host);
+    if (cached && cached.notAfter - now > RENEW_BEFORE) return cached.context;
     const notAfter = now + LEAF_VALIDITY;
     const context = this.issueLeaf(host, now, notAfter).then((leafPem) =>
       // The chain includes the CA so clients that want a complete chain get one; it is the trust anchor anyway.
@@ -123,9 +120,8 @@ export class CertificateAuthority {
     this.leaves.set(host, entry);
     // A failed issuance must not stick in the cache; the next call tries again.
     context.catch(() => {
-      if (this.leaves.get(host) === entry) this.leaves.delete(host);
+      if (this.leaves.peek(host) === entry) this.leaves.delete(host);
     });
-    while (this.leaves.size > MAX_CACHED) this.leaves.delete(this.leaves.keys().next().value as string);
     return context;
   }
 

@@ -1,4 +1,5 @@
 import { lookup as systemLookup } from "node:dns/promises";
+import { LruMap } from "../../lru-map.js";
 
 /** One answer of the host's resolver (getaddrinfo, through node's dns.lookup). */
 export interface ResolvedAddress {
@@ -31,7 +32,8 @@ export const MAX_NAMES = 1024;
  * systemd-resolved's own names); this keeps the host's resolver and only remembers its answers.
  */
 export class HostResolver {
-  private readonly answers = new Map<string, { expires: number; addresses: ResolvedAddress[] }>();
+  /** Ordered by the answers' age: a remembered answer is not refreshed by being used. */
+  private readonly answers = new LruMap<string, { expires: number; addresses: ResolvedAddress[] }>(MAX_NAMES);
   private readonly pending = new Map<string, Promise<ResolvedAddress[]>>();
 
   constructor(
@@ -41,13 +43,13 @@ export class HostResolver {
 
   /** The addresses of `name`, from memory while fresh, else from the host's resolver. Rejects as the resolver does. */
   lookup(name: string): Promise<ResolvedAddress[]> {
-    const known = this.answers.get(name);
+    const known = this.answers.peek(name);
     if (known && known.expires > this.now()) return Promise.resolve(known.addresses);
     const asked = this.pending.get(name);
     if (asked) return asked;
     const query = this.resolve(name)
       .then((addresses) => {
-        this.remember(name, addresses);
+        this.answers.set(name, { expires: this.now() + ANSWER_TTL_MS, addresses });
         return addresses;
       })
       .finally(() => this.pending.delete(name));
@@ -55,12 +57,4 @@ export class HostResolver {
     return query;
   }
 
-  private remember(name: string, addresses: ResolvedAddress[]): void {
-    this.answers.delete(name); // re-inserted last: the Map's order is the answers' age
-    if (this.answers.size >= MAX_NAMES) {
-      const oldest = this.answers.keys().next();
-      if (!oldest.done) this.answers.delete(oldest.value);
-    }
-    this.answers.set(name, { expires: this.now() + ANSWER_TTL_MS, addresses });
-  }
 }

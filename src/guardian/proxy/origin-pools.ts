@@ -1,4 +1,5 @@
 import type { Dispatcher, Pool } from "undici";
+import { LruMap } from "../../lru-map.js";
 import { dial } from "./tunnel.js";
 
 /**
@@ -30,8 +31,8 @@ const KEEP_ALIVE_MS = 30_000;
  * bounds the descriptors one cloister can hold.
  */
 export class OriginPools {
-  /** In order of last use, the most recent last (a Map keeps insertion order). */
-  private readonly pools = new Map<string, Pool>();
+  /** Past MAX_ORIGINS, the least recently used pool is closed: its requests finish first. */
+  private readonly pools = new LruMap<string, Pool>(MAX_ORIGINS, (pool) => void pool.close().catch(() => undefined));
 
   constructor(private readonly connectTimeoutMs: () => number) {}
 
@@ -50,34 +51,23 @@ export class OriginPools {
 
   private pool(PoolClass: typeof Pool, address: string, family: 4 | 6, port: number): Pool {
     const key = `${address}:${port}`;
-    let pool = this.pools.get(key);
-    if (pool) {
-      this.pools.delete(key); // re-inserted below: now the most recently used
-    } else {
-      if (this.pools.size >= MAX_ORIGINS) this.closeLeastRecentlyUsed();
-      pool = new PoolClass(`http://${family === 6 ? `[${address}]` : address}:${port}`, {
-        connections: CONNECTIONS_PER_ORIGIN,
-        pipelining: 1,
-        keepAliveTimeout: KEEP_ALIVE_MS,
-        keepAliveMaxTimeout: KEEP_ALIVE_MS,
-        // The checked address, dialed as the proxy's tunnels are (connect timeout, DialError).
-        connect: (_options, callback) => {
-          dial(address, port, this.connectTimeoutMs()).then(
-            (socket) => callback(null, socket),
-            (error: Error) => callback(error, null),
-          );
-        },
-      });
-    }
+    const known = this.pools.use(key);
+    if (known) return known;
+    const pool = new PoolClass(`http://${family === 6 ? `[${address}]` : address}:${port}`, {
+      connections: CONNECTIONS_PER_ORIGIN,
+      pipelining: 1,
+      keepAliveTimeout: KEEP_ALIVE_MS,
+      keepAliveMaxTimeout: KEEP_ALIVE_MS,
+      // The checked address, dialed as the proxy's tunnels are (connect timeout, DialError).
+      connect: (_options, callback) => {
+        dial(address, port, this.connectTimeoutMs()).then(
+          (socket) => callback(null, socket),
+          (error: Error) => callback(error, null),
+        );
+      },
+    });
     this.pools.set(key, pool);
     return pool;
-  }
-
-  private closeLeastRecentlyUsed(): void {
-    const [key, pool] = this.pools.entries().next().value ?? [];
-    if (key === undefined || !pool) return;
-    this.pools.delete(key);
-    void pool.close().catch(() => undefined);
   }
 }
 
