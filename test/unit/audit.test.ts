@@ -50,6 +50,13 @@ function egress(i: number, extra: Partial<AuditEvent> = {}): AuditEvent {
   } as AuditEvent;
 }
 
+/** A script for a child process (run with tsx): `body`, after an import of AuditLog from the sources. */
+async function auditScript(name: string, body: string): Promise<string> {
+  const script = join(scratch, `${name}-${++counter}.mts`);
+  await writeFile(script, `import { AuditLog } from ${JSON.stringify(pathToFileURL(join(REPO_ROOT, "src/audit/log.ts")).href)};\n${body}`);
+  return script;
+}
+
 /** A closed log with a genesis header (seq 1) and `count` egress records (seq 2 … count+1). */
 async function writeLog(count: number, options: { maxBytes?: number; keep?: number } = {}): Promise<string> {
   const dir = freshDir();
@@ -433,12 +440,9 @@ describe("audit log: reopening and crashes", () => {
 
   test("kill -9 of a writer at arbitrary moments never leaves a log that fails to verify after reopening", async () => {
     const dir = freshDir();
-    const script = join(scratch, `writer-${++counter}.mts`);
-    const logModule = pathToFileURL(join(REPO_ROOT, "src/audit/log.ts")).href;
-    await writeFile(
-      script,
-      `import { AuditLog } from ${JSON.stringify(logModule)};
-const log = await AuditLog.open({ dir: process.argv[2], maxBytes: 16 * 1024, keep: 10_000 });
+    const script = await auditScript(
+      "writer",
+      `const log = await AuditLog.open({ dir: process.argv[2], maxBytes: 16 * 1024, keep: 10_000 });
 let i = 0;
 for (;;) {
   for (let j = 0; j < 50; j++) log.append({ type: "egress", host: "h" + i++ + ".example", port: 443, decision: "allow", pad: "x".repeat(i % 300) });
@@ -494,12 +498,9 @@ for (;;) {
 
   test("the audit worker never holds a process open: one that forgot close() exits, and its flushed records are there", async () => {
     const dir = freshDir();
-    const script = join(scratch, `forgetful-${++counter}.mts`);
-    const logModule = pathToFileURL(join(REPO_ROOT, "src/audit/log.ts")).href;
-    await writeFile(
-      script,
-      `import { AuditLog } from ${JSON.stringify(logModule)};
-const log = await AuditLog.open({ dir: process.argv[2] });
+    const script = await auditScript(
+      "forgetful",
+      `const log = await AuditLog.open({ dir: process.argv[2] });
 for (let i = 0; i < 20; i++) log.append({ type: "egress", host: "h" + i + ".example" });
 await log.flush();
 log.append({ type: "late" });
@@ -629,12 +630,9 @@ describe("audit log: files, secrets, errors", () => {
 
   test("a failing disk (file size limit): append keeps going, flush rejects, one line on stderr; reopening repairs", async () => {
     const dir = freshDir();
-    const script = join(scratch, `efbig-${++counter}.mts`);
-    const logModule = pathToFileURL(join(REPO_ROOT, "src/audit/log.ts")).href;
-    await writeFile(
-      script,
-      `import { AuditLog } from ${JSON.stringify(logModule)};
-const log = await AuditLog.open({ dir: process.argv[2] });
+    const script = await auditScript(
+      "efbig",
+      `const log = await AuditLog.open({ dir: process.argv[2] });
 for (let i = 0; i < 100; i++) log.append({ type: "egress", host: "h" + i + ".example", pad: "x".repeat(100) });
 let flushError = null;
 await log.flush().catch((error) => (flushError = error.message));
