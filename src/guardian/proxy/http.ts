@@ -250,15 +250,15 @@ function relay(context: EgressContext, target: Admitted, req: IncomingMessage, r
   res.on("close", () => finish(res.writableFinished ? "closed" : "client-closed"));
   const idle = context.settings.idle_timeout;
   context.origins.dispatch(target.address, target.family, target.port, { method: req.method ?? "GET", path, headers, body, headersTimeout: idle, bodyTimeout: idle }, {
-    onRequestStart: (started) => {
-      controller = started;
+    onRequestStart: (request) => {
+      controller = request;
       // Ended while it waited for a free origin connection (the client went away): not sent at all.
-      if (finished) started.abort(new Error("client-closed"));
+      if (finished) request.abort(new Error("client-closed"));
     },
-    onResponseStart: (response, status, parsed, statusMessage) => {
+    onResponseStart: (request, status, parsed, statusMessage) => {
       if (status < 200) return; // informational (103 Early Hints): the final response follows
       try {
-        res.writeHead(status, statusMessage, responseHeaders(rawHeaderList(response.rawHeaders, parsed)));
+        res.writeHead(status, statusMessage, responseHeaders(rawHeaderList(request.rawHeaders, parsed)));
       } catch (error) {
         // undici's parser accepts status lines node's server refuses to write (control bytes in
         // the reason phrase). Uncaught, that exception ended the guardian; the origin's response
@@ -268,8 +268,8 @@ function relay(context: EgressContext, target: Admitted, req: IncomingMessage, r
         finish("error");
       }
     },
-    onResponseData: (response, chunk) => {
-      if (!res.write(chunk)) response.pause();
+    onResponseData: (request, chunk) => {
+      if (!res.write(chunk)) request.pause();
     },
     onResponseEnd: () => {
       res.end();
@@ -304,7 +304,6 @@ function rawHeaderList(raw: Dispatcher.DispatchController["rawHeaders"], parsed:
 
 /** undici's errors for what went wrong at the origin, in the words the proxy's other errors use. */
 function originError(error: Error): string {
-  if (error instanceof DialError) return error.message;
   const code = (error as { code?: string }).code;
   if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") return "idle timeout";
   if (code === "UND_ERR_SOCKET") return `the connection failed (${error.message})`;
