@@ -21,11 +21,11 @@ function reportError(error: Error): void {
 }
 
 const start = workerData as WorkerStart;
-const taken = new Int32Array(start.taken);
+const written = new Int32Array(start.written);
 
 let log: SignedLog;
 try {
-  log = await SignedLog.open(start.options, reportError);
+  log = await SignedLog.open(start.options, reportError, (records) => Atomics.store(written, 0, records));
 } catch (error) {
   send({ kind: "failed", message: error instanceof Error ? error.message : String(error), hint: error instanceof CloisterError ? error.hint : undefined });
   process.exit(1);
@@ -35,9 +35,7 @@ send({ kind: "ready", publicKeyPem: log.publicKeyPem, keyId: log.keyId });
 port.on("message", (message: ToWorker) => {
   switch (message.kind) {
     case "append":
-      log.appendAll(message.events);
-      Atomics.add(taken, 0, message.events.length);
-      return;
+      return log.appendAll(message.events);
     case "last-seq":
       return send({ kind: "done", id: message.id, seq: log.lastSeq });
     case "flush":

@@ -17,12 +17,19 @@ export type { AuditLogOptions } from "./signed-log.js";
 const HAND_OVER_MS = 5;
 
 /**
- * Past this many records handed over but not yet taken on by the worker (it is stuck, e.g. in a
- * write to a hung file system), new events are counted instead of kept, so the guardian's memory
- * stays bounded; the worker writes the count as an `audit.dropped` record once it moves again.
+ * Past this many records appended but not yet in the file (the worker is stuck, e.g. in a write to
+ * a hung file system), new events are counted instead of kept, so the guardian's memory stays
+ * bounded; the worker writes the count as an `audit.dropped` record once it moves again.
  * ~40 s of a busy proxy's records; the worker takes on ~25,000 a second.
  */
 const MAX_BACKLOG = 100_000;
+
+/**
+ * A worker that ends on its own (a bug, or out of memory) is started again at most this many times
+ * within RESTART_WINDOW_MS: a record that killed it each time would otherwise loop forever.
+ */
+const MAX_RESTARTS = 3;
+const RESTART_WINDOW_MS = 60_000;
 
 export type AuditEvent = { type: string } & Record<string, string | number | boolean | null>;
 
@@ -38,35 +45,74 @@ function startWorker(start: WorkerStart): Worker {
   return new Worker(new URL(`data:text/javascript,${encodeURIComponent(boot)}`), { workerData: start });
 }
 
+/** A worker that opened the log, and its count of records written (WorkerStart.written). */
+interface BootedWorker {
+  worker: Worker;
+  written: Int32Array;
+  publicKeyPem: string;
+  keyId: string;
+}
+
+/** Starts a worker and waits until it has opened the log (chain resumed from disk). */
+async function bootWorker(options: AuditLogOptions): Promise<BootedWorker> {
+  const written = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
+  const worker = startWorker({ options, written });
+  let settle: { resolve: (message: FromWorker) => void; reject: (error: Error) => void } | undefined;
+  const onExit = (code: number) => settle?.reject(new Error(`the audit worker exited (code ${code}) before opening the log`));
+  const first = await new Promise<FromWorker>((resolve, reject) => {
+    settle = { resolve, reject };
+    worker.once("message", resolve).once("error", reject).once("exit", onExit);
+  }).finally(() => {
+    if (settle) worker.off("message", settle.resolve).off("error", settle.reject);
+    worker.off("exit", onExit);
+  });
+  if (first.kind === "ready") return { worker, written: new Int32Array(written), publicKeyPem: first.publicKeyPem, keyId: first.keyId };
+  await worker.terminate();
+  if (first.kind === "failed") throw new CloisterError(first.message, first.hint);
+  throw new Error(`the audit worker said ${first.kind} before opening the log`);
+}
+
+type Outgoing = StampedEvent | DroppedEvents;
+type Question = "flush" | "last-seq" | "close";
+
 export class AuditLog {
   /** Appended, not yet handed to the worker: see scheduleHandOver. */
-  private outbox: Array<StampedEvent | DroppedEvents> = [];
+  private outbox: Outgoing[] = [];
   private handOverScheduled = false;
-  /** Records handed to the worker, and records it has taken on (its counter, shared): both wrap at 2^31. */
+  private worker!: Worker;
+  /** The worker's count of records handed to it that are in the file (shared; wraps at 2^31). */
+  private written!: Int32Array;
+  /** Records handed to the current worker (wraps at 2^31). */
   private handedOver = 0;
-  private readonly taken: Int32Array;
+  /**
+   * What the current worker was handed and has not all written, batch by batch, oldest first;
+   * `inFlightStart` is handedOver as it was before the first of them. Kept so that a worker that
+   * dies loses nothing: its successor is handed these again (restartWorker).
+   */
+  private inFlight: Outgoing[][] = [];
+  private inFlightStart = 0;
+  /** Set while a new worker opens the log: appends and questions wait for it. */
+  private restarting = false;
+  /** When the worker was started again, within the last RESTART_WINDOW_MS. */
+  private restarts: number[] = [];
   private closed = false;
-  /** Set when the worker is gone; every later call fails with it. */
+  /** Set when the worker is gone for good; every later call fails with it. */
   private stopped: Error | undefined;
   private error: Error | undefined;
   private reported = false;
   private nextId = 1;
-  private readonly answers = new Map<number, { resolve: (seq: number) => void; reject: (error: Error) => void }>();
+  private readonly answers = new Map<number, { kind: Question; resolve: (seq: number) => void; reject: (error: Error) => void }>();
+  readonly publicKeyPem: string;
+  /** Fingerprint of the signing key (also in every file's `audit.segment` record). */
+  readonly keyId: string;
 
   private constructor(
-    private readonly worker: Worker,
-    taken: SharedArrayBuffer,
-    private readonly maxBacklog: number,
-    readonly publicKeyPem: string,
-    /** Fingerprint of the signing key (also in every file's `audit.segment` record). */
-    readonly keyId: string,
+    private readonly options: AuditLogOptions,
+    booted: BootedWorker,
   ) {
-    this.taken = new Int32Array(taken);
-    worker.on("message", (message: FromWorker) => this.hear(message));
-    worker.on("error", (error) => this.workerStopped(`failed: ${error.message}`));
-    worker.on("exit", (code) => this.workerStopped(`exited (code ${code})`));
-    // The worker keeps the process alive only while someone waits for an answer (see ask()).
-    worker.unref();
+    this.publicKeyPem = booted.publicKeyPem;
+    this.keyId = booted.keyId;
+    this.attach(booted);
   }
 
   /**
@@ -75,21 +121,7 @@ export class AuditLog {
    * `audit.recovered` record). Rejects with a CloisterError when the log cannot be opened.
    */
   static async open(options: AuditLogOptions): Promise<AuditLog> {
-    const taken = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
-    const worker = startWorker({ options, taken });
-    let settle: { resolve: (message: FromWorker) => void; reject: (error: Error) => void } | undefined;
-    const onExit = (code: number) => settle?.reject(new Error(`the audit worker exited (code ${code}) before opening the log`));
-    const first = await new Promise<FromWorker>((resolve, reject) => {
-      settle = { resolve, reject };
-      worker.once("message", resolve).once("error", reject).once("exit", onExit);
-    }).finally(() => {
-      if (settle) worker.off("message", settle.resolve).off("error", settle.reject);
-      worker.off("exit", onExit);
-    });
-    if (first.kind === "ready") return new AuditLog(worker, taken, options.maxBacklog ?? MAX_BACKLOG, first.publicKeyPem, first.keyId);
-    await worker.terminate();
-    if (first.kind === "failed") throw new CloisterError(first.message, first.hint);
-    throw new Error(`the audit worker said ${first.kind} before opening the log`);
+    return new AuditLog(options, await bootWorker(options));
   }
 
   /** The most recent write or usage error, if any (append never throws; this is where errors go). */
@@ -107,9 +139,9 @@ export class AuditLog {
     try {
       if (this.closed) throw new Error("audit record appended after close()");
       if (this.stopped) throw this.stopped;
-      if (this.backlog() >= this.maxBacklog) {
+      if (this.backlog() >= (this.options.maxBacklog ?? MAX_BACKLOG)) {
         this.countDropped();
-        throw new Error(`the audit worker is ${this.maxBacklog} records behind (is the disk stuck?); records are being dropped`);
+        throw new Error(`the audit log is ${this.options.maxBacklog ?? MAX_BACKLOG} records behind (is the disk stuck?); records are being dropped`);
       }
       this.outbox.push({ fields: sanitizeEvent(event), time: new Date().toISOString() });
       this.scheduleHandOver();
@@ -140,6 +172,21 @@ export class AuditLog {
     }
   }
 
+  /** Listens to a newly opened worker, which becomes the current one. */
+  private attach(booted: BootedWorker): void {
+    const { worker } = booted;
+    this.worker = worker;
+    this.written = booted.written;
+    this.handedOver = 0;
+    this.inFlight = [];
+    this.inFlightStart = 0;
+    worker.on("message", (message: FromWorker) => this.hear(message));
+    worker.on("error", (error) => this.workerEnded(worker, `failed: ${error.message}`));
+    worker.on("exit", (code) => this.workerEnded(worker, `exited (code ${code})`));
+    // The worker keeps the process alive only while someone waits for an answer (see ask()).
+    if (this.answers.size === 0) worker.unref();
+  }
+
   /**
    * Records go over in one message at most every HAND_OVER_MS: a message per turn of the event loop
    * woke the idle worker twice per proxied request, and all those wake-ups together cost more CPU
@@ -153,10 +200,21 @@ export class AuditLog {
 
   private handOver(): void {
     this.handOverScheduled = false;
-    if (this.outbox.length === 0 || this.stopped) return;
+    if (this.outbox.length === 0 || this.stopped || this.restarting) return;
+    this.forgetWritten();
+    this.inFlight.push(this.outbox);
     this.post({ kind: "append", events: this.outbox });
     this.handedOver = (this.handedOver + this.outbox.length) | 0;
     this.outbox = [];
+  }
+
+  /** Lets go of the batches handed over that are in the file by now. */
+  private forgetWritten(): void {
+    const written = Atomics.load(this.written, 0);
+    for (let first = this.inFlight[0]; first && ((written - this.inFlightStart) | 0) >= first.length; first = this.inFlight[0]) {
+      this.inFlightStart = (this.inFlightStart + first.length) | 0;
+      this.inFlight.shift();
+    }
   }
 
   /** One more record lost: counted in the outbox where it would have been, so the note lands in order. */
@@ -167,20 +225,21 @@ export class AuditLog {
     this.scheduleHandOver();
   }
 
-  /** Records appended and not yet taken on by the worker. */
+  /** Records appended and not yet in the file. */
   private backlog(): number {
-    return ((this.handedOver - Atomics.load(this.taken, 0)) | 0) + this.outbox.length;
+    return ((this.handedOver - Atomics.load(this.written, 0)) | 0) + this.outbox.length;
   }
 
   /** Sends a request after everything appended so far; resolves with the worker's seq at that point. */
-  private ask(kind: "flush" | "last-seq" | "close"): Promise<number> {
+  private ask(kind: Question): Promise<number> {
     if (this.stopped) return Promise.reject(this.stopped);
     if (this.closed) return Promise.reject(new Error("the audit log is closed"));
     this.handOver();
     const id = this.nextId++;
-    const answer = new Promise<number>((resolve, reject) => this.answers.set(id, { resolve, reject }));
+    const answer = new Promise<number>((resolve, reject) => this.answers.set(id, { kind, resolve, reject }));
     if (this.answers.size === 1) this.worker.ref();
-    this.post({ kind, id });
+    // During a restart the question goes to the new worker, after what was appended before it.
+    if (!this.restarting) this.post({ kind, id });
     return answer;
   }
 
@@ -198,9 +257,48 @@ export class AuditLog {
     else waiting?.reject(new Error(message.error));
   }
 
-  /** The worker ended (after close, or on a crash): nothing more can be recorded. */
-  private workerStopped(how: string): void {
-    if (this.stopped) return;
+  /** A worker ended: after close() that is its job done; otherwise it is started again. */
+  private workerEnded(worker: Worker, how: string): void {
+    // "error" and "exit" both come for one crash; a replaced worker's are old news.
+    if (worker !== this.worker || this.restarting || this.stopped) return;
+    if (this.closed) return this.giveUp(how);
+    this.restarting = true;
+    void this.restartWorker(how);
+  }
+
+  /**
+   * Opens the log in a new worker (the chain resumes from the file, as after a guardian restart)
+   * and hands it, in order: an `audit.worker-restarted` record, every record the old worker was
+   * handed but had not written, and what was appended meanwhile; then the questions still waiting.
+   * A record the old worker wrote just before it died without counting it can appear twice; none
+   * is lost.
+   */
+  private async restartWorker(how: string): Promise<void> {
+    const now = Date.now();
+    this.restarts = this.restarts.filter((at) => now - at < RESTART_WINDOW_MS);
+    if (this.restarts.length >= MAX_RESTARTS) return this.giveUp(`${how}, for the ${MAX_RESTARTS + 1}th time within ${RESTART_WINDOW_MS / 1000} s`);
+    this.restarts.push(now);
+    this.forgetWritten();
+    const unwritten = this.inFlight.flat().slice((Atomics.load(this.written, 0) - this.inFlightStart) | 0);
+    await this.worker.terminate();
+    let booted: BootedWorker;
+    try {
+      booted = await bootWorker(this.options);
+    } catch (error) {
+      return this.giveUp(`${how}, and could not be started again: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    process.stderr.write(`cloister: audit log: the audit worker ${how}; started again, handing it the ${unwritten.length} record(s) it had not written\n`);
+    this.attach(booted);
+    this.restarting = false;
+    const note: StampedEvent = { fields: sanitizeEvent({ type: "audit.worker-restarted", reason: `the audit worker ${how}`, resent: unwritten.length }), time: new Date().toISOString() };
+    this.outbox = [note, ...unwritten, ...this.outbox];
+    this.handOver();
+    for (const [id, { kind }] of this.answers) this.post({ kind, id });
+  }
+
+  /** The worker is gone and will not be started again: nothing more can be recorded. */
+  private giveUp(how: string): void {
+    this.restarting = false;
     this.stopped = new Error(`the audit worker ${how}; no more audit records can be written`);
     if (!this.closed) this.noteError(this.stopped);
     for (const { reject } of this.answers.values()) reject(this.stopped);

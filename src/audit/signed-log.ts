@@ -23,7 +23,7 @@ export interface AuditLogOptions {
   maxBytes?: number;
   /** Rotated files kept (audit.1.jsonl … audit.<keep>.jsonl). Default 10. */
   keep?: number;
-  /** Records appended but not yet taken on by the worker before new ones are counted instead (log.ts). Default MAX_BACKLOG. */
+  /** Records appended but not yet in the file before new ones are counted instead (log.ts). Default MAX_BACKLOG. */
   maxBacklog?: number;
 }
 
@@ -51,6 +51,11 @@ export class SignedLog {
   /** Records in audit.jsonl besides its segment header: a file never rotates with only its header. */
   private fileRecords: number;
   private dropped = 0;
+  /**
+   * Records given to appendAll whose line is not queued: counted-only ones (see appendAll), on disk
+   * once the `audit.dropped` note that counts them is; the writer's onWritten count includes them then.
+   */
+  private uncounted = 0;
 
   private constructor(
     private readonly keys: SigningKeys,
@@ -69,8 +74,10 @@ export class SignedLog {
    * Open (or create) the log in `options.dir`: directory 0700, key pair on first open, chain resumed
    * from the last intact record on disk (a cut-off tail from a crash is moved aside and noted in an
    * `audit.recovered` record). Write errors after this go to `onError`; nothing here throws later.
+   * `onWritten` hears how many of the records given to appendAll are in the file (with wrap-around
+   * at 2^31), after each write.
    */
-  static async open(options: AuditLogOptions, onError: (error: Error) => void): Promise<SignedLog> {
+  static async open(options: AuditLogOptions, onError: (error: Error) => void, onWritten: (records: number) => void): Promise<SignedLog> {
     const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
     const keep = options.keep ?? DEFAULT_KEEP;
     if (!(maxBytes > 0)) throw new CloisterError(`audit maxBytes must be positive, not ${maxBytes}`);
@@ -80,7 +87,7 @@ export class SignedLog {
     const keys = await loadOrCreateKeys(options.dir, state.tip === undefined);
     if (state.tip) assertSignedBy(state.tip.line, keys, `${basename(state.tip.file)} (seq ${state.tip.seq})`);
 
-    const writer = await QueuedFileWriter.open(options.dir, keep, onError);
+    const writer = await QueuedFileWriter.open(options.dir, keep, onError, onWritten);
     const log = new SignedLog(keys, writer, maxBytes, onError, {
       seq: state.tip?.seq ?? 0,
       prev: state.tip?.hash ?? GENESIS_PREV,
@@ -119,11 +126,13 @@ export class SignedLog {
       try {
         if (this.writer.pendingBytes > MAX_PENDING_BYTES) {
           this.dropped += lost || 1;
+          this.uncounted++;
           throw new Error(`audit log writes are ${MAX_PENDING_BYTES} bytes behind; records are being dropped`);
         }
         this.dropped += lost;
+        if ("dropped" in event) this.uncounted++;
         if (this.dropped > 0) this.writeDroppedNote();
-        if (!("dropped" in event)) this.write(event.fields, event.time);
+        if (!("dropped" in event)) this.write(event.fields, event.time, 1);
       } catch (error) {
         this.onError(error instanceof Error ? error : new Error(String(error)));
       }
@@ -144,12 +153,17 @@ export class SignedLog {
 
   private writeDroppedNote(): void {
     const records = this.dropped;
+    const completes = this.uncounted;
     this.dropped = 0;
-    this.write({ type: "audit.dropped", records });
+    this.uncounted = 0;
+    this.write({ type: "audit.dropped", records }, new Date().toISOString(), completes);
   }
 
-  /** Build and queue one record, rotating first if it would not fit in the current file. */
-  private write(fields: Record<string, AuditValue>, time = new Date().toISOString()): void {
+  /**
+   * Build and queue one record, rotating first if it would not fit in the current file. `completes`:
+   * how many records given to appendAll are on disk once this line is (QueuedFileWriter.push).
+   */
+  private write(fields: Record<string, AuditValue>, time = new Date().toISOString(), completes = 0): void {
     let line = this.build(fields, time);
     if (this.fileRecords > 0 && this.fileBytes + Buffer.byteLength(line) + 1 > this.maxBytes) {
       this.writer.pushRotation();
@@ -158,7 +172,7 @@ export class SignedLog {
       this.fileRecords = 0;
       line = this.build(fields, time); // again: its seq and prev changed
     }
-    this.emit(line);
+    this.emit(line, completes);
     this.fileRecords++;
   }
 
@@ -172,12 +186,12 @@ export class SignedLog {
     return signedLine(body, signBody(body, this.keys.privateKey));
   }
 
-  private emit(line: string): void {
+  private emit(line: string, completes = 0): void {
     const bytes = Buffer.byteLength(line) + 1;
     this.seq++;
     this.prev = hashLine(line);
     this.fileBytes += bytes;
-    this.writer.push(`${line}\n`, bytes);
+    this.writer.push(`${line}\n`, bytes, completes);
   }
 }
 

@@ -13,11 +13,12 @@ export interface DroppedEvents {
 export interface WorkerStart {
   options: AuditLogOptions;
   /**
-   * One Int32: how many records the worker has taken on (signed and queued for writing), counted
-   * with wrap-around. The main thread compares it with what it handed over to bound the backlog
-   * without a message per batch (see AuditLog.append).
+   * One Int32: how many of the records handed to this worker are in the file, counted with
+   * wrap-around. The main thread keeps every record handed over until it is counted here, so a
+   * worker that dies loses none (AuditLog.restartWorker), and bounds that backlog without a message
+   * per batch (AuditLog.append).
    */
-  taken: SharedArrayBuffer;
+  written: SharedArrayBuffer;
 }
 
 /** Main thread → worker. */

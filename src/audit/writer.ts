@@ -25,17 +25,21 @@ const RETRY_DELAY_MS = 1000;
 export class QueuedFileWriter {
   /** Lines waiting, from `head` on. An index instead of shift(): shift() is O(n) on a long array. */
   private queue: Array<string | typeof ROTATE> = [];
+  /** For each entry of `queue`: how many appended records its line completes (see push). */
+  private completes: number[] = [];
   private head = 0;
   /** Bytes queued or in the batch being written: what a crash right now would lose. */
   private pending = 0;
   /** The batch being written, minus what already reached the file. Survives a failed write. */
-  private batch: { bytes: Buffer; lines: number } | undefined;
+  private batch: { bytes: Buffer; lines: number; records: number } | undefined;
   private running: Promise<void> | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryAt = 0;
   private failure: Error | undefined;
   private pushed = 0;
   private written = 0;
+  /** Appended records whose lines are all in the file, counted with wrap-around (see onWritten). */
+  private recordsWritten = 0;
   private unsynced = false;
   private closed = false;
   /** A write is due at the end of this turn of the event loop, when the turn's lines are all queued. */
@@ -46,10 +50,12 @@ export class QueuedFileWriter {
     private readonly keep: number,
     private handle: FileHandle | undefined,
     private readonly onError: (error: Error) => void,
+    private readonly onWritten: (records: number) => void,
   ) {}
 
-  static async open(dir: string, keep: number, onError: (error: Error) => void): Promise<QueuedFileWriter> {
-    return new QueuedFileWriter(dir, keep, await openCurrent(dir), onError);
+  /** `onWritten` hears, after each write, how many appended records are in the file so far (see push). */
+  static async open(dir: string, keep: number, onError: (error: Error) => void, onWritten: (records: number) => void): Promise<QueuedFileWriter> {
+    return new QueuedFileWriter(dir, keep, await openCurrent(dir), onError, onWritten);
   }
 
   /** Bytes not yet handed to the kernel. */
@@ -57,9 +63,14 @@ export class QueuedFileWriter {
     return this.pending;
   }
 
-  /** Queue one line (newline included); `bytes` is its UTF-8 length, already known to the caller. */
-  push(line: string, bytes: number): void {
+  /**
+   * Queue one line (newline included); `bytes` is its UTF-8 length, already known to the caller.
+   * `completes`: how many of the records appended to the log are in the file once this line is (an
+   * event's own line completes it; a segment header completes none), for onWritten.
+   */
+  push(line: string, bytes: number, completes = 0): void {
     this.queue.push(line);
+    this.completes.push(completes);
     this.pending += bytes;
     this.pushed++;
     if (this.writeScheduled) return;
@@ -73,6 +84,7 @@ export class QueuedFileWriter {
   /** Everything pushed after this goes to a fresh audit.jsonl; the current one becomes audit.1.jsonl. */
   pushRotation(): void {
     this.queue.push(ROTATE);
+    this.completes.push(0);
   }
 
   /** Resolves once every line pushed before the call is in the file; rejects if a write keeps failing. */
@@ -146,6 +158,10 @@ export class QueuedFileWriter {
           this.unsynced = true;
         }
         this.written += this.batch.lines;
+        if (this.batch.records > 0) {
+          this.recordsWritten = (this.recordsWritten + this.batch.records) | 0;
+          this.onWritten(this.recordsWritten);
+        }
         this.batch = undefined;
       }
       this.retryAt = 0;
@@ -161,23 +177,27 @@ export class QueuedFileWriter {
   }
 
   /** Consecutive lines up to the next rotation mark, joined into one buffer. */
-  private takeBatch(): { bytes: Buffer; lines: number } {
+  private takeBatch(): { bytes: Buffer; lines: number; records: number } {
     const lines: string[] = [];
     let size = 0;
+    let records = 0;
     for (let item = this.queue[this.head]; typeof item === "string" && size < MAX_BATCH_BYTES; item = this.queue[this.head]) {
       lines.push(item);
       size += item.length;
+      records += this.completes[this.head] ?? 0;
       this.head++;
     }
-    // Drop the consumed front now and then, so the array does not keep every line ever written.
+    // Drop the consumed front now and then, so the arrays do not keep every line ever written.
     if (this.head === this.queue.length) {
       this.queue = [];
+      this.completes = [];
       this.head = 0;
     } else if (this.head > 4096 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
+      this.completes = this.completes.slice(this.head);
       this.head = 0;
     }
-    return { bytes: Buffer.from(lines.join("")), lines: lines.length };
+    return { bytes: Buffer.from(lines.join("")), lines: lines.length, records };
   }
 
   /**

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { after, before, describe, test } from "node:test";
+import type { Worker } from "node:worker_threads";
 import { GENESIS_PREV, hashLine } from "../../src/audit/chain.js";
 import { listLogFiles, rotateFiles } from "../../src/audit/files.js";
 import { formatRecordLine } from "../../src/audit/format.js";
@@ -85,6 +86,27 @@ async function tamper(dir: string, edit: (lines: string[]) => string[]): Promise
 
 function mode(info: { mode: number }): number {
   return info.mode & 0o777;
+}
+
+/** Runs `action` with this process's stderr caught instead of printed; returns what it printed. */
+async function catchStderr(action: () => unknown): Promise<string> {
+  const stderr = process.stderr.write;
+  let printed = "";
+  process.stderr.write = ((chunk: string) => ((printed += chunk), true)) as typeof process.stderr.write;
+  try {
+    await action();
+  } finally {
+    process.stderr.write = stderr;
+  }
+  return printed;
+}
+
+/**
+ * Makes the log's audit worker thread die at its next message, the way a bug in it would: an
+ * append whose events are not a list throws in its message handler, which nothing catches.
+ */
+function crashWorker(log: AuditLog): void {
+  (log as unknown as { worker: Worker }).worker.postMessage({ kind: "append", events: null });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -473,17 +495,13 @@ for (;;) {
     }
   });
 
-  test("past maxBacklog records the worker has not taken on, events are counted instead, and the count is a record in their place", async () => {
+  test("past maxBacklog records not yet in the file, events are counted instead, and the count is a record in their place", async () => {
     const dir = freshDir();
     const log = await AuditLog.open({ dir, maxBacklog: 10 });
-    const stderr = process.stderr.write;
-    process.stderr.write = (() => true) as typeof process.stderr.write;
-    try {
-      // All in one turn of the event loop: nothing reaches the worker before the 11th.
+    // All in one turn of the event loop: nothing reaches the worker before the 11th.
+    await catchStderr(() => {
       for (let i = 0; i < 1000; i++) log.append(egress(i));
-    } finally {
-      process.stderr.write = stderr;
-    }
+    });
     assert.match(log.lastError?.message ?? "", /10 records behind.*dropped/);
     await log.flush();
     log.append(egress(1000));
@@ -615,15 +633,10 @@ describe("audit log: files, secrets, errors", () => {
     const dir = freshDir();
     const log = await AuditLog.open({ dir });
     await log.close();
-    const stderr = process.stderr.write;
-    let printed = "";
-    process.stderr.write = ((chunk: string) => ((printed += chunk), true)) as typeof process.stderr.write;
-    try {
+    const printed = await catchStderr(() => {
       log.append(egress(1));
       log.append(egress(2));
-    } finally {
-      process.stderr.write = stderr;
-    }
+    });
     assert.match(log.lastError?.message ?? "", /after close/);
     assert.equal(printed.split("\n").filter(Boolean).length, 1, "reported on stderr once");
   });
@@ -663,6 +676,65 @@ process.exit(0);
   test("resolvePaths puts the audit directory under the state directory", () => {
     const paths = resolvePaths({ CLOISTER_HOME: "/x" });
     assert.equal(paths.auditDir, "/x/state/audit");
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe("audit log: a worker that dies", () => {
+  test("is started again, and every record appended before and after is in the log, in order", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir });
+    const printed = await catchStderr(async () => {
+      for (let i = 0; i < 300; i++) log.append(egress(i, { n: i }));
+      // lastSeq() hands these over at once; the worker dies right behind them, before (most of) their write.
+      void log.lastSeq();
+      crashWorker(log);
+      for (let i = 300; i < 600; i++) log.append(egress(i, { n: i }));
+      await log.flush();
+    });
+    assert.match(printed, /the audit worker failed: .*; started again, handing it the \d+ record\(s\) it had not written/);
+    assert.equal(log.lastError, undefined);
+    log.append(egress(600, { n: 600 }));
+    await log.close();
+
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.ok, true, describeVerifyResult(result));
+    const all = await records(dir);
+    const restarted = all.filter((r) => r.type === "audit.worker-restarted");
+    assert.equal(restarted.length, 1);
+    assert.match(String(restarted[0]?.reason), /^the audit worker failed: /);
+    assert.equal(typeof restarted[0]?.resent, "number");
+    // Each record once, in the order appended (one the dying worker wrote but had not counted could
+    // come twice, right after itself: the order still holds).
+    const appended = all.filter((r) => r.type === "egress").map((r) => Number(r.n));
+    assert.deepEqual([...new Set(appended)], Array.from({ length: 601 }, (_, i) => i));
+    assert.deepEqual(appended, [...appended].sort((a, b) => a - b));
+  });
+
+  test("one that keeps dying is given up on the fourth time within a minute: appends go on without throwing, questions fail", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir });
+    const printed = await catchStderr(async () => {
+      for (let restart = 1; restart <= 3; restart++) {
+        log.append(egress(restart));
+        crashWorker(log);
+        // Asked of the dying worker; answered by the next one.
+        assert.equal(await log.lastSeq(), 2 * restart + 1);
+      }
+      crashWorker(log);
+      await assert.rejects(log.lastSeq(), /the audit worker failed: .*for the 4th time within 60 s; no more audit records can be written/);
+      log.append(egress(99));
+    });
+    assert.equal(printed.match(/started again/g)?.length, 3, printed);
+    assert.match(log.lastError?.message ?? "", /no more audit records can be written/);
+    await assert.rejects(log.close(), /no more audit records can be written/);
+    const all = await records(dir);
+    assert.deepEqual(
+      all.filter((r) => r.type === "egress").map((r) => r.host),
+      [1, 2, 3].map((i) => `host-${i}.example.com`),
+    );
+    assert.equal(all.filter((r) => r.type === "audit.worker-restarted").length, 3);
+    assert.equal((await verifyAuditLog(dir)).ok, true);
   });
 });
 
