@@ -175,7 +175,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     cleanups.push(() => releasePlaceholders(paths, record));
     const prepared = prepareProtectedPaths(spec.projectRoot, protect, pins);
     record.protectedFiles = prepared.paths.map((rel) => join(spec.projectRoot, rel)).filter((path) => entryKind(path) === "file");
-    const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir) : undefined;
+    const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir, [...prepared.placeholders, ...others]) : undefined;
     // What was made is what the record keeps from its last write on.
     record.placeholders = [...new Set([...prepared.placeholders, ...(gitView?.placeholders ?? []), ...others])];
 

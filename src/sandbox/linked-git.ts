@@ -14,7 +14,10 @@
  * - hooks/, info/ and worktrees/ are the host's, read-only; the worktree's own admin dir is bound
  *   writable on top (HEAD, index, logs of this worktree), with its commondir, gitdir and
  *   config.worktree read-only on top of that (placeholders when missing, as in protected-paths.ts),
- *   and so are its submodules' config, hooks and pointers (submodule-git.ts).
+ *   and so are its submodules' config, hooks and pointers (submodule-git.ts). Those submodules'
+ *   `.git` files and configs name each other by paths relative to the worktree's host directory,
+ *   which lead nowhere at /work: read-only copies with the paths as they are inside go on top
+ *   (submoduleCopies).
  * - config, HEAD (the main worktree's: git refuses to check out a branch in use there),
  *   packed-refs and shallow are copies taken at launch, read-only: read by name, never through a
  *   path the main cloister could turn into a symlink. Git replaces packed-refs by rename, which a
@@ -23,13 +26,15 @@
  *
  * Nothing else of the main repository is mounted: its working tree stays invisible.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { CloisterError } from "../errors.js";
 import { CLOISTER_RUN_DIR, WORK_DIR, type MountOp } from "./bwrap/mounts.js";
-import { isAdminDirOf, realPath, withRegularFile } from "./git-dirs.js";
+import { gitDirsOf, isAdminDirOf, realPath, withRegularFile } from "./git-dirs.js";
 import { entryKind, prepareProtectedPaths, type EntryKind } from "./protected-paths.js";
-import { moduleGitDirEntries } from "./submodule-git.js";
+import { excludeBlock, placeholderPatterns } from "./placeholder-excludes.js";
+import { moduleGitDirEntries, populatedSubmodulePaths } from "./submodule-git.js";
 
 /** The git dirs of a linked worktree, as cloister checked them when it opened the worktree. */
 export interface LinkedGitDirs {
@@ -95,7 +100,7 @@ export function planLinkedGit(f: LinkedGitFacts): MountOp[] {
  * copies what is copied into `scratchDir` (the cloister's private runtime dir), creates the admin
  * dir's placeholders, and plans the view.
  */
-export function prepareLinkedGitView(projectRoot: string, dirs: LinkedGitDirs, scratchDir: string): LinkedGitView {
+export function prepareLinkedGitView(projectRoot: string, dirs: LinkedGitDirs, scratchDir: string, worktreePlaceholders: readonly string[]): LinkedGitView {
   const { commonDir, adminDir } = dirs;
   checkGitDirs(dirs);
 
@@ -119,9 +124,68 @@ export function prepareLinkedGitView(projectRoot: string, dirs: LinkedGitDirs, s
   }
   const prepared = prepareProtectedPaths(adminDir, adminProtected(adminDir));
   return {
-    mounts: planLinkedGit({ commonDir, adminDir, dirs: dirsPresent, copies, adminProtected: prepared.paths, adminAncestors: prepared.ancestors }),
+    mounts: [
+      ...planLinkedGit({ commonDir, adminDir, dirs: dirsPresent, copies, adminProtected: prepared.paths, adminAncestors: prepared.ancestors }),
+      ...submoduleCopies(projectRoot, adminDir, copyDir),
+      ...placeholderExcludes(projectRoot, commonDir, copyDir, worktreePlaceholders),
+    ],
     placeholders: fromProject(projectRoot, adminDir, prepared.placeholders),
   };
+}
+
+/**
+ * What lets git inside reach the worktree's populated submodules. Git keeps their git dirs under
+ * the admin dir's modules/ (mounted at its host path); each checkout's `.git` file names its git
+ * dir, and the git dir's config names the checkout back (core.worktree), both by a path relative
+ * to where they are on the host, and the worktree is /work inside, where neither leads anywhere.
+ * So each gets read-only copies made for inside, over the protected originals: the `.git` file
+ * naming the git dir by its absolute path, and the config with core.worktree at /work/<path>. The
+ * host's files are not touched, and what the host changes in that config meanwhile is seen by
+ * cloisters started afterwards, as for the repository's own config.
+ */
+function submoduleCopies(projectRoot: string, adminDir: string, copyDir: string): MountOp[] {
+  return populatedSubmodulePaths(projectRoot).flatMap((path, i): MountOp[] => {
+    const dirs = gitDirsOf(join(projectRoot, path));
+    // An embedded git dir (a directory, not a file) needs nothing; one elsewhere is not mounted.
+    if (dirs?.kind !== "file" || !dirs.gitDir.startsWith(`${adminDir}/modules/`) || realPath(dirs.gitDir) !== dirs.gitDir) return [];
+    const dotGit = join(copyDir, `submodule-${i}.git`);
+    writeFileSync(dotGit, `gitdir: ${dirs.gitDir}\n`, { mode: 0o400 });
+    const mounts: MountOp[] = [{ op: "ro-bind", src: dotGit, dest: join(WORK_DIR, path, ".git") }];
+    const config = join(dirs.gitDir, "config");
+    if (checkedKind(config, "file") !== "file") return mounts;
+    const copy = join(copyDir, `submodule-${i}.config`);
+    writeFileSync(copy, withRegularFile(config, (fd) => readFileSync(fd)), { mode: 0o600 });
+    if (configFile(copy, ["--get", "core.worktree"]) !== undefined) configFile(copy, ["core.worktree", join(WORK_DIR, path)]);
+    chmodSync(copy, 0o400);
+    return [...mounts, { op: "ro-bind", src: copy, dest: config }];
+  });
+}
+
+/**
+ * info/exclude as git inside reads it: the repository's own, and the worktree's file placeholders
+ * after it. They would show as untracked, and an agent's `git add -A` would commit them. The main
+ * work tree lists its own in the repository's file (placeholder-excludes.ts), which every worktree
+ * shares; a worktree's go in this copy, which only its cloister sees.
+ */
+function placeholderExcludes(projectRoot: string, commonDir: string, copyDir: string, placeholders: readonly string[]): MountOp[] {
+  const patterns = placeholderPatterns(projectRoot, placeholders);
+  if (patterns.length === 0) return [];
+  const exclude = join(commonDir, "info", "exclude");
+  const own = checkedKind(exclude, "file") === "file" ? withRegularFile(exclude, (fd) => readFileSync(fd, "utf8")) : "";
+  const copy = join(copyDir, "exclude");
+  writeFileSync(copy, `${own}${own && !own.endsWith("\n") ? "\n" : ""}${excludeBlock(patterns)}`, { mode: 0o400 });
+  return [{ op: "ro-bind", src: copy, dest: exclude }];
+}
+
+/**
+ * `git config --file FILE ARGS`: that file alone (no includes followed, nothing run). Its output;
+ * undefined when git says the key is not there; a failure to set a key refuses the launch.
+ */
+function configFile(file: string, args: string[]): string | undefined {
+  const result = spawnSync("git", ["config", "--file", file, ...args], { encoding: "utf8" });
+  if (result.status === 0) return result.stdout.trim();
+  if (args[0] === "--get" && result.status === 1) return undefined;
+  throw new CloisterError(`git config --file ${file} ${args.join(" ")} failed: ${(result.stderr || result.error?.message || "").trim()}`);
 }
 
 /** The placeholders prepareLinkedGitView would make in the admin dir, found without writing anything. */

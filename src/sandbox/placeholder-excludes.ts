@@ -8,15 +8,27 @@ import { entryKind } from "./protected-paths.js";
  * `git status` as untracked, and an agent's `git add -A` would commit them. While they exist they
  * are listed in the repository's own `info/exclude` (never committed, never shared), in a block of
  * their own that goes when the placeholders go. `info/` is read-only inside every cloister.
- * (Linked worktrees are left out: their placeholders still show in their own git status.)
+ * A linked worktree's placeholders are not listed there (the file is shared by every worktree):
+ * its cloister reads a copy with them added instead (linked-git.ts).
  */
 const BEGIN = "# >>> cloister: protected-path placeholders (removed when the project's last cloister stops)";
 const END = "# <<< cloister";
 
 /** Adds the work-tree file placeholders among `relPaths` (dirs are invisible to git anyway). */
 export function excludePlaceholders(projectRoot: string, relPaths: readonly string[]): void {
-  const files = relPaths.filter((relPath) => !relPath.startsWith(".git/") && entryKind(join(projectRoot, relPath)) === "file");
-  if (files.length > 0) editBlock(projectRoot, (lines) => [...new Set([...lines, ...files.map(pattern)])]);
+  const patterns = placeholderPatterns(projectRoot, relPaths);
+  if (patterns.length > 0) editBlock(projectRoot, (lines) => [...new Set([...lines, ...patterns])]);
+}
+
+/** The exclude patterns of the work-tree file placeholders among `relPaths` (those of a git dir are left out). */
+export function placeholderPatterns(projectRoot: string, relPaths: readonly string[]): string[] {
+  const inWorkTree = (relPath: string) => !relPath.startsWith(".git/") && !relPath.startsWith("../");
+  return relPaths.filter((relPath) => inWorkTree(relPath) && entryKind(join(projectRoot, relPath)) === "file").map(pattern);
+}
+
+/** The lines of `patterns` as this module's block of an exclude file. */
+export function excludeBlock(patterns: readonly string[]): string {
+  return patterns.length > 0 ? `${BEGIN}\n${patterns.join("\n")}\n${END}\n` : "";
 }
 
 /** Removes `relPaths` from the block, and the block once it is empty. */
@@ -49,7 +61,7 @@ function editBlock(projectRoot: string, edit: (lines: string[]) => string[]): vo
   const outside = start < 0 || end < 0 ? text : text.slice(0, start) + text.slice(end + END.length + 1);
   const next = edit(current);
   if (next.length === current.length && next.every((line, i) => line === current[i])) return;
-  const block = next.length > 0 ? `${BEGIN}\n${next.join("\n")}\n${END}\n` : "";
+  const block = excludeBlock(next);
   const prefix = outside && !outside.endsWith("\n") ? `${outside}\n` : outside;
   mkdirSync(infoDir, { recursive: true });
   // Replaced by rename: a reader (git, in a cloister or on the host) sees the old file or the new one.

@@ -33,7 +33,7 @@ export function moduleGitDirEntries(gitDir: string): string[] {
 
 /** The protected paths of the project's populated submodules, relative to the project root. */
 export function submoduleWorktreeEntries(projectRoot: string): string[] {
-  return populatedSubmodules(projectRoot, "").flatMap((path) => {
+  return populatedSubmodulePaths(projectRoot).flatMap((path) => {
     const dotGit = join(path, ".git");
     const ownModules = entryKind(join(projectRoot, path, ".gitmodules")) === "file" ? [join(path, ".gitmodules")] : [];
     if (entryKind(join(projectRoot, dotGit)) === "file") return [dotGit, ...ownModules];
@@ -41,6 +41,11 @@ export function submoduleWorktreeEntries(projectRoot: string): string[] {
     const embedded = moduleGitDirs(join(projectRoot, dotGit), "").map((dir) => join(dotGit, dir));
     return [...[dotGit, ...embedded].flatMap(gitDirEntries), ...ownModules];
   });
+}
+
+/** The project's populated submodules (listed in a `.gitmodules`, with a `.git`), nested ones too, relative to the project root. */
+export function populatedSubmodulePaths(projectRoot: string): string[] {
+  return populatedSubmodules(projectRoot, "");
 }
 
 function gitDirEntries(dir: string): string[] {

@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createInstance, type TestInstance } from "../helpers/cloister.js";
@@ -143,5 +144,55 @@ describe("worktree cloisters (start -b, worktree list/remove, path)", () => {
     assert.deepEqual(diffSnapshots(treeBefore, workingTree()), []);
     const left = existsSync(join(common, "worktrees")) ? readdirSync(join(common, "worktrees")) : [];
     assert.deepEqual(left, [], "the worktree's git dir and the main cloister's keeper entry are gone");
+  });
+});
+
+describe("worktree cloisters: a project with a submodule", () => {
+  let t: TestInstance;
+  let sources: string;
+  let worktree: string;
+  const files = ["-c", "protocol.file.allow=always"];
+  const inside = (script: string) => t.cli(["exec", "proj-feature", "--", "sh", "-c", script]);
+
+  before(async () => {
+    t = createInstance("wtsm");
+    sources = mkdtempSync(join(tmpdir(), "cloister-wtsm-"));
+    const lib = join(sources, "lib");
+    assert.equal(spawnSync("git", ["init", "-q", lib]).status, 0);
+    assert.equal(spawnSync("git", ["-C", lib, "-c", "user.name=A", "-c", "user.email=a@example.com", "commit", "-q", "--allow-empty", "-m", "lib"]).status, 0);
+    hostGit(t, ...files, "submodule", "add", "-q", lib, "lib");
+    hostGit(t, "-c", "user.name=A", "-c", "user.email=a@example.com", "commit", "-qm", "submodule");
+    assert.equal((await t.cli(["start", "-d", "-b", "feature"])).code, 0);
+    worktree = join(t.home, "data", "worktrees", "proj", "feature");
+    // Populated on the host (as a user would), then the cloister started again: it plans its view at launch.
+    assert.equal(spawnSync("git", ["-C", worktree, ...files, "submodule", "update", "-q", "--init"]).status, 0);
+    assert.equal((await t.cli(["stop", "proj-feature"])).code, 0);
+    assert.equal((await t.cli(["start", "-d", "-b", "feature"])).code, 0);
+  });
+  after(async () => {
+    await t.teardown();
+    rmSync(sources, { recursive: true, force: true });
+  });
+
+  it("git status is clean inside (the submodule checked, the protected-path placeholders not listed)", async () => {
+    const r = await inside("git status --porcelain");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "");
+  });
+
+  it("git works in the submodule: status, add and commit; the host sees the commit", async () => {
+    const r = await inside("cd lib && git status --porcelain && echo x > f && git add f && git -c user.name=A -c user.email=a@example.com commit -qm 'in the submodule' && git log -1 --format=%s && cd .. && git status --porcelain");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "in the submodule\n M lib\n");
+    assert.equal(spawnSync("git", ["-C", join(worktree, "lib"), "log", "-1", "--format=%s"], { encoding: "utf8" }).stdout, "in the submodule\n");
+  });
+
+  it("the submodule's .git and its git dir's config stay read-only inside, and the host's keep their own paths", async () => {
+    const r = await inside("echo junk >> lib/.git && echo WROTE-dotgit; git -C lib config core.fsmonitor true && echo WROTE-config; true");
+    assert.equal(r.stdout, "");
+    assert.match(readFileSync(join(worktree, "lib", ".git"), "utf8"), /^gitdir: \.\.\/.*\/\.git\/worktrees\/feature\/modules\/lib\n$/);
+    const hostWorktree = spawnSync("git", ["-C", join(worktree, "lib"), "config", "core.worktree"], { encoding: "utf8" });
+    assert.match(hostWorktree.stdout, /^\.\.\/.*feature\/lib\n$/);
+    assert.equal(spawnSync("git", ["-C", join(worktree, "lib"), "config", "core.fsmonitor"]).status, 1, "no fsmonitor set on the host");
   });
 });

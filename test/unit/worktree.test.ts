@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { SAFE_NAME_RE } from "../../src/config/names.js";
 import { resolvePaths, type CloisterPaths } from "../../src/config/paths.js";
@@ -174,7 +174,7 @@ describe("the git view of a worktree cloister", () => {
     w = await openWorktree(resolvePaths({ CLOISTER_HOME: join(base, "home-view") }), main, "view", "feature", note);
     scratch = join(base, "scratch");
     mkdirSync(scratch);
-    ({ mounts, placeholders } = prepareLinkedGitView(w.dir, w.git, scratch));
+    ({ mounts, placeholders } = prepareLinkedGitView(w.dir, w.git, scratch, []));
   });
 
   const at = (dest: string) => mounts.filter((m) => "dest" in m && m.dest === dest).map((m) => m.op);
@@ -246,7 +246,7 @@ describe("the git view of a worktree cloister", () => {
     mkdirSync(join(moduleDir, "hooks"), { recursive: true });
     writeFileSync(join(moduleDir, "HEAD"), "ref: refs/heads/main\n");
     writeFileSync(join(moduleDir, "config"), "[core]\n");
-    const view = prepareLinkedGitView(w.dir, w.git, mkdtempSync(join(base, "s-")));
+    const view = prepareLinkedGitView(w.dir, w.git, mkdtempSync(join(base, "s-")), []);
     const op = (dest: string) => view.mounts.findIndex((m) => "dest" in m && m.dest === dest);
     for (const entry of ["config", "hooks", "info", "commondir", "config.worktree", "worktrees"]) {
       assert.equal(view.mounts[op(join(moduleDir, entry))]?.op, "ro-bind", entry);
@@ -255,6 +255,47 @@ describe("the git view of a worktree cloister", () => {
     assert.equal(view.mounts[op(moduleDir)]?.op, "bind");
     removePlaceholders(w.dir, view.placeholders);
     rmSync(join(admin(), "modules"), { recursive: true });
+  });
+
+  it("gives a populated submodule a .git naming its git dir by absolute path, and a config whose core.worktree is under /work", () => {
+    const moduleDir = join(admin(), "modules", "lib");
+    mkdirSync(join(moduleDir, "refs"), { recursive: true });
+    mkdirSync(join(moduleDir, "objects"));
+    writeFileSync(join(moduleDir, "HEAD"), "ref: refs/heads/main\n");
+    writeFileSync(join(moduleDir, "config"), `[core]\n\tbare = false\n\tworktree = ${relative(moduleDir, join(w.dir, "lib"))}\n`);
+    writeFileSync(join(w.dir, ".gitmodules"), '[submodule "lib"]\n\tpath = lib\n\turl = ../lib\n');
+    mkdirSync(join(w.dir, "lib"));
+    writeFileSync(join(w.dir, "lib", ".git"), `gitdir: ${relative(join(w.dir, "lib"), moduleDir)}\n`);
+    const view = prepareLinkedGitView(w.dir, w.git, mkdtempSync(join(base, "s-")), []);
+    const last = (dest: string) => view.mounts.filter((m) => "dest" in m && m.dest === dest).at(-1);
+    const dotGit = last(`${WORK_DIR}/lib/.git`);
+    const config = last(join(moduleDir, "config"));
+    assert.ok(dotGit?.op === "ro-bind" && config?.op === "ro-bind", "read-only copies on top");
+    assert.equal(readFileSync(dotGit.src, "utf8"), `gitdir: ${moduleDir}\n`);
+    assert.equal(spawnSync("git", ["config", "--file", config.src, "core.worktree"], { encoding: "utf8" }).stdout, `${WORK_DIR}/lib\n`);
+    assert.equal(spawnSync("git", ["config", "--file", config.src, "core.bare"], { encoding: "utf8" }).stdout, "false\n", "the rest of the config kept");
+    assert.match(readFileSync(join(w.dir, "lib", ".git"), "utf8"), /^gitdir: \.\.\//, "the host's file is not touched");
+    removePlaceholders(w.dir, view.placeholders);
+    rmSync(join(admin(), "modules"), { recursive: true });
+    rmSync(join(w.dir, "lib"), { recursive: true });
+    rmSync(join(w.dir, ".gitmodules"));
+  });
+
+  it("lists the worktree's file placeholders after the repository's own excludes, in a copy only the cloister reads", () => {
+    const exclude = join(common(), "info", "exclude");
+    const own = readFileSync(exclude, "utf8");
+    writeFileSync(join(w.dir, ".mcp.json"), "");
+    mkdirSync(join(w.dir, ".vscode"));
+    const view = prepareLinkedGitView(w.dir, w.git, mkdtempSync(join(base, "s-")), [".mcp.json", ".vscode"]);
+    const copy = view.mounts.find((m) => "dest" in m && m.dest === exclude);
+    assert.ok(copy?.op === "ro-bind");
+    const text = readFileSync(copy.src, "utf8");
+    assert.ok(text.startsWith(own), "the repository's own patterns first");
+    assert.match(text.slice(own.length), /^# >>> cloister: .*\n\/\.mcp\.json\n# <<< cloister\n$/, "files only: git does not show an empty directory");
+    assert.equal(readFileSync(exclude, "utf8"), own, "the repository's file is not touched");
+    assert.equal(prepareLinkedGitView(w.dir, w.git, mkdtempSync(join(base, "s-")), []).mounts.find((m) => "dest" in m && m.dest === exclude), undefined);
+    rmSync(join(w.dir, ".mcp.json"));
+    rmSync(join(w.dir, ".vscode"), { recursive: true });
   });
 
   it("fails closed when a bound entry or copied file is a symlink", () => {
@@ -267,7 +308,7 @@ describe("the git view of a worktree cloister", () => {
       const target = name === "hooks" ? join(common(), "hooks.real") : join(base, "secret");
       symlinkSync(target, join(common(), name));
       const scratchDir = mkdtempSync(join(base, "s-"));
-      assert.throws(() => prepareLinkedGitView(w.dir, w.git, scratchDir), /is a symlink/, name);
+      assert.throws(() => prepareLinkedGitView(w.dir, w.git, scratchDir, []), /is a symlink/, name);
       rmSync(join(common(), name));
       if (name === "hooks") renameSync(target, join(common(), "hooks"));
     }
