@@ -58,6 +58,8 @@ step config-fsmonitor git config core.fsmonitor 'touch ${m("config-fsmonitor")};
 step config-worktree-extension git config extensions.worktreeConfig true
 ${writeStep("config-append", `${common}/config`, `[core]\n\tfsmonitor = touch ${m("config-append")}; false`, true)}
 ${writeStep("info-attributes", `${common}/info/attributes`, "* filter=evil")}
+${writeStep("info-exclude", `${common}/info/exclude`, "*")}
+step info-exclude-rename mv '${common}/info/exclude' '${common}/info/exclude.old'
 step config-worktree-flag git config --worktree core.hooksPath /work/evil-hooks
 ${writeStep("admin-config-worktree", `${admin}/config.worktree`, `[core]\n\thooksPath = /work/evil-hooks`)}
 ${writeStep("admin-commondir", `${admin}/commondir`, "/work/evil/.git")}
