@@ -15,7 +15,7 @@ import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, plannedCgroupDirs, releaseLimits, type Limits } from "./limits.js";
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
 import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
-import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders } from "./protected-paths.js";
+import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, protectedPlaceholders, removePlaceholders } from "./protected-paths.js";
 import { deleteRecord, isRunningProcess, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 
 /** The TCP port on 127.0.0.1 inside every cloister that reaches the cloister's guardian socket. */
@@ -175,7 +175,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     cleanups.push(() => releasePlaceholders(paths, record));
     const prepared = prepareProtectedPaths(spec.projectRoot, protect, pins);
     record.protectedFiles = prepared.paths.map((rel) => join(spec.projectRoot, rel)).filter((path) => entryKind(path) === "file");
-    const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir, [...prepared.placeholders, ...others]) : undefined;
+    const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir, protectedPlaceholders(prepared, [...prepared.placeholders, ...others])) : undefined;
     // What was made is what the record keeps from its last write on.
     record.placeholders = [...new Set([...prepared.placeholders, ...(gitView?.placeholders ?? []), ...others])];
 

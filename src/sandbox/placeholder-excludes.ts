@@ -4,26 +4,31 @@ import { gitDirsOf } from "./git-dirs.js";
 import { entryKind } from "./protected-paths.js";
 
 /**
- * File placeholders in the work tree (an empty `.mcp.json`, `.claude/settings.json`) would show in
- * `git status` as untracked, and an agent's `git add -A` would commit them. While they exist they
- * are listed in the repository's own `info/exclude` (never committed, never shared), in a block of
- * their own that goes when the placeholders go. `info/` is read-only inside every cloister.
+ * Placeholders of protected paths in the work tree would be git's untracked files: a file (an empty
+ * `.mcp.json`, `.claude/settings.json`) shows in `git status` and an agent's `git add -A` would
+ * commit it; an empty directory (`.vscode/`) is not shown, but `git clean -d` and `git stash -u`
+ * try to remove it, fail on the mount (EBUSY) and exit non-zero, after stashing. While they exist
+ * they are listed in the repository's own `info/exclude` (never committed, never shared), in a
+ * block of their own that goes when the placeholders go. `info/` is read-only inside every cloister.
  * A linked worktree's placeholders are not listed there (the file is shared by every worktree):
  * its cloister reads a copy with them added instead (linked-git.ts).
  */
 const BEGIN = "# >>> cloister: protected-path placeholders (removed when the project's last cloister stops)";
 const END = "# <<< cloister";
 
-/** Adds the work-tree file placeholders among `relPaths` (dirs are invisible to git anyway). */
+/** Adds the work-tree placeholders among `relPaths`: protected paths only (an ancestor made for one may get the agent's files). */
 export function excludePlaceholders(projectRoot: string, relPaths: readonly string[]): void {
   const patterns = placeholderPatterns(projectRoot, relPaths);
   if (patterns.length > 0) editBlock(projectRoot, (lines) => [...new Set([...lines, ...patterns])]);
 }
 
-/** The exclude patterns of the work-tree file placeholders among `relPaths` (those of a git dir are left out). */
+/** The exclude patterns of the work-tree placeholders among `relPaths` (those of a git dir are left out). */
 export function placeholderPatterns(projectRoot: string, relPaths: readonly string[]): string[] {
-  const inWorkTree = (relPath: string) => !relPath.startsWith(".git/") && !relPath.startsWith("../");
-  return relPaths.filter((relPath) => inWorkTree(relPath) && entryKind(join(projectRoot, relPath)) === "file").map(pattern);
+  return relPaths.flatMap((relPath) => {
+    if (relPath.startsWith(".git/") || relPath.startsWith("../")) return [];
+    const kind = entryKind(join(projectRoot, relPath));
+    return kind === "file" ? [pattern(relPath)] : kind === "directory" ? [`${pattern(relPath)}/`] : [];
+  });
 }
 
 /** The lines of `patterns` as this module's block of an exclude file. */
@@ -33,7 +38,7 @@ export function excludeBlock(patterns: readonly string[]): string {
 
 /** Removes `relPaths` from the block, and the block once it is empty. */
 export function forgetPlaceholders(projectRoot: string, relPaths: readonly string[]): void {
-  const gone = new Set(relPaths.map(pattern));
+  const gone = new Set(relPaths.flatMap((relPath) => [pattern(relPath), `${pattern(relPath)}/`]));
   editBlock(projectRoot, (lines) => lines.filter((line) => !gone.has(line)));
 }
 

@@ -48,12 +48,14 @@ export const MANDATORY_PROTECTED: readonly string[] = [
 /**
  * Files tools read, held by a file that changes nothing when missing (by file name, wherever the git
  * dir is): `commondir` pointing git at the repository itself ("."), an empty `config.worktree` (a
- * directory there makes every git command fail once extensions.worktreeConfig is on), empty agent
+ * directory there makes every git command fail once extensions.worktreeConfig is on), an empty
+ * `.gitmodules` (a directory there has git fetch and pull warn "unable to access"), empty agent
  * settings.
  */
 const NEUTRAL_FILE_CONTENT: Readonly<Record<string, string>> = {
   commondir: ".\n",
   "config.worktree": "",
+  ".gitmodules": "",
   // Agent settings files are JSON that agents read on start: a directory there makes Claude Code
   // report a broken settings file (EISDIR); empty settings change nothing.
   "settings.json": "{}\n",
@@ -186,8 +188,13 @@ export function prepareProtectedPaths(projectRoot: string, specs: readonly strin
     }
   }
   for (const dir of pins) pin(dir.split("/"), dir.split("/").length);
-  if (create) excludePlaceholders(projectRoot, result.placeholders);
+  if (create) excludePlaceholders(projectRoot, protectedPlaceholders(result));
   return result;
+}
+
+/** The placeholders among `placeholders` that hold a protected path itself (not an ancestor of one). */
+export function protectedPlaceholders(prepared: ProtectedPaths, placeholders: readonly string[] = prepared.placeholders): string[] {
+  return placeholders.filter((relPath) => prepared.paths.includes(relPath));
 }
 
 /** Returns true when the directory had to be created (or, with `create` false, would have to be). */

@@ -121,6 +121,21 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal(r.stdout, "proj\n/work\n");
   });
 
+  it("git works as usual around the protected paths' placeholders: status clean, stash -u, clean -d and fetch succeed quietly", async () => {
+    const script = [
+      "git status --porcelain",
+      "echo work > untracked.txt",
+      "git stash -u -q && git stash pop -q >/dev/null && echo stash-ok",
+      "git clean -fdq && echo clean-ok",
+      "test ! -e untracked.txt && echo removed",
+      "git fetch -q . HEAD && echo fetch-ok",
+    ].join(" && ");
+    const r = await t.cli(["exec", "proj", "--", "sh", "-c", script]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "stash-ok\nclean-ok\nremoved\nfetch-ok\n");
+    assert.equal(r.stderr, "", "no warning from git about a placeholder");
+  });
+
   it("the environment given to start -d reaches every later command (exec, start again), under the command's own; no listing shows its values", async () => {
     await startDetached(["--name", "env-kept", "--env", "KEPT=from-start", "--env", "BOTH=start"]);
     const show = "echo \"[$KEPT] [$BOTH]\"";

@@ -1,6 +1,7 @@
 /**
- * File placeholders for protected paths stay out of `git status` (and so out of an agent's
- * `git add -A`): listed in the repository's info/exclude while they exist, the user's own lines kept.
+ * Placeholders for protected paths stay out of `git status` (and so out of an agent's `git add -A`)
+ * and out of reach of `git clean -d` and `git stash -u`: listed in the repository's info/exclude
+ * while they exist, the user's own lines kept.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -51,6 +52,31 @@ describe("placeholder excludes", () => {
     removePlaceholders(dir, prepared.placeholders);
     assert.match(status(dir), /\?\? \.mcp\.json/);
     assert.doesNotMatch(readFileSync(join(dir, ".git", "info", "exclude"), "utf8"), /cloister/);
+  });
+
+  it("lists directory placeholders too, so git clean -d and git stash -u leave them (inside, a mount is there); not the ancestors made for a protected path", () => {
+    const dir = repo();
+    const prepared = prepareProtectedPaths(dir, MANDATORY_PROTECTED);
+    const exclude = readFileSync(join(dir, ".git", "info", "exclude"), "utf8");
+    assert.match(exclude, /^\/\.vscode\/$/m);
+    assert.match(exclude, /^\/\.claude\/commands\/$/m);
+    assert.doesNotMatch(exclude, /^\/\.claude\/?$/m, ".claude itself may get the agent's files");
+    assert.doesNotMatch(exclude, /^\/\.git\//m);
+    const clean = spawnSync("git", ["-C", dir, "clean", "-nd"], { encoding: "utf8" });
+    assert.equal(clean.stdout, "", "git clean -d would remove a placeholder");
+    removePlaceholders(dir, prepared.placeholders);
+    assert.doesNotMatch(readFileSync(join(dir, ".git", "info", "exclude"), "utf8"), /cloister/, "every line goes with the placeholders");
+  });
+
+  it("holds a missing .gitmodules with an empty file, which git reads as no submodules", () => {
+    const dir = repo();
+    const prepared = prepareProtectedPaths(dir, MANDATORY_PROTECTED);
+    assert.equal(readFileSync(join(dir, ".gitmodules"), "utf8"), "");
+    const fetch = spawnSync("git", ["-C", dir, "submodule", "status"], { encoding: "utf8" });
+    assert.equal(fetch.status, 0, fetch.stderr);
+    assert.equal(fetch.stderr, "");
+    removePlaceholders(dir, prepared.placeholders);
+    assert.equal(status(dir), "");
   });
 
   it("does nothing outside a git repository", () => {

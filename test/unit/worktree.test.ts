@@ -281,7 +281,7 @@ describe("the git view of a worktree cloister", () => {
     rmSync(join(w.dir, ".gitmodules"));
   });
 
-  it("lists the worktree's file placeholders after the repository's own excludes, in a copy only the cloister reads", () => {
+  it("lists the worktree's placeholders after the repository's own excludes, in a copy only the cloister reads", () => {
     const exclude = join(common(), "info", "exclude");
     const own = readFileSync(exclude, "utf8");
     writeFileSync(join(w.dir, ".mcp.json"), "");
@@ -291,7 +291,7 @@ describe("the git view of a worktree cloister", () => {
     assert.ok(copy?.op === "ro-bind");
     const text = readFileSync(copy.src, "utf8");
     assert.ok(text.startsWith(own), "the repository's own patterns first");
-    assert.match(text.slice(own.length), /^# >>> cloister: .*\n\/\.mcp\.json\n# <<< cloister\n$/, "files only: git does not show an empty directory");
+    assert.match(text.slice(own.length), /^# >>> cloister: .*\n\/\.mcp\.json\n\/\.vscode\/\n# <<< cloister\n$/);
     assert.equal(readFileSync(exclude, "utf8"), own, "the repository's file is not touched");
     assert.equal(prepareLinkedGitView(w.dir, w.git, mkdtempSync(join(base, "s-")), []).mounts.find((m) => "dest" in m && m.dest === exclude), undefined);
     rmSync(join(w.dir, ".mcp.json"));
