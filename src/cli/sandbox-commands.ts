@@ -1,10 +1,13 @@
+import { isAbsolute, relative } from "node:path";
 import type { Command } from "commander";
 import { createCloister, findCloister, listCloisters, parseTimeout, stopCloister, type CloisterOptions } from "../cloister.js";
 import { formatDuration } from "../config/units.js";
 import { resolvePaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { agentCredentialFromGuardian, ensureGuardian } from "../guardian/control-client.js";
+import { WORK_DIR } from "../sandbox/bwrap/mounts.js";
 import { parseEnvAssignments } from "../sandbox/env.js";
+import { realPath } from "../sandbox/git-dirs.js";
 import { readRecord } from "../sandbox/records.js";
 import { locateProject } from "../sandbox/project.js";
 import { defaultCloisterName as cloisterNameFor, managedWorktrees } from "../sandbox/worktree.js";
@@ -111,7 +114,7 @@ export function registerSandboxCommands(program: Command): void {
     .description("run a command in a fresh cloister for the project, then remove the cloister")
     .option("--timeout <duration>", "stop the cloister after this long (e.g. 90s, 5m, 1h30m); exit code 124")
     .argument("[command...]", "the command and its arguments (put them after --); with --agent, the agent's arguments")
-    .addHelpText("after", '\nExamples:\n  cloister run -- npm test\n  cloister run --agent claude -- -p "fix the failing test"\n  cloister run --agent codex -- exec "fix the tests"')
+    .addHelpText("after", '\nThe command runs where you are in the project (from packages/api: /work/packages/api); an agent at /work.\n\nExamples:\n  cloister run -- npm test\n  cloister run --agent claude -- -p "fix the failing test"\n  cloister run --agent codex -- exec "fix the tests"')
     .action(async (command: string[], flags: SandboxFlags & { timeout?: string }) => {
       if (command.length === 0 && flags.agent === undefined) throw new CloisterError("no command given", "usage: cloister run [OPTIONS] -- CMD [ARGS...], or cloister run --agent NAME -- [ARGS...]");
       const exitCode = await runOnce(command, cloisterOptions(flags), parseTimeout(flags.timeout));
@@ -156,7 +159,7 @@ export function registerSandboxCommands(program: Command): void {
     .argument("[command...]", "the command and its arguments (put them after --)")
     .option("--env <NAME=VALUE>", "set an environment variable (repeatable)", collect, [])
     .option("--secret <NAME=SECRET>", "set NAME to the placeholder of a stored secret with an injection rule (repeatable)", collect, [])
-    .option("-w, --workdir <dir>", "working directory inside (default /work)")
+    .option("-w, --workdir <dir>", "working directory inside (default: where you are in the cloister's project, under /work; else /work)")
     .action(async (nameOrCommand: string | undefined, rest: string[], flags: { env: string[]; secret: string[]; workdir?: string }) => {
       // `exec -- CMD ARGS`: commander hands CMD over as the name; a name only counts before `--`.
       const nameGiven = nameOrCommand !== undefined && process.argv.slice(0, process.argv.indexOf("--") >>> 0).includes(nameOrCommand);
@@ -166,7 +169,7 @@ export function registerSandboxCommands(program: Command): void {
       const target = name ?? (await defaultCloisterName({}));
       const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env), secretEnv: parseEnvAssignments(flags.secret, "--secret") });
       if (!cloister) throw new CloisterError(`no running cloister named ${JSON.stringify(target)}`, "start it with `cloister start -d`, or see `cloister list`");
-      process.exitCode = await runAttached(cloister, command, { cwd: flags.workdir });
+      process.exitCode = await runAttached(cloister, command, { cwd: flags.workdir ?? workdirInside(cloister.record.projectRoot) });
     });
 
   program
@@ -231,7 +234,7 @@ async function runOnce(command: string[], options: CloisterOptions, timeoutMs: n
   try {
     return cloister.agent && options.agent !== undefined
       ? await runAttached(cloister, cloister.agent.argv(command), { env: cloister.agent.env })
-      : await runAttached(cloister, command);
+      : await runAttached(cloister, command, { cwd: workdirInside(cloister.record.projectRoot) });
   } catch (error) {
     if (!timedOut) throw error;
     return 0;
@@ -243,6 +246,19 @@ async function runOnce(command: string[], options: CloisterOptions, timeoutMs: n
     }
     await cloister.stop().catch(() => undefined);
   }
+}
+
+/**
+ * The working directory inside for a command run from here: the caller's place in the project
+ * (`cloister run -- npm test` in packages/api runs in /work/packages/api), or /work from outside
+ * it. Compared by real path, so a symlinked way into the project counts too.
+ */
+export function workdirInside(projectRoot: string, cwd = process.cwd()): string {
+  const root = realPath(projectRoot);
+  const here = realPath(cwd);
+  if (root === undefined || here === undefined) return WORK_DIR;
+  const rel = relative(root, here);
+  return rel === "" || rel === ".." || rel.startsWith("../") || isAbsolute(rel) ? WORK_DIR : `${WORK_DIR}/${rel}`;
 }
 
 async function defaultCloisterName(flags: SandboxFlags): Promise<string> {

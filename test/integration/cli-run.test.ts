@@ -17,6 +17,22 @@ describe("cloister run", () => {
     assert.equal(r.stdout.trim(), "/work");
   });
 
+  it("from a subdirectory of the project, runs the command there (by real path: a symlinked way in counts); --project from outside runs at /work", async () => {
+    const sub = join(t.project, "packages", "api");
+    mkdirSync(sub, { recursive: true });
+    writeFileSync(join(sub, "package.json"), "{}\n");
+    const link = join(dirname(t.project), "project-link");
+    symlinkSync(t.project, link);
+    try {
+      assert.equal((await t.cli(["run", "--", "pwd"], { cwd: sub })).stdout, "/work/packages/api\n");
+      assert.equal((await t.cli(["run", "--", "pwd"], { cwd: join(link, "packages") })).stdout, "/work/packages\n");
+      assert.equal((await t.cli(["run", "--project", t.project, "--", "pwd"], { cwd: dirname(t.project) })).stdout, "/work\n");
+    } finally {
+      rmSync(link);
+      rmSync(join(t.project, "packages"), { recursive: true });
+    }
+  });
+
   it("streams stdin to the command", async () => {
     const r = await t.cli(["run", "--", "cat"], { input: "piped text\n" });
     assert.equal(r.stdout, "piped text\n");

@@ -121,6 +121,18 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal(r.stdout, "proj\n/work\n");
   });
 
+  it("exec runs where the caller is in the project (else at /work); -w chooses", async () => {
+    const sub = join(t.project, "docs");
+    mkdirSync(sub, { recursive: true });
+    try {
+      assert.equal((await t.cli(["exec", "--", "pwd"], { cwd: sub })).stdout, "/work/docs\n");
+      assert.equal((await t.cli(["exec", "proj", "--", "pwd"], { cwd: dirname(t.project) })).stdout, "/work\n");
+      assert.equal((await t.cli(["exec", "-w", "/tmp", "--", "pwd"], { cwd: sub })).stdout, "/tmp\n");
+    } finally {
+      rmSync(sub, { recursive: true });
+    }
+  });
+
   it("git works as usual around the protected paths' placeholders: status clean, stash -u, clean -d and fetch succeed quietly", async () => {
     const script = [
       "git status --porcelain",
