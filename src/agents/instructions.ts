@@ -9,7 +9,9 @@ const END = "<!-- cloister:end -->";
 export function cloisterInstructions(agentName: string, network: boolean): string {
   const networkText = network
     ? `- Network: every connection goes through cloister's proxy (HTTP_PROXY/HTTPS_PROXY are set;
-  tools that ignore them cannot reach anything). Hosts on the allowlist work (AI APIs, package
+  tools that ignore them cannot reach anything: Node.js's own fetch and https honor them from
+  Node 22.21 on, with NODE_USE_ENV_PROXY=1, which is set; older Node needs a proxy agent such as
+  undici's EnvHttpProxyAgent). Hosts on the allowlist work (AI APIs, package
   registries, documentation). A host that is not allowed gets HTTP 403 with a body starting
   \`cloister:\`, which says why. That is a policy decision, not an outage: do not retry, do not look
   for another route. For some hosts a human is asked first and the request waits; if the answer is

@@ -69,6 +69,9 @@ function proxyEnv(proxyUrl: string): Record<string, string> {
     vars[name] = value;
     vars[name.toLowerCase()] = value;
   }
+  // Node's own fetch and http(s) ignore the variables above unless told (Node 22.21 and 24.5 on;
+  // older Node ignores this too, and needs a proxy agent such as undici's EnvHttpProxyAgent).
+  vars.NODE_USE_ENV_PROXY = "1";
   vars.GIT_SSH_COMMAND = sshThroughProxy(proxyUrl);
   // hostexec's channel to the guardian: its own name, so a tool that rewrites HTTP_PROXY cannot cut it.
   vars.CLOISTER_PROXY = proxyUrl;

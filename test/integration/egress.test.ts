@@ -52,6 +52,18 @@ describe("egress through the guardian", () => {
     for (const header of ["proxy-authorization", "proxy-connection", "x-secret"]) assert.equal(seen?.headers[header], undefined, header);
   });
 
+  it("points every proxy variable at the cloister's port, and has Node.js (22.21 and later) use them for its own fetch and https", async () => {
+    const r = await run('for v in HTTP_PROXY https_proxy ALL_PROXY NO_PROXY NODE_USE_ENV_PROXY; do printenv "$v" | sed "s/:[0-9a-f]*@/:TOKEN@/"; done');
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split("\n"), [
+      "http://cloister:TOKEN@127.0.0.1:3128",
+      "http://cloister:TOKEN@127.0.0.1:3128",
+      "socks5h://cloister:TOKEN@127.0.0.1:3128",
+      "localhost,127.0.0.1,::1",
+      "1",
+    ]);
+  });
+
   it("tunnels HTTPS with CONNECT; TLS is end to end (the upstream's certificate is verified inside)", async () => {
     const r = await run(`curl -sS -m 10 --cacert /work/test-ca.pem https://secure.test:${secure.port}/tls`);
     assert.equal(r.code, 0, r.stderr);
