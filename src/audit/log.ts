@@ -274,12 +274,15 @@ export class AuditLog {
    * is lost.
    */
   private async restartWorker(how: string): Promise<void> {
-    const now = Date.now();
-    this.restarts = this.restarts.filter((at) => now - at < RESTART_WINDOW_MS);
-    if (this.restarts.length >= MAX_RESTARTS) return this.giveUp(`${how}, for the ${MAX_RESTARTS + 1}th time within ${RESTART_WINDOW_MS / 1000} s`);
-    this.restarts.push(now);
     this.forgetWritten();
     const unwritten = this.inFlight.flat().slice((Atomics.load(this.written, 0) - this.inFlightStart) | 0);
+    const now = Date.now();
+    this.restarts = this.restarts.filter((at) => now - at < RESTART_WINDOW_MS);
+    if (this.restarts.length >= MAX_RESTARTS) {
+      const lost = unwritten.length + this.outbox.length;
+      return this.giveUp(`${how}, for the ${MAX_RESTARTS + 1}th time within ${RESTART_WINDOW_MS / 1000} s (${lost} record(s) not yet written are lost)`);
+    }
+    this.restarts.push(now);
     await this.worker.terminate();
     let booted: BootedWorker;
     try {
