@@ -14,6 +14,7 @@ import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, plannedCgroupDirs, releaseLimits, type Limits } from "./limits.js";
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
+import { hostGitIdentity, seedGitIdentity } from "./git-identity.js";
 import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
 import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, protectedPlaceholders, removePlaceholders } from "./protected-paths.js";
 import { deleteRecord, isRunningProcess, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
@@ -132,6 +133,8 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     ensurePrivateDir(paths.homesDir);
     mkdirSync(homeDir, { recursive: true, mode: 0o700 });
     if (record.ephemeralHome) cleanups.push(() => rmSync(homeDir, { recursive: true, force: true }));
+    // Read by a git process while the rest is prepared; written into HOME before bwrap starts.
+    const gitIdentity = hostGitIdentity(spec.projectRoot);
 
     // The keeper first: it joins the cgroups (the first cgroup v1 migration of a launch waits ~15 ms
     // for the kernel) while the rest is prepared, then runs bwrap once given its argv.
@@ -179,6 +182,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     // What was made is what the record keeps from its last write on.
     record.placeholders = [...new Set([...prepared.placeholders, ...(gitView?.placeholders ?? []), ...others])];
 
+    seedGitIdentity(homeDir, await step(gitIdentity));
     const granted = await step(grant.granted);
     record.proxyToken = granted.token;
     if (spec.network) {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -30,6 +31,26 @@ describe("cloister run", () => {
     } finally {
       rmSync(link);
       rmSync(join(t.project, "packages"), { recursive: true });
+    }
+  });
+
+  it("commits inside with the user's git identity from the host, and carries nothing else of the user's git config", async () => {
+    const gitconfig = join(t.hostHome, ".gitconfig");
+    writeFileSync(gitconfig, '[user]\n\tname = Ada \\"the\\" Lovelace\\\\1\n\temail = ada@example.com\n[credential]\n\thelper = store\n[alias]\n\tst = !touch /tmp/alias-ran\n[github]\n\ttoken = gitconfig-canary-7f3a\n');
+    // A repository without an identity of its own (the instance's project has one).
+    const bare = join(dirname(t.project), "no-identity");
+    mkdirSync(bare);
+    spawnSync("git", ["init", "-q", bare]);
+    try {
+      const r = await t.cli(["run", "--project", bare, "--", "sh", "-c", "git commit -q --allow-empty -m inside && git log -1 --format='%an <%ae>' && git config --global --list"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'Ada "the" Lovelace\\1 <ada@example.com>\nuser.name=Ada "the" Lovelace\\1\nuser.email=ada@example.com\n');
+      assert.doesNotMatch(r.stdout + r.stderr, /canary|credential|alias/);
+      const own = await t.cli(["run", "--", "git", "log", "-1", "--format=%an"]);
+      assert.equal(own.stdout, `${spawnSync("git", ["-C", t.project, "config", "user.name"], { encoding: "utf8" }).stdout.trim()}\n`, "a repository's own identity wins, as on the host");
+    } finally {
+      rmSync(gitconfig);
+      rmSync(bare, { recursive: true, force: true });
     }
   });
 
