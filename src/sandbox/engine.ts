@@ -133,8 +133,6 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     ensurePrivateDir(paths.homesDir);
     mkdirSync(homeDir, { recursive: true, mode: 0o700 });
     if (record.ephemeralHome) cleanups.push(() => rmSync(homeDir, { recursive: true, force: true }));
-    // Read by a git process while the rest is prepared; written into HOME before bwrap starts.
-    const gitIdentity = hostGitIdentity(spec.projectRoot);
 
     // The keeper first: it joins the cgroups (the first cgroup v1 migration of a launch waits ~15 ms
     // for the kernel) while the rest is prepared, then runs bwrap once given its argv.
@@ -155,6 +153,9 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     // The rest runs without a break, and the guardian can only start on its part once the request
     // has left this process: the keeper first (its wait above is the longest), then the request.
     await step(grant.sent);
+    // Read by a git process while the rest is prepared (after the keeper and the request, which
+    // wait longest); written into HOME before bwrap starts.
+    const gitIdentity = hostGitIdentity(spec.projectRoot);
 
     const agentBinDir = spec.agent ? join(runtimeDir, "agent-bin") : undefined;
     if (spec.agent && agentBinDir) {
