@@ -162,10 +162,10 @@ function submoduleCopies(projectRoot: string, adminDir: string, copyDir: string)
 }
 
 /**
- * info/exclude as git inside reads it: the repository's own, and the worktree's file placeholders
- * after it. They would show as untracked, and an agent's `git add -A` would commit them. The main
- * work tree lists its own in the repository's file (placeholder-excludes.ts), which every worktree
- * shares; a worktree's go in this copy, which only its cloister sees.
+ * info/exclude as git inside reads it: the repository's own, and the worktree's placeholders after
+ * it (why they are listed: placeholder-excludes.ts). The main work tree lists its own in the
+ * repository's file, which every worktree shares; a worktree's go in this copy, which only its
+ * cloister sees.
  */
 function placeholderExcludes(projectRoot: string, commonDir: string, copyDir: string, placeholders: readonly string[]): MountOp[] {
   const patterns = placeholderPatterns(projectRoot, placeholders);
