@@ -1020,7 +1020,7 @@ static _Noreturn void exec_command(const struct request *rq, const int fd[3], in
         if (dup2(fd[i], i) < 0)
             child_fail(errfd, errno);
     if (chdir(rq->cwd) < 0)
-        child_fail(errfd, errno);
+        child_fail(errfd, -errno); /* negative: the working directory failed, not the program */
     /* Park the status pipe at 3 (close-on-exec) and close everything above it. */
     if (errfd != 3) {
         if (dup3(errfd, 3, O_CLOEXEC) < 0)
@@ -1098,14 +1098,17 @@ static void session_spawn(struct session *s, const struct request *rq)
     }
     int err = exec_error(ep);
     if (err) {
-        const char *argv0 = rq->argv[0], *reason = strerror(err);
-        size_t len = strlen(argv0) + strlen(reason) + 32;
+        /* A working directory that is not there is the caller's mistake (cloister's 125), not the program's. */
+        const bool in_dir = err < 0;
+        const char *what = in_dir ? rq->cwd : rq->argv[0], *reason = strerror(in_dir ? -err : err);
+        size_t len = strlen(what) + strlen(reason) + 64;
         char *msg = malloc(len);
         if (!msg)
             _exit(1);
-        int m = snprintf(msg, len, "cloister: cannot run '%s': %s\n", argv0, reason);
+        int m = in_dir ? snprintf(msg, len, "cloister: cannot enter the working directory '%s': %s\n", what, reason)
+                       : snprintf(msg, len, "cloister: cannot run '%s': %s\n", what, reason);
         put_frame(&s->out, rq->tty ? F_STDOUT : F_STDERR, msg, (size_t)m);
-        put_u32_frame(&s->out, F_EXIT, err == ENOENT ? 127 : 126);
+        put_u32_frame(&s->out, F_EXIT, in_dir ? 125 : err == ENOENT ? 127 : 126);
         if (sock_drain(s, -1))
             sock_linger(s);
         waitpid(pid, NULL, 0);

@@ -287,10 +287,10 @@ describe("cloister-init init: sessions", { timeout: 60_000 }, () => {
     assert.equal(r.stderr, `cloister: cannot run '${file}': Permission denied\n`);
   });
 
-  it("fails like a missing command when the working directory does not exist", async () => {
+  it("names the working directory, not the command, when the directory does not exist (exit 125)", async () => {
     const r = await run(c.socket, ["true"], { cwd: "/no/such/dir" });
-    assert.equal(r.exitCode, 127);
-    assert.match(r.stderr, /cannot run 'true': No such file or directory/);
+    assert.equal(r.exitCode, 125);
+    assert.equal(r.stderr, "cloister: cannot enter the working directory '/no/such/dir': No such file or directory\n");
   });
 
   it("searches the PATH of the requested environment, not init's", async () => {

@@ -121,13 +121,16 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal(r.stdout, "proj\n/work\n");
   });
 
-  it("exec runs where the caller is in the project (else at /work); -w chooses", async () => {
+  it("exec runs where the caller is in the project (else at /work); -w chooses, and one that is not there is named", async () => {
     const sub = join(t.project, "docs");
     mkdirSync(sub, { recursive: true });
     try {
       assert.equal((await t.cli(["exec", "--", "pwd"], { cwd: sub })).stdout, "/work/docs\n");
       assert.equal((await t.cli(["exec", "proj", "--", "pwd"], { cwd: dirname(t.project) })).stdout, "/work\n");
       assert.equal((await t.cli(["exec", "-w", "/tmp", "--", "pwd"], { cwd: sub })).stdout, "/tmp\n");
+      const missing = await t.cli(["exec", "-w", "/no/such/dir", "--", "pwd"]);
+      assert.equal(missing.code, 125, "the caller's mistake, not the command's");
+      assert.equal(missing.stderr, "cloister: cannot enter the working directory '/no/such/dir': No such file or directory\n");
     } finally {
       rmSync(sub, { recursive: true });
     }
