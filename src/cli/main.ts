@@ -19,11 +19,14 @@ program.parseAsync(process.argv).catch((error: unknown) => {
   process.exitCode = exitCodeFor(error);
 });
 
-function exitCodeFor(error: unknown): number {
-  if (error instanceof CommanderError) {
+function exitCodeFor(thrown: unknown): number {
+  if (thrown instanceof CommanderError) {
     // --help and --version "fail" with exit code 0; usage errors were already printed.
-    return error.exitCode === 0 ? 0 : CLOISTER_FAILED;
+    return thrown.exitCode === 0 ? 0 : CLOISTER_FAILED;
   }
+  // process.cwd() throws once the shell's directory was removed; libuv's words ("uv_cwd") say little.
+  const cwdGone = thrown instanceof Error && (thrown as NodeJS.ErrnoException).syscall === "uv_cwd";
+  const error = cwdGone ? new CloisterError("the current directory no longer exists", "cd to one that exists, such as your project's, and run the command again") : thrown;
   const message = error instanceof CloisterError ? error.oneLine() : error instanceof Error ? error.message : String(error);
   process.stderr.write(`cloister: ${message.replace(/\n/g, " ")}\n`);
   if (process.env.CLOISTER_DEBUG && error instanceof Error) process.stderr.write(`${error.stack ?? ""}\n`);

@@ -3,7 +3,7 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createInstance, leakedCanaries, type TestInstance } from "../helpers/cloister.js";
+import { CLI, createInstance, leakedCanaries, type TestInstance } from "../helpers/cloister.js";
 
 describe("cloister run", () => {
   let t: TestInstance;
@@ -69,6 +69,14 @@ describe("cloister run", () => {
   it("exits 125 with one line when cloister itself fails (unknown flag)", async () => {
     const r = await t.cli(["run", "--bogus", "--", "true"]);
     assert.equal(r.code, 125);
+  });
+
+  it("exits 125 with a plain sentence when the current directory was removed", () => {
+    const gone = join(dirname(t.project), "removed-dir");
+    mkdirSync(gone);
+    const r = spawnSync("sh", ["-c", 'cd "$1" && rmdir "$1" && exec "$2" "$3" run -- true', "sh", gone, process.execPath, CLI], { env: t.env, encoding: "utf8" });
+    assert.equal(r.status, 125, r.stderr);
+    assert.equal(r.stderr, "cloister: the current directory no longer exists (cd to one that exists, such as your project's, and run the command again)\n");
   });
 
   it("exits 125 outside a git repository unless --allow-no-git", async () => {
