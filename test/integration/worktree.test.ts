@@ -157,15 +157,21 @@ describe("worktree cloisters: a project with a submodule", () => {
   before(async () => {
     t = createInstance("wtsm");
     sources = mkdtempSync(join(tmpdir(), "cloister-wtsm-"));
-    const lib = join(sources, "lib");
-    assert.equal(spawnSync("git", ["init", "-q", lib]).status, 0);
-    assert.equal(spawnSync("git", ["-C", lib, "-c", "user.name=A", "-c", "user.email=a@example.com", "commit", "-q", "--allow-empty", "-m", "lib"]).status, 0);
+    const who = ["-c", "user.name=A", "-c", "user.email=a@example.com"];
+    // lib, which has a submodule of its own (deep).
+    const [lib, deep] = [join(sources, "lib"), join(sources, "deep")];
+    for (const repo of [deep, lib]) {
+      assert.equal(spawnSync("git", ["init", "-q", repo]).status, 0);
+      assert.equal(spawnSync("git", ["-C", repo, ...who, "commit", "-q", "--allow-empty", "-m", "first"]).status, 0);
+    }
+    assert.equal(spawnSync("git", ["-C", lib, ...files, "submodule", "add", "-q", deep, "deep"]).status, 0);
+    assert.equal(spawnSync("git", ["-C", lib, ...who, "commit", "-qm", "deep"]).status, 0);
     hostGit(t, ...files, "submodule", "add", "-q", lib, "lib");
-    hostGit(t, "-c", "user.name=A", "-c", "user.email=a@example.com", "commit", "-qm", "submodule");
+    hostGit(t, ...who, "commit", "-qm", "submodule");
     assert.equal((await t.cli(["start", "-d", "-b", "feature"])).code, 0);
     worktree = join(t.home, "data", "worktrees", "proj", "feature");
     // Populated on the host (as a user would), then the cloister started again: it plans its view at launch.
-    assert.equal(spawnSync("git", ["-C", worktree, ...files, "submodule", "update", "-q", "--init"]).status, 0);
+    assert.equal(spawnSync("git", ["-C", worktree, ...files, "submodule", "update", "-q", "--init", "--recursive"]).status, 0);
     assert.equal((await t.cli(["stop", "proj-feature"])).code, 0);
     assert.equal((await t.cli(["start", "-d", "-b", "feature"])).code, 0);
   });
@@ -185,6 +191,12 @@ describe("worktree cloisters: a project with a submodule", () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, "in the submodule\n M lib\n");
     assert.equal(spawnSync("git", ["-C", join(worktree, "lib"), "log", "-1", "--format=%s"], { encoding: "utf8" }).stdout, "in the submodule\n");
+  });
+
+  it("git works in a submodule of the submodule too", async () => {
+    const r = await inside("cd lib/deep && git status --porcelain && echo y > g && git add g && git -c user.name=A -c user.email=a@example.com commit -qm 'two levels down' && git log -1 --format=%s && cd .. && git status --porcelain");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "two levels down\n M deep\n");
   });
 
   it("the submodule's .git and its git dir's config stay read-only inside, and the host's keep their own paths", async () => {
