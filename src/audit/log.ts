@@ -102,6 +102,8 @@ export class AuditLog {
   private reported = false;
   private nextId = 1;
   private readonly answers = new Map<number, { kind: Question; resolve: (seq: number) => void; reject: (error: Error) => void }>();
+  /** Records appended and not yet in the file past which new ones are counted instead (see append). */
+  private readonly maxBacklog: number;
   readonly publicKeyPem: string;
   /** Fingerprint of the signing key (also in every file's `audit.segment` record). */
   readonly keyId: string;
@@ -110,6 +112,7 @@ export class AuditLog {
     private readonly options: AuditLogOptions,
     booted: BootedWorker,
   ) {
+    this.maxBacklog = options.maxBacklog ?? MAX_BACKLOG;
     this.publicKeyPem = booted.publicKeyPem;
     this.keyId = booted.keyId;
     this.attach(booted);
@@ -139,9 +142,9 @@ export class AuditLog {
     try {
       if (this.closed) throw new Error("audit record appended after close()");
       if (this.stopped) throw this.stopped;
-      if (this.backlog() >= (this.options.maxBacklog ?? MAX_BACKLOG)) {
+      if (this.backlog() >= this.maxBacklog) {
         this.countDropped();
-        throw new Error(`the audit log is ${this.options.maxBacklog ?? MAX_BACKLOG} records behind (is the disk stuck?); records are being dropped`);
+        throw new Error(`the audit log is ${this.maxBacklog} records behind (is the disk stuck?); records are being dropped`);
       }
       this.outbox.push({ fields: sanitizeEvent(event), time: new Date().toISOString() });
       this.scheduleHandOver();
