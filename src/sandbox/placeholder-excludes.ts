@@ -25,7 +25,7 @@ export function excludePlaceholders(projectRoot: string, relPaths: readonly stri
 /** The exclude patterns of the work-tree placeholders among `relPaths` (those of a git dir are left out). */
 export function placeholderPatterns(projectRoot: string, relPaths: readonly string[]): string[] {
   return relPaths.flatMap((relPath) => {
-    if (relPath.startsWith(".git/") || relPath.startsWith("../")) return [];
+    if (relPath.startsWith(".git/")) return [];
     const kind = entryKind(join(projectRoot, relPath));
     return kind === "file" ? [pattern(relPath)] : kind === "directory" ? [`${pattern(relPath)}/`] : [];
   });
