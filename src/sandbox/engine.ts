@@ -14,7 +14,7 @@ import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, plannedCgroupDirs, releaseLimits, type Limits } from "./limits.js";
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
-import { hostGitIdentity, seedGitIdentity } from "./git-identity.js";
+import { identityToSeed, seedGitIdentity } from "./git-identity.js";
 import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
 import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, protectedPlaceholders, removePlaceholders } from "./protected-paths.js";
 import { deleteRecord, isRunningProcess, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
@@ -154,8 +154,8 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     // has left this process: the keeper first (its wait above is the longest), then the request.
     await step(grant.sent);
     // Read by a git process while the rest is prepared (after the keeper and the request, which
-    // wait longest); written into HOME before bwrap starts.
-    const gitIdentity = hostGitIdentity(spec.projectRoot);
+    // wait longest); written into HOME before bwrap starts. A persistent HOME has it already.
+    const gitIdentity = identityToSeed(homeDir, spec.projectRoot);
 
     const agentBinDir = spec.agent ? join(runtimeDir, "agent-bin") : undefined;
     if (spec.agent && agentBinDir) {

@@ -7,13 +7,18 @@
  * yet: a persistent cloister keeps what is set there later. Nothing else of the user's config is
  * carried: credential helpers, aliases and the programs it names stay on the host.
  */
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { hostGit } from "./host-git.js";
 
 export interface GitIdentity {
   name?: string;
   email?: string;
+}
+
+/** What seedGitIdentity will write into `homeDir`: nothing, and no git process run, when its ~/.gitconfig is there already. */
+export function identityToSeed(homeDir: string, projectRoot: string): Promise<GitIdentity> {
+  return existsSync(join(homeDir, ".gitconfig")) ? Promise.resolve({}) : hostGitIdentity(projectRoot);
 }
 
 /** user.name and user.email as git would take them in `projectRoot` (none when git is missing or unset). */

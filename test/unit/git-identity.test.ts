@@ -8,21 +8,25 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { hostGitIdentity, seedGitIdentity } from "../../src/sandbox/git-identity.js";
+import { hostGitIdentity, identityToSeed, seedGitIdentity } from "../../src/sandbox/git-identity.js";
 
 const base = mkdtempSync(join(tmpdir(), "cloister-git-identity-"));
 after(() => rmSync(base, { recursive: true, force: true }));
 let counter = 0;
 const fresh = (): string => mkdtempSync(join(base, `${++counter}-`));
+/** A repository whose own config names Repo Person <repo@example.com>. */
+function repoWithIdentity(): string {
+  const repo = fresh();
+  spawnSync("git", ["init", "-q", repo]);
+  spawnSync("git", ["-C", repo, "config", "user.name", "Repo Person"]);
+  spawnSync("git", ["-C", repo, "config", "user.email", "repo@example.com"]);
+  return repo;
+}
 const readBack = (home: string, key: string): string => spawnSync("git", ["config", "--file", join(home, ".gitconfig"), key], { encoding: "utf8" }).stdout;
 
 describe("git identity", () => {
   it("reads user.name and user.email as git does in the project (its own config first)", async () => {
-    const repo = fresh();
-    spawnSync("git", ["init", "-q", repo]);
-    spawnSync("git", ["-C", repo, "config", "user.name", "Repo Person"]);
-    spawnSync("git", ["-C", repo, "config", "user.email", "repo@example.com"]);
-    assert.deepEqual(await hostGitIdentity(repo), { name: "Repo Person", email: "repo@example.com" });
+    assert.deepEqual(await hostGitIdentity(repoWithIdentity()), { name: "Repo Person", email: "repo@example.com" });
   });
 
   it("writes values git reads back unchanged: quotes, backslashes, tabs, newlines", () => {
@@ -31,6 +35,14 @@ describe("git identity", () => {
     seedGitIdentity(home, identity);
     assert.equal(readBack(home, "user.name"), `${identity.name}\n`);
     assert.equal(readBack(home, "user.email"), `${identity.email}\n`);
+  });
+
+  it("reads nothing for a HOME whose ~/.gitconfig exists (a persistent cloister started again)", async () => {
+    const repo = repoWithIdentity();
+    const home = fresh();
+    assert.deepEqual(await identityToSeed(home, repo), { name: "Repo Person", email: "repo@example.com" });
+    writeFileSync(join(home, ".gitconfig"), "");
+    assert.deepEqual(await identityToSeed(home, repo), {});
   });
 
   it("leaves a ~/.gitconfig that exists alone, and writes nothing without an identity", () => {
