@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createInstance, type TestInstance } from "../helpers/cloister.js";
 import { diffSnapshots, hostSensitiveSnapshot, snapshotTree, type Snapshot } from "../helpers/oracles.js";
@@ -186,17 +186,23 @@ describe("worktree cloisters: a project with a submodule", () => {
     assert.equal(r.stdout, "");
   });
 
-  it("git works in the submodule: status, add and commit; the host sees the commit", async () => {
-    const r = await inside("cd lib && git status --porcelain && echo x > f && git add f && git -c user.name=A -c user.email=a@example.com commit -qm 'in the submodule' && git log -1 --format=%s && cd .. && git status --porcelain");
+  /**
+   * Inside, in the submodule at `path`: a clean status, then a file added and committed; the commit's
+   * subject, and the parent's status (the submodule moved), as git prints them inside and on the host.
+   */
+  async function commitInSubmodule(path: string, subject: string): Promise<void> {
+    const r = await inside(`cd ${path} && git status --porcelain && echo x > added && git add added && git -c user.name=A -c user.email=a@example.com commit -qm '${subject}' && git log -1 --format=%s && cd .. && git status --porcelain`);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, "in the submodule\n M lib\n");
-    assert.equal(spawnSync("git", ["-C", join(worktree, "lib"), "log", "-1", "--format=%s"], { encoding: "utf8" }).stdout, "in the submodule\n");
+    assert.equal(r.stdout, `${subject}\n M ${basename(path)}\n`);
+    assert.equal(spawnSync("git", ["-C", join(worktree, path), "log", "-1", "--format=%s"], { encoding: "utf8" }).stdout, `${subject}\n`);
+  }
+
+  it("git works in the submodule: status, add and commit; the host sees the commit", async () => {
+    await commitInSubmodule("lib", "in the submodule");
   });
 
-  it("git works in a submodule of the submodule too", async () => {
-    const r = await inside("cd lib/deep && git status --porcelain && echo y > g && git add g && git -c user.name=A -c user.email=a@example.com commit -qm 'two levels down' && git log -1 --format=%s && cd .. && git status --porcelain");
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, "two levels down\n M deep\n");
+  it("git works in a submodule of the submodule too; the host sees that commit as well", async () => {
+    await commitInSubmodule("lib/deep", "two levels down");
   });
 
   it("the submodule's .git and its git dir's config stay read-only inside, and the host's keep their own paths", async () => {
