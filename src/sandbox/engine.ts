@@ -153,9 +153,6 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     // The rest runs without a break, and the guardian can only start on its part once the request
     // has left this process: the keeper first (its wait above is the longest), then the request.
     await step(grant.sent);
-    // Read by a git process while the rest is prepared (after the keeper and the request, which
-    // wait longest); written into HOME before bwrap starts. A persistent HOME has it already.
-    const gitIdentity = identityToSeed(homeDir, spec.projectRoot);
 
     const agentBinDir = spec.agent ? join(runtimeDir, "agent-bin") : undefined;
     if (spec.agent && agentBinDir) {
@@ -183,8 +180,12 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     // What was made is what the record keeps from its last write on.
     record.placeholders = [...new Set([...prepared.placeholders, ...(gitView?.placeholders ?? []), ...others])];
 
-    seedGitIdentity(homeDir, await step(gitIdentity));
+    // Read by a git process while the grant is awaited, written into HOME before bwrap starts (a
+    // persistent HOME has it already). Not before the placeholders are made: git fails on the
+    // repository while one in its git dir is still being written (an empty .git/commondir).
+    const gitIdentity = identityToSeed(homeDir, spec.projectRoot);
     const granted = await step(grant.granted);
+    seedGitIdentity(homeDir, await step(gitIdentity));
     record.proxyToken = granted.token;
     if (spec.network) {
       record.trustBundle = granted.trustBundle;
