@@ -51,11 +51,15 @@ function runtimeDirs(t: TestInstance): string[] {
   return existsSync(dir) ? readdirSync(dir) : [];
 }
 
-/** The keeper and every descendant of a cloister, from its record. */
-function cloisterProcs(t: TestInstance, name: string): HostProc[] {
+/**
+ * The keeper and every descendant of a cloister, from its record. `start -d` returns once bwrap
+ * runs, and bwrap forks init just after: init is waited for, not assumed there yet.
+ */
+async function cloisterProcs(t: TestInstance, name: string): Promise<HostProc[]> {
   const keeper = recordOf(t, name)?.keeperPid;
   assert.ok(keeper, `no keeper recorded for ${name}`);
-  const procs = hostTree(keeper);
+  let procs = hostTree(keeper);
+  await waitUntil(`keeper, bwrap and init for ${name}`, () => (procs = hostTree(keeper)).length >= 3).catch(() => undefined);
   assert.ok(procs.length >= 3, `expected keeper, bwrap and init for ${name}, found ${procs.length}`);
   return procs;
 }
@@ -180,7 +184,7 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
   });
 
   it("stop ends the cloister: list is empty and the keeper is gone", async () => {
-    const procs = cloisterProcs(t, "proj");
+    const procs = await cloisterProcs(t, "proj");
     const r = await t.cli(["stop", "proj"]);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(await list(), []);
@@ -194,7 +198,7 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
 
   it("stop --all ends every cloister", async () => {
     await Promise.all([startDetached(["--name", "all-a"]), startDetached(["--name", "all-b"])]);
-    const procs = [...cloisterProcs(t, "all-a"), ...cloisterProcs(t, "all-b")];
+    const procs = [...(await cloisterProcs(t, "all-a")), ...(await cloisterProcs(t, "all-b"))];
     assert.deepEqual((await list()).map((e) => e.name).sort(), ["all-a", "all-b"]);
     const r = await t.cli(["stop", "--all"]);
     assert.equal(r.code, 0, r.stderr);
@@ -217,7 +221,7 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.ok(token, "the record holds the cloister's proxy token");
     assert.ok(!status.stdout.includes(token) && !(await t.cli(["list", "--json"])).stdout.includes(token), "the proxy token is shown");
 
-    const procs = [...cloisterProcs(t, "orphan-check"), { pid: s.pid as number, start: hostProcessTable().get(s.pid as number)?.start ?? "" }];
+    const procs = [...(await cloisterProcs(t, "orphan-check")), { pid: s.pid as number, start: hostProcessTable().get(s.pid as number)?.start ?? "" }];
     const stop = await t.cli(["guardian", "stop"]);
     assert.equal(stop.code, 0, stop.stderr);
     await waitGone(procs, "guardian stop");
