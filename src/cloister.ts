@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { realpathSync } from "node:fs";
 import type { Readable, Writable } from "node:stream";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { resolveProject } from "./config/effective-cache.js";
@@ -12,6 +12,7 @@ import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
 import { launchCloister, PROXY_PORT, sandboxHome, throwIfAborted, type LaunchSpec } from "./sandbox/engine.js";
 import { sandboxEnv } from "./sandbox/env.js";
 import { execInCloister, type ExecSession } from "./sandbox/init-client.js";
+import { exposureProblem, guardedPaths, type GuardedPaths } from "./sandbox/host-exposure.js";
 import { locateProject } from "./sandbox/project.js";
 import { isKeeperAlive, listRecords, noSuchCloister, readRecord, type CloisterRecord } from "./sandbox/records.js";
 import { configRootOf, resolveLaunchProject } from "./sandbox/worktree.js";
@@ -214,7 +215,8 @@ export async function listCloisters(paths: CloisterPaths = resolvePaths()): Prom
 
 /** The launch spec, and the effective config it came from (commands' environment needs it too). */
 async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persistent: boolean): Promise<{ spec: LaunchSpec; config: EffectiveConfig }> {
-  const location = locateProject(options.project ?? process.cwd(), options.allowNoGit);
+  const guarded = guardedPaths(paths);
+  const location = locateProject(options.project ?? process.cwd(), options.allowNoGit, guarded);
   const { project, config, worktree } = await resolveLaunchProject(paths, location, options.branch, options.warn);
   const name = persistent ? checkedName(options.name ?? worktree?.cloisterName ?? project) : `${project.slice(0, 50)}-run-${randomBytes(3).toString("hex")}`;
   const spec: LaunchSpec = {
@@ -241,25 +243,33 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
       resolve: options.resolve ?? {},
     },
   };
-  checkMountSources(spec);
+  checkMountSources(spec, guarded);
   return { spec, config };
 }
 
 /**
  * A configured mount whose host path is missing would only fail inside bwrap, after the launch
  * was reported started, where the user sees a cloister that is gone; say which entry it is instead.
+ * One that would hand the cloister the host's HOME, secrets, sockets or cloister's own files is
+ * refused (host-exposure.ts), checked by its real path as bwrap would mount it.
  */
-function checkMountSources(spec: LaunchSpec): void {
-  for (const ref of spec.refs) {
-    if (!existsSync(ref.hostPath)) {
-      throw new CloisterError(`refs.${ref.name} in project ${spec.project}'s config names ${ref.hostPath}, which does not exist`, `create it, or remove the ref: cloister project edit ${spec.project}`);
-    }
-  }
+function checkMountSources(spec: LaunchSpec, guarded: GuardedPaths): void {
+  const projectFix = `cloister project edit ${spec.project}`;
+  for (const ref of spec.refs) checkMountSource(`refs.${ref.name} in project ${spec.project}'s config`, ref.hostPath, `create it, or remove the ref: ${projectFix}`, guarded);
   for (const mount of spec.extraMounts) {
-    if (!existsSync(mount.src)) {
-      throw new CloisterError(`sandbox.mounts: ${mount.src} (for ${mount.dest}) does not exist`, `create it, or remove the entry: cloister config edit (global) or cloister project edit ${spec.project}`);
-    }
+    checkMountSource(`sandbox.mounts (for ${mount.dest})`, mount.src, `create it, or remove the entry: cloister config edit (global) or ${projectFix}`, guarded);
   }
+}
+
+function checkMountSource(entry: string, hostPath: string, fix: string, guarded: GuardedPaths): void {
+  let real: string;
+  try {
+    real = realpathSync(hostPath);
+  } catch {
+    throw new CloisterError(`${entry} names ${hostPath}, which does not exist`, fix);
+  }
+  const problem = exposureProblem(real, guarded);
+  if (problem !== undefined) throw new CloisterError(`${entry} names ${hostPath}, which a cloister must not see: ${problem}`, "name a directory that holds only what the cloister needs");
 }
 
 /** A command-line value wins over config; "none" means no limit; zero or junk is a usage error. */

@@ -4,6 +4,7 @@
  * finding an agent on the host, setting it up and running it live in the other modules here.
  */
 import { CloisterError } from "../errors.js";
+import { isWithin } from "../sandbox/host-exposure.js";
 
 export type CredentialKind = "api_key" | "oauth_token";
 
@@ -151,7 +152,7 @@ export const BUILTIN_AGENTS: Readonly<Record<string, AgentDefinition>> = { claud
 export const BUILTIN_AGENT_NAMES = Object.keys(BUILTIN_AGENTS);
 
 /** Every agent name known with this config: built-ins first, then custom ones. */
-export function agentNames(config: Readonly<Record<string, AgentConfigEntry>>): string[] {
+export function agentNames(config: Readonly<Record<string, unknown>>): string[] {
   return [...new Set([...BUILTIN_AGENT_NAMES, ...Object.keys(config)])];
 }
 
@@ -195,7 +196,7 @@ function withConfig(base: AgentDefinition, entry: AgentConfigEntry): AgentDefini
     command: entry.command ?? base.command,
     args: [...base.args, ...entry.args],
     npmPackage: entry.npm ?? base.npmPackage,
-    configPaths: [...new Set([...base.configPaths, ...entry.config_dirs.map(homeRelative)])],
+    configPaths: outermostDirs([...base.configPaths, ...entry.config_dirs.map(homeRelative)]),
     skipPermissions: entry.skip_permissions ?? base.skipPermissions,
     skipPermissionsArgs: entry.skip_permissions_args ?? base.skipPermissionsArgs,
     instructionsFile: entry.instructions_file ? homeRelative(entry.instructions_file) : base.instructionsFile,
@@ -205,7 +206,13 @@ function withConfig(base: AgentDefinition, entry: AgentConfigEntry): AgentDefini
 
 /** "~/.aider" → ".aider" (the schema only lets "~/..." through). */
 function homeRelative(path: string): string {
-  return path.replace(/^~\//, "");
+  return path.replace(/^~\//, "").replace(/\/+$/, "");
+}
+
+/** Each directory once, and none inside another that is carried whole (the copies would collide). */
+function outermostDirs(dirs: readonly string[]): string[] {
+  const unique = [...new Set(dirs)];
+  return unique.filter((dir) => !unique.some((other) => other !== dir && isWithin(dir, other)));
 }
 
 /** The arguments the agent always gets: its own, then the permission switch when it is on. */

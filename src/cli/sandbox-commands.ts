@@ -10,7 +10,9 @@ import { parseEnvAssignments } from "../sandbox/env.js";
 import { realPath } from "../sandbox/git-dirs.js";
 import { readRecord } from "../sandbox/records.js";
 import { locateProject } from "../sandbox/project.js";
-import { defaultCloisterName as cloisterNameFor, managedWorktrees } from "../sandbox/worktree.js";
+import { defaultCloisterName as cloisterNameFor, heldByOtherBranch, managedWorktrees } from "../sandbox/worktree.js";
+import { checkedOutBranch } from "../sandbox/worktree-git.js";
+import type { CloisterRecord } from "../sandbox/records.js";
 import { launchInterruptibly, runAttached } from "./terminal.js";
 import { printTable, collect } from "./output.js";
 
@@ -67,8 +69,22 @@ async function vaultCredential(agent: string, cloisterId: string) {
   return credential;
 }
 
-function hasSessionRules(flags: SandboxFlags): boolean {
-  return [flags.allow, flags.deny, flags.allowPrivate, flags.resolve].some((list) => (list?.length ?? 0) > 0);
+/**
+ * The options given that only take effect when a cloister is made: re-entering a running one with
+ * them would silently ignore them (a `--no-network` shell that has the network).
+ */
+function launchOnlyFlags(flags: SandboxFlags, running: CloisterRecord): string[] {
+  const given = (list: readonly string[] | undefined) => (list?.length ?? 0) > 0;
+  return [
+    ...(given(flags.allow) ? ["--allow"] : []),
+    ...(given(flags.deny) ? ["--deny"] : []),
+    ...(given(flags.allowPrivate) ? ["--allow-private"] : []),
+    ...(given(flags.resolve) ? ["--resolve"] : []),
+    ...(flags.network === false && running.network ? ["--no-network"] : []),
+    ...(flags.memory !== undefined ? ["--memory"] : []),
+    ...(flags.pids !== undefined ? ["--pids"] : []),
+    ...(flags.cpu !== undefined ? ["--cpu"] : []),
+  ];
 }
 
 /** `--resolve NAME=IP` values; the guardian checks the name and the address. */
@@ -129,12 +145,23 @@ export function registerSandboxCommands(program: Command): void {
       const options = cloisterOptions(flags);
       const name = flags.name ?? (await defaultCloisterName(flags));
       let cloister = await findCloister(name, options);
-      if (cloister && hasSessionRules(flags)) {
-        throw new CloisterError(`cloister ${name} is already running; --allow, --deny, --allow-private and --resolve apply when a cloister starts`, `stop it first (cloister stop ${name}), or persist a rule with \`cloister allow RULE\``);
+      if (cloister && flags.branch !== undefined) {
+        const held = await checkedOutBranch(cloister.record.projectRoot);
+        if (held !== flags.branch) throw heldByOtherBranch(cloister.record.projectRoot, held, flags.branch);
+      }
+      const ignored = cloister ? launchOnlyFlags(flags, cloister.record) : [];
+      if (cloister && ignored.length > 0) {
+        const rules = ignored.some((flag) => ["--allow", "--deny", "--allow-private", "--resolve"].includes(flag));
+        throw new CloisterError(
+          `cloister ${name} is already running; ${ignored.join(", ")} ${ignored.length === 1 ? "applies" : "apply"} only when a cloister starts`,
+          `stop it first (cloister stop ${name}) and start it again with ${ignored.length === 1 ? "it" : "them"}${rules ? ", or persist a rule with `cloister allow RULE`" : ""}`,
+        );
       }
       const opensAgent = flags.agent !== undefined;
       const leave = opensAgent ? "Leave the agent to return here" : "Type 'exit' to leave";
-      if (cloister) {
+      if (cloister && flags.detach) {
+        process.stderr.write(`Cloister ${name} is already running. Enter it with: cloister start${flags.name !== undefined || flags.project !== undefined ? ` --name ${name}` : ""}\n`);
+      } else if (cloister) {
         process.stderr.write(`Entering cloister ${name}${opensAgent ? ` (${cloister.agent?.name ?? ""})` : ""}. ${leave}; it keeps running.\n`);
       } else {
         cloister = await launchInterruptibly((signal) => createCloister({ ...options, name, signal }, true));

@@ -23,10 +23,9 @@ interface WorktreeStatus {
 }
 
 async function statusOf(paths: CloisterPaths, w: ManagedWorktree): Promise<WorktreeStatus> {
-  const running = listRecords(paths)
-    .filter((r) => r.projectRoot === w.dir && isKeeperAlive(r))
-    .map((r) => r.name);
-  const clean = await isClean(w.dir);
+  const records = listRecords(paths).filter((r) => r.projectRoot === w.dir && isKeeperAlive(r));
+  const running = records.map((r) => r.name);
+  const clean = await isClean(w.dir, records.flatMap((r) => r.placeholders));
   return { project: w.project, branch: (await checkedOutBranch(w.dir)) ?? null, dir: w.dir, cloister: w.cloisterName, running, dirty: clean === undefined ? null : !clean };
 }
 
@@ -72,6 +71,10 @@ export function registerWorktreeCommands(program: Command): void {
       const found = managedWorktrees(paths, project).find((w) => w.slug === branchSlug(branch));
       if (!found) throw new CloisterError(`project ${project} has no worktree for ${branch}`, "see `cloister worktree list`");
       const status = await statusOf(paths, found);
+      // Branch names share a directory when they sanitize alike (release/1.0, release-1.0): never remove another branch's work.
+      if (status.branch !== null && status.branch !== branch) {
+        throw new CloisterError(`the worktree ${found.dir} holds branch ${status.branch}, not ${branch}`, `to remove it, name its branch: cloister worktree remove ${status.branch}`);
+      }
       if (!flags.force && status.running.length > 0) {
         throw new CloisterError(`cloister ${status.running.join(", ")} is running on ${found.dir}`, `stop it first (cloister stop ${status.running[0] ?? ""}), or pass -f`);
       }

@@ -6,6 +6,7 @@ import { z } from "zod";
 import { BUILTIN_AGENT_NAMES, type AgentConfigEntry } from "../agents/registry.js";
 import { credentialEnvProblem, envName } from "./env-names.js";
 import { bool, describeValue, list, text } from "./schema-kit.js";
+import { HOME_SECRET_STORES, isWithin } from "../sandbox/host-exposure.js";
 
 /** Agent names also name vault entries (`claude.api_key`) and guardian routes: kept plain. */
 export const AGENT_NAME_RE = /^[a-z][a-z0-9-]{0,31}$/;
@@ -17,12 +18,39 @@ function checked(expected: string, problem: (value: string) => string | undefine
   });
 }
 
-/** "~/.aider": under HOME, so that what is copied is the user's own agent config and nothing else. */
+/** Relative to HOME, where cloister keeps its own files (default XDG locations): never carried into a cloister. */
+const CLOISTER_HOME_DIRS = [".config/cloister", ".local/state/cloister", ".local/share/cloister"];
+
+/**
+ * "~/.aider": under HOME, so that what is copied is the user's own agent config and nothing else:
+ * not a place where keys and tokens are kept, nor a directory holding one (`~/.config` holds gh's
+ * token), nor cloister's own files.
+ */
 export function homePathProblem(path: string): string | undefined {
   if (!path.startsWith("~/") || path.length === 2) return `"${path}" must be a path under your home directory, written ~/...`;
   if (path.includes("\0")) return "a path cannot contain a NUL character";
-  if (path.split("/").some((part) => part === ".." || part === ".")) return `"${path}" contains "." or "..": write the path without it`;
+  const rel = homeRelative(path);
+  if (rel.split("/").some((part) => part === ".." || part === "." || part === "")) return `"${path}" contains "." , ".." or "//": write the path without it`;
+  const secret = HOME_SECRET_STORES.find((store) => isWithin(rel, store) || isWithin(store, rel));
+  if (secret !== undefined) return `"${path}" ${isWithin(rel, secret) ? "is in" : "holds"} ~/${secret}, where secrets are kept: name the agent's own directory instead`;
+  const own = CLOISTER_HOME_DIRS.find((dir) => isWithin(rel, dir) || isWithin(dir, rel));
+  if (own !== undefined) return `"${path}" overlaps cloister's own files (~/${own})`;
   return undefined;
+}
+
+/** `~/a/b/` -> `a/b`: the same directory however it is written. */
+function homeRelative(path: string): string {
+  return path.slice(2).replace(/\/+$/, "");
+}
+
+/** Config dirs are copied one into the other's place: the same directory twice, or one inside another, would collide. */
+function overlappingConfigDirs(dirs: readonly string[], ctx: z.RefinementCtx): void {
+  dirs.forEach((dir, i) => {
+    const earlier = dirs.slice(0, i).find((other) => isWithin(homeRelative(dir), homeRelative(other)) || isWithin(homeRelative(other), homeRelative(dir)));
+    if (earlier !== undefined) {
+      ctx.addIssue({ code: "custom", path: [i], input: dir, message: `"${dir}" overlaps "${earlier}", listed before it: list each directory once, and not one inside another` });
+    }
+  });
 }
 
 export function commandProblem(command: string): string | undefined {
@@ -39,7 +67,7 @@ const AgentEntrySchema = z.strictObject(
     command: checked("a command name or an absolute path", commandProblem).optional(),
     args: list(argument, "arguments"),
     env: list(envName, "environment variable names"),
-    config_dirs: list(homePath, "paths like ~/.aider"),
+    config_dirs: list(homePath, "paths like ~/.aider").superRefine(overlappingConfigDirs),
     credential: z
       .strictObject(
         { env: checked("an environment variable name", credentialEnvProblem) },

@@ -22,6 +22,7 @@ import { SAFE_NAME_RE } from "./names.js";
 export { SAFE_NAME_RE };
 export { ENV_NAME_RE, REFUSED_ENV_NAMES, REFUSED_ENV_PREFIXES, REFUSED_ENV_SUBSTRINGS, envNameProblem } from "./env-names.js";
 import { envName } from "./env-names.js";
+import { configuredPathProblem } from "../sandbox/host-exposure.js";
 
 /** setTimeout (which enforces `cloister run --timeout`) fires at once for delays beyond 2^31-1 ms. */
 import { MAX_TIMEOUT_MS } from "./units.js";
@@ -82,6 +83,12 @@ export function absolutePathProblem(path: string): string | undefined {
   return undefined;
 }
 
+/** A host path mounted into cloisters (refs, sandbox.mounts): never one that exposes HOME, secrets or sockets. */
+const mountSource = absolutePath.superRefine((path, ctx) => {
+  const problem = configuredPathProblem(path);
+  if (problem) ctx.addIssue({ code: "custom", message: problem, input: path });
+});
+
 /** A path inside the project, relative to its root, that must stay inside it. */
 const projectRelativePath = text("a path relative to the project").superRefine((path, ctx) => {
   const problem = relativePathProblem(path);
@@ -98,7 +105,7 @@ export function relativePathProblem(path: string): string | undefined {
 
 const mount = z.strictObject(
   {
-    src: absolutePath,
+    src: mountSource,
     dest: absolutePath.refine((dest) => dest !== "/", { error: "dest cannot be / (it would hide the whole sandbox)" }),
   },
   { error: (issue) => `expected a mapping {src: /host/path, dest: /sandbox/path}, found ${describeValue(issue.input)}` },
@@ -317,7 +324,7 @@ export const UiSchema = section({
 
 export const RefsSchema = z.preprocess(
   (value) => value ?? {},
-  z.record(safeName("ref"), absolutePath, {
+  z.record(safeName("ref"), mountSource, {
     error: (issue) => `expected a mapping of ref names to host paths, found ${describeValue(issue.input)}`,
   }),
 );

@@ -24,6 +24,7 @@
  * (GIT_DIR, GIT_WORK_TREE, GIT_INDEX_FILE, ...) are dropped so that git answers for this repository.
  */
 import { execFile } from "node:child_process";
+import { isAbsolute } from "node:path";
 import { CloisterError } from "../errors.js";
 
 const HARDENING = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "status.submoduleSummary=false"];
@@ -53,9 +54,16 @@ export async function hostGitOk(cwd: string, args: readonly string[], what: stri
   return result.stdout;
 }
 
-/** True when git lists no change (tracked, staged or untracked) in the worktree; undefined when git fails there. */
-export async function isClean(worktreeDir: string): Promise<boolean | undefined> {
-  const result = await hostGit(worktreeDir, ["status", "--porcelain", "--ignore-submodules=dirty"]);
+/**
+ * True when git lists no change (tracked, staged or untracked) in the worktree; undefined when git
+ * fails there. `placeholders` (relative to it: those of cloisters running on it) are not changes:
+ * while a worktree's cloister runs, they are listed as excluded only in its own view of info/exclude.
+ */
+export async function isClean(worktreeDir: string, placeholders: readonly string[] = []): Promise<boolean | undefined> {
+  const skipped = placeholders.filter((rel) => !isAbsolute(rel) && !rel.startsWith("../"));
+  // Untracked files one by one, so that a placeholder in an untracked directory (.claude/) is matched on its own.
+  const args = ["status", "--porcelain", "--ignore-submodules=dirty", "--untracked-files=all", "--", ".", ...skipped.map((rel) => `:(exclude,literal)${rel}`)];
+  const result = await hostGit(worktreeDir, args);
   return result.code === 0 ? result.stdout.trim() === "" : undefined;
 }
 

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gitDirsOf } from "./git-dirs.js";
 import { entryKind } from "./protected-paths.js";
@@ -69,8 +69,9 @@ function editBlock(projectRoot: string, edit: (lines: string[]) => string[]): vo
   const block = excludeBlock(next);
   const prefix = outside && !outside.endsWith("\n") ? `${outside}\n` : outside;
   mkdirSync(infoDir, { recursive: true });
-  // Replaced by rename: a reader (git, in a cloister or on the host) sees the old file or the new one.
-  const temp = `${file}.cloister-${process.pid}`;
-  writeFileSync(temp, prefix + block, { mode: 0o644 });
-  renameSync(temp, file);
+  // Written in place, not replaced by rename: a running worktree cloister has its own copy of this
+  // file bound over it (linked-git.ts), and renaming onto a mount point lifts that mount in every
+  // namespace, so the worktree's placeholders would show again. The cost: a git that reads the file
+  // during the write may miss a pattern once. (info/ is read-only in every cloister: no link here.)
+  writeFileSync(file, prefix + block, { mode: 0o644 });
 }

@@ -1,6 +1,8 @@
 import { existsSync, realpathSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { resolvePaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
+import { exposureProblem, guardedPaths, type GuardedPaths } from "./host-exposure.js";
 
 export interface ProjectLocation {
   /** Real path of the project directory (git toplevel, or the plain directory with allowNoGit). */
@@ -11,9 +13,11 @@ export interface ProjectLocation {
 /**
  * The project a cloister is for: the git toplevel containing `dir` (found the way git does, by the
  * nearest ancestor holding `.git`), or `dir` itself when `allowNoGit` is set. Symlinks are resolved
- * first so the same project always gets the same path, name and mounts.
+ * first so the same project always gets the same path, name and mounts. A project that would give
+ * the cloister the host's HOME, secrets or sockets (see host-exposure.ts) is refused; the usual way
+ * to meet that is a dotfiles repository in HOME, where `allowNoGit` takes `dir` alone instead.
  */
-export function locateProject(dir: string, allowNoGit = false): ProjectLocation {
+export function locateProject(dir: string, allowNoGit = false, guarded: GuardedPaths = guardedPaths(resolvePaths())): ProjectLocation {
   let start: string;
   try {
     start = realpathSync(dir);
@@ -23,13 +27,31 @@ export function locateProject(dir: string, allowNoGit = false): ProjectLocation 
   if (!statSync(start).isDirectory()) {
     throw new CloisterError(`project path ${JSON.stringify(start)} is not a directory`, "pass a directory with --project");
   }
-  for (let current = start; ; current = dirname(current)) {
-    if (existsSync(join(current, ".git"))) return { root: current, isGit: true };
-    if (dirname(current) === current) break;
+  const toplevel = gitToplevel(start);
+  if (toplevel !== undefined) {
+    const problem = exposureProblem(toplevel, guarded);
+    if (problem === undefined) return { root: toplevel, isGit: true };
+    if (!allowNoGit || toplevel === start) {
+      const hint =
+        toplevel === start
+          ? "run cloister in a project directory below it (--project DIR)"
+          : `make ${start} a repository of its own (git init), or add --allow-no-git to use that directory alone`;
+      throw new CloisterError(`the git repository around ${JSON.stringify(start)} is ${JSON.stringify(toplevel)}, which a cloister must not get: ${problem}`, hint);
+    }
+  } else if (!allowNoGit) {
+    throw new CloisterError(
+      `${JSON.stringify(start)} is not inside a git repository`,
+      "run cloister from a git project, pass --project DIR, or add --allow-no-git to use a plain directory",
+    );
   }
-  if (allowNoGit) return { root: start, isGit: false };
-  throw new CloisterError(
-    `${JSON.stringify(start)} is not inside a git repository`,
-    "run cloister from a git project, pass --project DIR, or add --allow-no-git to use a plain directory",
-  );
+  const problem = exposureProblem(start, guarded);
+  if (problem !== undefined) throw new CloisterError(`${JSON.stringify(start)} cannot be a cloister's project: ${problem}`, "pass a project directory below it with --project DIR");
+  return { root: start, isGit: false };
+}
+
+function gitToplevel(start: string): string | undefined {
+  for (let current = start; ; current = dirname(current)) {
+    if (existsSync(join(current, ".git"))) return current;
+    if (dirname(current) === current) return undefined;
+  }
 }

@@ -145,6 +145,16 @@ function sourceNote(branch: string, source: BranchSource): string {
   return `a new branch ${branch} ${source === "origin" ? `from origin/${branch} (no upstream set: \`git branch -u origin/${branch}\` sets it)` : "from HEAD"}`;
 }
 
+/**
+ * Two branch names that sanitize alike (release/1.0, release-1.0) share a worktree directory: the
+ * one there keeps it. The hint names that one, because `worktree remove` removes by directory.
+ */
+export function heldByOtherBranch(dir: string, held: string | undefined, wanted: string): CloisterError {
+  const holds = held ? `branch ${held}` : "a detached HEAD";
+  const remove = held ? `remove its worktree with \`cloister worktree remove ${held}\`` : `remove the worktree with \`cloister worktree remove -f ${wanted}\``;
+  return new CloisterError(`the worktree ${dir} has ${holds} checked out, not ${wanted}`, `check out ${wanted} there, or ${remove}`);
+}
+
 /** The worktree for `branch`: reused when it exists (and holds that branch), else created. */
 export async function openWorktree(paths: CloisterPaths, mainRoot: string, project: string, branch: string, note: (message: string) => void): Promise<Worktree> {
   await checkBranchName(mainRoot, branch);
@@ -156,8 +166,7 @@ export async function openWorktree(paths: CloisterPaths, mainRoot: string, proje
   const entry = (await worktreeEntries(mainRoot)).find((e) => e.path === dir);
   if (entry) {
     if (entry.branch !== `refs/heads/${branch}`) {
-      const holds = entry.branch ? `branch ${entry.branch.replace(/^refs\/heads\//, "")}` : "a detached HEAD";
-      throw new CloisterError(`the worktree ${dir} has ${holds} checked out, not ${branch}`, `check out ${branch} there, or remove the worktree with \`cloister worktree remove ${branch}\``);
+      throw heldByOtherBranch(dir, entry.branch?.replace(/^refs\/heads\//, ""), branch);
     }
     if (!entry.locked) await lockWorktree(mainRoot, dir, reason);
   } else if (subdirectories(join(worktreesBase(paths), project)).includes(slug)) {

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -43,6 +43,18 @@ describe("placeholder excludes", () => {
 
     removePlaceholders(dir, prepared.placeholders);
     assert.equal(readFileSync(join(dir, ".git", "info", "exclude"), "utf8"), "# mine\n*.log\n");
+  });
+
+  it("edits info/exclude in place: a worktree cloister's copy bound over the file stays attached (a rename would lift it)", () => {
+    const dir = repo();
+    mkdirSync(join(dir, ".git", "info"), { recursive: true });
+    writeFileSync(join(dir, ".git", "info", "exclude"), "# mine\n");
+    const inode = statSync(join(dir, ".git", "info", "exclude")).ino;
+    const prepared = prepareProtectedPaths(dir, MANDATORY_PROTECTED);
+    assert.equal(statSync(join(dir, ".git", "info", "exclude")).ino, inode);
+    removePlaceholders(dir, prepared.placeholders);
+    assert.equal(statSync(join(dir, ".git", "info", "exclude")).ino, inode);
+    assert.equal(readFileSync(join(dir, ".git", "info", "exclude"), "utf8"), "# mine\n");
   });
 
   it("a placeholder the user filled in stays, and shows in git status again", () => {

@@ -1,0 +1,96 @@
+/**
+ * Host directories a cloister must never be given, whatever a config entry or the project's location
+ * asks for: the host's HOME as a whole, the places secrets are kept, cloister's own files (the vault
+ * key, the guardian's control socket, other cloisters' homes) and the directories of host sockets.
+ * A read-only mount does not help with any of them: secrets are read, and a unix socket in a
+ * read-only directory still answers connect().
+ *
+ * The project (mounted at /work), project `refs:` and `sandbox.mounts` all pass this check with the
+ * real path they would mount, so a symlink or a dotfiles repository in HOME cannot widen the view.
+ */
+import { realpathSync } from "node:fs";
+import { homedir } from "node:os";
+import { isAbsolute, join, sep } from "node:path";
+import { resolvePaths, type CloisterPaths } from "../config/paths.js";
+
+/**
+ * Relative to HOME: where host tools keep keys and tokens (SECURITY.md's list, with a few more of
+ * the same kind). Also used to refuse agents' `config_dirs` that would copy them.
+ */
+export const HOME_SECRET_STORES: readonly string[] = [
+  ".ssh",
+  ".gnupg",
+  ".aws",
+  ".azure",
+  ".kube",
+  ".docker",
+  ".config/gh",
+  ".config/gcloud",
+  ".netrc",
+  ".git-credentials",
+  ".npmrc",
+  ".pypirc",
+  ".password-store",
+  ".local/share/keyrings",
+];
+
+/** Host socket directories (docker, D-Bus, systemd, the user's runtime dir). /tmp is refused only as a whole (X11, ssh-agent). */
+const SOCKET_DIRS = ["/run"];
+const SHARED_TMP = "/tmp";
+
+/** Real paths of what exposureProblem guards. */
+export interface GuardedPaths {
+  home: string;
+  /** configDir, stateDir, dataDir and runtimeDir of this cloister instance. */
+  cloisterDirs: string[];
+  /** Inside the data dir, but made to be a cloister's project: `cloister start -b` worktrees. */
+  worktreesDir: string;
+}
+
+export function guardedPaths(paths: CloisterPaths, home = homedir()): GuardedPaths {
+  return {
+    home: realOrSame(home),
+    cloisterDirs: [paths.configDir, paths.stateDir, paths.dataDir, paths.runtimeDir].map(realOrSame),
+    worktreesDir: realOrSame(join(paths.dataDir, "worktrees")),
+  };
+}
+
+/** Why the real path `hostPath` must not be mounted into a cloister, or undefined when it may. */
+export function exposureProblem(hostPath: string, guarded: GuardedPaths): string | undefined {
+  if (hostPath === "/") return "it is the root of the host's filesystem";
+  if (isWithin(guarded.home, hostPath)) return `it ${hostPath === guarded.home ? "is" : "contains"} your home directory (${guarded.home})`;
+  for (const dir of guarded.cloisterDirs) {
+    const inWorktree = isWithin(hostPath, guarded.worktreesDir);
+    if (isWithin(dir, hostPath) || (isWithin(hostPath, dir) && !inWorktree)) {
+      return `it overlaps cloister's own files in ${dir} (the vault key, the guardian's sockets, cloisters' homes)`;
+    }
+  }
+  for (const store of HOME_SECRET_STORES.map((rel) => join(guarded.home, rel))) {
+    if (isWithin(store, hostPath) || isWithin(hostPath, store)) return `it overlaps ${store}, where secrets are kept`;
+  }
+  for (const dir of SOCKET_DIRS) {
+    if (isWithin(hostPath, dir)) return `it is in ${dir}, which holds the host's sockets`;
+  }
+  if (isWithin(SHARED_TMP, hostPath)) return `it contains ${SHARED_TMP}, where other programs keep their sockets (X11, ssh-agent)`;
+  return undefined;
+}
+
+/** For config entries: the same check on the path's real location when it exists, else on the path as written. */
+export function configuredPathProblem(path: string, guarded: GuardedPaths = guardedPaths(resolvePaths())): string | undefined {
+  if (!isAbsolute(path)) return undefined; // refused as such by the schema
+  const problem = exposureProblem(realOrSame(path), guarded);
+  return problem === undefined ? undefined : `a cloister must not see ${path}: ${problem}`;
+}
+
+/** True when `path` is `dir` or lies below it (both absolute and normalized). */
+export function isWithin(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
+}
+
+function realOrSame(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
+}

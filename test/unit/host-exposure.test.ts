@@ -1,0 +1,88 @@
+/**
+ * What a cloister may be given of the host (host-exposure.ts): never HOME as a whole, a secret store,
+ * cloister's own files or the host's sockets, whether as the project, a ref, a configured mount or an
+ * agent's config dir; and a project found through a dotfiles repository in HOME is refused.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, realpathSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { homePathProblem } from "../../src/config/agents-schema.js";
+import { resolvePaths } from "../../src/config/paths.js";
+import { CloisterError } from "../../src/errors.js";
+import { exposureProblem, guardedPaths, type GuardedPaths } from "../../src/sandbox/host-exposure.js";
+import { locateProject } from "../../src/sandbox/project.js";
+
+const base = realpathSync(mkdtempSync(join(tmpdir(), "cexp-")));
+after(() => rmSync(base, { recursive: true, force: true }));
+const home = join(base, "home");
+const instance = join(base, "instance");
+mkdirSync(join(home, "scratch", "app"), { recursive: true });
+mkdirSync(join(home, "code", "proj"), { recursive: true });
+const guarded: GuardedPaths = guardedPaths(resolvePaths({ CLOISTER_HOME: instance }), home);
+
+describe("exposureProblem", () => {
+  const refused: [string, RegExp][] = [
+    ["/", /root of the host's filesystem/],
+    [home, /is your home directory/],
+    [base, /contains your home directory/],
+    [join(instance, "state"), /cloister's own files/],
+    [join(instance, "state", "vault"), /cloister's own files/],
+    [instance, /cloister's own files/],
+    [join(home, ".ssh"), /where secrets are kept/],
+    [join(home, ".aws", "sub"), /where secrets are kept/],
+    [join(home, ".config"), /\.config\/gh, where secrets are kept/],
+    ["/run", /host's sockets/],
+    ["/run/user/1000", /host's sockets/],
+  ];
+  for (const [path, message] of refused) {
+    it(`refuses ${path.replace(base, "BASE")}`, () => assert.match(exposureProblem(path, guarded) ?? "", message));
+  }
+  it("allows a project or docs directory below HOME, a directory in /tmp, a worktree under cloister's data dir", () => {
+    for (const path of [join(home, "code", "proj"), join(home, ".claude"), "/tmp/docs", "/usr/share/doc", join(instance, "data", "worktrees", "p", "b")]) {
+      assert.equal(exposureProblem(path, guarded), undefined, path);
+    }
+  });
+  it("refuses /tmp as a whole (X11 and ssh-agent sockets)", () => {
+    assert.match(exposureProblem("/tmp", { home: "/home/someone", cloisterDirs: [], worktreesDir: "/home/someone/w" }) ?? "", /other programs keep their sockets/);
+  });
+  it("tells a prefix from a parent: ~/.sshd is not ~/.ssh", () => {
+    assert.equal(exposureProblem(join(home, ".sshd"), guarded), undefined);
+  });
+});
+
+describe("locateProject and a repository in HOME (dotfiles)", () => {
+  spawnSync("git", ["init", "-q", home]);
+  it("refuses the repository when it is HOME, and says how to make a project of the directory", () => {
+    assert.throws(
+      () => locateProject(join(home, "scratch", "app"), false, guarded),
+      (error: unknown) => error instanceof CloisterError && /a cloister must not get: it is your home directory/.test(error.message) && /git init|--allow-no-git/.test(error.hint ?? ""),
+    );
+  });
+  it("with --allow-no-git, takes the directory alone", () => {
+    assert.deepEqual(locateProject(join(home, "scratch", "app"), true, guarded), { root: join(home, "scratch", "app"), isGit: false });
+  });
+  it("refuses HOME itself even with --allow-no-git", () => {
+    assert.throws(() => locateProject(home, true, guarded), /must not get: it is your home directory/);
+  });
+  it("a project with its own repository below HOME is found as before", () => {
+    spawnSync("git", ["init", "-q", join(home, "code", "proj")]);
+    assert.deepEqual(locateProject(join(home, "code", "proj"), false, guarded), { root: join(home, "code", "proj"), isGit: true });
+  });
+});
+
+describe("agents' config_dirs", () => {
+  it("refuses secret stores, directories holding one, and cloister's own files", () => {
+    assert.match(homePathProblem("~/.ssh") ?? "", /is in ~\/\.ssh, where secrets are kept/);
+    assert.match(homePathProblem("~/.config") ?? "", /holds ~\/\.config\/gh/);
+    assert.match(homePathProblem("~/.config/gh/") ?? "", /is in ~\/\.config\/gh/);
+    assert.match(homePathProblem("~/.local/share/cloister") ?? "", /cloister's own files/);
+    assert.match(homePathProblem("~//x") ?? "", /contains/);
+  });
+  it("takes an agent's own directory, with or without a trailing slash", () => {
+    assert.equal(homePathProblem("~/.aider"), undefined);
+    assert.equal(homePathProblem("~/.config/aider/"), undefined);
+  });
+});
