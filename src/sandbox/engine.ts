@@ -168,13 +168,13 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     const pins = pinnedPathList(spec.isGit, spec.projectRoot);
     const others = otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders);
     const planned = [
-      ...prepareProtectedPaths(spec.projectRoot, protect, pins, "plan").placeholders,
+      ...prepareProtectedPaths(spec.projectRoot, protect.paths, pins, "plan", protect.heldByFile).placeholders,
       ...(spec.linkedGit ? plannedLinkedGitPlaceholders(spec.projectRoot, spec.linkedGit) : []),
     ];
     record.placeholders = [...new Set([...planned, ...others])];
     writeRecord(paths, record);
     cleanups.push(() => releasePlaceholders(paths, record));
-    const prepared = prepareProtectedPaths(spec.projectRoot, protect, pins);
+    const prepared = prepareProtectedPaths(spec.projectRoot, protect.paths, pins, "create", protect.heldByFile);
     record.protectedFiles = prepared.paths.map((rel) => join(spec.projectRoot, rel)).filter((path) => entryKind(path) === "file");
     const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir, protectedPlaceholders(prepared, [...prepared.placeholders, ...others])) : undefined;
     // What was made is what the record keeps from its last write on.

@@ -1,8 +1,8 @@
 import { lstatSync, mkdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
-import { spawnSync } from "node:child_process";
-import { basename, isAbsolute, join, relative, resolve } from "node:path";
+import { basename, join } from "node:path";
 import { CloisterError } from "../errors.js";
 import { excludePlaceholders, forgetPlaceholders } from "./placeholder-excludes.js";
+import { gitConfigPaths } from "./git-config-paths.js";
 import { gitDirsOf } from "./git-dirs.js";
 import { moduleGitDirEntries, submoduleWorktreeEntries } from "./submodule-git.js";
 
@@ -44,6 +44,9 @@ export const MANDATORY_PROTECTED: readonly string[] = [
   ".zprofile",
   ".zlogin",
 ];
+
+/** Holds a missing config file that git's config includes from the project: comments are no settings. */
+const INCLUDED_CONFIG_PLACEHOLDER = "# cloister: this included git config file was missing; it is held read-only while a cloister of the project runs\n";
 
 /**
  * Files tools read, held by a file that changes nothing when missing (by file name, wherever the git
@@ -87,18 +90,27 @@ export interface ProtectedPaths {
   placeholders: string[];
 }
 
+/** The protected paths of a project, and those of them a missing path is held by an empty file for. */
+export interface ProtectedList {
+  paths: string[];
+  /** Config files git includes: a directory there would make every git command fail. */
+  heldByFile: ReadonlySet<string>;
+}
+
 /**
  * Which protected paths apply to a project: the mandatory list, what the repository's submodules
- * have of the same kind (submodule-git.ts), plus configured additions. In a linked worktree `.git` is
- * a file naming the worktree's git dir: that file is protected instead of the `.git/...` entries (its
- * git dir is protected by the worktree cloister's git view).
+ * have of the same kind (submodule-git.ts), the hook directories and included config files git's
+ * configuration points into it (git-config-paths.ts), plus configured additions. In a linked
+ * worktree `.git` is a file naming the worktree's git dir: that file is protected instead of the
+ * `.git/...` entries (its git dir is protected by the worktree cloister's git view).
  */
-export function protectedPathList(extra: readonly string[], isGit: boolean, projectRoot?: string): string[] {
-  const fromRepository = isGit && projectRoot ? [...repositoryHooksPaths(projectRoot), ...submoduleProtectedPaths(projectRoot)] : [];
+export function protectedPathList(extra: readonly string[], isGit: boolean, projectRoot?: string): ProtectedList {
+  const fromConfig = isGit && projectRoot ? gitConfigPaths(projectRoot) : { hookDirs: [], includedFiles: [] };
+  const fromRepository = isGit && projectRoot ? [...fromConfig.hookDirs, ...fromConfig.includedFiles, ...submoduleProtectedPaths(projectRoot)] : [];
   const all = [...MANDATORY_PROTECTED, ...fromRepository, ...extra];
   const dotGitIsFile = isGit && projectRoot !== undefined && gitDirsOf(projectRoot)?.kind === "file";
   const relevant = isGit && !dotGitIsFile ? all : all.filter((p) => !p.startsWith(".git/"));
-  return [...new Set(dotGitIsFile ? [".git", ...relevant] : relevant)];
+  return { paths: [...new Set(dotGitIsFile ? [".git", ...relevant] : relevant)], heldByFile: new Set(fromConfig.includedFiles) };
 }
 
 /** The submodules' git dirs under .git/modules and their checkouts' .git (see submodule-git.ts). */
@@ -110,42 +122,6 @@ function submoduleProtectedPaths(projectRoot: string): string[] {
 /** Directories to pin in a project (see PINNED_GIT_DIRS): only where `.git` is the repository directory. */
 export function pinnedPathList(isGit: boolean, projectRoot: string): string[] {
   return isGit && gitDirsOf(projectRoot)?.kind === "dir" ? [...PINNED_GIT_DIRS] : [];
-}
-
-/**
- * Hook directories the repository's own config points into the worktree (`core.hooksPath = .husky`,
- * as husky and similar tools set it): the host runs what is there on its next commit, so they are
- * protected like .git/hooks. Read with git itself from the config files alone (`--file` follows no
- * includes and runs nothing); a relative hooksPath is relative to the worktree root.
- */
-export function repositoryHooksPaths(projectRoot: string): string[] {
-  const found: string[] = [];
-  const dirs = gitDirsOf(projectRoot);
-  const files = dirs ? [join(dirs.commonDir, "config"), join(dirs.gitDir, "config.worktree")] : [];
-  for (const file of files.filter(mayNameHooksPath)) {
-    const result = spawnSync("git", ["config", "--file", file, "--get-all", "core.hooksPath"], { encoding: "utf8" });
-    if (result.status !== 0) continue; // no such file, no such key, or no git: nothing to protect
-    for (const value of result.stdout.split("\n").filter((v) => v !== "")) {
-      const absolute = resolve(projectRoot, value);
-      const inside = relative(projectRoot, absolute);
-      if (inside !== "" && !inside.startsWith("..") && !isAbsolute(inside)) found.push(inside);
-    }
-  }
-  return found;
-}
-
-/**
- * Whether git could find core.hooksPath in this config file. A variable name is written out
- * literally (letters, digits and '-', case-insensitive; no escapes or line continuations), and
- * `--file` follows no includes, so a file without the text "hookspath" cannot set it: most
- * repositories are answered without spawning git (~10 ms per file on every launch).
- */
-function mayNameHooksPath(file: string): boolean {
-  try {
-    return /hookspath/i.test(readFileSync(file, "latin1"));
-  } catch {
-    return false; // no such file: nothing to protect
-  }
 }
 
 /**
@@ -162,7 +138,13 @@ export type PrepareMode = "create" | "plan";
  * Planned, `placeholders` lists what is missing now: a superset of what creating it then makes
  * (another launch may make some first), which removePlaceholders may be given safely.
  */
-export function prepareProtectedPaths(projectRoot: string, specs: readonly string[], pins: readonly string[] = [], mode: PrepareMode = "create"): ProtectedPaths {
+export function prepareProtectedPaths(
+  projectRoot: string,
+  specs: readonly string[],
+  pins: readonly string[] = [],
+  mode: PrepareMode = "create",
+  heldByFile: ReadonlySet<string> = new Set(),
+): ProtectedPaths {
   const create = mode === "create";
   const result: ProtectedPaths = { paths: [], ancestors: [], placeholders: [] };
   const pin = (parts: readonly string[], count: number): void => {
@@ -177,13 +159,13 @@ export function prepareProtectedPaths(projectRoot: string, specs: readonly strin
     const relPath = spec.replace(/\/+$/, "");
     const parts = relPath.split("/");
     pin(parts, parts.length - 1);
-    if (ensureMountable(projectRoot, relPath, create)) result.placeholders.push(relPath);
+    if (ensureMountable(projectRoot, relPath, create, heldByFile.has(relPath) ? INCLUDED_CONFIG_PLACEHOLDER : NEUTRAL_FILE_CONTENT[basename(relPath)])) result.placeholders.push(relPath);
     result.paths.push(relPath);
     const keeper = KEEP_NON_EMPTY[relPath];
     if (keeper !== undefined) {
       // Recorded even when found: one left by a cloister that crashed goes with this one.
       ensureRealDirectory(projectRoot, `${relPath}/${keeper}`, create);
-      ensureMountable(projectRoot, `${relPath}/${keeper}/locked`, create);
+      ensureMountable(projectRoot, `${relPath}/${keeper}/locked`, create, undefined);
       result.placeholders.push(`${relPath}/${keeper}`, `${relPath}/${keeper}/locked`);
     }
   }
@@ -206,13 +188,13 @@ function ensureRealDirectory(projectRoot: string, relPath: string, create: boole
 }
 
 /** Returns true when a placeholder had to be created (or, with `create` false, would have to be). */
-function ensureMountable(projectRoot: string, relPath: string, create: boolean): boolean {
+/** `neutral`: the content of a file placeholder; none, an empty directory. */
+function ensureMountable(projectRoot: string, relPath: string, create: boolean, neutral: string | undefined): boolean {
   const full = join(projectRoot, relPath);
   const kind = entryKind(full);
   if (kind === "file" || kind === "directory") return false;
   if (kind !== "missing") refuseProtection(relPath, kind);
   if (!create) return true;
-  const neutral = NEUTRAL_FILE_CONTENT[basename(relPath)];
   return createUnlessRaced(
     projectRoot,
     relPath,
@@ -250,15 +232,21 @@ export function removePlaceholders(projectRoot: string, relPaths: readonly strin
   for (const relPath of deepestFirst) {
     const full = join(projectRoot, relPath);
     try {
-      const neutral = NEUTRAL_FILE_CONTENT[basename(relPath)];
-      if (neutral === undefined) rmdirSync(full);
-      // The neutral content, or the start of it: a launcher killed between creating the file and
-      // writing it left it empty.
-      else if (lstatSync(full).isFile() && neutral.startsWith(readFileSync(full, "utf8"))) unlinkSync(full);
+      if (!lstatSync(full).isFile()) rmdirSync(full);
+      else if (isPlaceholderContent(readFileSync(full, "utf8"), NEUTRAL_FILE_CONTENT[basename(relPath)])) unlinkSync(full);
     } catch {
       // Not empty any more, already gone, or changed by the user: leave it as it is.
     }
   }
+}
+
+/**
+ * A file placeholder holds the neutral content for its name, or the start of it: a launcher killed
+ * between creating the file and writing it left it empty. An included config file's placeholder
+ * (no name of its own) is known by its comment only, so an empty file a user put there stays.
+ */
+function isPlaceholderContent(content: string, neutral: string | undefined): boolean {
+  return neutral !== undefined ? neutral.startsWith(content) : content !== "" && INCLUDED_CONFIG_PLACEHOLDER.startsWith(content);
 }
 
 export type EntryKind = "missing" | "file" | "directory" | "symlink" | "special";

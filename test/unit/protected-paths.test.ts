@@ -4,38 +4,86 @@ import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { MANDATORY_PROTECTED, prepareProtectedPaths, protectedPathList, removePlaceholders, repositoryHooksPaths } from "../../src/sandbox/protected-paths.js";
+import { gitConfigPaths } from "../../src/sandbox/git-config-paths.js";
+import { MANDATORY_PROTECTED, prepareProtectedPaths, protectedPathList, removePlaceholders } from "../../src/sandbox/protected-paths.js";
 
 const repo = mkdtempSync(join(tmpdir(), "cpp-"));
 spawnSync("git", ["init", "-q", repo]);
 after(() => rmSync(repo, { recursive: true, force: true }));
 const git = (...args: string[]) => spawnSync("git", ["-C", repo, ...args]);
 
-describe("repositoryHooksPaths: hook directories the repository points into its worktree", () => {
+// The user's and system's config files of the test, not the machine's.
+const userHome = mkdtempSync(join(tmpdir(), "cpp-home-"));
+after(() => rmSync(userHome, { recursive: true, force: true }));
+const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: userHome, GIT_CONFIG_NOSYSTEM: "1" };
+const hookDirs = (root = repo, vars = env) => gitConfigPaths(root, vars).hookDirs;
+
+describe("gitConfigPaths: hook directories git's config points into the worktree", () => {
   it("finds none by default", () => {
-    assert.deepEqual(repositoryHooksPaths(repo), []);
+    assert.deepEqual(hookDirs(), []);
   });
 
   it("protects a relative hooksPath (husky) and an absolute one inside the project", () => {
     git("config", "core.hooksPath", ".husky");
-    assert.deepEqual(repositoryHooksPaths(repo), [".husky"]);
+    assert.deepEqual(hookDirs(), [".husky"]);
     git("config", "core.hooksPath", join(repo, "tools/hooks"));
-    assert.deepEqual(repositoryHooksPaths(repo), ["tools/hooks"]);
-    assert.ok(protectedPathList([], true, repo).includes("tools/hooks"));
+    assert.deepEqual(hookDirs(), ["tools/hooks"]);
+    assert.ok(protectedPathList([], true, repo).paths.includes("tools/hooks"));
   });
 
   it("finds a hooksPath spelt in any case, as git does (the file is read before git is asked)", () => {
     git("config", "--unset-all", "core.hooksPath");
     appendFileSync(join(repo, ".git/config"), "[CORE]\n\tHOOKSPATH = tools/Hooks\n");
-    assert.deepEqual(repositoryHooksPaths(repo), ["tools/Hooks"]);
+    assert.deepEqual(hookDirs(), ["tools/Hooks"]);
     git("config", "--unset-all", "core.hooksPath");
   });
 
   it("ignores a hooksPath outside the project (the cloister cannot write there anyway)", () => {
     git("config", "core.hooksPath", "/etc/git-hooks");
-    assert.deepEqual(repositoryHooksPaths(repo), []);
+    assert.deepEqual(hookDirs(), []);
     git("config", "core.hooksPath", "../elsewhere");
-    assert.deepEqual(repositoryHooksPaths(repo), []);
+    assert.deepEqual(hookDirs(), []);
+    git("config", "--unset-all", "core.hooksPath");
+  });
+
+  it("finds a relative hooksPath set in the user's own config (~/.gitconfig, GIT_CONFIG_GLOBAL), which host git applies in the project", () => {
+    writeFileSync(join(userHome, ".gitconfig"), "[core]\n\thooksPath = .githooks\n");
+    assert.deepEqual(hookDirs(), [".githooks"]);
+    rmSync(join(userHome, ".gitconfig"));
+    const global = join(userHome, "team.gitconfig");
+    writeFileSync(global, "[core]\n\thooksPath = .team-hooks\n");
+    assert.deepEqual(hookDirs(repo, { ...env, GIT_CONFIG_GLOBAL: global }), [".team-hooks"]);
+  });
+});
+
+describe("gitConfigPaths: config files included from inside the project", () => {
+  after(() => git("config", "--unset-all", "include.path"));
+  it("protects an included file in the worktree or in .git, and what it sets", () => {
+    writeFileSync(join(repo, ".gitconfig-project"), "[core]\n\thooksPath = .husky\n");
+    git("config", "--add", "include.path", "../.gitconfig-project");
+    git("config", "--add", "include.path", "config.local");
+    const found = gitConfigPaths(repo, env);
+    assert.deepEqual(found.includedFiles, [".gitconfig-project", ".git/config.local"]);
+    assert.deepEqual(found.hookDirs, [".husky"]);
+    const list = protectedPathList([], true, repo);
+    assert.ok(list.paths.includes(".gitconfig-project") && list.paths.includes(".git/config.local"));
+    assert.ok(list.heldByFile.has(".git/config.local"));
+  });
+
+  it("holds a missing included file with a comment-only file, which git reads as no settings (a directory would break git), and removes it after", () => {
+    const list = protectedPathList([], true, repo);
+    const made = prepareProtectedPaths(repo, list.paths, [], "create", list.heldByFile);
+    assert.ok(made.placeholders.includes(".git/config.local"));
+    assert.match(readFileSync(join(repo, ".git/config.local"), "utf8"), /^# cloister: [^\n]*\n$/);
+    assert.equal(git("status", "--short").status, 0);
+    removePlaceholders(repo, made.placeholders);
+    assert.throws(() => readFileSync(join(repo, ".git/config.local")), /ENOENT/);
+  });
+
+  it("ignores included files outside the project", () => {
+    git("config", "--unset-all", "include.path");
+    git("config", "--add", "include.path", join(userHome, "outside.gitconfig"));
+    assert.deepEqual(gitConfigPaths(repo, env).includedFiles, []);
   });
 });
 

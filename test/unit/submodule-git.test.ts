@@ -53,7 +53,7 @@ describe("submodule git: what of a project's submodules steers the host's git", 
   });
 
   it("adds them to the project's protected paths", () => {
-    const list = protectedPathList([], true, project);
+    const list = protectedPathList([], true, project).paths;
     for (const path of [".git/modules/vendor/lib/config", ".git/modules/vendor/lib/modules/deep/hooks/", "vendor/lib/deep/.git"]) assert.ok(list.includes(path), path);
   });
 
@@ -89,6 +89,6 @@ describe("submodule git: what of a project's submodules steers the host's git", 
     mkdirSync(noGit);
     writeFileSync(join(noGit, ".gitmodules"), '[submodule "x"]\n\tpath = x\n');
     mkdirSync(join(noGit, "x", ".git"), { recursive: true });
-    assert.deepEqual(protectedPathList([], false, noGit).filter((p) => p.startsWith("x/")), []);
+    assert.deepEqual(protectedPathList([], false, noGit).paths.filter((p) => p.startsWith("x/")), []);
   });
 });

@@ -14,7 +14,8 @@ import { resolvePaths, type CloisterPaths } from "../../src/config/paths.js";
 import { planMounts, WORK_DIR, type MountOp } from "../../src/sandbox/bwrap/mounts.js";
 import { isClean } from "../../src/sandbox/host-git.js";
 import { prepareLinkedGitView } from "../../src/sandbox/linked-git.js";
-import { pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders, repositoryHooksPaths } from "../../src/sandbox/protected-paths.js";
+import { gitConfigPaths } from "../../src/sandbox/git-config-paths.js";
+import { pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders } from "../../src/sandbox/protected-paths.js";
 import { branchSlug, managedWorktreeAt, managedWorktrees, openWorktree, worktreeCloisterName, type Worktree } from "../../src/sandbox/worktree.js";
 import { deleteWorktree } from "../../src/sandbox/worktree-git.js";
 
@@ -324,7 +325,7 @@ describe("protected paths of a worktree and of its main repository", () => {
   });
 
   it("protects the worktree's .git file instead of .git/... entries, keeping the rest of the list", () => {
-    const list = protectedPathList([], true, w.dir);
+    const list = protectedPathList([], true, w.dir).paths;
     assert.ok(list.includes(".git"));
     assert.deepEqual(list.filter((p) => p.startsWith(".git/")), []);
     assert.ok(list.includes(".gitmodules") && list.includes(".vscode/"));
@@ -332,14 +333,14 @@ describe("protected paths of a worktree and of its main repository", () => {
   });
 
   it("keeps the main repository's list, with its worktrees' git dirs read-only and objects/refs/logs pinned", () => {
-    const list = protectedPathList([], true, main);
+    const list = protectedPathList([], true, main).paths;
     for (const p of [".git/hooks/", ".git/config", ".git/commondir", ".git/config.worktree", ".git/worktrees/"]) assert.ok(list.includes(p), p);
     assert.ok(!list.includes(".git"));
     assert.deepEqual(pinnedPathList(true, main), [".git/objects", ".git/refs", ".git/logs"]);
   });
 
   it("keeps the main repository's .git/worktrees non-empty while protected, so git never removes it under a cloister", () => {
-    const prepared = prepareProtectedPaths(main, protectedPathList([], true, main), pinnedPathList(true, main));
+    const prepared = prepareProtectedPaths(main, protectedPathList([], true, main).paths, pinnedPathList(true, main));
     const keeper = join(main, ".git", "worktrees", ".cloister-keep");
     assert.ok(existsSync(join(keeper, "locked")));
     assert.doesNotMatch(git(main, "worktree", "list", "--porcelain"), /cloister-keep/);
@@ -352,7 +353,7 @@ describe("protected paths of a worktree and of its main repository", () => {
 
   it("protects a hooks directory the shared config points into the worktree (husky)", () => {
     git(main, "config", "core.hooksPath", ".husky");
-    assert.deepEqual(repositoryHooksPaths(w.dir), [".husky"]);
-    assert.ok(protectedPathList([], true, w.dir).includes(".husky"));
+    assert.deepEqual(gitConfigPaths(w.dir).hookDirs, [".husky"]);
+    assert.ok(protectedPathList([], true, w.dir).paths.includes(".husky"));
   });
 });

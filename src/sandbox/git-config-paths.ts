@@ -1,0 +1,101 @@
+/**
+ * Paths inside the project that git's configuration makes the host act on, so they are protected
+ * like .git/hooks and .git/config (protected-paths.ts):
+ * - a core.hooksPath that lies in the worktree (`.husky`, `.githooks`): the host runs what is there
+ *   on its next commit. It may come from any file git reads for the project, not only the
+ *   repository's: the user's ~/.gitconfig (or GIT_CONFIG_GLOBAL), the system's, and what they include.
+ * - config files that any of those include from inside the project (`include.path = ../.gitconfig`,
+ *   a committed team config): the agent would add core.fsmonitor there, and the host's next
+ *   `git status` would run it.
+ *
+ * Read with git itself (`git config` reads files and runs nothing), once per launch, and only when
+ * some config file mentions hooksPath or include: most projects are answered without a process.
+ */
+import { spawnSync } from "node:child_process";
+import { readFileSync, realpathSync } from "node:fs";
+import { homedir } from "node:os";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { gitDirsOf } from "./git-dirs.js";
+
+export interface GitConfigPaths {
+  /** Hook directories in the worktree, relative to the project root. */
+  hookDirs: string[];
+  /** Included config files in the project, relative to its root (held by an empty file while missing). */
+  includedFiles: string[];
+}
+
+const NONE: GitConfigPaths = { hookDirs: [], includedFiles: [] };
+
+/**
+ * Variables git reads that name its config files (they are the user's, and their host git honors
+ * them); every other GIT_* is dropped so that git answers for this project.
+ */
+const KEPT_GIT_VARIABLES = new Set(["GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM"]);
+
+export function gitConfigPaths(projectRoot: string, env: NodeJS.ProcessEnv = process.env): GitConfigPaths {
+  const dirs = gitDirsOf(projectRoot);
+  if (!dirs) return NONE;
+  const files = [join(dirs.commonDir, "config"), join(dirs.gitDir, "config.worktree"), ...userConfigFiles(env)];
+  if (!files.some(mayNamePaths)) return NONE;
+  const result = spawnSync("git", ["config", "--show-origin", "--null", "--get-regexp", "^(core\\.hookspath|include(if\\..*)?\\.path)$"], {
+    cwd: projectRoot,
+    env: Object.fromEntries(Object.entries(env).filter(([name]) => !name.startsWith("GIT_") || KEPT_GIT_VARIABLES.has(name))),
+    encoding: "utf8",
+  });
+  // No git, no such key (exit 1), or a config git cannot read: then host git reads none of it either.
+  if (result.status !== 0) return NONE;
+  const home = env.HOME || homedir();
+  const found: GitConfigPaths = { hookDirs: [], includedFiles: [] };
+  // --null --show-origin: "file:ORIGIN\0KEY\nVALUE\0" per entry.
+  const fields = result.stdout.split("\0");
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const origin = fields[i]!;
+    const [key = "", value = ""] = fields[i + 1]!.split(/\n(.*)/s);
+    if (!origin.startsWith("file:") || value === "") continue;
+    const expanded = value.startsWith("~/") ? join(home, value.slice(2)) : value;
+    if (key === "core.hookspath") {
+      // Relative to where hooks run: the worktree's root.
+      const inside = insideProject(projectRoot, resolve(projectRoot, expanded));
+      if (inside !== undefined) found.hookDirs.push(inside);
+    } else {
+      // Relative to the file that includes it.
+      const includer = resolve(projectRoot, origin.slice("file:".length));
+      const inside = insideProject(projectRoot, resolve(dirname(includer), expanded));
+      if (inside !== undefined) found.includedFiles.push(inside);
+    }
+  }
+  return found;
+}
+
+/** The user's and the system's config files, where git finds them. */
+function userConfigFiles(env: NodeJS.ProcessEnv): string[] {
+  const home = env.HOME || homedir();
+  const global = env.GIT_CONFIG_GLOBAL ? [env.GIT_CONFIG_GLOBAL] : [join(home, ".gitconfig"), join(env.XDG_CONFIG_HOME || join(home, ".config"), "git", "config")];
+  const system = env.GIT_CONFIG_NOSYSTEM ? [] : [env.GIT_CONFIG_SYSTEM || "/etc/gitconfig"];
+  return [...system, ...global];
+}
+
+/**
+ * Whether git could find either key in this file. Variable and section names are written out
+ * literally (case-insensitive, no escapes), so a file without the text "hookspath" or "include"
+ * cannot set them, nor include a file that does.
+ */
+function mayNamePaths(file: string): boolean {
+  try {
+    return /hookspath|include/i.test(readFileSync(file, "latin1"));
+  } catch {
+    return false; // no such file
+  }
+}
+
+/** `path` relative to the project root when it lies inside (its directory's real path counts), else undefined. */
+function insideProject(projectRoot: string, path: string): string | undefined {
+  let real = path;
+  try {
+    real = join(realpathSync(dirname(path)), basename(path));
+  } catch {
+    // Its directory does not exist: the path as written.
+  }
+  const inside = relative(projectRoot, real);
+  return inside === "" || inside === ".." || inside.startsWith("../") || isAbsolute(inside) ? undefined : inside;
+}
