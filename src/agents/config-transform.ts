@@ -1,25 +1,74 @@
 /**
  * What changes in an agent's config file on its way into a cloister: host paths become the paths the
  * cloister sees (the project → /work, the host HOME → the cloister's HOME), and values that look like
- * secrets are left out (an API key in settings.json's env, an MCP server's token): a secret reaches
- * a cloister through the guardian and its credential mechanism, never as a side effect of a copy.
- * JSON and TOML are parsed and written back (TOML with smol-toml), never edited as text.
+ * secrets are left out (an API key in settings.json's env, an MCP server's token; looks-secret.ts
+ * says what looks like one): a secret reaches a cloister through the guardian and its credential
+ * mechanism, never as a side effect of a copy. JSON (with comments, as Gemini CLI allows) and TOML
+ * are parsed and written back (TOML with smol-toml), never edited as text; one that does not parse
+ * is not filtered, so it is not carried at all.
  */
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
+import stripJsonComments from "strip-json-comments";
+import { holdsVariableNames, looksSecret } from "./looks-secret.js";
 
 /** Host path → cloister path, most specific first. */
 export type PathMap = readonly (readonly [from: string, to: string])[];
 
-/** Keys whose text values are secrets (env entries, headers, helper commands that print keys). */
-const SECRET_KEY_RE = /token|secret|passw|api[-_]?key|credential|authorization|cookie|bearer|private[-_]?key|access[-_]?key/i;
-/** A value that only names a variable (`bearer_token_env_var = "GITHUB_TOKEN"`) is not itself a secret. */
-const VARIABLE_NAME_RE = /^[A-Z_][A-Z0-9_]*$/;
+export type Transformed =
+  | {
+      ok: true;
+      text: string;
+      /** Where values were left out (dotted paths), for a note to the user. */
+      dropped: string[];
+      changed: boolean;
+    }
+  | { ok: false; error: string };
 
-export interface Transformed {
-  text: string;
-  /** Dotted paths of the values left out, for a note to the user. */
-  dropped: string[];
-  changed: boolean;
+interface Parsed {
+  data: unknown;
+  /** False when the text holds what the data does not (comments): it is then always written from the data, since a comment may hold a key commented out. */
+  complete: boolean;
+}
+
+interface Format {
+  parse(text: string): Parsed;
+  serialize(data: unknown): string;
+}
+
+const FORMATS: Readonly<Record<string, Format>> = {
+  ".json": {
+    parse: (text) => {
+      const plain = jsonWithoutComments(text);
+      return { data: JSON.parse(plain) as unknown, complete: plain === text };
+    },
+    serialize: (data) => `${JSON.stringify(data, null, 2)}\n`,
+  },
+  ".toml": {
+    // Any "#" may start a comment; one inside a string only costs a rewrite.
+    parse: (text) => ({ data: parseToml(text), complete: !text.includes("#") }),
+    serialize: (data) => stringifyToml(data as Record<string, unknown>),
+  },
+};
+
+/** JSON as the agents read it: Gemini CLI's settings.json may have comments and trailing commas. */
+export function parseJsonc(text: string): unknown {
+  return JSON.parse(jsonWithoutComments(text)) as unknown;
+}
+
+function jsonWithoutComments(text: string): string {
+  // strip-json-comments is what Gemini CLI reads its settings with. jsonc-parser (VS Code's) was the
+  // first choice, but its CommonJS build is UMD, which esbuild cannot bundle into the CLI.
+  return stripJsonComments(text, { trailingCommas: true });
+}
+
+/** Whether a file is parsed and filtered (JSON, TOML) rather than treated as text. */
+export function isStructured(fileName: string): boolean {
+  return formatOf(fileName) !== undefined;
+}
+
+function formatOf(fileName: string): Format | undefined {
+  const extension = fileName.slice(fileName.lastIndexOf("."));
+  return Object.hasOwn(FORMATS, extension) ? FORMATS[extension] : undefined;
 }
 
 /** Rewrites each host path where it stands as a whole path (not inside a longer name). */
@@ -33,48 +82,76 @@ export function rewritePaths(text: string, map: PathMap): string {
   return out;
 }
 
-/** A config file's new text; the format is chosen by the file name. Unparsable JSON or TOML is treated as text. */
+/** A config file's new text; the format is chosen by the file name. JSON or TOML that does not parse is an error, never text. */
 export function transformConfigText(fileName: string, text: string, map: PathMap): Transformed {
-  const format = fileName.endsWith(".json") ? "json" : fileName.endsWith(".toml") ? "toml" : undefined;
-  const data = format ? tryParse(format, text) : undefined;
-  if (format === undefined || data === undefined) {
+  const format = formatOf(fileName);
+  if (format === undefined) {
     const rewritten = rewritePaths(text, map);
-    return { text: rewritten, dropped: [], changed: rewritten !== text };
+    return { ok: true, text: rewritten, dropped: [], changed: rewritten !== text };
   }
-  const dropped: string[] = [];
-  const result = transformValue(data, map, dropped, "");
-  const serialized = format === "json" ? `${JSON.stringify(result, null, 2)}\n` : stringifyToml(result as Record<string, unknown>);
-  const changed = JSON.stringify(result) !== JSON.stringify(data);
-  return { text: changed ? serialized : text, dropped, changed };
-}
-
-function tryParse(format: "json" | "toml", text: string): unknown {
+  let parsed: Parsed;
   try {
-    return format === "json" ? (JSON.parse(text) as unknown) : parseToml(text);
-  } catch {
-    return undefined;
+    parsed = format.parse(text);
+  } catch (error) {
+    return { ok: false, error: (error as Error).message.split("\n")[0] ?? "" };
   }
+  const walk: Walk = { map, dropped: [] };
+  const result = transformValue(parsed.data, "", "", walk);
+  const changed = !parsed.complete || JSON.stringify(result) !== JSON.stringify(parsed.data);
+  return { ok: true, text: changed ? format.serialize(result) : text, dropped: walk.dropped, changed };
 }
 
-/** Rewrites paths in every key and text value, and leaves out secret-looking text values. */
-export function transformValue(value: unknown, map: PathMap, dropped: string[], at: string): unknown {
-  if (typeof value === "string") return rewritePaths(value, map);
-  if (Array.isArray(value)) return value.map((item, i) => transformValue(item, map, dropped, `${at}[${i}]`));
+interface Walk {
+  map: PathMap;
+  dropped: string[];
+}
+
+/** Rewrites paths in every key and text value, and leaves out secret-looking text values. `key` is the value's own key. */
+function transformValue(value: unknown, key: string, at: string, walk: Walk): unknown {
+  if (typeof value === "string") return transformText(value, at, walk);
+  if (Array.isArray(value)) return transformList(value, key, at, walk);
   if (!isPlainObject(value)) return value;
   const out: Record<string, unknown> = {};
-  for (const [key, child] of Object.entries(value)) {
-    const path = at ? `${at}.${key}` : key;
-    if (looksSecret(key, child)) {
-      dropped.push(path);
+  for (const [childKey, child] of Object.entries(value)) {
+    const path = at ? `${at}.${childKey}` : childKey;
+    // In a map of variable names (codex's env_http_headers) a key is a header's name, not what the value is.
+    if (looksSecret(holdsVariableNames(key) ? key : childKey, child)) {
+      walk.dropped.push(path);
       continue;
     }
-    out[rewritePaths(key, map)] = transformValue(child, map, dropped, path);
+    out[rewritePaths(childKey, walk.map)] = transformValue(child, childKey, path, walk);
   }
   return out;
 }
 
-export function looksSecret(key: string, value: unknown): boolean {
-  return SECRET_KEY_RE.test(key) && typeof value === "string" && value !== "" && !VARIABLE_NAME_RE.test(value);
+/**
+ * Items are judged by the list's key, or by the option before them (`["--token", "X"]` is judged as
+ * token = X). An option whose value is left out goes with it: left alone it would take the next
+ * argument as its value, and an MCP server's `args` must still run.
+ */
+function transformList(items: readonly unknown[], key: string, at: string, walk: Walk): unknown[] {
+  const out: unknown[] = [];
+  items.forEach((item, i) => {
+    const before = items[i - 1];
+    // An item that is an option itself (`["--token", "--verbose"]`) is no option's value.
+    const isValue = typeof item !== "string" || !item.startsWith("-");
+    const option = isValue && typeof before === "string" ? /^--?([A-Za-z][A-Za-z0-9_.-]*)$/.exec(before)?.[1] : undefined;
+    if (looksSecret(option ?? key, item)) {
+      const optionKept = option !== undefined && out.at(-1) === before;
+      if (optionKept) out.pop();
+      walk.dropped.push(optionKept ? `${at}[${i}] with ${before}` : `${at}[${i}]`);
+      return;
+    }
+    out.push(transformValue(item, key, `${at}[${i}]`, walk));
+  });
+  return out;
+}
+
+/** A URL's password is left out and the URL kept (`https://user@host`): the rest of it is config. */
+function transformText(text: string, at: string, walk: Walk): string {
+  const redacted = text.replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:]*):[^\s/?#]+@/gi, "$1@");
+  if (redacted !== text) walk.dropped.push(`${at} (the password in its URL)`);
+  return rewritePaths(redacted, walk.map);
 }
 
 export function isPlainObject(value: unknown): value is Record<string, unknown> {

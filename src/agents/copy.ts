@@ -2,20 +2,21 @@
  * The filtered copy of one host config path (a directory like ~/.claude, or a file) into the staging
  * HOME. Reads the host, writes only the staging directory. Links are never followed out of the copied
  * tree: a link to ~/.ssh inside ~/.claude copies nothing; a link to a place inside the tree is kept
- * as a relative link. Sockets, devices and oversized files are left out, each with a note.
+ * as a relative link. Sockets, devices, oversized files and JSON or TOML that does not parse are left
+ * out, each with a note.
  */
 import { copyFileSync, constants, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, symlinkSync, writeFileSync, type Stats } from "node:fs";
 import { dirname, join, relative } from "node:path";
-import { transformConfigText, type PathMap } from "./config-transform.js";
+import { isStructured, transformConfigText, type PathMap } from "./config-transform.js";
 import { isUnder } from "./locate.js";
 
 /** Larger files are not agent config: skip them rather than copy them on every start. */
 const MAX_FILE_BYTES = 16 * 1024 * 1024;
-/** Files read as text to rewrite host paths in them; larger ones are copied as they are. */
+/** Files read as text to rewrite host paths in them; larger ones are copied as they are (JSON and TOML are always read). */
 const MAX_TEXT_BYTES = 1024 * 1024;
 
 export interface CopyOptions {
-  /** Patterns relative to the copied root: "name" (top level), "dir/name", "**​/name" (any depth), "*.suffix". */
+  /** Patterns relative to the copied root: "name" (top level), "dir/name", "**​/name" (any depth), "**​/prefix*" (any depth), "*.suffix". */
   exclude: readonly string[];
   paths: PathMap;
   /** Host HOME: a config path that resolves to it, or above it, is not copied. */
@@ -88,16 +89,20 @@ function copyFile(from: string, to: string, rel: string, info: Stats, walk: Walk
   }
   const mode = (info.mode & 0o777) | 0o600;
   const name = rel || from;
-  const structured = name.endsWith(".json") || name.endsWith(".toml");
-  if (info.size <= MAX_TEXT_BYTES) {
+  // JSON and TOML are filtered whatever their size: a secret in a large file is still a secret.
+  const structured = isStructured(name);
+  if (structured || info.size <= MAX_TEXT_BYTES) {
     const bytes = readFileSync(from);
-    if (structured || walk.paths.some(([host, inside]) => host !== inside && bytes.includes(host))) {
-      if (!bytes.includes(0)) {
-        const result = transformConfigText(name, bytes.toString("utf8"), walk.paths);
-        for (const key of result.dropped) walk.notes.push(`${shown(walk, rel)}: ${key} looks like a secret; left out`);
-        writeFileSync(to, result.changed ? result.text : bytes, { mode, flag: "wx" });
+    if (structured || (!bytes.includes(0) && walk.paths.some(([host, inside]) => host !== inside && bytes.includes(host)))) {
+      const result = transformConfigText(name, bytes.toString("utf8"), walk.paths);
+      if (!result.ok) {
+        // What cannot be parsed cannot be filtered: carrying it as it is would carry its secrets.
+        walk.notes.push(`${shown(walk, rel)} does not parse (${result.error}); not copied`);
         return;
       }
+      for (const key of result.dropped) walk.notes.push(`${shown(walk, rel)}: ${key} looks like a secret; left out`);
+      writeFileSync(to, result.changed ? result.text : bytes, { mode, flag: "wx" });
+      return;
     }
   }
   copyFileSync(from, to, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
@@ -110,7 +115,7 @@ function shown(walk: Walk, rel: string): string {
 export function isExcluded(rel: string, patterns: readonly string[]): boolean {
   const name = rel.slice(rel.lastIndexOf("/") + 1);
   return patterns.some((pattern) => {
-    if (pattern.startsWith("**/")) return name === pattern.slice(3);
+    if (pattern.startsWith("**/")) return pattern.endsWith("*") ? name.startsWith(pattern.slice(3, -1)) : name === pattern.slice(3);
     if (pattern.startsWith("*.")) return name.endsWith(pattern.slice(1));
     return rel === pattern;
   });

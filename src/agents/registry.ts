@@ -34,7 +34,8 @@ export interface AgentDefinition {
   configPaths: string[];
   /**
    * Never copied from the host: credentials, caches, history, sessions. Paths relative to a config
-   * path ("projects", "plugins/repos"), or "*.suffix" for any file name ending so.
+   * path ("projects", "plugins/repos"), "*.suffix" for any file name ending so, "**​/name" for a
+   * name at any depth, "**​/prefix*" for any name starting so.
    */
   exclude: string[];
   /** What the agent itself wrote in the cloister's HOME (sessions, history), kept across set-ups. */
@@ -59,8 +60,8 @@ export interface AgentDefinition {
   nativePaths: string[];
 }
 
-/** File names that hold credentials in many tools: never copied, whatever the agent. */
-export const ALWAYS_EXCLUDED = ["**/.credentials.json", "**/credentials.json", "**/auth.json", "**/oauth_creds.json", "**/.env", "**/.git", "*.lock"];
+/** File names that hold credentials in many tools: never copied, whatever the agent (`.env.local` and the like too). */
+export const ALWAYS_EXCLUDED = ["**/.credentials.json", "**/credentials.json", "**/auth.json", "**/oauth_creds.json", "**/.env", "**/.env.*", "**/.git", "*.lock"];
 
 const CLAUDE: AgentDefinition = {
   name: "claude",

@@ -1,17 +1,18 @@
 /**
  * Editing files in the staging HOME (never the host's): read, change as data, write back 0600.
- * A file that does not parse is replaced by what cloister needs, with a note: appending text to a
- * config file that may already set the same keys is how duplicate TOML tables happen.
+ * JSON may have comments (Gemini CLI's settings.json); they are lost. A file that does not parse
+ * is replaced by what cloister needs, with a note: appending text to a config file that may
+ * already set the same keys is how duplicate TOML tables happen.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
-import { isPlainObject } from "./config-transform.js";
+import { isPlainObject, parseJsonc } from "./config-transform.js";
 
 type Data = Record<string, unknown>;
 
 export function updateJsonFile(path: string, notes: string[], update: (data: Data) => Data): void {
-  updateFile(path, notes, (text) => JSON.parse(text) as unknown, (data) => `${JSON.stringify(data, null, 2)}\n`, update);
+  updateFile(path, notes, parseJsonc, (data) => `${JSON.stringify(data, null, 2)}\n`, update);
 }
 
 export function updateTomlFile(path: string, notes: string[], update: (data: Data) => Data): void {

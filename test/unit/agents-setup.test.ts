@@ -8,6 +8,7 @@ import { parse } from "smol-toml";
 import type { Delivery } from "../../src/agents/credentials.js";
 import { resolveAgent, type AgentConfigEntry } from "../../src/agents/registry.js";
 import { setUpAgentHome } from "../../src/agents/setup.js";
+import { updateJsonFile } from "../../src/agents/staged-files.js";
 
 const CLOISTER_HOME = "/home/tester";
 let base: string;
@@ -72,6 +73,8 @@ function fakeHostHome(): void {
   put(join(claude, "plugins", "config.json"), JSON.stringify({ path: `${hostHome}/.claude/plugins/x` }));
   put(join(claude, "local", "node_modules", ".bin", "claude"), "#!/bin/sh\n");
   put(join(claude, "commands", "review.md"), "Review the diff.\n");
+  put(join(claude, ".env.local"), `SECRET=${canary("claudeEnvLocal")}\n`);
+  put(join(claude, "broken.json"), `{ "token": "${canary("brokenJson")}", `);
   symlinkSync("review.md", join(claude, "commands", "alias.md"));
   symlinkSync(join(hostHome, ".ssh"), join(claude, "sshlink"));
   symlinkSync(join(outside, "secret.txt"), join(claude, "agents.md"));
@@ -82,7 +85,9 @@ function fakeHostHome(): void {
   const codex = join(hostHome, ".codex");
   put(
     join(codex, "config.toml"),
-    `model = "o3"\napproval_policy = "on-request"\n\n[projects."${project}"]\ntrust_level = "trusted"\n\n[mcp_servers.gh]\ncommand = "gh-mcp"\nbearer_token_env_var = "GH_TOKEN"\nenv = { GITHUB_TOKEN = "${canary("codexMcp")}" }\n`,
+    `model = "o3"\napproval_policy = "on-request"\n\n[projects."${project}"]\ntrust_level = "trusted"\n\n[mcp_servers.gh]\ncommand = "gh-mcp"\nbearer_token_env_var = "GH_TOKEN"\nenv = { GITHUB_TOKEN = "${canary("codexMcp")}" }\n` +
+      `args = ["--pat=${canary("codexArg")}", "--port", "8080"]\nhttp_headers = { "X-Corp-Key" = "${canary("codexHeader")}" }\n\n` +
+      `[mcp_servers.db]\ncommand = "db-mcp"\nargs = ["postgres://admin:${canary("codexUrl")}@db/x"]\n`,
   );
   put(join(codex, "auth.json"), JSON.stringify({ OPENAI_API_KEY: canary("codexAuth") }));
   put(join(codex, "history.jsonl"), canary("codexHistory"));
@@ -90,7 +95,10 @@ function fakeHostHome(): void {
   put(join(codex, "AGENTS.md"), "Be brief.\n");
 
   const gemini = join(hostHome, ".gemini");
-  put(join(gemini, "settings.json"), JSON.stringify({ ui: { theme: "Dracula" } }));
+  put(
+    join(gemini, "settings.json"),
+    `{\n  // Gemini CLI reads comments and trailing commas\n  "ui": { "theme": "Dracula", },\n  "mcpServers": {\n    "gh": { "command": "gh-mcp", "args": ["--token", "${canary("geminiArg")}", "--port", "1"], "env": { "GITHUB_TOKEN": "${canary("geminiMcp")}" } },\n  },\n}\n`,
+  );
   put(join(gemini, "oauth_creds.json"), canary("geminiOauth"));
   put(join(gemini, "google_accounts.json"), canary("geminiAccounts"));
   put(join(gemini, ".env"), `GEMINI_API_KEY=${canary("geminiEnv")}\n`);
@@ -171,6 +179,11 @@ describe("set-up: claude", () => {
     assert.equal(settings.skipDangerousModePermissionPrompt, true);
     assert.ok(notes.some((n) => n.includes("env.GITHUB_TOKEN looks like a secret")), notes.join("\n"));
     assert.equal(json(join(home, ".claude", "plugins", "config.json")).path, `${CLOISTER_HOME}/.claude/plugins/x`);
+  });
+
+  test("a JSON file that does not parse is left out with a note, never copied as it is", () => {
+    assert.equal(existsSync(join(home, ".claude", "broken.json")), false);
+    assert.ok(notes.some((n) => /~\/\.claude\/broken\.json does not parse \(.*\); not copied/.test(n)), notes.join("\n"));
   });
 
   test("CLAUDE.md: host paths rewritten at path boundaries, the cloister's instructions appended once", () => {
@@ -255,7 +268,12 @@ describe("set-up: codex", () => {
     assert.equal(config.projects["/work"].trust_level, "trusted");
     assert.equal(config.mcp_servers.gh.bearer_token_env_var, "GH_TOKEN", "a variable's name is not a secret");
     assert.deepEqual(config.mcp_servers.gh.env, {});
-    assert.ok(notes.some((n) => n.includes("mcp_servers.gh.env.GITHUB_TOKEN")), notes.join("\n"));
+    assert.deepEqual(config.mcp_servers.gh.args, ["--port", "8080"]);
+    assert.deepEqual(config.mcp_servers.gh.http_headers, {});
+    assert.deepEqual(config.mcp_servers.db.args, ["postgres://admin@db/x"], "a URL's password is left out, the URL kept");
+    for (const key of ["mcp_servers.gh.env.GITHUB_TOKEN", "mcp_servers.gh.args[0]", "mcp_servers.gh.http_headers.X-Corp-Key", "mcp_servers.db.args[0] (the password in its URL)"]) {
+      assert.ok(notes.some((n) => n.includes(`${key} looks like a secret`)), `${key}: ${notes.join("\n")}`);
+    }
     assert.deepEqual(readdirSync(join(home, ".codex")).sort(), ["AGENTS.md", "auth.json", "config.toml"]);
     assert.equal(json(join(home, ".codex", "auth.json")).OPENAI_API_KEY, "sk-test");
     assert.equal(statSync(join(home, ".codex", "auth.json")).mode & 0o777, 0o600);
@@ -283,7 +301,30 @@ describe("set-up: gemini", () => {
     setUp("gemini", home, { delivery: { env: { GEMINI_API_KEY: "k" }, files: [] } });
     assert.deepEqual(readdirSync(join(home, ".gemini")).sort(), ["GEMINI.md", "settings.json", "trustedFolders.json"]);
     assert.deepEqual(json(join(home, ".gemini", "trustedFolders.json")), { "/work": "TRUST_FOLDER" });
-    assert.deepEqual(json(join(home, ".gemini", "settings.json")), { ui: { theme: "Dracula" }, security: { auth: { selectedType: "gemini-api-key" } } });
+  });
+
+  test("settings.json with comments: filtered and updated, not replaced (MCP servers and theme kept, secrets out)", () => {
+    const home = newHome();
+    const notes = setUp("gemini", home, { delivery: { env: { GEMINI_API_KEY: "k" }, files: [] } });
+    assert.deepEqual(json(join(home, ".gemini", "settings.json")), {
+      ui: { theme: "Dracula" },
+      mcpServers: { gh: { command: "gh-mcp", args: ["--port", "1"], env: {} } },
+      security: { auth: { selectedType: "gemini-api-key" } },
+    });
+    assert.ok(!notes.some((n) => /does not parse/.test(n)), notes.join("\n"));
+    const text = allText(join(home, ".gemini"));
+    for (const label of ["geminiArg", "geminiMcp"]) assert.ok(!text.includes(canaries[label] ?? "?"), `${label} leaked`);
+  });
+});
+
+describe("staged files", () => {
+  test("JSON with comments is updated as data, not replaced by a fresh file", () => {
+    const file = join(base, "staged-settings.json");
+    writeFileSync(file, '{\n  // mine\n  "ui": { "theme": "Dracula" },\n  "mcpServers": { "a": { "command": "a" } },\n}\n');
+    const notes: string[] = [];
+    updateJsonFile(file, notes, (data) => ({ ...data, added: true }));
+    assert.deepEqual(json(file), { ui: { theme: "Dracula" }, mcpServers: { a: { command: "a" } }, added: true });
+    assert.deepEqual(notes, []);
   });
 });
 

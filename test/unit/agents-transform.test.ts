@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { looksSecret, rewritePaths, transformConfigText } from "../../src/agents/config-transform.js";
+import { parse as parseToml } from "smol-toml";
+import { rewritePaths, transformConfigText, type Transformed } from "../../src/agents/config-transform.js";
 import { isExcluded } from "../../src/agents/copy.js";
+import { looksSecret } from "../../src/agents/looks-secret.js";
 import { cloisterInstructions, withInstructions } from "../../src/agents/instructions.js";
 import { launcherScript, shellQuote } from "../../src/agents/launch.js";
-import { resolveAgent } from "../../src/agents/registry.js";
+import { ALWAYS_EXCLUDED, resolveAgent } from "../../src/agents/registry.js";
 
 const MAP = [
   ["/home/u/src/app", "/work"],
@@ -26,21 +28,128 @@ describe("host paths → cloister paths", () => {
   }
 });
 
+/** A transform that must have parsed. */
+function parsed(result: Transformed): Extract<Transformed, { ok: true }> {
+  assert.ok(result.ok, result.ok ? "" : result.error);
+  return result;
+}
+
+/** The JSON a transform writes, and where it left values out. */
+function filtered(data: unknown, fileName = "settings.json"): { data: unknown; dropped: string[] } {
+  const result = parsed(transformConfigText(fileName, JSON.stringify(data), MAP));
+  return { data: JSON.parse(result.text), dropped: result.dropped };
+}
+
 describe("config files on their way in", () => {
   test("JSON: keys and values rewritten, secret-looking text values left out, numbers and variable names kept", () => {
     const input = JSON.stringify({ projects: { "/home/u/src/app": { ok: true } }, env: { API_TOKEN: "abc", PORT: "1" }, maxTokens: 4000, env_var: "GITHUB_TOKEN", headers: { Authorization: "Bearer x" } });
-    const result = transformConfigText("settings.json", input, MAP);
+    const result = parsed(transformConfigText("settings.json", input, MAP));
     assert.deepEqual(JSON.parse(result.text), { projects: { "/work": { ok: true } }, env: { PORT: "1" }, maxTokens: 4000, env_var: "GITHUB_TOKEN", headers: {} });
     assert.deepEqual(result.dropped, ["env.API_TOKEN", "headers.Authorization"]);
   });
 
   test("a file with nothing to change is left byte for byte", () => {
     const input = '{"a":   1}';
-    assert.deepEqual(transformConfigText("x.json", input, MAP), { text: input, dropped: [], changed: false });
+    assert.deepEqual(transformConfigText("x.json", input, MAP), { ok: true, text: input, dropped: [], changed: false });
   });
 
-  test("JSON that does not parse is treated as text", () => {
-    assert.equal(transformConfigText("x.json", "{ /home/u/a", MAP).text, "{ /home/cl/a");
+  test("JSON or TOML that does not parse is an error, never carried as text", () => {
+    assert.deepEqual(transformConfigText("x.json", '{ "token": "sk-x", /home/u/a', MAP).ok, false);
+    assert.deepEqual(transformConfigText("x.toml", 'token = "sk-x"\n[broken', MAP).ok, false);
+    assert.equal(parsed(transformConfigText("notes.md", "see /home/u/a", MAP)).text, "see /home/cl/a");
+  });
+
+  test("JSON with comments and trailing commas (Gemini's settings.json): parsed, filtered, written as plain JSON", () => {
+    const input = '{\n  // my theme\n  "ui": { "theme": "Dracula", },\n  /* "apiKey": "AIzaSyA-commented-out-0123456789abcdefgh" */\n  "env": { "GITHUB_TOKEN": "abc" },\n}\n';
+    const result = parsed(transformConfigText("settings.json", input, MAP));
+    assert.deepEqual(JSON.parse(result.text), { ui: { theme: "Dracula" }, env: {} });
+    assert.deepEqual(result.dropped, ["env.GITHUB_TOKEN"]);
+  });
+
+  test("a comment is never carried, even when no value changes: it may hold a key commented out", () => {
+    const json = parsed(transformConfigText("settings.json", '{"ui": 1} // "apiKey": "hunter2"\n', MAP));
+    assert.deepEqual(json, { ok: true, text: '{\n  "ui": 1\n}\n', dropped: [], changed: true });
+    const toml = parsed(transformConfigText("config.toml", 'model = "o3"\n# api_key = "hunter2"\n', MAP));
+    assert.equal(toml.text, 'model = "o3"\n');
+  });
+
+  test("keys that end in key or pat after a separator hold secrets; words that only end in key do not", () => {
+    const { data, dropped } = filtered({ env: { OPENAI_KEY: "sk-proj-x", OTHER_KEY: "v", GITHUB_PAT: "v" }, apiKey: "v", keybindings: "vim", hotkey: "ctrl+k", monkey: "v", key: "ctrl+s" });
+    assert.deepEqual(data, { env: {}, keybindings: "vim", hotkey: "ctrl+k", monkey: "v", key: "ctrl+s" });
+    assert.deepEqual(dropped, ["env.OPENAI_KEY", "env.OTHER_KEY", "env.GITHUB_PAT", "apiKey"]);
+  });
+
+  test("codex: a header named like a key in http_headers is left out; variable names stay", () => {
+    const input = '[mcp_servers.corp]\nurl = "https://mcp.example.com"\nbearer_token_env_var = "GITHUB_TOKEN"\nhttp_headers = { "X-Corp-Key" = "abc", "X-Trace" = "on" }\nenv_http_headers = { "X-Api-Key" = "CORP_KEY" }\n\n[model_providers.corp]\nenv_key = "OPENAI_API_KEY"\n';
+    const result = parsed(transformConfigText("config.toml", input, MAP));
+    assert.deepEqual(result.dropped, ["mcp_servers.corp.http_headers.X-Corp-Key"]);
+    assert.deepEqual(JSON.parse(JSON.stringify(parseToml(result.text))), {
+      mcp_servers: { corp: { url: "https://mcp.example.com", bearer_token_env_var: "GITHUB_TOKEN", http_headers: { "X-Trace": "on" }, env_http_headers: { "X-Api-Key": "CORP_KEY" } } },
+      model_providers: { corp: { env_key: "OPENAI_API_KEY" } },
+    });
+  });
+
+  test("an all-caps value is a variable's name only where the key says so", () => {
+    assert.ok(looksSecret("token", "ABC123XYZ"));
+    assert.ok(looksSecret("api_key", "ABC123XYZ"));
+    assert.ok(!looksSecret("token_var", "GH_TOKEN"));
+    assert.ok(!looksSecret("tokenEnvVar", "GH_TOKEN"));
+    assert.ok(looksSecret("env_key", "sk-not-a-variable-name"));
+  });
+
+  test("what stays under a secret key: a variable reference, a count of tokens", () => {
+    const { data, dropped } = filtered({ headers: { Authorization: "Bearer ${GITHUB_TOKEN}", "X-Api-Key": "$CORP_KEY", Cookie: "${SESSION:-abc}" }, env: { MAX_THINKING_TOKENS: "10000", CLAUDE_CODE_MAX_OUTPUT_TOKENS: "32000" } });
+    assert.deepEqual(data, { headers: { Authorization: "Bearer ${GITHUB_TOKEN}", "X-Api-Key": "$CORP_KEY" }, env: { MAX_THINKING_TOKENS: "10000", CLAUDE_CODE_MAX_OUTPUT_TOKENS: "32000" } });
+    assert.deepEqual(dropped, ["headers.Cookie"]);
+  });
+
+  const SHAPES = {
+    openai: "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8t",
+    anthropic: "sk-ant-api03-Ab3dEf6hIj9kLm2nOp5qRs8t",
+    github: "ghp_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb3d",
+    githubOauth: "gho_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb3d",
+    githubUser: "ghu_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb3d",
+    githubServer: "ghs_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb3d",
+    githubFine: "github_pat_11AB3DEF0_Ab3dEf6hIj9kLm2nOp5qRs8t",
+    gitlab: "glpat-Ab3dEf6hIj9kLm2nOp5q",
+    slack: "xoxb-1234567890-Ab3dEf6hIj",
+    google: "AIzaSyAb3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z",
+    aws: "AKIAIOSFODNN7EXAMPLE",
+    awsSession: "ASIAIOSFODNN7EXAMPLE",
+    privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----",
+    jwt: "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    inCommand: "curl -H 'Authorization: Bearer Ab3dEf6hIj9kLm2n' https://api.example.com",
+    assignment: "GITHUB_TOKEN=abc123 ./deploy.sh",
+    queryParameter: "https://api.example.com/v1?api_key=abc123",
+  };
+  for (const [label, value] of Object.entries(SHAPES)) {
+    test(`a value shaped like a secret is left out under any key: ${label}`, () => {
+      assert.deepEqual(filtered({ note: value, theme: "dark" }), { data: { theme: "dark" }, dropped: ["note"] });
+    });
+  }
+
+  test("innocent values that start like secrets are kept", () => {
+    for (const value of ["task-list", "sk-short", "desk-ghp_x", "AKIA", "Bash(git commit:*)", "https://example.com/a?page=2", "model=o3", "C:\\Users\\me", "Uses Bearer authentication", "TOKEN=", "a:".repeat(100_000), "a=".repeat(100_000)]) {
+      assert.ok(!looksSecret("note", value), value);
+    }
+  });
+
+  test("a URL's password is left out under any key; the URL stays a URL", () => {
+    const { data, dropped } = filtered({ gateway: "https://user:PASS@gateway.example.com/v1", mcp: { db: { args: ["postgres://admin:PASS@db/x"] } }, plain: "https://gateway.example.com:8443/x" });
+    assert.deepEqual(data, { gateway: "https://user@gateway.example.com/v1", mcp: { db: { args: ["postgres://admin@db/x"] } }, plain: "https://gateway.example.com:8443/x" });
+    assert.deepEqual(dropped, ["gateway (the password in its URL)", "mcp.db.args[0] (the password in its URL)"]);
+  });
+
+  test("MCP server args: secret options are left out, with their value or their option; the rest still runs", () => {
+    const args = ["-y", "@corp/mcp", "--pat=ghp_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb3d", "--token=abc", "--api-key", "abc", "--port", "8080", "-e", "GITHUB_TOKEN=abc", "--header", "X-Api-Key: abc", "--max-tokens", "4000", "--token-env-var", "GH_TOKEN", "--token", "--verbose"];
+    const { data, dropped } = filtered({ mcpServers: { corp: { command: "npx", args } } });
+    assert.deepEqual(data, { mcpServers: { corp: { command: "npx", args: ["-y", "@corp/mcp", "--port", "8080", "--max-tokens", "4000", "--token-env-var", "GH_TOKEN", "--token", "--verbose"] } } });
+    const at = "mcpServers.corp.args";
+    assert.deepEqual(dropped, [`${at}[2]`, `${at}[3]`, `${at}[5] with --api-key`, `${at}[9] with -e`, `${at}[11] with --header`]);
+  });
+
+  test("the items of a list under a secret key are secrets", () => {
+    assert.deepEqual(filtered({ tokens: ["abc", "def"], env_vars: ["GITHUB_TOKEN"], vars: { API_TOKEN: "abc" } }).data, { tokens: [], env_vars: ["GITHUB_TOKEN"], vars: {} });
   });
 
   test("what looks secret", () => {
@@ -58,6 +167,11 @@ describe("config files on their way in", () => {
     assert.ok(isExcluded("plugins/repos", ["plugins/repos"]));
     assert.ok(isExcluded("a/b/.credentials.json", ["**/.credentials.json"]));
     assert.ok(isExcluded("x/update.lock", ["*.lock"]));
+  });
+
+  test(".env files, and .env.local and the like, are never copied", () => {
+    for (const rel of [".env", ".env.local", "sub/.env.production"]) assert.ok(isExcluded(rel, ALWAYS_EXCLUDED), rel);
+    for (const rel of ["env.json", ".envrc.md", "environment"]) assert.ok(!isExcluded(rel, ALWAYS_EXCLUDED), rel);
   });
 });
 
