@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { readdir } from "node:fs/promises";
 
 /**
  * Names of projects, cloisters and refs: they become file names, hostnames, cgroup names and mount
@@ -31,4 +32,21 @@ export function suffixedProjectName(name: string, path: string): string {
 
 function trimName(name: string): string {
   return name.replace(/^[-._]+/, "").replace(/[-.]+$/, "");
+}
+
+/**
+ * The registered projects' names: the names of their files in the projects directory, none opened.
+ * Here rather than in the registry, which loads the YAML parser, so that shell completion lists them
+ * without it.
+ */
+export async function projectFileNames(projectConfigDir: string): Promise<string[]> {
+  let files: string[];
+  try {
+    files = await readdir(projectConfigDir);
+  } catch (error) {
+    if (error instanceof Error && "code" in error && error.code === "ENOENT") return [];
+    throw error;
+  }
+  // Temp files of atomic writes start with "." and end in ".tmp", so the name rule skips them.
+  return files.filter((file) => file.endsWith(".yaml")).map((file) => file.slice(0, -".yaml".length)).filter((name) => SAFE_NAME_RE.test(name));
 }

@@ -5,16 +5,16 @@
  * with a short hash of the path when two projects share a basename.
  */
 import { execFile } from "node:child_process";
-import { readdir, realpath, unlink } from "node:fs/promises";
+import { realpath, unlink } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { promisify } from "node:util";
 import { Document, isNode, parseDocument } from "yaml";
 import { CloisterError } from "../errors.js";
-import { sanitizeProjectName, suffixedProjectName } from "./names.js";
+import { projectFileNames, sanitizeProjectName, suffixedProjectName } from "./names.js";
 import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "./atomic-write.js";
 import { ConfigError, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "./load.js";
 import { type CloisterPaths, resolvePaths } from "./paths.js";
-import { SAFE_NAME_RE, absolutePathProblem } from "./schema.js";
+import { absolutePathProblem } from "./schema.js";
 
 export interface ProjectEntry {
   name: string;
@@ -137,7 +137,7 @@ function withPath(text: string, file: string, name: string, path: string): strin
 
 /** All registered projects, sorted by name. Unreadable or invalid files are listed with path null. */
 export async function listProjects(paths: CloisterPaths): Promise<ProjectEntry[]> {
-  const names = await projectFileNames(paths);
+  const names = await projectFileNames(paths.projectConfigDir);
   const entries = await Promise.all(
     names.map(async (name): Promise<ProjectEntry> => {
       const configFile = join(paths.projectConfigDir, `${name}.yaml`);
@@ -154,21 +154,9 @@ export async function removeProject(paths: CloisterPaths, name: string): Promise
     await unlink(file);
   } catch (error) {
     if (!(error instanceof Error && "code" in error && error.code === "ENOENT")) throw error;
-    const known = (await projectFileNames(paths)).join(", ");
+    const known = (await projectFileNames(paths.projectConfigDir)).join(", ");
     throw new CloisterError(`no project named "${name}"`, known ? `known projects: ${known}` : "no projects are registered");
   }
-}
-
-async function projectFileNames(paths: CloisterPaths): Promise<string[]> {
-  let files: string[];
-  try {
-    files = await readdir(paths.projectConfigDir);
-  } catch (error) {
-    if (error instanceof Error && "code" in error && error.code === "ENOENT") return [];
-    throw error;
-  }
-  // Temp files of atomic writes start with "." and end in ".tmp", so the name rule skips them.
-  return files.filter((file) => file.endsWith(".yaml")).map((file) => file.slice(0, -".yaml".length)).filter((name) => SAFE_NAME_RE.test(name));
 }
 
 /** The `path:` of a project file, without full validation (listing must not fail on one bad file). */

@@ -32,6 +32,7 @@ describe("shell completion", () => {
     assert.deepEqual(await complete("exec", "comp"), ["comp-one"]);
     assert.deepEqual(await complete("stop", "comp-"), ["comp-one"]);
     assert.ok((await complete("setup", "")).includes("claude"));
+    assert.deepEqual(await complete("agent", "install", ""), ["claude", "codex", "gemini"], "agents, not cloisters");
     assert.deepEqual(await complete("approve", "abc", "--scope", "p"), ["project"]);
     assert.deepEqual(await complete("completion", "z"), ["zsh"]);
   });
@@ -47,17 +48,33 @@ describe("shell completion", () => {
     assert.match(bad.stderr, /choose one of bash, zsh, fish/);
   });
 
-  it("the bash script completes in a real bash", async () => {
-    const script = (await t.cli(["completion", "bash"])).stdout;
-    // The real CLI on PATH as `cloister`, as after `npm link`.
+  /** Runs `shell ARGS` in the project with the real CLI on PATH as `cloister`, as after `npm link`. */
+  const inShell = (shell: string, args: string[]) => {
     const bin = join(t.home, "bin");
     mkdirSync(bin, { recursive: true });
     writeFileSync(join(bin, "cloister"), `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@"\n`, { mode: 0o755 });
-    const r = spawnSync("bash", ["-c", `${script}\nCOMP_WORDS=(cloister exec comp); COMP_CWORD=2; _cloister; printf '%s\\n' "\${COMPREPLY[@]}"`], {
-      env: { ...t.env, PATH: `${bin}:${t.env.PATH ?? ""}` },
-      cwd: t.project,
-      encoding: "utf8",
-    });
+    return spawnSync(shell, args, { env: { ...t.env, PATH: `${bin}:${t.env.PATH ?? ""}` }, cwd: t.project, encoding: "utf8" });
+  };
+
+  it("the bash script completes in a real bash", async () => {
+    const script = (await t.cli(["completion", "bash"])).stdout;
+    const r = inShell("bash", ["-c", `${script}\nCOMP_WORDS=(cloister exec comp); COMP_CWORD=2; _cloister; printf '%s\\n' "\${COMPREPLY[@]}"`]);
     assert.equal(r.stdout.trim(), "comp-one", r.stderr);
+  });
+
+  it("the fish script completes in a real fish: names, and directories for start --project", () => {
+    mkdirSync(join(t.project, "sub", "dir"), { recursive: true });
+    const fish = (line: string) => {
+      const r = inShell("fish", ["-c", `source (cloister completion fish | psub); complete -C ${JSON.stringify(line)}`]);
+      return r.stdout.split("\n").filter(Boolean).map((candidate) => candidate.split("\t")[0]);
+    };
+    assert.deepEqual(fish("cloister agent install "), ["claude", "codex", "gemini"]);
+    assert.deepEqual(fish("cloister start --project sub/"), ["sub/dir/"]);
+  });
+
+  it("the zsh script sources in a zsh that has not run compinit", () => {
+    const r = inShell("zsh", ["-fc", "source <(cloister completion zsh) && print -r -- $_comps[cloister]"]);
+    assert.equal(r.stderr, "");
+    assert.equal(r.stdout.trim(), "_cloister");
   });
 });
