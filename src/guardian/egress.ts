@@ -1,4 +1,3 @@
-import type { Server as HttpServer } from "node:http";
 import type { AuditEvent, AuditLog } from "../audit/log.js";
 import type { CloisterPaths } from "../config/paths.js";
 import { ProxySchema, type ProxySettings, type RuleEntry } from "../config/schema.js";
@@ -16,7 +15,7 @@ import type { Socket } from "node:net";
 import { serveHostexec, type HostexecPort } from "./hostexec/session.js";
 import type { SessionDecisionStore } from "./session-decisions.js";
 import { EgressEndpoint } from "./proxy/endpoint.js";
-import { createHttpProxy } from "./proxy/http.js";
+import { HttpProxyServers } from "./proxy/http.js";
 import { overrideMap, type JudgeInput } from "./proxy/judge.js";
 import { HostResolver } from "./proxy/host-resolver.js";
 
@@ -84,7 +83,8 @@ const FALLBACK_SETTINGS: ProxySettings = ProxySchema.parse(undefined);
 export class Egress {
   private readonly endpoints = new Map<string, EgressEndpoint>();
   private readonly sessions = new Map<string, Session>();
-  private httpServer?: { settings: ProxySettings; server: HttpServer };
+  /** The HTTP parser settings (header limits) belong to a policy generation; new connections get the current one. */
+  private readonly httpServers = new HttpProxyServers();
 
   private store: PolicyStore | undefined;
   /** Why there is no store (the config is invalid): every request is refused with this. */
@@ -163,7 +163,7 @@ export class Egress {
     });
     const port = this.hostexecPort?.(cloister);
     const hostexec = port && ((socket: Socket) => serveHostexec(context, socket, port));
-    this.endpoints.set(name, await EgressEndpoint.open(context, cloister.socketDir, () => this.httpProxy(), hostexec));
+    this.endpoints.set(name, await EgressEndpoint.open(context, cloister.socketDir, () => this.httpServers.serverFor(this.settings), hostexec));
   }
 
   /** Closes a cloister's endpoint (guardian exit keeps its remembered answers; see forget). */
@@ -270,17 +270,5 @@ export class Egress {
       session.cached = { store, input };
     }
     return session.cached.input;
-  }
-
-  /** The HTTP parser settings (header limits) belong to a policy generation; new connections get the current one. */
-  private httpProxy(): HttpServer {
-    const settings = this.settings;
-    if (this.httpServer?.settings !== settings) {
-      // The old server keeps serving the connections it has; closing it stops its timers (header
-      // timeouts) once they are gone, instead of leaking one server per reload.
-      this.httpServer?.server.close(() => undefined);
-      this.httpServer = { settings, server: createHttpProxy(settings) };
-    }
-    return this.httpServer.server;
   }
 }

@@ -1412,6 +1412,39 @@ out("cut", cut)
     });
   });
 
+  it("the attacker drips its request headers across a `guardian reload` (and a new connection after it): the replaced server still cuts it with 408, nothing is forwarded", { skip: NO_PYTHON }, async () => {
+    const P = n.P;
+    const drip = String.raw`
+import threading, time
+s = socket.create_connection(("127.0.0.1", 3128), timeout=90)
+s.sendall(b"G")
+stop = threading.Event()
+def dribble():
+    line = b"ET http://web.test:${P}/drip HTTP/1.1\r\nHost: web.test:${P}\r\n" + auth() + b"X-Slow: " + b"s" * 1000
+    for i in range(len(line)):
+        if stop.wait(0.5):
+            return
+        try:
+            s.send(line[i:i + 1])
+        except OSError:
+            return
+threading.Thread(target=dribble, daemon=True).start()
+print("dripping", flush=True)
+sys.stdin.readline()
+data, problem = read_until(s)
+stop.set()
+out("drip", status(data, problem))
+`;
+    const r = await whileHeld(python(drip), "dripping", 60_000, async () => {
+      assert.equal((await t.cli(["guardian", "reload"])).code, 0);
+      // The bystander's request is the first connection after the reload: it gets the new server.
+      await assertLiveness("after the reload");
+    });
+    // The header deadline is 15 s, checked every 15 s; dripping goes on for ~9 minutes.
+    assert.equal(parseSteps(r.stdout).get("drip"), "408", r.stdout + r.stderr);
+    assert.equal(n.web.requests.filter((q) => q.url === "/drip").length, 0);
+  });
+
   it(
     "the attacker holds more admitted tunnels than its share (1,100 CONNECTs to an allowed echo, each used): the guardian's relay counts them against the cap, refuses the surplus, and cuts every one when the cloister ends",
     { skip: NO_PYTHON },

@@ -50,8 +50,8 @@ export interface EndpointOptions {
   deny?: EgressRule[];
   /** Canonical name → address, as config `proxy.resolve` would give. */
   overrides?: Record<string, string>;
-  /** Share one HTTP server between endpoints, as the guardian does. */
-  httpServer?: HttpServer;
+  /** Share one HTTP server between endpoints, as the guardian does; a function chooses one per connection (reloads). */
+  httpServer?: HttpServer | (() => HttpServer);
   /** Make the policy lookup throw (a project whose policy failed to load). */
   policyError?: string;
   /** Asks about unlisted hosts (settings.unlisted must be "ask"); without it they are refused at once. */
@@ -86,15 +86,18 @@ export async function openEndpoint(options: EndpointOptions = {}): Promise<TestE
     audit: (event) => audit.push(event),
     ask: options.ask,
   });
-  const httpServer = options.httpServer ?? createHttpProxy(settings);
+  const given = options.httpServer ?? createHttpProxy(settings);
+  const httpServer = typeof given === "function" ? given : () => given;
   const dir = mkdtempSync("/tmp/cp-");
-  const endpoint = await EgressEndpoint.open(context, dir, () => httpServer);
+  const endpoint = await EgressEndpoint.open(context, dir, httpServer);
   return {
     endpoint,
     socketPath: endpoint.socketPath,
     settings,
     audit,
-    httpServer,
+    get httpServer() {
+      return httpServer();
+    },
     close() {
       endpoint.close();
       rmSync(dir, { recursive: true, force: true });

@@ -6,12 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer as createTcpServer, type Server, type Socket } from "node:net";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import type { AuditEvent } from "../../src/audit/log.js";
-import { createHttpProxy } from "../../src/guardian/proxy/http.js";
+import { createHttpProxy, HttpProxyServers } from "../../src/guardian/proxy/http.js";
 import {
   encodeGreeting,
   encodeUserPass,
@@ -1144,6 +1145,29 @@ describe("connection limits and isolation", () => {
     const { response, client } = await httpExchange(quiet.socketPath, get(`http://api.test:${api.port}/quiet`, [`Host: api.test:${api.port}`, quietAuth]));
     assert.equal(response.status, 200);
     client.destroy();
+    assert.equal(api.requests.filter((r) => r.url === "/slow").length, 0);
+  });
+
+  it("a reload keeps the header deadline of connections opened before it: a client dripping its headers gets its 408 after a new server took over, and the old server closes once it is drained", async () => {
+    // A short deadline, so the test does not wait 15 s; the mechanism is the guardian's.
+    const servers = new HttpProxyServers(300);
+    let settings = proxySettings();
+    const t = await endpoint({ settings, allow: rules(`api.test:${api.port}`), overrides: OVERRIDES, httpServer: () => servers.serverFor(settings) });
+    const before = servers.serverFor(settings);
+    const handed = once(before, "connection");
+    const slow = await RawClient.open(t.socketPath);
+    slow.write(`GET http://api.test:${api.port}/slow HTTP/1.1\r\nHost: api.te`);
+    await handed;
+    // The reload: new settings, and a new connection gets the new server.
+    settings = proxySettings();
+    const { response, client } = await httpExchange(t.socketPath, get(`http://api.test:${api.port}/after-reload`));
+    assert.equal(response.status, 200);
+    assert.notEqual(t.httpServer, before);
+    client.destroy();
+    const beforeClosed = once(before, "close");
+    assert.equal((await slow.readResponse()).status, 408);
+    slow.destroy();
+    await beforeClosed;
     assert.equal(api.requests.filter((r) => r.url === "/slow").length, 0);
   });
 

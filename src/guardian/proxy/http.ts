@@ -35,14 +35,29 @@ const MAX_PIPELINED = 16;
  */
 const pipelines = new WeakMap<Socket, { tail: Promise<void>; waiting: number }>();
 
+/** The whole header section of a request must arrive within this (slowloris). */
+const HEADERS_TIMEOUT_MS = 15_000;
+
 /**
  * An HTTP/1.1 server that is handed connections instead of listening, with the proxy's limits: the
- * header size and count, and the whole header section within 15 s (slowloris). Bodies may be slow
- * (uploads); the idle timeout on the socket covers a body that stops moving. Shared by the proxy
- * below and by intercepted TLS connections (broker/intercept.ts).
+ * header size and count, and the whole header section within `headersTimeoutMs` (slowloris). Bodies
+ * may be slow (uploads); the idle timeout on the socket covers a body that stops moving. Shared by
+ * the proxy below and by intercepted TLS connections (broker/intercept.ts).
  */
-export function handedConnectionServer(settings: ProxySettings, onRequest?: (req: IncomingMessage, res: ServerResponse) => void): Server {
-  const server = createServer({ maxHeaderSize: settings.max_header_size, headersTimeout: 15_000, requestTimeout: 0, keepAliveTimeout: 30_000, noDelay: true }, onRequest);
+export function handedConnectionServer(settings: ProxySettings, onRequest?: (req: IncomingMessage, res: ServerResponse) => void, headersTimeoutMs = HEADERS_TIMEOUT_MS): Server {
+  const server = createServer(
+    {
+      maxHeaderSize: settings.max_header_size,
+      headersTimeout: headersTimeoutMs,
+      // node checks the header deadline on this timer (30 s by default): checked as often as the
+      // deadline itself, a dripping client is cut within twice the limit rather than three times.
+      connectionsCheckingInterval: headersTimeoutMs,
+      requestTimeout: 0,
+      keepAliveTimeout: 30_000,
+      noDelay: true,
+    },
+    onRequest,
+  );
   // One more than allowed, so a request over the limit is visible (node silently drops extras).
   server.maxHeadersCount = settings.max_headers + 1;
   // node enforces headersTimeout from a connection-tracking timer that it starts when a server
@@ -53,9 +68,52 @@ export function handedConnectionServer(settings: ProxySettings, onRequest?: (req
   return server;
 }
 
+/**
+ * The proxy's HTTP server for the settings in force. The header limits belong to a settings
+ * generation, so after a reload new connections get a new server. The one it replaces goes on
+ * serving the connections it was handed, with all its limits, and is closed only once the last of
+ * them has closed: close() stops the timer that enforces the header deadline, and closing it at
+ * once let a client that was dripping its headers across a reload drip them forever.
+ */
+export class HttpProxyServers {
+  private current?: { settings: ProxySettings; server: Server; retire: () => void };
+
+  /** `headersTimeoutMs` is the slowloris deadline (tests shorten it). */
+  constructor(private readonly headersTimeoutMs = HEADERS_TIMEOUT_MS) {}
+
+  serverFor(settings: ProxySettings): Server {
+    if (this.current?.settings !== settings) {
+      this.current?.retire();
+      const server = createHttpProxy(settings, this.headersTimeoutMs);
+      this.current = { settings, server, retire: closesWhenDrained(server) };
+    }
+    return this.current.server;
+  }
+}
+
+/** Counts the connections handed to `server`; the function returned closes it once none is left. */
+function closesWhenDrained(server: Server): () => void {
+  const open = new Set<Duplex>();
+  let retired = false;
+  const closeIfDrained = () => {
+    if (retired && open.size === 0) server.close(() => undefined);
+  };
+  server.on("connection", (socket: Duplex) => {
+    open.add(socket);
+    socket.once("close", () => {
+      open.delete(socket);
+      closeIfDrained();
+    });
+  });
+  return () => {
+    retired = true;
+    closeIfDrained();
+  };
+}
+
 /** One HTTP server per proxy settings generation; each endpoint hands it connections it accepted. */
-export function createHttpProxy(settings: ProxySettings): Server {
-  const server = handedConnectionServer(settings);
+export function createHttpProxy(settings: ProxySettings, headersTimeoutMs = HEADERS_TIMEOUT_MS): Server {
+  const server = handedConnectionServer(settings, undefined, headersTimeoutMs);
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
     const context = contexts.get(req.socket);
     if (context) enqueue(context, req, res);
