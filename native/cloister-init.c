@@ -1858,6 +1858,11 @@ static int relay_main(int argc, char **argv)
         r.handover_addrlen = relay_unix_addr(&r.handover_addr, handover);
 
     ensure_std_fds();
+    /* As init: commands in the sandbox run as our uid, and exec reset what init had set. Without
+     * this they could ptrace us, or take our fds through /proc/PID/fd or pidfd_getfd: the guardian's
+     * socket, and our stdout, the host's cloister.log (a file outside the project). */
+    if (prctl(PR_SET_DUMPABLE, 0) < 0)
+        fatal(errno, "prctl(PR_SET_DUMPABLE)");
     signal(SIGPIPE, SIG_IGN); /* sends use MSG_NOSIGNAL; this covers anything else */
     /* Each connection holds two fds; the soft limit (often 1024) would cap us near 500. */
     struct rlimit rl;

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createCloister } from "../../src/cloister.js";
@@ -290,6 +290,31 @@ for arg in sys.argv[1:]:
       if (pid <= 64 && lines.get(label)?.startsWith("visible")) continue; // a small host pid that names an inside process
       assert.equal(lines.get(label), `invisible errno=${ESRCH}`, `${label} (host pid ${pid})`);
     }
+  });
+
+  it("keeps the network relay's descriptors out of the workload's reach: its log on the host cannot be written, truncated or chmodded", async () => {
+    const record = listRecords(resolvePaths({ CLOISTER_HOME: t.home })).find((r) => r.name === "pa");
+    assert.ok(record);
+    const log = join(record.runtimeDir, "cloister.log");
+    const before = statSync(log);
+    const r = await execIn(
+      t,
+      "pa",
+      `for p in /proc/[0-9]*; do
+  case "$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)" in
+    "/run/cloister/init relay"*)
+      echo "relay $p"
+      (echo INJECTED >> $p/fd/1) 2>/dev/null && echo "write ok" || echo "write denied"
+      chmod 777 $p/fd/1 2>/dev/null && echo "chmod ok" || echo "chmod denied"
+      truncate -s 1G $p/fd/1 2>/dev/null && echo "truncate ok" || echo "truncate denied";;
+  esac
+done`,
+    );
+    assert.match(r.stdout, /^relay /m, `no relay found inside:\n${r.stdout}${r.stderr}`);
+    assert.doesNotMatch(r.stdout, / ok$/m, r.stdout);
+    const after = statSync(log);
+    assert.deepEqual([after.size, after.mode], [before.size, before.mode], "the relay's host log was changed from inside");
+    assert.doesNotMatch(readFileSync(log, "utf8"), /INJECTED/);
   });
 
   it("delivers `kill -9 -1` inside only to the cloister's processes", async () => {
