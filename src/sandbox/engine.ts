@@ -16,6 +16,7 @@ import { applyLimits, detectLimitMechanism, plannedCgroupDirs, releaseLimits, ty
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
 import { identityToSeed, seedGitIdentity } from "./git-identity.js";
 import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
+import { claimHome } from "./home-owner.js";
 import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, protectedPlaceholders, removePlaceholders } from "./protected-paths.js";
 import { deleteRecord, isRunningProcess, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 
@@ -131,6 +132,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     ensurePrivateDir(runtimeDir);
     cleanups.push(() => rmSync(runtimeDir, { recursive: true, force: true }));
     ensurePrivateDir(paths.homesDir);
+    if (spec.persistent) claimHome(homeDir, spec.name, spec.projectRoot);
     mkdirSync(homeDir, { recursive: true, mode: 0o700 });
     if (record.ephemeralHome) cleanups.push(() => rmSync(homeDir, { recursive: true, force: true }));
 

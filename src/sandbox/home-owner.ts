@@ -1,0 +1,29 @@
+/**
+ * A persistent cloister's HOME (data/homes/NAME) outlives it and serves the next cloister of that
+ * name. What an agent left there (~/.bashrc that `start` runs, tool configs, the git identity
+ * written at its first start) must reach no other project, so a HOME belongs to the project that
+ * first used it. The owner is written beside the HOMEs (in .owners/, a name no cloister can have:
+ * names start with a letter or digit), where no cloister can change it.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { CloisterError } from "../errors.js";
+
+/** Claims `homeDir` for `projectRoot`, or refuses when another project's cloister used it first. */
+export function claimHome(homeDir: string, cloisterName: string, projectRoot: string): void {
+  const owners = join(dirname(homeDir), ".owners");
+  mkdirSync(owners, { recursive: true, mode: 0o700 });
+  const ownerFile = join(owners, basename(homeDir));
+  try {
+    writeFileSync(ownerFile, `${projectRoot}\n`, { flag: "wx", mode: 0o600 });
+    return;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
+  const owner = readFileSync(ownerFile, "utf8").trim();
+  if (owner === projectRoot) return;
+  throw new CloisterError(
+    `cloister ${cloisterName}'s HOME (${homeDir}) holds what a cloister of another project left there (${owner})`,
+    `give this one another name (--name), or, if that project moved here or its HOME is no longer needed, remove both: rm -rf ${homeDir} ${ownerFile}`,
+  );
+}
