@@ -2,7 +2,7 @@
  * Paths inside the project that git's configuration makes the host act on, so they are protected
  * like .git/hooks and .git/config (protected-paths.ts):
  * - a core.hooksPath that lies in the worktree (`.husky`, `.githooks`): the host runs what is there
- *   on its next commit. It may come from any file git reads for the project, not only the
+ *   on its next commit (for husky's `.husky/_`, all of `.husky`, whose scripts those hooks run). It may come from any file git reads for the project, not only the
  *   repository's: the user's ~/.gitconfig (or GIT_CONFIG_GLOBAL), the system's, and what they include.
  * - config files that any of those include from inside the project (`include.path = ../.gitconfig`,
  *   a committed team config): the agent would add core.fsmonitor there, and the host's next
@@ -56,7 +56,7 @@ export function gitConfigPaths(projectRoot: string, env: NodeJS.ProcessEnv = pro
     if (key === "core.hookspath") {
       // Relative to where hooks run: the worktree's root.
       const inside = insideProject(projectRoot, resolve(projectRoot, expanded));
-      if (inside !== undefined) found.hookDirs.push(inside);
+      if (inside !== undefined) found.hookDirs.push(huskyHooks(inside) ?? inside);
     } else {
       // Relative to the file that includes it.
       const includer = resolve(projectRoot, origin.slice("file:".length));
@@ -65,6 +65,14 @@ export function gitConfigPaths(projectRoot: string, env: NodeJS.ProcessEnv = pro
     }
   }
   return found;
+}
+
+/**
+ * Husky (v9) points core.hooksPath at `.husky/_`, whose generated scripts run the user's hooks one
+ * level up (`.husky/pre-commit`): there the whole `.husky` is what the host runs.
+ */
+function huskyHooks(hookDir: string): string | undefined {
+  return basename(hookDir) === "_" && dirname(hookDir) !== "." ? dirname(hookDir) : undefined;
 }
 
 /** The user's and the system's config files, where git finds them. */

@@ -28,6 +28,9 @@ export const MANDATORY_PROTECTED: readonly string[] = [
   ".claude/settings.local.json",
   ".claude/commands/",
   ".claude/agents/",
+  // Where Claude Code's hooks conventionally live: the protected settings name scripts here, which
+  // the host runs when the user starts Claude Code in the project.
+  ".claude/hooks/",
   ".mcp.json",
   ".codex/",
   ".gemini/",

@@ -46,6 +46,12 @@ describe("gitConfigPaths: hook directories git's config points into the worktree
     git("config", "--unset-all", "core.hooksPath");
   });
 
+  it("protects all of .husky for husky v9's .husky/_, whose scripts run .husky/<hook>", () => {
+    git("config", "core.hooksPath", ".husky/_");
+    assert.deepEqual(hookDirs(), [".husky"]);
+    git("config", "--unset-all", "core.hooksPath");
+  });
+
   it("finds a relative hooksPath set in the user's own config (~/.gitconfig, GIT_CONFIG_GLOBAL), which host git applies in the project", () => {
     writeFileSync(join(userHome, ".gitconfig"), "[core]\n\thooksPath = .githooks\n");
     assert.deepEqual(hookDirs(), [".githooks"]);
