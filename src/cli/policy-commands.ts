@@ -41,13 +41,14 @@ async function targetProject(paths: CloisterPaths, given: string | undefined): P
 async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFlags & { private?: boolean }): Promise<void> {
   const { parseRule, RuleError, HostSyntaxError } = await policyModules();
   if (flags.global && flags.project !== undefined) throw new CloisterError("--global and --project exclude each other");
-  let canonical: string;
+  let rule: ReturnType<typeof parseRule>;
   try {
-    canonical = parseRule(ruleText, { private: flags.private === true }).text;
+    rule = parseRule(ruleText, { private: flags.private === true });
   } catch (error) {
     if (error instanceof RuleError || error instanceof HostSyntaxError) throw new CloisterError(error.message);
     throw error;
   }
+  const canonical = rule.text;
   const paths = resolvePaths();
   const project = flags.global ? undefined : await targetProject(paths, flags.project);
   await ensureGuardian(paths);
@@ -59,7 +60,7 @@ async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFla
     private: flags.private === true,
   });
   const where = project ? `project ${project}` : "every project";
-  const what = list === "allow" ? `Allowed ${canonical}${flags.private ? " (private addresses too)" : ""}` : `Denied ${canonical}`;
+  const what = list === "allow" ? `Allowed ${canonical}${flags.private ? " (private addresses too)" : ""}` : `Denied ${canonical}${rule.ports === null ? " on every port" : ""}`;
   process.stderr.write(changed ? `${what} for ${where}; running cloisters apply it now.\n` : `${canonical} was already on the ${list} list for ${where}.\n`);
 }
 
@@ -77,7 +78,7 @@ export function registerPolicyCommands(program: Command): void {
   program
     .command("deny")
     .description("deny a host for a project (default: the current one) or every project; a deny beats every allow")
-    .argument("<rule>", "example.com, *.example.com, example.com:8443, 10.1.2.3")
+    .argument("<rule>", "example.com (every port), *.example.com, example.com:8443 (that port only), 10.1.2.3")
     .option("--project <name>", "the project (a name from `cloister project list`, or a directory in it)")
     .option("--global", "for every project")
     .option("--scope <scope>", "when RULE is a waiting request's id: how long the denial lasts (once, session, project, global)")

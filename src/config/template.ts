@@ -50,9 +50,10 @@ proxy:
   # Every connection out of a cloister goes through the guardian's proxy, which decides by these
   # rules. A rule is a host name (example.com), a wildcard (*.example.com = any subdomain, at any
   # depth, but not example.com itself: list both to get both) or an IP address (10.1.2.3), with an
-  # optional port or ports (example.com:8443, example.com:22,443); without a port a rule means 80
-  # and 443. Names resolving to loopback, private, link-local or metadata addresses are refused
-  # unless the rule says so: write {rule: db.internal:5432, private: true}.
+  # optional port or ports (example.com:8443, example.com:22,443); without a port an allow rule
+  # means 80 and 443, and a deny rule every port of that host. Names resolving to loopback,
+  # private, link-local or metadata addresses are refused unless the rule says so: write
+  # {rule: db.internal:5432, private: true}.
   # A deny in any tier (global, project, session) beats every allow. Hosts on no list are refused.
   # Projects add their own lists in projects/<name>.yaml; \`cloister allow|deny\` writes to
   # decisions/. See what decides a host with \`cloister policy explain HOST[:PORT]\`.

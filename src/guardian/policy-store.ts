@@ -6,13 +6,13 @@ import { isIP } from "node:net";
 import { ProjectNameSchema, resolveNameProblem, type Decisions, type ProxySettings, type RuleEntry } from "../config/schema.js";
 import { CloisterError } from "../errors.js";
 import { emptyPolicy, type Policy, type RuleSet } from "../policy/egress.js";
-import { parseRule, type EgressRule } from "../policy/rules.js";
+import { parseRule, type EgressRule, type RuleList } from "../policy/rules.js";
 import { compileCommandRules, ruleText, type CommandRule, type CommandRuleEntry, type CommandRules } from "../policy/commands.js";
 import type { HostexecConfig } from "../config/hostexec-schema.js";
 import type { SessionRules } from "../sandbox/records.js";
 
 export type DecisionScope = "global" | "project";
-export type RuleList = "allow" | "deny";
+export type { RuleList } from "../policy/rules.js";
 
 /** One project's tier: its egress rules and its host command rules (config, and answers persisted). */
 interface ProjectTier {

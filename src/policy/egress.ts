@@ -1,5 +1,5 @@
 import { formatAuthority, hostText, type Host } from "./hosts.js";
-import { ruleMatches, type EgressRule } from "./rules.js";
+import { ruleMatches, type EgressRule, type RuleList } from "./rules.js";
 
 /**
  * The egress decision: one function for every protocol path (SECURITY.md, network section). It runs
@@ -81,8 +81,8 @@ const DENY_REMEDY: Readonly<Record<Tier, string>> = {
   session: "start the cloister again without that `--deny` rule",
 };
 
-function matching(policy: Policy, list: "allow" | "deny", host: Host, port: number): Match[] {
-  return TIERS.flatMap((tier) => policy[tier][list].filter((rule) => ruleMatches(rule, host, port)).map((rule) => ({ rule, tier })));
+function matching(policy: Policy, list: RuleList, host: Host, port: number): Match[] {
+  return TIERS.flatMap((tier) => policy[tier][list].filter((rule) => ruleMatches(rule, list, host, port)).map((rule) => ({ rule, tier })));
 }
 
 function ruleRef(match: Match, list: "allow" | "deny"): NonNullable<Decision["rule"]> {

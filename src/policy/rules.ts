@@ -11,7 +11,7 @@ export interface EgressRule {
   text: string; // canonical text of the rule, e.g. "*.example.com:8443", for messages and audit
   kind: "exact" | "wildcard" | "ip";
   host: string; // canonical name (for wildcard: the suffix without "*.") or canonical IP text
-  ports: readonly number[] | null; // null = default ports 80 and 443
+  ports: readonly number[] | null; // null = no port written: see coversPort
   private: boolean; // opts in to non-public addresses (loopback, RFC1918, ULA, CGNAT, link-local, metadata)
 }
 
@@ -22,8 +22,11 @@ export class RuleError extends Error {
   }
 }
 
-/** The ports a rule without a port list allows. */
+/** The ports an allow rule without a port list allows. */
 export const DEFAULT_PORTS: readonly number[] = [80, 443];
+
+/** Which list a rule is on: it decides what a rule without a port covers. */
+export type RuleList = "allow" | "deny";
 
 const WILDCARD_PREFIX = "*.";
 
@@ -45,9 +48,9 @@ export function parseRule(text: string, options: { private?: boolean } = {}): Eg
   return { text: canonical, kind: target.kind, host: target.host, ports, private: options.private === true };
 }
 
-/** Whether `rule` covers `host:port`. Both sides are canonical, so this compares text. */
-export function ruleMatches(rule: EgressRule, host: Host, port: number): boolean {
-  if (!(rule.ports ?? DEFAULT_PORTS).includes(port)) return false;
+/** Whether `rule`, on `list`, covers `host:port`. Both sides are canonical, so this compares text. */
+export function ruleMatches(rule: EgressRule, list: RuleList, host: Host, port: number): boolean {
+  if (!coversPort(rule, list, port)) return false;
   switch (rule.kind) {
     case "ip":
       return host.kind === "ip" && host.address === rule.host;
@@ -57,6 +60,16 @@ export function ruleMatches(rule: EgressRule, host: Host, port: number): boolean
       // The dot keeps label boundaries: "evilexample.com" is not under "example.com".
       return host.kind === "name" && host.name.endsWith(`.${rule.host}`);
   }
+}
+
+/**
+ * A rule without a port: an allow opens the web ports only (the narrow default), a deny shuts the
+ * host on every port, because "deny bad.example" means the host; covering only 80 and 443 let an
+ * allow of `*.example:8080` reach the very host the user had denied.
+ */
+function coversPort(rule: EgressRule, list: RuleList, port: number): boolean {
+  if (rule.ports === null) return list === "deny" || DEFAULT_PORTS.includes(port);
+  return rule.ports.includes(port);
 }
 
 type Fail = (problem: string, instead: string) => never;

@@ -1167,6 +1167,14 @@ describe("escape/network", () => {
       const dialed = new Set(egress.filter((e) => e.decision === "allow").map((e) => `${e.host}->${e.address}`));
       assert.deepEqual([...dialed].filter((d) => !["web.test->127.0.0.1", "www.lab.test->127.0.0.1", "echo.test->127.0.0.1"].includes(d)), []);
     });
+    it("the attacker reaches a host denied without a port on the port a wildcard allow names (deny portless.lab.test, allow *.lab.test:P): 403 / SOCKS refusal on every protocol, the sink sees nothing", async () => {
+      const probes = [...everyProtocol("deny-portless", "portless.lab.test", n.P, FORBIDDEN, SOCKS_NOT_ALLOWED), ...everyProtocol("control.portless", "www.lab.test", n.P, ["200"], ["reply:0"])];
+      const flags = ["--resolve", "portless.lab.test=127.0.0.2", "--deny", "portless.lab.test"];
+      const r = await t.cli(["run", ...sessionFlags(n), ...flags, "--", "bash", "-c", probesScript(probes)]);
+      outputs.push(r.stdout, r.stderr);
+      assertProbes(parseSteps(r.stdout), probes, r);
+      assert.deepEqual(deniedSaw(n), []);
+    });
   });
 
   // ---------------------------------------------------------------------------------------------

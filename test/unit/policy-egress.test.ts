@@ -98,6 +98,17 @@ describe("decide: deny beats allow across all tiers", () => {
     assert.equal(decideFor(p, "example.com:443").verdict, "allow");
   });
 
+  it("a deny without a port covers every port of its host, in any tier, over an allow naming the port", () => {
+    for (const tier of TIERS) {
+      const p = policy({ global: { allow: ["*.example.com:22,8080", "x.worse.example.com:5432"] } });
+      p[tier] = { ...p[tier], deny: [parseRule("bad.example.com"), parseRule("*.worse.example.com")] };
+      for (const target of ["bad.example.com:8080", "bad.example.com:22", "bad.example.com:443", "x.worse.example.com:5432"]) {
+        assert.deepEqual(decideFor(p, target).rule, { text: target.startsWith("bad") ? "bad.example.com" : "*.worse.example.com", tier, list: "deny" }, `${tier}: ${target}`);
+      }
+      assert.equal(decideFor(p, "good.example.com:8080").verdict, "allow", "other hosts under the allow are not touched");
+    }
+  });
+
   it("reports the first deny in tier order global, project, session", () => {
     const p = policy({ session: { deny: ["www.example.com"] }, project: { deny: ["*.example.com"] }, global: { deny: ["*.example.com:443"] } });
     assert.deepEqual(decideFor(p, "www.example.com:443").rule, { text: "*.example.com:443", tier: "global", list: "deny" });

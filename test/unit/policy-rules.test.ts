@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { canonicalHost } from "../../src/policy/hosts.js";
+import { canonicalHost, type Host } from "../../src/policy/hosts.js";
 import { DEFAULT_PORTS, RuleError, parseRule, ruleMatches, type EgressRule } from "../../src/policy/rules.js";
 
 /** Asserts a RuleError that names the rule and contains every fragment. */
@@ -19,7 +19,7 @@ function assertRuleError(text: string, ...fragments: string[]): void {
   );
 }
 
-const matches = (rule: string, host: string, port: number): boolean => ruleMatches(parseRule(rule), canonicalHost(host), port);
+const matches = (rule: string, host: string, port: number): boolean => ruleMatches(parseRule(rule), "allow", canonicalHost(host), port);
 
 /** A table of [rule, host, port, whether the rule matches host:port]. */
 function describeMatches(title: string, cases: [string, string, number, boolean][]): void {
@@ -249,19 +249,30 @@ describeMatches("ruleMatches: IP rules and the name/IP divide", [
   ["example.com", "[::1]", 443, false],
 ]);
 
-describe("ruleMatches: default ports", () => {
-  it("are 80 and 443 and nothing else", () => {
+describe("ruleMatches: a rule without a port", () => {
+  const pairs = [
+    [parseRule("example.com"), canonicalHost("example.com")],
+    [parseRule("*.example.com"), canonicalHost("a.example.com")],
+    [parseRule("10.0.0.1"), canonicalHost("10.0.0.1")],
+    [parseRule("[::1]"), canonicalHost("[::1]")],
+  ] as const;
+  const coveredPorts = (rule: EgressRule, list: "allow" | "deny", host: Host): number[] => {
+    const ports = [];
+    for (let port = 1; port <= 65535; port++) if (ruleMatches(rule, list, host, port)) ports.push(port);
+    return ports;
+  };
+
+  it("allows 80 and 443 and nothing else", () => {
     assert.deepEqual(DEFAULT_PORTS, [80, 443]);
-    const pairs = [
-      [parseRule("example.com"), canonicalHost("example.com")],
-      [parseRule("*.example.com"), canonicalHost("a.example.com")],
-      [parseRule("10.0.0.1"), canonicalHost("10.0.0.1")],
-      [parseRule("[::1]"), canonicalHost("[::1]")],
-    ] as const;
-    for (const [rule, host] of pairs) {
-      const allowed = [];
-      for (let port = 1; port <= 65535; port++) if (ruleMatches(rule, host, port)) allowed.push(port);
-      assert.deepEqual(allowed, [80, 443], rule.text);
-    }
+    for (const [rule, host] of pairs) assert.deepEqual(coveredPorts(rule, "allow", host), [80, 443], rule.text);
+  });
+
+  it("denies every port", () => {
+    for (const [rule, host] of pairs) assert.equal(coveredPorts(rule, "deny", host).length, 65535, rule.text);
+  });
+
+  it("with ports, covers just those on either list", () => {
+    const rule = parseRule("example.com:22,8080");
+    for (const list of ["allow", "deny"] as const) assert.deepEqual(coveredPorts(rule, list, canonicalHost("example.com")), [22, 8080], list);
   });
 });
