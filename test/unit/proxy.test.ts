@@ -916,6 +916,12 @@ describe("SOCKS5", () => {
     ]);
   });
 
+  it("the success reply names no address of the host: BND.ADDR/BND.PORT are 0.0.0.0:0", async () => {
+    const { client, reply } = await socksConnect(main.socketPath, { address: domain("echo.test"), port: echo.port });
+    assert.deepEqual(reply, { reply: SocksReply.Succeeded, address: ipv4("0.0.0.0"), port: 0 });
+    client.destroy();
+  });
+
   it("connects to IPv4 and IPv6 addresses a rule names, and to nothing else", async () => {
     const v6 = await startIPv6Echo();
     try {

@@ -92,8 +92,7 @@ async function session(context: EgressContext, socket: Socket, reader: Handshake
     return void socket.end(encodeReply(SocksReply.GeneralFailure));
   }
   if (plan) {
-    // There is no upstream socket yet (each request gets one): the bound address is unknown, as for a proxy.
-    socket.write(encodeReply(SocksReply.Succeeded, { address: "0.0.0.0", port: 0 }));
+    socket.write(encodeReply(SocksReply.Succeeded));
     return void context.ended("socks", verdict, await intercept(context, verdict, plan, socket, early));
   }
   let upstream: Socket;
@@ -105,7 +104,9 @@ async function session(context: EgressContext, socket: Socket, reader: Handshake
     return void socket.end(encodeReply(timedOut ? SocksReply.TtlExpired : SocksReply.ConnectionRefused));
   }
   if (socket.destroyed) return void upstream.destroy();
-  socket.write(encodeReply(SocksReply.Succeeded, { address: upstream.localAddress ?? "0.0.0.0", port: upstream.localPort ?? 0 }));
+  // BND.ADDR/BND.PORT say 0.0.0.0:0 (encodeReply's default), as many proxies do: the upstream
+  // socket's own address would tell the cloister the host's outbound address and its ports.
+  socket.write(encodeReply(SocksReply.Succeeded));
   context.ended("socks", verdict, await context.tunnel(socket, upstream, early));
 }
 
