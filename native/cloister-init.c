@@ -1394,7 +1394,21 @@ static void init_lifeline(const char *fd_text)
     g_lifeline_fd = (int)fd;
 }
 
-/* Parse "[--lifeline-fd N] [--tcp-listen PORT] -- A B ;; C D" (options in any order): services
+/* The cloister's process limit where no cgroup gives one. RLIMIT_NPROC is counted per user
+ * namespace and checked at every level up to the host's, each against the limit its creator had
+ * when the namespace was made: set by the keeper (before bwrap made ours), it capped the host
+ * user's whole process count, not the cloister's. Set here, inside, it counts the cloister's own. */
+static void init_nproc(const char *text)
+{
+    long n;
+    if (!parse_long(text, 1, INT_MAX, &n))
+        fatal(EINVAL, "init: --nproc '%s' (want a positive number)", text);
+    struct rlimit rl = { (rlim_t)n, (rlim_t)n };
+    if (setrlimit(RLIMIT_NPROC, &rl) < 0)
+        fatal(errno, "init: --nproc %ld", n);
+}
+
+/* Parse "[--lifeline-fd N] [--tcp-listen PORT] [--nproc N] -- A B ;; C D" (options in any order): services
  * split in place, each ";;" becoming the NULL ending the argv before it. Returns the count. */
 static size_t init_parse(int argc, char **argv, struct service **out)
 {
@@ -1405,6 +1419,8 @@ static size_t init_parse(int argc, char **argv, struct service **out)
             init_tcp_listen(argv[first + 1]);
         else if (strcmp(argv[first], "--lifeline-fd") == 0)
             init_lifeline(argv[first + 1]);
+        else if (strcmp(argv[first], "--nproc") == 0)
+            init_nproc(argv[first + 1]);
         else
             break;
     }

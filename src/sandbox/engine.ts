@@ -232,7 +232,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       mounts,
       seccompFd: SECCOMP_FD,
       runningAsRoot: user.uid === 0,
-      command: [INIT_PATH, "init", "--lifeline-fd", String(LIFELINE_FD), ...bridge],
+      command: [INIT_PATH, "init", "--lifeline-fd", String(LIFELINE_FD), ...(limits.initArgs ?? []), ...bridge],
     });
     const keeperPid = await step(keeper.run([bwrap, ...argv]));
     record.keeperPid = keeperPid;

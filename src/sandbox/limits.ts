@@ -14,7 +14,8 @@ export interface Limits {
  * - cgroup2: a delegated cgroup v2 subtree (systemd `Delegate=yes`), one child cgroup per cloister;
  * - cgroup1: the v1 memory/pids/cpu hierarchies when we may write them (root on hybrid hosts);
  * - rlimit: no cgroup at all. The process limit is RLIMIT_NPROC, which the kernel counts per user
- *   namespace (Linux >= 5.14), so it caps this cloister without starving the host user; memory is
+ *   namespace (Linux >= 5.14): set by init inside the cloister's namespace, it caps this cloister
+ *   without counting, or starving, the host user's own processes; memory is
  *   not capped, but oom_score_adj 1000 has the OOM killer sacrifice the cloister first.
  *
  * Every cloister also runs at a background CPU priority, whatever its `limits.cpu` (see
@@ -28,6 +29,8 @@ export type LimitMechanism =
 export interface AppliedLimits {
   /** Options for the keeper (`cloister-init keep`). */
   keeperArgs: string[];
+  /** Options for the cloister's init, which applies them inside its namespaces. */
+  initArgs?: string[];
   /** Directories created for this cloister, removed by releaseLimits. */
   cgroupDirs: string[];
   mechanism: LimitMechanism["kind"];
@@ -110,7 +113,9 @@ export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limit
     }
     case "rlimit":
       return {
-        keeperArgs: [...base, ...niced, ...(limits.pids === undefined ? [] : ["--rlimit", `nproc=${limits.pids}`])],
+        keeperArgs: [...base, ...niced],
+        // Set by init inside the cloister's user namespace: from the keeper it would count the host user's processes too.
+        initArgs: limits.pids === undefined ? [] : ["--nproc", String(limits.pids)],
         cgroupDirs: [],
         mechanism: "rlimit",
       };

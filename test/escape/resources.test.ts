@@ -4,14 +4,15 @@
  * guardian and other cloisters keep working (a bystander cloister, a fresh `run`, `guardian status`).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { resolvePaths } from "../../src/config/paths.js";
 import { listRecords, type CloisterRecord } from "../../src/sandbox/records.js";
+import { asUserSkipReason, createUserInstance, type UserInstance } from "../helpers/as-user.js";
 import { CLI, createInstance, spawnCli, waitUntil, type TestInstance } from "../helpers/cloister.js";
-import { hostProcessTable, readOr } from "../helpers/host-processes.js";
+import { hostProcessTable, hostTree, readOr } from "../helpers/host-processes.js";
 
 const MiB = 1024 * 1024;
 const TIME_BIN = "/usr/bin/time";
@@ -222,5 +223,34 @@ describe("escape: resources", () => {
     }
     const result = await run.done;
     assert.equal(result.code, 0, result.stderr);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+const USER_SKIP = asUserSkipReason();
+
+describe("escape: resources, as a non-root user (no cgroup: RLIMIT_NPROC)", { skip: USER_SKIP }, () => {
+  let t: UserInstance;
+  let hostSleepers: ChildProcess | undefined;
+  before(() => {
+    t = createUserInstance("cr");
+  });
+  after(async () => {
+    hostSleepers?.kill("SIGKILL");
+    await t.teardown();
+  });
+
+  it("--pids caps the cloister's own processes, not the user's processes on the host", async () => {
+    // 40 processes of the user on the host, outside any cloister: counted by the host's limit only.
+    hostSleepers = spawn("runuser", ["-u", t.user.name, "--", "sh", "-c", "for i in $(seq 40); do sleep 120 & done; wait"], { stdio: "ignore" });
+    const leader = hostSleepers.pid ?? 0;
+    await waitUntil("the user's host processes", () => hostTree(leader).length > 40, 10_000);
+    const script = "for i in $(seq 20); do sleep 30 & done 2>/dev/null; a=$(ls /proc | grep -c '^[0-9]'); for i in $(seq 60); do sleep 30 & done 2>/dev/null; echo \"$a $(ls /proc | grep -c '^[0-9]')\"; kill $(jobs -p) 2>/dev/null; true";
+    const r = await t.cli(["run", "--pids", "40", "--", "bash", "-c", script]);
+    assert.equal(r.code, 0, r.stderr);
+    const [first = 0, capped = 0] = r.stdout.trim().split(" ").map(Number);
+    assert.ok(first >= 20, `only ${first} processes could start inside under --pids 40 while the user had 40 on the host:\n${r.stdout}`);
+    assert.ok(capped <= 40, `the cap did not hold: ${capped} processes inside`);
   });
 });
