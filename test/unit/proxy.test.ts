@@ -1115,6 +1115,27 @@ describe("connection limits and isolation", () => {
     for (const c of held) c.destroy();
   });
 
+  it("over the cap, each protocol is told why and the audit names the protocol seen: 503 for HTTP and CONNECT, a SOCKS5 general failure, and a silent connection closed as unknown", async () => {
+    const t = await endpoint({ settings: proxySettings({ max_connections: 1 }), allow: rules(`api.test:${api.port}`, `echo.test:${echo.port}`), overrides: OVERRIDES });
+    const held = await RawClient.open(t.socketPath);
+    await eventually(() => t.endpoint.openConnections === 1, "the one connection allowed");
+    for (const request of [get(`http://api.test:${api.port}/over`), connectRequest(`echo.test:${echo.port}`)]) {
+      const { response, client } = await httpExchange(t.socketPath, request);
+      assert.equal(response.status, 503);
+      assert.match(response.body, /more than 1 connections open for this cloister.*proxy\.max_connections/);
+      client.destroy();
+    }
+    const socks = await socksConnect(t.socketPath, { address: domain("echo.test"), port: echo.port });
+    assert.equal(socks.reply?.reply, SocksReply.GeneralFailure);
+    socks.client.destroy();
+    const silent = await RawClient.open(t.socketPath);
+    await silent.serverDone;
+    silent.destroy();
+    assert.deepEqual(audited(t.audit, "egress", { decision: "over-limit" }).map((e) => e.protocol), ["http", "connect", "socks", "unknown"]);
+    assert.equal(api.requests.filter((r) => r.url === "/over").length, 0);
+    held.destroy();
+  });
+
   it("a flooded cloister does not starve another: slowloris, oversized headers and refused connections on one, the other answers", async () => {
     const shared = createHttpProxy(proxySettings({ max_header_size: 1024 }));
     const greedy = await endpoint({ settings: proxySettings({ max_connections: 16, max_header_size: 1024 }), allow: rules(`api.test:${api.port}`), overrides: OVERRIDES, httpServer: shared });

@@ -160,8 +160,8 @@ export class EgressContext {
     return verdict;
   }
 
-  /** Audits a request that never reached the policy (malformed, unauthenticated, over a cap). */
-  refused(protocol: Protocol, decision: "invalid" | "unauthenticated" | "over-limit" | "unsupported", detail: string): void {
+  /** Audits a request that never reached the policy (malformed, unauthenticated, over a cap); "unknown" when nothing showed its protocol. */
+  refused(protocol: Protocol | "unknown", decision: "invalid" | "unauthenticated" | "over-limit" | "unsupported", detail: string): void {
     this.record({ type: "egress", protocol, host: null, port: null, address: null, decision, rule: null, tier: null, detail });
   }
 

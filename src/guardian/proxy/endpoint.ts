@@ -3,7 +3,7 @@ import type { Server as HttpServer } from "node:http";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import type { EgressContext } from "./context.js";
-import { serveHttp } from "./http.js";
+import { answerAndClose, rawResponse, serveHttp } from "./http.js";
 import { listenPrivately } from "../private-socket.js";
 import { ListenerHandover } from "./listener-handover.js";
 import { PROXY_PORT } from "../../sandbox/engine.js";
@@ -15,6 +15,13 @@ const SOCKS_VERSION = 0x05;
 const HOSTEXEC_MAGIC = 0xc7;
 /** The first bytes must arrive this quickly after connecting; a silent connection is dropped. */
 const FIRST_BYTES_TIMEOUT_MS = 15_000;
+/**
+ * Connections over the cap that are being told why, at most, per cloister; more are closed at once.
+ * Each is answered as soon as its first bytes show its protocol, or closed unanswered after
+ * REFUSAL_WAIT_MS: what the cap protects (the guardian's sockets) stays bounded.
+ */
+const MAX_REFUSING = 16;
+const REFUSAL_WAIT_MS = 2_000;
 
 /**
  * One listening unix socket per cloister, bind-mounted read-only into that cloister alone: the
@@ -27,6 +34,8 @@ const FIRST_BYTES_TIMEOUT_MS = 15_000;
 export class EgressEndpoint {
   private readonly server: Server;
   private handover?: ListenerHandover;
+  /** Connections over the cap being answered (see MAX_REFUSING). */
+  private readonly refusing = new Set<Socket>();
 
   private constructor(
     readonly context: EgressContext,
@@ -64,17 +73,14 @@ export class EgressEndpoint {
     this.server.close();
     this.handover?.close();
     this.context.close();
+    for (const socket of this.refusing) socket.destroy();
     rmSync(this.socketPath, { force: true });
   }
 
   private accept(socket: Socket): void {
     socket.on("error", () => socket.destroy());
-    if (this.openConnections >= this.context.settings.max_connections) {
-      // One cloister cannot hold more than its share of the guardian's sockets and memory.
-      this.context.refused("connect", "over-limit", `more than ${this.context.settings.max_connections} connections open`);
-      socket.destroy();
-      return;
-    }
+    // One cloister cannot hold more than its share of the guardian's sockets and memory.
+    if (this.openConnections >= this.context.settings.max_connections) return this.refuseOverLimit(socket);
     this.context.track(socket);
     socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
     // A 'readable' listener starts reading without letting data flow anywhere yet.
@@ -90,6 +96,42 @@ export class EgressEndpoint {
     if (first[0] === SOCKS_VERSION) serveSocks(this.context, socket);
     else if (first[0] === HOSTEXEC_MAGIC) this.serveHostexec(socket);
     else serveHttp(this.httpServer(), this.context, socket);
+  }
+
+  /**
+   * A connection over the cap is told so in its own protocol, so the agent can tell it from a broken
+   * proxy: HTTP gets a 503 at once, SOCKS5 its general failure once the handshake is through (its
+   * reader is bounded). It is audited with the protocol its first byte shows, "unknown" if none came.
+   */
+  private refuseOverLimit(socket: Socket): void {
+    const max = this.context.settings.max_connections;
+    const detail = `more than ${max} connections open`;
+    if (this.refusing.size >= MAX_REFUSING) {
+      this.context.refused("unknown", "over-limit", detail);
+      return void socket.destroy();
+    }
+    this.refusing.add(socket);
+    socket.once("close", () => this.refusing.delete(socket));
+    socket.setTimeout(REFUSAL_WAIT_MS, () => {
+      this.context.refused("unknown", "over-limit", detail);
+      socket.destroy();
+    });
+    socket.once("readable", () => {
+      // What has arrived, at most one read's worth (the stream's high-water mark).
+      const head = socket.read() as Buffer | null;
+      socket.setTimeout(0);
+      if (head === null) return void socket.destroy();
+      socket.unshift(head);
+      if (head[0] === SOCKS_VERSION) return serveSocks(this.context, socket, detail);
+      if (head[0] === HOSTEXEC_MAGIC) {
+        this.context.refused("hostexec", "over-limit", detail);
+        return void socket.destroy();
+      }
+      // Only the audit's label: the request is not parsed, and answered the same either way.
+      const protocol = head.toString("latin1", 0, 8) === "CONNECT " ? "connect" : "http";
+      this.context.refused(protocol, "over-limit", detail);
+      answerAndClose(socket, rawResponse(503, "Service Unavailable", `cloister: ${detail} for this cloister; close some, or raise proxy.max_connections (${max}) in config.yaml and run \`cloister guardian reload\`\n`));
+    });
   }
 
   private serveHostexec(socket: Socket): void {

@@ -132,14 +132,14 @@ export function createHttpProxy(settings: ProxySettings, headersTimeoutMs = HEAD
     const tooSlow = error.code === "ERR_HTTP_REQUEST_TIMEOUT";
     contexts.get(socket as Socket)?.refused("http", "invalid", error.code ?? "parse error");
     if (socket.writable) {
-      socket.end(
+      answerAndClose(
+        socket,
         tooLarge
           ? rawResponse(431, "Request Header Fields Too Large", "cloister: the request's headers are too large\n")
           : tooSlow
             ? rawResponse(408, "Request Timeout", "cloister: the request's headers did not arrive in time\n")
             : rawResponse(400, "Bad Request", "cloister: malformed HTTP request\n"),
       );
-      lingerThenDestroy(socket);
     } else {
       socket.destroy();
     }
@@ -152,12 +152,13 @@ const answeredErrors = new WeakSet<Duplex>();
 const LINGER_MS = 1_000;
 
 /**
- * Closing a socket while the client is still sending makes the kernel answer with a reset, and a
- * reset can make the client throw away the error response it already received (a 431 for a 64 KiB
- * header arrives while the rest of the header is still on its way). So: read and discard for a
- * moment after answering, then close.
+ * Sends a refusal and closes. Closing a socket while the client is still sending makes the kernel
+ * answer with a reset, and a reset can make the client throw away the error response it already
+ * received (a 431 for a 64 KiB header arrives while the rest of the header is still on its way).
+ * So: read and discard for a moment after answering, then close.
  */
-function lingerThenDestroy(socket: Duplex): void {
+export function answerAndClose(socket: Duplex, response: string): void {
+  socket.end(response);
   socket.on("data", () => undefined);
   socket.resume();
   setTimeout(() => socket.destroy(), LINGER_MS).unref();

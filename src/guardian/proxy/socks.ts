@@ -28,8 +28,9 @@ const MAX_HANDSHAKE_BYTES = 1024;
  * A SOCKS5 session: user/password authentication with the cloister's token (RFC 1929; a client
  * offering only "no authentication" is refused, because the token is required on every path),
  * then one CONNECT judged by the same decision function as HTTP. BIND and UDP ASSOCIATE are refused.
+ * `overLimit` (the cap that was hit) refuses the request with a general failure instead of judging it.
  */
-export function serveSocks(context: EgressContext, socket: Socket): void {
+export function serveSocks(context: EgressContext, socket: Socket, overLimit?: string): void {
   const reader = new HandshakeReader(socket);
   // Like HTTP's header timeout: a client dripping its handshake does not hold a connection for long.
   const deadline = setTimeout(() => {
@@ -40,7 +41,7 @@ export function serveSocks(context: EgressContext, socket: Socket): void {
   }, HANDSHAKE_TIMEOUT_MS);
   deadline.unref();
   socket.once("close", () => clearTimeout(deadline));
-  void session(context, socket, reader).catch((error: unknown) => {
+  void session(context, socket, reader, overLimit).catch((error: unknown) => {
     reader.stop();
     context.refused("socks", "invalid", error instanceof Error ? error.message : String(error));
     if (error instanceof SocksProtocolError && error.reply !== undefined && socket.writable) socket.end(encodeReply(error.reply));
@@ -48,7 +49,7 @@ export function serveSocks(context: EgressContext, socket: Socket): void {
   });
 }
 
-async function session(context: EgressContext, socket: Socket, reader: HandshakeReader): Promise<void> {
+async function session(context: EgressContext, socket: Socket, reader: HandshakeReader, overLimit: string | undefined): Promise<void> {
   const greeting = await reader.next(parseGreeting);
   if (!greeting.methods.includes(METHOD_USER_PASS)) {
     context.refused("socks", "unauthenticated", "client offered no user/password authentication");
@@ -66,6 +67,11 @@ async function session(context: EgressContext, socket: Socket, reader: Handshake
   socket.write(encodeUserPassStatus(true));
 
   const request = await reader.next(parseRequest);
+  if (overLimit !== undefined) {
+    reader.stop();
+    context.refused("socks", "over-limit", overLimit);
+    return void socket.end(encodeReply(SocksReply.GeneralFailure));
+  }
   // Nothing more is read until the tunnel is up; bytes the client pipelined after its request
   // belong to the destination.
   const early = reader.leftover();
