@@ -175,6 +175,17 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
   const send = (frame: Buffer): void => {
     if (!settled && !socket.destroyed) socket.write(frame);
   };
+  // The reader of an output went away (`cloister run -- yes | head -1`): as in a pipeline of its
+  // own, the command gets SIGPIPE, and what it still writes there is dropped (write() skips a
+  // destroyed stream). Unheard, the EPIPE, which can come after write() returned true, would end
+  // this process with a stack trace. Kept after the session on a stream that failed: its error
+  // may still be on its way.
+  const outputs = [...new Set([io.stdout, io.stderr])].filter((stream) => stream !== undefined);
+  const onOutputError = (): void => send(encodeSignal(osConstants.signals.SIGPIPE));
+  for (const stream of outputs) stream.on("error", onOutputError);
+  void done.finally(() => {
+    for (const stream of outputs) if (!stream.errored) stream.off("error", onOutputError);
+  }).catch(() => undefined);
   return {
     done,
     resize: (rows, cols) => send(encodeResize(rows, cols)),
