@@ -9,7 +9,7 @@ import { MAX_TIMEOUT_MS, parseDuration, parsePercent, parseSize } from "./config
 import { CloisterError } from "./errors.js";
 import { ensureGuardian, guardianCall, guardianCallStarting, releaseGrant, requestGrant } from "./guardian/control-client.js";
 import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
-import { launchCloister, PROXY_PORT, sandboxHome, throwIfAborted, type LaunchSpec } from "./sandbox/engine.js";
+import { claimCloister, launchCloister, PROXY_PORT, releaseRecord, sandboxHome, throwIfAborted, type ClaimedName, type LaunchSpec } from "./sandbox/engine.js";
 import { sandboxEnv } from "./sandbox/env.js";
 import { execInCloister, type ExecSession } from "./sandbox/init-client.js";
 import { exposureProblem, guardedPaths, type GuardedPaths } from "./sandbox/host-exposure.js";
@@ -21,6 +21,7 @@ import type { CredentialLookup } from "./agents/credentials.js";
 import { hasAgentMarker } from "./agents/marker.js";
 import type { AgentRequest, AgentSession } from "./agents/session.js";
 export type { AgentSession };
+export { NameTaken } from "./sandbox/engine.js";
 
 /** Options shared by the CLI and the library; every field is optional. */
 export interface CloisterOptions {
@@ -132,6 +133,26 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   const paths = options.paths ?? resolvePaths();
   const { spec, config } = await launchSpec(options, paths, persistent);
   const id = randomBytes(4).toString("hex");
+  // Before anything is made or asked of the guardian: a name is one cloister's (NameTaken).
+  const claim = await claimCloister(paths, spec, id);
+  // launchCloister gives the name back when it fails; this covers the steps before it too (giving it
+  // back twice is harmless: only a record that is still this launch's goes).
+  const { record, agent, env } = await launchClaimed(paths, options, persistent, spec, config, claim).catch(async (error: unknown) => {
+    await releaseRecord(paths, claim.record).catch(() => undefined);
+    throw error;
+  });
+  const cloister = new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent?.session);
+  // Aborted after the launch's last wait: the abort still stands, so the cloister goes again.
+  if (options.signal?.aborted) {
+    await cloister.stop().catch(() => undefined);
+    throwIfAborted(options.signal);
+  }
+  return cloister;
+}
+
+/** The agent's set-up, the environment and the guardian's grant for a claimed name, then the launch. */
+async function launchClaimed(paths: CloisterPaths, options: CloisterOptions, persistent: boolean, spec: LaunchSpec, config: EffectiveConfig, claim: ClaimedName) {
+  const id = claim.record.id;
   // Before the grant, not beside it: the agent's set-up asks the guardian for its credential, which
   // would then wait behind the grant's /etc scan (measured: ~6-14 ms slower that way round).
   const agent = options.agent !== undefined || (persistent && config.defaults.agent)
@@ -144,20 +165,12 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
   const grant = requestGrant(paths, { name: spec.name, id, network: spec.network, project: spec.project, projectRoot: spec.projectRoot, session: spec.session });
   // Awaited by launchCloister, but maybe only after its own preparation has failed: handled there.
   grant.granted.catch(() => undefined);
-  let record: CloisterRecord;
   try {
-    record = await launchCloister(paths, spec, grant, id, options.signal);
+    return { record: await launchCloister(paths, spec, claim, grant, options.signal), agent, env };
   } catch (error) {
     await grant.granted.then(() => releaseGrant(paths, spec.name, id), () => undefined);
     throw error;
   }
-  const cloister = new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent?.session);
-  // Aborted after the launch's last wait: the abort still stands, so the cloister goes again.
-  if (options.signal?.aborted) {
-    await cloister.stop().catch(() => undefined);
-    throwIfAborted(options.signal);
-  }
-  return cloister;
 }
 
 /** The persistent cloister of that name if it is running. */

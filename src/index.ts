@@ -4,7 +4,7 @@
  *   import { runInCloister, createCloister } from "cloister";
  *   const code = await runInCloister(["npm", "test"], { project: "/path/to/repo" });
  */
-export { Cloister, createCloister, findCloister, listCloisters, runInCloister, stopCloister } from "./cloister.js";
+export { Cloister, createCloister, findCloister, listCloisters, NameTaken, runInCloister, stopCloister } from "./cloister.js";
 export type { CloisterOptions, ExecOptions } from "./cloister.js";
 export { CloisterError } from "./errors.js";
 export { resolvePaths } from "./config/paths.js";

@@ -1,16 +1,16 @@
 import { isAbsolute, relative } from "node:path";
 import type { Command } from "commander";
-import { createCloister, findCloister, listCloisters, parseTimeout, stopCloister, type CloisterOptions } from "../cloister.js";
+import { createCloister, findCloister, listCloisters, NameTaken, parseTimeout, stopCloister, type Cloister, type CloisterOptions } from "../cloister.js";
 import { formatDuration } from "../config/units.js";
-import { resolvePaths } from "../config/paths.js";
+import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { agentCredentialFromGuardian, ensureGuardian } from "../guardian/control-client.js";
 import { WORK_DIR } from "../sandbox/bwrap/mounts.js";
 import { parseEnvAssignments } from "../sandbox/env.js";
 import { realPath } from "../sandbox/git-dirs.js";
-import { readRecord } from "../sandbox/records.js";
+import { holdsName, readRecord } from "../sandbox/records.js";
 import { locateProject } from "../sandbox/project.js";
-import { defaultCloisterName as cloisterNameFor, heldByOtherBranch, managedWorktrees } from "../sandbox/worktree.js";
+import { configRootOf, defaultCloisterName as cloisterNameFor, heldByOtherBranch, managedWorktreeAt, managedWorktrees, registeredRoot } from "../sandbox/worktree.js";
 import { checkedOutBranch } from "../sandbox/worktree-git.js";
 import type { CloisterRecord } from "../sandbox/records.js";
 import { launchInterruptibly, runAttached } from "./terminal.js";
@@ -144,27 +144,16 @@ export function registerSandboxCommands(program: Command): void {
     .action(async (flags: SandboxFlags & { detach?: boolean }) => {
       const options = cloisterOptions(flags);
       const name = flags.name ?? (await defaultCloisterName(flags));
-      let cloister = await findCloister(name, options);
-      if (cloister && flags.branch !== undefined) {
-        const held = await checkedOutBranch(cloister.record.projectRoot);
-        if (held !== flags.branch) throw heldByOtherBranch(cloister.record.projectRoot, held, flags.branch);
-      }
-      const ignored = cloister ? launchOnlyFlags(flags, cloister.record) : [];
-      if (cloister && ignored.length > 0) {
-        const rules = ignored.some((flag) => ["--allow", "--deny", "--allow-private", "--resolve"].includes(flag));
-        throw new CloisterError(
-          `cloister ${name} is already running; ${ignored.join(", ")} ${ignored.length === 1 ? "applies" : "apply"} only when a cloister starts`,
-          `stop it first (cloister stop ${name}) and start it again with ${ignored.length === 1 ? "it" : "them"}${rules ? ", or persist a rule with `cloister allow RULE`" : ""}`,
-        );
-      }
+      const running = await findCloister(name, options);
+      const { cloister, started } = running ? { cloister: running, started: false } : await launchOrJoin(name, options);
+      if (!started) await checkReentry(flags, name, cloister);
       const opensAgent = flags.agent !== undefined;
       const leave = opensAgent ? "Leave the agent to return here" : "Type 'exit' to leave";
-      if (cloister && flags.detach) {
+      if (!started && flags.detach) {
         process.stderr.write(`Cloister ${name} is already running. Enter it with: cloister start${flags.name !== undefined || flags.project !== undefined ? ` --name ${name}` : ""}\n`);
-      } else if (cloister) {
+      } else if (!started) {
         process.stderr.write(`Entering cloister ${name}${opensAgent ? ` (${cloister.agent?.name ?? ""})` : ""}. ${leave}; it keeps running.\n`);
       } else {
-        cloister = await launchInterruptibly((signal) => createCloister({ ...options, name, signal }, true));
         const agentNote = cloister.agent ? `, set up for ${cloister.agent.name}` : "";
         // Named the way it was started: a plain `cloister start` finds the project's default name only.
         const again = flags.name !== undefined || flags.project !== undefined ? `cloister start --name ${name}` : "cloister start";
@@ -248,6 +237,80 @@ export function registerSandboxCommands(program: Command): void {
       if (dir === undefined) throw new CloisterError(`no cloister named ${JSON.stringify(name)}`, "see `cloister list` and `cloister worktree list`");
       process.stdout.write(`${dir}\n`);
     });
+}
+
+/**
+ * Launches the cloister `name`, or, when another command is launching it at this very moment
+ * (NameTaken), waits for that launch and joins its cloister, as `start` does with a running one.
+ */
+async function launchOrJoin(name: string, options: CloisterOptions): Promise<{ cloister: Cloister; started: boolean }> {
+  try {
+    return { cloister: await launchInterruptibly((signal) => createCloister({ ...options, name, signal }, true)), started: true };
+  } catch (error) {
+    if (!(error instanceof NameTaken)) throw error;
+    return { cloister: await launchedBy(error, options), started: false };
+  }
+}
+
+/** The cloister the launch holding the name started: waited for while that launch is alive and still under way. */
+async function launchedBy(taken: NameTaken, options: CloisterOptions): Promise<Cloister> {
+  const paths = resolvePaths();
+  const { name, id } = taken.holder;
+  for (let record = readRecord(paths, name); record?.id === id && holdsName(record); record = readRecord(paths, name)) {
+    if (record.keeperPid !== undefined) {
+      const cloister = await findCloister(name, options);
+      if (cloister) return cloister;
+    }
+    await new Promise((resolve) => setTimeout(resolve, JOIN_POLL_MS));
+  }
+  throw new CloisterError(`cloister ${name} was being started by another command, which did not start it`, "start it again");
+}
+
+/** How often a `start` that lost the race for a name looks whether the winner's cloister runs. */
+const JOIN_POLL_MS = 20;
+
+/**
+ * What `start` checks before entering a cloister that runs already: the flags it would ignore, the
+ * branch it holds, and that it is this project's (`start --name X` from another project would
+ * silently show X's files as if they were this one's). Outside any project nothing mismatches.
+ */
+async function checkReentry(flags: SandboxFlags, name: string, cloister: Cloister): Promise<void> {
+  if (flags.branch !== undefined) {
+    const held = await checkedOutBranch(cloister.record.projectRoot);
+    if (held !== flags.branch) throw heldByOtherBranch(cloister.record.projectRoot, held, flags.branch);
+  }
+  const ignored = launchOnlyFlags(flags, cloister.record);
+  if (ignored.length > 0) {
+    const rules = ignored.some((flag) => ["--allow", "--deny", "--allow-private", "--resolve"].includes(flag));
+    throw new CloisterError(
+      `cloister ${name} is already running; ${ignored.join(", ")} ${ignored.length === 1 ? "applies" : "apply"} only when a cloister starts`,
+      `stop it first (cloister stop ${name}) and start it again with ${ignored.length === 1 ? "it" : "them"}${rules ? ", or persist a rule with `cloister allow RULE`" : ""}`,
+    );
+  }
+  const paths = resolvePaths();
+  const here = callerProjectRoot(flags);
+  const theirs = await configRootOf(paths, cloister.record);
+  if (here !== undefined && (await mainRootOf(paths, here)) !== theirs) {
+    throw new CloisterError(
+      `cloister ${name} belongs to project ${cloister.record.project} (${theirs}), not to the project here (${here})`,
+      `enter it from its project (cd ${JSON.stringify(theirs)}), or start one for this project with another --name`,
+    );
+  }
+}
+
+/** The project directory `start` was given or run in; none outside any project. */
+function callerProjectRoot(flags: SandboxFlags): string | undefined {
+  try {
+    return locateProject(flags.project ?? process.cwd(), flags.allowNoGit).root;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A managed worktree's project root (as configRootOf for a record), else `dir` itself; registers nothing. */
+async function mainRootOf(paths: CloisterPaths, dir: string): Promise<string> {
+  const managed = managedWorktreeAt(paths, dir);
+  return managed ? ((await registeredRoot(paths, managed.project)) ?? dir) : dir;
 }
 
 /** `cloister run`: a fresh cloister for one command, removed afterwards whatever happens. */

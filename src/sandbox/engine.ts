@@ -1,5 +1,4 @@
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { closeSync, mkdirSync, openSync, rmSync, statSync } from "node:fs";
 import { userInfo } from "node:os";
 import { join } from "node:path";
@@ -12,13 +11,14 @@ import { procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-fact
 import { KEEPER_LOG, keeperLogTail } from "./init-client.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
-import { applyLimits, detectLimitMechanism, plannedCgroupDirs, releaseLimits, type Limits } from "./limits.js";
+import { applyLimits, detectLimitMechanism, plannedCgroupDirs, releaseLimits, type LimitMechanism, type Limits } from "./limits.js";
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
 import { identityToSeed, seedGitIdentity } from "./git-identity.js";
 import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
 import { claimHome } from "./home-owner.js";
 import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, protectedPlaceholders, removePlaceholders } from "./protected-paths.js";
-import { deleteRecord, isRunningProcess, listRecords, processStartTime, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
+import { deleteRecord, holdsName, isRunningProcess, listRecords, processStartTime, readRecord, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
+import { withRecordsLock } from "./records-lock.js";
 
 /** The TCP port on 127.0.0.1 inside every cloister that reaches the cloister's guardian socket. */
 export const PROXY_PORT = 3128;
@@ -77,26 +77,34 @@ export interface AgentLaunchSpec {
   prepare(dirs: { homeDir: string; runtimeDir: string; binDir: string }): void | Promise<void>;
 }
 
-/**
- * Starts a cloister: the keeper (host) → bwrap → init (PID 1 inside). Returns once bwrap has been
- * started; commands then run through the init socket. On any failure everything created so far is
- * removed and nothing runs (fail closed).
- *
- * The grant is still on its way: the guardian's part of a launch (its /etc scan, the egress socket)
- * and the host-side preparation here (placeholders, cgroups) run side by side; the grant is needed
- * from the mount plan on. `signal` aborts the launch while it is under way (see CloisterOptions).
- */
-export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, grant: PendingGrant, id = randomBytes(4).toString("hex"), signal?: AbortSignal): Promise<CloisterRecord> {
-  throwIfAborted(signal);
-  // The waits on others (the guardian, the keeper) end early when `signal` aborts, and the catch
-  // below undoes it all; local writes are left to finish, so that nothing lands after the undo.
-  const step = <T>(promise: Promise<T>): Promise<T> => untilAborted(promise, signal);
-  const bwrap = findTool("bwrap");
-  if (!bwrap) throw new CloisterError("bubblewrap (bwrap) is not installed", "install it with `sudo apt-get install -y bubblewrap`, then run `cloister doctor`");
-  const initBinary = initBinaryPath();
+/** A name claimed for a launch (claimCloister): its first record, and how its limits will be applied. */
+export interface ClaimedName {
+  record: CloisterRecord;
+  mechanism: LimitMechanism;
+}
 
+/** The name is held by a running cloister, or by a launch under way (claimCloister). */
+export class NameTaken extends CloisterError {
+  constructor(readonly holder: CloisterRecord) {
+    super(
+      `cloister ${holder.name} is already ${holder.keeperPid === undefined ? "starting" : "running"} (project ${holder.project} at ${holder.projectRoot})`,
+      `enter it with \`cloister start --name ${holder.name}\`, or choose another name with --name`,
+    );
+  }
+}
+
+/**
+ * Claims `spec.name` for a launch with id `id`: its record is written, under the records lock, only
+ * if no record of that name exists, before anything else is made (the guardian's grant included), so
+ * two launches of one name can never both make a cloister. A running cloister or a launch under way
+ * keeps its name (NameTaken); a dead one's record and leftovers are removed first, as the guardian's
+ * sweep would. The record lists what the launch is about to create (runtime dir, HOME, cgroups) and
+ * who launches: a launcher killed outright (SIGKILL) at any moment after this leaves a record whose
+ * launcher is gone, and the sweep removes what it lists. releaseRecord gives the name back.
+ */
+export async function claimCloister(paths: CloisterPaths, spec: LaunchSpec, id: string): Promise<ClaimedName> {
+  const mechanism = detectLimitMechanism();
   const runtimeDir = cloisterRuntimeDir(paths, id);
-  const homeDir = spec.persistent ? join(paths.homesDir, spec.name) : join(paths.homesDir, `.run-${id}`);
   const record: CloisterRecord = {
     name: spec.name,
     id,
@@ -107,27 +115,59 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     createdAt: new Date().toISOString(),
     initSocket: join(runtimeDir, "init.sock"),
     runtimeDir,
-    homeDir,
+    homeDir: spec.persistent ? join(paths.homesDir, spec.name) : join(paths.homesDir, `.run-${id}`),
     ephemeralHome: !spec.persistent,
-    cgroupDirs: [],
+    cgroupDirs: plannedCgroupDirs(mechanism, id),
     placeholders: [],
-    limitMechanism: "none",
+    limitMechanism: mechanism.kind,
+    launcherPid: process.pid,
+    launcherStartTime: processStartTime(process.pid),
     session: spec.session,
     env: spec.env,
   };
-  const cleanups: (() => void | Promise<void>)[] = [];
+  for (let attempt = 1; ; attempt++) {
+    const holder = await withRecordsLock(paths, () => claimOrHolder(paths, record));
+    if (!holder) return { record, mechanism };
+    // Removed by now, unless something re-creates it as fast: then it counts as taken.
+    if (holdsName(holder) || attempt === 3) throw new NameTaken(holder);
+    await destroyCloister(paths, holder);
+  }
+}
+
+/** Under the records lock: the record kept under `record`'s name, or none, and then `record` is written. */
+function claimOrHolder(paths: CloisterPaths, record: CloisterRecord): CloisterRecord | undefined {
+  const holder = readRecord(paths, record.name);
+  if (!holder) writeRecord(paths, record);
+  return holder;
+}
+
+/** Rewrites a launch's record, which must still be its own: one stopped meanwhile fails the launch. */
+function updateRecord(paths: CloisterPaths, record: CloisterRecord): void {
+  if (readRecord(paths, record.name)?.id !== record.id) throw new CloisterError(`cloister ${record.name} was stopped while it was starting`);
+  writeRecord(paths, record);
+}
+
+/**
+ * Starts the cloister whose name `claim` holds: the keeper (host) → bwrap → init (PID 1 inside).
+ * Returns once bwrap has been started; commands then run through the init socket. On any failure
+ * everything created so far is removed, the claim included, and nothing runs (fail closed).
+ *
+ * The grant is still on its way: the guardian's part of a launch (its /etc scan, the egress socket)
+ * and the host-side preparation here (placeholders, cgroups) run side by side; the grant is needed
+ * from the mount plan on. `signal` aborts the launch while it is under way (see CloisterOptions).
+ */
+export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, claim: ClaimedName, grant: PendingGrant, signal?: AbortSignal): Promise<CloisterRecord> {
+  const { record, mechanism } = claim;
+  const { id, runtimeDir, homeDir } = record;
+  const cleanups: (() => void | Promise<void>)[] = [() => releaseRecord(paths, record)];
   try {
-    // Recorded before anything is made, and again before the placeholders are: what the launch is
-    // about to create (runtime dir, HOME, cgroups, then placeholders in the project) and who is
-    // launching. A launcher killed outright (SIGKILL) at any moment after this leaves a record whose
-    // launcher is gone, and the guardian's sweep removes what it lists.
-    const mechanism = detectLimitMechanism();
-    record.cgroupDirs = plannedCgroupDirs(mechanism, id);
-    record.limitMechanism = mechanism.kind;
-    record.launcherPid = process.pid;
-    record.launcherStartTime = processStartTime(process.pid);
-    writeRecord(paths, record);
-    cleanups.push(() => deleteRecord(paths, record.name));
+    throwIfAborted(signal);
+    // The waits on others (the guardian, the keeper) end early when `signal` aborts, and the catch
+    // below undoes it all; local writes are left to finish, so that nothing lands after the undo.
+    const step = <T>(promise: Promise<T>): Promise<T> => untilAborted(promise, signal);
+    const bwrap = findTool("bwrap");
+    if (!bwrap) throw new CloisterError("bubblewrap (bwrap) is not installed", "install it with `sudo apt-get install -y bubblewrap`, then run `cloister doctor`");
+    const initBinary = initBinaryPath();
 
     ensurePrivateDir(runtimeDir);
     cleanups.push(() => rmSync(runtimeDir, { recursive: true, force: true }));
@@ -162,25 +202,29 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
       await step(Promise.resolve(spec.agent.prepare({ homeDir, runtimeDir, binDir: agentBinDir })));
     }
 
-    // The placeholders missing in the project, found without writing anything (a symlinked protected
-    // path is refused here, before any exists), are recorded; then made. Removing one that was planned
-    // but never made, or that another launch made first, is safe: only what is still an empty
-    // directory or a neutral file goes, and only with the project's last cloister.
+    // Under the records lock, so that no other launch makes or records placeholders of the project,
+    // and none ending removes them, in between: the placeholders missing in the project, found
+    // without writing anything (a symlinked protected path is refused here, before any exists), are
+    // recorded, with those the project's other cloisters recorded (this one's mounts sit on them
+    // too), then made. The list never shrinks: one planned but found made meanwhile stays listed, so
+    // that some record always lists it (only what is still an empty directory or a neutral file is
+    // removed, and only once no record lists it).
     const protect = protectedPathList(spec.protect, spec.isGit, spec.projectRoot);
     const pins = pinnedPathList(spec.isGit, spec.projectRoot);
-    const others = otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders);
-    const planned = [
-      ...prepareProtectedPaths(spec.projectRoot, protect.paths, pins, "plan", protect.heldByFile).placeholders,
-      ...(spec.linkedGit ? plannedLinkedGitPlaceholders(spec.projectRoot, spec.linkedGit) : []),
-    ];
-    record.placeholders = [...new Set([...planned, ...others])];
-    writeRecord(paths, record);
-    cleanups.push(() => releasePlaceholders(paths, record));
-    const prepared = prepareProtectedPaths(spec.projectRoot, protect.paths, pins, "create", protect.heldByFile);
+    const { prepared, gitView } = await withRecordsLock(paths, () => {
+      const others = otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders);
+      const planned = [
+        ...prepareProtectedPaths(spec.projectRoot, protect.paths, pins, "plan", protect.heldByFile).placeholders,
+        ...(spec.linkedGit ? plannedLinkedGitPlaceholders(spec.projectRoot, spec.linkedGit) : []),
+      ];
+      record.placeholders = [...new Set([...planned, ...others])];
+      updateRecord(paths, record);
+      const made = prepareProtectedPaths(spec.projectRoot, protect.paths, pins, "create", protect.heldByFile);
+      const view = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir, protectedPlaceholders(made, [...made.placeholders, ...others])) : undefined;
+      record.placeholders = [...new Set([...record.placeholders, ...made.placeholders, ...(view?.placeholders ?? [])])];
+      return { prepared: made, gitView: view };
+    });
     record.protectedFiles = prepared.paths.map((rel) => join(spec.projectRoot, rel)).filter((path) => entryKind(path) === "file");
-    const gitView = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir, protectedPlaceholders(prepared, [...prepared.placeholders, ...others])) : undefined;
-    // What was made is what the record keeps from its last write on.
-    record.placeholders = [...new Set([...prepared.placeholders, ...(gitView?.placeholders ?? []), ...others])];
 
     // Read by a git process while the grant is awaited, written into HOME before bwrap starts (a
     // persistent HOME has it already). Not before the placeholders are made: git fails on the
@@ -239,7 +283,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, gra
     record.keeperStartTime = processStartTime(keeperPid);
     delete record.spawnedKeeperPid;
     delete record.spawnedKeeperStartTime;
-    writeRecord(paths, record);
+    await withRecordsLock(paths, () => updateRecord(paths, record));
     return record;
   } catch (error) {
     // Each one runs whatever the others do; what none could remove, the guardian's sweep does.
@@ -369,8 +413,7 @@ export async function destroyCloister(paths: CloisterPaths, record: CloisterReco
   await releaseLimits(record.cgroupDirs);
   rmSync(record.runtimeDir, { recursive: true, force: true });
   if (record.ephemeralHome) rmSync(record.homeDir, { recursive: true, force: true });
-  deleteRecord(paths, record.name);
-  releasePlaceholders(paths, record);
+  await releaseRecord(paths, record);
 }
 
 function otherCloistersOfProject(paths: CloisterPaths, record: CloisterRecord): CloisterRecord[] {
@@ -378,11 +421,21 @@ function otherCloistersOfProject(paths: CloisterPaths, record: CloisterRecord): 
 }
 
 /**
- * Placeholders are shared by every cloister of a project (each one's mounts sit on them), so each
- * record carries the placeholders of all cloisters of its project, and only the last to go removes them.
+ * Gives a cloister's name back: deletes its record, if that is still this cloister's (a name claimed
+ * again since is not), and removes the placeholders it lists that no other record of the project
+ * lists. Placeholders are shared by the project's cloisters (each one's mounts sit on those it
+ * lists), so each goes with the last cloister that lists it. Under the records lock: two cloisters
+ * ending at once cannot both still see the other, and no launch records or makes placeholders midway.
  */
-function releasePlaceholders(paths: CloisterPaths, record: CloisterRecord): void {
-  if (otherCloistersOfProject(paths, record).length === 0) removePlaceholders(record.projectRoot, record.placeholders);
+export async function releaseRecord(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
+  await withRecordsLock(paths, () => {
+    const current = readRecord(paths, record.name);
+    if (current?.id !== record.id) return;
+    deleteRecord(paths, record.name);
+    const needed = new Set(otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders));
+    const listed = new Set([...current.placeholders, ...record.placeholders]);
+    removePlaceholders(record.projectRoot, [...listed].filter((relPath) => !needed.has(relPath)));
+  });
 }
 
 async function waitForExit(pid: number, startTime: string | undefined): Promise<void> {

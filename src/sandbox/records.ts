@@ -144,6 +144,12 @@ export function isKeeperAlive(record: CloisterRecord): boolean {
   return record.keeperPid !== undefined && isRunningProcess(record.keeperPid, record.keeperStartTime);
 }
 
+/** The record's cloister runs, or a live launcher is still launching it: its name is taken. */
+export function holdsName(record: CloisterRecord): boolean {
+  if (record.keeperPid !== undefined) return isKeeperAlive(record);
+  return record.launcherPid !== undefined && isRunningProcess(record.launcherPid, record.launcherStartTime);
+}
+
 /** A launch that never got its keeper running and whose launcher is gone (killed outright): nothing will finish it. */
 export function isLaunchOrphaned(record: CloisterRecord): boolean {
   return record.keeperPid === undefined && record.launcherPid !== undefined && !isRunningProcess(record.launcherPid, record.launcherStartTime);

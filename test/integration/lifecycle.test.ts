@@ -13,7 +13,7 @@ import { createCloister, runInCloister } from "../../src/cloister.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { cloisterBuild, guardianCall } from "../../src/guardian/control-client.js";
 import { processStartTime, writeRecord, type CloisterRecord } from "../../src/sandbox/records.js";
-import { createInstance, spawnCli, waitUntil, type LiveCli, type TestInstance } from "../helpers/cloister.js";
+import { CLI, createInstance, spawnCli, startCommand, waitUntil, withConfig, type LiveCli, type TestInstance } from "../helpers/cloister.js";
 import { hostProcessTable, hostTree, readOr, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 interface ListEntry {
@@ -204,6 +204,73 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(await list(), []);
     await waitGone(procs, "stop --all");
+  });
+
+  /** Keepers of this instance's cloisters, found by their command line: also those no record lists. */
+  const keepers = (): number[] =>
+    [...hostProcessTable().keys()].filter((pid) => readOr(`/proc/${pid}/cmdline`).split("\0").join(" ").includes(`keep --listen ${t.home}/`));
+
+  it("start -d of one name from several commands at once makes one cloister, which the others join; stop --all leaves no process", async () => {
+    const starts = await Promise.all([1, 2, 3, 4].map(() => t.cli(["start", "-d", "--name", "race"])));
+    for (const r of starts) assert.equal(r.code, 0, r.stderr);
+    assert.equal(starts.filter((r) => /Started cloister race/.test(r.stderr)).length, 1, starts.map((r) => r.stderr).join(""));
+    assert.equal(starts.filter((r) => /Cloister race is already running/.test(r.stderr)).length, 3, starts.map((r) => r.stderr).join(""));
+    assert.deepEqual((await list()).map((e) => e.name), ["race"]);
+    const procs = await cloisterProcs(t, "race");
+    assert.equal(keepers().length, 1, "more than one cloister was made");
+    const stop = await t.cli(["stop", "--all"]);
+    assert.equal(stop.code, 0, stop.stderr);
+    await waitGone(procs, "stop --all");
+    assert.deepEqual(keepers(), [], "a cloister no record lists outlived stop --all");
+    assert.deepEqual(runtimeDirs(t), []);
+  });
+
+  it("start --name of another project's cloister is refused, naming that project and its directory", async () => {
+    await startDetached(["--name", "elsewhere"]);
+    const other = join(dirname(t.project), "other-project");
+    mkdirSync(other, { recursive: true });
+    spawnSync("git", ["init", "-q", other]);
+    const r = await t.cli(["start", "--name", "elsewhere"], { cwd: other, input: "ls /work\nexit\n" });
+    assert.equal(r.code, 125, r.stdout);
+    assert.match(r.stderr, new RegExp(`cloister elsewhere belongs to project proj \\(${projectRoot}\\)`));
+    assert.equal((await t.cli(["stop", "elsewhere"])).code, 0);
+  });
+
+  it("run and exec whose output's reader goes away (| head -1) end quietly with the command's SIGPIPE status", async () => {
+    await startDetached(["--name", "piped"]);
+    for (const args of [["run", "--"], ["exec", "piped", "--"]]) {
+      const script = `"$0" "$1" ${args.join(" ")} yes | head -1; echo "status=\${PIPESTATUS[0]}" >&2`;
+      const r = await startCommand("bash", ["-c", script, process.execPath, CLI], { env: t.env, cwd: t.project, timeoutMs: 60_000 }).done;
+      assert.equal(r.stdout, "y\n");
+      assert.equal(r.stderr, "status=141\n", `${args[0]}: not the command's SIGPIPE status, or more was said`);
+    }
+    assert.equal((await t.cli(["stop", "piped"])).code, 0);
+  });
+
+  describe("placeholders of cloisters of one project", () => {
+    const exclude = () => readOr(join(t.project, ".git", "info", "exclude"));
+
+    it("are all removed when the cloisters end at the same time", async () => {
+      const before = { entries: readdirSync(t.project).sort(), exclude: exclude() };
+      for (let round = 0; round < 4; round++) {
+        const codes = await Promise.all([1, 2].map(async () => (await t.cli(["run", "--", "true"])).code));
+        assert.deepEqual(codes, [0, 0]);
+        assert.deepEqual({ entries: readdirSync(t.project).sort(), exclude: exclude() }, before, `left behind in round ${round + 1}`);
+      }
+    });
+
+    it("made by a launch that protects more than the project's running cloister go with that launch, and the rest with the last", async () => {
+      const before = { entries: readdirSync(t.project).sort(), exclude: exclude() };
+      await startDetached(["--name", "fewer"]);
+      await withConfig(t, (config) => config.replace(/^  protect: \[\]$/m, "  protect: [Makefile, newdir/x]"), async () => {
+        const r = await t.cli(["run", "--", "sh", "-c", "test -d /work/Makefile && test -d /work/newdir/x"]);
+        assert.equal(r.code, 0, `the run did not protect Makefile and newdir/x: ${r.stderr}`);
+      });
+      assert.ok(!existsSync(join(t.project, "Makefile")) && !existsSync(join(t.project, "newdir")), "the run's own placeholders outlived it");
+      assert.doesNotMatch(exclude(), /Makefile|newdir/);
+      assert.equal((await t.cli(["stop", "fewer"])).code, 0);
+      assert.deepEqual({ entries: readdirSync(t.project).sort(), exclude: exclude() }, before);
+    });
   });
 
   it("guardian status --json reports the guardian; guardian stop takes every cloister with it (no orphans)", async () => {

@@ -1,0 +1,72 @@
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { join } from "node:path";
+import type { CloisterPaths } from "../config/paths.js";
+import { createFileAtomic, ensurePrivateDir } from "../config/atomic-write.js";
+import { CloisterError } from "../errors.js";
+
+/** A holder keeps the lock for a few file operations; one that keeps it this long is stuck. */
+const GIVE_UP_MS = 10_000;
+const RETRY_MS = 2;
+
+/**
+ * Runs `section` while holding the instance's records lock, around every change to cloister records
+ * and to the placeholders they list: claiming a name, rewriting a record, ending one. Two launches of
+ * one name would otherwise both make a cloister (the second's record replacing the first's), and two
+ * cloisters of a project ending at once would each see the other's record and both leave the
+ * placeholders behind. `section` is synchronous, so the lock is held for file operations only.
+ *
+ * The lock is an abstract unix socket, like the guardian's instance lock: the kernel frees it when
+ * its holder dies, even by SIGKILL, so there is no stale lock to judge. Its name derives from a random
+ * key in the private state dir, so another user can neither compute it nor squat it to block launches
+ * and stops.
+ */
+export async function withRecordsLock<T>(paths: CloisterPaths, section: () => T): Promise<T> {
+  const lock = await acquire(await lockName(paths));
+  try {
+    return section();
+  } finally {
+    lock.close();
+  }
+}
+
+async function acquire(name: string): Promise<Server> {
+  for (const deadline = Date.now() + GIVE_UP_MS; ; ) {
+    const server = await listenOn(name);
+    if (server) return server;
+    if (Date.now() > deadline) {
+      throw new CloisterError("another cloister command has held the lock on cloister records for 10 s", "retry; if it persists, look for a stopped (Ctrl-Z) cloister command");
+    }
+    await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+  }
+}
+
+/** The listening server, or undefined when another process holds the name. */
+function listenOn(name: string): Promise<Server | undefined> {
+  const server = createServer();
+  return new Promise((resolve, reject) => {
+    server.once("error", (error: NodeJS.ErrnoException) => (error.code === "EADDRINUSE" ? resolve(undefined) : reject(error)));
+    server.listen(name, () => {
+      server.unref();
+      resolve(server);
+    });
+  });
+}
+
+async function lockName(paths: CloisterPaths): Promise<string> {
+  const digest = createHash("sha256").update(await lockKey(paths)).digest("hex").slice(0, 32);
+  return `\0cloister-records-${digest}`;
+}
+
+/** The instance's lock key: made once (the first of two racing makers wins), private to its user. */
+async function lockKey(paths: CloisterPaths): Promise<string> {
+  const file = join(paths.cloisterRecordDir, ".lock-key");
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    ensurePrivateDir(paths.cloisterRecordDir);
+    await createFileAtomic(file, randomBytes(32).toString("hex"));
+    return readFileSync(file, "utf8");
+  }
+}
