@@ -711,6 +711,19 @@ describe("absolute-form plain HTTP", () => {
     assert.ok(main.audit.every((e) => e.type === "egress" && e.decision === "invalid"), JSON.stringify(main.audit.filter((e) => e.decision !== "invalid")));
   });
 
+  it("an HTTP/1.1 request without Host gets cloister's own 400 with its reason, and an audit record; without the token, 407 first", async () => {
+    const request = get(`http://api.test:${api.port}/no-host`, [AUTH]);
+    const { response, client } = await httpExchange(main.socketPath, request);
+    client.destroy();
+    assert.equal(response.status, 400);
+    assert.match(response.body, /^cloister: an HTTP\/1\.1 request must carry a Host header/);
+    assert.deepEqual(audited(main.audit, "egress").map((e) => [e.protocol, e.decision, e.detail]), [["http", "invalid", "an HTTP/1.1 request must carry a Host header (RFC 9112, 3.2)"]]);
+    const anonymous = await httpExchange(main.socketPath, get(`http://api.test:${api.port}/no-host`, []));
+    anonymous.client.destroy();
+    assert.equal(anonymous.response.status, 407);
+    assert.equal(api.requests.filter((r) => r.url === "/no-host").length, 0);
+  });
+
   it("answers 502 instead of crashing on an origin's malformed response", async () => {
     const raw = await startRawUpstream({
       status99: "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok",

@@ -44,9 +44,14 @@ const HEADERS_TIMEOUT_MS = 15_000;
  * may be slow (uploads); the idle timeout on the socket covers a body that stops moving. Shared by
  * the proxy below and by intercepted TLS connections (broker/intercept.ts).
  */
-export function handedConnectionServer(settings: ProxySettings, onRequest?: (req: IncomingMessage, res: ServerResponse) => void, headersTimeoutMs = HEADERS_TIMEOUT_MS): Server {
+export function handedConnectionServer(
+  settings: ProxySettings,
+  onRequest?: (req: IncomingMessage, res: ServerResponse) => void,
+  { headersTimeoutMs = HEADERS_TIMEOUT_MS, requireHostHeader = true }: { headersTimeoutMs?: number; requireHostHeader?: boolean } = {},
+): Server {
   const server = createServer(
     {
+      requireHostHeader,
       maxHeaderSize: settings.max_header_size,
       headersTimeout: headersTimeoutMs,
       // node checks the header deadline on this timer (30 s by default): checked as often as the
@@ -113,7 +118,9 @@ function closesWhenDrained(server: Server): () => void {
 
 /** One HTTP server per proxy settings generation; each endpoint hands it connections it accepted. */
 export function createHttpProxy(settings: ProxySettings, headersTimeoutMs = HEADERS_TIMEOUT_MS): Server {
-  const server = handedConnectionServer(settings, undefined, headersTimeoutMs);
+  // node answers an HTTP/1.1 request without Host with a bare 400 before any of this code sees it:
+  // absoluteTarget refuses it instead, with a reason and an audit record like every other refusal.
+  const server = handedConnectionServer(settings, undefined, { headersTimeoutMs, requireHostHeader: false });
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
     const context = contexts.get(req.socket);
     if (context) enqueue(context, req, res);
@@ -383,6 +390,7 @@ function absoluteTarget(req: IncomingMessage, canonical: (raw: string) => Host):
     return { error: `bad request target ${JSON.stringify(url.slice(0, 100))}: expected http://host[:port]/path` };
   }
   const [, authority = "", path = "/"] = match;
+  if (req.httpVersion === "1.1" && headerValues(req.rawHeaders, "host").length === 0) return { error: "an HTTP/1.1 request must carry a Host header (RFC 9112, 3.2)" };
   if (authority.includes("@")) return { error: "credentials in the URL (user@host) are refused" };
   let target: { host: Host; port: number };
   try {
