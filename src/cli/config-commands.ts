@@ -16,8 +16,11 @@ async function configModules() {
 async function editAndValidate(file: string, kind: "global" | "project"): Promise<unknown> {
   const { validateConfigFile } = await configModules();
   const editor = process.env.VISUAL || process.env.EDITOR || "vi";
-  const result = spawnSync(editor, [file], { stdio: "inherit" });
+  // Through the shell, as git runs it: EDITOR often carries arguments ("code --wait", "emacsclient -t").
+  // The file goes in as "$1", never into the command text.
+  const result = spawnSync("/bin/sh", ["-c", `${editor} "$1"`, editor, file], { stdio: "inherit" });
   if (result.error) throw new CloisterError(`could not start the editor ${JSON.stringify(editor)}: ${result.error.message}`, "set EDITOR to your editor");
+  if (result.status === 127) throw new CloisterError(`could not start the editor ${JSON.stringify(editor)}: command not found`, "set EDITOR (or VISUAL) to your editor, e.g. EDITOR='code --wait'");
   return validateConfigFile(file, kind);
 }
 

@@ -571,6 +571,20 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal(bwrap.status, "ok");
   });
 
+  it("config edit runs an EDITOR that carries arguments (code --wait), as git does, and validates the result", async () => {
+    const editor = join(t.home, "fake-editor");
+    writeFileSync(editor, '#!/bin/sh\n[ "$1" = --wait ] || exit 3\nprintf "# edited\\n" >> "$2"\n', { mode: 0o755 });
+    const file = join(t.home, "config", "config.yaml");
+    const before = readOr(file);
+    const r = await startCommand(process.execPath, [CLI, "config", "edit"], { env: { ...t.env, EDITOR: `${editor} --wait`, VISUAL: "" }, cwd: t.project, timeoutMs: 30_000 }).done;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readOr(file), `${before}# edited\n`);
+    const missing = await startCommand(process.execPath, [CLI, "config", "edit"], { env: { ...t.env, EDITOR: "no-such-editor --wait", VISUAL: "" }, cwd: t.project, timeoutMs: 30_000 }).done;
+    assert.equal(missing.code, 125);
+    assert.match(missing.stderr, /could not start the editor "no-such-editor --wait": command not found/);
+    writeFileSync(file, before);
+  });
+
   it("config validate names file, line and key of an unknown key, and suggests the right one", async () => {
     const file = join(t.home, "config", "config.yaml");
     const original = readOr(file);
