@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { ensureGuardian, guardianCall } from "../guardian/control-client.js";
+import type { EgressRule } from "../policy/rules.js";
 import { visible, visibleArgv } from "../policy/visible.js";
 
 /** Policy code (and the YAML/schema libraries it needs) loads only for these commands. */
@@ -41,7 +42,7 @@ async function targetProject(paths: CloisterPaths, given: string | undefined): P
 async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFlags & { private?: boolean }): Promise<void> {
   const { parseRule, RuleError, HostSyntaxError } = await policyModules();
   if (flags.global && flags.project !== undefined) throw new CloisterError("--global and --project exclude each other");
-  let rule: ReturnType<typeof parseRule>;
+  let rule: EgressRule;
   try {
     rule = parseRule(ruleText, { private: flags.private === true });
   } catch (error) {
@@ -62,6 +63,19 @@ async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFla
   const where = project ? `project ${project}` : "every project";
   const what = list === "allow" ? `Allowed ${canonical}${flags.private ? " (private addresses too)" : ""}` : `Denied ${canonical}${rule.ports === null ? " on every port" : ""}`;
   process.stderr.write(changed ? `${what} for ${where}; running cloisters apply it now.\n` : `${canonical} was already on the ${list} list for ${where}.\n`);
+  if (list === "allow") await warnIfDenied(paths, project, rule);
+}
+
+/** The allow was written, but a deny rule still wins over it: say which, and where it is written. */
+async function warnIfDenied(paths: CloisterPaths, project: string | undefined, allow: EgressRule): Promise<void> {
+  const { PolicyStore, denyOverriding, emptyPolicy, ruleSource } = await policyModules();
+  const store = await PolicyStore.load(paths, project === undefined ? [] : [project]);
+  // A global allow is checked against the global tier: each project's own denies are its business.
+  const tiers = project === undefined ? { ...emptyPolicy(), global: store.globalEgress } : store.policyFor(project, emptyPolicy().session);
+  const deny = denyOverriding(tiers, allow);
+  if (!deny || deny.tier === "session") return;
+  const file = await ruleSource(paths, deny.tier, project, "deny", deny.text);
+  process.stderr.write(`Warning: the deny rule ${deny.text} in ${file} still wins over it (a deny beats every allow); remove it there and run \`cloister guardian reload\` to allow ${allow.text}.\n`);
 }
 
 export function registerPolicyCommands(program: Command): void {

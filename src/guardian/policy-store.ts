@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { writeFileAtomic, ensurePrivateDir } from "../config/atomic-write.js";
-import { loadGlobalConfig, loadProjectConfig, parseConfigText, readIfExists, toYaml } from "../config/load.js";
+import { loadGlobalConfig, loadProjectConfig, parseConfigText, projectConfigFile, readIfExists, toYaml } from "../config/load.js";
 import type { CloisterPaths } from "../config/paths.js";
 import { isIP } from "node:net";
 import { ProjectNameSchema, resolveNameProblem, type Decisions, type ProxySettings, type RuleEntry } from "../config/schema.js";
@@ -67,6 +67,11 @@ export class PolicyStore {
     );
     for (const project of projects) await store.ensureProject(project);
     return store;
+  }
+
+  /** The global tier's egress rules (config.yaml and decisions/global.yaml). */
+  get globalEgress(): RuleSet {
+    return this.globalRules;
   }
 
   /** The project names whose tiers are loaded (a reload loads the same ones). */
@@ -155,6 +160,17 @@ export function decisionsFile(paths: CloisterPaths, scope: DecisionScope, projec
   const name = ProjectNameSchema.safeParse(project);
   if (!name.success) throw new CloisterError(`invalid project name ${JSON.stringify(project)}`, "see `cloister project list`");
   return join(dir, "projects", `${name.data}.yaml`);
+}
+
+/**
+ * The file a tier's rule comes from, for messages: its decision file when that lists the rule,
+ * else the tier's config file (config.yaml, or projects/<name>.yaml).
+ */
+export async function ruleSource(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, list: RuleList, ruleText: string): Promise<string> {
+  const file = decisionsFile(paths, scope, project);
+  const decided = (await loadDecisions(file)).proxy[list].some((entry) => entryRule(entry).text === ruleText);
+  if (decided) return file;
+  return scope === "global" || project === undefined ? paths.globalConfigFile : projectConfigFile(paths, project);
 }
 
 async function loadDecisions(file: string): Promise<Decisions> {

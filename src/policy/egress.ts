@@ -1,5 +1,5 @@
 import { formatAuthority, hostText, type Host } from "./hosts.js";
-import { ruleMatches, type EgressRule, type RuleList } from "./rules.js";
+import { coversPort, DEFAULT_PORTS, ruleMatches, type EgressRule, type RuleList } from "./rules.js";
 
 /**
  * The egress decision: one function for every protocol path (SECURITY.md, network section). It runs
@@ -43,6 +43,28 @@ export function decide(policy: Policy, host: Host, port: number): Decision {
   const chosen = optIn ?? allows[0];
   if (!chosen) return { verdict: "unlisted", allowPrivate: false };
   return { verdict: "allow", rule: ruleRef(chosen, "allow"), allowPrivate: optIn !== undefined };
+}
+
+/**
+ * A deny rule that still refuses some of what `allow` would admit (deny beats allow), for telling
+ * the user who adds that allow. A wildcard allow counts as refused when a deny wildcard covers all
+ * of it; a deny of single names under it only refuses those.
+ */
+export function denyOverriding(policy: Policy, allow: EgressRule): { text: string; tier: Tier } | undefined {
+  const ports = allow.ports ?? DEFAULT_PORTS;
+  for (const tier of TIERS) {
+    const deny = policy[tier].deny.find((rule) => ports.some((port) => deniesAll(rule, allow, port)));
+    if (deny) return { text: deny.text, tier };
+  }
+  return undefined;
+}
+
+function deniesAll(deny: EgressRule, allow: EgressRule, port: number): boolean {
+  if (allow.kind !== "wildcard") {
+    const host: Host = allow.kind === "ip" ? { kind: "ip", address: allow.host, family: allow.host.includes(":") ? 6 : 4 } : { kind: "name", name: allow.host };
+    return ruleMatches(deny, "deny", host, port);
+  }
+  return deny.kind === "wildcard" && coversPort(deny, "deny", port) && (deny.host === allow.host || allow.host.endsWith(`.${deny.host}`));
 }
 
 export function emptyPolicy(): Policy {

@@ -67,7 +67,7 @@ export function ruleMatches(rule: EgressRule, list: RuleList, host: Host, port: 
  * host on every port, because "deny bad.example" means the host; covering only 80 and 443 let an
  * allow of `*.example:8080` reach the very host the user had denied.
  */
-function coversPort(rule: EgressRule, list: RuleList, port: number): boolean {
+export function coversPort(rule: EgressRule, list: RuleList, port: number): boolean {
   if (rule.ports === null) return list === "deny" || DEFAULT_PORTS.includes(port);
   return rule.ports.includes(port);
 }

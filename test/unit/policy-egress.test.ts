@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { TIERS, decide, emptyPolicy, refusalMessage, type Decision, type Policy, type Tier } from "../../src/policy/egress.js";
+import { TIERS, decide, denyOverriding, emptyPolicy, refusalMessage, type Decision, type Policy, type Tier } from "../../src/policy/egress.js";
 import { canonicalHost, parseAuthority } from "../../src/policy/hosts.js";
 import { parseRule } from "../../src/policy/rules.js";
 
@@ -266,4 +266,22 @@ describe("refusalMessage", () => {
       assert.doesNotMatch(refusalMessage(decide(p, host, port), host, port), /[\r\n]/);
     }
   });
+});
+
+describe("denyOverriding: the deny rule that still wins over an allow being added", () => {
+  const p = policy({ global: { deny: ["echo.test:9000", "*.bad.example.com"] }, project: { deny: ["10.0.0.1", "one.good.example.com"] } });
+  const cases: [string, string | undefined][] = [
+    ["echo.test:9000", "echo.test:9000"],
+    ["echo.test:22,9000", "echo.test:9000"],
+    ["echo.test", undefined],
+    ["x.bad.example.com:8080", "*.bad.example.com"],
+    ["*.bad.example.com", "*.bad.example.com"],
+    ["*.sub.bad.example.com:22", "*.bad.example.com"],
+    ["10.0.0.1:5432", "10.0.0.1"],
+    ["*.good.example.com", undefined],
+    ["one.good.example.com", "one.good.example.com"],
+  ];
+  for (const [allow, deny] of cases) {
+    it(`allow ${allow}: ${deny ?? "no deny"}`, () => assert.equal(denyOverriding(p, parseRule(allow))?.text, deny));
+  }
 });
