@@ -35,14 +35,19 @@ export interface ManagedWorktree {
 
 /**
  * A branch as a directory and name part: sanitized like project names ("feature/Auth" →
- * "feature-auth"). When that loses the name (truncated, or nothing left) a hash of the branch
- * keeps such branches apart; branches that merely sanitize alike are told apart when opened.
+ * "feature-auth"). When that loses the name (truncated, nothing left, or characters outside ASCII
+ * dropped or folded: "x/日本" would be "x") a hash of the branch keeps such branches apart; branches
+ * that merely sanitize alike are told apart when opened. An ASCII branch's slug never changed, so
+ * existing worktrees keep their directories.
  */
 export function branchSlug(branch: string): string {
   const slug = sanitizeProjectName(branch);
   const emptied = slug === "project" && branch.toLowerCase() !== "project";
-  return emptied || slug.length === MAX_NAME ? suffixedProjectName(emptied ? "branch" : slug, branch) : slug;
+  const lossy = emptied || slug.length === MAX_NAME || NON_ASCII_RE.test(branch);
+  return lossy ? suffixedProjectName(emptied ? "branch" : slug, branch) : slug;
 }
+
+const NON_ASCII_RE = /[^\x00-\x7f]/;
 
 /** `<project>-<slug>`, shortened with a hash when it would exceed the 63 characters of a name. */
 export function worktreeCloisterName(project: string, slug: string): string {

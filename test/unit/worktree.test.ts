@@ -54,6 +54,10 @@ describe("branch names", () => {
     assert.equal(branchSlug("feature/Auth"), "feature-auth");
     assert.equal(branchSlug("fix_1.2"), "fix_1.2");
     assert.match(branchSlug("日本"), /^branch-[0-9a-f]{6}$/);
+    assert.match(branchSlug("x/日本"), /^x-[0-9a-f]{6}$/, "characters outside ASCII dropped: a hash keeps x/日本 apart from x");
+    assert.notEqual(branchSlug("x/日本"), branchSlug("x/中文"));
+    assert.match(branchSlug("café"), /^cafe-[0-9a-f]{6}$/);
+    assert.equal(branchSlug("x"), "x");
     const long = "x".repeat(80);
     assert.notEqual(branchSlug(long), branchSlug(`${long}y`));
     for (const branch of ["feature/Auth", "日本", long, "-.-a", "UPPER/lower"]) assert.match(branchSlug(branch), SAFE_NAME_RE, branch);
