@@ -54,7 +54,8 @@ proxy:
   # means 80 and 443, and a deny rule every port of that host. Names resolving to loopback,
   # private, link-local or metadata addresses are refused unless the rule says so: write
   # {rule: db.internal:5432, private: true}.
-  # A deny in any tier (global, project, session) beats every allow. Hosts on no list are refused.
+  # A deny in any tier (global, project, session) beats every allow. A host on no list is held for
+  # a human to answer, or refused: see \`unlisted\` below.
   # Projects add their own lists in projects/<name>.yaml; \`cloister allow|deny\` writes to
   # decisions/. See what decides a host with \`cloister policy explain HOST[:PORT]\`.
   allow:
