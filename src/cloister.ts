@@ -13,7 +13,9 @@ import { claimCloister, launchCloister, PROXY_PORT, releaseRecord, sandboxHome, 
 import { sandboxEnv } from "./sandbox/env.js";
 import { execInCloister, type ExecSession } from "./sandbox/init-client.js";
 import { exposureProblem, guardedPaths, type GuardedPaths } from "./sandbox/host-exposure.js";
-import { locateProject } from "./sandbox/project.js";
+import { gitDirsOf, isAdminDirOf } from "./sandbox/git-dirs.js";
+import type { LinkedGitDirs } from "./sandbox/linked-git.js";
+import { locateProject, type ProjectLocation } from "./sandbox/project.js";
 import { isKeeperAlive, listRecords, noSuchCloister, readRecord, type CloisterRecord } from "./sandbox/records.js";
 import { configRootOf, resolveLaunchProject } from "./sandbox/worktree.js";
 import { userInfo } from "node:os";
@@ -236,7 +238,7 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
     name,
     project,
     projectRoot: worktree?.dir ?? location.root,
-    linkedGit: worktree?.git,
+    linkedGit: worktree?.git ?? hostMadeWorktree(location),
     isGit: location.isGit,
     persistent,
     network: options.network ?? config.defaults.network,
@@ -258,6 +260,18 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
   };
   checkMountSources(spec, guarded);
   return { spec, config };
+}
+
+/**
+ * A worktree the user made with `git worktree add` gets the same view of its repository as a
+ * `start -b` worktree (linked-git.ts): its git dir lives in the main repository's, which is outside
+ * the project, so without it git inside fails ("not a git repository"). A submodule checkout, whose
+ * `.git` file names a dir under .git/modules, is not one.
+ */
+function hostMadeWorktree(location: ProjectLocation): LinkedGitDirs | undefined {
+  const dirs = location.isGit ? gitDirsOf(location.root) : undefined;
+  if (dirs?.kind !== "file" || !isAdminDirOf(dirs.gitDir, dirs.commonDir)) return undefined;
+  return { commonDir: dirs.commonDir, adminDir: dirs.gitDir };
 }
 
 /**

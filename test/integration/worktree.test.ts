@@ -214,3 +214,31 @@ describe("worktree cloisters: a project with a submodule", () => {
     assert.equal(spawnSync("git", ["-C", join(worktree, "lib"), "config", "core.fsmonitor"]).status, 1, "no fsmonitor set on the host");
   });
 });
+
+describe("a worktree made with `git worktree add` on the host", () => {
+  let t: TestInstance;
+  let worktree: string;
+  before(() => {
+    t = createInstance("hw");
+    worktree = join(t.home, "hostmade");
+    hostGit(t, "worktree", "add", "-q", "-b", "hostmade", worktree);
+  });
+  after(async () => {
+    await t.teardown();
+  });
+
+  it("git works in a cloister of it (its git dir lives in the main repository's), with the repository's hooks and config read-only", async () => {
+    const script = [
+      "git status --porcelain",
+      "echo x > f.txt && git add f.txt && git -c user.name=A -c user.email=a@example.com commit -qm 'from the cloister' && git log -1 --format=%s",
+      `echo junk >> '${join(t.project, ".git", "hooks", "x")}' 2>/dev/null && echo WROTE-hook`,
+      "git config core.hooksPath /tmp 2>/dev/null && echo WROTE-config",
+      "true",
+    ].join("\n");
+    const r = await t.cli(["run", "--", "sh", "-c", script], { cwd: worktree });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "from the cloister\n");
+    assert.equal(hostGit(t, "log", "-1", "--format=%s", "hostmade"), "from the cloister");
+    assert.equal(spawnSync("git", ["-C", t.project, "config", "core.hooksPath"]).status, 1);
+  });
+});
