@@ -62,7 +62,8 @@ class Guardian {
   private hostCommands!: HostCommands;
   private vault!: Vault;
   private broker!: Broker;
-  private readonly protection = new ProtectionWatch((cloister, file) => void this.protectionLost(cloister, file));
+  /** Keyed by cloister id: a cleanup of a dead cloister must not unwatch a new one of the same name. */
+  private readonly protection = new ProtectionWatch((id, file) => void this.protectionLost(id, file));
   private ui: UiServer | undefined;
   /** Why the approval UI is not served (e.g. its port is taken); approvals still work from the CLI. */
   private uiError: string | undefined;
@@ -249,7 +250,7 @@ class Guardian {
       await this.egress.open({ name, id, project, projectRoot, token: grant.token, socketDir: grant.socketDir, session });
     }
     // Watched from now on, not from the next reconcile: the launch record adds the full list.
-    this.protection.watch(name, existingProtectedFiles(projectRoot));
+    this.protection.watch(id, existingProtectedFiles(projectRoot));
     this.audit.append({ type: "cloister.start", cloister: name, project, network });
     this.launching.set(name, { id, project, at: Date.now() });
     return grant;
@@ -264,7 +265,7 @@ class Guardian {
     const record = readRecord(this.paths, name);
     if (launch?.id !== id || (record?.id === id && isKeeperAlive(record))) return false;
     this.launching.delete(name);
-    this.protection.unwatch(name);
+    this.protection.unwatch(id);
     this.egress.forget(name, id);
     this.broker.forget(id);
     // The grant made its egress socket's directory, and the runtime dir above it again when the
@@ -309,7 +310,7 @@ class Guardian {
 
   private async forgetNow(record: CloisterRecord): Promise<void> {
     if (this.launching.get(record.name)?.id === record.id) this.launching.delete(record.name);
-    this.protection.unwatch(record.name);
+    this.protection.unwatch(record.id);
     this.egress.forget(record.name, record.id);
     this.broker.forget(record.id);
     this.hostCommands.close(record.name);
@@ -330,7 +331,7 @@ class Guardian {
     }
     for (const record of listRecords(this.paths)) {
       if (isKeeperAlive(record)) {
-        if (record.protectedFiles) this.protection.watch(record.name, record.protectedFiles);
+        if (record.protectedFiles) this.protection.watch(record.id, record.protectedFiles);
         if (record.network && record.proxyToken && !this.egress.has(record.name)) {
           const socketDir = join(cloisterRuntimeDir(this.paths, record.id), "guardian");
           // One cloister whose policy cannot load (its project file broke since) stays without
@@ -348,9 +349,11 @@ class Guardian {
   }
 
   /** A protected file was replaced on the host: its read-only mount is gone, so the cloister goes too. */
-  private async protectionLost(name: string, file: string): Promise<void> {
-    const record = readRecord(this.paths, name);
-    if (!record) return this.protection.unwatch(name);
+  private async protectionLost(id: string, file: string): Promise<void> {
+    // By id: a name is used again once its cloister is gone, and the new one's watch is its own.
+    const record = listRecords(this.paths).find((r) => r.id === id);
+    if (!record) return this.protection.unwatch(id);
+    const { name } = record;
     // Synchronously, before anything else: every process of the cloister stops running at once.
     freezeCloister(record);
     log(`cloister ${name}: ${file} was replaced on the host, which lifts its read-only protection inside; stopping the cloister (start it again to protect the new file)`);
