@@ -1,12 +1,15 @@
+import { existsSync } from "node:fs";
+import { basename, resolve } from "node:path";
 import type { Command } from "commander";
 import { stopCloister } from "../cloister.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
+import { listProjects } from "../config/project-registry.js";
 import { CloisterError } from "../errors.js";
 import { isClean } from "../sandbox/host-git.js";
-import { locateProject } from "../sandbox/project.js";
+import { locateGitProject } from "../sandbox/project.js";
 import { isKeeperAlive, listRecords } from "../sandbox/records.js";
 import { branchSlug, mainProjectOf, managedWorktrees, type ManagedWorktree } from "../sandbox/worktree.js";
-import { checkedOutBranch, deleteWorktree } from "../sandbox/worktree-git.js";
+import { checkedOutBranch, deleteWorktree, missingRepositoryOf } from "../sandbox/worktree-git.js";
 import { printTable } from "./output.js";
 
 interface WorktreeStatus {
@@ -20,19 +23,43 @@ interface WorktreeStatus {
   running: string[];
   /** Uncommitted changes, untracked files included; null when git could not tell. */
   dirty: boolean | null;
+  /** Where the worktree's repository was, when it is missing (moved or deleted): git knows nothing of the worktree then. */
+  missingRepository: string | null;
 }
 
 async function statusOf(paths: CloisterPaths, w: ManagedWorktree): Promise<WorktreeStatus> {
   const records = listRecords(paths).filter((r) => r.projectRoot === w.dir && isKeeperAlive(r));
   const running = records.map((r) => r.name);
-  const clean = await isClean(w.dir, records.flatMap((r) => r.placeholders));
-  return { project: w.project, branch: (await checkedOutBranch(w.dir)) ?? null, dir: w.dir, cloister: w.cloisterName, running, dirty: clean === undefined ? null : !clean };
+  const missingRepository = missingRepositoryOf(w.dir) ?? null;
+  // Without its repository git can tell nothing there.
+  const clean = missingRepository === null ? await isClean(w.dir, records.flatMap((r) => r.placeholders)) : undefined;
+  const branch = missingRepository === null ? ((await checkedOutBranch(w.dir)) ?? null) : null;
+  return { project: w.project, branch, dir: w.dir, cloister: w.cloisterName, running, dirty: clean === undefined ? null : !clean, missingRepository };
 }
 
-/** The main project that `--project DIR` (or the current directory) stands for. */
-async function projectOf(dir: string | undefined): Promise<{ project: string; root: string }> {
-  const main = await mainProjectOf(resolvePaths(), locateProject(dir ?? process.cwd()).root);
+/**
+ * The main project that `--project DIR` (or the current directory) stands for. A project directory
+ * that is gone (deleted, or moved) is looked up in the registry, so that its worktrees can be removed.
+ */
+async function projectOf(paths: CloisterPaths, dir: string | undefined): Promise<{ project: string; root: string }> {
+  const gone = dir !== undefined && !existsSync(dir) ? (await listProjects(paths)).find((p) => p.path === resolve(dir)) : undefined;
+  if (gone?.path) return { project: gone.name, root: gone.path };
+  const main = await mainProjectOf(paths, locateGitProject(dir ?? process.cwd()).root);
   return { project: main.project, root: main.root };
+}
+
+function branchColumn(w: WorktreeStatus): string {
+  if (w.missingRepository !== null) return "(repository missing)";
+  return w.branch ?? "(detached)";
+}
+
+function orphanProblem(w: WorktreeStatus): string {
+  return `the worktree ${w.dir} belongs to the repository ${w.missingRepository ?? ""}, which was moved or deleted`;
+}
+
+/** What to do about a worktree whose repository is missing: git no longer knows it, cloister finds its project by the old path. */
+function orphanHint(w: WorktreeStatus): string {
+  return `if it was moved, move it back, or run \`git worktree repair ${w.dir}\` there to use the worktree with git alone; if it is gone, \`cloister worktree remove -f ${basename(w.dir)} --project ${w.dir}\` deletes the worktree`;
 }
 
 export function registerWorktreeCommands(program: Command): void {
@@ -48,14 +75,15 @@ export function registerWorktreeCommands(program: Command): void {
     .option("--json", "machine-readable output")
     .action(async (flags: { project?: string; json?: boolean }) => {
       const paths = resolvePaths();
-      const project = flags.project === undefined ? undefined : (await projectOf(flags.project)).project;
+      const project = flags.project === undefined ? undefined : (await projectOf(paths, flags.project)).project;
       const list = await Promise.all(managedWorktrees(paths, project).map((w) => statusOf(paths, w)));
       if (flags.json) return void process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
       if (list.length === 0) return void process.stdout.write("No worktrees. Create one with: cloister start -b BRANCH\n");
       printTable(
         ["PROJECT", "BRANCH", "CLOISTER", "STATUS", "CHANGES", "DIRECTORY"],
-        list.map((w) => [w.project, w.branch ?? "(detached)", w.cloister, w.running.length > 0 ? `running: ${w.running.join(", ")}` : "stopped", w.dirty === null ? "unknown" : w.dirty ? "uncommitted" : "clean", w.dir]),
+        list.map((w) => [w.project, branchColumn(w), w.cloister, w.running.length > 0 ? `running: ${w.running.join(", ")}` : "stopped", w.dirty === null ? "unknown" : w.dirty ? "uncommitted" : "clean", w.dir]),
       );
+      for (const w of list) if (w.missingRepository !== null) process.stderr.write(`cloister: ${orphanProblem(w)} (${orphanHint(w)})\n`);
     });
 
   worktree
@@ -67,7 +95,7 @@ export function registerWorktreeCommands(program: Command): void {
     .option("-f, --force", "remove it anyway: stop its cloisters and discard uncommitted changes")
     .action(async (branch: string, flags: { project?: string; force?: boolean }) => {
       const paths = resolvePaths();
-      const { project, root } = await projectOf(flags.project);
+      const { project, root } = await projectOf(paths, flags.project);
       const found = managedWorktrees(paths, project).find((w) => w.slug === branchSlug(branch));
       if (!found) throw new CloisterError(`project ${project} has no worktree for ${branch}`, "see `cloister worktree list`");
       const status = await statusOf(paths, found);
@@ -75,15 +103,19 @@ export function registerWorktreeCommands(program: Command): void {
       if (status.branch !== null && status.branch !== branch) {
         throw new CloisterError(`the worktree ${found.dir} holds branch ${status.branch}, not ${branch}`, `to remove it, name its branch: cloister worktree remove ${status.branch}`);
       }
+      if (!flags.force && status.missingRepository !== null) throw new CloisterError(orphanProblem(status), orphanHint(status));
       if (!flags.force && status.running.length > 0) {
-        throw new CloisterError(`cloister ${status.running.join(", ")} is running on ${found.dir}`, `stop it first (cloister stop ${status.running[0] ?? ""}), or pass -f`);
+        throw new CloisterError(`cloister ${status.running.join(", ")} is running on ${found.dir}`, `stop it first with \`cloister stop ${status.running[0] ?? ""}\`, or pass -f`);
       }
       if (!flags.force && status.dirty !== false) {
         const why = status.dirty === null ? "git could not check it for uncommitted changes" : "it has uncommitted changes";
-        throw new CloisterError(`not removing ${found.dir}: ${why}`, "commit or stash them (git status there), or pass -f to discard them");
+        throw new CloisterError(`not removing ${found.dir}: ${why}`, "commit or stash them, or pass -f to discard them");
       }
       for (const name of status.running) await stopCloister(name, paths);
       await deleteWorktree(root, found.dir);
       process.stderr.write(`Removed the worktree ${found.dir}${status.branch ? ` (branch ${status.branch} is kept)` : ""}\n`);
+      if (status.missingRepository !== null) {
+        process.stderr.write(`If ${status.missingRepository} was moved rather than deleted, its git still lists the worktree, locked, with its branch checked out: \`git worktree unlock ${found.dir} && git worktree prune\` there forgets it.\n`);
+      }
     });
 }

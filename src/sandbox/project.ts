@@ -18,6 +18,22 @@ export interface ProjectLocation {
  * to meet that is a dotfiles repository in HOME, where `allowNoGit` takes `dir` alone instead.
  */
 export function locateProject(dir: string, allowNoGit = false, guarded: GuardedPaths = guardedPaths(resolvePaths())): ProjectLocation {
+  return locate(dir, allowNoGit ? "allowed" : "offered", guarded);
+}
+
+/**
+ * locateProject for a command that needs a git repository and has no --allow-no-git (the worktree
+ * commands): its errors do not suggest an option the command would refuse.
+ */
+export function locateGitProject(dir: string, guarded: GuardedPaths = guardedPaths(resolvePaths())): ProjectLocation {
+  return locate(dir, "unavailable", guarded);
+}
+
+/** A plain directory as the project: taken (--allow-no-git given), suggested, or not for this command. */
+type NoGit = "allowed" | "offered" | "unavailable";
+
+function locate(dir: string, noGit: NoGit, guarded: GuardedPaths): ProjectLocation {
+  const allowNoGit = noGit === "allowed";
   let start: string;
   try {
     start = realpathSync(dir);
@@ -35,13 +51,13 @@ export function locateProject(dir: string, allowNoGit = false, guarded: GuardedP
       const hint =
         toplevel === start
           ? "run cloister in a project directory below it (--project DIR)"
-          : `make ${start} a repository of its own (git init), or add --allow-no-git to use that directory alone`;
+          : `make ${start} a repository of its own (git init)${noGit === "offered" ? ", or add --allow-no-git to use that directory alone" : ""}`;
       throw new CloisterError(`the git repository around ${JSON.stringify(start)} is ${JSON.stringify(toplevel)}, which a cloister must not get: ${problem}`, hint);
     }
   } else if (!allowNoGit) {
     throw new CloisterError(
       `${JSON.stringify(start)} is not inside a git repository`,
-      "run cloister from a git project, pass --project DIR, or add --allow-no-git to use a plain directory",
+      `run cloister from a git project${noGit === "offered" ? ", pass --project DIR, or add --allow-no-git to use a plain directory" : ", or pass --project DIR"}`,
     );
   }
   const problem = exposureProblem(start, guarded);

@@ -2,8 +2,8 @@
  * The git side of worktree cloisters: creating, checking, describing and removing the linked
  * worktrees cloister keeps under its data dir, with hardened host git (host-git.ts).
  */
-import { mkdirSync, rmdirSync, rmSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, mkdirSync, rmdirSync, rmSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { CloisterError } from "../errors.js";
 import { gitDirsOf, isAdminDirOf, readPointer, realPath } from "./git-dirs.js";
 import { hostGit, hostGitOk } from "./host-git.js";
@@ -56,6 +56,9 @@ export async function branchSource(mainRoot: string, branch: string): Promise<Br
  * where this path does not exist) would otherwise count it as prunable and delete its admin dir.
  */
 export async function addWorktree(mainRoot: string, dir: string, branch: string, source: BranchSource, reason: string): Promise<void> {
+  if (source === "new" && (await hostGit(mainRoot, ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])).code !== 0) {
+    throw new CloisterError(`${mainRoot} has no commit yet to start the branch ${branch} from`, "commit something first (git commit), then try again");
+  }
   const from: Record<BranchSource, string[]> = {
     local: [dir, branch],
     // No --track: setting an upstream rewrites .git/config, and replacing a protected file stops the
@@ -64,7 +67,12 @@ export async function addWorktree(mainRoot: string, dir: string, branch: string,
     new: ["-b", branch, dir, "HEAD"],
   };
   mkdirSync(dirname(dir), { recursive: true, mode: 0o700 });
-  await hostGitOk(mainRoot, ["worktree", "add", "--quiet", "--lock", "--reason", reason, ...from[source]], `cannot create a worktree for ${branch}`);
+  try {
+    await hostGitOk(mainRoot, ["worktree", "add", "--quiet", "--lock", "--reason", reason, ...from[source]], `cannot create a worktree for ${branch}`);
+  } catch (error) {
+    removeIfEmpty(dirname(dir));
+    throw error;
+  }
 }
 
 export async function lockWorktree(mainRoot: string, dir: string, reason: string): Promise<void> {
@@ -99,17 +107,42 @@ export async function checkedOutBranch(dir: string): Promise<string | undefined>
 }
 
 /**
+ * Where the repository of a worktree was, when it is missing (moved or deleted): the worktree's `.git`
+ * file names its admin dir `<repository>/.git/worktrees/<id>` by absolute path, and the admin dir
+ * goes with the repository. Undefined while the repository's git dir is there (an admin dir git
+ * pruned is not a missing repository: deleteWorktree handles that one).
+ */
+export function missingRepositoryOf(dir: string): string | undefined {
+  const dirs = gitDirsOf(dir);
+  if (dirs?.kind !== "file" || existsSync(dirs.gitDir)) return undefined;
+  const commonDir = dirname(dirname(dirs.gitDir));
+  if (existsSync(commonDir)) return undefined;
+  return basename(commonDir) === ".git" ? dirname(commonDir) : commonDir;
+}
+
+/**
  * Removes a worktree of the main repository (forced: the caller checked that nothing is lost, and
- * the worktree is locked), or only its directory when git no longer knows it; then prunes, and drops
- * the project's directory under the data dir once it is empty. The branch stays.
+ * the worktree is locked), or only its directory when git no longer knows it or its repository is
+ * missing; then prunes, and drops the project's directory under the data dir once it is empty. The
+ * branch stays.
  */
 export async function deleteWorktree(mainRoot: string, dir: string): Promise<void> {
-  const registered = (await worktreeEntries(mainRoot)).some((e) => e.path === dir);
-  if (registered) await hostGitOk(mainRoot, ["worktree", "remove", "--force", "--force", dir], `cannot remove the worktree ${dir}`);
-  else rmSync(dir, { recursive: true, force: true });
-  await hostGitOk(mainRoot, ["worktree", "prune"], `cannot prune the worktrees of ${mainRoot}`);
+  if (missingRepositoryOf(dir) !== undefined) {
+    // No git to ask: the repository's admin dir for it went with the repository.
+    rmSync(dir, { recursive: true, force: true });
+  } else {
+    const registered = (await worktreeEntries(mainRoot)).some((e) => e.path === dir);
+    if (registered) await hostGitOk(mainRoot, ["worktree", "remove", "--force", "--force", dir], `cannot remove the worktree ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
+    await hostGitOk(mainRoot, ["worktree", "prune"], `cannot prune the worktrees of ${mainRoot}`);
+  }
+  removeIfEmpty(dirname(dir));
+}
+
+/** Drops a project's directory under the data dir once no worktree of it is left. */
+function removeIfEmpty(dir: string): void {
   try {
-    rmdirSync(dirname(dir));
+    rmdirSync(dir);
   } catch {
     // Other worktrees of the project remain.
   }

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -240,5 +240,59 @@ describe("a worktree made with `git worktree add` on the host", () => {
     assert.equal(r.stdout, "from the cloister\n");
     assert.equal(hostGit(t, "log", "-1", "--format=%s", "hostmade"), "from the cloister");
     assert.equal(spawnSync("git", ["-C", t.project, "config", "core.hooksPath"]).status, 1);
+  });
+});
+
+describe("worktree cloisters: a repository without commits, and one moved or deleted", () => {
+  let t: TestInstance;
+  let worktree: string;
+  const moved = (): string => `${t.project}-moved`;
+
+  before(() => {
+    t = createInstance("wtgone");
+    worktree = join(t.home, "data", "worktrees", "proj", "orphan");
+  });
+  after(async () => {
+    if (existsSync(moved())) renameSync(moved(), t.project);
+    await t.teardown();
+  });
+
+  it("-b in a repository without commits says to commit first, and leaves nothing under the data dir", async () => {
+    const empty = join(t.home, "..", "empty");
+    assert.equal(spawnSync("git", ["init", "-q", empty]).status, 0);
+    const r = await t.cli(["run", "-b", "feat", "--", "true"], { cwd: empty });
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /has no commit yet to start the branch feat from \(commit something first/);
+    assert.ok(!existsSync(join(t.home, "data", "worktrees", "empty")));
+  });
+
+  it("worktree commands outside a repository do not suggest --allow-no-git, which they do not take", async () => {
+    const r = await t.cli(["worktree", "remove", "x"], { cwd: t.home });
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /is not inside a git repository/);
+    assert.doesNotMatch(r.stderr, /--allow-no-git/);
+  });
+
+  it("worktree list says when a worktree's repository is missing, and where it was", async () => {
+    assert.equal((await t.cli(["run", "-b", "orphan", "--", "true"])).code, 0);
+    renameSync(t.project, moved());
+    const r = await t.cli(["worktree", "list"], { cwd: t.home });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /proj +\(repository missing\) +proj-orphan +stopped +unknown/);
+    assert.ok(r.stderr.includes(`the worktree ${worktree} belongs to the repository ${t.project}, which was moved or deleted`), r.stderr);
+    assert.ok(r.stderr.includes(`git worktree repair ${worktree}`), r.stderr);
+    const [entry] = JSON.parse((await t.cli(["worktree", "list", "--json"], { cwd: t.home })).stdout) as { missingRepository: string | null }[];
+    assert.equal(entry?.missingRepository, t.project);
+  });
+
+  it("worktree remove finds it by the project's old path; refuses without -f, and with -f deletes it", async () => {
+    const refused = await t.cli(["worktree", "remove", "orphan", "--project", t.project], { cwd: t.home });
+    assert.equal(refused.code, 125);
+    assert.match(refused.stderr, /which was moved or deleted/);
+    assert.ok(existsSync(worktree));
+    const forced = await t.cli(["worktree", "remove", "-f", "orphan", "--project", t.project], { cwd: t.home });
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.ok(!existsSync(join(t.home, "data", "worktrees", "proj")), "the worktree and its project's directory are gone");
+    assert.ok(forced.stderr.includes(`git worktree unlock ${worktree} && git worktree prune`), forced.stderr);
   });
 });

@@ -13,7 +13,7 @@ import { homePathProblem } from "../../src/config/agents-schema.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
 import { exposureProblem, guardedPaths, type GuardedPaths } from "../../src/sandbox/host-exposure.js";
-import { locateProject } from "../../src/sandbox/project.js";
+import { locateGitProject, locateProject } from "../../src/sandbox/project.js";
 
 const base = realpathSync(mkdtempSync(join(tmpdir(), "cexp-")));
 after(() => rmSync(base, { recursive: true, force: true }));
@@ -70,6 +70,25 @@ describe("locateProject and a repository in HOME (dotfiles)", () => {
   it("a project with its own repository below HOME is found as before", () => {
     spawnSync("git", ["init", "-q", join(home, "code", "proj")]);
     assert.deepEqual(locateProject(join(home, "code", "proj"), false, guarded), { root: join(home, "code", "proj"), isGit: true });
+  });
+});
+
+describe("locateProject outside any repository", () => {
+  const plain = join(base, "plain");
+  mkdirSync(plain, { recursive: true });
+  const hintOf = (locate: () => unknown): string => {
+    try {
+      locate();
+    } catch (error) {
+      if (error instanceof CloisterError) return error.hint ?? "";
+    }
+    assert.fail("not refused");
+  };
+  it("suggests --allow-no-git to the commands that take it", () => {
+    assert.match(hintOf(() => locateProject(plain, false, guarded)), /--allow-no-git/);
+  });
+  it("suggests no --allow-no-git to a command that needs git and has no such option (worktree)", () => {
+    assert.equal(hintOf(() => locateGitProject(plain, guarded)), "run cloister from a git project, or pass --project DIR");
   });
 });
 

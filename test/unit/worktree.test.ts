@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { SAFE_NAME_RE } from "../../src/config/names.js";
+import type { CloisterError } from "../../src/errors.js";
 import { resolvePaths, type CloisterPaths } from "../../src/config/paths.js";
 import { planMounts, WORK_DIR, type MountOp } from "../../src/sandbox/bwrap/mounts.js";
 import { isClean } from "../../src/sandbox/host-git.js";
@@ -17,7 +18,7 @@ import { prepareLinkedGitView } from "../../src/sandbox/linked-git.js";
 import { gitConfigPaths } from "../../src/sandbox/git-config-paths.js";
 import { pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders } from "../../src/sandbox/protected-paths.js";
 import { branchSlug, managedWorktreeAt, managedWorktrees, openWorktree, worktreeCloisterName, type Worktree } from "../../src/sandbox/worktree.js";
-import { deleteWorktree } from "../../src/sandbox/worktree-git.js";
+import { deleteWorktree, missingRepositoryOf } from "../../src/sandbox/worktree-git.js";
 
 const base = realpathSync(mkdtempSync(join(tmpdir(), "cwt-")));
 after(() => rmSync(base, { recursive: true, force: true }));
@@ -154,6 +155,14 @@ describe("opening worktrees", () => {
     assert.ok(!existsSync(planted), "host git ran a command from the nested repository's config");
   });
 
+  it("refuses a new branch in a repository without commits, leaving nothing under the data dir", async () => {
+    const empty = join(base, "empty");
+    mkdirSync(empty);
+    git(empty, "init", "-q", "-b", "main");
+    await assert.rejects(openWorktree(paths, empty, "empty", "feat", note), (error: Error) => /has no commit yet/.test(error.message) && /commit something first/.test((error as CloisterError).hint ?? ""));
+    assert.ok(!existsSync(join(paths.dataDir, "worktrees", "empty")));
+  });
+
   it("tells clean from dirty, and removes a worktree but keeps its branch", async () => {
     const w = await openWorktree(paths, main, "proj", "gone", note);
     assert.equal(await isClean(w.dir), true);
@@ -163,6 +172,30 @@ describe("opening worktrees", () => {
     assert.ok(!existsSync(w.dir));
     assert.doesNotMatch(git(main, "worktree", "list"), /gone/);
     assert.equal(git(main, "rev-parse", "--verify", "-q", "gone"), git(main, "rev-parse", "HEAD"));
+  });
+});
+
+describe("a worktree whose repository is missing", () => {
+  let paths: CloisterPaths;
+  let moved: string;
+  let w: Worktree;
+  before(async () => {
+    const main = makeRepository("orphaned");
+    paths = resolvePaths({ CLOISTER_HOME: join(base, "home-orphaned") });
+    w = await openWorktree(paths, main, "orphaned", "orphan", note);
+    moved = join(base, "orphaned-moved");
+    renameSync(main, moved);
+  });
+
+  it("is told by where its repository was; a worktree of a present repository is not", async () => {
+    assert.equal(missingRepositoryOf(w.dir), join(base, "orphaned"));
+    assert.equal(missingRepositoryOf(moved), undefined);
+  });
+
+  it("is deleted without the repository, which git worktree repair could still find when it moved", async () => {
+    await deleteWorktree(join(base, "orphaned"), w.dir);
+    assert.ok(!existsSync(w.dir));
+    assert.ok(!existsSync(join(paths.dataDir, "worktrees", "orphaned")), "the project's directory under the data dir goes with its last worktree");
   });
 });
 
