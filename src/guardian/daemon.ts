@@ -12,6 +12,7 @@ import { isKeeperAlive, isLaunchOrphaned, listRecords, noSuchCloister, processSt
 import { VERSION } from "../version.js";
 import { JsonLines, serveControl } from "./control-server.js";
 import { AuditLog } from "../audit/log.js";
+import { previousEnd } from "../audit/tail.js";
 import { SAFE_NAME_RE } from "../config/names.js";
 import type { RuleEntry } from "../config/schema.js";
 import type { SessionRules } from "../sandbox/records.js";
@@ -85,6 +86,7 @@ class Guardian {
     // Now rather than at the first tunnel: a guardian without its relay would refuse every one.
     loadTunnelRelay();
     const policy = await loadPolicy(this.paths);
+    const previous = await previousEnd(this.paths.auditDir);
     // Rotation settings come from the config at guardian start (defaults while it is invalid).
     this.audit = await AuditLog.open({ dir: this.paths.auditDir, maxBytes: policy.store?.audit.maxBytes, keep: policy.store?.audit.keep });
     const sessions = new SessionDecisionStore(join(this.paths.stateDir, "sessions"));
@@ -113,7 +115,10 @@ class Guardian {
     for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => void this.exit());
     // The daemon runs in its own session, so SIGHUP only ever comes from someone asking for a reload.
     process.on("SIGHUP", () => void this.reload().catch((error: unknown) => log(`reload failed, old policy kept: ${String(error)}`)));
-    this.audit.append({ type: "guardian.start", pid: process.pid, version: VERSION });
+    this.audit.append({ type: "guardian.start", pid: process.pid, version: VERSION, ...previous });
+    if (previous.previous === "crashed") {
+      log(`the previous guardian did not stop cleanly (its last audit record: ${previous.lastRecordAt ?? "unreadable"}); connections it had open then have no egress.end record`);
+    }
     log(`guardian ${VERSION} started (pid ${process.pid})`);
   }
 

@@ -190,6 +190,14 @@ describe("egress through the guardian", () => {
       assert.equal((await status(`http://web.test:${web.port}/after-crash`)).stdout, "200");
       assert.equal((await status(`http://sink.test:${sink.port}/after-crash`)).stdout, "403");
       assert.equal(sink.connections, 0);
+      // The new guardian's start says that the one before it did not stop cleanly.
+      const starts = readFileSync(join(t.home, "state", "audit", "audit.jsonl"), "utf8")
+        .split("\n")
+        .filter((line) => line.includes('"guardian.start"'))
+        .map((line) => JSON.parse(line) as { pid: number; previous: string; lastRecordAt?: string });
+      assert.equal(starts.at(-1)?.previous, "crashed");
+      assert.match(starts.at(-1)?.lastRecordAt ?? "", /^\d{4}-\d\d-\d\dT/);
+      assert.equal(starts[0]?.previous, "none");
     });
   });
 

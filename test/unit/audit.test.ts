@@ -14,7 +14,7 @@ import { formatRecordLine } from "../../src/audit/format.js";
 import { AuditLog, type AuditEvent } from "../../src/audit/log.js";
 import { recordBody, SEGMENT_TYPE, signedLine, type AuditRecord } from "../../src/audit/record.js";
 import { signBody } from "../../src/audit/signing.js";
-import { LogFollower } from "../../src/audit/tail.js";
+import { LogFollower, previousEnd } from "../../src/audit/tail.js";
 import { describeVerifyResult, verifyAuditLog } from "../../src/audit/verify.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
@@ -916,5 +916,21 @@ describe("cloister audit (CLI)", () => {
   test("--help shows examples", async () => {
     const run = await cli(scratch, ["audit", "verify", "--help"]);
     assert.match(run.stdout, /Examples:\n  cloister audit verify/);
+  });
+});
+
+describe("previousEnd: how the guardian before ended", () => {
+  test("none for an empty log, stopped after guardian.stop, crashed after anything else or a torn line", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "caud-prev-"));
+    try {
+      assert.deepEqual(await previousEnd(dir), { previous: "none" });
+      const file = join(dir, "audit.jsonl");
+      await writeFile(file, '{"type":"guardian.start","time":"2026-01-01T00:00:00.000Z"}\n{"type":"guardian.stop","time":"2026-01-01T00:00:01.000Z"}\n');
+      assert.deepEqual(await previousEnd(dir), { previous: "stopped", lastRecordAt: "2026-01-01T00:00:01.000Z" });
+      await appendFile(file, '{"type":"egress","time":"2026-01-01T00:00:02.000Z"}\n{"type":"egr');
+      assert.deepEqual(await previousEnd(dir), { previous: "crashed", lastRecordAt: "2026-01-01T00:00:02.000Z" });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
