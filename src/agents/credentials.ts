@@ -11,6 +11,11 @@ import type { AgentDefinition, CredentialKind } from "./registry.js";
 export interface Credential {
   kind: CredentialKind;
   value: string;
+  /**
+   * From the vault: false when it is the real value, handed out for want of an injection rule (a
+   * custom agent's), true for the cloister's placeholder. Absent elsewhere (the host environment).
+   */
+  placeholder?: boolean;
 }
 
 /**
@@ -37,9 +42,10 @@ export function deliverCredential(agent: AgentDefinition, credential: Credential
   const variable = agent.credentialEnv[credential.kind];
   if (!variable) {
     const kinds = Object.keys(agent.credentialEnv).map((kind) => kind.replace("_", " "));
+    const secret = `${agent.name}.${credential.kind}`;
     throw new CloisterError(
-      `${agent.name} cannot use the stored ${credential.kind.replace("_", " ")}`,
-      kinds.length > 0 ? `${agent.name} takes: ${kinds.join(" or ")}` : `declare where it goes with agents.${agent.name}.credential.env in config`,
+      `${agent.name} cannot use the stored ${credential.kind.replace("_", " ")} (${secret})${kinds.length > 0 ? "" : ": no variable is declared for it"}`,
+      kinds.length > 0 ? `${agent.name} takes: ${kinds.join(" or ")}` : `declare one with agents.${agent.name}.credential.env in \`cloister config edit\`, or remove it with \`cloister secret rm ${secret}\``,
     );
   }
   return { env: { [variable]: credential.value }, files: [] };
@@ -62,6 +68,21 @@ export interface CredentialSources {
   passEnv: boolean;
   hostEnv: NodeJS.ProcessEnv;
   warn: (message: string) => void;
+}
+
+/**
+ * The agent's credential (findCredential), the way it reads it (deliverCredential). A stored real
+ * value is said to enter the cloister as it is, once it is sure to: not before a delivery that fails.
+ */
+export async function credentialDelivery(agent: AgentDefinition, sources: CredentialSources): Promise<Delivery> {
+  const credential = await findCredential(agent, sources);
+  if (!credential) return NO_DELIVERY;
+  const delivery = deliverCredential(agent, credential);
+  if (credential.placeholder === false) {
+    const secret = `${agent.name}.${credential.kind}`;
+    sources.warn(`${agent.name}'s stored credential enters the cloister as it is (no injection rule for ${secret}); to keep it in the guardian: cloister secret set ${secret} --host API_HOST --header "Authorization: Bearer {}"`);
+  }
+  return delivery;
 }
 
 export async function findCredential(agent: AgentDefinition, sources: CredentialSources): Promise<Credential | undefined> {

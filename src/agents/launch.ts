@@ -11,7 +11,7 @@ import type { CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { systemEntries } from "../sandbox/bwrap/host-facts.js";
 import { AGENT_BIN_PATH } from "../sandbox/bwrap/mounts.js";
-import { deliverCredential, findCredential, NO_DELIVERY, type CredentialSources, type Delivery } from "./credentials.js";
+import { credentialDelivery, type CredentialSources, type Delivery } from "./credentials.js";
 import { locateAgent, managedAgentsDir, type AgentLocation, type LocateContext } from "./locate.js";
 import { writeAgentMarker } from "./marker.js";
 import { npmGlobalPrefix } from "./npm-prefix.js";
@@ -40,8 +40,7 @@ export async function planAgent(name: string, config: Readonly<Record<string, Ag
   const agent = resolveAgent(name, config);
   const location = locateAgent(agent, ctx);
   if (!location) throw notFound(agent);
-  const credential = await findCredential(agent, credentials);
-  return { agent, location, delivery: credential ? deliverCredential(agent, credential) : NO_DELIVERY };
+  return { agent, location, delivery: await credentialDelivery(agent, credentials) };
 }
 
 function notFound(agent: AgentDefinition): CloisterError {

@@ -9,7 +9,7 @@ import type { EffectiveConfig } from "../config/schema.js";
 import { CloisterError } from "../errors.js";
 import type { AgentLaunchSpec } from "../sandbox/engine.js";
 import type { CloisterRecord } from "../sandbox/records.js";
-import { deliverCredential, findCredential, type CredentialLookup } from "./credentials.js";
+import { credentialDelivery, type CredentialLookup } from "./credentials.js";
 import { agentArgv, launcherName, locateContext, planAgent, prepareAgent } from "./launch.js";
 import { readAgentMarker } from "./marker.js";
 import { resolveAgent } from "./registry.js";
@@ -64,16 +64,15 @@ export async function agentForRunningCloister(record: CloisterRecord, request: A
     const wanted = wantedName(request.agent, config);
     if (marker?.name !== wanted) {
       throw new CloisterError(
-        `cloister ${record.name} is running ${marker ? `set up for ${marker.name}` : "without an agent"}, not ${wanted} (an agent is set up when its cloister starts)`,
-        `stop it (cloister stop ${record.name}) and start it again with --agent ${wanted}`,
+        `cloister ${record.name} is running ${marker ? `set up for ${marker.name}` : "without an agent"}, not ${wanted}: an agent is set up when its cloister starts`,
+        `stop it with \`cloister stop ${record.name}\`, then start it again with --agent ${wanted}`,
       );
     }
   }
   if (!marker) return undefined;
   try {
     const agent = resolveAgent(marker.name, config.agents);
-    const credential = await findCredential(agent, credentialSources(request, record.id));
-    return session(marker.name, marker.command, credential ? deliverCredential(agent, credential).env : {});
+    return session(marker.name, marker.command, (await credentialDelivery(agent, credentialSources(request, record.id))).env);
   } catch (error) {
     // Only the agent itself needs its credential; a shell or `exec` runs without it rather than not at all.
     if (request.agent !== undefined) throw error;

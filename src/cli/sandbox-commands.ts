@@ -57,16 +57,14 @@ function cloisterOptions(flags: SandboxFlags): CloisterOptions {
   };
 }
 
-/** An agent's credential from the guardian's vault (`cloister setup AGENT`): as a rule, the cloister's placeholder for it. */
+/**
+ * An agent's credential from the guardian's vault (`cloister setup AGENT`): as a rule, the cloister's
+ * placeholder for it (credentialDelivery says so when it is the real value).
+ */
 async function vaultCredential(agent: string, cloisterId: string) {
   const paths = resolvePaths();
   await ensureGuardian(paths);
-  const credential = await agentCredentialFromGuardian(paths, agent, cloisterId);
-  if (credential && !credential.placeholder) {
-    const secret = `${agent}.${credential.kind}`;
-    process.stderr.write(`cloister: ${agent}'s stored credential enters the cloister as it is (no injection rule for ${secret}); to keep it in the guardian: cloister secret set ${secret} --host API_HOST --header "Authorization: Bearer {}"\n`);
-  }
-  return credential;
+  return agentCredentialFromGuardian(paths, agent, cloisterId);
 }
 
 /**

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { deliverCredential, findCredential, type Credential } from "../../src/agents/credentials.js";
+import { credentialDelivery, deliverCredential, findCredential, type Credential } from "../../src/agents/credentials.js";
 import { resolveAgent } from "../../src/agents/registry.js";
 import { CloisterError } from "../../src/errors.js";
 
@@ -60,6 +60,22 @@ describe("credential sources", () => {
     const warnings: string[] = [];
     assert.deepEqual(await findCredential(claude, { cloisterId: "0123abcd", lookup: async () => stored, passEnv: true, hostEnv: {}, warn: (w) => warnings.push(w) }), stored);
     assert.match(warnings[0] ?? "", /ANTHROPIC_API_KEY and CLAUDE_CODE_OAUTH_TOKEN are not set/);
+  });
+
+  test("a stored real value is said to enter as it is once delivered; one the agent cannot take fails with that alone", async () => {
+    const warnings: string[] = [];
+    const real: Credential = { kind: "api_key", value: "v", placeholder: false };
+    const sources = { cloisterId: "0123abcd", lookup: async () => real, passEnv: false, hostEnv: {}, warn: (w: string) => void warnings.push(w) };
+    assert.deepEqual((await credentialDelivery(custom, sources)).env, { OPENAI_API_KEY: "v" });
+    assert.match(warnings.pop() ?? "", /aider's stored credential enters the cloister as it is \(no injection rule for aider\.api_key\)/);
+    const bare = resolveAgent("bare", { bare: { command: "bare", args: [], env: [], config_dirs: [] } });
+    await assert.rejects(
+      credentialDelivery(bare, sources),
+      (error: unknown) => error instanceof CloisterError && /bare cannot use the stored api key \(bare\.api_key\): no variable is declared/.test(error.message) && /cloister secret rm bare\.api_key/.test(error.hint ?? ""),
+    );
+    assert.deepEqual(warnings, [], "no word of it entering the cloister");
+    assert.deepEqual((await credentialDelivery(custom, { ...sources, lookup: async () => ({ ...real, placeholder: true }) })).env, { OPENAI_API_KEY: "v" });
+    assert.deepEqual(warnings, [], "a placeholder is not the value");
   });
 
   test("the lookup is asked by agent name", async () => {
