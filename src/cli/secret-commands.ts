@@ -59,7 +59,7 @@ export function registerSecretCommands(program: Command): void {
       const inject = injectionFlags(flags);
       if (inject) checkRule(name, inject);
       await refuseWhileLocked();
-      const value = await readSecret(`Value for ${name}`, MAX_VALUE_BYTES);
+      const value = await readSecret(`Value for ${name}`, MAX_VALUE_BYTES, `cloister secret set ${name}`);
       const result = await call<SetResult>("PUT", `/v1/secrets/${encodeURIComponent(name)}`, { value, description: flags.description, inject });
       if (result.key) process.stderr.write(`Created the vault; its key is in ${result.key}.\n`);
       if (result.note) process.stderr.write(`Note: ${result.note}.\n`);
@@ -83,7 +83,7 @@ export function registerSecretCommands(program: Command): void {
       const status = await call<VaultStatus>("GET", "/v1/secrets/status");
       if (status.keySource !== "passphrase") throw new CloisterError(`the vault does not use a passphrase${status.key ? `: its key is in ${status.key}` : ""}`, "nothing to unlock");
       if (!status.locked) return void process.stderr.write("The vault is already unlocked.\n");
-      const passphrase = await readSecret("Vault passphrase", MAX_PASSPHRASE_BYTES, { confirm: false });
+      const passphrase = await readSecret("Vault passphrase", MAX_PASSPHRASE_BYTES, "cloister secret unlock", { confirm: false });
       await call("POST", "/v1/secrets/unlock", { passphrase });
       process.stderr.write("The vault is unlocked until `cloister secret lock` or the guardian stops.\n");
     });
@@ -124,7 +124,7 @@ export function registerSecretCommands(program: Command): void {
         return void process.stderr.write(`The vault no longer uses a passphrase; its key is in ${key}.\n`);
       }
       await refuseWhileLocked();
-      const passphrase = await readSecret("New vault passphrase", MAX_PASSPHRASE_BYTES);
+      const passphrase = await readSecret("New vault passphrase", MAX_PASSPHRASE_BYTES, "cloister secret passphrase");
       await call("POST", "/v1/secrets/passphrase", { passphrase });
       process.stderr.write("The vault now uses a passphrase. After each guardian start, run `cloister secret unlock`.\n");
     });
@@ -170,16 +170,17 @@ export async function refuseWhileLocked(): Promise<void> {
 
 /**
  * A value typed at the terminal without echo (twice, unless `confirm` is false), or everything on
- * stdin when it is not a terminal, minus one trailing newline.
+ * stdin when it is not a terminal, minus one trailing newline. `command` is the command line being
+ * run, for the example of how to pipe a value in when stdin is empty.
  */
-export async function readSecret(prompt: string, maxBytes: number, options: { confirm?: boolean } = {}): Promise<string> {
-  if (!process.stdin.isTTY) return readStdin(maxBytes);
+export async function readSecret(prompt: string, maxBytes: number, command: string, options: { confirm?: boolean } = {}): Promise<string> {
+  if (!process.stdin.isTTY) return readStdin(maxBytes, command);
   const first = await promptHidden(`${prompt}: `);
   if (options.confirm !== false && (await promptHidden(`${prompt} (again): `)) !== first) throw new CloisterError("the two entries differ; nothing was changed");
   return first;
 }
 
-async function readStdin(maxBytes: number): Promise<string> {
+async function readStdin(maxBytes: number, command: string): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
@@ -195,7 +196,7 @@ async function readStdin(maxBytes: number): Promise<string> {
     // Decoding would replace the bad bytes: the stored value would silently differ from the one given.
     throw new CloisterError("stdin is not UTF-8 text", "a secret is text; encode binary values, e.g. with base64");
   }
-  if (!text) throw new CloisterError("nothing on stdin", 'pipe the value in, e.g. printf %s "$KEY" | cloister secret set NAME');
+  if (!text) throw new CloisterError("nothing on stdin", `pipe the value in, e.g. printf %s "$VALUE" | ${command}`);
   return text;
 }
 

@@ -59,7 +59,7 @@ async function setup(agent: string, flags: SetupFlags): Promise<void> {
   if (!choice) throw new CloisterError(`${agent} does not take ${wanted === "oauth_token" ? "an OAuth token" : "an API key"}`, `it takes ${choices.map((c) => c.label).join(" or ")}`);
   await refuseWhileLocked();
   if (process.stdin.isTTY) process.stderr.write(`Paste ${choice.label} (${choice.where}).\n`);
-  const value = (await readSecret(capitalize(choice.label), MAX_CREDENTIAL_BYTES)).trim();
+  const value = (await readSecret(capitalize(choice.label), MAX_CREDENTIAL_BYTES, `cloister setup ${agent} --${choice.kind.replace("_", "-")}`)).trim();
   if (!value) throw new CloisterError("the credential is empty; nothing was changed");
   await call("PUT", `/v1/secrets/${credentialSecretName(agent, choice.kind)}`, { value, description: `${agent}: ${choice.label}` });
   // One credential per agent: a token stored before under the other kind would otherwise win or linger.

@@ -95,7 +95,7 @@ describe("cloister secret", () => {
     assert.match(bad.stderr, /invalid secret name "no\/slash"/);
     const empty = await t.cli(["secret", "set", "empty"], { input: "" });
     assert.equal(empty.code, 125);
-    assert.match(empty.stderr, /nothing on stdin/);
+    assert.match(empty.stderr, /nothing on stdin \(pipe the value in, e\.g\. printf %s "\$VALUE" \| cloister secret set empty\)/);
   });
 
   it("passphrase mode: locked after a guardian restart until unlocked; wrong passphrases refused", async () => {

@@ -54,6 +54,12 @@ describe("cloister setup", () => {
     assert.match(ambiguous.stderr, /add --api-key or --oauth-token/);
   });
 
+  it("an empty stdin is refused with an example of this command, not of another", async () => {
+    const empty = await t.cli(["setup", "claude", "--api-key"], { input: "" });
+    assert.equal(empty.code, 125);
+    assert.match(empty.stderr, /nothing on stdin \(pipe the value in, e\.g\. printf %s "\$VALUE" \| cloister setup claude --api-key\)/);
+  });
+
   it("the values appear in no file, log or output outside the vault's ciphertext", async () => {
     const outputs = [await t.cli(["secret", "list", "--json"]), await t.cli(["secret", "status", "--json"]), await t.cli(["config", "show"])];
     for (const r of outputs) assert.ok(!r.stdout.includes(oauthToken) && !r.stderr.includes(oauthToken));
