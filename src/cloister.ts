@@ -182,12 +182,29 @@ export async function findCloister(name: string, options: CloisterOptions = {}):
   if (!record || !isKeeperAlive(record)) return undefined;
   // A running cloister needs its guardian (egress socket, reaper): bring back one that crashed.
   await ensureGuardian(paths);
-  const { config } = await resolveProject(paths, await configRootOf(paths, record));
+  const config = await configForRunning(paths, record, agentRequest(options).warn);
   const agent = options.agent !== undefined || hasAgentMarker(record.runtimeDir)
     ? await (await import("./agents/session.js")).agentForRunningCloister(record, agentRequest(options), config)
     : undefined;
   const env = { ...record.env, ...(await withPlaceholders(paths, options, record.id)) };
   return new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent);
+}
+
+/**
+ * The config a command in a running cloister is set up with (its shell, the host variables it
+ * passes). A config file broken since the cloister started must not lock the user out of it (the
+ * guardian keeps the policy it had): the command gets the defaults, which pass no extra host
+ * variables, and the error is said. Loaded lazily: the config modules are only needed then.
+ */
+async function configForRunning(paths: CloisterPaths, record: CloisterRecord, warn: (message: string) => void): Promise<EffectiveConfig> {
+  try {
+    return (await resolveProject(paths, await configRootOf(paths, record))).config;
+  } catch (error) {
+    const { ConfigError, effectiveConfig, parseConfigText } = await import("./config/load.js");
+    if (!(error instanceof ConfigError)) throw error;
+    warn(`${error.message}; until it is fixed, commands in ${record.name} run with the default settings`);
+    return effectiveConfig(parseConfigText("", "defaults", "global"), parseConfigText("", "defaults", "project"));
+  }
 }
 
 /** `options.env` plus each `secretEnv` variable set to the cloister's placeholder for its secret. */

@@ -585,6 +585,22 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     writeFileSync(file, before);
   });
 
+  it("a config file broken while a cloister runs does not lock the user out of it: exec runs with the defaults and says what is wrong", async () => {
+    assert.equal((await t.cli(["start", "-d", "--name", "cfgbroken"])).code, 0);
+    const file = join(t.home, "config", "config.yaml");
+    const original = readOr(file);
+    writeFileSync(file, `${original}\nlimits:\n  memroy: 4GiB\n`);
+    try {
+      const r = await t.cli(["exec", "cfgbroken", "--", "echo", "inside"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "inside\n");
+      assert.match(r.stderr, /config\.yaml:\d+:\d+: .*; until it is fixed, commands in cfgbroken run with the default settings/);
+    } finally {
+      writeFileSync(file, original);
+      await t.cli(["stop", "cfgbroken"]);
+    }
+  });
+
   it("config validate names file, line and key of an unknown key, and suggests the right one", async () => {
     const file = join(t.home, "config", "config.yaml");
     const original = readOr(file);
