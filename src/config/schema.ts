@@ -188,7 +188,10 @@ const ruleText = text("a rule like example.com, *.example.com or example.com:844
 const privateRule = z
   .strictObject(
     { rule: text("a rule like db.internal:5432"), private: bool.default(false) },
-    { error: (issue) => `expected a rule (text) or a mapping {rule: TEXT, private: true}, found ${describeValue(issue.input)}` },
+    {
+      // Only for what is no mapping at all: a mapping with a stray key gets zod's own issue, named below.
+      error: (issue) => (issue.code === "unrecognized_keys" ? undefined : `expected a rule (text) or a mapping {rule: TEXT, private: true}, found ${describeValue(issue.input)}`),
+    },
   )
   .superRefine((entry, ctx) => {
     const problem = ruleProblem(entry.rule, entry.private);
@@ -202,7 +205,12 @@ const privateRule = z
 const ruleEntry = z.unknown().transform((input, ctx): RuleEntry => {
   const result = typeof input === "string" ? ruleText.safeParse(input) : privateRule.safeParse(input);
   if (result.success) return result.data;
-  for (const issue of result.error.issues) ctx.addIssue({ code: "custom", message: issue.message, path: issue.path, input: issue.input });
+  for (const issue of result.error.issues) {
+    if (issue.code === "unrecognized_keys") {
+      // Each stray key by its own path, as unknown keys elsewhere (`proxy.allow[0].privat`).
+      for (const key of issue.keys) ctx.addIssue({ code: "custom", message: `unknown key: a rule mapping has the keys rule and private`, path: [...issue.path, key], input });
+    } else ctx.addIssue({ code: "custom", message: issue.message, path: issue.path, input: issue.input });
+  }
   return z.NEVER;
 });
 

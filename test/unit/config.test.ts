@@ -383,6 +383,7 @@ describe("schema: bad values name file, line, column and key", () => {
     ["proxy:\n  allow:\n    - {rule: 'db.internal:5432', private: maybe}\n", "proxy.allow[0].private", 3, /expected true or false/],
     ["proxy:\n  allow:\n    - {rule: '*.co.uk', private: true}\n", "proxy.allow[0].rule", 3, /public suffix|co\.uk/],
     ["proxy:\n  allow:\n    - {host: example.com}\n", "proxy.allow[0].rule", 3, /expected a rule/],
+    ["proxy:\n  allow:\n    - {rule: 'db.internal:5432', privat: true}\n", "proxy.allow[0].privat", 3, /unknown key: a rule mapping has the keys rule and private/],
     ["proxy:\n  resolve:\n    api.test: not-an-ip\n", "proxy.resolve[\"api.test\"]", 3, /not an IP address/],
     ["proxy:\n  resolve:\n    127.0.0.1: 10.0.0.1\n", "proxy.resolve[\"127.0.0.1\"]", 3, /only names can be mapped/],
     ["proxy:\n  max_connections: 0\n", "proxy.max_connections", 2, /from 1 to/],
