@@ -22,10 +22,11 @@ export function parsed<T>(expected: string, parse: (input: string | number) => T
   });
 }
 
-export function positive(what: string, parse: (input: string | number) => number) {
+/** `orNone`: the setting also takes `none` (a limit() value), which the message then offers. */
+export function positive(what: string, parse: (input: string | number) => number, orNone = false) {
   return (input: string | number): number => {
     const value = parse(input);
-    if (value <= 0) throw new Error(`${what} must be more than 0 (use none for no limit)`);
+    if (value <= 0) throw new Error(`${what} must be more than 0${orNone ? " (use none for no limit)" : ""}`);
     return value;
   };
 }

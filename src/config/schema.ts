@@ -47,7 +47,7 @@ function parsePids(input: string | number): number {
 }
 
 function parseTimeout(input: string | number): number {
-  const ms = positive("a timeout", parseDuration)(input);
+  const ms = positive("a timeout", parseDuration, true)(input);
   if (ms > MAX_TIMEOUT_MS) throw new Error(`"${input}" is too long; a timeout can be at most 24 days (or none)`);
   return ms;
 }
@@ -63,9 +63,9 @@ function parseTmpfs(input: string | number): number {
   return bytes;
 }
 
-const memoryValue = limit("a size like 8GiB", positive("a memory limit", parseSize));
+const memoryValue = limit("a size like 8GiB", positive("a memory limit", parseSize, true));
 const pidsValue = limit("a process count like 4096", parsePids);
-const cpuValue = limit("a percentage of one core like 100%", positive("a cpu limit", parsePercent));
+const cpuValue = limit("a percentage of one core like 100%", positive("a cpu limit", parsePercent, true));
 const tmpfsValue = parsed("a size like 1GiB", parseTmpfs);
 const timeoutValue = limit("a duration like 90s, 5m or 1h30m", parseTimeout);
 

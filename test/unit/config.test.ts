@@ -388,6 +388,8 @@ describe("schema: bad values name file, line, column and key", () => {
     ["proxy:\n  resolve:\n    127.0.0.1: 10.0.0.1\n", "proxy.resolve[\"127.0.0.1\"]", 3, /only names can be mapped/],
     ["proxy:\n  max_connections: 0\n", "proxy.max_connections", 2, /from 1 to/],
     ["proxy:\n  connect_timeout: soon\n", "proxy.connect_timeout", 2, /duration|soon/],
+    ["proxy:\n  connect_timeout: 0s\n", "proxy.connect_timeout", 2, /a connect timeout must be more than 0$/],
+    ["limits:\n  memory: 0\n", "limits.memory", 2, /more than 0 \(use none for no limit\)/],
     ["audit:\n  keep: -1\n", "audit.keep", 2, /whole number/],
     ["defaults:\n  shell: bash\n", "defaults.shell", 2, /not an absolute path/],
     ["defaults:\n  shell: 5\n", "defaults.shell", 2, /expected an absolute path, found the number 5/],
