@@ -8,7 +8,7 @@ import { existsSync, rmSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
-import { managedPrefix, readPackageVersion } from "./locate.js";
+import { managedCommand, managedPrefix, readPackageVersion } from "./locate.js";
 import type { AgentDefinition } from "./registry.js";
 
 export interface InstallResult {
@@ -25,23 +25,31 @@ export async function installManagedAgent(agent: AgentDefinition, managedDir: st
   ensurePrivateDir(managedDir);
   const dir = managedPrefix(managedDir, agent.name);
   const spec = version ? `${agent.npmPackage}@${version}` : agent.npmPackage;
+  // A first install that fails leaves nothing: an empty prefix would pass for a managed copy later.
+  const fresh = !existsSync(dir);
   process.stderr.write(`Installing ${spec} into ${dir} ...\n`);
-  const code = await new Promise<number>((resolve, reject) => {
-    // npm's summary goes to stdout; here everything it says is progress, so it all goes to stderr.
-    const child = spawn(npm, ["install", "--prefix", dir, "--no-audit", "--no-fund", spec], { env, stdio: ["ignore", 2, 2] });
-    child.on("error", reject);
-    child.on("close", (status) => resolve(status ?? 1));
-  });
-  if (code !== 0) throw new CloisterError(`npm install ${spec} failed (exit code ${code})`, "see npm's messages above");
-  const command = join(dir, "node_modules", ".bin", agent.command);
-  if (!existsSync(command)) throw new CloisterError(`${spec} was installed but provides no ${agent.command} command`, `check agents.${agent.name}.command`);
+  try {
+    const code = await new Promise<number>((resolve, reject) => {
+      // npm's summary goes to stdout; here everything it says is progress, so it all goes to stderr.
+      const child = spawn(npm, ["install", "--prefix", dir, "--no-audit", "--no-fund", spec], { env, stdio: ["ignore", 2, 2] });
+      child.on("error", reject);
+      child.on("close", (status) => resolve(status ?? 1));
+    });
+    if (code !== 0) throw new CloisterError(`npm install ${spec} failed (exit code ${code})`, "see npm's messages above");
+    if (!existsSync(managedCommand(managedDir, agent))) throw new CloisterError(`${spec} was installed but provides no ${agent.command} command`, `check agents.${agent.name}.command`);
+  } catch (error) {
+    if (fresh) rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
   return { dir, version: readPackageVersion(join(dir, "node_modules", ...agent.npmPackage.split("/")), dir) };
 }
 
-/** Removes the managed copy; false when there was none. */
+/**
+ * Removes the managed copy; false when there was none (what a failed install of an older cloister
+ * left, a prefix without the agent's command, is removed all the same).
+ */
 export function removeManagedAgent(agent: AgentDefinition, managedDir: string): boolean {
-  const dir = managedPrefix(managedDir, agent.name);
-  if (!existsSync(dir)) return false;
-  rmSync(dir, { recursive: true, force: true });
-  return true;
+  const installed = existsSync(managedCommand(managedDir, agent));
+  rmSync(managedPrefix(managedDir, agent.name), { recursive: true, force: true });
+  return installed;
 }

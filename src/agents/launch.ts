@@ -44,14 +44,17 @@ export async function planAgent(name: string, config: Readonly<Record<string, Ag
 }
 
 function notFound(agent: AgentDefinition): CloisterError {
-  if (agent.command.startsWith("/")) {
-    return new CloisterError(`${agent.name}: ${agent.command} is not an executable file`, `fix agents.${agent.name}.command in \`cloister config edit\``);
-  }
+  if (agent.command.startsWith("/")) return new CloisterError(`${agent.name}: ${agent.command} is not an executable file`, installHint(agent));
   const where = `looked on your PATH${agent.nativePaths.length > 0 ? `, in ${agent.nativePaths.map((p) => `~/${p}`).join(", ")}` : ""}, in npm's global prefix and in cloister's managed copies`;
-  const fix = agent.npmPackage
-    ? `install it with \`cloister agent install ${agent.name}\` (npm package ${agent.npmPackage}), or put ${agent.command} on your PATH`
+  return new CloisterError(`${agent.name} is not installed (${where})`, installHint(agent));
+}
+
+/** What makes an agent that is not found there: `cloister agent install` only for one with an npm package. */
+export function installHint(agent: AgentDefinition): string {
+  if (agent.command.startsWith("/")) return `fix agents.${agent.name}.command in \`cloister config edit\``;
+  return agent.npmPackage
+    ? `install it with \`cloister agent install ${agent.name}\`, npm package ${agent.npmPackage}, or put ${agent.command} on your PATH`
     : `put ${agent.command} on your PATH, or set agents.${agent.name}.command to its absolute path`;
-  return new CloisterError(`${agent.name} is not installed (${where})`, fix);
 }
 
 export interface PrepareDirs {

@@ -47,6 +47,11 @@ export function managedPrefix(managedDir: string, name: string): string {
   return join(managedDir, name);
 }
 
+/** The command of the agent's managed copy: there once `cloister agent install NAME` has installed it. */
+export function managedCommand(managedDir: string, agent: AgentDefinition): string {
+  return join(managedPrefix(managedDir, agent.name), "node_modules", ".bin", agent.command);
+}
+
 /** The agent as installed on this host, or undefined when it is nowhere to be found. */
 export function locateAgent(agent: AgentDefinition, ctx: LocateContext): AgentLocation | undefined {
   const found = findCommand(agent, ctx);
@@ -62,7 +67,7 @@ function findCommand(agent: AgentDefinition, ctx: LocateContext): { path: string
       const prefix = ctx.npmPrefix();
       return prefix ? [join(prefix, "bin", agent.command)] : [];
     }],
-    ["managed", () => [join(managedPrefix(ctx.managedDir, agent.name), "node_modules", ".bin", agent.command)]],
+    ["managed", () => [managedCommand(ctx.managedDir, agent)]],
   ];
   for (const [how, paths] of candidates) {
     const path = paths().find(isExecutableFile);
@@ -82,7 +87,10 @@ function describe(path: string, how: FoundHow, agent: AgentDefinition, ctx: Loca
   const interpreter = scriptInterpreter(realPath);
   if (interpreter) {
     const resolved = resolveInterpreter(interpreter, ctx);
-    if (!resolved) throw new CloisterError(`${agent.name} (${realPath}) is a script for ${interpreter.name}, which is not on your PATH`, `install ${interpreter.name}, or run \`cloister agent install ${agent.name}\``);
+    if (!resolved) {
+      const managed = agent.npmPackage ? `, or run \`cloister agent install ${agent.name}\`` : "";
+      throw new CloisterError(`${agent.name} (${realPath}) is a script for ${interpreter.name}, which is not on your PATH`, `install ${interpreter.name}${managed}`);
+    }
     // A venv's python is a link to the system's, but only works from inside its venv (pyvenv.cfg).
     const venv = interpreter.path ? venvRoot(interpreter.path, ctx) : undefined;
     const interpreterRoot = mountRoot(resolved, ctx);

@@ -161,11 +161,25 @@ export function agentNames(config: Readonly<Record<string, unknown>>): string[] 
 export function resolveAgent(name: string, config: Readonly<Record<string, AgentConfigEntry>>): AgentDefinition {
   const base = BUILTIN_AGENTS[name];
   const entry = Object.hasOwn(config, name) ? config[name] : undefined;
-  if (!base && !entry) {
-    throw new CloisterError(`unknown agent ${JSON.stringify(name)}`, `known agents: ${agentNames(config).join(", ")}; declare others under agents: in \`cloister config edit\``);
-  }
+  if (!base && !entry) throw unknownAgent(name, config);
   // A copy: callers may change what they get without changing the registry.
   return structuredClone(entry ? withConfig(base ?? customBase(name), entry) : (base as AgentDefinition));
+}
+
+/**
+ * An agent's npm package given for its name (`agent install @anthropic-ai/claude-code`) is named as
+ * such, with the agent it belongs to, if any.
+ */
+function unknownAgent(name: string, config: Readonly<Record<string, AgentConfigEntry>>): CloisterError {
+  const names = agentNames(config);
+  const packageOf = (agent: string): string | undefined => (Object.hasOwn(config, agent) ? config[agent]?.npm : undefined) ?? BUILTIN_AGENTS[agent]?.npmPackage;
+  const owner = names.find((agent) => packageOf(agent) === name);
+  if (owner) return new CloisterError(`${JSON.stringify(name)} is the npm package of ${owner}, not an agent's name`, `name the agent: ${owner}`);
+  const known = `known agents: ${names.join(", ")}`;
+  if (name.includes("/") || name.startsWith("@")) {
+    return new CloisterError(`${JSON.stringify(name)} is not an agent's name`, `give the agent's name, not an npm package; ${known}; declare others under agents: with agents.NAME.npm`);
+  }
+  return new CloisterError(`unknown agent ${JSON.stringify(name)}`, `${known}; declare others under agents: in \`cloister config edit\``);
 }
 
 /** A custom agent starts from nothing: only what its config entry says. */

@@ -27,7 +27,7 @@ export function registerAgentCommands(program: Command): void {
       if (flags.json) return void process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       printTable(
         ["NAME", "STATUS", "HOW", "VERSION", "PATH"],
-        rows.map((r) => [r.name, r.found ? "found" : r.problem ? "error" : "missing", r.how ?? "-", r.version ?? "-", r.path ?? r.problem ?? (r.npm ? `cloister agent install ${r.name}` : "-")]),
+        rows.map((r) => [r.name, r.found ? "found" : r.problem ? "error" : "missing", r.how ?? "-", r.version ?? "-", r.path ?? r.problem ?? r.hint ?? "-"]),
       );
     });
 
@@ -36,12 +36,12 @@ export function registerAgentCommands(program: Command): void {
     .description("install a managed copy of an agent from the npm registry, into cloister's data dir")
     .argument("<name>", "the agent (claude, codex, gemini, or one from config with agents.NAME.npm), optionally NAME@VERSION")
     .action(async (spec: string) => {
-      const [name = "", version] = spec.split(/@(?=[^@]*$)/);
+      const { name, version } = agentSpec(spec);
       const { resolveAgent } = await import("../agents/registry.js");
       const { installManagedAgent } = await import("../agents/install.js");
       const paths = resolvePaths();
       const definition = resolveAgent(name, await agentsConfig());
-      const result = await installManagedAgent(definition, await managedDir(paths.dataDir), version || undefined);
+      const result = await installManagedAgent(definition, await managedDir(paths.dataDir), version);
       process.stderr.write(`Installed ${definition.name}${result.version ? ` ${result.version}` : ""} in ${result.dir}.\n`);
       const using = (await agentRows()).find((row) => row.name === definition.name);
       if (using?.how && using.how !== "managed") process.stderr.write(`Note: cloister uses the ${definition.name} it finds first, ${using.path} (${using.how}); the managed copy is used where there is none.\n`);
@@ -72,10 +72,18 @@ interface AgentRow {
   mounts?: string[];
   npm?: string;
   problem?: string;
+  /** For an agent not found: how to get it. */
+  hint?: string;
+}
+
+/** `NAME[@VERSION]`; a leading @ is a scoped npm package's (which resolveAgent names as such), not a version's. */
+function agentSpec(spec: string): { name: string; version?: string } {
+  const at = spec.lastIndexOf("@");
+  return at > 0 ? { name: spec.slice(0, at), version: spec.slice(at + 1) || undefined } : { name: spec };
 }
 
 async function agentRows(): Promise<AgentRow[]> {
-  const [{ agentNames, resolveAgent }, { locateContext }, { locateAgent }] = await Promise.all([
+  const [{ agentNames, resolveAgent }, { installHint, locateContext }, { locateAgent }] = await Promise.all([
     import("../agents/registry.js"),
     import("../agents/launch.js"),
     import("../agents/locate.js"),
@@ -87,7 +95,7 @@ async function agentRows(): Promise<AgentRow[]> {
     const base = { name, builtin: definition.builtin, npm: definition.npmPackage };
     try {
       const location = locateAgent(definition, ctx);
-      if (!location) return { ...base, found: false };
+      if (!location) return { ...base, found: false, hint: installHint(definition) };
       return { ...base, found: true, how: location.how, path: location.path, realPath: location.realPath, version: location.version, mounts: location.mounts };
     } catch (error) {
       return { ...base, found: false, problem: error instanceof CloisterError ? error.oneLine() : String(error) };

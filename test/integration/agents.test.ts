@@ -320,3 +320,38 @@ describe("real claude through the credential broker (TLS interception, placehold
     }
   });
 });
+
+describe("agent install, uninstall and list: what they say", () => {
+  let t: TestInstance;
+  before(() => {
+    t = createInstance("agsay");
+  });
+  after(() => t.teardown());
+
+  it("an npm package given for the agent's name is named as such, with the agent it belongs to", async () => {
+    const r = await t.cli(["agent", "install", "@anthropic-ai/claude-code"]);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /"@anthropic-ai\/claude-code" is the npm package of claude, not an agent's name \(name the agent: claude\)/);
+    const versioned = await t.cli(["agent", "install", "@anthropic-ai/claude-code@1.0.0"]);
+    assert.match(versioned.stderr, /is the npm package of claude/);
+  });
+
+  it("uninstall of an agent that has no managed copy says so", async () => {
+    mkdirSync(join(t.home, "data", "agents", "codex"), { recursive: true });
+    const r = await t.cli(["agent", "uninstall", "codex"]);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /there is no managed copy of codex/);
+  });
+
+  it("list tells how to get a missing custom agent: PATH for one without an npm package, agent install for one with", async () => {
+    // No guardian to reload: `agent list` reads the file.
+    const file = join(t.home, "config", "config.yaml");
+    const agents = "agents:\n  plain:\n    command: no-such-plain-agent\n  packaged:\n    command: no-such-packaged-agent\n    npm: some-agent-cli\n";
+    writeFileSync(file, readFileSync(file, "utf8").replace(/^agents:\n((?:  #.*\n)*)  \{\}\n/m, agents));
+    const rows = JSON.parse((await t.cli(["agent", "list", "--json"])).stdout) as { name: string; hint?: string }[];
+    const hints = Object.fromEntries(rows.map((row) => [row.name, row.hint]));
+    assert.equal(hints.plain, "put no-such-plain-agent on your PATH, or set agents.plain.command to its absolute path");
+    assert.match(hints.packaged ?? "", /^install it with `cloister agent install packaged`, npm package some-agent-cli/);
+    assert.match((await t.cli(["agent", "list"])).stdout, /plain +missing +- +- +put no-such-plain-agent on your PATH/);
+  });
+});

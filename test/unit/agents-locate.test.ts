@@ -5,7 +5,7 @@ import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { locateAgent, mountRoot, scriptInterpreter, type LocateContext } from "../../src/agents/locate.js";
 import { npmGlobalPrefix } from "../../src/agents/npm-prefix.js";
-import { resolveAgent } from "../../src/agents/registry.js";
+import { resolveAgent, type AgentDefinition } from "../../src/agents/registry.js";
 import { CloisterError } from "../../src/errors.js";
 
 let base: string;
@@ -169,6 +169,21 @@ describe("locate: scripts and their interpreter", () => {
     const h = host("interp-missing");
     executable(join(h.root, "bin1", "claude"), "#!/usr/bin/env no-such-node-xyz\n");
     assert.throws(() => locateAgent(claude, h), (error: unknown) => error instanceof CloisterError && /no-such-node-xyz/.test(error.message));
+  });
+
+  test("a missing interpreter's hint offers `cloister agent install` only to an agent with an npm package", () => {
+    const h = host("interp-missing-custom");
+    executable(join(h.root, "bin1", "weird"), "#!/usr/bin/env no-such-interp-xyz\n");
+    const hintOf = (agent: AgentDefinition): string => {
+      try {
+        locateAgent(agent, h);
+      } catch (error) {
+        if (error instanceof CloisterError) return error.hint ?? "";
+      }
+      return assert.fail("not refused");
+    };
+    assert.equal(hintOf(resolveAgent("weird", { weird: { command: "weird", args: [], env: [], config_dirs: [] } })), "install no-such-interp-xyz");
+    assert.equal(hintOf(resolveAgent("weird", { weird: { command: "weird", args: [], env: [], config_dirs: [], npm: "weird-cli" } })), "install no-such-interp-xyz, or run `cloister agent install weird`");
   });
 
   test("shebang forms", () => {

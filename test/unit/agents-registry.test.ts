@@ -49,6 +49,20 @@ describe("agents: built-ins", () => {
   test("an unknown agent is a usage error listing the known ones", () => {
     assert.throws(() => resolveAgent("aider", {}), (error: unknown) => error instanceof CloisterError && /unknown agent "aider"/.test(error.message) && /claude, codex, gemini/.test(error.hint ?? ""));
   });
+
+  test("an npm package given for an agent's name is named as such, with its agent when one has it", () => {
+    const refusal = (name: string, config = {}): string => {
+      try {
+        resolveAgent(name, config);
+      } catch (error) {
+        if (error instanceof CloisterError) return error.oneLine();
+      }
+      return assert.fail("not refused");
+    };
+    assert.equal(refusal("@anthropic-ai/claude-code"), `"@anthropic-ai/claude-code" is the npm package of claude, not an agent's name (name the agent: claude)`);
+    assert.equal(refusal("aider-cli", agents("agents:\n  aider: {command: aider, npm: aider-cli}\n")), `"aider-cli" is the npm package of aider, not an agent's name (name the agent: aider)`);
+    assert.match(refusal("@someone/agent"), /^"@someone\/agent" is not an agent's name \(give the agent's name, not an npm package; known agents: claude, codex, gemini;/);
+  });
 });
 
 describe("agents: config", () => {
