@@ -227,12 +227,13 @@ export function registerSandboxCommands(program: Command): void {
   program
     .command("path")
     .description("print the host directory of a cloister's project (for cd \"$(cloister path NAME)\")")
-    .argument("<name>", "the cloister's name")
-    .action((name: string) => {
+    .argument("<name>", "the cloister's name, or a project's")
+    .action(async (name: string) => {
       const paths = resolvePaths();
-      // A worktree cloister's directory is its worktree, also while the cloister is stopped.
-      const dir = readRecord(paths, name)?.projectRoot ?? managedWorktrees(paths).find((w) => w.cloisterName === name)?.dir;
-      if (dir === undefined) throw new CloisterError(`no cloister named ${JSON.stringify(name)}`, "see `cloister list` and `cloister worktree list`");
+      // A worktree cloister's directory is its worktree, and a project's main cloister is named after
+      // the project: both are known while the cloister is stopped.
+      const dir = readRecord(paths, name)?.projectRoot ?? managedWorktrees(paths).find((w) => w.cloisterName === name)?.dir ?? (await registeredRoot(paths, name));
+      if (dir === undefined) throw new CloisterError(`no cloister or project named ${JSON.stringify(name)}`, "see `cloister list`, `cloister worktree list` and `cloister project list`");
       process.stdout.write(`${dir}\n`);
     });
 }

@@ -273,6 +273,14 @@ describe("worktree cloisters: a repository without commits, and one moved or del
     assert.doesNotMatch(r.stderr, /--allow-no-git/);
   });
 
+  it("path prints a project's directory while no cloister of it runs", async () => {
+    assert.equal((await t.cli(["run", "--", "true"])).code, 0, "registers the project");
+    const r = await t.cli(["path", "proj"], { cwd: t.home });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `${t.project}\n`);
+    assert.match((await t.cli(["path", "nope"])).stderr, /no cloister or project named "nope"/);
+  });
+
   it("worktree list says when a worktree's repository is missing, and where it was", async () => {
     assert.equal((await t.cli(["run", "-b", "orphan", "--", "true"])).code, 0);
     renameSync(t.project, moved());
