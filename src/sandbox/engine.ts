@@ -8,7 +8,7 @@ import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
 import { procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
-import { KEEPER_LOG, keeperLogTail } from "./init-client.js";
+import { KEEPER_LOG, keeperLogTail, STOPPING_MARK } from "./init-client.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, plannedCgroupDirs, releaseLimits, type LimitMechanism, type Limits } from "./limits.js";
@@ -403,6 +403,12 @@ export async function destroyCloister(paths: CloisterPaths, record: CloisterReco
   // A launch killed midway has no keeperPid yet, but may have a keeper that already started bwrap.
   const keeper = record.keeperPid !== undefined ? { pid: record.keeperPid, startTime: record.keeperStartTime } : record.spawnedKeeperPid !== undefined ? { pid: record.spawnedKeeperPid, startTime: record.spawnedKeeperStartTime } : undefined;
   if (keeper && isRunningProcess(keeper.pid, keeper.startTime)) {
+    // First: a command running in it (`cloister run`) then says that it was stopped, not that it failed.
+    try {
+      closeSync(openSync(join(record.runtimeDir, STOPPING_MARK), "w", 0o600));
+    } catch {
+      // No runtime dir: no command can be connected to it.
+    }
     try {
       process.kill(keeper.pid, "SIGKILL");
     } catch {

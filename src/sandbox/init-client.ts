@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { connect } from "node:net";
 import { constants as osConstants } from "node:os";
 import { dirname, join } from "node:path";
@@ -80,6 +80,7 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
   const gone = (): CloisterError => {
     const why = socketError ? `: ${socketError.message}` : "";
     const what = connected ? `its init closed the connection before the command finished${why}` : `cannot connect to its init at ${socketPath}${why}`;
+    if (wasStopped(dirname(socketPath))) return new CloisterError(`the cloister was stopped (${what})`, "start it again if it is still needed");
     const ended = keeperLogTail(join(dirname(socketPath), KEEPER_LOG));
     if (ended) return new CloisterError(`the cloister is gone or not ready (${what}); its log ends with: ${ended}`, "`cloister doctor` checks what cloisters need from this machine");
     return new CloisterError(`the cloister is gone or not ready (${what})`, "check `cloister list`; start it again if it stopped");
@@ -199,6 +200,18 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
 
 /** The keeper's log (its own, bwrap's and init's stderr), beside the init socket in the runtime dir. */
 export const KEEPER_LOG = "cloister.log";
+
+/** Made in the runtime dir when a cloister is being stopped (destroyCloister), before its keeper is killed. */
+export const STOPPING_MARK = "stopping";
+
+/**
+ * The cloister of this runtime dir was ended on purpose (`stop`, `worktree remove -f`, the guardian):
+ * it is marked so, or already removed. A cloister that failed on its own is neither until the
+ * guardian cleans it up, and its log says why.
+ */
+function wasStopped(runtimeDir: string): boolean {
+  return existsSync(join(runtimeDir, STOPPING_MARK)) || !existsSync(runtimeDir);
+}
 
 /**
  * The last line of a keeper's log, if there is one: when bwrap fails (no user namespaces, a mount

@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync,
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createInstance, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, spawnCli, type TestInstance } from "../helpers/cloister.js";
 import { diffSnapshots, hostSensitiveSnapshot, snapshotTree, type Snapshot } from "../helpers/oracles.js";
 
 function hostGit(t: TestInstance, ...args: string[]): string {
@@ -271,6 +271,17 @@ describe("worktree cloisters: a repository without commits, and one moved or del
     assert.equal(r.code, 125);
     assert.match(r.stderr, /is not inside a git repository/);
     assert.doesNotMatch(r.stderr, /--allow-no-git/);
+  });
+
+  it("a run stopped by worktree remove -f says that it was stopped, not that the machine needs cloister doctor", async () => {
+    const live = spawnCli(t, ["run", "-b", "stopme", "--", "sh", "-c", "echo ready; sleep 60"]);
+    await live.waitFor("ready");
+    const removed = await t.cli(["worktree", "remove", "-f", "stopme"]);
+    assert.equal(removed.code, 0, removed.stderr);
+    const r = await live.done;
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /the cloister was stopped/);
+    assert.doesNotMatch(r.stderr, /doctor/);
   });
 
   it("path prints a project's directory while no cloister of it runs", async () => {
