@@ -112,7 +112,7 @@ describe("worktree cloisters (start -b, worktree list/remove, path)", () => {
     assert.equal(r.code, 0, r.stderr);
     const [entry, ...more] = JSON.parse(r.stdout) as { dirty: unknown }[];
     assert.deepEqual(more, []);
-    assert.deepEqual({ ...entry, dirty: typeof entry?.dirty }, { project: "proj", branch: "feature", dir: worktree, cloister: "proj-feature", running: ["proj-feature"], dirty: "boolean" });
+    assert.deepEqual({ ...entry, dirty: typeof entry?.dirty }, { project: "proj", branch: "feature", dir: worktree, cloister: "proj-feature", running: ["proj-feature"], dirty: "boolean", missingRepository: null });
   });
 
   it("worktree remove refuses while the cloister runs and while there are changes; -f removes it, keeping the branch", async () => {
