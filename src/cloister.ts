@@ -164,6 +164,8 @@ async function launchClaimed(paths: CloisterPaths, options: CloisterOptions, per
   // Before anything is launched: a secret that cannot be handed out fails the start, not a later step.
   const env = await withPlaceholders(paths, options, id);
   spec.env = env;
+  // The claim was written before the environment was known: later commands take it from the record.
+  claim.record.env = env;
   const grant = requestGrant(paths, { name: spec.name, id, network: spec.network, project: spec.project, projectRoot: spec.projectRoot, session: spec.session });
   // Awaited by launchCloister, but maybe only after its own preparation has failed: handled there.
   grant.granted.catch(() => undefined);

@@ -110,7 +110,7 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
 
     const again = await t.cli(["start", "-d"]);
     assert.equal(again.code, 0, again.stderr);
-    assert.match(again.stderr, /Entering cloister proj/);
+    assert.match(again.stderr, /Cloister proj is already running/);
     assert.deepEqual((await list()).map((e) => e.name), ["proj"]);
     assert.equal(recordOf(t, "proj")?.keeperPid, keeper, "a second cloister was started");
 
