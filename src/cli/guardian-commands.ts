@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { resolvePaths } from "../config/paths.js";
 import { guardianCall, guardianStatus, startGuardian } from "../guardian/control-client.js";
+import { isKeeperAlive, listRecords } from "../sandbox/records.js";
 
 export function registerGuardianCommands(program: Command): void {
   const guardian = program.command("guardian").description("the per-user host daemon that tracks cloisters and owns their network");
@@ -18,8 +19,11 @@ export function registerGuardianCommands(program: Command): void {
     .description("stop every cloister of this instance, then the guardian")
     .action(async () => {
       const paths = resolvePaths();
-      const before = await guardianStatus(paths);
-      if (!before) return void process.stderr.write("Guardian is not running.\n");
+      if (!(await guardianStatus(paths))) {
+        // Cloisters outlive a guardian that crashed: one is started to adopt them, and stops them with itself.
+        if (!listRecords(paths).some(isKeeperAlive)) return void process.stderr.write("Guardian is not running.\n");
+        await startGuardian(paths);
+      }
       const { stopped } = await guardianCall<{ stopped: string[] }>(paths, "POST", "/v1/shutdown");
       for (let i = 0; i < 200 && (await guardianStatus(paths)); i++) await new Promise((r) => setTimeout(r, 25));
       process.stderr.write(`Stopped ${stopped.length} cloister(s) and the guardian.\n`);

@@ -305,6 +305,20 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.deepEqual(JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout), { running: false }, "stop started a guardian");
   });
 
+  it("guardian stop after the guardian crashed still stops the cloisters it left running (no orphans)", async () => {
+    await startDetached(["--name", "after-crash"]);
+    const guardianPid = (JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout) as { pid: number }).pid;
+    const procs = await cloisterProcs(t, "after-crash");
+    process.kill(guardianPid, "SIGKILL");
+    await waitUntil("the guardian to die", () => !hostProcessTable().has(guardianPid));
+    const stop = await t.cli(["guardian", "stop"]);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.match(stop.stderr, /Stopped 1 cloister\(s\) and the guardian/);
+    await waitGone(procs, "guardian stop after a crash");
+    assert.deepEqual(recordNames(t), []);
+    assert.match((await t.cli(["guardian", "stop"])).stderr, /Guardian is not running/);
+  });
+
   it("a guardian ended by SIGTERM first finishes the clean-up it has under way (no half-removed cloister)", async () => {
     const started = await t.cli(["guardian", "start"]);
     assert.equal(started.code, 0, started.stderr);
