@@ -35,6 +35,30 @@ describe("bin/cloister: the installed command", () => {
     rmSync(scratch, { recursive: true, force: true });
   });
 
+  it("a run with the config cache warm loads neither the config schema nor its parsers (zod, yaml, tldts: ~50 ms of every command)", async () => {
+    // Records every vendored library the CLI requires, through node's own module loader.
+    const tracer = join(scratch, "trace-vendor.cjs");
+    const loaded = join(scratch, "vendor-loaded.txt");
+    writeFileSync(
+      tracer,
+      `const Module = require("node:module"); const fs = require("node:fs"); const load = Module._load;
+Module._load = function (request, ...rest) { if (request.includes("/vendor/")) fs.appendFileSync(${JSON.stringify(loaded)}, request + "\\n"); return load.call(this, request, ...rest); };\n`,
+    );
+    // Warms the config cache: the first run registers the project and starts the guardian, whose
+    // first files change what the cache is keyed on, so the second one writes the entry that lasts.
+    for (let i = 0; i < 2; i++) assert.equal((await runBin(t, BIN, ["run", "--", "true"])).code, 0);
+    rmSync(loaded, { force: true });
+    const r = await runBin(t, BIN, ["run", "--", "true"], { NODE_OPTIONS: `--require ${tracer}` });
+    assert.equal(r.code, 0, r.stderr);
+    let vendors = "";
+    try {
+      vendors = readFileSync(loaded, "utf8");
+    } catch {
+      // Nothing vendored was loaded.
+    }
+    assert.doesNotMatch(vendors, /zod|yaml|tldts/, `loaded on a warm run: ${vendors}`);
+  });
+
   it("passes every argument through untouched and the exit code back, also through a symlink (npm link)", async () => {
     const link = join(scratch, "cloister");
     symlinkSync(BIN, link);
