@@ -1452,8 +1452,12 @@ static void start_service(struct service *sv)
     pid_t pid = fork();
     if (pid == 0) {
         setsid(); /* out of init's process group: signals meant for init don't reach it */
-        int null = open("/dev/null", O_RDONLY);
-        if (null < 0 || dup2(null, 0) < 0) {
+        /* No output to the host's log either: stdout and stderr are init's, a file outside the
+         * project, and a service is dumpable for a moment after exec (a command inside could kill it,
+         * wait for init to start it again, and take the file through /proc/PID/fd). init reports
+         * how a service ended instead (init_reap). */
+        int null = open("/dev/null", O_RDWR);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0) {
             report(errno, "service %s: /dev/null", sv->argv[0]);
             _exit(127);
         }
@@ -1477,10 +1481,16 @@ static void init_reap(int sfd, struct service *sv, size_t nsv)
     while (read(sfd, &ssi, sizeof ssi) > 0)
         ;
     pid_t pid;
-    while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
+    int status;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
         for (size_t i = 0; i < nsv; i++)
-            if (sv[i].pid == pid)
+            if (sv[i].pid == pid) {
                 sv[i].pid = 0;
+                if (WIFSIGNALED(status))
+                    report(0, "service %s was killed by signal %d", sv[i].argv[0], WTERMSIG(status));
+                else
+                    report(0, "service %s exited with status %d", sv[i].argv[0], WEXITSTATUS(status));
+            }
 }
 
 /* Best effort when no handler could be forked. */

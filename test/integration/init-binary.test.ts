@@ -535,7 +535,7 @@ describe("execInCloister: failures", { timeout: 60_000 }, () => {
 // ---------------------------------------------------------------- init services
 
 describe("cloister-init init: services", { timeout: 60_000 }, () => {
-  it("starts each service with stdin on /dev/null and only fds 0-2, and restarts it when it dies", async () => {
+  it("starts each service with stdin, stdout and stderr on /dev/null (never init's log, a host file) and only fds 0-2, and restarts it when it dies", async () => {
     const dir = tempDir();
     const a = join(dir, "a.pids");
     const b = join(dir, "b.pids");
@@ -548,7 +548,7 @@ describe("cloister-init init: services", { timeout: 60_000 }, () => {
     await waitFor("service b to start", () => pidsOf(b).length === 1);
     assert.ok(first);
     await onlyStdFds(first);
-    assert.equal(readlinkSync(`/proc/${first}/fd/0`), "/dev/null");
+    for (const fd of [0, 1, 2]) assert.equal(readlinkSync(`/proc/${first}/fd/${fd}`), "/dev/null", `fd ${fd}`);
 
     process.kill(first, "SIGKILL");
     const restarted = await waitFor("service a to be restarted", () => (pidsOf(a).length === 2 ? pidsOf(a)[1] : undefined));
