@@ -12,8 +12,8 @@ import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
 import { claimCloister, launchCloister, PROXY_PORT, releaseRecord, sandboxHome, throwIfAborted, type ClaimedName, type LaunchSpec } from "./sandbox/engine.js";
 import { sandboxEnv } from "./sandbox/env.js";
 import { execInCloister, type ExecSession } from "./sandbox/init-client.js";
-import { exposureProblem, guardedPaths, type GuardedPaths } from "./sandbox/host-exposure.js";
-import { gitDirsOf, isAdminDirOf } from "./sandbox/git-dirs.js";
+import { exposureProblem, guardedPaths, writableByRunningCloister, type GuardedPaths, type RunningProject } from "./sandbox/host-exposure.js";
+import { gitDirsOf, isAdminDirOf, realPath } from "./sandbox/git-dirs.js";
 import type { LinkedGitDirs } from "./sandbox/linked-git.js";
 import { locateProject, type ProjectLocation } from "./sandbox/project.js";
 import { isKeeperAlive, listRecords, noSuchCloister, readRecord, type CloisterRecord } from "./sandbox/records.js";
@@ -277,7 +277,7 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
       resolve: options.resolve ?? {},
     },
   };
-  checkMountSources(spec, guarded);
+  checkMountSources(spec, guarded, runningProjects(paths));
   return { spec, config };
 }
 
@@ -297,17 +297,19 @@ function hostMadeWorktree(location: ProjectLocation): LinkedGitDirs | undefined 
  * A configured mount whose host path is missing would only fail inside bwrap, after the launch
  * was reported started, where the user sees a cloister that is gone; say which entry it is instead.
  * One that would hand the cloister the host's HOME, secrets, sockets or cloister's own files is
- * refused (host-exposure.ts), checked by its real path as bwrap would mount it.
+ * refused (host-exposure.ts), checked by its real path as bwrap would mount it; so is a project, ref
+ * or mount inside another project whose cloister runs (writableByRunningCloister).
  */
-function checkMountSources(spec: LaunchSpec, guarded: GuardedPaths): void {
+function checkMountSources(spec: LaunchSpec, guarded: GuardedPaths, running: readonly RunningProject[]): void {
   const projectFix = `cloister project edit ${spec.project}`;
-  for (const ref of spec.refs) checkMountSource(`refs.${ref.name} in project ${spec.project}'s config`, ref.hostPath, `create it, or remove the ref: ${projectFix}`, guarded);
+  checkNotWritableByOthers("this project", spec.projectRoot, spec.projectRoot, running);
+  for (const ref of spec.refs) checkMountSource(`refs.${ref.name} in project ${spec.project}'s config`, ref.hostPath, `create it, or remove the ref: ${projectFix}`, guarded, spec, running);
   for (const mount of spec.extraMounts) {
-    checkMountSource(`sandbox.mounts (for ${mount.dest})`, mount.src, `create it, or remove the entry: cloister config edit (global) or ${projectFix}`, guarded);
+    checkMountSource(`sandbox.mounts (for ${mount.dest})`, mount.src, `create it, or remove the entry: cloister config edit (global) or ${projectFix}`, guarded, spec, running);
   }
 }
 
-function checkMountSource(entry: string, hostPath: string, fix: string, guarded: GuardedPaths): void {
+function checkMountSource(entry: string, hostPath: string, fix: string, guarded: GuardedPaths, spec: LaunchSpec, running: readonly RunningProject[]): void {
   let real: string;
   try {
     real = realpathSync(hostPath);
@@ -316,6 +318,23 @@ function checkMountSource(entry: string, hostPath: string, fix: string, guarded:
   }
   const problem = exposureProblem(real, guarded);
   if (problem !== undefined) throw new CloisterError(`${entry} names ${hostPath}, which a cloister must not see: ${problem}`, "name a directory that holds only what the cloister needs");
+  checkNotWritableByOthers(`${entry} (${hostPath})`, real, spec.projectRoot, running);
+}
+
+function checkNotWritableByOthers(what: string, real: string, ownRoot: string, running: readonly RunningProject[]): void {
+  const other = writableByRunningCloister(real, ownRoot, running);
+  if (other === undefined) return;
+  throw new CloisterError(
+    `${what} lies inside the project of cloister ${other.name} (${other.projectRoot}), which runs and can change anything there, also while this one starts`,
+    `stop it first (cloister stop ${other.name}); for a branch of that project, use its own worktree cloister: cloister start -b BRANCH`,
+  );
+}
+
+/** The running cloisters' projects, by real path. */
+function runningProjects(paths: CloisterPaths): RunningProject[] {
+  return listRecords(paths)
+    .filter(isKeeperAlive)
+    .map((record) => ({ name: record.name, projectRoot: realPath(record.projectRoot) ?? record.projectRoot }));
 }
 
 /** A command-line value wins over config; "none" means no limit; zero or junk is a usage error. */

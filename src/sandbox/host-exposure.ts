@@ -75,6 +75,23 @@ export function exposureProblem(hostPath: string, guarded: GuardedPaths): string
   return undefined;
 }
 
+/** A running cloister, as the launch check below needs it. */
+export interface RunningProject {
+  name: string;
+  /** Real path of its project directory, mounted read-write in it. */
+  projectRoot: string;
+}
+
+/**
+ * The running cloister of another project whose project holds `hostPath` (a real path), if any. An
+ * agent there can rename any directory on the way to `hostPath` while a launch checks it and while
+ * bwrap mounts it (swapping in a link to HOME, found by QA), and can rewrite whatever a new cloister
+ * would protect: a project, ref or mount in there is refused until that cloister stops.
+ */
+export function writableByRunningCloister(hostPath: string, ownRoot: string, running: readonly RunningProject[]): RunningProject | undefined {
+  return running.find((other) => other.projectRoot !== ownRoot && isWithin(hostPath, other.projectRoot));
+}
+
 /** For config entries: the same check on the path's real location when it exists, else on the path as written. */
 export function configuredPathProblem(path: string, guarded: GuardedPaths = guardedPaths(resolvePaths())): string | undefined {
   if (!isAbsolute(path)) return undefined; // refused as such by the schema

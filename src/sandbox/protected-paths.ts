@@ -1,9 +1,9 @@
-import { lstatSync, mkdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
+import { basename, isAbsolute, join, relative, resolve } from "node:path";
 import { CloisterError } from "../errors.js";
 import { excludePlaceholders, forgetPlaceholders } from "./placeholder-excludes.js";
 import { gitConfigPaths } from "./git-config-paths.js";
-import { gitDirsOf } from "./git-dirs.js";
+import { gitDirsOf, readPointer } from "./git-dirs.js";
 import { moduleGitDirEntries, submoduleWorktreeEntries } from "./submodule-git.js";
 
 /**
@@ -116,10 +116,36 @@ export function protectedPathList(extra: readonly string[], isGit: boolean, proj
   return { paths: [...new Set(dotGitIsFile ? [".git", ...relevant] : relevant)], heldByFile: new Set(fromConfig.includedFiles) };
 }
 
-/** The submodules' git dirs under .git/modules and their checkouts' .git (see submodule-git.ts). */
+/** The submodules' git dirs under .git/modules and their checkouts' .git (see submodule-git.ts), and nested worktrees' .git. */
 function submoduleProtectedPaths(projectRoot: string): string[] {
   const modules = gitDirsOf(projectRoot)?.kind === "dir" ? moduleGitDirEntries(join(projectRoot, ".git")).map((entry) => `.git/${entry}`) : [];
-  return [...modules, ...submoduleWorktreeEntries(projectRoot)];
+  return [...modules, ...submoduleWorktreeEntries(projectRoot), ...nestedWorktreeGitFiles(projectRoot)];
+}
+
+/**
+ * Linked worktrees of the repository that lie inside the project (`git worktree add .worktrees/x`):
+ * each one's `.git` file names the git dir host git uses there, which the project's cloister could
+ * point at a git dir of its own with a core.fsmonitor (found by QA). Each admin dir's `gitdir`
+ * names that file.
+ */
+function nestedWorktreeGitFiles(projectRoot: string): string[] {
+  const dirs = gitDirsOf(projectRoot);
+  if (dirs?.kind !== "dir") return [];
+  const adminDirs = join(dirs.commonDir, "worktrees");
+  let names: string[];
+  try {
+    names = readdirSync(adminDirs);
+  } catch {
+    return []; // no linked worktree
+  }
+  return names.flatMap((name) => {
+    const dotGit = readPointer(join(adminDirs, name, "gitdir"));
+    if (dotGit === undefined) return [];
+    const rel = relative(projectRoot, resolve(adminDirs, name, dotGit));
+    // Only one that is there: a pruned worktree's path is left alone, not made again as a placeholder.
+    const inside = basename(rel) === ".git" && rel !== ".git" && !rel.startsWith("../") && !isAbsolute(rel);
+    return inside && entryKind(join(projectRoot, rel)) === "file" ? [rel] : [];
+  });
 }
 
 /** Directories to pin in a project (see PINNED_GIT_DIRS): only where `.git` is the repository directory. */

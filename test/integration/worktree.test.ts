@@ -315,3 +315,36 @@ describe("worktree cloisters: a repository without commits, and one moved or del
     assert.ok(forced.stderr.includes(`git worktree unlock ${worktree} && git worktree prune`), forced.stderr);
   });
 });
+
+describe("a worktree made on the host inside the project, while the project's cloister runs", () => {
+  let t: TestInstance;
+  let nested: string;
+  before(() => {
+    t = createInstance("hn");
+    nested = join(t.project, ".worktrees", "nested");
+    hostGit(t, "worktree", "add", "-q", "-b", "nested", nested);
+  });
+  after(async () => {
+    await t.teardown();
+  });
+
+  it("its .git file is read-only in the project's cloister, so host git there cannot be pointed at a git dir the agent made", async () => {
+    assert.equal((await t.cli(["start", "-d"])).code, 0);
+    const r = await t.cli(["exec", "proj", "--", "sh", "-c", "echo 'gitdir: /work/evil' > /work/.worktrees/nested/.git && echo WROTE; mv /work/.worktrees/nested/.git /work/x 2>/dev/null && echo MOVED; true"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "");
+    assert.match(readFileSync(join(nested, ".git"), "utf8"), /^gitdir: .*\.git\/worktrees\/nested\n$/);
+    assert.equal((await t.cli(["stop", "proj"])).code, 0);
+  });
+
+  it("gets no cloister of its own: the running one could swap the directories on its path (to HOME) while it launches", async () => {
+    assert.equal((await t.cli(["start", "-d"])).code, 0);
+    const r = await t.cli(["run", "--", "true"], { cwd: nested });
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /this project lies inside the project of cloister proj .* which runs and can change anything there/);
+    assert.match(r.stderr, /cloister stop proj/);
+    assert.equal((await t.cli(["stop", "proj"])).code, 0);
+    const after = await t.cli(["run", "--", "git", "status", "--porcelain"], { cwd: nested });
+    assert.equal(after.code, 0, after.stderr);
+  });
+});

@@ -12,7 +12,7 @@ import { after, describe, it } from "node:test";
 import { homePathProblem } from "../../src/config/agents-schema.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
-import { exposureProblem, guardedPaths, type GuardedPaths } from "../../src/sandbox/host-exposure.js";
+import { exposureProblem, guardedPaths, writableByRunningCloister, type GuardedPaths } from "../../src/sandbox/host-exposure.js";
 import { locateGitProject, locateProject } from "../../src/sandbox/project.js";
 
 const base = realpathSync(mkdtempSync(join(tmpdir(), "cexp-")));
@@ -103,5 +103,17 @@ describe("agents' config_dirs", () => {
   it("takes an agent's own directory, with or without a trailing slash", () => {
     assert.equal(homePathProblem("~/.aider"), undefined);
     assert.equal(homePathProblem("~/.config/aider/"), undefined);
+  });
+});
+
+describe("writableByRunningCloister", () => {
+  const running = [{ name: "outer", projectRoot: "/p/outer" }, { name: "same", projectRoot: "/p/mine" }];
+  it("names the running cloister of another project that holds the path", () => {
+    assert.equal(writableByRunningCloister("/p/outer/.wt/x", "/p/outer/.wt/x", running)?.name, "outer");
+    assert.equal(writableByRunningCloister("/p/outer/docs", "/p/mine", running)?.name, "outer");
+  });
+  it("not the project's own cloisters, nor a sibling whose name starts alike", () => {
+    assert.equal(writableByRunningCloister("/p/mine", "/p/mine", running), undefined);
+    assert.equal(writableByRunningCloister("/p/outer-2", "/p/outer-2", running), undefined);
   });
 });
