@@ -96,14 +96,25 @@ function mayNamePaths(file: string): boolean {
   }
 }
 
-/** `path` relative to the project root when it lies inside (its directory's real path counts), else undefined. */
+/**
+ * `path` relative to the project root when it lies inside, else undefined. As written first: a
+ * symlink on the way inside the project is the agent's to re-point, so that path is what gets
+ * protected, and protecting it refuses the launch (protected-paths.ts fails closed on a link).
+ * Else by its directory's real path, for a path that reaches the project through a link outside it.
+ */
 function insideProject(projectRoot: string, path: string): string | undefined {
+  const asWritten = relative(projectRoot, path);
+  if (isInside(asWritten)) return asWritten;
   let real = path;
   try {
     real = join(realpathSync(dirname(path)), basename(path));
   } catch {
-    // Its directory does not exist: the path as written.
+    return undefined; // its directory does not exist, and not inside as written
   }
-  const inside = relative(projectRoot, real);
-  return inside === "" || inside === ".." || inside.startsWith("../") || isAbsolute(inside) ? undefined : inside;
+  const viaLinks = relative(projectRoot, real);
+  return isInside(viaLinks) ? viaLinks : undefined;
+}
+
+function isInside(rel: string): boolean {
+  return rel !== "" && rel !== ".." && !rel.startsWith("../") && !isAbsolute(rel);
 }

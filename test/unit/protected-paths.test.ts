@@ -52,6 +52,18 @@ describe("gitConfigPaths: hook directories git's config points into the worktree
     git("config", "--unset-all", "core.hooksPath");
   });
 
+  it("protects a hooksPath through a symlink in the project as written, so that preparing it refuses the link (the agent could re-point it)", () => {
+    mkdirSync(join(repo, "real-tools", "hooks"), { recursive: true });
+    symlinkSync("real-tools", join(repo, "tools"));
+    git("config", "core.hooksPath", "tools/hooks");
+    assert.deepEqual(hookDirs(), ["tools/hooks"]);
+    const list = protectedPathList([], true, repo);
+    assert.throws(() => prepareProtectedPaths(repo, list.paths, [], "plan", list.heldByFile), /cannot protect tools.* symbolic link/);
+    git("config", "--unset-all", "core.hooksPath");
+    rmSync(join(repo, "tools"));
+    rmSync(join(repo, "real-tools"), { recursive: true });
+  });
+
   it("finds a relative hooksPath set in the user's own config (~/.gitconfig, GIT_CONFIG_GLOBAL), which host git applies in the project", () => {
     writeFileSync(join(userHome, ".gitconfig"), "[core]\n\thooksPath = .githooks\n");
     assert.deepEqual(hookDirs(), [".githooks"]);
