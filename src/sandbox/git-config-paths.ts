@@ -32,39 +32,70 @@ const NONE: GitConfigPaths = { hookDirs: [], includedFiles: [] };
  */
 const KEPT_GIT_VARIABLES = new Set(["GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM"]);
 
+const KEYS = "^(core\\.hookspath|include(if\\..*)?\\.path)$";
+/** Includes are followed this deep (git's own limit is 10). */
+const MAX_INCLUDE_FILES = 32;
+
 export function gitConfigPaths(projectRoot: string, env: NodeJS.ProcessEnv = process.env): GitConfigPaths {
   const dirs = gitDirsOf(projectRoot);
   if (!dirs) return NONE;
   const files = [join(dirs.commonDir, "config"), join(dirs.gitDir, "config.worktree"), ...userConfigFiles(env)];
   if (!files.some(mayNamePaths)) return NONE;
-  const result = spawnSync("git", ["config", "--show-origin", "--null", "--get-regexp", "^(core\\.hookspath|include(if\\..*)?\\.path)$"], {
-    cwd: projectRoot,
-    env: Object.fromEntries(Object.entries(env).filter(([name]) => !name.startsWith("GIT_") || KEPT_GIT_VARIABLES.has(name))),
-    encoding: "utf8",
-  });
-  // No git, no such key (exit 1), or a config git cannot read: then host git reads none of it either.
-  if (result.status !== 0) return NONE;
+  const gitEnv = Object.fromEntries(Object.entries(env).filter(([name]) => !name.startsWith("GIT_") || KEPT_GIT_VARIABLES.has(name)));
   const home = env.HOME || homedir();
   const found: GitConfigPaths = { hookDirs: [], includedFiles: [] };
+  // Every file git reads here, as git reads it; then every included file again on its own, since
+  // git reads one under a condition (includeIf "onbranch:...") only while the condition holds, and
+  // the agent can make it hold (HEAD is writable inside).
+  const pending = [configEntries(projectRoot, [], gitEnv)];
+  const scanned = new Set<string>();
+  for (let entries = pending.pop(); entries !== undefined; entries = pending.pop()) {
+    for (const { origin, key, value } of entries) {
+      const expanded = value.startsWith("~/") ? join(home, value.slice(2)) : value;
+      if (key === "core.hookspath") {
+        // Relative to where hooks run: the worktree's root.
+        const inside = insideProject(projectRoot, resolve(projectRoot, expanded));
+        if (inside !== undefined) found.hookDirs.push(huskyHooks(inside) ?? inside);
+        continue;
+      }
+      // Relative to the file that includes it.
+      const target = resolve(dirname(resolve(projectRoot, origin)), expanded);
+      const inside = insideProject(projectRoot, target);
+      if (inside !== undefined) found.includedFiles.push(inside);
+      if (!scanned.has(target) && scanned.size < MAX_INCLUDE_FILES) {
+        scanned.add(target);
+        pending.push(configEntries(projectRoot, ["--file", target], gitEnv));
+      }
+    }
+  }
+  return { hookDirs: [...new Set(found.hookDirs)], includedFiles: [...new Set(found.includedFiles)] };
+}
+
+interface ConfigEntry {
+  /** The file the entry is in (relative to the project root, or absolute). */
+  origin: string;
+  key: string;
+  value: string;
+}
+
+/**
+ * core.hooksPath and include paths as `git config` lists them in the project, with the file of
+ * each: from every file git reads there (no `source`), or from one file without its includes.
+ * None when git is missing, finds no such key (exit 1) or cannot read a file: then host git reads
+ * none of it either.
+ */
+function configEntries(projectRoot: string, source: string[], env: NodeJS.ProcessEnv): ConfigEntry[] {
+  const result = spawnSync("git", ["config", ...source, "--show-origin", "--null", "--get-regexp", KEYS], { cwd: projectRoot, env, encoding: "utf8" });
+  if (result.status !== 0) return [];
+  const entries: ConfigEntry[] = [];
   // --null --show-origin: "file:ORIGIN\0KEY\nVALUE\0" per entry.
   const fields = result.stdout.split("\0");
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const origin = fields[i]!;
     const [key = "", value = ""] = fields[i + 1]!.split(/\n(.*)/s);
-    if (!origin.startsWith("file:") || value === "") continue;
-    const expanded = value.startsWith("~/") ? join(home, value.slice(2)) : value;
-    if (key === "core.hookspath") {
-      // Relative to where hooks run: the worktree's root.
-      const inside = insideProject(projectRoot, resolve(projectRoot, expanded));
-      if (inside !== undefined) found.hookDirs.push(huskyHooks(inside) ?? inside);
-    } else {
-      // Relative to the file that includes it.
-      const includer = resolve(projectRoot, origin.slice("file:".length));
-      const inside = insideProject(projectRoot, resolve(dirname(includer), expanded));
-      if (inside !== undefined) found.includedFiles.push(inside);
-    }
+    if (origin.startsWith("file:") && value !== "") entries.push({ origin: origin.slice("file:".length), key, value });
   }
-  return found;
+  return entries;
 }
 
 /**

@@ -52,6 +52,14 @@ describe("gitConfigPaths: hook directories git's config points into the worktree
     git("config", "--unset-all", "core.hooksPath");
   });
 
+  it("finds a hooksPath in a file included only on another branch (includeIf onbranch:): the agent can switch branches inside", () => {
+    writeFileSync(join(userHome, ".gitconfig"), '[includeIf "onbranch:feature/**"]\n\tpath = ~/.gitconfig-feature\n');
+    writeFileSync(join(userHome, ".gitconfig-feature"), "[core]\n\thooksPath = .feature-hooks\n");
+    assert.deepEqual(hookDirs(), [".feature-hooks"]);
+    rmSync(join(userHome, ".gitconfig"));
+    rmSync(join(userHome, ".gitconfig-feature"));
+  });
+
   it("protects a hooksPath through a symlink in the project as written, so that preparing it refuses the link (the agent could re-point it)", () => {
     mkdirSync(join(repo, "real-tools", "hooks"), { recursive: true });
     symlinkSync("real-tools", join(repo, "tools"));
