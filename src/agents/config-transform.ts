@@ -4,12 +4,14 @@
  * secrets are left out (an API key in settings.json's env, an MCP server's token; looks-secret.ts
  * says what looks like one): a secret reaches a cloister through the guardian and its credential
  * mechanism, never as a side effect of a copy. JSON (with comments, as Gemini CLI allows) and TOML
- * are parsed and written back (TOML with smol-toml), never edited as text; one that does not parse
- * is not filtered, so it is not carried at all.
+ * are parsed and always written back from the parsed value (TOML with smol-toml), never edited as
+ * text and never carried as they were: the text may hold what the value does not (a comment with a
+ * key commented out, the first of two equal keys in JSON, which JSON.parse overrides). One that does
+ * not parse is not filtered, so it is not carried at all.
  */
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
 import stripJsonComments from "strip-json-comments";
-import { holdsVariableNames, looksSecret } from "./looks-secret.js";
+import { holdsVariableNames, looksSecret, looksSecretArgument, withoutUrlPasswords } from "./looks-secret.js";
 
 /** Host path → cloister path, most specific first. */
 export type PathMap = readonly (readonly [from: string, to: string])[];
@@ -20,32 +22,22 @@ export type Transformed =
       text: string;
       /** Where values were left out (dotted paths), for a note to the user. */
       dropped: string[];
-      changed: boolean;
     }
   | { ok: false; error: string };
 
-interface Parsed {
-  data: unknown;
-  /** False when the text holds what the data does not (comments): it is then always written from the data, since a comment may hold a key commented out. */
-  complete: boolean;
-}
-
 interface Format {
-  parse(text: string): Parsed;
+  parse(text: string): unknown;
   serialize(data: unknown): string;
 }
 
 const FORMATS: Readonly<Record<string, Format>> = {
   ".json": {
-    parse: (text) => {
-      const plain = jsonWithoutComments(text);
-      return { data: JSON.parse(plain) as unknown, complete: plain === text };
-    },
+    parse: parseJsonc,
     serialize: (data) => `${JSON.stringify(data, null, 2)}\n`,
   },
   ".toml": {
-    // Any "#" may start a comment; one inside a string only costs a rewrite.
-    parse: (text) => ({ data: parseToml(text), complete: !text.includes("#") }),
+    // smol-toml refuses a key defined twice, so no value hides behind another.
+    parse: parseToml,
     serialize: (data) => stringifyToml(data as Record<string, unknown>),
   },
 };
@@ -67,7 +59,8 @@ export function isStructured(fileName: string): boolean {
 }
 
 function formatOf(fileName: string): Format | undefined {
-  const extension = fileName.slice(fileName.lastIndexOf("."));
+  // keys.JSON is JSON too: an extension in other letters must not let a file pass unfiltered.
+  const extension = fileName.slice(fileName.lastIndexOf(".")).toLowerCase();
   return Object.hasOwn(FORMATS, extension) ? FORMATS[extension] : undefined;
 }
 
@@ -82,23 +75,22 @@ export function rewritePaths(text: string, map: PathMap): string {
   return out;
 }
 
-/** A config file's new text; the format is chosen by the file name. JSON or TOML that does not parse is an error, never text. */
+/**
+ * A config file's new text; the format is chosen by the file name. JSON or TOML that does not parse is
+ * an error, never text. Other text only has its host paths rewritten: whether it holds a secret is
+ * for the caller to judge (looks-secret.ts textHoldsSecret).
+ */
 export function transformConfigText(fileName: string, text: string, map: PathMap): Transformed {
   const format = formatOf(fileName);
-  if (format === undefined) {
-    const rewritten = rewritePaths(text, map);
-    return { ok: true, text: rewritten, dropped: [], changed: rewritten !== text };
-  }
-  let parsed: Parsed;
+  if (format === undefined) return { ok: true, text: rewritePaths(text, map), dropped: [] };
+  let data: unknown;
   try {
-    parsed = format.parse(text);
+    data = format.parse(text);
   } catch (error) {
     return { ok: false, error: (error as Error).message.split("\n")[0] ?? "" };
   }
   const walk: Walk = { map, dropped: [] };
-  const result = transformValue(parsed.data, "", "", walk);
-  const changed = !parsed.complete || JSON.stringify(result) !== JSON.stringify(parsed.data);
-  return { ok: true, text: changed ? format.serialize(result) : text, dropped: walk.dropped, changed };
+  return { ok: true, text: format.serialize(transformValue(data, "", "", walk)), dropped: walk.dropped };
 }
 
 interface Walk {
@@ -136,7 +128,7 @@ function transformList(items: readonly unknown[], key: string, at: string, walk:
     // An item that is an option itself (`["--token", "--verbose"]`) is no option's value.
     const isValue = typeof item !== "string" || !item.startsWith("-");
     const option = isValue && typeof before === "string" ? /^--?([A-Za-z][A-Za-z0-9_.-]*)$/.exec(before)?.[1] : undefined;
-    if (looksSecret(option ?? key, item)) {
+    if (option === undefined ? looksSecret(key, item) : looksSecretArgument(option, item)) {
       const optionKept = option !== undefined && out.at(-1) === before;
       if (optionKept) out.pop();
       walk.dropped.push(optionKept ? `${at}[${i}] with ${before}` : `${at}[${i}]`);
@@ -149,7 +141,7 @@ function transformList(items: readonly unknown[], key: string, at: string, walk:
 
 /** A URL's password is left out and the URL kept (`https://user@host`): the rest of it is config. */
 function transformText(text: string, at: string, walk: Walk): string {
-  const redacted = text.replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:]*):[^\s/?#]+@/gi, "$1@");
+  const redacted = withoutUrlPasswords(text);
   if (redacted !== text) walk.dropped.push(`${at} (the password in its URL)`);
   return rewritePaths(redacted, walk.map);
 }

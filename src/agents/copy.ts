@@ -2,18 +2,20 @@
  * The filtered copy of one host config path (a directory like ~/.claude, or a file) into the staging
  * HOME. Reads the host, writes only the staging directory. Links are never followed out of the copied
  * tree: a link to ~/.ssh inside ~/.claude copies nothing; a link to a place inside the tree is kept
- * as a relative link. Sockets, devices, oversized files and JSON or TOML that does not parse are left
- * out, each with a note.
+ * as a relative link. JSON and TOML are filtered value by value (config-transform.ts); any other file
+ * that holds a secret is left out whole, as are sockets, devices, files too large to check and JSON
+ * or TOML that does not parse, each with a note.
  */
-import { copyFileSync, constants, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, symlinkSync, writeFileSync, type Stats } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, symlinkSync, writeFileSync, type Stats } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { isStructured, transformConfigText, type PathMap } from "./config-transform.js";
 import { isUnder } from "./locate.js";
+import { textHoldsSecret } from "./looks-secret.js";
 
-/** Larger files are not agent config: skip them rather than copy them on every start. */
+/** Larger files are not agent config: skip them rather than read and check them on every start. */
 const MAX_FILE_BYTES = 16 * 1024 * 1024;
-/** Files read as text to rewrite host paths in them; larger ones are copied as they are (JSON and TOML are always read). */
-const MAX_TEXT_BYTES = 1024 * 1024;
+/** Prose (instructions, commands, agents): judged by secret shapes only, since "Token: …" there is a sentence. */
+const PROSE_RE = /\.(?:md|markdown)$/i;
 
 export interface CopyOptions {
   /** Patterns relative to the copied root: "name" (top level), "dir/name", "**​/name" (any depth), "**​/prefix*" (any depth), "*.suffix". */
@@ -84,28 +86,42 @@ function copyLink(from: string, to: string, rel: string, walk: Walk): void {
 
 function copyFile(from: string, to: string, rel: string, info: Stats, walk: Walk): void {
   if (info.size > MAX_FILE_BYTES) {
-    walk.notes.push(`${shown(walk, rel)} is larger than 16 MiB; not copied`);
+    walk.notes.push(`${shown(walk, rel)} is larger than 16 MiB, too large to check for secrets; not copied`);
     return;
   }
-  const mode = (info.mode & 0o777) | 0o600;
-  const name = rel || from;
-  // JSON and TOML are filtered whatever their size: a secret in a large file is still a secret.
+  const content = filtered(rel || from, readFileSync(from), shown(walk, rel), walk);
+  if (content !== undefined) writeFileSync(to, content, { mode: (info.mode & 0o777) | 0o600, flag: "wx" });
+}
+
+/**
+ * What is written for a file, or undefined when it is left out. JSON and TOML are written from their
+ * filtered values; other text with host paths in it is rewritten; the rest, binaries too, is kept as
+ * it is. Whatever the filter left in is checked again as a whole: a file whose values are not judged
+ * one by one (a script, YAML), or a secret where values are not looked at (a JSON key's name), leaves
+ * the whole file out rather than carry the secret.
+ */
+function filtered(name: string, bytes: Buffer, label: string, walk: Walk): string | Buffer | undefined {
   const structured = isStructured(name);
-  if (structured || info.size <= MAX_TEXT_BYTES) {
-    const bytes = readFileSync(from);
-    if (structured || (!bytes.includes(0) && walk.paths.some(([host, inside]) => host !== inside && bytes.includes(host)))) {
-      const result = transformConfigText(name, bytes.toString("utf8"), walk.paths);
-      if (!result.ok) {
-        // What cannot be parsed cannot be filtered: carrying it as it is would carry its secrets.
-        walk.notes.push(`${shown(walk, rel)} does not parse (${result.error}); not copied`);
-        return;
-      }
-      for (const key of result.dropped) walk.notes.push(`${shown(walk, rel)}: ${key} looks like a secret; left out`);
-      writeFileSync(to, result.changed ? result.text : bytes, { mode, flag: "wx" });
-      return;
+  const binary = !structured && bytes.includes(0);
+  let content: string | Buffer = bytes;
+  let dropped: string[] = [];
+  if (structured || (!binary && walk.paths.some(([host, inside]) => host !== inside && bytes.includes(host)))) {
+    const result = transformConfigText(name, bytes.toString("utf8"), walk.paths);
+    if (!result.ok) {
+      // What cannot be parsed cannot be filtered: carrying it as it is would carry its secrets.
+      walk.notes.push(`${label} does not parse (${result.error}); not copied`);
+      return undefined;
     }
+    ({ text: content, dropped } = result);
   }
-  copyFileSync(from, to, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+  // A binary's bytes as latin1: one character a byte, so the ASCII shapes of secrets are found in it.
+  const text = typeof content === "string" ? content : content.toString(binary ? "latin1" : "utf8");
+  if (textHoldsSecret(text, !structured && !binary && !PROSE_RE.test(name))) {
+    walk.notes.push(`${label} looks like it holds a secret; not copied`);
+    return undefined;
+  }
+  for (const key of dropped) walk.notes.push(`${label}: ${key} looks like a secret; left out`);
+  return content;
 }
 
 function shown(walk: Walk, rel: string): string {

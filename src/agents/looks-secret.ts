@@ -2,12 +2,13 @@
  * What counts as a secret in an agent's config file: a text value under a key that says it holds one
  * (`GITHUB_TOKEN`, `X-Corp-Key`, `password`), a value of a known secret's shape under any key
  * (`sk-…`, `ghp_…`, a private key block, a JWT), or a value that carries a secret assignment of its
- * own (`--token=…`, `GITHUB_TOKEN=… ./run.sh`, `X-Api-Key: …`). Heuristics that err on the side of
- * leaving out: a value left out costs the agent a setting, a value carried costs a secret.
+ * own (`--token=…`, `GITHUB_TOKEN=… ./run.sh`, `X-Api-Key: …`); and for files that are not parsed,
+ * whether their text holds one. Heuristics that err on the side of leaving out: a value left out
+ * costs the agent a setting, a value carried costs a secret.
  */
 
-/** Key names that say their value is a secret, anywhere in the name (`githubtoken`, `ANTHROPIC_AUTH_TOKEN`). */
-const SECRET_KEY_RE = /token|secret|passw|api[-_]?key|credential|authorization|cookie|bearer|private[-_]?key|access[-_]?key/i;
+/** Key names that say their value is a secret, anywhere in the name (`githubtoken`, `ANTHROPIC_AUTH_TOKEN`, `SLACK_WEBHOOK_URL`). */
+const SECRET_KEY_RE = /token|secret|passw|passphrase|api[-_]?key|credential|authorization|cookie|bearer|private[-_]?key|access[-_]?key|webhook/i;
 
 /** The shapes of vendors' keys and tokens, and of key material, wherever they stand in a value. */
 const SECRET_SHAPES: readonly RegExp[] = [
@@ -21,16 +22,33 @@ const SECRET_SHAPES: readonly RegExp[] = [
   /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/,
   /(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\./, // a JWT: a JSON header, a JSON payload
   /\b(?:Bearer|Basic)\s+(?=[A-Za-z._~+/-]*\d)[A-Za-z0-9._~+/-]{12,}/, // with a digit: not "Bearer authentication"
+  // Webhook URLs whose path is the secret: whoever has one can post as the integration.
+  /https:\/\/hooks\.slack\.com\/(?:services|workflows|triggers)\/[A-Za-z0-9_/-]{8,}/,
+  /https:\/\/(?:[a-z]+\.)?discord(?:app)?\.com\/api\/webhooks\/\d+\/[A-Za-z0-9_-]{8,}/,
+  /https:\/\/[a-z0-9-]+\.webhook\.office\.com\/webhookb2\/[^\s"']{8,}/,
 ];
 
-/** `NAME=value` inside a value (`--api-key=…`, `TOKEN=… cmd`, `?token=…`), quoted or not. */
-const ASSIGNMENT_RE = /(?:^|[\s"'?&;])-{0,2}([A-Za-z][A-Za-z0-9_.-]*)=("[^"]*"|'[^']*'|[^\s"'&;]*)/g;
+/** A URL's password (`https://user:PASSWORD@host`); the part before it is group 1. */
+const URL_PASSWORD_RE = /\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:]*):[^\s/?#]+@/i;
+
+/** `NAME=value` inside a value (`--api-key=…`, `TOKEN=… cmd`, `?token=…`), quoted or not; group 1 is an option's dashes. */
+const ASSIGNMENT_RE = /(?:^|[\s"'?&;])(-{0,2})([A-Za-z][A-Za-z0-9_.-]*)=("[^"]*"|'[^']*'|[^\s"'&;]*)/g;
+/** A line of a file that sets a name (`token = "…"`, `token: …`, `export TOKEN=…`, `- "token": …`), as INI, YAML, .env and shell files do. */
+const LINE_ASSIGNMENT_RE = /^[ \t]*(?:export[ \t]+|-[ \t]+)?(["']?)([A-Za-z_][A-Za-z0-9_.-]*)\1[ \t]*[:=][ \t]*(.*?)[ \t]*,?[ \t]*$/gm;
+/** A line's value that sets nothing: YAML's and TOML's empty and boolean values. */
+const NO_VALUE_RE = /^(?:null|~|true|false)$/i;
+/** A single-letter option's value that looks like a random key: long, letters and digits, no path or name punctuation. */
+const RANDOM_RE = /^(?=\D*\d)(?=[^A-Za-z]*[A-Za-z])[A-Za-z0-9_+=-]{20,}$/;
 /** A whole value that is a header line (`X-Api-Key: …`, as in `--header` arguments). */
 const HEADER_RE = /^([A-Za-z][A-Za-z0-9_-]*)\s*:\s*(\S.*)$/s;
 /** A value that only names a variable (`bearer_token_env_var = "GITHUB_TOKEN"`). */
 const VARIABLE_NAME_RE = /^[A-Z_][A-Z0-9_]*$/;
-/** A value that refers to a variable instead of holding its value (`${GITHUB_TOKEN}`, `Bearer $TOKEN`), as Claude Code's and Gemini CLI's settings allow; a `${VAR:-default}` is judged, its default could be a secret. */
-const VARIABLE_REFERENCE_RE = /^(?:(?:Bearer|Basic|token)\s+)?\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})$/;
+/**
+ * A value that refers to a variable instead of holding its value (`${GITHUB_TOKEN}`, `Bearer $TOKEN`), as
+ * Claude Code's and Gemini CLI's settings allow, or that a shell computes (`$1`, `$(cat …)`, in hook
+ * scripts); a `${VAR:-default}` is judged, its default could be a secret.
+ */
+const VARIABLE_REFERENCE_RE = /^(?:(?:Bearer|Basic|token)\s+)?\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\}|\d|\(.*)$/s;
 /** Codex's maps whose values name variables, whatever their keys say (`env_http_headers = { "X-Api-Key" = "MY_KEY" }`). */
 const VARIABLE_MAPS = new Set(["env_http_headers"]);
 
@@ -38,6 +56,30 @@ const VARIABLE_MAPS = new Set(["env_http_headers"]);
 export function looksSecret(key: string, value: unknown): boolean {
   if (typeof value !== "string" || value === "") return false;
   return isSecretUnder(key, value) || SECRET_SHAPES.some((shape) => shape.test(value)) || carriesSecretAssignment(value);
+}
+
+/**
+ * Whether an option's value in an argument list is to be left out (`["--auth", X]`). A long option is
+ * judged as a key is (`--token`, `--api-key`), and a bare `--key` and any `--auth…` hold secrets too.
+ */
+export function looksSecretArgument(option: string, value: unknown): boolean {
+  return looksSecret(option, value) || (typeof value === "string" && isSecretOptionValue(option, value));
+}
+
+/**
+ * Whether a file's text holds a secret: a value of a known secret's shape or a URL's password
+ * anywhere; with `assignments`, also a secret set by name, on a line of its own (`token = "…"`,
+ * `token: …`, `export TOKEN=…`) or inline (`TOKEN=… ./run.sh`, `--token=…`). Prose is judged by
+ * shapes only: a line "Token: …" in Markdown is a sentence, not a setting.
+ */
+export function textHoldsSecret(text: string, assignments: boolean): boolean {
+  if (SECRET_SHAPES.some((shape) => shape.test(text)) || URL_PASSWORD_RE.test(text)) return true;
+  return assignments && (assignsSecretInline(text) || setsSecretOnALine(text));
+}
+
+/** `text` without the passwords of its URLs (`https://user@host`). */
+export function withoutUrlPasswords(text: string): string {
+  return text.replace(new RegExp(URL_PASSWORD_RE, "gi"), "$1@");
 }
 
 /**
@@ -56,7 +98,20 @@ export function holdsVariableNames(key: string): boolean {
 function isSecretKey(key: string): boolean {
   const parts = words(key);
   const last = parts.at(-1);
-  return SECRET_KEY_RE.test(key) || last === "pat" || (last === "key" && parts.length > 1);
+  // `auth` as a word of its own (NPM_AUTH, npm's `_auth`, `basicAuth`), not in `author`, `oauth_client_id`, `authType`.
+  return SECRET_KEY_RE.test(key) || last === "pat" || last === "auth" || (last === "key" && parts.length > 1);
+}
+
+/**
+ * An option's value: a long option as a key, or a bare `--key`, or `--auth…` (`--auth-header`). A
+ * single letter means too many things to say (`-k` is curl's `--insecure`, `-p` a port or a
+ * password), so its value is judged by what it looks like: a long random-looking string.
+ */
+function isSecretOptionValue(option: string, value: string): boolean {
+  if (value === "" || isHarmless(option, value)) return false;
+  if (option.length === 1) return RANDOM_RE.test(value);
+  const parts = words(option);
+  return isSecretKey(option) || parts[0] === "auth" || (parts.length === 1 && parts[0] === "key");
 }
 
 function isSecretUnder(key: string, value: string): boolean {
@@ -79,11 +134,29 @@ function namesVariable(parts: readonly string[]): boolean {
 
 /** Judged by the name assigned to, not again as a whole (the shapes were looked for in the whole value already). */
 function carriesSecretAssignment(value: string): boolean {
-  for (const [, name = "", assigned = ""] of value.matchAll(ASSIGNMENT_RE)) {
-    if (isSecretUnder(name, assigned.replace(/^(["'])(.*)\1$/s, "$2"))) return true;
-  }
+  if (assignsSecretInline(value)) return true;
   const header = HEADER_RE.exec(value);
   return header !== null && isSecretUnder(header[1] ?? "", header[2] ?? "");
+}
+
+function assignsSecretInline(value: string): boolean {
+  for (const [, dashes = "", name = "", assigned = ""] of value.matchAll(ASSIGNMENT_RE)) {
+    const unquoted = unquote(assigned);
+    if (dashes === "" ? isSecretUnder(name, unquoted) : isSecretOptionValue(name, unquoted)) return true;
+  }
+  return false;
+}
+
+function setsSecretOnALine(text: string): boolean {
+  for (const [, , name = "", assigned = ""] of text.matchAll(LINE_ASSIGNMENT_RE)) {
+    const unquoted = unquote(assigned);
+    if (!NO_VALUE_RE.test(unquoted) && isSecretUnder(name, unquoted)) return true;
+  }
+  return false;
+}
+
+function unquote(value: string): string {
+  return value.replace(/^(["'])(.*)\1$/s, "$2");
 }
 
 /** A key's words, lower case: `bearerTokenEnvVar` and `BEARER_TOKEN_ENV_VAR` → bearer, token, env, var. */

@@ -317,6 +317,46 @@ describe("set-up: gemini", () => {
   });
 });
 
+describe("set-up: files that are not JSON or TOML", () => {
+  const GHP = "ghp_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb3d";
+  let home: string;
+  let notes: string[];
+  before(() => {
+    const dir = join(hostHome, ".tool");
+    put(join(dir, "hooks", "notify.sh"), `#!/bin/sh\ncurl -H "Authorization: Bearer ${GHP}" https://api.github.com/x\n`);
+    put(join(dir, "hooks", "ok.sh"), '#!/bin/sh\ntoken="$1"\ncurl -H "Authorization: Bearer $GITHUB_TOKEN" https://api.github.com/x\n');
+    put(join(dir, "config.yaml"), `slack:\n  channel: dev\n  token: xoxb-1234567890-${canary("yaml")}\n`);
+    put(join(dir, "settings.yaml"), "model: o3\nmax_tokens: 4000\n");
+    put(join(dir, "x.cfg"), `[srv]\ntoken = "${canary("cfg")}"\n`);
+    put(join(dir, "keys.JSON"), `{"token": "${canary("upperJson")}", "theme": "dark"}\n`);
+    put(join(dir, "extra.json"), `{"mcp": {"note": "${GHP}", "note": "hi"}}\n`);
+    put(join(dir, "odd.json"), `{"${GHP}": 1}\n`);
+    put(join(dir, "NOTES.md"), `Token: ask the on-call person.\nThe key is ${GHP}.\n`);
+    put(join(dir, "README.md"), "Password: ask the on-call person.\n");
+    writeFileSync(join(dir, "blob.bin"), Buffer.concat([Buffer.from([0, 1, 2]), Buffer.from(GHP), Buffer.from([0])]));
+    writeFileSync(join(dir, "icon.bin"), Buffer.from([0, 1, 2, 255, 0]));
+    home = newHome();
+    notes = setUp("tool", home, { config: { tool: { command: "tool", args: [], env: [], config_dirs: ["~/.tool"] } } });
+  });
+
+  test("one that holds a secret is left out whole, with a note; the others are copied", () => {
+    const dir = join(home, ".tool");
+    assert.deepEqual(readdirSync(dir).sort(), ["README.md", "extra.json", "hooks", "icon.bin", "keys.JSON", "settings.yaml"]);
+    assert.deepEqual(readdirSync(join(dir, "hooks")), ["ok.sh"]);
+    for (const rel of ["hooks/notify.sh", "config.yaml", "x.cfg", "odd.json", "NOTES.md", "blob.bin"]) {
+      assert.ok(notes.includes(`~/.tool/${rel} looks like it holds a secret; not copied`), `${rel}: ${notes.join("\n")}`);
+    }
+    assert.ok(!allText(home).includes(GHP));
+    for (const label of ["yaml", "cfg", "upperJson"]) assert.ok(!allText(home).includes(canaries[label] ?? "?"), `${label} leaked`);
+  });
+
+  test("JSON in any letters is filtered, and written from its value: a duplicate key's hidden value stays out", () => {
+    assert.deepEqual(json(join(home, ".tool", "keys.JSON")), { theme: "dark" });
+    assert.ok(notes.includes("~/.tool/keys.JSON: token looks like a secret; left out"), notes.join("\n"));
+    assert.equal(readFileSync(join(home, ".tool", "extra.json"), "utf8"), '{\n  "mcp": {\n    "note": "hi"\n  }\n}\n');
+  });
+});
+
 describe("staged files", () => {
   test("JSON with comments is updated as data, not replaced by a fresh file", () => {
     const file = join(base, "staged-settings.json");

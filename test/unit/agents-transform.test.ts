@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import { parse as parseToml } from "smol-toml";
 import { rewritePaths, transformConfigText, type Transformed } from "../../src/agents/config-transform.js";
 import { isExcluded } from "../../src/agents/copy.js";
-import { looksSecret } from "../../src/agents/looks-secret.js";
+import { looksSecret, looksSecretArgument, textHoldsSecret } from "../../src/agents/looks-secret.js";
 import { cloisterInstructions, withInstructions } from "../../src/agents/instructions.js";
 import { launcherScript, shellQuote } from "../../src/agents/launch.js";
 import { ALWAYS_EXCLUDED, resolveAgent } from "../../src/agents/registry.js";
@@ -48,9 +48,16 @@ describe("config files on their way in", () => {
     assert.deepEqual(result.dropped, ["env.API_TOKEN", "headers.Authorization"]);
   });
 
-  test("a file with nothing to change is left byte for byte", () => {
-    const input = '{"a":   1}';
-    assert.deepEqual(transformConfigText("x.json", input, MAP), { ok: true, text: input, dropped: [], changed: false });
+  test("JSON is always written from its parsed value: the first of two equal keys, hidden by the second, is not carried", () => {
+    const input = '{"mcp": {"note": "ghp_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb3d", "note": "hi"}, "a":   1}';
+    assert.deepEqual(transformConfigText("x.json", input, MAP), { ok: true, text: '{\n  "mcp": {\n    "note": "hi"\n  },\n  "a": 1\n}\n', dropped: [] });
+    // TOML cannot hide one: smol-toml refuses a key defined twice.
+    assert.equal(transformConfigText("x.toml", 'note = "ghp_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb3d"\nnote = "hi"\n', MAP).ok, false);
+  });
+
+  test("the extension is matched in any letters: keys.JSON is filtered as JSON", () => {
+    assert.deepEqual(filtered({ token: "abc", theme: "dark" }, "keys.JSON"), { data: { theme: "dark" }, dropped: ["token"] });
+    assert.equal(transformConfigText("C.Toml", "token = [", MAP).ok, false);
   });
 
   test("JSON or TOML that does not parse is an error, never carried as text", () => {
@@ -68,7 +75,7 @@ describe("config files on their way in", () => {
 
   test("a comment is never carried, even when no value changes: it may hold a key commented out", () => {
     const json = parsed(transformConfigText("settings.json", '{"ui": 1} // "apiKey": "hunter2"\n', MAP));
-    assert.deepEqual(json, { ok: true, text: '{\n  "ui": 1\n}\n', dropped: [], changed: true });
+    assert.deepEqual(json, { ok: true, text: '{\n  "ui": 1\n}\n', dropped: [] });
     const toml = parsed(transformConfigText("config.toml", 'model = "o3"\n# api_key = "hunter2"\n', MAP));
     assert.equal(toml.text, 'model = "o3"\n');
   });
@@ -121,6 +128,8 @@ describe("config files on their way in", () => {
     inCommand: "curl -H 'Authorization: Bearer Ab3dEf6hIj9kLm2n' https://api.example.com",
     assignment: "GITHUB_TOKEN=abc123 ./deploy.sh",
     queryParameter: "https://api.example.com/v1?api_key=abc123",
+    slackWebhook: "https://hooks.slack.com/services/T0000/B0000/Ab3dEf6hIj9kLm2n",
+    discordWebhook: "https://discord.com/api/webhooks/123456789/Ab3dEf6hIj9kLm2n",
   };
   for (const [label, value] of Object.entries(SHAPES)) {
     test(`a value shaped like a secret is left out under any key: ${label}`, () => {
@@ -146,6 +155,37 @@ describe("config files on their way in", () => {
     assert.deepEqual(data, { mcpServers: { corp: { command: "npx", args: ["-y", "@corp/mcp", "--port", "8080", "--max-tokens", "4000", "--token-env-var", "GH_TOKEN", "--token", "--verbose"] } } });
     const at = "mcpServers.corp.args";
     assert.deepEqual(dropped, [`${at}[2]`, `${at}[3]`, `${at}[5] with --api-key`, `${at}[9] with -e`, `${at}[11] with --header`]);
+  });
+
+  test("keys for passphrases, webhooks and auth as a word of its own hold secrets; author, oauth_client_id and authType do not", () => {
+    const env = { DB_PASSPHRASE: "v", NPM_AUTH: "v", _auth: "v", npm_auth: "v", basicAuth: "v", SLACK_WEBHOOK_URL: "https://example.com/x" };
+    const kept = { author: "me", oauth_client_id: "abc", selectedAuthType: "oauth-personal", authMethod: "browser", OAUTH: "on" };
+    const { data, dropped } = filtered({ env: { ...env, ...kept } });
+    assert.deepEqual(data, { env: kept });
+    assert.deepEqual(dropped, Object.keys(env).map((key) => `env.${key}`));
+  });
+
+  test("MCP server args: --auth…, a bare --key, and a single letter's random-looking value are left out with their option", () => {
+    const random = "3f9a1c0d8e7b6a5f4e3d2c1b";
+    const args = ["-y", "srv", "--auth", "v1", "--auth-header", "v2", "--key", "v3", "--password", "v4", "--key=v5", "-k", random, "-k", "CANARY-shortopt", "-p", "8080", "--key-file", "/etc/k.pem", "-i", "my-server", `-t=${random}`];
+    const { data, dropped } = filtered({ mcpServers: { x: { command: "npx", args } } });
+    assert.deepEqual(data, { mcpServers: { x: { command: "npx", args: ["-y", "srv", "-k", "CANARY-shortopt", "-p", "8080", "--key-file", "/etc/k.pem", "-i", "my-server"] } } });
+    const at = "mcpServers.x.args";
+    assert.deepEqual(dropped, [`${at}[3] with --auth`, `${at}[5] with --auth-header`, `${at}[7] with --key`, `${at}[9] with --password`, `${at}[10]`, `${at}[12] with -k`, `${at}[21]`]);
+    assert.ok(!looksSecretArgument("k", "https://example.com/a-long-url-1234567890"), "curl's -k before a URL");
+  });
+
+  test("a file's text: secret shapes and URL passwords anywhere; secrets set by name only where it is not prose", () => {
+    for (const text of ['curl -H "Authorization: Bearer ghp_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb3d" https://x', "slack:\n  token: xoxb-1234567890-Ab3dEf6hIj\n", "db = postgres://me:hunter2@db/x\n"]) {
+      assert.ok(textHoldsSecret(text, false), text);
+    }
+    for (const text of ['[srv]\ntoken = "abc"\n', "slack:\n  webhook: https://example.com/x\n", "export NPM_AUTH=abc\n", "- api_key: abc\n", "X-Api-Key: abc\n", "GITHUB_TOKEN=abc ./deploy.sh\n", "run --password=abc\n"]) {
+      assert.ok(textHoldsSecret(text, true), text);
+      assert.ok(!textHoldsSecret(text, false), `prose: ${text}`);
+    }
+    const script = '#!/bin/sh\ntoken="$1"\nauth=$(cat ~/.config/x)\ncurl -H "Authorization: Bearer $TOKEN" -H "X-Api-Key: ${API_KEY}" https://x\nmax_tokens: 4000\ntoken_env_var = GH_TOKEN\napi_key: null\nsecret:\n';
+    assert.ok(!textHoldsSecret(script, true));
+    assert.ok(!textHoldsSecret("a: b\n".repeat(100_000) + "x=".repeat(100_000), true));
   });
 
   test("the items of a list under a secret key are secrets", () => {
