@@ -54,9 +54,16 @@ function listenOn(name: string): Promise<Server | undefined> {
   });
 }
 
+/** Per records dir: a launch takes the lock four times, and the key never changes once made. */
+const lockNames = new Map<string, string>();
+
 async function lockName(paths: CloisterPaths): Promise<string> {
+  const known = lockNames.get(paths.cloisterRecordDir);
+  if (known !== undefined) return known;
   const digest = createHash("sha256").update(await lockKey(paths)).digest("hex").slice(0, 32);
-  return `\0cloister-records-${digest}`;
+  const name = `\0cloister-records-${digest}`;
+  lockNames.set(paths.cloisterRecordDir, name);
+  return name;
 }
 
 /** The instance's lock key: made once (the first of two racing makers wins), private to its user. */
