@@ -5,7 +5,7 @@ import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { resolveProject } from "./config/effective-cache.js";
 import { SAFE_NAME_RE } from "./config/names.js";
 import type { EffectiveConfig } from "./config/schema.js";
-import { MAX_TIMEOUT_MS, parseDuration, parsePercent, parseSize } from "./config/units.js";
+import { formatSize, MAX_TIMEOUT_MS, parseDuration, parsePercent, parseSize } from "./config/units.js";
 import { CloisterError } from "./errors.js";
 import { ensureGuardian, guardianCall, guardianCallStarting, releaseGrant, requestGrant } from "./guardian/control-client.js";
 import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
@@ -262,8 +262,8 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
     persistent,
     network: options.network ?? config.defaults.network,
     limits: {
-      memoryBytes: optionOr(options.memory, parseSize, config.limits.memory),
-      pids: optionOr(options.pids, (v) => positiveInteger(v, "--pids"), config.limits.pids),
+      memoryBytes: atLeast(optionOr(options.memory, parseSize, config.limits.memory), MIN_MEMORY_BYTES, "memory limit", formatSize),
+      pids: atLeast(optionOr(options.pids, (v) => positiveInteger(v, "--pids"), config.limits.pids), MIN_PIDS, "process limit", String),
       cpuPercent: optionOr(options.cpu, parsePercent, config.limits.cpu),
     },
     tmpfsBytes: config.limits.tmpfs,
@@ -278,6 +278,10 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
     },
   };
   checkMountSources(spec, guarded, runningProjects(paths));
+  const sessionRules = [options.allow, options.deny, options.allowPrivate, Object.keys(options.resolve ?? {})];
+  if (!spec.network && sessionRules.some((list) => (list?.length ?? 0) > 0)) {
+    throw new CloisterError("--allow, --deny, --allow-private and --resolve have no effect without a network", "drop them, or drop --no-network");
+  }
   return { spec, config };
 }
 
@@ -349,6 +353,21 @@ function optionOr<T extends string | number>(value: T | undefined, parse: (v: T)
   }
   if (parsed <= 0) throw new CloisterError(`a limit of ${JSON.stringify(value)} would stop everything`, "give a positive value, or none for no limit");
   return parsed;
+}
+
+/**
+ * The least a cloister needs to start at all: bwrap, init, the relay and a shell that can fork once
+ * (measured: a cloister with 8 MiB and 8 processes runs `sh -c '(true)'`, one with 6 processes cannot).
+ * Below it the launch fails in a way that only names the keeper's log.
+ */
+const MIN_MEMORY_BYTES = 8 * 1024 * 1024;
+const MIN_PIDS = 8;
+
+function atLeast(limit: number | undefined, minimum: number, what: string, format: (value: number) => string): number | undefined {
+  if (limit !== undefined && limit < minimum) {
+    throw new CloisterError(`a ${what} of ${format(limit)} is too small to start a cloister`, `give at least ${format(minimum)}, or none for no limit`);
+  }
+  return limit;
 }
 
 function positiveInteger(value: string | number, flag: string): number {

@@ -75,6 +75,7 @@ export function parseDuration(input: string | number): number {
   const text = String(input).trim();
   rejectNegative(text, "a duration");
   if (/^\d+(?:\.\d+)?$/.test(text)) {
+    if (Number(text) === 0) throw new Error(`"${text}" is no time at all: write a duration like 90s, 5m or 1h30m`);
     // A bare number is ambiguous (seconds? minutes?), and guessing wrong by 60x is worse than asking.
     throw new Error(`"${text}" needs a unit: write e.g. ${text}s or ${text}m (units: ${DURATION_UNIT_HELP})`);
   }

@@ -243,7 +243,14 @@ function createUnlessRaced(projectRoot: string, relPath: string, create: () => v
     create();
     return true;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EACCES" || code === "EPERM" || code === "EROFS") {
+      throw new CloisterError(
+        `cannot make ${relPath} in the project to protect it (${code === "EROFS" ? "read-only file system" : "permission denied"})`,
+        "a cloister protects paths of its project by mounting over them, which needs write access to the project: run cloister as the user who owns it",
+      );
+    }
+    if (code !== "EEXIST") throw error;
     const kind = entryKind(join(projectRoot, relPath));
     if (!acceptable.includes(kind)) refuseProtection(relPath, kind);
     return false;

@@ -4,6 +4,7 @@ import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CLI, createInstance, leakedCanaries, type TestInstance } from "../helpers/cloister.js";
+import { asUserSkipReason, chownTree, createUserInstance, type UserInstance } from "../helpers/as-user.js";
 
 describe("cloister run", () => {
   let t: TestInstance;
@@ -64,6 +65,23 @@ describe("cloister run", () => {
       const r = await t.cli(["run", "--cpu", cpu, "--", "true"]);
       assert.equal(r.code, 0, `--cpu ${cpu}: ${r.stderr}`);
     }
+  });
+
+  it("refuses, before anything starts, limits too small to start a cloister and session rules without a network, saying what to give", async () => {
+    const cases: [string[], RegExp][] = [
+      [["--memory", "1k"], /a memory limit of 1KiB is too small to start a cloister.*at least 8MiB/s],
+      [["--pids", "2"], /a process limit of 2 is too small to start a cloister.*at least 8/s],
+      [["--timeout", "0"], /"0" is no time at all: write a duration like 90s/],
+      [["--no-network", "--allow", "example.com"], /--allow, --deny, --allow-private and --resolve have no effect without a network/],
+    ];
+    for (const [flags, message] of cases) {
+      const r = await t.cli(["run", ...flags, "--", "true"]);
+      assert.equal(r.code, 125, `${flags.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    }
+    const smallest = await t.cli(["run", "--memory", "8MiB", "--pids", "8", "--", "sh", "-c", "(true) && echo ok"]);
+    assert.equal(smallest.stdout, "ok\n", smallest.stderr);
   });
 
   it("exits 125 with one line when cloister itself fails (unknown flag)", async () => {
@@ -178,5 +196,23 @@ describe("cloister run", () => {
     assert.equal(r.code, 0);
     const { readdirSync } = await import("node:fs");
     assert.deepEqual(readdirSync(t.project).sort(), [".git", "README.md"]);
+  });
+});
+
+describe("cloister run as an ordinary user, in a project that user cannot write", { skip: asUserSkipReason() }, () => {
+  let t: UserInstance;
+  before(() => {
+    t = createUserInstance("cw");
+    chownTree(t.project, 0, 0);
+  });
+  after(async () => {
+    await t.teardown();
+  });
+
+  it("says that a cloister needs write access to its project, instead of a raw EACCES", async () => {
+    const r = await t.cli(["run", "--", "true"]);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /cannot make \S+ in the project to protect it \(permission denied\).*needs write access to the project/);
+    assert.doesNotMatch(r.stderr, /EACCES/);
   });
 });
