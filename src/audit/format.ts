@@ -24,7 +24,7 @@ export function formatRecordLine(line: string): string {
   }
   const parts: string[] = [text(record.time), `#${text(record.seq)}`, text(record.type)];
   if (record.cloister != null) parts.push(text(record.cloister));
-  if (record.host != null) parts.push(record.port != null ? `${text(record.host)}:${text(record.port)}` : text(record.host));
+  if (record.host != null) parts.push(record.port != null ? `${hostForPort(text(record.host))}:${text(record.port)}` : text(record.host));
   if (record.decision != null) parts.push(text(record.decision));
   if (record.rule != null) parts.push(`rule=${text(record.rule)}`);
   if (typeof record.bytesUp === "number") parts.push(`↑${formatSize(record.bytesUp)}`);
@@ -51,4 +51,9 @@ const UNSAFE_RE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\
 
 function safe(value: string): string {
   return value.replace(UNSAFE_RE, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`);
+}
+
+/** An IPv6 address in brackets before a port, as in a URL: `[::1]:8082`, not `::1:8082`. */
+function hostForPort(host: string): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
 }

@@ -80,7 +80,8 @@ Examples:
       process.once("SIGTERM", onSignal);
       try {
         const lines = await follower.lastLines(count);
-        if (lines.length === 0 && !flags.follow) process.stderr.write(`No audit records in ${dir} yet.\n`);
+        // -n 0 asks for none: only an empty log is worth a word.
+        if (lines.length === 0 && count > 0 && !flags.follow) process.stderr.write(`No audit records in ${dir} yet.\n`);
         lines.forEach(print);
         if (flags.follow) await follower.follow(print, stop.signal);
       } finally {

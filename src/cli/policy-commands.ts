@@ -62,7 +62,7 @@ async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFla
   });
   const where = project ? `project ${project}` : "every project";
   const what = list === "allow" ? `Allowed ${canonical}${flags.private ? " (private addresses too)" : ""}` : `Denied ${canonical}${rule.ports === null ? " on every port" : ""}`;
-  process.stderr.write(changed ? `${what} for ${where}; running cloisters apply it now.\n` : `${canonical} was already on the ${list} list for ${where}.\n`);
+  process.stderr.write(changed ? `${what} for ${where}; running cloisters apply it to every new connection now (one already open stays until it ends).\n` : `${canonical} was already on the ${list} list for ${where}.\n`);
   if (list === "allow") await warnIfDenied(paths, project, rule);
 }
 
@@ -147,6 +147,9 @@ export function registerPolicyCommands(program: Command): void {
       const { PolicyStore, decide, parseAuthority, formatAuthority, hostText, emptyPolicy, HostSyntaxError } = await policyModules();
       const paths = resolvePaths();
       const project = await targetProject(paths, flags.project);
+      if (/^[a-z][a-z0-9+.-]*:\/\//i.test(target)) {
+        throw new CloisterError(`${JSON.stringify(target)} is a URL; policy explain takes a host`, 'write just the host and port, e.g. "api.anthropic.com" or "api.anthropic.com:443"');
+      }
       let parsed: ReturnType<typeof parseAuthority>;
       try {
         parsed = parseAuthority(target, 443);

@@ -289,7 +289,7 @@ class Guardian {
 
   private async reload(): Promise<void> {
     await this.egress.reload();
-    this.audit.append({ type: "guardian.reload" });
+    this.audit.append({ type: "guardian.reload", pid: process.pid, version: VERSION });
     log("configuration reloaded");
   }
 

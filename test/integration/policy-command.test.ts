@@ -37,3 +37,25 @@ describe("cloister policy command", () => {
     assert.match(r.stderr, /cloister: /);
   });
 });
+
+describe("cloister policy explain", () => {
+  let t: TestInstance;
+  before(() => {
+    t = createInstance("pe");
+  });
+  after(() => t.teardown());
+
+  it("names the rule that decides a host, in words and as JSON", async () => {
+    const r = await t.cli(["policy", "explain", "registry.npmjs.org"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^registry\.npmjs\.org:443: allowed for project proj, by allow rule registry\.npmjs\.org \(global\)/);
+    const json = JSON.parse((await t.cli(["policy", "explain", "--json", "registry.npmjs.org:80"])).stdout) as { verdict: string; rule: string };
+    assert.deepEqual([json.verdict, json.rule], ["allow", "registry.npmjs.org"]);
+  });
+
+  it("given a URL, says to give the host (it said the port was not a number)", async () => {
+    const r = await t.cli(["policy", "explain", "https://api.anthropic.com/v1"]);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /is a URL; policy explain takes a host.*api\.anthropic\.com:443/);
+  });
+});

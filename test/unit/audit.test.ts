@@ -789,6 +789,13 @@ describe("audit tail: reading and following", () => {
     assert.doesNotMatch(text, /\u001b/);
     assert.equal(formatRecordLine("garbage\u001b"), "(unreadable) garbage\\u{1b}");
   });
+
+  test("readable lines: an IPv6 address before its port is bracketed, as in a URL", () => {
+    const line = (host: string) => JSON.stringify({ seq: 1, time: "2025-01-01T00:00:00.000Z", type: "egress", cloister: "c1", project: "p", host, port: 8082, decision: "unlisted", prev: "x", sig: "y" });
+    assert.match(formatRecordLine(line("::1")), / \[::1\]:8082 /);
+    assert.match(formatRecordLine(line("::ffff:7f00:1")), / \[::ffff:7f00:1\]:8082 /);
+    assert.match(formatRecordLine(line("example.com")), / example\.com:8082 /);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------
@@ -887,6 +894,8 @@ describe("cloister audit (CLI)", () => {
     );
     const path = await cli(home, ["audit", "path"]);
     assert.equal(path.stdout, `${dir}\n`);
+    const none = await cli(home, ["audit", "tail", "-n", "0"]);
+    assert.deepEqual([none.code, none.stdout, none.stderr], [0, "", ""], "-n 0 asks for nothing, and the log is not empty");
   });
 
   test("tail -f prints records as they come and ends on Ctrl-C", async () => {
