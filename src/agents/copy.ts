@@ -9,7 +9,7 @@
 import { lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, symlinkSync, writeFileSync, type Stats } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { isStructured, transformConfigText, type PathMap } from "./config-transform.js";
-import { isUnder } from "./locate.js";
+import { isUnder } from "../path-under.js";
 import { textHoldsSecret } from "./looks-secret.js";
 
 /** Larger files are not agent config: skip them rather than read and check them on every start. */

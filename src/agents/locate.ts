@@ -7,6 +7,7 @@
 import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, readSync, realpathSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, sep } from "node:path";
 import { CloisterError } from "../errors.js";
+import { isUnder } from "../path-under.js";
 import type { AgentDefinition } from "./registry.js";
 
 export type FoundHow = "config" | "PATH" | "native" | "npm" | "managed";
@@ -131,10 +132,6 @@ export function venvRoot(path: string, ctx: Pick<LocateContext, "systemDirs" | "
 
 function isVisible(path: string, ctx: LocateContext, mounts: readonly string[]): boolean {
   return [...ctx.systemDirs, ...mounts].some((dir) => isUnder(path, dir));
-}
-
-export function isUnder(path: string, dir: string): boolean {
-  return path === dir || path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
 }
 
 function isExecutableFile(path: string): boolean {

@@ -4,7 +4,7 @@
  * finding an agent on the host, setting it up and running it live in the other modules here.
  */
 import { CloisterError } from "../errors.js";
-import { isWithin } from "../sandbox/host-exposure.js";
+import { isUnder } from "../path-under.js";
 
 export type CredentialKind = "api_key" | "oauth_token";
 
@@ -227,7 +227,7 @@ function homeRelative(path: string): string {
 /** Each directory once, and none inside another that is carried whole (the copies would collide). */
 function outermostDirs(dirs: readonly string[]): string[] {
   const unique = [...new Set(dirs)];
-  return unique.filter((dir) => !unique.some((other) => other !== dir && isWithin(dir, other)));
+  return unique.filter((dir) => !unique.some((other) => other !== dir && isUnder(dir, other)));
 }
 
 /** The arguments the agent always gets: its own, then the permission switch when it is on. */

@@ -16,7 +16,7 @@ import { copyConfigPath } from "./copy.js";
 import type { Delivery } from "./credentials.js";
 import { FINISHERS } from "./finish.js";
 import { cloisterInstructions, withInstructions } from "./instructions.js";
-import { isUnder } from "./locate.js";
+import { isUnder } from "../path-under.js";
 import { ALWAYS_EXCLUDED, type AgentDefinition } from "./registry.js";
 import { writeStagedFile } from "./staged-files.js";
 

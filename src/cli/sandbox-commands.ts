@@ -1,9 +1,10 @@
-import { isAbsolute, relative } from "node:path";
+import { relative } from "node:path";
 import type { Command } from "commander";
 import { createCloister, findCloister, listCloisters, NameTaken, parseTimeout, stopCloister, type Cloister, type CloisterOptions } from "../cloister.js";
 import { formatDuration } from "../config/units.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
+import { isBelow } from "../path-under.js";
 import { agentCredentialFromGuardian, ensureGuardian } from "../guardian/control-client.js";
 import { WORK_DIR } from "../sandbox/bwrap/mounts.js";
 import { parseEnvAssignments } from "../sandbox/env.js";
@@ -346,8 +347,7 @@ export function workdirInside(projectRoot: string, cwd = process.cwd()): string 
   const root = realPath(projectRoot);
   const here = realPath(cwd);
   if (root === undefined || here === undefined) return WORK_DIR;
-  const rel = relative(root, here);
-  return rel === "" || rel === ".." || rel.startsWith("../") || isAbsolute(rel) ? WORK_DIR : `${WORK_DIR}/${rel}`;
+  return isBelow(here, root) ? `${WORK_DIR}/${relative(root, here)}` : WORK_DIR;
 }
 
 async function defaultCloisterName(flags: SandboxFlags): Promise<string> {

@@ -6,7 +6,8 @@ import { z } from "zod";
 import { BUILTIN_AGENT_NAMES, type AgentConfigEntry } from "../agents/registry.js";
 import { credentialEnvProblem, envName } from "./env-names.js";
 import { bool, describeValue, list, text } from "./schema-kit.js";
-import { HOME_SECRET_STORES, isWithin } from "../sandbox/host-exposure.js";
+import { isUnder } from "../path-under.js";
+import { HOME_SECRET_STORES } from "../sandbox/host-exposure.js";
 
 /** Agent names also name vault entries (`claude.api_key`) and guardian routes: kept plain. */
 export const AGENT_NAME_RE = /^[a-z][a-z0-9-]{0,31}$/;
@@ -31,9 +32,9 @@ export function homePathProblem(path: string): string | undefined {
   if (path.includes("\0")) return "a path cannot contain a NUL character";
   const rel = homeRelative(path);
   if (rel.split("/").some((part) => part === ".." || part === "." || part === "")) return `"${path}" contains "." , ".." or "//": write the path without it`;
-  const secret = HOME_SECRET_STORES.find((store) => isWithin(rel, store) || isWithin(store, rel));
-  if (secret !== undefined) return `"${path}" ${isWithin(rel, secret) ? "is in" : "holds"} ~/${secret}, where secrets are kept: name the agent's own directory instead`;
-  const own = CLOISTER_HOME_DIRS.find((dir) => isWithin(rel, dir) || isWithin(dir, rel));
+  const secret = HOME_SECRET_STORES.find((store) => isUnder(rel, store) || isUnder(store, rel));
+  if (secret !== undefined) return `"${path}" ${isUnder(rel, secret) ? "is in" : "holds"} ~/${secret}, where secrets are kept: name the agent's own directory instead`;
+  const own = CLOISTER_HOME_DIRS.find((dir) => isUnder(rel, dir) || isUnder(dir, rel));
   if (own !== undefined) return `"${path}" overlaps cloister's own files (~/${own})`;
   return undefined;
 }
@@ -46,7 +47,7 @@ function homeRelative(path: string): string {
 /** Config dirs are copied one into the other's place: the same directory twice, or one inside another, would collide. */
 function overlappingConfigDirs(dirs: readonly string[], ctx: z.RefinementCtx): void {
   dirs.forEach((dir, i) => {
-    const earlier = dirs.slice(0, i).find((other) => isWithin(homeRelative(dir), homeRelative(other)) || isWithin(homeRelative(other), homeRelative(dir)));
+    const earlier = dirs.slice(0, i).find((other) => isUnder(homeRelative(dir), homeRelative(other)) || isUnder(homeRelative(other), homeRelative(dir)));
     if (earlier !== undefined) {
       ctx.addIssue({ code: "custom", path: [i], input: dir, message: `"${dir}" overlaps "${earlier}", listed before it: list each directory once, and not one inside another` });
     }

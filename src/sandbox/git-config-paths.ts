@@ -12,10 +12,11 @@
  * some config file mentions hooksPath or include: most projects are answered without a process.
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync, realpathSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
-import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
-import { gitDirsOf } from "./git-dirs.js";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { isBelow } from "../path-under.js";
+import { gitDirsOf, realPath } from "./git-dirs.js";
 
 export interface GitConfigPaths {
   /** Hook directories in the worktree, relative to the project root. */
@@ -134,18 +135,9 @@ function mayNamePaths(file: string): boolean {
  * Else by its directory's real path, for a path that reaches the project through a link outside it.
  */
 function insideProject(projectRoot: string, path: string): string | undefined {
-  const asWritten = relative(projectRoot, path);
-  if (isInside(asWritten)) return asWritten;
-  let real = path;
-  try {
-    real = join(realpathSync(dirname(path)), basename(path));
-  } catch {
-    return undefined; // its directory does not exist, and not inside as written
-  }
-  const viaLinks = relative(projectRoot, real);
-  return isInside(viaLinks) ? viaLinks : undefined;
-}
-
-function isInside(rel: string): boolean {
-  return rel !== "" && rel !== ".." && !rel.startsWith("../") && !isAbsolute(rel);
+  if (isBelow(path, projectRoot)) return relative(projectRoot, path);
+  const realDir = realPath(dirname(path));
+  if (realDir === undefined) return undefined; // its directory does not exist, and not inside as written
+  const real = join(realDir, basename(path));
+  return isBelow(real, projectRoot) ? relative(projectRoot, real) : undefined;
 }

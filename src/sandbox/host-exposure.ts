@@ -8,10 +8,11 @@
  * The project (mounted at /work), project `refs:` and `sandbox.mounts` all pass this check with the
  * real path they would mount, so a symlink or a dotfiles repository in HOME cannot widen the view.
  */
-import { realpathSync } from "node:fs";
 import { homedir } from "node:os";
-import { isAbsolute, join, sep } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
+import { isUnder } from "../path-under.js";
+import { realPath } from "./git-dirs.js";
 
 /**
  * Relative to HOME: where host tools keep keys and tokens (SECURITY.md's list, with a few more of
@@ -58,20 +59,20 @@ export function guardedPaths(paths: CloisterPaths, home = homedir()): GuardedPat
 /** Why the real path `hostPath` must not be mounted into a cloister, or undefined when it may. */
 export function exposureProblem(hostPath: string, guarded: GuardedPaths): string | undefined {
   if (hostPath === "/") return "it is the root of the host's filesystem";
-  if (isWithin(guarded.home, hostPath)) return `it ${hostPath === guarded.home ? "is" : "contains"} your home directory (${guarded.home})`;
+  if (isUnder(guarded.home, hostPath)) return `it ${hostPath === guarded.home ? "is" : "contains"} your home directory (${guarded.home})`;
   for (const dir of guarded.cloisterDirs) {
-    const inWorktree = isWithin(hostPath, guarded.worktreesDir);
-    if (isWithin(dir, hostPath) || (isWithin(hostPath, dir) && !inWorktree)) {
+    const inWorktree = isUnder(hostPath, guarded.worktreesDir);
+    if (isUnder(dir, hostPath) || (isUnder(hostPath, dir) && !inWorktree)) {
       return `it overlaps cloister's own files in ${dir} (the vault key, the guardian's sockets, cloisters' homes)`;
     }
   }
   for (const store of HOME_SECRET_STORES.map((rel) => join(guarded.home, rel))) {
-    if (isWithin(store, hostPath) || isWithin(hostPath, store)) return `it overlaps ${store}, where secrets are kept`;
+    if (isUnder(store, hostPath) || isUnder(hostPath, store)) return `it overlaps ${store}, where secrets are kept`;
   }
   for (const dir of SOCKET_DIRS) {
-    if (isWithin(hostPath, dir)) return `it is in ${dir}, which holds the host's sockets`;
+    if (isUnder(hostPath, dir)) return `it is in ${dir}, which holds the host's sockets`;
   }
-  if (isWithin(SHARED_TMP, hostPath)) return `it contains ${SHARED_TMP}, where other programs keep their sockets (X11, ssh-agent)`;
+  if (isUnder(SHARED_TMP, hostPath)) return `it contains ${SHARED_TMP}, where other programs keep their sockets (X11, ssh-agent)`;
   return undefined;
 }
 
@@ -89,7 +90,7 @@ export interface RunningProject {
  * would protect: a project, ref or mount in there is refused until that cloister stops.
  */
 export function writableByRunningCloister(hostPath: string, ownRoot: string, running: readonly RunningProject[]): RunningProject | undefined {
-  return running.find((other) => other.projectRoot !== ownRoot && isWithin(hostPath, other.projectRoot));
+  return running.find((other) => other.projectRoot !== ownRoot && isUnder(hostPath, other.projectRoot));
 }
 
 /** For config entries: the same check on the path's real location when it exists, else on the path as written. */
@@ -99,15 +100,7 @@ export function configuredPathProblem(path: string, guarded: GuardedPaths = guar
   return problem === undefined ? undefined : `a cloister must not see ${path}: ${problem}`;
 }
 
-/** True when `path` is `dir` or lies below it (both absolute and normalized). */
-export function isWithin(path: string, dir: string): boolean {
-  return path === dir || path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
-}
-
+/** The real path where there is one, else the path as given (a config entry may name what is not there yet). */
 function realOrSame(path: string): string {
-  try {
-    return realpathSync(path);
-  } catch {
-    return path;
-  }
+  return realPath(path) ?? path;
 }

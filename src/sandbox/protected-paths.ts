@@ -1,5 +1,6 @@
 import { lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
-import { basename, isAbsolute, join, relative, resolve } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { isBelow } from "../path-under.js";
 import { CloisterError } from "../errors.js";
 import { excludePlaceholders, forgetPlaceholders } from "./placeholder-excludes.js";
 import { gitConfigPaths } from "./git-config-paths.js";
@@ -141,10 +142,10 @@ function nestedWorktreeGitFiles(projectRoot: string): string[] {
   return names.flatMap((name) => {
     const dotGit = readPointer(join(adminDirs, name, "gitdir"));
     if (dotGit === undefined) return [];
-    const rel = relative(projectRoot, resolve(adminDirs, name, dotGit));
+    const path = resolve(adminDirs, name, dotGit);
     // Only one that is there: a pruned worktree's path is left alone, not made again as a placeholder.
-    const inside = basename(rel) === ".git" && rel !== ".git" && !rel.startsWith("../") && !isAbsolute(rel);
-    return inside && entryKind(join(projectRoot, rel)) === "file" ? [rel] : [];
+    const nested = basename(path) === ".git" && isBelow(dirname(path), projectRoot) && entryKind(path) === "file";
+    return nested ? [relative(projectRoot, path)] : [];
   });
 }
 
