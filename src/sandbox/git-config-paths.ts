@@ -45,10 +45,13 @@ export function gitConfigPaths(projectRoot: string, env: NodeJS.ProcessEnv = pro
   const gitEnv = Object.fromEntries(Object.entries(env).filter(([name]) => !name.startsWith("GIT_") || KEPT_GIT_VARIABLES.has(name)));
   const home = env.HOME || homedir();
   const found: GitConfigPaths = { hookDirs: [], includedFiles: [] };
-  // Every file git reads here, as git reads it; then every included file again on its own, since
-  // git reads one under a condition (includeIf "onbranch:...") only while the condition holds, and
-  // the agent can make it hold (HEAD is writable inside).
-  const pending = [configEntries(projectRoot, [], gitEnv)];
+  // Every file git reads here, as git reads it; then every included file that git did not read on
+  // its own, since git reads one under a condition (includeIf "onbranch:...") only while the
+  // condition holds, and the agent can make it hold (HEAD is writable inside). A file git read has
+  // all its entries in the first list already.
+  const everyFile = configEntries(projectRoot, [], gitEnv);
+  const readByGit = new Set(everyFile.map((entry) => resolve(projectRoot, entry.origin)));
+  const pending = [everyFile];
   const scanned = new Set<string>();
   for (let entries = pending.pop(); entries !== undefined; entries = pending.pop()) {
     for (const { origin, key, value } of entries) {
@@ -63,7 +66,7 @@ export function gitConfigPaths(projectRoot: string, env: NodeJS.ProcessEnv = pro
       const target = resolve(dirname(resolve(projectRoot, origin)), expanded);
       const inside = insideProject(projectRoot, target);
       if (inside !== undefined) found.includedFiles.push(inside);
-      if (!scanned.has(target) && scanned.size < MAX_INCLUDE_FILES) {
+      if (!readByGit.has(target) && !scanned.has(target) && scanned.size < MAX_INCLUDE_FILES) {
         scanned.add(target);
         pending.push(configEntries(projectRoot, ["--file", target], gitEnv));
       }
