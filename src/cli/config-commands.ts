@@ -31,14 +31,14 @@ export function registerConfigCommands(program: Command): void {
     .command("show")
     .description("print the effective configuration (global, merged with the current project's if any)")
     .option("--project <dir>", "merge this project's configuration")
-    .option("--json", "machine-readable output")
+    .option("--json", "machine-readable output (sizes in bytes, durations in milliseconds, null for none)")
     .action(async (flags: { project?: string; json?: boolean }) => {
-      const { effectiveConfig, loadGlobalConfig, loadProjectConfig, projectNameFor, toYaml } = await configModules();
+      const { configAsYaml, effectiveConfig, loadGlobalConfig, loadProjectConfig, projectNameFor } = await configModules();
       const paths = resolvePaths();
       const global = await loadGlobalConfig(paths);
       const project = flags.project ? await loadProjectConfig(paths, (await projectNameFor(flags.project, paths)).name) : undefined;
       const shown = project ? effectiveConfig(global, project) : global;
-      process.stdout.write(flags.json ? `${JSON.stringify(shown, null, 2)}\n` : toYaml(shown));
+      process.stdout.write(flags.json ? `${JSON.stringify(shown, null, 2)}\n` : configAsYaml(shown));
     });
 
   config

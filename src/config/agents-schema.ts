@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { BUILTIN_AGENT_NAMES, type AgentConfigEntry } from "../agents/registry.js";
 import { credentialEnvProblem, envName } from "./env-names.js";
-import { bool, describeValue, list, text } from "./schema-kit.js";
+import { bool, describeValue, list, text, writtenForm } from "./schema-kit.js";
 import { isUnder } from "../path-under.js";
 import { HOME_SECRET_STORES } from "../sandbox/host-exposure.js";
 
@@ -108,9 +108,11 @@ export const AgentsSchema = z.preprocess(
 );
 
 /** `defaults.agent`: an agent name, or none. Whether the name is known is checked with the whole file. */
-export const defaultAgent = z.preprocess(
-  (value) => (value === null || (typeof value === "string" && value.trim().toLowerCase() === "none") ? null : value),
-  agentName.nullable(),
-);
+export const defaultAgent = z
+  .preprocess(
+    (value) => (value === null || (typeof value === "string" && value.trim().toLowerCase() === "none") ? null : value),
+    agentName.nullable(),
+  )
+  .register(writtenForm, { write: (agent: string | null) => agent ?? "none" });
 
 export type AgentsConfig = Record<string, AgentConfigEntry>;

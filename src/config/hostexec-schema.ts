@@ -17,7 +17,7 @@ import {
   type CommandVerdict,
 } from "../policy/commands.js";
 import { bounded, boundedDuration, describeValue, parsed, section, wholeNumber } from "./schema-kit.js";
-import { parseSize } from "./units.js";
+import { formatDuration, parseSize, writeSize } from "./units.js";
 
 /** Written into the config template: docker ps may run at once; read-only gh commands ask a person. */
 export const DEFAULT_HOSTEXEC_RULES: readonly CommandRuleEntry[] = [
@@ -140,7 +140,7 @@ const ruleList = z.preprocess(
 // ---------------------------------------------------------------------------------------------------
 // Limits
 
-const duration = (what: string) => parsed("a duration like 90s, 5m or 1h", boundedDuration(what));
+const duration = (what: string) => parsed("a duration like 90s, 5m or 1h", boundedDuration(what), formatDuration);
 
 // ---------------------------------------------------------------------------------------------------
 // Sections
@@ -149,7 +149,7 @@ export const HostexecSchema = section({
   rules: ruleList.prefault(DEFAULT_HOSTEXEC_RULES),
   timeout: duration("a host command's timeout").prefault(HOSTEXEC_DEFAULTS.timeout),
   approval_timeout: duration("the approval timeout").prefault(HOSTEXEC_DEFAULTS.approval_timeout),
-  max_output: parsed("a size like 16MiB", bounded("the output limit", parseSize, MAX_OUTPUT_LIMIT, "1GiB")).prefault(HOSTEXEC_DEFAULTS.max_output),
+  max_output: parsed("a size like 16MiB", bounded("the output limit", parseSize, MAX_OUTPUT_LIMIT, "1GiB"), writeSize).prefault(HOSTEXEC_DEFAULTS.max_output),
   rate_limit: parsed("a number of requests per minute like 30", wholeNumber("rate limit (requests per minute)", 1, MAX_RATE_LIMIT)).prefault(HOSTEXEC_DEFAULTS.rate_limit),
 });
 

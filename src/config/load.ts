@@ -22,6 +22,7 @@ import {
   ProjectConfigSchema,
   ProjectNameSchema,
   allKeyPaths,
+  asWritten,
   describeValue,
   keysAt,
 } from "./schema.js";
@@ -30,6 +31,11 @@ import { GLOBAL_CONFIG_TEMPLATE } from "./template.js";
 /** Config data as YAML text (for `config show` and the guardian's decision files). */
 export function toYaml(value: unknown): string {
   return stringify(value);
+}
+
+/** A configuration as its files would say it (`config show`): sizes, durations and percentages in units, "none" for no limit. */
+export function configAsYaml(config: GlobalConfig | EffectiveConfig): string {
+  return toYaml(asWritten(GlobalConfigSchema, config));
 }
 
 // ---------------------------------------------------------------------------------------------------

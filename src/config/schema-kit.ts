@@ -6,9 +6,18 @@
 import { z } from "zod";
 import { MAX_TIMEOUT_MS, parseDuration } from "./units.js";
 
-/** A value read through one of the unit parsers; the parser's message becomes the zod issue. */
-export function parsed<T>(expected: string, parse: (input: string | number) => T) {
-  return z.unknown().transform((input, ctx): T => {
+/**
+ * How a value that a schema turned into a number is written in a config file ("8GiB" for 8589934592,
+ * "none" for null): `config show` prints what the files say, so its output can be pasted into one.
+ */
+export const writtenForm = z.registry<{ write: (value: never) => unknown }>();
+
+/**
+ * A value read through one of the unit parsers; the parser's message becomes the zod issue. `write`
+ * turns the result back into what the file would say (see writtenForm).
+ */
+export function parsed<T>(expected: string, parse: (input: string | number) => T, write?: (value: T) => unknown) {
+  const schema = z.unknown().transform((input, ctx): T => {
     if (typeof input !== "string" && typeof input !== "number") {
       ctx.addIssue({ code: "custom", message: `expected ${expected}, found ${describeValue(input)}`, input });
       return z.NEVER;
@@ -20,6 +29,7 @@ export function parsed<T>(expected: string, parse: (input: string | number) => T
       return z.NEVER;
     }
   });
+  return write ? schema.register(writtenForm, { write }) : schema;
 }
 
 /** `orNone`: the setting also takes `none` (a limit() value), which the message then offers. */

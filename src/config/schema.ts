@@ -11,8 +11,8 @@ import { isAbsolute } from "node:path";
 import { z } from "zod";
 import { canonicalHost, HostSyntaxError } from "../policy/hosts.js";
 import { parseRule, RuleError } from "../policy/rules.js";
-import { isNone, parseDuration, parsePercent, parseSize } from "./units.js";
-import { bool, boundedDuration, describeValue, list, parsed, positive, section, text, wholeNumber } from "./schema-kit.js";
+import { formatDuration, isNone, parseDuration, parsePercent, parseSize, writeSize } from "./units.js";
+import { bool, boundedDuration, describeValue, list, parsed, positive, section, text, wholeNumber, writtenForm } from "./schema-kit.js";
 import { HostexecSchema, ProjectHostexecSchema } from "./hostexec-schema.js";
 import { AgentsSchema, defaultAgent } from "./agents-schema.js";
 import { agentNames } from "../agents/registry.js";
@@ -32,9 +32,9 @@ export { MAX_TIMEOUT_MS };
 // Value schemas
 
 
-/** A limit that may be switched off with "none" (→ null). */
-function limit(expected: string, parse: (input: string | number) => number) {
-  return parsed(`${expected}, or none`, (input) => (isNone(input) ? null : parse(input)));
+/** A limit that may be switched off with "none" (→ null); `write` gives a set limit's written form. */
+function limit(expected: string, parse: (input: string | number) => number, write: (value: number) => unknown) {
+  return parsed(`${expected}, or none`, (input) => (isNone(input) ? null : parse(input)), (value) => (value === null ? "none" : write(value)));
 }
 
 
@@ -63,11 +63,11 @@ function parseTmpfs(input: string | number): number {
   return bytes;
 }
 
-const memoryValue = limit("a size like 8GiB", positive("a memory limit", parseSize, true));
-const pidsValue = limit("a process count like 4096", parsePids);
-const cpuValue = limit("a percentage of one core like 100%", positive("a cpu limit", parsePercent, true));
-const tmpfsValue = parsed("a size like 1GiB", parseTmpfs);
-const timeoutValue = limit("a duration like 90s, 5m or 1h30m", parseTimeout);
+const memoryValue = limit("a size like 8GiB", positive("a memory limit", parseSize, true), writeSize);
+const pidsValue = limit("a process count like 4096", parsePids, (count) => count);
+const cpuValue = limit("a percentage of one core like 100%", positive("a cpu limit", parsePercent, true), (percent) => `${percent}%`);
+const tmpfsValue = parsed("a size like 1GiB", parseTmpfs, writeSize);
+const timeoutValue = limit("a duration like 90s, 5m or 1h30m", parseTimeout, formatDuration);
 
 
 /** An absolute path; ".." is refused so what the user reads is the path that gets mounted. */
@@ -294,16 +294,16 @@ export const ProxySchema = section({
   allow: list(ruleEntry, "rules").default([...DEFAULT_ALLOW]),
   deny: list(ruleEntry, "rules").default([]),
   resolve: resolveMap,
-  connect_timeout: parsed("a duration like 10s", positive("a connect timeout", parseDuration)).prefault(PROXY_DEFAULTS.connect_timeout),
-  idle_timeout: parsed("a duration like 10m", positive("an idle timeout", parseDuration)).prefault(PROXY_DEFAULTS.idle_timeout),
+  connect_timeout: parsed("a duration like 10s", positive("a connect timeout", parseDuration), formatDuration).prefault(PROXY_DEFAULTS.connect_timeout),
+  idle_timeout: parsed("a duration like 10m", positive("an idle timeout", parseDuration), formatDuration).prefault(PROXY_DEFAULTS.idle_timeout),
   max_connections: parsed("a connection count like 1024", wholeNumber("connection count", 1, 1_000_000)).prefault(PROXY_DEFAULTS.max_connections),
-  max_header_size: parsed("a size like 32KiB", (input) => wholeNumber("header size", 1024, 1024 * 1024)(parseSize(input))).prefault(PROXY_DEFAULTS.max_header_size),
+  max_header_size: parsed("a size like 32KiB", (input) => wholeNumber("header size", 1024, 1024 * 1024)(parseSize(input)), writeSize).prefault(PROXY_DEFAULTS.max_header_size),
   max_headers: parsed("a header count like 100", wholeNumber("header count", 8, 10_000)).prefault(PROXY_DEFAULTS.max_headers),
   /** A host on no list: `ask` holds the request for a human (approval UI or CLI), `deny` refuses at once. */
   unlisted: z
     .enum(["ask", "deny"], { error: (issue) => `expected ask or deny, found ${describeValue(issue.input)}` })
     .default(PROXY_DEFAULTS.unlisted),
-  approval_timeout: parsed("a duration like 60s", boundedDuration("an approval timeout")).prefault(PROXY_DEFAULTS.approval_timeout),
+  approval_timeout: parsed("a duration like 60s", boundedDuration("an approval timeout"), formatDuration).prefault(PROXY_DEFAULTS.approval_timeout),
   /** Hosts intercepted without a secret of theirs (port 443), so a placeholder sent there is seen and blocked. */
   inspect: list(inspectedHost, "host names").default([]),
   /** An extra CA certificate file trusted for the origin side of intercepted connections (tests, a company gateway). */
@@ -320,7 +320,7 @@ export const ProjectProxySchema = section({
 export const DecisionsSchema = z.strictObject({ proxy: ProjectProxySchema, hostexec: ProjectHostexecSchema });
 
 export const AuditSchema = section({
-  max_size: parsed("a size like 64MiB", positive("an audit file size", parseSize)).prefault("64MiB"),
+  max_size: parsed("a size like 64MiB", positive("an audit file size", parseSize), writeSize).prefault("64MiB"),
   keep: parsed("a file count like 10", wholeNumber("file count", 1, 10_000)).prefault(10),
 });
 
@@ -423,6 +423,29 @@ export function allKeyPaths(schema: z.core.$ZodType, prefix: string[] = []): str
   if (!(object instanceof z.ZodObject)) return [];
   const shape = object.shape as Record<string, z.core.$ZodType>;
   return Object.entries(shape).flatMap(([key, child]) => [[...prefix, key], ...allKeyPaths(child, [...prefix, key])]);
+}
+
+/**
+ * A parsed config written back as its files would say it: numbers that were "8GiB" or "10s" in units
+ * again, "none" for a limit switched off (see writtenForm). What `config show` prints, so that its
+ * output pasted into a config file reads back to the same configuration.
+ */
+export function asWritten(schema: z.core.$ZodType, value: unknown): unknown {
+  const write = writerOf(schema);
+  if (write) return write(value);
+  const object = objectOf(schema);
+  if (!(object instanceof z.ZodObject) || typeof value !== "object" || value === null || Array.isArray(value)) return value;
+  const shape = object.shape as Record<string, z.core.$ZodType>;
+  return Object.fromEntries(Object.entries(value).map(([key, child]) => [key, shape[key] ? asWritten(shape[key], child) : child]));
+}
+
+/** The written form registered on a value schema, looking through defaults and optional wrappers. */
+function writerOf(schema: z.core.$ZodType): ((value: unknown) => unknown) | undefined {
+  const entry = writtenForm.get(schema);
+  // The registry holds each schema's own writer, which is only ever given that schema's values.
+  if (entry) return entry.write as (value: unknown) => unknown;
+  if (schema instanceof z.ZodOptional || schema instanceof z.ZodNullable || schema instanceof z.ZodDefault || schema instanceof z.ZodPrefault) return writerOf(schema.unwrap());
+  return undefined;
 }
 
 /** Look through wrappers to the schema that decides the value's shape. */

@@ -132,6 +132,21 @@ export function formatSize(bytes: number | null): string {
   return `${bytes}B`;
 }
 
+/**
+ * A size as a config file would say it, exactly (parseSize reads it back to the same number): in the
+ * largest binary unit that divides it, "8GiB", "1536KiB", else in bytes.
+ */
+export function writeSize(bytes: number): string {
+  const units: Array<[string, number]> = [
+    ["TiB", KiB ** 4],
+    ["GiB", KiB ** 3],
+    ["MiB", KiB ** 2],
+    ["KiB", KiB],
+  ];
+  const unit = units.find(([, factor]) => bytes > 0 && bytes % factor === 0);
+  return unit ? `${bytes / unit[1]}${unit[0]}` : `${bytes}B`;
+}
+
 /** "1h30m", "90s" → "1m30s", "250ms", "0s"; null prints as "none". Output parses back with parseDuration. */
 export function formatDuration(ms: number | null): string {
   if (ms === null) return "none";

@@ -11,6 +11,7 @@ import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "../../src/c
 import { DEFAULT_HOSTEXEC_RULES } from "../../src/config/hostexec-schema.js";
 import {
   ConfigError,
+  configAsYaml,
   effectiveConfig,
   keyPath,
   levenshtein,
@@ -38,6 +39,7 @@ import {
   parseDuration,
   parsePercent,
   parseSize,
+  writeSize,
 } from "../../src/config/units.js";
 
 const GiB = 1024 ** 3;
@@ -224,6 +226,12 @@ describe("units: formatters", () => {
     assert.equal(formatDuration(172_800_000 + 1000), "2d1s");
     assert.equal(formatDuration(null), "none");
     for (const ms of [1, 999, 60_000, 5_400_000, 90_061_001]) assert.equal(parseDuration(formatDuration(ms)), ms);
+  });
+  test("sizes as a config file writes them: exact, in the largest unit that divides them", () => {
+    assert.equal(writeSize(8 * GiB), "8GiB");
+    assert.equal(writeSize(1.5 * GiB), "1536MiB");
+    assert.equal(writeSize(1500), "1500B");
+    for (const size of [8 * GiB, 1.5 * GiB, 3 * 1024 + 1, 7, 1024 ** 4 * 3]) assert.equal(parseSize(writeSize(size)), size);
   });
   test("percentages", () => {
     assert.equal(formatPercent(150), "150%");
@@ -687,6 +695,38 @@ describe("env names", () => {
     const error = configError("sandbox:\n  env:\n    - LANG\n    - AWS_SECRET_ACCESS_KEY\n");
     assert.deepEqual([error.line, error.column, error.key], [4, 7, "sandbox.env[1]"]);
     assert.match(error.message, /secrets never pass into a sandbox through its environment/);
+  });
+});
+
+describe("config as its files would say it (config show)", () => {
+  test("units and none come back, and the output reads back to the same configuration", () => {
+    const text = [
+      "defaults: {agent: claude}",
+      "limits: {memory: 1536MiB, pids: none, cpu: 33.25%, tmpfs: 3000, timeout: 1h30m}",
+      "proxy: {connect_timeout: 2500ms, idle_timeout: 10m, max_header_size: 48KiB, approval_timeout: 2m}",
+      "audit: {max_size: 1GiB}",
+      "hostexec: {timeout: 90s, max_output: 1MiB}",
+      "",
+    ].join("\n");
+    for (const config of [defaults(), parseConfigText(text, FILE, "global")]) {
+      const yaml = configAsYaml(config);
+      assert.deepEqual(parseConfigText(yaml, FILE, "global"), config, yaml);
+    }
+    const written = parseYamlPlain(configAsYaml(parseConfigText(text, FILE, "global"))) as Record<string, Record<string, unknown>>;
+    assert.deepEqual(written.limits, { memory: "1536MiB", pids: "none", cpu: "33.25%", tmpfs: "3000B", timeout: "1h30m" });
+    assert.equal(written.defaults?.agent, "claude");
+    assert.equal(written.proxy?.connect_timeout, "2s500ms");
+    assert.equal(written.proxy?.max_header_size, "48KiB");
+    assert.equal(written.audit?.max_size, "1GiB");
+    assert.deepEqual([written.hostexec?.timeout, written.hostexec?.max_output], ["1m30s", "1MiB"]);
+    assert.equal((parseYamlPlain(configAsYaml(defaults())) as Record<string, Record<string, unknown>>).defaults?.agent, "none");
+  });
+
+  test("a project's effective configuration prints its refs as they are", () => {
+    const effective = effectiveConfig(defaults(), parseConfigText("refs: {lib: /srv/lib}\nlimits: {memory: 2GiB}\n", FILE, "project"));
+    const written = parseYamlPlain(configAsYaml(effective)) as Record<string, Record<string, unknown>>;
+    assert.deepEqual(written.refs, { lib: "/srv/lib" });
+    assert.equal(written.limits?.memory, "2GiB");
   });
 });
 
