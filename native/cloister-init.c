@@ -750,6 +750,7 @@ static int keep_main(int argc, char **argv)
 /* A decoded REQUEST. The strings point into `blob`, a private copy of the payload. */
 struct request {
     bool tty;
+    bool err_pipe; /* tty mode with the command's stderr on a pipe of its own (STDERR frames) */
     uint16_t rows, cols;
     char *cwd;
     char **argv;
@@ -760,7 +761,7 @@ struct request {
 struct session {
     int sock;   /* the client connection, non-blocking */
     int sfd;    /* signalfd for SIGCHLD */
-    bool tty;   /* tty mode: in_fd == out_fd == the PTY master and err_fd == -1 */
+    bool tty;   /* tty mode: in_fd == out_fd == the PTY master; err_fd is -1 unless rq->err_pipe */
     int in_fd;  /* where STDIN payloads go */
     int out_fd; /* STDOUT source */
     int err_fd; /* STDERR source */
@@ -936,9 +937,10 @@ static const char *parse_request(const uint8_t *p, uint32_t len, struct request 
 {
     if (len < 13)
         return "REQUEST shorter than its 13-byte header";
-    if (p[0] > 1)
-        return "REQUEST tty flag is not 0 or 1";
-    rq->tty = p[0] == 1;
+    if (p[0] > 2)
+        return "REQUEST terminal mode is not 0, 1 or 2";
+    rq->tty = p[0] != 0;
+    rq->err_pipe = p[0] == 2;
     rq->rows = get_le16(p + 1);
     rq->cols = get_le16(p + 3);
     uint32_t argc = get_le32(p + 5), envc = get_le32(p + 9);
@@ -1034,6 +1036,17 @@ static _Noreturn void exec_command(const struct request *rq, const int fd[3], in
     child_fail(errfd, errno);
 }
 
+/* A pipe for the command's stderr: its read end becomes s->err_fd, its write end the command's fd 2. */
+static void open_err_pipe(struct session *s, int child_fd[3])
+{
+    int err[2];
+    if (pipe2(err, O_CLOEXEC) < 0)
+        session_setup_error(s, "pipe", errno);
+    s->err_fd = err[0];
+    set_nonblock(s->err_fd); /* our end only: each end is its own open file description */
+    child_fd[2] = err[1];
+}
+
 static void open_pty(struct session *s, const struct request *rq, int child_fd[3])
 {
     int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
@@ -1055,22 +1068,22 @@ static void open_pty(struct session *s, const struct request *rq, int child_fd[3
     ioctl(m, TIOCSWINSZ, &ws);
     set_nonblock(m);
     child_fd[0] = child_fd[1] = child_fd[2] = sl;
+    if (rq->err_pipe) /* the user redirected their stderr: keep the command's apart from the terminal */
+        open_err_pipe(s, child_fd);
 }
 
 static void open_pipes(struct session *s, int child_fd[3])
 {
-    int in[2], out[2], err[2];
-    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
         session_setup_error(s, "pipe", errno);
     s->in_fd = in[1];
     s->out_fd = out[0];
-    s->err_fd = err[0];
     set_nonblock(s->in_fd); /* our ends only: each end is its own open file description */
     set_nonblock(s->out_fd);
-    set_nonblock(s->err_fd);
     child_fd[0] = in[0];
     child_fd[1] = out[1];
-    child_fd[2] = err[1];
+    open_err_pipe(s, child_fd);
 }
 
 /* Fork and exec the command; send STARTED, or the failure message and EXIT 126/127. */
@@ -1092,10 +1105,10 @@ static void session_spawn(struct session *s, const struct request *rq)
         exec_command(rq, child_fd, ep[1]);
     s->pid = g_kill_on_oom = pid;
     close(child_fd[0]);
-    if (!rq->tty) {
+    if (!rq->tty)
         close(child_fd[1]);
+    if (child_fd[2] != child_fd[0])
         close(child_fd[2]);
-    }
     int err = exec_error(ep);
     if (err) {
         /* A working directory that is not there is the caller's mistake (cloister's 125), not the program's. */
@@ -1107,7 +1120,7 @@ static void session_spawn(struct session *s, const struct request *rq)
             _exit(1);
         int m = in_dir ? snprintf(msg, len, "cloister: cannot enter the working directory '%s': %s\n", what, reason)
                        : snprintf(msg, len, "cloister: cannot run '%s': %s\n", what, reason);
-        put_frame(&s->out, rq->tty ? F_STDOUT : F_STDERR, msg, (size_t)m);
+        put_frame(&s->out, s->err_fd < 0 ? F_STDOUT : F_STDERR, msg, (size_t)m);
         put_u32_frame(&s->out, F_EXIT, in_dir ? 125 : err == ENOENT ? 127 : 126);
         if (sock_drain(s, -1))
             sock_linger(s);

@@ -82,7 +82,11 @@ export interface CloisterOptions {
 export interface ExecOptions {
   cwd?: string;
   env?: Record<string, string>;
-  tty?: { rows: number; cols: number };
+  /**
+   * Run under a terminal of this size. `separateStderr`: the command's stderr goes to `stderr` through
+   * a pipe instead of the terminal, as for a caller whose own stderr is redirected (`2>build.log`).
+   */
+  tty?: { rows: number; cols: number; separateStderr?: boolean };
   stdin?: Readable;
   stdout?: Writable;
   stderr?: Writable;
@@ -114,7 +118,15 @@ export class Cloister {
     if (options.tty) env.TERM ??= "xterm-256color";
     return execInCloister(
       this.record.initSocket,
-      { tty: options.tty !== undefined, rows: options.tty?.rows ?? 24, cols: options.tty?.cols ?? 80, cwd: options.cwd ?? WORK_DIR, argv, env },
+      {
+        tty: options.tty !== undefined,
+        separateStderr: options.tty?.separateStderr,
+        rows: options.tty?.rows ?? 24,
+        cols: options.tty?.cols ?? 80,
+        cwd: options.cwd ?? WORK_DIR,
+        argv,
+        env,
+      },
       { stdin: options.stdin, stdout: options.stdout ?? process.stdout, stderr: options.stderr ?? process.stderr },
     );
   }

@@ -4,7 +4,8 @@ import type { Cloister } from "../cloister.js";
 
 /**
  * Runs a command in a cloister wired to this process's terminal: a PTY inside when stdin and stdout
- * are terminals (raw mode here, window resizes forwarded), plain pipes otherwise. Signals that reach
+ * are terminals (raw mode here, window resizes forwarded; the command's stderr on a pipe of its own
+ * when this process's stderr is not the terminal), plain pipes otherwise. Signals that reach
  * the CLI are passed on to the command. Resolves with the command's exit code.
  */
 export async function runAttached(cloister: Cloister, argv: string[], options: { cwd?: string; env?: Record<string, string> } = {}): Promise<number> {
@@ -12,7 +13,8 @@ export async function runAttached(cloister: Cloister, argv: string[], options: {
   const session = cloister.exec(argv, {
     ...options,
     stdin: process.stdin,
-    tty: interactive ? { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 } : undefined,
+    // `cloister run -- make 2>build.log` in a terminal: the command's stderr follows the user's redirection.
+    tty: interactive ? { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80, separateStderr: !process.stderr.isTTY } : undefined,
   });
   const onResize = () => session.resize(process.stdout.rows || 24, process.stdout.columns || 80);
   const forwarders = (["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"] as const).map((signal) => {

@@ -22,7 +22,7 @@ import {
 export interface ExecIo {
   /** Streamed to the command as STDIN frames, then STDIN_EOF. Absent: the command's stdin is empty. */
   stdin?: Readable;
-  /** Receive STDOUT / STDERR payloads (in tty mode everything is STDOUT). Absent: discarded. */
+  /** Receive STDOUT / STDERR payloads (in tty mode everything is STDOUT, unless stderr was asked apart). Absent: discarded. */
   stdout?: Writable;
   stderr?: Writable;
 }

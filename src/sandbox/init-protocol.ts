@@ -37,6 +37,8 @@ export interface Frame {
 export interface ExecRequest {
   /** Run under a fresh PTY (stdout and stderr both arrive as STDOUT). */
   tty: boolean;
+  /** With tty: the command's stderr is a pipe of its own, arriving as STDERR (the caller's stderr is not the terminal). */
+  separateStderr?: boolean;
   /** Initial window size; only meaningful with tty. */
   rows?: number;
   cols?: number;
@@ -94,7 +96,7 @@ export function encodeRequest(request: ExecRequest): Buffer {
   if (request.argv.length < 1) throw new ProtocolError("argv must not be empty");
   const env = envEntries(request.env);
   const header = Buffer.alloc(REQUEST_HEADER_LENGTH);
-  header.writeUInt8(request.tty ? 1 : 0, 0);
+  header.writeUInt8(request.tty ? (request.separateStderr ? 2 : 1) : 0, 0);
   header.writeUInt16LE(u16("rows", request.rows ?? 0), 1);
   header.writeUInt16LE(u16("cols", request.cols ?? 0), 3);
   header.writeUInt32LE(request.argv.length, 5);
@@ -112,7 +114,7 @@ export function encodeRequest(request: ExecRequest): Buffer {
 }
 
 /** Inverse of encodeRequest (for tests and fakes of init). */
-export function decodeRequest(payload: Buffer): Required<Pick<ExecRequest, "tty" | "rows" | "cols" | "cwd">> & {
+export function decodeRequest(payload: Buffer): Required<Pick<ExecRequest, "tty" | "separateStderr" | "rows" | "cols" | "cwd">> & {
   argv: string[];
   env: string[];
 } {
@@ -129,7 +131,8 @@ export function decodeRequest(payload: Buffer): Required<Pick<ExecRequest, "tty"
   }
   if (at !== payload.length) throw new ProtocolError("REQUEST has trailing bytes");
   return {
-    tty: payload.readUInt8(0) === 1,
+    tty: payload.readUInt8(0) !== 0,
+    separateStderr: payload.readUInt8(0) === 2,
     rows: payload.readUInt16LE(1),
     cols: payload.readUInt16LE(3),
     cwd: strings[0] ?? "",

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CLI, createInstance, leakedCanaries, type TestInstance } from "../helpers/cloister.js";
@@ -58,6 +58,18 @@ describe("cloister run", () => {
   it("streams stdin to the command", async () => {
     const r = await t.cli(["run", "--", "cat"], { input: "piped text\n" });
     assert.equal(r.stdout, "piped text\n");
+  });
+
+  it("in a terminal, gives the command a terminal, and its stderr follows the user's redirection (`2>build.log`)", () => {
+    // script(1) gives the CLI a terminal for stdin and stdout; the shell it runs redirects fd 2.
+    const log = join(t.home, "stderr.log");
+    const command = `${process.execPath} ${CLI} run -- sh -c 'tty; echo to-stderr >&2; [ -t 2 ] || echo fd2-is-no-tty; exit 3' 2>${log}`;
+    const r = spawnSync("script", ["-qec", command, "/dev/null"], { cwd: t.project, env: t.env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    assert.equal(r.status, 3, r.stderr);
+    assert.match(r.stdout, /\/dev\/pts\/\d+\r?\r\n/);
+    assert.match(r.stdout, /fd2-is-no-tty/);
+    assert.doesNotMatch(r.stdout, /to-stderr/);
+    assert.equal(readFileSync(log, "utf8"), "to-stderr\n");
   });
 
   it("takes a fractional or tiny --cpu (the kernel wants whole microseconds, at least 1 ms per period)", async () => {

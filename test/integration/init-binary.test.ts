@@ -415,6 +415,16 @@ describe("cloister-init init: tty mode", { timeout: 60_000 }, () => {
     assert.equal(r.exitCode, 4);
   });
 
+  it("with a separate stderr, sends the command's stderr as STDERR through a pipe and keeps the PTY for the rest", async () => {
+    const r = await run(c.socket, ["sh", "-c", "echo to-stderr >&2; tty; [ -t 2 ] || echo fd2-is-no-tty; exit 4"], { tty: true, separateStderr: true, rows: 24, cols: 80 });
+    assert.match(r.stdout, /^\/dev\/pts\/\d+\r\nfd2-is-no-tty\r\n$/);
+    assert.equal(r.stderr, "to-stderr\n");
+    assert.equal(r.exitCode, 4);
+    const missing = await run(c.socket, ["no-such-command-xyz"], { tty: true, separateStderr: true, rows: 24, cols: 80 });
+    assert.equal(missing.exitCode, 127);
+    assert.equal(missing.stderr, "cloister: cannot run 'no-such-command-xyz': No such file or directory\n");
+  });
+
   it("applies RESIZE to an interactive shell's terminal", async () => {
     const stdin = new PassThrough();
     const stdout = new Collector();
@@ -455,6 +465,7 @@ describe("cloister-init init: hostile clients", { timeout: 60_000 }, () => {
     ],
     ["a REQUEST with an unterminated string", encodeFrame(FrameType.Request, Buffer.concat([Buffer.from([0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]), Buffer.from("/\0ls")])), /NUL-terminated/],
     ["a second REQUEST", Buffer.concat([encodeRequest({ tty: false, cwd: "/", env: ENV, argv: ["sleep", "1000"] }), encodeRequest({ tty: false, cwd: "/", env: ENV, argv: ["true"] })]), /REQUEST sent twice/],
+    ["a REQUEST with an unknown terminal mode", encodeFrame(FrameType.Request, Buffer.concat([Buffer.from([3, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]), Buffer.from("/\0true\0")])), /terminal mode/],
     ["a malformed RESIZE", Buffer.concat([encodeRequest({ tty: true, cwd: "/", env: ENV, argv: ["sleep", "1000"] }), encodeFrame(FrameType.Resize, Buffer.from([1]))]), /RESIZE/],
   ];
   for (const [what, bytes, message] of cases) {
