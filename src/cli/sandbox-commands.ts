@@ -15,7 +15,7 @@ import { configRootOf, defaultCloisterName as cloisterNameFor, heldByOtherBranch
 import { checkedOutBranch } from "../sandbox/worktree-git.js";
 import type { CloisterRecord } from "../sandbox/records.js";
 import { launchInterruptibly, runAttached } from "./terminal.js";
-import { printTable, collect } from "./output.js";
+import { printPath, printTable, collect } from "./output.js";
 
 interface SandboxFlags {
   project?: string;
@@ -235,7 +235,7 @@ export function registerSandboxCommands(program: Command): void {
       // the project: both are known while the cloister is stopped.
       const dir = readRecord(paths, name)?.projectRoot ?? managedWorktrees(paths).find((w) => w.cloisterName === name)?.dir ?? (await registeredRoot(paths, name));
       if (dir === undefined) throw new CloisterError(`no cloister or project named ${JSON.stringify(name)}`, "see `cloister list`, `cloister worktree list` and `cloister project list`");
-      process.stdout.write(`${dir}\n`);
+      printPath(dir);
     });
 }
 

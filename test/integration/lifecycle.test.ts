@@ -183,6 +183,22 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal(r.stdout, `${projectRoot}\n`);
   });
 
+  it("a project directory named with a newline and a terminal escape: tables show it escaped on one line, path prints it as it is for scripts", async () => {
+    const odd = join(t.home, "odd\nname\x1b[31mred");
+    mkdirSync(odd);
+    spawnSync("git", ["init", "-q", odd]);
+    const ran = await t.cli(["run", "--project", odd, "--", "true"]);
+    assert.equal(ran.code, 0, ran.stderr);
+    const table = (await t.cli(["project", "list"])).stdout;
+    assert.ok(table.includes("odd\\nname\\e[31mred"), table);
+    assert.doesNotMatch(table, /\x1b/);
+    assert.equal(table.trimEnd().split("\n").length, 1 + (JSON.parse((await t.cli(["project", "list", "--json"])).stdout) as unknown[]).length);
+    const name = (JSON.parse((await t.cli(["project", "list", "--json"])).stdout) as { name: string; path?: string }[]).find((p) => p.path?.endsWith("red"))?.name;
+    assert.ok(name);
+    assert.equal((await t.cli(["path", name])).stdout, `${realpathSync(odd)}\n`);
+    await t.cli(["project", "remove", name]);
+  });
+
   it("stop ends the cloister: list is empty and the keeper is gone", async () => {
     const procs = await cloisterProcs(t, "proj");
     const r = await t.cli(["stop", "proj"]);
