@@ -31,11 +31,15 @@ export function registerGuardianCommands(program: Command): void {
 
   guardian
     .command("status")
-    .description("show whether the guardian runs, and what it tracks")
+    .description("show whether the guardian runs, and what it tracks (exit 0: running, 1: running with an invalid policy, 3: not running; the same with --json)")
     .option("--json", "machine-readable output")
     .action(async (flags: { json?: boolean }) => {
       const status = await guardianStatus(resolvePaths());
-      if (flags.json) return void process.stdout.write(`${JSON.stringify(status ? { running: true, ...status } : { running: false }, null, 2)}\n`);
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify(status ? { running: true, ...status } : { running: false }, null, 2)}\n`);
+        process.exitCode = !status ? 3 : status.policyError ? 1 : 0;
+        return;
+      }
       if (!status) {
         process.stdout.write("Guardian: not running\n");
         process.exitCode = 3;

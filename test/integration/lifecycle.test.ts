@@ -312,6 +312,7 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.deepEqual(runtimeDirs(t), []);
     const after = await t.cli(["guardian", "status", "--json"]);
     assert.deepEqual(JSON.parse(after.stdout), { running: false });
+    assert.equal(after.code, 3, "not running: exit 3, with --json as without");
     assert.equal(existsSync(join(t.home, "run", "guardian.json")), false, "a stopped guardian leaves its info file");
 
     // Stopping a name nothing is recorded under says so without starting a guardian to ask.
