@@ -14,7 +14,7 @@ import { projectFileNames, sanitizeProjectName, suffixedProjectName } from "./na
 import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "./atomic-write.js";
 import { ConfigError, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "./load.js";
 import { type CloisterPaths, resolvePaths } from "./paths.js";
-import { absolutePathProblem } from "./schema.js";
+import { absolutePathProblem, projectSections } from "./schema.js";
 
 export interface ProjectEntry {
   name: string;
@@ -108,7 +108,8 @@ export async function registerProject(paths: CloisterPaths, name: string, path: 
 
 function newProjectFile(name: string, path: string): string {
   const doc = new Document({ path });
-  doc.commentBefore = ` Cloister project "${name}". path: was written by cloister; other keys: refs, sandbox, limits.`;
+  const otherKeys = Object.keys(projectSections).filter((key) => key !== "path");
+  doc.commentBefore = ` Cloister project "${name}". path: was written by cloister; other keys: ${otherKeys.join(", ")} (\`cloister project edit ${name}\` validates on save).`;
   return doc.toString();
 }
 

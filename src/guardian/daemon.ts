@@ -6,7 +6,7 @@ import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/
 import { ensurePrivateDir, writeFileAtomic } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
-import { destroyCloister, type LaunchGrant } from "../sandbox/engine.js";
+import { destroyCloister, killCloisterNow, type LaunchGrant } from "../sandbox/engine.js";
 import { RELEASE_TIMEOUT_MS } from "../sandbox/limits.js";
 import { isKeeperAlive, isLaunchOrphaned, listRecords, noSuchCloister, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
@@ -64,7 +64,7 @@ class Guardian {
   private vault!: Vault;
   private broker!: Broker;
   /** Keyed by cloister id: a cleanup of a dead cloister must not unwatch a new one of the same name. */
-  private readonly protection = new ProtectionWatch((id, file) => void this.protectionLost(id, file));
+  private readonly protection = new ProtectionWatch((cloister, file) => void this.protectionLost(cloister, file));
   private ui: UiServer | undefined;
   /** Why the approval UI is not served (e.g. its port is taken); approvals still work from the CLI. */
   private uiError: string | undefined;
@@ -255,7 +255,7 @@ class Guardian {
       await this.egress.open({ name, id, project, projectRoot, token: grant.token, socketDir: grant.socketDir, session });
     }
     // Watched from now on, not from the next reconcile: the launch record adds the full list.
-    this.protection.watch(id, existingProtectedFiles(projectRoot));
+    this.protection.watch(id, name, existingProtectedFiles(projectRoot));
     this.audit.append({ type: "cloister.start", cloister: name, project, network });
     this.launching.set(name, { id, project, at: Date.now() });
     return grant;
@@ -336,7 +336,7 @@ class Guardian {
     }
     for (const record of listRecords(this.paths)) {
       if (isKeeperAlive(record)) {
-        if (record.protectedFiles) this.protection.watch(record.id, record.protectedFiles);
+        if (record.protectedFiles) this.protection.watch(record.id, record.name, record.protectedFiles);
         if (record.network && record.proxyToken && !this.egress.has(record.name)) {
           const socketDir = join(cloisterRuntimeDir(this.paths, record.id), "guardian");
           // One cloister whose policy cannot load (its project file broke since) stays without
@@ -354,15 +354,15 @@ class Guardian {
   }
 
   /** A protected file was replaced on the host: its read-only mount is gone, so the cloister goes too. */
-  private async protectionLost(id: string, file: string): Promise<void> {
+  private async protectionLost(cloister: { id: string; name: string }, file: string): Promise<void> {
     // By id: a name is used again once its cloister is gone, and the new one's watch is its own.
-    const record = listRecords(this.paths).find((r) => r.id === id);
-    if (!record) return this.protection.unwatch(id);
-    const { name } = record;
-    // Synchronously, before anything else: every process of the cloister stops running at once.
-    freezeCloister(record);
-    log(`cloister ${name}: ${file} was replaced on the host, which lifts its read-only protection inside; stopping the cloister (start it again to protect the new file)`);
-    this.audit.append({ type: "cloister.protection-lost", cloister: name, project: record.project, file });
+    const record = readRecord(this.paths, cloister.name);
+    if (record?.id !== cloister.id) return this.protection.unwatch(cloister.id);
+    // Synchronously, before anything else: every process of the cloister ends at once, while the
+    // agent may be polling for the moment the file became writable.
+    killCloisterNow(record);
+    log(`cloister ${record.name}: ${file} was replaced on the host, which lifts its read-only protection inside; stopping the cloister (start it again to protect the new file)`);
+    this.audit.append({ type: "cloister.protection-lost", cloister: record.name, project: record.project, file });
     await this.forget(record);
   }
 
@@ -429,17 +429,6 @@ async function holdInstanceLock(paths: CloisterPaths): Promise<boolean> {
 /** The mandatory protected paths of a project that are files now (the launch adds placeholders and extras). */
 function existingProtectedFiles(projectRoot: string): string[] {
   return MANDATORY_PROTECTED.map((rel) => join(projectRoot, rel)).filter((path) => entryKind(path) === "file");
-}
-
-/** Freezes a cloister's processes through its cgroup v2 freezer, where it has one (best effort). */
-function freezeCloister(record: CloisterRecord): void {
-  for (const dir of record.cgroupDirs) {
-    try {
-      writeFileSync(join(dir, "cgroup.freeze"), "1");
-    } catch {
-      // cgroup v1 or no cgroup: stopping it is what follows anyway.
-    }
-  }
 }
 
 /** An answer from the CLI; the queue checks the values, this only gives them their types. */

@@ -8,7 +8,7 @@ import { basename, dirname, join } from "node:path";
  * A cloister in that state could plant `core.hooksPath` in `.git/config` for the host's next commit.
  * Nothing unprivileged can re-attach the mount from outside, so the guardian watches the protected
  * files of running cloisters and reports each replacement at once (a cloister cannot replace them:
- * the mount makes that EBUSY, so an event on them is the host's doing); the guardian freezes and stops the cloister (fail closed), and the next start
+ * the mount makes that EBUSY, so an event on them is the host's doing); the guardian kills and removes the cloister (fail closed), and the next start
  * protects the new file again. A process inside that races the rename in a tight loop can still get
  * a write in first: the window is narrowed, not closed (see docs/sandbox.md).
  *
@@ -21,22 +21,23 @@ import { basename, dirname, join } from "node:path";
 export class ProtectionWatch {
   /** Per watched directory: its watcher, and per file name the cloisters watching it with the file each saw. */
   private readonly dirs = new Map<string, { watcher: FSWatcher; files: Map<string, Map<string, string | undefined>> }>();
-  private readonly watched = new Map<string, string[]>();
+  /** Per cloister id: its name (what `lost` is told, so no record needs looking for first) and files. */
+  private readonly watched = new Map<string, { name: string; files: string[] }>();
 
-  constructor(private readonly lost: (cloister: string, file: string) => void) {}
+  constructor(private readonly lost: (cloister: { id: string; name: string }, file: string) => void) {}
 
-  /** Starts watching a cloister's protected files (adding to those watched already). */
-  watch(cloister: string, files: readonly string[]): void {
-    const known = this.watched.get(cloister) ?? [];
+  /** Starts watching the protected files of the cloister `id` named `name` (adding to those watched already). */
+  watch(id: string, name: string, files: readonly string[]): void {
+    const known = this.watched.get(id)?.files ?? [];
     const added = files.filter((file) => !known.includes(file));
-    this.watched.set(cloister, [...known, ...added]);
+    this.watched.set(id, { name, files: [...known, ...added] });
     for (const file of added) {
       const dir = dirname(file);
       let entry = this.dirs.get(dir);
       if (!entry) {
         let watcher: FSWatcher;
         try {
-          watcher = watch(dir, { persistent: false }, (event, name) => this.changed(dir, event, name));
+          watcher = watch(dir, { persistent: false }, (event, entryName) => this.changed(dir, event, entryName));
         } catch {
           continue; // The directory is gone: so is the project; the reaper cleans up.
         }
@@ -46,15 +47,15 @@ export class ProtectionWatch {
       }
       // Only NAME itself: git's NAME.lock would be the earlier warning, but a cloister can create
       // that one too (its directory is writable), so it cannot say who is at work.
-      const name = basename(file);
-      const owners = entry.files.get(name) ?? new Map<string, string | undefined>();
-      owners.set(cloister, identityOf(file));
-      entry.files.set(name, owners);
+      const fileName = basename(file);
+      const owners = entry.files.get(fileName) ?? new Map<string, string | undefined>();
+      owners.set(id, identityOf(file));
+      entry.files.set(fileName, owners);
     }
   }
 
   unwatch(cloister: string): void {
-    for (const file of this.watched.get(cloister) ?? []) {
+    for (const file of this.watched.get(cloister)?.files ?? []) {
       const entry = this.dirs.get(dirname(file));
       const owners = entry?.files.get(basename(file));
       owners?.delete(cloister);
@@ -78,7 +79,10 @@ export class ProtectionWatch {
     if (!owners) return;
     const file = join(dir, String(name));
     const now = identityOf(file);
-    for (const [cloister, seen] of [...owners]) if (now === undefined || now !== seen) this.lost(cloister, file);
+    for (const [id, seen] of [...owners]) {
+      const name = this.watched.get(id)?.name;
+      if (name !== undefined && (now === undefined || now !== seen)) this.lost({ id, name }, file);
+    }
   }
 }
 

@@ -11,7 +11,7 @@ import { procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-fact
 import { KEEPER_LOG, keeperLogTail, STOPPING_MARK } from "./init-client.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
-import { applyLimits, detectLimitMechanism, plannedCgroupDirs, releaseLimits, type LimitMechanism, type Limits } from "./limits.js";
+import { applyLimits, detectLimitMechanism, killMembers, killQuietly, plannedCgroupDirs, releaseLimits, type LimitMechanism, type Limits } from "./limits.js";
 import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
 import { identityToSeed, seedGitIdentity } from "./git-identity.js";
 import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
@@ -400,26 +400,45 @@ export function sandboxHome(): string {
  * with it, daemons included), then removes what the cloister owned.
  */
 export async function destroyCloister(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
-  // A launch killed midway has no keeperPid yet, but may have a keeper that already started bwrap.
-  const keeper = record.keeperPid !== undefined ? { pid: record.keeperPid, startTime: record.keeperStartTime } : record.spawnedKeeperPid !== undefined ? { pid: record.spawnedKeeperPid, startTime: record.spawnedKeeperStartTime } : undefined;
-  if (keeper && isRunningProcess(keeper.pid, keeper.startTime)) {
-    // First: a command running in it (`cloister run`) then says that it was stopped, not that it failed.
-    try {
-      closeSync(openSync(join(record.runtimeDir, STOPPING_MARK), "w", 0o600));
-    } catch {
-      // No runtime dir: no command can be connected to it.
-    }
-    try {
-      process.kill(keeper.pid, "SIGKILL");
-    } catch {
-      // Already gone.
-    }
+  const keeper = liveKeeper(record);
+  if (keeper) {
+    markStopping(record);
+    killQuietly(keeper.pid);
     await waitForExit(keeper.pid, keeper.startTime);
   }
   await releaseLimits(record.cgroupDirs);
   rmSync(record.runtimeDir, { recursive: true, force: true });
   if (record.ephemeralHome) rmSync(record.homeDir, { recursive: true, force: true });
   await releaseRecord(paths, record);
+}
+
+/**
+ * Kills every process of a cloister at once, ahead of its orderly removal (destroyCloister), for when
+ * each moment it runs on counts: a protection it lost. Its cgroups' members go first (cgroup.kill, or
+ * pid by pid on cgroup v1), then the keeper, whose end takes bwrap and the sandbox's PID 1 with it
+ * where there are no cgroups. Synchronous: nothing else runs in between.
+ */
+export function killCloisterNow(record: CloisterRecord): void {
+  const keeper = liveKeeper(record);
+  if (!keeper) return;
+  markStopping(record);
+  for (const dir of record.cgroupDirs) killMembers(dir);
+  killQuietly(keeper.pid);
+}
+
+/** The keeper of a record if it still runs; a launch killed midway has no keeperPid yet, but may have a keeper that started bwrap. */
+function liveKeeper(record: CloisterRecord): { pid: number; startTime: string | undefined } | undefined {
+  const keeper = record.keeperPid !== undefined ? { pid: record.keeperPid, startTime: record.keeperStartTime } : record.spawnedKeeperPid !== undefined ? { pid: record.spawnedKeeperPid, startTime: record.spawnedKeeperStartTime } : undefined;
+  return keeper && isRunningProcess(keeper.pid, keeper.startTime) ? keeper : undefined;
+}
+
+/** Before a cloister is killed: a command running in it (`cloister run`) then says that it was stopped, not that it failed. */
+function markStopping(record: CloisterRecord): void {
+  try {
+    closeSync(openSync(join(record.runtimeDir, STOPPING_MARK), "w", 0o600));
+  } catch {
+    // No runtime dir: no command can be connected to it.
+  }
 }
 
 function otherCloistersOfProject(paths: CloisterPaths, record: CloisterRecord): CloisterRecord[] {

@@ -192,19 +192,22 @@ const RELEASE_POLL_MS = 1;
 export const RELEASE_TIMEOUT_MS = 2_000;
 
 /** SIGKILL for every process in the cgroup: at once through cgroup.kill (v2, Linux >= 5.14), else one by one. */
-function killMembers(dir: string): void {
+export function killMembers(dir: string): void {
   try {
     writeFileSync(join(dir, "cgroup.kill"), "1");
     return;
   } catch {
     // cgroup v1, or an older kernel: by pid.
   }
-  for (const pid of readOr(join(dir, "cgroup.procs"), "").split("\n").map(Number).filter((n) => n > 0)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // Gone already.
-    }
+  for (const pid of readOr(join(dir, "cgroup.procs"), "").split("\n").map(Number).filter((n) => n > 0)) killQuietly(pid);
+}
+
+/** SIGKILL for a process that may be gone already. */
+export function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // Gone already.
   }
 }
 

@@ -2,7 +2,7 @@
  * A read-only bind over a single protected file is lifted inside a running cloister when the host
  * replaces that file by rename — which `git config` does. The attacker waits for the user to run
  * such a command, then writes `.git/config` to get code run by the host's next commit. The guardian
- * watches protected files and stops (freezes first) the cloister the moment one is replaced.
+ * watches protected files and kills the cloister the moment one is replaced.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -23,7 +23,7 @@ describe("escape: protected files replaced on the host", () => {
 
   let attack: { stdout: string; config: string; before: string } | undefined;
 
-  it("the host's `git config` stops (freezes first) the cloister whose .git/config lost its protection", async () => {
+  it("the host's `git config` stops (kills at once) the cloister whose .git/config lost its protection", async () => {
     assert.equal((await t.cli(["start", "-d", "--name", name])).code, 0);
     // The attacker waits inside for .git/config to become writable, then plants a hooks path.
     const attacker = spawnCli(t, ["exec", name, "--", "sh", "-c", "for i in $(seq 1 600); do if printf '[core]\\n\\thooksPath = /work/evil\\n' >> /work/.git/config 2>/dev/null; then echo PLANTED; exit 0; fi; sleep 0.05; done; echo GAVE-UP"]);
@@ -37,7 +37,7 @@ describe("escape: protected files replaced on the host", () => {
   });
 
   it(
-    "an attacker polling for the moment of the rename gets no write in before the freeze",
+    "an attacker polling for the moment of the rename gets no write in before the kill",
     {
       todo: "KNOWN RACE (docs/sandbox.md): the guardian reacts to the rename within milliseconds, but a process polling every 50 ms sometimes writes first on a loaded machine. Closing it needs a mount design for .git that a host rename cannot lift.",
     },

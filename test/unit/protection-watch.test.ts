@@ -15,7 +15,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 /** A watch whose reports are collected as "cloister file" lines. */
 function collectingWatch(): { watch: ProtectionWatch; lost: string[] } {
   const lost: string[] = [];
-  return { watch: new ProtectionWatch((cloister, file) => lost.push(`${cloister} ${file}`)), lost };
+  return { watch: new ProtectionWatch((cloister, file) => lost.push(`${cloister.id} ${file}`)), lost };
 }
 
 /** Long enough for inotify events to reach the watcher's callback. */
@@ -25,12 +25,12 @@ describe("ProtectionWatch", () => {
   it("ignores the creation of a file it only started watching afterwards (another launch's placeholder)", async () => {
     const { watch, lost } = collectingWatch();
     writeFileSync(join(dir, "config"), "[core]\n");
-    watch.watch("a", [join(dir, "config")]); // the directory is watched from here on
+    watch.watch("a", "name-a", [join(dir, "config")]); // the directory is watched from here on
     await settle();
     // Another launch of the project creates a placeholder; this one finds it and watches it before
     // the creation's event has been read.
     writeFileSync(join(dir, "commondir"), ".\n", { flag: "wx" });
-    watch.watch("a", [join(dir, "commondir")]);
+    watch.watch("a", "name-a", [join(dir, "commondir")]);
     await settle();
     assert.deepEqual(lost, []);
     watch.close();
@@ -40,8 +40,8 @@ describe("ProtectionWatch", () => {
     const { watch, lost } = collectingWatch();
     const config = join(dir, "config");
     const commondir = join(dir, "commondir");
-    watch.watch("a", [config, commondir]);
-    watch.watch("b", [config]);
+    watch.watch("a", "name-a", [config, commondir]);
+    watch.watch("b", "name-b", [config]);
     // As git config does: a lock file renamed over the file, twice in a row (the second new file may
     // get the first one's freed inode number).
     for (const value of ["1", "2"]) {
@@ -57,7 +57,7 @@ describe("ProtectionWatch", () => {
   it("does not report a write in place (the read-only mount stays on the file)", async () => {
     const { watch, lost } = collectingWatch();
     const config = join(dir, "config");
-    watch.watch("a", [config]);
+    watch.watch("a", "name-a", [config]);
     writeFileSync(config, "[core]\n\ty = 1\n");
     await settle();
     assert.deepEqual(lost, []);
