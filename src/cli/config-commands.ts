@@ -71,10 +71,13 @@ export function registerConfigCommands(program: Command): void {
     .command("validate")
     .description("check the global config and every project config; errors name file, line and key")
     .action(async () => {
-      const { loadGlobalConfig, listProjects, validateConfigFile } = await configModules();
+      const { loadGlobalConfig, listProjects, sharedPaths, validateConfigFile } = await configModules();
       const paths = resolvePaths();
       await loadGlobalConfig(paths);
-      for (const project of await listProjects(paths)) await validateConfigFile(project.configFile, "project");
+      const projects = await listProjects(paths);
+      for (const project of projects) await validateConfigFile(project.configFile, "project");
+      const shared = sharedPaths(projects);
+      if (shared.length > 0) throw new CloisterError(shared.join("\n"));
       process.stderr.write("All config files are valid.\n");
     });
 

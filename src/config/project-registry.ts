@@ -148,6 +148,22 @@ export async function listProjects(paths: CloisterPaths): Promise<ProjectEntry[]
   return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
+/**
+ * Project files that claim a directory another file claims already (a file edited or copied by
+ * hand): only the first by name is used for that directory, so the others' settings never apply.
+ */
+export function sharedPaths(projects: readonly ProjectEntry[]): string[] {
+  const byPath = new Map<string, ProjectEntry[]>();
+  for (const project of projects) if (project.path !== null) byPath.set(project.path, [...(byPath.get(project.path) ?? []), project]);
+  return [...byPath.values()]
+    .filter((claims) => claims.length > 1)
+    .map((claims) => {
+      const [used, ...ignored] = claims as [ProjectEntry, ...ProjectEntry[]];
+      const files = claims.map((p) => p.configFile).join(" and ");
+      return `${files} claim the same directory ${used.path}: only ${used.name} is used there (remove the rest with ${ignored.map((p) => `\`cloister project remove ${p.name}\``).join(", ")})`;
+    });
+}
+
 /** Delete a project's file. Its name becomes free for another path. */
 export async function removeProject(paths: CloisterPaths, name: string): Promise<void> {
   const file = projectConfigFile(paths, name);

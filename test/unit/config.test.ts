@@ -25,6 +25,8 @@ import { type CloisterPaths, instanceEnv, resolvePaths } from "../../src/config/
 import {
   listProjects,
   projectNameFor,
+  projectNameForRoot,
+  sharedPaths,
   registerProject,
   removeProject,
   sanitizeProjectName,
@@ -1000,6 +1002,19 @@ describe("project registry", () => {
     const dir = join(await freshDir("plain"), "Plain Dir");
     await mkdir(dir);
     assert.deepEqual(await projectNameFor(dir, paths), { name: "plain-dir", path: await realpath(dir) });
+  });
+
+  test("project files that claim one directory are named, with the one that is used", async () => {
+    const paths = await freshPaths();
+    const dir = await freshDir("shared");
+    await registerProject(paths, "ph", dir);
+    await registerProject(paths, "other", join(dir, "elsewhere"));
+    assert.deepEqual(sharedPaths(await listProjects(paths)), []);
+    await writeFile(join(paths.projectConfigDir, "ph-copy.yaml"), `path: ${dir}\n`);
+    const [problem, ...rest] = sharedPaths(await listProjects(paths));
+    assert.deepEqual(rest, []);
+    assert.match(problem ?? "", /\/ph\.yaml and .*\/ph-copy\.yaml claim the same directory .*: only ph is used there \(remove the rest with `cloister project remove ph-copy`\)/);
+    assert.equal((await projectNameForRoot(dir, paths)).name, "ph", "the message names the one the lookup picks");
   });
 
   test("a name taken by another path gets the hash suffix; the owner keeps it", async () => {
