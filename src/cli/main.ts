@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
-import { CLOISTER_FAILED, CloisterError } from "../errors.js";
+import { CLOISTER_FAILED, CloisterError, fileSystemError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { commandGroupsFor } from "./command-groups.js";
 
@@ -26,7 +26,7 @@ function exitCodeFor(thrown: unknown): number {
   }
   // process.cwd() throws once the shell's directory was removed; libuv's words ("uv_cwd") say little.
   const cwdGone = thrown instanceof Error && (thrown as NodeJS.ErrnoException).syscall === "uv_cwd";
-  const error = cwdGone ? new CloisterError("the current directory no longer exists", "cd to one that exists, such as your project's, and run the command again") : thrown;
+  const error = cwdGone ? new CloisterError("the current directory no longer exists", "cd to one that exists, such as your project's, and run the command again") : (fileSystemError(thrown) ?? thrown);
   const message = error instanceof CloisterError ? error.oneLine() : error instanceof Error ? error.message : String(error);
   process.stderr.write(`cloister: ${message.replace(/\n/g, " ")}\n`);
   if (process.env.CLOISTER_DEBUG && error instanceof Error) process.stderr.write(`${error.stack ?? ""}\n`);

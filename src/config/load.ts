@@ -7,7 +7,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Document, LineCounter, type Node, type Pair, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, stringify } from "yaml";
 import type { z } from "zod";
-import { CloisterError } from "../errors.js";
+import { CloisterError, fileSystemError } from "../errors.js";
 import { createFileAtomic, ensurePrivateDir } from "./atomic-write.js";
 import type { CloisterPaths } from "./paths.js";
 import {
@@ -364,6 +364,6 @@ export async function readIfExists(file: string): Promise<string | undefined> {
   } catch (error) {
     const code = error instanceof Error && "code" in error ? String(error.code) : undefined;
     if (code === "ENOENT") return undefined;
-    throw new CloisterError(`cannot read ${file}: ${(error as Error).message}`);
+    throw fileSystemError(error) ?? new CloisterError(`cannot read ${file}: ${(error as Error).message}`);
   }
 }

@@ -95,7 +95,8 @@ export function noSuchCloister(name: string): CloisterError {
 export function readRecord(paths: CloisterPaths, name: string): CloisterRecord | undefined {
   try {
     return JSON.parse(readFileSync(recordFile(paths, name), "utf8")) as CloisterRecord;
-  } catch {
+  } catch (error) {
+    refuseForeignInstance(error, paths);
     return undefined;
   }
 }
@@ -104,13 +105,26 @@ export function listRecords(paths: CloisterPaths): CloisterRecord[] {
   let files: string[];
   try {
     files = readdirSync(paths.cloisterRecordDir).filter((f) => f.endsWith(".json"));
-  } catch {
+  } catch (error) {
+    refuseForeignInstance(error, paths);
     return [];
   }
   return files.flatMap((f) => {
     const record = readRecord(paths, f.slice(0, -".json".length));
     return record ? [record] : [];
   });
+}
+
+/**
+ * Records that cannot be read for lack of permission belong to another user's instance (a
+ * CLOISTER_HOME shared by mistake): saying "no cloisters" there would be wrong, so it is said so.
+ * Anything else unreadable (missing, torn) counts as no record.
+ */
+function refuseForeignInstance(error: unknown, paths: CloisterPaths): void {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === "EACCES" || code === "EPERM") {
+    throw new CloisterError(`cannot read the cloisters of the instance at ${paths.stateDir}: permission denied`, "each user has an instance of their own: is CLOISTER_HOME set to another user's?");
+  }
 }
 
 export function deleteRecord(paths: CloisterPaths, name: string): void {

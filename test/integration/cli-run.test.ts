@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CLI, createInstance, leakedCanaries, type TestInstance } from "../helpers/cloister.js";
-import { asUserSkipReason, chownTree, createUserInstance, type UserInstance } from "../helpers/as-user.js";
+import { asUserSkipReason, chownTree, createUserInstance, runAsUser, type UserInstance } from "../helpers/as-user.js";
 
 describe("cloister run", () => {
   let t: TestInstance;
@@ -219,6 +220,22 @@ describe("cloister run as an ordinary user, in a project that user cannot write"
   });
   after(async () => {
     await t.teardown();
+  });
+
+  it("pointed at another user's instance or one it cannot create, says so instead of \"No cloisters.\" or a raw EACCES", async () => {
+    const rootsHome = mkdtempSync(join(tmpdir(), "cloister-roots-"));
+    try {
+      mkdirSync(join(rootsHome, "state", "cloisters"), { recursive: true, mode: 0o700 });
+      chmodSync(rootsHome, 0o700);
+      const foreign = await runAsUser(t.user.name, [process.execPath, t.cliPath, "list"], { ...t.env, CLOISTER_HOME: rootsHome }, { cwd: t.project });
+      assert.equal(foreign.code, 125);
+      assert.match(foreign.stderr, /cannot read the cloisters of the instance at .*: permission denied \(each user has an instance of their own: is CLOISTER_HOME set to another user's\?\)/);
+      const uncreatable = await runAsUser(t.user.name, [process.execPath, t.cliPath, "config", "show"], { ...t.env, CLOISTER_HOME: join(rootsHome, "sub") }, { cwd: t.project });
+      assert.equal(uncreatable.code, 125);
+      assert.match(uncreatable.stderr, /^cloister: cannot \w+ \S+\/sub\S*: permission denied \(check the owners and permissions of the directories on that path; CLOISTER_HOME must be a directory you can write\)\n$/);
+    } finally {
+      rmSync(rootsHome, { recursive: true, force: true });
+    }
   });
 
   it("says that a cloister needs write access to its project, instead of a raw EACCES", async () => {
