@@ -6,10 +6,13 @@ import { resolvePaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { guardianCall } from "../guardian/control-client.js";
 import { SCOPES, type DecisionView } from "../guardian/approvals/types.js";
+import { isBelow } from "../path-under.js";
 
 /**
  * Shell completion for bash, zsh and fish. The scripts are thin: they hand the words typed so far to
- * the hidden `cloister __complete` command, which walks the command tree commander already has (so a
+ * the hidden `cloister __complete -- WORDS...` command (after a `--` of its own: commander takes the
+ * first `--` as the end of options and drops it, and `--` is what users type most, `run -- CMD`),
+ * which walks the command tree commander already has (so a
  * new command or option completes without touching this file) and fills in live names: cloisters,
  * projects, branches, agents, secrets, waiting requests. Where a value is a path on the host,
  * `__complete` prints FILES or DIRECTORIES alone and the script lets the shell complete it, as it
@@ -30,7 +33,7 @@ const SCRIPTS: Readonly<Record<string, string>> = {
   bash: `# cloister completion for bash: add to ~/.bashrc:  source <(cloister completion bash)
 _cloister() {
   local IFS=$'\\n'
-  COMPREPLY=($(cloister __complete "\${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null))
+  COMPREPLY=($(cloister __complete -- "\${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null))
   # No candidates, and readline completes the path itself.
   case \${COMPREPLY[0]-} in
   ${FILES}) COMPREPLY=(); compopt -o default ;;
@@ -45,7 +48,7 @@ complete -F _cloister cloister
 (( $+functions[compdef] )) || { autoload -Uz compinit && compinit -i; }
 _cloister() {
   local -a candidates
-  candidates=(\${(f)"$(cloister __complete "\${(@)words[2,CURRENT]}" 2>/dev/null)"})
+  candidates=(\${(f)"$(cloister __complete -- "\${(@)words[2,CURRENT]}" 2>/dev/null)"})
   case \${candidates[1]-} in
   ${FILES}) _files ;;
   ${DIRECTORIES}) _files -/ ;;
@@ -57,7 +60,7 @@ if [[ \${funcstack[1]-} == _cloister ]]; then _cloister "$@"; else compdef _cloi
 `,
   fish: `# cloister completion for fish: cloister completion fish > ~/.config/fish/completions/cloister.fish
 function __cloister_complete
-  set -l candidates (cloister __complete (commandline -opc)[2..-1] (commandline -ct) 2>/dev/null)
+  set -l candidates (cloister __complete -- (commandline -opc)[2..-1] (commandline -ct) 2>/dev/null)
   switch "$candidates[1]"
     case ${FILES}
       __fish_complete_path (commandline -ct)
@@ -97,7 +100,7 @@ export function registerCompletionCommands(program: Command): void {
 
   program
     .command("__complete", { hidden: true })
-    .argument("[words...]", "the words after `cloister`, the last one being completed")
+    .argument("[words...]", "after --, the words after `cloister`, the last one being completed (a `--` among them is a word like any other)")
     .allowUnknownOption()
     .helpOption(false)
     .action(async (words: string[]) => {
@@ -214,7 +217,7 @@ const ARGUMENT_VALUES: Readonly<Record<string, Source>> = {
   "project show name": projectNames,
   "project edit name": projectNames,
   "project remove name": projectNames,
-  "worktree remove branch": branchNames,
+  "worktree remove branch": worktreeBranches,
   "approve id": pendingIds,
   "deny rule": pendingIds,
   "undo id": undoableDecisionIds,
@@ -276,6 +279,19 @@ function branchNames(line: Line): string[] {
   const result = spawnSync("git", ["-c", "core.fsmonitor=false", "for-each-ref", "--format=%(refname:lstrip=2)", "refs/heads", "refs/remotes/origin"], { cwd: projectDir(line), encoding: "utf8" });
   if (result.status !== 0) return [];
   return result.stdout.split("\n").filter(Boolean).map((ref) => ref.replace(/^origin\//, "")).filter((ref) => ref !== "HEAD");
+}
+
+/**
+ * The branches checked out in the worktrees cloister keeps for the project (`start -b`), as
+ * `worktree list` shows them: `worktree remove` takes no other. Read from git's list of the
+ * project's worktrees, which needs neither the project registry nor the config.
+ */
+async function worktreeBranches(line: Line): Promise<string[]> {
+  const { worktreeEntries } = await import("../sandbox/worktree-git.js");
+  const { worktreesBase } = await import("../sandbox/worktree.js");
+  const base = worktreesBase(resolvePaths());
+  const entries = await worktreeEntries(projectDir(line) ?? process.cwd());
+  return entries.flatMap((entry) => (entry.branch !== undefined && isBelow(entry.path, base) ? [entry.branch.replace(/^refs\/heads\//, "")] : []));
 }
 
 /** `--project`'s directory as the command will get it: the shell expands a leading ~ only when it runs the command. */

@@ -11,12 +11,14 @@ import { CLI, createInstance, type TestInstance } from "../helpers/cloister.js";
 
 describe("shell completion", () => {
   let t: TestInstance;
-  const complete = async (...words: string[]) => (await t.cli(["__complete", ...words])).stdout.split("\n").filter(Boolean);
+  // As the scripts call it: the words after its own `--`, so that a typed `--` is a word too.
+  const complete = async (...words: string[]) => (await t.cli(["__complete", "--", ...words])).stdout.split("\n").filter(Boolean);
 
   before(async () => {
     t = createInstance("cc");
     spawnSync("git", ["-C", t.project, "branch", "feature-x"]);
     assert.equal((await t.cli(["start", "-d", "--name", "comp-one"])).code, 0);
+    assert.equal((await t.cli(["start", "-d", "-b", "with-tree"])).code, 0);
   });
   after(() => t.teardown());
 
@@ -35,6 +37,19 @@ describe("shell completion", () => {
     assert.deepEqual(await complete("agent", "install", ""), ["claude", "codex", "gemini"], "agents, not cloisters");
     assert.deepEqual(await complete("approve", "abc", "--scope", "p"), ["project"]);
     assert.deepEqual(await complete("completion", "z"), ["zsh"]);
+  });
+
+  it("a typed -- is a word: completing it offers the long options, and after it the command", async () => {
+    const longOptions = (await complete("run", "-")).filter((option) => option.startsWith("--"));
+    assert.ok(longOptions.includes("--timeout"));
+    assert.deepEqual(await complete("run", "--"), longOptions);
+    assert.deepEqual(await complete("exec", "comp-one", "--"), ["--env", "--secret", "--workdir"]);
+    assert.deepEqual(await complete("exec", "comp-one", "--", ""), [":file"]);
+  });
+
+  it("worktree remove offers the branches that have a worktree, not every branch", async () => {
+    assert.deepEqual(await complete("worktree", "remove", ""), ["with-tree"]);
+    assert.deepEqual(await complete("worktree", "rm", "w"), ["with-tree"]);
   });
 
   it("prints a script for bash, zsh and fish, and refuses another shell", async () => {
@@ -56,13 +71,25 @@ describe("shell completion", () => {
     return spawnSync(shell, args, { env: { ...t.env, PATH: `${bin}:${t.env.PATH ?? ""}` }, cwd: t.project, encoding: "utf8" });
   };
 
-  it("the bash script completes in a real bash", async () => {
+  /** `run`'s long options, which a typed `--` completes to in every shell. */
+  const runLongOptions = async () => (await complete("run", "-")).filter((option) => option.startsWith("--"));
+
+  it("the bash script completes in a real bash, a typed -- too", async () => {
     const script = (await t.cli(["completion", "bash"])).stdout;
-    const r = inShell("bash", ["-c", `${script}\nCOMP_WORDS=(cloister exec comp); COMP_CWORD=2; _cloister; printf '%s\\n' "\${COMPREPLY[@]}"`]);
+    const bash = (words: string) => inShell("bash", ["-c", `${script}\nCOMP_WORDS=(${words}); COMP_CWORD=$((\${#COMP_WORDS[@]} - 1)); _cloister; printf '%s\\n' "\${COMPREPLY[@]}"`]);
+    const r = bash("cloister exec comp");
     assert.equal(r.stdout.trim(), "comp-one", r.stderr);
+    assert.deepEqual(bash("cloister run --").stdout.split("\n").filter(Boolean), await runLongOptions());
   });
 
-  it("the fish script completes in a real fish: names, and directories for start --project", () => {
+  it("the zsh script completes in a real zsh, a typed -- too", async () => {
+    // compadd needs a real completion widget: stood in for by one that prints what it would offer.
+    const r = inShell("zsh", ["-fc", "source <(cloister completion zsh)\ncompadd() { print -rl -- $candidates }\nwords=(cloister run --); CURRENT=3; _cloister"]);
+    assert.equal(r.stderr, "");
+    assert.deepEqual(r.stdout.split("\n").filter(Boolean), await runLongOptions());
+  });
+
+  it("the fish script completes in a real fish: names, directories for start --project, a typed --", async () => {
     mkdirSync(join(t.project, "sub", "dir"), { recursive: true });
     const fish = (line: string) => {
       const r = inShell("fish", ["-c", `source (cloister completion fish | psub); complete -C ${JSON.stringify(line)}`]);
@@ -70,6 +97,8 @@ describe("shell completion", () => {
     };
     assert.deepEqual(fish("cloister agent install "), ["claude", "codex", "gemini"]);
     assert.deepEqual(fish("cloister start --project sub/"), ["sub/dir/"]);
+    // fish orders candidates by its own collation.
+    assert.deepEqual(fish("cloister run --").sort(), await runLongOptions());
   });
 
   it("the zsh script sources in a zsh that has not run compinit", () => {

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -43,6 +43,7 @@ describe("completion: what __complete offers", () => {
     git("init", "-q");
     git("commit", "-q", "--allow-empty", "-m", "init");
     git("branch", "compl-only-here");
+    git("worktree", "add", "-q", "-b", "tree-only", join(home, "data/worktrees/proj1/tree-only"));
     mkdirSync(join(home, "run"), { recursive: true });
     guardian = createServer((request, response) => {
       const answers: Record<string, unknown> = {
@@ -92,17 +93,28 @@ describe("completion: what __complete offers", () => {
   it("-b lists the branches of the --project given before it, not the current directory's", async () => {
     assert.deepEqual(await offered("start", "--project", repo, "-b", "compl-"), ["compl-only-here"]);
     assert.deepEqual(await offered("run", `--project=${repo}`, "--branch", "compl-"), ["compl-only-here"]);
-    assert.deepEqual(await offered("worktree", "remove", "--project", repo, "compl-"), ["compl-only-here"]);
+  });
+
+  it("worktree remove offers the branches of the project's worktrees under the data dir, not the others", async () => {
+    assert.deepEqual(await offered("worktree", "remove", "--project", repo, ""), ["tree-only"]);
+    assert.deepEqual(await offered("worktree", "rm", `--project=${repo}`, "t"), ["tree-only"]);
   });
 
   it("path offers stopped worktree cloisters as well as recorded ones", async () => {
-    assert.deepEqual(await offered("path", ""), ["comp-one", "proj1-feat"]);
+    assert.deepEqual(await offered("path", ""), ["comp-one", "proj1-feat", "proj1-tree-only"]);
   });
 
   it("after --, the shell completes file names", async () => {
     assert.equal(await offered("run", "--", ""), ":file");
     assert.equal(await offered("exec", "comp-one", "--", "ls", "sr"), ":file");
     assert.equal(await offered("run", "--agent", "--", "-x"), ":file", "--agent's value is optional: -- is not it");
+  });
+
+  it("a typed -- being completed offers the long options, as - does", async () => {
+    assert.deepEqual(await offered("exec", "comp-one", "--"), ["--env", "--secret", "--workdir"]);
+    const options = await offered("run", "-");
+    assert.ok(Array.isArray(options));
+    assert.deepEqual(await offered("run", "--"), options.filter((option) => option.startsWith("--")));
   });
 
   it("a config that does not parse still completes the built-in agents", async () => {
@@ -134,6 +146,18 @@ describe("completion: the scripts in real shells", () => {
     assert.deepEqual(bash("one\ntwo\n").lines, ["reply one", "reply two", "complete -F _cloister cloister"]);
     assert.deepEqual(bash(":directory\n").lines, ["compopt -o dirnames", "reply ", "complete -F _cloister cloister"]);
     assert.deepEqual(bash(":file\n").lines, ["compopt -o default", "reply ", "complete -F _cloister cloister"]);
+  });
+
+  const wordsGot = () => readFileSync(join(scratch, "words"), "utf8").split("\n").slice(0, -1);
+
+  it("each shell hands the words over after __complete's own --, so that a typed -- reaches it", () => {
+    const line = ["__complete", "--", "run", "--"];
+    run("bash", ["-c", `${completionScript("bash")}\nCOMP_WORDS=(cloister run --); COMP_CWORD=2; _cloister`], "");
+    assert.deepEqual(wordsGot(), line, "bash");
+    run("zsh", ["-fc", `${completionScript("zsh")}\ncompadd() { : }\nwords=(cloister run --); CURRENT=3; _cloister`], "");
+    assert.deepEqual(wordsGot(), line, "zsh");
+    run("fish", ["-c", `${completionScript("fish")}\ncomplete -C "cloister run --"`], "");
+    assert.deepEqual(wordsGot(), line, "fish");
   });
 
   it("zsh: sources without compinit having run, and hands paths to _files", () => {
