@@ -69,13 +69,14 @@ export function registerConfigCommands(program: Command): void {
 
   config
     .command("validate")
-    .description("check the global config and every project config; errors name file, line and key")
+    .description("check the global config, every project config and the decision files the guardian writes; errors name file, line and key")
     .action(async () => {
-      const { loadGlobalConfig, listProjects, sharedPaths, validateConfigFile } = await configModules();
+      const { existingDecisionFiles, loadGlobalConfig, listProjects, parseConfigText, readIfExists, sharedPaths, validateConfigFile } = await configModules();
       const paths = resolvePaths();
       await loadGlobalConfig(paths);
       const projects = await listProjects(paths);
       for (const project of projects) await validateConfigFile(project.configFile, "project");
+      for (const file of await existingDecisionFiles(paths)) parseConfigText((await readIfExists(file)) ?? "", file, "decisions");
       const shared = sharedPaths(projects);
       if (shared.length > 0) throw new CloisterError(shared.join("\n"));
       process.stderr.write("All config files are valid.\n");

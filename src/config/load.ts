@@ -3,7 +3,7 @@
  * column and key it came from. The YAML is parsed as a Document (not straight to JS) precisely so a
  * zod issue path like ["limits", "memory"] can be mapped back to the node it came from.
  */
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Document, LineCounter, type Node, type Pair, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, stringify } from "yaml";
 import type { z } from "zod";
@@ -109,6 +109,30 @@ export function projectConfigFile(paths: CloisterPaths, projectName: string): st
   const check = ProjectNameSchema.safeParse(projectName);
   if (!check.success) throw new CloisterError(check.error.issues[0]?.message ?? `invalid project name ${JSON.stringify(projectName)}`);
   return join(paths.projectConfigDir, `${projectName}.yaml`);
+}
+
+/** Where a decision (a rule from \`cloister allow|deny\` or an approval) is kept: for every project, or for one. */
+export type DecisionScope = "global" | "project";
+
+/** The decision file of a scope (the guardian writes them; people may edit them). */
+export function decisionsFile(paths: CloisterPaths, scope: DecisionScope, project?: string): string {
+  if (scope === "global") return join(paths.configDir, "decisions", "global.yaml");
+  const name = ProjectNameSchema.safeParse(project);
+  if (!name.success) throw new CloisterError(`invalid project name ${JSON.stringify(project)}`, "see \`cloister project list\`");
+  return join(projectDecisionsDir(paths), `${name.data}.yaml`);
+}
+
+function projectDecisionsDir(paths: CloisterPaths): string {
+  return join(paths.configDir, "decisions", "projects");
+}
+
+/** The decision files there are: the global one and each project's. */
+export async function existingDecisionFiles(paths: CloisterPaths): Promise<string[]> {
+  const projectDir = projectDecisionsDir(paths);
+  const names = await readdir(projectDir).catch(() => [] as string[]);
+  const projectFiles = names.filter((name) => name.endsWith(".yaml")).map((name) => join(projectDir, name));
+  const global = decisionsFile(paths, "global");
+  return [...((await readIfExists(global)) !== undefined ? [global] : []), ...projectFiles.sort()];
 }
 
 /** Read and check one config file; throws ConfigError (or CloisterError when it cannot be read). */

@@ -9,11 +9,12 @@ import type { SessionRules } from "../sandbox/records.js";
 import { currentBranch } from "./approvals/branch.js";
 import type { Outcome } from "./approvals/queue.js";
 import type { DecisionView, PendingDomain, Scope, Verdict } from "./approvals/types.js";
-import { PolicyStore, recordDecision, removeDecision, sessionRuleSet, type DecisionScope, type RuleList } from "./policy-store.js";
+import { PolicyStore, recordDecision, reloadBeforeChange, removeDecision, sessionRuleSet, type DecisionScope, type RuleList } from "./policy-store.js";
 import { EgressContext, type CloisterCredentials } from "./proxy/context.js";
 import type { Socket } from "node:net";
 import { serveHostexec, type HostexecPort } from "./hostexec/session.js";
 import type { SessionDecisionStore } from "./session-decisions.js";
+import { SerialQueue } from "../serial-queue.js";
 import { EgressEndpoint } from "./proxy/endpoint.js";
 import { HttpProxyServers } from "./proxy/http.js";
 import { overrideMap, type JudgeInput } from "./proxy/judge.js";
@@ -85,6 +86,7 @@ export class Egress {
   private readonly sessions = new Map<string, Session>();
   /** The HTTP parser settings (header limits) belong to a policy generation; new connections get the current one. */
   private readonly httpServers = new HttpProxyServers();
+  private readonly reloads = new SerialQueue();
 
   private store: PolicyStore | undefined;
   /** Why there is no store (the config is invalid): every request is refused with this. */
@@ -183,18 +185,30 @@ export class Egress {
     for (const name of [...this.endpoints.keys()]) this.close(name);
   }
 
-  /** Re-reads every config and decision file; on error the old policy stays and the error is thrown. */
-  async reload(): Promise<void> {
-    const projects = new Set([...(this.store?.loadedProjects ?? []), ...[...this.sessions.values()].map((s) => s.project)]);
-    this.store = await PolicyStore.load(this.paths, projects);
-    this.loadError = undefined;
+  /**
+   * Re-reads every config and decision file; on error the old policy stays and the error is thrown.
+   * One at a time: a reload that began before another's decision was written must not finish last.
+   */
+  reload(): Promise<void> {
+    return this.reloads.run(async () => {
+      const projects = new Set([...(this.store?.loadedProjects ?? []), ...[...this.sessions.values()].map((s) => s.project)]);
+      this.store = await PolicyStore.load(this.paths, projects);
+      this.loadError = undefined;
+    });
   }
 
-  /** Persists a rule to a decision file and applies it at once. */
+  /**
+   * Persists a rule to a decision file and applies it at once; refused while the configuration does
+   * not load (reloadBeforeChange). Whatever was written is audited, even if applying it fails.
+   */
   async decide(scope: DecisionScope, project: string | undefined, list: RuleList, entry: RuleEntry): Promise<boolean> {
+    await reloadBeforeChange(() => this.reload());
     const changed = await recordDecision(this.paths, scope, project, list, entry);
-    if (changed) await this.reload();
-    this.record({ type: "policy.change", scope, project: project ?? null, list, rule: typeof entry === "string" ? entry : entry.rule, private: typeof entry !== "string" && entry.private, changed });
+    try {
+      if (changed) await this.reload();
+    } finally {
+      this.record({ type: "policy.change", scope, project: project ?? null, list, rule: typeof entry === "string" ? entry : entry.rule, private: typeof entry !== "string" && entry.private, changed });
+    }
     return changed;
   }
 
@@ -225,9 +239,13 @@ export class Egress {
   async revokeDomainAnswer(decision: DecisionView): Promise<void> {
     if (!decision.rule || (decision.scope !== "project" && decision.scope !== "global")) return;
     const project = decision.scope === "project" ? decision.project : undefined;
+    await reloadBeforeChange(() => this.reload());
     const removed = await removeDecision(this.paths, decision.scope, project, decision.verdict, decision.rule);
-    if (removed) await this.reload();
-    this.record({ type: "policy.change", scope: decision.scope, project: project ?? null, list: decision.verdict, rule: decision.rule, removed });
+    try {
+      if (removed) await this.reload();
+    } finally {
+      this.record({ type: "policy.change", scope: decision.scope, project: project ?? null, list: decision.verdict, rule: decision.rule, removed });
+    }
   }
 
   /** What the current policy says of a held request: an answer for another request may decide it. */

@@ -1,17 +1,21 @@
-import { join } from "node:path";
+import { dirname } from "node:path";
+import { type Document, isCollection, isSeq } from "yaml";
 import { writeFileAtomic, ensurePrivateDir } from "../config/atomic-write.js";
-import { loadGlobalConfig, loadProjectConfig, parseConfigText, projectConfigFile, readIfExists, toYaml } from "../config/load.js";
+import { decisionsFile, loadGlobalConfig, loadProjectConfig, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "../config/load.js";
+export { decisionsFile };
 import type { CloisterPaths } from "../config/paths.js";
 import { isIP } from "node:net";
-import { ProjectNameSchema, resolveNameProblem, type Decisions, type ProxySettings, type RuleEntry } from "../config/schema.js";
+import { resolveNameProblem, type Decisions, type ProxySettings, type RuleEntry } from "../config/schema.js";
 import { CloisterError } from "../errors.js";
+import { SerialQueue } from "../serial-queue.js";
 import { emptyPolicy, type Policy, type RuleSet } from "../policy/egress.js";
 import { parseRule, type EgressRule, type RuleList } from "../policy/rules.js";
 import { compileCommandRules, ruleText, type CommandRule, type CommandRuleEntry, type CommandRules } from "../policy/commands.js";
 import type { HostexecConfig } from "../config/hostexec-schema.js";
 import type { SessionRules } from "../sandbox/records.js";
 
-export type DecisionScope = "global" | "project";
+export type { DecisionScope } from "../config/load.js";
+import type { DecisionScope } from "../config/load.js";
 export type { RuleList } from "../policy/rules.js";
 
 /** One project's tier: its egress rules and its host command rules (config, and answers persisted). */
@@ -154,13 +158,6 @@ export function entryRule(entry: RuleEntry): EgressRule {
 // ---------------------------------------------------------------------------------------------------
 // Decision files: written only by the guardian (the single writer), atomically.
 
-export function decisionsFile(paths: CloisterPaths, scope: DecisionScope, project?: string): string {
-  const dir = join(paths.configDir, "decisions");
-  if (scope === "global") return join(dir, "global.yaml");
-  const name = ProjectNameSchema.safeParse(project);
-  if (!name.success) throw new CloisterError(`invalid project name ${JSON.stringify(project)}`, "see `cloister project list`");
-  return join(dir, "projects", `${name.data}.yaml`);
-}
 
 /**
  * The file a tier's rule comes from, for messages: its decision file when that lists the rule,
@@ -178,8 +175,63 @@ async function loadDecisions(file: string): Promise<Decisions> {
 }
 
 const DECISIONS_HEADER = `# Written by the cloister guardian (\`cloister allow\`, \`cloister deny\`, approvals).
-# Safe to edit by hand; run \`cloister guardian reload\` afterwards. Same rule syntax as config.yaml.
+# Safe to edit by hand (comments are kept); run \`cloister guardian reload\` afterwards. Same rule syntax as config.yaml.
 `;
+
+/**
+ * Reloads the policy before a decision file is changed, and if that fails says that nothing was:
+ * a rule written into a configuration that does not load would wait unseen until the fix, and
+ * never be audited as a change (found by QA).
+ */
+export async function reloadBeforeChange(reload: () => Promise<void>): Promise<void> {
+  try {
+    await reload();
+  } catch (error) {
+    const problem = error instanceof CloisterError ? error.oneLine() : String(error);
+    throw new CloisterError(`nothing was changed: the configuration does not load: ${problem}`, "fix it (`cloister config validate` names the file and line), then try again");
+  }
+}
+
+/** Every edit of a decision file, one at a time: `allow`, `deny`, approvals and undos arrive at once. */
+const decisionEdits = new SerialQueue();
+
+/**
+ * Changes a decision file through its YAML document, so that what a person wrote there (comments,
+ * order, flow lists) stays as it was; `edit` returns whether it changed anything. A file that does
+ * not load is refused with its file, line and key, and nothing that would not load is written.
+ */
+function editDecisionFile(file: string, edit: (doc: Document, current: Decisions) => boolean): Promise<boolean> {
+  return decisionEdits.run(async () => {
+    const text = (await readIfExists(file)) ?? DECISIONS_HEADER;
+    const current = parseConfigText(text, file, "decisions");
+    const { doc } = parseYaml(text, file);
+    if (!edit(doc, current)) return false;
+    const next = doc.toString();
+    parseConfigText(next, file, "decisions");
+    ensurePrivateDir(dirname(file));
+    await writeFileAtomic(file, next, 0o600);
+    return true;
+  });
+}
+
+/** Appends `value` to the list at `path`, making the list (and the mappings above it) where they are missing or empty keys. */
+function appendAt(doc: Document, path: readonly string[], value: unknown): void {
+  for (let depth = 1; depth <= path.length; depth++) {
+    const prefix = path.slice(0, depth);
+    if (!isCollection(doc.getIn(prefix, true))) doc.setIn(prefix, doc.createNode(depth === path.length ? [] : {}));
+  }
+  const list = doc.getIn(path, true);
+  if (isSeq(list)) list.add(doc.createNode(value));
+}
+
+/** Deletes the items at `indexes` (positions in the parsed list, which has one per item) from the list at `path`. */
+function deleteAt(doc: Document, path: readonly string[], indexes: readonly number[]): void {
+  for (const index of [...indexes].sort((a, b) => b - a)) doc.deleteIn([...path, index]);
+}
+
+function indexesWhere<T>(items: readonly T[], test: (item: T) => boolean): number[] {
+  return items.flatMap((item, index) => (test(item) ? [index] : []));
+}
 
 /**
  * Adds a rule to a decision file (no-op if it is there already) and returns whether it changed.
@@ -187,46 +239,40 @@ const DECISIONS_HEADER = `# Written by the cloister guardian (\`cloister allow\`
  */
 export async function recordDecision(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, list: RuleList, entry: RuleEntry): Promise<boolean> {
   const rule = entryRule(entry);
-  const file = decisionsFile(paths, scope, project);
-  const current = await loadDecisions(file);
-  const entries = current.proxy[list];
-  if (entries.some((existing) => sameRule(entryRule(existing), rule))) return false;
   const stored: RuleEntry = rule.private ? { rule: rule.text, private: true } : rule.text;
-  const next: Decisions = { ...current, proxy: { ...current.proxy, [list]: [...entries, stored] } };
-  ensurePrivateDir(join(file, ".."));
-  await writeFileAtomic(file, DECISIONS_HEADER + toYaml(next), 0o600);
-  return true;
+  return editDecisionFile(decisionsFile(paths, scope, project), (doc, current) => {
+    if (current.proxy[list].some((existing) => sameRule(entryRule(existing), rule))) return false;
+    appendAt(doc, ["proxy", list], stored);
+    return true;
+  });
 }
 
 /** Removes a rule from a decision file (undo of an approval); returns whether it was there. */
 export async function removeDecision(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, list: RuleList, entry: RuleEntry): Promise<boolean> {
   const rule = entryRule(entry);
-  const file = decisionsFile(paths, scope, project);
-  const current = await loadDecisions(file);
-  const kept = current.proxy[list].filter((existing) => !sameRule(entryRule(existing), rule));
-  if (kept.length === current.proxy[list].length) return false;
-  await writeFileAtomic(file, DECISIONS_HEADER + toYaml({ ...current, proxy: { ...current.proxy, [list]: kept } }), 0o600);
-  return true;
+  return editDecisionFile(decisionsFile(paths, scope, project), (doc, current) => {
+    const found = indexesWhere(current.proxy[list], (existing) => sameRule(entryRule(existing), rule));
+    deleteAt(doc, ["proxy", list], found);
+    return found.length > 0;
+  });
 }
 
 /** Adds a host command rule to a decision file (an approval "for the project", "for every project"). */
 export async function recordCommandDecision(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, entry: CommandRuleEntry): Promise<boolean> {
-  return editCommandDecisions(paths, scope, project, (rules) => (rules.some((r) => ruleText(r) === ruleText(entry)) ? rules : [...rules, entry]));
+  return editDecisionFile(decisionsFile(paths, scope, project), (doc, current) => {
+    if (current.hostexec.rules.some((rule) => ruleText(rule) === ruleText(entry))) return false;
+    appendAt(doc, ["hostexec", "rules"], entry);
+    return true;
+  });
 }
 
 /** Removes a host command rule from a decision file (undo). */
 export async function removeCommandDecision(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, text: string): Promise<boolean> {
-  return editCommandDecisions(paths, scope, project, (rules) => rules.filter((r) => ruleText(r) !== text));
-}
-
-async function editCommandDecisions(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, edit: (rules: CommandRuleEntry[]) => CommandRuleEntry[]): Promise<boolean> {
-  const file = decisionsFile(paths, scope, project);
-  const current = await loadDecisions(file);
-  const rules = edit([...current.hostexec.rules]);
-  if (rules.length === current.hostexec.rules.length && rules.every((r, i) => r === current.hostexec.rules[i])) return false;
-  ensurePrivateDir(join(file, ".."));
-  await writeFileAtomic(file, DECISIONS_HEADER + toYaml({ ...current, hostexec: { rules } }), 0o600);
-  return true;
+  return editDecisionFile(decisionsFile(paths, scope, project), (doc, current) => {
+    const found = indexesWhere(current.hostexec.rules, (rule) => ruleText(rule) === text);
+    deleteAt(doc, ["hostexec", "rules"], found);
+    return found.length > 0;
+  });
 }
 
 function sameRule(a: EgressRule, b: EgressRule): boolean {

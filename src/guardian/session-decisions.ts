@@ -1,6 +1,7 @@
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { ensurePrivateDir, writeFileAtomic } from "../config/atomic-write.js";
+import { SerialQueue } from "../serial-queue.js";
 
 /**
  * Answers a human gave "for this session": they last as long as the cloister, also across a
@@ -18,19 +19,17 @@ export function emptySessionDecisions(): SessionDecisions {
 
 export class SessionDecisionStore {
   /** Updates are chained: two answers at once must not both read the old file and lose one. */
-  private updating: Promise<unknown> = Promise.resolve();
+  private readonly updates = new SerialQueue();
 
   constructor(private readonly dir: string) {}
 
   /** Reads, changes and writes back a cloister's remembered answers, one update at a time. */
   update(id: string, change: (decisions: SessionDecisions) => void): Promise<void> {
-    const next = this.updating.then(async () => {
+    return this.updates.run(async () => {
       const decisions = this.load(id);
       change(decisions);
       await this.save(id, decisions);
     });
-    this.updating = next.catch(() => undefined);
-    return next;
   }
 
   /**

@@ -3,8 +3,8 @@
  * and recording servers on loopback standing in for the internet (reached through name overrides).
  */
 import assert from "node:assert/strict";
-import { copyFileSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createInstance, waitUntil, type TestInstance } from "../helpers/cloister.js";
 import { createTestCa, startHttpsUpstream, startHttpUpstream, startTcpEcho, type HttpsUpstream, type TestCa, type Upstream } from "../fixtures/upstreams.js";
@@ -199,6 +199,34 @@ describe("egress through the guardian", () => {
       assert.match(starts.at(-1)?.lastRecordAt ?? "", /^\d{4}-\d\d-\d\dT/);
       assert.equal(starts[0]?.previous, "none");
     });
+  });
+
+  it("`allow` while the configuration does not load changes nothing and says so; config validate checks the decision files too", async () => {
+    const configFile = join(t.home, "config", "config.yaml");
+    const decisions = join(t.home, "config", "decisions", "global.yaml");
+    const good = readFileSync(configFile, "utf8");
+    const decisionsBefore = existsSync(decisions) ? readFileSync(decisions, "utf8") : undefined;
+    try {
+      writeFileSync(configFile, `${good}\nbogus_key: 1\n`);
+      const refused = await t.cli(["allow", "written-anyway.example.com", "--global"]);
+      assert.equal(refused.code, 125);
+      assert.match(refused.stderr, /nothing was changed: the configuration does not load: .*config\.yaml:\d+:\d+: bogus_key: unknown key/);
+      assert.equal(existsSync(decisions) ? readFileSync(decisions, "utf8") : undefined, decisionsBefore);
+      writeFileSync(configFile, good);
+      assert.equal((await t.cli(["guardian", "reload"])).code, 0);
+      assert.match((await t.cli(["policy", "explain", "written-anyway.example.com"])).stdout, /unlisted/);
+
+      mkdirSync(dirname(decisions), { recursive: true });
+      writeFileSync(decisions, "proxy:\n  alow: [a.example.com]\n");
+      const validate = await t.cli(["config", "validate"]);
+      assert.equal(validate.code, 125);
+      assert.match(validate.stderr, /decisions\/global\.yaml:2:3: proxy\.alow: unknown key/);
+    } finally {
+      writeFileSync(configFile, good);
+      if (decisionsBefore === undefined) rmSync(decisions, { force: true });
+      else writeFileSync(decisions, decisionsBefore);
+      await t.cli(["guardian", "reload"]);
+    }
   });
 
   it("a guardian that starts on an invalid config refuses all egress and says why in `guardian status`", async () => {

@@ -49,6 +49,7 @@ describe("init protocol: encoding", () => {
     const fromObject = encodeRequest({ tty: false, cwd: "/tmp", argv: ["sh", "-c", "echo é"], env: { PATH: "/bin", EMPTY: "" } });
     assert.deepEqual(decodeRequest(fromObject.subarray(5)), {
       tty: false,
+      separateStderr: false,
       rows: 0,
       cols: 0,
       cwd: "/tmp",
@@ -56,7 +57,10 @@ describe("init protocol: encoding", () => {
       env: ["PATH=/bin", "EMPTY="],
     });
     const fromList = encodeRequest({ tty: true, rows: 1, cols: 65535, cwd: "/", argv: ["x"], env: ["K=V=W"] });
-    assert.deepEqual(decodeRequest(fromList.subarray(5)), { tty: true, rows: 1, cols: 65535, cwd: "/", argv: ["x"], env: ["K=V=W"] });
+    assert.deepEqual(decodeRequest(fromList.subarray(5)), { tty: true, separateStderr: false, rows: 1, cols: 65535, cwd: "/", argv: ["x"], env: ["K=V=W"] });
+    const apart = encodeRequest({ tty: true, separateStderr: true, rows: 2, cols: 3, cwd: "/", argv: ["x"], env: [] });
+    assert.equal(apart[5], 2, "terminal mode 2: a PTY with stderr on a pipe of its own");
+    assert.deepEqual(decodeRequest(apart.subarray(5)), { tty: true, separateStderr: true, rows: 2, cols: 3, cwd: "/", argv: ["x"], env: [] });
   });
 
   it("refuses requests the init would reject or misread", () => {

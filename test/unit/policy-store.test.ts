@@ -6,7 +6,7 @@ import { after, describe, it } from "node:test";
 import { ConfigError } from "../../src/config/load.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
-import { decisionsFile, PolicyStore, recordDecision, sessionRuleSet } from "../../src/guardian/policy-store.js";
+import { decisionsFile, PolicyStore, recordCommandDecision, recordDecision, removeDecision, sessionRuleSet } from "../../src/guardian/policy-store.js";
 import { decide, emptyPolicy } from "../../src/policy/egress.js";
 import { canonicalHost } from "../../src/policy/hosts.js";
 
@@ -66,6 +66,46 @@ describe("recordDecision: the guardian's writes", () => {
     const policy = (await PolicyStore.load(paths, ["shop"])).policyFor("shop", emptyPolicy().session);
     assert.equal(decide(policy, host("api.example.com"), 443).verdict, "allow");
     assert.equal(decide(policy, host("db.internal"), 5432).allowPrivate, true);
+  });
+
+  it("keeps every one of many decisions made at once (none lost to a read-change-write race)", async () => {
+    const paths = instance();
+    const hosts = Array.from({ length: 12 }, (_, i) => `bad${i}.example.com`);
+    const results = await Promise.all(hosts.flatMap((name, i) => [recordDecision(paths, "global", undefined, "deny", name), recordCommandDecision(paths, "global", undefined, { allow: ["tool", String(i)] })]));
+    assert.ok(results.every(Boolean));
+    const policy = (await PolicyStore.load(paths, ["shop"])).policyFor("shop", emptyPolicy().session);
+    for (const name of hosts) assert.equal(decide(policy, host(name), 443).verdict, "deny", name);
+    const text = readFileSync(decisionsFile(paths, "global"), "utf8");
+    assert.equal(text.match(/bad\d+\.example\.com/g)?.length, hosts.length);
+    assert.equal(text.match(/- tool\n/g)?.length, hosts.length);
+  });
+
+  it("keeps what a person wrote in the file: comments, flow lists, an empty key", async () => {
+    const paths = instance();
+    const file = decisionsFile(paths, "project", "shop");
+    mkdirSync(join(file, ".."), { recursive: true });
+    const handWritten = "# my notes: db access for team X\nproxy:\n  allow: [keep.example.com] # needed by tests\n  deny:\n";
+    writeFileSync(file, handWritten);
+    assert.equal(await recordDecision(paths, "project", "shop", "deny", "bad.example.com"), true);
+    assert.equal(await recordDecision(paths, "project", "shop", "allow", "new.example.com"), true);
+    assert.equal(await removeDecision(paths, "project", "shop", "allow", "keep.example.com"), true);
+    assert.equal(await removeDecision(paths, "project", "shop", "allow", "keep.example.com"), false);
+    const text = readFileSync(file, "utf8");
+    assert.match(text, /^# my notes: db access for team X\n/);
+    assert.match(text, /# needed by tests/);
+    assert.doesNotMatch(text, /keep\.example\.com/);
+    const policy = (await PolicyStore.load(paths, ["shop"])).policyFor("shop", emptyPolicy().session);
+    assert.equal(decide(policy, host("bad.example.com"), 443).verdict, "deny");
+    assert.equal(decide(policy, host("new.example.com"), 443).verdict, "allow");
+  });
+
+  it("refuses to edit a decision file that does not load, naming it, and leaves it as it was", async () => {
+    const paths = instance();
+    const file = decisionsFile(paths, "global");
+    mkdirSync(join(file, ".."), { recursive: true });
+    writeFileSync(file, "proxy:\n  alow: [a.example.com]\n");
+    await assert.rejects(recordDecision(paths, "global", undefined, "allow", "b.example.com"), (error: unknown) => error instanceof ConfigError && error.file === file && error.key === "proxy.alow");
+    assert.equal(readFileSync(file, "utf8"), "proxy:\n  alow: [a.example.com]\n");
   });
 
   it("never persists a rule that does not parse", async () => {
