@@ -5,7 +5,7 @@ import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { resolveProject } from "./config/effective-cache.js";
 import { SAFE_NAME_RE } from "./config/names.js";
 import type { EffectiveConfig } from "./config/schema.js";
-import { formatSize, MAX_TIMEOUT_MS, parseDuration, parsePercent, parseSize } from "./config/units.js";
+import { formatSize, MAX_TIMEOUT_MS, parseDuration, parsePercent, parseProcessCount, parseSize } from "./config/units.js";
 import { CloisterError } from "./errors.js";
 import { ensureGuardian, guardianCall, guardianCallStarting, releaseGrant, requestGrant } from "./guardian/control-client.js";
 import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
@@ -275,7 +275,7 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
     network: options.network ?? config.defaults.network,
     limits: {
       memoryBytes: atLeast(optionOr(options.memory, parseSize, config.limits.memory), MIN_MEMORY_BYTES, "memory limit", formatSize),
-      pids: atLeast(optionOr(options.pids, (v) => positiveInteger(v, "--pids"), config.limits.pids), MIN_PIDS, "process limit", String),
+      pids: atLeast(optionOr(options.pids, parseProcessCount, config.limits.pids), MIN_PIDS, "process limit", String),
       cpuPercent: optionOr(options.cpu, parsePercent, config.limits.cpu),
     },
     tmpfsBytes: config.limits.tmpfs,
@@ -380,12 +380,6 @@ function atLeast(limit: number | undefined, minimum: number, what: string, forma
     throw new CloisterError(`a ${what} of ${format(limit)} is too small to start a cloister`, `give at least ${format(minimum)}, or none for no limit`);
   }
   return limit;
-}
-
-function positiveInteger(value: string | number, flag: string): number {
-  const n = typeof value === "number" ? value : Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new CloisterError(`${flag} must be a positive whole number, got ${JSON.stringify(value)}`);
-  return n;
 }
 
 /** Cloister names become hostnames, file names and cgroup names: keep them boring. */

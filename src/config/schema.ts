@@ -11,7 +11,7 @@ import { isAbsolute } from "node:path";
 import { z } from "zod";
 import { canonicalHost, HostSyntaxError } from "../policy/hosts.js";
 import { parseRule, RuleError } from "../policy/rules.js";
-import { formatDuration, isNone, parseDuration, parsePercent, parseSize, writeSize } from "./units.js";
+import { formatDuration, isNone, parseDuration, parsePercent, parseProcessCount, parseSize, writeSize } from "./units.js";
 import { bool, boundedDuration, describeValue, list, parsed, positive, section, text, wholeNumber, writtenForm } from "./schema-kit.js";
 import { HostexecSchema, ProjectHostexecSchema } from "./hostexec-schema.js";
 import { AgentsSchema, defaultAgent } from "./agents-schema.js";
@@ -38,14 +38,6 @@ function limit(expected: string, parse: (input: string | number) => number, writ
 }
 
 
-function parsePids(input: string | number): number {
-  const value = typeof input === "number" ? input : /^\s*\d+\s*$/.test(input) ? Number(input) : NaN;
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new Error(`"${input}" is not a process count: write a whole number of 1 or more, or none`);
-  }
-  return value;
-}
-
 function parseTimeout(input: string | number): number {
   const ms = positive("a timeout", parseDuration, true)(input);
   if (ms > MAX_TIMEOUT_MS) throw new Error(`"${input}" is too long; a timeout can be at most 24 days (or none)`);
@@ -64,7 +56,7 @@ function parseTmpfs(input: string | number): number {
 }
 
 const memoryValue = limit("a size like 8GiB", positive("a memory limit", parseSize, true), writeSize);
-const pidsValue = limit("a process count like 4096", parsePids, (count) => count);
+const pidsValue = limit("a process count like 4096", parseProcessCount, (count) => count);
 const cpuValue = limit("a percentage of one core like 100%", positive("a cpu limit", parsePercent, true), (percent) => `${percent}%`);
 const tmpfsValue = parsed("a size like 1GiB", parseTmpfs, writeSize);
 const timeoutValue = limit("a duration like 90s, 5m or 1h30m", parseTimeout, formatDuration);

@@ -97,6 +97,17 @@ export function parseDuration(input: string | number): number {
   return safeInteger(Math.round(total), text, "duration");
 }
 
+/** The most processes a limit can name: the kernel's pid space (PID_MAX_LIMIT on 64-bit), beyond which pids.max refuses it. */
+export const MAX_PIDS = 4_194_304;
+
+/** A process count from "4096" or 4096: a whole number from 1 to MAX_PIDS. */
+export function parseProcessCount(input: string | number): number {
+  const value = typeof input === "number" ? input : /^\s*\d+\s*$/.test(input) ? Number(input) : NaN;
+  if (!Number.isSafeInteger(value) || value < 1) throw new Error(`"${input}" is not a process count: write a whole number of 1 or more, or none`);
+  if (value > MAX_PIDS) throw new Error(`"${input}" is more processes than the kernel can have (${MAX_PIDS}): give fewer, or none for no limit`);
+  return value;
+}
+
 /** Percent of one CPU core from "150%" (one and a half cores). The % sign is required. */
 export function parsePercent(input: string | number): number {
   const text = String(input).trim();

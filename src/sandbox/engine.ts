@@ -178,8 +178,9 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
 
     // The keeper first: it joins the cgroups (the first cgroup v1 migration of a launch waits ~15 ms
     // for the kernel) while the rest is prepared, then runs bwrap once given its argv.
+    // The planned dirs, not those applyLimits returns: a limit the kernel refuses fails it midway.
+    cleanups.push(() => releaseLimits(record.cgroupDirs));
     const limits = applyLimits(mechanism, id, spec.limits);
-    cleanups.push(() => releaseLimits(limits.cgroupDirs));
     const keeper = spawnKeeper(
       initBinary,
       ["keep", "--listen", record.initSocket, "--status-fd", String(STATUS_FD), "--program-fd", String(PROGRAM_FD), "--lifeline-fd", String(LIFELINE_FD), ...(spec.persistent ? ["--setsid"] : ["--die-with-parent"]), ...limits.keeperArgs],

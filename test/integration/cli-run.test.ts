@@ -84,6 +84,8 @@ describe("cloister run", () => {
     const cases: [string[], RegExp][] = [
       [["--memory", "1k"], /a memory limit of 1KiB is too small to start a cloister.*at least 8MiB/s],
       [["--pids", "2"], /a process limit of 2 is too small to start a cloister.*at least 8/s],
+      // pids.max takes no more than the kernel's pid space: the write failed with a bare EINVAL and left the cgroups made so far.
+      [["--pids", "99999999999"], /"99999999999" is more processes than the kernel can have \(4194304\)/],
       [["--timeout", "0"], /"0" is no time at all: write a duration like 90s/],
       [["--no-network", "--allow", "example.com"], /--allow, --deny, --allow-private and --resolve have no effect without a network/],
     ];

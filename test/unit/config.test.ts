@@ -420,6 +420,7 @@ describe("schema: bad values name file, line, column and key", () => {
     ["limits:\n  pids: -1\n", "limits.pids", 2, /not a process count/],
     ["limits:\n  pids: 1.5\n", "limits.pids", 2, /not a process count/],
     ["limits:\n  pids: many\n", "limits.pids", 2, /not a process count/],
+    ["limits:\n  pids: 99999999999\n", "limits.pids", 2, /more processes than the kernel can have \(4194304\)/],
     ["limits:\n  cpu: 0%\n", "limits.cpu", 2, /must be more than 0/],
     ["limits:\n  cpu: 2\n", "limits.cpu", 2, /did you mean 2%/],
     ["limits:\n  cpu: '-50%'\n", "limits.cpu", 2, /negative/],
