@@ -6,7 +6,7 @@
  */
 import { execFile } from "node:child_process";
 import { realpath, unlink } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { Document, isNode, parseDocument } from "yaml";
 import { CloisterError } from "../errors.js";
@@ -183,8 +183,21 @@ async function registeredPath(file: string): Promise<string | null> {
     if (text === undefined) return null;
     const doc = parseDocument(text);
     const path: unknown = doc.errors.length === 0 ? doc.get("path") : undefined;
-    return typeof path === "string" && absolutePathProblem(path) === undefined ? path : null;
+    return typeof path === "string" && absolutePathProblem(path) === undefined ? await canonicalPath(path) : null;
   } catch {
     return null;
+  }
+}
+
+/**
+ * A registered path as a project root is spelled (git's toplevel: real, no trailing slash), so that
+ * a hand-written `/repo/` or a path through a symlink still names its project: compared as written,
+ * it silently did not, and a second project without the first one's rules was made (found by QA).
+ */
+async function canonicalPath(path: string): Promise<string> {
+  try {
+    return await realpath(path);
+  } catch {
+    return resolve(path); // gone: still without "./" and trailing slashes
   }
 }

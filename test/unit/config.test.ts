@@ -1005,6 +1005,20 @@ describe("project registry", () => {
     assert.deepEqual(await projectNameFor(dir, paths), { name: "plain-dir", path: await realpath(dir) });
   });
 
+  test("a path written by hand with a trailing slash, ./ or through a symlink still names its project", async () => {
+    const paths = await freshPaths();
+    const dir = await freshDir("spelled");
+    const repo = join(dir, "repo");
+    await mkdir(repo);
+    execFileSync("ln", ["-s", repo, join(dir, "link")]);
+    await mkdir(paths.projectConfigDir, { recursive: true });
+    const root = await realpath(repo);
+    for (const written of [`${repo}/`, `${dir}/./repo`, join(dir, "link")]) {
+      await writeFile(join(paths.projectConfigDir, "mine.yaml"), `path: ${written}\n`);
+      assert.deepEqual(await projectNameForRoot(root, paths), { name: "mine", path: root }, written);
+    }
+  });
+
   test("project files that claim one directory are named, with the one that is used", async () => {
     const paths = await freshPaths();
     const dir = await freshDir("shared");
