@@ -1,4 +1,4 @@
-import { relative } from "node:path";
+import { posix, relative } from "node:path";
 import type { Command } from "commander";
 import { createCloister, findCloister, listCloisters, NameTaken, parseTimeout, stopCloister, type Cloister, type CloisterOptions } from "../cloister.js";
 import { formatDuration } from "../config/units.js";
@@ -14,6 +14,7 @@ import { locateProject } from "../sandbox/project.js";
 import { configRootOf, defaultCloisterName as cloisterNameFor, heldByOtherBranch, managedWorktreeAt, managedWorktrees, registeredRoot } from "../sandbox/worktree.js";
 import { checkedOutBranch } from "../sandbox/worktree-git.js";
 import type { CloisterRecord } from "../sandbox/records.js";
+import { readExecWords } from "./exec-words.js";
 import { launchInterruptibly, runAttached } from "./terminal.js";
 import { printPath, printTable, collect } from "./output.js";
 
@@ -172,19 +173,22 @@ export function registerSandboxCommands(program: Command): void {
     .description("run a command in a running cloister (default: the current project's)")
     .argument("[name]", "the cloister's name")
     .argument("[command...]", "the command and its arguments (put them after --)")
+    .addHelpText("after", "\nWithout --, the first word names the cloister and the rest is the command, which then may have no options.\n\nExamples:\n  cloister exec api -- ls -la /work\n  cloister exec -- npm test        (the current project's cloister, where you are in it)\n  cloister exec -w src -- ls       (/work/src, from the project's root)")
     .option("--env <NAME=VALUE>", "set an environment variable (repeatable)", collect, [])
     .option("--secret <NAME=SECRET>", "set NAME to the placeholder of a stored secret with an injection rule (repeatable)", collect, [])
-    .option("-w, --workdir <dir>", "working directory inside (default: where you are in the cloister's project, under /work; else /work)")
-    .action(async (nameOrCommand: string | undefined, rest: string[], flags: { env: string[]; secret: string[]; workdir?: string }) => {
-      // `exec -- CMD ARGS`: commander hands CMD over as the name; a name only counts before `--`.
-      const nameGiven = nameOrCommand !== undefined && process.argv.slice(0, process.argv.indexOf("--") >>> 0).includes(nameOrCommand);
-      const name = nameGiven ? nameOrCommand : undefined;
-      const command = nameGiven || nameOrCommand === undefined ? rest : [nameOrCommand, ...rest];
-      if (command.length === 0) throw new CloisterError("no command given", "usage: cloister exec [NAME] -- CMD [ARGS...]");
+    .option("-w, --workdir <dir>", "working directory inside (default: where you are in the cloister's project, under /work; else /work); a relative one is taken from that default, as cd would")
+    // Options after the command without `--` are refused by readExecWords, with the line to type instead.
+    .allowUnknownOption()
+    .action(async (_name: unknown, _command: unknown, flags: { env: string[]; secret: string[]; workdir?: string }, exec: Command) => {
+      // The words as typed (argv[2] is `exec`): commander's arguments do not say whether a `--` came before them.
+      const { name, command } = readExecWords(process.argv.slice(3), exec.options);
       const target = name ?? (await defaultCloisterName({}));
       const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env), secretEnv: parseEnvAssignments(flags.secret, "--secret") });
-      if (!cloister) throw new CloisterError(`no running cloister named ${JSON.stringify(target)}`, "start it with `cloister start -d`, or see `cloister list`");
-      process.exitCode = await runAttached(cloister, command, { cwd: flags.workdir ?? workdirInside(cloister.record.projectRoot) });
+      if (!cloister) {
+        const start = name === undefined ? "cloister start -d" : `cloister start -d --name ${name}`;
+        throw new CloisterError(`no running cloister named ${JSON.stringify(target)}`, `start it with \`${start}\`, or see \`cloister list\``);
+      }
+      process.exitCode = await runAttached(cloister, command, { cwd: execWorkdir(cloister.record.projectRoot, flags.workdir) });
     });
 
   program
@@ -348,6 +352,17 @@ export function workdirInside(projectRoot: string, cwd = process.cwd()): string 
   const here = realPath(cwd);
   if (root === undefined || here === undefined) return WORK_DIR;
   return isBelow(here, root) ? `${WORK_DIR}/${relative(root, here)}` : WORK_DIR;
+}
+
+/**
+ * Where `exec` runs a command: `-w DIR`, a relative one taken from where it would run otherwise (as
+ * `cd DIR` there would: `-w src` from the project's root is /work/src), else workdirInside. Docker
+ * refuses a relative `-w`, having no such place to start from; an absolute one is passed as given.
+ */
+function execWorkdir(projectRoot: string, workdir: string | undefined): string {
+  const usual = workdirInside(projectRoot);
+  if (workdir === undefined) return usual;
+  return posix.isAbsolute(workdir) ? workdir : posix.join(usual, workdir);
 }
 
 async function defaultCloisterName(flags: SandboxFlags): Promise<string> {

@@ -132,12 +132,27 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
       assert.equal((await t.cli(["exec", "--", "pwd"], { cwd: sub })).stdout, "/work/docs\n");
       assert.equal((await t.cli(["exec", "proj", "--", "pwd"], { cwd: dirname(t.project) })).stdout, "/work\n");
       assert.equal((await t.cli(["exec", "-w", "/tmp", "--", "pwd"], { cwd: sub })).stdout, "/tmp\n");
+      // A relative -w is taken from where exec would run otherwise, as cd would.
+      assert.equal((await t.cli(["exec", "-w", "docs", "--", "pwd"])).stdout, "/work/docs\n");
+      assert.equal((await t.cli(["exec", "-w", "..", "--", "pwd"], { cwd: sub })).stdout, "/work\n");
+      assert.equal((await t.cli(["exec", "proj", "-w", "docs", "--", "pwd"], { cwd: dirname(t.project) })).stdout, "/work/docs\n");
       const missing = await t.cli(["exec", "-w", "/no/such/dir", "--", "pwd"]);
       assert.equal(missing.code, 125, "the caller's mistake, not the command's");
       assert.equal(missing.stderr, "cloister: cannot enter the working directory '/no/such/dir': No such file or directory\n");
     } finally {
       rmSync(sub, { recursive: true });
     }
+  });
+
+  it("exec without -- before a command's options, or with no command or an unknown name, says what to type", async () => {
+    const options = await t.cli(["exec", "proj", "ls", "-la", "/work/README.md"]);
+    assert.equal(options.code, 125);
+    assert.equal(options.stderr, "cloister: options after the command must follow -- (cloister exec proj -- ls -la /work/README.md)\n");
+    assert.equal((await t.cli(["exec", "proj", "ls", "/work/README.md"])).stdout, "/work/README.md\n", "a command without options needs no --");
+    assert.equal((await t.cli(["exec", "ls"])).stderr, "cloister: no command given (ls is taken as the cloister's name; usage: cloister exec [NAME] -- CMD [ARGS...])\n");
+    const unknown = await t.cli(["exec", "nope", "--", "true"]);
+    assert.equal(unknown.code, 125);
+    assert.equal(unknown.stderr, 'cloister: no running cloister named "nope" (start it with `cloister start -d --name nope`, or see `cloister list`)\n');
   });
 
   it("git works as usual around the protected paths' placeholders: status clean, stash -u, clean -d and fetch succeed quietly", async () => {
