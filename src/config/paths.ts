@@ -1,5 +1,5 @@
 import { homedir, userInfo } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import { CloisterError } from "../errors.js";
 
@@ -71,7 +71,9 @@ export function cloisterRuntimeDir(paths: CloisterPaths, name: string): string {
 }
 
 function baseDirs(env: NodeJS.ProcessEnv): Pick<CloisterPaths, "configDir" | "stateDir" | "dataDir" | "runtimeDir"> {
-  const instanceHome = env.CLOISTER_HOME;
+  // Absolute at once: a relative CLOISTER_HOME named a different instance from each directory, and
+  // one inside the project escaped the check that keeps cloister's own files out of a cloister.
+  const instanceHome = env.CLOISTER_HOME ? resolve(env.CLOISTER_HOME) : undefined;
   if (instanceHome) {
     return {
       configDir: join(instanceHome, "config"),
@@ -82,11 +84,16 @@ function baseDirs(env: NodeJS.ProcessEnv): Pick<CloisterPaths, "configDir" | "st
   }
   const home = env.HOME || homedir();
   return {
-    configDir: join(env.XDG_CONFIG_HOME || join(home, ".config"), "cloister"),
-    stateDir: join(env.XDG_STATE_HOME || join(home, ".local", "state"), "cloister"),
-    dataDir: join(env.XDG_DATA_HOME || join(home, ".local", "share"), "cloister"),
-    runtimeDir: join(env.XDG_RUNTIME_DIR || fallbackRuntimeBase(), "cloister"),
+    configDir: join(xdgDir(env.XDG_CONFIG_HOME) ?? join(home, ".config"), "cloister"),
+    stateDir: join(xdgDir(env.XDG_STATE_HOME) ?? join(home, ".local", "state"), "cloister"),
+    dataDir: join(xdgDir(env.XDG_DATA_HOME) ?? join(home, ".local", "share"), "cloister"),
+    runtimeDir: join(xdgDir(env.XDG_RUNTIME_DIR) ?? fallbackRuntimeBase(), "cloister"),
   };
+}
+
+/** An XDG base directory variable's value; a relative one is invalid and ignored, as the XDG spec says. */
+function xdgDir(value: string | undefined): string | undefined {
+  return value && isAbsolute(value) ? value : undefined;
 }
 
 /**

@@ -16,6 +16,8 @@ import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
 import { identityToSeed, seedGitIdentity } from "./git-identity.js";
 import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
 import { claimHome } from "./home-owner.js";
+import { coveredInside } from "./host-exposure.js";
+import { realPath } from "./git-dirs.js";
 import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, protectedPlaceholders, removePlaceholders } from "./protected-paths.js";
 import { deleteRecord, holdsName, isRunningProcess, listRecords, processStartTime, readRecord, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 import { withRecordsLock } from "./records-lock.js";
@@ -239,6 +241,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
       record.nodeTrustFile = granted.nodeTrustFile;
     }
 
+    refuseCoveredSources(spec, [...granted.hidden.files, ...granted.hidden.dirs]);
     const user = userInfo();
     const mounts = planMounts({
       systemEntries: systemEntries(),
@@ -411,6 +414,21 @@ export async function destroyCloister(paths: CloisterPaths, record: CloisterReco
   rmSync(record.runtimeDir, { recursive: true, force: true });
   if (record.ephemeralHome) rmSync(record.homeDir, { recursive: true, force: true });
   await releaseRecord(paths, record);
+}
+
+/**
+ * Refs and configured mounts that hold what the system view covers (known once the guardian has
+ * scanned /etc: see hiddenPaths) are refused: a ref of /etc/ssh gave root's cloister the host's SSH
+ * keys that /etc/ssh itself hides (found by QA).
+ */
+function refuseCoveredSources(spec: LaunchSpec, covered: readonly string[]): void {
+  const sources = [...spec.refs.map((ref) => ({ entry: `refs.${ref.name}`, path: ref.hostPath })), ...spec.extraMounts.map((mount) => ({ entry: `sandbox.mounts (for ${mount.dest})`, path: mount.src }))];
+  for (const { entry, path } of sources) {
+    const secret = coveredInside(realPath(path) ?? path, covered);
+    if (secret !== undefined) {
+      throw new CloisterError(`${entry} names ${path}, which a cloister must not see: it holds ${secret}, which cloisters' view of the system hides`, "name a directory that holds only what the cloister needs");
+    }
+  }
 }
 
 /**

@@ -37,6 +37,11 @@ export const HOME_SECRET_STORES: readonly string[] = [
 
 /** Host socket directories (docker, D-Bus, systemd, the user's runtime dir). /tmp is refused only as a whole (X11, ssh-agent). */
 const SOCKET_DIRS = ["/run"];
+/**
+ * The kernel's views of the host: every process's argv and layout (/proc), devices and firmware
+ * (/sys, /dev). A cloister gets its own /proc and a minimal /dev; these would show the host's.
+ */
+const KERNEL_VIEWS = ["/proc", "/sys", "/dev"];
 const SHARED_TMP = "/tmp";
 
 /** Real paths of what exposureProblem guards. */
@@ -72,6 +77,9 @@ export function exposureProblem(hostPath: string, guarded: GuardedPaths): string
   for (const dir of SOCKET_DIRS) {
     if (isUnder(hostPath, dir)) return `it is in ${dir}, which holds the host's sockets`;
   }
+  for (const dir of KERNEL_VIEWS) {
+    if (isUnder(hostPath, dir)) return `it is in ${dir}, the kernel's view of the host (its processes, devices and firmware)`;
+  }
   if (isUnder(SHARED_TMP, hostPath)) return `it contains ${SHARED_TMP}, where other programs keep their sockets (X11, ssh-agent)`;
   return undefined;
 }
@@ -91,6 +99,15 @@ export interface RunningProject {
  */
 export function writableByRunningCloister(hostPath: string, ownRoot: string, running: readonly RunningProject[]): RunningProject | undefined {
   return running.find((other) => other.projectRoot !== ownRoot && isUnder(hostPath, other.projectRoot));
+}
+
+/**
+ * The first file or directory cloister covers in a cloister's view of the system (/etc/shadow, and
+ * for root every file in /etc others may not read: see hiddenPaths) that the real path `hostPath`
+ * is, holds or lies in: mounted elsewhere (a ref of /etc/ssh), it would show what the cover hides.
+ */
+export function coveredInside(hostPath: string, covered: readonly string[]): string | undefined {
+  return covered.find((path) => isUnder(path, hostPath) || isUnder(hostPath, path));
 }
 
 /** For config entries: the same check on the path's real location when it exists, else on the path as written. */

@@ -930,6 +930,13 @@ describe("instance paths: the environment that names them (instanceEnv)", () => 
     assert.deepEqual(resolvePaths(made), paths);
   });
 
+  test("a relative CLOISTER_HOME is made absolute against the current directory; a relative XDG variable is ignored", () => {
+    const paths = resolvePaths({ CLOISTER_HOME: "rel-home" });
+    assert.equal(paths.configDir, join(process.cwd(), "rel-home", "config"));
+    assert.equal(paths.guardianSocket, join(process.cwd(), "rel-home", "run", "guardian.sock"));
+    assert.equal(resolvePaths({ HOME: "/home/u", XDG_CONFIG_HOME: "relative/config" }).configDir, "/home/u/.config/cloister");
+  });
+
   test("refuses paths no environment gives, naming where", () => {
     const paths = { ...resolvePaths({ CLOISTER_HOME: "/tmp/x" }), stateDir: "/elsewhere/state" };
     assert.throws(() => instanceEnv(paths, env), /no environment gives these cloister paths \(config in \/tmp\/x\/config\)/);

@@ -12,7 +12,7 @@ import { after, describe, it } from "node:test";
 import { homePathProblem } from "../../src/config/agents-schema.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
-import { exposureProblem, guardedPaths, writableByRunningCloister, type GuardedPaths } from "../../src/sandbox/host-exposure.js";
+import { coveredInside, exposureProblem, guardedPaths, writableByRunningCloister, type GuardedPaths } from "../../src/sandbox/host-exposure.js";
 import { locateGitProject, locateProject } from "../../src/sandbox/project.js";
 
 const base = realpathSync(mkdtempSync(join(tmpdir(), "cexp-")));
@@ -36,6 +36,10 @@ describe("exposureProblem", () => {
     [join(home, ".config"), /\.config\/gh, where secrets are kept/],
     ["/run", /host's sockets/],
     ["/run/user/1000", /host's sockets/],
+    ["/proc", /kernel's view of the host/],
+    ["/proc/1", /kernel's view of the host/],
+    ["/sys/class", /kernel's view of the host/],
+    ["/dev", /kernel's view of the host/],
   ];
   for (const [path, message] of refused) {
     it(`refuses ${path.replace(base, "BASE")}`, () => assert.match(exposureProblem(path, guarded) ?? "", message));
@@ -50,6 +54,15 @@ describe("exposureProblem", () => {
   });
   it("tells a prefix from a parent: ~/.sshd is not ~/.ssh", () => {
     assert.equal(exposureProblem(join(home, ".sshd"), guarded), undefined);
+    assert.equal(exposureProblem("/process-data", guarded), undefined);
+  });
+  it("finds what the system view covers inside a source, and only inside it", () => {
+    const covered = ["/etc/shadow", "/etc/ssh/ssh_host_ed25519_key", "/etc/ssl/private"];
+    assert.equal(coveredInside("/etc", covered), "/etc/shadow");
+    assert.equal(coveredInside("/etc/ssh", covered), "/etc/ssh/ssh_host_ed25519_key");
+    assert.equal(coveredInside("/etc/ssl/private/sub", covered), "/etc/ssl/private");
+    assert.equal(coveredInside("/etc/ssl/certs", covered), undefined);
+    assert.equal(coveredInside("/etc/sshd", covered), undefined);
   });
 });
 
