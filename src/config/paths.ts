@@ -65,6 +65,26 @@ export function instanceEnv(paths: CloisterPaths, env: NodeJS.ProcessEnv = proce
   return match;
 }
 
+/**
+ * The deepest unix socket cloister makes under the runtime dir: a cloister's proxy hand-over socket
+ * (guardian/proxy/endpoint.ts; its id is 8 hex digits). The kernel takes socket paths of at most 107
+ * bytes (sun_path), and past that every launch failed deep inside with raw errors.
+ */
+const DEEPEST_SOCKET = join("c", "01234567", "guardian", "handover.sock");
+const MAX_SOCKET_PATH = 107;
+
+/** Refuses an instance whose runtime dir leaves no room for the sockets cloister puts in it. */
+export function checkSocketRoom(paths: CloisterPaths): void {
+  const deepest = join(paths.runtimeDir, DEEPEST_SOCKET);
+  const over = Buffer.byteLength(deepest) - MAX_SOCKET_PATH;
+  if (over > 0) {
+    throw new CloisterError(
+      `the runtime directory ${paths.runtimeDir} is ${over} bytes too long for the unix sockets cloister makes in it (at most ${MAX_SOCKET_PATH} bytes each)`,
+      "use a shorter CLOISTER_HOME (or XDG_RUNTIME_DIR)",
+    );
+  }
+}
+
 /** Per-cloister runtime directory: its init socket and its guardian (proxy) socket directory. */
 export function cloisterRuntimeDir(paths: CloisterPaths, name: string): string {
   return join(paths.runtimeDir, "c", name);

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { connect } from "node:net";
 import { fileURLToPath } from "node:url";
-import { instanceEnv, type CloisterPaths } from "../config/paths.js";
+import { checkSocketRoom, instanceEnv, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import type { LaunchGrant, PendingGrant } from "../sandbox/engine.js";
@@ -161,6 +161,7 @@ export function startGuardian(paths: CloisterPaths): Promise<GuardianStatus> {
 }
 
 async function startGuardianOnce(paths: CloisterPaths): Promise<GuardianStatus> {
+  checkSocketRoom(paths);
   const running = await guardianStatus(paths);
   if (running && (running.build === undefined || running.build === cloisterBuild())) return running;
   if (running) {

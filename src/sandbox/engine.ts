@@ -361,7 +361,10 @@ function spawnKeeper(initBinary: string, args: string[], logFile: string, detach
   // Once written, close our end: the keeper keeps its copy of the fd for bwrap, and a socket we
   // still hold open would keep a detached CLI (`start -d`) alive forever.
   seccomp.end(buildSeccompFilter(), () => seccomp.destroy());
-  // A keeper that dies before run() (its cgroups refused it) fails the launch at run().
+  // A keeper that dies before run() (its cgroups refused it, its socket path was too long) fails
+  // the launch at run(), with its log's last line; the EPIPE of writing to it must not crash the
+  // caller (unheard, it killed a library user's whole process).
+  seccomp.on("error", () => undefined);
   program.on("error", () => undefined);
   const started = new Promise<number>((resolve, reject) => {
     let text = "";

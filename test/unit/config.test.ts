@@ -21,7 +21,7 @@ import {
   parseConfigText,
   validateConfigFile,
 } from "../../src/config/load.js";
-import { type CloisterPaths, instanceEnv, resolvePaths } from "../../src/config/paths.js";
+import { checkSocketRoom, type CloisterPaths, instanceEnv, resolvePaths } from "../../src/config/paths.js";
 import {
   listProjects,
   projectNameFor,
@@ -935,6 +935,12 @@ describe("instance paths: the environment that names them (instanceEnv)", () => 
     assert.equal(paths.configDir, join(process.cwd(), "rel-home", "config"));
     assert.equal(paths.guardianSocket, join(process.cwd(), "rel-home", "run", "guardian.sock"));
     assert.equal(resolvePaths({ HOME: "/home/u", XDG_CONFIG_HOME: "relative/config" }).configDir, "/home/u/.config/cloister");
+  });
+
+  test("an instance whose runtime dir leaves no room for its unix sockets is refused up front, saying by how much", () => {
+    const fits = "/tmp/" + "x".repeat(107 - "/tmp/".length - "/run/c/01234567/guardian/handover.sock".length);
+    assert.doesNotThrow(() => checkSocketRoom(resolvePaths({ CLOISTER_HOME: fits })));
+    assert.throws(() => checkSocketRoom(resolvePaths({ CLOISTER_HOME: `${fits}yz` })), /runtime directory .* is 2 bytes too long for the unix sockets cloister makes in it \(at most 107 bytes each\)/);
   });
 
   test("refuses paths no environment gives, naming where", () => {
