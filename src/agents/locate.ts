@@ -4,11 +4,12 @@
  * HOME (native installer, npm prefix in HOME, nvm, cloister's managed copies) is bound read-only at
  * the same path, the real install rather than the link that led to it.
  */
-import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, readSync, realpathSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readSync, realpathSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, sep } from "node:path";
 import { CloisterError } from "../errors.js";
 import { isUnder } from "../path-under.js";
 import type { AgentDefinition } from "./registry.js";
+import { isExecutableFile } from "../sandbox/native.js";
 
 export type FoundHow = "config" | "PATH" | "native" | "npm" | "managed";
 
@@ -134,14 +135,6 @@ function isVisible(path: string, ctx: LocateContext, mounts: readonly string[]):
   return [...ctx.systemDirs, ...mounts].some((dir) => isUnder(path, dir));
 }
 
-function isExecutableFile(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
-}
 
 /** `#!/usr/bin/env node` → node, looked up by name; `#!/opt/node/bin/node` → that path. */
 export function scriptInterpreter(path: string): { name: string; byName: boolean; path?: string } | undefined {

@@ -3,6 +3,7 @@ import { constants as fsConstants } from "node:fs";
 import { access, lstat, readdir, readFile, readlink, stat } from "node:fs/promises";
 import { delimiter, dirname, join } from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
+import { bwrapPath as findBwrap } from "../sandbox/native.js";
 import type { Writable } from "node:stream";
 
 /**
@@ -940,7 +941,8 @@ function once<T>(f: () => Promise<T>): () => Promise<T> {
 
 export function createDoctorContext(opts: DoctorOptions = {}): DoctorContext {
   const env = opts.env ?? process.env;
-  const bwrapPath = once(() => findExecutable("bwrap", env, ["/usr/bin/bwrap"]));
+  // The one a launch runs, so that what doctor checks is what cloister uses.
+  const bwrapPath = once(async () => findBwrap(env) ?? null);
   return {
     env,
     packageRoot: opts.packageRoot ?? PACKAGE_ROOT,

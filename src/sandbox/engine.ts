@@ -12,7 +12,7 @@ import { KEEPER_LOG, keeperLogTail, STOPPING_MARK } from "./init-client.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, killMembers, killQuietly, plannedCgroupDirs, releaseLimits, type LimitMechanism, type Limits } from "./limits.js";
-import { findTool, hostexecBinaryPath, initBinaryPath } from "./native.js";
+import { bwrapPath, hostexecBinaryPath, initBinaryPath } from "./native.js";
 import { identityToSeed, seedGitIdentity } from "./git-identity.js";
 import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
 import { claimHome } from "./home-owner.js";
@@ -167,7 +167,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
     // The waits on others (the guardian, the keeper) end early when `signal` aborts, and the catch
     // below undoes it all; local writes are left to finish, so that nothing lands after the undo.
     const step = <T>(promise: Promise<T>): Promise<T> => untilAborted(promise, signal);
-    const bwrap = findTool("bwrap");
+    const bwrap = bwrapPath();
     if (!bwrap) throw new CloisterError("bubblewrap (bwrap) is not installed", "install it with `sudo apt-get install -y bubblewrap`, then run `cloister doctor`");
     const initBinary = initBinaryPath();
 

@@ -1,5 +1,5 @@
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { accessSync, constants as fsConstants, existsSync, statSync } from "node:fs";
+import { isAbsolute, join } from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { CloisterError } from "../errors.js";
 
@@ -21,11 +21,37 @@ function nativeBinary(name: string): string {
   return path;
 }
 
-/** First match on the host PATH of a tool cloister needs (bwrap, socat). */
+/**
+ * The bubblewrap a launch runs: CLOISTER_BWRAP when set (an absolute path: another build, or a stand-in
+ * in tests), else the system's (findTool).
+ */
+export function bwrapPath(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const chosen = env.CLOISTER_BWRAP;
+  if (chosen === undefined || chosen === "") return findTool("bwrap", env.PATH);
+  if (!isAbsolute(chosen) || !isExecutableFile(chosen)) throw new CloisterError(`CLOISTER_BWRAP=${chosen} is not an executable file named by an absolute path`, "unset it to use the system's bwrap");
+  return chosen;
+}
+
+/** Where the system's package manager puts tools: only root writes there. */
+const SYSTEM_TOOL_DIRS = ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"];
+
+/**
+ * The host's copy of a tool cloister runs (bwrap): the system's first, then absolute PATH entries;
+ * an executable file, not merely a name that exists. PATH came first before, relative entries
+ * included: with node_modules/.bin on it, a `bwrap` an agent wrote into the project ran on the host,
+ * unconfined, at the next launch (found by QA).
+ */
 export function findTool(name: string, envPath = process.env.PATH ?? ""): string | undefined {
-  for (const dir of [...envPath.split(":"), "/usr/bin", "/usr/sbin"]) {
-    const candidate = `${dir}/${name}`;
-    if (dir && existsSync(candidate)) return candidate;
+  const dirs = [...SYSTEM_TOOL_DIRS, ...envPath.split(":").filter((dir) => isAbsolute(dir))];
+  return dirs.map((dir) => join(dir, name)).find(isExecutableFile);
+}
+
+/** A regular file this process may execute (not a directory, not a mere name). */
+export function isExecutableFile(path: string): boolean {
+  try {
+    accessSync(path, fsConstants.X_OK);
+    return statSync(path).isFile();
+  } catch {
+    return false;
   }
-  return undefined;
 }
