@@ -4,7 +4,7 @@
  * agent's user might be talked into (or write by mistake); the secure outcome is a refused launch.
  */
 import assert from "node:assert/strict";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CLI, createInstance, startCommand, type TestInstance } from "../helpers/cloister.js";
@@ -71,5 +71,35 @@ describe("escape: refs and mounts of the host's system paths", () => {
     withRefs({ docs: "/usr/share/doc" });
     const r = await t.cli(["run", "--", "sh", "-c", "test -d /refs/docs && echo mounted"]);
     assert.equal(r.stdout, "mounted\n", r.stderr);
+  });
+});
+
+describe("escape: a bwrap planted where the user's PATH looks (node_modules/.bin)", () => {
+  let t: TestInstance;
+  const marker = `/tmp/ESCAPED-planted-bwrap-${process.pid}`;
+  before(() => {
+    t = createInstance("pbw");
+  });
+  after(async () => {
+    rmSync(marker, { force: true });
+    await t.teardown();
+  });
+
+  it("is never the one a launch runs, on an absolute or a relative PATH entry", async () => {
+    // What the agent can do from inside: write an executable into the project.
+    const bin = join(t.project, "node_modules", ".bin");
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(join(bin, "bwrap"), `#!/bin/sh\ntouch ${marker}\nexit 0\n`, { mode: 0o755 });
+    const path = t.env.PATH;
+    try {
+      for (const entry of [bin, "node_modules/.bin"]) {
+        t.env.PATH = `${entry}:${path ?? ""}`;
+        const r = await t.cli(["run", "--", "sh", "-c", "echo inside"]);
+        assert.equal(r.stdout, "inside\n", r.stderr);
+        assert.equal(existsSync(marker), false, `the planted bwrap ran on the host (PATH entry ${entry})`);
+      }
+    } finally {
+      t.env.PATH = path;
+    }
   });
 });
