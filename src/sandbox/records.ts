@@ -93,12 +93,28 @@ export function noSuchCloister(name: string): CloisterError {
 }
 
 export function readRecord(paths: CloisterPaths, name: string): CloisterRecord | undefined {
+  let parsed: unknown;
   try {
-    return JSON.parse(readFileSync(recordFile(paths, name), "utf8")) as CloisterRecord;
+    parsed = JSON.parse(readFileSync(recordFile(paths, name), "utf8"));
   } catch (error) {
     refuseForeignInstance(error, paths);
     return undefined;
   }
+  return isRecordOf(parsed, name) ? parsed : undefined;
+}
+
+/**
+ * The fields every reader relies on, of the right types, under its own file's name. One record with
+ * a number for a name broke `list` for every cloister ("text3 is not iterable") and made
+ * `stop --all` fail (found by QA); such a file counts as no record, like a torn one.
+ */
+function isRecordOf(value: unknown, name: string): value is CloisterRecord {
+  if (typeof value !== "object" || value === null) return false;
+  const record = value as Record<string, unknown>;
+  const strings = ["name", "id", "project", "projectRoot", "initSocket", "runtimeDir", "homeDir", "createdAt"].every((key) => typeof record[key] === "string");
+  const lists = ["cgroupDirs", "placeholders"].every((key) => Array.isArray(record[key]) && (record[key] as unknown[]).every((item) => typeof item === "string"));
+  const pids = ["keeperPid", "launcherPid", "spawnedKeeperPid"].every((key) => record[key] === undefined || typeof record[key] === "number");
+  return strings && lists && pids && record.name === name;
 }
 
 export function listRecords(paths: CloisterPaths): CloisterRecord[] {
