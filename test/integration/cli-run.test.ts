@@ -178,8 +178,7 @@ describe("cloister run", () => {
     mkdirSync(fakeBin, { recursive: true });
     const message = "bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces.";
     writeFileSync(join(fakeBin, "bwrap"), `#!/bin/sh\necho '${message}' >&2\nexit 1\n`, { mode: 0o755 });
-    const path = t.env.PATH;
-    t.env.PATH = `${fakeBin}:${path ?? ""}`;
+    t.env.CLOISTER_BWRAP = join(fakeBin, "bwrap");
     try {
       const r = await t.cli(["run", "--", "true"]);
       assert.equal(r.code, 125, r.stderr);
@@ -187,7 +186,7 @@ describe("cloister run", () => {
       assert.ok(r.stderr.includes(`its log ends with: ${message}`), r.stderr);
       assert.match(r.stderr, /cloister doctor/);
     } finally {
-      t.env.PATH = path;
+      delete t.env.CLOISTER_BWRAP;
     }
     assert.equal((await t.cli(["list", "--json"])).stdout.trim(), "[]");
   });
