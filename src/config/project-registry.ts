@@ -96,7 +96,11 @@ export async function registerProject(paths: CloisterPaths, name: string, path: 
   const text = await readIfExists(file);
   if (text === undefined) {
     if (await createFileAtomic(file, newProjectFile(name, path))) return true;
-    // Someone created it between our read and our create: edit theirs instead.
+    // Someone created it between our read and our create: edit theirs instead. Something there that
+    // reads as absent (a symlink to a missing file) would have this loop forever (found by QA).
+    if ((await readIfExists(file)) === undefined) {
+      throw new CloisterError(`${file} is in the way: nothing can be read there, and no file made (a symlink to a missing file?)`, `remove it (rm ${JSON.stringify(file)}), or make it a project file`);
+    }
     return registerProject(paths, name, path);
   }
   const updated = withPath(text, file, name, path);

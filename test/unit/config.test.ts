@@ -1032,6 +1032,14 @@ describe("project registry", () => {
     }
   });
 
+  test("a project file that is a symlink to a missing file is named as in the way, not retried forever", async () => {
+    const paths = await freshPaths();
+    await mkdir(paths.projectConfigDir, { recursive: true });
+    const file = join(paths.projectConfigDir, "dangling.yaml");
+    execFileSync("ln", ["-s", join(paths.projectConfigDir, "missing-target.yaml"), file]);
+    await assert.rejects(registerProject(paths, "dangling", await freshDir("dangling-repo")), /dangling\.yaml is in the way: nothing can be read there, and no file made/);
+  });
+
   test("project files that claim one directory are named, with the one that is used", async () => {
     const paths = await freshPaths();
     const dir = await freshDir("shared");
