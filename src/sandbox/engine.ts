@@ -8,7 +8,7 @@ import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
 import { procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
-import { KEEPER_LOG, keeperLogTail, STOPPING_MARK } from "./init-client.js";
+import { KEEPER_LOG, keeperLogTail, STOPPING_MARK, waitForInit } from "./init-client.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, detectLimitMechanism, killMembers, killQuietly, plannedCgroupDirs, releaseLimits, type LimitMechanism, type Limits } from "./limits.js";
@@ -151,8 +151,9 @@ function updateRecord(paths: CloisterPaths, record: CloisterRecord): void {
 
 /**
  * Starts the cloister whose name `claim` holds: the keeper (host) → bwrap → init (PID 1 inside).
- * Returns once bwrap has been started; commands then run through the init socket. On any failure
- * everything created so far is removed, the claim included, and nothing runs (fail closed).
+ * Returns once bwrap has been started (a persistent cloister: once its init serves); commands then
+ * run through the init socket. On any failure everything created so far is removed, the claim
+ * included, and nothing runs (fail closed).
  *
  * The grant is still on its way: the guardian's part of a launch (its /etc scan, the egress socket)
  * and the host-side preparation here (placeholders, cgroups) run side by side; the grant is needed
@@ -287,7 +288,14 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
     record.keeperStartTime = processStartTime(keeperPid);
     delete record.spawnedKeeperPid;
     delete record.spawnedKeeperStartTime;
+    // bwrap runs, and can still fail (no user namespaces, a mount it cannot make). A persistent
+    // cloister is reported started once its init serves, or `start -d` says "Started" of a dead
+    // one: the wait is bwrap's own set-up (~10-20 ms), begun before the record's update. A fresh
+    // cloister's command, sent at once, fails with the same words.
+    const serving = spec.persistent ? waitForInit(record.initSocket, INIT_ANSWER_MS) : undefined;
+    serving?.catch(() => undefined); // awaited below, unless the update fails first
     await withRecordsLock(paths, () => updateRecord(paths, record));
+    await step(serving ?? Promise.resolve());
     return record;
   } catch (error) {
     // Each one runs whatever the others do; what none could remove, the guardian's sweep does.
@@ -333,6 +341,9 @@ const STATUS_FD = 4;
 const SECCOMP_FD = 5;
 const PROGRAM_FD = 6;
 const LIFELINE_FD = 7;
+
+/** How long a persistent cloister's init may take to serve once bwrap runs: its set-up takes milliseconds; a hung one is given up on. */
+const INIT_ANSWER_MS = 30_000;
 
 /** A keeper spawned with `--program-fd`: it has joined its cgroups, or is joining them, and waits. */
 interface WaitingKeeper {

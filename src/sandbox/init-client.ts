@@ -79,11 +79,7 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
 
   const gone = (): CloisterError => {
     const why = socketError ? `: ${socketError.message}` : "";
-    const what = connected ? `its init closed the connection before the command finished${why}` : `cannot connect to its init at ${socketPath}${why}`;
-    if (wasStopped(dirname(socketPath))) return new CloisterError(`the cloister was stopped (${what})`, "start it again if it is still needed");
-    const ended = keeperLogTail(join(dirname(socketPath), KEEPER_LOG));
-    if (ended) return new CloisterError(`the cloister is gone or not ready (${what}); its log ends with: ${ended}`, "`cloister doctor` checks what cloisters need from this machine");
-    return new CloisterError(`the cloister is gone or not ready (${what})`, "check `cloister list`; start it again if it stopped");
+    return goneError(socketPath, connected ? `its init closed the connection before the command finished${why}` : `cannot connect to its init at ${socketPath}${why}`);
   };
 
   const write = (stream: Writable | undefined, data: Buffer): void => {
@@ -196,6 +192,45 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
       send(encodeSignal(signo));
     },
   };
+}
+
+/**
+ * Why the cloister of `socketPath` cannot be reached (`what`): it was stopped, or it ended on its own,
+ * and then the last line of its keeper's log says why (bwrap's own message when bwrap failed).
+ */
+function goneError(socketPath: string, what: string): CloisterError {
+  if (wasStopped(dirname(socketPath))) return new CloisterError(`the cloister was stopped (${what})`, "start it again if it is still needed");
+  const ended = keeperLogTail(join(dirname(socketPath), KEEPER_LOG));
+  if (ended) return new CloisterError(`the cloister is gone or not ready (${what}); its log ends with: ${ended}`, "`cloister doctor` checks what cloisters need from this machine");
+  return new CloisterError(`the cloister is gone or not ready (${what})`, "check `cloister list`; start it again if it stopped");
+}
+
+/**
+ * Resolves once the init of a cloister just launched serves on `socketPath`: the keeper reports a
+ * start when bwrap runs, and bwrap can still fail then (no user namespaces, a mount it cannot make).
+ * The probe is a connection that asks for nothing: it waits in the socket's queue until init accepts
+ * it, and init's handler, reading its end at once, closes it cleanly. When the cloister ends first,
+ * its listening socket goes with it, the queued connection is reset (or refused), and the promise
+ * rejects with the keeper log's last line; so it does after `timeoutMs`.
+ */
+export function waitForInit(socketPath: string, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(socketPath);
+    let failure: Error | undefined;
+    const fail = (error: Error): void => {
+      failure ??= error;
+      socket.destroy();
+    };
+    const timer = setTimeout(() => fail(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs);
+    socket.on("connect", () => socket.end());
+    socket.on("error", fail);
+    socket.resume(); // what init may send (an ERROR frame when it cannot fork a handler) still says it runs
+    socket.on("close", () => {
+      clearTimeout(timer);
+      if (failure) reject(goneError(socketPath, `its init did not answer: ${failure.message}`));
+      else resolve();
+    });
+  });
 }
 
 /** The keeper's log (its own, bwrap's and init's stderr), beside the init socket in the runtime dir. */

@@ -4,7 +4,10 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, w
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { CLI, createInstance, leakedCanaries, type TestInstance } from "../helpers/cloister.js";
+import { createCloister } from "../../src/cloister.js";
+import { resolvePaths } from "../../src/config/paths.js";
+import { CloisterError } from "../../src/errors.js";
+import { CLI, createInstance, leakedCanaries, type CliResult, type TestInstance } from "../helpers/cloister.js";
 import { asUserSkipReason, chownTree, createUserInstance, runAsUser, type UserInstance } from "../helpers/as-user.js";
 
 describe("cloister run", () => {
@@ -173,22 +176,46 @@ describe("cloister run", () => {
     assert.equal(status.cloisters, 0);
   });
 
-  it("when bwrap fails after it was started (here: a host without user namespaces), run exits 125 with bwrap's own words and leaves nothing", async () => {
-    const fakeBin = join(t.home, "fake-bin");
-    mkdirSync(fakeBin, { recursive: true });
+  describe("when bwrap fails after it was started (here: a host without user namespaces)", () => {
     const message = "bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces.";
-    writeFileSync(join(fakeBin, "bwrap"), `#!/bin/sh\necho '${message}' >&2\nexit 1\n`, { mode: 0o755 });
-    t.env.CLOISTER_BWRAP = join(fakeBin, "bwrap");
-    try {
-      const r = await t.cli(["run", "--", "true"]);
+    /** While `body` runs, the CLI's launches take a bwrap that fails so (CLOISTER_BWRAP); `body` gets its path. */
+    const withFailingBwrap = async (body: (bwrap: string) => Promise<void>) => {
+      const fakeBin = join(t.home, "fake-bin");
+      mkdirSync(fakeBin, { recursive: true });
+      const bwrap = join(fakeBin, "bwrap");
+      writeFileSync(bwrap, `#!/bin/sh\necho '${message}' >&2\nexit 1\n`, { mode: 0o755 });
+      t.env.CLOISTER_BWRAP = bwrap;
+      try {
+        await body(bwrap);
+      } finally {
+        delete t.env.CLOISTER_BWRAP;
+      }
+      assert.equal((await t.cli(["list", "--json"])).stdout.trim(), "[]", "nothing is left");
+    };
+    const assertBwrapsWords = (r: CliResult) => {
       assert.equal(r.code, 125, r.stderr);
       assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
       assert.ok(r.stderr.includes(`its log ends with: ${message}`), r.stderr);
       assert.match(r.stderr, /cloister doctor/);
-    } finally {
-      delete t.env.CLOISTER_BWRAP;
-    }
-    assert.equal((await t.cli(["list", "--json"])).stdout.trim(), "[]");
+    };
+
+    it("run exits 125 with bwrap's own words and leaves nothing", () => withFailingBwrap(async () => assertBwrapsWords(await t.cli(["run", "--", "true"]))));
+
+    it("start -d exits 125 with bwrap's own words, not 'Started', and leaves nothing", () => withFailingBwrap(async () => assertBwrapsWords(await t.cli(["start", "-d", "--name", "dead-start"]))));
+
+    it("the library's createCloister of a persistent cloister rejects with bwrap's own words", () =>
+      withFailingBwrap(async (bwrap) => {
+        // The library's launch reads this process's environment.
+        const saved = process.env.CLOISTER_BWRAP;
+        process.env.CLOISTER_BWRAP = bwrap;
+        try {
+          const launch = createCloister({ project: t.project, paths: resolvePaths({ CLOISTER_HOME: t.home }), name: "dead-lib" }, true);
+          await assert.rejects(launch, (error: unknown) => error instanceof CloisterError && error.message.endsWith(`its log ends with: ${message}`));
+        } finally {
+          if (saved === undefined) delete process.env.CLOISTER_BWRAP;
+          else process.env.CLOISTER_BWRAP = saved;
+        }
+      }));
   });
 
   it("a configured mount whose host path is missing is named before anything starts", async () => {
