@@ -35,7 +35,9 @@ describe("completion: what __complete offers", () => {
     };
     file("config/config.yaml", "agents:\n  aider:\n    command: aider\n");
     file("config/projects/proj1.yaml", `path: ${repo}\n`);
-    file("state/cloisters/comp-one.json", JSON.stringify({ name: "comp-one" }));
+    // Every field a record must have to count as one (records.ts).
+    const record = { name: "comp-one", id: "c0", project: "proj1", projectRoot: repo, initSocket: "", runtimeDir: "", homeDir: "", createdAt: "", cgroupDirs: [], placeholders: [] };
+    file("state/cloisters/comp-one.json", JSON.stringify(record));
     // A worktree cloister that is stopped: its worktree, no record.
     mkdirSync(join(home, "data/worktrees/proj1/feat"), { recursive: true });
     mkdirSync(repo);
