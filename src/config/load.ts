@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { type Document, LineCounter, type Node, type Pair, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, stringify } from "yaml";
 import type { z } from "zod";
 import { CloisterError, fileSystemError } from "../errors.js";
+import { nearestKey } from "../nearest-key.js";
 import { createFileAtomic, ensurePrivateDir } from "./atomic-write.js";
 import type { CloisterPaths } from "./paths.js";
 import {
@@ -286,33 +287,6 @@ function hintFor(schema: z.core.$ZodType, parent: Path, key: string): { hint: st
   if (elsewhere) return { hint: `did you mean "${elsewhere.join(".")}"?` };
   if (valid.length === 0) return { hint: `${keyPath(parent) || "this mapping"} has no settings yet` };
   return { hint: `valid keys here: ${valid.join(", ")}` };
-}
-
-/**
- * The valid key closest to `key` by edit distance, if within 3 edits and closer than rewriting the
- * whole candidate (so "foo" does not suggest "ui").
- */
-export function nearestKey(key: string, candidates: readonly string[]): string | undefined {
-  let best: { candidate: string; distance: number } | undefined;
-  for (const candidate of candidates) {
-    const distance = levenshtein(key.toLowerCase(), candidate.toLowerCase());
-    if (distance > 3 || distance >= candidate.length) continue;
-    if (!best || distance < best.distance) best = { candidate, distance };
-  }
-  return best?.candidate;
-}
-
-export function levenshtein(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const substitution = (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
-      current[j] = Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, substitution);
-    }
-    previous = current;
-  }
-  return previous[b.length] ?? 0;
 }
 
 /** ["sandbox", "mounts", 0, "src"] → "sandbox.mounts[0].src"; odd keys are quoted: refs["my ref"]. */

@@ -14,10 +14,8 @@ import {
   configAsYaml,
   effectiveConfig,
   keyPath,
-  levenshtein,
   loadGlobalConfig,
   loadProjectConfig,
-  nearestKey,
   parseConfigText,
   validateConfigFile,
 } from "../../src/config/load.js";
@@ -579,17 +577,6 @@ describe("unknown keys", () => {
   test("global-only keys are unknown in a project file", () => {
     const error = configError("defaults:\n  shell: /bin/sh\n", "project");
     assert.equal(error.key, "defaults");
-  });
-
-  test("nearestKey: within 3 edits, and not for very short candidates", () => {
-    assert.equal(nearestKey("memroy", ["memory", "pids"]), "memory");
-    assert.equal(nearestKey("MEMORY", ["memory"]), "memory");
-    assert.equal(nearestKey("protectt", ["protect", "env"]), "protect");
-    assert.equal(nearestKey("abcdefg", ["memory"]), undefined);
-    assert.equal(nearestKey("foo", ["ui"]), undefined);
-    assert.equal(levenshtein("kitten", "sitting"), 3);
-    assert.equal(levenshtein("", "abc"), 3);
-    assert.equal(levenshtein("same", "same"), 0);
   });
 
   test("keyPath quotes keys that are not plain identifiers", () => {
