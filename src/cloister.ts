@@ -7,11 +7,13 @@ import { SAFE_NAME_RE } from "./config/names.js";
 import type { EffectiveConfig } from "./config/schema.js";
 import { formatSize, MAX_TIMEOUT_MS, parseDuration, parsePercent, parseProcessCount, parseSize } from "./config/units.js";
 import { CloisterError } from "./errors.js";
+import { runToEnd, type FreshCloister } from "./fresh-run.js";
 import { ensureGuardian, guardianCall, guardianCallStarting, releaseGrant, requestGrant } from "./guardian/control-client.js";
 import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
 import { claimCloister, launchCloister, PROXY_PORT, releaseRecord, sandboxHome, throwIfAborted, type ClaimedName, type LaunchSpec } from "./sandbox/engine.js";
 import { sandboxEnv } from "./sandbox/env.js";
 import { execInCloister, type ExecSession } from "./sandbox/init-client.js";
+import { ProtocolError } from "./sandbox/init-protocol.js";
 import { exposureProblem, guardedPaths, writableByRunningCloister, type GuardedPaths, type RunningProject } from "./sandbox/host-exposure.js";
 import { gitDirsOf, isAdminDirOf, realPath } from "./sandbox/git-dirs.js";
 import type { LinkedGitDirs } from "./sandbox/linked-git.js";
@@ -22,10 +24,15 @@ import { userInfo } from "node:os";
 import type { CredentialLookup } from "./agents/credentials.js";
 import { hasAgentMarker } from "./agents/marker.js";
 import type { AgentRequest, AgentSession } from "./agents/session.js";
+import { checkArgv, checkExecOptions, checkFlag, checkOptions, checkPaths, checkText } from "./options-check.js";
 export type { AgentSession };
 export { NameTaken } from "./sandbox/engine.js";
 
-/** Options shared by the CLI and the library; every field is optional. */
+/**
+ * Options shared by the CLI and the library; every field is optional. They are checked when a call is
+ * made, before anything starts: a value of the wrong type or an unknown key (a misspelt one) is a
+ * CloisterError that names it (`options.allow must be an array of rules ...`, `did you mean ...`).
+ */
 export interface CloisterOptions {
   /** Project directory (its git toplevel is used); default: the current directory. */
   project?: string;
@@ -61,9 +68,10 @@ export interface CloisterOptions {
   /** An isolated instance (like CLOISTER_HOME); default from the environment. */
   paths?: CloisterPaths;
   /**
-   * Aborts a launch under way (createCloister, runInCloister): what it had made (cgroups, the
-   * keeper, placeholders in the project, the record) is removed, and the promise rejects with the
-   * signal's reason. A started cloister is not affected: stop it.
+   * Aborts a launch under way: what it had made (cgroups, the keeper, placeholders in the project,
+   * the record) is removed, and the promise rejects with the signal's reason. A cloister that
+   * createCloister has returned is not affected: stop it. runInCloister's also stops its command
+   * (see RunOptions).
    */
   signal?: AbortSignal;
   /**
@@ -79,6 +87,24 @@ export interface CloisterOptions {
   warn?: (message: string) => void;
 }
 
+/** runInCloister's options: a fresh cloister's (it is named for you), and how long its command may run. */
+export interface RunOptions extends Omit<CloisterOptions, "name"> {
+  /**
+   * Stop the cloister, and with it the command and everything it started, after this long, counted
+   * from the command's start: milliseconds, or a duration ("90s", "5m", "1h30m"), at most 24 days; or
+   * "none". Default: config `limits.timeout` (none unless set). The promise then resolves with 124
+   * (TIMED_OUT), as `cloister run --timeout` exits, once the cloister is gone.
+   */
+  timeout?: number | string;
+  /**
+   * Aborts the launch, as for createCloister, and also the command once it runs: the cloister is
+   * stopped, and the promise rejects with the signal's reason once it is gone. `AbortSignal.timeout(ms)`
+   * counts the launch too, and rejects where `timeout` resolves with 124.
+   */
+  signal?: AbortSignal;
+}
+
+/** A command's options; checked like CloisterOptions. */
 export interface ExecOptions {
   cwd?: string;
   env?: Record<string, string>;
@@ -111,11 +137,22 @@ export class Cloister {
     return this.baseEnv.SHELL ?? "/bin/sh";
   }
 
-  /** Starts a command; await `.done` for its exit code. */
+  /** Starts a command (its words, no shell); await `.done` for its exit code. */
   exec(argv: string[], options: ExecOptions = {}): ExecSession {
-    if (argv.length === 0) throw new CloisterError("no command given");
+    checkArgv(argv, "argv", false);
+    checkExecOptions(options, "options");
     const env = { ...this.baseEnv, ...options.env };
     if (options.tty) env.TERM ??= "xterm-256color";
+    try {
+      return this.startCommand(argv, options, env);
+    } catch (error) {
+      // What the checks above cannot see before it is encoded: a command too large for init to take.
+      if (error instanceof ProtocolError) throw new CloisterError(`cannot run the command: ${error.message}`);
+      throw error;
+    }
+  }
+
+  private startCommand(argv: string[], options: ExecOptions, env: Record<string, string>): ExecSession {
     return execInCloister(
       this.record.initSocket,
       {
@@ -133,7 +170,8 @@ export class Cloister {
 
   /** Starts the cloister's agent with these arguments; await `.done` for its exit code. */
   execAgent(args: string[], options: ExecOptions = {}): ExecSession {
-    if (!this.agent) throw new CloisterError(`cloister ${this.name} was not set up for an agent`, "create it with the agent option (--agent NAME)");
+    checkArgv(args, "args", true);
+    if (!this.agent) throw new CloisterError(`cloister ${this.name} was not set up for an agent`, "create it with options.agent");
     return this.exec(this.agent.argv(args), { ...options, env: { ...this.agent.env, ...options.env } });
   }
 
@@ -144,8 +182,36 @@ export class Cloister {
 
 /** Creates a cloister: persistent ones live until `stop`, others are meant for one `run`. */
 export async function createCloister(options: CloisterOptions = {}, persistent = false): Promise<Cloister> {
+  checkFlag(persistent, "persistent");
+  checkOptions(options, persistent ? "persistent" : "fresh");
+  return (await launch(options, persistent)).cloister;
+}
+
+/**
+ * A fresh cloister for one command (runInCloister, `cloister run`), with the command's timeout. Its
+ * options are not checked here: the CLI makes its own.
+ */
+export async function launchFresh(options: RunOptions): Promise<FreshCloister> {
+  const { cloister, timeoutMs, paths } = await launch(options, false);
+  return { cloister, timeoutMs, remove: () => removeFresh(cloister, paths) };
+}
+
+/** One that is gone already, its keeper dead and swept away by the guardian, counts as removed. */
+async function removeFresh(cloister: Cloister, paths: CloisterPaths): Promise<void> {
+  try {
+    await cloister.stop();
+  } catch (error) {
+    if (readRecord(paths, cloister.name)?.id === cloister.record.id) throw error;
+  }
+}
+
+/** The options a launch reads: a persistent cloister's name, a fresh one's timeout. */
+type LaunchOptions = CloisterOptions & Pick<RunOptions, "timeout">;
+
+/** createCloister's launch; also the timeout a fresh cloister's command gets, and the instance it is in. */
+async function launch(options: LaunchOptions, persistent: boolean): Promise<{ cloister: Cloister; timeoutMs: number | undefined; paths: CloisterPaths }> {
   const paths = options.paths ?? resolvePaths();
-  const { spec, config } = await launchSpec(options, paths, persistent);
+  const { spec, config, timeoutMs } = await launchSpec(options, paths, persistent);
   const id = randomBytes(4).toString("hex");
   // Before anything is made or asked of the guardian: a name is one cloister's (NameTaken).
   const claim = await claimCloister(paths, spec, id);
@@ -161,7 +227,7 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
     await cloister.stop().catch(() => undefined);
     throwIfAborted(options.signal);
   }
-  return cloister;
+  return { cloister, timeoutMs, paths };
 }
 
 /** The agent's set-up, the environment and the guardian's grant for a claimed name, then the launch. */
@@ -191,6 +257,8 @@ async function launchClaimed(paths: CloisterPaths, options: CloisterOptions, per
 
 /** The persistent cloister of that name if it is running. */
 export async function findCloister(name: string, options: CloisterOptions = {}): Promise<Cloister | undefined> {
+  checkText(name, "name");
+  checkOptions(options, "running");
   const paths = options.paths ?? resolvePaths();
   const record = readRecord(paths, name);
   if (!record || !isKeeperAlive(record)) return undefined;
@@ -235,20 +303,23 @@ async function withPlaceholders(paths: CloisterPaths, options: CloisterOptions, 
 }
 
 /**
- * Creates a fresh cloister, runs one command, removes the cloister; resolves with the exit code.
- * With `options.agent`, `argv` are the agent's arguments (`["-p", "fix the tests"]`).
+ * Creates a fresh cloister, runs one command, removes the cloister; resolves with the exit code, or
+ * with 124 when `options.timeout` stopped it. `options.signal` aborting stops it too, and rejects with
+ * the signal's reason. Either way the promise settles once nothing of the cloister is left. With
+ * `options.agent`, `argv` are the agent's arguments (`["-p", "fix the tests"]`).
  */
-export async function runInCloister(argv: string[], options: CloisterOptions = {}, exec: ExecOptions = {}): Promise<number> {
-  const cloister = await createCloister(options, false);
-  try {
-    const session = options.agent !== undefined ? cloister.execAgent(argv, exec) : cloister.exec(argv, exec);
-    return (await session.done).exitCode;
-  } finally {
-    await cloister.stop();
-  }
+export async function runInCloister(argv: string[], options: RunOptions = {}, exec: ExecOptions = {}): Promise<number> {
+  checkOptions(options, "run");
+  checkArgv(argv, "argv", options.agent !== undefined);
+  checkExecOptions(exec, "exec");
+  const fresh = await launchFresh(options);
+  const command = async (cloister: Cloister) => (await (options.agent !== undefined ? cloister.execAgent(argv, exec) : cloister.exec(argv, exec)).done).exitCode;
+  return (await runToEnd(fresh, command, options.signal)).exitCode;
 }
 
 export async function stopCloister(name: string, paths: CloisterPaths = resolvePaths()): Promise<void> {
+  checkText(name, "name");
+  checkPaths(paths, "paths");
   // Only a recorded cloister needs the guardian (which adopts it, should it have crashed): for any
   // other name, asking would start a guardian only to hear that there is no such cloister.
   if (!readRecord(paths, name)) throw noSuchCloister(name);
@@ -256,15 +327,19 @@ export async function stopCloister(name: string, paths: CloisterPaths = resolveP
 }
 
 export async function listCloisters(paths: CloisterPaths = resolvePaths()): Promise<(CloisterRecord & { running: boolean })[]> {
+  checkPaths(paths, "paths");
   return listRecords(paths).map((r) => ({ ...r, running: isKeeperAlive(r) }));
 }
 
-/** The launch spec, and the effective config it came from (commands' environment needs it too). */
-async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persistent: boolean): Promise<{ spec: LaunchSpec; config: EffectiveConfig }> {
+/**
+ * The launch spec, the effective config it came from (commands' environment needs it too), and the
+ * timeout of a fresh cloister's command: every option is read here, before anything is made.
+ */
+async function launchSpec(options: LaunchOptions, paths: CloisterPaths, persistent: boolean): Promise<{ spec: LaunchSpec; config: EffectiveConfig; timeoutMs: number | undefined }> {
   const guarded = guardedPaths(paths);
   const location = locateProject(options.project ?? process.cwd(), options.allowNoGit, guarded);
   const { project, config, worktree } = await resolveLaunchProject(paths, location, options.branch, options.warn);
-  const name = persistent ? checkedName(options.name ?? worktree?.cloisterName ?? project) : `${project.slice(0, 50)}-run-${randomBytes(3).toString("hex")}`;
+  const name = persistent ? checkedName(options.name ?? worktree?.cloisterName ?? project, options.name !== undefined) : `${project.slice(0, 50)}-run-${randomBytes(3).toString("hex")}`;
   const spec: LaunchSpec = {
     name,
     project,
@@ -274,9 +349,9 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
     persistent,
     network: options.network ?? config.defaults.network,
     limits: {
-      memoryBytes: atLeast(optionOr(options.memory, parseSize, config.limits.memory), MIN_MEMORY_BYTES, "memory limit", formatSize),
-      pids: atLeast(optionOr(options.pids, parseProcessCount, config.limits.pids), MIN_PIDS, "process limit", String),
-      cpuPercent: optionOr(options.cpu, parsePercent, config.limits.cpu),
+      memoryBytes: atLeast("memory", optionOr("memory", options.memory, parseSize, config.limits.memory), MIN_MEMORY_BYTES, "memory limit", formatSize),
+      pids: atLeast("pids", optionOr("pids", options.pids, parseProcessCount, config.limits.pids), MIN_PIDS, "process limit", String),
+      cpuPercent: optionOr("cpu", options.cpu, parsePercent, config.limits.cpu),
     },
     tmpfsBytes: config.limits.tmpfs,
     protect: config.sandbox.protect,
@@ -292,9 +367,9 @@ async function launchSpec(options: CloisterOptions, paths: CloisterPaths, persis
   checkMountSources(spec, guarded, runningProjects(paths));
   const sessionRules = [options.allow, options.deny, options.allowPrivate, Object.keys(options.resolve ?? {})];
   if (!spec.network && sessionRules.some((list) => (list?.length ?? 0) > 0)) {
-    throw new CloisterError("--allow, --deny, --allow-private and --resolve have no effect without a network", "drop them, or drop --no-network");
+    throw new CloisterError("options.allow, options.deny, options.allowPrivate and options.resolve have no effect without a network", "drop them, or drop options.network");
   }
-  return { spec, config };
+  return { spec, config, timeoutMs: optionOr("timeout", options.timeout, parseTimeout, config.limits.timeout) };
 }
 
 /**
@@ -353,17 +428,20 @@ function runningProjects(paths: CloisterPaths): RunningProject[] {
     .map((record) => ({ name: record.name, projectRoot: realPath(record.projectRoot) ?? record.projectRoot }));
 }
 
-/** A command-line value wins over config; "none" means no limit; zero or junk is a usage error. */
-function optionOr<T extends string | number>(value: T | undefined, parse: (v: T) => number, fallback: number | null): number | undefined {
+/**
+ * An option's value wins over config; "none" means no limit; zero or junk is a usage error, which
+ * names the option (the CLI says its flag).
+ */
+function optionOr<T extends string | number>(option: keyof LaunchOptions, value: T | undefined, parse: (v: T) => number, fallback: number | null): number | undefined {
   if (value === undefined) return fallback ?? undefined;
   if (typeof value === "string" && value.trim().toLowerCase() === "none") return undefined;
   let parsed: number;
   try {
     parsed = parse(value);
   } catch (error) {
-    throw new CloisterError(error instanceof Error ? error.message : String(error));
+    throw new CloisterError(`options.${option}: ${error instanceof Error ? error.message : String(error)}`);
   }
-  if (parsed <= 0) throw new CloisterError(`a limit of ${JSON.stringify(value)} would stop everything`, "give a positive value, or none for no limit");
+  if (parsed <= 0) throw new CloisterError(`options.${option}: a limit of ${JSON.stringify(value)} would stop everything`, "give a positive value, or none for no limit");
   return parsed;
 }
 
@@ -375,28 +453,33 @@ function optionOr<T extends string | number>(value: T | undefined, parse: (v: T)
 const MIN_MEMORY_BYTES = 8 * 1024 * 1024;
 const MIN_PIDS = 8;
 
-function atLeast(limit: number | undefined, minimum: number, what: string, format: (value: number) => string): number | undefined {
+function atLeast(option: keyof LaunchOptions, limit: number | undefined, minimum: number, what: string, format: (value: number) => string): number | undefined {
   if (limit !== undefined && limit < minimum) {
-    throw new CloisterError(`a ${what} of ${format(limit)} is too small to start a cloister`, `give at least ${format(minimum)}, or none for no limit`);
+    throw new CloisterError(`options.${option}: a ${what} of ${format(limit)} is too small to start a cloister`, `give at least ${format(minimum)}, or none for no limit`);
   }
   return limit;
 }
 
-/** Cloister names become hostnames, file names and cgroup names: keep them boring. */
-export function checkedName(name: string): string {
+/** Cloister names become hostnames, file names and cgroup names: keep them boring. `given`: by options.name. */
+function checkedName(name: string, given: boolean): string {
   if (!SAFE_NAME_RE.test(name)) {
-    throw new CloisterError(`invalid cloister name ${JSON.stringify(name)}`, "use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit");
+    throw new CloisterError(
+      `${given ? "options.name: " : ""}invalid cloister name ${JSON.stringify(name)}`,
+      `use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit${given ? "" : ", and give it with options.name"}`,
+    );
   }
   return name;
 }
 
-/** `--timeout`: a positive duration below setTimeout's ~24-day ceiling, or none. */
-export function parseTimeout(value: string | undefined): number | undefined {
-  return optionOr(value, (v) => {
-    const ms = parseDuration(v);
-    if (ms > MAX_TIMEOUT_MS) throw new Error(`--timeout ${v} is longer than the longest supported (24 days)`);
-    return ms;
-  }, null);
+/**
+ * A timeout in milliseconds, from a number of them or a duration ("90s", "5m"): below setTimeout's
+ * ~24-day ceiling. Zero, negative and "none" are optionOr's.
+ */
+function parseTimeout(value: string | number): number {
+  const ms = typeof value === "number" ? value : parseDuration(value);
+  if (!Number.isInteger(ms)) throw new Error(`${value} is not a whole number of milliseconds`);
+  if (ms > MAX_TIMEOUT_MS) throw new Error(`${JSON.stringify(value)} is longer than the longest supported (24 days)`);
+  return ms;
 }
 
 function commandEnv(record: CloisterRecord, options: CloisterOptions, config: EffectiveConfig): Record<string, string> {

@@ -89,11 +89,11 @@ export async function findCredential(agent: AgentDefinition, sources: Credential
   if (sources.passEnv) {
     const fromEnv = hostEnvCredential(agent, sources.hostEnv);
     if (fromEnv) {
-      sources.warn(`passing ${fromEnv.variable} from your environment into the cloister (--pass-env-credential): ${agent.name} and everything it runs can read it`);
+      sources.warn(`passing ${fromEnv.variable} from your environment into the cloister, as asked: ${agent.name} and everything it runs can read it`);
       return fromEnv.credential;
     }
     const names = Object.values(agent.credentialEnv);
-    sources.warn(`--pass-env-credential: ${names.length > 0 ? `${[...new Set(names)].join(" and ")} ${names.length > 1 ? "are" : "is"} not set` : `${agent.name} has no credential variable`}; looking for a stored credential`);
+    sources.warn(`no credential in your environment, where it was asked for: ${names.length > 0 ? `${[...new Set(names)].join(" and ")} ${names.length > 1 ? "are" : "is"} not set` : `${agent.name} has no credential variable`}; looking for a stored credential`);
   }
   return sources.lookup ? sources.lookup(agent.name, sources.cloisterId) : undefined;
 }

@@ -65,7 +65,7 @@ export async function agentForRunningCloister(record: CloisterRecord, request: A
     if (marker?.name !== wanted) {
       throw new CloisterError(
         `cloister ${record.name} is running ${marker ? `set up for ${marker.name}` : "without an agent"}, not ${wanted}: an agent is set up when its cloister starts`,
-        `stop it with \`cloister stop ${record.name}\`, then start it again with --agent ${wanted}`,
+        `stop it with \`cloister stop ${record.name}\`, then start it again with options.agent ${wanted}`,
       );
     }
   }
@@ -84,7 +84,7 @@ export async function agentForRunningCloister(record: CloisterRecord, request: A
 function wantedName(agent: string | true, config: EffectiveConfig): string {
   if (agent !== true) return agent;
   if (config.defaults.agent) return config.defaults.agent;
-  throw new CloisterError("no agent named and no default agent configured", "name one (--agent claude), or set defaults.agent in `cloister config edit`");
+  throw new CloisterError("no agent named and no default agent configured", "name one (options.agent claude), or set defaults.agent in `cloister config edit`");
 }
 
 function credentialSources(request: AgentRequest, cloisterId: string) {

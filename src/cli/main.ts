@@ -3,6 +3,7 @@ import { Command, CommanderError } from "commander";
 import { CLOISTER_FAILED, CloisterError, fileSystemError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { commandGroupsFor } from "./command-groups.js";
+import { inFlagWords } from "./option-flags.js";
 
 const program = new Command()
   .name("cloister")
@@ -28,7 +29,7 @@ function exitCodeFor(thrown: unknown): number {
   const cwdGone = thrown instanceof Error && (thrown as NodeJS.ErrnoException).syscall === "uv_cwd";
   const error = cwdGone ? new CloisterError("the current directory no longer exists", "cd to one that exists, such as your project's, and run the command again") : (fileSystemError(thrown) ?? thrown);
   const message = error instanceof CloisterError ? error.oneLine() : error instanceof Error ? error.message : String(error);
-  process.stderr.write(`cloister: ${message.replace(/\n/g, " ")}\n`);
+  process.stderr.write(`cloister: ${inFlagWords(message).replace(/\n/g, " ")}\n`);
   if (process.env.CLOISTER_DEBUG && error instanceof Error) process.stderr.write(`${error.stack ?? ""}\n`);
   return (error instanceof CloisterError ? error.exitCode : undefined) ?? CLOISTER_FAILED;
 }

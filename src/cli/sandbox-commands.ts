@@ -1,7 +1,8 @@
 import { posix, relative } from "node:path";
 import type { Command } from "commander";
-import { createCloister, findCloister, listCloisters, NameTaken, parseTimeout, stopCloister, type Cloister, type CloisterOptions } from "../cloister.js";
+import { createCloister, findCloister, launchFresh, listCloisters, NameTaken, stopCloister, type Cloister, type CloisterOptions, type RunOptions } from "../cloister.js";
 import { formatDuration } from "../config/units.js";
+import { runToEnd } from "../fresh-run.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { isBelow } from "../path-under.js";
@@ -133,7 +134,7 @@ export function registerSandboxCommands(program: Command): void {
     .addHelpText("after", '\nThe command runs where you are in the project (from packages/api: /work/packages/api); an agent at /work.\n\nExamples:\n  cloister run -- npm test\n  cloister run --agent claude -- -p "fix the failing test"\n  cloister run --agent codex -- exec "fix the tests"')
     .action(async (command: string[], flags: SandboxFlags & { timeout?: string }) => {
       if (command.length === 0 && flags.agent === undefined) throw new CloisterError("no command given", "usage: cloister run [OPTIONS] -- CMD [ARGS...], or cloister run --agent NAME -- [ARGS...]");
-      const exitCode = await runOnce(command, cloisterOptions(flags), parseTimeout(flags.timeout));
+      const exitCode = await runOnce(command, { ...cloisterOptions(flags), timeout: flags.timeout });
       process.exitCode ??= exitCode;
     });
 
@@ -317,29 +318,20 @@ async function mainRootOf(paths: CloisterPaths, dir: string): Promise<string> {
   return managed ? ((await registeredRoot(paths, managed.project)) ?? dir) : dir;
 }
 
-/** `cloister run`: a fresh cloister for one command, removed afterwards whatever happens. */
-async function runOnce(command: string[], options: CloisterOptions, timeoutMs: number | undefined): Promise<number> {
-  const cloister = await launchInterruptibly((signal) => createCloister({ ...options, signal }, false));
-  let timedOut = false;
-  const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
-    timedOut = true;
-    void cloister.stop();
-  }, timeoutMs);
-  try {
-    return cloister.agent && options.agent !== undefined
-      ? await runAttached(cloister, cloister.agent.argv(command), { env: cloister.agent.env })
-      : await runAttached(cloister, command, { cwd: workdirInside(cloister.record.projectRoot) });
-  } catch (error) {
-    if (!timedOut) throw error;
-    return 0;
-  } finally {
-    clearTimeout(timer);
-    if (timedOut) {
-      process.stderr.write(`cloister: ${command[0]} timed out after ${formatDuration(timeoutMs ?? 0)}; the cloister was stopped\n`);
-      process.exitCode = 124;
-    }
-    await cloister.stop().catch(() => undefined);
-  }
+/**
+ * `cloister run`: a fresh cloister for one command, removed afterwards whatever happens; runInCloister's
+ * steps, with Ctrl-C aborting only the launch (later it reaches the command) and the command on this
+ * terminal. Its timeout (--timeout, else config limits.timeout) ends it with exit code 124.
+ */
+async function runOnce(command: string[], options: RunOptions): Promise<number> {
+  const fresh = await launchInterruptibly((signal) => launchFresh({ ...options, signal }));
+  const { cloister } = fresh;
+  const agent = options.agent !== undefined ? cloister.agent : undefined;
+  const end = await runToEnd(fresh, () =>
+    agent ? runAttached(cloister, agent.argv(command), { env: agent.env }) : runAttached(cloister, command, { cwd: workdirInside(cloister.record.projectRoot) }),
+  );
+  if (end.timedOut) process.stderr.write(`cloister: ${agent?.name ?? command[0]} timed out after ${formatDuration(fresh.timeoutMs ?? 0)}; the cloister was stopped\n`);
+  return end.exitCode;
 }
 
 /**

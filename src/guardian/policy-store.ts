@@ -124,7 +124,10 @@ export class PolicyStore {
   }
 }
 
-/** A cloister's own rules from `--allow`, `--deny`, `--allow-private`; throws CloisterError on a bad one. */
+/**
+ * A cloister's own rules from `--allow`, `--deny`, `--allow-private`; throws CloisterError on a bad one.
+ * Its messages name them as the library's options (`options.allow`), which the CLI says as its flags.
+ */
 export function sessionRuleSet(session: SessionRules | undefined): RuleSet {
   if (!session) return emptyPolicy().session;
   const parse = (text: string, isPrivate: boolean, flag: string): EgressRule => {
@@ -136,11 +139,11 @@ export function sessionRuleSet(session: SessionRules | undefined): RuleSet {
   };
   for (const [name, address] of Object.entries(session.resolve)) {
     const problem = resolveNameProblem(name) ?? (isIP(address) === 0 ? `${JSON.stringify(address)} is not an IP address` : undefined);
-    if (problem) throw new CloisterError(`--resolve ${name}=${address}: ${problem}`, "write --resolve NAME=IP, e.g. --resolve api.test=127.0.0.1");
+    if (problem) throw new CloisterError(`options.resolve ${name}=${address}: ${problem}`, "map a host name to an IP address, such as api.test to 127.0.0.1");
   }
   return {
-    allow: [...session.allow.map((r) => parse(r, false, "--allow")), ...session.allowPrivate.map((r) => parse(r, true, "--allow-private"))],
-    deny: session.deny.map((r) => parse(r, false, "--deny")),
+    allow: [...session.allow.map((r) => parse(r, false, "options.allow")), ...session.allowPrivate.map((r) => parse(r, true, "options.allowPrivate"))],
+    deny: session.deny.map((r) => parse(r, false, "options.deny")),
   };
 }
 

@@ -101,13 +101,16 @@ function sshThroughProxy(proxyUrl: string): string {
   return `ssh -o ProxyCommand='socat - PROXY:${url.hostname}:%h:%p,proxyport=${url.port},proxyauth=${auth}'`;
 }
 
+/** What a variable set for a cloister's commands may be called (`--env NAME=VALUE`, the library's `env`). */
+export const VARIABLE_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 /** Parses `--env K=V` (or `--secret K=NAME`) values; K must be a valid variable name. */
 export function parseEnvAssignments(values: readonly string[], flag = "--env"): Record<string, string> {
   const result: Record<string, string> = {};
   for (const item of values) {
     const eq = item.indexOf("=");
     const name = eq > 0 ? item.slice(0, eq) : "";
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+    if (!VARIABLE_NAME_RE.test(name)) {
       throw new CloisterError(`invalid ${flag} ${JSON.stringify(item)}: expected NAME=VALUE with NAME made of letters, digits and _`);
     }
     result[name] = item.slice(eq + 1);

@@ -24,6 +24,6 @@ export function claimHome(homeDir: string, cloisterName: string, projectRoot: st
   if (owner === projectRoot) return;
   throw new CloisterError(
     `cloister ${cloisterName}'s HOME (${homeDir}) holds what a cloister of another project left there (${owner})`,
-    `give this one another name (--name), or, if that project moved here or its HOME is no longer needed, remove both: rm -rf ${homeDir} ${ownerFile}`,
+    `give this one another name (options.name), or, if that project moved here or its HOME is no longer needed, remove both: rm -rf ${homeDir} ${ownerFile}`,
   );
 }

@@ -38,10 +38,10 @@ function locate(dir: string, noGit: NoGit, guarded: GuardedPaths): ProjectLocati
   try {
     start = realpathSync(dir);
   } catch {
-    throw new CloisterError(`project directory ${JSON.stringify(dir)} does not exist`, "pass an existing directory with --project");
+    throw new CloisterError(`project directory ${JSON.stringify(dir)} does not exist`, "pass an existing directory with options.project");
   }
   if (!statSync(start).isDirectory()) {
-    throw new CloisterError(`project path ${JSON.stringify(start)} is not a directory`, "pass a directory with --project");
+    throw new CloisterError(`project path ${JSON.stringify(start)} is not a directory`, "pass a directory with options.project");
   }
   const toplevel = gitToplevel(start);
   if (toplevel !== undefined) {
@@ -50,18 +50,18 @@ function locate(dir: string, noGit: NoGit, guarded: GuardedPaths): ProjectLocati
     if (!allowNoGit || toplevel === start) {
       const hint =
         toplevel === start
-          ? "run cloister in a project directory below it (--project DIR)"
-          : `make ${start} a repository of its own (git init)${noGit === "offered" ? ", or add --allow-no-git to use that directory alone" : ""}`;
+          ? "run cloister in a project directory below it (options.project)"
+          : `make ${start} a repository of its own (git init)${noGit === "offered" ? ", or add options.allowNoGit to use that directory alone" : ""}`;
       throw new CloisterError(`the git repository around ${JSON.stringify(start)} is ${JSON.stringify(toplevel)}, which a cloister must not get: ${problem}`, hint);
     }
   } else if (!allowNoGit) {
     throw new CloisterError(
       `${JSON.stringify(start)} is not inside a git repository`,
-      `run cloister from a git project${noGit === "offered" ? ", pass --project DIR, or add --allow-no-git to use a plain directory" : ", or pass --project DIR"}`,
+      `run cloister from a git project${noGit === "offered" ? ", pass the project's directory with options.project, or add options.allowNoGit to use a plain directory" : ", or pass the project's directory with options.project"}`,
     );
   }
   const problem = exposureProblem(start, guarded);
-  if (problem !== undefined) throw new CloisterError(`${JSON.stringify(start)} cannot be a cloister's project: ${problem}`, "pass a project directory below it with --project DIR");
+  if (problem !== undefined) throw new CloisterError(`${JSON.stringify(start)} cannot be a cloister's project: ${problem}`, "pass a project directory below it with options.project");
   return { root: start, isGit: false };
 }
 

@@ -128,7 +128,7 @@ export async function resolveLaunchProject(
   const main = await mainProjectOf(paths, location.root);
   const wanted = branch ?? (main.managed ? await currentBranchOf(main.managed) : undefined);
   if (wanted === undefined) return { project: main.project, config: main.config };
-  if (!location.isGit) throw new CloisterError("-b BRANCH needs a git repository", "run it in a git project, or pass --project DIR");
+  if (!location.isGit) throw new CloisterError("options.branch needs a git repository", "run it in a git project, or pass the project's directory with options.project");
   return { project: main.project, config: main.config, worktree: await openWorktree(paths, main.root, main.project, wanted, note) };
 }
 

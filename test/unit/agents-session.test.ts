@@ -20,7 +20,7 @@ describe("agentForRunningCloister", () => {
     const config = effectiveConfig(parseConfigText("", "config.yaml", "global"), parseConfigText("", "proj1.yaml", "project"));
     await assert.rejects(agentForRunningCloister(record, { agent: "codex", warn: () => undefined }, config), (error: unknown) => {
       assert.ok(error instanceof CloisterError);
-      assert.equal(error.oneLine(), "cloister proj1 is running set up for claude, not codex: an agent is set up when its cloister starts (stop it with `cloister stop proj1`, then start it again with --agent codex)");
+      assert.equal(error.oneLine(), "cloister proj1 is running set up for claude, not codex: an agent is set up when its cloister starts (stop it with `cloister stop proj1`, then start it again with options.agent codex)");
       return true;
     });
   });

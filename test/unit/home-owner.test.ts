@@ -20,7 +20,7 @@ describe("claimHome", () => {
   it("refuses another project's cloister of the same name, and says how to go on", () => {
     assert.throws(
       () => claimHome(join(homes, "api"), "api", "/p2/api"),
-      (error: Error & { hint?: string }) => /holds what a cloister of another project left there \(\/p1\/api\)/.test(error.message) && /--name/.test(error.hint ?? ""),
+      (error: Error & { hint?: string }) => /holds what a cloister of another project left there \(\/p1\/api\)/.test(error.message) && /options\.name/.test(error.hint ?? ""),
     );
   });
 });

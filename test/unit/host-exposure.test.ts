@@ -71,7 +71,7 @@ describe("locateProject and a repository in HOME (dotfiles)", () => {
   it("refuses the repository when it is HOME, and says how to make a project of the directory", () => {
     assert.throws(
       () => locateProject(join(home, "scratch", "app"), false, guarded),
-      (error: unknown) => error instanceof CloisterError && /a cloister must not get: it is your home directory/.test(error.message) && /git init|--allow-no-git/.test(error.hint ?? ""),
+      (error: unknown) => error instanceof CloisterError && /a cloister must not get: it is your home directory/.test(error.message) && /git init|options\.allowNoGit/.test(error.hint ?? ""),
     );
   });
   it("with --allow-no-git, takes the directory alone", () => {
@@ -98,10 +98,10 @@ describe("locateProject outside any repository", () => {
     assert.fail("not refused");
   };
   it("suggests --allow-no-git to the commands that take it", () => {
-    assert.match(hintOf(() => locateProject(plain, false, guarded)), /--allow-no-git/);
+    assert.match(hintOf(() => locateProject(plain, false, guarded)), /options\.allowNoGit/);
   });
   it("suggests no --allow-no-git to a command that needs git and has no such option (worktree)", () => {
-    assert.equal(hintOf(() => locateGitProject(plain, guarded)), "run cloister from a git project, or pass --project DIR");
+    assert.equal(hintOf(() => locateGitProject(plain, guarded)), "run cloister from a git project, or pass the project's directory with options.project");
   });
 });
 

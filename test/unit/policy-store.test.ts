@@ -126,9 +126,9 @@ describe("sessionRuleSet: --allow, --deny, --allow-private, --resolve", () => {
     assert.deepEqual(rules.deny.map((r) => r.text), ["b.example.com"]);
   });
 
-  it("names the flag and the rule in its error", () => {
-    assert.throws(() => sessionRuleSet({ allow: [], deny: ["*.co.uk"], allowPrivate: [], resolve: {} }), /--deny \*\.co\.uk: /);
-    assert.throws(() => sessionRuleSet({ allow: [], deny: [], allowPrivate: [], resolve: { "api.test": "nope" } }), /--resolve api\.test=nope: .*not an IP address/);
+  it("names the option (the CLI says its flag) and the rule in its error", () => {
+    assert.throws(() => sessionRuleSet({ allow: [], deny: ["*.co.uk"], allowPrivate: [], resolve: {} }), /options\.deny \*\.co\.uk: /);
+    assert.throws(() => sessionRuleSet({ allow: [], deny: [], allowPrivate: [], resolve: { "api.test": "nope" } }), /options\.resolve api\.test=nope: .*not an IP address/);
     assert.throws(() => sessionRuleSet({ allow: [], deny: [], allowPrivate: [], resolve: { "10.0.0.1": "10.0.0.2" } }), /only names can be mapped/);
   });
 });

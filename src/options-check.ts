@@ -1,0 +1,263 @@
+/**
+ * The library's inputs, checked when a call is made, before anything starts. TypeScript's types do
+ * not reach a JavaScript caller or options read from JSON: without this, a wrong type failed deep
+ * inside (`session.allow.map is not a function`), a misspelt key was ignored (`netwrok: false` ran
+ * with the network), and `network: "no"` was taken by its truthiness. Every problem is a
+ * CloisterError that names the value (`options.allow`, `argv[1]`); a misspelt key gets the nearest
+ * valid one. Written by hand, not with zod: the CLI calls the same functions for every `run`, and
+ * loading zod would cost it tens of milliseconds. What a value means (a size, a rule) is checked
+ * where it is read, by the same parsers as for the CLI.
+ */
+import { Readable, Writable } from "node:stream";
+import type { CloisterOptions, ExecOptions, RunOptions } from "./cloister.js";
+import type { CloisterPaths } from "./config/paths.js";
+import { CloisterError } from "./errors.js";
+import { nearestKey } from "./nearest-key.js";
+import { VARIABLE_NAME_RE } from "./sandbox/env.js";
+
+/** Checks one value; `where` is how the message names it (`options.allow`). Throws CloisterError. */
+type Check = (value: unknown, where: string) => void;
+
+/** A check for every key of T, optional or not: the compiler says when an option is added without one. */
+type Checks<T> = { readonly [K in keyof Required<T>]: Check };
+
+const text: Check = (value, where) => {
+  if (typeof value !== "string") throw wrongType(where, "a string", value);
+  // Paths, argv and the environment travel as C strings: a NUL would cut them short or fail later.
+  if (value.includes("\0")) throw new CloisterError(`${where} contains a NUL byte`, "no string handed to a cloister may hold one");
+};
+
+const flag: Check = (value, where) => {
+  if (typeof value !== "boolean") throw wrongType(where, "true or false", value);
+};
+
+const callback: Check = (value, where) => {
+  if (typeof value !== "function") throw wrongType(where, "a function", value);
+};
+
+/** A string (parsed later, with the CLI's messages) or a number, as `memory: 512 * 1024 ** 2`. */
+function textOrNumber(expected: string): Check {
+  return (value, where) => {
+    if (typeof value === "number") return;
+    if (typeof value !== "string") throw wrongType(where, expected, value);
+    text(value, where);
+  };
+}
+
+function textOf(expected: string): Check {
+  return (value, where) => {
+    if (typeof value !== "string") throw wrongType(where, expected, value);
+    text(value, where);
+  };
+}
+
+function textList(expected: string): Check {
+  return (value, where) => {
+    if (!Array.isArray(value)) throw wrongType(where, expected, value);
+    value.forEach((item: unknown, index) => text(item, `${where}[${index}]`));
+  };
+}
+
+/** An object of string values; `keyProblem` says what is wrong with a key, if anything. */
+function textRecord(expected: string, keyProblem?: (key: string) => { problem: string; hint: string } | undefined): Check {
+  return (value, where) => {
+    if (!isPlainObject(value)) throw wrongType(where, expected, value);
+    for (const [key, item] of Object.entries(value)) {
+      const wrong = keyProblem?.(key);
+      if (wrong) throw new CloisterError(`${where} has ${wrong.problem} ${JSON.stringify(key)}`, wrong.hint);
+      text(item, member(where, key));
+    }
+  };
+}
+
+/** Variable names as `--env NAME=VALUE` takes them (parseEnvAssignments). */
+const environment = (expected: string): Check =>
+  textRecord(expected, (name) => (VARIABLE_NAME_RE.test(name) ? undefined : { problem: "an invalid variable name", hint: "use letters, digits and _, not starting with a digit" }));
+
+/** Every field of CloisterPaths, so that the compiler says when one is added. */
+const PATHS_FIELDS = {
+  configDir: true,
+  stateDir: true,
+  dataDir: true,
+  runtimeDir: true,
+  globalConfigFile: true,
+  projectConfigDir: true,
+  cloisterRecordDir: true,
+  homesDir: true,
+  guardianSocket: true,
+  guardianPidFile: true,
+  guardianInfoFile: true,
+  guardianLog: true,
+  auditDir: true,
+} as const satisfies Record<keyof CloisterPaths, true>;
+
+const paths: Check = (value, where) => {
+  const expected = "the object resolvePaths() returns";
+  if (!isPlainObject(value)) throw wrongType(where, expected, value);
+  const missing = Object.keys(PATHS_FIELDS).find((field) => typeof value[field] !== "string");
+  if (missing !== undefined) throw new CloisterError(`${where} must be ${expected}: its ${missing} is ${describe(value[missing])}`, "pass resolvePaths({ CLOISTER_HOME: dir }) for an instance of its own");
+};
+
+const abortSignal: Check = (value, where) => {
+  if (!(value instanceof AbortSignal)) throw wrongType(where, "an AbortSignal", value);
+};
+
+const agent: Check = (value, where) => {
+  if (value !== true && (typeof value !== "string" || value === "")) throw wrongType(where, "an agent's name (such as \"claude\") or true", value);
+};
+
+/** A fresh cloister's options: all but the name, which only a persistent one is given. */
+const FRESH_OPTIONS: Checks<Omit<CloisterOptions, "name">> = {
+  project: text,
+  allowNoGit: flag,
+  branch: text,
+  network: flag,
+  memory: textOrNumber('a size such as "8GiB", a number of bytes, or "none"'),
+  pids: textOrNumber('a process count such as 4096, or "none"'),
+  cpu: textOf('a percentage of one core such as "150%", or "none"'),
+  env: environment('an object of variable names to values, such as { NODE_ENV: "test" }'),
+  secretEnv: environment('an object of variable names to stored secrets\' names, such as { GITHUB_TOKEN: "gh" }'),
+  allow: textList('an array of rules (strings such as "example.com")'),
+  deny: textList('an array of rules (strings such as "example.com")'),
+  allowPrivate: textList('an array of rules (strings such as "localhost:8080")'),
+  resolve: textRecord('an object of host names to IP addresses, such as { "api.test": "127.0.0.1" }'),
+  paths,
+  signal: abortSignal,
+  agent,
+  credentials: callback,
+  passEnvCredential: flag,
+  warn: callback,
+};
+
+const CLOISTER_OPTIONS: Checks<CloisterOptions> = { ...FRESH_OPTIONS, name: text };
+
+const RUN_OPTIONS: Checks<RunOptions> = {
+  ...FRESH_OPTIONS,
+  timeout: textOrNumber('a duration such as "5m", a number of milliseconds, or "none"'),
+};
+
+/** Options that are valid for another call: why not here, and what to do instead. */
+const ELSEWHERE = {
+  nameOfFresh: { name: { why: "names a persistent cloister; a fresh one is named for you", hint: "leave it out, or create a persistent cloister: createCloister(options, true)" } },
+  nameOfRun: { name: { why: "names a persistent cloister; runInCloister's is named for you", hint: "leave it out, or create a persistent one: createCloister(options, true)" } },
+  timeout: { timeout: { why: "is runInCloister's: a cloister made here runs until it is stopped", hint: "stop it yourself: cloister.stop()" } },
+} as const;
+
+/** Which call the options are for: they differ in `name` and `timeout`. */
+export type OptionsUse = "persistent" | "fresh" | "running" | "run";
+
+/** Throws a CloisterError naming the first wrong option (`options.allow`); undefined values count as unset. */
+export function checkOptions(options: unknown, use: OptionsUse): void {
+  switch (use) {
+    case "persistent":
+    case "running":
+      return checkObject(options, "options", CLOISTER_OPTIONS, ELSEWHERE.timeout);
+    case "fresh":
+      return checkObject(options, "options", FRESH_OPTIONS, { ...ELSEWHERE.nameOfFresh, ...ELSEWHERE.timeout });
+    case "run":
+      return checkObject(options, "options", RUN_OPTIONS, ELSEWHERE.nameOfRun);
+  }
+}
+
+/** A terminal's size, as the kernel's winsize keeps it (unsigned short). */
+const dimension: Check = (value, where) => {
+  if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > 0xffff) throw wrongType(where, "a whole number from 1 to 65535", value);
+};
+
+const TTY: Checks<NonNullable<ExecOptions["tty"]>> = { rows: dimension, cols: dimension, separateStderr: flag };
+
+const tty: Check = (value, where) => {
+  checkObject(value, where, TTY);
+  const size = value as Record<string, unknown>;
+  for (const field of ["rows", "cols"]) if (size[field] === undefined) throw new CloisterError(`${member(where, field)} is missing`, "give the terminal's size: { rows: 24, cols: 80 }");
+};
+
+const readable: Check = (value, where) => {
+  if (!(value instanceof Readable)) throw wrongType(where, "a readable stream", value);
+};
+
+const writable: Check = (value, where) => {
+  if (!(value instanceof Writable)) throw wrongType(where, "a writable stream", value);
+};
+
+const EXEC_OPTIONS: Checks<ExecOptions> = {
+  cwd: text,
+  env: CLOISTER_OPTIONS.env,
+  tty,
+  stdin: readable,
+  stdout: writable,
+  stderr: writable,
+};
+
+/** A command's options (`where`: how the caller's parameter is called, `options` or `exec`). */
+export function checkExecOptions(options: unknown, where: string): void {
+  checkObject(options, where, EXEC_OPTIONS);
+}
+
+/** A command's words: strings, one per argument; none only for an agent, which then starts as configured. */
+export function checkArgv(argv: unknown, where: string, mayBeEmpty: boolean): void {
+  if (typeof argv === "string") {
+    throw new CloisterError(`${where} must be an array of strings, not ${describe(argv)}`, `one element per word, as in ${JSON.stringify(argv.trim().split(/\s+/))}; no shell splits it`);
+  }
+  textList("an array of strings")(argv, where);
+  if (!mayBeEmpty && (argv as unknown[]).length === 0) throw new CloisterError(`${where} is empty: no command given`, 'give the command and its arguments, such as ["npm", "test"]');
+}
+
+export function checkText(value: unknown, where: string): void {
+  text(value, where);
+}
+
+export function checkFlag(value: unknown, where: string): void {
+  flag(value, where);
+}
+
+export function checkPaths(value: unknown, where: string): void {
+  paths(value, where);
+}
+
+function checkObject(value: unknown, where: string, checks: Readonly<Record<string, Check>>, elsewhere: Readonly<Record<string, { why: string; hint: string }>> = {}): void {
+  if (!isPlainObject(value)) throw wrongType(where, "an object", value);
+  for (const [key, item] of Object.entries(value)) {
+    if (item === undefined) continue; // an optional option left unset, as `{ name: flags.name }` does
+    // Own keys only: "toString" must not find Object.prototype's.
+    const check = Object.hasOwn(checks, key) ? checks[key] : undefined;
+    if (check) {
+      check(item, member(where, key));
+      continue;
+    }
+    const other = Object.hasOwn(elsewhere, key) ? elsewhere[key] : undefined;
+    if (other) throw new CloisterError(`${member(where, key)} ${other.why}`, other.hint);
+    const nearest = nearestKey(key, Object.keys(checks));
+    throw new CloisterError(`${member(where, key)} is not an option`, nearest ? `did you mean ${member(where, nearest)}?` : `the options are ${Object.keys(checks).join(", ")}`);
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== "object" || value === null) return false;
+  const prototype: unknown = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
+}
+
+/** `options.env`, `options.env.NODE_ENV`, `options.env[""]`. */
+function member(where: string, key: string): string {
+  return /^[A-Za-z_$][\w$]*$/.test(key) ? `${where}.${key}` : `${where}[${JSON.stringify(key)}]`;
+}
+
+function wrongType(where: string, expected: string, value: unknown): CloisterError {
+  return new CloisterError(`${where} must be ${expected}, not ${describe(value)}`);
+}
+
+/** How a JavaScript value reads in a message: `the string "no"`, `the number 5`, `an array`. */
+function describe(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "string") return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  if (typeof value === "number" || typeof value === "bigint") return `the number ${String(value)}`;
+  if (typeof value === "boolean") return String(value);
+  if (typeof value === "function") return "a function";
+  if (typeof value === "object") {
+    const kind = (Object.getPrototypeOf(value) as { constructor?: { name?: string } } | null)?.constructor?.name;
+    return kind && kind !== "Object" ? `a ${kind}` : "an object";
+  }
+  return `a ${typeof value}`;
+}

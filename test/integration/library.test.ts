@@ -1,0 +1,185 @@
+/**
+ * The library's own contract, beside what the CLI tests cover through the same code: runInCloister's
+ * timeout and abort signal stop a command that runs (the call settles once nothing of its cloister
+ * is left), and wrong options or commands are refused before anything starts, as CloisterErrors
+ * that name them, with no CLI flag in the words.
+ */
+import assert from "node:assert/strict";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { after, before, describe, it } from "node:test";
+import { createCloister, runInCloister, type CloisterOptions, type RunOptions } from "../../src/cloister.js";
+import { resolvePaths, type CloisterPaths } from "../../src/config/paths.js";
+import { CloisterError } from "../../src/errors.js";
+import { listRecords, type CloisterRecord } from "../../src/sandbox/records.js";
+import { createInstance, withConfig, type TestInstance } from "../helpers/cloister.js";
+import { hostTree, waitGone, type HostProc } from "../helpers/host-processes.js";
+
+/** A fresh cloister seen while its command ran: its record and host processes (keeper, bwrap, init, the command). */
+interface Seen {
+  record: CloisterRecord;
+  procs: HostProc[];
+}
+
+describe("the library: runInCloister's timeout and signal, and its inputs", () => {
+  let t: TestInstance;
+  let paths: CloisterPaths;
+
+  before(() => {
+    t = createInstance("lib");
+    paths = resolvePaths({ CLOISTER_HOME: t.home });
+  });
+  after(async () => t.teardown());
+
+  /**
+   * Runs `script` in a fresh cloister; `sh -c` prints "started" first, and at that moment the
+   * cloister is seen (its processes taken from the host) and `onStart` is called.
+   */
+  async function runScript(script: string, options: RunOptions, onStart: () => void = () => undefined): Promise<{ result: Promise<number>; seen: () => Seen | undefined; output: () => string }> {
+    let output = "";
+    let seen: Seen | undefined;
+    const stdout = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        output += chunk.toString();
+        if (!seen && output.includes("started")) {
+          const record = listRecords(paths).find((r) => !r.persistent && r.keeperPid !== undefined);
+          assert.ok(record?.keeperPid, "no running cloister recorded while its command runs");
+          seen = { record, procs: hostTree(record.keeperPid) };
+          onStart();
+        }
+        done();
+      },
+    });
+    const result = runInCloister(["sh", "-c", `echo started; ${script}`], { project: t.project, paths, ...options }, { stdout });
+    return { result, seen: () => seen, output: () => output };
+  }
+
+  /** Nothing of the cloister is left: record, runtime dir, cgroups, host processes, entries in the project. */
+  async function assertGone(seen: Seen | undefined, projectBefore: string[], what: string): Promise<void> {
+    assert.ok(seen, `the command of ${what} never started`);
+    const { record, procs } = seen;
+    assert.ok(procs.length >= 3, `expected keeper, bwrap and init, found ${procs.length}`);
+    assert.ok(!existsSync(join(paths.cloisterRecordDir, `${record.name}.json`)), `${what} left its record`);
+    assert.ok(!existsSync(record.runtimeDir), `${what} left its runtime dir`);
+    assert.deepEqual(record.cgroupDirs.filter((dir) => existsSync(dir)), [], `${what} left cgroups`);
+    assert.deepEqual(readdirSync(t.project).sort(), projectBefore, `${what} left entries in the project`);
+    await waitGone(procs, what);
+  }
+
+  it("a timeout in milliseconds stops a command that runs on: resolves with 124 (as `run --timeout` exits) once nothing is left", async () => {
+    const projectBefore = readdirSync(t.project).sort();
+    const run = await runScript("sleep 8; echo ran-to-end", { timeout: 500 });
+    assert.equal(await run.result, 124);
+    assert.doesNotMatch(run.output(), /ran-to-end/);
+    await assertGone(run.seen(), projectBefore, "a run stopped by its timeout");
+  });
+
+  it("a timeout as a duration, or config limits.timeout, which the CLI's run honours too; none lifts it", async () => {
+    assert.equal(await (await runScript("sleep 8", { timeout: "1s" })).result, 124);
+    await withConfig(t, (config) => config.replace(/^ {2}timeout: none$/m, "  timeout: 1s"), async () => {
+      assert.equal(await (await runScript("sleep 8", {})).result, 124, "config limits.timeout");
+      const lifted = await runScript("sleep 2; echo ran-to-end", { timeout: "none" });
+      assert.equal(await lifted.result, 0);
+      assert.match(lifted.output(), /ran-to-end/);
+      const cli = await t.cli(["run", "--", "sleep", "8"]);
+      assert.equal(cli.code, 124, cli.stderr);
+      assert.equal(cli.stderr, "cloister: sleep timed out after 1s; the cloister was stopped\n");
+    });
+  });
+
+  it("a command that ends before its timeout keeps its exit code", async () => {
+    assert.equal(await (await runScript("exit 3", { timeout: "30s" })).result, 3);
+  });
+
+  it("the signal aborting while the command runs stops it and rejects with the abort's reason once nothing is left", async () => {
+    const projectBefore = readdirSync(t.project).sort();
+    const controller = new AbortController();
+    const run = await runScript("sleep 8; echo ran-to-end", { signal: controller.signal }, () => controller.abort(new Error("enough")));
+    await assert.rejects(run.result, (error: unknown) => error instanceof Error && error.message === "enough");
+    assert.doesNotMatch(run.output(), /ran-to-end/);
+    await assertGone(run.seen(), projectBefore, "a run aborted by its signal");
+  });
+
+  it("AbortSignal.timeout() ends the run with its TimeoutError, whether it fires during the launch or the command", async () => {
+    const run = await runScript("sleep 8; echo ran-to-end", { signal: AbortSignal.timeout(1_500) });
+    await assert.rejects(run.result, (error: unknown) => error instanceof Error && error.name === "TimeoutError");
+    assert.doesNotMatch(run.output(), /ran-to-end/);
+    assert.deepEqual(listRecords(paths), []);
+  });
+
+  describe("wrong inputs are refused before anything starts, as CloisterErrors naming them", () => {
+    /** Expects `call` to reject with a CloisterError whose line is `message`, having made nothing. */
+    async function assertRefused(call: () => Promise<unknown>, message: string | RegExp): Promise<void> {
+      const runtime = join(t.home, "run", "c");
+      const runtimeBefore = existsSync(runtime) ? readdirSync(runtime) : [];
+      await assert.rejects(call, (error: unknown) => {
+        assert.ok(error instanceof CloisterError, `not a CloisterError: ${String(error)}`);
+        if (typeof message === "string") assert.equal(error.oneLine(), message);
+        else assert.match(error.oneLine(), message);
+        assert.doesNotMatch(error.oneLine(), /--[a-z]/, "a CLI flag in a library message");
+        return true;
+      });
+      assert.deepEqual(listRecords(paths), []);
+      assert.deepEqual(existsSync(runtime) ? readdirSync(runtime) : [], runtimeBefore);
+    }
+
+    /** The options as a JavaScript caller may pass them, past the compiler. */
+    const loose = (options: Record<string, unknown>) => ({ project: t.project, paths, ...options }) as RunOptions;
+
+    it("options of the wrong type, misspelt or of another call (the QA's cases)", async () => {
+      const cases: [Record<string, unknown>, string | RegExp][] = [
+        [{ allow: "example.com" }, /^options\.allow must be an array of rules/],
+        [{ memory: {} }, /^options\.memory must be a size .* not an object$/],
+        [{ pids: true }, /^options\.pids must be a process count .* not true$/],
+        [{ netwrok: false, timout: 5 }, "options.netwrok is not an option (did you mean options.network?)"],
+        [{ network: "no" }, 'options.network must be true or false, not the string "no"'],
+        [{ env: "FOO=bar" }, /^options\.env must be an object of variable names to values/],
+        [{ env: { X: 5 } }, "options.env.X must be a string, not the number 5"],
+        [{ env: { "": "x" } }, /^options\.env has an invalid variable name ""/],
+        [{ signal: "x" }, 'options.signal must be an AbortSignal, not the string "x"'],
+        [{ name: "BAD NAME!!" }, /^options\.name names a persistent cloister/],
+      ];
+      for (const [options, message] of cases) await assertRefused(() => runInCloister(["true"], loose(options)), message);
+    });
+
+    it("values that do not parse, or are too small, name their option", async () => {
+      await assertRefused(() => runInCloister(["true"], loose({ memory: "junk" })), /^options\.memory: "junk" is not a size/);
+      await assertRefused(() => runInCloister(["true"], loose({ pids: 2 })), /^options\.pids: a process limit of 2 is too small/);
+      await assertRefused(() => runInCloister(["true"], loose({ timeout: "30d" })), 'options.timeout: "30d" is longer than the longest supported (24 days)');
+      await assertRefused(() => runInCloister(["true"], loose({ network: false, allow: ["example.com"] })), /^options\.allow, options\.deny, options\.allowPrivate and options\.resolve have no effect without a network/);
+      await assertRefused(() => runInCloister(["true"], loose({ project: join(t.home, "missing") })), /pass an existing directory with options\.project/);
+      await assertRefused(() => runInCloister(["true"], loose({ resolve: { "1.2.3.4": "a" } })), /^options\.resolve 1\.2\.3\.4=a: .*only names can be mapped/);
+    });
+
+    it("a command that is not an array of strings, or holds a NUL byte", async () => {
+      const run = (argv: unknown) => () => runInCloister(argv as string[], { project: t.project, paths });
+      await assertRefused(run(["echo", 5]), "argv[1] must be a string, not the number 5");
+      await assertRefused(run("echo hi"), /^argv must be an array of strings, not the string "echo hi"/);
+      await assertRefused(run(["echo", "a\0b"]), /^argv\[1\] contains a NUL byte/);
+    });
+
+    it("createCloister, and the commands of a cloister it made, the same way", async () => {
+      await assertRefused(() => createCloister({ project: t.project, paths, timeout: "5m" } as CloisterOptions, true), /^options\.timeout is runInCloister's/);
+      await assertRefused(() => createCloister({ project: t.project, paths, name: "api" }, false), /^options\.name names a persistent cloister/);
+      const cloister = await createCloister({ project: t.project, paths, network: false }, true);
+      try {
+        assert.throws(() => cloister.exec(["env"], { env: { "": "x" } }), (error: unknown) => error instanceof CloisterError && /^options\.env has an invalid variable name ""/.test(error.message));
+        assert.throws(() => cloister.exec(["echo", "a\0b"]), (error: unknown) => error instanceof CloisterError && error.message === "argv[1] contains a NUL byte");
+        assert.equal((await cloister.exec(["true"]).done).exitCode, 0, "the cloister still serves");
+      } finally {
+        await cloister.stop();
+      }
+    });
+
+    it("the CLI says its flags where the library says options", async () => {
+      const memory = await t.cli(["run", "--memory", "junk", "--", "true"]);
+      assert.equal(memory.code, 125);
+      assert.match(memory.stderr, /^cloister: --memory: "junk" is not a size/);
+      const rule = await t.cli(["run", "--deny", "*.co.uk", "--", "true"]);
+      assert.equal(rule.code, 125);
+      assert.match(rule.stderr, /^cloister: --deny \*\.co\.uk: /);
+      assert.doesNotMatch(memory.stderr + rule.stderr, /options\./);
+    });
+  });
+});
