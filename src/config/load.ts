@@ -5,7 +5,7 @@
  */
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type Document, LineCounter, type Node, type Pair, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, stringify } from "yaml";
+import { type Document, LineCounter, type Node, type Pair, isAlias, isMap, isNode, isPair, isScalar, isSeq, parseDocument, stringify, visit } from "yaml";
 import type { z } from "zod";
 import { CloisterError, fileSystemError } from "../errors.js";
 import { nearestKey } from "../nearest-key.js";
@@ -223,7 +223,34 @@ export function parseYaml(text: string, file: string): { doc: Document; lineCoun
       { file, line, column: col, key: "", problem: `the file must be a mapping of keys (like "limits:"), found ${describeNode(top)}` },
     ]);
   }
+  refuseTags(doc, file, lineCounter);
   return { doc, lineCounter };
+}
+
+/**
+ * Config files have no use for YAML tags, and some hide what they tag: a section written
+ * `proxy: !!omap` became a JS Map, which the strict schema read as an empty mapping, so its deny
+ * rules and even its unknown keys vanished without a word (found by QA). Any tag is refused.
+ */
+function refuseTags(doc: Document, file: string, lineCounter: LineCounter): void {
+  const problems: ConfigProblem[] = [];
+  visit(doc, (_key, node, path) => {
+    if (!isNode(node) || node.tag === undefined) return;
+    const { line, col } = lineCounter.linePos(node.range?.[0] ?? 0);
+    problems.push({ file, line, column: col, key: keyPath(pathOf(path, node)), problem: `YAML tags such as ${node.tag.replace(/^tag:yaml\.org,2002:/, "!!")} are not used in cloister's config files: write the plain value` });
+  });
+  if (problems.length > 0) throw new ConfigError(sortedNonEmpty(problems, file));
+}
+
+/** The data path of `node` from the yaml visitor's ancestors: a pair gives its key, a sequence the item's index. */
+function pathOf(ancestors: readonly unknown[], node: unknown): Array<string | number> {
+  const chain = [...ancestors, node];
+  const path: Array<string | number> = [];
+  chain.slice(0, -1).forEach((here, i) => {
+    if (isPair(here) && isScalar(here.key)) path.push(String(here.key.value));
+    else if (isSeq(here)) path.push(here.items.indexOf(chain[i + 1] as never));
+  });
+  return path;
 }
 
 function toPlainData(doc: Document, file: string, lineCounter: LineCounter): unknown {

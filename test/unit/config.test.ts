@@ -595,6 +595,14 @@ describe("YAML problems", () => {
     assert.match(error.message, /^\/cfg\/config\.yaml:2:11: invalid YAML: /);
   });
 
+  test("a YAML tag is refused with its key: !!omap made a section read as empty, its deny rules and unknown keys gone", () => {
+    const omap = configError("proxy: !!omap\n  - deny: [registry.npmjs.org]\n  - bogus_key: 1\n");
+    assert.equal(omap.key, "proxy");
+    assert.match(omap.message, /YAML tags such as !!omap are not used in cloister's config files/);
+    assert.equal(configError("proxy:\n  allow: [a.example.com, !custom b.example.com]\n").key, "proxy.allow[1]");
+    assert.equal(configError("limits:\n  memory: !!str 8GiB\n").key, "limits.memory");
+  });
+
   test("an error in a flow mapping", () => {
     const error = configError("defaults: {shell: /bin/sh,, network: true}\n");
     assert.deepEqual([error.line, error.column], [1, 27]);
