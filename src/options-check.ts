@@ -14,6 +14,7 @@ import type { CloisterPaths } from "./config/paths.js";
 import { CloisterError } from "./errors.js";
 import { nearestKey } from "./nearest-key.js";
 import { VARIABLE_NAME_RE } from "./sandbox/env.js";
+import { MAX_PAYLOAD } from "./sandbox/init-protocol.js";
 
 /** Checks one value; `where` is how the message names it (`options.allow`). Throws CloisterError. */
 type Check = (value: unknown, where: string) => void;
@@ -70,9 +71,24 @@ function textRecord(expected: string, keyProblem?: (key: string) => { problem: s
   };
 }
 
-/** Variable names as `--env NAME=VALUE` takes them (parseEnvAssignments). */
-const environment = (expected: string): Check =>
-  textRecord(expected, (name) => (VARIABLE_NAME_RE.test(name) ? undefined : { problem: "an invalid variable name", hint: "use letters, digits and _, not starting with a digit" }));
+/**
+ * Half of what one exec request may carry (MAX_PAYLOAD): the rest is for the command's argv and the
+ * cloister's own variables. A persistent cloister keeps its environment for every later command, and
+ * one given more started fine, then refused every command (found by QA).
+ */
+const MAX_ENVIRONMENT_BYTES = MAX_PAYLOAD / 2;
+
+/** Variable names as `--env NAME=VALUE` takes them (parseEnvAssignments), and not more than a command's request can carry. */
+const environment = (expected: string): Check => {
+  const names = textRecord(expected, (name) => (VARIABLE_NAME_RE.test(name) ? undefined : { problem: "an invalid variable name", hint: "use letters, digits and _, not starting with a digit" }));
+  return (value, where) => {
+    names(value, where);
+    const bytes = Object.entries(value as Record<string, string>).reduce((sum, [name, item]) => sum + Buffer.byteLength(`${name}=${item}`) + 1, 0);
+    if (bytes > MAX_ENVIRONMENT_BYTES) {
+      throw new CloisterError(`${where} holds ${bytes} bytes, more than the ${MAX_ENVIRONMENT_BYTES} a command's environment may take here`, "put large values in a file in the project and pass its path");
+    }
+  };
+};
 
 /** Every field of CloisterPaths, so that the compiler says when one is added. */
 const PATHS_FIELDS = {

@@ -32,6 +32,7 @@ describe("checkOptions", () => {
       [{ env: { X: 5 } }, "options.env.X must be a string, not the number 5"],
       [{ env: { "": "x" } }, 'options.env has an invalid variable name "" (use letters, digits and _, not starting with a digit)'],
       [{ env: { X: "a\0b" } }, "options.env.X contains a NUL byte (no string handed to a cloister may hold one)"],
+      [{ env: { BIG1: "a".repeat(300_000), BIG2: "a".repeat(300_000) } }, "options.env holds 600012 bytes, more than the 524288 a command's environment may take here (put large values in a file in the project and pass its path)"],
       [{ signal: "x" }, 'options.signal must be an AbortSignal, not the string "x"'],
       [{ timeout: [] }, 'options.timeout must be a duration such as "5m", a number of milliseconds, or "none", not an array'],
       [{ allow: ["ok.example", 7] }, "options.allow[1] must be a string, not the number 7"],
