@@ -3,7 +3,7 @@
  * column and key it came from. The YAML is parsed as a Document (not straight to JS) precisely so a
  * zod issue path like ["limits", "memory"] can be mapped back to the node it came from.
  */
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { type Document, LineCounter, type Node, type Pair, isAlias, isMap, isNode, isPair, isScalar, isSeq, parseDocument, stringify, visit } from "yaml";
 import type { z } from "zod";
@@ -213,7 +213,10 @@ export function parseYaml(text: string, file: string): { doc: Document; lineCoun
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const syntax = doc.errors.map((error): ConfigProblem => {
     const { line, col } = lineCounter.linePos(error.pos[0]);
-    return { file, line, column: col, key: "", problem: `invalid YAML: ${firstLine(error.message)}` };
+    // yaml's message does not say which key: the source at the error does.
+    const key = /^[^:\n]*/.exec(text.slice(error.pos[0]))?.[0].trim();
+    const which = error.code === "DUPLICATE_KEY" && key ? ` (${JSON.stringify(key)} is given twice)` : "";
+    return { file, line, column: col, key: "", problem: `invalid YAML: ${firstLine(error.message)}${which}` };
   });
   if (syntax.length > 0) throw new ConfigError(sortedNonEmpty(syntax, file));
   const top = doc.contents;
@@ -382,11 +385,19 @@ async function readConfigText(file: string): Promise<string> {
   return text;
 }
 
+/** Far above any real config or decision file; a bigger one is a mistake, not a policy. */
+const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
 /** The file's text, or undefined if it does not exist; other read errors become CloisterErrors. */
 export async function readIfExists(file: string): Promise<string | undefined> {
   try {
+    // A FIFO or a device in a config file's place would hang the read or fill memory (found by QA).
+    const kind = await stat(file);
+    if (!kind.isFile()) throw new CloisterError(`${file} is not a regular file`, "a config file must be a plain file");
+    if (kind.size > MAX_CONFIG_BYTES) throw new CloisterError(`${file} is ${kind.size} bytes: too large for a config file (at most ${MAX_CONFIG_BYTES})`);
     return await readFile(file, "utf8");
   } catch (error) {
+    if (error instanceof CloisterError) throw error;
     const code = error instanceof Error && "code" in error ? String(error.code) : undefined;
     if (code === "ENOENT") return undefined;
     throw fileSystemError(error) ?? new CloisterError(`cannot read ${file}: ${(error as Error).message}`);

@@ -75,7 +75,8 @@ export function wholeNumber(what: string, min: number, max: number) {
 export function describeValue(value: unknown): string {
   if (value === null || value === undefined) return "an empty value";
   if (Array.isArray(value)) return "a list";
-  if (typeof value === "string") return `text ${JSON.stringify(value)}`;
+  // A long text (a whole file where a value was expected) is cut: the message must stay a line.
+  if (typeof value === "string") return `text ${JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value)}`;
   if (typeof value === "number") return `the number ${value}`;
   if (typeof value === "boolean") return `${value}`;
   if (typeof value === "object") return "a mapping";

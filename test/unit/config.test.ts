@@ -17,6 +17,7 @@ import {
   loadGlobalConfig,
   loadProjectConfig,
   parseConfigText,
+  readIfExists,
   validateConfigFile,
 } from "../../src/config/load.js";
 import { checkSocketRoom, type CloisterPaths, instanceEnv, resolvePaths } from "../../src/config/paths.js";
@@ -617,7 +618,21 @@ describe("YAML problems", () => {
   test("duplicate keys are an error at the second one", () => {
     const error = configError("limits: {}\nlimits: {}\n");
     assert.deepEqual([error.line, error.column], [2, 1]);
-    assert.match(error.message, /unique/);
+    assert.match(error.message, /unique \("limits" is given twice\)/);
+    assert.match(configError("limits:\n  memory: 8GiB\n  memory: 4GiB\n").message, /:3:3: .*\("memory" is given twice\)/);
+  });
+
+  test("a long text where a mapping belongs is cut in the message, which stays one line", () => {
+    const error = configError(`defaults: ${JSON.stringify("root:x:0:0:root:/root:/bin/bash ".repeat(20))}\n`);
+    assert.ok(error.message.length < 250, error.message);
+    assert.match(error.message, /found text "root:x:0:0.*\.\.\."$/);
+  });
+
+  test("a FIFO or a device in a config file's place is refused, not read (a read would hang or fill memory)", async () => {
+    const fifo = join(scratch, "config-fifo.yaml");
+    execFileSync("mkfifo", [fifo]);
+    await assert.rejects(readIfExists(fifo), /config-fifo\.yaml is not a regular file/);
+    await assert.rejects(readIfExists("/dev/zero"), /is not a regular file/);
   });
 
   test("several documents in one file are refused", () => {
