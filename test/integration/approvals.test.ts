@@ -101,6 +101,22 @@ describe("domain approvals", () => {
     assert.equal((await watch.done).code, 0);
   });
 
+  it("a question whose client gave up is withdrawn: a CONNECT or SOCKS client closing while held leaves nothing pending", async () => {
+    for (const [host, flags] of [
+      ["g.test", ["-p"]],
+      ["h.test", ["--proxy", "socks5h://cloister:$(printf %s \"$HTTP_PROXY\" | sed 's/.*cloister:\\([0-9a-f]*\\)@.*/\\1/')@127.0.0.1:3128"]],
+    ] as const) {
+      const gaveUp = spawnCli(t, ["exec", first, "--", "sh", "-c", `curl -sS -m 2 ${flags.join(" ")} -o /dev/null http://${host}:${web.port}/gave-up; echo curl-exit=$?`]);
+      await pendingFor(host);
+      assert.match((await gaveUp.done).stdout, /curl-exit=28/, "curl gave up (timeout)");
+      await waitUntil(`the question for ${host} to be withdrawn`, async () => {
+        const { pending } = JSON.parse((await t.cli(["approvals", "--json"])).stdout) as { pending: Pending[] };
+        return !pending.some((p) => p.kind === "domain" && p.host === host);
+      }, 10_000);
+    }
+    assert.equal(web.requests.filter((r) => r.url === "/gave-up").length, 0);
+  });
+
   it("coalesces identical requests of one cloister into one question with one answer", async () => {
     const a = curl(first, "c.test", "/c1");
     const b = curl(first, "c.test", "/c2");

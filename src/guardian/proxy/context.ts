@@ -195,11 +195,15 @@ function askable(host: Host): boolean {
   return host.kind === "name" || isPublicDestination(host.address);
 }
 
-/** Aborts when the client's connection closes: nobody is left to hold a request for. */
+/**
+ * Aborts when the client's connection closes, or its side ends (the proxy's sockets are half-open:
+ * an end alone closes nothing): nobody is left to hold a request for. It shows only on a socket
+ * that is read meanwhile (whileHeld).
+ */
 function closeSignal(client: Socket): AbortSignal {
   const controller = new AbortController();
-  if (client.destroyed) controller.abort();
-  else client.once("close", () => controller.abort());
+  if (client.destroyed || client.readableEnded) controller.abort();
+  else for (const event of ["close", "end"]) client.once(event, () => controller.abort());
   return controller.signal;
 }
 

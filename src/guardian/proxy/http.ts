@@ -11,6 +11,7 @@ import { sightingInRequest, type Sighting } from "../../policy/injection.js";
 import { intercept } from "../broker/intercept.js";
 import { discardRest, relayScanned, type Scan } from "../broker/scanner.js";
 import { dial, DialError } from "./tunnel.js";
+import { whileHeld } from "./held-client.js";
 
 /**
  * The HTTP side of the proxy: CONNECT tunnels and absolute-form plain HTTP. Parsing is node's own
@@ -196,7 +197,7 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
     context.refused("connect", "invalid", conflict);
     return void client.end(rawResponse(400, "Bad Request", `cloister: ${conflict}\n`));
   }
-  const verdict = await context.judge("connect", target.host, target.port, client);
+  const { result: verdict, early } = await whileHeld(client, head, () => context.judge("connect", target.host, target.port, client));
   if (!verdict.ok) return void client.end(rawResponse(verdict.status, statusText(verdict.status), `${verdict.message}\n`));
   let plan;
   try {
@@ -207,7 +208,7 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
   }
   if (plan) {
     client.write("HTTP/1.1 200 Connection established\r\n\r\n");
-    return void context.ended("connect", verdict, await intercept(context, verdict, plan, client, head));
+    return void context.ended("connect", verdict, await intercept(context, verdict, plan, client, early));
   }
   let upstream: Socket;
   try {
@@ -219,7 +220,7 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
   }
   if (client.destroyed) return void upstream.destroy();
   client.write("HTTP/1.1 200 Connection established\r\n\r\n");
-  context.ended("connect", verdict, await context.tunnel(client, upstream, head));
+  context.ended("connect", verdict, await context.tunnel(client, upstream, early));
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import {
 } from "./socks5.js";
 import { dial, DialError } from "./tunnel.js";
 import { intercept } from "../broker/intercept.js";
+import { whileHeld } from "./held-client.js";
 
 const HANDSHAKE_TIMEOUT_MS = 15_000;
 
@@ -74,7 +75,7 @@ async function session(context: EgressContext, socket: Socket, reader: Handshake
   }
   // Nothing more is read until the tunnel is up; bytes the client pipelined after its request
   // belong to the destination.
-  const early = reader.leftover();
+  const leftover = reader.leftover();
   if (request.command !== "connect") {
     context.refused("socks", "unsupported", request.command);
     return void socket.end(encodeReply(SocksReply.CommandNotSupported));
@@ -88,7 +89,7 @@ async function session(context: EgressContext, socket: Socket, reader: Handshake
     return void socket.end(encodeReply(SocksReply.GeneralFailure));
   }
 
-  const verdict = await context.judge("socks", host, request.port, socket);
+  const { result: verdict, early } = await whileHeld(socket, leftover, () => context.judge("socks", host, request.port, socket));
   if (!verdict.ok) return void socket.end(encodeReply(refusalReply(verdict)));
   let plan;
   try {
