@@ -8,6 +8,7 @@ import { CloisterError } from "../errors.js";
 import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister, killCloisterNow, type LaunchGrant } from "../sandbox/engine.js";
 import { RELEASE_TIMEOUT_MS } from "../sandbox/limits.js";
+import { orphanRecord, runtimeDirUnchangedFor, setAsideUnreadableRecords, unrecordedRuntimeIds } from "../sandbox/orphans.js";
 import { isKeeperAlive, isLaunchOrphaned, listRecords, noSuchCloister, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { JsonLines, serveControl } from "./control-server.js";
@@ -303,7 +304,7 @@ class Guardian {
 
   private async stopAll(): Promise<string[]> {
     const records = listRecords(this.paths);
-    await Promise.all(records.map((r) => this.forget(r)));
+    await Promise.all([...records.map((r) => this.forget(r)), this.sweepUnrecorded()]);
     return records.map((r) => r.name);
   }
 
@@ -351,6 +352,29 @@ class Guardian {
         await this.forget(record);
       }
     }
+    await this.sweepUnrecorded();
+  }
+
+  /**
+   * Ends the cloisters whose record is unreadable (see orphans.ts), found by their runtime dirs.
+   * A launch writes its record before it makes its runtime dir, so such a dir is no launch's; a
+   * grant's dir (abandon removes it) and any dir changed within LAUNCH_GRACE_MS are left alone all
+   * the same, so that a launch stays safe whatever that order becomes. The unreadable records are
+   * set aside once no unrecorded dir is left: until then one of them may be all that is left of
+   * such a cloister.
+   */
+  private async sweepUnrecorded(): Promise<void> {
+    const granted = new Set([...this.launching.values()].map((launch) => launch.id));
+    const unrecorded = unrecordedRuntimeIds(this.paths);
+    for (const id of unrecorded) {
+      if (granted.has(id) || !runtimeDirUnchangedFor(this.paths, id, LAUNCH_GRACE_MS)) continue;
+      const known = this.egress.cloisterWithId(id);
+      log(`cloister ${known ? `${known.name} (id ${id})` : `#${id}`} is gone: no readable record names it; cleaning up`);
+      const record = orphanRecord(this.paths, id, known);
+      await this.forget(record);
+    }
+    if (unrecorded.length > 0 && unrecordedRuntimeIds(this.paths).length > 0) return;
+    for (const file of await setAsideUnreadableRecords(this.paths)) log(`the cloister record ${file} is unreadable: moved to ${file}.unreadable`);
   }
 
   /** A protected file was replaced on the host: its read-only mount is gone, so the cloister goes too. */

@@ -168,6 +168,12 @@ export class Egress {
     this.endpoints.set(name, await EgressEndpoint.open(context, cloister.socketDir, () => this.httpServers.serverFor(this.settings), hostexec));
   }
 
+  /** The cloister whose endpoint is open under id `id`, whatever its record says now. */
+  cloisterWithId(id: string): { name: string; project: string } | undefined {
+    for (const [name, session] of this.sessions) if (session.id === id) return { name, project: session.project };
+    return undefined;
+  }
+
   /** Closes a cloister's endpoint (guardian exit keeps its remembered answers; see forget). */
   close(name: string): void {
     this.endpoints.get(name)?.close();

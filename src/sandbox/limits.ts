@@ -1,5 +1,5 @@
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 
 /** Resource limits of one cloister; undefined = no limit of that kind. */
 export interface Limits {
@@ -37,7 +37,7 @@ export interface AppliedLimits {
 }
 
 export function detectLimitMechanism(): LimitMechanism {
-  const own = ownCgroups();
+  const own = processCgroups();
   const v2 = own.get("");
   const v2Root = cgroup2MountPoint();
   if (v2 !== undefined && v2Root) {
@@ -211,10 +211,24 @@ export function killQuietly(pid: number): void {
   }
 }
 
-/** Maps controller name ("" for cgroup v2) to this process's cgroup path, from /proc/self/cgroup. */
-function ownCgroups(): Map<string, string> {
+/**
+ * The cgroups of cloister `cloisterId` that process `pid` is in: a keeper joins its cloister's, so
+ * they are found from it even where the guardian's own cgroups (plannedCgroupDirs) lie elsewhere.
+ */
+export function cgroupDirsOfProcess(pid: number, cloisterId: string): string[] {
+  const dirs: string[] = [];
+  for (const [controller, path] of processCgroups(String(pid))) {
+    if (basename(path) !== `cloister-${cloisterId}`) continue;
+    const root = controller === "" ? cgroup2MountPoint() : join("/sys/fs/cgroup", controller);
+    if (root) dirs.push(join(root, path));
+  }
+  return dirs;
+}
+
+/** Maps controller name ("" for cgroup v2) to a process's cgroup path, from /proc/PID/cgroup. */
+function processCgroups(pid = "self"): Map<string, string> {
   const map = new Map<string, string>();
-  for (const line of readOr("/proc/self/cgroup", "").split("\n")) {
+  for (const line of readOr(`/proc/${pid}/cgroup`, "").split("\n")) {
     const [, controllers, path] = line.match(/^\d+:([^:]*):(.*)$/) ?? [];
     if (controllers === undefined || path === undefined) continue;
     for (const c of controllers.split(",")) map.set(c, path);

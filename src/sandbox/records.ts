@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir, replaceFileSync } from "../config/atomic-write.js";
@@ -118,17 +118,34 @@ function isRecordOf(value: unknown, name: string): value is CloisterRecord {
 }
 
 export function listRecords(paths: CloisterPaths): CloisterRecord[] {
-  let files: string[];
+  return recordNames(paths).flatMap((name) => {
+    const record = readRecord(paths, name);
+    return record ? [record] : [];
+  });
+}
+
+/** The names of the record files there are, readable or not. */
+function recordNames(paths: CloisterPaths): string[] {
   try {
-    files = readdirSync(paths.cloisterRecordDir).filter((f) => f.endsWith(".json"));
+    return readdirSync(paths.cloisterRecordDir)
+      .filter((f) => f.endsWith(".json"))
+      .map((f) => f.slice(0, -".json".length));
   } catch (error) {
     refuseForeignInstance(error, paths);
     return [];
   }
-  return files.flatMap((f) => {
-    const record = readRecord(paths, f.slice(0, -".json".length));
-    return record ? [record] : [];
-  });
+}
+
+/** Record files that are there but read as no record (torn, empty, corrupted): see setRecordAside. */
+export function unreadableRecordNames(paths: CloisterPaths): string[] {
+  return recordNames(paths).filter((name) => readRecord(paths, name) === undefined && existsSync(recordFile(paths, name)));
+}
+
+/** Renames an unreadable record to NAME.json.unreadable, kept for a look but no longer a record; returns its old path. */
+export function setRecordAside(paths: CloisterPaths, name: string): string {
+  const file = recordFile(paths, name);
+  renameSync(file, `${file}.unreadable`);
+  return file;
 }
 
 /**

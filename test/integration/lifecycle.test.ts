@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createCloister, runInCloister } from "../../src/cloister.js";
@@ -14,7 +14,7 @@ import { resolvePaths } from "../../src/config/paths.js";
 import { cloisterBuild, guardianCall } from "../../src/guardian/control-client.js";
 import { processStartTime, writeRecord, type CloisterRecord } from "../../src/sandbox/records.js";
 import { CLI, createInstance, spawnCli, startCommand, waitUntil, withConfig, type LiveCli, type TestInstance } from "../helpers/cloister.js";
-import { hostProcessTable, hostTree, readOr, waitGone, type HostProc } from "../helpers/host-processes.js";
+import { hostProcessTable, hostTree, readOr, survivors, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 interface ListEntry {
   name: string;
@@ -544,6 +544,58 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
       await killLaunch(before.records, 0);
       assert.equal((await t.cli(["run", "--", "true"])).code, 0);
       await assertSwept(before, "a launcher killed while the guardian was starting");
+    });
+  });
+
+  describe("a cloister whose record is unreadable (torn, empty: QA F7)", () => {
+    /** Backdates a runtime dir past the guardian's launch grace (a minute), as if its cloister had run that long. */
+    const age = (dir: string) => utimesSync(dir, new Date(Date.now() - 120_000), new Date(Date.now() - 120_000));
+    const log = () => readOr(join(t.home, "state", "guardian.log"));
+
+    it("is ended by guardian stop once its runtime dir is past the launch grace, and not before: keeper, bwrap, cgroups and runtime dir go, the record is set aside", async () => {
+      await startDetached(["--name", "torn"]);
+      const procs = await cloisterProcs(t, "torn");
+      const recordFile = join(recordDir(t), "torn.json");
+      const id = (JSON.parse(readOr(recordFile)) as { id: string }).id;
+      const runtimeDir = join(t.home, "run", "c", id);
+      writeFileSync(recordFile, "");
+      try {
+        // A fresh guardian reconciles at once: a runtime dir this young may be a launch's, and stays.
+        assert.equal((await t.cli(["guardian", "stop"])).code, 0);
+        assert.equal((await t.cli(["guardian", "start"])).code, 0);
+        // The keeper, bwrap and init (what init forks may come and go).
+        assert.equal(survivors(procs.slice(0, 3)).length, 3, "a young runtime dir without a record was swept");
+        assert.ok(existsSync(runtimeDir));
+        assert.ok(existsSync(recordFile), "the record was set aside while its cloister ran");
+      } finally {
+        age(runtimeDir); // else nothing would end the cloister, the teardown's guardian stop included
+      }
+      const stop = await t.cli(["guardian", "stop"]);
+      assert.equal(stop.code, 0, stop.stderr);
+      await waitGone(procs, "guardian stop of a cloister with an unreadable record");
+      assert.ok(!existsSync(runtimeDir), "its runtime dir is left");
+      assert.deepEqual(leftovers().cgroups.filter((dir) => dir.endsWith(`/cloister-${id}`)), [], "its cgroups are left");
+      assert.ok(!existsSync(recordFile) && existsSync(`${recordFile}.unreadable`), "the unreadable record was not set aside");
+      assert.match(log(), new RegExp(`cloister #${id} is gone: no readable record names it`));
+      assert.match(log(), /cloisters\/torn\.json is unreadable: moved to/);
+      rmSync(`${recordFile}.unreadable`);
+    });
+
+    it("has its keeper found by its command line where no cgroup would catch it", async () => {
+      // As root cgroups would end the keeper anyway: a stand-in with a keeper's command line
+      // (`... keep --listen SOCKET`), a shell waiting on its stdin, takes its place, and its record is torn.
+      assert.equal((await t.cli(["guardian", "start"])).code, 0);
+      const id = "0000f007";
+      const runtimeDir = join(t.home, "run", "c", id);
+      mkdirSync(runtimeDir, { recursive: true });
+      writeFileSync(join(t.home, "keep"), "read line\n");
+      const keeper = spawn("sh", ["keep", "--listen", join(runtimeDir, "init.sock")], { cwd: t.home, stdio: ["pipe", "ignore", "ignore"] });
+      writeFileSync(join(recordDir(t), "stand-in.json"), `{"name": "stand-in", "id": "${id}", "proj`);
+      age(runtimeDir);
+      await waitUntil("the guardian's sweep to end the keeper", () => keeper.signalCode !== null, 10_000);
+      assert.equal(keeper.signalCode, "SIGKILL");
+      await waitUntil("the runtime dir and the record to go", () => !existsSync(runtimeDir) && !existsSync(join(recordDir(t), "stand-in.json")), 5_000);
+      rmSync(join(recordDir(t), "stand-in.json.unreadable"));
     });
   });
 
