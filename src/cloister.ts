@@ -18,7 +18,7 @@ import { exposureProblem, guardedPaths, writableByRunningCloister, type GuardedP
 import { gitDirsOf, isAdminDirOf, realPath } from "./sandbox/git-dirs.js";
 import type { LinkedGitDirs } from "./sandbox/linked-git.js";
 import { locateProject, type ProjectLocation } from "./sandbox/project.js";
-import { isKeeperAlive, listRecords, noSuchCloister, readRecord, type CloisterRecord } from "./sandbox/records.js";
+import { isKeeperAlive, listRecords, readRecord, type CloisterRecord } from "./sandbox/records.js";
 import { configRootOf, resolveLaunchProject } from "./sandbox/worktree.js";
 import { userInfo } from "node:os";
 import type { CredentialLookup } from "./agents/credentials.js";
@@ -175,12 +175,24 @@ export class Cloister {
     return this.exec(this.agent.argv(args), { ...options, env: { ...this.agent.env, ...options.env } });
   }
 
-  async stop(): Promise<void> {
-    await stopCloister(this.name, this.paths);
+  /**
+   * Stops the cloister and everything in it, and removes it; resolves with true once it is gone, or
+   * with false if it was gone already (stopped before, from here or by `cloister stop`, or swept
+   * after its keeper died): a second stop is not an error, so `finally { await c.stop() }` needs no
+   * try/catch of its own. A cloister of the same name started since is another one, and left running.
+   */
+  async stop(): Promise<boolean> {
+    return stopRecorded(this.paths, this.name, this.record.id);
   }
 }
 
-/** Creates a cloister: persistent ones live until `stop`, others are meant for one `run`. */
+/**
+ * Creates a cloister. A persistent one lives until it is stopped (`stop`, `cloister stop`), beyond
+ * this process. Any other is meant for one `run`: stop it when done; one that is not keeps its host
+ * processes and cgroups until this process exits, which it does not hold up: the cloister then dies
+ * with it, its commands included, however it exits, and the guardian removes what is left of it
+ * (record, runtime dir, cgroups, HOME) within seconds.
+ */
 export async function createCloister(options: CloisterOptions = {}, persistent = false): Promise<Cloister> {
   checkFlag(persistent, "persistent");
   checkOptions(options, persistent ? "persistent" : "fresh");
@@ -192,24 +204,16 @@ export async function createCloister(options: CloisterOptions = {}, persistent =
  * options are not checked here: the CLI makes its own.
  */
 export async function launchFresh(options: RunOptions): Promise<FreshCloister> {
-  const { cloister, timeoutMs, paths } = await launch(options, false);
-  return { cloister, timeoutMs, remove: () => removeFresh(cloister, paths) };
+  const { cloister, timeoutMs } = await launch(options, false);
+  return { cloister, timeoutMs, remove: async () => void (await cloister.stop()) };
 }
 
-/** One that is gone already, its keeper dead and swept away by the guardian, counts as removed. */
-async function removeFresh(cloister: Cloister, paths: CloisterPaths): Promise<void> {
-  try {
-    await cloister.stop();
-  } catch (error) {
-    if (readRecord(paths, cloister.name)?.id === cloister.record.id) throw error;
-  }
-}
 
 /** The options a launch reads: a persistent cloister's name, a fresh one's timeout. */
 type LaunchOptions = CloisterOptions & Pick<RunOptions, "timeout">;
 
-/** createCloister's launch; also the timeout a fresh cloister's command gets, and the instance it is in. */
-async function launch(options: LaunchOptions, persistent: boolean): Promise<{ cloister: Cloister; timeoutMs: number | undefined; paths: CloisterPaths }> {
+/** createCloister's launch; also the timeout a fresh cloister's command gets. */
+async function launch(options: LaunchOptions, persistent: boolean): Promise<{ cloister: Cloister; timeoutMs: number | undefined }> {
   const paths = options.paths ?? resolvePaths();
   const { spec, config, timeoutMs } = await launchSpec(options, paths, persistent);
   const id = randomBytes(4).toString("hex");
@@ -227,7 +231,7 @@ async function launch(options: LaunchOptions, persistent: boolean): Promise<{ cl
     await cloister.stop().catch(() => undefined);
     throwIfAborted(options.signal);
   }
-  return { cloister, timeoutMs, paths };
+  return { cloister, timeoutMs };
 }
 
 /** The agent's set-up, the environment and the guardian's grant for a claimed name, then the launch. */
@@ -317,18 +321,51 @@ export async function runInCloister(argv: string[], options: RunOptions = {}, ex
   return (await runToEnd(fresh, command, options.signal)).exitCode;
 }
 
-export async function stopCloister(name: string, paths: CloisterPaths = resolvePaths()): Promise<void> {
+/**
+ * Stops the cloister of that name and everything in it, and removes it. Resolves with true once it is
+ * gone, or with false if there was none (never started, stopped already, swept after its keeper
+ * died): stopping is idempotent, so clean-up code needs no try/catch of its own. (`cloister stop NAME`
+ * says an unknown name is an error: it may be a typo.)
+ */
+export async function stopCloister(name: string, paths: CloisterPaths = resolvePaths()): Promise<boolean> {
   checkText(name, "name");
   checkPaths(paths, "paths");
-  // Only a recorded cloister needs the guardian (which adopts it, should it have crashed): for any
-  // other name, asking would start a guardian only to hear that there is no such cloister.
-  if (!readRecord(paths, name)) throw noSuchCloister(name);
-  await guardianCallStarting(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/stop`);
+  return stopRecorded(paths, name, undefined);
 }
 
-export async function listCloisters(paths: CloisterPaths = resolvePaths()): Promise<(CloisterRecord & { running: boolean })[]> {
+/** stopCloister's, and a Cloister's with its `id`: a record of that name with another id is not it. */
+async function stopRecorded(paths: CloisterPaths, name: string, id: string | undefined): Promise<boolean> {
+  const recorded = () => {
+    const record = readRecord(paths, name);
+    return record !== undefined && (id === undefined || record.id === id);
+  };
+  // Only a recorded cloister needs the guardian (which adopts it, should it have crashed): for any
+  // other name, asking would start a guardian only to hear that there is no such cloister.
+  if (!recorded()) return false;
+  try {
+    await guardianCallStarting(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/stop`);
+    return true;
+  } catch (error) {
+    // The guardian names it unknown when another stop, or its sweep, removed it meanwhile: that
+    // stop did what this one was asked to. Any other failure leaves the record, and is said.
+    if (recorded()) throw error;
+    return false;
+  }
+}
+
+/**
+ * A cloister as listings show it: its record without the proxy token (the password of its proxy URL)
+ * and the values it was started with (`options.env`, which the user typed), as the guardian's listing.
+ */
+export type CloisterListing = Omit<CloisterRecord, "proxyToken" | "env"> & { running: boolean };
+
+/** The cloisters of this instance, running (`running`) or dead but not yet swept. */
+export async function listCloisters(paths: CloisterPaths = resolvePaths()): Promise<CloisterListing[]> {
   checkPaths(paths, "paths");
-  return listRecords(paths).map((r) => ({ ...r, running: isKeeperAlive(r) }));
+  return listRecords(paths).map((record) => {
+    const { proxyToken: _token, env: _env, ...shown } = record;
+    return { ...shown, running: isKeeperAlive(record) };
+  });
 }
 
 /**

@@ -5,9 +5,13 @@
  *   const code = await runInCloister(["npm", "test"], { project: "/path/to/repo" });
  */
 export { Cloister, createCloister, findCloister, listCloisters, NameTaken, runInCloister, stopCloister } from "./cloister.js";
-export type { CloisterOptions, ExecOptions, RunOptions } from "./cloister.js";
+export type { AgentSession, CloisterListing, CloisterOptions, ExecOptions, RunOptions } from "./cloister.js";
+// What the calls above take and give: a caller names them to hold or pass them on (QA library-cli L3).
+export type { ExecResult, ExecSession } from "./sandbox/init-client.js";
+export type { Credential, CredentialLookup } from "./agents/credentials.js";
+export type { CredentialKind } from "./agents/registry.js";
 export { TIMED_OUT } from "./fresh-run.js";
 export { CloisterError } from "./errors.js";
 export { resolvePaths } from "./config/paths.js";
 export type { CloisterPaths } from "./config/paths.js";
-export type { CloisterRecord } from "./sandbox/records.js";
+export type { CloisterRecord, SessionRules } from "./sandbox/records.js";

@@ -10,7 +10,7 @@ import { agentCredentialFromGuardian, ensureGuardian } from "../guardian/control
 import { WORK_DIR } from "../sandbox/bwrap/mounts.js";
 import { parseEnvAssignments } from "../sandbox/env.js";
 import { realPath } from "../sandbox/git-dirs.js";
-import { holdsName, readRecord } from "../sandbox/records.js";
+import { holdsName, noSuchCloister, readRecord } from "../sandbox/records.js";
 import { locateProject } from "../sandbox/project.js";
 import { configRootOf, defaultCloisterName as cloisterNameFor, heldByOtherBranch, managedWorktreeAt, managedWorktrees, registeredRoot } from "../sandbox/worktree.js";
 import { checkedOutBranch } from "../sandbox/worktree-git.js";
@@ -198,12 +198,18 @@ export function registerSandboxCommands(program: Command): void {
     .argument("[name]", "the cloister's name")
     .option("--all", "stop every cloister of this instance")
     .action(async (name: string | undefined, flags: { all?: boolean }) => {
-      const names = flags.all ? (await listCloisters()).map((c) => c.name) : [name ?? (await defaultCloisterName({}))];
-      for (const target of names) {
-        await stopCloister(target);
-        process.stderr.write(`Stopped cloister ${target}\n`);
+      // Taking one of the two silently stopped every cloister, or none, where the user meant one.
+      if (flags.all && name !== undefined) throw new CloisterError(`--all stops every cloister, not ${JSON.stringify(name)}`, `give either the name (cloister stop ${name}) or --all`);
+      if (!flags.all) {
+        const target = name ?? (await defaultCloisterName({}));
+        // The library's stop is idempotent; a name typed here that names nothing may be a typo.
+        if (!(await stopCloister(target))) throw noSuchCloister(target);
+        return void process.stderr.write(`Stopped cloister ${target}\n`);
       }
-      if (flags.all && names.length === 0) process.stderr.write("No cloisters to stop.\n");
+      const names = (await listCloisters()).map((c) => c.name);
+      // One gone between the listing and its stop (its keeper died and the guardian swept it) is not said.
+      for (const target of names) if (await stopCloister(target)) process.stderr.write(`Stopped cloister ${target}\n`);
+      if (names.length === 0) process.stderr.write("No cloisters to stop.\n");
     });
 
   program

@@ -386,7 +386,11 @@ function spawnKeeper(initBinary: string, args: string[], logFile: string, detach
     status.on("end", () => {
       const pid = Number(/^started (\d+)/.exec(text)?.[1]);
       if (pid > 0) {
-        if (detached) child.unref();
+        // Neither keeper is a reason for this process to stay: a persistent one outlives it (its own
+        // session), a fresh one dies with it (--die-with-parent), and the guardian sweeps what it
+        // leaves. Held, it kept a library user's process alive for good after a createCloister it
+        // never stopped (QA library-cli L3); the commands that run in it hold their own sockets.
+        child.unref();
         resolve(child.pid ?? pid);
       } else {
         fail(keeperLogTail(logFile) ?? "the keeper exited before starting bwrap");

@@ -2,18 +2,20 @@
  * The library's own contract, beside what the CLI tests cover through the same code: runInCloister's
  * timeout and abort signal stop a command that runs (the call settles once nothing of its cloister
  * is left), and wrong options or commands are refused before anything starts, as CloisterErrors
- * that name them, with no CLI flag in the words.
+ * that name them, with no CLI flag in the words. Stopping is idempotent, and a cloister that is not
+ * persistent does not keep its caller's process from exiting, but ends with it.
  */
 import assert from "node:assert/strict";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
-import { createCloister, runInCloister, type CloisterOptions, type RunOptions } from "../../src/cloister.js";
+import { pathToFileURL } from "node:url";
+import { createCloister, runInCloister, stopCloister, type CloisterOptions, type RunOptions } from "../../src/cloister.js";
 import { resolvePaths, type CloisterPaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
 import { listRecords, type CloisterRecord } from "../../src/sandbox/records.js";
-import { createInstance, withConfig, type TestInstance } from "../helpers/cloister.js";
+import { createInstance, REPO_ROOT, startCommand, waitUntil, withConfig, type TestInstance } from "../helpers/cloister.js";
 import { hostTree, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 /** A fresh cloister seen while its command ran: its record and host processes (keeper, bwrap, init, the command). */
@@ -180,6 +182,69 @@ describe("the library: runInCloister's timeout and signal, and its inputs", () =
       assert.equal(rule.code, 125);
       assert.match(rule.stderr, /^cloister: --deny \*\.co\.uk: /);
       assert.doesNotMatch(memory.stderr + rule.stderr, /options\./);
+    });
+  });
+
+  describe("stopping, and the end of a caller that does not stop", () => {
+    it("a cloister's stop resolves again once it is gone, stopped from here or by the CLI, and leaves one of the same name started since", async () => {
+      const first = await createCloister({ project: t.project, paths, name: "twice", network: false }, true);
+      assert.equal(await first.stop(), true);
+      assert.equal(await first.stop(), false, "a second stop");
+      assert.equal(await stopCloister("twice", paths), false, "stopCloister of a stopped one");
+      const second = await createCloister({ project: t.project, paths, name: "twice", network: false }, true);
+      try {
+        assert.equal(await first.stop(), false, "the first one's stop, with another of its name running");
+        assert.equal((await second.exec(["true"]).done).exitCode, 0, "the second one was stopped");
+        const cli = await t.cli(["stop", "twice"]);
+        assert.equal(cli.code, 0, cli.stderr);
+        assert.equal(await second.stop(), false, "stop after `cloister stop`");
+      } finally {
+        await second.stop();
+      }
+      // The CLI still says that a name it was given names nothing: it may be a typo.
+      const unknown = await t.cli(["stop", "twice"]);
+      assert.equal(unknown.code, 125);
+      assert.equal(unknown.stderr, 'cloister: no cloister named "twice" (see `cloister list`)\n');
+    });
+
+    it("`cloister stop --all NAME` is refused, and stops nothing", async () => {
+      const cloister = await createCloister({ project: t.project, paths, name: "kept", network: false }, true);
+      try {
+        const both = await t.cli(["stop", "--all", "other"]);
+        assert.equal(both.code, 125);
+        assert.equal(both.stderr, 'cloister: --all stops every cloister, not "other" (give either the name (cloister stop other) or --all)\n');
+        assert.equal((await cloister.exec(["true"]).done).exitCode, 0, "--all NAME stopped a cloister");
+      } finally {
+        await cloister.stop();
+      }
+    });
+
+    it("a fresh cloister never stopped lets its caller's process exit, and ends with it: nothing of it is left", async () => {
+      // A caller that forgets stop(), with a daemon left running inside, in a node of its own.
+      const script = `
+        import { createCloister } from ${JSON.stringify(pathToFileURL(join(REPO_ROOT, "dist", "index.js")).href)};
+        const cloister = await createCloister({ project: ${JSON.stringify(t.project)}, network: false });
+        const { exitCode } = await cloister.exec(["sh", "-c", "sleep 600 >/dev/null 2>&1 &"]).done;
+        process.stdout.write("exit=" + exitCode + " keeper=" + cloister.record.keeperPid + " name=" + cloister.name + "\\n");
+        // A moment for the test to see the cloister's processes; then nothing holds this process.
+        setTimeout(() => undefined, 1_500);
+      `;
+      const live = startCommand(process.execPath, ["--input-type=module", "-e", script], { env: t.env, cwd: t.project, timeoutMs: 20_000 });
+      await live.waitFor("keeper=");
+      const [, exitCode, keeperPid, name] = /exit=(\d+) keeper=(\d+) name=(\S+)/.exec(live.output()) ?? [];
+      assert.equal(exitCode, "0", live.output());
+      const record = listRecords(paths).find((r) => r.name === name);
+      assert.ok(record, `no record of ${name}`);
+      const procs = hostTree(Number(keeperPid));
+      assert.ok(procs.some((p) => p.cmd?.startsWith("sleep 600")), `the daemon inside is not running: ${JSON.stringify(procs)}`);
+      const started = Date.now();
+      const result = await live.done;
+      assert.equal(result.code, 0, `the caller did not exit by itself (${result.stderr})`);
+      assert.ok(Date.now() - started < 10_000, "the caller took too long to exit");
+      await waitGone(procs, "the caller's exit");
+      await waitUntil(`the guardian's sweep of ${name}`, () => !existsSync(join(paths.cloisterRecordDir, `${name}.json`)), 15_000);
+      assert.ok(!existsSync(record.runtimeDir), "its runtime dir was left");
+      assert.deepEqual(record.cgroupDirs.filter((dir) => existsSync(dir)), [], "its cgroups were left");
     });
   });
 });

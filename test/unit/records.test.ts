@@ -4,30 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { resolvePaths } from "../../src/config/paths.js";
-import { listRecords, readRecord, writeRecord, type CloisterRecord } from "../../src/sandbox/records.js";
+import { listRecords, readRecord, writeRecord } from "../../src/sandbox/records.js";
+import { sampleRecord as record } from "../helpers/records.js";
 
 const base = mkdtempSync(join(tmpdir(), "crec-"));
 after(() => rmSync(base, { recursive: true, force: true }));
-
-function record(name: string): CloisterRecord {
-  return {
-    name,
-    id: "0123abcd",
-    project: "p",
-    projectRoot: "/p",
-    persistent: true,
-    network: false,
-    createdAt: new Date(0).toISOString(),
-    keeperPid: 42,
-    initSocket: "/r/init.sock",
-    runtimeDir: "/r",
-    homeDir: "/h",
-    ephemeralHome: false,
-    cgroupDirs: [],
-    placeholders: [],
-    limitMechanism: "rlimit",
-  };
-}
 
 describe("records that do not read as records", () => {
   it("count as no record (torn, empty, wrong field types, another name), and leave the others listed", () => {
