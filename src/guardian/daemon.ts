@@ -8,7 +8,7 @@ import { CloisterError } from "../errors.js";
 import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister, killCloisterNow, type LaunchGrant } from "../sandbox/engine.js";
 import { RELEASE_TIMEOUT_MS } from "../sandbox/limits.js";
-import { orphanRecord, runtimeDirUnchangedFor, setAsideUnreadableRecords, unrecordedRuntimeIds } from "../sandbox/orphans.js";
+import { orphanRecord, runtimeDirUnchangedFor, setAsideUnreadableRecords, snapshotCloisters, unrecordedIds, type CloisterSnapshot } from "../sandbox/orphans.js";
 import { isKeeperAlive, isLaunchOrphaned, listRecords, noSuchCloister, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { JsonLines, serveControl } from "./control-server.js";
@@ -303,9 +303,9 @@ class Guardian {
   }
 
   private async stopAll(): Promise<string[]> {
-    const records = listRecords(this.paths);
-    await Promise.all([...records.map((r) => this.forget(r)), this.sweepUnrecorded()]);
-    return records.map((r) => r.name);
+    const snapshot = snapshotCloisters(this.paths);
+    await Promise.all([...snapshot.records.map((r) => this.forget(r)), this.sweepUnrecorded(snapshot)]);
+    return snapshot.records.map((r) => r.name);
   }
 
   private forget(record: CloisterRecord): Promise<void> {
@@ -335,7 +335,8 @@ class Guardian {
         this.abandon(name, launch.id);
       }
     }
-    for (const record of listRecords(this.paths)) {
+    const snapshot = snapshotCloisters(this.paths);
+    for (const record of snapshot.records) {
       if (isKeeperAlive(record)) {
         if (record.protectedFiles) this.protection.watch(record.id, record.name, record.protectedFiles);
         if (record.network && record.proxyToken && !this.egress.has(record.name)) {
@@ -352,7 +353,7 @@ class Guardian {
         await this.forget(record);
       }
     }
-    await this.sweepUnrecorded();
+    await this.sweepUnrecorded(snapshot);
   }
 
   /**
@@ -363,9 +364,9 @@ class Guardian {
    * set aside once no unrecorded dir is left: until then one of them may be all that is left of
    * such a cloister.
    */
-  private async sweepUnrecorded(): Promise<void> {
+  private async sweepUnrecorded(snapshot: CloisterSnapshot): Promise<void> {
     const granted = new Set([...this.launching.values()].map((launch) => launch.id));
-    const unrecorded = unrecordedRuntimeIds(this.paths);
+    const unrecorded = unrecordedIds(snapshot);
     for (const id of unrecorded) {
       if (granted.has(id) || !runtimeDirUnchangedFor(this.paths, id, LAUNCH_GRACE_MS)) continue;
       const known = this.egress.cloisterWithId(id);
@@ -373,7 +374,8 @@ class Guardian {
       const record = orphanRecord(this.paths, id, known);
       await this.forget(record);
     }
-    if (unrecorded.length > 0 && unrecordedRuntimeIds(this.paths).length > 0) return;
+    if (snapshot.unreadable.length === 0) return;
+    if (unrecorded.length > 0 && unrecordedIds(snapshotCloisters(this.paths)).length > 0) return;
     for (const file of await setAsideUnreadableRecords(this.paths)) log(`the cloister record ${file} is unreadable: moved to ${file}.unreadable`);
   }
 

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { cloisterRuntimeDir, type CloisterPaths } from "../config/paths.js";
 import { cgroupDirsOfProcess, detectLimitMechanism, plannedCgroupDirs } from "./limits.js";
-import { listRecords, processStartTime, setRecordAside, unreadableRecordNames, type CloisterRecord } from "./records.js";
+import { processStartTime, readRecords, setRecordAside, type CloisterRecord } from "./records.js";
 import { withRecordsLock } from "./records-lock.js";
 
 /**
@@ -11,21 +11,34 @@ import { withRecordsLock } from "./records-lock.js";
  * (QA F7). What is left to find it by is its runtime dir, run/c/<id>, named by its id.
  */
 
+/** The cloisters' runtime dirs (by id) and their records, read in that order: see unrecordedIds. */
+export interface CloisterSnapshot {
+  runtimeIds: string[];
+  records: CloisterRecord[];
+  /** Record files there that read as no record. */
+  unreadable: string[];
+}
+
+/** Lists the runtime dirs, then reads every record once: one pass serves the guardian's whole reconcile. */
+export function snapshotCloisters(paths: CloisterPaths): CloisterSnapshot {
+  let runtimeIds: string[];
+  try {
+    runtimeIds = readdirSync(join(paths.runtimeDir, "c")).filter((entry) => /^[0-9a-f]{8}$/.test(entry));
+  } catch {
+    runtimeIds = [];
+  }
+  return { runtimeIds, ...readRecords(paths) };
+}
+
 /**
  * Ids of runtime dirs that no readable record names. The dirs are listed before the records: a
  * launch writes its record before it makes its runtime dir, and a stop removes the dir before the
  * record, so a dir that was there before the records were read and that none of them names has lost
  * its record. (The guardian makes the runtime dir of a grant too: its caller skips those.)
  */
-export function unrecordedRuntimeIds(paths: CloisterPaths): string[] {
-  let ids: string[];
-  try {
-    ids = readdirSync(join(paths.runtimeDir, "c")).filter((entry) => /^[0-9a-f]{8}$/.test(entry));
-  } catch {
-    return [];
-  }
-  const recorded = new Set(listRecords(paths).map((record) => record.id));
-  return ids.filter((id) => !recorded.has(id));
+export function unrecordedIds(snapshot: CloisterSnapshot): string[] {
+  const recorded = new Set(snapshot.records.map((record) => record.id));
+  return snapshot.runtimeIds.filter((id) => !recorded.has(id));
 }
 
 /** Nothing was added to or removed from the cloister's runtime dir for `ms` (a launch makes its entries within a second). */
@@ -100,7 +113,5 @@ function keeperListeningOn(initSocket: string): number | undefined {
  * of these may be the only record.
  */
 export async function setAsideUnreadableRecords(paths: CloisterPaths): Promise<string[]> {
-  // Checked first without the lock, which every launch takes: the guardian asks every 2 s.
-  if (unreadableRecordNames(paths).length === 0) return [];
-  return withRecordsLock(paths, () => unreadableRecordNames(paths).map((name) => setRecordAside(paths, name)));
+  return withRecordsLock(paths, () => readRecords(paths).unreadable.map((name) => setRecordAside(paths, name)));
 }

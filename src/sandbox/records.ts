@@ -118,10 +118,22 @@ function isRecordOf(value: unknown, name: string): value is CloisterRecord {
 }
 
 export function listRecords(paths: CloisterPaths): CloisterRecord[] {
-  return recordNames(paths).flatMap((name) => {
+  return readRecords(paths).records;
+}
+
+/**
+ * Every record file, each read once: the records, and the names of the files there that read as no
+ * record (torn, empty, corrupted: see setRecordAside).
+ */
+export function readRecords(paths: CloisterPaths): { records: CloisterRecord[]; unreadable: string[] } {
+  const records: CloisterRecord[] = [];
+  const unreadable: string[] = [];
+  for (const name of recordNames(paths)) {
     const record = readRecord(paths, name);
-    return record ? [record] : [];
-  });
+    if (record) records.push(record);
+    else if (existsSync(recordFile(paths, name))) unreadable.push(name);
+  }
+  return { records, unreadable };
 }
 
 /** The names of the record files there are, readable or not. */
@@ -134,11 +146,6 @@ function recordNames(paths: CloisterPaths): string[] {
     refuseForeignInstance(error, paths);
     return [];
   }
-}
-
-/** Record files that are there but read as no record (torn, empty, corrupted): see setRecordAside. */
-export function unreadableRecordNames(paths: CloisterPaths): string[] {
-  return recordNames(paths).filter((name) => readRecord(paths, name) === undefined && existsSync(recordFile(paths, name)));
 }
 
 /** Renames an unreadable record to NAME.json.unreadable, kept for a look but no longer a record; returns its old path. */
