@@ -18,14 +18,14 @@ import { exposureProblem, guardedPaths, writableByRunningCloister, type GuardedP
 import { gitDirsOf, isAdminDirOf, realPath } from "./sandbox/git-dirs.js";
 import type { LinkedGitDirs } from "./sandbox/linked-git.js";
 import { locateProject, type ProjectLocation } from "./sandbox/project.js";
-import { isKeeperAlive, listRecords, readRecord, type CloisterRecord } from "./sandbox/records.js";
+import { cloisterListing, isKeeperAlive, listRecords, readRecord, type CloisterListing, type CloisterRecord } from "./sandbox/records.js";
 import { configRootOf, resolveLaunchProject } from "./sandbox/worktree.js";
 import { userInfo } from "node:os";
 import type { CredentialLookup } from "./agents/credentials.js";
 import { hasAgentMarker } from "./agents/marker.js";
 import type { AgentRequest, AgentSession } from "./agents/session.js";
 import { checkArgv, checkExecOptions, checkFlag, checkOptions, checkPaths, checkText } from "./options-check.js";
-export type { AgentSession };
+export type { AgentSession, CloisterListing };
 export { NameTaken } from "./sandbox/engine.js";
 
 /**
@@ -208,7 +208,6 @@ export async function launchFresh(options: RunOptions): Promise<FreshCloister> {
   return { cloister, timeoutMs, remove: async () => void (await cloister.stop()) };
 }
 
-
 /** The options a launch reads: a persistent cloister's name, a fresh one's timeout. */
 type LaunchOptions = CloisterOptions & Pick<RunOptions, "timeout">;
 
@@ -353,19 +352,10 @@ async function stopRecorded(paths: CloisterPaths, name: string, id: string | und
   }
 }
 
-/**
- * A cloister as listings show it: its record without the proxy token (the password of its proxy URL)
- * and the values it was started with (`options.env`, which the user typed), as the guardian's listing.
- */
-export type CloisterListing = Omit<CloisterRecord, "proxyToken" | "env"> & { running: boolean };
-
 /** The cloisters of this instance, running (`running`) or dead but not yet swept. */
 export async function listCloisters(paths: CloisterPaths = resolvePaths()): Promise<CloisterListing[]> {
   checkPaths(paths, "paths");
-  return listRecords(paths).map((record) => {
-    const { proxyToken: _token, env: _env, ...shown } = record;
-    return { ...shown, running: isKeeperAlive(record) };
-  });
+  return listRecords(paths).map(cloisterListing);
 }
 
 /**

@@ -9,7 +9,7 @@ import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister, killCloisterNow, type LaunchGrant } from "../sandbox/engine.js";
 import { RELEASE_TIMEOUT_MS } from "../sandbox/limits.js";
 import { orphanRecord, runtimeDirUnchangedFor, setAsideUnreadableRecords, snapshotCloisters, unrecordedIds, type CloisterSnapshot } from "../sandbox/orphans.js";
-import { isKeeperAlive, isLaunchOrphaned, listRecords, noSuchCloister, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
+import { cloisterListing, isKeeperAlive, isLaunchOrphaned, listRecords, noSuchCloister, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { JsonLines, serveControl } from "./control-server.js";
 import { AuditLog } from "../audit/log.js";
@@ -179,7 +179,7 @@ class Guardian {
         if (!this.ui) throw new CloisterError(`the approval UI is not running: ${this.uiError ?? "unknown reason"}`, "fix the cause, then restart the guardian (`cloister guardian stop`; it starts again with the next command); approvals still work with `cloister approvals`");
         return { url: this.ui.url, loginUrl: this.ui.loginUrl(), token: this.ui.apiToken };
       },
-      "GET /v1/cloisters": () => listRecords(this.paths).map((r) => ({ ...publicView(r), running: isKeeperAlive(r) })),
+      "GET /v1/cloisters": () => listRecords(this.paths).map(cloisterListing),
       "POST /v1/cloisters": (body: Record<string, unknown>) =>
         this.register(String(body.name), String(body.id), body.network === true, String(body.project), String(body.projectRoot), body.session as SessionRules | undefined),
       "POST /v1/cloisters/:name/stop": (_: unknown, [name]: string[]) => this.stop(name ?? ""),
@@ -460,12 +460,6 @@ function existingProtectedFiles(projectRoot: string): string[] {
 /** An answer from the CLI; the queue checks the values, this only gives them their types. */
 function answerInput(body: Record<string, unknown>): AnswerInput {
   return { verdict: body.verdict as AnswerInput["verdict"], scope: (body.scope ?? "once") as AnswerInput["scope"], wildcard: body.wildcard === true, by: "cli" };
-}
-
-/** What `list` may show: never the proxy token, nor the values of the environment it was started with (one may be a key). */
-function publicView(record: CloisterRecord): Omit<CloisterRecord, "proxyToken" | "env"> {
-  const { proxyToken: _token, env: _env, ...rest } = record;
-  return rest;
 }
 
 function log(message: string): void {

@@ -117,6 +117,18 @@ function isRecordOf(value: unknown, name: string): value is CloisterRecord {
   return strings && lists && pids && record.name === name;
 }
 
+/**
+ * A cloister as listings show it (`cloister list`, the guardian's, the library's): its record without
+ * the proxy token (the password of its proxy URL) nor the values of the environment it was started
+ * with (one may be a key), and whether it runs.
+ */
+export type CloisterListing = Omit<CloisterRecord, "proxyToken" | "env"> & { running: boolean };
+
+export function cloisterListing(record: CloisterRecord): CloisterListing {
+  const { proxyToken: _token, env: _env, ...shown } = record;
+  return { ...shown, running: isKeeperAlive(record) };
+}
+
 export function listRecords(paths: CloisterPaths): CloisterRecord[] {
   return readRecords(paths).records;
 }
