@@ -9,7 +9,7 @@ import type { SessionRules } from "../sandbox/records.js";
 import { currentBranch } from "./approvals/branch.js";
 import type { Outcome } from "./approvals/queue.js";
 import type { DecisionView, PendingDomain, Scope, Verdict } from "./approvals/types.js";
-import { PolicyStore, recordDecision, reloadBeforeChange, removeDecision, sessionRuleSet, type DecisionScope, type RuleList } from "./policy-store.js";
+import { changeDecisions, PolicyStore, recordDecision, removeDecision, sessionRuleSet, type DecisionScope, type RuleList } from "./policy-store.js";
 import { EgressContext, type CloisterCredentials } from "./proxy/context.js";
 import type { Socket } from "node:net";
 import { serveHostexec, type HostexecPort } from "./hostexec/session.js";
@@ -203,19 +203,13 @@ export class Egress {
     });
   }
 
-  /**
-   * Persists a rule to a decision file and applies it at once; refused while the configuration does
-   * not load (reloadBeforeChange). Whatever was written is audited, even if applying it fails.
-   */
-  async decide(scope: DecisionScope, project: string | undefined, list: RuleList, entry: RuleEntry): Promise<boolean> {
-    await reloadBeforeChange(() => this.reload());
-    const changed = await recordDecision(this.paths, scope, project, list, entry);
-    try {
-      if (changed) await this.reload();
-    } finally {
-      this.record({ type: "policy.change", scope, project: project ?? null, list, rule: typeof entry === "string" ? entry : entry.rule, private: typeof entry !== "string" && entry.private, changed });
-    }
-    return changed;
+  /** Persists a rule to a decision file and applies it at once, audited (changeDecisions). */
+  decide(scope: DecisionScope, project: string | undefined, list: RuleList, entry: RuleEntry): Promise<boolean> {
+    return changeDecisions(
+      () => this.reload(),
+      () => recordDecision(this.paths, scope, project, list, entry),
+      (changed) => this.record({ type: "policy.change", scope, project: project ?? null, list, rule: typeof entry === "string" ? entry : entry.rule, private: typeof entry !== "string" && entry.private, changed }),
+    );
   }
 
   record(event: AuditEvent): void {
@@ -243,15 +237,14 @@ export class Egress {
 
   /** Undo of a persisted answer: the rule leaves its decision file and the policy reloads. */
   async revokeDomainAnswer(decision: DecisionView): Promise<void> {
-    if (!decision.rule || (decision.scope !== "project" && decision.scope !== "global")) return;
-    const project = decision.scope === "project" ? decision.project : undefined;
-    await reloadBeforeChange(() => this.reload());
-    const removed = await removeDecision(this.paths, decision.scope, project, decision.verdict, decision.rule);
-    try {
-      if (removed) await this.reload();
-    } finally {
-      this.record({ type: "policy.change", scope: decision.scope, project: project ?? null, list: decision.verdict, rule: decision.rule, removed });
-    }
+    const { scope, rule, verdict } = decision;
+    if (!rule || (scope !== "project" && scope !== "global")) return;
+    const project = scope === "project" ? decision.project : undefined;
+    await changeDecisions(
+      () => this.reload(),
+      () => removeDecision(this.paths, scope, project, verdict, rule),
+      (removed) => this.record({ type: "policy.change", scope, project: project ?? null, list: verdict, rule, removed }),
+    );
   }
 
   /** What the current policy says of a held request: an answer for another request may decide it. */

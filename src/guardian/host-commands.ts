@@ -16,7 +16,7 @@ import type { CommandQuestion, Outcome } from "./approvals/queue.js";
 import type { DecisionView, PendingCommand, Scope, Verdict } from "./approvals/types.js";
 import type { EgressCloister } from "./egress.js";
 import type { CommandRuling, HostexecPort } from "./hostexec/session.js";
-import { recordCommandDecision, reloadBeforeChange, removeCommandDecision, type PolicyStore } from "./policy-store.js";
+import { changeDecisions, recordCommandDecision, removeCommandDecision, type PolicyStore } from "./policy-store.js";
 import type { SessionDecisionStore } from "./session-decisions.js";
 
 const RATE_WINDOW_MS = 60_000;
@@ -88,17 +88,14 @@ export class HostCommands {
       return canonicalQuote(request.argv);
     }
     const entry = exactCommandRule(verdict, request.argv);
-    await reloadBeforeChange(this.reload);
-    await recordCommandDecision(this.paths, scope, scope === "project" ? request.project : undefined, entry);
-    await this.reload();
+    await changeDecisions(this.reload, () => recordCommandDecision(this.paths, scope, scope === "project" ? request.project : undefined, entry));
     return ruleText(entry);
   }
 
   async revokeAnswer(decision: DecisionView): Promise<void> {
-    if (!decision.rule || (decision.scope !== "project" && decision.scope !== "global")) return;
-    await reloadBeforeChange(this.reload);
-    const removed = await removeCommandDecision(this.paths, decision.scope, decision.scope === "project" ? decision.project : undefined, decision.rule);
-    if (removed) await this.reload();
+    const { scope, rule } = decision;
+    if (!rule || (scope !== "project" && scope !== "global")) return;
+    await changeDecisions(this.reload, () => removeCommandDecision(this.paths, scope, scope === "project" ? decision.project : undefined, rule));
   }
 
   /** The config's limits, or the defaults while the config is invalid (every command is refused then anyway). */

@@ -182,17 +182,26 @@ const DECISIONS_HEADER = `# Written by the cloister guardian (\`cloister allow\`
 `;
 
 /**
- * Reloads the policy before a decision file is changed, and if that fails says that nothing was:
- * a rule written into a configuration that does not load would wait unseen until the fix, and
- * never be audited as a change (found by QA).
+ * Changes the decision files (`edit` says whether it changed anything) and applies the change at
+ * once: `allow`, `deny`, approvals and their undos all go through here. The policy is reloaded first,
+ * and if that fails nothing is changed: a rule written into a configuration that does not load would
+ * wait unseen until the fix, and never be audited as a change (found by QA). `written` (the audit)
+ * runs once the edit is made, even when applying it fails.
  */
-export async function reloadBeforeChange(reload: () => Promise<void>): Promise<void> {
+export async function changeDecisions(reload: () => Promise<void>, edit: () => Promise<boolean>, written: (changed: boolean) => void = () => undefined): Promise<boolean> {
   try {
     await reload();
   } catch (error) {
     const problem = error instanceof CloisterError ? error.oneLine() : String(error);
     throw new CloisterError(`nothing was changed: the configuration does not load: ${problem}`, "fix it (`cloister config validate` names the file and line), then try again");
   }
+  const changed = await edit();
+  try {
+    if (changed) await reload();
+  } finally {
+    written(changed);
+  }
+  return changed;
 }
 
 /** Every edit of a decision file, one at a time: `allow`, `deny`, approvals and undos arrive at once. */
