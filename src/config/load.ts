@@ -3,6 +3,7 @@
  * column and key it came from. The YAML is parsed as a Document (not straight to JS) precisely so a
  * zod issue path like ["limits", "memory"] can be mapped back to the node it came from.
  */
+import { existsSync } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { type Document, LineCounter, type Node, type Pair, isAlias, isMap, isNode, isPair, isScalar, isSeq, parseDocument, stringify, visit } from "yaml";
@@ -133,7 +134,7 @@ export async function existingDecisionFiles(paths: CloisterPaths): Promise<strin
   const names = await readdir(projectDir).catch(() => [] as string[]);
   const projectFiles = names.filter((name) => name.endsWith(".yaml")).map((name) => join(projectDir, name));
   const global = decisionsFile(paths, "global");
-  return [...((await readIfExists(global)) !== undefined ? [global] : []), ...projectFiles.sort()];
+  return [...(existsSync(global) ? [global] : []), ...projectFiles.sort()];
 }
 
 /** Read and check one config file; throws ConfigError (or CloisterError when it cannot be read). */

@@ -15,6 +15,7 @@ import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "./atomic-wr
 import { ConfigError, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "./load.js";
 import { type CloisterPaths, resolvePaths } from "./paths.js";
 import { absolutePathProblem, projectSections } from "./schema.js";
+import { realPath } from "../sandbox/git-dirs.js";
 
 export interface ProjectEntry {
   name: string;
@@ -187,7 +188,7 @@ async function registeredPath(file: string): Promise<string | null> {
     if (text === undefined) return null;
     const doc = parseDocument(text);
     const path: unknown = doc.errors.length === 0 ? doc.get("path") : undefined;
-    return typeof path === "string" && absolutePathProblem(path) === undefined ? await canonicalPath(path) : null;
+    return typeof path === "string" && absolutePathProblem(path) === undefined ? canonicalPath(path) : null;
   } catch {
     return null;
   }
@@ -198,10 +199,6 @@ async function registeredPath(file: string): Promise<string | null> {
  * a hand-written `/repo/` or a path through a symlink still names its project: compared as written,
  * it silently did not, and a second project without the first one's rules was made (found by QA).
  */
-async function canonicalPath(path: string): Promise<string> {
-  try {
-    return await realpath(path);
-  } catch {
-    return resolve(path); // gone: still without "./" and trailing slashes
-  }
+function canonicalPath(path: string): string {
+  return realPath(path) ?? resolve(path); // gone: still without "./" and trailing slashes
 }
