@@ -31,6 +31,14 @@ const SIZE_UNITS: Readonly<Record<string, number>> = {
   tb: 1000 ** 4,
 };
 
+/** The units sizes are printed in, largest first. */
+const PRINTED_SIZE_UNITS: ReadonlyArray<readonly [string, number]> = [
+  ["TiB", KiB ** 4],
+  ["GiB", KiB ** 3],
+  ["MiB", KiB ** 2],
+  ["KiB", KiB],
+];
+
 const SIZE_UNIT_HELP = "B, K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000)";
 
 const DURATION_UNITS: Readonly<Record<string, number>> = {
@@ -131,13 +139,7 @@ export function isNone(input: unknown): boolean {
 /** "8GiB", "1.5GiB", "512B"; null (no limit) prints as "none". */
 export function formatSize(bytes: number | null): string {
   if (bytes === null) return "none";
-  const units: Array<[string, number]> = [
-    ["TiB", KiB ** 4],
-    ["GiB", KiB ** 3],
-    ["MiB", KiB ** 2],
-    ["KiB", KiB],
-  ];
-  for (const [name, factor] of units) {
+  for (const [name, factor] of PRINTED_SIZE_UNITS) {
     if (bytes >= factor) return `${trimDecimals(bytes / factor)}${name}`;
   }
   return `${bytes}B`;
@@ -148,13 +150,7 @@ export function formatSize(bytes: number | null): string {
  * largest binary unit that divides it, "8GiB", "1536KiB", else in bytes.
  */
 export function writeSize(bytes: number): string {
-  const units: Array<[string, number]> = [
-    ["TiB", KiB ** 4],
-    ["GiB", KiB ** 3],
-    ["MiB", KiB ** 2],
-    ["KiB", KiB],
-  ];
-  const unit = units.find(([, factor]) => bytes > 0 && bytes % factor === 0);
+  const unit = PRINTED_SIZE_UNITS.find(([, factor]) => bytes > 0 && bytes % factor === 0);
   return unit ? `${bytes / unit[1]}${unit[0]}` : `${bytes}B`;
 }
 
