@@ -99,17 +99,22 @@ export async function verifyAuditLog(pathOrDir: string, publicKeyPem?: string): 
       result.lastSeq = record.seq;
     }
   }
+  if (result.records === 0) {
+    // Not "intact: nothing to check": the guardian begins each file it creates with a segment record
+    // (and signs a start record), so a log without records is one that was emptied.
+    result.ok = false;
+    result.firstBad = { file: files[files.length - 1] ?? pathOrDir, line: 1, reason: `no records: the guardian begins every log file with an ${SEGMENT_TYPE} record, so this log was emptied` };
+  }
   return result;
 }
 
 /** One line for people: "intact: …" or "<file> line L (seq S): reason". */
 export function describeVerifyResult(result: VerifyResult): string {
-  if (!result.ok && result.firstBad) {
-    const bad = result.firstBad;
-    return `${bad.file} line ${bad.line}${bad.seq === undefined ? "" : ` (seq ${bad.seq})`}: ${bad.reason}`;
-  }
+  const { firstBad: bad, chainStart: chain } = result;
+  if (bad) return `${bad.file} line ${bad.line}${bad.seq === undefined ? "" : ` (seq ${bad.seq})`}: ${bad.reason}`;
   const files = `${result.files.length} file${result.files.length === 1 ? "" : "s"}`;
-  if (!result.chainStart) return `intact: no records in ${files}`;
-  const start = result.chainStart.genesis ? "from its genesis record" : `chain starts at seq ${result.chainStart.seq} (older files were rotated out)`;
-  return `intact: ${result.records} records in ${files}, seq ${result.chainStart.seq}–${result.lastSeq}, ${start}`;
+  // Only an emptied log has no chain start, and verifyAuditLog reports that one as bad.
+  if (!chain) return `no records in ${files}`;
+  const start = chain.genesis ? "from its genesis record" : `chain starts at seq ${chain.seq} (older files were rotated out)`;
+  return `intact: ${result.records} records in ${files}, seq ${chain.seq}–${result.lastSeq}, ${start}`;
 }

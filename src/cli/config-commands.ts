@@ -69,17 +69,22 @@ export function registerConfigCommands(program: Command): void {
 
   config
     .command("validate")
-    .description("check the global config, every project config and the decision files the guardian writes; errors name file, line and key")
-    .action(async () => {
-      const { existingDecisionFiles, loadGlobalConfig, listProjects, parseConfigText, readIfExists, sharedPaths, validateConfigFile } = await configModules();
+    .description("check the global config, every project config and the decision files the guardian writes; every problem is listed with its file, line and key")
+    .option("--json", "machine-readable output: {valid, files, problems: [{file, line, column, key, problem, hint}]}")
+    .addHelpText("after", "\nExit status: 0 when every file is valid, 1 when any problem was found, 125 when the files could not be checked.")
+    .action(async (flags: { json?: boolean }) => {
+      const { checkAllConfig, formatFileProblem } = await import("../config/check-all.js");
       const paths = resolvePaths();
-      await loadGlobalConfig(paths);
-      const projects = await listProjects(paths);
-      for (const project of projects) await validateConfigFile(project.configFile, "project");
-      for (const file of await existingDecisionFiles(paths)) parseConfigText((await readIfExists(file)) ?? "", file, "decisions");
-      const shared = sharedPaths(projects);
-      if (shared.length > 0) throw new CloisterError(shared.join("\n"));
-      process.stderr.write("All config files are valid.\n");
+      const report = await checkAllConfig(paths);
+      const valid = report.problems.length === 0;
+      if (flags.json) process.stdout.write(`${JSON.stringify({ valid, files: report.files, problems: report.problems }, null, 2)}\n`);
+      else {
+        for (const problem of report.problems) process.stderr.write(`${formatFileProblem(problem)}\n`);
+        const checked = `${report.files.length} ${report.files.length === 1 ? "file" : "files"} checked`;
+        const defaults = report.globalExists ? "" : ` (no ${paths.globalConfigFile} yet: the defaults apply; \`cloister config init\` writes it)`;
+        process.stderr.write(valid ? `All config files are valid: ${checked}${defaults}.\n` : `${report.problems.length} ${report.problems.length === 1 ? "problem" : "problems"}, ${checked}.\n`);
+      }
+      if (!valid) process.exitCode = 1;
     });
 
   const project = program.command("project").description("projects cloister knows about (projects/<name>.yaml)");

@@ -15,6 +15,12 @@ const program = new Command()
 
 for (const group of commandGroupsFor(process.argv[2])) group.register(program);
 
+/** Set once the command about to run was asked for --json: its failure is then JSON on stdout too. */
+let jsonRequested = false;
+program.hook("preAction", (_program, actionCommand) => {
+  jsonRequested = actionCommand.opts().json === true;
+});
+
 // Not a top-level await: the CLI is bundled as CommonJS (scripts/bundle.mjs), which has none.
 program.parseAsync(process.argv).catch((error: unknown) => {
   process.exitCode = exitCodeFor(error);
@@ -29,7 +35,15 @@ function exitCodeFor(thrown: unknown): number {
   const cwdGone = thrown instanceof Error && (thrown as NodeJS.ErrnoException).syscall === "uv_cwd";
   const error = cwdGone ? new CloisterError("the current directory no longer exists", "cd to one that exists, such as your project's, and run the command again") : (fileSystemError(thrown) ?? thrown);
   const message = error instanceof CloisterError ? error.oneLine() : error instanceof Error ? error.message : String(error);
-  process.stderr.write(`cloister: ${inFlagWords(message).replace(/\n/g, " ")}\n`);
+  const words = inFlagWords(message).replace(/\n/g, " ");
+  process.stderr.write(`cloister: ${words}\n`);
   if (process.env.CLOISTER_DEBUG && error instanceof Error) process.stderr.write(`${error.stack ?? ""}\n`);
-  return (error instanceof CloisterError ? error.exitCode : undefined) ?? CLOISTER_FAILED;
+  const exitCode = (error instanceof CloisterError ? error.exitCode : undefined) ?? CLOISTER_FAILED;
+  // A script that asked for JSON parses stdout: it gets an object there too, as `npm --json` does.
+  if (jsonRequested) {
+    const hint = error instanceof CloisterError && error.hint ? { hint: inFlagWords(error.hint) } : {};
+    const text = error instanceof CloisterError ? inFlagWords(error.message) : words;
+    process.stdout.write(`${JSON.stringify({ error: { message: text, ...hint, exitCode } }, null, 2)}\n`);
+  }
+  return exitCode;
 }

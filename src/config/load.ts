@@ -194,6 +194,7 @@ export function parseConfigText(text: string, file: string, kind: "global"): Glo
 export function parseConfigText(text: string, file: string, kind: "project"): ProjectConfig;
 export function parseConfigText(text: string, file: string, kind: "decisions"): Decisions;
 export function parseConfigText(text: string, file: string, kind: ConfigKind): GlobalConfig | ProjectConfig;
+export function parseConfigText(text: string, file: string, kind: ConfigKind | "decisions"): GlobalConfig | ProjectConfig | Decisions;
 export function parseConfigText(text: string, file: string, kind: ConfigKind | "decisions"): GlobalConfig | ProjectConfig | Decisions {
   const schema = { global: GlobalConfigSchema, project: ProjectConfigSchema, decisions: DecisionsSchema }[kind];
   const { doc, lineCounter } = parseYaml(text, file);

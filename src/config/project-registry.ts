@@ -9,7 +9,7 @@ import { realpath, unlink } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { Document, isNode, parseDocument } from "yaml";
-import { CloisterError } from "../errors.js";
+import { CloisterError, fileSystemError } from "../errors.js";
 import { projectFileNames, sanitizeProjectName, suffixedProjectName } from "./names.js";
 import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "./atomic-write.js";
 import { ConfigError, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "./load.js";
@@ -76,7 +76,12 @@ export async function projectRoot(dir: string): Promise<string> {
   } catch {
     // not a git work tree: fall through
   }
-  return realpath(dir);
+  try {
+    return await realpath(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw fileSystemError(error) ?? error;
+    throw new CloisterError(`project directory ${JSON.stringify(dir)} does not exist`, "pass an existing directory with --project");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -157,7 +162,7 @@ export async function listProjects(paths: CloisterPaths): Promise<ProjectEntry[]
  * Project files that claim a directory another file claims already (a file edited or copied by
  * hand): only the first by name is used for that directory, so the others' settings never apply.
  */
-export function sharedPaths(projects: readonly ProjectEntry[]): string[] {
+export function sharedPaths(projects: readonly ProjectEntry[]): { file: string; problem: string }[] {
   const byPath = new Map<string, ProjectEntry[]>();
   for (const project of projects) if (project.path !== null) byPath.set(project.path, [...(byPath.get(project.path) ?? []), project]);
   return [...byPath.values()]
@@ -165,7 +170,7 @@ export function sharedPaths(projects: readonly ProjectEntry[]): string[] {
     .map((claims) => {
       const [used, ...ignored] = claims as [ProjectEntry, ...ProjectEntry[]];
       const files = claims.map((p) => p.configFile).join(" and ");
-      return `${files} claim the same directory ${used.path}: only ${used.name} is used there (remove the rest with ${ignored.map((p) => `\`cloister project remove ${p.name}\``).join(", ")})`;
+      return { file: used.configFile, problem: `${files} claim the same directory ${used.path}: only ${used.name} is used there (remove the rest with ${ignored.map((p) => `\`cloister project remove ${p.name}\``).join(", ")})` };
     });
 }
 

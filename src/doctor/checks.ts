@@ -2,6 +2,8 @@ import { spawn } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
 import { access, lstat, readdir, readFile, readlink, stat } from "node:fs/promises";
 import { delimiter, dirname, join } from "node:path";
+import { checkAllConfig, type ConfigReport, formatFileProblem } from "../config/check-all.js";
+import { resolvePaths } from "../config/paths.js";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { bwrapPath as findBwrap } from "../sandbox/native.js";
 import type { Writable } from "node:stream";
@@ -778,6 +780,25 @@ export function assessPrivileges(euid: number): Finding {
   return { status: "ok", detail: `running as uid ${euid} (unprivileged)` };
 }
 
+/**
+ * The instance's config files: a broken config.yaml stops every command, a broken project or decision
+ * file only that project's (or the guardian's reload). The detail names the first problem; `config
+ * validate` lists them all.
+ */
+export function assessConfig(report: ConfigReport, globalConfigFile: string): Finding {
+  const [first] = report.problems;
+  if (!first) {
+    const detail = report.globalExists ? `${report.files.length} ${report.files.length === 1 ? "file" : "files"} valid` : `no ${globalConfigFile} yet: the defaults apply`;
+    return { status: "ok", detail };
+  }
+  const more = report.problems.length > 1 ? ` (and ${report.problems.length - 1} more)` : "";
+  return {
+    status: report.problems.some((p) => p.file === globalConfigFile) ? "fail" : "warn",
+    detail: oneLine(`${formatFileProblem(first)}${more}`),
+    fix: "cloister config validate    # lists every problem with its file, line and key\ncloister config edit        # or edit the file named, then validate again",
+  };
+}
+
 // ───────────────────────────── I/O helpers ─────────────────────────────
 
 export interface RunResult {
@@ -1143,6 +1164,11 @@ export const checkNativeHelper = defineCheck("native", "Native helper (cloister-
   });
 });
 
+export const checkConfig = defineCheck("config", "Configuration", async (ctx) => {
+  const paths = resolvePaths(ctx.env);
+  return assessConfig(await checkAllConfig(paths), paths.globalConfigFile);
+});
+
 /** In the order they are printed. */
 export const DOCTOR_CHECKS: readonly DoctorCheck[] = [
   checkUserNamespaces,
@@ -1153,6 +1179,7 @@ export const DOCTOR_CHECKS: readonly DoctorCheck[] = [
   checkPrivileges,
   checkNode,
   checkNativeHelper,
+  checkConfig,
 ];
 
 /** Run every check concurrently; facts several checks need are gathered once through the context. */

@@ -59,6 +59,18 @@ Module._load = function (request, ...rest) { if (request.includes("/vendor/")) f
     assert.doesNotMatch(vendors, /zod|yaml|tldts/, `loaded on a warm run: ${vendors}`);
   });
 
+  it("a command asked for --json that fails says so in JSON on stdout as well as in words on stderr", async () => {
+    const r = await runBin(t, BIN, ["policy", "explain", "bad host", "--json"]);
+    assert.equal(r.code, 125);
+    assert.deepEqual(JSON.parse(r.stdout), { error: { message: '"bad host": host contains a space', exitCode: 125 } });
+    assert.equal(r.stderr, 'cloister: "bad host": host contains a space\n');
+    const missing = await runBin(t, BIN, ["config", "show", "--json", "--project", "/no/such/dir"]);
+    assert.equal(missing.code, 125);
+    assert.deepEqual(JSON.parse(missing.stdout), { error: { message: 'project directory "/no/such/dir" does not exist', hint: "pass an existing directory with --project", exitCode: 125 } });
+    const words = await runBin(t, BIN, ["policy", "explain", "bad host"]);
+    assert.equal(words.stdout, "", "without --json, stdout stays empty");
+  });
+
   it("passes every argument through untouched and the exit code back, also through a symlink (npm link)", async () => {
     const link = join(scratch, "cloister");
     symlinkSync(BIN, link);

@@ -699,16 +699,25 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     }
   });
 
-  it("config validate names file, line and key of an unknown key, and suggests the right one", async () => {
+  it("config validate names file, line and key of every problem, suggests the right key, and exits 1", async () => {
     const file = join(t.home, "config", "config.yaml");
     const original = readOr(file);
-    writeFileSync(file, "# limits with a typo\nlimits:\n  memroy: 4GiB\n");
+    writeFileSync(file, "# limits with a typo\nlimits:\n  memroy: 4GiB\nproxy:\n  connect_timout: 5s\n");
     try {
       const r = await t.cli(["config", "validate"]);
-      assert.equal(r.code, 125);
-      assert.ok(r.stderr.includes(`${file}:3:`), `no file:line in ${r.stderr}`);
-      assert.match(r.stderr, /limits\.memroy/);
-      assert.match(r.stderr, /did you mean "?memory"?/);
+      assert.equal(r.code, 1, r.stderr);
+      assert.ok(r.stderr.includes(`${file}:3:3: limits.memroy: unknown key (did you mean "memory"?)`), r.stderr);
+      assert.ok(r.stderr.includes(`${file}:5:3: proxy.connect_timout: unknown key (did you mean "connect_timeout"?)`), r.stderr);
+      assert.match(r.stderr, /2 problems, \d+ files? checked\.\n$/);
+      const json = await t.cli(["config", "validate", "--json"]);
+      assert.equal(json.code, 1);
+      const report = JSON.parse(json.stdout) as { valid: boolean; problems: { file: string; line: number; key: string }[] };
+      assert.equal(report.valid, false);
+      assert.deepEqual(report.problems.map((p) => [p.file, p.line, p.key]), [[file, 3, "limits.memroy"], [file, 5, "proxy.connect_timout"]]);
+      const doctor = await t.cli(["doctor", "--json"]);
+      const config = (JSON.parse(doctor.stdout) as { checks: { id: string; status: string; detail: string }[] }).checks.find((c) => c.id === "config");
+      assert.equal(config?.status, "fail");
+      assert.match(config?.detail ?? "", /limits\.memroy: unknown key .*\(and 1 more\)$/);
     } finally {
       if (original) writeFileSync(file, original);
       else rmSync(file, { force: true });

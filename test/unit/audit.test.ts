@@ -180,6 +180,15 @@ describe("audit verify: tampering is found, at the right record", () => {
     assert.equal(result.records, 5);
   });
 
+  test("an emptied log is not intact: every file the guardian makes starts with a segment record", async () => {
+    const dir = await writeLog(3);
+    await tamper(dir, () => []);
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.ok, false);
+    assert.equal(result.records, 0);
+    assert.equal(describeVerifyResult(result), `${join(dir, "audit.jsonl")} line 1: no records: the guardian begins every log file with an audit.segment record, so this log was emptied`);
+  });
+
   test("an edit that keeps the JSON equal but changes bytes (spacing) fails too", async () => {
     const dir = await writeLog(5);
     await tamper(dir, (all) => all.map((line, i) => (i === 2 ? line.replace('"port":443', '"port": 443') : line)));

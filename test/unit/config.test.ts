@@ -20,11 +20,13 @@ import {
   readIfExists,
   validateConfigFile,
 } from "../../src/config/load.js";
+import { checkAllConfig, formatFileProblem } from "../../src/config/check-all.js";
 import { checkSocketRoom, type CloisterPaths, instanceEnv, resolvePaths } from "../../src/config/paths.js";
 import {
   listProjects,
   projectNameFor,
   projectNameForRoot,
+  projectRoot,
   sharedPaths,
   registerProject,
   removeProject,
@@ -1059,8 +1061,41 @@ describe("project registry", () => {
     await writeFile(join(paths.projectConfigDir, "ph-copy.yaml"), `path: ${dir}\n`);
     const [problem, ...rest] = sharedPaths(await listProjects(paths));
     assert.deepEqual(rest, []);
-    assert.match(problem ?? "", /\/ph\.yaml and .*\/ph-copy\.yaml claim the same directory .*: only ph is used there \(remove the rest with `cloister project remove ph-copy`\)/);
+    assert.match(problem?.problem ?? "", /\/ph\.yaml and .*\/ph-copy\.yaml claim the same directory .*: only ph is used there \(remove the rest with `cloister project remove ph-copy`\)/);
     assert.equal((await projectNameForRoot(dir, paths)).name, "ph", "the message names the one the lookup picks");
+  });
+
+  test("checkAllConfig reports every problem of every file, located, and goes on past an unreadable one", async () => {
+    const paths = await freshPaths();
+    assert.deepEqual(await checkAllConfig(paths), { globalExists: false, files: [], problems: [] }, "no files: nothing to report, nothing written");
+    await ensurePrivateDir(paths.configDir);
+    await writeFile(paths.globalConfigFile, "limits:\n  memroy: 1G\nbogus: 1\n");
+    await registerProject(paths, "good", await freshDir("good"));
+    await writeFile(join(paths.projectConfigDir, "bad.yaml"), "limits: {pids: 0}\n");
+    execFileSync("mkfifo", [join(paths.projectConfigDir, "fifo.yaml")]);
+    await mkdir(join(paths.configDir, "decisions"), { recursive: true });
+    await writeFile(join(paths.configDir, "decisions", "global.yaml"), "proxy:\n  alow: [a.example.com]\n");
+    const report = await checkAllConfig(paths);
+    assert.equal(report.globalExists, true);
+    assert.equal(report.files.length, 5, report.files.join(", "));
+    assert.deepEqual(
+      report.problems.map(formatFileProblem).map((line) => line.replace(paths.configDir, "C")),
+      [
+        'C/config.yaml:2:3: limits.memroy: unknown key (did you mean "memory"?)',
+        "C/config.yaml:3:1: bogus: unknown key (valid keys here: defaults, limits, sandbox, proxy, audit, ui, hostexec, agents)",
+        "C/projects/bad.yaml:1:16: limits.pids: \"0\" is not a process count: write a whole number of 1 or more, or none",
+        "C/projects/fifo.yaml is not a regular file (a config file must be a plain file)",
+        'C/decisions/global.yaml:2:3: proxy.alow: unknown key (did you mean "allow"?)',
+      ],
+    );
+  });
+
+  test("a project directory that does not exist is named in the error, with what to pass instead", async () => {
+    await assert.rejects(projectRoot(join(scratch, "no-such-project")), (error: unknown) => {
+      assert.ok(error instanceof CloisterError);
+      assert.equal(error.oneLine(), `project directory ${JSON.stringify(join(scratch, "no-such-project"))} does not exist (pass an existing directory with --project)`);
+      return true;
+    });
   });
 
   test("a name taken by another path gets the hash suffix; the owner keeps it", async () => {

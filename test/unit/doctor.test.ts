@@ -6,6 +6,7 @@ import {
   apparmorProfileText,
   assessBubblewrap,
   assessCgroups,
+  assessConfig,
   assessNative,
   assessNode,
   assessSeccomp,
@@ -530,6 +531,19 @@ describe("other assessments", () => {
     const noGcc = assessNative({ ...base, exists: false, executable: false, gccFound: false, gccVersion: null });
     assert.equal(noGcc.fix, "sudo apt-get install -y gcc\ncd /p && npm run build");
   });
+
+  it("config: a broken config.yaml fails, a broken project or decision file warns, both name the first problem", () => {
+    const global = "/h/config/config.yaml";
+    const located = { file: global, line: 3, column: 2, key: "limits.memroy", problem: "unknown key", hint: 'did you mean "memory"?' };
+    const project = { file: "/h/config/projects/p.yaml", problem: "/h/config/projects/p.yaml is not a regular file" };
+    assert.deepEqual(assessConfig({ globalExists: false, files: [], problems: [] }, global), { status: "ok", detail: `no ${global} yet: the defaults apply` });
+    assert.deepEqual(assessConfig({ globalExists: true, files: [global, project.file], problems: [] }, global), { status: "ok", detail: "2 files valid" });
+    const broken = assessConfig({ globalExists: true, files: [global, project.file], problems: [located, project] }, global);
+    assert.equal(broken.status, "fail");
+    assert.equal(broken.detail, `${global}:3:2: limits.memroy: unknown key (did you mean "memory"?) (and 1 more)`);
+    assert.match(broken.fix ?? "", /^cloister config validate/);
+    assert.equal(assessConfig({ globalExists: true, files: [global, project.file], problems: [project] }, global).status, "warn");
+  });
 });
 
 describe("formatDoctorReport", () => {
@@ -571,7 +585,7 @@ describe("on this machine", () => {
   it("runDoctor: bubblewrap is ok and the report has the documented shape", async () => {
     const report = await runDoctor();
     const ids = report.checks.map((c) => c.id);
-    assert.deepEqual(ids, ["userns", "bwrap", "socat", "seccomp", "cgroups", "user", "node", "native"]);
+    assert.deepEqual(ids, ["userns", "bwrap", "socat", "seccomp", "cgroups", "user", "node", "native", "config"]);
     for (const c of report.checks) {
       assert.ok(["ok", "warn", "fail"].includes(c.status), c.id);
       assert.equal(typeof c.title, "string");
