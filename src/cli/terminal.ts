@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { constants as osConstants } from "node:os";
 import { CloisterError } from "../errors.js";
 import type { Cloister } from "../cloister.js";
@@ -24,18 +25,31 @@ export async function runAttached(cloister: Cloister, argv: string[], options: {
   });
   if (interactive) {
     process.stdin.setRawMode(true);
+    setOutputProcessing(false);
     process.stdout.on("resize", onResize);
   }
   try {
     return (await session.done).exitCode;
   } finally {
     if (interactive) {
+      setOutputProcessing(true);
       process.stdin.setRawMode(false);
       process.stdout.off("resize", onResize);
     }
     process.stdin.pause();
     for (const remove of forwarders) remove();
   }
+}
+
+/**
+ * Turns the output processing of this process's terminal off or back on. Node's raw mode (libuv's)
+ * keeps it on, so the terminal turned each \r\n the cloister's PTY sent into \r\r\n, and a full-screen
+ * program's bare \n (cursor down) into a carriage return as well; ssh turns it off for the same
+ * reason. Node has no call for it: stty on the output terminal does it. A failure only leaves the
+ * doubled \r, so it is not an error.
+ */
+function setOutputProcessing(on: boolean): void {
+  spawnSync("stty", [on ? "opost" : "-opost"], { stdio: [process.stdout.fd, "ignore", "ignore"] });
 }
 
 /**

@@ -70,10 +70,19 @@ describe("cloister run", () => {
     const command = `${process.execPath} ${CLI} run -- sh -c 'tty; echo to-stderr >&2; [ -t 2 ] || echo fd2-is-no-tty; exit 3' 2>${log}`;
     const r = spawnSync("script", ["-qec", command, "/dev/null"], { cwd: t.project, env: t.env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
     assert.equal(r.status, 3, r.stderr);
-    assert.match(r.stdout, /\/dev\/pts\/\d+\r?\r\n/);
+    assert.match(r.stdout, /\/dev\/pts\/\d+\r\n/);
     assert.match(r.stdout, /fd2-is-no-tty/);
     assert.doesNotMatch(r.stdout, /to-stderr/);
     assert.equal(readFileSync(log, "utf8"), "to-stderr\n");
+  });
+
+  it("in a terminal, output arrives as the cloister's terminal made it: one \\r per line, and a raw-mode program's bare \\n (cursor down) stays one; the terminal is as it was after", () => {
+    // Node's raw mode left the user's terminal adding a \r of its own to each \n (\r\r\n; full-screen programs drew askew).
+    const program = "import sys, tty; print('line'); sys.stdout.flush(); tty.setraw(0); sys.stdout.write('ab\\ncd\\r\\n'); sys.stdout.flush()";
+    const command = `stty -a | grep -o -- '-*opost'; ${process.execPath} ${CLI} run -- python3 -c "${program}"; stty -a | grep -o -- '-*opost'`;
+    const r = spawnSync("script", ["-qec", command, "/dev/null"], { cwd: t.project, env: t.env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^opost\r\n[^]*line\r\nab\ncd\r\nopost\r\n$/);
   });
 
   it("takes a fractional or tiny --cpu (the kernel wants whole microseconds, at least 1 ms per period)", async () => {

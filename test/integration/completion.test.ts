@@ -8,6 +8,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CLI, createInstance, type TestInstance } from "../helpers/cloister.js";
+import { spawnShell } from "../helpers/shells.js";
 
 describe("shell completion", () => {
   let t: TestInstance;
@@ -68,7 +69,7 @@ describe("shell completion", () => {
     const bin = join(t.home, "bin");
     mkdirSync(bin, { recursive: true });
     writeFileSync(join(bin, "cloister"), `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@"\n`, { mode: 0o755 });
-    return spawnSync(shell, args, { env: { ...t.env, PATH: `${bin}:${t.env.PATH ?? ""}` }, cwd: t.project, encoding: "utf8" });
+    return spawnShell(shell, args, { env: { ...t.env, PATH: `${bin}:${t.env.PATH ?? ""}` }, cwd: t.project });
   };
 
   /** `run`'s long options, which a typed `--` completes to in every shell. */
