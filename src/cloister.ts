@@ -3,7 +3,7 @@ import { realpathSync } from "node:fs";
 import type { Readable, Writable } from "node:stream";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { resolveProject } from "./config/effective-cache.js";
-import { SAFE_NAME_RE } from "./config/names.js";
+import { NAME_RULE, SAFE_NAME_RE } from "./config/names.js";
 import type { EffectiveConfig } from "./config/schema.js";
 import { formatSize, MAX_TIMEOUT_MS, parseDuration, parsePercent, parseProcessCount, parseSize } from "./config/units.js";
 import { CloisterError } from "./errors.js";
@@ -492,7 +492,7 @@ function checkedName(name: string, given: boolean): string {
   if (!SAFE_NAME_RE.test(name)) {
     throw new CloisterError(
       `${given ? "options.name: " : ""}invalid cloister name ${JSON.stringify(name)}`,
-      `use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit${given ? "" : ", and give it with options.name"}`,
+      `use ${NAME_RULE}${given ? "" : ", and give it with options.name"}`,
     );
   }
   return name;

@@ -10,6 +10,8 @@ export type { AgentSession, CloisterListing, CloisterOptions, ExecOptions, RunOp
 export type { ExecResult, ExecSession } from "./sandbox/init-client.js";
 export type { Credential, CredentialLookup } from "./agents/credentials.js";
 export type { CredentialKind } from "./agents/registry.js";
+export { removeCloister, stoppedCloisters } from "./stopped.js";
+export type { RemovedCloister, RemoveOptions, StoppedCloister } from "./stopped.js";
 export { TIMED_OUT } from "./fresh-run.js";
 export { CloisterError } from "./errors.js";
 export { resolvePaths } from "./config/paths.js";

@@ -11,6 +11,7 @@
 import { Readable, Writable } from "node:stream";
 import type { CloisterOptions, ExecOptions, RunOptions } from "./cloister.js";
 import type { CloisterPaths } from "./config/paths.js";
+import type { RemoveOptions } from "./stopped.js";
 import { CloisterError } from "./errors.js";
 import { nearestKey } from "./nearest-key.js";
 import { VARIABLE_NAME_RE } from "./sandbox/env.js";
@@ -173,6 +174,13 @@ export function checkOptions(options: unknown, use: OptionsUse): void {
     case "run":
       return checkObject(options, "options", RUN_OPTIONS, ELSEWHERE.nameOfRun);
   }
+}
+
+const REMOVE_OPTIONS: Checks<RemoveOptions> = { force: flag, paths };
+
+/** removeCloister's options. */
+export function checkRemoveOptions(options: unknown): void {
+  checkObject(options, "options", REMOVE_OPTIONS);
 }
 
 /** A terminal's size, as the kernel's winsize keeps it (unsigned short). */

@@ -27,7 +27,7 @@ export interface CommandGroup {
 }
 
 export const COMMAND_GROUPS: readonly CommandGroup[] = [
-  { names: ["run", "start", "exec", "stop", "list", "ls", "path"], register: registerSandboxCommands },
+  { names: ["run", "start", "exec", "stop", "list", "ls", "rm", "remove", "path"], register: registerSandboxCommands },
   { names: ["worktree"], register: registerWorktreeCommands },
   { names: ["agent"], register: registerAgentCommands },
   { names: ["allow", "deny", "policy"], register: registerPolicyCommands },

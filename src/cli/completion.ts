@@ -206,6 +206,7 @@ const OPTION_VALUES: Readonly<Record<string, Source>> = {
 const ARGUMENT_VALUES: Readonly<Record<string, Source>> = {
   "exec name": cloisterNames,
   "stop name": cloisterNames,
+  "rm name": persistentNames,
   "path name": pathNames,
   "run command": FILES,
   "exec command": FILES,
@@ -228,6 +229,13 @@ const ARGUMENT_VALUES: Readonly<Record<string, Source>> = {
 async function cloisterNames(): Promise<string[]> {
   const { listRecords } = await import("../sandbox/records.js");
   return listRecords(resolvePaths()).map((record) => record.name);
+}
+
+/** What `rm` removes: persistent cloisters, running ones (for -f) by their records, stopped ones by their HOMEs. */
+async function persistentNames(): Promise<string[]> {
+  const [{ listRecords }, { persistentHomeNames }] = await Promise.all([import("../sandbox/records.js"), import("../sandbox/homes.js")]);
+  const paths = resolvePaths();
+  return [...listRecords(paths).filter((record) => record.persistent).map((record) => record.name), ...persistentHomeNames(paths)];
 }
 
 /** What `cloister path` accepts: a cloister's record, or a worktree cloister's worktree, which stays while it is stopped. */

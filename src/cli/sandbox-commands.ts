@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { createCloister, findCloister, launchFresh, listCloisters, NameTaken, stopCloister, type Cloister, type CloisterOptions, type RunOptions } from "../cloister.js";
 import { formatDuration } from "../config/units.js";
 import { runToEnd } from "../fresh-run.js";
+import { removeCloister, stoppedCloisters } from "../stopped.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { isBelow } from "../path-under.js";
@@ -215,9 +216,10 @@ export function registerSandboxCommands(program: Command): void {
   program
     .command("list")
     .alias("ls")
-    .description("list cloisters")
+    .description("list cloisters (with --all, also the stopped persistent ones, whose HOME waits for their next start)")
+    .option("-a, --all", "also list stopped persistent cloisters (remove one with `cloister rm NAME`)")
     .option("--json", "machine-readable output")
-    .action(async (flags: { json?: boolean }) => {
+    .action(async (flags: { all?: boolean; json?: boolean }) => {
       const cloisters = (await listCloisters()).map((c) => ({
         name: c.name,
         project: c.project,
@@ -225,15 +227,41 @@ export function registerSandboxCommands(program: Command): void {
         persistent: c.persistent,
         network: c.network,
         running: c.running,
+        status: c.running ? "running" : "dead",
         createdAt: c.createdAt,
         limits: c.limitMechanism,
       }));
-      if (flags.json) return void process.stdout.write(`${JSON.stringify(cloisters, null, 2)}\n`);
-      if (cloisters.length === 0) return void process.stdout.write("No cloisters.\n");
-      printTable(
-        ["NAME", "PROJECT", "STATUS", "KIND", "NETWORK", "CREATED"],
-        cloisters.map((c) => [c.name, c.project, c.running ? "running" : "dead", c.persistent ? "start" : "run", c.network ? "proxy" : "none", c.createdAt]),
-      );
+      // A stopped one is only its HOME: what network, limits and start time it had went with its record.
+      const stopped = (flags.all ? await stoppedCloisters() : []).map((c) => ({
+        name: c.name,
+        project: c.project,
+        projectRoot: c.projectRoot,
+        persistent: true,
+        running: false,
+        status: "stopped",
+        home: c.homeDir,
+      }));
+      if (flags.json) return void process.stdout.write(`${JSON.stringify([...cloisters, ...stopped], null, 2)}\n`);
+      if (cloisters.length + stopped.length === 0) return void process.stdout.write("No cloisters.\n");
+      printTable(["NAME", "PROJECT", "STATUS", "KIND", "NETWORK", "CREATED"], [
+        ...cloisters.map((c) => [c.name, c.project, c.status, c.persistent ? "start" : "run", c.network ? "proxy" : "none", c.createdAt]),
+        ...stopped.map((c) => [c.name, c.project ?? "-", c.status, "start", "-", "-"]),
+      ]);
+    });
+
+  program
+    .command("rm")
+    .alias("remove")
+    .description("remove stopped persistent cloisters: their HOME (shell history, agent logins, caches), so that the next start begins afresh")
+    .argument("<name...>", "the cloisters' names (see `cloister list --all`)")
+    .option("-f, --force", "stop a running one first, instead of refusing")
+    .addHelpText("after", "\nA worktree cloister's worktree (the branch's files) stays: `cloister worktree remove BRANCH` removes it.\nThe names are removed in the order given; the first that fails ends the command.")
+    .action(async (names: string[], flags: { force?: boolean }) => {
+      for (const name of names) {
+        const removed = await removeCloister(name, { force: flags.force });
+        if (removed.stopped) process.stderr.write(`Stopped cloister ${name}\n`);
+        process.stderr.write(`Removed cloister ${name} (its HOME ${removed.homeDir})\n`);
+      }
     });
 
   program

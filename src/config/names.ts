@@ -8,6 +8,9 @@ import { readdir } from "node:fs/promises";
  */
 export const SAFE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
+/** SAFE_NAME_RE in words, for the messages that refuse a name. */
+export const NAME_RULE = "1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit";
+
 /** The longest name: 63 characters, a DNS label (hostnames). */
 export const MAX_NAME = 63;
 const HASH_CHARS = 6;

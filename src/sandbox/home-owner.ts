@@ -9,11 +9,24 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { CloisterError } from "../errors.js";
 
+/** Where the owner of `homeDir` is written. */
+export function ownerFileOf(homeDir: string): string {
+  return join(dirname(homeDir), ".owners", basename(homeDir));
+}
+
+/** The project root that owns `homeDir`, or undefined when none is written (no start claimed it yet). */
+export function homeOwner(homeDir: string): string | undefined {
+  try {
+    return readFileSync(ownerFileOf(homeDir), "utf8").trim();
+  } catch {
+    return undefined;
+  }
+}
+
 /** Claims `homeDir` for `projectRoot`, or refuses when another project's cloister used it first. */
 export function claimHome(homeDir: string, cloisterName: string, projectRoot: string): void {
-  const owners = join(dirname(homeDir), ".owners");
-  mkdirSync(owners, { recursive: true, mode: 0o700 });
-  const ownerFile = join(owners, basename(homeDir));
+  const ownerFile = ownerFileOf(homeDir);
+  mkdirSync(dirname(ownerFile), { recursive: true, mode: 0o700 });
   try {
     writeFileSync(ownerFile, `${projectRoot}\n`, { flag: "wx", mode: 0o600 });
     return;
@@ -24,6 +37,6 @@ export function claimHome(homeDir: string, cloisterName: string, projectRoot: st
   if (owner === projectRoot) return;
   throw new CloisterError(
     `cloister ${cloisterName}'s HOME (${homeDir}) holds what a cloister of another project left there (${owner})`,
-    `give this one another name (options.name), or, if that project moved here or its HOME is no longer needed, remove both: rm -rf ${homeDir} ${ownerFile}`,
+    `give this one another name (options.name), or, if that project moved here or its HOME is no longer needed, remove it: cloister rm ${cloisterName}`,
   );
 }

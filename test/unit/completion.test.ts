@@ -37,7 +37,10 @@ describe("completion: what __complete offers", () => {
     file("config/projects/proj1.yaml", `path: ${repo}\n`);
     // Every field a record must have to count as one (records.ts).
     const record = { name: "comp-one", id: "c0", project: "proj1", projectRoot: repo, initSocket: "", runtimeDir: "", homeDir: "", createdAt: "", cgroupDirs: [], placeholders: [] };
-    file("state/cloisters/comp-one.json", JSON.stringify(record));
+    file("state/cloisters/comp-one.json", JSON.stringify({ ...record, persistent: true }));
+    // A fresh run's cloister, whose HOME goes with it, and a stopped persistent one: its HOME alone.
+    file("state/cloisters/comp-run-abc123.json", JSON.stringify({ ...record, name: "comp-run-abc123", persistent: false }));
+    for (const dir of ["data/homes/comp-one", "data/homes/stopped-one", "data/homes/.run-0123abcd", "data/homes/.owners"]) mkdirSync(join(home, dir), { recursive: true });
     // A worktree cloister that is stopped: its worktree, no record.
     mkdirSync(join(home, "data/worktrees/proj1/feat"), { recursive: true });
     mkdirSync(repo);
@@ -67,8 +70,14 @@ describe("completion: what __complete offers", () => {
     for (const command of ["install", "uninstall"]) assert.deepEqual(await offered("agent", command, ""), ["aider", ...BUILTIN_AGENTS], command);
     for (const command of ["rm", "set"]) assert.deepEqual(await offered("secret", command, ""), ["anthropic"], command);
     for (const command of ["show", "edit", "remove"]) assert.deepEqual(await offered("project", command, ""), ["proj1"], command);
-    assert.deepEqual(await offered("exec", ""), ["comp-one"]);
-    assert.deepEqual(await offered("stop", "comp"), ["comp-one"]);
+    assert.deepEqual(await offered("exec", ""), ["comp-one", "comp-run-abc123"]);
+    assert.deepEqual(await offered("stop", "comp"), ["comp-one", "comp-run-abc123"]);
+  });
+
+  it("rm offers persistent cloisters, running or stopped, not a run's nor what else is kept beside the HOMEs", async () => {
+    assert.deepEqual(await offered("rm", ""), ["comp-one", "stopped-one"]);
+    assert.deepEqual(await offered("remove", "-f", "s"), ["stopped-one"]);
+    assert.deepEqual(await offered("rm", "comp-one", ""), ["comp-one", "stopped-one"]);
   });
 
   it("setup offers the built-in agents only (a custom agent has no credential kinds)", async () => {
@@ -103,7 +112,7 @@ describe("completion: what __complete offers", () => {
   });
 
   it("path offers stopped worktree cloisters as well as recorded ones", async () => {
-    assert.deepEqual(await offered("path", ""), ["comp-one", "proj1-feat", "proj1-tree-only"]);
+    assert.deepEqual(await offered("path", ""), ["comp-one", "comp-run-abc123", "proj1-feat", "proj1-tree-only"]);
   });
 
   it("after --, the shell completes file names", async () => {

@@ -24,8 +24,8 @@ describe("the library's public surface", () => {
     const consumer = join(base, "consumer.ts");
     writeFileSync(
       consumer,
-      `import type { AgentSession, CloisterListing, CloisterOptions, CloisterPaths, CloisterRecord, Credential, CredentialKind, CredentialLookup, ExecOptions, ExecResult, ExecSession, RunOptions, SessionRules } from ${JSON.stringify(srcIndex.replace(/\.ts$/, ".js"))};
-import { Cloister, CloisterError, NameTaken } from ${JSON.stringify(srcIndex.replace(/\.ts$/, ".js"))};
+      `import type { AgentSession, CloisterListing, CloisterOptions, CloisterPaths, CloisterRecord, Credential, CredentialKind, CredentialLookup, ExecOptions, ExecResult, ExecSession, RemovedCloister, RemoveOptions, RunOptions, SessionRules, StoppedCloister } from ${JSON.stringify(srcIndex.replace(/\.ts$/, ".js"))};
+import { Cloister, CloisterError, NameTaken, removeCloister, stoppedCloisters } from ${JSON.stringify(srcIndex.replace(/\.ts$/, ".js"))};
 export async function use(c: Cloister, o: CloisterOptions & RunOptions, e: ExecOptions, p: CloisterPaths): Promise<unknown[]> {
   const session: ExecSession = c.exec(["true"], e);
   const result: ExecResult = await session.done;
@@ -36,7 +36,10 @@ export async function use(c: Cloister, o: CloisterOptions & RunOptions, e: ExecO
   const rules: SessionRules | undefined = record.session;
   const listing: CloisterListing[] = [];
   const errors = [CloisterError, NameTaken];
-  return [o, p, result, agent, lookup, rules, listing, errors];
+  const stopped: StoppedCloister[] = await stoppedCloisters(p);
+  const remove: RemoveOptions = { force: true, paths: p };
+  const removed: RemovedCloister = await removeCloister("api", remove);
+  return [o, p, result, agent, lookup, rules, listing, errors, stopped, removed];
 }
 `,
     );
