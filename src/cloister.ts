@@ -342,7 +342,7 @@ async function stopRecorded(paths: CloisterPaths, name: string, id: string | und
   // other name, asking would start a guardian only to hear that there is no such cloister.
   if (!recorded()) return false;
   try {
-    await guardianCallStarting(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/stop`);
+    await guardianCallStarting(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/stop`, id === undefined ? undefined : { id });
     return true;
   } catch (error) {
     // The guardian names it unknown when another stop, or its sweep, removed it meanwhile: that

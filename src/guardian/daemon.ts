@@ -182,7 +182,7 @@ class Guardian {
       "GET /v1/cloisters": () => listRecords(this.paths).map(cloisterListing),
       "POST /v1/cloisters": (body: Record<string, unknown>) =>
         this.register(String(body.name), String(body.id), body.network === true, String(body.project), String(body.projectRoot), body.session as SessionRules | undefined),
-      "POST /v1/cloisters/:name/stop": (_: unknown, [name]: string[]) => this.stop(name ?? ""),
+      "POST /v1/cloisters/:name/stop": (body: Record<string, unknown>, [name]: string[]) => this.stop(name ?? "", typeof body.id === "string" ? body.id : undefined),
       "POST /v1/cloisters/:name/abandon": (body: Record<string, unknown>, [name]: string[]) => ({ abandoned: this.abandon(name ?? "", String(body.id)) }),
       "POST /v1/reload": async () => {
         await this.reload();
@@ -295,9 +295,14 @@ class Guardian {
   }
 
 
-  private async stop(name: string): Promise<{ stopped: string }> {
+  /**
+   * Stops the cloister named `name`; with `id`, only if it is still that one. A library handle stops
+   * by id: a cloister of the same name started since its own was stopped is another, left running,
+   * and checking here (not only in the caller) leaves no moment between the check and the stop.
+   */
+  private async stop(name: string, id?: string): Promise<{ stopped: string }> {
     const record = readRecord(this.paths, name);
-    if (!record) throw noSuchCloister(name);
+    if (!record || (id !== undefined && record.id !== id)) throw noSuchCloister(name);
     await this.forget(record);
     return { stopped: name };
   }

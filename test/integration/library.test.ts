@@ -14,6 +14,7 @@ import { pathToFileURL } from "node:url";
 import { createCloister, runInCloister, stopCloister, type CloisterOptions, type RunOptions } from "../../src/cloister.js";
 import { resolvePaths, type CloisterPaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
+import { guardianCall } from "../../src/guardian/control-client.js";
 import { listRecords, type CloisterRecord } from "../../src/sandbox/records.js";
 import { createInstance, REPO_ROOT, startCommand, waitUntil, withConfig, type TestInstance } from "../helpers/cloister.js";
 import { hostTree, waitGone, type HostProc } from "../helpers/host-processes.js";
@@ -194,6 +195,8 @@ describe("the library: runInCloister's timeout and signal, and its inputs", () =
       const second = await createCloister({ project: t.project, paths, name: "twice", network: false }, true);
       try {
         assert.equal(await first.stop(), false, "the first one's stop, with another of its name running");
+        // The guardian checks the id too, so that no new cloister of the name can start between the check and the stop.
+        await assert.rejects(guardianCall(paths, "POST", "/v1/cloisters/twice/stop", { id: "an-earlier-one" }), /no cloister named "twice"/);
         assert.equal((await second.exec(["true"]).done).exitCode, 0, "the second one was stopped");
         const cli = await t.cli(["stop", "twice"]);
         assert.equal(cli.code, 0, cli.stderr);

@@ -14,6 +14,7 @@ import { after, before, describe, it } from "node:test";
 import { Command } from "commander";
 import { COMMAND_GROUPS } from "../../src/cli/command-groups.js";
 import { complete, completionScript } from "../../src/cli/completion.js";
+import { spawnShell } from "../helpers/shells.js";
 
 const BUILTIN_AGENTS = ["claude", "codex", "gemini"];
 
@@ -146,7 +147,7 @@ describe("completion: the scripts in real shells", () => {
   // HOME here, and no XDG or ZDOTDIR: fish makes its config directories, and compinit its .zcompdump.
   const { XDG_CONFIG_HOME, XDG_DATA_HOME, XDG_CACHE_HOME, ZDOTDIR, ...env } = process.env;
   const run = (shell: string, args: string[], answer: string) => {
-    const r = spawnSync(shell, args, { env: { ...env, HOME: scratch, PATH: `${scratch}:${env.PATH ?? ""}`, ANSWER: answer }, cwd: scratch, encoding: "utf8" });
+    const r = spawnShell(shell, args, { env: { ...env, HOME: scratch, PATH: `${scratch}:${env.PATH ?? ""}`, ANSWER: answer }, cwd: scratch });
     return { ...r, lines: r.stdout.split("\n").filter(Boolean) };
   };
   // bash completes only in an interactive shell; compopt is stood in for to see what the script asks of readline.
