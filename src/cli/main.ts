@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, CommanderError } from "commander";
+import { Command, CommanderError, Help, type Option } from "commander";
 import { CLOISTER_FAILED, CloisterError, fileSystemError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { commandGroupsFor } from "./command-groups.js";
@@ -11,7 +11,15 @@ const program = new Command()
   .version(VERSION)
   .showHelpAfterError("(run with --help for usage)")
   .exitOverride()
-  .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+  .configureOutput({ writeErr: (text) => process.stderr.write(text) })
+  .configureHelp({
+    // A repeatable option starts from [] (see collect): "(default: [])" under each says nothing.
+    optionDescription(this: Help, option: Option): string {
+      const described = Help.prototype.optionDescription.call(this, option);
+      const emptyList = Array.isArray(option.defaultValue) && option.defaultValue.length === 0;
+      return emptyList ? described.replace(/ \(default: \[\]\)$/, "") : described;
+    },
+  });
 
 for (const group of commandGroupsFor(process.argv[2])) group.register(program);
 

@@ -143,6 +143,7 @@ export function registerSandboxCommands(program: Command): void {
     .description("start (or re-enter) the project's persistent cloister and open a shell in it at /work (or, with --agent, the agent)")
     .option("-d, --detach", "start it in the background without opening a shell")
     .option("--name <name>", "name of the cloister (default: the project's name)")
+    .addHelpText("after", "\nExamples:\n  cloister start                     a shell in the project's cloister (again: the same cloister)\n  cloister start --agent claude      Claude Code in it, permission prompts off: the cloister is the boundary\n  cloister start -d -b feature-x     a second cloister, detached, on a worktree of branch feature-x\n  cloister start --memory 8GiB --allow example.com")
     .action(async (flags: SandboxFlags & { detach?: boolean }) => {
       const options = cloisterOptions(flags);
       const name = flags.name ?? (await defaultCloisterName(flags));

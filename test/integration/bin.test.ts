@@ -59,6 +59,14 @@ Module._load = function (request, ...rest) { if (request.includes("/vendor/")) f
     assert.doesNotMatch(vendors, /zod|yaml|tldts/, `loaded on a warm run: ${vendors}`);
   });
 
+  it("start --help shows examples, and repeatable options carry no \"(default: [])\"", async () => {
+    const r = await runBin(t, BIN, ["start", "--help"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /\nExamples:\n {2}cloister start +a shell/);
+    assert.match(r.stdout, /--env <NAME=VALUE> +set an environment variable inside \(repeatable\)\n/);
+    assert.doesNotMatch(r.stdout, /default: \[\]/);
+  });
+
   it("a command asked for --json that fails says so in JSON on stdout as well as in words on stderr", async () => {
     const r = await runBin(t, BIN, ["policy", "explain", "bad host", "--json"]);
     assert.equal(r.code, 125);
