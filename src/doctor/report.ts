@@ -49,7 +49,7 @@ export function formatDoctorReport(report: DoctorReport, opts: FormatOptions): s
     ? warn
       ? "this machine can run cloisters (see the warnings above)"
       : "this machine can run cloisters"
-    : "this machine cannot run cloisters until the failures above are fixed";
+    : "cloisters cannot run here until the failures above are fixed";
   lines.push("", paint(`${tally}: ${verdict}.`, report.ok ? (warn ? COLOR.warn : COLOR.ok) : COLOR.fail, opts.color));
   return `${lines.join("\n")}\n`;
 }

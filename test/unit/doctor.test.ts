@@ -565,7 +565,7 @@ describe("formatDoctorReport", () => {
     assert.equal(lines[3], "                           indented two");
     assert.equal(lines[4], "  ✗ Third           broken");
     assert.equal(lines[5], "                    fix: do this");
-    assert.match(out, /1 ok, 1 warning, 1 failed: this machine cannot run cloisters/);
+    assert.match(out, /1 ok, 1 warning, 1 failed: cloisters cannot run here until the failures above are fixed/);
     assert.ok(!out.includes("\x1b["));
   });
 
