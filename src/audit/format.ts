@@ -4,10 +4,12 @@
  *   2025-01-01T12:00:00.000Z #42 egress c1 example.com:443 allow rule=example.com tier=global
  *   2025-01-01T12:00:03.100Z #43 egress.end c1 example.com:443 ↑1.2KiB ↓35KiB 3.1s
  *
- * Values come from sandboxed clients (host names, paths), so control characters are escaped before
- * they reach a terminal: a host name must not be able to move the cursor or retitle the window.
+ * Values come from sandboxed clients (host names, paths), so control and invisible characters are
+ * escaped (see policy/visible.ts) before they reach a terminal: a host name must not be able to move
+ * the cursor, retitle the window or read differently from what it holds.
  */
 import { formatSize } from "../config/units.js";
+import { visible } from "../policy/visible.js";
 import type { AuditValue } from "./record.js";
 
 /** Shown in fixed places, or never (chain fields): everything else follows as key=value. */
@@ -20,7 +22,7 @@ export function formatRecordLine(line: string): string {
     if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not an object");
     record = parsed as Record<string, AuditValue>;
   } catch {
-    return `(unreadable) ${safe(line)}`;
+    return `(unreadable) ${visible(line)}`;
   }
   const parts: string[] = [text(record.time), `#${text(record.seq)}`, text(record.type)];
   if (record.cloister != null) parts.push(text(record.cloister));
@@ -34,23 +36,13 @@ export function formatRecordLine(line: string): string {
   if (record.project != null && record.cloister == null) parts.push(`project=${text(record.project)}`);
   else if (record.project != null && String(record.type).startsWith("cloister.")) parts.push(`project=${text(record.project)}`);
   for (const [key, value] of Object.entries(record)) {
-    if (!PLACED.has(key) && value !== null) parts.push(`${safe(key)}=${text(value)}`);
+    if (!PLACED.has(key) && value !== null) parts.push(`${visible(key)}=${text(value)}`);
   }
   return parts.join(" ");
 }
 
 function text(value: AuditValue | undefined): string {
-  return value === undefined || value === null ? "-" : safe(String(value));
-}
-
-/**
- * C0/C1 controls, DEL, and the invisible or direction-changing characters (zero-width, bidi
- * overrides) that can make a line read differently from what it holds, become \u{…} escapes.
- */
-const UNSAFE_RE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
-
-function safe(value: string): string {
-  return value.replace(UNSAFE_RE, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`);
+  return value === undefined || value === null ? "-" : visible(String(value));
 }
 
 /** An IPv6 address in brackets before a port, as in a URL: `[::1]:8082`, not `::1:8082`. */

@@ -794,9 +794,9 @@ describe("audit tail: reading and following", () => {
   test("readable lines: fixed fields first, terminal control characters escaped", () => {
     const line = JSON.stringify({ seq: 9, time: "2025-01-01T00:00:00.000Z", type: "egress.end", cloister: "c1", project: "p", host: "evil\u001b]0;pwned\u0007.example", port: 443, decision: "allow", rule: "*.example", bytesUp: 2048, bytesDown: 10, durationMs: 1500, prev: "x", sig: "y" });
     const text = formatRecordLine(line);
-    assert.equal(text, "2025-01-01T00:00:00.000Z #9 egress.end c1 evil\\u{1b}]0;pwned\\u{7}.example:443 allow rule=*.example ↑2KiB ↓10B 1.5s");
+    assert.equal(text, "2025-01-01T00:00:00.000Z #9 egress.end c1 evil\\e]0;pwned\\x07.example:443 allow rule=*.example ↑2KiB ↓10B 1.5s");
     assert.doesNotMatch(text, /\u001b/);
-    assert.equal(formatRecordLine("garbage\u001b"), "(unreadable) garbage\\u{1b}");
+    assert.equal(formatRecordLine("garbage\u001b"), "(unreadable) garbage\\e");
   });
 
   test("readable lines: an IPv6 address before its port is bracketed, as in a URL", () => {
