@@ -17,7 +17,7 @@ import { spawnSync } from "node:child_process";
 import { buildSync } from "esbuild";
 import type { Cloister } from "../dist/index.js";
 import { fmtMs, fmtRatio, heading, lastLines, loadAverage, percentile, print, table } from "./measure.js";
-import { nodeInside, setConfigValue, sink, type ProxyBenchHost } from "./proxy.js";
+import { nodeInside, setConfigValues, sink, type ProxyBenchHost } from "./proxy.js";
 import { startSmallHttp } from "./proxy-servers.js";
 
 const CLIENT_FILE = ".bench-approval-client.mjs";
@@ -41,7 +41,7 @@ interface Answered {
 export async function approvalsSection(host: ProxyBenchHost, requests: number): Promise<void> {
   heading("6. Approvals: a held request as the approval UI sees it, and the release after an answer");
   const server = await startSmallHttp();
-  const restore = setConfigValue(host, ["proxy", "unlisted"], "ask");
+  const restore = setConfigValues(host, [[["proxy", "unlisted"], "ask"]]);
   const clientPath = join(host.project, CLIENT_FILE);
   buildSync({ entryPoints: [CLIENT_SOURCE], bundle: true, platform: "node", format: "esm", target: "node20", outfile: clientPath, logLevel: "error" });
   let cloister: Cloister | undefined;

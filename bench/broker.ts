@@ -19,7 +19,7 @@ import { buildSync } from "esbuild";
 import type { Cloister } from "../dist/index.js";
 import { CertificateAuthority } from "../dist/guardian/broker/ca.js";
 import { fmtMs, fmtRatio, heading, lastLines, percentile, print, table } from "./measure.js";
-import { nodeInside, setConfigValue, sink, type ProxyBenchHost } from "./proxy.js";
+import { nodeInside, setConfigValues, sink, UNPACED, type ProxyBenchHost } from "./proxy.js";
 
 const CLIENT_FILE = ".bench-broker-client.mjs";
 const CA_FILE = ".bench-broker-ca.pem";
@@ -50,7 +50,7 @@ export async function brokerSection(host: ProxyBenchHost, options: BrokerOptions
   const ca = await CertificateAuthority.open(caDir);
   const server = await startServer(ca);
   const port = (server.address() as { port: number }).port;
-  const restore = setConfigValue(host, ["proxy", "upstream_ca"], ca.certFile);
+  const restore = setConfigValues(host, [[["proxy", "upstream_ca"], ca.certFile], ...UNPACED]);
   const clientPath = join(host.project, CLIENT_FILE);
   buildSync({ entryPoints: [CLIENT_SOURCE], bundle: true, platform: "node", format: "esm", target: "node20", outfile: clientPath, logLevel: "error" });
   copyFileSync(ca.certFile, join(host.project, CA_FILE));

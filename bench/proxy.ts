@@ -260,11 +260,11 @@ function bundleClient(project: string): string {
 }
 
 /** Sets one key in the instance's config.yaml and reloads the guardian; returns how to put it back. */
-export function setConfigValue(host: Pick<ProxyBenchHost, "home" | "cli" | "env">, key: readonly string[], value: unknown): () => void {
+export function setConfigValues(host: Pick<ProxyBenchHost, "home" | "cli" | "env">, values: ReadonlyArray<readonly [key: readonly string[], value: unknown]>): () => void {
   const file = join(host.home, "config", "config.yaml");
   const before = existsSync(file) ? readFileSync(file, "utf8") : undefined;
   const doc = parseDocument(before ?? "");
-  doc.setIn(key, value);
+  for (const [key, value] of values) doc.setIn(key, value);
   writeFileSync(file, doc.toString(), { mode: 0o600 });
   reloadGuardian(host);
   return () => {
@@ -273,6 +273,16 @@ export function setConfigValue(host: Pick<ProxyBenchHost, "home" | "cli" | "env"
     reloadGuardian(host);
   };
 }
+
+/**
+ * The audit pacing lifted (src/guardian/proxy/record-pace.ts): the proxy and broker sections send
+ * tens of thousands of requests from one cloister, far past the default 50 records a second,
+ * and measure the proxy's own work, not the pace a flooding cloister is held to.
+ */
+export const UNPACED: ReadonlyArray<readonly [string[], number]> = [
+  [["proxy", "audit_rate"], 1_000_000],
+  [["proxy", "audit_burst"], 10_000_000],
+];
 
 function reloadGuardian(host: Pick<ProxyBenchHost, "cli" | "env">): void {
   const r = spawnSyncNode(host, ["guardian", "reload"]);
@@ -716,7 +726,7 @@ async function holdOne(setup: Setup, where: "direct" | "cloister", count: number
 async function holdPart(setup: Setup, options: ProxyOptions): Promise<void> {
   heading(
     `  5c. ${options.tunnels} tunnels held at once to a loopback echo server: opened all at once, each echoes a line, held, echoes again, closed` +
-      `\n      (proxy.max_connections set to ${MAX_CONNECTIONS} in the bench instance's config.yaml (default 1024); the cloister runs with pids: none, memory: none)`,
+      `\n      (proxy.max_connections set to ${MAX_CONNECTIONS} in the bench instance's config.yaml (default 1024), audit pacing lifted (proxy.audit_rate); the cloister runs with pids: none, memory: none)`,
   );
   const direct = await holdOne(setup, "direct", options.tunnels);
   setup.host.checkAbort();
@@ -764,7 +774,7 @@ export async function proxySection(host: ProxyBenchHost, options: ProxyOptions):
   const setup: Setup = { host, http, blob, echo, clientPath: bundleClient(host.project), srtSettings: join(host.home, "srt-settings.json"), srtWorked: false };
   let restoreConfig: (() => void) | undefined;
   try {
-    restoreConfig = setConfigValue(host, ["proxy", "max_connections"], Math.max(MAX_CONNECTIONS, options.tunnels + 100));
+    restoreConfig = setConfigValues(host, [[["proxy", "max_connections"], Math.max(MAX_CONNECTIONS, options.tunnels + 100)], ...UNPACED]);
     const ports = [http.port, blob.port, echo.port];
     writeFileSync(
       setup.srtSettings,

@@ -280,6 +280,8 @@ export const PROXY_DEFAULTS = {
   max_headers: 100,
   unlisted: "ask",
   approval_timeout: "60s",
+  audit_rate: 50,
+  audit_burst: 5000,
 } as const;
 
 export const ProxySchema = section({
@@ -296,6 +298,9 @@ export const ProxySchema = section({
     .enum(["ask", "deny"], { error: (issue) => `expected ask or deny, found ${describeValue(issue.input)}` })
     .default(PROXY_DEFAULTS.unlisted),
   approval_timeout: parsed("a duration like 60s", boundedDuration("an approval timeout"), formatDuration).prefault(PROXY_DEFAULTS.approval_timeout),
+  /** Audit records per second one cloister may cause after a burst; past it, its new work waits (guardian/proxy/record-pace.ts). */
+  audit_rate: parsed("a number of records per second like 50", wholeNumber("audit rate (records per second)", 1, 1_000_000)).prefault(PROXY_DEFAULTS.audit_rate),
+  audit_burst: parsed("a record count like 5000", wholeNumber("audit burst (records)", 1, 10_000_000)).prefault(PROXY_DEFAULTS.audit_burst),
   /** Hosts intercepted without a secret of theirs (port 443), so a placeholder sent there is seen and blocked. */
   inspect: list(inspectedHost, "host names").default([]),
   /** An extra CA certificate file trusted for the origin side of intercepted connections (tests, a company gateway). */

@@ -111,6 +111,11 @@ proxy:
   # within approval_timeout is a denial, never an allow.
   unlisted: ask
   approval_timeout: 60s
+  # Audit records one cloister may cause per second, after a burst of audit_burst at once. Past
+  # that, its next connections and requests wait their turn (none is dropped, each still gets its
+  # record), so a cloister flooding the proxy cannot rotate the audit history away.
+  audit_rate: 50
+  audit_burst: 5000
   # The guardian intercepts TLS (with its own CA, which cloisters trust) only for hosts a stored
   # secret belongs to (\`cloister secret list\`), to swap the cloister's placeholder for the real
   # value. Hosts listed here are intercepted as well, without a secret, so a placeholder sent

@@ -261,6 +261,8 @@ describe("schema: defaults and template", () => {
         max_headers: 100,
         unlisted: "ask",
         approval_timeout: 60_000,
+        audit_rate: 50,
+        audit_burst: 5000,
         inspect: [],
         upstream_ca: null,
       },

@@ -107,7 +107,9 @@ function withEarlyBytes(client: Socket, early: Buffer): Duplex {
 
 /** Hands the decrypted connection to an HTTP/2 or HTTP/1.1 server made for this connection alone. */
 function serve(ix: Intercepted, secure: TLSSocket): void {
-  const handle = (req: ClientRequest, res: ClientResponse) => exchange(ix, req, res);
+  // Each request is new work of the cloister, which waits its turn when it outruns its audit rate
+  // (proxy/record-pace.ts): the CONNECT's turn was the tunnel's, and every request may be audited.
+  const handle = (req: ClientRequest, res: ClientResponse) => ix.context.onTurn(() => exchange(ix, req, res));
   if (secure.alpnProtocol === "h2") {
     // One connection's streams are bounded as one cloister's connections are (proxy.max_connections):
     // each open stream may hold an origin request, and node's default is no limit at all.

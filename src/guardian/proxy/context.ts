@@ -8,6 +8,7 @@ import type { Outcome } from "../approvals/queue.js";
 import { admit, isPublicDestination, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
 import { OriginPools } from "./origin-pools.js";
 import { relayTunnel, type RelayedTunnel, type TunnelResult } from "./native-relay.js";
+import { RecordPace } from "./record-pace.js";
 import { Agent as HttpsAgent } from "node:https";
 import type { ActiveRule } from "../../policy/injection.js";
 import type { Interception } from "../broker/broker.js";
@@ -53,6 +54,14 @@ export class EgressContext {
   /** Its kept-alive TLS connections to origins of intercepted requests (by checked address and name). */
   readonly tlsUpstream = new HttpsAgent({ keepAlive: true, maxSockets: 32, maxTotalSockets: 256, maxFreeSockets: 8, timeout: 30_000, scheduling: "lifo" });
 
+  /** How fast this cloister may fill the audit log (see record-pace.ts): its new work waits its turn. */
+  private readonly pace: RecordPace;
+  /** Connections closed unread while paced and not yet audited, by why (see closeUnread). */
+  private readonly closedUnread = new Map<string, number>();
+  private closedUnreadTimer?: NodeJS.Timeout;
+  /** Whether new work was last found waiting for its turn (an egress.paced record marks the start). */
+  private pacing = false;
+
   /** Connections node serves for this cloister, and tunnels handed to the relay thread: both are open connections. */
   private readonly sockets = new Set<Socket>();
   private readonly tunnels = new Set<RelayedTunnel>();
@@ -62,6 +71,7 @@ export class EgressContext {
     this.cloister = options.cloister;
     this.project = options.project;
     this.token = Buffer.from(options.token);
+    this.pace = new RecordPace(() => ({ rate: this.settings.audit_rate, burst: this.settings.audit_burst }));
   }
 
   /** The cloister is gone: its connections, tunnels and pooled origin connections close with it. */
@@ -69,6 +79,8 @@ export class EgressContext {
     this.closed = true;
     for (const socket of this.sockets) socket.destroy();
     for (const tunnel of this.tunnels) tunnel.cut();
+    this.flushClosedUnread();
+    this.pace.close();
     this.origins.destroy();
     this.tlsUpstream.destroy();
   }
@@ -182,9 +194,65 @@ export class EgressContext {
 
   /** Audits an event of this cloister. */
   record(event: AuditEvent): void {
+    this.pace.spend();
     this.options.audit({ ...event, cloister: this.cloister, project: this.project });
   }
+
+  /** Whether this cloister has outrun its audit rate, so new work must wait (see record-pace.ts). */
+  get paced(): boolean {
+    return this.pace.paced;
+  }
+
+  /**
+   * Takes a turn for new work (a connection, a further request on one) if one is free now. The
+   * first time in a while that none is, the audit says so: the user then knows why this cloister's
+   * connections slowed down, and which key to raise if its work is legitimate.
+   */
+  tryTurn(): boolean {
+    const free = this.pace.tryTurn();
+    if (free) this.pacing = false;
+    else if (!this.pacing) {
+      this.pacing = true;
+      const { audit_rate: rate, audit_burst: burst } = this.settings;
+      this.record({ type: "egress.paced", rate, burst, detail: `this cloister outran proxy.audit_rate (${rate} records a second after a burst of ${burst}): its new connections and requests wait their turn until it slows down` });
+    }
+    return free;
+  }
+
+  /** Resolves when this cloister may start new work: at once, unless it has outrun its audit rate. */
+  turn(): Promise<void> {
+    return this.tryTurn() ? Promise.resolve() : this.pace.turn();
+  }
+
+  /** Runs `work` now if a turn is free, else when its turn comes (see turn()). */
+  onTurn(work: () => void): void {
+    if (this.tryTurn()) work();
+    else void this.pace.turn().then(work);
+  }
+
+  /**
+   * Closes a connection over a cap (proxy.max_connections, pipelined requests) while the cloister is
+   * paced. A record each would be the flood the pace holds back, so they are counted and audited
+   * together, one record a second at most, with how many there were: none goes unrecorded.
+   */
+  closeUnread(socket: Socket, detail: string): void {
+    socket.destroy();
+    this.closedUnread.set(detail, (this.closedUnread.get(detail) ?? 0) + 1);
+    this.closedUnreadTimer ??= setTimeout(() => this.flushClosedUnread(), CLOSED_UNREAD_INTERVAL_MS);
+  }
+
+  private flushClosedUnread(): void {
+    clearTimeout(this.closedUnreadTimer);
+    this.closedUnreadTimer = undefined;
+    for (const [detail, connections] of this.closedUnread) {
+      this.record({ type: "egress", protocol: "unknown", host: null, port: null, address: null, decision: "over-limit", rule: null, tier: null, detail: `${detail}; closed unread while the cloister was over proxy.audit_rate`, connections });
+    }
+    this.closedUnread.clear();
+  }
 }
+
+/** How often connections closed unread while paced are audited, as one record with their count. */
+const CLOSED_UNREAD_INTERVAL_MS = 1_000;
 
 /**
  * A human is never asked about a non-public IP literal (127.0.0.1:9999, 10.0.0.5): an approval would

@@ -82,6 +82,14 @@ export class EgressEndpoint {
     // One cloister cannot hold more than its share of the guardian's sockets and memory.
     if (this.openConnections >= this.context.settings.max_connections) return this.refuseOverLimit(socket);
     this.context.track(socket);
+    // A connection is new work: when the cloister has outrun its audit rate, it waits its turn
+    // (record-pace.ts), unread (pauseOnConnect) and counted against the cap, which then bounds
+    // what a flood can hold. The turn pays for the connection's first request.
+    this.context.onTurn(() => this.awaitFirstBytes(socket));
+  }
+
+  private awaitFirstBytes(socket: Socket): void {
+    if (socket.destroyed) return;
     socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
     // A 'readable' listener starts reading without letting data flow anywhere yet.
     socket.once("readable", () => this.dispatch(socket));
@@ -106,6 +114,7 @@ export class EgressEndpoint {
   private refuseOverLimit(socket: Socket): void {
     const max = this.context.settings.max_connections;
     const detail = `more than ${max} connections open`;
+    if (this.context.paced) return this.context.closeUnread(socket, detail);
     if (this.refusing.size >= MAX_REFUSING) {
       this.context.refused("unknown", "over-limit", detail);
       return void socket.destroy();

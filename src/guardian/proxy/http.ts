@@ -197,7 +197,11 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
     context.refused("connect", "invalid", conflict);
     return void client.end(rawResponse(400, "Bad Request", `cloister: ${conflict}\n`));
   }
-  const { result: verdict, early } = await whileHeld(client, head, () => context.judge("connect", target.host, target.port, client));
+  const { result: verdict, early } = await whileHeld(client, head, async () => {
+    // After plain requests on the connection, the CONNECT is one more request and takes its own turn.
+    if (pipelines.has(client)) await context.turn();
+    return context.judge("connect", target.host, target.port, client);
+  });
   if (!verdict.ok) return void client.end(rawResponse(verdict.status, statusText(verdict.status), `${verdict.message}\n`));
   let plan;
   try {
@@ -230,14 +234,18 @@ async function connectTunnel(context: EgressContext, req: IncomingMessage, clien
 function enqueue(context: EgressContext, req: IncomingMessage, res: ServerResponse): void {
   const client = req.socket;
   let line = pipelines.get(client);
+  // The connection's turn paid for its first request; each later one takes its own (record-pace.ts).
+  const turn = line ? () => context.turn() : () => undefined;
   if (!line) pipelines.set(client, (line = { tail: Promise.resolve(), waiting: 0 }));
   if (line.waiting >= MAX_PIPELINED) {
+    if (context.paced) return context.closeUnread(client, `more than ${MAX_PIPELINED} pipelined requests`);
     context.refused("http", "over-limit", `more than ${MAX_PIPELINED} pipelined requests`);
     return reply(res, 503, `cloister: more than ${MAX_PIPELINED} requests pipelined on one connection; wait for the responses\n`);
   }
   const queue = line;
   queue.waiting++;
   queue.tail = queue.tail
+    .then(turn)
     .then(() => {
       queue.waiting--;
       // The client may have gone while this request waited: then there is nothing to forward it for.
