@@ -164,4 +164,45 @@ describe("escape/credentials: review", () => {
     }
     assert.equal(guardianPid(), pid, `the guardian died and was restarted:\n${out}`);
   });
+
+  it("a flood of requests inside one intercepted connection waits its turn (proxy.audit_rate): each is answered and audited, none faster than the rate", async () => {
+    const file = join(t.home, "config", "config.yaml");
+    const original = readFileSync(file, "utf8");
+    const paced = original.replace(/^  audit_rate: 50$/m, "  audit_rate: 20").replace(/^  audit_burst: 5000$/m, "  audit_burst: 30");
+    assert.ok(paced.includes("audit_rate: 20") && paced.includes("audit_burst: 30"), "the config template changed: update this test");
+    const injected = async () => (await t.cli(["audit", "tail", "-n", "100000", "--json"])).stdout.split("\n").filter((l) => l.includes('"type":"credential.inject"')).length;
+    const before = await injected();
+    writeFileSync(file, paced);
+    assert.equal((await t.cli(["guardian", "reload"])).code, 0);
+    try {
+      const started = Date.now();
+      const r = await run("paced", `
+        const http2 = require("http2");
+        const s = await tunnel("h2");
+        const session = http2.connect("https://" + HOST + ":" + PORT, { createConnection: () => s });
+        const one = (i) => new Promise((resolve) => {
+          const req = session.request({ ":path": "/paced-" + i, authorization: "Bearer " + TOKEN });
+          let status = 0;
+          req.on("response", (h) => (status = h[":status"]));
+          req.on("data", () => undefined);
+          req.on("error", () => resolve(0));
+          req.on("close", () => resolve(status));
+          req.end();
+        });
+        const statuses = await Promise.all(Array.from({ length: 80 }, (_, i) => one(i)));
+        console.log("OK " + statuses.filter((s) => s === 200).length);
+        session.close();`);
+      const seconds = (Date.now() - started) / 1000;
+      assert.match(r.stdout, /^OK 80$/m, r.stdout + r.stderr);
+      assert.equal(seen("/paced-").length, 80);
+      const records = (await injected()) - before;
+      assert.equal(records, 80, "each request's injection is audited");
+      // An upper bound only (a slow machine is slower still): 80 requests past a burst of 30 at 20 a
+      // second take 2.5 s at the least, and the whole run took longer than that.
+      assert.ok(seconds >= (80 - 30 - 2) / 20, `80 intercepted requests in ${seconds.toFixed(1)} s: they were not paced`);
+    } finally {
+      writeFileSync(file, original);
+      assert.equal((await t.cli(["guardian", "reload"])).code, 0);
+    }
+  });
 });
