@@ -224,10 +224,12 @@ export class EgressContext {
     return this.tryTurn() ? Promise.resolve() : this.pace.turn();
   }
 
-  /** Runs `work` now if a turn is free, else when its turn comes (see turn()). */
+  /** Runs `work` now if a turn is free, else when its turn comes (see turn()), unless the cloister has gone meanwhile. */
   onTurn(work: () => void): void {
-    if (this.tryTurn()) work();
-    else void this.pace.turn().then(work);
+    if (this.tryTurn()) return work();
+    void this.pace.turn().then(() => {
+      if (!this.closed) work();
+    });
   }
 
   /**
