@@ -107,9 +107,11 @@ function withEarlyBytes(client: Socket, early: Buffer): Duplex {
 
 /** Hands the decrypted connection to an HTTP/2 or HTTP/1.1 server made for this connection alone. */
 function serve(ix: Intercepted, secure: TLSSocket): void {
-  // Each request is new work of the cloister, which waits its turn when it outruns its audit rate
-  // (proxy/record-pace.ts): the CONNECT's turn was the tunnel's, and every request may be audited.
-  const handle = (req: ClientRequest, res: ClientResponse) => ix.context.onTurn(() => exchange(ix, req, res));
+  // A request here writes a record only when it carries a credential (an injection, a placeholder
+  // seen), and then at once, in exchange(): so it goes free while the cloister keeps to its audit
+  // rate, and waits its turn once it has outrun it (proxy/record-pace.ts). A host only inspected,
+  // whose requests write nothing, is not slowed by a pace it does not use.
+  const handle = (req: ClientRequest, res: ClientResponse) => (ix.context.paced ? ix.context.onTurn(() => exchange(ix, req, res)) : exchange(ix, req, res));
   if (secure.alpnProtocol === "h2") {
     // One connection's streams are bounded as one cloister's connections are (proxy.max_connections):
     // each open stream may hold an origin request, and node's default is no limit at all.
