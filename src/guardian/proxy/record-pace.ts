@@ -57,8 +57,7 @@ export class RecordPace {
   /** Takes a turn if one is free now, without waiting; false when the work must wait (turn()). */
   tryTurn(): boolean {
     if (this.paced) return false;
-    this.tokens -= 1;
-    this.prepaid++;
+    this.take();
     return true;
   }
 
@@ -87,12 +86,17 @@ export class RecordPace {
       this.timer = undefined;
       this.refill();
       while (this.waiting.length > 0 && this.tokens >= 1) {
-        this.tokens -= 1;
-        this.prepaid++;
+        this.take();
         this.waiting.shift()?.();
       }
       this.schedule();
     }, ms);
+  }
+
+  /** A turn given: its token prepays the record its work will make. */
+  private take(): void {
+    this.tokens -= 1;
+    this.prepaid++;
   }
 
   private refill(): void {
