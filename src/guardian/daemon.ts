@@ -9,7 +9,7 @@ import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister, killCloisterNow, type LaunchGrant } from "../sandbox/engine.js";
 import { RELEASE_TIMEOUT_MS } from "../sandbox/limits.js";
 import { orphanRecord, runtimeDirUnchangedFor, setAsideUnreadableRecords, snapshotCloisters, unrecordedIds, type CloisterSnapshot } from "../sandbox/orphans.js";
-import { cloisterListing, isKeeperAlive, isLaunchOrphaned, listRecords, noSuchCloister, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
+import { cloisterListing, isKeeperAlive, isLauncherAlive, isLaunchOrphaned, listRecords, noSuchCloister, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
 import { JsonLines, serveControl } from "./control-server.js";
 import { AuditLog } from "../audit/log.js";
@@ -48,6 +48,20 @@ const LAUNCH_GRACE_MS = 60_000;
 function launchOverdue(record: CloisterRecord): boolean {
   return record.launcherPid === undefined && Date.now() - Date.parse(record.createdAt) > LAUNCH_GRACE_MS;
 }
+
+/**
+ * A cloister whose keeper died this soon after its launch began, while its launcher still runs, is
+ * most likely a launch failing (bwrap refused a mount, user namespaces are off): the launcher reads
+ * bwrap's own words from the keeper's log in the runtime dir, says them, and removes it all itself.
+ * Cleaned up first, the log was gone and the user told only that the cloister was "gone".
+ */
+const LAUNCHER_OWNS_MS = 10_000;
+
+/** The dead cloister of `record` is left to its launcher for now (see LAUNCHER_OWNS_MS). */
+function launcherStillOwns(record: CloisterRecord): boolean {
+  return Date.now() - Date.parse(record.createdAt) < LAUNCHER_OWNS_MS && isLauncherAlive(record);
+}
+
 /** How long an exiting guardian waits for stops under way (see exit): a stop's cgroups get RELEASE_TIMEOUT_MS to empty. */
 const EXIT_WAIT_MS = RELEASE_TIMEOUT_MS + 1_000;
 const REAP_INTERVAL_MS = 2_000;
@@ -353,6 +367,8 @@ class Guardian {
             .open({ name, id, project, projectRoot, token, socketDir, session })
             .catch((error: unknown) => log(`cloister ${record.name} has no network until its policy loads: ${String(error)}`));
         }
+      } else if (launcherStillOwns(record)) {
+        continue;
       } else if (record.keeperPid !== undefined || isLaunchOrphaned(record) || launchOverdue(record)) {
         log(`cloister ${record.name} is gone; cleaning up`);
         await this.forget(record);

@@ -210,13 +210,17 @@ export function isKeeperAlive(record: CloisterRecord): boolean {
   return record.keeperPid !== undefined && isRunningProcess(record.keeperPid, record.keeperStartTime);
 }
 
+/** The process that launched the record's cloister still runs (a record of an older build does not say). */
+export function isLauncherAlive(record: CloisterRecord): boolean {
+  return record.launcherPid !== undefined && isRunningProcess(record.launcherPid, record.launcherStartTime);
+}
+
 /** The record's cloister runs, or a live launcher is still launching it: its name is taken. */
 export function holdsName(record: CloisterRecord): boolean {
-  if (record.keeperPid !== undefined) return isKeeperAlive(record);
-  return record.launcherPid !== undefined && isRunningProcess(record.launcherPid, record.launcherStartTime);
+  return record.keeperPid !== undefined ? isKeeperAlive(record) : isLauncherAlive(record);
 }
 
 /** A launch that never got its keeper running and whose launcher is gone (killed outright): nothing will finish it. */
 export function isLaunchOrphaned(record: CloisterRecord): boolean {
-  return record.keeperPid === undefined && record.launcherPid !== undefined && !isRunningProcess(record.launcherPid, record.launcherStartTime);
+  return record.keeperPid === undefined && record.launcherPid !== undefined && !isLauncherAlive(record);
 }

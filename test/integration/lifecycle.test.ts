@@ -380,6 +380,37 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal(existsSync(runtimeDir), false, "the clean-up was cut off: the runtime dir is left");
   });
 
+  it("leaves a launch that is failing to its live launcher, which still reads the keeper's log, and cleans it up once that launch is old", async () => {
+    // Two dead cloisters, as bwrap failing right after the keeper started it leaves them: one whose
+    // launcher (this process) still runs, and one whose launcher is gone. One reconcile looks at both.
+    const dead = spawnSync("true");
+    const deadCloister = (name: string, id: string, launcher: { pid?: number; start?: string }): { runtimeDir: string; file: string; record: Record<string, unknown> } => {
+      const runtimeDir = join(t.home, "run", "c", id);
+      mkdirSync(runtimeDir, { recursive: true });
+      writeFileSync(join(runtimeDir, "cloister.log"), "bwrap: Can't mount proc on /newroot/proc: Operation not permitted\n");
+      const record = {
+        name, id, project: name, projectRoot: t.project, persistent: true, network: false,
+        createdAt: new Date().toISOString(), keeperPid: dead.pid, keeperStartTime: "0", initSocket: join(runtimeDir, "init.sock"),
+        runtimeDir, homeDir: join(t.home, name), ephemeralHome: false, cgroupDirs: [], placeholders: [], limitMechanism: "rlimit",
+        launcherPid: launcher.pid, launcherStartTime: launcher.start,
+      };
+      const file = join(recordDir(t), `${name}.json`);
+      mkdirSync(recordDir(t), { recursive: true });
+      writeFileSync(file, JSON.stringify(record), { mode: 0o600 });
+      return { runtimeDir, file, record };
+    };
+    const failing = deadCloister("failing", "0badfa11", { pid: process.pid, start: processStartTime(process.pid) });
+    deadCloister("abandoned", "0badfa12", { pid: dead.pid, start: "0" });
+    const log = join(t.home, "state", "guardian.log");
+    assert.equal((await t.cli(["guardian", "start"])).code, 0);
+    await waitUntil("the guardian to clean up the cloister whose launcher is gone", () => readOr(log).includes("cloister abandoned is gone") && recordOf(t, "abandoned") === undefined, 15_000);
+    assert.ok(existsSync(join(failing.runtimeDir, "cloister.log")), "the failing launch's log was removed under its launcher");
+    assert.notEqual(recordOf(t, "failing"), undefined);
+
+    writeFileSync(failing.file, JSON.stringify({ ...failing.record, createdAt: new Date(Date.now() - 60_000).toISOString() }), { mode: 0o600 });
+    await waitUntil("the guardian to clean up the old dead cloister", () => recordOf(t, "failing") === undefined && !existsSync(failing.runtimeDir), 15_000);
+  });
+
   it("trusts guardian.json only for a live guardian of this build on its own socket: a stale or forged one starts a real guardian", async () => {
     // The CLI skips asking the guardian when its info file says it runs. Here the file names a
     // live process that is not a guardian (this test), with this build, while none runs.
