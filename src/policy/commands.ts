@@ -248,6 +248,8 @@ const WHY = {
   find: "makes find run programs, or write or delete files",
   gitOption: "is a git option that can run programs or point git at other repositories and config",
   gitCommand: "makes git run programs, serve repositories or change configuration",
+  gitFile: "makes git write or read a file it names, anywhere on the host (a shell rc file written is code run later; a key read is a key leaked)",
+  gitPath: "is a path git writes to or reads from, anywhere on the host, for this command (a checkout made in ~/.local/bin is code run later)",
 } as const;
 
 /** Programs whose job is to run another program or code. */
@@ -334,12 +336,46 @@ const GIT_HAZARD_COMMANDS: ReadonlySet<string> = new Set([
   "hook", "maintenance", "remote-ext", "imap-send", "fsmonitor--daemon",
 ]);
 
-/** git commands that run programs only with a certain later argument, which is the hazard. */
-const GIT_HAZARD_ARGUMENTS: ReadonlyMap<string, (arg: string) => boolean> = new Map([
-  ["submodule", (arg: string) => arg === "foreach"],
-  ["bisect", (arg: string) => arg === "run"],
-  ["rebase", (arg: string) => shortClusterHas(arg, "x")],
-  ["archive", (arg: string) => longOptionIs(arg, ["remote"], true)],
+/**
+ * git options, of any command, that make git write or read a file they name: `git log --output=FILE`
+ * writes FILE with text the agent chose, `git diff --no-index /dev/null FILE` shows FILE. Any prefix
+ * counts, as for the options above.
+ */
+const GIT_FILE_OPTIONS: readonly string[] = ["output", "output-directory", "no-index", "contents", "file", "unsafe-paths", "export-marks", "import-marks", "import-marks-if-exists", "object-dir"];
+
+/** The short options that name a file to write or read, by git command (the same letter means something else elsewhere). */
+const GIT_FILE_SHORT_OPTIONS: ReadonlyMap<string, string> = new Map([
+  ["commit", "Ft"],
+  ["tag", "F"],
+  ["notes", "F"],
+  ["merge", "F"],
+  ["grep", "f"],
+  ["format-patch", "o"],
+  ["archive", "o"],
+]);
+
+/**
+ * git commands whose arguments are paths they write or read outside the repository (a clone's or a
+ * worktree's directory, a bundle, a pack, a patch or mailbox to apply, a file to hash): every
+ * argument that is not an option is a hazard, so a wildcard passes none of them.
+ */
+const GIT_PATH_COMMANDS: ReadonlySet<string> = new Set([
+  "clone", "init", "worktree", "bundle", "merge-file", "hash-object", "mailsplit", "mailinfo", "index-pack", "pack-objects",
+  "am", "apply", "checkout-index",
+]);
+
+/** A later argument of a git command that is the hazard, and why. */
+interface GitArgumentHazard {
+  hits: (arg: string) => boolean;
+  why: string;
+}
+
+/** git commands that run programs, or touch files outside the repository, only with a certain later argument. */
+const GIT_HAZARD_ARGUMENTS: ReadonlyMap<string, GitArgumentHazard> = new Map([
+  ["submodule", { hits: (arg: string) => arg === "foreach", why: WHY.gitCommand }],
+  ["bisect", { hits: (arg: string) => arg === "run", why: WHY.gitCommand }],
+  ["rebase", { hits: (arg: string) => shortClusterHas(arg, "x"), why: WHY.gitCommand }],
+  ["archive", { hits: (arg: string) => longOptionIs(arg, ["remote"], true), why: WHY.gitCommand }],
 ]);
 
 /**
@@ -435,13 +471,21 @@ function gitCommandFindings(argv: readonly string[]): [number, string][] {
   const command = commandIndex === undefined ? undefined : argv[commandIndex];
   if (commandIndex === undefined || command === undefined) return [];
   if (GIT_HAZARD_COMMANDS.has(command)) return [[commandIndex, WHY.gitCommand]];
-  const trigger = GIT_HAZARD_ARGUMENTS.get(command);
-  if (!trigger) return [];
   const found: [number, string][] = [];
   for (let index = commandIndex + 1; index < argv.length; index++) {
-    if (trigger(argv[index] ?? "")) found.push([index, WHY.gitCommand]);
+    const why = gitArgumentHazard(command, argv[index] ?? "");
+    if (why !== undefined) found.push([index, why]);
   }
   return found;
+}
+
+/** Why `arg`, after the git command `command`, is a hazard; undefined when it is not one. */
+function gitArgumentHazard(command: string, arg: string): string | undefined {
+  const trigger = GIT_HAZARD_ARGUMENTS.get(command);
+  if (trigger?.hits(arg)) return trigger.why;
+  if (longOptionIs(arg, GIT_FILE_OPTIONS, true) || shortClusterHas(arg, GIT_FILE_SHORT_OPTIONS.get(command) ?? "")) return WHY.gitFile;
+  if (GIT_PATH_COMMANDS.has(command) && !arg.startsWith("-")) return WHY.gitPath;
+  return undefined;
 }
 
 function gitCommandIndex(argv: readonly string[]): number | undefined {

@@ -9,7 +9,8 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -314,6 +315,47 @@ cat /tmp/hx/plain.err`,
     const steps = stepValues(r, ["plain"]);
     assert.equal(steps.plain, "0", r.stdout + r.stderr);
     assert.deepEqual(presentMarkers([escaped]), []);
+  });
+
+  it("git's ways of writing or reading host files are refused under allow rules with wildcards; the plain commands run", async () => {
+    // A host file the agent would overwrite with a command of its own (a shell rc file), one it
+    // would read (a key), and a directory it would fill (~/.local/bin).
+    const hostDir = mkdtempSync(join(tmpdir(), "cloister-escape-hx-files-"));
+    const victim = join(hostDir, "bashrc");
+    const secret = join(hostDir, "id_ed25519");
+    writeFileSync(victim, "echo original\n");
+    writeFileSync(secret, "HOST-KEY-CANARY\n");
+    try {
+      await useRules(t, [
+        { allow: ["git", { one_of: ["log", "diff", "show", "blame", "grep", "commit", "format-patch", "archive", "hash-object"] }, "**"] },
+        { allow: ["git", { one_of: ["worktree", "clone", "bundle"] }, "**"] },
+      ]);
+      const attempts: [string, string][] = [
+        ["log-output", `git log -1 '--format=format:touch /tmp/owned' --output=${victim}`],
+        ["log-output-abbrev", `git log -1 --out=${victim}`],
+        ["diff-no-index", `git diff --no-index /dev/null ${secret}`],
+        ["blame-contents", `git blame --contents ${secret} README.md`],
+        ["grep-patterns", `git grep -f ${secret} x`],
+        ["commit-message", `git commit --allow-empty -F ${secret}`],
+        ["format-patch-dir", `git format-patch -o ${hostDir}/bin -1`],
+        ["archive-output", `git archive -o ${victim} HEAD`],
+        ["hash-object", `git hash-object -w ${secret}`],
+        ["worktree-add", `git worktree add ${hostDir}/local-bin`],
+        ["clone-to", `git clone /work ${hostDir}/clone`],
+        ["bundle-create", `git bundle create ${victim} HEAD`],
+      ];
+      const r = await attack(`${HX_PRELUDE}${hazardAttempts(attempts)}hx plain-log git log --oneline -1
+grep -rl HOST-KEY-CANARY /tmp/hx /work/.git 2>/dev/null && echo "STEP canary seen"
+echo "STEP done 0"`);
+      assertRefusedAsHazards(r, attempts);
+      const steps = stepValues(r, ["plain-log", "done"]);
+      assert.equal(steps["plain-log"], "0", r.stdout + r.stderr);
+      assert.equal(parseSteps(r.stdout).get("canary"), undefined, "the host key reached the cloister");
+      assert.equal(readFileSync(victim, "utf8"), "echo original\n");
+      assert.deepEqual(readdirSync(hostDir).sort(), ["bashrc", "id_ed25519"]);
+    } finally {
+      rmSync(hostDir, { recursive: true, force: true });
+    }
   });
 
   /**

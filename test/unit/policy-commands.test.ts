@@ -609,22 +609,22 @@ describe("hazards: git options, in every spelling", () => {
     [["git", "--config-e=core.pager=EVIL", "log"], [1]],
     [["git", "--namespace=x", "log"], [1]],
     [["git", "--namespace", "x", "log"], [1]],
-    [["git", "clone", "--upload-pack=evil", "repo"], [2]],
-    [["git", "clone", "--upload-pack", "evil", "repo"], [2]],
-    [["git", "clone", "--upload-p=evil", "repo"], [2]],
-    [["git", "clone", "--upload", "evil", "repo"], [2]],
-    [["git", "clone", "-u", "evil", "repo"], [2]],
-    [["git", "clone", "-uevil", "repo"], [2]],
-    [["git", "clone", "-qu", "evil", "repo"], [2]],
+    [["git", "fetch", "--upload-pack=evil", "repo"], [2]],
+    [["git", "fetch", "--upload-pack", "evil", "repo"], [2]],
+    [["git", "fetch", "--upload-p=evil", "repo"], [2]],
+    [["git", "fetch", "--upload", "evil", "repo"], [2]],
+    [["git", "fetch", "-u", "evil", "repo"], [2]],
+    [["git", "fetch", "-uevil", "repo"], [2]],
+    [["git", "fetch", "-qu", "evil", "repo"], [2]],
     [["git", "ls-remote", "-u", "evil", "repo"], [2]],
     [["git", "fetch", "--upload-pack", "evil"], [2]],
     [["git", "push", "--receive-pack=evil"], [2]],
     [["git", "push", "--receive-pa", "evil"], [2]],
     [["git", "push", "--exec=evil"], [2]],
     [["git", "send-pack", "--exec", "evil"], [2]],
-    [["git", "clone", "--template=/x", "repo"], [2]],
-    [["git", "clone", "--config", "core.sshCommand=evil", "repo"], [2]],
-    [["git", "clone", "-c", "core.sshCommand=evil", "repo"], [2]],
+    [["git", "fetch", "--template=/x", "repo"], [2]],
+    [["git", "fetch", "--config", "core.sshCommand=evil", "repo"], [2]],
+    [["git", "fetch", "-c", "core.sshCommand=evil", "repo"], [2]],
     [["git", "grep", "-Ovim", "x"], [2]],
     [["git", "grep", "--open-files-in-pager=vim", "x"], [2]],
     [["git", "difftool", "--extcmd=evil"], [1, 2]],
@@ -637,7 +637,7 @@ describe("hazards: git options, in every spelling", () => {
     [["/usr/bin/git", "-c", "x=y", "status"], [0, 1]],
     [["git", "-c", "a=b", "-c", "c=d", "status"], [1, 3]],
     // Scanning does not stop at "--": "-o" takes "--" as its value here, and "-u" is an option again.
-    [["git", "clone", "-o", "--", "-u", "evil", "repo"], [4]],
+    [["git", "fetch", "-o", "--", "-u", "evil", "repo"], [4]],
     // The cost of that: a path spelled like an option is a hazard too.
     [["git", "log", "--", "-c"], [3]],
     [["git", "log", "--", "--upload-pack=x"], [3]],
@@ -653,6 +653,59 @@ describe("hazards: git options, in every spelling", () => {
       hazards(["git", "--upload-p=evil", "-ck=v"]).map((h) => h.token),
       ["--upload-p=evil", "-ck=v"],
     );
+  });
+});
+
+describe("hazards: git writing or reading files anywhere on the host", () => {
+  const cases: [string[], number[]][] = [
+    // Options that name a file to write or read, of any command, in every spelling.
+    [["git", "log", "-1", "--format=format:touch x", "--output=/home/u/.bashrc"], [4]],
+    [["git", "log", "--output", "/home/u/.bashrc"], [2]],
+    [["git", "show", "--out=x"], [2]],
+    [["git", "diff", "--no-index", "/dev/null", "/home/u/.ssh/id_ed25519"], [2]],
+    [["git", "grep", "--no-index", "key"], [2]],
+    [["git", "blame", "--contents", "/etc/shadow", "README.md"], [2]],
+    [["git", "format-patch", "--output-directory=/home/u/.local/bin", "HEAD~1"], [2]],
+    [["git", "apply", "--unsafe-paths", "--directory=/home/u"], [2]],
+    [["git", "fast-export", "--export-marks=/home/u/.profile"], [2]],
+    [["git", "commit-graph", "write", "--object-dir=/home/u/x"], [3]],
+    [["git", "grep", "--file=/home/u/.netrc"], [2]],
+    // Short options, by command: the same letter means something harmless elsewhere.
+    [["git", "commit", "-F", "/home/u/.netrc"], [2]],
+    [["git", "commit", "-qF/home/u/.netrc"], [2]],
+    [["git", "commit", "-t", "/home/u/.netrc"], [2]],
+    [["git", "tag", "-a", "v1", "-F", "/home/u/.netrc"], [4]],
+    [["git", "grep", "-f", "/home/u/.ssh/id_rsa"], [2]],
+    [["git", "format-patch", "-o", "/home/u/.local/bin", "HEAD~1"], [2]],
+    [["git", "archive", "-o", "/home/u/.bashrc", "HEAD"], [2]],
+    [["git", "grep", "-F", "needle"], []],
+    [["git", "push", "-o", "ci.skip", "origin", "main"], []],
+    [["git", "log", "-F", "--grep=x"], []],
+    // Commands whose arguments are paths on the host: every one that is not an option.
+    [["git", "worktree", "add", "/home/u/.local/bin", "evil"], [2, 3, 4]],
+    [["git", "clone", "--depth", "1", "https://example.com/r.git", "/home/u/.local/bin"], [3, 4, 5]],
+    [["git", "init", "/home/u/.config/autostart"], [2]],
+    [["git", "hash-object", "-w", "/home/u/.ssh/id_ed25519"], [3]],
+    [["git", "bundle", "create", "/home/u/.bashrc", "HEAD"], [2, 3, 4]],
+    [["git", "merge-file", "/home/u/.bashrc", "base", "theirs"], [2, 3, 4]],
+    [["git", "am", "--continue"], []],
+    // Other commands' paths stay git's own business: it refuses pathspecs outside the repository.
+    [["git", "log", "--oneline", "--", "/etc/passwd"], []],
+    [["git", "push", "--force", "origin", "main"], []],
+  ];
+  itFindsHazards(cases);
+
+  it("says what the hazard is", () => {
+    assert.match(hazards(["git", "log", "--output=x"])[0]?.why ?? "", /write or read a file it names, anywhere on the host/);
+    assert.match(hazards(["git", "worktree", "add", "x"])[0]?.why ?? "", /a path git writes to or reads from/);
+  });
+
+  it("a wildcard allow rule passes none of them, a rule naming the argument does", () => {
+    const rules: CommandRuleEntry[] = [{ allow: ["git", "log", "**"] }, { allow: ["git", "worktree", "list"] }];
+    assert.equal(decide(rules, ["git", "log", "--output=/home/u/.bashrc"]).verdict, "deny");
+    assert.equal(decide(rules, ["git", "log", "--oneline"]).verdict, "allow");
+    assert.equal(decide(rules, ["git", "worktree", "list"]).verdict, "allow");
+    assert.equal(decide(rules, ["git", "worktree", "add", "/tmp/x"]).verdict, "deny");
   });
 });
 
