@@ -206,7 +206,9 @@ class Guardian {
         const entry: RuleEntry = body.private === true ? { rule: String(body.rule), private: true } : String(body.rule);
         const scope = body.scope === "global" ? "global" : "project";
         const list = body.list === "deny" ? "deny" : "allow";
-        return { changed: await this.egress.decide(scope, scope === "project" ? String(body.project) : undefined, list, entry) };
+        const changed = await this.egress.decide(scope, scope === "project" ? String(body.project) : undefined, list, entry);
+        this.approvals.policyChanged({ scope, rule: String(body.rule), by: "cli" });
+        return { changed };
       },
       // Replaced by a newer build: leave the cloisters running (the next guardian adopts them).
       "POST /v1/restart": () => {
@@ -242,7 +244,7 @@ class Guardian {
       keep: (request, verdict, scope, wildcard) =>
         request.kind === "domain" ? this.egress.keepDomainAnswer(request, verdict, scope, wildcard) : this.hostCommands.keepAnswer(request, verdict, scope),
       revoke: (decision) => (decision.kind === "domain" ? this.egress.revokeDomainAnswer(decision) : this.hostCommands.revokeAnswer(decision)),
-      recheck: (request) => this.egress.recheck(request),
+      recheck: (request) => (request.kind === "domain" ? this.egress.recheck(request) : this.hostCommands.recheck(request)),
     };
   }
 
@@ -304,6 +306,7 @@ class Guardian {
 
   private async reload(): Promise<void> {
     await this.egress.reload();
+    this.approvals.policyChanged(null);
     this.audit.append({ type: "guardian.reload", pid: process.pid, version: VERSION });
     log("configuration reloaded");
   }

@@ -92,6 +92,14 @@ export class HostCommands {
     return ruleText(entry);
   }
 
+  /** What the rules now say of a held command (a rule added while it waited): a verdict, or undefined while they still ask. */
+  recheck(request: PendingCommand): Verdict | undefined {
+    const session = this.sessions.get(request.cloister);
+    if (!session) return undefined;
+    const { verdict } = this.rule(request.project, session, request.argv);
+    return verdict === "ask" ? undefined : verdict;
+  }
+
   async revokeAnswer(decision: DecisionView): Promise<void> {
     const { scope, rule } = decision;
     if (!rule || (scope !== "project" && scope !== "global")) return;

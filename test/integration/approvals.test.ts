@@ -14,7 +14,7 @@ import { startHttpUpstream, type Upstream } from "../fixtures/upstreams.js";
 describe("domain approvals", () => {
   let t: TestInstance;
   let web: Upstream;
-  const names = ["a.test", "b.test", "c.test", "d.test", "e.test", "f.test", "g.test", "h.test", "timeout.test", "x.api.test"];
+  const names = ["a.test", "b.test", "c.test", "d.test", "e.test", "f.test", "g.test", "h.test", "i.test", "j.test", "timeout.test", "x.api.test"];
   const first = "appr";
   const second = "appr-two";
 
@@ -115,6 +115,28 @@ describe("domain approvals", () => {
       }, 10_000);
     }
     assert.equal(web.requests.filter((r) => r.url === "/gave-up").length, 0);
+  });
+
+  it("`cloister deny|allow RULE` decides the requests already waiting for it at once; approving one a deny covers is refused", async () => {
+    const deniedHeld = curlBody(first, "i.test");
+    await pendingFor("i.test");
+    const allowedHeld = curl(first, "j.test", "/released");
+    await pendingFor("j.test");
+    // A second request for i.test from the other cloister, answered only after the deny rule.
+    const other = curlBody(second, "i.test");
+    const late = await pendingFor("i.test", second);
+    const deny = await t.cli(["deny", `i.test:${web.port}`]);
+    assert.equal(deny.code, 0, deny.stderr);
+    assert.match((await deniedHeld.done).stdout, /refused: it was denied by a human \(cli, scope project\)/);
+    assert.match((await other.done).stdout, /refused/);
+    const approve = await t.cli(["approve", late.id]);
+    assert.equal(approve.code, 125, "the request was decided by the deny rule already: nothing is left to approve");
+    const allow = await t.cli(["allow", `j.test:${web.port}`]);
+    assert.equal(allow.code, 0, allow.stderr);
+    assert.equal((await allowedHeld.done).stdout, "200");
+    const { pending } = JSON.parse((await t.cli(["approvals", "--json"])).stdout) as { pending: Pending[] };
+    assert.deepEqual(pending, []);
+    assert.equal(web.requests.filter((r) => String(r.headers.host).startsWith("i.test")).length, 0);
   });
 
   it("coalesces identical requests of one cloister into one question with one answer", async () => {

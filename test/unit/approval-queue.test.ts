@@ -6,12 +6,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { AuditEvent } from "../../src/audit/log.js";
 import { ApprovalQueue, MAX_PENDING_PER_CLOISTER, type DecisionKeeper, type DomainQuestion, type Outcome } from "../../src/guardian/approvals/queue.js";
-import { ApprovalError, type ApprovalEvent, type DecisionView, type PendingDomain, type Scope, type Verdict } from "../../src/guardian/approvals/types.js";
+import { ApprovalError, type ApprovalEvent, type DecisionView, type Pending, type Scope, type Verdict } from "../../src/guardian/approvals/types.js";
 
 interface FakeKeeper extends DecisionKeeper {
   kept: { id: string; verdict: Verdict; scope: Scope; wildcard: boolean }[];
   revoked: DecisionView[];
-  /** What recheck answers for each host (the policy after an answer). */
+  /** What recheck answers for each host, or argv joined by spaces (the policy after a change). */
   policy: Map<string, Verdict>;
   fail?: Error;
 }
@@ -30,8 +30,8 @@ function fakeKeeper(): FakeKeeper {
     async revoke(decision) {
       keeper.revoked.push(decision);
     },
-    recheck(request: PendingDomain) {
-      return keeper.policy.get(request.host);
+    recheck(request: Pending) {
+      return keeper.policy.get(request.kind === "domain" ? request.host : request.argv.join(" "));
     },
   };
   return keeper;
@@ -179,6 +179,39 @@ describe("approval queue", () => {
     assert.deepEqual(queue.pending().map((p) => p.cloister), ["c3"]);
     queue.cancelAll();
     assert.equal((await unrelated).verdict, "deny");
+  });
+
+  it("a deny rule added while a request waited wins over a later allow: the answer is refused and the request denied", async () => {
+    const { queue, keeper, audit } = setup();
+    const outcome = queue.askDomain(question("late.example.com"), 60_000, never());
+    const command = queue.askCommand({ cloister: "c1", project: "p", branch: null, argv: ["ls", "-R"], cwd: "/p", rule: "ask [ls, **]" }, 60_000, never());
+    const [domain] = queue.pending();
+    assert.ok(domain && command.request);
+    keeper.policy.set("late.example.com", "deny").set("ls -R", "deny");
+    for (const id of [domain.id, command.request.id]) {
+      await assert.rejects(queue.answer(id, { verdict: "allow", scope: "once", by: "cli" }), (e: unknown) => e instanceof ApprovalError && e.status === 409 && /a deny rule added since covers/.test(e.message));
+    }
+    assert.deepEqual(await outcome, { verdict: "deny", scope: null, rule: null, by: "policy", requestId: domain.id });
+    assert.equal((await command.outcome).by, "policy");
+    assert.deepEqual(keeper.kept, []);
+    assert.deepEqual(queue.pending(), []);
+    assert.equal(audit.filter((e) => e.type === "approval.follows").length, 2);
+    assert.equal(audit.filter((e) => e.type === "approval.decision").length, 0);
+  });
+
+  it("a rule given outside an answer decides the held requests it covers; a reload releases only what is now denied", async () => {
+    const { queue, keeper } = setup();
+    const allowed = queue.askDomain(question("ok.example.com"), 60_000, never());
+    const denied = queue.askDomain(question("no.example.com"), 60_000, never());
+    const command = queue.askCommand({ cloister: "c1", project: "p", branch: null, argv: ["make"], cwd: "/p", rule: "ask [make]" }, 60_000, never()).outcome;
+    keeper.policy.set("ok.example.com", "allow").set("no.example.com", "deny").set("make", "deny");
+    queue.policyChanged(null);
+    assert.equal((await denied).by, "policy");
+    assert.equal((await command).by, "policy");
+    assert.deepEqual(queue.pending().map((p) => (p.kind === "domain" ? p.host : "")), ["ok.example.com"]);
+    queue.policyChanged({ scope: "project", rule: "ok.example.com", by: "cli" });
+    assert.deepEqual(await allowed, { verdict: "allow", scope: "project", rule: "ok.example.com", by: "cli", requestId: (await allowed).requestId });
+    assert.deepEqual(queue.pending(), []);
   });
 
   it("undo revokes a persisted decision once; session and once decisions are not undoable", async () => {

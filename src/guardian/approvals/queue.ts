@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { AuditEvent } from "../../audit/log.js";
+import { canonicalQuote } from "../../policy/commands.js";
 import {
   ApprovalError,
   SCOPES,
@@ -17,7 +18,7 @@ import {
 /** What a held request comes back with. Nobody answering is a denial, never an allow. */
 export type Outcome =
   | { verdict: Verdict; scope: Scope; rule: string | null; by: string; requestId: string }
-  | { verdict: "deny"; scope: null; rule: null; by: "timeout" | "cancelled" | "flood"; requestId: string | null };
+  | { verdict: "deny"; scope: null; rule: null; by: "timeout" | "cancelled" | "flood" | "policy"; requestId: string | null };
 
 /**
  * What an answer does besides releasing the request: remembering it for the cloister (session),
@@ -29,8 +30,8 @@ export interface DecisionKeeper {
   keep(request: Pending, verdict: Verdict, scope: Scope, wildcard: boolean): Promise<string | null>;
   /** Removes a persisted (project or global) rule again. */
   revoke(decision: DecisionView): Promise<void>;
-  /** What the policy now says of a held domain request, after another answer changed it: a verdict, or undefined (still unlisted). */
-  recheck(request: PendingDomain): Verdict | undefined;
+  /** What the policy now says of a held request, after something changed it: a verdict, or undefined (it still asks a human). */
+  recheck(request: Pending): Verdict | undefined;
 }
 
 export type DomainQuestion = Omit<PendingDomain, "id" | "kind" | "createdAt" | "expiresAt" | "waiting">;
@@ -105,6 +106,11 @@ export class ApprovalQueue implements ApprovalService {
     if (wildcard && (held.request.kind !== "domain" || held.request.wildcard === null)) {
       throw new ApprovalError("no wildcard is offered for this request", 400);
     }
+    // Deny beats allow, also a deny rule added while the request waited: it is refused, not allowed.
+    if (input.verdict === "allow" && this.keeper.recheck(held.request) === "deny") {
+      this.followPolicy(held, { verdict: "deny", scope: null, rule: null, by: "policy", requestId: held.request.id });
+      throw new ApprovalError(`a deny rule added since covers ${subjectText(held.request)}, so it cannot be allowed; it was refused`, 409);
+    }
     // Taken off the queue before the await: a second answer to the same id finds nothing.
     this.release(held);
     let rule: string | null;
@@ -116,8 +122,20 @@ export class ApprovalQueue implements ApprovalService {
     }
     const decision = this.record(held.request, input, rule);
     this.settle(held, { verdict: input.verdict, scope: input.scope, rule, by: input.by, requestId: held.request.id }, input.verdict);
-    if (input.scope !== "once") this.recheckDomains(input, rule);
+    if (input.scope !== "once") this.recheckHeld({ scope: input.scope, rule, by: input.by });
     return { ...decision };
+  }
+
+  /**
+   * The policy changed outside an answer. A rule given with `cloister allow|deny` (`change`) decides
+   * the held requests it covers at once, like a persisted answer. After a reload (`change` null) only
+   * what the policy now denies is released: a deny must win at once, an allow can wait for its human.
+   */
+  policyChanged(change: { scope: Scope; rule: string; by: string } | null): void {
+    if (change) return this.recheckHeld(change);
+    for (const held of [...this.held.values()]) {
+      if (this.keeper.recheck(held.request) === "deny") this.followPolicy(held, { verdict: "deny", scope: null, rule: null, by: "policy", requestId: held.request.id });
+    }
   }
 
   async undo(decisionId: string, by: string): Promise<DecisionView> {
@@ -229,22 +247,30 @@ export class ApprovalQueue implements ApprovalService {
   }
 
   /**
-   * A remembered or persisted answer takes effect at once for every cloister it concerns: other
-   * held domain requests that the policy now decides are released with that decision.
+   * A remembered or persisted rule takes effect at once for every cloister it concerns: other held
+   * requests that the policy now decides are released with that decision.
    */
-  private recheckDomains(input: AnswerInput, rule: string | null): void {
+  private recheckHeld(decided: { scope: Scope; rule: string | null; by: string }): void {
     for (const held of [...this.held.values()]) {
-      if (held.request.kind !== "domain") continue;
       const verdict = this.keeper.recheck(held.request);
-      if (verdict === undefined) continue;
-      this.audit({ type: "approval.follows", id: held.request.id, cloister: held.request.cloister, project: held.request.project, verdict, rule });
-      this.settle(held, { verdict, scope: input.scope, rule, by: input.by, requestId: held.request.id }, verdict);
+      if (verdict !== undefined) this.followPolicy(held, { verdict, ...decided, requestId: held.request.id });
     }
+  }
+
+  /** Releases a held request with what the policy now says of it, audited as following it. */
+  private followPolicy(held: Held, outcome: Outcome): void {
+    this.audit({ type: "approval.follows", id: held.request.id, cloister: held.request.cloister, project: held.request.project, verdict: outcome.verdict, rule: outcome.rule });
+    this.settle(held, outcome, outcome.verdict);
   }
 
   private emit(event: ApprovalEvent): void {
     for (const listener of this.listeners) listener(event);
   }
+}
+
+/** The request as the human saw it: host:port, or the argv in shell quoting. */
+function subjectText(request: Pending): string {
+  return request.kind === "domain" ? `${request.host}:${request.port}` : canonicalQuote(request.argv);
 }
 
 function subjectOf(request: Pending): string | string[] {

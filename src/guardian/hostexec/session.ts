@@ -134,6 +134,7 @@ function refusalExit(outcome: Outcome, approvalTimeoutMs: number): ExitInfo {
     outcome.by === "timeout" ? `nobody approved the command within ${Math.round(approvalTimeoutMs / 1000)} s, which counts as a denial`
     : outcome.by === "cancelled" ? "cancelled before anyone answered"
     : outcome.by === "flood" ? "too many requests of this cloister are waiting for approval already"
+    : outcome.by === "policy" ? "a hostexec rule added while it waited refuses it"
     : `denied by a human (${outcome.by}, scope ${outcome.scope})`;
   return { status: outcome.by === "cancelled" ? "cancelled" : "denied", exitCode: outcome.by === "cancelled" ? HOSTEXEC_EXIT.cancelled : HOSTEXEC_EXIT.refused, message };
 }

@@ -292,6 +292,7 @@ function humanRefusal(outcome: Outcome, host: Host, port: number, decision: Deci
     outcome.by === "timeout" ? `nobody answered the approval request within ${Math.round(timeoutMs / 1000)} s, which counts as a denial; ${how}`
     : outcome.by === "flood" ? `too many requests of this cloister are waiting for approval already; wait for answers and retry`
     : outcome.by === "cancelled" ? "the request was withdrawn before anyone answered"
+    : outcome.by === "policy" ? "a deny rule added while it waited covers it"
     : `it was denied by a human (${outcome.by}, scope ${outcome.scope})`;
   return { ok: false, status: 403, reason: "denied", message: `cloister: egress to ${target} refused: ${why}.`, decision };
 }
