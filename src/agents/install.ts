@@ -4,7 +4,7 @@
  * stderr. A managed copy is used when the agent is found nowhere else (see locate.ts).
  */
 import { spawn } from "node:child_process";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, renameSync, rmSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
@@ -16,30 +16,45 @@ export interface InstallResult {
   version?: string;
 }
 
+/**
+ * A version or dist-tag as npm reads one after `@`: `2.1.197`, `^2.1`, `1.0.0-beta.1`, `latest`.
+ * Nothing else: npm would take `file:/etc`, `git+https://…` or a URL there as where to install from,
+ * and the text reaches npm as one argument of its command line.
+ */
+const NPM_VERSION = /^[~^]?[0-9A-Za-z][0-9A-Za-z.+_-]{0,99}$/;
+
 export async function installManagedAgent(agent: AgentDefinition, managedDir: string, version: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<InstallResult> {
   if (!agent.npmPackage) {
     throw new CloisterError(`${agent.name} has no npm package to install`, `set agents.${agent.name}.npm in \`cloister config edit\`, or install it yourself and put it on your PATH`);
+  }
+  if (version !== undefined && !NPM_VERSION.test(version)) {
+    throw new CloisterError(`${JSON.stringify(version)} is not a version or tag of ${agent.npmPackage}`, `give a version (${agent.name}@2.1.0), a range (${agent.name}@^2) or a tag (${agent.name}@latest), or none for the latest`);
   }
   const npm = (env.PATH ?? "").split(":").filter((dir) => isAbsolute(dir)).map((dir) => join(dir, "npm")).find((path) => existsSync(path));
   if (!npm) throw new CloisterError("npm is not installed", "install Node.js and npm (e.g. `sudo apt-get install -y nodejs npm`), or install the agent yourself");
   ensurePrivateDir(managedDir);
   const dir = managedPrefix(managedDir, agent.name);
   const spec = version ? `${agent.npmPackage}@${version}` : agent.npmPackage;
-  // A first install that fails leaves nothing: an empty prefix would pass for a managed copy later.
-  const fresh = !existsSync(dir);
+  // Into a directory of its own, which replaces the managed copy only once it holds the command: a
+  // failed install (a version that does not exist, no registry) leaves the copy there as it was.
+  const staging = managedPrefix(managedDir, `.${agent.name}.installing-${process.pid}`);
+  rmSync(staging, { recursive: true, force: true });
   process.stderr.write(`Installing ${spec} into ${dir} ...\n`);
   try {
     const code = await new Promise<number>((resolve, reject) => {
       // npm's summary goes to stdout; here everything it says is progress, so it all goes to stderr.
-      const child = spawn(npm, ["install", "--prefix", dir, "--no-audit", "--no-fund", spec], { env, stdio: ["ignore", 2, 2] });
+      const child = spawn(npm, ["install", "--prefix", staging, "--no-audit", "--no-fund", spec], { env, stdio: ["ignore", 2, 2] });
       child.on("error", reject);
       child.on("close", (status) => resolve(status ?? 1));
     });
     if (code !== 0) throw new CloisterError(`npm install ${spec} failed (exit code ${code})`, "see npm's messages above");
-    if (!existsSync(managedCommand(managedDir, agent))) throw new CloisterError(`${spec} was installed but provides no ${agent.command} command`, `check agents.${agent.name}.command`);
-  } catch (error) {
-    if (fresh) rmSync(dir, { recursive: true, force: true });
-    throw error;
+    if (!existsSync(join(staging, "node_modules", ".bin", agent.command))) {
+      throw new CloisterError(`${spec} installed no ${agent.command} command`, agent.builtin ? "report it: the package may have changed how it installs" : `check agents.${agent.name}.command and agents.${agent.name}.npm`);
+    }
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(staging, dir);
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
   }
   return { dir, version: readPackageVersion(join(dir, "node_modules", ...agent.npmPackage.split("/")), dir) };
 }

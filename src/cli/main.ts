@@ -29,6 +29,15 @@ program.hook("preAction", (_program, actionCommand) => {
   jsonRequested = actionCommand.opts().json === true;
 });
 
+// The reader of stdout went away (`cloister list | head -1`): end as a program killed by SIGPIPE
+// would, quietly and with its status (128 + 13). Node ignores SIGPIPE, so the failed write arrives as
+// an 'error' event instead, which unheard printed a stack trace; heard but ignored, `cloister run --
+// yes | head` would relay into the void forever.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code !== "EPIPE") throw error;
+  process.exit(141);
+});
+
 // Not a top-level await: the CLI is bundled as CommonJS (scripts/bundle.mjs), which has none.
 program.parseAsync(process.argv).catch((error: unknown) => {
   process.exitCode = exitCodeFor(error);

@@ -35,6 +35,15 @@ describe("bin/cloister: the installed command", () => {
     rmSync(scratch, { recursive: true, force: true });
   });
 
+  it("a reader that stops early (| head) ends the command quietly with SIGPIPE's status, also a run whose command would write forever", async () => {
+    // `| true` closes the pipe before the CLI writes (node alone takes longer to start).
+    for (const command of ["config show", "agent list", "run -- yes"]) {
+      const r = await runBin(t, "bash", ["-c", `${BIN} ${command} | true; echo "status \${PIPESTATUS[0]}"`]);
+      assert.match(r.stdout, /^status 141$/m, `${command}: ${r.stdout}${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /EPIPE|Unhandled|at /, command);
+    }
+  });
+
   it("a run with the config cache warm loads neither the config schema nor its parsers (zod, yaml, tldts: ~50 ms of every command)", async () => {
     // Records every vendored library the CLI requires, through node's own module loader.
     const tracer = join(scratch, "trace-vendor.cjs");
