@@ -175,10 +175,19 @@ describe("socks5: request", () => {
     assert.equal(udp !== "incomplete" && udp.value.command, "udp-associate");
   });
 
-  it("keeps control, NUL and high bytes of a domain for the policy to reject", () => {
-    const name = Buffer.from([0x61, 0x00, 0x0d, 0x0a, 0x40, 0x2f, 0xff]);
+  it("keeps control and NUL bytes of a domain for the policy to reject", () => {
+    const name = Buffer.from([0x61, 0x00, 0x0d, 0x0a, 0x40, 0x2f, 0x7f]);
     const parsed = requireComplete(parseRequest(Buffer.concat([bytes(5, 1, 0, 3, name.length), name, bytes(0, 80)])), "request");
-    assert.deepEqual(parsed.value.address, { kind: "domain", name: "a\x00\r\n@/\xff" });
+    assert.deepEqual(parsed.value.address, { kind: "domain", name: "a\x00\r\n@/\x7f" });
+  });
+
+  it("reads a domain as UTF-8, as the client meant it, and refuses bytes that are no UTF-8", () => {
+    const name = Buffer.from("аpple.com", "utf8"); // a Cyrillic а
+    const parsed = requireComplete(parseRequest(Buffer.concat([bytes(5, 1, 0, 3, name.length), name, bytes(1, 187)])), "request");
+    assert.deepEqual(parsed.value.address, { kind: "domain", name: "аpple.com" });
+    for (const bad of [[0xff], [0x61, 0xc3], [0xc0, 0xaf], [0xed, 0xa0, 0x80]]) {
+      assertError(parseRequest, Buffer.concat([bytes(5, 1, 0, 3, bad.length), Buffer.from(bad), bytes(0, 80)]), SocksReply.GeneralFailure, /not UTF-8/);
+    }
   });
 
   it("takes the field extremes: a 1- and a 255-byte domain, ports 0, 1 and 65535", () => {
@@ -228,7 +237,8 @@ describe("socks5: request", () => {
     const connect = (address: SocksRequest["address"], port = 80): SocksRequest => ({ command: "connect", address, port });
     assert.throws(() => encodeRequest(connect({ kind: "domain", name: "" })), TypeError);
     assert.throws(() => encodeRequest(connect({ kind: "domain", name: "x".repeat(256) })), TypeError);
-    assert.throws(() => encodeRequest(connect({ kind: "domain", name: "ok\u2028" })), TypeError);
+    assert.throws(() => encodeRequest(connect({ kind: "domain", name: "ok\ud800" })), TypeError);
+    assert.throws(() => encodeRequest(connect({ kind: "domain", name: "а".repeat(128) })), TypeError, "256 bytes in UTF-8");
     assert.throws(() => encodeRequest(connect({ kind: "ipv4", address: "1.2.3" })), TypeError);
     assert.throws(() => encodeRequest(connect({ kind: "ipv4", address: "01.2.3.4" })), TypeError);
     assert.throws(() => encodeRequest(connect({ kind: "ipv6", address: "1::2::3" })), TypeError);
@@ -339,7 +349,8 @@ describe("socks5: incremental parsing", () => {
 
   it("reads no further than the message, however much junk follows", () => {
     const junk = Buffer.alloc(4 << 20, 0xff);
-    assert.equal(requireComplete(parseRequest(Buffer.concat([bytes(5, 1, 0, 3, 255), junk])), "request").used, 5 + 255 + 2);
+    const name = Buffer.alloc(255, 0x61);
+    assert.equal(requireComplete(parseRequest(Buffer.concat([bytes(5, 1, 0, 3, 255), name, junk])), "request").used, 5 + 255 + 2);
     assert.equal(requireComplete(parseGreeting(Buffer.concat([bytes(5, 255), junk])), "greeting").used, 257);
   });
 });
@@ -385,7 +396,8 @@ function validMessage(f: Fuzz): Buffer {
   const name = () => Array.from({ length: 1 + f.int(f.chance(0.1) ? 255 : 20) }, () => String.fromCharCode(f.int(256))).join("");
   const address = (): SocksRequest["address"] => {
     const kind = f.pick(["domain", "ipv4", "ipv6"] as const);
-    if (kind === "domain") return { kind, name: name() };
+    // Domain names are UTF-8 on the wire: ASCII, and now and then a two-byte letter.
+    if (kind === "domain") return { kind, name: Array.from({ length: 1 + f.int(f.chance(0.1) ? 127 : 20) }, () => (f.chance(0.05) ? "а" : String.fromCharCode(f.int(128)))).join("") };
     if (kind === "ipv4") return { kind, address: [...f.bytes(4)].join(".") };
     const raw = Buffer.from(f.bytes(16).map((b) => (f.chance(0.5) ? 0 : b))); // zero runs exercise "::"
     return { kind, address: nodeIPv6Text(raw) };

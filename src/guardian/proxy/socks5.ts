@@ -300,17 +300,32 @@ function parseAddressAndPort(buf: Buffer, what: string, answerable: boolean): Pa
       ? { kind: "ipv4", address: formatIPv4(buf.subarray(4, addressEnd)) }
       : type === ATYP_IPV6
         ? { kind: "ipv6", address: formatIPv6(buf.subarray(4, addressEnd)) }
-        : // latin1: one char per byte, so NUL, control bytes and high bytes reach the policy intact.
-          { kind: "domain", name: buf.toString("latin1", 5, addressEnd) };
+        : { kind: "domain", name: domainName(buf.subarray(5, addressEnd), fail) };
   return { value: { address, port: buf.readUInt16BE(addressEnd) }, used };
+}
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A request's domain name as the client meant it: UTF-8 (an IDN becomes its own punycode in the
+ * policy; read as latin1, `аpple.com` in Cyrillic became xn--pple-4ga79a.com, which is `ð°pple.com`).
+ * NUL and control bytes stay for the policy to reject by name; bytes that are no UTF-8 are refused here.
+ */
+function domainName(bytes: Buffer, fail: (message: string, reply: SocksReply) => SocksProtocolError): string {
+  try {
+    return UTF8.decode(bytes);
+  } catch {
+    throw fail("the domain name is not UTF-8 (send an international name as UTF-8 or as punycode, xn--…)", SocksReply.GeneralFailure);
+  }
 }
 
 function encodeAddressAndPort(address: SocksAddress, port: number): Buffer {
   if (!Number.isInteger(port) || port < 0 || port > 0xffff) throw new TypeError(`port ${port} is not 0..65535`);
   let head: Buffer;
   if (address.kind === "domain") {
-    const name = latin1Bytes(address.name, "domain name");
+    const name = Buffer.from(address.name, "utf8");
     if (name.length < 1 || name.length > 255) throw new TypeError("a SOCKS domain name is 1 to 255 bytes");
+    if (UTF8.decode(name) !== address.name) throw new TypeError("a SOCKS domain name must be well-formed Unicode (no lone surrogates)");
     head = Buffer.concat([Buffer.from([0x00, ATYP_DOMAIN, name.length]), name]);
   } else if (address.kind === "ipv4") {
     const bytes = ipv4Bytes(address.address);
