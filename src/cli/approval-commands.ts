@@ -96,7 +96,11 @@ export async function denyIfRequest(idOrRule: string, flags: AnswerFlags): Promi
   await ensureGuardian(paths);
   const requestId = await resolveRequestId(paths, idOrRule);
   if (!requestId) {
-    if (flags.scope !== undefined || flags.wildcard) throw new CloisterError(`no waiting request matches ${JSON.stringify(idOrRule)}`, "see `cloister approvals`");
+    // A request's id that is no longer waiting (answered, timed out) would otherwise be written as a
+    // deny rule for a host of that name.
+    if (flags.scope !== undefined || flags.wildcard || looksLikeRequestId(idOrRule)) {
+      throw new CloisterError(`no waiting request matches ${JSON.stringify(idOrRule)} (answered, timed out or withdrawn already)`, `see \`cloister approvals\`; to deny a host of that name, give it with its port (${idOrRule}:443)`);
+    }
     return false;
   }
   await answer(paths, requestId, "deny", flags);
@@ -113,9 +117,14 @@ async function answer(paths: CloisterPaths, requestId: string, verdict: Verdict,
   process.stderr.write(`${what} ${describeSubject(decision.subject)} for ${decision.cloister}, scope ${decision.scope}${kept}.\n`);
 }
 
+/** Spelled like a request's id or the start of one: 6 to 32 hex characters. */
+function looksLikeRequestId(text: string): boolean {
+  return /^[0-9a-f]{6,32}$/.test(text);
+}
+
 /** A full id, or the one waiting request whose id starts with `given` (at least 6 hex characters). */
 async function resolveRequestId(paths: CloisterPaths, given: string): Promise<string | undefined> {
-  if (!/^[0-9a-f]{6,32}$/.test(given)) return undefined;
+  if (!looksLikeRequestId(given)) return undefined;
   const { pending } = await guardianCall<{ pending: Pending[] }>(paths, "GET", "/v1/approvals");
   return uniquePrefixMatch(pending.map((request) => request.id), given, "request");
 }

@@ -1,4 +1,7 @@
 import type { Command } from "commander";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import type { ProjectIdentity } from "../config/project-registry.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { ensureGuardian, guardianCall } from "../guardian/control-client.js";
@@ -28,15 +31,21 @@ interface ScopeFlags {
  */
 async function targetProject(paths: CloisterPaths, given: string | undefined): Promise<string> {
   const { listProjects, projectNameFor } = await policyModules();
-  if (given !== undefined && (await listProjects(paths)).some((p) => p.name === given)) return given;
+  const known = new Set((await listProjects(paths)).map((p) => p.name));
+  if (given !== undefined && known.has(given)) return given;
+  let project: ProjectIdentity | undefined;
   try {
-    return (await projectNameFor(given ?? process.cwd(), paths)).name;
+    project = await projectNameFor(given ?? process.cwd(), paths);
   } catch {
-    throw new CloisterError(
-      given === undefined ? "the current directory is not in a project" : `no project named or at ${JSON.stringify(given)}`,
-      "pass --project NAME (see `cloister project list`) or --global",
-    );
+    project = undefined;
   }
+  // A project cloister knows, or the git repository a cloister would run in: a name made up from any
+  // other directory (/tmp's "tmp") would get a decision file that no cloister reads.
+  if (project && (known.has(project.name) || existsSync(join(project.path, ".git")))) return project.name;
+  throw new CloisterError(
+    given === undefined ? "the current directory is in no git repository nor in a project cloister knows" : `no project named or at ${JSON.stringify(given)}`,
+    "run it in your project, or pass --project NAME (see `cloister project list`) or --global",
+  );
 }
 
 async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFlags & { private?: boolean }): Promise<void> {

@@ -3,7 +3,11 @@
  * decision files, without running anything.
  */
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { readOr } from "../helpers/host-processes.js";
 import { createInstance, type TestInstance } from "../helpers/cloister.js";
 
 describe("cloister policy command", () => {
@@ -51,6 +55,27 @@ describe("cloister policy explain", () => {
     assert.match(r.stdout, /^registry\.npmjs\.org:443: allowed for project proj, by allow rule registry\.npmjs\.org \(global\)/);
     const json = JSON.parse((await t.cli(["policy", "explain", "--json", "registry.npmjs.org:80"])).stdout) as { verdict: string; rule: string };
     assert.deepEqual([json.verdict, json.rule], ["allow", "registry.npmjs.org"]);
+  });
+
+  it("allow and deny name a project that exists: outside any repository or known project they write nothing", async () => {
+    const elsewhere = mkdtempSync(join(tmpdir(), "pe-nowhere-"));
+    try {
+      for (const args of [["allow", "x.example.com"], ["deny", "x.example.com"], ["policy", "explain", "x.example.com"]]) {
+        const r = await t.cli(args, { cwd: elsewhere });
+        assert.equal(r.code, 125, `${args.join(" ")}: ${r.stderr}`);
+        assert.match(r.stderr, /in no git repository nor in a project cloister knows.*--project NAME/);
+      }
+      assert.ok(!existsSync(join(t.home, "config", "decisions", "projects", `${basename(elsewhere)}.yaml`)));
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
+  });
+
+  it("deny of a request id that no longer waits is refused, not written as a rule for a host of that name", async () => {
+    const r = await t.cli(["deny", "614dee76135ea52d123d6645bea808ae"]);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /no waiting request matches "614dee76135ea52d123d6645bea808ae" \(answered, timed out or withdrawn already\)/);
+    assert.doesNotMatch(readOr(join(t.home, "config", "decisions", "projects", "proj.yaml")), /614dee/);
   });
 
   it("given a URL, says to give the host (it said the port was not a number)", async () => {
