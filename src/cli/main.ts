@@ -31,11 +31,12 @@ program.hook("preAction", (_program, actionCommand) => {
 
 // The reader of stdout went away (`cloister list | head -1`): end as a program killed by SIGPIPE
 // would, quietly and with its status (128 + 13). Node ignores SIGPIPE, so the failed write arrives as
-// an 'error' event instead, which unheard printed a stack trace; heard but ignored, `cloister run --
-// yes | head` would relay into the void forever.
+// an 'error' event instead, which unheard printed a stack trace. A command relaying a cloister's
+// output (run, exec) hears it itself: it passes SIGPIPE on to the command and ends as the command
+// does, cleaning up (init-client.ts), so this one stands aside while another listener is there.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
   if (error.code !== "EPIPE") throw error;
-  process.exit(141);
+  if (process.stdout.listenerCount("error") === 1) process.exit(141);
 });
 
 // Not a top-level await: the CLI is bundled as CommonJS (scripts/bundle.mjs), which has none.
