@@ -8,7 +8,7 @@ import { existsSync, renameSync, rmSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
-import { managedCommand, managedPrefix, readPackageVersion } from "./locate.js";
+import { managedCommand, managedPrefix, prefixCommand, readPackageVersion } from "./locate.js";
 import type { AgentDefinition } from "./registry.js";
 
 export interface InstallResult {
@@ -48,7 +48,7 @@ export async function installManagedAgent(agent: AgentDefinition, managedDir: st
       child.on("close", (status) => resolve(status ?? 1));
     });
     if (code !== 0) throw new CloisterError(`npm install ${spec} failed (exit code ${code})`, "see npm's messages above");
-    if (!existsSync(join(staging, "node_modules", ".bin", agent.command))) {
+    if (!existsSync(prefixCommand(staging, agent))) {
       throw new CloisterError(`${spec} installed no ${agent.command} command`, agent.builtin ? "report it: the package may have changed how it installs" : `check agents.${agent.name}.command and agents.${agent.name}.npm`);
     }
     rmSync(dir, { recursive: true, force: true });

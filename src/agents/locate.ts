@@ -51,7 +51,12 @@ export function managedPrefix(managedDir: string, name: string): string {
 
 /** The command of the agent's managed copy: there once `cloister agent install NAME` has installed it. */
 export function managedCommand(managedDir: string, agent: AgentDefinition): string {
-  return join(managedPrefix(managedDir, agent.name), "node_modules", ".bin", agent.command);
+  return prefixCommand(managedPrefix(managedDir, agent.name), agent);
+}
+
+/** Where `npm install --prefix PREFIX` puts the agent's command. */
+export function prefixCommand(prefix: string, agent: AgentDefinition): string {
+  return join(prefix, "node_modules", ".bin", agent.command);
 }
 
 /** The agent as installed on this host, or undefined when it is nowhere to be found. */

@@ -1,7 +1,6 @@
 import type { Command } from "commander";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import type { ProjectIdentity } from "../config/project-registry.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { ensureGuardian, guardianCall } from "../guardian/control-client.js";
@@ -33,12 +32,7 @@ async function targetProject(paths: CloisterPaths, given: string | undefined): P
   const { listProjects, projectNameFor } = await policyModules();
   const known = new Set((await listProjects(paths)).map((p) => p.name));
   if (given !== undefined && known.has(given)) return given;
-  let project: ProjectIdentity | undefined;
-  try {
-    project = await projectNameFor(given ?? process.cwd(), paths);
-  } catch {
-    project = undefined;
-  }
+  const project = await projectNameFor(given ?? process.cwd(), paths).catch(() => undefined);
   // A project cloister knows, or the git repository a cloister would run in: a name made up from any
   // other directory (/tmp's "tmp") would get a decision file that no cloister reads.
   if (project && (known.has(project.name) || existsSync(join(project.path, ".git")))) return project.name;

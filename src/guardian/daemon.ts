@@ -203,11 +203,12 @@ class Guardian {
         return { reloaded: true };
       },
       "POST /v1/decisions": async (body: Record<string, unknown>) => {
-        const entry: RuleEntry = body.private === true ? { rule: String(body.rule), private: true } : String(body.rule);
+        const rule = String(body.rule);
+        const entry: RuleEntry = body.private === true ? { rule, private: true } : rule;
         const scope = body.scope === "global" ? "global" : "project";
         const list = body.list === "deny" ? "deny" : "allow";
         const changed = await this.egress.decide(scope, scope === "project" ? String(body.project) : undefined, list, entry);
-        this.approvals.policyChanged({ scope, rule: String(body.rule), by: "cli" });
+        this.approvals.policyChanged({ scope, rule, by: "cli" });
         return { changed };
       },
       // Replaced by a newer build: leave the cloisters running (the next guardian adopts them).

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { AuditEvent } from "../../audit/log.js";
-import { canonicalQuote } from "../../policy/commands.js";
+import { visibleArgv } from "../../policy/visible.js";
 import {
   ApprovalError,
   SCOPES,
@@ -108,7 +108,7 @@ export class ApprovalQueue implements ApprovalService {
     }
     // Deny beats allow, also a deny rule added while the request waited: it is refused, not allowed.
     if (input.verdict === "allow" && this.keeper.recheck(held.request) === "deny") {
-      this.followPolicy(held, { verdict: "deny", scope: null, rule: null, by: "policy", requestId: held.request.id });
+      this.denyByPolicy(held);
       throw new ApprovalError(`a deny rule added since covers ${subjectText(held.request)}, so it cannot be allowed; it was refused`, 409);
     }
     // Taken off the queue before the await: a second answer to the same id finds nothing.
@@ -132,10 +132,7 @@ export class ApprovalQueue implements ApprovalService {
    * what the policy now denies is released: a deny must win at once, an allow can wait for its human.
    */
   policyChanged(change: { scope: Scope; rule: string; by: string } | null): void {
-    if (change) return this.recheckHeld(change);
-    for (const held of [...this.held.values()]) {
-      if (this.keeper.recheck(held.request) === "deny") this.followPolicy(held, { verdict: "deny", scope: null, rule: null, by: "policy", requestId: held.request.id });
-    }
+    this.recheckHeld(change);
   }
 
   async undo(decisionId: string, by: string): Promise<DecisionView> {
@@ -247,14 +244,21 @@ export class ApprovalQueue implements ApprovalService {
   }
 
   /**
-   * A remembered or persisted rule takes effect at once for every cloister it concerns: other held
-   * requests that the policy now decides are released with that decision.
+   * A remembered or persisted rule (`decided`) takes effect at once for every cloister it concerns:
+   * other held requests that the policy now decides are released with that decision. Without one (a
+   * reload) only those the policy now denies are released (see policyChanged).
    */
-  private recheckHeld(decided: { scope: Scope; rule: string | null; by: string }): void {
+  private recheckHeld(decided: { scope: Scope; rule: string | null; by: string } | null): void {
     for (const held of [...this.held.values()]) {
       const verdict = this.keeper.recheck(held.request);
-      if (verdict !== undefined) this.followPolicy(held, { verdict, ...decided, requestId: held.request.id });
+      if (verdict !== undefined && decided) this.followPolicy(held, { verdict, ...decided, requestId: held.request.id });
+      else if (verdict === "deny") this.denyByPolicy(held);
     }
+  }
+
+  /** Releases a held request as the policy now denies it, with no answer or rule of anyone's behind it. */
+  private denyByPolicy(held: Held): void {
+    this.followPolicy(held, { verdict: "deny", scope: null, rule: null, by: "policy", requestId: held.request.id });
   }
 
   /** Releases a held request with what the policy now says of it, audited as following it. */
@@ -268,9 +272,9 @@ export class ApprovalQueue implements ApprovalService {
   }
 }
 
-/** The request as the human saw it: host:port, or the argv in shell quoting. */
+/** The request as the human saw it: host:port, or the argv as approvals show it (agent-chosen text made visible). */
 function subjectText(request: Pending): string {
-  return request.kind === "domain" ? `${request.host}:${request.port}` : canonicalQuote(request.argv);
+  return request.kind === "domain" ? `${request.host}:${request.port}` : visibleArgv(request.argv);
 }
 
 function subjectOf(request: Pending): string | string[] {
