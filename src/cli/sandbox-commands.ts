@@ -185,7 +185,7 @@ export function registerSandboxCommands(program: Command): void {
     .action(async (_name: unknown, _command: unknown, flags: { env: string[]; secret: string[]; workdir?: string }, exec: Command) => {
       // The words as typed (argv[2] is `exec`): commander's arguments do not say whether a `--` came before them.
       const { name, command } = readExecWords(process.argv.slice(3), exec.options);
-      const target = name ?? (await defaultCloisterName({}));
+      const target = name ?? (await cloisterOfHere("exec"));
       const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env), secretEnv: parseEnvAssignments(flags.secret, "--secret") });
       if (!cloister) {
         const start = name === undefined ? "cloister start -d" : `cloister start -d --name ${name}`;
@@ -203,7 +203,7 @@ export function registerSandboxCommands(program: Command): void {
       // Taking one of the two silently stopped every cloister, or none, where the user meant one.
       if (flags.all && name !== undefined) throw new CloisterError(`--all stops every cloister, not ${JSON.stringify(name)}`, `give either the name (cloister stop ${name}) or --all`);
       if (!flags.all) {
-        const target = name ?? (await defaultCloisterName({}));
+        const target = name ?? (await cloisterOfHere("stop"));
         // The library's stop is idempotent; a name typed here that names nothing may be a typo.
         if (!(await stopCloister(target))) throw noSuchCloister(target);
         return void process.stderr.write(`Stopped cloister ${target}\n`);
@@ -390,6 +390,19 @@ function execWorkdir(projectRoot: string, workdir: string | undefined): string {
   const usual = workdirInside(projectRoot);
   if (workdir === undefined) return usual;
   return posix.isAbsolute(workdir) ? workdir : posix.join(usual, workdir);
+}
+
+/**
+ * The cloister `exec` or `stop` means without a NAME: the one of the project here. Their way out of
+ * a directory that is no project is a NAME, not `--allow-no-git` (which they do not have).
+ */
+async function cloisterOfHere(command: "exec" | "stop"): Promise<string> {
+  try {
+    return await defaultCloisterName({});
+  } catch (error) {
+    if (!(error instanceof CloisterError)) throw error;
+    throw new CloisterError(`no cloister name given, and ${error.message}`, `name the cloister (cloister ${command} NAME; \`cloister list\` shows them), or run this in its project`);
+  }
 }
 
 async function defaultCloisterName(flags: SandboxFlags): Promise<string> {

@@ -153,7 +153,7 @@ class Guardian {
         const secret = credentialSecretName(name, credential.kind);
         const placeholder = await this.broker.placeholder(id, secret);
         if (placeholder === undefined) await this.refuseValueDelivery(secret);
-        this.audit.append({ type: "secret.deliver", agent: name, kind: credential.kind, placeholder: placeholder !== undefined });
+        this.audit.append({ type: "secret.deliver", ...this.cloisterOf(id), agent: name, kind: credential.kind, placeholder: placeholder !== undefined });
         return placeholder !== undefined ? { kind: credential.kind, value: placeholder, placeholder: true } : { ...credential, placeholder: false };
       },
       // `--secret NAME=SECRET`: the cloister gets the placeholder of a brokered secret, never a value.
@@ -256,6 +256,14 @@ class Guardian {
       this.uiError = (error as Error).message;
       log(`the approval UI is not served: ${this.uiError}`);
     }
+  }
+
+  /** The name and project of cloister ID, for audit records; nothing when no cloister has that id. */
+  private cloisterOf(id: string): { cloister?: string; project?: string } {
+    const record = listRecords(this.paths).find((r) => r.id === id);
+    if (record) return { cloister: record.name, project: record.project };
+    const launch = [...this.launching].find(([, l]) => l.id === id);
+    return launch ? { cloister: launch[0], project: launch[1].project } : {};
   }
 
   /** A new cloister is about to launch: give it its egress socket and proxy token. */

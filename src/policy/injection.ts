@@ -117,6 +117,18 @@ export function render(present: Presentation, value: string): string {
   return present.format.replace("{}", () => value);
 }
 
+/**
+ * Why `value` cannot be presented as `present` writes it, or undefined. A header carries the value as
+ * it is, so a control character (CR or LF above all, which would end the header early) makes a
+ * request no HTTP stack sends: better refused when stored than at the first request. Basic auth
+ * base64s the value, so any text goes there.
+ */
+export function unpresentable(present: Presentation, value: string): string | undefined {
+  if (present.kind === "basic") return undefined;
+  if (/[\u0000-\u0008\u000a-\u001f\u007f]/.test(value)) return `it goes in the ${present.header} header, where a line break or other control character cannot go`;
+  return undefined;
+}
+
 /** `api.example.com:8443`-style text of a rule's hosts, for listings. */
 export function describeHosts(rule: InjectionRule): string {
   return rule.hosts.map((h) => h.ports.map((p) => (p === 443 ? h.host : `${h.host}:${p}`)).join(", ")).join(", ");

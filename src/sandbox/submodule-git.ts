@@ -16,7 +16,7 @@
  * and registers in the index (docs/sandbox.md, "What the protected paths do not cover").
  */
 import { spawnSync } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { lstatSync, readdirSync } from "node:fs";
 import { isAbsolute, join, normalize } from "node:path";
 import { entryKind } from "./protected-paths.js";
 
@@ -93,10 +93,12 @@ function populatedSubmodules(projectRoot: string, rel: string): string[] {
 
 /**
  * The `submodule.<name>.path` values of a .gitmodules file, read with git itself from that file alone
- * (`--file` follows no includes and runs nothing). No file, no git, or no submodules: none.
+ * (`--file` follows no includes and runs nothing). No file, no git, or no submodules: none. An empty
+ * file (the placeholder a project without submodules gets) is answered without a git process, which
+ * would cost every launch of such a project a few milliseconds.
  */
 function submodulePaths(gitmodules: string): string[] {
-  if (entryKind(gitmodules) !== "file") return [];
+  if (entryKind(gitmodules) !== "file" || lstatSync(gitmodules).size === 0) return [];
   const result = spawnSync("git", ["config", "--file", gitmodules, "--null", "--get-regexp", "^submodule\\..*\\.path$"], { encoding: "utf8" });
   if (result.status !== 0) return [];
   // --null: each entry is "key\nvalue\0".

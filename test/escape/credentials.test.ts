@@ -557,6 +557,10 @@ finally:
     assert.ok(found.some((w) => /^file:\/home\/[^/]+\/\.claude\.json$/.test(w)), `the scan missed the placeholder's tail in ~/.claude.json: ${JSON.stringify(found)}`);
     assert.ok(!r.stdout.includes(CLAUDE_KEY) && !r.stderr.includes(CLAUDE_KEY));
     await waitUntil("the delivery is audited", () => audit().some((e) => e.type === "secret.deliver" && e.agent === "claude" && e.placeholder === true));
+    // …naming the cloister it went to, as its cloister.start record does.
+    const started = new Set(audit().filter((e) => e.type === "cloister.start").map((e) => `${String(e.cloister)}/${String(e.project)}`));
+    const delivered = audit().filter((e) => e.type === "secret.deliver").map((e) => `${String(e.cloister)}/${String(e.project)}`);
+    assert.ok(delivered.length > 0 && delivered.every((d) => started.has(d)), `a delivery names no started cloister: ${JSON.stringify(delivered)}`);
   });
 
   it("codex gets a placeholder in ~/.codex/auth.json and gemini one in GEMINI_API_KEY, never the stored keys", async () => {

@@ -130,6 +130,15 @@ describe("cloister run", () => {
     assert.match(r.stderr, /not inside a git repository.*--allow-no-git/);
   });
 
+  it("exec and stop without a NAME outside a repository ask for the NAME, not for --allow-no-git which they lack", async () => {
+    for (const command of [["exec", "--", "true"], ["stop"]]) {
+      const r = await t.cli(command, { cwd: t.home });
+      assert.equal(r.code, 125, r.stderr);
+      assert.match(r.stderr, new RegExp(`no cloister name given, and .* is not inside a git repository \\(name the cloister \\(cloister ${command[0]} NAME;`));
+      assert.doesNotMatch(r.stderr, /--allow-no-git/);
+    }
+  });
+
   it("reports a missing command with 127", async () => {
     const r = await t.cli(["run", "--", "no-such-command-xyz"]);
     assert.equal(r.code, 127);

@@ -123,6 +123,22 @@ describe("vault: storing, listing, removing", () => {
     await assert.rejects(vault.set("half", "a\uD800b"), /valid Unicode/);
     await assert.rejects(vault.set("desc", "v", "two\nlines"), /one line/);
   });
+
+  it("refuses a value its header rule could not send: control characters under a header rule, built-in or the user's", async () => {
+    const { vault } = fresh();
+    const header = { hosts: ["api.example.com"], header: "Authorization: Bearer {}" };
+    for (const bad of ["tok\r\nX-Evil: 1", "tok\n", "a\u0001b", "a\u007fb"]) {
+      await assert.rejects(vault.set("gh", bad, undefined, header), /the value of gh cannot be injected: it goes in the authorization header/, JSON.stringify(bad));
+      await assert.rejects(vault.set("claude.api_key", bad), /the value of claude\.api_key cannot be injected: it goes in the x-api-key header/, JSON.stringify(bad));
+    }
+    await vault.set("gh", "tok\there", undefined, header); // a tab is allowed in a header value
+    // A value stored without a rule keeps its line breaks; a rule added later with a new value is checked.
+    await vault.set("pem", "-----BEGIN-----\nAAAA\n-----END-----");
+    await assert.rejects(vault.set("pem", "two\nlines", undefined, header), /cannot be injected/);
+    // Basic auth base64s the value, so any text goes.
+    await vault.set("basic", "pass\nword", undefined, { hosts: ["api.example.com"], basic: "bob" });
+    assert.deepEqual((await vault.list()).map((s) => s.name), ["basic", "gh", "pem"]);
+  });
 });
 
 describe("vault: damaged files and wrong keys", () => {

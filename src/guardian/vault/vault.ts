@@ -11,7 +11,7 @@ import { ensurePrivateDir, writeFileAtomic } from "../../config/atomic-write.js"
 import type { CloisterPaths } from "../../config/paths.js";
 import { CloisterError } from "../../errors.js";
 import { CHECK_NAME, seal, unseal, UnsealError, VAULT_FORMAT_VERSION } from "./cipher.js";
-import { effectiveRules, InjectionRuleError, ruleFromSpec, type InjectionRule, type InjectionSpec } from "../../policy/injection.js";
+import { effectiveRules, InjectionRuleError, ruleFromSpec, unpresentable, type InjectionRule, type InjectionSpec } from "../../policy/injection.js";
 import { checkNewPassphrase, deriveKey, newKdf, StoredKeys, type Kdf, type KeyPreference, type KeyringOptions, type KeySourceKind } from "./key-source.js";
 
 export const SECRET_NAME_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
@@ -128,6 +128,7 @@ export class Vault {
       const existing = entryOf(file, name);
       const now = new Date().toISOString();
       const rule = inject === undefined ? existing?.inject : (inject ?? undefined);
+      checkPresentable(name, value, rule);
       file.secrets[name] = withRule(withDescription({ ...seal(key, name, value), createdAt: existing?.createdAt ?? now, updatedAt: now }, description ?? existing?.description), rule);
       await this.write(file);
       if (existingFile) return { created: !existing };
@@ -328,6 +329,13 @@ export function checkRule(name: string, inject: InjectionSpec): void {
   }
 }
 
+/** Refuses a value its rule (the user's, else a built-in one) could not put in a request. */
+function checkPresentable(name: string, value: string, inject: InjectionSpec | undefined): void {
+  const { inject: rule } = ruleOf(name, inject ? { inject } : {});
+  const why = rule && unpresentable(rule.present, value);
+  if (why) throw new CloisterError(`the value of ${name} cannot be injected: ${why}`, "give it as one line: a key or token has no line breaks inside");
+}
+
 function withRule(entry: Entry, inject: InjectionSpec | undefined): Entry {
   return inject ? { ...entry, inject: { hosts: inject.hosts, ...(inject.header !== undefined ? { header: inject.header } : {}), ...(inject.basic !== undefined ? { basic: inject.basic } : {}) } } : entry;
 }
@@ -342,7 +350,7 @@ function infoOf(name: string, entry: Entry): SecretInfo {
 }
 
 /** The rule in force for a secret. A stored rule that no longer parses brokers nothing, and says why. */
-function ruleOf(name: string, entry: Entry): { inject: InjectionRule | null; injectError: string | null } {
+function ruleOf(name: string, entry: Pick<Entry, "inject">): { inject: InjectionRule | null; injectError: string | null } {
   if (!entry.inject) return { inject: effectiveRules([]).find((rule) => rule.secret === name) ?? null, injectError: null };
   try {
     return { inject: ruleFromSpec(name, entry.inject), injectError: null };
