@@ -137,7 +137,10 @@ export class Cloister {
     return this.baseEnv.SHELL ?? "/bin/sh";
   }
 
-  /** Starts a command (its words, no shell); await `.done` for its exit code. */
+  /**
+   * Starts a command (its words, no shell); await `.done` for its exit code. In a cloister set up for
+   * an agent, every command has the agent's credential in its environment, as the agent does.
+   */
   exec(argv: string[], options: ExecOptions = {}): ExecSession {
     checkArgv(argv, "argv", false);
     checkExecOptions(options, "options");
@@ -172,7 +175,7 @@ export class Cloister {
   execAgent(args: string[], options: ExecOptions = {}): ExecSession {
     checkArgv(args, "args", true);
     if (!this.agent) throw new CloisterError(`cloister ${this.name} was not set up for an agent`, "create it with options.agent");
-    return this.exec(this.agent.argv(args), { ...options, env: { ...this.agent.env, ...options.env } });
+    return this.exec(this.agent.argv(args), options);
   }
 
   /**
@@ -224,7 +227,7 @@ async function launch(options: LaunchOptions, persistent: boolean): Promise<{ cl
     await releaseRecord(paths, claim.record).catch(() => undefined);
     throw error;
   });
-  const cloister = new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent?.session);
+  const cloister = new Cloister(record, paths, commandEnv(record, { ...options, env: { ...agent?.session.env, ...env } }, config), agent?.session);
   // Aborted after the launch's last wait: the abort still stands, so the cloister goes again.
   if (options.signal?.aborted) {
     await cloister.stop().catch(() => undefined);
@@ -271,7 +274,9 @@ export async function findCloister(name: string, options: CloisterOptions = {}):
   const agent = options.agent !== undefined || hasAgentMarker(record.runtimeDir)
     ? await (await import("./agents/session.js")).agentForRunningCloister(record, agentRequest(options), config)
     : undefined;
-  const env = { ...record.env, ...(await withPlaceholders(paths, options, record.id)) };
+  // Under the caller's: a command of a cloister set up for an agent has its credential (`cloister exec
+  // NAME -- claude` is the agent too), and an explicit env or secretEnv of the same name wins.
+  const env = { ...record.env, ...agent?.env, ...(await withPlaceholders(paths, options, record.id)) };
   return new Cloister(record, paths, commandEnv(record, { ...options, env }, config), agent);
 }
 

@@ -164,10 +164,11 @@ export function registerSandboxCommands(program: Command): void {
         process.stderr.write(`Started cloister ${name} (project at /work${agentNote}).${next}\n`);
       }
       if (flags.detach) return;
-      // The shell gets the agent's credential too: typing the agent's name in it starts the agent as set up.
+      // Every command of a cloister set up for an agent gets its credential (findCloister): typing the
+      // agent's name in this shell, or `cloister exec NAME -- claude`, starts the agent as set up.
       process.exitCode = opensAgent && cloister.agent
-        ? await runAttached(cloister, cloister.agent.argv([]), { env: cloister.agent.env })
-        : await runAttached(cloister, [cloister.shell, "-i"], { env: cloister.agent?.env });
+        ? await runAttached(cloister, cloister.agent.argv([]))
+        : await runAttached(cloister, [cloister.shell, "-i"]);
       process.stderr.write(`Left cloister ${name}; it is still running. Stop it with: cloister stop ${name}\n`);
     });
 
@@ -186,7 +187,7 @@ export function registerSandboxCommands(program: Command): void {
       // The words as typed (argv[2] is `exec`): commander's arguments do not say whether a `--` came before them.
       const { name, command } = readExecWords(process.argv.slice(3), exec.options);
       const target = name ?? (await cloisterOfHere("exec"));
-      const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env), secretEnv: parseEnvAssignments(flags.secret, "--secret") });
+      const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env), secretEnv: parseEnvAssignments(flags.secret, "--secret"), credentials: vaultCredential });
       if (!cloister) {
         const start = name === undefined ? "cloister start -d" : `cloister start -d --name ${name}`;
         throw new CloisterError(`no running cloister named ${JSON.stringify(target)}`, `start it with \`${start}\`, or see \`cloister list\``);
@@ -363,7 +364,7 @@ async function runOnce(command: string[], options: RunOptions): Promise<number> 
   const { cloister } = fresh;
   const agent = options.agent !== undefined ? cloister.agent : undefined;
   const end = await runToEnd(fresh, () =>
-    agent ? runAttached(cloister, agent.argv(command), { env: agent.env }) : runAttached(cloister, command, { cwd: workdirInside(cloister.record.projectRoot) }),
+    agent ? runAttached(cloister, agent.argv(command)) : runAttached(cloister, command, { cwd: workdirInside(cloister.record.projectRoot) }),
   );
   if (end.timedOut) process.stderr.write(`cloister: ${agent?.name ?? command[0]} timed out after ${formatDuration(fresh.timeoutMs ?? 0)}; the cloister was stopped\n`);
   return end.exitCode;

@@ -184,6 +184,19 @@ describe("agents in a cloister (fake agent executables)", () => {
     assert.doesNotMatch(r.stderr, /from your environment/);
     const shell = await t.cli(["run", "--", "sh", "-c", "echo ${ANTHROPIC_API_KEY:-none}"]);
     assert.equal(shell.stdout.trim(), "none", "a cloister not set up for the agent does not get its credential");
+    // In a running cloister set up for claude, `exec NAME -- claude` is the agent with its credential
+    // (QA: only the shell `start` opens had it); an explicit --env of the same name wins.
+    const started = await t.cli(["start", "-d", "--agent", "claude", "--name", "credbox"]);
+    assert.equal(started.code, 0, started.stderr);
+    try {
+      const agent = await t.cli(["exec", "credbox", "--", "claude", "-p", "x"]);
+      assert.equal(agent.code, 0, agent.stderr);
+      assert.equal(line(agent.stdout, "CRED"), "set");
+      const explicit = await t.cli(["exec", "--env", "ANTHROPIC_API_KEY=mine", "credbox", "--", "sh", "-c", "echo $ANTHROPIC_API_KEY"]);
+      assert.equal(explicit.stdout.trim(), "mine");
+    } finally {
+      await t.cli(["stop", "credbox"]);
+    }
   });
 
   it("the host's agent config and secrets are unchanged after all of it", () => {
