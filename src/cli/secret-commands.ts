@@ -52,18 +52,22 @@ export function registerSecretCommands(program: Command): void {
     .option("--header <format>", 'how it is sent, with {} for the value: "Authorization: Bearer {}", "x-api-key: {}"')
     .option("--basic <user>", "send it as the password of HTTP basic auth for this user")
     .option("--no-inject", "remove the injection rule set with --host (a built-in one applies again)")
+    .option("--keep-value", "change only the description or the injection rule of a stored secret: no value is asked for")
     .addHelpText("after", INJECTION_HELP)
-    .action(async (name: string, flags: { description?: string; host: string[]; header?: string; basic?: string; inject: boolean }) => {
+    .action(async (name: string, flags: { description?: string; host: string[]; header?: string; basic?: string; inject: boolean; keepValue?: boolean }) => {
       const { checkRule, checkSecretName, MAX_VALUE_BYTES } = await import("../guardian/vault/vault.js");
       checkSecretName(name);
       const inject = injectionFlags(flags);
       if (inject) checkRule(name, inject);
+      if (flags.keepValue && inject === undefined && flags.description === undefined) {
+        throw new CloisterError("--keep-value changes only the description or the rule, and neither was given", "add --description, --host with --header or --basic, or --no-inject");
+      }
       await refuseWhileLocked();
-      const value = await readSecret(`Value for ${name}`, MAX_VALUE_BYTES, `cloister secret set ${name}`);
+      const value = flags.keepValue ? undefined : await readSecret(`Value for ${name}`, MAX_VALUE_BYTES, `cloister secret set ${name}`);
       const result = await call<SetResult>("PUT", `/v1/secrets/${encodeURIComponent(name)}`, { value, description: flags.description, inject });
       if (result.key) process.stderr.write(`Created the vault; its key is in ${result.key}.\n`);
       if (result.note) process.stderr.write(`Note: ${result.note}.\n`);
-      process.stderr.write(result.created ? `Stored secret ${name}.\n` : `Replaced the value of secret ${name}.\n`);
+      process.stderr.write(result.created ? `Stored secret ${name}.\n` : value === undefined ? `Updated secret ${name}; its value is unchanged.\n` : `Replaced the value of secret ${name}.\n`);
     });
 
   secret
@@ -143,7 +147,8 @@ Examples:
   cloister secret set anthropic
   printf %s "$OPENAI_API_KEY" | cloister secret set openai --description "Codex"
   cloister secret set github --host api.github.com --header "Authorization: Bearer {}"
-  cloister secret set registry --host npm.example.com --basic deploy`;
+  cloister secret set registry --host npm.example.com --basic deploy
+  cloister secret set github --keep-value --no-inject        (the rule goes, the value stays)`;
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];

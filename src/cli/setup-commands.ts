@@ -62,11 +62,12 @@ async function setup(agent: string, flags: SetupFlags): Promise<void> {
   const value = (await readSecret(capitalize(choice.label), MAX_CREDENTIAL_BYTES, `cloister setup ${agent} --${choice.kind.replace("_", "-")}`)).trim();
   if (!value) throw new CloisterError("the credential is empty; nothing was changed");
   await call("PUT", `/v1/secrets/${credentialSecretName(agent, choice.kind)}`, { value, description: `${agent}: ${choice.label}` });
+  process.stderr.write(`Stored ${choice.label} for ${agent} in the vault. \`cloister start --agent ${agent}\` gives it to the agent.\n`);
   // One credential per agent: a token stored before under the other kind would otherwise win or linger.
   for (const kind of CREDENTIAL_KINDS.filter((k) => k !== choice.kind)) {
-    await call("DELETE", `/v1/secrets/${credentialSecretName(agent, kind)}`).catch(() => undefined);
+    const { removed } = await call<{ removed: boolean }>("DELETE", `/v1/secrets/${credentialSecretName(agent, kind)}`);
+    if (removed) process.stderr.write(`Removed the ${kind === "api_key" ? "API key" : "OAuth token"} stored before for ${agent} (${credentialSecretName(agent, kind)}): an agent has one credential.\n`);
   }
-  process.stderr.write(`Stored ${choice.label} for ${agent} in the vault. \`cloister start --agent ${agent}\` gives it to the agent.\n`);
 }
 
 /** Asks which kind of credential when the agent takes more than one (and a person is there to answer). */

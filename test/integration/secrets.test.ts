@@ -89,6 +89,29 @@ describe("cloister secret", () => {
     assert.match(again.stderr, /no secret named "gone"/);
   });
 
+  it("--keep-value changes the rule or description without asking for the value (QA A9)", async () => {
+    await t.cli(["secret", "set", "gh", "--host", "api.github.com", "--header", "Authorization: Bearer {}"], { input: "tok-1" });
+    // No stdin at all: a value asked for would fail with "nothing on stdin".
+    const dropped = await t.cli(["secret", "set", "gh", "--keep-value", "--no-inject", "--description", "GitHub"]);
+    assert.equal(dropped.code, 0, dropped.stderr);
+    assert.match(dropped.stderr, /^Updated secret gh; its value is unchanged\.\n$/);
+    assert.equal(await stored("gh"), "tok-1");
+    const listed = (JSON.parse((await t.cli(["secret", "list", "--json"])).stdout) as { name: string; inject: unknown; description: string }[]).find((s) => s.name === "gh");
+    assert.deepEqual([listed?.inject, listed?.description], [null, "GitHub"]);
+    // A rule the kept value cannot be sent under is refused, and nothing changes.
+    await t.cli(["secret", "set", "pem"], { input: "line one\nline two" });
+    const unsendable = await t.cli(["secret", "set", "pem", "--keep-value", "--host", "api.example.com", "--header", "x-key: {}"]);
+    assert.equal(unsendable.code, 125);
+    assert.match(unsendable.stderr, /the value of pem cannot be injected: it goes in the x-key header, where a line break or other control character cannot go/);
+    const missing = await t.cli(["secret", "set", "nosuch", "--keep-value", "--description", "x"]);
+    assert.equal(missing.code, 125);
+    assert.match(missing.stderr, /no secret named "nosuch" \(give it a value: leave out --keep-value\)/);
+    const nothing = await t.cli(["secret", "set", "gh", "--keep-value"]);
+    assert.equal(nothing.code, 125);
+    assert.match(nothing.stderr, /--keep-value changes only the description or the rule, and neither was given/);
+    for (const name of ["gh", "pem"]) await t.cli(["secret", "rm", name]);
+  });
+
   it("refuses a bad name before reading a value, and an empty stdin", async () => {
     const bad = await t.cli(["secret", "set", "no/slash"], { input: "x" });
     assert.equal(bad.code, 125);

@@ -37,7 +37,10 @@ describe("cloister setup", () => {
   });
 
   it("an OAuth token replaces the API key (one credential per agent)", async () => {
-    assert.equal((await t.cli(["setup", "claude", "--oauth-token"], { input: oauthToken })).code, 0);
+    const r = await t.cli(["setup", "claude", "--oauth-token"], { input: oauthToken });
+    assert.equal(r.code, 0, r.stderr);
+    // Said, not done silently (QA A10).
+    assert.match(r.stderr, /\nRemoved the API key stored before for claude \(claude\.api_key\): an agent has one credential\.\n$/);
     assertPlaceholderOf(await credential(), "oauth_token", oauthToken, "sk-ant-oat01-");
     const list = JSON.parse((await t.cli(["secret", "list", "--json"])).stdout) as { name: string }[] | { secrets: { name: string }[] };
     const names = (Array.isArray(list) ? list : list.secrets).map((s) => s.name);

@@ -13,8 +13,10 @@ export function vaultRoutes(vault: Vault, audit: (event: AuditEvent) => void = (
     "GET /v1/secrets": async () => ({ secrets: await vault.list() }),
     "GET /v1/secrets/status": () => vault.status(),
     "PUT /v1/secrets/:name": async (body, [name = ""]) => {
-      const result = await vault.set(name, text(body, "value") ?? "", text(body, "description"), injectSpec(body.inject));
-      audit({ type: "secret.set", name, created: result.created });
+      // No value: keep the stored one (`secret set NAME --keep-value`); an empty one is refused as such.
+      const value = text(body, "value");
+      const result = await vault.set(name, value, text(body, "description"), injectSpec(body.inject));
+      audit({ type: "secret.set", name, created: result.created, ...(value === undefined ? { valueKept: true } : {}) });
       return result;
     },
     "DELETE /v1/secrets/:name": async (_, [name = ""]) => {

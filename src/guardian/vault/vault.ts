@@ -115,10 +115,14 @@ export class Vault {
     });
   }
 
-  /** `inject`: a new injection rule; null removes the user's rule; undefined keeps what there is. */
-  async set(name: string, value: string, description?: string, inject?: InjectionSpec | null): Promise<SetResult> {
+  /**
+   * `value`: the new value, or undefined to keep the stored one (changing only the description or
+   * the rule). `inject`: a new injection rule; null removes the user's rule; undefined keeps what
+   * there is.
+   */
+  async set(name: string, value: string | undefined, description?: string, inject?: InjectionSpec | null): Promise<SetResult> {
     checkSecretName(name);
-    checkSecretValue(value);
+    if (value !== undefined) checkSecretValue(value);
     if (description !== undefined) checkDescription(description);
     if (inject) checkRule(name, inject);
     return this.exclusive(async () => {
@@ -126,10 +130,12 @@ export class Vault {
       const file = existingFile ?? (await this.create());
       const key = await this.keyOf(file);
       const existing = entryOf(file, name);
+      if (value === undefined && !existing) throw noSuchSecret(name, "give it a value: leave out --keep-value");
       const now = new Date().toISOString();
       const rule = inject === undefined ? existing?.inject : (inject ?? undefined);
-      checkPresentable(name, value, rule);
-      file.secrets[name] = withRule(withDescription({ ...seal(key, name, value), createdAt: existing?.createdAt ?? now, updatedAt: now }, description ?? existing?.description), rule);
+      const kept = value ?? unseal(key, name, existing as Entry);
+      checkPresentable(name, kept, rule);
+      file.secrets[name] = withRule(withDescription({ ...seal(key, name, kept), createdAt: existing?.createdAt ?? now, updatedAt: now }, description ?? existing?.description), rule);
       await this.write(file);
       if (existingFile) return { created: !existing };
       return { created: true, key: this.whereIsKey(file), ...(this.note ? { note: this.note } : {}) };
@@ -384,8 +390,8 @@ function keyringNote(failure: string | undefined): string | undefined {
   return failure && `the OS keyring was not used: ${failure}`;
 }
 
-function noSuchSecret(name: string): CloisterError {
-  return new CloisterError(`no secret named ${JSON.stringify(name)}`, "see `cloister secret list`");
+function noSuchSecret(name: string, hint = "see `cloister secret list`"): CloisterError {
+  return new CloisterError(`no secret named ${JSON.stringify(name)}`, hint);
 }
 
 function vaultLocked(): CloisterError {
