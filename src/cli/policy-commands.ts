@@ -42,9 +42,10 @@ async function targetProject(paths: CloisterPaths, given: string | undefined): P
   );
 }
 
-async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFlags & { private?: boolean }): Promise<void> {
+async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFlags & { private?: boolean; remove?: boolean }): Promise<void> {
   const { parseRule, RuleError, HostSyntaxError } = await policyModules();
   if (flags.global && flags.project !== undefined) throw new CloisterError("--global and --project exclude each other");
+  if (flags.remove && flags.private) throw new CloisterError("--remove takes the rule away whether or not it reaches private addresses: give it without --private");
   let rule: EgressRule;
   try {
     rule = parseRule(ruleText, { private: flags.private === true });
@@ -62,11 +63,32 @@ async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFla
     list,
     rule: canonical,
     private: flags.private === true,
+    remove: flags.remove === true,
   });
   const where = project ? `project ${project}` : "every project";
+  if (flags.remove) return reportRemoval(paths, list, canonical, project, changed);
   const what = list === "allow" ? `Allowed ${canonical}${flags.private ? " (private addresses too)" : ""}` : `Denied ${canonical}${rule.ports === null ? " on every port" : ""}`;
   process.stderr.write(changed ? `${what} for ${where}; running cloisters apply it to every new connection now (one already open stays until it ends).\n` : `${canonical} was already on the ${list} list for ${where}.\n`);
   if (list === "allow") await warnIfDenied(paths, project, rule);
+}
+
+/**
+ * After `allow|deny --remove`: said when it went; when it was not among the rules `cloister allow|deny`
+ * and approvals write, but a config file has it, the rule still holds: an error naming that file.
+ */
+async function reportRemoval(paths: CloisterPaths, list: "allow" | "deny", rule: string, project: string | undefined, removed: boolean): Promise<void> {
+  const where = project ? `project ${project}` : "every project";
+  if (removed) return void process.stderr.write(`Removed the ${list} rule ${rule} for ${where}; running cloisters apply that to every new connection now.\n`);
+  const { PolicyStore, emptyPolicy, ruleSource } = await policyModules();
+  const store = await PolicyStore.load(paths, project === undefined ? [] : [project]);
+  // The tier holds its config file's rules and its decision file's, and the latter has it no more.
+  const tier = project === undefined ? store.globalEgress : store.policyFor(project, emptyPolicy().session).project;
+  if (tier[list].some((r) => r.text === rule)) {
+    const file = await ruleSource(paths, project === undefined ? "global" : "project", project, list, rule);
+    const edit = project === undefined ? "cloister config edit" : `cloister project edit ${project}`;
+    throw new CloisterError(`the ${list} rule ${rule} for ${where} is written in ${file}, which --remove does not change`, `remove it there (${edit}), then run \`cloister guardian reload\``);
+  }
+  process.stderr.write(`${rule} was not on the ${list} list for ${where}; nothing changed.\n`);
 }
 
 /** The allow was written, but a deny rule still wins over it: say which, and where it is written. */
@@ -89,8 +111,9 @@ export function registerPolicyCommands(program: Command): void {
     .option("--project <name>", "the project (a name from `cloister project list`, or a directory in it)")
     .option("--global", "for every project")
     .option("--private", "let it reach loopback/private/link-local addresses too")
-    .addHelpText("after", "\nExamples:\n  cloister allow api.github.com\n  cloister allow '*.githubusercontent.com' --global\n  cloister allow db.internal:5432 --private --project shop")
-    .action((rule: string, flags: ScopeFlags & { private?: boolean }) => persist("allow", rule, flags));
+    .option("--remove", "take away an allow rule that `cloister allow` or an approval wrote")
+    .addHelpText("after", "\nExamples:\n  cloister allow api.github.com\n  cloister allow '*.githubusercontent.com' --global\n  cloister allow db.internal:5432 --private --project shop\n  cloister allow --remove api.github.com")
+    .action((rule: string, flags: ScopeFlags & { private?: boolean; remove?: boolean }) => persist("allow", rule, flags));
 
   program
     .command("deny")
@@ -99,10 +122,11 @@ export function registerPolicyCommands(program: Command): void {
     .option("--project <name>", "the project (a name from `cloister project list`, or a directory in it)")
     .option("--global", "for every project")
     .option("--scope <scope>", "when RULE is a waiting request's id: how long the denial lasts (once, session, project, global)")
-    .addHelpText("after", "\nGiven the id of a waiting request (see `cloister approvals`), it denies that request instead.")
-    .action(async (rule: string, flags: ScopeFlags & { scope?: string }) => {
+    .option("--remove", "take away a deny rule that `cloister deny` or an approval wrote")
+    .addHelpText("after", "\nGiven the id of a waiting request (see `cloister approvals`), it denies that request instead.\n\nExamples:\n  cloister deny tracker.example.com\n  cloister deny --remove tracker.example.com")
+    .action(async (rule: string, flags: ScopeFlags & { scope?: string; remove?: boolean }) => {
       const { denyIfRequest } = await import("./approval-commands.js");
-      if (await denyIfRequest(rule, { scope: flags.scope })) return;
+      if (!flags.remove && (await denyIfRequest(rule, { scope: flags.scope }))) return;
       await persist("deny", rule, flags);
     });
 

@@ -206,8 +206,11 @@ class Guardian {
         const rule = String(body.rule);
         const entry: RuleEntry = body.private === true ? { rule, private: true } : rule;
         const scope = body.scope === "global" ? "global" : "project";
+        const project = scope === "project" ? String(body.project) : undefined;
         const list = body.list === "deny" ? "deny" : "allow";
-        const changed = await this.egress.decide(scope, scope === "project" ? String(body.project) : undefined, list, entry);
+        // A rule taken away decides no waiting request: they still wait for their human.
+        if (body.remove === true) return { changed: await this.egress.undecide(scope, project, list, rule) };
+        const changed = await this.egress.decide(scope, project, list, entry);
         this.approvals.policyChanged({ scope, rule, by: "cli" });
         return { changed };
       },

@@ -212,6 +212,15 @@ export class Egress {
     );
   }
 
+  /** Removes a rule from a decision file and applies that at once, audited; false when it was not there. */
+  undecide(scope: DecisionScope, project: string | undefined, list: RuleList, rule: string): Promise<boolean> {
+    return changeDecisions(
+      () => this.reload(),
+      () => removeDecision(this.paths, scope, project, list, rule),
+      (removed) => this.record({ type: "policy.change", scope, project: project ?? null, list, rule, removed }),
+    );
+  }
+
   record(event: AuditEvent): void {
     this.audit.append(event);
   }
@@ -239,12 +248,7 @@ export class Egress {
   async revokeDomainAnswer(decision: DecisionView): Promise<void> {
     const { scope, rule, verdict } = decision;
     if (!rule || (scope !== "project" && scope !== "global")) return;
-    const project = scope === "project" ? decision.project : undefined;
-    await changeDecisions(
-      () => this.reload(),
-      () => removeDecision(this.paths, scope, project, verdict, rule),
-      (removed) => this.record({ type: "policy.change", scope, project: project ?? null, list: verdict, rule, removed }),
-    );
+    await this.undecide(scope, scope === "project" ? decision.project : undefined, verdict, rule);
   }
 
   /** What the current policy says of a held request: an answer for another request may decide it. */

@@ -259,11 +259,14 @@ export async function recordDecision(paths: CloisterPaths, scope: DecisionScope,
   });
 }
 
-/** Removes a rule from a decision file (undo of an approval); returns whether it was there. */
-export async function removeDecision(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, list: RuleList, entry: RuleEntry): Promise<boolean> {
-  const rule = entryRule(entry);
+/**
+ * Removes a rule from a decision file (undo of an approval, `cloister allow --remove`), whether or
+ * not it was written with `private: true`; returns whether it was there.
+ */
+export async function removeDecision(paths: CloisterPaths, scope: DecisionScope, project: string | undefined, list: RuleList, ruleText: string): Promise<boolean> {
+  const text = entryRule(ruleText).text;
   return editDecisionFile(decisionsFile(paths, scope, project), (doc, current) => {
-    const found = indexesWhere(current.proxy[list], (existing) => sameRule(entryRule(existing), rule));
+    const found = indexesWhere(current.proxy[list], (existing) => entryRule(existing).text === text);
     deleteAt(doc, ["proxy", list], found);
     return found.length > 0;
   });

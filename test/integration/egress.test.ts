@@ -163,8 +163,27 @@ describe("egress through the guardian", () => {
       const denied = await t.cli(["deny", `later.test:${web.port}`]);
       assert.equal(denied.code, 0, denied.stderr);
       assert.equal((await status(url)).stdout, "403");
-      const decisions = readFileSync(join(t.home, "config", "decisions", "projects", `${await projectName(t)}.yaml`), "utf8");
-      assert.match(decisions, /later\.test/);
+      const decisionFile = join(t.home, "config", "decisions", "projects", `${await projectName(t)}.yaml`);
+      assert.match(readFileSync(decisionFile, "utf8"), /later\.test/);
+
+      // --remove takes them away again, at once too (QA H6: only an edit of the file could).
+      const undenied = await t.cli(["deny", "--remove", `later.test:${web.port}`]);
+      assert.equal(undenied.code, 0, undenied.stderr);
+      assert.match(undenied.stderr, new RegExp(`^Removed the deny rule later\\.test:${web.port} for project `));
+      assert.equal((await status(url)).stdout, "502");
+      const unallowed = await t.cli(["allow", "--remove", `later.test:${web.port}`]); // written with --private; removed all the same
+      assert.equal(unallowed.code, 0, unallowed.stderr);
+      assert.equal((await status(url)).stdout, "403");
+      assert.doesNotMatch(readFileSync(decisionFile, "utf8"), /later\.test/);
+      const again = await t.cli(["allow", "--remove", `later.test:${web.port}`]);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stderr, /was not on the allow list for project .*; nothing changed/);
+      // A rule of a config file is not the decision file's to remove: said, with the file to edit.
+      const configured = await t.cli(["allow", "--remove", "registry.npmjs.org", "--global"]);
+      assert.equal(configured.code, 125);
+      assert.match(configured.stderr, /the allow rule registry\.npmjs\.org for every project is written in .*config\.yaml, which --remove does not change \(remove it there \(cloister config edit\)/);
+      const audited = readFileSync(join(t.home, "state", "audit", "audit.jsonl"), "utf8");
+      assert.match(audited, new RegExp(`"policy\\.change".*"list":"deny","rule":"later\\.test:${web.port}","removed":true`));
     });
 
     it("keeps a live tunnel across `guardian reload`, and keeps the old policy when the new config is invalid", async () => {
