@@ -59,8 +59,10 @@ function domainSubject(request: PendingDomain): HTMLElement[] {
 function commandSubject(request: PendingCommand): HTMLElement[] {
   const argv = el("ol", "argv", ...request.argv.map((arg) => el("li", arg === "" ? "empty" : "", el("code", "", visible(arg)))));
   argv.setAttribute("aria-label", "arguments");
-  const parts = [el("p", "subject", "Wants to run"), argv, el("p", "cwd", "in ", el("code", "", visible(request.cwd)))];
+  const parts: HTMLElement[] = [el("p", "subject", "Wants to run"), argv, el("p", "cwd", "in ", el("code", "", visible(request.cwd)))];
   if (request.rule !== null) parts.push(el("p", "rule", "Asked because of the rule ", el("code", "", visible(request.rule))));
+  // What no wildcard rule lets through, said before the buttons: the argv alone does not show it.
+  if (request.hazards.length > 0) parts.push(el("ul", "hazards", ...request.hazards.map((hazard) => el("li", "", visible(hazard)))));
   return parts;
 }
 

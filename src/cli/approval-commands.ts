@@ -147,7 +147,8 @@ function describePending(request: Pending): string {
     const wildcard = request.wildcard ? `; --wildcard allows ${request.wildcard}` : "";
     return `${request.id}  domain   ${where}  ${request.host}:${request.port}  ${left}s left${wildcard}`;
   }
-  return `${request.id}  command  ${where}  ${visibleArgv(request.argv)}  ${left}s left`;
+  const warnings = request.hazards.map((hazard) => `\n    hazard: ${visible(hazard)}`).join("");
+  return `${request.id}  command  ${where}  ${visibleArgv(request.argv)}  ${left}s left${warnings}`;
 }
 
 function describeSubject(subject: string | string[]): string {

@@ -26,7 +26,7 @@ export function domainRequest(fields: Partial<PendingDomain> = {}): PendingDomai
 }
 
 export function commandRequest(fields: Partial<PendingCommand> = {}): PendingCommand {
-  return { ...common(), kind: "command", argv: ["git", "push", "origin", "main"], cwd: "/home/dev/shop", rule: null, ...fields };
+  return { ...common(), kind: "command", argv: ["git", "push", "origin", "main"], cwd: "/home/dev/shop", rule: null, hazards: [], ...fields };
 }
 
 export class FakeApprovals implements ApprovalService {

@@ -133,6 +133,7 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
     { allow: ["git", "status", "--short"] },
     { allow: ["git", "log", "--format=%s"] },
     { ask: ["ls", "**"] },
+    { ask: ["git", "diff", "**"] },
   ];
   const base = (overrides: Omit<HostexecSection, "rules"> = {}): HostexecSection => ({ rules: baseRules(), rate_limit: 10_000, ...overrides });
 
@@ -187,9 +188,22 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
     assert.equal(result.stdout, "README.md\nrc=0\n", result.stderr);
     assert.equal(request.cwd, projectRoot);
     assert.equal(request.rule, "ask [ls, **]");
+    assert.deepEqual(request.hazards, []);
     assert.match(result.stderr, /^hostexec: waiting up to \d+ (s|min) for a human to approve this command/m);
     assert.ok(result.stderr.includes(`cloister approve ${request.id.slice(0, 8)}`), result.stderr);
     assert.deepEqual(await pendingCommands(t), [], "the answered request is still listed");
+  });
+
+  it("an asked command's hazards are shown to the human who answers (QA H9), in `approvals` and its JSON", async () => {
+    const argv = ["git", "diff", "--no-index", "/dev/null", "/etc/hostname"];
+    const live = insideLive(`hostexec ${shellWords(argv)}; echo rc=$?`);
+    const request = await waitForPending(t, argv, CLOISTER);
+    assert.equal(request.hazards.length, 1, JSON.stringify(request.hazards));
+    assert.match(request.hazards[0] ?? "", /^argument 2 \(--no-index\) makes git write or read a file it names, anywhere on the host/);
+    const listed = await t.cli(["approvals"]);
+    assert.match(listed.stdout, new RegExp(`${request.id}  command .*git diff --no-index /dev/null /etc/hostname .*\\n    hazard: argument 2 \\(--no-index\\) makes git write or read a file`));
+    await answer(t, "deny", request.id.slice(0, 8));
+    assert.equal(rcOf((await live.done).stdout), HOSTEXEC_EXIT.refused);
   });
 
   it("a human's denial gives 126 and says so; a command no rule matches gives 126 and suggests an ask rule", async () => {
@@ -418,6 +432,7 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
     const asked = records.find((a) => a.type === "hostexec.request" && a.argv === argvText);
     assert.equal(asked?.verdict, "ask");
     assert.equal(asked.rule, "ask [ls, **]");
+    assert.equal(asked.cwd, projectRoot, "the audit says where it ran on the host (QA H12)");
     assert.equal(asked.cloister, CLOISTER);
     const decision = records.find((a) => a.type === "approval.decision" && a.request === request.id);
     assert.equal(decision?.verdict, "allow");

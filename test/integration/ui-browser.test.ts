@@ -134,6 +134,18 @@ describe("approval UI in a browser", () => {
     assert.deepEqual(service.answers.at(-1), { id: request.id, input: { verdict: "allow", scope: "once", wildcard: false, by: "ui" } });
   });
 
+  it("shows a command's hazards on its card, as text (QA H9: the argv alone did not say what --output does)", async () => {
+    const hazard = `argument 3 (--output=~/.bashrc) writes a file on the host <b>${HOSTILE}</b>`;
+    const request = service.add(commandRequest({ argv: ["git", "log", "-1", "--output=~/.bashrc"], hazards: [hazard] }));
+    await card(request.id).waitFor();
+    assert.equal(await card(request.id).locator(".hazards li").count(), 1);
+    assert.match(await card(request.id).locator(".hazards li").innerText(), /^argument 3 \(--output=~\/\.bashrc\) writes a file on the host <b><img src=x/);
+    assert.equal(await card(request.id).locator(".hazards b, .hazards img, .hazards script").count(), 0, "the hazard text was rendered as HTML");
+    const plain = service.add(commandRequest());
+    await card(plain.id).waitFor();
+    assert.equal(await card(plain.id).locator(".hazards").count(), 0);
+  });
+
   it("confirms a wildcard even for the session, and sends it", async () => {
     const request = service.add(domainRequest({ host: "img.cdn.example.com", rule: "img.cdn.example.com", wildcard: "*.cdn.example.com" }));
     await card(request.id).waitFor();

@@ -138,7 +138,7 @@ describe("approval queue", () => {
   it("checks the answer: verdict, scope, and a wildcard only where one is offered", async () => {
     const { queue } = setup();
     void queue.askDomain({ ...question("example.com"), wildcard: null }, 60_000, never());
-    void queue.askCommand({ cloister: "c1", project: "p", branch: null, argv: ["gh", "pr", "view"], cwd: "/p", rule: null }, 60_000, never()).outcome;
+    void queue.askCommand({ cloister: "c1", project: "p", branch: null, argv: ["gh", "pr", "view"], cwd: "/p", rule: null , hazards: [] }, 60_000, never()).outcome;
     const [domain, command] = queue.pending();
     assert.ok(domain && command);
     const bad = (e: unknown) => e instanceof ApprovalError && e.status === 400;
@@ -184,7 +184,7 @@ describe("approval queue", () => {
   it("a deny rule added while a request waited wins over a later allow: the answer is refused and the request denied", async () => {
     const { queue, keeper, audit } = setup();
     const outcome = queue.askDomain(question("late.example.com"), 60_000, never());
-    const command = queue.askCommand({ cloister: "c1", project: "p", branch: null, argv: ["ls", "-R"], cwd: "/p", rule: "ask [ls, **]" }, 60_000, never());
+    const command = queue.askCommand({ cloister: "c1", project: "p", branch: null, argv: ["ls", "-R"], cwd: "/p", rule: "ask [ls, **]" , hazards: [] }, 60_000, never());
     const [domain] = queue.pending();
     assert.ok(domain && command.request);
     keeper.policy.set("late.example.com", "deny").set("ls -R", "deny");
@@ -203,7 +203,7 @@ describe("approval queue", () => {
     const { queue, keeper } = setup();
     const allowed = queue.askDomain(question("ok.example.com"), 60_000, never());
     const denied = queue.askDomain(question("no.example.com"), 60_000, never());
-    const command = queue.askCommand({ cloister: "c1", project: "p", branch: null, argv: ["make"], cwd: "/p", rule: "ask [make]" }, 60_000, never()).outcome;
+    const command = queue.askCommand({ cloister: "c1", project: "p", branch: null, argv: ["make"], cwd: "/p", rule: "ask [make]" , hazards: [] }, 60_000, never()).outcome;
     keeper.policy.set("ok.example.com", "allow").set("no.example.com", "deny").set("make", "deny");
     queue.policyChanged(null);
     assert.equal((await denied).by, "policy");
@@ -235,7 +235,7 @@ describe("approval queue", () => {
 
   it("commands never coalesce, and their audit subject is the exact argv", async () => {
     const { queue, audit } = setup();
-    const ask = () => queue.askCommand({ cloister: "c1", project: "p", branch: null, argv: ["echo", "a b", "$(x)"], cwd: "/p", rule: "ask [echo, **]" }, 60_000, never()).outcome;
+    const ask = () => queue.askCommand({ cloister: "c1", project: "p", branch: null, argv: ["echo", "a b", "$(x)"], cwd: "/p", rule: "ask [echo, **]" , hazards: [] }, 60_000, never()).outcome;
     const outcomes: Promise<Outcome>[] = [ask(), ask()];
     assert.equal(queue.pending().length, 2);
     assert.equal(audit[0]?.subject, JSON.stringify(["echo", "a b", "$(x)"]));

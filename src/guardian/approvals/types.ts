@@ -44,6 +44,11 @@ export interface PendingCommand extends PendingCommon {
   cwd: string;
   /** The `ask` rule that sent it to a human, or null. */
   rule: string | null;
+  /**
+   * What in the argv can make the host run code or touch files beyond the command (policy/commands.ts
+   * hazards), in words, for the human to weigh; a wildcard rule would never have passed it.
+   */
+  hazards: string[];
 }
 
 export type Pending = PendingDomain | PendingCommand;

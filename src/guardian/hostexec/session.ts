@@ -5,6 +5,7 @@ import type { Outcome } from "../approvals/queue.js";
 import type { PendingCommand } from "../approvals/types.js";
 import type { EgressContext } from "../proxy/context.js";
 import { executeOnHost, type ExecuteResult } from "./execute.js";
+import { hazards, hazardText } from "../../policy/commands.js";
 import { hardenGit } from "./git.js";
 import { exitFrame, FrameDecoder, FrameType, outputFrame, parseRequest, pendingFrame, WireError, type ExitInfo, type HostexecRequest } from "./wire.js";
 
@@ -103,7 +104,8 @@ async function run(context: EgressContext, socket: Socket, port: HostexecPort, r
     return { status: "denied", exitCode: HOSTEXEC_EXIT.refused, message: "too many host command requests from this cloister in the last minute (hostexec.rate_limit); wait and retry" };
   }
   const ruling = port.rule(argv);
-  port.audit({ type: "hostexec.request", argv: argvText, cwd: request.cwd, verdict: ruling.verdict, rule: ruling.rule });
+  // Where it runs on the host (the project's root), not the agent's directory inside (QA H12).
+  port.audit({ type: "hostexec.request", argv: argvText, cwd: port.projectRoot, verdict: ruling.verdict, rule: ruling.rule });
   let approval: Outcome | undefined;
   if (ruling.verdict === "deny") return { status: "denied", exitCode: HOSTEXEC_EXIT.refused, message: ruling.reason };
   if (ruling.verdict === "ask") {
@@ -115,7 +117,7 @@ async function run(context: EgressContext, socket: Socket, port: HostexecPort, r
 
 async function askHuman(socket: Socket, port: HostexecPort, argv: string[], ruling: CommandRuling, signal: AbortSignal): Promise<Outcome> {
   const timeoutMs = port.settings().approvalTimeoutMs;
-  const question = { cloister: port.cloister, project: port.project, branch: port.branch(), argv, cwd: port.projectRoot, rule: ruling.rule };
+  const question = { cloister: port.cloister, project: port.project, branch: port.branch(), argv, cwd: port.projectRoot, rule: ruling.rule, hazards: hazards(argv).map(hazardText) };
   const { request, outcome } = port.ask(question, timeoutMs, signal);
   if (request) {
     // Said at once, so the agent can tell its user what it waits for and where to answer.
