@@ -9,6 +9,7 @@ import { CloisterError } from "../errors.js";
 import { isBelow } from "../path-under.js";
 import { agentCredentialFromGuardian, ensureGuardian } from "../guardian/control-client.js";
 import { WORK_DIR } from "../sandbox/bwrap/mounts.js";
+import { quoteArgument } from "../policy/commands.js";
 import { parseEnvAssignments } from "../sandbox/env.js";
 import { realPath } from "../sandbox/git-dirs.js";
 import { holdsName, noSuchCloister, readRecord } from "../sandbox/records.js";
@@ -153,14 +154,12 @@ export function registerSandboxCommands(program: Command): void {
       const opensAgent = flags.agent !== undefined;
       const leave = opensAgent ? "Leave the agent to return here" : "Type 'exit' to leave";
       if (!started && flags.detach) {
-        process.stderr.write(`Cloister ${name} is already running. Enter it with: cloister start${flags.name !== undefined || flags.project !== undefined ? ` --name ${name}` : ""}\n`);
+        process.stderr.write(`Cloister ${name} is already running. Enter it with: ${startAgain(flags, name)}\n`);
       } else if (!started) {
         process.stderr.write(`Entering cloister ${name}${opensAgent ? ` (${cloister.agent?.name ?? ""})` : ""}. ${leave}; it keeps running.\n`);
       } else {
         const agentNote = cloister.agent ? `, set up for ${cloister.agent.name}` : "";
-        // Named the way it was started: a plain `cloister start` finds the project's default name only.
-        const again = flags.name !== undefined || flags.project !== undefined ? `cloister start --name ${name}` : "cloister start";
-        const next = flags.detach ? (cloister.agent ? ` Open ${cloister.agent.name} with: ${again} --agent ${cloister.agent.name}` : "") : ` ${leave}; it keeps running.`;
+        const next = flags.detach ? (cloister.agent ? ` Open ${cloister.agent.name} with: ${startAgain(flags, name)} --agent ${cloister.agent.name}` : "") : ` ${leave}; it keeps running.`;
         process.stderr.write(`Started cloister ${name} (project at /work${agentNote}).${next}\n`);
       }
       if (flags.detach) return;
@@ -337,6 +336,15 @@ async function checkReentry(flags: SandboxFlags, name: string, cloister: Cloiste
       `enter it from its project (cd ${JSON.stringify(theirs)}), or start one for this project with another --name`,
     );
   }
+}
+
+/**
+ * The command that enters this cloister again, named the way it was started: a plain `cloister
+ * start` finds the project's default name only, and a worktree's cloister by its branch (QA A4).
+ */
+function startAgain(flags: SandboxFlags, name: string): string {
+  if (flags.name !== undefined || flags.project !== undefined) return `cloister start --name ${name}`;
+  return flags.branch !== undefined ? `cloister start -b ${quoteArgument(flags.branch)}` : "cloister start";
 }
 
 /** The project directory `start` was given or run in; none outside any project. */

@@ -166,7 +166,8 @@ export function canonicalQuote(argv: readonly string[]): string {
   return argv.map(quoteArgument).join(" ");
 }
 
-function quoteArgument(arg: string): string {
+/** One argument as a POSIX shell reads it back: bare when that is safe, else single-quoted. */
+export function quoteArgument(arg: string): string {
   return BARE_ARGUMENT.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
 }
 

@@ -7,9 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createInstance, spawnCli, type TestInstance } from "../helpers/cloister.js";
 import { diffSnapshots, hostSensitiveSnapshot, snapshotTree, type Snapshot } from "../helpers/oracles.js";
@@ -56,6 +56,10 @@ describe("worktree cloisters (start -b, worktree list/remove, path)", () => {
     const listed = JSON.parse((await t.cli(["list", "--json"])).stdout) as Listed[];
     assert.deepEqual(listed.map((c) => [c.name, c.project, c.projectRoot, c.running]), [["proj-feature", "proj", worktree, true]]);
     assert.equal(hostGit(t, "rev-parse", "feature"), hostGit(t, "rev-parse", "HEAD"));
+    // Started again, it says how to enter it: by its branch, not the main cloister's `cloister start` (QA A4).
+    const again = await t.cli(["start", "-d", "-b", "feature"]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /Cloister proj-feature is already running\. Enter it with: cloister start -b feature\n/);
   });
 
   it("git status, commit and log work inside, and the commit is the main repository's", async () => {
@@ -264,6 +268,16 @@ describe("worktree cloisters: a repository without commits, and one moved or del
     assert.equal(r.code, 125);
     assert.match(r.stderr, /has no commit yet to start the branch feat from \(commit something first/);
     assert.ok(!existsSync(join(t.home, "data", "worktrees", "empty")));
+  });
+
+  it("-b in a plain directory is refused before anything is registered (QA A14: it left a project behind)", async () => {
+    const plain = join(dirname(t.project), "plain-for-branch");
+    mkdirSync(plain, { recursive: true });
+    const before = (await t.cli(["project", "list", "--json"])).stdout;
+    const r = await t.cli(["run", "--allow-no-git", "-b", "x", "--", "true"], { cwd: plain });
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /--branch needs a git repository/);
+    assert.equal((await t.cli(["project", "list", "--json"])).stdout, before);
   });
 
   it("worktree commands outside a repository do not suggest --allow-no-git, which they do not take", async () => {
