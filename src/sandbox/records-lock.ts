@@ -23,7 +23,7 @@ const RETRY_MS = 2;
  * and stops.
  */
 export async function withRecordsLock<T>(paths: CloisterPaths, section: () => T): Promise<T> {
-  const lock = await acquire(await lockName(paths));
+  const lock = await acquire(await lockName(paths), GIVE_UP_MS, "the lock on cloister records");
   try {
     return section();
   } finally {
@@ -31,12 +31,31 @@ export async function withRecordsLock<T>(paths: CloisterPaths, section: () => T)
   }
 }
 
-async function acquire(name: string): Promise<Server> {
-  for (const deadline = Date.now() + GIVE_UP_MS; ; ) {
+/** `git worktree add` checks out a whole branch: a big repository may take this long. */
+const WORKTREE_GIVE_UP_MS = 300_000;
+
+/**
+ * Runs `section` while holding the lock of one worktree directory of this instance (the records
+ * lock's kind, another name): two launches of `start -b NEWBRANCH` at once would both run `git
+ * worktree add`, and the second fail on git's ref lock (found by QA). The second now waits, then
+ * finds the worktree made. Held across git processes, so it is not the records lock.
+ */
+export async function withWorktreeLock<T>(paths: CloisterPaths, dir: string, section: () => Promise<T>): Promise<T> {
+  const name = `${await lockName(paths)}-worktree-${createHash("sha256").update(dir).digest("hex").slice(0, 32)}`;
+  const lock = await acquire(name, WORKTREE_GIVE_UP_MS, `the lock on the worktree ${dir}`);
+  try {
+    return await section();
+  } finally {
+    lock.close();
+  }
+}
+
+async function acquire(name: string, giveUpMs: number, what: string): Promise<Server> {
+  for (const deadline = Date.now() + giveUpMs; ; ) {
     const server = await listenOn(name);
     if (server) return server;
     if (Date.now() > deadline) {
-      throw new CloisterError("another cloister command has held the lock on cloister records for 10 s", "retry; if it persists, look for a stopped (Ctrl-Z) cloister command");
+      throw new CloisterError(`another cloister command has held ${what} for ${Math.round(giveUpMs / 1000)} s`, "retry; if it persists, look for a stopped (Ctrl-Z) cloister command");
     }
     await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
   }

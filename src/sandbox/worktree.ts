@@ -15,6 +15,7 @@ import { realPath } from "./git-dirs.js";
 import type { LinkedGitDirs } from "./linked-git.js";
 import type { ProjectLocation } from "./project.js";
 import type { CloisterRecord } from "./records.js";
+import { withWorktreeLock } from "./records-lock.js";
 import { addWorktree, branchSource, checkBranchName, checkedOutBranch, linkedGitDirs, lockWorktree, worktreeEntries, type BranchSource } from "./worktree-git.js";
 
 export interface Worktree {
@@ -170,18 +171,20 @@ export async function openWorktree(paths: CloisterPaths, mainRoot: string, proje
   mkdirSync(join(paths.dataDir, "worktrees"), { recursive: true, mode: 0o700 });
   const dir = join(worktreesBase(paths), project, slug);
   const reason = `cloister worktree for ${cloisterName}; remove it with: cloister worktree remove ${branch}`;
-  const entry = (await worktreeEntries(mainRoot)).find((e) => e.path === dir);
-  if (entry) {
-    if (entry.branch !== `refs/heads/${branch}`) {
-      throw heldByOtherBranch(dir, entry.branch?.replace(/^refs\/heads\//, ""), branch);
+  await withWorktreeLock(paths, dir, async () => {
+    const entry = (await worktreeEntries(mainRoot)).find((e) => e.path === dir);
+    if (entry) {
+      if (entry.branch !== `refs/heads/${branch}`) {
+        throw heldByOtherBranch(dir, entry.branch?.replace(/^refs\/heads\//, ""), branch);
+      }
+      if (!entry.locked) await lockWorktree(mainRoot, dir, reason);
+    } else if (subdirectories(join(worktreesBase(paths), project)).includes(slug)) {
+      throw new CloisterError(`${dir} exists but git does not know it as a worktree of ${mainRoot}`, `remove it with \`cloister worktree remove -f ${branch}\``);
+    } else {
+      const source = await branchSource(mainRoot, branch);
+      await addWorktree(mainRoot, dir, branch, source, reason);
+      note(`created the worktree ${dir} on ${sourceNote(branch, source)}`);
     }
-    if (!entry.locked) await lockWorktree(mainRoot, dir, reason);
-  } else if (subdirectories(join(worktreesBase(paths), project)).includes(slug)) {
-    throw new CloisterError(`${dir} exists but git does not know it as a worktree of ${mainRoot}`, `remove it with \`cloister worktree remove -f ${branch}\``);
-  } else {
-    const source = await branchSource(mainRoot, branch);
-    await addWorktree(mainRoot, dir, branch, source, reason);
-    note(`created the worktree ${dir} on ${sourceNote(branch, source)}`);
-  }
+  });
   return { dir, branch, cloisterName, git: linkedGitDirs(mainRoot, dir) };
 }

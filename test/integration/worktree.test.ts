@@ -62,6 +62,16 @@ describe("worktree cloisters (start -b, worktree list/remove, path)", () => {
     assert.match(again.stderr, /Cloister proj-feature is already running\. Enter it with: cloister start -b feature\n/);
   });
 
+  it("two `start -d -b NEWBRANCH` at once: one makes the worktree, both succeed (QA A3: one failed on git's ref lock)", async () => {
+    const starts = await Promise.all([t.cli(["start", "-d", "-b", "race"]), t.cli(["start", "-d", "-b", "race"])]);
+    for (const r of starts) assert.equal(r.code, 0, r.stderr);
+    assert.equal(starts.filter((r) => /created the worktree .*race on a new branch race from HEAD/.test(r.stderr)).length, 1, starts.map((r) => r.stderr).join(""));
+    assert.equal(starts.filter((r) => /Started cloister proj-race/.test(r.stderr)).length, 1, starts.map((r) => r.stderr).join(""));
+    assert.equal((await t.cli(["stop", "proj-race"])).code, 0);
+    assert.equal((await t.cli(["worktree", "remove", "race"])).code, 0);
+    hostGit(t, "branch", "-D", "race");
+  });
+
   it("git status, commit and log work inside, and the commit is the main repository's", async () => {
     const r = await inside("proj-feature", "git status >/dev/null && echo x > f.txt && git add f.txt && git -c user.name=A -c user.email=a@example.com commit -qm 'from the cloister' && git log --format=%s");
     assert.equal(r.code, 0, r.stderr);
