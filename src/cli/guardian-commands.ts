@@ -66,7 +66,7 @@ export function registerGuardianCommands(program: Command): void {
     .command("reload")
     .description("re-read every config and decision file (also: SIGHUP); live tunnels are kept, a bad file keeps the old policy")
     .action(async () => {
-      await guardianCall(resolvePaths(), "POST", "/v1/reload");
-      process.stderr.write("Guardian configuration reloaded.\n");
+      const { uiWarning } = await guardianCall<{ uiWarning: string | null }>(resolvePaths(), "POST", "/v1/reload");
+      process.stderr.write(`Guardian configuration reloaded.${uiWarning ? `\nWarning: ${uiWarning}.` : ""}\n`);
     });
 }

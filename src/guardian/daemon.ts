@@ -81,6 +81,8 @@ class Guardian {
   /** Keyed by cloister id: a cleanup of a dead cloister must not unwatch a new one of the same name. */
   private readonly protection = new ProtectionWatch((cloister, file) => void this.protectionLost(cloister, file));
   private ui: UiServer | undefined;
+  /** The `ui.port` the UI was last started for (0: any free port). */
+  private uiPort: number | undefined;
   /** Why the approval UI is not served (e.g. its port is taken); approvals still work from the CLI. */
   private uiError: string | undefined;
   private readonly startedAt = new Date().toISOString();
@@ -198,10 +200,7 @@ class Guardian {
         this.register(String(body.name), String(body.id), body.network === true, String(body.project), String(body.projectRoot), body.session as SessionRules | undefined),
       "POST /v1/cloisters/:name/stop": (body: Record<string, unknown>, [name]: string[]) => this.stop(name ?? "", typeof body.id === "string" ? body.id : undefined),
       "POST /v1/cloisters/:name/abandon": (body: Record<string, unknown>, [name]: string[]) => ({ abandoned: this.abandon(name ?? "", String(body.id)) }),
-      "POST /v1/reload": async () => {
-        await this.reload();
-        return { reloaded: true };
-      },
+      "POST /v1/reload": async () => ({ reloaded: true, uiWarning: (await this.reload()) ?? null }),
       "POST /v1/decisions": async (body: Record<string, unknown>) => {
         const rule = String(body.rule);
         const entry: RuleEntry = body.private === true ? { rule, private: true } : rule;
@@ -252,12 +251,27 @@ class Guardian {
     };
   }
 
-  private async startUi(port: number): Promise<void> {
+  /**
+   * Serves the approval UI on `port`, at start and after a reload that changed `ui.port` (QA H14: it
+   * stayed on the old one) or while it could not be served. The new server is up before the old one
+   * closes; one that cannot listen leaves the old one serving, and says why (also as the result).
+   */
+  private async startUi(port: number): Promise<string | undefined> {
+    if (this.ui && port === this.uiPort) return undefined;
     try {
-      this.ui = await UiServer.start({ service: this.approvals, port, assetsDir: join(PACKAGE_ROOT, "dist", "ui"), log });
+      const started = await UiServer.start({ service: this.approvals, port, assetsDir: join(PACKAGE_ROOT, "dist", "ui"), log });
+      await this.ui?.close().catch(() => undefined);
+      this.ui = started;
+      this.uiPort = port;
+      this.uiError = undefined;
+      log(`the approval UI is served at ${started.url}`);
+      return undefined;
     } catch (error) {
-      this.uiError = (error as Error).message;
-      log(`the approval UI is not served: ${this.uiError}`);
+      const why = (error as Error).message;
+      const warning = this.ui ? `the approval UI stays at ${this.ui.url} (ui.port ${port}: ${why})` : `the approval UI is not served: ${why}`;
+      if (!this.ui) this.uiError = why;
+      log(warning);
+      return warning;
     }
   }
 
@@ -316,13 +330,15 @@ class Guardian {
     return true;
   }
 
-  private async reload(): Promise<void> {
+  /** Re-reads the configuration; resolves with a warning when the approval UI could not follow it. */
+  private async reload(): Promise<string | undefined> {
     await this.egress.reload();
     this.approvals.policyChanged(null);
+    const uiWarning = await this.startUi(this.egress.currentStore?.uiPort ?? 9999);
     this.audit.append({ type: "guardian.reload", pid: process.pid, version: VERSION });
     log("configuration reloaded");
+    return uiWarning;
   }
-
 
   /**
    * Stops the cloister named `name`; with `id`, only if it is still that one. A library handle stops

@@ -4,7 +4,8 @@
  * documented, also across a guardian restart; denials and timeouts give a 403 that says so.
  */
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { DecisionView, Pending } from "../../src/guardian/approvals/types.js";
@@ -36,6 +37,14 @@ describe("domain approvals", () => {
   async function answer(verdict: "approve" | "deny", id: string, ...flags: string[]): Promise<void> {
     const r = await t.cli([verdict, id, ...flags]);
     assert.equal(r.code, 0, r.stderr);
+  }
+
+  async function freePort(): Promise<number> {
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+    const { port } = probe.address() as AddressInfo;
+    await new Promise((resolve) => probe.close(resolve));
+    return port;
   }
 
   async function ui(): Promise<{ url: string; token: string }> {
@@ -242,6 +251,30 @@ describe("domain approvals", () => {
     const twice = await t.cli(["undo", decision.id]);
     assert.equal(twice.code, 125);
     assert.match(twice.stderr, /undone already/);
+  });
+
+  it("`guardian reload` moves the approval UI to a changed ui.port; a port it cannot take leaves it where it was, and says so (QA H14)", async () => {
+    const before = await ui();
+    const free = await freePort();
+    await withConfig(t, (config) => config.replace(/^  port: 0$/m, `  port: ${free}`), async () => {
+      const moved = await ui();
+      assert.equal(moved.url, `http://127.0.0.1:${free}`);
+      assert.equal((await fetch(`${moved.url}/api/pending`, { headers: { authorization: `Bearer ${moved.token}` } })).status, 200);
+      await assert.rejects(fetch(`${before.url}/api/pending`), "the old port still serves");
+      const taken = createServer();
+      await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+      const takenPort = (taken.address() as AddressInfo).port;
+      try {
+        const config = join(t.home, "config", "config.yaml");
+        writeFileSync(config, readFileSync(config, "utf8").replace(`  port: ${free}`, `  port: ${takenPort}`));
+        const reload = await t.cli(["guardian", "reload"]);
+        assert.equal(reload.code, 0, reload.stderr);
+        assert.match(reload.stderr, new RegExp(`Warning: the approval UI stays at http://127\\.0\\.0\\.1:${free} \\(ui\\.port ${takenPort}: the approval UI cannot listen on 127\\.0\\.0\\.1:${takenPort}: the port is in use\\)\\.\\n$`));
+        assert.equal((await ui()).url, moved.url);
+      } finally {
+        taken.close();
+      }
+    });
   });
 
   it("with proxy.unlisted: deny nothing is held; `cloister approvals` says nothing waits", async () => {
