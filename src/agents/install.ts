@@ -4,7 +4,7 @@
  * stderr. A managed copy is used when the agent is found nowhere else (see locate.ts).
  */
 import { spawn } from "node:child_process";
-import { existsSync, renameSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
@@ -23,7 +23,14 @@ export interface InstallResult {
  */
 const NPM_VERSION = /^[~^]?[0-9A-Za-z][0-9A-Za-z.+_-]{0,99}$/;
 
-export async function installManagedAgent(agent: AgentDefinition, managedDir: string, version: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<InstallResult> {
+/**
+ * Whether a running cloister is set up for the agent: it binds the managed copy it started with, so
+ * that copy is moved aside rather than deleted (QA: a re-install or uninstall took a running
+ * cloister's agent away under it), and removed once no such cloister runs.
+ */
+export type CopyInUse = () => boolean;
+
+export async function installManagedAgent(agent: AgentDefinition, managedDir: string, version: string | undefined, env: NodeJS.ProcessEnv = process.env, inUse: CopyInUse = () => false): Promise<InstallResult> {
   if (!agent.npmPackage) {
     throw new CloisterError(`${agent.name} has no npm package to install`, `set agents.${agent.name}.npm in \`cloister config edit\`, or install it yourself and put it on your PATH`);
   }
@@ -51,11 +58,12 @@ export async function installManagedAgent(agent: AgentDefinition, managedDir: st
     if (!existsSync(prefixCommand(staging, agent))) {
       throw new CloisterError(`${spec} installed no ${agent.command} command`, agent.builtin ? "report it: the package may have changed how it installs" : `check agents.${agent.name}.command and agents.${agent.name}.npm`);
     }
-    rmSync(dir, { recursive: true, force: true });
+    retire(managedDir, agent.name);
     renameSync(staging, dir);
   } finally {
     rmSync(staging, { recursive: true, force: true });
   }
+  sweepRetired(managedDir, agent.name, inUse);
   return { dir, version: readPackageVersion(join(dir, "node_modules", ...agent.npmPackage.split("/")), dir) };
 }
 
@@ -63,8 +71,29 @@ export async function installManagedAgent(agent: AgentDefinition, managedDir: st
  * Removes the managed copy; false when there was none (what a failed install of an older cloister
  * left, a prefix without the agent's command, is removed all the same).
  */
-export function removeManagedAgent(agent: AgentDefinition, managedDir: string): boolean {
+export function removeManagedAgent(agent: AgentDefinition, managedDir: string, inUse: CopyInUse = () => false): boolean {
   const installed = existsSync(managedCommand(managedDir, agent));
-  rmSync(managedPrefix(managedDir, agent.name), { recursive: true, force: true });
+  retire(managedDir, agent.name);
+  sweepRetired(managedDir, agent.name, inUse);
   return installed;
+}
+
+/** Moves the managed copy (if any) aside, out of every lookup, to a name sweepRetired knows. */
+function retire(managedDir: string, name: string): void {
+  try {
+    renameSync(managedPrefix(managedDir, name), managedPrefix(managedDir, `${retiredPrefix(name)}${Date.now()}-${process.pid}`));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+}
+
+/** Removes the agent's retired copies, unless a running cloister may still use one of them. */
+function sweepRetired(managedDir: string, name: string, inUse: CopyInUse): void {
+  const retired = readdirSync(managedDir).filter((entry) => entry.startsWith(retiredPrefix(name)));
+  if (retired.length === 0 || inUse()) return;
+  for (const entry of retired) rmSync(join(managedDir, entry), { recursive: true, force: true });
+}
+
+function retiredPrefix(name: string): string {
+  return `.${name}.retired-`;
 }

@@ -1,6 +1,8 @@
 import type { Command } from "commander";
-import { resolvePaths } from "../config/paths.js";
+import { readAgentMarker } from "../agents/marker.js";
+import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
+import { isKeeperAlive, listRecords } from "../sandbox/records.js";
 import { printTable } from "./output.js";
 
 const ABOUT = `
@@ -41,7 +43,7 @@ export function registerAgentCommands(program: Command): void {
       const { installManagedAgent } = await import("../agents/install.js");
       const paths = resolvePaths();
       const definition = resolveAgent(name, await agentsConfig());
-      const result = await installManagedAgent(definition, await managedDir(paths.dataDir), version);
+      const result = await installManagedAgent(definition, await managedDir(paths.dataDir), version, process.env, () => runningWith(paths, definition.name));
       process.stderr.write(`Installed ${definition.name}${result.version ? ` ${result.version}` : ""} in ${result.dir}.\n`);
       const using = (await agentRows()).find((row) => row.name === definition.name);
       if (using?.how && using.how !== "managed") process.stderr.write(`Note: cloister uses the ${definition.name} it finds first, ${using.path} (${using.how}); the managed copy is used where there is none.\n`);
@@ -55,9 +57,16 @@ export function registerAgentCommands(program: Command): void {
       const { resolveAgent } = await import("../agents/registry.js");
       const { removeManagedAgent } = await import("../agents/install.js");
       const definition = resolveAgent(name, await agentsConfig());
-      if (!removeManagedAgent(definition, await managedDir(resolvePaths().dataDir))) throw new CloisterError(`there is no managed copy of ${name}`, "see `cloister agent list`");
-      process.stderr.write(`Removed the managed copy of ${name}.\n`);
+      const paths = resolvePaths();
+      if (!removeManagedAgent(definition, await managedDir(paths.dataDir), () => runningWith(paths, definition.name))) throw new CloisterError(`there is no managed copy of ${name}`, "see `cloister agent list`");
+      const running = runningWith(paths, definition.name) ? "; cloisters running with it keep it until they stop" : "";
+      process.stderr.write(`Removed the managed copy of ${name}${running}.\n`);
     });
+}
+
+/** Whether a running cloister of this instance is set up for the agent (see CopyInUse). */
+function runningWith(paths: CloisterPaths, agent: string): boolean {
+  return listRecords(paths).some((record) => isKeeperAlive(record) && readAgentMarker(record.runtimeDir)?.name === agent);
 }
 
 interface AgentRow {

@@ -253,6 +253,25 @@ describe("real agent CLIs from the npm registry", { skip: registryReachable() ? 
     });
   }
 
+  it("a re-install or uninstall leaves a running cloister's claude working (QA A6: it was deleted under it)", async () => {
+    const started = await t.cli(["start", "-d", "--agent", "claude", "--name", "keeps-claude"]);
+    assert.equal(started.code, 0, started.stderr);
+    try {
+      const again = await t.cli(["agent", "install", "claude"], { timeoutMs: 600_000 });
+      assert.equal(again.code, 0, again.stderr);
+      const removed = await t.cli(["agent", "uninstall", "claude"]);
+      assert.match(removed.stderr, /Removed the managed copy of claude; cloisters running with it keep it until they stop\./);
+      const r = await t.cli(["exec", "keeps-claude", "--", "claude", "--version"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^\d+\.\d+\.\d+ \(Claude Code\)$/m);
+    } finally {
+      await t.cli(["stop", "keeps-claude"]);
+    }
+    const reinstalled = await t.cli(["agent", "install", "claude"], { timeoutMs: 600_000 });
+    assert.equal(reinstalled.code, 0, reinstalled.stderr);
+    assert.deepEqual(readdirSync(join(t.home, "data", "agents")).filter((entry) => entry.includes("retired")), [], "the retired copies outlived their cloister");
+  });
+
   it("claude: a prompt through the proxy to a fake API; its Write tool edits a file in /work", async () => {
     const requests = await runAgainst(startFakeAnthropicApi, "claude", { ANTHROPIC_API_KEY: "sk-ant-fake-for-test" }, () => ["-p", "WRITE /work/by-claude.txt written-by-claude"], (port) => [`ANTHROPIC_BASE_URL=http://fake.test:${port}`]);
     assert.equal(readFileSync(join(t.project, "by-claude.txt"), "utf8"), "written-by-claude\n");

@@ -79,4 +79,24 @@ describe("managed copies", () => {
     assert.equal(removeManagedAgent(codex, managed), true);
     assert.ok(!existsSync(join(managed, "codex")));
   });
+
+  test("a copy a running cloister may use is moved aside, not deleted, and removed once none runs with the agent", async () => {
+    const managed = join(base, "in-use");
+    await quietly(() => installManagedAgent(codex, managed, "1.0.0", fakeNpm(0, true)));
+    // What a running cloister holds: the old copy's directory (its bind keeps that one, not the path).
+    const held = readdirSync(join(managed, "codex", "node_modules", ".bin"));
+    const oldCommand = join(managed, "codex", "node_modules", ".bin", "codex");
+    let running = true;
+    await quietly(() => installManagedAgent(codex, managed, "2.0.0", fakeNpm(0, true), () => running));
+    assert.equal(readFileSync(oldCommand, "utf8"), "@openai/codex@2.0.0\n");
+    const retired = readdirSync(managed).filter((entry) => entry.startsWith(".codex.retired-"));
+    assert.equal(retired.length, 1);
+    assert.deepEqual(readdirSync(join(managed, retired[0] ?? "", "node_modules", ".bin")), held);
+    assert.equal(readFileSync(join(managed, retired[0] ?? "", "node_modules", ".bin", "codex"), "utf8"), "@openai/codex@1.0.0\n", "the running cloister's copy changed");
+    assert.equal(removeManagedAgent(codex, managed, () => running), true);
+    assert.equal(readdirSync(managed).filter((entry) => entry.startsWith(".codex.retired-")).length, 2);
+    running = false;
+    await quietly(() => installManagedAgent(codex, managed, "3.0.0", fakeNpm(0, true), () => running));
+    assert.deepEqual(readdirSync(managed), ["codex"], "retired copies were left once no cloister ran with codex");
+  });
 });
