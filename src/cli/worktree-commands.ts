@@ -112,7 +112,7 @@ export function registerWorktreeCommands(program: Command): void {
         const why = status.dirty === null ? "git could not check it for uncommitted changes" : "it has uncommitted changes";
         throw new CloisterError(`not removing ${found.dir}: ${why}`, "commit or stash them, or pass -f to discard them");
       }
-      for (const name of status.running) await stopCloister(name, paths);
+      for (const name of status.running) if (await stopCloister(name, paths)) process.stderr.write(`Stopped cloister ${name}, which ran on it\n`);
       await deleteWorktree(root, found.dir);
       process.stderr.write(`Removed the worktree ${found.dir}${status.branch ? ` (branch ${status.branch} is kept)` : ""}\n`);
       if (status.missingRepository !== null) {

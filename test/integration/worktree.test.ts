@@ -302,6 +302,8 @@ describe("worktree cloisters: a repository without commits, and one moved or del
     await live.waitFor("ready");
     const removed = await t.cli(["worktree", "remove", "-f", "stopme"]);
     assert.equal(removed.code, 0, removed.stderr);
+    // …and remove -f says what it stopped.
+    assert.match(removed.stderr, /^Stopped cloister proj-run-[0-9a-f]{6}, which ran on it\nRemoved the worktree /);
     const r = await live.done;
     assert.equal(r.code, 125);
     assert.match(r.stderr, /the cloister was stopped/);
