@@ -9,9 +9,9 @@ const program = new Command()
   .name("cloister")
   .description("Run AI agents and any command at full speed inside a sandbox they cannot leave.")
   .version(VERSION)
-  .showHelpAfterError("(run with --help for usage)")
   .exitOverride()
-  .configureOutput({ writeErr: (text) => process.stderr.write(text) })
+  // Usage errors are said by exitCodeFor, in one line like every other error.
+  .configureOutput({ writeErr: (text) => process.stderr.write(text), outputError: () => undefined })
   .configureHelp({
     // A repeatable option starts from [] (see collect): "(default: [])" under each says nothing.
     optionDescription(this: Help, option: Option): string {
@@ -44,9 +44,33 @@ program.parseAsync(process.argv).catch((error: unknown) => {
   process.exitCode = exitCodeFor(error);
 });
 
+/**
+ * Commander's usage error in one line: "error: unknown option '--memry'" and its "(Did you mean
+ * --memory?)" become "unknown option '--memry' (did you mean --memory?; see cloister start --help)".
+ */
+function usageError(message: string): string {
+  const [problem = "", ...notes] = message.replace(/^error: /, "").split("\n").filter((line) => line.trim() !== "");
+  const hints = [...notes.map((note) => note.replace(/^\((.*)\)$/, "$1").replace(/^Did/, "did")), `see ${commandPath().join(" ")} --help`];
+  return `${problem} (${hints.join("; ")})`;
+}
+
+/** The command the words typed name (`cloister policy explain`), as far as they name one. */
+function commandPath(): string[] {
+  const path = ["cloister"];
+  let current: Command = program;
+  for (const word of process.argv.slice(2)) {
+    const next = current.commands.find((command) => command.name() === word || command.aliases().includes(word));
+    if (!next) break;
+    path.push(next.name());
+    current = next;
+  }
+  return path;
+}
+
 function exitCodeFor(thrown: unknown): number {
   if (thrown instanceof CommanderError) {
-    // --help and --version "fail" with exit code 0; usage errors were already printed.
+    // --help and --version "fail" with exit code 0.
+    if (thrown.exitCode !== 0) process.stderr.write(`cloister: ${usageError(thrown.message)}\n`);
     return thrown.exitCode === 0 ? 0 : CLOISTER_FAILED;
   }
   // process.cwd() throws once the shell's directory was removed; libuv's words ("uv_cwd") say little.

@@ -76,6 +76,19 @@ Module._load = function (request, ...rest) { if (request.includes("/vendor/")) f
     assert.doesNotMatch(r.stdout, /default: \[\]/);
   });
 
+  it("a usage error is one line like any other error: the problem, commander's suggestion, the help to read; exit 125", async () => {
+    const cases: [string[], string][] = [
+      [["start", "--memry", "1G"], "cloister: unknown option '--memry' (did you mean --memory?; see cloister start --help)\n"],
+      [["stat"], "cloister: unknown command 'stat' (did you mean start?; see cloister --help)\n"],
+      [["policy", "explain"], "cloister: missing required argument 'target' (see cloister policy explain --help)\n"],
+      [["run", "--bogus", "--", "true"], "cloister: unknown option '--bogus' (see cloister run --help)\n"],
+    ];
+    for (const [args, stderr] of cases) {
+      const r = await runBin(t, BIN, args);
+      assert.deepEqual([r.code, r.stderr, r.stdout], [125, stderr, ""], args.join(" "));
+    }
+  });
+
   it("a command asked for --json that fails says so in JSON on stdout as well as in words on stderr", async () => {
     const r = await runBin(t, BIN, ["policy", "explain", "bad host", "--json"]);
     assert.equal(r.code, 125);
