@@ -64,7 +64,7 @@ then the other fields as key=value.
 Examples:
   cloister audit tail
   cloister audit tail -n 100 | grep deny
-  cloister audit tail -f --json | jq 'select(.decision == "deny")'`,
+  cloister audit tail -f --json | jq 'select(.decision == "denied")'`,
     )
     .action(async (flags: { lines: string; follow?: boolean; json?: boolean }) => {
       const count = Number(flags.lines);

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { resolvePaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
+import { guardianCall, guardianStatus } from "../guardian/control-client.js";
 import { listRecords } from "../sandbox/records.js";
 import { printTable } from "./output.js";
 
@@ -21,6 +22,8 @@ async function editAndValidate(file: string, kind: "global" | "project"): Promis
   const result = spawnSync("/bin/sh", ["-c", `${editor} "$1"`, editor, file], { stdio: "inherit" });
   if (result.error) throw new CloisterError(`could not start the editor ${JSON.stringify(editor)}: ${result.error.message}`, "set EDITOR to your editor");
   if (result.status === 127) throw new CloisterError(`could not start the editor ${JSON.stringify(editor)}: command not found`, "set EDITOR (or VISUAL) to your editor, e.g. EDITOR='code --wait'");
+  // As git does: an editor that failed (or was quit with :cq) is no edit to check.
+  if (result.status !== 0) throw new CloisterError(`the editor ${JSON.stringify(editor)} exited with ${result.status === null ? `signal ${result.signal ?? "?"}` : `code ${result.status}`}`, `${file} is as the editor left it; run \`cloister config validate\` to check it`);
   return validateConfigFile(file, kind);
 }
 
@@ -123,7 +126,10 @@ export function registerConfigCommands(program: Command): void {
     .argument("<name>", "the project's name")
     .action(async (name: string) => {
       const { projectConfigFile } = await configModules();
-      await editAndValidate(projectConfigFile(resolvePaths(), name), "project");
+      const file = projectConfigFile(resolvePaths(), name);
+      // An editor opened on a new file would register a project of that name, bound to no directory.
+      if (readIfExists(file) === undefined) throw new CloisterError(`no project named ${JSON.stringify(name)}`, "see `cloister project list`; a project is registered by `cloister run` or `cloister start` in it");
+      await editAndValidate(file, "project");
       process.stderr.write("Project config is valid.\n");
     });
 
@@ -137,8 +143,10 @@ export function registerConfigCommands(program: Command): void {
       const paths = resolvePaths();
       const running = listRecords(paths).filter((r) => r.project === name);
       if (running.length > 0) throw new CloisterError(`project ${name} has cloisters: ${running.map((r) => r.name).join(", ")}`, "stop them first with `cloister stop NAME`");
-      await removeProject(paths, name);
-      process.stderr.write(`Removed project ${name}.\n`);
+      const decided = await removeProject(paths, name);
+      // A running guardian holds the project's rules: it reads them again, without the removed ones.
+      if (decided && (await guardianStatus(paths))) await guardianCall(paths, "POST", "/v1/reload");
+      process.stderr.write(`Removed project ${name}${decided ? ", with the allow and deny decisions kept for it" : ""}.\n`);
     });
 }
 

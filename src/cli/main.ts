@@ -69,8 +69,8 @@ function commandPath(): string[] {
 
 function exitCodeFor(thrown: unknown): number {
   if (thrown instanceof CommanderError) {
-    // --help and --version "fail" with exit code 0.
-    if (thrown.exitCode !== 0) process.stderr.write(`cloister: ${usageError(thrown.message)}\n`);
+    // --help and --version "fail" with exit code 0; a command group typed alone showed its help.
+    if (thrown.exitCode !== 0 && thrown.code !== "commander.help") process.stderr.write(`cloister: ${usageError(thrown.message)}\n`);
     return thrown.exitCode === 0 ? 0 : CLOISTER_FAILED;
   }
   // process.cwd() throws once the shell's directory was removed; libuv's words ("uv_cwd") say little.

@@ -5,14 +5,14 @@
  * with a short hash of the path when two projects share a basename.
  */
 import { execFile } from "node:child_process";
-import { realpath, unlink } from "node:fs/promises";
+import { realpath, rm, unlink } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { Document, isNode, parseDocument } from "yaml";
 import { CloisterError, fileSystemError } from "../errors.js";
 import { projectFileNames, sanitizeProjectName, suffixedProjectName } from "./names.js";
 import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "./atomic-write.js";
-import { ConfigError, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "./load.js";
+import { ConfigError, decisionsFile, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "./load.js";
 import { type CloisterPaths, resolvePaths } from "./paths.js";
 import { absolutePathProblem, projectSections } from "./schema.js";
 import { realPath } from "../sandbox/git-dirs.js";
@@ -175,7 +175,12 @@ export function sharedPaths(projects: readonly ProjectEntry[]): { file: string; 
 }
 
 /** Delete a project's file. Its name becomes free for another path. */
-export async function removeProject(paths: CloisterPaths, name: string): Promise<void> {
+/**
+ * Forgets a project: its config file, and the decisions persisted for it (`cloister allow`, approvals),
+ * which a later project of the same name would otherwise inherit (found by QA). Resolves with whether
+ * there were decisions.
+ */
+export async function removeProject(paths: CloisterPaths, name: string): Promise<boolean> {
   const file = projectConfigFile(paths, name);
   try {
     await unlink(file);
@@ -184,6 +189,13 @@ export async function removeProject(paths: CloisterPaths, name: string): Promise
     const known = (await projectFileNames(paths.projectConfigDir)).join(", ");
     throw new CloisterError(`no project named "${name}"`, known ? `known projects: ${known}` : "no projects are registered");
   }
+  return rm(decisionsFile(paths, "project", name)).then(
+    () => true,
+    (error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT") return false;
+      throw error;
+    },
+  );
 }
 
 /** The `path:` of a project file, without full validation (listing must not fail on one bad file). */

@@ -87,6 +87,10 @@ Module._load = function (request, ...rest) { if (request.includes("/vendor/")) f
       const r = await runBin(t, BIN, args);
       assert.deepEqual([r.code, r.stderr, r.stdout], [125, stderr, ""], args.join(" "));
     }
+    // A command group typed alone shows its help, and nothing else (QA: it added "(outputHelp)").
+    const group = await runBin(t, BIN, ["config"]);
+    assert.match(group.stderr, /^Usage: cloister config \[options\] \[command\]\n/);
+    assert.doesNotMatch(group.stderr, /outputHelp|cloister: /);
   });
 
   it("a command asked for --json that fails says so in JSON on stdout as well as in words on stderr", async () => {

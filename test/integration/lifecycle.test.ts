@@ -711,7 +711,35 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     const missing = await startCommand(process.execPath, [CLI, "config", "edit"], { env: { ...t.env, EDITOR: "no-such-editor --wait", VISUAL: "" }, cwd: t.project, timeoutMs: 30_000 }).done;
     assert.equal(missing.code, 125);
     assert.match(missing.stderr, /could not start the editor "no-such-editor --wait": command not found/);
+    // An editor that failed is no edit to approve (QA: "Config is valid.", exit 0).
+    const failed = await startCommand(process.execPath, [CLI, "config", "edit"], { env: { ...t.env, EDITOR: "false", VISUAL: "" }, cwd: t.project, timeoutMs: 30_000 }).done;
+    assert.equal(failed.code, 125);
+    assert.match(failed.stderr, /^cloister: the editor "false" exited with code 1 \(.*config\.yaml is as the editor left it/);
+    // A project that does not exist is not made by editing it (QA: it registered "nosuch").
+    const nosuch = await startCommand(process.execPath, [CLI, "project", "edit", "nosuch"], { env: { ...t.env, EDITOR: "touch", VISUAL: "" }, cwd: t.project, timeoutMs: 30_000 }).done;
+    assert.equal(nosuch.code, 125);
+    assert.match(nosuch.stderr, /no project named "nosuch"/);
+    assert.ok(!existsSync(join(t.home, "config", "projects", "nosuch.yaml")));
     writeFileSync(file, before);
+  });
+
+  it("project remove takes the project's persisted decisions with it: a new project of that name starts without them (QA)", async () => {
+    const repo = join(dirname(t.project), "again", "samename");
+    mkdirSync(repo, { recursive: true });
+    spawnSync("git", ["init", "-q", repo]);
+    assert.equal((await t.cli(["run", "--", "true"], { cwd: repo })).code, 0);
+    assert.equal((await t.cli(["allow", "decided-for-old.example.com"], { cwd: repo })).code, 0);
+    const removed = await t.cli(["project", "remove", "samename"]);
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.match(removed.stderr, /^Removed project samename, with the allow and deny decisions kept for it\.\n$/);
+    rmSync(repo, { recursive: true, force: true });
+    const other = join(dirname(t.project), "elsewhere", "samename");
+    mkdirSync(other, { recursive: true });
+    spawnSync("git", ["init", "-q", other]);
+    assert.equal((await t.cli(["run", "--", "true"], { cwd: other })).code, 0);
+    const explained = await t.cli(["policy", "explain", "decided-for-old.example.com"], { cwd: other });
+    assert.match(explained.stdout, /unlisted/, explained.stdout);
+    await t.cli(["project", "remove", "samename"]);
   });
 
   it("a config file broken while a cloister runs does not lock the user out of it: exec runs with the defaults and says what is wrong", async () => {
