@@ -66,7 +66,10 @@ export function registerGuardianCommands(program: Command): void {
     .command("reload")
     .description("re-read every config and decision file (also: SIGHUP); live tunnels are kept, a bad file keeps the old policy")
     .action(async () => {
-      const { uiWarning } = await guardianCall<{ uiWarning: string | null }>(resolvePaths(), "POST", "/v1/reload");
+      const paths = resolvePaths();
+      // Nothing to reload (QA: it said connect ENOENT): a guardian reads everything when it starts.
+      if (!(await guardianStatus(paths))) return void process.stderr.write("The guardian is not running; it reads the configuration when it starts (with the next cloister command).\n");
+      const { uiWarning } = await guardianCall<{ uiWarning: string | null }>(paths, "POST", "/v1/reload");
       process.stderr.write(`Guardian configuration reloaded.${uiWarning ? `\nWarning: ${uiWarning}.` : ""}\n`);
     });
 }

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { openSync, closeSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { openSync, closeSync, fstatSync, mkdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { connect } from "node:net";
@@ -172,6 +172,7 @@ async function startGuardianOnce(paths: CloisterPaths): Promise<GuardianStatus> 
   ensurePrivateDir(paths.runtimeDir);
   mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
   const log = openSync(paths.guardianLog, "a", 0o600);
+  const logStart = statSync(paths.guardianLog).size;
   // Its environment names this instance: the caller's paths may not come from the caller's environment.
   const child = spawn(process.execPath, [...daemonNodeFlags(), daemonFile()], { detached: true, stdio: ["ignore", log, log], env: instanceEnv(paths) });
   closeSync(log);
@@ -184,7 +185,32 @@ async function startGuardianOnce(paths: CloisterPaths): Promise<GuardianStatus> 
     if (child.signalCode !== null || (child.exitCode !== null && child.exitCode !== 0)) break;
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
-  throw new CloisterError("the guardian did not start", `see ${paths.guardianLog}`);
+  const why = startFailure(paths.guardianLog, logStart);
+  throw new CloisterError(`the guardian did not start${why ? `: ${why}` : ""}`, `see ${paths.guardianLog}`);
+}
+
+/** Begins the line a guardian that cannot start leaves last in its log, with its reason (daemon.ts). */
+export const GUARDIAN_FAILED = "cloister guardian failed to start: ";
+
+/** The reason the guardian gave in its log since `from` (the log's size when it was started), if any. */
+function startFailure(logFile: string, from: number): string | undefined {
+  let text: string;
+  try {
+    // Its last 64 KiB at most: the reason is its last line, and the log of a long-lived instance is long.
+    const fd = openSync(logFile, "r");
+    try {
+      const start = Math.max(from, fstatSync(fd).size - 65_536);
+      const buffer = Buffer.alloc(Math.max(0, fstatSync(fd).size - start));
+      readSync(fd, buffer, 0, buffer.length, start);
+      text = buffer.toString("utf8");
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return undefined;
+  }
+  const line = text.split("\n").filter((l) => l.startsWith(GUARDIAN_FAILED)).pop();
+  return line?.slice(GUARDIAN_FAILED.length);
 }
 
 /** What the guardian needs to know of a launching cloister (POST /v1/cloisters). */

@@ -19,7 +19,7 @@ import type { RuleEntry } from "../config/schema.js";
 import type { SessionRules } from "../sandbox/records.js";
 import { Egress, loadPolicy } from "./egress.js";
 import { loadTunnelRelay } from "./proxy/native-relay.js";
-import { cloisterBuild, guardianStatus, readGuardianInfo, type GuardianInfo } from "./control-client.js";
+import { cloisterBuild, GUARDIAN_FAILED, guardianStatus, readGuardianInfo, type GuardianInfo } from "./control-client.js";
 import { ApprovalQueue, type DecisionKeeper } from "./approvals/queue.js";
 import type { AnswerInput } from "./approvals/types.js";
 import type { AuditEvent } from "../audit/log.js";
@@ -518,4 +518,12 @@ function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} ${message}\n`);
 }
 
-await new Guardian(resolvePaths()).start();
+try {
+  await new Guardian(resolvePaths()).start();
+} catch (error) {
+  // The CLI that started this guardian reads this line back from the log (control-client.ts) and
+  // tells the user why; the stack stays in the log for a bug report.
+  if (!(error instanceof CloisterError)) process.stderr.write(`${(error as Error)?.stack ?? String(error)}\n`);
+  process.stderr.write(`${GUARDIAN_FAILED}${error instanceof CloisterError ? error.oneLine() : String((error as Error)?.message ?? error)}\n`);
+  process.exit(1);
+}

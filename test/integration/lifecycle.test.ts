@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, realpathSync, renameSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createCloister, runInCloister } from "../../src/cloister.js";
@@ -721,6 +721,26 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.match(nosuch.stderr, /no project named "nosuch"/);
     assert.ok(!existsSync(join(t.home, "config", "projects", "nosuch.yaml")));
     writeFileSync(file, before);
+  });
+
+  it("a guardian that cannot start says why, on the CLI's one line (QA: only 'see the log'); reload without a guardian says so", async () => {
+    assert.equal((await t.cli(["guardian", "start"])).code, 0, "the signing key is made at the first start");
+    assert.equal((await t.cli(["guardian", "stop"])).code, 0);
+    const noGuardian = await t.cli(["guardian", "reload"]);
+    assert.equal(noGuardian.code, 0, noGuardian.stderr);
+    assert.equal(noGuardian.stderr, "The guardian is not running; it reads the configuration when it starts (with the next cloister command).\n");
+    const key = join(t.home, "state", "audit", "signing-key.pem");
+    const aside = `${key}.aside`;
+    renameSync(key, aside);
+    try {
+      const r = await t.cli(["guardian", "start"]);
+      assert.equal(r.code, 125);
+      assert.match(r.stderr, /^cloister: the guardian did not start: .*audit.* \(see .*guardian\.log\)\n$/);
+    } finally {
+      rmSync(key, { force: true });
+      renameSync(aside, key);
+    }
+    assert.equal((await t.cli(["guardian", "start"])).code, 0);
   });
 
   it("project remove takes the project's persisted decisions with it: a new project of that name starts without them (QA)", async () => {
