@@ -33,15 +33,19 @@ export function registerConfigCommands(program: Command): void {
   config
     .command("show")
     .description("print the effective configuration (global, merged with the current project's if any)")
-    .option("--project <dir>", "merge this project's configuration")
+    .option("--project <dir>", "merge this project's configuration (default: the project you are in, if cloister knows it)")
     .option("--json", "machine-readable output (sizes in bytes, durations in milliseconds, null for none)")
     .action(async (flags: { project?: string; json?: boolean }) => {
-      const { configAsYaml, effectiveConfig, loadGlobalConfig, loadProjectConfig, projectNameFor } = await configModules();
+      const { configAsYaml, effectiveConfig, loadGlobalConfig, loadProjectConfig, projectConfigFile, projectNameFor } = await configModules();
       const paths = resolvePaths();
       const global = await loadGlobalConfig(paths);
-      const project = flags.project ? await loadProjectConfig(paths, (await projectNameFor(flags.project, paths)).name) : undefined;
-      const shown = project ? effectiveConfig(global, project) : global;
-      process.stdout.write(flags.json ? `${JSON.stringify(shown, null, 2)}\n` : configAsYaml(shown));
+      // The current directory's project only once registered: its file is what would be merged (QA:
+      // the help promised the merge, and only --project made it).
+      const here = flags.project === undefined ? await projectNameFor(process.cwd(), paths).catch(() => undefined) : undefined;
+      const name = flags.project !== undefined ? (await projectNameFor(flags.project, paths)).name : here && readIfExists(projectConfigFile(paths, here.name)) !== undefined ? here.name : undefined;
+      const shown = name !== undefined ? effectiveConfig(global, await loadProjectConfig(paths, name)) : global;
+      const merged = name !== undefined ? `# global config merged with project ${name}'s\n` : "";
+      process.stdout.write(flags.json ? `${JSON.stringify(shown, null, 2)}\n` : `${merged}${configAsYaml(shown)}`);
     });
 
   config

@@ -743,6 +743,25 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal((await t.cli(["guardian", "start"])).code, 0);
   });
 
+  it("config show in a registered project merges its config, as its help says (QA: only --project did)", async () => {
+    assert.equal((await t.cli(["run", "--", "true"])).code, 0, "registers the project");
+    const projects = JSON.parse((await t.cli(["project", "list", "--json"])).stdout) as { name: string; path: string }[];
+    const name = projects.find((p) => p.path === realpathSync(t.project))?.name ?? "";
+    const file = join(t.home, "config", "projects", `${name}.yaml`);
+    const before = readOr(file);
+    writeFileSync(file, `${before}\nlimits:\n  memory: 3GiB\n`);
+    try {
+      const here = await t.cli(["config", "show"], { cwd: t.project });
+      assert.equal(here.code, 0, here.stderr);
+      assert.match(here.stdout, new RegExp(`^# global config merged with project ${name}'s\\n`));
+      assert.match(here.stdout, /^ {2}memory: 3GiB$/m);
+      const elsewhere = await t.cli(["config", "show"], { cwd: t.home });
+      assert.doesNotMatch(elsewhere.stdout, /memory: 3GiB|merged with/);
+    } finally {
+      writeFileSync(file, before);
+    }
+  });
+
   it("project remove takes the project's persisted decisions with it: a new project of that name starts without them (QA)", async () => {
     const repo = join(dirname(t.project), "again", "samename");
     mkdirSync(repo, { recursive: true });
