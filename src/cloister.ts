@@ -252,7 +252,12 @@ async function launchClaimed(paths: CloisterPaths, options: CloisterOptions, per
   claim.record.env = env;
   const grant = requestGrant(paths, { name: spec.name, id, network: spec.network, project: spec.project, projectRoot: spec.projectRoot, session: spec.session });
   // Awaited by launchCloister, but maybe only after its own preparation has failed: handled there.
-  grant.granted.catch(() => undefined);
+  // A cloister whose every connection will be refused starts, but not silently (QA: only `guardian
+  // status` said so).
+  grant.granted.then(
+    (granted) => granted.policyError && warnOf(options)(`the configuration does not load, so the guardian refuses all egress until it is fixed: ${granted.policyError} (then \`cloister guardian reload\`)`),
+    () => undefined,
+  );
   try {
     return { record: await launchCloister(paths, spec, claim, grant, options.signal), agent, env };
   } catch (error) {
@@ -270,7 +275,7 @@ export async function findCloister(name: string, options: CloisterOptions = {}):
   if (!record || !isKeeperAlive(record)) return undefined;
   // A running cloister needs its guardian (egress socket, reaper): bring back one that crashed.
   await ensureGuardian(paths);
-  const config = await configForRunning(paths, record, agentRequest(options).warn);
+  const config = await configForRunning(paths, record, warnOf(options));
   const agent = options.agent !== undefined || hasAgentMarker(record.runtimeDir)
     ? await (await import("./agents/session.js")).agentForRunningCloister(record, agentRequest(options), config)
     : undefined;
@@ -536,6 +541,11 @@ function agentRequest(options: CloisterOptions): AgentRequest {
     agent: options.agent,
     credentials: options.credentials,
     passEnvCredential: options.passEnvCredential,
-    warn: options.warn ?? ((message) => process.stderr.write(`cloister: ${message}\n`)),
+    warn: warnOf(options),
   };
+}
+
+/** Where a launch says what its caller should know: options.warn, else stderr. */
+function warnOf(options: CloisterOptions): (message: string) => void {
+  return options.warn ?? ((message) => process.stderr.write(`cloister: ${message}\n`));
 }

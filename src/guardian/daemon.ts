@@ -294,6 +294,7 @@ class Guardian {
       grant.socketDir = join(cloisterRuntimeDir(this.paths, id), "guardian");
       grant.trustBundle = this.broker.trustBundle;
       grant.nodeTrustFile = this.broker.nodeTrustFile;
+      if (this.egress.policyError) grant.policyError = this.egress.policyError;
       // Opened before the start is recorded: a bad --allow rule fails the launch, and then no start is.
       await this.egress.open({ name, id, project, projectRoot, token: grant.token, socketDir: grant.socketDir, session });
     }

@@ -60,6 +60,8 @@ export interface LaunchGrant {
   hidden: HiddenPaths;
   /** The build of the guardian that granted it (see cloisterBuild). */
   build?: string;
+  /** With network: why the configuration does not load, while it does not (all egress is refused then). */
+  policyError?: string;
 }
 
 /** A grant requested from the guardian and not yet answered. */

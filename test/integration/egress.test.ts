@@ -240,6 +240,11 @@ describe("egress through the guardian", () => {
       const validate = await t.cli(["config", "validate"]);
       assert.equal(validate.code, 1);
       assert.match(validate.stderr, /decisions\/global\.yaml:2:3: proxy\.alow: unknown key/);
+      // A guardian started on it refuses all egress; a launch says so (QA: only `guardian status` did).
+      assert.equal((await t.cli(["guardian", "stop"])).code, 0);
+      const launched = await t.cli(["run", "--", "true"]);
+      assert.equal(launched.code, 0, launched.stderr);
+      assert.match(launched.stderr, /cloister: the configuration does not load, so the guardian refuses all egress until it is fixed: .*decisions\/global\.yaml:2:3: proxy\.alow: unknown key/);
     } finally {
       writeFileSync(configFile, good);
       if (decisionsBefore === undefined) rmSync(decisions, { force: true });
