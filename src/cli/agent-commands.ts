@@ -58,9 +58,9 @@ export function registerAgentCommands(program: Command): void {
       const { removeManagedAgent } = await import("../agents/install.js");
       const definition = resolveAgent(name, await agentsConfig());
       const paths = resolvePaths();
-      if (!removeManagedAgent(definition, await managedDir(paths.dataDir), () => runningWith(paths, definition.name))) throw new CloisterError(`there is no managed copy of ${name}`, "see `cloister agent list`");
-      const running = runningWith(paths, definition.name) ? "; cloisters running with it keep it until they stop" : "";
-      process.stderr.write(`Removed the managed copy of ${name}${running}.\n`);
+      const running = runningWith(paths, definition.name);
+      if (!removeManagedAgent(definition, await managedDir(paths.dataDir), () => running)) throw new CloisterError(`there is no managed copy of ${name}`, "see `cloister agent list`");
+      process.stderr.write(`Removed the managed copy of ${name}${running ? "; cloisters running with it keep it until they stop" : ""}.\n`);
     });
 }
 

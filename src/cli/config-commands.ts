@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { resolvePaths } from "../config/paths.js";
+import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { guardianCall, guardianStatus } from "../guardian/control-client.js";
 import { listRecords } from "../sandbox/records.js";
@@ -36,13 +36,10 @@ export function registerConfigCommands(program: Command): void {
     .option("--project <dir>", "merge this project's configuration (default: the project you are in, if cloister knows it)")
     .option("--json", "machine-readable output (sizes in bytes, durations in milliseconds, null for none)")
     .action(async (flags: { project?: string; json?: boolean }) => {
-      const { configAsYaml, effectiveConfig, loadGlobalConfig, loadProjectConfig, projectConfigFile, projectNameFor } = await configModules();
+      const { configAsYaml, effectiveConfig, loadGlobalConfig, loadProjectConfig } = await configModules();
       const paths = resolvePaths();
       const global = await loadGlobalConfig(paths);
-      // The current directory's project only once registered: its file is what would be merged (QA:
-      // the help promised the merge, and only --project made it).
-      const here = flags.project === undefined ? await projectNameFor(process.cwd(), paths).catch(() => undefined) : undefined;
-      const name = flags.project !== undefined ? (await projectNameFor(flags.project, paths)).name : here && readIfExists(projectConfigFile(paths, here.name)) !== undefined ? here.name : undefined;
+      const name = await projectToShow(paths, flags.project);
       const shown = name !== undefined ? effectiveConfig(global, await loadProjectConfig(paths, name)) : global;
       const merged = name !== undefined ? `# global config merged with project ${name}'s\n` : "";
       process.stdout.write(flags.json ? `${JSON.stringify(shown, null, 2)}\n` : `${merged}${configAsYaml(shown)}`);
@@ -152,6 +149,18 @@ export function registerConfigCommands(program: Command): void {
       if (decided && (await guardianStatus(paths))) await guardianCall(paths, "POST", "/v1/reload");
       process.stderr.write(`Removed project ${name}${decided ? ", with the allow and deny decisions kept for it" : ""}.\n`);
     });
+}
+
+/**
+ * The project whose config `config show` merges: the one `--project` names, else the current
+ * directory's once registered, since its file is what would be merged (QA: the help promised the
+ * merge, and only --project made it).
+ */
+async function projectToShow(paths: CloisterPaths, given: string | undefined): Promise<string | undefined> {
+  const { projectConfigFile, projectNameFor } = await configModules();
+  if (given !== undefined) return (await projectNameFor(given, paths)).name;
+  const here = await projectNameFor(process.cwd(), paths).catch(() => undefined);
+  return here && readIfExists(projectConfigFile(paths, here.name)) !== undefined ? here.name : undefined;
 }
 
 function readIfExists(file: string): string | undefined {

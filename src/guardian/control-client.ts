@@ -199,8 +199,9 @@ function startFailure(logFile: string, from: number): string | undefined {
     // Its last 64 KiB at most: the reason is its last line, and the log of a long-lived instance is long.
     const fd = openSync(logFile, "r");
     try {
-      const start = Math.max(from, fstatSync(fd).size - 65_536);
-      const buffer = Buffer.alloc(Math.max(0, fstatSync(fd).size - start));
+      const size = fstatSync(fd).size;
+      const start = Math.max(from, size - 65_536);
+      const buffer = Buffer.alloc(Math.max(0, size - start));
       readSync(fd, buffer, 0, buffer.length, start);
       text = buffer.toString("utf8");
     } finally {
