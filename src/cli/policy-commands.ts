@@ -48,7 +48,7 @@ async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFla
   if (flags.remove && flags.private) throw new CloisterError("--remove takes the rule away whether or not it reaches private addresses: give it without --private");
   let rule: EgressRule;
   try {
-    rule = parseRule(ruleText, { private: flags.private === true });
+    rule = parseRule(ruleText, { private: flags.private === true, list });
   } catch (error) {
     if (error instanceof RuleError || error instanceof HostSyntaxError) throw new CloisterError(error.message);
     throw error;

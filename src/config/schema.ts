@@ -10,7 +10,7 @@ import { isIP } from "node:net";
 import { isAbsolute } from "node:path";
 import { z } from "zod";
 import { canonicalHost, HostSyntaxError } from "../policy/hosts.js";
-import { parseRule, RuleError } from "../policy/rules.js";
+import { parseRule, RuleError, type RuleList } from "../policy/rules.js";
 import { formatDuration, isNone, parseDuration, parsePercent, parseProcessCount, parseSize, writeSize } from "./units.js";
 import { bool, boundedDuration, describeValue, list, parsed, positive, section, text, wholeNumber, writtenForm } from "./schema-kit.js";
 import { HostexecSchema, ProjectHostexecSchema } from "./hostexec-schema.js";
@@ -162,9 +162,9 @@ export const SandboxSchema = section({
  */
 export type RuleEntry = string | { rule: string; private: boolean };
 
-function ruleProblem(text: string, isPrivate: boolean): string | undefined {
+function ruleProblem(text: string, isPrivate: boolean, list: RuleList): string | undefined {
   try {
-    parseRule(text, { private: isPrivate });
+    parseRule(text, { private: isPrivate, list });
     return undefined;
   } catch (error) {
     if (error instanceof RuleError || error instanceof HostSyntaxError) return error.message;
@@ -172,39 +172,46 @@ function ruleProblem(text: string, isPrivate: boolean): string | undefined {
   }
 }
 
-const ruleText = text("a rule like example.com, *.example.com or example.com:8443").superRefine((rule, ctx) => {
-  const problem = ruleProblem(rule, false);
-  if (problem) ctx.addIssue({ code: "custom", message: problem, input: rule });
-});
-
-const privateRule = z
-  .strictObject(
-    { rule: text("a rule like db.internal:5432"), private: bool.default(false) },
-    {
-      // Only for what is no mapping at all: a mapping with a stray key gets zod's own issue, named below.
-      error: (issue) => (issue.code === "unrecognized_keys" ? undefined : `expected a rule (text) or a mapping {rule: TEXT, private: true}, found ${describeValue(issue.input)}`),
-    },
-  )
-  .superRefine((entry, ctx) => {
-    const problem = ruleProblem(entry.rule, entry.private);
-    if (problem) ctx.addIssue({ code: "custom", message: problem, input: entry.rule, path: ["rule"] });
+const ruleText = (list: RuleList) =>
+  text("a rule like example.com, *.example.com or example.com:8443").superRefine((rule, ctx) => {
+    const problem = ruleProblem(rule, false, list);
+    if (problem) ctx.addIssue({ code: "custom", message: problem, input: rule });
   });
+
+const privateRule = (list: RuleList) =>
+  z
+    .strictObject(
+      { rule: text("a rule like db.internal:5432"), private: bool.default(false) },
+      {
+        // Only for what is no mapping at all: a mapping with a stray key gets zod's own issue, named below.
+        error: (issue) => (issue.code === "unrecognized_keys" ? undefined : `expected a rule (text) or a mapping {rule: TEXT, private: true}, found ${describeValue(issue.input)}`),
+      },
+    )
+    .superRefine((entry, ctx) => {
+      const problem = ruleProblem(entry.rule, entry.private, list);
+      if (problem) ctx.addIssue({ code: "custom", message: problem, input: entry.rule, path: ["rule"] });
+    });
 
 /**
  * Text goes to the text schema, anything else to the mapping schema, so an error inside a mapping
  * keeps its path (`proxy.allow[0].private`) instead of being flattened into "matches neither".
+ * Which list the entry is on only changes the words of a refusal (see parseRule).
  */
-const ruleEntry = z.unknown().transform((input, ctx): RuleEntry => {
-  const result = typeof input === "string" ? ruleText.safeParse(input) : privateRule.safeParse(input);
-  if (result.success) return result.data;
-  for (const issue of result.error.issues) {
-    if (issue.code === "unrecognized_keys") {
-      // Each stray key by its own path, as unknown keys elsewhere (`proxy.allow[0].privat`).
-      for (const key of issue.keys) ctx.addIssue({ code: "custom", message: `unknown key: a rule mapping has the keys rule and private`, path: [...issue.path, key], input });
-    } else ctx.addIssue({ code: "custom", message: issue.message, path: issue.path, input: issue.input });
-  }
-  return z.NEVER;
-});
+const ruleEntry = (list: RuleList) => {
+  const asText = ruleText(list);
+  const asMapping = privateRule(list);
+  return z.unknown().transform((input, ctx): RuleEntry => {
+    const result = typeof input === "string" ? asText.safeParse(input) : asMapping.safeParse(input);
+    if (result.success) return result.data;
+    for (const issue of result.error.issues) {
+      if (issue.code === "unrecognized_keys") {
+        // Each stray key by its own path, as unknown keys elsewhere (`proxy.allow[0].privat`).
+        for (const key of issue.keys) ctx.addIssue({ code: "custom", message: `unknown key: a rule mapping has the keys rule and private`, path: [...issue.path, key], input });
+      } else ctx.addIssue({ code: "custom", message: issue.message, path: issue.path, input: issue.input });
+    }
+    return z.NEVER;
+  });
+};
 
 /** The built-in allowlist: AI APIs, package registries, documentation. Written into the template, never applied invisibly. */
 export const DEFAULT_ALLOW: readonly string[] = [
@@ -285,8 +292,8 @@ export const PROXY_DEFAULTS = {
 } as const;
 
 export const ProxySchema = section({
-  allow: list(ruleEntry, "rules").default([...DEFAULT_ALLOW]),
-  deny: list(ruleEntry, "rules").default([]),
+  allow: list(ruleEntry("allow"), "rules").default([...DEFAULT_ALLOW]),
+  deny: list(ruleEntry("deny"), "rules").default([]),
   resolve: resolveMap,
   connect_timeout: parsed("a duration like 10s", positive("a connect timeout", parseDuration), formatDuration).prefault(PROXY_DEFAULTS.connect_timeout),
   idle_timeout: parsed("a duration like 10m", positive("an idle timeout", parseDuration), formatDuration).prefault(PROXY_DEFAULTS.idle_timeout),
@@ -309,8 +316,8 @@ export const ProxySchema = section({
 
 /** A project adds rules; the proxy's mechanics (timeouts, caps, name overrides) are the guardian's. */
 export const ProjectProxySchema = section({
-  allow: list(ruleEntry, "rules"),
-  deny: list(ruleEntry, "rules"),
+  allow: list(ruleEntry("allow"), "rules"),
+  deny: list(ruleEntry("deny"), "rules"),
 });
 
 /** What the guardian writes after `cloister allow|deny` or an approval: rules only. */

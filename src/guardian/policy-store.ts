@@ -130,9 +130,9 @@ export class PolicyStore {
  */
 export function sessionRuleSet(session: SessionRules | undefined): RuleSet {
   if (!session) return emptyPolicy().session;
-  const parse = (text: string, isPrivate: boolean, flag: string): EgressRule => {
+  const parse = (text: string, isPrivate: boolean, flag: string, list: RuleList = "allow"): EgressRule => {
     try {
-      return parseRule(text, { private: isPrivate });
+      return parseRule(text, { private: isPrivate, list });
     } catch (error) {
       throw new CloisterError(`${flag} ${text}: ${(error as Error).message}`);
     }
@@ -143,7 +143,7 @@ export function sessionRuleSet(session: SessionRules | undefined): RuleSet {
   }
   return {
     allow: [...session.allow.map((r) => parse(r, false, "options.allow")), ...session.allowPrivate.map((r) => parse(r, true, "options.allowPrivate"))],
-    deny: session.deny.map((r) => parse(r, false, "options.deny")),
+    deny: session.deny.map((r) => parse(r, false, "options.deny", "deny")),
   };
 }
 

@@ -30,8 +30,11 @@ export type RuleList = "allow" | "deny";
 
 const WILDCARD_PREFIX = "*.";
 
-/** Parses one rule; surrounding whitespace is ignored, everything else must be exact. */
-export function parseRule(text: string, options: { private?: boolean } = {}): EgressRule {
+/**
+ * Parses one rule; surrounding whitespace is ignored, everything else must be exact. `list` is where
+ * the rule goes: the checks are the same on both, the refusals speak of allowing or of denying.
+ */
+export function parseRule(text: string, options: { private?: boolean; list?: RuleList } = {}): EgressRule {
   const written = text.trim();
   const fail: Fail = (problem, instead) => {
     throw new RuleError(`egress rule ${JSON.stringify(written)}: ${problem}; ${instead}`);
@@ -43,7 +46,7 @@ export function parseRule(text: string, options: { private?: boolean } = {}): Eg
 
   const { hostPart, portPart } = hostSyntax(() => splitAuthority(written), fail);
   const ports = portPart === null ? null : parsePortList(portPart, fail);
-  const target = parseRuleHost(hostPart, fail);
+  const target = parseRuleHost(hostPart, options.list ?? "allow", fail);
   const canonical = ports === null ? target.written : `${target.written}:${ports.join(",")}`;
   return { text: canonical, kind: target.kind, host: target.host, ports, private: options.private === true };
 }
@@ -74,6 +77,12 @@ export function coversPort(rule: EgressRule, list: RuleList, port: number): bool
 
 type Fail = (problem: string, instead: string) => never;
 
+/** What to write instead of a rule for every host: on the deny list, that is what `proxy.unlisted` is for. */
+const EVERY_HOST_INSTEAD: Readonly<Record<RuleList, string>> = {
+  allow: 'list the hosts instead, e.g. "example.com" or "*.example.com"',
+  deny: 'name the hosts to deny, e.g. "tracker.example.com" or "*.example.com"; to refuse every host no rule allows, set proxy.unlisted: deny',
+};
+
 /** The host side of a rule; `written` is its canonical text as it appears in the rule's text. */
 interface RuleTarget {
   kind: EgressRule["kind"];
@@ -81,8 +90,8 @@ interface RuleTarget {
   written: string;
 }
 
-function parseRuleHost(hostPart: string, fail: Fail): RuleTarget {
-  if (hostPart === "*") fail("a bare '*' would allow every host", 'list the hosts instead, e.g. "example.com" or "*.example.com"');
+function parseRuleHost(hostPart: string, list: RuleList, fail: Fail): RuleTarget {
+  if (hostPart === "*") fail(`a bare '*' would ${list} every host`, EVERY_HOST_INSTEAD[list]);
   const wildcard = hostPart.startsWith(WILDCARD_PREFIX);
   const base = wildcard ? hostPart.slice(WILDCARD_PREFIX.length) : hostPart;
   if (base.includes("*")) {

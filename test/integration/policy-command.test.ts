@@ -78,6 +78,16 @@ describe("cloister policy explain", () => {
     assert.doesNotMatch(readOr(join(t.home, "config", "decisions", "projects", "proj.yaml")), /614dee/);
   });
 
+  it("a rule for every host is refused in the words of the command: deny speaks of denying (QA: it spoke of allowing)", async () => {
+    const deny = await t.cli(["deny", "*"]);
+    assert.equal(deny.code, 125);
+    assert.equal(deny.stderr, `cloister: egress rule "*": a bare '*' would deny every host; name the hosts to deny, e.g. "tracker.example.com" or "*.example.com"; to refuse every host no rule allows, set proxy.unlisted: deny\n`);
+    const allow = await t.cli(["allow", "*"]);
+    assert.equal(allow.code, 125);
+    assert.match(allow.stderr, /^cloister: egress rule "\*": a bare '\*' would allow every host; list the hosts instead/);
+    assert.doesNotMatch(readOr(join(t.home, "config", "decisions", "projects", "proj.yaml")), /'\*'/);
+  });
+
   it("given a URL, says to give the host (it said the port was not a number)", async () => {
     const r = await t.cli(["policy", "explain", "https://api.anthropic.com/v1"]);
     assert.equal(r.code, 125);

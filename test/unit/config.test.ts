@@ -390,7 +390,9 @@ describe("schema: bad values name file, line, column and key", () => {
   // [yaml, key, line, message pattern]
   const cases: Array<[string, string, number, RegExp]> = [
     ["proxy:\n  allow:\n    - example.com\n    - '*.com'\n", "proxy.allow[1]", 4, /top-level domain/],
-    ["proxy:\n  allow:\n    - '*'\n", "proxy.allow[0]", 3, /\*/],
+    ["proxy:\n  allow:\n    - '*'\n", "proxy.allow[0]", 3, /would allow every host/],
+    ["proxy:\n  deny:\n    - '*'\n", "proxy.deny[0]", 3, /would deny every host/],
+    ["proxy:\n  deny:\n    - {rule: '*', private: false}\n", "proxy.deny[0].rule", 3, /would deny every host/],
     ["proxy:\n  deny:\n    - 'exa mple.com'\n", "proxy.deny[0]", 3, /space/],
     ["proxy:\n  allow:\n    - example.com:0\n", "proxy.allow[0]", 3, /port/],
     ["proxy:\n  allow:\n    - {rule: 'db.internal:5432', private: maybe}\n", "proxy.allow[0].private", 3, /expected true or false/],

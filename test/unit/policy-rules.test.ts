@@ -171,6 +171,11 @@ describe("parseRule: refused rules", () => {
     it(JSON.stringify(text), () => assertRuleError(text, ...fragments));
   }
 
+  it("a rule for every host is refused in the words of its list: allowing, or denying (QA: deny '*' spoke of allowing)", () => {
+    assert.throws(() => parseRule("*", { list: "allow" }), /^RuleError: egress rule "\*": a bare '\*' would allow every host; list the hosts instead/);
+    assert.throws(() => parseRule("*:443", { list: "deny" }), /^RuleError: egress rule "\*:443": a bare '\*' would deny every host; name the hosts to deny, .*set proxy\.unlisted: deny$/);
+  });
+
   it("is an Error named RuleError", () => {
     assert.throws(() => parseRule("*"), (error: unknown) => error instanceof Error && error.name === "RuleError");
   });

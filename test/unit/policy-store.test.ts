@@ -128,6 +128,8 @@ describe("sessionRuleSet: --allow, --deny, --allow-private, --resolve", () => {
 
   it("names the option (the CLI says its flag) and the rule in its error", () => {
     assert.throws(() => sessionRuleSet({ allow: [], deny: ["*.co.uk"], allowPrivate: [], resolve: {} }), /options\.deny \*\.co\.uk: /);
+    // A --deny of every host is refused in words about denying (QA: it spoke of allowing).
+    assert.throws(() => sessionRuleSet({ allow: [], deny: ["*"], allowPrivate: [], resolve: {} }), /^CloisterError: options\.deny \*: .*a bare '\*' would deny every host; .*proxy\.unlisted: deny$/);
     assert.throws(() => sessionRuleSet({ allow: [], deny: [], allowPrivate: [], resolve: { "api.test": "nope" } }), /options\.resolve api\.test=nope: .*not an IP address/);
     assert.throws(() => sessionRuleSet({ allow: [], deny: [], allowPrivate: [], resolve: { "10.0.0.1": "10.0.0.2" } }), /only names can be mapped/);
   });
