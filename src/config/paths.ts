@@ -60,9 +60,18 @@ export function instanceEnv(paths: CloisterPaths, env: NodeJS.ProcessEnv = proce
     { ...rest, CLOISTER_HOME: dirname(paths.configDir) },
     { ...rest, XDG_CONFIG_HOME: dirname(paths.configDir), XDG_STATE_HOME: dirname(paths.stateDir), XDG_DATA_HOME: dirname(paths.dataDir), XDG_RUNTIME_DIR: dirname(paths.runtimeDir) },
   ];
-  const match = candidates.find((candidate) => isDeepStrictEqual(resolvePaths(candidate), paths));
+  const match = candidates.find((candidate) => isDeepStrictEqual(pathsOrUndefined(candidate), paths));
   if (!match) throw new CloisterError(`no environment gives these cloister paths (config in ${paths.configDir})`, "build them with resolvePaths({ CLOISTER_HOME: DIR }) or resolvePaths(env)");
   return match;
+}
+
+/** The paths `env` gives, or undefined when it gives none (a relative CLOISTER_HOME): it then gives no paths asked for. */
+function pathsOrUndefined(env: NodeJS.ProcessEnv): CloisterPaths | undefined {
+  try {
+    return resolvePaths(env);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -91,9 +100,7 @@ export function cloisterRuntimeDir(paths: CloisterPaths, name: string): string {
 }
 
 function baseDirs(env: NodeJS.ProcessEnv): Pick<CloisterPaths, "configDir" | "stateDir" | "dataDir" | "runtimeDir"> {
-  // Absolute at once: a relative CLOISTER_HOME named a different instance from each directory, and
-  // one inside the project escaped the check that keeps cloister's own files out of a cloister.
-  const instanceHome = env.CLOISTER_HOME ? resolve(env.CLOISTER_HOME) : undefined;
+  const instanceHome = absoluteInstanceHome(env.CLOISTER_HOME);
   if (instanceHome) {
     return {
       configDir: join(instanceHome, "config"),
@@ -109,6 +116,19 @@ function baseDirs(env: NodeJS.ProcessEnv): Pick<CloisterPaths, "configDir" | "st
     dataDir: join(xdgDir(env.XDG_DATA_HOME) ?? join(home, ".local", "share"), "cloister"),
     runtimeDir: join(xdgDir(env.XDG_RUNTIME_DIR) ?? fallbackRuntimeBase(), "cloister"),
   };
+}
+
+/**
+ * CLOISTER_HOME, refused when relative: it then named another instance from each directory (QA), and
+ * one inside the project escaped the check that keeps cloister's own files out of a cloister. Every
+ * entry point (CLI, library, guardian) resolves its paths here, so each refuses it alike.
+ */
+function absoluteInstanceHome(value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  if (!isAbsolute(value)) {
+    throw new CloisterError(`CLOISTER_HOME=${JSON.stringify(value)} is a relative path, which would name another instance in each directory`, `give an absolute path, e.g. CLOISTER_HOME=${resolve(value)}`);
+  }
+  return resolve(value);
 }
 
 /** An XDG base directory variable's value; a relative one is invalid and ignored, as the XDG spec says. */

@@ -3,7 +3,8 @@ import { constants as fsConstants } from "node:fs";
 import { access, lstat, readdir, readFile, readlink, stat } from "node:fs/promises";
 import { delimiter, dirname, join } from "node:path";
 import { checkAllConfig, type ConfigReport, formatFileProblem } from "../config/check-all.js";
-import { resolvePaths } from "../config/paths.js";
+import { type CloisterPaths, resolvePaths } from "../config/paths.js";
+import { CloisterError } from "../errors.js";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { bwrapPath as findBwrap } from "../sandbox/native.js";
 import type { Writable } from "node:stream";
@@ -1165,7 +1166,14 @@ export const checkNativeHelper = defineCheck("native", "Native helper (cloister-
 });
 
 export const checkConfig = defineCheck("config", "Configuration", async (ctx) => {
-  const paths = resolvePaths(ctx.env);
+  let paths: CloisterPaths;
+  try {
+    paths = resolvePaths(ctx.env);
+  } catch (error) {
+    // The environment names no instance (a relative CLOISTER_HOME): the person's to fix, not a bug.
+    if (!(error instanceof CloisterError)) throw error;
+    return { status: "fail", detail: error.message, ...(error.hint ? { fix: error.hint } : {}) };
+  }
   return assessConfig(await checkAllConfig(paths), paths.globalConfigFile);
 });
 

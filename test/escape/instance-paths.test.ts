@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CLI, createInstance, startCommand, type TestInstance } from "../helpers/cloister.js";
 
-describe("escape: a relative CLOISTER_HOME inside the project", () => {
+describe("escape: a CLOISTER_HOME inside the project", () => {
   let t: TestInstance;
   before(() => {
     t = createInstance("relh");
@@ -21,8 +21,18 @@ describe("escape: a relative CLOISTER_HOME inside the project", () => {
   });
 
   it("is refused on its first use: the cloister never sees the guardian's socket or the instance's keys", async () => {
-    // Relative, so that it names a directory in the project; fresh, so that nothing of it exists yet.
+    // Relative, so that it names a directory in the project from there (QA); fresh, so that nothing of it exists yet.
     const env = { ...t.env, CLOISTER_HOME: ".ch" };
+    const probe = "ls /work/.ch/run/guardian.sock /work/.ch/state/audit/signing-key.pem && echo REACHED";
+    const r = await startCommand(process.execPath, [CLI, "run", "--", "sh", "-c", probe], { env, cwd: t.project, timeoutMs: 60_000 }).done;
+    assert.equal(r.code, 125, r.stdout + r.stderr);
+    assert.doesNotMatch(r.stdout, /REACHED/);
+    assert.match(r.stderr, /^cloister: CLOISTER_HOME="\.ch" is a relative path, .*\(give an absolute path, e\.g\. CLOISTER_HOME=\/\S+\/\.ch\)\n$/);
+    assert.equal(existsSync(join(t.project, ".ch")), false, "nothing of it is made");
+  });
+
+  it("is refused when it names a directory in the project absolutely, too", async () => {
+    const env = { ...t.env, CLOISTER_HOME: join(t.project, ".ch") };
     const probe = "ls /work/.ch/run/guardian.sock /work/.ch/state/audit/signing-key.pem && echo REACHED";
     const r = await startCommand(process.execPath, [CLI, "run", "--", "sh", "-c", probe], { env, cwd: t.project, timeoutMs: 60_000 }).done;
     assert.equal(r.code, 125, r.stdout + r.stderr);

@@ -946,11 +946,21 @@ describe("instance paths: the environment that names them (instanceEnv)", () => 
     assert.deepEqual(resolvePaths(made), paths);
   });
 
-  test("a relative CLOISTER_HOME is made absolute against the current directory; a relative XDG variable is ignored", () => {
-    const paths = resolvePaths({ CLOISTER_HOME: "rel-home" });
-    assert.equal(paths.configDir, join(process.cwd(), "rel-home", "config"));
-    assert.equal(paths.guardianSocket, join(process.cwd(), "rel-home", "run", "guardian.sock"));
+  test("a relative CLOISTER_HOME is refused, naming it and the absolute path to give (QA: it depended on the directory); a relative XDG variable is ignored", () => {
+    assert.throws(
+      () => resolvePaths({ CLOISTER_HOME: "rel-home" }),
+      (error: unknown) =>
+        error instanceof CloisterError &&
+        error.oneLine() === `CLOISTER_HOME="rel-home" is a relative path, which would name another instance in each directory (give an absolute path, e.g. CLOISTER_HOME=${join(process.cwd(), "rel-home")})`,
+    );
+    assert.throws(() => resolvePaths({ CLOISTER_HOME: "./x" }), /CLOISTER_HOME="\.\/x" is a relative path/);
+    assert.equal(resolvePaths({ CLOISTER_HOME: "/tmp/inst/" }).configDir, "/tmp/inst/config", "an absolute one is taken, normalized");
     assert.equal(resolvePaths({ HOME: "/home/u", XDG_CONFIG_HOME: "relative/config" }).configDir, "/home/u/.config/cloister");
+  });
+
+  test("the paths of an instance still find their environment when the process's CLOISTER_HOME is relative", () => {
+    const paths = resolvePaths({ CLOISTER_HOME: "/tmp/other" });
+    assert.equal(instanceEnv(paths, { ...env, CLOISTER_HOME: "rel-home" }).CLOISTER_HOME, "/tmp/other");
   });
 
   test("an instance whose runtime dir leaves no room for its unix sockets is refused up front, saying by how much", () => {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 
 import {
@@ -31,6 +32,7 @@ import {
   parseSocatVersion,
   profileGrantsUserns,
   run,
+  checkConfig,
   runDoctor,
   runSeccompProbe,
   userManagerCgroup,
@@ -543,6 +545,13 @@ describe("other assessments", () => {
     assert.equal(broken.detail, `${global}:3:2: limits.memroy: unknown key (did you mean "memory"?) (and 1 more)`);
     assert.match(broken.fix ?? "", /^cloister config validate/);
     assert.equal(assessConfig({ globalExists: true, files: [global, project.file], problems: [project] }, global).status, "warn");
+  });
+
+  it("config: a relative CLOISTER_HOME fails with what to set, not as a crash of the check", async () => {
+    const result = await checkConfig(createDoctorContext({ env: { CLOISTER_HOME: "rel-home" } }));
+    assert.equal(result.status, "fail");
+    assert.equal(result.detail, 'CLOISTER_HOME="rel-home" is a relative path, which would name another instance in each directory');
+    assert.equal(result.fix, `give an absolute path, e.g. CLOISTER_HOME=${join(process.cwd(), "rel-home")}`);
   });
 });
 
