@@ -36,13 +36,15 @@ export function registerConfigCommands(program: Command): void {
     .option("--project <dir>", "merge this project's configuration (default: the project you are in, if cloister knows it)")
     .option("--json", "machine-readable output (sizes in bytes, durations in milliseconds, null for none)")
     .action(async (flags: { project?: string; json?: boolean }) => {
-      const { configAsYaml, effectiveConfig, loadGlobalConfig, loadProjectConfig } = await configModules();
+      const { configAsYaml, effectiveConfig, readGlobalConfig, loadProjectConfig } = await configModules();
       const paths = resolvePaths();
-      const global = await loadGlobalConfig(paths);
+      // A command that shows must not write: without a config file, the defaults are shown and it stays absent (QA).
+      const global = await readGlobalConfig(paths);
       const name = await projectToShow(paths, flags.project);
-      const shown = name !== undefined ? effectiveConfig(global, await loadProjectConfig(paths, name)) : global;
+      const shown = name !== undefined ? effectiveConfig(global.config, await loadProjectConfig(paths, name)) : global.config;
+      const defaults = global.exists ? "" : `# no ${paths.globalConfigFile} yet: these are the defaults (\`cloister config init\` writes that file)\n`;
       const merged = name !== undefined ? `# global config merged with project ${name}'s\n` : "";
-      process.stdout.write(flags.json ? `${JSON.stringify(shown, null, 2)}\n` : `${merged}${configAsYaml(shown)}`);
+      process.stdout.write(flags.json ? `${JSON.stringify(shown, null, 2)}\n` : `${defaults}${merged}${configAsYaml(shown)}`);
     });
 
   config

@@ -91,12 +91,26 @@ export async function loadGlobalConfig(paths: CloisterPaths): Promise<GlobalConf
   const file = paths.globalConfigFile;
   let text = await readIfExists(file);
   if (text === undefined) {
-    ensurePrivateDir(paths.configDir);
-    // Another cloister process may create it at the same moment; theirs is as good as ours.
-    await createFileAtomic(file, GLOBAL_CONFIG_TEMPLATE);
+    await createDefaultConfig(paths);
     text = await readConfigText(file);
   }
   return parseConfigText(text, file, "global");
+}
+
+/** Writes the commented template as the global config unless there is one; resolves with whether it wrote it. */
+export async function createDefaultConfig(paths: CloisterPaths): Promise<boolean> {
+  ensurePrivateDir(paths.configDir);
+  // Another cloister process may create it at the same moment; theirs is as good as ours.
+  return createFileAtomic(paths.globalConfigFile, GLOBAL_CONFIG_TEMPLATE);
+}
+
+/**
+ * The global config as loadGlobalConfig would give it, without writing anything: without a file,
+ * what the template it would write says. For commands that only read (`config show`).
+ */
+export async function readGlobalConfig(paths: CloisterPaths): Promise<{ config: GlobalConfig; exists: boolean }> {
+  const text = await readIfExists(paths.globalConfigFile);
+  return { config: parseConfigText(text ?? GLOBAL_CONFIG_TEMPLATE, paths.globalConfigFile, "global"), exists: text !== undefined };
 }
 
 /** A project's config; a missing file means all defaults (it is not created: `path` is written on registration). */

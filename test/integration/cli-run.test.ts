@@ -276,7 +276,7 @@ describe("cloister run as an ordinary user, in a project that user cannot write"
       const foreign = await runAsUser(t.user.name, [process.execPath, t.cliPath, "list"], { ...t.env, CLOISTER_HOME: rootsHome }, { cwd: t.project });
       assert.equal(foreign.code, 125);
       assert.match(foreign.stderr, /cannot read the cloisters of the instance at .*: permission denied \(each user has an instance of their own: is CLOISTER_HOME set to another user's\?\)/);
-      const uncreatable = await runAsUser(t.user.name, [process.execPath, t.cliPath, "config", "show"], { ...t.env, CLOISTER_HOME: join(rootsHome, "sub") }, { cwd: t.project });
+      const uncreatable = await runAsUser(t.user.name, [process.execPath, t.cliPath, "config", "init"], { ...t.env, CLOISTER_HOME: join(rootsHome, "sub") }, { cwd: t.project });
       assert.equal(uncreatable.code, 125);
       assert.match(uncreatable.stderr, /^cloister: cannot [\w ]+ \S+\/sub\S*: permission denied \(check the owners and permissions of the directories on that path; CLOISTER_HOME must be a directory you can write\)\n$/);
     } finally {

@@ -3,7 +3,7 @@ import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { chmod, mkdir, mkdtemp, readFile, readdir, realpath, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parse as parseYamlPlain } from "yaml";
 import { CloisterError } from "../../src/errors.js";
@@ -12,11 +12,13 @@ import { DEFAULT_HOSTEXEC_RULES } from "../../src/config/hostexec-schema.js";
 import {
   ConfigError,
   configAsYaml,
+  createDefaultConfig,
   effectiveConfig,
   keyPath,
   loadGlobalConfig,
   loadProjectConfig,
   parseConfigText,
+  readGlobalConfig,
   readIfExists,
   validateConfigFile,
 } from "../../src/config/load.js";
@@ -810,6 +812,25 @@ describe("loading files", () => {
     await writeFile(paths.globalConfigFile, "limits:\n  pids: 100\n");
     const config = await loadGlobalConfig(paths);
     assert.equal(config.limits.pids, 100);
+    assert.equal(await readFile(paths.globalConfigFile, "utf8"), "limits:\n  pids: 100\n");
+  });
+
+  test("reading the global config for a command that only shows it writes nothing: without a file, the template's settings (QA)", async () => {
+    const paths = await freshPaths();
+    assert.deepEqual(await readGlobalConfig(paths), { config: defaults(), exists: false });
+    assert.deepEqual(await readdir(dirname(paths.configDir)), [], "nothing was created");
+    await mkdir(paths.configDir, { recursive: true });
+    await writeFile(paths.globalConfigFile, "limits:\n  pids: 100\n");
+    const { config, exists } = await readGlobalConfig(paths);
+    assert.deepEqual([config.limits.pids, exists], [100, true]);
+  });
+
+  test("the default config is written only where there is none, saying whether it was", async () => {
+    const paths = await freshPaths();
+    assert.equal(await createDefaultConfig(paths), true);
+    assert.equal(await readFile(paths.globalConfigFile, "utf8"), GLOBAL_CONFIG_TEMPLATE);
+    await writeFile(paths.globalConfigFile, "limits:\n  pids: 100\n");
+    assert.equal(await createDefaultConfig(paths), false);
     assert.equal(await readFile(paths.globalConfigFile, "utf8"), "limits:\n  pids: 100\n");
   });
 
