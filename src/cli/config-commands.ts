@@ -1,6 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
+import type { FileProblem } from "../config/check-all.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { guardianCall, guardianStatus } from "../guardian/control-client.js";
@@ -9,8 +10,38 @@ import { printTable } from "./output.js";
 
 /** The YAML and schema libraries load only for config commands: `run` and `start` never pay for them. */
 async function configModules() {
-  const [load, registry] = await Promise.all([import("../config/load.js"), import("../config/project-registry.js")]);
-  return { ...load, ...registry };
+  const [load, registry, checkAll] = await Promise.all([import("../config/load.js"), import("../config/project-registry.js"), import("../config/check-all.js")]);
+  return { ...load, ...registry, ...checkAll };
+}
+
+/** "1 problem", "3 problems". */
+function problemCount(count: number): string {
+  return `${count} ${count === 1 ? "problem" : "problems"}`;
+}
+
+/** Each problem on a line of its own, as a compiler prints them (and `config validate`). */
+async function printProblems(problems: readonly FileProblem[]): Promise<void> {
+  const { formatFileProblem } = await configModules();
+  for (const problem of problems) process.stderr.write(`${formatFileProblem(problem)}\n`);
+}
+
+/**
+ * Runs `check` (a config file's validation); when the file has problems, lists them all, says `fix`,
+ * and makes the exit status 1, as `config validate` does: the file is there to be fixed, and cloister
+ * did its part (125 is for cloister failing). Resolves with whether the file is valid.
+ */
+async function reportProblems(check: () => Promise<unknown> | unknown, fix: string): Promise<boolean> {
+  const { ConfigError } = await configModules();
+  try {
+    await check();
+    return true;
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    await printProblems(error.problems);
+    process.stderr.write(`${problemCount(error.problems.length)}: ${fix}.\n`);
+    process.exitCode = 1;
+    return false;
+  }
 }
 
 /** Opens a file in $VISUAL/$EDITOR (vi by default), then validates it so mistakes show at once. */
@@ -55,11 +86,15 @@ export function registerConfigCommands(program: Command): void {
   config
     .command("init")
     .description("write the commented default config file if there is none (never overwrites)")
+    .addHelpText("after", "\nExit status: 0 when the file was written, or is there already and valid; 1 when the file already there has problems (each is listed); 125 when it could not be written or read.")
     .action(async () => {
-      const { loadGlobalConfig } = await configModules();
+      const { createDefaultConfig, validateConfigFile } = await configModules();
       const paths = resolvePaths();
-      await loadGlobalConfig(paths);
-      process.stderr.write(`Config file: ${paths.globalConfigFile}\n`);
+      const file = paths.globalConfigFile;
+      if (await createDefaultConfig(paths)) return void process.stderr.write(`Wrote the default config to ${file}: every setting is there, commented; \`cloister config edit\` edits it.\n`);
+      // QA: an init that found a file said only where it was, as if it had written it.
+      process.stderr.write(`Kept the config file already at ${file} (config init never overwrites it): \`cloister config edit\` edits it; to start again from the defaults, remove it and run \`cloister config init\`.\n`);
+      await reportProblems(() => validateConfigFile(file, "global"), "fix them with `cloister config edit`");
     });
 
   config
@@ -79,16 +114,16 @@ export function registerConfigCommands(program: Command): void {
     .option("--json", "machine-readable output: {valid, files, problems: [{file, line, column, key, problem, hint}]}")
     .addHelpText("after", "\nExit status: 0 when every file is valid, 1 when any problem was found, 125 when the files could not be checked.")
     .action(async (flags: { json?: boolean }) => {
-      const { checkAllConfig, formatFileProblem } = await import("../config/check-all.js");
+      const { checkAllConfig } = await configModules();
       const paths = resolvePaths();
       const report = await checkAllConfig(paths);
       const valid = report.problems.length === 0;
       if (flags.json) process.stdout.write(`${JSON.stringify({ valid, files: report.files, problems: report.problems }, null, 2)}\n`);
       else {
-        for (const problem of report.problems) process.stderr.write(`${formatFileProblem(problem)}\n`);
+        await printProblems(report.problems);
         const checked = `${report.files.length} ${report.files.length === 1 ? "file" : "files"} checked`;
         const defaults = report.globalExists ? "" : ` (no ${paths.globalConfigFile} yet: the defaults apply; \`cloister config init\` writes it)`;
-        process.stderr.write(valid ? `All config files are valid: ${checked}${defaults}.\n` : `${report.problems.length} ${report.problems.length === 1 ? "problem" : "problems"}, ${checked}.\n`);
+        process.stderr.write(valid ? `All config files are valid: ${checked}${defaults}.\n` : `${problemCount(report.problems.length)}, ${checked}.\n`);
       }
       if (!valid) process.exitCode = 1;
     });

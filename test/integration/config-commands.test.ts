@@ -42,4 +42,36 @@ describe("config and project commands", () => {
       assert.equal(existsSync(configFile), false, "config show wrote the config file");
     });
   });
+
+  it("config init writes the defaults where there is no file, and keeps a file that is there, saying so and how to edit or reset it (QA)", async () => {
+    await withGlobalConfig(undefined, async () => {
+      const wrote = await t.cli(["config", "init"]);
+      assert.equal(wrote.code, 0, wrote.stderr);
+      assert.equal(wrote.stderr, `Wrote the default config to ${configFile}: every setting is there, commented; \`cloister config edit\` edits it.\n`);
+      assert.match(readFileSync(configFile, "utf8"), /^ {2}unlisted: ask$/m);
+    });
+    const kept = await t.cli(["config", "init"]);
+    assert.equal(kept.code, 0, kept.stderr);
+    assert.equal(kept.stderr, `Kept the config file already at ${configFile} (config init never overwrites it): \`cloister config edit\` edits it; to start again from the defaults, remove it and run \`cloister config init\`.\n`);
+    assert.equal(readFileSync(configFile, "utf8"), testSettings);
+    const help = await t.cli(["config", "init", "--help"]);
+    assert.match(help.stdout, /Exit status: 0 when the file was written, or is there already and valid; 1 when the file already there has problems/);
+  });
+
+  it("config init on a file with problems keeps it and lists every problem, exiting 1 as config validate does", async () => {
+    const broken = "limits:\n  memroy: 4GiB\nproxy:\n  connect_timout: 5s\n";
+    await withGlobalConfig(broken, async () => {
+      const r = await t.cli(["config", "init"]);
+      assert.equal(r.code, 1, r.stderr);
+      const lines = r.stderr.split("\n");
+      assert.match(lines[0] ?? "", /^Kept the config file already at /);
+      assert.deepEqual(lines.slice(1), [
+        `${configFile}:2:3: limits.memroy: unknown key (did you mean "memory"?)`,
+        `${configFile}:4:3: proxy.connect_timout: unknown key (did you mean "connect_timeout"?)`,
+        "2 problems: fix them with `cloister config edit`.",
+        "",
+      ]);
+      assert.equal(readFileSync(configFile, "utf8"), broken);
+    });
+  });
 });
