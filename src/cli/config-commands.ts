@@ -44,8 +44,12 @@ async function reportProblems(check: () => Promise<unknown> | unknown, fix: stri
   }
 }
 
-/** Opens a file in $VISUAL/$EDITOR (vi by default), then validates it so mistakes show at once. */
-async function editAndValidate(file: string, kind: "global" | "project"): Promise<unknown> {
+/**
+ * Opens a file in $VISUAL/$EDITOR (vi by default), then validates it so mistakes show at once: each
+ * problem listed, exit status 1, as `config validate` (QA: it was 125, cloister's own failure).
+ * `again` is the command that opens it again. Resolves with whether the file is valid.
+ */
+async function editAndValidate(file: string, kind: "global" | "project", again: string): Promise<boolean> {
   const { validateConfigFile } = await configModules();
   const editor = process.env.VISUAL || process.env.EDITOR || "vi";
   // Through the shell, as git runs it: EDITOR often carries arguments ("code --wait", "emacsclient -t").
@@ -55,8 +59,11 @@ async function editAndValidate(file: string, kind: "global" | "project"): Promis
   if (result.status === 127) throw new CloisterError(`could not start the editor ${JSON.stringify(editor)}: command not found`, "set EDITOR (or VISUAL) to your editor, e.g. EDITOR='code --wait'");
   // As git does: an editor that failed (or was quit with :cq) is no edit to check.
   if (result.status !== 0) throw new CloisterError(`the editor ${JSON.stringify(editor)} exited with ${result.status === null ? `signal ${result.signal ?? "?"}` : `code ${result.status}`}`, `${file} is as the editor left it; run \`cloister config validate\` to check it`);
-  return validateConfigFile(file, kind);
+  return reportProblems(() => validateConfigFile(file, kind), `${file} keeps your edit; fix them with \`${again}\``);
 }
+
+/** What `config edit` and `project edit` exit with, for their --help. */
+const EDIT_EXIT_STATUS = "\nExit status: 0 when the edited file is valid; 1 when it has problems (each is listed, and the file keeps your edit); 125 when the editor could not start or failed.";
 
 export function registerConfigCommands(program: Command): void {
   const config = program.command("config").description("the global configuration (config.yaml)");
@@ -100,12 +107,12 @@ export function registerConfigCommands(program: Command): void {
   config
     .command("edit")
     .description("edit the global config in $EDITOR, then validate it")
+    .addHelpText("after", EDIT_EXIT_STATUS)
     .action(async () => {
-      const { loadGlobalConfig } = await configModules();
+      const { createDefaultConfig } = await configModules();
       const paths = resolvePaths();
-      await loadGlobalConfig(paths).catch(() => undefined);
-      await editAndValidate(paths.globalConfigFile, "global");
-      process.stderr.write("Config is valid.\n");
+      await createDefaultConfig(paths);
+      if (await editAndValidate(paths.globalConfigFile, "global", "cloister config edit")) process.stderr.write("Config is valid.\n");
     });
 
   config
@@ -162,13 +169,13 @@ export function registerConfigCommands(program: Command): void {
     .command("edit")
     .description("edit a project's config in $EDITOR, then validate it")
     .argument("<name>", "the project's name")
+    .addHelpText("after", EDIT_EXIT_STATUS)
     .action(async (name: string) => {
       const { projectConfigFile } = await configModules();
       const file = projectConfigFile(resolvePaths(), name);
       // An editor opened on a new file would register a project of that name, bound to no directory.
       if (readIfExists(file) === undefined) throw new CloisterError(`no project named ${JSON.stringify(name)}`, "see `cloister project list`; a project is registered by `cloister run` or `cloister start` in it");
-      await editAndValidate(file, "project");
-      process.stderr.write("Project config is valid.\n");
+      if (await editAndValidate(file, "project", `cloister project edit ${name}`)) process.stderr.write("Project config is valid.\n");
     });
 
   project

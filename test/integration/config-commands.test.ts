@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createInstance, type TestInstance } from "../helpers/cloister.js";
+import { CLI, createInstance, startCommand, type TestInstance } from "../helpers/cloister.js";
 
 describe("config and project commands", () => {
   let t: TestInstance;
@@ -73,5 +73,37 @@ describe("config and project commands", () => {
       ]);
       assert.equal(readFileSync(configFile, "utf8"), broken);
     });
+  });
+
+  it("config edit and project edit exit 1 when the edited file has problems, listing them all, as config validate does (QA: 125, cloister's own failure)", async () => {
+    const editor = join(t.home, "breaking-editor");
+    // Adds two mistakes to the file it is given.
+    writeFileSync(editor, '#!/bin/sh\nprintf "limits:\\n  memroy: 4GiB\\n  pidz: 9\\n" >> "$1"\n', { mode: 0o755 });
+    const edit = (args: string[]) => startCommand(process.execPath, [CLI, ...args], { env: { ...t.env, EDITOR: editor, VISUAL: "" }, cwd: t.project, timeoutMs: 30_000 }).done;
+    await withGlobalConfig("# mine\n", async () => {
+      const r = await edit(["config", "edit"]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.stderr, [
+        `${configFile}:3:3: limits.memroy: unknown key (did you mean "memory"?)`,
+        `${configFile}:4:3: limits.pidz: unknown key (did you mean "pids"?)`,
+        `2 problems: ${configFile} keeps your edit; fix them with \`cloister config edit\`.`,
+        "",
+      ].join("\n"));
+      assert.equal(readFileSync(configFile, "utf8"), "# mine\nlimits:\n  memroy: 4GiB\n  pidz: 9\n");
+    });
+    assert.equal((await t.cli(["run", "--", "true"])).code, 0, "registers the project");
+    const projectFile = join(t.home, "config", "projects", "proj.yaml");
+    const registered = readFileSync(projectFile, "utf8");
+    try {
+      const r = await edit(["project", "edit", "proj"]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^\S+proj\.yaml:\d+:3: limits\.memroy: unknown key .*\n\S+proj\.yaml:\d+:3: limits\.pidz: unknown key .*\n2 problems: \S+proj\.yaml keeps your edit; fix them with `cloister project edit proj`\.\n$/);
+    } finally {
+      writeFileSync(projectFile, registered);
+    }
+    for (const command of [["config", "edit"], ["project", "edit"]]) {
+      const help = await t.cli([...command, "--help"]);
+      assert.match(help.stdout, /Exit status: 0 when the edited file is valid; 1 when it has problems \(each is listed, and the file keeps your edit\); 125 when the editor could not start or failed\./);
+    }
   });
 });
