@@ -1,5 +1,4 @@
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import type { FileProblem } from "../config/check-all.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
@@ -152,17 +151,19 @@ export function registerConfigCommands(program: Command): void {
 
   project
     .command("show")
-    .description("print a project's config file and its cloisters")
+    .description("print a project's config file and its cloisters; a file with problems is printed too, each problem listed after it")
     .argument("<name>", "the project's name")
+    .addHelpText("after", "\nExit status: 0 when the file is valid; 1 when it has problems (the file is shown, and each problem listed with its line and key); 125 when there is no such project or its file cannot be read.")
     .action(async (name: string) => {
-      const { projectConfigFile, validateConfigFile } = await configModules();
+      const { parseConfigText, projectConfigFile, readIfExists } = await configModules();
       const paths = resolvePaths();
       const file = projectConfigFile(paths, name);
-      const text = readIfExists(file);
+      const text = await readIfExists(file);
       if (text === undefined) throw new CloisterError(`no project named ${JSON.stringify(name)}`, "see `cloister project list`");
-      await validateConfigFile(file, "project");
       const cloisters = listRecords(paths).filter((r) => r.project === name).map((r) => r.name);
+      // Shown whether or not it is valid: the file is what its problems are to be fixed in (QA: it was refused unseen).
       process.stdout.write(`# ${file}\n${text}${text.endsWith("\n") ? "" : "\n"}# cloisters: ${cloisters.join(", ") || "none"}\n`);
+      await reportProblems(() => parseConfigText(text, file, "project"), `fix them with \`cloister project edit ${name}\``);
     });
 
   project
@@ -171,10 +172,10 @@ export function registerConfigCommands(program: Command): void {
     .argument("<name>", "the project's name")
     .addHelpText("after", EDIT_EXIT_STATUS)
     .action(async (name: string) => {
-      const { projectConfigFile } = await configModules();
+      const { projectConfigFile, readIfExists } = await configModules();
       const file = projectConfigFile(resolvePaths(), name);
       // An editor opened on a new file would register a project of that name, bound to no directory.
-      if (readIfExists(file) === undefined) throw new CloisterError(`no project named ${JSON.stringify(name)}`, "see `cloister project list`; a project is registered by `cloister run` or `cloister start` in it");
+      if ((await readIfExists(file)) === undefined) throw new CloisterError(`no project named ${JSON.stringify(name)}`, "see `cloister project list`; a project is registered by `cloister run` or `cloister start` in it");
       if (await editAndValidate(file, "project", `cloister project edit ${name}`)) process.stderr.write("Project config is valid.\n");
     });
 
@@ -201,16 +202,8 @@ export function registerConfigCommands(program: Command): void {
  * merge, and only --project made it).
  */
 async function projectToShow(paths: CloisterPaths, given: string | undefined): Promise<string | undefined> {
-  const { projectConfigFile, projectNameFor } = await configModules();
+  const { projectConfigFile, projectNameFor, readIfExists } = await configModules();
   if (given !== undefined) return (await projectNameFor(given, paths)).name;
   const here = await projectNameFor(process.cwd(), paths).catch(() => undefined);
-  return here && readIfExists(projectConfigFile(paths, here.name)) !== undefined ? here.name : undefined;
-}
-
-function readIfExists(file: string): string | undefined {
-  try {
-    return readFileSync(file, "utf8");
-  } catch {
-    return undefined;
-  }
+  return here && (await readIfExists(projectConfigFile(paths, here.name))) !== undefined ? here.name : undefined;
 }

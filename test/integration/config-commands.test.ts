@@ -106,4 +106,32 @@ describe("config and project commands", () => {
       assert.match(help.stdout, /Exit status: 0 when the edited file is valid; 1 when it has problems \(each is listed, and the file keeps your edit\); 125 when the editor could not start or failed\./);
     }
   });
+
+  it("project show shows a file with problems, each listed after it with its line and key, and exits 1 (QA: it refused to show it)", async () => {
+    assert.equal((await t.cli(["run", "--", "true"])).code, 0, "registers the project");
+    const projectFile = join(t.home, "config", "projects", "proj.yaml");
+    const registered = readFileSync(projectFile, "utf8");
+    const broken = `${registered}limits:\n  memroy: 4GiB\nproxy:\n  deny: ['*']\n`;
+    writeFileSync(projectFile, broken);
+    try {
+      const r = await t.cli(["project", "show", "proj"]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.stdout, `# ${projectFile}\n${broken}# cloisters: none\n`);
+      const lines = registered.split("\n").length;
+      assert.equal(r.stderr, [
+        `${projectFile}:${lines + 1}:3: limits.memroy: unknown key (did you mean "memory"?)`,
+        `${projectFile}:${lines + 3}:10: proxy.deny[0]: egress rule "*": a bare '*' would deny every host; name the hosts to deny, e.g. "tracker.example.com" or "*.example.com"; to refuse every host no rule allows, set proxy.unlisted: deny`,
+        "2 problems: fix them with `cloister project edit proj`.",
+        "",
+      ].join("\n"));
+    } finally {
+      writeFileSync(projectFile, registered);
+    }
+    const valid = await t.cli(["project", "show", "proj"]);
+    assert.equal(valid.code, 0, valid.stderr);
+    assert.equal(valid.stderr, "");
+    const missing = await t.cli(["project", "show", "nosuch"]);
+    assert.equal(missing.code, 125);
+    assert.match(missing.stderr, /^cloister: no project named "nosuch"/);
+  });
 });
