@@ -70,7 +70,7 @@ export function registerConfigCommands(program: Command): void {
   config
     .command("show")
     .description("print the effective configuration (global, merged with the current project's if any)")
-    .option("--project <dir>", "merge this project's configuration (default: the project you are in, if cloister knows it)")
+    .option("--project <name>", "merge this project's configuration: a name from `cloister project list`, or a directory in it or in a git repository (default: the project you are in, if cloister knows it)")
     .option("--json", "machine-readable output (sizes in bytes, durations in milliseconds, null for none)")
     .action(async (flags: { project?: string; json?: boolean }) => {
       const { configAsYaml, effectiveConfig, readGlobalConfig, loadProjectConfig } = await configModules();
@@ -199,11 +199,16 @@ export function registerConfigCommands(program: Command): void {
 /**
  * The project whose config `config show` merges: the one `--project` names, else the current
  * directory's once registered, since its file is what would be merged (QA: the help promised the
- * merge, and only --project made it).
+ * merge, and only --project made it). A `--project` that is no project is refused, as `allow` and
+ * `policy explain` refuse it (QA: `--project /` showed the config merged with a made-up project's).
  */
 async function projectToShow(paths: CloisterPaths, given: string | undefined): Promise<string | undefined> {
-  const { projectConfigFile, projectNameFor, readIfExists } = await configModules();
-  if (given !== undefined) return (await projectNameFor(given, paths)).name;
+  const { knownProject, projectConfigFile, projectNameFor, readIfExists } = await configModules();
+  if (given !== undefined) {
+    const project = await knownProject(paths, given);
+    if (project === undefined) throw new CloisterError(`no project named or at ${JSON.stringify(given)}`, "pass --project NAME (see `cloister project list`) or a directory in a git repository; without it, config show merges the project you are in");
+    return project;
+  }
   const here = await projectNameFor(process.cwd(), paths).catch(() => undefined);
   return here && (await readIfExists(projectConfigFile(paths, here.name))) !== undefined ? here.name : undefined;
 }

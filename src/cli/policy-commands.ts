@@ -1,6 +1,4 @@
 import type { Command } from "commander";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { ensureGuardian, guardianCall } from "../guardian/control-client.js";
@@ -29,13 +27,10 @@ interface ScopeFlags {
  * one; without it, the project of the current directory.
  */
 async function targetProject(paths: CloisterPaths, given: string | undefined): Promise<string> {
-  const { listProjects, projectNameFor } = await policyModules();
-  const known = new Set((await listProjects(paths)).map((p) => p.name));
-  if (given !== undefined && known.has(given)) return given;
-  const project = await projectNameFor(given ?? process.cwd(), paths).catch(() => undefined);
-  // A project cloister knows, or the git repository a cloister would run in: a name made up from any
-  // other directory (/tmp's "tmp") would get a decision file that no cloister reads.
-  if (project && (known.has(project.name) || existsSync(join(project.path, ".git")))) return project.name;
+  const { knownProject } = await policyModules();
+  // Any other directory would get a decision file that no cloister reads.
+  const project = await knownProject(paths, given ?? process.cwd());
+  if (project !== undefined) return project;
   throw new CloisterError(
     given === undefined ? "the current directory is in no git repository nor in a project cloister knows" : `no project named or at ${JSON.stringify(given)}`,
     "run it in your project, or pass --project NAME (see `cloister project list`) or --global",

@@ -5,6 +5,7 @@
  * with a short hash of the path when two projects share a basename.
  */
 import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
 import { realpath, rm, unlink } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -57,6 +58,19 @@ export async function projectNameForRoot(root: string, paths: CloisterPaths = re
     `cannot name the project at ${root}: both "${base}" and "${suffixed}" are registered for other paths`,
     `remove one with removeProject or edit ${join(paths.projectConfigDir, `${suffixed}.yaml`)}`,
   );
+}
+
+/**
+ * The project `given` stands for, as a command's `--project` takes it: a registered project's name,
+ * or a directory in a registered project or in a git repository (where a cloister would run).
+ * Undefined for anything else: a name made up from any other directory (/tmp's "tmp", / itself)
+ * would stand for a project no cloister has.
+ */
+export async function knownProject(paths: CloisterPaths, given: string): Promise<string | undefined> {
+  const known = new Set((await listProjects(paths)).map((p) => p.name));
+  if (known.has(given)) return given;
+  const project = await projectNameFor(given, paths).catch(() => undefined);
+  return project && (known.has(project.name) || existsSync(join(project.path, ".git"))) ? project.name : undefined;
 }
 
 /**

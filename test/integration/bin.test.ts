@@ -100,7 +100,9 @@ Module._load = function (request, ...rest) { if (request.includes("/vendor/")) f
     assert.equal(r.stderr, 'cloister: "bad host": host contains a space\n');
     const missing = await runBin(t, BIN, ["config", "show", "--json", "--project", "/no/such/dir"]);
     assert.equal(missing.code, 125);
-    assert.deepEqual(JSON.parse(missing.stdout), { error: { message: 'project directory "/no/such/dir" does not exist', hint: "pass an existing directory with --project", exitCode: 125 } });
+    assert.deepEqual(JSON.parse(missing.stdout), {
+      error: { message: 'no project named or at "/no/such/dir"', hint: "pass --project NAME (see `cloister project list`) or a directory in a git repository; without it, config show merges the project you are in", exitCode: 125 },
+    });
     const words = await runBin(t, BIN, ["policy", "explain", "bad host"]);
     assert.equal(words.stdout, "", "without --json, stdout stays empty");
   });

@@ -134,4 +134,19 @@ describe("config and project commands", () => {
     assert.equal(missing.code, 125);
     assert.match(missing.stderr, /^cloister: no project named "nosuch"/);
   });
+
+  it("config show --project takes a project, by name or directory, and refuses what is none, / included (QA: / was merged as a project)", async () => {
+    assert.equal((await t.cli(["run", "--", "true"])).code, 0, "registers the project");
+    for (const given of ["proj", t.project]) {
+      const r = await t.cli(["config", "show", "--project", given], { cwd: t.home });
+      assert.equal(r.code, 0, `${given}: ${r.stderr}`);
+      assert.match(r.stdout, /^# global config merged with project proj's\n/);
+    }
+    for (const given of ["/", t.home, "nosuch"]) {
+      const r = await t.cli(["config", "show", "--project", given], { cwd: t.home });
+      assert.equal(r.code, 125, `${given}: ${r.stdout}`);
+      assert.equal(r.stdout, "");
+      assert.equal(r.stderr, `cloister: no project named or at ${JSON.stringify(given)} (pass --project NAME (see \`cloister project list\`) or a directory in a git repository; without it, config show merges the project you are in)\n`);
+    }
+  });
 });

@@ -25,6 +25,7 @@ import {
 import { checkAllConfig, formatFileProblem } from "../../src/config/check-all.js";
 import { checkSocketRoom, type CloisterPaths, instanceEnv, resolvePaths } from "../../src/config/paths.js";
 import {
+  knownProject,
   listProjects,
   projectNameFor,
   projectNameForRoot,
@@ -1056,6 +1057,20 @@ describe("project registry", () => {
     gitInit(repo);
     const identity = await projectNameFor(join(repo, "src", "deep"), paths);
     assert.deepEqual(identity, { name: "my-repo", path: await realpath(repo) });
+  });
+
+  test("a --project is a registered name, or a directory in a registered project or a git repository; nothing else, / least of all (QA)", async () => {
+    const paths = await freshPaths();
+    const repo = join(await freshDir("known"), "repo");
+    await mkdir(join(repo, "src"), { recursive: true });
+    gitInit(repo);
+    const plain = join(await freshDir("known"), "plain");
+    await mkdir(plain);
+    assert.equal(await knownProject(paths, join(repo, "src")), "repo", "a git repository, registered or not");
+    for (const given of ["/", plain, join(plain, "missing"), "repo", "no such name"]) assert.equal(await knownProject(paths, given), undefined, given);
+    await registerProject(paths, "plain", await realpath(plain));
+    assert.equal(await knownProject(paths, plain), "plain");
+    assert.equal(await knownProject(paths, "plain"), "plain");
   });
 
   test("outside git, the directory itself names the project", async () => {
