@@ -69,8 +69,22 @@ function parsePrivateKey(pem: string, path: string): KeyObject {
   return key;
 }
 
-/** A public key from PEM text, refused unless it is Ed25519 (the only kind a record is signed with). */
+/** The label of a PEM private key in any of its encodings (PKCS#8, encrypted, PKCS#1, SEC1, OpenSSH). */
+const PRIVATE_PEM_RE = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/;
+
+/**
+ * A public key from PEM text, refused unless it is Ed25519 (the only kind a record is signed with).
+ * A private key is refused too, though node would derive the public half from it: the key that
+ * proves the log must be one that cannot sign it, and a copy of the private key kept "to verify
+ * with" is a copy that can forge records.
+ */
 export function parsePublicKey(pem: string, source: string): KeyObject {
+  if (PRIVATE_PEM_RE.test(pem)) {
+    throw new CloisterError(
+      `${source} is a private key; verifying takes the public key`,
+      `pass ${PUBLIC_KEY_FILE} from the audit directory (cloister audit path) or a copy of it (cloister audit key prints it), and keep the private key out of copies`,
+    );
+  }
   let key: KeyObject;
   try {
     key = createPublicKey(pem);

@@ -28,8 +28,11 @@ export interface VerifyResult {
   lastSeq?: number;
 }
 
-/** Verify a log directory (all its files, oldest first) or one file, with the key given or the one next to the log. */
-export async function verifyAuditLog(pathOrDir: string, publicKeyPem?: string): Promise<VerifyResult> {
+/**
+ * Verify a log directory (all its files, oldest first) or one file, with the key given or the one
+ * next to the log. `keySource` names the key given in messages (the file it came from).
+ */
+export async function verifyAuditLog(pathOrDir: string, publicKeyPem?: string, keySource = "the public key given"): Promise<VerifyResult> {
   const isDir = await stat(pathOrDir).then(
     (info) => info.isDirectory(),
     () => {
@@ -44,7 +47,7 @@ export async function verifyAuditLog(pathOrDir: string, publicKeyPem?: string): 
     (await readFile(keyFile, "utf8").catch(() => {
       throw new CloisterError(`no public key at ${keyFile}`, "pass the key the log was signed with: --pubkey FILE");
     }));
-  const publicKey = parsePublicKey(pem, publicKeyPem === undefined ? keyFile : "the public key given");
+  const publicKey = parsePublicKey(pem, publicKeyPem === undefined ? keyFile : keySource);
   const keyId = keyIdOf(publicKey);
 
   const result: VerifyResult = { ok: true, records: 0, files };

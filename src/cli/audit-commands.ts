@@ -42,7 +42,7 @@ Examples:
     .action(async (file: string | undefined, flags: { pubkey?: string; json?: boolean }) => {
       const target = file ? resolve(file) : resolvePaths().auditDir;
       const pem = flags.pubkey === undefined ? undefined : await readPublicKeyFile(flags.pubkey);
-      const result = await verifyAuditLog(target, pem);
+      const result = await verifyAuditLog(target, pem, flags.pubkey && `--pubkey ${resolve(flags.pubkey)}`);
       if (flags.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       else if (result.ok) process.stdout.write(`Audit log ${describeVerifyResult(result)}\n`);
       else process.stdout.write(`Audit log NOT intact: ${describeVerifyResult(result)}\n`);

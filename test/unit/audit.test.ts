@@ -264,6 +264,22 @@ describe("audit verify: tampering is found, at the right record", () => {
     assert.match(result.firstBad?.reason ?? "", /wrong key/);
   });
 
+  test("a private key is refused as the key to verify with, in every PEM encoding", async () => {
+    const dir = await writeLog(1);
+    const pair = generateKeyPairSync("ed25519");
+    const encodings = [
+      pair.privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
+      pair.privateKey.export({ format: "pem", type: "pkcs8", cipher: "aes-256-cbc", passphrase: "x" }).toString(),
+      generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ format: "pem", type: "sec1" }).toString(),
+      // A public key with the private one appended: still a private key handed around.
+      `${pair.publicKey.export({ format: "pem", type: "spki" }).toString()}${pair.privateKey.export({ format: "pem", type: "pkcs8" }).toString()}`,
+    ];
+    for (const pem of encodings) {
+      await assert.rejects(verifyAuditLog(dir, pem, "key.pem"), (error: unknown) => error instanceof CloisterError && error.message === "key.pem is a private key; verifying takes the public key" && /signing-key\.pub\.pem/.test(error.hint ?? ""));
+    }
+    assert.equal((await verifyAuditLog(dir, await readFile(join(dir, "signing-key.pub.pem"), "utf8"))).ok, true);
+  });
+
   test("a non-Ed25519 key is refused outright", async () => {
     const dir = await writeLog(1);
     const rsa = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey.export({ format: "pem", type: "spki" }).toString();
@@ -877,6 +893,16 @@ describe("cloister audit (CLI)", () => {
     const bad = await cli(home, ["audit", "verify", "--pubkey", wrong]);
     assert.equal(bad.code, 1);
     assert.match(bad.stdout, /line 1 \(seq 1\).*wrong key/);
+  });
+
+  test("verify --pubkey with the private key: refused, naming the public key to pass instead", async () => {
+    const { home, dir } = await instance(2);
+    const privateKey = join(dir, "signing-key.pem");
+    const run = await cli(home, ["audit", "verify", "--pubkey", privateKey]);
+    assert.equal(run.code, 125);
+    assert.equal(run.stdout, "");
+    assert.match(run.stderr, new RegExp(`--pubkey ${privateKey} is a private key; verifying takes the public key \\(pass signing-key\\.pub\\.pem from the audit directory`));
+    assert.equal(run.stderr.trim().split("\n").length, 1, run.stderr);
   });
 
   test("verify without any log: exit 125 with a reason", async () => {
