@@ -159,28 +159,3 @@ async function collectBackward(handle: FileHandle, end: number, count: number, l
     if (line.terminated && line.bytes.length > 0) lines.push(line.bytes.toString("utf8"));
   }
 }
-
-/** How the guardian that wrote a log last ended: cleanly (its last record is guardian.stop), or not. */
-export interface PreviousEnd {
-  previous: "none" | "stopped" | "crashed";
-  /** The time of the log's last record, when there is one. */
-  lastRecordAt?: string;
-}
-
-/**
- * Read before a guardian opens the log: a guardian killed (SIGKILL, OOM, power loss) writes no
- * guardian.stop, and the connections it had open get no egress.end, so the next start says so.
- */
-export async function previousEnd(dir: string): Promise<PreviousEnd> {
-  const follower = await LogFollower.open(dir);
-  const [last] = await follower.lastLines(1).finally(() => follower.close());
-  if (last === undefined) return { previous: "none" };
-  try {
-    const record = JSON.parse(last) as { type?: unknown; time?: unknown };
-    const lastRecordAt = typeof record.time === "string" ? record.time : undefined;
-    return { previous: record.type === "guardian.stop" ? "stopped" : "crashed", ...(lastRecordAt ? { lastRecordAt } : {}) };
-  } catch {
-    return { previous: "crashed" }; // a last line that is not a record: the writer died mid-line
-  }
-}
-

@@ -13,7 +13,7 @@ import { cloisterListing, isKeeperAlive, isLauncherAlive, isLaunchOrphaned, list
 import { VERSION } from "../version.js";
 import { JsonLines, serveControl } from "./control-server.js";
 import { AuditLog } from "../audit/log.js";
-import { previousEnd } from "../audit/tail.js";
+import { previousEnd } from "../audit/resume.js";
 import { SAFE_NAME_RE } from "../config/names.js";
 import type { RuleEntry } from "../config/schema.js";
 import type { SessionRules } from "../sandbox/records.js";
@@ -134,7 +134,10 @@ class Guardian {
     process.on("SIGHUP", () => void this.reload().catch((error: unknown) => log(`reload failed, old policy kept: ${String(error)}`)));
     this.audit.append({ type: "guardian.start", pid: process.pid, version: VERSION, ...previous });
     if (previous.previous === "crashed") {
-      log(`the previous guardian did not stop cleanly (its last audit record: ${previous.lastRecordAt ?? "unreadable"}); connections it had open then have no egress.end record`);
+      log(`the previous guardian did not stop cleanly (its last audit record: ${previous.lastRecordAt ?? "none"}); connections it had open then have no egress.end record`);
+    }
+    if (previous.tail === "damaged") {
+      log(`the audit log ended in bytes that are not a record (a write cut off by a crash or power loss), after its last record (${previous.lastRecordAt ?? "none"}); they were moved aside, see the audit.recovered record`);
     }
     log(`guardian ${VERSION} started (pid ${process.pid})`);
   }

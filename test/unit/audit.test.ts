@@ -14,7 +14,8 @@ import { formatRecordLine } from "../../src/audit/format.js";
 import { AuditLog, type AuditEvent } from "../../src/audit/log.js";
 import { recordBody, SEGMENT_TYPE, signedLine, type AuditRecord } from "../../src/audit/record.js";
 import { signBody } from "../../src/audit/signing.js";
-import { LogFollower, previousEnd } from "../../src/audit/tail.js";
+import { previousEnd } from "../../src/audit/resume.js";
+import { LogFollower } from "../../src/audit/tail.js";
 import { describeVerifyResult, verifyAuditLog } from "../../src/audit/verify.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
@@ -964,17 +965,65 @@ describe("cloister audit (CLI)", () => {
 });
 
 describe("previousEnd: how the guardian before ended", () => {
-  test("none for an empty log, stopped after guardian.stop, crashed after anything else or a torn line", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "caud-prev-"));
-    try {
-      assert.deepEqual(await previousEnd(dir), { previous: "none" });
-      const file = join(dir, "audit.jsonl");
-      await writeFile(file, '{"type":"guardian.start","time":"2026-01-01T00:00:00.000Z"}\n{"type":"guardian.stop","time":"2026-01-01T00:00:01.000Z"}\n');
-      assert.deepEqual(await previousEnd(dir), { previous: "stopped", lastRecordAt: "2026-01-01T00:00:01.000Z" });
-      await appendFile(file, '{"type":"egress","time":"2026-01-01T00:00:02.000Z"}\n{"type":"egr');
-      assert.deepEqual(await previousEnd(dir), { previous: "crashed", lastRecordAt: "2026-01-01T00:00:02.000Z" });
-    } finally {
-      await rm(dir, { recursive: true, force: true });
+  /** A log whose last records are `types`, closed as the guardian leaves it; returns the last record. */
+  async function logEndingWith(dir: string, types: string[], options: { maxBytes?: number } = {}): Promise<AuditRecord> {
+    const log = await AuditLog.open({ dir, ...options });
+    for (const type of types) log.append({ type, pid: 1 });
+    await log.close();
+    const last = (await records(dir)).at(-1);
+    assert.ok(last);
+    return last;
+  }
+
+  test("none for a log not made yet, stopped after guardian.stop, crashed after anything else", async () => {
+    const dir = freshDir();
+    assert.deepEqual(await previousEnd(dir), { previous: "none" });
+    const stop = await logEndingWith(dir, ["guardian.start", "guardian.stop"]);
+    assert.deepEqual(await previousEnd(dir), { previous: "stopped", lastRecordAt: stop.time });
+    const egressRecord = await logEndingWith(dir, ["guardian.start", "egress"]);
+    assert.deepEqual(await previousEnd(dir), { previous: "crashed", lastRecordAt: egressRecord.time });
+  });
+
+  test("a damaged tail after a clean stop: still stopped, at the stop's time, with tail damaged (torn, garbage, or zeros)", async () => {
+    for (const debris of ['{"seq":9,"time":"2026-01-01T00:00:00.000Z","type":"egr', "garbage\n", "\0".repeat(40) + "\n" + "\0".repeat(8)]) {
+      const dir = freshDir();
+      const stop = await logEndingWith(dir, ["guardian.start", "guardian.stop"]);
+      await appendFile(join(dir, "audit.jsonl"), debris);
+      assert.deepEqual(await previousEnd(dir), { previous: "stopped", lastRecordAt: stop.time, tail: "damaged" }, JSON.stringify(debris));
     }
+  });
+
+  test("a damaged tail after other records: crashed at the last valid record's time, tail damaged", async () => {
+    const dir = freshDir();
+    const last = await logEndingWith(dir, ["guardian.start", "egress"]);
+    await appendFile(join(dir, "audit.jsonl"), "not a record\n{\"seq\":");
+    assert.deepEqual(await previousEnd(dir), { previous: "crashed", lastRecordAt: last.time, tail: "damaged" });
+  });
+
+  test("an audit.jsonl of nothing but debris: the last record is found in the file before it", async () => {
+    const dir = freshDir();
+    const stop = await logEndingWith(dir, ["guardian.start", "guardian.stop"]);
+    await rotateFiles(dir, 10);
+    await writeFile(join(dir, "audit.jsonl"), "garbage\n");
+    assert.deepEqual(await previousEnd(dir), { previous: "stopped", lastRecordAt: stop.time, tail: "damaged" });
+    await writeFile(join(dir, "audit.jsonl"), "");
+    assert.deepEqual(await previousEnd(dir), { previous: "stopped", lastRecordAt: stop.time }, "an empty file is a rotation cut short, not damage");
+  });
+
+  test("the next start record, written as the guardian does, agrees with the audit.recovered record before it, and the log verifies", async () => {
+    const dir = freshDir();
+    const stop = await logEndingWith(dir, ["guardian.start", "guardian.stop"]);
+    await appendFile(join(dir, "audit.jsonl"), "garbage\n");
+    const previous = await previousEnd(dir);
+    const log = await AuditLog.open({ dir });
+    log.append({ type: "guardian.start", pid: 2, ...previous });
+    await log.close();
+    const [recovered, start] = (await records(dir)).slice(-2);
+    assert.equal(recovered?.type, "audit.recovered");
+    assert.equal(recovered?.droppedBytes, "garbage\n".length);
+    assert.deepEqual([start?.type, start?.previous, start?.lastRecordAt, start?.tail], ["guardian.start", "stopped", stop.time, "damaged"]);
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.ok, true, describeVerifyResult(result));
+    assert.deepEqual(await previousEnd(dir), { previous: "crashed", lastRecordAt: start?.time }, "once repaired, the tail is whole again");
   });
 });
