@@ -17,6 +17,11 @@ export class CloisterError extends Error {
   oneLine(): string {
     return this.hint ? `${this.message} (${this.hint})` : this.message;
   }
+
+  /** What the CLI prints for it: the one line; an error made of several problems (ConfigError) lists each under a heading. */
+  terminalLines(): string[] {
+    return [this.oneLine()];
+  }
 }
 
 /** Exit code when cloister itself fails (as opposed to the command it ran), like `docker run`. */

@@ -76,9 +76,10 @@ function exitCodeFor(thrown: unknown): number {
   // process.cwd() throws once the shell's directory was removed; libuv's words ("uv_cwd") say little.
   const cwdGone = thrown instanceof Error && (thrown as NodeJS.ErrnoException).syscall === "uv_cwd";
   const error = cwdGone ? new CloisterError("the current directory no longer exists", "cd to one that exists, such as your project's, and run the command again") : (fileSystemError(thrown) ?? thrown);
-  const message = error instanceof CloisterError ? error.oneLine() : error instanceof Error ? error.message : String(error);
-  const words = inFlagWords(message).replace(/\n/g, " ");
-  process.stderr.write(`cloister: ${words}\n`);
+  const lines = error instanceof CloisterError ? error.terminalLines() : [error instanceof Error ? error.message : String(error)];
+  // Each line is one line: a newline in a message (a file name, a key) must not start a line of its own.
+  const [words = "", ...details] = lines.map((line) => inFlagWords(line).replace(/\n/g, " "));
+  process.stderr.write(`cloister: ${[words, ...details].join("\n")}\n`);
   if (process.env.CLOISTER_DEBUG && error instanceof Error) process.stderr.write(`${error.stack ?? ""}\n`);
   const exitCode = (error instanceof CloisterError ? error.exitCode : undefined) ?? CLOISTER_FAILED;
   // A script that asked for JSON parses stdout: it gets an object there too, as `npm --json` does.

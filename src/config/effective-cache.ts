@@ -28,13 +28,10 @@ export async function resolveProject(paths: CloisterPaths, root: string): Promis
   const hit = cache && cache.key === (await fingerprint(paths)) ? cache.projects[root] : undefined;
   if (hit) return hit;
 
-  const [{ effectiveConfig, loadGlobalConfig, loadProjectConfig }, { projectNameForRoot, registerProject }] = await Promise.all([
-    import("./load.js"),
-    import("./project-registry.js"),
-  ]);
+  const [{ loadEffectiveConfig }, { projectNameForRoot, registerProject }] = await Promise.all([import("./load.js"), import("./project-registry.js")]);
   const { name: project } = await projectNameForRoot(root, paths);
   await registerProject(paths, project, root);
-  const resolved = { project, config: effectiveConfig(await loadGlobalConfig(paths), await loadProjectConfig(paths, project)) };
+  const resolved = { project, config: await loadEffectiveConfig(paths, project) };
   // Keyed after loading: registering the project or creating the default config changed the files.
   const key = await fingerprint(paths);
   const projects = cache?.key === key ? cache.projects : {};

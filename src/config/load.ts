@@ -64,7 +64,7 @@ export class ConfigError extends CloisterError {
   readonly line: number;
   readonly column: number;
   readonly key: string;
-  readonly problems: readonly ConfigProblem[];
+  readonly problems: readonly [ConfigProblem, ...ConfigProblem[]];
 
   constructor(problems: readonly [ConfigProblem, ...ConfigProblem[]]) {
     const [first] = problems;
@@ -75,6 +75,17 @@ export class ConfigError extends CloisterError {
     this.column = first.column;
     this.key = first.key;
     this.problems = problems;
+  }
+
+  /** Every problem, not only the first: fixing one at a time, launch after launch, is slow (QA). */
+  override terminalLines(): string[] {
+    if (this.problems.length === 1) return super.terminalLines();
+    const files = new Set(this.problems.map((p) => p.file)).size;
+    const where = files === 1 ? this.file : `${files} config files`;
+    return [
+      `${this.problems.length} problems in ${where} (fix each; \`cloister config validate\` checks them all again):`,
+      ...this.problems.map((p) => `  ${formatProblem(p)}${p.hint ? ` (${p.hint})` : ""}`),
+    ];
   }
 }
 
@@ -111,6 +122,20 @@ export async function createDefaultConfig(paths: CloisterPaths): Promise<boolean
 export async function readGlobalConfig(paths: CloisterPaths): Promise<{ config: GlobalConfig; exists: boolean }> {
   const text = await readIfExists(paths.globalConfigFile);
   return { config: parseConfigText(text ?? GLOBAL_CONFIG_TEMPLATE, paths.globalConfigFile, "global"), exists: text !== undefined };
+}
+
+/**
+ * What a cloister of `project` runs with (effectiveConfig). When both files have problems, one
+ * ConfigError holds every problem of both: a launch names them all, not the first file's first.
+ */
+export async function loadEffectiveConfig(paths: CloisterPaths, project: string): Promise<EffectiveConfig> {
+  const [global, local] = await Promise.allSettled([loadGlobalConfig(paths), loadProjectConfig(paths, project)]);
+  if (global.status === "rejected" && local.status === "rejected" && global.reason instanceof ConfigError && local.reason instanceof ConfigError) {
+    throw new ConfigError([...global.reason.problems, ...local.reason.problems]);
+  }
+  if (global.status === "rejected") throw global.reason;
+  if (local.status === "rejected") throw local.reason;
+  return effectiveConfig(global.value, local.value);
 }
 
 /** A project's config; a missing file means all defaults (it is not created: `path` is written on registration). */

@@ -149,4 +149,26 @@ describe("config and project commands", () => {
       assert.equal(r.stderr, `cloister: no project named or at ${JSON.stringify(given)} (pass --project NAME (see \`cloister project list\`) or a directory in a git repository; without it, config show merges the project you are in)\n`);
     }
   });
+
+  it("a launch with an invalid configuration names every problem of the global and the project file, one a line (QA: only the first)", async () => {
+    assert.equal((await t.cli(["run", "--", "true"])).code, 0, "registers the project");
+    const projectFile = join(t.home, "config", "projects", "proj.yaml");
+    const registered = readFileSync(projectFile, "utf8");
+    writeFileSync(projectFile, `${registered}limits:\n  pidz: 9\n`);
+    try {
+      await withGlobalConfig(testSettings.replace(/^sandbox:\n/m, "sandbox:\n  envv: []\n  protekt: []\n"), async () => {
+        const r = await t.cli(["run", "--", "echo", "ran"]);
+        assert.equal(r.code, 125, r.stderr);
+        assert.equal(r.stdout, "");
+        const lines = r.stderr.split("\n");
+        assert.equal(lines[0], "cloister: 3 problems in 2 config files (fix each; `cloister config validate` checks them all again):");
+        assert.match(lines[1] ?? "", new RegExp(`^  ${configFile}:\\d+:3: sandbox\\.envv: unknown key \\(did you mean "env"\\?\\)$`));
+        assert.match(lines[2] ?? "", new RegExp(`^  ${configFile}:\\d+:3: sandbox\\.protekt: unknown key \\(did you mean "protect"\\?\\)$`));
+        assert.match(lines[3] ?? "", new RegExp(`^  ${projectFile}:\\d+:3: limits\\.pidz: unknown key \\(did you mean "pids"\\?\\)$`));
+        assert.deepEqual(lines.slice(4), [""]);
+      });
+    } finally {
+      writeFileSync(projectFile, registered);
+    }
+  });
 });

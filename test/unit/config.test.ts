@@ -15,6 +15,7 @@ import {
   createDefaultConfig,
   effectiveConfig,
   keyPath,
+  loadEffectiveConfig,
   loadGlobalConfig,
   loadProjectConfig,
   parseConfigText,
@@ -519,6 +520,17 @@ describe("schema: bad values name file, line, column and key", () => {
     const error = configError("limit: {}\n");
     assert.ok(error instanceof CloisterError);
     assert.equal(error.oneLine(), `${FILE}:1:1: limit: unknown key (did you mean "limits"?)`);
+    assert.deepEqual(error.terminalLines(), [error.oneLine()]);
+  });
+
+  test("the CLI's lines for a ConfigError of several problems list each, with its hint, under a heading (QA: a launch named only the first)", () => {
+    const error = configError("limits:\n  memroy: 1G\n  pids: many\n");
+    assert.deepEqual(error.terminalLines(), [
+      `2 problems in ${FILE} (fix each; \`cloister config validate\` checks them all again):`,
+      `  ${FILE}:2:3: limits.memroy: unknown key (did you mean "memory"?)`,
+      `  ${FILE}:3:9: limits.pids: ${error.problems[1]?.problem}`,
+    ]);
+    assert.deepEqual(new CloisterError("it failed", "do this").terminalLines(), ["it failed (do this)"]);
   });
 });
 
@@ -833,6 +845,24 @@ describe("loading files", () => {
     await writeFile(paths.globalConfigFile, "limits:\n  pids: 100\n");
     assert.equal(await createDefaultConfig(paths), false);
     assert.equal(await readFile(paths.globalConfigFile, "utf8"), "limits:\n  pids: 100\n");
+  });
+
+  test("the effective config of a project names every problem of both files in one ConfigError, global first (QA: a launch named the first only)", async () => {
+    const paths = await freshPaths();
+    await mkdir(paths.projectConfigDir, { recursive: true });
+    await writeFile(paths.globalConfigFile, "limits:\n  memroy: 1G\n  pidz: 9\n");
+    const projectFile = join(paths.projectConfigDir, "app.yaml");
+    await writeFile(projectFile, "proxy:\n  deny: ['*']\n");
+    await assert.rejects(loadEffectiveConfig(paths, "app"), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.deepEqual(error.problems.map((p) => [p.file, p.key]), [[paths.globalConfigFile, "limits.memroy"], [paths.globalConfigFile, "limits.pidz"], [projectFile, "proxy.deny[0]"]]);
+      assert.match(error.terminalLines()[0] ?? "", /^3 problems in 2 config files /);
+      return true;
+    });
+    await writeFile(paths.globalConfigFile, "limits:\n  pids: 9\n");
+    await assert.rejects(loadEffectiveConfig(paths, "app"), (error: unknown) => error instanceof ConfigError && error.problems.length === 1 && error.file === projectFile);
+    await writeFile(projectFile, "limits:\n  pids: 7\n");
+    assert.equal((await loadEffectiveConfig(paths, "app")).limits.pids, 7);
   });
 
   test("errors name the real file", async () => {
