@@ -450,4 +450,16 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
     assert.equal(exec.stderrBytes, Buffer.byteLength(result.stderr.split("\n").filter((l) => l.startsWith("ls:")).join("\n")) + 1);
     assert.equal(exec.approvedBy, "cli");
   });
+
+  it("the audit log never holds the credentials of a URL in a host command: the user part is masked (QA H13)", async () => {
+    const secret = `SECRET-${TAG}`;
+    const { result, request } = await askAndAnswer(["ls", "-d", `https://bob:${secret}@example.test/repo`, `--url=https://${secret}@example.test`], "approve");
+    assert.equal(rcOf(result.stdout), 2, result.stderr);
+    const records = await auditRecords(t);
+    const masked = JSON.stringify(["ls", "-d", "https://***@example.test/repo", "--url=https://***@example.test"]);
+    assert.equal(records.find((a) => a.type === "hostexec.request" && a.argv === masked)?.verdict, "ask");
+    assert.equal(records.find((a) => a.type === "approval.decision" && a.request === request.id)?.subject, masked);
+    assert.equal(records.find((a) => a.type === "hostexec.exec" && a.approvalRequest === request.id)?.argv, masked);
+    assert.deepEqual(records.filter((a) => JSON.stringify(a).includes(secret)), []);
+  });
 });

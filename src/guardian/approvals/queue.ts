@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { auditArgv } from "../../audit/argv-text.js";
 import type { AuditEvent } from "../../audit/log.js";
 import { visibleArgv } from "../../policy/visible.js";
 import {
@@ -281,7 +282,7 @@ function subjectOf(request: Pending): string | string[] {
   return request.kind === "domain" ? `${request.host}:${request.port}` : [...request.argv];
 }
 
-/** Audit values are flat: an argv is written as its JSON array text, which reads back exactly. */
+/** Audit values are flat: an argv is written as its JSON array text, URL credentials masked (auditArgv). */
 function auditSubject(request: Pending): string {
-  return request.kind === "domain" ? `${request.host}:${request.port}` : JSON.stringify(request.argv);
+  return request.kind === "domain" ? `${request.host}:${request.port}` : auditArgv(request.argv);
 }

@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import { constants } from "node:os";
+import { auditArgv } from "../../audit/argv-text.js";
 import type { AuditEvent } from "../../audit/log.js";
 import type { Outcome } from "../approvals/queue.js";
 import type { PendingCommand } from "../approvals/types.js";
@@ -98,7 +99,7 @@ async function run(context: EgressContext, socket: Socket, port: HostexecPort, r
     return { status: "error", exitCode: HOSTEXEC_EXIT.failed, message: "authentication failed: this is not the cloister's token" };
   }
   const { argv } = request;
-  const argvText = JSON.stringify(argv);
+  const argvText = auditArgv(argv);
   if (!port.takeRateToken()) {
     port.audit({ type: "hostexec.refused", argv: argvText, reason: "rate limit" });
     return { status: "denied", exitCode: HOSTEXEC_EXIT.refused, message: "too many host command requests from this cloister in the last minute (hostexec.rate_limit); wait and retry" };
@@ -145,7 +146,7 @@ async function execute(socket: Socket, port: HostexecPort, requested: string[], 
   // Every argv goes through it: git (and git-*) come back hardened or refused, others unchanged.
   const hardened = await hardenGit(requested, port.projectRoot);
   if ("refused" in hardened) {
-    port.audit({ type: "hostexec.refused", argv: JSON.stringify(requested), reason: hardened.refused });
+    port.audit({ type: "hostexec.refused", argv: auditArgv(requested), reason: hardened.refused });
     return { status: "denied", exitCode: HOSTEXEC_EXIT.refused, message: hardened.refused };
   }
   const argv = hardened.argv;
@@ -163,7 +164,7 @@ async function execute(socket: Socket, port: HostexecPort, requested: string[], 
   });
   port.audit({
     type: "hostexec.exec",
-    argv: JSON.stringify(requested),
+    argv: auditArgv(requested),
     end: result.end,
     exitCode: result.exitCode,
     signal: result.signal,
