@@ -4,6 +4,7 @@
  * stderr. A managed copy is used when the agent is found nowhere else (see locate.ts).
  */
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import { ensurePrivateDir } from "../config/atomic-write.js";
@@ -78,10 +79,13 @@ export function removeManagedAgent(agent: AgentDefinition, managedDir: string, i
   return installed;
 }
 
-/** Moves the managed copy (if any) aside, out of every lookup, to a name sweepRetired knows. */
+/**
+ * Moves the managed copy (if any) aside, out of every lookup, to a name sweepRetired knows; random,
+ * since two retires can come within one millisecond (an install, then an uninstall while in use).
+ */
 function retire(managedDir: string, name: string): void {
   try {
-    renameSync(managedPrefix(managedDir, name), managedPrefix(managedDir, `${retiredPrefix(name)}${Date.now()}-${process.pid}`));
+    renameSync(managedPrefix(managedDir, name), managedPrefix(managedDir, `${retiredPrefix(name)}${randomBytes(6).toString("hex")}`));
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
   }
