@@ -10,6 +10,7 @@ import { GENESIS_PREV, hashLine } from "./chain.js";
 import { listLogFiles } from "./files.js";
 import { readLinesForward } from "./lines.js";
 import { parseRecordLine, SEGMENT_TYPE, splitSignedLine } from "./record.js";
+import { explainSeqMismatch, fileBoundary } from "./seq-mismatch.js";
 import { keyIdOf, parsePublicKey, PUBLIC_KEY_FILE, verifyBody } from "./signing.js";
 
 export interface VerifyResult {
@@ -18,7 +19,8 @@ export interface VerifyResult {
   records: number;
   /** Files checked, oldest first. */
   files: string[];
-  firstBad?: { file: string; line: number; seq?: number; reason: string };
+  /** `expectedSeq`: when the record's seq is not the one that should come next. */
+  firstBad?: { file: string; line: number; seq?: number; expectedSeq?: number; reason: string };
   /**
    * Where the chain begins: at its genesis record (seq 1), or later when older rotated files were
    * pruned (by design: `keep` bounds the disk used). Absent for an empty log.
@@ -57,12 +59,12 @@ export async function verifyAuditLog(pathOrDir: string, publicKeyPem?: string, k
   /** keyId claimed by the latest segment record: lets a signature failure say "wrong key". */
   let signerKeyId: string | undefined;
 
-  for (const file of files) {
+  for (const [fileIndex, file] of files.entries()) {
     let firstInFile = true;
     for await (const { bytes, terminated, lineNo } of readLinesForward(file)) {
-      const fail = (reason: string, seq?: number): VerifyResult => {
+      const fail = (reason: string, seq?: number, expectedSeq?: number): VerifyResult => {
         result.ok = false;
-        result.firstBad = seq === undefined ? { file, line: lineNo, reason } : { file, line: lineNo, seq, reason };
+        result.firstBad = { file, line: lineNo, ...(seq === undefined ? {} : { seq }), ...(expectedSeq === undefined ? {} : { expectedSeq }), reason };
         return result;
       };
       if (!terminated) return fail("cut off: the last line has no newline (a write was interrupted; the guardian moves it aside when it next starts)");
@@ -88,9 +90,12 @@ export async function verifyAuditLog(pathOrDir: string, publicKeyPem?: string, k
         if (record.type !== SEGMENT_TYPE) return fail(`the log starts in the middle of a file: the records before seq ${record.seq} were removed`, record.seq);
         result.chainStart = { seq: record.seq, genesis };
       } else {
-        const where = firstInFile ? ` (first record of ${basename(file)}; ${basename(prevFile)} ends at seq ${expectedSeq - 1})` : "";
-        if (record.seq > expectedSeq) return fail(`seq ${record.seq} where ${expectedSeq} was expected: ${record.seq - expectedSeq} record(s) missing${where}`, record.seq);
-        if (record.seq < expectedSeq) return fail(`seq ${record.seq} where ${expectedSeq} was expected: a record was inserted, repeated or moved${where}`, record.seq);
+        if (record.seq !== expectedSeq) {
+          const chainStart = result.chainStart?.seq ?? expectedSeq;
+          const reason = await explainSeqMismatch({ files, fileIndex, line: lineNo, expected: expectedSeq, found: record.seq, previousFile: prevFile, chainStart, publicKey });
+          return fail(reason, record.seq, expectedSeq);
+        }
+        const where = firstInFile ? fileBoundary(file, prevFile, expectedSeq - 1) : "";
         if (record.prev !== prevHash) return fail(`prev does not match the hash of the record before it: a record was replaced or moved${where}`, record.seq);
         if (firstInFile && record.type !== SEGMENT_TYPE) return fail(`${basename(file)} does not start with an ${SEGMENT_TYPE} record: records were removed`, record.seq);
       }

@@ -198,31 +198,52 @@ describe("audit verify: tampering is found, at the right record", () => {
     assert.match(result.firstBad?.reason ?? "", /signature/);
   });
 
-  test("a deleted record: the one after it is named, with how many are missing", async () => {
+  test("deleted records: the one after them is named, with how many are missing", async () => {
     const dir = await writeLog(10);
     await tamper(dir, (all) => all.filter((_, i) => i !== 4 && i !== 5));
     const result = await verifyAuditLog(dir);
-    assert.equal(result.firstBad?.line, 5);
-    assert.equal(result.firstBad?.seq, 7);
-    assert.match(result.firstBad?.reason ?? "", /seq 7 where 5 was expected: 2 record\(s\) missing/);
+    assert.deepEqual(result.firstBad, { file: join(dir, "audit.jsonl"), line: 5, seq: 7, expectedSeq: 5, reason: "seq 7 where 5 was expected: 2 record(s) missing" });
   });
 
-  test("two records swapped", async () => {
+  test("two records swapped: out of order, not missing, naming where the expected one is", async () => {
     const dir = await writeLog(10);
     await tamper(dir, (all) => all.map((line, i) => (i === 3 ? (all[4] ?? "") : i === 4 ? (all[3] ?? "") : line)));
     const result = await verifyAuditLog(dir);
-    assert.equal(result.firstBad?.line, 4);
-    assert.equal(result.firstBad?.seq, 5);
-    assert.match(result.firstBad?.reason ?? "", /where 4 was expected/);
+    assert.deepEqual(result.firstBad, { file: join(dir, "audit.jsonl"), line: 4, seq: 5, expectedSeq: 4, reason: "records out of order: seq 5 where 4 was expected; seq 4 is at audit.jsonl line 5" });
   });
 
-  test("a record repeated (replayed) right after itself", async () => {
+  test("a record moved further on: out of order, with the line it is on now", async () => {
+    const dir = await writeLog(10);
+    await tamper(dir, (all) => [...all.slice(0, 3), ...all.slice(4, 8), all[3] ?? "", ...all.slice(8)]);
+    const result = await verifyAuditLog(dir);
+    assert.equal(describeVerifyResult(result), `${join(dir, "audit.jsonl")} line 4 (seq 5): records out of order: seq 5 where 4 was expected; seq 4 is at audit.jsonl line 8`);
+  });
+
+  test("one record deleted and the next moved further on: the deleted one is missing, the other said to be out of order", async () => {
+    const dir = await writeLog(10);
+    await tamper(dir, (all) => [...all.slice(0, 4), ...all.slice(6), all[5] ?? ""]);
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 5);
+    assert.equal(result.firstBad?.reason, "seq 7 where 5 was expected: 1 record(s) missing; seq 6 is further on, out of order");
+  });
+
+  test("a line claiming a deleted record's seq, not signed by the key, does not make the gap 'out of order'", async () => {
+    const dir = await writeLog(10);
+    const other = generateKeyPairSync("ed25519").privateKey;
+    await tamper(dir, (all) => {
+      const body = recordBody(5, new Date().toISOString(), { type: "egress", host: "evil.example", decision: "allow" }, hashLine(all[3] ?? ""));
+      return [...all.filter((_, i) => i !== 4), signedLine(body, signBody(body, other))];
+    });
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.line, 5);
+    assert.equal(result.firstBad?.reason, "seq 6 where 5 was expected: 1 record(s) missing");
+  });
+
+  test("a record repeated (replayed) right after itself: repeated, naming where it first came", async () => {
     const dir = await writeLog(10);
     await tamper(dir, (all) => [...all.slice(0, 4), all[3] ?? "", ...all.slice(4)]);
     const result = await verifyAuditLog(dir);
-    assert.equal(result.firstBad?.line, 5);
-    assert.equal(result.firstBad?.seq, 4);
-    assert.match(result.firstBad?.reason ?? "", /inserted, repeated or moved/);
+    assert.deepEqual(result.firstBad, { file: join(dir, "audit.jsonl"), line: 5, seq: 4, expectedSeq: 5, reason: "records repeated: seq 4 where 5 was expected; seq 4 already came at audit.jsonl line 4" });
   });
 
   test("an inserted record signed with another key", async () => {
@@ -390,15 +411,55 @@ describe("audit log: rotation", () => {
     assert.match(result.firstBad?.reason ?? "", /missing \(first record of audit\.1\.jsonl; audit\.3\.jsonl ends at seq \d+\)/);
   });
 
-  test("two rotated files swapped by name", async () => {
+  /** Exchanges the names of two files of a log. */
+  async function swapFiles(dir: string, a: string, b: string): Promise<void> {
+    await rename(join(dir, a), join(dir, "tmp"));
+    await rename(join(dir, b), join(dir, a));
+    await rename(join(dir, "tmp"), join(dir, b));
+  }
+
+  /** seq of the first and the last record of each named file. */
+  async function seqRange(dir: string, name: string): Promise<{ first: number; last: number }> {
+    const seqs = (await lines(join(dir, name))).map((line) => (JSON.parse(line) as AuditRecord).seq);
+    return { first: seqs[0] ?? 0, last: seqs.at(-1) ?? 0 };
+  }
+
+  test("two rotated files swapped by name: files out of sequence, not records missing", async () => {
     const dir = await writeLog(100, { maxBytes: 4 * 1024, keep: 10 });
-    await rename(join(dir, "audit.1.jsonl"), join(dir, "tmp"));
-    await rename(join(dir, "audit.2.jsonl"), join(dir, "audit.1.jsonl"));
-    await rename(join(dir, "tmp"), join(dir, "audit.2.jsonl"));
+    const [one, three] = [await seqRange(dir, "audit.1.jsonl"), await seqRange(dir, "audit.3.jsonl")];
+    await swapFiles(dir, "audit.1.jsonl", "audit.2.jsonl");
     const result = await verifyAuditLog(dir);
-    assert.equal(result.ok, false);
-    assert.equal(result.firstBad?.file, join(dir, "audit.2.jsonl"));
-    assert.equal(result.firstBad?.line, 1);
+    assert.deepEqual(result.firstBad, {
+      file: join(dir, "audit.2.jsonl"),
+      line: 1,
+      seq: one.first,
+      expectedSeq: three.last + 1,
+      reason: `files out of sequence: audit.2.jsonl begins at seq ${one.first}, but seq ${three.last + 1}, which follows the end of audit.3.jsonl, begins audit.1.jsonl: the rotated files were renamed or swapped`,
+    });
+  });
+
+  test("the current file exchanged with the last rotated one: files out of sequence", async () => {
+    const dir = await writeLog(100, { maxBytes: 4 * 1024, keep: 10 });
+    const [current, two] = [await seqRange(dir, "audit.jsonl"), await seqRange(dir, "audit.2.jsonl")];
+    await swapFiles(dir, "audit.jsonl", "audit.1.jsonl");
+    const result = await verifyAuditLog(dir);
+    assert.equal(
+      describeVerifyResult(result),
+      `${join(dir, "audit.1.jsonl")} line 1 (seq ${current.first}): files out of sequence: audit.1.jsonl begins at seq ${current.first}, but seq ${two.last + 1}, which follows the end of audit.2.jsonl, begins audit.jsonl: the rotated files were renamed or swapped`,
+    );
+  });
+
+  test("a rotated file renamed to an older number: files out of sequence, not records repeated", async () => {
+    const dir = await writeLog(100, { maxBytes: 4 * 1024, keep: 20 });
+    const oldest = (await listLogFiles(dir)).length - 1;
+    const [moved, next] = [await seqRange(dir, "audit.2.jsonl"), await seqRange(dir, `audit.${oldest}.jsonl`)];
+    await rename(join(dir, "audit.2.jsonl"), join(dir, `audit.${oldest + 1}.jsonl`));
+    const result = await verifyAuditLog(dir);
+    assert.equal(result.firstBad?.file, join(dir, `audit.${oldest}.jsonl`));
+    assert.equal(
+      result.firstBad?.reason,
+      `files out of sequence: audit.${oldest}.jsonl begins at seq ${next.first}, before seq ${moved.last + 1}, which should follow the end of audit.${oldest + 1}.jsonl: the rotated files were renamed or swapped`,
+    );
   });
 
   test("a record larger than maxBytes still gets written (its file holds just it)", async () => {
