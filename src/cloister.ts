@@ -8,7 +8,7 @@ import type { EffectiveConfig } from "./config/schema.js";
 import { formatSize, MAX_TIMEOUT_MS, parseDuration, parsePercent, parseProcessCount, parseSize } from "./config/units.js";
 import { CloisterError } from "./errors.js";
 import { runToEnd, type FreshCloister } from "./fresh-run.js";
-import { ensureGuardian, guardianCall, guardianCallStarting, releaseGrant, requestGrant } from "./guardian/control-client.js";
+import { ensureGuardian, guardianCall, guardianCallStarting, releaseGrant, requestGrant, STOP_DEADLINE_MS, VAULT_DEADLINE_MS } from "./guardian/control-client.js";
 import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
 import { claimCloister, launchCloister, PROXY_PORT, releaseRecord, sandboxHome, throwIfAborted, type ClaimedName, type LaunchSpec } from "./sandbox/engine.js";
 import { sandboxEnv } from "./sandbox/env.js";
@@ -250,7 +250,7 @@ async function launchClaimed(paths: CloisterPaths, options: CloisterOptions, per
   spec.env = env;
   // The claim was written before the environment was known: later commands take it from the record.
   claim.record.env = env;
-  const grant = requestGrant(paths, { name: spec.name, id, network: spec.network, project: spec.project, projectRoot: spec.projectRoot, session: spec.session });
+  const grant = requestGrant(paths, { name: spec.name, id, network: spec.network, project: spec.project, projectRoot: spec.projectRoot, session: spec.session }, options.signal);
   // Awaited by launchCloister, but maybe only after its own preparation has failed: handled there.
   // A cloister whose every connection will be refused starts, but not silently (QA: only `guardian
   // status` said so).
@@ -309,7 +309,10 @@ async function withPlaceholders(paths: CloisterPaths, options: CloisterOptions, 
   await ensureGuardian(paths);
   const env: Record<string, string> = {};
   for (const [name, secret] of entries) {
-    const answer = await guardianCall<{ placeholder: string }>(paths, "GET", `/v1/secrets/${encodeURIComponent(secret)}/placeholder/${cloisterId}`);
+    const answer = await guardianCall<{ placeholder: string }>(paths, "GET", `/v1/secrets/${encodeURIComponent(secret)}/placeholder/${cloisterId}`, undefined, {
+      deadlineMs: VAULT_DEADLINE_MS,
+      signal: options.signal,
+    });
     env[name] = answer.placeholder;
   }
   return { ...env, ...options.env };
@@ -352,7 +355,7 @@ async function stopRecorded(paths: CloisterPaths, name: string, id: string | und
   // other name, asking would start a guardian only to hear that there is no such cloister.
   if (!recorded()) return false;
   try {
-    await guardianCallStarting(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/stop`, id === undefined ? undefined : { id });
+    await guardianCallStarting(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/stop`, id === undefined ? undefined : { id }, { deadlineMs: STOP_DEADLINE_MS });
     return true;
   } catch (error) {
     // The guardian names it unknown when another stop, or its sweep, removed it meanwhile: that

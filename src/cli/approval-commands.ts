@@ -3,7 +3,7 @@ import { createRequire } from "node:module";
 import type { Command } from "commander";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
-import { ensureGuardian, guardianCall } from "../guardian/control-client.js";
+import { ANSWER_DEADLINE_MS, ensureGuardian, guardianCall, guardianUnanswered } from "../guardian/control-client.js";
 import { SCOPES, type ApprovalEvent, type DecisionView, type Pending, type Scope, type Verdict } from "../guardian/approvals/types.js";
 import { visible, visibleArgv } from "../policy/visible.js";
 
@@ -176,7 +176,11 @@ function describeEvent(event: ApprovalEvent | { type: "snapshot"; pending: Pendi
 function watch(paths: CloisterPaths, json: boolean): Promise<void> {
   const { request: httpRequest } = createRequire(import.meta.url)("node:http") as typeof import("node:http");
   return new Promise((resolve, reject) => {
+    // The stream has no deadline: requests come whenever a cloister asks. Its start does: the guardian
+    // answers with its snapshot at once, unless it is stopped or hung.
+    const deadline = setTimeout(() => req.destroy(guardianUnanswered(paths, ANSWER_DEADLINE_MS)), ANSWER_DEADLINE_MS);
     const req = httpRequest({ socketPath: paths.guardianSocket, method: "GET", path: "/v1/approvals/events" }, (res) => {
+      clearTimeout(deadline);
       let buffered = "";
       res.setEncoding("utf8");
       res.on("data", (chunk: string) => {
@@ -194,8 +198,12 @@ function watch(paths: CloisterPaths, json: boolean): Promise<void> {
       });
       res.on("end", () => reject(new CloisterError("the guardian stopped")));
     });
-    req.on("error", reject);
+    req.on("error", (error) => {
+      clearTimeout(deadline);
+      reject(error);
+    });
     process.once("SIGINT", () => {
+      clearTimeout(deadline);
       req.destroy();
       resolve();
     });

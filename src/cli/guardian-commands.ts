@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { resolvePaths } from "../config/paths.js";
-import { guardianCall, guardianStatus, startGuardian } from "../guardian/control-client.js";
+import { guardianCall, guardianStatus, startGuardian, STOP_DEADLINE_MS } from "../guardian/control-client.js";
 import { isKeeperAlive, listRecords } from "../sandbox/records.js";
 
 export function registerGuardianCommands(program: Command): void {
@@ -24,7 +24,7 @@ export function registerGuardianCommands(program: Command): void {
         if (!listRecords(paths).some(isKeeperAlive)) return void process.stderr.write("Guardian is not running.\n");
         await startGuardian(paths);
       }
-      const { stopped } = await guardianCall<{ stopped: string[] }>(paths, "POST", "/v1/shutdown");
+      const { stopped } = await guardianCall<{ stopped: string[] }>(paths, "POST", "/v1/shutdown", undefined, { deadlineMs: STOP_DEADLINE_MS });
       for (let i = 0; i < 200 && (await guardianStatus(paths)); i++) await new Promise((r) => setTimeout(r, 25));
       process.stderr.write(`Stopped ${stopped.length} cloister(s) and the guardian.\n`);
     });

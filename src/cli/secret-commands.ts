@@ -1,17 +1,18 @@
 import type { Command } from "commander";
 import { resolvePaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
-import { ensureGuardian, guardianCall } from "../guardian/control-client.js";
+import { ensureGuardian, guardianCall, VAULT_DEADLINE_MS } from "../guardian/control-client.js";
 import type { SecretInfo, SetResult, VaultStatus } from "../guardian/vault/vault.js";
 import { printTable } from "./output.js";
 import { describeHosts, headerOf, type InjectionSpec } from "../policy/injection.js";
 
 const MAX_PASSPHRASE_BYTES = 4096;
 
+/** A call to the guardian's vault: with the deadline of work that may wait for the vault's key. */
 export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   const paths = resolvePaths();
   await ensureGuardian(paths);
-  return guardianCall<T>(paths, method, path, body);
+  return guardianCall<T>(paths, method, path, body, { deadlineMs: VAULT_DEADLINE_MS });
 }
 
 const ABOUT = `

@@ -7,21 +7,62 @@ import { fileURLToPath } from "node:url";
 import { checkSocketRoom, instanceEnv, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
-import type { LaunchGrant, PendingGrant } from "../sandbox/engine.js";
-import { isRunningProcess, type SessionRules } from "../sandbox/records.js";
+import { isRunningProcess, isStoppedProcess, type SessionRules } from "../sandbox/records.js";
+import { abortError, throwIfAborted, type LaunchGrant, type PendingGrant } from "../sandbox/engine.js";
+import { formatDuration } from "../config/units.js";
 import { VERSION } from "../version.js";
 import { decodeControlAnswer, encodeControlRequest, MAX_ANSWER_BYTES } from "./control-wire.js";
 import type { AgentCredential } from "./vault/agent-credentials.js";
 
 /**
- * A JSON call to the guardian's control API (HTTP over its 0600 unix socket; see control-wire.ts).
- * `onSent` runs once the request has been handed to the kernel: a launch lets its grant request leave
- * before it busies this thread with its own preparation.
+ * How long the guardian has to answer a control request before the CLI gives up on it. It answers in
+ * milliseconds; a loaded machine (CI running test suites on two cores) has been seen to hold it up
+ * for a second or two. Ten seconds is well past such a stall, and short enough that a person at the
+ * terminal hears what is wrong (a guardian stopped with SIGSTOP, or hung) before giving up themselves.
  */
-export function guardianCall<T>(paths: CloisterPaths, method: string, path: string, body?: unknown, onSent?: () => void): Promise<T> {
+export const ANSWER_DEADLINE_MS = 10_000;
+
+/**
+ * For the requests that stop cloisters (`stop`, `guardian stop`): the guardian answers once their
+ * processes have ended, their cgroups are released and their files removed, and an ephemeral HOME
+ * may hold gigabytes. The deadline only ends a wait on a guardian that went quiet; a stop that
+ * outlasts it goes on in the guardian all the same.
+ */
+export const STOP_DEADLINE_MS = 5 * 60_000;
+
+/**
+ * For the requests that may need the vault's key (secrets, an agent's credential, placeholders): the
+ * guardian may wait for the OS keyring (up to 5 s, see key-source.ts) and run scrypt, which at the
+ * costliest parameters a vault file may name takes tens of seconds.
+ */
+export const VAULT_DEADLINE_MS = 60_000;
+
+export interface CallOptions {
+  /**
+   * Runs once the request has been handed to the kernel: a launch lets its grant request leave before
+   * it busies this thread with its own preparation.
+   */
+  onSent?: () => void;
+  /** How long the guardian has to answer: ANSWER_DEADLINE_MS unless the request's work takes longer. */
+  deadlineMs?: number;
+  /** Ends the wait at once, with the signal's reason (a launch cut off by Ctrl-C). */
+  signal?: AbortSignal;
+}
+
+/** A JSON call to the guardian's control API (HTTP over its 0600 unix socket; see control-wire.ts). */
+export function guardianCall<T>(paths: CloisterPaths, method: string, path: string, body?: unknown, options: CallOptions = {}): Promise<T> {
+  const { onSent, deadlineMs = ANSWER_DEADLINE_MS, signal } = options;
   return new Promise((resolve, reject) => {
+    throwIfAborted(signal);
     const request = encodeControlRequest(method, path, body === undefined ? undefined : JSON.stringify(body));
     const socket = connect(paths.guardianSocket);
+    const deadline = setTimeout(() => socket.destroy(guardianUnanswered(paths, deadlineMs)), deadlineMs);
+    const onAbort = () => socket.destroy(abortError(signal as AbortSignal));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    socket.on("close", () => {
+      clearTimeout(deadline);
+      signal?.removeEventListener("abort", onAbort);
+    });
     const chunks: Buffer[] = [];
     let received = 0;
     socket.on("data", (chunk: Buffer) => {
@@ -44,6 +85,22 @@ export function guardianCall<T>(paths: CloisterPaths, method: string, path: stri
   });
 }
 
+/**
+ * The guardian took longer than `deadlineMs` to answer: said with its pid (only when its info file
+ * names the process that runs, so that no other process is named for a kill) and what to do.
+ */
+export function guardianUnanswered(paths: CloisterPaths, deadlineMs: number): CloisterError {
+  const info = readGuardianInfo(paths);
+  const pid = typeof info?.pid === "number" && isRunningProcess(info.pid, info.startTime) ? info.pid : undefined;
+  const within = `within ${formatDuration(deadlineMs)}`;
+  if (pid === undefined) return new CloisterError(`the guardian did not answer ${within}`, `see its log, ${paths.guardianLog}`);
+  if (isStoppedProcess(pid)) return new CloisterError(`the guardian (pid ${pid}) is stopped and did not answer ${within}`, `resume it with \`kill -CONT ${pid}\``);
+  return new CloisterError(
+    `the guardian (pid ${pid}) did not answer ${within}`,
+    `it may be hung (its log: ${paths.guardianLog}); \`kill ${pid}\` ends it, and the next cloister command starts one that takes over the running cloisters`,
+  );
+}
+
 export interface GuardianStatus {
   pid: number;
   startedAt: string;
@@ -64,10 +121,16 @@ export interface GuardianStatus {
   build?: string;
 }
 
+/**
+ * The guardian's status; undefined when none runs (no socket, nobody listening, or one that went away
+ * while answering). A guardian that does not answer in time is said as such (a CloisterError), not
+ * taken for none: "not running" was wrong.
+ */
 export async function guardianStatus(paths: CloisterPaths): Promise<GuardianStatus | undefined> {
   try {
     return await guardianCall<GuardianStatus>(paths, "GET", "/v1/status");
-  } catch {
+  } catch (error) {
+    if (error instanceof CloisterError) throw error;
     return undefined;
   }
 }
@@ -228,17 +291,18 @@ export interface GrantRequest {
  * Registers a launching cloister with the guardian; `granted` resolves with its grant. The request goes
  * straight to whatever guardian answers (one is started if none does): the grant says which build
  * gave it, and a guardian of another build is then replaced (its grant goes with it) and the new
- * one asked again. That covers guardians older than guardianInfoFile too.
+ * one asked again. That covers guardians older than guardianInfoFile too. `signal` ends the wait at
+ * once: a grant the guardian gives after that is abandoned by its own sweep (LAUNCH_GRACE_MS).
  */
-export function requestGrant(paths: CloisterPaths, request: GrantRequest): PendingGrant {
+export function requestGrant(paths: CloisterPaths, request: GrantRequest, signal?: AbortSignal): PendingGrant {
   let markSent!: () => void;
   const sent = new Promise<void>((resolve) => (markSent = resolve));
   const granted = (async () => {
     try {
-      const grant = await guardianCallStarting<LaunchGrant>(paths, "POST", "/v1/cloisters", request, markSent);
+      const grant = await guardianCallStarting<LaunchGrant>(paths, "POST", "/v1/cloisters", request, { onSent: markSent, signal });
       if (grant.build === cloisterBuild()) return grant;
       await startGuardian(paths);
-      return await guardianCall<LaunchGrant>(paths, "POST", "/v1/cloisters", request);
+      return await guardianCall<LaunchGrant>(paths, "POST", "/v1/cloisters", request, { signal });
     } finally {
       markSent();
     }
@@ -248,18 +312,18 @@ export function requestGrant(paths: CloisterPaths, request: GrantRequest): Pendi
 
 /**
  * guardianCall, starting the guardian first when none listens (the call cannot have reached one).
- * `onSent` runs when the first attempt has been sent or has failed, whichever comes first.
+ * `options.onSent` runs when the first attempt has been sent or has failed, whichever comes first.
  */
-export async function guardianCallStarting<T>(paths: CloisterPaths, method: string, path: string, body?: unknown, onSent?: () => void): Promise<T> {
+export async function guardianCallStarting<T>(paths: CloisterPaths, method: string, path: string, body?: unknown, options: CallOptions = {}): Promise<T> {
   try {
-    return await guardianCall<T>(paths, method, path, body, onSent);
+    return await guardianCall<T>(paths, method, path, body, options);
   } catch (error) {
-    onSent?.();
+    options.onSent?.();
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== "ENOENT" && code !== "ECONNREFUSED") throw error;
   }
   await startGuardian(paths);
-  return guardianCall<T>(paths, method, path, body);
+  return guardianCall<T>(paths, method, path, body, { ...options, onSent: undefined });
 }
 
 /**
@@ -276,6 +340,8 @@ export async function releaseGrant(paths: CloisterPaths, name: string, id: strin
  * that has no injection rule. Undefined when none is stored.
  */
 export async function agentCredentialFromGuardian(paths: CloisterPaths, agent: string, cloisterId: string): Promise<(AgentCredential & { placeholder: boolean }) | undefined> {
-  const answer = await guardianCall<Partial<AgentCredential & { placeholder: boolean }>>(paths, "GET", `/v1/agents/${encodeURIComponent(agent)}/credential/${encodeURIComponent(cloisterId)}`);
+  const answer = await guardianCall<Partial<AgentCredential & { placeholder: boolean }>>(paths, "GET", `/v1/agents/${encodeURIComponent(agent)}/credential/${encodeURIComponent(cloisterId)}`, undefined, {
+    deadlineMs: VAULT_DEADLINE_MS,
+  });
   return answer.kind && answer.value ? { kind: answer.kind, value: answer.value, placeholder: answer.placeholder === true } : undefined;
 }

@@ -307,7 +307,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
 }
 
 /** The launch was aborted: its signal's reason when that is an error, else a plain one. */
-function abortError(signal: AbortSignal): Error {
+export function abortError(signal: AbortSignal): Error {
   return signal.reason instanceof Error ? signal.reason : new CloisterError("the launch was aborted");
 }
 

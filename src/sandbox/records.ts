@@ -194,6 +194,12 @@ export function isRunningProcess(pid: number, startTime: string | undefined): bo
   return stat !== undefined && stat.startTime === startTime && stat.state !== "Z" && stat.state !== "X";
 }
 
+/** The process is stopped (SIGSTOP, or held by a debugger): alive, but it runs nothing until continued. */
+export function isStoppedProcess(pid: number): boolean {
+  const state = processStat(pid)?.state;
+  return state === "T" || state === "t";
+}
+
 function processStat(pid: number): { state: string; startTime: string | undefined } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");

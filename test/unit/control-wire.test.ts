@@ -111,6 +111,8 @@ describe("control wire: guardianCall against real servers on a unix socket", () 
     // A peer that hangs up half-way through its answer, and one that is not HTTP at all.
     await listen(createNetServer((socket) => socket.end("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")), "short.sock");
     await listen(createNetServer((socket) => socket.end("hello\r\n\r\n")), "junk.sock");
+    // A guardian that takes the request and never answers (stopped, or hung).
+    await listen(createNetServer((socket) => socket.on("error", () => undefined)), "silent.sock");
     // One that never stops talking: the answer is cut off at MAX_ANSWER_BYTES, not buffered on.
     await listen(
       createNetServer((socket) => {
@@ -134,7 +136,7 @@ describe("control wire: guardianCall against real servers on a unix socket", () 
 
   it("sends the JSON body, says when the request is out, and parses the answer", async () => {
     let sent = false;
-    const got = await guardianCall<Record<string, unknown>>(pathsFor("http.sock"), "POST", "/v1/cloisters", { name: "p-run-1" }, () => (sent = true));
+    const got = await guardianCall<Record<string, unknown>>(pathsFor("http.sock"), "POST", "/v1/cloisters", { name: "p-run-1" }, { onSent: () => (sent = true) });
     assert.equal(sent, true);
     assert.deepEqual(got, { method: "POST", url: "/v1/cloisters", type: "application/json", body: '{"name":"p-run-1"}' });
     assert.deepEqual(await guardianCall(pathsFor("http.sock"), "GET", "/v1/status"), { method: "GET", url: "/v1/status", type: null, body: "" });
@@ -159,6 +161,23 @@ describe("control wire: guardianCall against real servers on a unix socket", () 
   it("fails clearly on an answer cut short or one that is not HTTP", async () => {
     await assert.rejects(guardianCall(pathsFor("short.sock"), "GET", "/v1/status"), /cut short \(1 of 100 bytes\)/);
     await assert.rejects(guardianCall(pathsFor("junk.sock"), "GET", "/v1/status"), /ended before its headers|status line is "hello"/);
+  });
+
+  it("gives up on a guardian that does not answer by the deadline, saying so (no pid known here: none is named)", async () => {
+    const paths = { ...pathsFor("silent.sock"), guardianInfoFile: join(dir, "none.json"), guardianLog: join(dir, "guardian.log") };
+    await assert.rejects(guardianCall(paths, "GET", "/v1/status", undefined, { deadlineMs: 50 }), (error: unknown) => {
+      assert.ok(error instanceof CloisterError);
+      assert.equal(error.oneLine(), `the guardian did not answer within 50ms (see its log, ${join(dir, "guardian.log")})`);
+      return true;
+    });
+  });
+
+  it("ends the wait when its signal aborts, with the signal's reason", async () => {
+    const controller = new AbortController();
+    const call = guardianCall(pathsFor("silent.sock"), "POST", "/v1/cloisters", {}, { signal: controller.signal });
+    controller.abort(new CloisterError("interrupted (SIGTERM) while starting"));
+    await assert.rejects(call, /^CloisterError: interrupted \(SIGTERM\) while starting$/);
+    await assert.rejects(guardianCall(pathsFor("http.sock"), "GET", "/v1/status", undefined, { signal: controller.signal }), /interrupted/, "aborted before it starts: not sent");
   });
 
   it("refuses an answer larger than MAX_ANSWER_BYTES instead of buffering it", async () => {
