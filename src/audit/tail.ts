@@ -23,7 +23,7 @@ export class LogFollower {
   ) {}
 
   static async open(dir: string): Promise<LogFollower> {
-    const handle = await open(join(dir, CURRENT_FILE), "r").catch(() => undefined);
+    const handle = await open(join(dir, CURRENT_FILE), "r").catch(noLogYet);
     if (!handle) return new LogFollower(dir, undefined, -1, 0);
     const info = await handle.stat();
     return new LogFollower(dir, handle, info.ino, info.size);
@@ -129,6 +129,15 @@ export class LogFollower {
     const next = ours >= 0 ? files[ours + 1] : undefined;
     return next ?? files.at(-1);
   }
+}
+
+/**
+ * No log file yet (the guardian makes it when it first starts): nothing to read. Any other failure,
+ * such as another user's log, is not an empty log, and is thrown.
+ */
+function noLogYet(error: NodeJS.ErrnoException): undefined {
+  if (error.code === "ENOENT") return undefined;
+  throw error;
 }
 
 /**

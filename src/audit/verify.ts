@@ -35,10 +35,11 @@ export interface VerifyResult {
  * next to the log. `keySource` names the key given in messages (the file it came from).
  */
 export async function verifyAuditLog(pathOrDir: string, publicKeyPem?: string, keySource = "the public key given"): Promise<VerifyResult> {
+  // Only a missing log is "no audit log": one the caller may not read (another user's) is not.
   const isDir = await stat(pathOrDir).then(
     (info) => info.isDirectory(),
-    () => {
-      throw new CloisterError(`no audit log at ${pathOrDir}`);
+    (error: NodeJS.ErrnoException) => {
+      throw error.code === "ENOENT" ? new CloisterError(`no audit log at ${pathOrDir}`) : error;
     },
   );
   const files = isDir ? await listLogFiles(pathOrDir) : [pathOrDir];
@@ -46,8 +47,8 @@ export async function verifyAuditLog(pathOrDir: string, publicKeyPem?: string, k
   const keyFile = join(isDir ? pathOrDir : dirname(pathOrDir), PUBLIC_KEY_FILE);
   const pem =
     publicKeyPem ??
-    (await readFile(keyFile, "utf8").catch(() => {
-      throw new CloisterError(`no public key at ${keyFile}`, "pass the key the log was signed with: --pubkey FILE");
+    (await readFile(keyFile, "utf8").catch((error: NodeJS.ErrnoException) => {
+      throw error.code === "ENOENT" ? new CloisterError(`no public key at ${keyFile}`, "pass the key the log was signed with: --pubkey FILE") : error;
     }));
   const publicKey = parsePublicKey(pem, publicKeyPem === undefined ? keyFile : keySource);
   const keyId = keyIdOf(publicKey);

@@ -7,6 +7,7 @@ import { LogFollower } from "../audit/tail.js";
 import { describeVerifyResult, verifyAuditLog } from "../audit/verify.js";
 import { resolvePaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
+import { foreignInstanceError, isPermissionDenied } from "../config/foreign-instance.js";
 
 /** Exit code of `audit verify` when the log is not intact (125 stays "cloister itself failed"). */
 const NOT_INTACT = 1;
@@ -42,7 +43,8 @@ Examples:
     .action(async (file: string | undefined, flags: { pubkey?: string; json?: boolean }) => {
       const target = file ? resolve(file) : resolvePaths().auditDir;
       const pem = flags.pubkey === undefined ? undefined : await readPublicKeyFile(flags.pubkey);
-      const result = await verifyAuditLog(target, pem, flags.pubkey && `--pubkey ${resolve(flags.pubkey)}`);
+      const verified = verifyAuditLog(target, pem, flags.pubkey && `--pubkey ${resolve(flags.pubkey)}`);
+      const result = await (file === undefined ? readingInstanceLog(target, verified) : verified);
       if (flags.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       else if (result.ok) process.stdout.write(`Audit log ${describeVerifyResult(result)}\n`);
       else process.stdout.write(`Audit log NOT intact: ${describeVerifyResult(result)}\n`);
@@ -71,7 +73,7 @@ Examples:
       if (!Number.isSafeInteger(count) || count < 0) throw new CloisterError(`-n takes a whole number, not ${JSON.stringify(flags.lines)}`);
       const dir = resolvePaths().auditDir;
       const print = (line: string) => process.stdout.write(`${flags.json ? line : formatRecordLine(line)}\n`);
-      const follower = await LogFollower.open(dir);
+      const follower = await readingInstanceLog(dir, LogFollower.open(dir));
       const stop = new AbortController();
       const onSignal = () => stop.abort();
       // `tail -f | head`: a closed pipe ends the command quietly instead of with a stack trace.
@@ -95,8 +97,9 @@ Examples:
     .command("key")
     .description("print the public key that verifies this instance's audit log (keep a copy elsewhere)")
     .action(async () => {
-      const file = join(resolvePaths().auditDir, PUBLIC_KEY_FILE);
-      const pem = await readPublicKeyFile(file, "the guardian creates the audit key when it first starts");
+      const dir = resolvePaths().auditDir;
+      const file = join(dir, PUBLIC_KEY_FILE);
+      const pem = await readingInstanceLog(dir, readPublicKeyFile(file, "the guardian creates the audit key when it first starts"));
       process.stderr.write(`Key id ${keyIdOf(parsePublicKey(pem, file))} (${file})\n`);
       process.stdout.write(pem);
     });
@@ -109,14 +112,22 @@ Examples:
     });
 }
 
+/** A missing key is said here; any other failure (permission denied) is thrown as it came, with its path. */
 async function readPublicKeyFile(path: string, missingHint?: string): Promise<string> {
   try {
     return await readFile(path, "utf8");
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new CloisterError(
-      code === "ENOENT" ? `no public key at ${path}` : `cannot read the public key ${path}: ${code ?? String(error)}`,
-      code === "ENOENT" ? missingHint : undefined,
-    );
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") throw new CloisterError(`no public key at ${path}`, missingHint);
+    throw error;
   }
+}
+
+/**
+ * Reading this instance's audit log (`dir`): permission denied there means another user's instance,
+ * and is said so (it read as "no audit log" and "No audit records yet").
+ */
+function readingInstanceLog<T>(dir: string, reading: Promise<T>): Promise<T> {
+  return reading.catch((error: unknown) => {
+    throw isPermissionDenied(error) ? foreignInstanceError("read the audit log", dir) : error;
+  });
 }

@@ -10,6 +10,7 @@ import { CloisterError } from "../errors.js";
 import { isRunningProcess, isStoppedProcess, type SessionRules } from "../sandbox/records.js";
 import { abortError, throwIfAborted, type LaunchGrant, type PendingGrant } from "../sandbox/engine.js";
 import { formatDuration } from "../config/units.js";
+import { foreignInstanceError, isPermissionDenied } from "../config/foreign-instance.js";
 import { VERSION } from "../version.js";
 import { decodeControlAnswer, encodeControlRequest, MAX_ANSWER_BYTES } from "./control-wire.js";
 import type { AgentCredential } from "./vault/agent-credentials.js";
@@ -70,7 +71,7 @@ export function guardianCall<T>(paths: CloisterPaths, method: string, path: stri
       if (received > MAX_ANSWER_BYTES) socket.destroy(new Error(`the guardian's answer to ${method} ${path} is larger than ${MAX_ANSWER_BYTES} bytes`));
       else chunks.push(chunk);
     });
-    socket.on("error", reject);
+    socket.on("error", (error: NodeJS.ErrnoException) => reject(isPermissionDenied(error) ? foreignInstanceError("reach the guardian", paths.guardianSocket) : error));
     socket.on("end", () => {
       try {
         const answer = decodeControlAnswer(Buffer.concat(chunks));
@@ -123,8 +124,8 @@ export interface GuardianStatus {
 
 /**
  * The guardian's status; undefined when none runs (no socket, nobody listening, or one that went away
- * while answering). A guardian that does not answer in time is said as such (a CloisterError), not
- * taken for none: "not running" was wrong.
+ * while answering). A guardian that does not answer in time, or one the caller may not reach (another
+ * user's instance), is said as such (a CloisterError), not taken for none: "not running" was wrong.
  */
 export async function guardianStatus(paths: CloisterPaths): Promise<GuardianStatus | undefined> {
   try {

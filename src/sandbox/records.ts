@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir, replaceFileSync } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
+import { foreignInstanceError, isPermissionDenied } from "../config/foreign-instance.js";
 
 /**
  * What is known about one cloister, kept as a JSON file in the state dir. The guardian reads these
@@ -173,10 +174,7 @@ export function setRecordAside(paths: CloisterPaths, name: string): string {
  * Anything else unreadable (missing, torn) counts as no record.
  */
 function refuseForeignInstance(error: unknown, paths: CloisterPaths): void {
-  const code = (error as NodeJS.ErrnoException).code;
-  if (code === "EACCES" || code === "EPERM") {
-    throw new CloisterError(`cannot read the cloisters of the instance at ${paths.stateDir}: permission denied`, "each user has an instance of their own: is CLOISTER_HOME set to another user's?");
-  }
+  if (isPermissionDenied(error)) throw foreignInstanceError("read the cloisters of the instance", paths.stateDir);
 }
 
 export function deleteRecord(paths: CloisterPaths, name: string): void {

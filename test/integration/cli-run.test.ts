@@ -275,12 +275,34 @@ describe("cloister run as an ordinary user, in a project that user cannot write"
       chmodSync(rootsHome, 0o700);
       const foreign = await runAsUser(t.user.name, [process.execPath, t.cliPath, "list"], { ...t.env, CLOISTER_HOME: rootsHome }, { cwd: t.project });
       assert.equal(foreign.code, 125);
-      assert.match(foreign.stderr, /cannot read the cloisters of the instance at .*: permission denied \(each user has an instance of their own: is CLOISTER_HOME set to another user's\?\)/);
+      assert.match(foreign.stderr, /cannot read the cloisters of the instance at .*: permission denied, as \S+ belongs to root \(each user has an instance of their own: run this as root, or set CLOISTER_HOME to a directory of your own\)/);
       const uncreatable = await runAsUser(t.user.name, [process.execPath, t.cliPath, "config", "init"], { ...t.env, CLOISTER_HOME: join(rootsHome, "sub") }, { cwd: t.project });
       assert.equal(uncreatable.code, 125);
       assert.match(uncreatable.stderr, /^cloister: cannot [\w ]+ \S+\/sub\S*: permission denied \(check the owners and permissions of the directories on that path; CLOISTER_HOME must be a directory you can write\)\n$/);
     } finally {
       rmSync(rootsHome, { recursive: true, force: true });
+    }
+  });
+
+  it("pointed at another user's running instance, guardian status and the audit commands say permission denied, naming whose it is (QA: \"not running\", \"no audit log\")", async () => {
+    const roots = createInstance("rootguard");
+    try {
+      const started = await roots.cli(["guardian", "start"]);
+      assert.equal(started.code, 0, started.stderr);
+      const asUser = (args: string[]) => runAsUser(t.user.name, [process.execPath, t.cliPath, ...args], { ...t.env, CLOISTER_HOME: roots.home }, { cwd: t.project });
+      const whose = "as \\S+ belongs to root \\(each user has an instance of their own: run this as root, or set CLOISTER_HOME to a directory of your own\\)\n$";
+      const status = await asUser(["guardian", "status"]);
+      assert.equal(status.code, 125, status.stdout);
+      assert.equal(status.stdout, "");
+      assert.match(status.stderr, new RegExp(`^cloister: cannot reach the guardian at ${roots.home}/run/guardian\\.sock: permission denied, ${whose}`));
+      for (const audit of [["audit", "verify"], ["audit", "tail"]]) {
+        const r = await asUser(audit);
+        assert.equal(r.code, 125, `${audit.join(" ")}: ${r.stdout}`);
+        assert.match(r.stderr, new RegExp(`^cloister: cannot read the audit log at ${roots.home}/state/audit: permission denied, ${whose}`), audit.join(" "));
+      }
+      assert.equal((await roots.cli(["guardian", "status"])).code, 0, "its own user still reaches it");
+    } finally {
+      await roots.teardown();
     }
   });
 
