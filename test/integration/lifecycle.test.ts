@@ -832,6 +832,11 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, "inside\n");
       assert.match(r.stderr, /config\.yaml:\d+:\d+: .*; until it is fixed, commands in cfgbroken run with the default settings/);
+      // Two problems: both named, as a launch names them.
+      writeFileSync(file, `${original}\nlimitz: 1\nproxi: 2\n`);
+      const both = await t.cli(["exec", "cfgbroken", "--", "true"]);
+      assert.equal(both.code, 0, both.stderr);
+      assert.match(both.stderr, /2 config problems: .*limitz.*; .*proxi.*; until they are fixed, commands in cfgbroken run with the default settings/);
     } finally {
       writeFileSync(file, original);
       await t.cli(["stop", "cfgbroken"]);
