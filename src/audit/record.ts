@@ -116,6 +116,19 @@ export function splitSignedLine(line: Buffer): { body: Buffer; sig: string } | u
   return { body: Buffer.concat([line.subarray(0, cut), Buffer.from("}")]), sig: match[1] };
 }
 
+/** `{"seq":N,` at the very start of a line: where recordBody puts it. */
+const SEQ_PREFIX_RE = /^\{"seq":([1-9][0-9]{0,15}),/;
+
+/**
+ * The seq of a line as the writer lays it out, read from its first bytes without parsing the rest:
+ * for readers that go through many lines (tail, the verifier's search for a missing seq). Undefined
+ * for a line that does not start like a record. Says nothing about authenticity.
+ */
+export function seqOfLine(line: Buffer): number | undefined {
+  const digits = SEQ_PREFIX_RE.exec(line.subarray(0, 32).toString("latin1"))?.[1];
+  return digits === undefined ? undefined : Number(digits);
+}
+
 /**
  * Parse a line into a record, or say what is wrong with it. Only the shape is checked here; whether
  * the record is authentic (signature) and in place (seq, prev) is the verifier's job.

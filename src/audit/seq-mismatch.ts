@@ -8,7 +8,7 @@
 import type { KeyObject } from "node:crypto";
 import { basename } from "node:path";
 import { readLinesForward } from "./lines.js";
-import { splitSignedLine } from "./record.js";
+import { seqOfLine, splitSignedLine } from "./record.js";
 import { verifyBody } from "./signing.js";
 
 /** Where the verifier stands: the record with the unexpected seq, and what it knows. */
@@ -88,9 +88,6 @@ export function fileBoundary(file: string, previousFile: string, previousSeq: nu
   return ` (first record of ${basename(file)}; ${basename(previousFile)} ends at seq ${previousSeq})`;
 }
 
-/** `{"seq":N,` at the very start of a line: where the writer puts it (record.ts). */
-const SEQ_PREFIX_RE = /^\{"seq":([1-9][0-9]{0,15}),/;
-
 /**
  * The first place of each record `wanted` by its seq, before or after the mismatched record in the
  * order verified. Only lines whose signature verifies count: a forged line claiming a missing seq
@@ -107,8 +104,8 @@ async function signedPlaces(at: SeqMismatch, side: "before" | "after", wanted: (
         if (side === "before") break;
         continue;
       }
-      const seq = Number(SEQ_PREFIX_RE.exec(bytes.subarray(0, 32).toString("latin1"))?.[1] ?? 0);
-      if (seq === 0 || !wanted(seq) || places.has(seq)) continue;
+      const seq = seqOfLine(bytes);
+      if (seq === undefined || !wanted(seq) || places.has(seq)) continue;
       const split = splitSignedLine(bytes);
       if (split && verifyBody(split.body, split.sig, at.publicKey)) places.set(seq, { fileIndex, line: lineNo });
     }

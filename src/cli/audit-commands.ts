@@ -85,7 +85,7 @@ Examples:
         // -n 0 asks for none: only an empty log is worth a word.
         if (lines.length === 0 && count > 0 && !flags.follow) process.stderr.write(`No audit records in ${dir} yet.\n`);
         lines.forEach(print);
-        if (flags.follow) await follower.follow(print, stop.signal);
+        if (flags.follow) await follower.follow(print, stop.signal, { onMissed: reportMissed });
       } finally {
         await follower.close();
         process.off("SIGINT", onSignal);
@@ -110,6 +110,13 @@ Examples:
     .action(() => {
       process.stdout.write(`${resolvePaths().auditDir}\n`);
     });
+}
+
+/** Records that the log rotated out before `tail -f` read them: said, not skipped silently. */
+function reportMissed(first: number, last: number): void {
+  const count = last - first + 1;
+  const which = count === 1 ? `record #${first} was` : `${count} records, #${first}–#${last}, were`;
+  process.stderr.write(`cloister: ${which} rotated out of the log before they could be read (raise audit.max_size or audit.keep to keep more)\n`);
 }
 
 /** A missing key is said here; any other failure (permission denied) is thrown as it came, with its path. */

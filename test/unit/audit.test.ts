@@ -851,7 +851,7 @@ describe("audit tail: reading and following", () => {
     const follower = await LogFollower.open(dir);
     const seen: number[] = [];
     const stop = new AbortController();
-    const following = follower.follow((line) => seen.push((JSON.parse(line) as AuditRecord).seq), stop.signal, 10);
+    const following = follower.follow((line) => seen.push((JSON.parse(line) as AuditRecord).seq), stop.signal, { pollMs: 10 });
     for (let i = 1; i <= 200; i++) {
       log.append(egress(i));
       if (i % 20 === 0) await log.flush();
@@ -867,6 +867,104 @@ describe("audit tail: reading and following", () => {
       seen,
       Array.from({ length: expected }, (_, i) => i + 3),
     );
+  });
+
+  /** seq of every record in the log's files now. */
+  async function seqsOnDisk(dir: string): Promise<number[]> {
+    return (await records(dir)).map((record) => record.seq);
+  }
+
+  /** A follower's reading: the seqs it was handed and the ranges it said it missed. */
+  function reading(): { seen: number[]; missed: Array<[number, number]>; onLine: (line: string) => void; onMissed: (first: number, last: number) => void } {
+    const seen: number[] = [];
+    const missed: Array<[number, number]> = [];
+    return { seen, missed, onLine: (line) => seen.push((JSON.parse(line) as AuditRecord).seq), onMissed: (first, last) => missed.push([first, last]) };
+  }
+
+  // maxBytes 600 holds a file's segment record and one egress record: every record rotates the log.
+  const ONE_RECORD_A_FILE = 600;
+
+  test("rotations between two reads, more than `keep` of them: every record still on disk is read, in order, none twice, and the rest is counted as missed", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir, maxBytes: ONE_RECORD_A_FILE, keep: 3 });
+    log.append(egress(0));
+    await log.flush();
+    const follower = await LogFollower.open(dir);
+    const startSeq = await log.lastSeq();
+    const { seen, missed, onLine, onMissed } = reading();
+    let deletedUnderIt = 0;
+    // Between two reads, 0 to 7 records: up to 7 new files where the log keeps 4, so the file the
+    // follower is in is often deleted under it, and some files after it too.
+    for (let round = 1; round <= 40; round++) {
+      for (let i = 0; i < round % 8; i++) log.append(egress(round * 10 + i));
+      await log.flush();
+      const onDisk = (await seqsOnDisk(dir)).filter((seq) => seq > startSeq);
+      if ((onDisk[0] ?? 0) > (seen.at(-1) ?? startSeq)) deletedUnderIt++; // the file with the last record read is gone
+      await follower.readAvailable(onLine, onMissed);
+      const unread = onDisk.filter((seq) => !seen.includes(seq));
+      assert.deepEqual(unread, [], `round ${round}: records on disk that the follower did not read`);
+    }
+    await follower.close();
+    await log.close();
+    const lastSeq = (await seqsOnDisk(dir)).at(-1) ?? 0;
+    const missedSeqs = missed.flatMap(([first, last]) => Array.from({ length: last - first + 1 }, (_, i) => first + i));
+    assert.deepEqual(
+      [...seen, ...missedSeqs].sort((a, b) => a - b),
+      Array.from({ length: lastSeq - startSeq }, (_, i) => startSeq + 1 + i),
+      "each record once: read, or counted as missed",
+    );
+    assert.deepEqual(seen, [...seen].sort((a, b) => a - b), "read in log order");
+    assert.ok(missed.length > 0 && deletedUnderIt > 0, "the test must rotate out files the follower had not read, and the file it was in");
+  });
+
+  test("a file deleted while the follower is in it is read to its end; the records deleted unread are reported as one range", async () => {
+    const dir = freshDir();
+    const log = await AuditLog.open({ dir, maxBytes: ONE_RECORD_A_FILE, keep: 1 });
+    await log.flush();
+    const follower = await LogFollower.open(dir); // in audit.jsonl, after its segment record (seq 1)
+    for (let i = 0; i < 5; i++) log.append(egress(i));
+    await log.flush();
+    // seq 2 in the first file; then files of (segment, record): 3–4, 5–6, 7–8, 9–10. keep 1 leaves 7–10.
+    assert.deepEqual(await seqsOnDisk(dir), [7, 8, 9, 10]);
+    const { seen, missed, onLine, onMissed } = reading();
+    await follower.readAvailable(onLine, onMissed);
+    await follower.close();
+    await log.close();
+    assert.deepEqual(seen, [2, 7, 8, 9, 10]);
+    assert.deepEqual(missed, [[3, 6]]);
+  });
+
+  test("a log started over (the old one moved away) is followed from its first record", async () => {
+    const dir = freshDir();
+    const old = await AuditLog.open({ dir });
+    old.append(egress(0));
+    await old.close();
+    const follower = await LogFollower.open(dir);
+    await mkdir(join(dir, "old"));
+    for (const file of await listLogFiles(dir)) await rename(file, join(dir, "old", "audit.jsonl"));
+    const log = await AuditLog.open({ dir });
+    log.append(egress(1));
+    await log.close();
+    const { seen, missed, onLine, onMissed } = reading();
+    await follower.readAvailable(onLine, onMissed);
+    await follower.close();
+    assert.deepEqual(seen, [1, 2]);
+    assert.deepEqual(missed, []);
+  });
+
+  test("a line being written when the follower opens is read whole once it ends, not from its middle", async () => {
+    const dir = await writeLog(2);
+    const file = join(dir, "audit.jsonl");
+    const all = await lines(file);
+    const last = all.at(-1) ?? "";
+    await writeFile(file, `${all.slice(0, -1).join("\n")}\n${last.slice(0, 40)}`);
+    const follower = await LogFollower.open(dir);
+    assert.deepEqual((await follower.lastLines(1)).map((line) => (JSON.parse(line) as AuditRecord).seq), [2]);
+    await appendFile(file, `${last.slice(40)}\n`);
+    const { seen, onLine, onMissed } = reading();
+    await follower.readAvailable(onLine, onMissed);
+    await follower.close();
+    assert.deepEqual(seen, [3]);
   });
 
   test("readable lines: fixed fields first, terminal control characters escaped", () => {
