@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { realpathSync } from "node:fs";
 import type { Readable, Writable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { resolveProject } from "./config/effective-cache.js";
 import { NAME_RULE, SAFE_NAME_RE } from "./config/names.js";
@@ -250,7 +251,9 @@ async function launchClaimed(paths: CloisterPaths, options: CloisterOptions, per
   spec.env = env;
   // The claim was written before the environment was known: later commands take it from the record.
   claim.record.env = env;
-  const grant = requestGrant(paths, { name: spec.name, id, network: spec.network, project: spec.project, projectRoot: spec.projectRoot, session: spec.session }, options.signal);
+  // Cut off by its own signal, not the launch's: an undone launch still takes the grant to give it back.
+  const grantCancel = new AbortController();
+  const grant = requestGrant(paths, { name: spec.name, id, network: spec.network, project: spec.project, projectRoot: spec.projectRoot, session: spec.session }, grantCancel.signal);
   // Awaited by launchCloister, but maybe only after its own preparation has failed: handled there.
   // A cloister whose every connection will be refused starts, but not silently (QA: only `guardian
   // status` said so).
@@ -261,10 +264,20 @@ async function launchClaimed(paths: CloisterPaths, options: CloisterOptions, per
   try {
     return { record: await launchCloister(paths, spec, claim, grant, options.signal), agent, env };
   } catch (error) {
-    await grant.granted.then(() => releaseGrant(paths, spec.name, id), () => undefined);
+    // Given back at once, or the guardian's socket dir stays in the runtime dir until its sweep; but
+    // cut off after RELEASE_WAIT_MS, so that Ctrl-C ends a launch on a stopped guardian (QA).
+    const released = grant.granted.then(() => releaseGrant(paths, spec.name, id, grantCancel.signal), () => undefined);
+    await Promise.race([released, sleep(RELEASE_WAIT_MS, undefined, { ref: false })]);
+    grantCancel.abort();
     throw error;
   }
 }
+
+/**
+ * How long an undone launch still waits for its grant, to give it back: the guardian answers in
+ * milliseconds. One that does not (stopped, hung) abandons the grant itself after LAUNCH_GRACE_MS.
+ */
+const RELEASE_WAIT_MS = 2_000;
 
 /** The persistent cloister of that name if it is running. */
 export async function findCloister(name: string, options: CloisterOptions = {}): Promise<Cloister | undefined> {

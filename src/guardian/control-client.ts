@@ -292,8 +292,8 @@ export interface GrantRequest {
  * Registers a launching cloister with the guardian; `granted` resolves with its grant. The request goes
  * straight to whatever guardian answers (one is started if none does): the grant says which build
  * gave it, and a guardian of another build is then replaced (its grant goes with it) and the new
- * one asked again. That covers guardians older than guardianInfoFile too. `signal` ends the wait at
- * once: a grant the guardian gives after that is abandoned by its own sweep (LAUNCH_GRACE_MS).
+ * one asked again. That covers guardians older than guardianInfoFile too. `signal` cuts the request off (its
+ * launcher gave up on it).
  */
 export function requestGrant(paths: CloisterPaths, request: GrantRequest, signal?: AbortSignal): PendingGrant {
   let markSent!: () => void;
@@ -331,8 +331,8 @@ export async function guardianCallStarting<T>(paths: CloisterPaths, method: stri
  * A launch failed after its grant: the guardian closes what it opened for it (egress socket,
  * watches) and records the end. Best effort; the guardian's own sweep catches what this misses.
  */
-export async function releaseGrant(paths: CloisterPaths, name: string, id: string): Promise<void> {
-  await guardianCall(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/abandon`, { id }).catch(() => undefined);
+export async function releaseGrant(paths: CloisterPaths, name: string, id: string, signal?: AbortSignal): Promise<void> {
+  await guardianCall(paths, "POST", `/v1/cloisters/${encodeURIComponent(name)}/abandon`, { id }, { signal }).catch(() => undefined);
 }
 
 /**
