@@ -747,35 +747,36 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     // An instance of its own: the grant the stopped guardian gives once continued leaves a runtime
     // dir until its sweep, which would count as a leftover in the other tests' instance.
     const stalled = createInstance("stall");
-    const started = await stalled.cli(["guardian", "start"]);
-    assert.equal(started.code, 0, started.stderr);
-    const pid = Number(readFileSync(join(stalled.home, "run", "guardian.pid"), "utf8"));
-    process.kill(pid, "SIGSTOP");
+    // Torn down whatever fails: a failed assertion left its guardian running.
     try {
-      // Started first, so that it ends at the deadline: a launch still waiting for the grant then ends after it.
-      const status = stalled.cli(["guardian", "status"]);
-      const run = stalled.cli(["run", "--", "true"]);
-      const interrupted = spawnCli(stalled, ["run", "--", "true"]);
-      // By then it waits for the grant, which the stopped guardian cannot give.
-      await waitUntil("the launch to make its runtime dir", () => runtimeDirs(stalled).length > 0 || interrupted.child.exitCode !== null);
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      interrupted.child.kill("SIGTERM");
-      const first = await Promise.race([interrupted.done.then(() => "interrupted run"), status.then(() => "status")]);
-      assert.equal(first, "interrupted run", "the SIGTERMed launch waited for the guardian's deadline");
-      const cut = await interrupted.done;
-      assert.equal(cut.code, 128 + 15, cut.stderr);
-      assert.equal(cut.stderr, "cloister: interrupted (SIGTERM) while starting; nothing of the launch was left behind\n");
+      const started = await stalled.cli(["guardian", "start"]);
+      assert.equal(started.code, 0, started.stderr);
+      const pid = Number(readFileSync(join(stalled.home, "run", "guardian.pid"), "utf8"));
+      process.kill(pid, "SIGSTOP");
+      try {
+        // Started first, so that it ends at the deadline: a launch still waiting for the grant then ends after it.
+        const status = stalled.cli(["guardian", "status"]);
+        const run = stalled.cli(["run", "--", "true"]);
+        const interrupted = spawnCli(stalled, ["run", "--", "true"]);
+        // By then it waits for the grant, which the stopped guardian cannot give.
+        await waitUntil("the launch to make its runtime dir", () => runtimeDirs(stalled).length > 0 || interrupted.child.exitCode !== null);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        interrupted.child.kill("SIGTERM");
+        const first = await Promise.race([interrupted.done.then(() => "interrupted run"), status.then(() => "status")]);
+        assert.equal(first, "interrupted run", "the SIGTERMed launch waited for the guardian's deadline");
+        const cut = await interrupted.done;
+        assert.equal(cut.code, 128 + 15, cut.stderr);
+        assert.equal(cut.stderr, "cloister: interrupted (SIGTERM) while starting; nothing of the launch was left behind\n");
 
-      const unanswered = `cloister: the guardian (pid ${pid}) is stopped and did not answer within 10s (resume it with \`kill -CONT ${pid}\`)\n`;
-      const [statusResult, runResult] = await Promise.all([status, run]);
-      assert.deepEqual([statusResult.code, statusResult.stdout, statusResult.stderr], [125, "", unanswered], "not \"Guardian: not running\"");
-      assert.deepEqual([runResult.code, runResult.stderr], [125, unanswered]);
-      assert.deepEqual(recordNames(stalled), []);
-      assert.deepEqual(runtimeDirs(stalled), []);
-    } finally {
-      process.kill(pid, "SIGCONT");
-    }
-    try {
+        const unanswered = `cloister: the guardian (pid ${pid}) is stopped and did not answer within 10s (resume it with \`kill -CONT ${pid}\`)\n`;
+        const [statusResult, runResult] = await Promise.all([status, run]);
+        assert.deepEqual([statusResult.code, statusResult.stdout, statusResult.stderr], [125, "", unanswered], "not \"Guardian: not running\"");
+        assert.deepEqual([runResult.code, runResult.stderr], [125, unanswered]);
+        assert.deepEqual(recordNames(stalled), []);
+        assert.deepEqual(runtimeDirs(stalled), []);
+      } finally {
+        process.kill(pid, "SIGCONT");
+      }
       const resumed = await stalled.cli(["guardian", "status", "--json"]);
       assert.equal(resumed.code, 0, resumed.stderr);
       assert.equal((JSON.parse(resumed.stdout) as { pid: number }).pid, pid);
