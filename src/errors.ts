@@ -22,6 +22,11 @@ export class CloisterError extends Error {
   terminalLines(): string[] {
     return [this.oneLine()];
   }
+
+  /** What the CLI's JSON error object holds beyond message, hint and exit code (ConfigError: every problem). */
+  jsonDetails(): Record<string, unknown> {
+    return {};
+  }
 }
 
 /** Exit code when cloister itself fails (as opposed to the command it ran), like `docker run`. */

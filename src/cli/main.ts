@@ -86,7 +86,8 @@ function exitCodeFor(thrown: unknown): number {
   if (jsonRequested) {
     const hint = error instanceof CloisterError && error.hint ? { hint: inFlagWords(error.hint) } : {};
     const text = error instanceof CloisterError ? inFlagWords(error.message) : words;
-    process.stdout.write(`${JSON.stringify({ error: { message: text, ...hint, exitCode } }, null, 2)}\n`);
+    const details = error instanceof CloisterError ? error.jsonDetails() : {};
+    process.stdout.write(`${JSON.stringify({ error: { message: text, ...hint, exitCode, ...details } }, null, 2)}\n`);
   }
   return exitCode;
 }

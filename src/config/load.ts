@@ -87,6 +87,11 @@ export class ConfigError extends CloisterError {
       ...this.problems.map((p) => `  ${formatProblem(p)}${p.hint ? ` (${p.hint})` : ""}`),
     ];
   }
+
+  /** Every problem, in the shape `config validate --json` gives them. */
+  override jsonDetails(): Record<string, unknown> {
+    return { problems: this.problems };
+  }
 }
 
 export function formatProblem(problem: ConfigProblem): string {

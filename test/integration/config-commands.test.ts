@@ -166,6 +166,16 @@ describe("config and project commands", () => {
         assert.match(lines[2] ?? "", new RegExp(`^  ${configFile}:\\d+:3: sandbox\\.protekt: unknown key \\(did you mean "protect"\\?\\)$`));
         assert.match(lines[3] ?? "", new RegExp(`^  ${projectFile}:\\d+:3: limits\\.pidz: unknown key \\(did you mean "pids"\\?\\)$`));
         assert.deepEqual(lines.slice(4), [""]);
+        // A script asking for JSON gets every problem of the error too, as config validate --json gives
+        // them (config show stops at the global file's).
+        const json = await t.cli(["config", "show", "--json"], { cwd: t.project });
+        assert.equal(json.code, 125, json.stderr);
+        const { error } = JSON.parse(json.stdout) as { error: { exitCode: number; problems: { file: string; key: string; problem: string }[] } };
+        assert.equal(error.exitCode, 125);
+        assert.deepEqual(error.problems.map((p) => [p.file, p.key, p.problem]), [
+          [configFile, "sandbox.envv", "unknown key"],
+          [configFile, "sandbox.protekt", "unknown key"],
+        ]);
       });
     } finally {
       writeFileSync(projectFile, registered);
