@@ -188,7 +188,6 @@ export function sharedPaths(projects: readonly ProjectEntry[]): { file: string; 
     });
 }
 
-/** Delete a project's file. Its name becomes free for another path. */
 /**
  * Forgets a project: its config file, and the decisions persisted for it (`cloister allow`, approvals),
  * which a later project of the same name would otherwise inherit (found by QA). Resolves with whether

@@ -328,10 +328,13 @@ export const AuditSchema = section({
   keep: parsed("a file count like 10", wholeNumber("file count", 1, 10_000)).prefault(10),
 });
 
+/** Where the approval UI listens unless `ui.port` says otherwise (also while the config does not load). */
+export const DEFAULT_UI_PORT = 9999;
+
 /** The approval UI, served by the guardian on 127.0.0.1 only. */
 export const UiSchema = section({
   /** 0 picks a free port (isolated instances, tests); `cloister ui` always prints the real URL. */
-  port: parsed("a port like 9999", wholeNumber("port", 0, 65_535)).prefault(9999),
+  port: parsed("a port like 9999", wholeNumber("port", 0, 65_535)).prefault(DEFAULT_UI_PORT),
 });
 
 export const RefsSchema = z.preprocess(

@@ -292,8 +292,8 @@ export interface GrantRequest {
  * Registers a launching cloister with the guardian; `granted` resolves with its grant. The request goes
  * straight to whatever guardian answers (one is started if none does): the grant says which build
  * gave it, and a guardian of another build is then replaced (its grant goes with it) and the new
- * one asked again. That covers guardians older than guardianInfoFile too. `signal` cuts the request off (its
- * launcher gave up on it).
+ * one asked again. That covers guardians older than guardianInfoFile too. `signal` cuts the request
+ * off (its launcher gave up on it).
  */
 export function requestGrant(paths: CloisterPaths, request: GrantRequest, signal?: AbortSignal): PendingGrant {
   let markSent!: () => void;

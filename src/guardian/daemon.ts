@@ -15,7 +15,7 @@ import { JsonLines, serveControl } from "./control-server.js";
 import { AuditLog } from "../audit/log.js";
 import { previousEnd } from "../audit/resume.js";
 import { SAFE_NAME_RE } from "../config/names.js";
-import type { RuleEntry } from "../config/schema.js";
+import { DEFAULT_UI_PORT, type RuleEntry } from "../config/schema.js";
 import type { SessionRules } from "../sandbox/records.js";
 import { Egress, loadPolicy } from "./egress.js";
 import { loadTunnelRelay } from "./proxy/native-relay.js";
@@ -119,7 +119,7 @@ class Guardian {
       credentials: (id) => ({ interception: (host, port) => this.broker.interception(id, host, port), active: () => this.broker.active(id) }),
     });
     this.hostCommands = new HostCommands(this.paths, () => this.egress.currentStore, () => this.egress.reload(), sessions, (question, timeoutMs, signal) => this.approvals.askCommand(question, timeoutMs, signal), audit);
-    await this.startUi(policy.store?.uiPort ?? 9999);
+    await this.startUi(policy.store?.uiPort ?? DEFAULT_UI_PORT);
     if (this.egress.policyError) log(`the configuration is invalid, so all egress is refused until it is fixed: ${this.egress.policyError}`);
     await this.reconcile();
     await serveControl(this.paths.guardianSocket, this.routes());
@@ -338,7 +338,7 @@ class Guardian {
   private async reload(): Promise<string | undefined> {
     await this.egress.reload();
     this.approvals.policyChanged(null);
-    const uiWarning = await this.startUi(this.egress.currentStore?.uiPort ?? 9999);
+    const uiWarning = await this.startUi(this.egress.currentStore?.uiPort ?? DEFAULT_UI_PORT);
     this.audit.append({ type: "guardian.reload", pid: process.pid, version: VERSION });
     log("configuration reloaded");
     return uiWarning;
