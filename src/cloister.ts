@@ -560,6 +560,7 @@ function agentRequest(options: CloisterOptions): AgentRequest {
     credentials: options.credentials,
     passEnvCredential: options.passEnvCredential,
     warn: warnOf(options),
+    signal: options.signal,
   };
 }
 

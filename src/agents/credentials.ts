@@ -6,6 +6,7 @@
  * the host environment is used only when asked for explicitly, with a warning.
  */
 import { CloisterError } from "../errors.js";
+import { throwIfAborted, untilAborted } from "../sandbox/engine.js";
 import type { AgentDefinition, CredentialKind } from "./registry.js";
 
 export interface Credential {
@@ -22,8 +23,14 @@ export interface Credential {
  * Where stored credentials come from (the guardian's vault); undefined when none is stored for the
  * agent. The guardian answers with the cloister's own placeholder when its broker swaps the secret in
  * on egress (the default for the built-in agents), so the cloister never holds the real value.
+ * `options.signal` is the launch's: it aborts when the launch is called off (Ctrl-C), and a lookup
+ * that heeds it stops its request then. The launch ends at the abort whether or not it does.
  */
-export type CredentialLookup = (agent: string, cloisterId: string) => Promise<Credential | undefined>;
+export type CredentialLookup = (agent: string, cloisterId: string, options?: CredentialLookupOptions) => Promise<Credential | undefined>;
+
+export interface CredentialLookupOptions {
+  signal?: AbortSignal;
+}
 
 export interface Delivery {
   /** Variables set for the agent's process. */
@@ -68,6 +75,8 @@ export interface CredentialSources {
   passEnv: boolean;
   hostEnv: NodeJS.ProcessEnv;
   warn: (message: string) => void;
+  /** The launch's: ends the wait for `lookup` when the launch is called off. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -95,5 +104,10 @@ export async function findCredential(agent: AgentDefinition, sources: Credential
     const names = Object.values(agent.credentialEnv);
     sources.warn(`no credential in your environment, where it was asked for: ${names.length > 0 ? `${[...new Set(names)].join(" and ")} ${names.length > 1 ? "are" : "is"} not set` : `${agent.name} has no credential variable`}; looking for a stored credential`);
   }
-  return sources.lookup ? sources.lookup(agent.name, sources.cloisterId) : undefined;
+  if (!sources.lookup) return undefined;
+  // Not asked at all once aborted; raced, not only passed on, while it runs: a lookup written without
+  // the signal (the vault behind a keyring prompt) must not hold a Ctrl-C'd launch for as long as it takes.
+  const { signal } = sources;
+  throwIfAborted(signal);
+  return untilAborted(sources.lookup(agent.name, sources.cloisterId, { signal }), signal);
 }

@@ -29,6 +29,8 @@ export interface AgentRequest {
   credentials?: CredentialLookup;
   passEnvCredential?: boolean;
   warn: (message: string) => void;
+  /** The launch's: the credential lookup ends when it aborts. */
+  signal?: AbortSignal;
 }
 
 export async function agentForNewCloister(
@@ -42,7 +44,8 @@ export async function agentForNewCloister(
   try {
     plan = await planAgent(name, setting.config.agents, ctx, credentialSources(request, setting.cloisterId));
   } catch (error) {
-    if (request.agent !== undefined || !(error instanceof CloisterError)) throw error;
+    // An abort is the launch's end, not a default agent to start without.
+    if (request.agent !== undefined || request.signal?.aborted || !(error instanceof CloisterError)) throw error;
     request.warn(`the default agent is not set up: ${error.oneLine()}`);
     return undefined;
   }
@@ -74,8 +77,9 @@ export async function agentForRunningCloister(record: CloisterRecord, request: A
     const agent = resolveAgent(marker.name, config.agents);
     return session(marker.name, marker.command, (await credentialDelivery(agent, credentialSources(request, record.id))).env);
   } catch (error) {
-    // Only the agent itself needs its credential; a shell or `exec` runs without it rather than not at all.
-    if (request.agent !== undefined) throw error;
+    // Only the agent itself needs its credential; a shell or `exec` runs without it rather than not at
+    // all. An abort is no missing credential: the caller called it off.
+    if (request.agent !== undefined || request.signal?.aborted) throw error;
     request.warn(`${marker.name}'s credential is not available: ${error instanceof CloisterError ? error.oneLine() : String(error)}`);
     return session(marker.name, marker.command, {});
   }
@@ -88,7 +92,7 @@ function wantedName(agent: string | true, config: EffectiveConfig): string {
 }
 
 function credentialSources(request: AgentRequest, cloisterId: string) {
-  return { lookup: request.credentials, cloisterId, passEnv: request.passEnvCredential ?? false, hostEnv: process.env, warn: request.warn };
+  return { lookup: request.credentials, cloisterId, passEnv: request.passEnvCredential ?? false, hostEnv: process.env, warn: request.warn, signal: request.signal };
 }
 
 function session(name: string, command: string, env: Record<string, string>): AgentSession {

@@ -6,6 +6,7 @@ import { runToEnd } from "../fresh-run.js";
 import { removeCloister, stoppedCloisters } from "../stopped.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
+import type { CredentialLookup } from "../agents/credentials.js";
 import { isBelow } from "../path-under.js";
 import { agentCredentialFromGuardian, ensureGuardian } from "../guardian/control-client.js";
 import { WORK_DIR } from "../sandbox/bwrap/mounts.js";
@@ -64,13 +65,14 @@ function cloisterOptions(flags: SandboxFlags): CloisterOptions {
 
 /**
  * An agent's credential from the guardian's vault (`cloister setup AGENT`): as a rule, the cloister's
- * placeholder for it (credentialDelivery says so when it is the real value).
+ * placeholder for it (credentialDelivery says so when it is the real value). The request is cut off
+ * when the launch is (Ctrl-C), not left to wait out the vault's deadline.
  */
-async function vaultCredential(agent: string, cloisterId: string) {
+const vaultCredential: CredentialLookup = async (agent, cloisterId, options) => {
   const paths = resolvePaths();
   await ensureGuardian(paths);
-  return agentCredentialFromGuardian(paths, agent, cloisterId);
-}
+  return agentCredentialFromGuardian(paths, agent, cloisterId, options?.signal);
+};
 
 /**
  * The options given that only take effect when a cloister is made: re-entering a running one with

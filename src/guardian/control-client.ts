@@ -338,11 +338,12 @@ export async function releaseGrant(paths: CloisterPaths, name: string, id: strin
 /**
  * What cloister `cloisterId` gets for an agent's stored credential (`cloister setup AGENT`): its
  * placeholder as a rule (`placeholder: true`); the value itself only for a custom agent's secret
- * that has no injection rule. Undefined when none is stored.
+ * that has no injection rule. Undefined when none is stored. `signal` cuts the request off (see CallOptions).
  */
-export async function agentCredentialFromGuardian(paths: CloisterPaths, agent: string, cloisterId: string): Promise<(AgentCredential & { placeholder: boolean }) | undefined> {
+export async function agentCredentialFromGuardian(paths: CloisterPaths, agent: string, cloisterId: string, signal?: AbortSignal): Promise<(AgentCredential & { placeholder: boolean }) | undefined> {
   const answer = await guardianCall<Partial<AgentCredential & { placeholder: boolean }>>(paths, "GET", `/v1/agents/${encodeURIComponent(agent)}/credential/${encodeURIComponent(cloisterId)}`, undefined, {
     deadlineMs: VAULT_DEADLINE_MS,
+    signal,
   });
   return answer.kind && answer.value ? { kind: answer.kind, value: answer.value, placeholder: answer.placeholder === true } : undefined;
 }

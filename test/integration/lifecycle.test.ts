@@ -14,7 +14,7 @@ import { resolvePaths } from "../../src/config/paths.js";
 import { cloisterBuild, guardianCall } from "../../src/guardian/control-client.js";
 import { processStartTime, writeRecord, type CloisterRecord } from "../../src/sandbox/records.js";
 import { CLI, createInstance, spawnCli, startCommand, waitUntil, withConfig, type LiveCli, type TestInstance } from "../helpers/cloister.js";
-import { hostProcessTable, hostTree, readOr, survivors, waitGone, type HostProc } from "../helpers/host-processes.js";
+import { hostProcessesNaming, hostProcessTable, hostTree, readOr, survivors, waitGone, type HostProc } from "../helpers/host-processes.js";
 
 interface ListEntry {
   name: string;
@@ -47,8 +47,22 @@ function recordNames(t: TestInstance): string[] {
 
 /** Per-cloister runtime dirs (run/c/<id>): one per cloister, removed with it. */
 function runtimeDirs(t: TestInstance): string[] {
-  const dir = join(t.home, "run", "c");
+  return entriesOf(join(t.home, "run", "c"));
+}
+
+/** Cloister HOMEs (data/homes/NAME, .run-ID): an ephemeral one's goes with its cloister. */
+function cloisterHomes(t: TestInstance): string[] {
+  return entriesOf(join(t.home, "data", "homes"));
+}
+
+function entriesOf(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir) : [];
+}
+
+/** Connections queued at a listening unix socket, not yet accepted (ss shows them as its Recv-Q). */
+function pendingConnections(socket: string): number {
+  const listening = spawnSync("ss", ["-xlH", "src", socket], { encoding: "utf8" }).stdout.trim().split(/\s+/);
+  return Number(listening[2] ?? 0);
 }
 
 /**
@@ -780,6 +794,41 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
       const resumed = await stalled.cli(["guardian", "status", "--json"]);
       assert.equal(resumed.code, 0, resumed.stderr);
       assert.equal((JSON.parse(resumed.stdout) as { pid: number }).pid, pid);
+    } finally {
+      await stalled.teardown();
+    }
+  });
+
+  it("SIGTERM ends an agent launch waiting on a SIGSTOPped guardian for its credential at once (not at the vault's 1m deadline), leaving nothing behind (QA)", async () => {
+    // An instance of its own: its guardian stays stopped for a while.
+    const stalled = createInstance("cred");
+    try {
+      const bin = join(dirname(stalled.home), "bin");
+      mkdirSync(bin);
+      writeFileSync(join(bin, "claude"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+      stalled.env.PATH = `${bin}:${stalled.env.PATH ?? ""}`;
+      const started = await stalled.cli(["guardian", "start"]);
+      assert.equal(started.code, 0, started.stderr);
+      const pid = Number(readFileSync(join(stalled.home, "run", "guardian.pid"), "utf8"));
+      const socket = join(stalled.home, "run", "guardian.sock");
+      process.kill(pid, "SIGSTOP");
+      try {
+        const launch = spawnCli(stalled, ["run", "--agent", "claude", "--", "-p", "x"]);
+        // The credential's is the first request an agent launch makes (the grant comes after it): once
+        // a connection waits in the stopped guardian's queue, the launch waits in the lookup.
+        await waitUntil("the credential request to wait at the stopped guardian", () => pendingConnections(socket) > 0 || launch.child.exitCode !== null);
+        assert.deepEqual(runtimeDirs(stalled), [], "the launch is still before the cloister's making");
+        launch.child.kill("SIGTERM");
+        const cut = await launch.done;
+        assert.equal(cut.code, 128 + 15, cut.stderr);
+        assert.equal(cut.stderr, "cloister: interrupted (SIGTERM) while starting; nothing of the launch was left behind\n");
+        assert.deepEqual(recordNames(stalled), []);
+        assert.deepEqual(runtimeDirs(stalled), []);
+        assert.deepEqual(cloisterHomes(stalled), []);
+        assert.deepEqual(hostProcessesNaming(join(stalled.home, "run", "c")), [], "no keeper");
+      } finally {
+        process.kill(pid, "SIGCONT");
+      }
     } finally {
       await stalled.teardown();
     }

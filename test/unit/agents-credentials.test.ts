@@ -83,4 +83,20 @@ describe("credential sources", () => {
     await findCredential(resolveAgent("codex", {}), { cloisterId: "0123abcd", lookup: async (name) => (asked.push(name), undefined), passEnv: false, hostEnv: {}, warn: () => undefined });
     assert.deepEqual(asked, ["codex"]);
   });
+
+  test("the launch's signal reaches the lookup, and its abort ends the wait even for a lookup that ignores it", async () => {
+    const launch = new AbortController();
+    const given: (AbortSignal | undefined)[] = [];
+    const stalled = findCredential(claude, { cloisterId: "0123abcd", lookup: (_name, _id, options) => (given.push(options?.signal), new Promise<never>(() => undefined)), passEnv: false, hostEnv: {}, warn: () => undefined, signal: launch.signal });
+    const reason = new CloisterError("interrupted (SIGINT) while starting");
+    launch.abort(reason);
+    await assert.rejects(stalled, (error: unknown) => error === reason);
+    assert.deepEqual(given, [launch.signal]);
+  });
+
+  test("a lookup written for two arguments (before the signal) still works", async () => {
+    const twoArguments = async (agent: string, cloisterId: string): Promise<Credential> => ({ kind: "api_key", value: `${agent}@${cloisterId}` });
+    const found = await findCredential(claude, { cloisterId: "0123abcd", lookup: twoArguments, passEnv: false, hostEnv: {}, warn: () => undefined, signal: new AbortController().signal });
+    assert.deepEqual(found, { kind: "api_key", value: "claude@0123abcd" });
+  });
 });

@@ -24,4 +24,19 @@ describe("agentForRunningCloister", () => {
       return true;
     });
   });
+
+  test("a lookup cut off by the caller's abort ends the call, where a failed one only costs a shell its credential", async () => {
+    writeAgentMarker(runtimeDir, { name: "claude", command: "claude" });
+    const record = { name: "proj1", id: "0123abcd", runtimeDir } as CloisterRecord;
+    const config = effectiveConfig(parseConfigText("", "config.yaml", "global"), parseConfigText("", "proj1.yaml", "project"));
+    const warnings: string[] = [];
+    const failing = async (): Promise<never> => Promise.reject(new CloisterError("the vault is locked"));
+    const shell = await agentForRunningCloister(record, { credentials: failing, warn: (w) => warnings.push(w) }, config);
+    assert.deepEqual([shell?.env, warnings], [{}, ["claude's credential is not available: the vault is locked"]]);
+    const aborted = new AbortController();
+    const reason = new CloisterError("interrupted (SIGINT) while starting");
+    aborted.abort(reason);
+    await assert.rejects(agentForRunningCloister(record, { credentials: failing, warn: (w) => warnings.push(w), signal: aborted.signal }, config), (error: unknown) => error === reason);
+    assert.equal(warnings.length, 1, "an abort is not said as a missing credential");
+  });
 });
