@@ -73,12 +73,13 @@ export function registerConfigCommands(program: Command): void {
     .option("--project <name>", "merge this project's configuration: a name from `cloister project list`, or a directory in it or in a git repository (default: the project you are in, if cloister knows it)")
     .option("--json", "machine-readable output (sizes in bytes, durations in milliseconds, null for none)")
     .action(async (flags: { project?: string; json?: boolean }) => {
-      const { configAsYaml, effectiveConfig, readGlobalConfig, loadProjectConfig } = await configModules();
+      const { configAsYaml, effectiveConfig, readGlobalConfig, loadProjectConfig, loadedTogether } = await configModules();
       const paths = resolvePaths();
-      // A command that shows must not write: without a config file, the defaults are shown and it stays absent (QA).
-      const global = await readGlobalConfig(paths);
       const name = await projectToShow(paths, flags.project);
-      const shown = name !== undefined ? effectiveConfig(global.config, await loadProjectConfig(paths, name)) : global.config;
+      // A command that shows must not write: without a config file, the defaults are shown and it stays absent (QA).
+      // Both files' problems are named at once, as a launch names them (QA: only the global file's).
+      const [global, local] = await loadedTogether([readGlobalConfig(paths), name !== undefined ? loadProjectConfig(paths, name) : undefined]);
+      const shown = local !== undefined ? effectiveConfig(global.config, local) : global.config;
       const defaults = global.exists ? "" : `# no ${paths.globalConfigFile} yet: these are the defaults (\`cloister config init\` writes that file)\n`;
       const merged = name !== undefined ? `# global config merged with project ${name}'s\n` : "";
       process.stdout.write(flags.json ? `${JSON.stringify(shown, null, 2)}\n` : `${defaults}${merged}${configAsYaml(shown)}`);

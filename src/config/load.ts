@@ -134,13 +134,23 @@ export async function readGlobalConfig(paths: CloisterPaths): Promise<{ config: 
  * ConfigError holds every problem of both: a launch names them all, not the first file's first.
  */
 export async function loadEffectiveConfig(paths: CloisterPaths, project: string): Promise<EffectiveConfig> {
-  const [global, local] = await Promise.allSettled([loadGlobalConfig(paths), loadProjectConfig(paths, project)]);
-  if (global.status === "rejected" && local.status === "rejected" && global.reason instanceof ConfigError && local.reason instanceof ConfigError) {
-    throw new ConfigError([...global.reason.problems, ...local.reason.problems]);
-  }
-  if (global.status === "rejected") throw global.reason;
-  if (local.status === "rejected") throw local.reason;
-  return effectiveConfig(global.value, local.value);
+  const [global, local] = await loadedTogether([loadGlobalConfig(paths), loadProjectConfig(paths, project)]);
+  return effectiveConfig(global, local);
+}
+
+/**
+ * Awaits loads of config files (as Promise.all). When they fail with ConfigErrors, one ConfigError
+ * holds every problem of every file, file by file in the order given: stopping at the first file's,
+ * the user fixed it, ran again, and only then learnt of the next file's (QA). A failure of another
+ * kind (a file that cannot be read) is thrown as it is.
+ */
+export async function loadedTogether<T extends readonly unknown[] | []>(loads: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const failures = (await Promise.allSettled(loads)).flatMap((result): unknown[] => (result.status === "rejected" ? [result.reason] : []));
+  if (failures.length === 0) return Promise.all(loads);
+  const isConfigError = (failure: unknown): failure is ConfigError => failure instanceof ConfigError;
+  if (!failures.every(isConfigError)) throw failures.find((failure) => !isConfigError(failure));
+  const [first, ...rest] = failures as [ConfigError, ...ConfigError[]];
+  throw new ConfigError([...first.problems, ...rest.flatMap((error) => error.problems)]);
 }
 
 /** A project's config; a missing file means all defaults (it is not created: `path` is written on registration). */

@@ -1,7 +1,7 @@
 import { dirname } from "node:path";
 import { type Document, isCollection, isSeq } from "yaml";
 import { writeFileAtomic, ensurePrivateDir } from "../config/atomic-write.js";
-import { decisionsFile, loadGlobalConfig, loadProjectConfig, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "../config/load.js";
+import { decisionsFile, loadGlobalConfig, loadProjectConfig, loadedTogether, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "../config/load.js";
 export { decisionsFile };
 import type { CloisterPaths } from "../config/paths.js";
 import { isIP } from "node:net";
@@ -54,11 +54,18 @@ export class PolicyStore {
     private readonly projects: Map<string, ProjectTier>,
   ) {}
 
-  /** Loads the global tier and the tiers of `projects`; throws ConfigError naming the bad file and line. */
+  /**
+   * Loads the global tier and the tiers of `projects`; throws one ConfigError naming every problem
+   * of every file, as a launch does (QA: `policy explain` named only the global file's).
+   */
   static async load(paths: CloisterPaths, projects: Iterable<string> = []): Promise<PolicyStore> {
-    const global = await loadGlobalConfig(paths);
-    const decisions = await loadDecisions(decisionsFile(paths, "global"));
-    const store = new PolicyStore(
+    const names = [...new Set(projects)];
+    const [global, decisions, ...projectTiers] = await loadedTogether([
+      loadGlobalConfig(paths),
+      loadDecisions(decisionsFile(paths, "global")),
+      ...names.map(async (project) => [project, await loadProjectTier(paths, project)] as const),
+    ]);
+    return new PolicyStore(
       paths,
       global.proxy,
       { maxBytes: global.audit.max_size, keep: global.audit.keep },
@@ -67,10 +74,8 @@ export class PolicyStore {
       ruleSet(global.proxy, decisions.proxy),
       compileCommandRules(global.hostexec.rules),
       compileCommandRules(decisions.hostexec.rules),
-      new Map(),
+      new Map(projectTiers),
     );
-    for (const project of projects) await store.ensureProject(project);
-    return store;
   }
 
   /** The global tier's egress rules (config.yaml and decisions/global.yaml). */
@@ -86,13 +91,7 @@ export class PolicyStore {
   /** Loads a project's tier unless it is loaded already; call before `policyFor` on that project. */
   async ensureProject(project: string): Promise<void> {
     if (this.projects.has(project)) return;
-    const config = await loadProjectConfig(this.paths, project);
-    const decisions = await loadDecisions(decisionsFile(this.paths, "project", project));
-    this.projects.set(project, {
-      egress: ruleSet(config.proxy, decisions.proxy),
-      commands: compileCommandRules(config.hostexec.rules),
-      commandDecisions: compileCommandRules(decisions.hostexec.rules),
-    });
+    this.projects.set(project, await loadProjectTier(this.paths, project));
   }
 
   /**
@@ -144,6 +143,18 @@ export function sessionRuleSet(session: SessionRules | undefined): RuleSet {
   return {
     allow: [...session.allow.map((r) => parse(r, false, "options.allow")), ...session.allowPrivate.map((r) => parse(r, true, "options.allowPrivate"))],
     deny: session.deny.map((r) => parse(r, false, "options.deny", "deny")),
+  };
+}
+
+/** A project's tier from its config file and its decision file, every problem of both named at once. */
+async function loadProjectTier(paths: CloisterPaths, project: string): Promise<ProjectTier> {
+  // Before either load starts: a name it refuses must not leave the other load's failure unhandled.
+  const decided = decisionsFile(paths, "project", project);
+  const [config, decisions] = await loadedTogether([loadProjectConfig(paths, project), loadDecisions(decided)]);
+  return {
+    egress: ruleSet(config.proxy, decisions.proxy),
+    commands: compileCommandRules(config.hostexec.rules),
+    commandDecisions: compileCommandRules(decisions.hostexec.rules),
   };
 }
 

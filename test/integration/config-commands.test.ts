@@ -150,6 +150,67 @@ describe("config and project commands", () => {
     }
   });
 
+  /** The 1-based line of `text` that starts with `start`. */
+  function lineOf(text: string, start: string): number {
+    const index = text.split("\n").findIndex((line) => line.startsWith(start));
+    assert.ok(index >= 0, `no line starts with ${JSON.stringify(start)}`);
+    return index + 1;
+  }
+
+  /** A command failed on an invalid configuration: exit 125, nothing on stdout, and on stderr a heading, then each of `problems` on a line, in order. */
+  function assertEveryProblem(r: { code: number; stdout: string; stderr: string }, problems: string[]): void {
+    assert.equal(r.code, 125, r.stderr);
+    assert.equal(r.stdout, "");
+    assert.deepEqual(r.stderr.split("\n"), [
+      `cloister: ${problems.length} problems in 2 config files (fix each; \`cloister config validate\` checks them all again):`,
+      ...problems.map((problem) => `  ${problem}`),
+      "",
+    ]);
+  }
+
+  /** The same command with --json: exit 125, and every problem in the error object on stdout. */
+  function assertEveryProblemAsJson(r: { code: number; stdout: string; stderr: string }, problems: Array<[file: string, line: number, key: string]>): void {
+    assert.equal(r.code, 125, r.stderr);
+    const { error } = JSON.parse(r.stdout) as { error: { problems: { file: string; line: number; key: string }[] } };
+    assert.deepEqual(error.problems.map((p) => [p.file, p.line, p.key]), problems);
+  }
+
+  /** Runs `body` with the registered project file proj.yaml given `extra` at its end, then puts it back. */
+  async function withProjectConfig(extra: string, body: (projectFile: string, text: string) => Promise<void>): Promise<void> {
+    assert.equal((await t.cli(["run", "--", "true"])).code, 0, "registers the project");
+    const projectFile = join(t.home, "config", "projects", "proj.yaml");
+    const registered = readFileSync(projectFile, "utf8");
+    writeFileSync(projectFile, `${registered}${extra}`);
+    try {
+      await body(projectFile, `${registered}${extra}`);
+    } finally {
+      writeFileSync(projectFile, registered);
+    }
+  }
+
+  it("config show, policy explain and policy command name every problem of the global and the project file, as a launch does, in text and JSON (QA: only the global file's)", async () => {
+    const global = testSettings.replace(/^sandbox:\n/m, "sandbox:\n  envv: []\n");
+    await withProjectConfig("limits:\n  pidz: 9\n", (projectFile, project) =>
+      withGlobalConfig(global, async () => {
+        const envv = lineOf(global, "  envv:");
+        const pidz = lineOf(project, "  pidz:");
+        const lines = [`${configFile}:${envv}:3: sandbox.envv: unknown key (did you mean "env"?)`, `${projectFile}:${pidz}:3: limits.pidz: unknown key (did you mean "pids"?)`];
+        const json: Array<[string, number, string]> = [[configFile, envv, "sandbox.envv"], [projectFile, pidz, "limits.pidz"]];
+        const inTextAndJson = [
+          [["config", "show"], ["config", "show", "--json"]],
+          [["config", "show", "--project", "proj"], ["config", "show", "--project", "proj", "--json"]],
+          [["policy", "explain", "example.com"], ["policy", "explain", "example.com", "--json"]],
+          [["policy", "command", "--", "true"], ["policy", "command", "--json", "--", "true"]],
+        ];
+        for (const [text = [], asJson = []] of inTextAndJson) {
+          assertEveryProblem(await t.cli(text, { cwd: t.project }), lines);
+          assertEveryProblemAsJson(await t.cli(asJson, { cwd: t.project }), json);
+        }
+        assertEveryProblem(await t.cli(["config", "show", "--project", "proj"], { cwd: t.home }), lines);
+      }),
+    );
+  });
+
   it("a launch with an invalid configuration names every problem of the global and the project file, one a line (QA: only the first)", async () => {
     assert.equal((await t.cli(["run", "--", "true"])).code, 0, "registers the project");
     const projectFile = join(t.home, "config", "projects", "proj.yaml");
@@ -166,8 +227,7 @@ describe("config and project commands", () => {
         assert.match(lines[2] ?? "", new RegExp(`^  ${configFile}:\\d+:3: sandbox\\.protekt: unknown key \\(did you mean "protect"\\?\\)$`));
         assert.match(lines[3] ?? "", new RegExp(`^  ${projectFile}:\\d+:3: limits\\.pidz: unknown key \\(did you mean "pids"\\?\\)$`));
         assert.deepEqual(lines.slice(4), [""]);
-        // A script asking for JSON gets every problem of the error too, as config validate --json gives
-        // them (config show stops at the global file's).
+        // A script asking for JSON gets every problem of the error too, as config validate --json gives them.
         const json = await t.cli(["config", "show", "--json"], { cwd: t.project });
         assert.equal(json.code, 125, json.stderr);
         const { error } = JSON.parse(json.stdout) as { error: { exitCode: number; problems: { file: string; key: string; problem: string }[] } };
@@ -175,6 +235,7 @@ describe("config and project commands", () => {
         assert.deepEqual(error.problems.map((p) => [p.file, p.key, p.problem]), [
           [configFile, "sandbox.envv", "unknown key"],
           [configFile, "sandbox.protekt", "unknown key"],
+          [projectFile, "limits.pidz", "unknown key"],
         ]);
       });
     } finally {

@@ -17,6 +17,7 @@ import {
   keyPath,
   loadEffectiveConfig,
   loadGlobalConfig,
+  loadedTogether,
   loadProjectConfig,
   parseConfigText,
   readGlobalConfig,
@@ -863,6 +864,18 @@ describe("loading files", () => {
     await assert.rejects(loadEffectiveConfig(paths, "app"), (error: unknown) => error instanceof ConfigError && error.problems.length === 1 && error.file === projectFile);
     await writeFile(projectFile, "limits:\n  pids: 7\n");
     assert.equal((await loadEffectiveConfig(paths, "app")).limits.pids, 7);
+  });
+
+  test("loadedTogether: every ConfigError's problems in one, file by file in the order given; another failure is thrown as it is; else the results in order", async () => {
+    const wrong = (file: string, line: number): Promise<never> => Promise.reject(new ConfigError([{ file, line, column: 1, key: "k", problem: "wrong" }]));
+    await assert.rejects(loadedTogether([wrong("/b.yaml", 1), Promise.resolve(1), wrong("/a.yaml", 9)]), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.deepEqual(error.problems.map((p) => [p.file, p.line]), [["/b.yaml", 1], ["/a.yaml", 9]]);
+      return true;
+    });
+    const unreadable = new CloisterError("/c.yaml is not a regular file", "a config file must be a plain file");
+    await assert.rejects(loadedTogether([wrong("/a.yaml", 1), Promise.reject(unreadable)]), (error: unknown) => error === unreadable);
+    assert.deepEqual(await loadedTogether([Promise.resolve("global"), undefined, Promise.resolve(2)]), ["global", undefined, 2]);
   });
 
   test("errors name the real file", async () => {

@@ -49,6 +49,25 @@ describe("policy store: tiers from config and decision files", () => {
       return true;
     });
   });
+
+  it("names every problem of the config and decision files of both tiers at once, file by file (QA: policy explain named only the global file's)", async () => {
+    const paths = instance();
+    mkdirSync(paths.projectConfigDir, { recursive: true });
+    writeFileSync(paths.globalConfigFile, "proxy:\n  alow: []\n");
+    const projectFile = join(paths.projectConfigDir, "shop.yaml");
+    writeFileSync(projectFile, "proxy:\n  deny: [a.example]\nproxy:\n  deny: [b.example]\n");
+    const projectDecisions = decisionsFile(paths, "project", "shop");
+    mkdirSync(join(projectDecisions, ".."), { recursive: true });
+    writeFileSync(projectDecisions, "proxy:\n  allow:\n    - '*.com'\n");
+    await assert.rejects(PolicyStore.load(paths, ["shop"]), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.deepEqual(error.problems.map((p) => [p.file, p.line, p.key]), [[paths.globalConfigFile, 2, "proxy.alow"], [projectFile, 3, ""], [projectDecisions, 3, "proxy.allow[0]"]]);
+      return true;
+    });
+    writeFileSync(paths.globalConfigFile, "");
+    const store = await PolicyStore.load(paths);
+    await assert.rejects(store.ensureProject("shop"), (error: unknown) => error instanceof ConfigError && error.problems.length === 2, "a project's tier loaded later names both of its files' problems too");
+  });
 });
 
 describe("recordDecision: the guardian's writes", () => {
