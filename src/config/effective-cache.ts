@@ -30,8 +30,8 @@ export async function resolveProject(paths: CloisterPaths, root: string): Promis
 
   const [{ loadEffectiveConfig }, { projectNameForRoot, registerProject }] = await Promise.all([import("./load.js"), import("./project-registry.js")]);
   const { name: project } = await projectNameForRoot(root, paths);
-  await registerProject(paths, project, root);
-  const resolved = { project, config: await loadEffectiveConfig(paths, project) };
+  // Registering reads the project file: a YAML error there must not hide the global file's problems (QA).
+  const resolved = { project, config: await loadEffectiveConfig(paths, project, registerProject(paths, project, root)) };
   // Keyed after loading: registering the project or creating the default config changed the files.
   const key = await fingerprint(paths);
   const projects = cache?.key === key ? cache.projects : {};

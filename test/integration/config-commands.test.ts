@@ -211,6 +211,22 @@ describe("config and project commands", () => {
     );
   });
 
+  it("a YAML syntax error in the project file does not hide the global file's problems: a launch and config show name both, file by file (QA: only the project file's)", async () => {
+    const global = testSettings.replace(/^sandbox:\n/m, "sandbox:\n  protekt: []\n");
+    await withProjectConfig("proxy:\n  deny: [a.example\n", (projectFile, project) =>
+      withGlobalConfig(global, async () => {
+        const protekt = lineOf(global, "  protekt:");
+        const unclosed = project.split("\n").length;
+        const lines = [
+          `${configFile}:${protekt}:3: sandbox.protekt: unknown key (did you mean "protect"?)`,
+          `${projectFile}:${unclosed}:1: invalid YAML: Flow sequence in block collection must be sufficiently indented and end with a ]`,
+        ];
+        for (const command of [["run", "--", "echo", "ran"], ["config", "show"], ["policy", "explain", "example.com"]]) assertEveryProblem(await t.cli(command, { cwd: t.project }), lines);
+        assertEveryProblemAsJson(await t.cli(["config", "show", "--json"], { cwd: t.project }), [[configFile, protekt, "sandbox.protekt"], [projectFile, unclosed, ""]]);
+      }),
+    );
+  });
+
   it("a launch with an invalid configuration names every problem of the global and the project file, one a line (QA: only the first)", async () => {
     assert.equal((await t.cli(["run", "--", "true"])).code, 0, "registers the project");
     const projectFile = join(t.home, "config", "projects", "proj.yaml");

@@ -3,11 +3,12 @@ import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { chmod, mkdir, mkdtemp, readFile, readdir, realpath, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parse as parseYamlPlain } from "yaml";
 import { CloisterError } from "../../src/errors.js";
 import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "../../src/config/atomic-write.js";
+import { resolveProject } from "../../src/config/effective-cache.js";
 import { DEFAULT_HOSTEXEC_RULES } from "../../src/config/hostexec-schema.js";
 import {
   ConfigError,
@@ -876,6 +877,21 @@ describe("loading files", () => {
     const unreadable = new CloisterError("/c.yaml is not a regular file", "a config file must be a plain file");
     await assert.rejects(loadedTogether([wrong("/a.yaml", 1), Promise.reject(unreadable)]), (error: unknown) => error === unreadable);
     assert.deepEqual(await loadedTogether([Promise.resolve("global"), undefined, Promise.resolve(2)]), ["global", undefined, 2]);
+  });
+
+  test("a launch's config names the global file's problems with a YAML syntax error the project's registration met, file by file (QA: only the project file's)", async () => {
+    const paths = await freshPaths();
+    await mkdir(paths.projectConfigDir, { recursive: true });
+    await writeFile(paths.globalConfigFile, "limits:\n  memroy: 1G\n");
+    const root = await freshDir("app");
+    const projectFile = join(paths.projectConfigDir, `${basename(root)}.yaml`);
+    await writeFile(projectFile, "limits:\n  pids: 3\nlimits:\n  memory: 1G\n");
+    await assert.rejects(resolveProject(paths, root), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.deepEqual(error.problems.map((p) => [p.file, p.line, p.column, p.key]), [[paths.globalConfigFile, 2, 3, "limits.memroy"], [projectFile, 3, 1, ""]]);
+      assert.match(error.problems[1]?.problem ?? "", /^invalid YAML: .*\("limits" is given twice\)$/);
+      return true;
+    });
   });
 
   test("errors name the real file", async () => {
