@@ -876,12 +876,16 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal((await t.cli(["start", "-d", "--name", "cfgbroken"])).code, 0);
     const file = join(t.home, "config", "config.yaml");
     const original = readOr(file);
-    writeFileSync(file, `${original}\nlimits:\n  memroy: 4GiB\n`);
+    // A typo in a key of the limits section the file has.
+    const typo = original.replace(/^limits:\n/m, "limits:\n  memroy: 4GiB\n");
+    assert.notEqual(typo, original, "the config template has no limits section");
+    writeFileSync(file, typo);
     try {
       const r = await t.cli(["exec", "cfgbroken", "--", "echo", "inside"]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, "inside\n");
-      assert.match(r.stderr, /config\.yaml:\d+:\d+: .*; until it is fixed, commands in cfgbroken run with the default settings/);
+      const line = typo.split("\n").indexOf("  memroy: 4GiB") + 1;
+      assert.ok(r.stderr.split("\n").includes(`cloister: ${file}:${line}:3: limits.memroy: unknown key; until it is fixed, commands in cfgbroken run with the default settings`), r.stderr);
       // Two problems: both named, as a launch names them.
       writeFileSync(file, `${original}\nlimitz: 1\nproxi: 2\n`);
       const both = await t.cli(["exec", "cfgbroken", "--", "true"]);
@@ -890,6 +894,25 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     } finally {
       writeFileSync(file, original);
       await t.cli(["stop", "cfgbroken"]);
+    }
+  });
+
+  it("a section given twice in config.yaml while a cloister runs (a YAML error, not a schema one) does not lock the user out either: exec names the key given twice and its line", async () => {
+    assert.equal((await t.cli(["start", "-d", "--name", "cfgtwice"])).code, 0);
+    const file = join(t.home, "config", "config.yaml");
+    const original = readOr(file);
+    assert.match(original, /^limits:$/m, "the config template has no limits section");
+    // What a hand edit appending a section the file already has makes.
+    writeFileSync(file, `${original}\nlimits:\n  memory: 4GiB\n`);
+    try {
+      const r = await t.cli(["exec", "cfgtwice", "--", "echo", "inside"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "inside\n");
+      const line = `${original}\n`.split("\n").length;
+      assert.match(r.stderr, new RegExp(`^cloister: ${file}:${line}:1: invalid YAML: .*\\("limits" is given twice\\); until it is fixed, commands in cfgtwice run with the default settings$`, "m"));
+    } finally {
+      writeFileSync(file, original);
+      await t.cli(["stop", "cfgtwice"]);
     }
   });
 
