@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { resolvePaths } from "../config/paths.js";
-import { guardianCall, guardianStatus, startGuardian, STOP_DEADLINE_MS } from "../guardian/control-client.js";
+import { problemLine, problemsIn } from "../config/config-error.js";
+import { guardianCall, guardianStatus, startGuardian, STOP_DEADLINE_MS, type GuardianStatus } from "../guardian/control-client.js";
 import { isKeeperAlive, listRecords } from "../sandbox/records.js";
 
 export function registerGuardianCommands(program: Command): void {
@@ -45,12 +46,11 @@ export function registerGuardianCommands(program: Command): void {
         process.exitCode = 3;
         return;
       }
-      const policy = status.policyError ? `INVALID, all egress refused: ${status.policyError} (fix it, then \`cloister guardian reload\`)` : "loaded";
       process.stdout.write(
         [
           `Guardian: running (pid ${status.pid}, version ${status.version}, since ${status.startedAt})`,
           `Cloisters: ${status.cloisters}`,
-          `Egress policy: ${policy}`,
+          ...policyLines(status),
           `Open proxy connections: ${status.openConnections}`,
           `Proxy ports taken over: ${status.directListeners} (their connections skip the cloister's bridge)`,
           `Waiting for approval: ${status.pendingApprovals} (see \`cloister approvals\`)`,
@@ -72,4 +72,17 @@ export function registerGuardianCommands(program: Command): void {
       const { uiWarning } = await guardianCall<{ uiWarning: string | null }>(paths, "POST", "/v1/reload");
       process.stderr.write(`Guardian configuration reloaded.${uiWarning ? `\nWarning: ${uiWarning}.` : ""}\n`);
     });
+}
+
+/**
+ * The "Egress policy" line; when the configuration does not load, one line for each of its problems
+ * under it (QA: it named the first, so the others showed one reload at a time).
+ */
+function policyLines(status: GuardianStatus): string[] {
+  const { policyError, policyProblems } = status;
+  if (!policyError) return ["Egress policy: loaded"];
+  const invalid = "Egress policy: INVALID, all egress refused:";
+  const fix = "then `cloister guardian reload`";
+  if (!policyProblems || policyProblems.length === 1) return [`${invalid} ${policyError} (fix it, ${fix})`];
+  return [`${invalid} ${problemsIn(policyProblems)} (fix each, ${fix}):`, ...policyProblems.map((problem) => `  ${problemLine(problem)}`)];
 }

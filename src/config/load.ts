@@ -11,6 +11,7 @@ import type { z } from "zod";
 import { CloisterError, fileSystemError } from "../errors.js";
 import { nearestKey } from "../nearest-key.js";
 import { createFileAtomic, ensurePrivateDir } from "./atomic-write.js";
+import { ConfigError, type ConfigProblem } from "./config-error.js";
 import type { CloisterPaths } from "./paths.js";
 import {
   type ConfigKind,
@@ -41,63 +42,9 @@ export function configAsYaml(config: GlobalConfig | EffectiveConfig): string {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Errors
+// Errors (config-error.ts; here too for the modules that load config files)
 
-export interface ConfigProblem {
-  file: string;
-  /** 1-based. */
-  line: number;
-  /** 1-based. */
-  column: number;
-  /** Dotted key path, e.g. "limits.memory" or "sandbox.mounts[0].src"; "" for the file as a whole. */
-  key: string;
-  problem: string;
-  hint?: string;
-}
-
-/**
- * A config file is wrong. The message names the first problem in file order as
- * `<file>:<line>:<col>: <key>: <problem>`; `problems` holds all of them, for `validate`-style output.
- */
-export class ConfigError extends CloisterError {
-  readonly file: string;
-  readonly line: number;
-  readonly column: number;
-  readonly key: string;
-  readonly problems: readonly [ConfigProblem, ...ConfigProblem[]];
-
-  constructor(problems: readonly [ConfigProblem, ...ConfigProblem[]]) {
-    const [first] = problems;
-    super(formatProblem(first), first.hint);
-    this.name = "ConfigError";
-    this.file = first.file;
-    this.line = first.line;
-    this.column = first.column;
-    this.key = first.key;
-    this.problems = problems;
-  }
-
-  /** Every problem, not only the first: fixing one at a time, launch after launch, is slow (QA). */
-  override terminalLines(): string[] {
-    if (this.problems.length === 1) return super.terminalLines();
-    const files = new Set(this.problems.map((p) => p.file)).size;
-    const where = files === 1 ? this.file : `${files} config files`;
-    return [
-      `${this.problems.length} problems in ${where} (fix each; \`cloister config validate\` checks them all again):`,
-      ...this.problems.map((p) => `  ${formatProblem(p)}${p.hint ? ` (${p.hint})` : ""}`),
-    ];
-  }
-
-  /** Every problem, in the shape `config validate --json` gives them. */
-  override jsonDetails(): Record<string, unknown> {
-    return { problems: this.problems };
-  }
-}
-
-export function formatProblem(problem: ConfigProblem): string {
-  const where = `${problem.file}:${problem.line}:${problem.column}`;
-  return problem.key ? `${where}: ${problem.key}: ${problem.problem}` : `${where}: ${problem.problem}`;
-}
+export { ConfigError, type ConfigProblem, formatProblem } from "./config-error.js";
 
 // ---------------------------------------------------------------------------------------------------
 // Loading

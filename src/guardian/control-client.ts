@@ -6,12 +6,14 @@ import { connect } from "node:net";
 import { fileURLToPath } from "node:url";
 import { checkSocketRoom, instanceEnv, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
+import { receivedProblems, type ConfigProblem } from "../config/config-error.js";
 import { CloisterError } from "../errors.js";
 import { isRunningProcess, isStoppedProcess, type SessionRules } from "../sandbox/records.js";
 import { abortError, throwIfAborted, type LaunchGrant, type PendingGrant } from "../sandbox/engine.js";
 import { formatDuration } from "../config/units.js";
 import { foreignInstanceError, isPermissionDenied } from "../config/foreign-instance.js";
 import { VERSION } from "../version.js";
+import { errorFromReply } from "./control-errors.js";
 import { decodeControlAnswer, encodeControlRequest, MAX_ANSWER_BYTES } from "./control-wire.js";
 import type { AgentCredential } from "./vault/agent-credentials.js";
 
@@ -75,8 +77,8 @@ export function guardianCall<T>(paths: CloisterPaths, method: string, path: stri
     socket.on("end", () => {
       try {
         const answer = decodeControlAnswer(Buffer.concat(chunks));
-        const parsed = answer.body ? (JSON.parse(answer.body) as { error?: string; hint?: string }) : {};
-        if (answer.status >= 400) reject(new CloisterError(parsed.error ?? `guardian answered ${answer.status}`, parsed.hint));
+        const parsed: unknown = answer.body ? JSON.parse(answer.body) : {};
+        if (answer.status >= 400) reject(errorFromReply(answer.status, parsed));
         else resolve(parsed as T);
       } catch (error) {
         reject(error as Error);
@@ -110,6 +112,11 @@ export interface GuardianStatus {
   controlSocket: string;
   /** Set when the configuration does not load: all egress is refused until it is fixed. */
   policyError: string | null;
+  /**
+   * Every problem of that configuration, when problems are why (policyError is the first); null
+   * otherwise, and from guardians older than the field.
+   */
+  policyProblems: ConfigProblem[] | null;
   openConnections: number;
   /** Cloisters whose proxy port the guardian accepts on itself (their bridge handed it over). */
   directListeners: number;
@@ -129,7 +136,8 @@ export interface GuardianStatus {
  */
 export async function guardianStatus(paths: CloisterPaths): Promise<GuardianStatus | undefined> {
   try {
-    return await guardianCall<GuardianStatus>(paths, "GET", "/v1/status");
+    const status = await guardianCall<GuardianStatus>(paths, "GET", "/v1/status");
+    return { ...status, policyProblems: receivedProblems(status.policyProblems) ?? null };
   } catch (error) {
     if (error instanceof CloisterError) throw error;
     return undefined;

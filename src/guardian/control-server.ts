@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { CloisterError } from "../errors.js";
+import { errorReply } from "./control-errors.js";
 import { listenPrivately } from "./private-socket.js";
 
 export type Handler = (body: Record<string, unknown>, params: string[]) => Promise<unknown> | unknown;
@@ -30,8 +31,7 @@ async function dispatch(routes: Record<string, Handler>, req: IncomingMessage, r
     send(res, 200, result ?? {});
   } catch (error) {
     const status = error instanceof NotFound ? 404 : error instanceof CloisterError ? 400 : clientErrorStatus(error) ?? 500;
-    const hint = error instanceof CloisterError ? error.hint : undefined;
-    send(res, status, { error: error instanceof Error ? error.message : String(error), hint });
+    send(res, status, errorReply(error));
   }
 }
 

@@ -179,6 +179,7 @@ class Guardian {
         controlSocket: this.paths.guardianSocket,
         // Why egress is refused for everyone, when the configuration does not load.
         policyError: this.egress.policyError ?? null,
+        policyProblems: this.egress.policyProblems ?? null,
         openConnections: this.egress.openConnections,
         directListeners: this.egress.directListeners,
         auditDir: this.paths.auditDir,

@@ -1,4 +1,5 @@
 import type { AuditEvent, AuditLog } from "../audit/log.js";
+import { ConfigError, type ConfigProblem } from "../config/config-error.js";
 import type { CloisterPaths } from "../config/paths.js";
 import { ProxySchema, type ProxySettings, type RuleEntry } from "../config/schema.js";
 import { decide, type RuleSet } from "../policy/egress.js";
@@ -61,7 +62,7 @@ export interface EgressDeps {
 
 export interface LoadedPolicy {
   store?: PolicyStore;
-  error?: string;
+  error?: Error;
 }
 
 /** The policy at guardian start; an invalid config is kept as the reason to refuse all egress. */
@@ -69,7 +70,7 @@ export async function loadPolicy(paths: CloisterPaths): Promise<LoadedPolicy> {
   try {
     return { store: await PolicyStore.load(paths) };
   } catch (error) {
-    return { error: (error as Error).message };
+    return { error: error as Error };
   }
 }
 
@@ -89,8 +90,8 @@ export class Egress {
   private readonly reloads = new SerialQueue();
 
   private store: PolicyStore | undefined;
-  /** Why there is no store (the config is invalid): every request is refused with this. */
-  private loadError: string | undefined;
+  /** Why there is no store (the config is invalid): every request is refused with its message. */
+  private loadError: Error | undefined;
 
   private readonly audit: AuditLog;
   private readonly sessionDecisions: SessionDecisionStore;
@@ -118,7 +119,12 @@ export class Egress {
   }
 
   get policyError(): string | undefined {
-    return this.loadError;
+    return this.loadError?.message;
+  }
+
+  /** Every problem of the configuration that does not load, when that is why (not, say, a file it may not read). */
+  get policyProblems(): readonly ConfigProblem[] | undefined {
+    return this.loadError instanceof ConfigError ? this.loadError.problems : undefined;
   }
 
   /** Connections open through every endpoint (tunnels and HTTP clients). */
@@ -198,8 +204,15 @@ export class Egress {
   reload(): Promise<void> {
     return this.reloads.run(async () => {
       const projects = new Set([...(this.store?.loadedProjects ?? []), ...[...this.sessions.values()].map((s) => s.project)]);
-      this.store = await PolicyStore.load(this.paths, projects);
-      this.loadError = undefined;
+      try {
+        this.store = await PolicyStore.load(this.paths, projects);
+        this.loadError = undefined;
+      } catch (error) {
+        // Without a policy, egress is refused for what is wrong now: `guardian status` named the
+        // problems found at start after some were fixed, and missed those found since.
+        if (!this.store) this.loadError = error as Error;
+        throw error;
+      }
     });
   }
 
@@ -283,7 +296,7 @@ export class Egress {
   private policyInput(name: string): JudgeInput {
     const session = this.sessions.get(name);
     const store = this.store;
-    if (!store) throw new Error(`the configuration is invalid: ${this.loadError ?? "not loaded"}`);
+    if (!store) throw new Error(`the configuration is invalid: ${this.loadError?.message ?? "not loaded"}`);
     if (!session) throw new Error(`cloister ${name} is not registered`);
     if (session.cached?.store !== store) {
       const resolver = session.resolver;

@@ -1,7 +1,7 @@
 import { dirname } from "node:path";
 import { type Document, isCollection, isSeq } from "yaml";
 import { writeFileAtomic, ensurePrivateDir } from "../config/atomic-write.js";
-import { decisionsFile, loadGlobalConfig, loadProjectConfig, loadedTogether, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "../config/load.js";
+import { ConfigError, decisionsFile, loadGlobalConfig, loadProjectConfig, loadedTogether, parseConfigText, parseYaml, projectConfigFile, readIfExists } from "../config/load.js";
 export { decisionsFile };
 import type { CloisterPaths } from "../config/paths.js";
 import { isIP } from "node:net";
@@ -203,8 +203,11 @@ export async function changeDecisions(reload: () => Promise<void>, edit: () => P
   try {
     await reload();
   } catch (error) {
+    const refused = { lead: "nothing was changed: the configuration does not load", hint: "fix it (`cloister config validate` names the file and line), then try again" };
+    // Every problem goes on, as a launch names them: the person fixes them all before trying again.
+    if (error instanceof ConfigError) throw new ConfigError(error.problems, refused);
     const problem = error instanceof CloisterError ? error.oneLine() : String(error);
-    throw new CloisterError(`nothing was changed: the configuration does not load: ${problem}`, "fix it (`cloister config validate` names the file and line), then try again");
+    throw new CloisterError(`${refused.lead}: ${problem}`, refused.hint);
   }
   const changed = await edit();
   try {

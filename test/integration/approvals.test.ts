@@ -15,7 +15,7 @@ import { startHttpUpstream, type Upstream } from "../fixtures/upstreams.js";
 describe("domain approvals", () => {
   let t: TestInstance;
   let web: Upstream;
-  const names = ["a.test", "b.test", "c.test", "d.test", "e.test", "f.test", "g.test", "h.test", "i.test", "j.test", "timeout.test", "x.api.test"];
+  const names = ["a.test", "b.test", "c.test", "d.test", "e.test", "f.test", "g.test", "h.test", "i.test", "j.test", "k.test", "timeout.test", "x.api.test"];
   const first = "appr";
   const second = "appr-two";
 
@@ -275,6 +275,37 @@ describe("domain approvals", () => {
         taken.close();
       }
     });
+  });
+
+  it("an answer for the project while the global and the project file are broken changes nothing, and --json gives every problem of both", async () => {
+    const held = curl(first, "k.test");
+    const request = await pendingFor("k.test");
+    const configFile = join(t.home, "config", "config.yaml");
+    const projectFile = join(t.home, "config", "projects", `${request.project}.yaml`);
+    const [good, goodProject] = [readFileSync(configFile, "utf8"), readFileSync(projectFile, "utf8")];
+    try {
+      writeFileSync(configFile, `${good}\nbogus_key: 1\n`);
+      writeFileSync(projectFile, `${goodProject}\nbogus_project_key: 2\n`);
+      const refused = await t.cli(["approve", request.id, "--scope", "project", "--json"]);
+      assert.equal(refused.code, 125, refused.stderr);
+      const { error } = JSON.parse(refused.stdout) as { error: { message: string; exitCode: number; problems: { file: string; line: number; column: number; key: string; problem: string }[] } };
+      assert.match(error.message, /^nothing was changed: the configuration does not load: /);
+      assert.equal(error.exitCode, 125);
+      assert.deepEqual(
+        error.problems.map((p) => [p.file, p.line, p.column, p.key, p.problem]),
+        [
+          [configFile, good.split("\n").length + 1, 1, "bogus_key", "unknown key"],
+          [projectFile, goodProject.split("\n").length + 1, 1, "bogus_project_key", "unknown key"],
+        ],
+      );
+      assert.match(refused.stderr, /^cloister: nothing was changed: the configuration does not load: 2 problems in 2 config files /);
+    } finally {
+      writeFileSync(configFile, good);
+      writeFileSync(projectFile, goodProject);
+    }
+    // Still waiting: the refused answer gave it back.
+    await answer("deny", (await pendingFor("k.test")).id);
+    assert.equal((await held.done).stdout, "403");
   });
 
   it("with proxy.unlisted: deny nothing is held; `cloister approvals` says nothing waits", async () => {

@@ -271,6 +271,69 @@ describe("egress through the guardian", () => {
     assert.equal((JSON.parse(fixed.stdout) as { policyError: string | null }).policyError, null);
   });
 
+  it("with the global and the project file broken, `guardian reload`, `allow`, `deny` and `guardian status` name every problem of both (QA: the first only)", async () => {
+    const configFile = join(t.home, "config", "config.yaml");
+    const projectFile = join(t.home, "config", "projects", `${await projectName(t)}.yaml`);
+    const good = readFileSync(configFile, "utf8");
+    const goodProject = readFileSync(projectFile, "utf8");
+    const decisions = join(t.home, "config", "decisions", "global.yaml");
+    const decisionsBefore = existsSync(decisions) ? readFileSync(decisions, "utf8") : undefined;
+    const name = "eg-both-broken";
+    // A cloister of the project running: the guardian's policy holds the project's tier, also after a restart.
+    const started = await t.cli(["start", "-d", "--name", name]);
+    assert.equal(started.code, 0, started.stderr);
+    // Each file gets a line of its own at its end (after an empty one), where its problem is.
+    const globalProblem = `  ${configFile}:${good.split("\n").length + 1}:1: bogus_key: unknown key`;
+    const projectProblem = `  ${projectFile}:${goodProject.split("\n").length + 1}:1: bogus_project_key: unknown key`;
+    const namesBoth = (stream: string, heading: RegExp) => {
+      const lines = stream.split("\n");
+      assert.match(lines[0] ?? "", heading, stream);
+      assert.ok(lines.some((line) => line.startsWith(globalProblem)), `${globalProblem} in:\n${stream}`);
+      assert.ok(lines.some((line) => line.startsWith(projectProblem)), `${projectProblem} in:\n${stream}`);
+    };
+    try {
+      writeFileSync(configFile, `${good}\nbogus_key: 1\n`);
+      writeFileSync(projectFile, `${goodProject}\nbogus_project_key: 2\n`);
+
+      const reload = await t.cli(["guardian", "reload"]);
+      assert.equal(reload.code, 125);
+      namesBoth(reload.stderr, /^cloister: 2 problems in 2 config files \(fix each; `cloister config validate` checks them all again\):$/);
+      for (const args of [["allow", "both-broken.example.com", "--global"], ["deny", "both-broken.example.com"]]) {
+        const refused = await t.cli(args);
+        assert.equal(refused.code, 125, args.join(" "));
+        namesBoth(refused.stderr, /^cloister: nothing was changed: the configuration does not load: 2 problems in 2 config files /);
+      }
+      assert.equal(existsSync(decisions) ? readFileSync(decisions, "utf8") : undefined, decisionsBefore);
+      // The failed reload kept the policy in force.
+      assert.match((await t.cli(["guardian", "status"])).stdout, /^Egress policy: loaded$/m);
+
+      // A guardian that starts on them (this one killed: the cloister runs on, and is adopted) refuses
+      // all egress. It reads the project's file once asked to reload, and then names both files' problems.
+      process.kill(Number(readFileSync(join(t.home, "run", "guardian.pid"), "utf8")), "SIGKILL");
+      assert.equal((await t.cli(["guardian", "start"])).code, 0);
+      assert.equal((await t.cli(["guardian", "reload"])).code, 125);
+      const status = await t.cli(["guardian", "status"]);
+      assert.equal(status.code, 1);
+      const policy = status.stdout.slice(status.stdout.indexOf("Egress policy:"), status.stdout.indexOf("Open proxy connections:"));
+      namesBoth(policy, /^Egress policy: INVALID, all egress refused: 2 problems in 2 config files \(fix each, then `cloister guardian reload`\):$/);
+      const json = await t.cli(["guardian", "status", "--json"]);
+      assert.equal(json.code, 1);
+      const { policyProblems } = JSON.parse(json.stdout) as { policyProblems: { file: string; line: number; column: number; key: string }[] };
+      assert.deepEqual(
+        policyProblems.map((p) => `  ${p.file}:${p.line}:${p.column}: ${p.key}`),
+        [globalProblem, projectProblem].map((line) => line.replace(/: unknown key$/, "")),
+      );
+    } finally {
+      writeFileSync(configFile, good);
+      writeFileSync(projectFile, goodProject);
+      await t.cli(["guardian", "reload"]);
+      await t.cli(["stop", name]);
+    }
+    const fixed = await t.cli(["guardian", "status", "--json"]);
+    assert.equal(fixed.code, 0, fixed.stdout);
+    assert.deepEqual((JSON.parse(fixed.stdout) as { policyError: string | null; policyProblems: unknown }).policyProblems, null);
+  });
+
   it("audits every decision in a signed, hash-chained log that verifies", async () => {
     const withToken = await run(`printf '%s' "$HTTP_PROXY"; curl -sS -m 10 -o /dev/null http://web.test:${web.port}/audited`);
     const token = /cloister:([0-9a-f]{64})@/.exec(withToken.stdout)?.[1];

@@ -6,6 +6,9 @@ import { after, describe, it } from "node:test";
 import { ConfigError } from "../../src/config/load.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
+import type { AuditLog } from "../../src/audit/log.js";
+import { Egress, loadPolicy } from "../../src/guardian/egress.js";
+import { SessionDecisionStore } from "../../src/guardian/session-decisions.js";
 import { decisionsFile, PolicyStore, recordCommandDecision, recordDecision, removeDecision, sessionRuleSet } from "../../src/guardian/policy-store.js";
 import { decide, emptyPolicy } from "../../src/policy/egress.js";
 import { canonicalHost } from "../../src/policy/hosts.js";
@@ -151,5 +154,48 @@ describe("sessionRuleSet: --allow, --deny, --allow-private, --resolve", () => {
     assert.throws(() => sessionRuleSet({ allow: [], deny: ["*"], allowPrivate: [], resolve: {} }), /^CloisterError: options\.deny \*: .*a bare '\*' would deny every host; .*proxy\.unlisted: deny$/);
     assert.throws(() => sessionRuleSet({ allow: [], deny: [], allowPrivate: [], resolve: { "api.test": "nope" } }), /options\.resolve api\.test=nope: .*not an IP address/);
     assert.throws(() => sessionRuleSet({ allow: [], deny: [], allowPrivate: [], resolve: { "10.0.0.1": "10.0.0.2" } }), /only names can be mapped/);
+  });
+});
+
+describe("the guardian's egress policy while the configuration does not load", () => {
+  const egressOf = async (paths: ReturnType<typeof instance>) =>
+    new Egress(paths, await loadPolicy(paths), {
+      audit: { append: () => undefined } as unknown as AuditLog,
+      sessionDecisions: new SessionDecisionStore(join(paths.stateDir, "sessions")),
+      askDomain: () => Promise.reject(new Error("no human here")),
+    });
+
+  it("names every problem it started on, and after a failed reload those found then, not those fixed since", async () => {
+    const paths = instance();
+    const decisions = decisionsFile(paths, "global");
+    mkdirSync(join(decisions, ".."), { recursive: true });
+    writeFileSync(paths.globalConfigFile, "proxy:\n  alow: []\n");
+    writeFileSync(decisions, "proxy:\n  deny: 7\n");
+    const egress = await egressOf(paths);
+    assert.equal(egress.currentStore, undefined);
+    assert.deepEqual(egress.policyProblems?.map((p) => [p.file, p.line, p.key]), [[paths.globalConfigFile, 2, "proxy.alow"], [decisions, 2, "proxy.deny"]]);
+    assert.match(egress.policyError ?? "", /config\.yaml:2:3: proxy\.alow: unknown key/);
+
+    writeFileSync(decisions, "");
+    await assert.rejects(egress.reload(), ConfigError);
+    assert.deepEqual(egress.policyProblems?.map((p) => p.file), [paths.globalConfigFile]);
+
+    writeFileSync(paths.globalConfigFile, "");
+    await egress.reload();
+    assert.equal(egress.policyError, undefined);
+    assert.equal(egress.policyProblems, undefined);
+    // With a policy in force, a reload that fails keeps it, and egress is not refused.
+    writeFileSync(paths.globalConfigFile, "proxy:\n  alow: []\n");
+    await assert.rejects(egress.reload(), ConfigError);
+    assert.ok(egress.currentStore);
+    assert.equal(egress.policyError, undefined);
+  });
+
+  it("an error that is not about problems (a file it may not read) is the reason, without problems", async () => {
+    const paths = instance();
+    mkdirSync(paths.globalConfigFile, { recursive: true });
+    const egress = await egressOf(paths);
+    assert.match(egress.policyError ?? "", /config\.yaml/);
+    assert.equal(egress.policyProblems, undefined);
   });
 });
