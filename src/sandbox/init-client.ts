@@ -175,14 +175,11 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
   // The reader of an output went away (`cloister run -- yes | head -1`): as in a pipeline of its
   // own, the command gets SIGPIPE, and what it still writes there is dropped (write() skips a
   // destroyed stream). Unheard, the EPIPE, which can come after write() returned true, would end
-  // this process with a stack trace. Kept after the session on a stream that failed: its error
-  // may still be on its way.
+  // this process with a stack trace.
   const outputs = [...new Set([io.stdout, io.stderr])].filter((stream) => stream !== undefined);
   const onOutputError = (): void => send(encodeSignal(osConstants.signals.SIGPIPE));
-  for (const stream of outputs) stream.on("error", onOutputError);
-  void done.finally(() => {
-    for (const stream of outputs) if (!stream.errored) stream.off("error", onOutputError);
-  }).catch(() => undefined);
+  const unwatch = outputs.map((stream) => watchOutputErrors(stream, onOutputError));
+  void done.finally(() => unwatch.forEach((stop) => stop())).catch(() => undefined);
   return {
     done,
     resize: (rows, cols) => send(encodeResize(rows, cols)),
@@ -191,6 +188,38 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
       if (signo === undefined) throw new RangeError(`unknown signal ${String(signal)}`);
       send(encodeSignal(signo));
     },
+  };
+}
+
+/** The sessions writing to an output stream, each told when it fails, and the one listener that tells them. */
+interface OutputWatch {
+  sessions: Set<() => void>;
+  relay: () => void;
+}
+
+const outputWatches = new WeakMap<Writable, OutputWatch>();
+
+/**
+ * Calls `onError` when `stream` fails, until the returned function is called. The commands that share
+ * a stream share one listener: twenty run at once on process.stdout (the default) would add twenty,
+ * and node would warn of a listener leak on the caller's stderr (QA). The listener stays on a stream
+ * that failed: its error may still be on its way, and unheard it would end this process.
+ */
+function watchOutputErrors(stream: Writable, onError: () => void): () => void {
+  let watch = outputWatches.get(stream);
+  if (!watch) {
+    const sessions = new Set<() => void>();
+    watch = { sessions, relay: () => sessions.forEach((session) => session()) };
+    outputWatches.set(stream, watch);
+    stream.on("error", watch.relay);
+  }
+  const { sessions, relay } = watch;
+  sessions.add(onError);
+  return () => {
+    sessions.delete(onError);
+    if (sessions.size > 0 || stream.errored) return;
+    stream.off("error", relay);
+    outputWatches.delete(stream);
   };
 }
 

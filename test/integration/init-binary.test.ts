@@ -389,6 +389,27 @@ describe("cloister-init init: sessions", { timeout: 60_000 }, () => {
       assert.equal(r.stdout, `session ${i}\n`);
     });
   });
+
+  it("sessions that share an output add one error listener to it (node warns of a leak past ten), gone with the last of them", async () => {
+    const shared = new Collector();
+    const inputs = Array.from({ length: 12 }, () => new PassThrough());
+    const sessions = inputs.map((stdin) => execInCloister(c.socket, { tty: false, cwd: "/", env: ENV, argv: ["cat"] }, { stdin, stdout: shared, stderr: shared }));
+    assert.equal(shared.listenerCount("error"), 1);
+    inputs.forEach((stdin, i) => stdin.end(`line ${i}\n`));
+    for (const session of sessions) assert.equal((await session.done).exitCode, 0);
+    assert.equal(shared.listenerCount("error"), 0);
+    assert.equal(shared.text.split("\n").filter(Boolean).length, 12);
+  });
+
+  it("an output shared by sessions that fails ends each of their commands with SIGPIPE, and is still listened to after them", async () => {
+    const shared = new Collector();
+    const ready = Array.from({ length: 3 }, () => new Collector());
+    const sessions = ready.map((stdout) => execInCloister(c.socket, { tty: false, cwd: "/", env: ENV, argv: ["sh", "-c", "echo ready; exec cat"] }, { stdin: new PassThrough(), stdout, stderr: shared }));
+    for (const stdout of ready) await stdout.waitFor(/ready/);
+    shared.destroy(new Error("EPIPE: the reader went away"));
+    for (const session of sessions) assert.equal((await session.done).exitCode, 141);
+    assert.equal(shared.listenerCount("error"), 1, "an error still on its way would end this process unheard");
+  });
 });
 
 describe("cloister-init init: tty mode", { timeout: 60_000 }, () => {
