@@ -111,6 +111,9 @@ const PATHS_FIELDS = {
 const paths: Check = (value, where) => {
   const expected = "the object resolvePaths() returns";
   if (!isPlainObject(value)) throw wrongType(where, expected, value);
+  // stopCloister, listCloisters and stoppedCloisters take the paths themselves, where findCloister and
+  // removeCloister take options that hold them: an easy slip, named as such.
+  if (Object.hasOwn(value, "paths")) throw new CloisterError(`${where} must be ${expected}, not an object that holds it ({ paths })`, "pass the paths themselves, as resolvePaths() returns them");
   const missing = Object.keys(PATHS_FIELDS).find((field) => typeof value[field] !== "string");
   if (missing !== undefined) throw new CloisterError(`${where} must be ${expected}: its ${missing} is ${describe(value[missing])}`, "pass resolvePaths({ CLOISTER_HOME: dir }) for an instance of its own");
 };

@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
-import { listCloisters, resolvePaths, stopCloister } from "../../src/index.js";
+import { CloisterError, listCloisters, resolvePaths, stopCloister, stoppedCloisters, type CloisterPaths } from "../../src/index.js";
 import { writeRecord } from "../../src/sandbox/records.js";
 import { sampleRecord } from "../helpers/records.js";
 
@@ -72,5 +72,14 @@ export async function use(c: Cloister, o: CloisterOptions & RunOptions, e: ExecO
     assert.equal(await stopCloister("never-started", paths), false);
     assert.equal(await stopCloister("never-started", paths), false, "and again");
     assert.ok(!existsSync(paths.guardianSocket), "a guardian was started");
+  });
+
+  it("the calls that take the paths themselves say so when given options that hold them ({ paths })", async () => {
+    const paths = resolvePaths({ CLOISTER_HOME: join(base, "wrapped") });
+    const said = "paths must be the object resolvePaths() returns, not an object that holds it ({ paths }) (pass the paths themselves, as resolvePaths() returns them)";
+    const wrapped = { paths } as unknown as CloisterPaths;
+    for (const call of [() => stopCloister("x", wrapped), () => listCloisters(wrapped), () => stoppedCloisters(wrapped)]) {
+      await assert.rejects(call, (error: unknown) => error instanceof CloisterError && error.oneLine() === said);
+    }
   });
 });

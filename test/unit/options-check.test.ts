@@ -37,6 +37,7 @@ describe("checkOptions", () => {
       [{ timeout: [] }, 'options.timeout must be a duration such as "5m", a number of milliseconds, or "none", not an array'],
       [{ allow: ["ok.example", 7] }, "options.allow[1] must be a string, not the number 7"],
       [{ paths: { configDir: "/x" } }, "options.paths must be the object resolvePaths() returns: its stateDir is undefined (pass resolvePaths({ CLOISTER_HOME: dir }) for an instance of its own)"],
+      [{ paths: { paths: resolvePaths() } }, "options.paths must be the object resolvePaths() returns, not an object that holds it ({ paths }) (pass the paths themselves, as resolvePaths() returns them)"],
       [{ agent: false }, 'options.agent must be an agent\'s name (such as "claude") or true, not false'],
       [{ warn: "stderr" }, 'options.warn must be a function, not the string "stderr"'],
       [null, "options must be an object, not null"],
