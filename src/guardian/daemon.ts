@@ -89,8 +89,8 @@ class Guardian {
   /** Grants not yet followed by a started cloister, by name: see abandon. */
   private readonly launching = new Map<string, { id: string; project: string; at: number }>();
   private controlInode = 0;
-  /** Cloisters being ended (see forget): an exit waits for them, so none is left half removed. */
-  private readonly forgetting = new Set<Promise<void>>();
+  /** Cloisters being ended (see forget), by id: an exit waits for them, so none is left half removed. */
+  private readonly forgetting = new Map<string, Promise<void>>();
 
   constructor(private readonly paths: CloisterPaths) {}
 
@@ -363,9 +363,15 @@ class Guardian {
     return snapshot.records.map((r) => r.name);
   }
 
+  /**
+   * Ends a cloister, or joins its end already under way: its removal may take seconds (a `run`'s
+   * HOME of many files), while its record still names it to a second stop and to reconcile.
+   */
   private forget(record: CloisterRecord): Promise<void> {
-    const done = this.forgetNow(record).finally(() => this.forgetting.delete(done));
-    this.forgetting.add(done);
+    const underWay = this.forgetting.get(record.id);
+    if (underWay) return underWay;
+    const done = this.forgetNow(record).finally(() => this.forgetting.delete(record.id));
+    this.forgetting.set(record.id, done);
     return done;
   }
 
@@ -392,6 +398,7 @@ class Guardian {
     }
     const snapshot = snapshotCloisters(this.paths);
     for (const record of snapshot.records) {
+      if (this.forgetting.has(record.id)) continue; // being ended already: its removal may take a while
       if (isKeeperAlive(record)) {
         if (record.protectedFiles) this.protection.watch(record.id, record.name, record.protectedFiles);
         if (record.network && record.proxyToken && !this.egress.has(record.name)) {
@@ -470,7 +477,7 @@ class Guardian {
     // A stop or clean-up under way finishes first (killed processes go within milliseconds; the
     // bound is for a cgroup that will not empty): cut short, it would leave cgroups behind, and its
     // record, which the next guardian would have to clean up, if this instance is still there.
-    await Promise.race([Promise.allSettled([...this.forgetting]), new Promise((resolve) => setTimeout(resolve, EXIT_WAIT_MS))]);
+    await Promise.race([Promise.allSettled(this.forgetting.values()), new Promise((resolve) => setTimeout(resolve, EXIT_WAIT_MS))]);
     this.protection.close();
     this.approvals.cancelAll();
     await this.ui?.close().catch(() => undefined);

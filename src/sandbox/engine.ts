@@ -21,6 +21,7 @@ import { realPath } from "./git-dirs.js";
 import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, protectedPlaceholders, removePlaceholders } from "./protected-paths.js";
 import { deleteRecord, holdsName, isRunningProcess, listRecords, processStartTime, readRecord, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 import { withRecordsLock } from "./records-lock.js";
+import { removeTree } from "./remove-tree.js";
 
 /** The TCP port on 127.0.0.1 inside every cloister that reaches the cloister's guardian socket. */
 export const PROXY_PORT = 3128;
@@ -431,8 +432,11 @@ export async function destroyCloister(paths: CloisterPaths, record: CloisterReco
     await waitForExit(keeper.pid, keeper.startTime);
   }
   await releaseLimits(record.cgroupDirs);
-  rmSync(record.runtimeDir, { recursive: true, force: true });
-  if (record.ephemeralHome) rmSync(record.homeDir, { recursive: true, force: true });
+  // In slices (remove-tree.ts): the guardian, which stops cloisters, goes on answering and proxying
+  // meanwhile, also while a `run`'s HOME of 200k files goes. The record, and with it the name, is
+  // given back only once all of it is gone, as the caller's answer is.
+  await removeTree(record.runtimeDir);
+  if (record.ephemeralHome) await removeTree(record.homeDir);
   await releaseRecord(paths, record);
 }
 

@@ -394,6 +394,33 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal(existsSync(runtimeDir), false, "the clean-up was cut off: the runtime dir is left");
   });
 
+  it("answers while it removes a `run`'s HOME of many files: guardian status comes while the HOME is still there, and a second stop of it waits for the same removal (QA: status hit its 10 s deadline)", async () => {
+    const run = spawnCli(t, ["run", "--", "sh", "-c", "mkdir ~/cache && cd ~/cache && seq 30000 | xargs touch && echo MADE && cat >/dev/null"]);
+    await run.waitFor("MADE", 90_000);
+    const files = recordNames(t).map((file) => JSON.parse(readOr(join(recordDir(t), file), "{}")) as CloisterRecord);
+    const record = files.find((r) => r.ephemeralHome);
+    assert.ok(record, `no record of the run among ${JSON.stringify(files)}`);
+    const paths = resolvePaths({ CLOISTER_HOME: t.home });
+
+    run.endInput();
+    // Its runtime dir goes first, then the HOME: the removal of the HOME is under way.
+    await waitUntil("the guardian to remove the run's runtime dir", () => !existsSync(record.runtimeDir));
+    const status = await guardianCall<{ cloisters: number }>(paths, "GET", "/v1/status");
+    assert.ok(existsSync(record.homeDir), "guardian status answered only once the HOME was removed: the removal held the guardian up");
+    assert.equal(status.cloisters, 1, "the cloister being removed keeps its record, and its name, until its HOME is gone");
+    const secondStop = await guardianCall<{ stopped: string }>(paths, "POST", `/v1/cloisters/${record.name}/stop`, { id: record.id }, { deadlineMs: 60_000 });
+    assert.equal(secondStop.stopped, record.name);
+    assert.equal(existsSync(record.homeDir), false, "the second stop answered before the HOME was gone");
+
+    const end = await run.done;
+    assert.equal(end.code, 0, end.stderr);
+    assert.equal(recordOf(t, record.name), undefined);
+    assert.deepEqual(runtimeDirs(t), []);
+    const audit = await t.cli(["audit", "tail", "--json", "-n", "1000"]);
+    const stops = audit.stdout.trim().split("\n").map((line) => JSON.parse(line) as { type: string; cloister?: string }).filter((e) => e.type === "cloister.stop" && e.cloister === record.name);
+    assert.equal(stops.length, 1, "the cloister's end was recorded once, by the one removal");
+  });
+
   it("leaves a launch that is failing to its live launcher, which still reads the keeper's log, and cleans it up once that launch is old", async () => {
     // Two dead cloisters, as bwrap failing right after the keeper started it leaves them: one whose
     // launcher (this process) still runs, and one whose launcher is gone. One reconcile looks at both.
