@@ -88,12 +88,16 @@ export interface ClaimedName {
   mechanism: LimitMechanism;
 }
 
-/** The name is held by a running cloister, or by a launch under way (claimCloister). */
+/**
+ * The name is held by a running cloister, or by a launch under way (claimCloister). Only a library
+ * caller sees it (`start` joins the holder instead), so the hint is in the library's words.
+ */
 export class NameTaken extends CloisterError {
   constructor(readonly holder: CloisterRecord) {
+    const starting = holder.keeperPid === undefined;
     super(
-      `cloister ${holder.name} is already ${holder.keeperPid === undefined ? "starting" : "running"} (project ${holder.project} at ${holder.projectRoot})`,
-      `enter it with \`cloister start --name ${holder.name}\`, or choose another name with --name`,
+      `cloister ${holder.name} is already ${starting ? "starting" : "running"} (project ${holder.project} at ${holder.projectRoot})`,
+      `use it${starting ? " once it runs" : ""}: findCloister(${JSON.stringify(holder.name)}), or give options.name another name`,
     );
   }
 }

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
-import { createCloister, runInCloister, stopCloister, type CloisterOptions, type RunOptions } from "../../src/cloister.js";
+import { createCloister, NameTaken, runInCloister, stopCloister, type CloisterOptions, type RunOptions } from "../../src/cloister.js";
 import { resolvePaths, type CloisterPaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
 import { guardianCall } from "../../src/guardian/control-client.js";
@@ -219,6 +219,24 @@ describe("the library: runInCloister's timeout and signal, and its inputs", () =
         assert.equal((await cloister.exec(["true"]).done).exitCode, 0, "--all NAME stopped a cloister");
       } finally {
         await cloister.stop();
+      }
+    });
+
+    it("a name another cloister holds is a NameTaken that says what to do in the library's words, and the holder is left running", async () => {
+      const holder = await createCloister({ project: t.project, paths, name: "held", network: false }, true);
+      try {
+        await assert.rejects(createCloister({ project: t.project, paths, name: "held", network: false }, true), (error: unknown) => {
+          assert.ok(error instanceof NameTaken, `not a NameTaken: ${String(error)}`);
+          assert.equal(error.holder.id, holder.record.id);
+          assert.equal(
+            error.oneLine(),
+            `cloister held is already running (project ${holder.record.project} at ${holder.record.projectRoot}) (use it: findCloister("held"), or give options.name another name)`,
+          );
+          return true;
+        });
+        assert.equal((await holder.exec(["true"]).done).exitCode, 0, "the holder was stopped");
+      } finally {
+        await holder.stop();
       }
     });
 
