@@ -6,7 +6,7 @@
  * rule tells them apart.
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, lstatSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { lstatSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { SAFE_NAME_RE } from "../config/names.js";
 import type { CloisterPaths } from "../config/paths.js";
@@ -14,6 +14,7 @@ import { CloisterError } from "../errors.js";
 import { ownerFileOf } from "./home-owner.js";
 import { readRecord } from "./records.js";
 import { withRecordsLock } from "./records-lock.js";
+import { removeTree } from "./remove-tree.js";
 
 /**
  * The names the persistent HOMEs there are kept under: every entry with a cloister's name, also one
@@ -52,11 +53,11 @@ export async function removeHome(paths: CloisterPaths, name: string): Promise<st
   const aside = join(paths.homesDir, `${ASIDE_PREFIX}${name}-${randomBytes(4).toString("hex")}`);
   await withRecordsLock(paths, () => setAside(paths, name, homeDir, aside));
   try {
-    removeTree(aside);
+    await removeTree(aside);
   } catch (error) {
     throw new CloisterError(`cloister ${name}'s HOME was set aside as ${aside}, but not all of it could be removed: ${(error as Error).message}`, `remove the rest by hand (rm -rf ${aside}), or run \`cloister rm\` again later`);
   }
-  removeLeftovers(paths);
+  await removeLeftovers(paths);
   return homeDir;
 }
 
@@ -80,36 +81,12 @@ export function notStopped(paths: CloisterPaths, name: string): CloisterError {
   return new CloisterError(`no stopped cloister named ${JSON.stringify(name)}`, `${which}; see \`cloister list --all\``);
 }
 
-/**
- * Removes a tree without following symlinks. A directory made read-only inside (Go's module cache
- * makes them) keeps a non-root user from emptying it, as it does `rm -rf`: then the directories
- * are made writable, found by lstat (a link's target is never changed), and removal is tried again.
- */
-function removeTree(path: string): void {
-  try {
-    rmSync(path, { recursive: true, force: true });
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code !== "EACCES" && code !== "EPERM") throw error;
-    makeDirectoriesWritable(path);
-    rmSync(path, { recursive: true, force: true });
-  }
-}
-
-function makeDirectoriesWritable(dir: string): void {
-  if (!lstatSync(dir).isDirectory()) return;
-  chmodSync(dir, 0o700);
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    if (entry.isDirectory()) makeDirectoriesWritable(join(dir, entry.name));
-  }
-}
-
 /** HOMEs an earlier `rm` set aside and was stopped before it removed them (Ctrl-C, a crash): removed when the next one runs. */
-function removeLeftovers(paths: CloisterPaths): void {
+async function removeLeftovers(paths: CloisterPaths): Promise<void> {
   for (const entry of readdirSync(paths.homesDir)) {
     if (!entry.startsWith(ASIDE_PREFIX)) continue;
     try {
-      removeTree(join(paths.homesDir, entry));
+      await removeTree(join(paths.homesDir, entry));
     } catch {
       // Another `rm` at work on it, or what it could not remove either: the next one tries again.
     }

@@ -5,10 +5,11 @@
  * every cloister's egress stood still. fs.promises.rm frees the event loop but queues one request
  * per file on libuv's four threads at once, ahead of the proxy's DNS lookups, which then waited as
  * long. Here the removal runs synchronously in slices of SLICE_MS, and the event loop runs between
- * them: no thread, nothing queued, and about rmSync's speed.
+ * them: no thread, nothing queued, and about rmSync's speed. `cloister rm` removes a stopped
+ * cloister's HOME with it too.
  */
-import { lstatSync, opendirSync, rmdirSync, unlinkSync, type Dir, type Dirent } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, lstatSync, opendirSync, rmdirSync, unlinkSync, type Dir, type Dirent } from "node:fs";
+import { dirname, join } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
 
 /** How long one slice of removal may keep the event loop (one syscall that is slow can add to it). */
@@ -32,6 +33,8 @@ interface Emptying {
  * Removes `root` and all below it, as rmSync(root, { recursive: true, force: true }) does: nothing
  * there is fine, a symlink is removed as the link (never what it points to, also where `root` is
  * one), and the first error other than a missing entry is thrown. Resolves once all of it is gone.
+ * Unlike rmSync, it also empties a directory made read-only inside (Go's module cache makes its
+ * directories so), which otherwise refuses a user other than root, as it refuses `rm -rf`.
  * `sliceMs`: how long each slice may run (tests make every entry a slice of its own with 0).
  */
 export async function removeTree(root: string, sliceMs = SLICE_MS): Promise<void> {
@@ -58,8 +61,8 @@ export async function removeTree(root: string, sliceMs = SLICE_MS): Promise<void
  */
 function removeOrStartEmptying(path: string, emptying: Emptying[]): void {
   try {
-    if (!lstatSync(path).isDirectory()) return unlinkSync(path);
-    emptying.push({ path, reading: opendirSync(path, { bufferSize: LISTING_BATCH }), entries: [], next: 0 });
+    if (!lstatSync(path).isDirectory()) return inWritable(dirname(path), () => unlinkSync(path));
+    emptying.push({ path, reading: inWritable(path, () => opendirSync(path, { bufferSize: LISTING_BATCH })), entries: [], next: 0 });
   } catch (error) {
     if (!isMissing(error)) throw error;
   }
@@ -75,7 +78,7 @@ function advance(emptying: Emptying[], overdue: () => boolean): void {
     if (!entry) continue;
     const path = join(dir.path, entry.name);
     if (entry.isDirectory()) return removeOrStartEmptying(path, emptying);
-    unlinkIfThere(path);
+    inWritable(dir.path, () => unlinkIfThere(path));
     if (overdue()) return;
   }
   removeEmptied(dir, emptying);
@@ -97,7 +100,7 @@ function readListing(dir: Emptying, reading: Dir, overdue: () => boolean): void 
  */
 function removeEmptied(dir: Emptying, emptying: Emptying[]): void {
   try {
-    rmdirSync(dir.path);
+    inWritable(dirname(dir.path), () => rmdirSync(dir.path));
   } catch (error) {
     const again = (error as NodeJS.ErrnoException).code === "ENOTEMPTY" && dir.entries.length > 0;
     if (!again && !isMissing(error)) throw error;
@@ -113,6 +116,22 @@ function unlinkIfThere(path: string): void {
     unlinkSync(path);
   } catch (error) {
     if (!isMissing(error)) throw error;
+  }
+}
+
+/**
+ * `change` (of directory `dir` or of an entry in it); when the permissions of `dir` refuse it, as a
+ * read-only directory refuses its owner unless root, `dir` is made its owner's to change and `change`
+ * is tried once more. Only a directory found by lstat is changed, never a link's target.
+ */
+function inWritable<T>(dir: string, change: () => T): T {
+  try {
+    return change();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if ((code !== "EACCES" && code !== "EPERM") || !lstatSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw error;
+    chmodSync(dir, 0o700);
+    return change();
   }
 }
 

@@ -1,10 +1,13 @@
 /** removeTree (remove-tree.ts): rmSync's recursive removal, in slices between which the event loop runs. */
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { removeTree } from "../../src/sandbox/remove-tree.js";
+
+const REPO_ROOT = join(import.meta.dirname, "..", "..");
 
 const base = mkdtempSync(join(tmpdir(), "crmtree-"));
 after(() => rmSync(base, { recursive: true, force: true }));
@@ -85,6 +88,31 @@ describe("removeTree", () => {
     await removeTree(root, 0);
     assert.equal(seenMidway, true, "nothing else ran before the removal ended");
     assert.equal(existsSync(root), false);
+  });
+
+  it("empties directories made read-only inside (as Go's module cache does), also where permissions bind root", () => {
+    const target = outsideTarget();
+    chmodSync(target.dir, 0o555);
+    const root = join(freshDir(), "home");
+    const cache = join(root, "go", "pkg", "mod", "example.com", "lib@v1");
+    mkdirSync(join(cache, "sub"), { recursive: true });
+    writeFileSync(join(cache, "sub", "a.go"), "package a\n", { mode: 0o444 });
+    writeFileSync(join(cache, "b.go"), "package b\n", { mode: 0o444 });
+    symlinkSync(target.dir, join(cache, "to-outside"));
+    for (const dir of [join(cache, "sub"), cache, join(root, "go", "pkg", "mod", "example.com")]) chmodSync(dir, 0o555);
+    chmodSync(join(cache, "sub"), 0o000);
+    // Root passes every permission check: the removal runs without the capabilities that let it,
+    // in a process of its own (an ordinary user is refused there as root is then).
+    const script = `import { removeTree } from ${JSON.stringify(join(REPO_ROOT, "src", "sandbox", "remove-tree.ts"))}; await removeTree(process.argv[1]);`;
+    const node = [process.execPath, "--import", "tsx", "--input-type=module", "-e", script, root];
+    const asRoot = process.getuid?.() === 0;
+    const r = asRoot ? spawnSync("setpriv", ["--bounding-set", "-dac_override,-dac_read_search,-fowner", "--", ...node], { cwd: REPO_ROOT, encoding: "utf8" }) : spawnSync(node[0] ?? "", node.slice(1), { cwd: REPO_ROOT, encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(existsSync(root), false);
+    // The link's target kept its mode and content.
+    assert.equal(statSync(target.dir).mode & 0o777, 0o555);
+    assert.equal(readFileSync(target.file, "utf8"), "keep me");
+    chmodSync(target.dir, 0o755);
   });
 
   it("fails as rmSync does on what it cannot remove", async () => {
