@@ -5,7 +5,7 @@
  * command and everything it started; the call settles only once the cloister is gone.
  */
 import type { Cloister } from "./cloister.js";
-import { throwIfAborted } from "./sandbox/engine.js";
+import { throwIfAborted } from "./abort.js";
 
 /** The exit code of a command that its timeout stopped: timeout(1)'s, and `cloister run --timeout`'s. */
 export const TIMED_OUT = 124;

@@ -6,7 +6,7 @@
  * the host environment is used only when asked for explicitly, with a warning.
  */
 import { CloisterError } from "../errors.js";
-import { throwIfAborted, untilAborted } from "../sandbox/engine.js";
+import { throwIfAborted, untilAborted } from "../abort.js";
 import type { AgentDefinition, CredentialKind } from "./registry.js";
 
 export interface Credential {

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { cloisterRuntimeDir, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
+import { throwIfAborted, untilAborted } from "../abort.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
 import { procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
@@ -311,36 +312,6 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
   }
 }
 
-/** The launch was aborted: its signal's reason when that is an error, else a plain one. */
-export function abortError(signal: AbortSignal): Error {
-  return signal.reason instanceof Error ? signal.reason : new CloisterError("the launch was aborted");
-}
-
-/** Throws the abort's error when `signal` has aborted. */
-export function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw abortError(signal);
-}
-
-/** `promise`, or a rejection as soon as `signal` aborts, whichever comes first. */
-export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  throwIfAborted(signal);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal));
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error as Error);
-      },
-    );
-  });
-}
-
 // fd 3 is where the keeper puts the init socket; the status line, the seccomp program and the
 // keeper's program come after it. The keeper makes the lifeline (the pipe that tells init the keeper
 // is gone: docs/internals/init-protocol.md) at the next one, for bwrap to pass on to init.
@@ -510,9 +481,13 @@ export async function releaseRecord(paths: CloisterPaths, record: CloisterRecord
   });
 }
 
+/**
+ * Waits up to ~400 ms for a killed keeper to be gone. It is within a millisecond or so, and every
+ * stop (every `run`) waits here once: polled every 1 ms, as releaseLimits polls the cgroups.
+ */
 async function waitForExit(pid: number, startTime: string | undefined): Promise<void> {
-  for (let i = 0; i < 200 && isRunningProcess(pid, startTime); i++) {
-    await new Promise((resolve) => setTimeout(resolve, 2));
+  for (let i = 0; i < 400 && isRunningProcess(pid, startTime); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 1));
   }
 }
 
