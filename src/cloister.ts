@@ -106,6 +106,22 @@ export interface RunOptions extends Omit<CloisterOptions, "name"> {
   signal?: AbortSignal;
 }
 
+/**
+ * findCloister's options: what commands in a running cloister are set up with. The others of
+ * CloisterOptions (project, network, limits, rules, ...) apply when a cloister is made, and are
+ * refused here rather than ignored: a running one keeps what it was started with.
+ */
+export interface FindOptions extends Pick<CloisterOptions, "env" | "secretEnv" | "paths" | "credentials" | "passEnvCredential" | "warn"> {
+  /**
+   * The agent the cloister must have been set up for (an agent is set up when its cloister starts):
+   * another is a CloisterError. Without it, a cloister set up for an agent still gives every command
+   * the agent's credential.
+   */
+  agent?: string | true;
+  /** Calls off what findCloister asks of the guardian (the agent's credential, secretEnv's placeholders); the cloister is not affected. */
+  signal?: AbortSignal;
+}
+
 /** A command's options; checked like CloisterOptions. */
 export interface ExecOptions {
   cwd?: string;
@@ -280,8 +296,17 @@ async function launchClaimed(paths: CloisterPaths, options: CloisterOptions, per
  */
 const RELEASE_WAIT_MS = 2_000;
 
-/** The persistent cloister of that name if it is running. */
-export async function findCloister(name: string, options: CloisterOptions = {}): Promise<Cloister | undefined> {
+/**
+ * CloisterOptions' other keys, each allowed only as undefined: without them, createCloister's options
+ * object, passed as it is (`await findCloister(n, opts) ?? await createCloister(opts, true)`), compiles.
+ */
+type WithoutLaunchOptions = { [K in Exclude<keyof CloisterOptions, keyof FindOptions>]?: never };
+
+/**
+ * The persistent cloister of that name if it is running. Options that apply when a cloister is made
+ * (options.network, ...) are a CloisterError, not ignored: see FindOptions.
+ */
+export async function findCloister(name: string, options: FindOptions & WithoutLaunchOptions = {}): Promise<Cloister | undefined> {
   checkText(name, "name");
   checkOptions(options, "running");
   const paths = options.paths ?? resolvePaths();
@@ -319,7 +344,7 @@ async function configForRunning(paths: CloisterPaths, record: CloisterRecord, wa
 }
 
 /** `options.env` plus each `secretEnv` variable set to the cloister's placeholder for its secret. */
-async function withPlaceholders(paths: CloisterPaths, options: CloisterOptions, cloisterId: string): Promise<Record<string, string> | undefined> {
+async function withPlaceholders(paths: CloisterPaths, options: FindOptions, cloisterId: string): Promise<Record<string, string> | undefined> {
   const entries = Object.entries(options.secretEnv ?? {});
   if (entries.length === 0) return options.env;
   await ensureGuardian(paths);
@@ -538,7 +563,7 @@ function parseTimeout(value: string | number): number {
   return ms;
 }
 
-function commandEnv(record: CloisterRecord, options: CloisterOptions, config: EffectiveConfig): Record<string, string> {
+function commandEnv(record: CloisterRecord, options: FindOptions, config: EffectiveConfig): Record<string, string> {
   const proxyUrl = record.network && record.proxyToken ? `http://cloister:${record.proxyToken}@127.0.0.1:${PROXY_PORT}` : undefined;
   return sandboxEnv({
     hostEnv: process.env,
@@ -555,7 +580,7 @@ function commandEnv(record: CloisterRecord, options: CloisterOptions, config: Ef
   });
 }
 
-function agentRequest(options: CloisterOptions): AgentRequest {
+function agentRequest(options: FindOptions): AgentRequest {
   return {
     agent: options.agent,
     credentials: options.credentials,
@@ -566,6 +591,6 @@ function agentRequest(options: CloisterOptions): AgentRequest {
 }
 
 /** Where a launch says what its caller should know: options.warn, else stderr. */
-function warnOf(options: CloisterOptions): (message: string) => void {
+function warnOf(options: FindOptions): (message: string) => void {
   return options.warn ?? ((message) => process.stderr.write(`cloister: ${message}\n`));
 }

@@ -5,7 +5,7 @@
  *   const code = await runInCloister(["npm", "test"], { project: "/path/to/repo" });
  */
 export { Cloister, createCloister, findCloister, listCloisters, NameTaken, runInCloister, stopCloister } from "./cloister.js";
-export type { AgentSession, CloisterListing, CloisterOptions, ExecOptions, RunOptions } from "./cloister.js";
+export type { AgentSession, CloisterListing, CloisterOptions, ExecOptions, FindOptions, RunOptions } from "./cloister.js";
 // What the calls above take and give: a caller names them to hold or pass them on (QA library-cli L3).
 export type { ExecResult, ExecSession } from "./sandbox/init-client.js";
 export type { Credential, CredentialLookup } from "./agents/credentials.js";

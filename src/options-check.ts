@@ -9,7 +9,7 @@
  * where it is read, by the same parsers as for the CLI.
  */
 import { Readable, Writable } from "node:stream";
-import type { CloisterOptions, ExecOptions, RunOptions } from "./cloister.js";
+import type { CloisterOptions, ExecOptions, FindOptions, RunOptions } from "./cloister.js";
 import type { CloisterPaths } from "./config/paths.js";
 import type { RemoveOptions } from "./stopped.js";
 import { CloisterError } from "./errors.js";
@@ -126,6 +126,18 @@ const agent: Check = (value, where) => {
   if (value !== true && (typeof value !== "string" || value === "")) throw wrongType(where, "an agent's name (such as \"claude\") or true", value);
 };
 
+/** findCloister's: what commands in a running cloister are set up with; a launch takes them too. */
+const FIND_OPTIONS: Checks<FindOptions> = {
+  env: environment('an object of variable names to values, such as { NODE_ENV: "test" }'),
+  secretEnv: environment('an object of variable names to stored secrets\' names, such as { GITHUB_TOKEN: "gh" }'),
+  paths,
+  signal: abortSignal,
+  agent,
+  credentials: callback,
+  passEnvCredential: flag,
+  warn: callback,
+};
+
 /** A fresh cloister's options: all but the name, which only a persistent one is given. */
 const FRESH_OPTIONS: Checks<Omit<CloisterOptions, "name">> = {
   project: text,
@@ -135,18 +147,11 @@ const FRESH_OPTIONS: Checks<Omit<CloisterOptions, "name">> = {
   memory: textOrNumber('a size such as "8GiB", a number of bytes, or "none"'),
   pids: textOrNumber('a process count such as 4096, or "none"'),
   cpu: textOf('a percentage of one core such as "150%", or "none"'),
-  env: environment('an object of variable names to values, such as { NODE_ENV: "test" }'),
-  secretEnv: environment('an object of variable names to stored secrets\' names, such as { GITHUB_TOKEN: "gh" }'),
   allow: textList('an array of rules (strings such as "example.com")'),
   deny: textList('an array of rules (strings such as "example.com")'),
   allowPrivate: textList('an array of rules (strings such as "localhost:8080")'),
   resolve: textRecord('an object of host names to IP addresses, such as { "api.test": "127.0.0.1" }'),
-  paths,
-  signal: abortSignal,
-  agent,
-  credentials: callback,
-  passEnvCredential: flag,
-  warn: callback,
+  ...FIND_OPTIONS,
 };
 
 const CLOISTER_OPTIONS: Checks<CloisterOptions> = { ...FRESH_OPTIONS, name: text };
@@ -156,6 +161,43 @@ const RUN_OPTIONS: Checks<RunOptions> = {
   timeout: textOrNumber('a duration such as "5m", a number of milliseconds, or "none"'),
 };
 
+/** Why an option valid for another call is not taken here, and what to do instead. */
+interface Elsewhere {
+  readonly why: string;
+  readonly hint: string;
+}
+
+const MADE_WITH: Elsewhere = {
+  why: "is createCloister's: it applies when a cloister is made; a running one keeps what it was started with",
+  hint: "stop it and create it again with the new options, or leave it out",
+};
+
+/**
+ * The project (and its branch) is launch-only too: findCloister finds by name alone, so a project
+ * given would be neither used nor compared with the cloister's, and a caller could take the cloister
+ * of another project for this one's (the CLI's start compares them itself).
+ */
+const FOUND_BY_NAME: Elsewhere = {
+  why: "is createCloister's: findCloister finds a cloister by its name alone, whatever its project",
+  hint: "leave it out; a found cloister's project is its record.projectRoot",
+};
+
+/** Every option findCloister does not take, so that the compiler says where a new one belongs. */
+const LAUNCH_ONLY: Readonly<Record<Exclude<keyof CloisterOptions, keyof FindOptions>, Elsewhere>> = {
+  project: FOUND_BY_NAME,
+  allowNoGit: FOUND_BY_NAME,
+  branch: FOUND_BY_NAME,
+  name: { why: "is createCloister's: findCloister takes the name as its first argument", hint: "leave it out: findCloister(name)" },
+  network: MADE_WITH,
+  memory: MADE_WITH,
+  pids: MADE_WITH,
+  cpu: MADE_WITH,
+  allow: MADE_WITH,
+  deny: MADE_WITH,
+  allowPrivate: MADE_WITH,
+  resolve: MADE_WITH,
+};
+
 /** Options that are valid for another call: why not here, and what to do instead. */
 const ELSEWHERE = {
   nameOfFresh: { name: { why: "names a persistent cloister; a fresh one is named for you", hint: "leave it out, or create a persistent cloister: createCloister(options, true)" } },
@@ -163,15 +205,16 @@ const ELSEWHERE = {
   timeout: { timeout: { why: "is runInCloister's: a cloister made here runs until it is stopped", hint: "stop it yourself: cloister.stop()" } },
 } as const;
 
-/** Which call the options are for: they differ in `name` and `timeout`. */
+/** Which call the options are for: they differ in `name` and `timeout`, and a running cloister takes few. */
 export type OptionsUse = "persistent" | "fresh" | "running" | "run";
 
 /** Throws a CloisterError naming the first wrong option (`options.allow`); undefined values count as unset. */
 export function checkOptions(options: unknown, use: OptionsUse): void {
   switch (use) {
     case "persistent":
-    case "running":
       return checkObject(options, "options", CLOISTER_OPTIONS, ELSEWHERE.timeout);
+    case "running":
+      return checkObject(options, "options", FIND_OPTIONS, { ...LAUNCH_ONLY, ...ELSEWHERE.timeout });
     case "fresh":
       return checkObject(options, "options", FRESH_OPTIONS, { ...ELSEWHERE.nameOfFresh, ...ELSEWHERE.timeout });
     case "run":
@@ -242,7 +285,7 @@ export function checkPaths(value: unknown, where: string): void {
   paths(value, where);
 }
 
-function checkObject(value: unknown, where: string, checks: Readonly<Record<string, Check>>, elsewhere: Readonly<Record<string, { why: string; hint: string }>> = {}): void {
+function checkObject(value: unknown, where: string, checks: Readonly<Record<string, Check>>, elsewhere: Readonly<Record<string, Elsewhere>> = {}): void {
   if (!isPlainObject(value)) throw wrongType(where, "an object", value);
   for (const [key, item] of Object.entries(value)) {
     if (item === undefined) continue; // an optional option left unset, as `{ name: flags.name }` does

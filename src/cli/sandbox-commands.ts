@@ -1,6 +1,6 @@
 import { posix, relative } from "node:path";
 import type { Command } from "commander";
-import { createCloister, findCloister, launchFresh, listCloisters, NameTaken, stopCloister, type Cloister, type CloisterOptions, type RunOptions } from "../cloister.js";
+import { createCloister, findCloister, launchFresh, listCloisters, NameTaken, stopCloister, type Cloister, type CloisterOptions, type FindOptions, type RunOptions } from "../cloister.js";
 import { formatDuration } from "../config/units.js";
 import { runToEnd } from "../fresh-run.js";
 import { removeCloister, stoppedCloisters } from "../stopped.js";
@@ -61,6 +61,15 @@ function cloisterOptions(flags: SandboxFlags): CloisterOptions {
     allowPrivate: flags.allowPrivate,
     resolve: parseResolve(flags.resolve ?? []),
   };
+}
+
+/**
+ * What findCloister takes of start's options: a running cloister's. It refuses the launch-only ones;
+ * checkReentry does, in the CLI's words (--no-network, not options.network), and lets through those
+ * that match the running cloister (its project, its branch).
+ */
+function findOptions({ agent, credentials, passEnvCredential, env, secretEnv, paths, warn, signal }: CloisterOptions): FindOptions {
+  return { agent, credentials, passEnvCredential, env, secretEnv, paths, warn, signal };
 }
 
 /**
@@ -150,7 +159,7 @@ export function registerSandboxCommands(program: Command): void {
     .action(async (flags: SandboxFlags & { detach?: boolean }) => {
       const options = cloisterOptions(flags);
       const name = flags.name ?? (await defaultCloisterName(flags));
-      const running = await findCloister(name, options);
+      const running = await findCloister(name, findOptions(options));
       const { cloister, started } = running ? { cloister: running, started: false } : await launchOrJoin(name, options);
       if (!started) await checkReentry(flags, name, cloister);
       const opensAgent = flags.agent !== undefined;
@@ -300,7 +309,7 @@ async function launchedBy(taken: NameTaken, options: CloisterOptions): Promise<C
   const { name, id } = taken.holder;
   for (let record = readRecord(paths, name); record?.id === id && holdsName(record); record = readRecord(paths, name)) {
     if (record.keeperPid !== undefined) {
-      const cloister = await findCloister(name, options);
+      const cloister = await findCloister(name, findOptions(options));
       if (cloister) return cloister;
     }
     await new Promise((resolve) => setTimeout(resolve, JOIN_POLL_MS));

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
-import { createCloister, NameTaken, runInCloister, stopCloister, type CloisterOptions, type RunOptions } from "../../src/cloister.js";
+import { createCloister, findCloister, NameTaken, runInCloister, stopCloister, type CloisterOptions, type RunOptions } from "../../src/cloister.js";
 import { resolvePaths, type CloisterPaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
 import { guardianCall } from "../../src/guardian/control-client.js";
@@ -172,6 +172,41 @@ describe("the library: runInCloister's timeout and signal, and its inputs", () =
         assert.equal((await cloister.exec(["true"]).done).exitCode, 0, "the cloister still serves");
       } finally {
         await cloister.stop();
+      }
+    });
+
+    it("findCloister refuses an option that applies only when a cloister is made, and leaves the cloister as it was; env it takes", async () => {
+      const running = await createCloister({ project: t.project, paths, name: "found", network: true }, true);
+      try {
+        await assert.rejects(
+          // @ts-expect-error -- FindOptions has no network: the compiler refuses it too
+          findCloister("found", { paths, network: false }),
+          (error: unknown) => {
+            assert.ok(error instanceof CloisterError, `not a CloisterError: ${String(error)}`);
+            assert.equal(error.oneLine(), "options.network is createCloister's: it applies when a cloister is made; a running one keeps what it was started with (stop it and create it again with the new options, or leave it out)");
+            return true;
+          },
+        );
+        const records = listRecords(paths);
+        assert.deepEqual(records.map((r) => [r.name, r.id, r.network]), [["found", running.record.id, true]], "the running cloister changed");
+        let output = "";
+        const stdout = new Writable({
+          write(chunk: Buffer, _encoding, done) {
+            output += chunk.toString();
+            done();
+          },
+        });
+        const found = await findCloister("found", { paths, env: { FOUND_BY: "findCloister" }, network: undefined });
+        assert.ok(found, "findCloister did not find the running cloister");
+        assert.equal(found.record.id, running.record.id);
+        assert.equal((await found.exec(["sh", "-c", 'echo "$FOUND_BY $HTTPS_PROXY"'], { stdout }).done).exitCode, 0);
+        assert.match(output, /^findCloister http:\/\/cloister:[^@]+@127\.0\.0\.1:3128\n$/, "the command's env, with the network the cloister was started with");
+        // The CLI's start takes the library's find, and says its own flags for what it would ignore.
+        const cli = await t.cli(["start", "-d", "--name", "found", "--memory", "16M"]);
+        assert.equal(cli.code, 125);
+        assert.equal(cli.stderr, "cloister: cloister found is already running; --memory applies only when a cloister starts (stop it first (cloister stop found) and start it again with it)\n");
+      } finally {
+        await running.stop();
       }
     });
 

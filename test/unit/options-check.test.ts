@@ -84,10 +84,58 @@ describe("checkOptions", () => {
       warn: () => undefined,
     };
     assert.equal(optionsProblem({ ...all, name: "api" }, "persistent"), undefined);
-    assert.equal(optionsProblem({ ...all, name: "api" }, "running"), undefined);
     assert.equal(optionsProblem({ ...all, timeout: 5000, name: undefined }, "run"), undefined);
     assert.equal(optionsProblem({ ...all, timeout: "none" }, "run"), undefined);
     assert.equal(optionsProblem(Object.assign(Object.create(null) as object, { memory: "none" }), "fresh"), undefined);
+  });
+});
+
+describe("checkOptions for findCloister (a running cloister)", () => {
+  const made = "is createCloister's: it applies when a cloister is made; a running one keeps what it was started with (stop it and create it again with the new options, or leave it out)";
+  const foundByName = "is createCloister's: findCloister finds a cloister by its name alone, whatever its project (leave it out; a found cloister's project is its record.projectRoot)";
+
+  test("each option that applies only when a cloister is made is refused by name, with what to do", () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ network: false }, `options.network ${made}`],
+      [{ memory: "16M" }, `options.memory ${made}`],
+      [{ pids: 100 }, `options.pids ${made}`],
+      [{ cpu: "50%" }, `options.cpu ${made}`],
+      [{ allow: ["example.com"] }, `options.allow ${made}`],
+      [{ deny: [] }, `options.deny ${made}`],
+      [{ allowPrivate: ["db.test"] }, `options.allowPrivate ${made}`],
+      [{ resolve: { "api.test": "127.0.0.1" } }, `options.resolve ${made}`],
+      [{ project: "/nope" }, `options.project ${foundByName}`],
+      [{ allowNoGit: true }, `options.allowNoGit ${foundByName}`],
+      [{ branch: "feature" }, `options.branch ${foundByName}`],
+      [{ name: "api" }, "options.name is createCloister's: findCloister takes the name as its first argument (leave it out: findCloister(name))"],
+      [{ timeout: "5m" }, "options.timeout is runInCloister's: a cloister made here runs until it is stopped (stop it yourself: cloister.stop())"],
+    ];
+    for (const [options, message] of cases) assert.equal(optionsProblem(options, "running"), message, JSON.stringify(options));
+  });
+
+  test("the first launch option is named even beside valid ones; a misspelt one gets the nearest it takes", () => {
+    assert.equal(optionsProblem({ env: { A: "1" }, network: false, memory: "16M" }, "running"), `options.network ${made}`);
+    assert.equal(optionsProblem({ secretEnf: {} }, "running"), "options.secretEnf is not an option (did you mean options.secretEnv?)");
+  });
+
+  test("takes every option it uses, and launch options set to undefined as unset", () => {
+    const used = {
+      env: { NODE_ENV: "test" },
+      secretEnv: { GITHUB_TOKEN: "gh" },
+      paths: resolvePaths({ CLOISTER_HOME: "/tmp/x" }),
+      signal: new AbortController().signal,
+      agent: "claude",
+      credentials: async () => undefined,
+      passEnvCredential: true,
+      warn: () => undefined,
+    };
+    assert.equal(optionsProblem(used, "running"), undefined);
+    assert.equal(optionsProblem({ ...used, network: undefined, memory: undefined, project: undefined, name: undefined, timeout: undefined }, "running"), undefined);
+    assert.equal(optionsProblem({}, "running"), undefined);
+  });
+
+  test("a used option is checked as for createCloister", () => {
+    assert.equal(optionsProblem({ env: "A=1" }, "running"), 'options.env must be an object of variable names to values, such as { NODE_ENV: "test" }, not the string "A=1"');
   });
 });
 
