@@ -8,6 +8,7 @@
  * loading zod would cost it tens of milliseconds. What a value means (a size, a rule) is checked
  * where it is read, by the same parsers as for the CLI.
  */
+import { constants as osConstants } from "node:os";
 import { Readable, Writable } from "node:stream";
 import type { CloisterOptions, ExecOptions, FindOptions, RunOptions } from "./cloister.js";
 import type { CloisterPaths } from "./config/paths.js";
@@ -235,6 +236,23 @@ const dimension: Check = (value, where) => {
 };
 
 const TTY: Checks<NonNullable<ExecOptions["tty"]>> = { rows: dimension, cols: dimension, separateStderr: flag };
+
+/** A running command's new terminal size (session.resize), as `tty` takes it. */
+export function checkTerminalSize(rows: unknown, cols: unknown): void {
+  dimension(rows, "rows");
+  dimension(cols, "cols");
+}
+
+/** Linux's highest signal number (SIGRTMAX). */
+const MAX_SIGNAL = 64;
+
+/** The number of a signal for a running command (session.signal): a name such as "SIGTERM", or a number. */
+export function signalNumber(signal: unknown): number {
+  const known = typeof signal === "string" && Object.hasOwn(osConstants.signals, signal) ? osConstants.signals[signal as NodeJS.Signals] : undefined;
+  if (known !== undefined) return known;
+  if (Number.isInteger(signal) && (signal as number) >= 1 && (signal as number) <= MAX_SIGNAL) return signal as number;
+  throw new CloisterError(`signal must be a signal's name or number, not ${describe(signal)}`, `give a name such as "SIGTERM" or "SIGINT", or a number from 1 to ${MAX_SIGNAL}`);
+}
 
 const tty: Check = (value, where) => {
   checkObject(value, where, TTY);

@@ -4,6 +4,7 @@ import { constants as osConstants } from "node:os";
 import { dirname, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { CloisterError } from "../errors.js";
+import { checkTerminalSize, signalNumber } from "../options-check.js";
 import { visible } from "../policy/visible.js";
 import {
   decodeExit,
@@ -37,9 +38,9 @@ export interface ExecResult {
 export interface ExecSession {
   /** Settles when the command has exited; rejects if the session failed. */
   readonly done: Promise<ExecResult>;
-  /** Sets the PTY window size (tty mode; ignored otherwise). */
+  /** Sets the PTY window size (tty mode; ignored otherwise); each from 1 to 65535, or a CloisterError. */
   resize(rows: number, cols: number): void;
-  /** Sends a signal to the command's process group. */
+  /** Sends a signal to the command's process group: a name node knows or a number from 1 to 64, or a CloisterError. */
   signal(signal: number | NodeJS.Signals): void;
 }
 
@@ -182,12 +183,12 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
   void done.finally(() => unwatch.forEach((stop) => stop())).catch(() => undefined);
   return {
     done,
-    resize: (rows, cols) => send(encodeResize(rows, cols)),
-    signal: (signal) => {
-      const signo = typeof signal === "number" ? signal : osConstants.signals[signal];
-      if (signo === undefined) throw new RangeError(`unknown signal ${String(signal)}`);
-      send(encodeSignal(signo));
+    // Checked here, for a library caller's values: a CloisterError that says what is wrong.
+    resize: (rows, cols) => {
+      checkTerminalSize(rows, cols);
+      send(encodeResize(rows, cols));
     },
+    signal: (signal) => send(encodeSignal(signalNumber(signal))),
   };
 }
 

@@ -3,7 +3,8 @@ import { PassThrough } from "node:stream";
 import { describe, test } from "node:test";
 import { resolvePaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
-import { checkArgv, checkExecOptions, checkOptions, type OptionsUse } from "../../src/options-check.js";
+import { checkArgv, checkExecOptions, checkOptions, checkTerminalSize, signalNumber, type OptionsUse } from "../../src/options-check.js";
+import { execInCloister } from "../../src/sandbox/init-client.js";
 import { inFlagWords } from "../../src/cli/option-flags.js";
 
 /** The one-line message a check throws (a CloisterError, nothing else), or undefined when it passes. */
@@ -163,6 +164,34 @@ describe("checkExecOptions", () => {
     assert.equal(execProblem({ stdout: "out.log" }), 'exec.stdout must be a writable stream, not the string "out.log"');
     assert.equal(execProblem({ stdot: process.stdout }), "exec.stdot is not an option (did you mean exec.stdout?)");
     assert.equal(execProblem({ cwd: "/work", env: { A: "1" }, tty: { rows: 24, cols: 80, separateStderr: true }, stdin: new PassThrough(), stdout: new PassThrough(), stderr: process.stderr }), undefined);
+  });
+});
+
+describe("a running command's resize and signal", () => {
+  test("a new terminal size is checked as exec.tty's is", () => {
+    assert.equal(problem(() => checkTerminalSize(-5, 80)), "rows must be a whole number from 1 to 65535, not the number -5");
+    assert.equal(problem(() => checkTerminalSize(24, 0)), "cols must be a whole number from 1 to 65535, not the number 0");
+    assert.equal(problem(() => checkTerminalSize(24, 80)), undefined);
+  });
+
+  test("a signal is a name node knows or a number from 1 to 64", () => {
+    assert.equal(signalNumber("SIGTERM"), 15);
+    assert.equal(signalNumber(9), 9);
+    assert.equal(signalNumber(64), 64);
+    const hint = 'give a name such as "SIGTERM" or "SIGINT", or a number from 1 to 64';
+    assert.equal(problem(() => signalNumber("SIGBOGUS")), `signal must be a signal's name or number, not the string "SIGBOGUS" (${hint})`);
+    assert.equal(problem(() => signalNumber("toString")), `signal must be a signal's name or number, not the string "toString" (${hint})`);
+    assert.equal(problem(() => signalNumber(0)), `signal must be a signal's name or number, not the number 0 (${hint})`);
+    assert.equal(problem(() => signalNumber(65)), `signal must be a signal's name or number, not the number 65 (${hint})`);
+  });
+
+  test("a session refuses them with a CloisterError, before anything is sent", async () => {
+    const session = execInCloister("/nonexistent/cloister/init.sock", { tty: false, cwd: "/work", argv: ["true"], env: {} });
+    const failed = session.done.catch((error: unknown) => error);
+    // @ts-expect-error: a JavaScript caller's wrong value
+    assert.match(problem(() => session.signal("SIGBOGUS")) ?? "", /^signal must be a signal's name or number/);
+    assert.match(problem(() => session.resize(-5, 80)) ?? "", /^rows must be a whole number from 1 to 65535/);
+    assert.ok((await failed) instanceof Error, "the session to a missing socket fails");
   });
 });
 
