@@ -8,8 +8,8 @@ need=()
 # bubblewrap, socat, gcc and git to run cloister; curl, openssl, python3 and chromium for `npm test` (the
 # egress and broker tests use curl, python and a test CA inside cloisters, which see the system's
 # /usr/bin, not a user's own python; the approval UI test drives chromium; the completion scripts are
-# tried in a real zsh and fish).
-for pkg in bubblewrap:bwrap socat:socat gcc:cc git:git curl:curl openssl:openssl python3:/usr/bin/python3 chromium:chromium zsh:zsh fish:fish; do
+# tried in a real zsh and fish; a lifecycle test reads a socket's accept queue with iproute2's ss).
+for pkg in bubblewrap:bwrap socat:socat gcc:cc git:git curl:curl openssl:openssl python3:/usr/bin/python3 chromium:chromium zsh:zsh fish:fish iproute2:ss; do
   command -v "${pkg#*:}" >/dev/null 2>&1 || need+=("${pkg%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -61,7 +61,9 @@ function entriesOf(dir: string): string[] {
 
 /** Connections queued at a listening unix socket, not yet accepted (ss shows them as its Recv-Q). */
 function pendingConnections(socket: string): number {
-  const listening = spawnSync("ss", ["-xlH", "src", socket], { encoding: "utf8" }).stdout.trim().split(/\s+/);
+  const ss = spawnSync("ss", ["-xlH", "src", socket], { encoding: "utf8" });
+  if (ss.error) throw new Error(`ss could not run (${ss.error.message}): install iproute2 (apt-get install iproute2)`);
+  const listening = ss.stdout.trim().split(/\s+/);
   return Number(listening[2] ?? 0);
 }
 
