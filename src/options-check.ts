@@ -139,6 +139,14 @@ const FIND_OPTIONS: Checks<FindOptions> = {
   warn: callback,
 };
 
+/**
+ * The options of a launch's that findCloister takes (FIND_OPTIONS' keys, so that one added there is
+ * passed on too): the CLI's start looks for the running cloister with them.
+ */
+export function findOptionsOf(options: CloisterOptions): FindOptions {
+  return Object.fromEntries(Object.keys(FIND_OPTIONS).map((key) => [key, options[key as keyof FindOptions]])) as FindOptions;
+}
+
 /** A fresh cloister's options: all but the name, which only a persistent one is given. */
 const FRESH_OPTIONS: Checks<Omit<CloisterOptions, "name">> = {
   project: text,

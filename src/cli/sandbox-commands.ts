@@ -1,12 +1,13 @@
 import { posix, relative } from "node:path";
 import type { Command } from "commander";
-import { createCloister, findCloister, launchFresh, listCloisters, NameTaken, stopCloister, type Cloister, type CloisterOptions, type FindOptions, type RunOptions } from "../cloister.js";
+import { createCloister, findCloister, launchFresh, listCloisters, NameTaken, stopCloister, type Cloister, type CloisterOptions, type RunOptions } from "../cloister.js";
 import { formatDuration } from "../config/units.js";
 import { runToEnd } from "../fresh-run.js";
 import { removeCloister, stoppedCloisters } from "../stopped.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import type { CredentialLookup } from "../agents/credentials.js";
+import { findOptionsOf } from "../options-check.js";
 import { isBelow } from "../path-under.js";
 import { agentCredentialFromGuardian, ensureGuardian } from "../guardian/control-client.js";
 import { WORK_DIR } from "../sandbox/bwrap/mounts.js";
@@ -61,15 +62,6 @@ function cloisterOptions(flags: SandboxFlags): CloisterOptions {
     allowPrivate: flags.allowPrivate,
     resolve: parseResolve(flags.resolve ?? []),
   };
-}
-
-/**
- * What findCloister takes of start's options: a running cloister's. It refuses the launch-only ones;
- * checkReentry does, in the CLI's words (--no-network, not options.network), and lets through those
- * that match the running cloister (its project, its branch).
- */
-function findOptions({ agent, credentials, passEnvCredential, env, secretEnv, paths, warn, signal }: CloisterOptions): FindOptions {
-  return { agent, credentials, passEnvCredential, env, secretEnv, paths, warn, signal };
 }
 
 /**
@@ -159,7 +151,10 @@ export function registerSandboxCommands(program: Command): void {
     .action(async (flags: SandboxFlags & { detach?: boolean }) => {
       const options = cloisterOptions(flags);
       const name = flags.name ?? (await defaultCloisterName(flags));
-      const running = await findCloister(name, findOptions(options));
+      // Only what findCloister takes (it refuses the launch-only options): checkReentry says those in
+      // the CLI's words (--no-network, not options.network) and lets through what matches the running
+      // cloister (its project, its branch).
+      const running = await findCloister(name, findOptionsOf(options));
       const { cloister, started } = running ? { cloister: running, started: false } : await launchOrJoin(name, options);
       if (!started) await checkReentry(flags, name, cloister);
       const opensAgent = flags.agent !== undefined;
@@ -309,7 +304,7 @@ async function launchedBy(taken: NameTaken, options: CloisterOptions): Promise<C
   const { name, id } = taken.holder;
   for (let record = readRecord(paths, name); record?.id === id && holdsName(record); record = readRecord(paths, name)) {
     if (record.keeperPid !== undefined) {
-      const cloister = await findCloister(name, findOptions(options));
+      const cloister = await findCloister(name, findOptionsOf(options));
       if (cloister) return cloister;
     }
     await new Promise((resolve) => setTimeout(resolve, JOIN_POLL_MS));

@@ -3,7 +3,7 @@ import { PassThrough } from "node:stream";
 import { describe, test } from "node:test";
 import { resolvePaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
-import { checkArgv, checkExecOptions, checkOptions, checkTerminalSize, signalNumber, type OptionsUse } from "../../src/options-check.js";
+import { checkArgv, checkExecOptions, checkOptions, checkTerminalSize, findOptionsOf, signalNumber, type OptionsUse } from "../../src/options-check.js";
 import { execInCloister } from "../../src/sandbox/init-client.js";
 import { inFlagWords } from "../../src/cli/option-flags.js";
 
@@ -94,6 +94,13 @@ describe("checkOptions", () => {
 describe("checkOptions for findCloister (a running cloister)", () => {
   const made = "is createCloister's: it applies when a cloister is made; a running one keeps what it was started with (stop it and create it again with the new options, or leave it out)";
   const foundByName = "is createCloister's: findCloister finds a cloister by its name alone, whatever its project (leave it out; a found cloister's project is its record.projectRoot)";
+
+  test("findOptionsOf keeps of a launch's options those findCloister takes, and only those", () => {
+    const warn = () => undefined;
+    const picked = findOptionsOf({ name: "api", project: "/p", network: false, memory: "1G", allow: ["a.test"], env: { A: "1" }, agent: "claude", warn });
+    assert.deepEqual(Object.fromEntries(Object.entries(picked).filter(([, value]) => value !== undefined)), { env: { A: "1" }, agent: "claude", warn });
+    assert.equal(optionsProblem(picked, "running"), undefined);
+  });
 
   test("each option that applies only when a cloister is made is refused by name, with what to do", () => {
     const cases: [Record<string, unknown>, string][] = [
