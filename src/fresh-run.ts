@@ -5,7 +5,7 @@
  * command and everything it started; the call settles only once the cloister is gone.
  */
 import type { Cloister } from "./cloister.js";
-import { throwIfAborted } from "./abort.js";
+import { onAbort, throwIfAborted } from "./abort.js";
 
 /** The exit code of a command that its timeout stopped: timeout(1)'s, and `cloister run --timeout`'s. */
 export const TIMED_OUT = 124;
@@ -41,8 +41,7 @@ export async function runToEnd(fresh: FreshCloister, command: (cloister: Cloiste
     remove().catch(() => undefined);
   };
   const timer = fresh.timeoutMs === undefined ? undefined : setTimeout(() => cut("timeout"), fresh.timeoutMs);
-  const onAbort = (): void => cut("abort");
-  signal?.addEventListener("abort", onAbort, { once: true });
+  const forgetAbort = signal ? onAbort(signal, () => cut("abort")) : undefined;
   let outcome: { exitCode: number } | { error: unknown };
   try {
     // Aborted between the launch and here: the command is not started.
@@ -52,7 +51,7 @@ export async function runToEnd(fresh: FreshCloister, command: (cloister: Cloiste
     outcome = { error };
   } finally {
     clearTimeout(timer);
-    signal?.removeEventListener("abort", onAbort);
+    forgetAbort?.();
   }
   if (cutBy === undefined) {
     if ("error" in outcome) {

@@ -9,7 +9,7 @@ import { ensurePrivateDir } from "../config/atomic-write.js";
 import { receivedProblems, type ConfigProblem } from "../config/config-error.js";
 import { CloisterError } from "../errors.js";
 import { isRunningProcess, isStoppedProcess, type SessionRules } from "../sandbox/records.js";
-import { abortError, throwIfAborted } from "../abort.js";
+import { abortError, onAbort, throwIfAborted } from "../abort.js";
 import type { LaunchGrant, PendingGrant } from "../sandbox/engine.js";
 import { formatDuration } from "../config/units.js";
 import { foreignInstanceError, isPermissionDenied } from "../config/foreign-instance.js";
@@ -61,11 +61,10 @@ export function guardianCall<T>(paths: CloisterPaths, method: string, path: stri
     const request = encodeControlRequest(method, path, body === undefined ? undefined : JSON.stringify(body));
     const socket = connect(paths.guardianSocket);
     const deadline = setTimeout(() => socket.destroy(guardianUnanswered(paths, deadlineMs)), deadlineMs);
-    const onAbort = () => socket.destroy(abortError(signal as AbortSignal));
-    signal?.addEventListener("abort", onAbort, { once: true });
+    const forgetAbort = signal ? onAbort(signal, () => socket.destroy(abortError(signal))) : undefined;
     socket.on("close", () => {
       clearTimeout(deadline);
-      signal?.removeEventListener("abort", onAbort);
+      forgetAbort?.();
     });
     const chunks: Buffer[] = [];
     let received = 0;

@@ -111,6 +111,29 @@ describe("the library: runInCloister's timeout and signal, and its inputs", () =
     assert.deepEqual(listRecords(paths), []);
   });
 
+  it("one signal shared by a dozen runs: no leak warning, and its abort stops every run", async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): number => warnings.push(warning);
+    process.on("warning", onWarning);
+    try {
+      const shared = new AbortController();
+      const finished = await Promise.all(Array.from({ length: 12 }, () => runInCloister(["true"], { project: t.project, paths, network: false, signal: shared.signal })));
+      assert.deepEqual(finished, Array(12).fill(0));
+
+      const aborting = new AbortController();
+      const runs = Array.from({ length: 12 }, () => runInCloister(["sleep", "30"], { project: t.project, paths, network: false, signal: aborting.signal }));
+      await waitUntil("all twelve cloisters running", () => listRecords(paths).filter((r) => r.keeperPid !== undefined).length === 12, 30_000);
+      aborting.abort(new Error("enough"));
+      const settled = await Promise.allSettled(runs);
+      assert.deepEqual(settled.map((outcome) => (outcome.status === "rejected" ? (outcome.reason as Error).message : outcome.value)), Array(12).fill("enough"));
+      assert.deepEqual(listRecords(paths), []);
+    } finally {
+      process.off("warning", onWarning);
+    }
+    // Node warns on the next tick: by now it would have.
+    assert.deepEqual(warnings.map((warning) => warning.name), []);
+  });
+
   describe("wrong inputs are refused before anything starts, as CloisterErrors naming them", () => {
     /** Expects `call` to reject with a CloisterError whose line is `message`, having made nothing. */
     async function assertRefused(call: () => Promise<unknown>, message: string | RegExp): Promise<void> {
