@@ -681,6 +681,12 @@ static int keep_main(int argc, char **argv)
     if (o.setsid && setsid() < 0 && getsid(0) != getpid())
         fatal(errno, "setsid");
     if (o.die_with_parent) {
+        /* Out of the caller's process group (bwrap, forked below, goes with it): Ctrl-C at a
+         * terminal, timeout(1) and CI runners signal the whole group, and the keeper and bwrap
+         * dying of it first made `cloister run` report "the cloister is gone" (exit 125) instead
+         * of stopping it in order (exit 130/143). The caller's death still takes the keeper. */
+        if (setpgid(0, 0) < 0)
+            fatal(errno, "setpgid");
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
             fatal(errno, "prctl(PR_SET_PDEATHSIG)");
         if (getppid() != parent)

@@ -547,6 +547,29 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.fail("Ctrl-C never reached a launch in progress (it always came after the command started)");
   });
 
+  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    it(`${signal} to run's whole process group (a terminal's Ctrl-C, timeout(1), a CI runner) stops the cloister in order: ${code}, nothing left`, async () => {
+      const before = leftovers();
+      // Its own group, as a shell's job is: the signal goes to every process in it.
+      const child = spawn(process.execPath, [CLI, "run", "--", "sh", "-c", "echo started; exec sleep 30"], { cwd: t.project, env: t.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on("close", (exitCode) => resolve(exitCode)));
+      try {
+        await waitUntil("the command to start", () => stdout.includes("started"), 30_000);
+        process.kill(-(child.pid ?? 0), signal);
+        // Before: the keeper and bwrap died of it too, and run said "the cloister is gone or not ready" (125).
+        assert.equal(await exited, code, stderr);
+        assert.equal(stderr, "");
+        await assertNothingLeft(before, `${signal} to the group`, 5_000);
+      } finally {
+        if (child.exitCode === null) process.kill(-(child.pid ?? 0), "SIGKILL");
+      }
+    });
+  }
+
   describe("a launcher killed outright (SIGKILL)", () => {
     /** Starts `run`, kills it `delayMs` after its record appears; true when its keeper had not run yet. */
     async function killLaunch(known: string[], delayMs: number): Promise<boolean> {
