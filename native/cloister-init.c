@@ -354,6 +354,7 @@ static void put_u32_frame(struct buf *b, uint8_t type, uint32_t v)
 
 struct keep_opts {
     const char *listen;
+    const char *mark; /* an abstract socket name held for the keeper's life (src/sandbox/project-marks.ts) */
     const char **cgroups;
     size_t ncgroups;
     const char **rlimits; /* validated "NAME=N" strings */
@@ -425,7 +426,7 @@ static void keep_parse(int argc, char **argv, struct keep_opts *o)
             o->setsid = true;
             continue;
         }
-        bool known = !strcmp(a, "--listen") || !strcmp(a, "--cgroup") || !strcmp(a, "--oom-score-adj") ||
+        bool known = !strcmp(a, "--listen") || !strcmp(a, "--mark") || !strcmp(a, "--cgroup") || !strcmp(a, "--oom-score-adj") ||
                      !strcmp(a, "--nice") || !strcmp(a, "--rlimit") || !strcmp(a, "--status-fd") ||
                      !strcmp(a, "--program-fd") || !strcmp(a, "--lifeline-fd");
         if (!known)
@@ -438,6 +439,8 @@ static void keep_parse(int argc, char **argv, struct keep_opts *o)
         rlim_t lim;
         if (!strcmp(a, "--listen")) {
             o->listen = v;
+        } else if (!strcmp(a, "--mark")) {
+            o->mark = v;
         } else if (!strcmp(a, "--cgroup")) {
             o->cgroups[o->ncgroups++] = v;
         } else if (!strcmp(a, "--rlimit")) {
@@ -538,6 +541,24 @@ static void keep_join_cgroup(const char *dir)
 }
 
 /* Create the listening socket and put it at fd 3, inheritable, for PROGRAM (bwrap, then init). */
+/* Binds the abstract unix socket name `name` and keeps it until the keeper exits, however it exits:
+ * other processes learn from /proc/net/unix that this cloister runs. Not inherited by PROGRAM. */
+static void keep_mark(const char *name)
+{
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    size_t len = strlen(name);
+    if (len == 0 || len >= sizeof sa.sun_path - 1)
+        fatal(EINVAL, "--mark '%s' (want 1 to %zu bytes)", name, sizeof sa.sun_path - 2);
+    memcpy(sa.sun_path + 1, name, len); /* sun_path[0] = 0: the abstract namespace */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fatal(errno, "socket");
+    if (bind(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)) < 0)
+        fatal(errno, "--mark %s", name);
+}
+
 static void keep_listen(const char *path)
 {
     struct sockaddr_un sa;
@@ -698,6 +719,8 @@ static int keep_main(int argc, char **argv)
     int status = o.status_fd >= 0 ? keep_take_status_fd(o.status_fd) : -1;
     if (o.listen)
         keep_listen(o.listen);
+    if (o.mark)
+        keep_mark(o.mark);
     keep_apply_limits(&o);
     if (o.program_fd >= 0)
         o.program = keep_read_program(o.program_fd);

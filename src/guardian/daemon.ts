@@ -8,6 +8,7 @@ import { CloisterError } from "../errors.js";
 import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
 import { destroyCloister, killCloisterNow, type LaunchGrant } from "../sandbox/engine.js";
 import { RELEASE_TIMEOUT_MS } from "../sandbox/limits.js";
+import { removeDeferredPlaceholders } from "../sandbox/placeholder-release.js";
 import { orphanRecord, runtimeDirUnchangedFor, setAsideUnreadableRecords, snapshotCloisters, unrecordedIds, type CloisterSnapshot } from "../sandbox/orphans.js";
 import { cloisterListing, isKeeperAlive, isLauncherAlive, isLaunchOrphaned, listRecords, noSuchCloister, processStartTime, readRecord, type CloisterRecord } from "../sandbox/records.js";
 import { VERSION } from "../version.js";
@@ -418,6 +419,7 @@ class Guardian {
       }
     }
     await this.sweepUnrecorded(snapshot);
+    await removeDeferredPlaceholders(this.paths).catch((error: unknown) => log(`placeholders left for another instance's cloister are not removed yet: ${String(error)}`));
   }
 
   /**

@@ -19,7 +19,9 @@ import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs 
 import { claimHome } from "./home-owner.js";
 import { coveredInside } from "./host-exposure.js";
 import { realPath } from "./git-dirs.js";
-import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, protectedPlaceholders, removePlaceholders } from "./protected-paths.js";
+import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, protectedPlaceholders } from "./protected-paths.js";
+import { holdLauncherMark, markName, projectKey } from "./project-marks.js";
+import { projectKeyIfThere, releasePlaceholders } from "./placeholder-release.js";
 import { deleteRecord, holdsName, isRunningProcess, listRecords, processStartTime, readRecord, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 import { withRecordsLock } from "./records-lock.js";
 import { removeTree } from "./remove-tree.js";
@@ -187,6 +189,13 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
     mkdirSync(homeDir, { recursive: true, mode: 0o700 });
     if (record.ephemeralHome) cleanups.push(() => rmSync(homeDir, { recursive: true, force: true }));
 
+    // Marked from now until the end, first by this launcher, then by the keeper, so that another
+    // instance's cloister of the project ending meanwhile leaves the placeholders this one will
+    // find or make (project-marks.ts).
+    const key = projectKey(spec.projectRoot);
+    const launcherMark = await step(holdLauncherMark(key, id));
+    cleanups.push(() => void launcherMark.close());
+
     // The keeper first: it joins the cgroups (the first cgroup v1 migration of a launch waits ~15 ms
     // for the kernel) while the rest is prepared, then runs bwrap once given its argv.
     // The planned dirs, not those applyLimits returns: a limit the kernel refuses fails it midway.
@@ -194,7 +203,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
     const limits = applyLimits(mechanism, id, spec.limits);
     const keeper = spawnKeeper(
       initBinary,
-      ["keep", "--listen", record.initSocket, "--status-fd", String(STATUS_FD), "--program-fd", String(PROGRAM_FD), "--lifeline-fd", String(LIFELINE_FD), ...(spec.persistent ? ["--setsid"] : ["--die-with-parent"]), ...limits.keeperArgs],
+      ["keep", "--listen", record.initSocket, "--mark", markName(key, id), "--status-fd", String(STATUS_FD), "--program-fd", String(PROGRAM_FD), "--lifeline-fd", String(LIFELINE_FD), ...(spec.persistent ? ["--setsid"] : ["--die-with-parent"]), ...limits.keeperArgs],
       join(runtimeDir, KEEPER_LOG),
       spec.persistent,
     );
@@ -235,7 +244,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
       const view = spec.linkedGit ? prepareLinkedGitView(spec.projectRoot, spec.linkedGit, runtimeDir, protectedPlaceholders(made, [...made.placeholders, ...others])) : undefined;
       record.placeholders = [...new Set([...record.placeholders, ...made.placeholders, ...(view?.placeholders ?? [])])];
       return { prepared: made, gitView: view };
-    });
+    }, key);
     record.protectedFiles = prepared.paths.map((rel) => join(spec.projectRoot, rel)).filter((path) => entryKind(path) === "file");
 
     // Read by a git process while the grant is awaited, written into HOME before bwrap starts (a
@@ -292,6 +301,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
       command: [INIT_PATH, "init", "--lifeline-fd", String(LIFELINE_FD), ...(limits.initArgs ?? []), ...bridge],
     });
     const keeperPid = await step(keeper.run([bwrap, ...argv]));
+    launcherMark.close(); // the keeper holds its own mark from before it started bwrap
     record.keeperPid = keeperPid;
     record.keeperStartTime = processStartTime(keeperPid);
     delete record.spawnedKeeperPid;
@@ -471,14 +481,15 @@ function otherCloistersOfProject(paths: CloisterPaths, record: CloisterRecord): 
  * ending at once cannot both still see the other, and no launch records or makes placeholders midway.
  */
 export async function releaseRecord(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
+  const key = projectKeyIfThere(record.projectRoot);
   await withRecordsLock(paths, () => {
     const current = readRecord(paths, record.name);
     if (current?.id !== record.id) return;
     deleteRecord(paths, record.name);
     const needed = new Set(otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders));
     const listed = new Set([...current.placeholders, ...record.placeholders]);
-    removePlaceholders(record.projectRoot, [...listed].filter((relPath) => !needed.has(relPath)));
-  });
+    releasePlaceholders(paths, key, record.projectRoot, [...listed].filter((relPath) => !needed.has(relPath)), record.id);
+  }, key);
 }
 
 /**

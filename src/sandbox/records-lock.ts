@@ -22,12 +22,23 @@ const RETRY_MS = 2;
  * key in the private state dir, so another user can neither compute it nor squat it to block launches
  * and stops.
  */
-export async function withRecordsLock<T>(paths: CloisterPaths, section: () => T): Promise<T> {
-  const lock = await acquire(await lockName(paths), GIVE_UP_MS, "the lock on cloister records");
+export async function withRecordsLock<T>(paths: CloisterPaths, section: () => T, projectKey?: string): Promise<T> {
+  // First, when given: the lock of a project's placeholders, shared by every instance and user
+  // (projectKey: project-marks.ts). A launch's planning and making of placeholders and an ending
+  // cloister's look at the project's marks and removal of placeholders then never interleave, so a
+  // launch either finds placeholders gone and makes its own, or has its mark seen. Always taken
+  // before a records lock, never while holding one: no two locks are waited on in opposite order.
+  // Its name is not secret (other users must find it); one who holds it only delays such launches.
+  const project = projectKey === undefined ? undefined : await acquire(`\0cloister-project-lock-${projectKey}`, GIVE_UP_MS, "the lock on the project's placeholders");
   try {
-    return section();
+    const lock = await acquire(await lockName(paths), GIVE_UP_MS, "the lock on cloister records");
+    try {
+      return section();
+    } finally {
+      lock.close();
+    }
   } finally {
-    lock.close();
+    project?.close();
   }
 }
 

@@ -703,6 +703,28 @@ describe("cloister-init keep", { timeout: 60_000 }, () => {
     assert.deepEqual(await exitOf(keeper), { code: 42, signal: null });
   });
 
+  it("--mark holds an abstract socket name for its whole life, which its program does not inherit; a taken name fails it", async () => {
+    const name = `cloister-test-mark-${process.pid}-${Date.now()}`;
+    // "Num RefCount Protocol Flags Type St Inode Path": the mark's inode, or undefined.
+    const markInode = () => readFileSync("/proc/net/unix", "utf8").split("\n").find((line) => line.endsWith(` @${name}`))?.trim().split(/\s+/)[6];
+    const keeper = spawnKeeper(["--mark", name, "--status-fd", "3", "--", "sh", "-c", "for fd in /proc/$$/fd/*; do readlink $fd; done; echo ready; exec sleep 30"]);
+    const stdout = new Collector();
+    (keeper.stdout as Readable).pipe(stdout);
+    await stdout.waitFor(/ready/);
+    const inode = markInode();
+    assert.ok(inode, "the mark is not bound");
+    assert.doesNotMatch(stdout.text, new RegExp(`socket:\\[${inode}\\]`));
+
+    const second = spawnKeeper(["--mark", name, "--", "true"], []);
+    const stderr = readAll(second.stderr as Readable);
+    assert.deepEqual(await exitOf(second), { code: 125, signal: null });
+    assert.match(await stderr, new RegExp(`^cloister-init: --mark ${name}: Address already in use\\n$`));
+
+    keeper.kill("SIGKILL");
+    await exitOf(keeper);
+    assert.equal(markInode(), undefined);
+  });
+
   it("ends with its init when the cloister is killed through it", async () => {
     const c = await startCloister();
     c.keeper.kill("SIGTERM"); // init is not PID 1 here, so SIGTERM kills it
