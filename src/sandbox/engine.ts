@@ -193,8 +193,10 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
     // instance's cloister of the project ending meanwhile leaves the placeholders this one will
     // find or make (project-marks.ts).
     const key = projectKey(spec.projectRoot);
-    const launcherMark = await step(holdLauncherMark(key, id));
-    cleanups.push(() => void launcherMark.close());
+    const marking = holdLauncherMark(key, id);
+    // Also when the wait below is cut off: a mark left held would keep the project's placeholders.
+    cleanups.push(() => marking.then((mark) => void mark.close(), () => undefined));
+    const launcherMark = await step(marking);
 
     // The keeper first: it joins the cgroups (the first cgroup v1 migration of a launch waits ~15 ms
     // for the kernel) while the rest is prepared, then runs bwrap once given its argv.

@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { createCloister, runInCloister } from "../../src/cloister.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { cloisterBuild, guardianCall } from "../../src/guardian/control-client.js";
+import { markedCloisters, projectKey } from "../../src/sandbox/project-marks.js";
 import { processStartTime, writeRecord, type CloisterRecord } from "../../src/sandbox/records.js";
 import { CLI, createInstance, spawnCli, startCommand, waitUntil, withConfig, type LiveCli, type TestInstance } from "../helpers/cloister.js";
 import { hostProcessesNaming, hostProcessTable, hostTree, readOr, survivors, waitGone, type HostProc } from "../helpers/host-processes.js";
@@ -490,6 +491,8 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     runtime: runtimeDirs(t),
     homes: (existsSync(homesDir()) ? readdirSync(homesDir()) : []).filter((n) => n.startsWith(".run-")),
     records: recordNames(t),
+    // A mark left held (project-marks.ts) would keep the project's placeholders for good.
+    marks: [...markedCloisters(projectKey(t.project))].sort(),
     // Every hierarchy, v1 and v2: a delegated v2 subtree (user@UID.service/...) lies a few levels down.
     cgroups: spawnSync("find", ["/sys/fs/cgroup", "-maxdepth", "8", "-type", "d", "-name", "cloister-*"], { encoding: "utf8" }).stdout.split("\n").filter(Boolean).sort(),
   });
