@@ -9,6 +9,7 @@ export type { AgentSession, CloisterListing, CloisterOptions, ExecOptions, FindO
 // What the calls above take and give: a caller names them to hold or pass them on (QA library-cli L3).
 export type { ExecResult, ExecSession } from "./sandbox/init-client.js";
 export type { Credential, CredentialLookup } from "./agents/credentials.js";
+export { vaultCredentials } from "./agents/vault-lookup.js";
 export type { CredentialKind } from "./agents/registry.js";
 export { removeCloister, stoppedCloisters } from "./stopped.js";
 export type { RemovedCloister, RemoveOptions, StoppedCloister } from "./stopped.js";

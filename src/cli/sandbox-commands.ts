@@ -6,10 +6,9 @@ import { runToEnd } from "../fresh-run.js";
 import { removeCloister, stoppedCloisters } from "../stopped.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
-import type { CredentialLookup } from "../agents/credentials.js";
+import { vaultCredentials } from "../agents/vault-lookup.js";
 import { findOptionsOf } from "../options-check.js";
 import { isBelow } from "../path-under.js";
-import { agentCredentialFromGuardian, ensureGuardian } from "../guardian/control-client.js";
 import { WORK_DIR } from "../sandbox/bwrap/mounts.js";
 import { quoteArgument } from "../policy/commands.js";
 import { parseEnvAssignments } from "../sandbox/env.js";
@@ -45,7 +44,7 @@ interface SandboxFlags {
 function cloisterOptions(flags: SandboxFlags): CloisterOptions {
   return {
     agent: flags.agent,
-    credentials: vaultCredential,
+    credentials: vaultCredentials(),
     passEnvCredential: flags.passEnvCredential,
     project: flags.project,
     branch: flags.branch,
@@ -63,17 +62,6 @@ function cloisterOptions(flags: SandboxFlags): CloisterOptions {
     resolve: parseResolve(flags.resolve ?? []),
   };
 }
-
-/**
- * An agent's credential from the guardian's vault (`cloister setup AGENT`): as a rule, the cloister's
- * placeholder for it (credentialDelivery says so when it is the real value). The request is cut off
- * when the launch is (Ctrl-C), not left to wait out the vault's deadline.
- */
-const vaultCredential: CredentialLookup = async (agent, cloisterId, options) => {
-  const paths = resolvePaths();
-  await ensureGuardian(paths);
-  return agentCredentialFromGuardian(paths, agent, cloisterId, options?.signal);
-};
 
 /**
  * The options given that only take effect when a cloister is made: re-entering a running one with
@@ -192,7 +180,7 @@ export function registerSandboxCommands(program: Command): void {
       // The words as typed (argv[2] is `exec`): commander's arguments do not say whether a `--` came before them.
       const { name, command } = readExecWords(process.argv.slice(3), exec.options);
       const target = name ?? (await cloisterOfHere("exec"));
-      const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env), secretEnv: parseEnvAssignments(flags.secret, "--secret"), credentials: vaultCredential });
+      const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env), secretEnv: parseEnvAssignments(flags.secret, "--secret"), credentials: vaultCredentials() });
       if (!cloister) {
         const start = name === undefined ? "cloister start -d" : `cloister start -d --name ${name}`;
         throw new CloisterError(`no running cloister named ${JSON.stringify(target)}`, `start it with \`${start}\`, or see \`cloister list\``);

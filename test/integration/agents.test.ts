@@ -11,7 +11,11 @@ import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
+import { vaultCredentials } from "../../src/agents/vault-lookup.js";
+import { runInCloister, type RunOptions } from "../../src/cloister.js";
+import { resolvePaths } from "../../src/config/paths.js";
 import { FAKE_REPLY, startFakeAnthropicApi, startFakeGeminiApi, startFakeOpenAiApi, type FakeAgentApi } from "../fixtures/fake-agent-api.js";
 import { createTestCa, type TestCa } from "../fixtures/upstreams.js";
 import { createInstance, leakedCanaries, trustUpstreamCa, waitUntil, withConfig, type TestInstance } from "../helpers/cloister.js";
@@ -184,6 +188,23 @@ describe("agents in a cloister (fake agent executables)", () => {
     assert.doesNotMatch(r.stderr, /from your environment/);
     const shell = await t.cli(["run", "--", "sh", "-c", "echo ${ANTHROPIC_API_KEY:-none}"]);
     assert.equal(shell.stdout.trim(), "none", "a cloister not set up for the agent does not get its credential");
+
+    // The library: no credential unless asked for, the vault's with vaultCredentials (the CLI's lookup).
+    const paths = resolvePaths({ CLOISTER_HOME: t.home });
+    const asUser = { PATH: process.env.PATH, HOME: process.env.HOME };
+    Object.assign(process.env, { PATH: t.env.PATH, HOME: t.env.HOME }); // where the library finds the agent and its config
+    try {
+      const outputOf = async (options: RunOptions) => {
+        let stdout = "";
+        const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => void ((stdout += chunk.toString()), done()) });
+        assert.equal(await runInCloister(["-p", "x"], { project: t.project, paths, agent: "claude", ...options }, { stdout: sink }), 0);
+        return stdout;
+      };
+      assert.equal(line(await outputOf({}), "CRED"), "");
+      assert.equal(line(await outputOf({ credentials: vaultCredentials(paths) }), "CRED"), "set");
+    } finally {
+      Object.assign(process.env, asUser);
+    }
     // In a running cloister set up for claude, `exec NAME -- claude` is the agent with its credential
     // (QA: only the shell `start` opens had it); an explicit --env of the same name wins.
     const started = await t.cli(["start", "-d", "--agent", "claude", "--name", "credbox"]);

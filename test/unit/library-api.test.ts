@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
-import { CloisterError, listCloisters, resolvePaths, stopCloister, stoppedCloisters, type CloisterPaths } from "../../src/index.js";
+import { CloisterError, listCloisters, resolvePaths, stopCloister, stoppedCloisters, vaultCredentials, type CloisterPaths } from "../../src/index.js";
 import { writeRecord } from "../../src/sandbox/records.js";
 import { sampleRecord } from "../helpers/records.js";
 
@@ -25,13 +25,14 @@ describe("the library's public surface", () => {
     writeFileSync(
       consumer,
       `import type { AgentSession, CloisterListing, CloisterOptions, CloisterPaths, CloisterRecord, Credential, CredentialKind, CredentialLookup, ExecOptions, ExecResult, ExecSession, RemovedCloister, RemoveOptions, RunOptions, SessionRules, StoppedCloister } from ${JSON.stringify(srcIndex.replace(/\.ts$/, ".js"))};
-import { Cloister, CloisterError, NameTaken, removeCloister, stoppedCloisters } from ${JSON.stringify(srcIndex.replace(/\.ts$/, ".js"))};
+import { Cloister, CloisterError, NameTaken, removeCloister, stoppedCloisters, vaultCredentials } from ${JSON.stringify(srcIndex.replace(/\.ts$/, ".js"))};
 export async function use(c: Cloister, o: CloisterOptions & RunOptions, e: ExecOptions, p: CloisterPaths): Promise<unknown[]> {
   const session: ExecSession = c.exec(["true"], e);
   const result: ExecResult = await session.done;
   const agent: AgentSession | undefined = c.agent;
   const kind: CredentialKind = "api_key";
   const lookup: CredentialLookup = async (): Promise<Credential | undefined> => ({ kind, value: "x" });
+  const vault: CredentialLookup = vaultCredentials(p);
   const record: CloisterRecord = c.record;
   const rules: SessionRules | undefined = record.session;
   const listing: CloisterListing[] = [];
@@ -39,7 +40,7 @@ export async function use(c: Cloister, o: CloisterOptions & RunOptions, e: ExecO
   const stopped: StoppedCloister[] = await stoppedCloisters(p);
   const remove: RemoveOptions = { force: true, paths: p };
   const removed: RemovedCloister = await removeCloister("api", remove);
-  return [o, p, result, agent, lookup, rules, listing, errors, stopped, removed];
+  return [o, p, result, agent, lookup, vault, rules, listing, errors, stopped, removed];
 }
 `,
     );
@@ -78,7 +79,7 @@ export async function use(c: Cloister, o: CloisterOptions & RunOptions, e: ExecO
     const paths = resolvePaths({ CLOISTER_HOME: join(base, "wrapped") });
     const said = "paths must be the object resolvePaths() returns, not an object that holds it ({ paths }) (pass the paths themselves, as resolvePaths() returns them)";
     const wrapped = { paths } as unknown as CloisterPaths;
-    for (const call of [() => stopCloister("x", wrapped), () => listCloisters(wrapped), () => stoppedCloisters(wrapped)]) {
+    for (const call of [() => stopCloister("x", wrapped), () => listCloisters(wrapped), () => stoppedCloisters(wrapped), async () => vaultCredentials(wrapped)]) {
       await assert.rejects(call, (error: unknown) => error instanceof CloisterError && error.oneLine() === said);
     }
   });
