@@ -189,14 +189,13 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
     mkdirSync(homeDir, { recursive: true, mode: 0o700 });
     if (record.ephemeralHome) cleanups.push(() => rmSync(homeDir, { recursive: true, force: true }));
 
-    // Marked from now until the end, first by this launcher, then by the keeper, so that another
-    // instance's cloister of the project ending meanwhile leaves the placeholders this one will
-    // find or make (project-marks.ts).
+    // Marked before the placeholders are looked at until the end, first by this launcher, then by
+    // the keeper, so that another instance's cloister of the project ending meanwhile leaves the
+    // placeholders this one will find or make (project-marks.ts). Bound while the keeper starts.
     const key = projectKey(spec.projectRoot);
     const marking = holdLauncherMark(key, id);
-    // Also when the wait below is cut off: a mark left held would keep the project's placeholders.
+    // Also when a wait is cut off first: a mark left held would keep the project's placeholders.
     cleanups.push(() => marking.then((mark) => void mark.close(), () => undefined));
-    const launcherMark = await step(marking);
 
     // The keeper first: it joins the cgroups (the first cgroup v1 migration of a launch waits ~15 ms
     // for the kernel) while the rest is prepared, then runs bwrap once given its argv.
@@ -234,6 +233,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
     // removed, and only once no record lists it).
     const protect = protectedPathList(spec.protect, spec.isGit, spec.projectRoot);
     const pins = pinnedPathList(spec.isGit, spec.projectRoot);
+    const launcherMark = await step(marking);
     const { prepared, gitView } = await withRecordsLock(paths, () => {
       const others = otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders);
       const planned = [
