@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { asUserSkipReason, createUserInstance } from "../helpers/as-user.js";
 import { createInstance, waitUntil, type TestInstance } from "../helpers/cloister.js";
 
 /** What a cloister whose protections were lifted could plant for the host: each line says which worked. */
@@ -35,6 +36,26 @@ describe("escape: another instance's cloister of the same project ending", () =>
   });
 
   const running = async (t: TestInstance, name: string) => ((JSON.parse((await t.cli(["list", "--json"])).stdout) as { name: string }[]).some((c) => c.name === name));
+
+  it("the same between two users: an ordinary user's cloister ending leaves root's protected, and its guardian removes the placeholders after root's ends", { skip: asUserSkipReason() }, async () => {
+    const user = createUserInstance("spu");
+    try {
+      const hostBefore = readdirSync(user.project).sort();
+      assert.equal((await user.cli(["start", "-d", "--name", "mine"])).code, 0);
+      const started = await first.cli(["start", "-d", "--name", "roots", "--project", user.project]);
+      assert.equal(started.code, 0, started.stderr);
+      assert.equal((await user.cli(["stop", "mine"])).code, 0);
+      const r = await first.cli(["exec", "roots", "--", "sh", "-c", ATTACK]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stdout, /PLANTED/);
+      assert.ok(await running(first, "roots"), "root's cloister was stopped");
+      assert.equal((await first.cli(["stop", "roots"])).code, 0);
+      await waitUntil("the placeholders to be gone", () => readdirSync(user.project).sort().join(" ") === hostBefore.join(" "), 15_000);
+    } finally {
+      await first.cli(["stop", "roots"]);
+      await user.teardown();
+    }
+  });
 
   it("leaves the other's protected paths read-only and its cloister running; the last one out removes the placeholders", async () => {
     const project = first.project;
