@@ -81,6 +81,23 @@ describe("Broker", () => {
     assert.deepEqual(await broker.active("0000aaaa"), []);
   });
 
+  it("lets go of the placeholders of launches that never became a cloister, once they are old enough", async () => {
+    const { vault, broker } = await instance();
+    await vault.set("gh", "ghp_0123456789abcdefghijABCDEFGHIJ012345", undefined, { hosts: ["api.github.com"], header: "Authorization: Bearer {}" });
+    const running = await broker.placeholder("0000aaaa", "gh");
+    const cutOff = await broker.placeholder("0000bbbb", "gh");
+    // Locked, a placeholder is known only as long as it is kept: what is let go shows.
+    await vault.setPassphrase("a long enough passphrase");
+    await vault.lock();
+    broker.invalidate();
+    const placeholdersOf = async (id: string) => (await broker.active(id)).map((a) => a.placeholder);
+    broker.forgetAllBut(new Set(["0000aaaa"]), Date.now() - 60_000);
+    assert.deepEqual(await placeholdersOf("0000bbbb"), [cutOff], "a launch still within its grace");
+    broker.forgetAllBut(new Set(["0000aaaa"]), Date.now() + 1);
+    assert.deepEqual(await placeholdersOf("0000bbbb"), []);
+    assert.deepEqual(await placeholdersOf("0000aaaa"), [running]);
+  });
+
   it("intercepts exactly the rule's host and port, and inspected hosts on 443; everything else is tunnelled", async () => {
     const { vault, broker } = await instance({ inspect: ["watch.example.com"], upstreamCa: null });
     await vault.set("gh", "ghp_0123456789abcdefghijABCDEFGHIJ012345", undefined, { hosts: ["api.github.com:8443"], header: "Authorization: Bearer {}" });

@@ -53,7 +53,7 @@ export class Broker {
    * this spares repeating it per request). Kept while the vault is locked, so a placeholder handed
    * out before is still recognised (and refused with "locked") rather than tunnelled untouched.
    */
-  private readonly placeholders = new Map<string, { placeholder: string; from: string }>();
+  private readonly placeholders = new Map<string, { placeholder: string; from: string; at: number }>();
 
   private constructor(
     readonly ca: CertificateAuthority,
@@ -84,6 +84,15 @@ export class Broker {
   /** The cloister is gone for good: its placeholders are no longer kept (they would be derived alike). */
   forget(cloisterId: string): void {
     for (const key of this.placeholders.keys()) if (key.startsWith(`${cloisterId}\0`)) this.placeholders.delete(key);
+  }
+
+  /**
+   * Lets go of the placeholders derived before `before` (ms since the epoch) for cloisters not in
+   * `live`: those of launches that never became a cloister (an agent's credential is asked for
+   * before the launch is granted, so a launch cut off in between was kept for good).
+   */
+  forgetAllBut(live: ReadonlySet<string>, before: number): void {
+    for (const [key, { at }] of this.placeholders) if (at < before && !live.has(key.slice(0, key.indexOf("\0")))) this.placeholders.delete(key);
   }
 
   /** The rules in force for a cloister, each with its placeholder there and the real value. */
@@ -126,7 +135,7 @@ export class Broker {
     // The shape comes from the real value; while a passphrase vault is locked there is none to copy.
     if (real === undefined || known?.from === real) return known?.placeholder;
     const placeholder = placeholderFor(this.placeholderKey, cloisterId, rule.secret, real, rule.prefix);
-    this.placeholders.set(key, { placeholder, from: real });
+    this.placeholders.set(key, { placeholder, from: real, at: Date.now() });
     return placeholder;
   }
 
