@@ -540,7 +540,6 @@ static void keep_join_cgroup(const char *dir)
     write_file(path, "0\n", "join cgroup");
 }
 
-/* Create the listening socket and put it at fd 3, inheritable, for PROGRAM (bwrap, then init). */
 /* Binds the abstract unix socket name `name` and keeps it until the keeper exits, however it exits:
  * other processes learn from /proc/net/unix that this cloister runs. Not inherited by PROGRAM. */
 static void keep_mark(const char *name)
@@ -559,6 +558,7 @@ static void keep_mark(const char *name)
         fatal(errno, "--mark %s", name);
 }
 
+/* Create the listening socket and put it at fd 3, inheritable, for PROGRAM (bwrap, then init). */
 static void keep_listen(const char *path)
 {
     struct sockaddr_un sa;

@@ -21,7 +21,7 @@ import { coveredInside } from "./host-exposure.js";
 import { realPath } from "./git-dirs.js";
 import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, protectedPlaceholders } from "./protected-paths.js";
 import { holdLauncherMark, markName, projectKey } from "./project-marks.js";
-import { projectKeyIfThere, releasePlaceholders } from "./placeholder-release.js";
+import { placeholdersListed, projectKeyIfThere, releasePlaceholders } from "./placeholder-release.js";
 import { deleteRecord, holdsName, isRunningProcess, listRecords, processStartTime, readRecord, writeRecord, type CloisterRecord, type SessionRules } from "./records.js";
 import { withRecordsLock } from "./records-lock.js";
 import { removeTree } from "./remove-tree.js";
@@ -488,9 +488,10 @@ export async function releaseRecord(paths: CloisterPaths, record: CloisterRecord
     const current = readRecord(paths, record.name);
     if (current?.id !== record.id) return;
     deleteRecord(paths, record.name);
-    const needed = new Set(otherCloistersOfProject(paths, record).flatMap((r) => r.placeholders));
+    const others = listRecords(paths);
+    const needed = placeholdersListed(others, record.projectRoot);
     const listed = new Set([...current.placeholders, ...record.placeholders]);
-    releasePlaceholders(paths, key, record.projectRoot, [...listed].filter((relPath) => !needed.has(relPath)), record.id);
+    releasePlaceholders(paths, key, record.projectRoot, [...listed].filter((relPath) => !needed.has(relPath)), record.id, others);
   }, key);
 }
 

@@ -12,7 +12,7 @@ import type { CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir, replaceFileSync } from "../config/atomic-write.js";
 import { markedCloisters, projectKey } from "./project-marks.js";
 import { removePlaceholders } from "./protected-paths.js";
-import { listRecords } from "./records.js";
+import { listRecords, type CloisterRecord } from "./records.js";
 import { withRecordsLock } from "./records-lock.js";
 
 interface Deferred {
@@ -29,13 +29,19 @@ export function projectKeyIfThere(projectRoot: string): string | undefined {
   }
 }
 
+/** The placeholders of the project at `projectRoot` that `records` (this instance's) list. */
+export function placeholdersListed(records: readonly CloisterRecord[], projectRoot: string): Set<string> {
+  return new Set(records.flatMap((r) => (r.projectRoot === projectRoot ? r.placeholders : [])));
+}
+
 /**
  * Removes or defers `placeholders` of the project at `projectRoot`, which the cloister `id` listed and
- * no other of this instance does. Call it holding the records lock with the project's lock (`key`).
+ * none of `others` (this instance's other records) does. Call it holding the records lock with the
+ * project's lock (`key`).
  */
-export function releasePlaceholders(paths: CloisterPaths, key: string | undefined, projectRoot: string, placeholders: string[], id: string): void {
+export function releasePlaceholders(paths: CloisterPaths, key: string | undefined, projectRoot: string, placeholders: string[], id: string, others: readonly CloisterRecord[]): void {
   if (placeholders.length === 0) return;
-  if (key !== undefined && markedElsewhere(paths, key, id)) {
+  if (key !== undefined && markedElsewhere(key, [id, ...others.map((r) => r.id)])) {
     const dir = deferredDir(paths);
     ensurePrivateDir(dir);
     replaceFileSync(join(dir, `${id}.json`), JSON.stringify({ projectRoot, placeholders } satisfies Deferred));
@@ -61,18 +67,18 @@ export async function removeDeferredPlaceholders(paths: CloisterPaths): Promise<
       continue;
     }
     await withRecordsLock(paths, () => {
-      if (markedElsewhere(paths, key, "")) return; // still in use: next time
-      const needed = new Set(listRecords(paths).flatMap((r) => (r.projectRoot === deferred.projectRoot ? r.placeholders : [])));
+      const records = listRecords(paths);
+      if (markedElsewhere(key, records.map((r) => r.id))) return; // still in use: next time
+      const needed = placeholdersListed(records, deferred.projectRoot);
       removePlaceholders(deferred.projectRoot, deferred.placeholders.filter((relPath) => !needed.has(relPath)));
       rmSync(file, { force: true });
     }, key);
   }
 }
 
-/** True when a cloister of the project that is neither `id` nor recorded by this instance is marked. */
-function markedElsewhere(paths: CloisterPaths, key: string, id: string): boolean {
-  const own = new Set([id, ...listRecords(paths).map((r) => r.id)]);
-  return [...markedCloisters(key)].some((marked) => !own.has(marked));
+/** True when a cloister of the project is marked whose id is not among `own` (this instance's). */
+function markedElsewhere(key: string, own: readonly string[]): boolean {
+  return [...markedCloisters(key)].some((marked) => !own.includes(marked));
 }
 
 function deferredDir(paths: CloisterPaths): string {
