@@ -334,11 +334,11 @@ async function configForRunning(paths: CloisterPaths, record: CloisterRecord, wa
   try {
     return (await resolveProject(paths, await configRootOf(paths, record))).config;
   } catch (error) {
-    const { ConfigError, effectiveConfig, formatProblem, parseConfigText } = await import("./config/load.js");
+    const { ConfigError, effectiveConfig, parseConfigText } = await import("./config/load.js");
     if (!(error instanceof ConfigError)) throw error;
     // Every problem, as a launch names them (QA), on the one line a warning has.
-    const [what, them] = error.problems.length === 1 ? [error.message, "it is"] : [`${error.problems.length} config problems: ${error.problems.map(formatProblem).join("; ")}`, "they are"];
-    warn(`${what}; until ${them} fixed, commands in ${record.name} run with the default settings`);
+    const them = error.problems.length === 1 ? "it is" : "they are";
+    warn(`${error.summary()}; until ${them} fixed, commands in ${record.name} run with the default settings`);
     return effectiveConfig(parseConfigText("", "defaults", "global"), parseConfigText("", "defaults", "project"));
   }
 }

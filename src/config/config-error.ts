@@ -51,6 +51,26 @@ export class ConfigError extends CloisterError {
     this.context = context;
   }
 
+  /**
+   * Every problem on one line, for a warning or a log line (the message names only the first):
+   * "3 problems in 2 config files: FILE:1:1: key: problem; ...", after the context's lead.
+   */
+  summary(): string {
+    return this.problems.length === 1 ? this.message : this.joined(formatProblem);
+  }
+
+  /** As summary(), with each problem's hint (and the context's, for the whole) in brackets. */
+  override oneLine(): string {
+    if (this.problems.length === 1) return super.oneLine();
+    const hint = this.context?.hint;
+    return hint ? `${this.joined(problemLine)} (${hint})` : this.joined(problemLine);
+  }
+
+  private joined(line: (problem: ConfigProblem) => string): string {
+    const lead = this.context ? `${this.context.lead}: ` : "";
+    return `${lead}${problemsIn(this.problems)}: ${this.problems.map(line).join("; ")}`;
+  }
+
   /** Every problem, not only the first: fixing one at a time, launch after launch, is slow (QA). */
   override terminalLines(): string[] {
     if (this.problems.length === 1) return super.terminalLines();

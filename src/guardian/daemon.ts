@@ -132,7 +132,7 @@ class Guardian {
     setInterval(() => void this.tick(), REAP_INTERVAL_MS).unref();
     for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => void this.exit());
     // The daemon runs in its own session, so SIGHUP only ever comes from someone asking for a reload.
-    process.on("SIGHUP", () => void this.reload().catch((error: unknown) => log(`reload failed, old policy kept: ${String(error)}`)));
+    process.on("SIGHUP", () => void this.reload().catch((error: unknown) => log(`reload failed, old policy kept: ${described(error)}`)));
     this.audit.append({ type: "guardian.start", pid: process.pid, version: VERSION, ...previous });
     if (previous.previous === "crashed") {
       log(`the previous guardian did not stop cleanly (its last audit record: ${previous.lastRecordAt ?? "none"}); connections it had open then have no egress.end record`);
@@ -409,7 +409,7 @@ class Guardian {
           const { name, id, project, projectRoot, proxyToken: token, session } = record;
           await this.egress
             .open({ name, id, project, projectRoot, token, socketDir, session })
-            .catch((error: unknown) => log(`cloister ${record.name} has no network until its policy loads: ${String(error)}`));
+            .catch((error: unknown) => log(`cloister ${record.name} has no network until its policy loads: ${described(error)}`));
         }
       } else if (launcherStillOwns(record)) {
         continue;
@@ -531,6 +531,11 @@ function answerInput(body: Record<string, unknown>): AnswerInput {
 
 function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} ${message}\n`);
+}
+
+/** An error for the log: a CloisterError as its one line (a ConfigError's names every problem), else as node gives it. */
+function described(error: unknown): string {
+  return error instanceof CloisterError ? error.oneLine() : String(error);
 }
 
 try {

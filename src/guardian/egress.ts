@@ -118,8 +118,9 @@ export class Egress {
     return this.store;
   }
 
+  /** Why the policy is not in force, every problem of it on one line. */
   get policyError(): string | undefined {
-    return this.loadError?.message;
+    return this.loadError instanceof ConfigError ? this.loadError.summary() : this.loadError?.message;
   }
 
   /** Every problem of the configuration that does not load, when that is why (not, say, a file it may not read). */

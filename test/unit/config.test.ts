@@ -534,6 +534,17 @@ describe("schema: bad values name file, line, column and key", () => {
     ]);
     assert.deepEqual(new CloisterError("it failed", "do this").terminalLines(), ["it failed (do this)"]);
   });
+
+  test("on one line (a warning, the guardian's log), a ConfigError names every problem: summary() without hints, oneLine() with them", () => {
+    const error = configError("limits:\n  memroy: 1G\n  pids: many\n");
+    const pids = `${FILE}:3:9: limits.pids: ${error.problems[1]?.problem}`;
+    assert.equal(error.summary(), `2 problems in ${FILE}: ${FILE}:2:3: limits.memroy: unknown key; ${pids}`);
+    assert.equal(error.oneLine(), `2 problems in ${FILE}: ${FILE}:2:3: limits.memroy: unknown key (did you mean "memory"?); ${pids}`);
+    const refused = new ConfigError(error.problems, { lead: "the rule was not saved", hint: "fix the files first" });
+    assert.equal(refused.oneLine(), `the rule was not saved: ${error.oneLine()} (fix the files first)`);
+    const single = configError("limit: {}\n");
+    assert.equal(single.summary(), single.message);
+  });
 });
 
 describe("unknown keys", () => {
