@@ -776,6 +776,56 @@ step rename-parent mv deps deps2
       rmSync(sources, { recursive: true, force: true });
     }
   });
+
+  it("a cloister started in the submodule's checkout is the superproject's, with the same protections (it was the submodule alone, where git failed)", async () => {
+    const m = marker("submodule-start");
+    markers.push(m);
+    const r = await t.cli(
+      ["run", "--", "sh", "-c", `pwd; git status --short >/dev/null && echo STATUS-OK; git config core.fsmonitor 'touch ${m}; false' && echo PLANTED; git -C /work config core.fsmonitor 'touch ${m}; false' && echo PLANTED-SUPER; true`],
+      { cwd: join(t.project, "deps", "lib") },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split("\n"), ["/work/deps/lib", "STATUS-OK"], r.stderr);
+    hostGit(t.project, ["status", "--short"], { home: t.hostHome });
+    assert.deepEqual(presentMarkers([m]), []);
+  });
+});
+
+describe("escape/filesystem: a repository's git dir as the project", () => {
+  let t: TestInstance;
+  const markers: string[] = [];
+  before(() => {
+    t = createInstance("baregit");
+  });
+  after(async () => {
+    removeMarkers(markers);
+    await t.teardown();
+  });
+
+  it("a bare repository (or a directory in it) is refused, --allow-no-git too: its config and hooks are what the host's git runs", async () => {
+    const m = marker("bare-hooks");
+    markers.push(m);
+    const bare = mkdtempSync(join(tmpdir(), "cloister-escape-bare-"));
+    try {
+      assert.equal(hostGit(bare, ["init", "-q", "--bare"]), 0);
+      const config = readFileSync(join(bare, "config"), "utf8");
+      const plant = `printf '[core]\\n\\tpager = touch ${m}\\n' >> /work/config; printf '#!/bin/sh\\ntouch ${m}\\n' > /work/hooks/pre-receive`;
+      for (const cwd of [bare, join(bare, "hooks")]) {
+        for (const flags of [[], ["--allow-no-git"]]) {
+          const r = await t.cli(["run", ...flags, "--", "sh", "-c", plant], { cwd });
+          assert.equal(r.code, 125, `${cwd} ${flags.join(" ")}: ${r.stdout}${r.stderr}`);
+          assert.match(r.stderr, /is a git repository's own directory, not a work tree/);
+          assert.doesNotMatch(r.stderr, /allow-no-git/);
+        }
+      }
+      assert.equal(readFileSync(join(bare, "config"), "utf8"), config);
+      assert.ok(!existsSync(join(bare, "hooks", "pre-receive")));
+      hostGit(bare, ["log", "--oneline"], { home: t.hostHome });
+      assert.deepEqual(presentMarkers([m]), []);
+    } finally {
+      rmSync(bare, { recursive: true, force: true });
+    }
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

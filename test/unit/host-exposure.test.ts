@@ -105,6 +105,63 @@ describe("locateProject outside any repository", () => {
   });
 });
 
+describe("locateProject in a git dir that is not a work tree (QA: a bare repository's config and hooks were the cloister's with --allow-no-git)", () => {
+  const git = (...args: string[]) => assert.equal(spawnSync("git", args, { encoding: "utf8" }).status, 0, args.join(" "));
+  const bare = join(base, "served.git");
+  git("init", "-q", "--bare", bare);
+  for (const [what, dir] of [["the bare repository", bare], ["its hooks", join(bare, "hooks")]] as const) {
+    it(`refuses ${what}, with or without --allow-no-git, and says to work on a checkout`, () => {
+      for (const allowNoGit of [false, true]) {
+        assert.throws(
+          () => locateProject(dir, allowNoGit, guarded),
+          (error: unknown) =>
+            error instanceof CloisterError &&
+            error.message.includes(`${JSON.stringify(bare)}`) &&
+            /a git repository's own directory, not a work tree/.test(error.message) &&
+            /git clone .*worktree add/.test(error.hint ?? "") &&
+            !/allowNoGit/.test(error.hint ?? ""),
+        );
+      }
+    });
+  }
+  it("refuses the .git of a repository refused as a whole (HOME's) with --allow-no-git, which took it as a plain directory", () => {
+    // home is a repository since the dotfiles tests above; its .git is not a project of its own.
+    assert.throws(() => locateProject(join(home, ".git", "hooks"), true, guarded), /is inside ".*\/home\/\.git", which is a git repository's own directory/);
+  });
+});
+
+describe("locateProject in a submodule's checkout (QA: git failed in a cloister started there)", () => {
+  const git = (cwd: string, ...args: string[]) => assert.equal(spawnSync("git", ["-c", "protocol.file.allow=always", "-c", "user.name=t", "-c", "user.email=t@t", ...args], { cwd, encoding: "utf8" }).status, 0, args.join(" "));
+  const sources = join(base, "sources");
+  const superproject = join(base, "super");
+  for (const repo of ["lib", "deep"]) {
+    git(base, "init", "-q", join(sources, repo));
+    git(join(sources, repo), "commit", "-q", "--allow-empty", "-m", repo);
+  }
+  git(join(sources, "lib"), "submodule", "add", "-q", join(sources, "deep"), "deep");
+  git(join(sources, "lib"), "commit", "-qm", "deep");
+  git(base, "init", "-q", superproject);
+  git(superproject, "submodule", "add", "-q", join(sources, "lib"), "vendor/lib");
+  git(superproject, "commit", "-qm", "lib");
+  git(superproject, "submodule", "update", "-q", "--init", "--recursive");
+
+  it("is worked on from its superproject, nested submodules too: the submodules' git dirs are in the superproject's", () => {
+    for (const dir of [join(superproject, "vendor", "lib"), join(superproject, "vendor", "lib", "deep")]) {
+      assert.deepEqual(locateProject(dir, false, guarded), { root: superproject, isGit: true }, dir);
+    }
+  });
+  it("a repository cloned inside another (its .git a directory of its own) stays a project of its own", () => {
+    const inner = join(superproject, "scratch");
+    git(superproject, "init", "-q", inner);
+    assert.deepEqual(locateProject(inner, false, guarded), { root: inner, isGit: true });
+  });
+  it("a submodule of a repository a cloister must not get (HOME's) stays the project", () => {
+    const dotfiles = join(home, "plugins", "tool");
+    git(home, "submodule", "add", "-q", join(sources, "deep"), "plugins/tool");
+    assert.deepEqual(locateProject(dotfiles, false, guarded), { root: dotfiles, isGit: true });
+  });
+});
+
 describe("agents' config_dirs", () => {
   it("refuses secret stores, directories holding one, and cloister's own files", () => {
     assert.match(homePathProblem("~/.ssh") ?? "", /is in ~\/\.ssh, where secrets are kept/);
