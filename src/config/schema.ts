@@ -7,7 +7,7 @@
  * is a security setting that silently does not apply.
  */
 import { isIP } from "node:net";
-import { isAbsolute } from "node:path";
+import { isAbsolute, posix } from "node:path";
 import { z } from "zod";
 import { canonicalHost, HostSyntaxError } from "../policy/hosts.js";
 import { parseRule, RuleError, type RuleList } from "../policy/rules.js";
@@ -23,6 +23,7 @@ export { SAFE_NAME_RE };
 export { ENV_NAME_RE, REFUSED_ENV_NAMES, REFUSED_ENV_PREFIXES, REFUSED_ENV_SUBSTRINGS, envNameProblem } from "./env-names.js";
 import { envName } from "./env-names.js";
 import { configuredPathProblem } from "../sandbox/host-exposure.js";
+import { isUnder } from "../path-under.js";
 
 /** setTimeout (which enforces `cloister run --timeout`) fires at once for delays beyond 2^31-1 ms. */
 import { MAX_TIMEOUT_MS } from "./units.js";
@@ -95,10 +96,33 @@ export function relativePathProblem(path: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Where the cloister's own view is, which a configured mount must not cover: the project and the
+ * refs (a mount point below /work would also be made in the host's project, and stay there), its
+ * plumbing in /run (init, the guardian's socket, the trust bundle), and the kernel's /proc and /dev.
+ */
+const RESERVED_MOUNT_PLACES: readonly [string, string][] = [
+  ["/work", "the project is there"],
+  ["/refs", "the project's refs are there"],
+  ["/run", "the cloister's own plumbing is there"],
+  ["/proc", "the cloister's /proc is there"],
+  ["/dev", "the cloister's devices are there"],
+];
+
+export function mountDestProblem(dest: string): string | undefined {
+  const place = posix.normalize(dest).replace(/(.)\/$/, "$1");
+  if (place === "/") return "dest cannot be / (it would hide the whole sandbox)";
+  const reserved = RESERVED_MOUNT_PLACES.find(([dir]) => isUnder(place, dir));
+  return reserved && `dest cannot be ${reserved[0]} or below it: ${reserved[1]}; mount it elsewhere (e.g. /data/NAME) and use it from there`;
+}
+
 const mount = z.strictObject(
   {
     src: mountSource,
-    dest: absolutePath.refine((dest) => dest !== "/", { error: "dest cannot be / (it would hide the whole sandbox)" }),
+    dest: absolutePath.superRefine((dest, ctx) => {
+      const problem = mountDestProblem(dest);
+      if (problem) ctx.addIssue({ code: "custom", message: problem, input: dest });
+    }),
   },
   { error: (issue) => `expected a mapping {src: /host/path, dest: /sandbox/path}, found ${describeValue(issue.input)}` },
 );

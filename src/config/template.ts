@@ -44,6 +44,7 @@ sandbox:
   # refused: secrets reach a cloister only through the guardian.
   env: []
   # Extra read-only host paths: a list of {src: /abs/host/path, dest: /abs/path/in/sandbox}.
+  # dest is never /work, /refs, /run, /proc or /dev, nor below them (the cloister's own places).
   mounts: []
 
 proxy:

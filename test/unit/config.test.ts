@@ -39,7 +39,7 @@ import {
   sanitizeProjectName,
   suffixedProjectName,
 } from "../../src/config/project-registry.js";
-import { DEFAULT_ALLOW, GlobalConfigSchema, SAFE_NAME_RE, allKeyPaths, envNameProblem } from "../../src/config/schema.js";
+import { DEFAULT_ALLOW, GlobalConfigSchema, SAFE_NAME_RE, allKeyPaths, envNameProblem, mountDestProblem } from "../../src/config/schema.js";
 import { GLOBAL_CONFIG_TEMPLATE } from "../../src/config/template.js";
 import {
   formatDuration,
@@ -392,6 +392,13 @@ describe("schema: good values", () => {
   });
 });
 
+describe("schema: a mount's dest", () => {
+  test("may be anywhere but the cloister's own places: a name that only begins like one is not one of them", () => {
+    for (const dest of ["/data/lib", "/workspace", "/work2", "/tmp/data", "/opt/tools", "/runner", "/devtools", "/home/x/.m2"]) assert.equal(mountDestProblem(dest), undefined, dest);
+    for (const dest of ["/work", "/work/", "/work/a/b", "/run", "/run/cloister/init", "/proc", "/dev/null", "/refs"]) assert.ok(mountDestProblem(dest), dest);
+  });
+});
+
 describe("schema: bad values name file, line, column and key", () => {
   // [yaml, key, line, message pattern]
   const cases: Array<[string, string, number, RegExp]> = [
@@ -453,6 +460,13 @@ describe("schema: bad values name file, line, column and key", () => {
     ["sandbox:\n  env: [GITHUB_TOKEN]\n", "sandbox.env[0]", 2, /guardian/],
     ["sandbox:\n  mounts: [{src: rel, dest: /x}]\n", "sandbox.mounts[0].src", 2, /not an absolute path/],
     ["sandbox:\n  mounts: [{src: /a, dest: /}]\n", "sandbox.mounts[0].dest", 2, /cannot be \//],
+    // The cloister's own view (QA: a mount on /work replaced the project; one below it left a mount point in the host's project).
+    ["sandbox:\n  mounts: [{src: /a, dest: /work}]\n", "sandbox.mounts[0].dest", 2, /cannot be \/work or below it: the project is there; mount it elsewhere/],
+    ["sandbox:\n  mounts: [{src: /a, dest: /work/sub/}]\n", "sandbox.mounts[0].dest", 2, /cannot be \/work or below it/],
+    ["sandbox:\n  mounts: [{src: /a, dest: //run/cloister}]\n", "sandbox.mounts[0].dest", 2, /cannot be \/run or below it: the cloister's own plumbing/],
+    ["sandbox:\n  mounts: [{src: /a, dest: /proc/1}]\n", "sandbox.mounts[0].dest", 2, /cannot be \/proc or below it/],
+    ["sandbox:\n  mounts: [{src: /a, dest: /refs/x}]\n", "sandbox.mounts[0].dest", 2, /cannot be \/refs or below it/],
+    ["sandbox:\n  mounts: [{src: /a, dest: /dev/shm}]\n", "sandbox.mounts[0].dest", 2, /cannot be \/dev or below it/],
     ["sandbox:\n  mounts:\n    - src: /a\n", "sandbox.mounts[0].dest", 3, /required key is missing/],
     ["sandbox:\n  mounts: [/a]\n", "sandbox.mounts[0]", 2, /expected a mapping \{src/],
     ["ui: [1]\n", "ui", 1, /expected a mapping/],
