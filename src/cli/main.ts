@@ -48,30 +48,42 @@ program.parseAsync(process.argv).catch((error: unknown) => {
  * Commander's usage error in one line: "error: unknown option '--memry'" and its "(Did you mean
  * --memory?)" become "unknown option '--memry' (did you mean --memory?; see cloister start --help)".
  */
-function usageError(message: string): string {
+function usageError(message: string): { problem: string; hint: string } {
   const [problem = "", ...notes] = message.replace(/^error: /, "").split("\n").filter((line) => line.trim() !== "");
-  const hints = [...notes.map((note) => note.replace(/^\((.*)\)$/, "$1").replace(/^Did/, "did")), `see ${commandPath().join(" ")} --help`];
-  return `${problem} (${hints.join("; ")})`;
+  const hints = [...notes.map((note) => note.replace(/^\((.*)\)$/, "$1").replace(/^Did/, "did")), `see ${typedCommands().map((command) => command.name()).join(" ")} --help`];
+  return { problem, hint: hints.join("; ") };
 }
 
-/** The command the words typed name (`cloister policy explain`), as far as they name one. */
-function commandPath(): string[] {
-  const path = ["cloister"];
-  let current: Command = program;
+/** The commands the words typed name (`cloister`, `policy`, `explain`), as far as they name one. */
+function typedCommands(): Command[] {
+  const path: Command[] = [program];
   for (const word of process.argv.slice(2)) {
-    const next = current.commands.find((command) => command.name() === word || command.aliases().includes(word));
+    const next = path.at(-1)?.commands.find((command) => command.name() === word || command.aliases().includes(word));
     if (!next) break;
-    path.push(next.name());
-    current = next;
+    path.push(next);
   }
   return path;
+}
+
+/**
+ * Whether --json was typed (before any `--`) to a command that takes it: a usage error comes before
+ * the preAction hook that otherwise says so, and a script parsing stdout still needs its object.
+ */
+function jsonTyped(): boolean {
+  const words = process.argv.slice(2);
+  const end = words.indexOf("--");
+  const options = (end === -1 ? words : words.slice(0, end)).includes("--json");
+  return options && (typedCommands().at(-1)?.options.some((option) => option.long === "--json") ?? false);
 }
 
 function exitCodeFor(thrown: unknown): number {
   if (thrown instanceof CommanderError) {
     // --help and --version "fail" with exit code 0; a command group typed alone showed its help.
-    if (thrown.exitCode !== 0 && thrown.code !== "commander.help") process.stderr.write(`cloister: ${usageError(thrown.message)}\n`);
-    return thrown.exitCode === 0 ? 0 : CLOISTER_FAILED;
+    if (thrown.exitCode === 0 || thrown.code === "commander.help") return thrown.exitCode === 0 ? 0 : CLOISTER_FAILED;
+    const { problem, hint } = usageError(thrown.message);
+    process.stderr.write(`cloister: ${problem} (${hint})\n`);
+    if (jsonTyped()) writeJsonError({ message: problem, hint, exitCode: CLOISTER_FAILED });
+    return CLOISTER_FAILED;
   }
   // process.cwd() throws once the shell's directory was removed; libuv's words ("uv_cwd") say little.
   const cwdGone = thrown instanceof Error && (thrown as NodeJS.ErrnoException).syscall === "uv_cwd";
@@ -82,12 +94,16 @@ function exitCodeFor(thrown: unknown): number {
   process.stderr.write(`cloister: ${[words, ...details].join("\n")}\n`);
   if (process.env.CLOISTER_DEBUG && error instanceof Error) process.stderr.write(`${error.stack ?? ""}\n`);
   const exitCode = (error instanceof CloisterError ? error.exitCode : undefined) ?? CLOISTER_FAILED;
-  // A script that asked for JSON parses stdout: it gets an object there too, as `npm --json` does.
   if (jsonRequested) {
     const hint = error instanceof CloisterError && error.hint ? { hint: inFlagWords(error.hint) } : {};
     const text = error instanceof CloisterError ? inFlagWords(error.message) : words;
     const details = error instanceof CloisterError ? error.jsonDetails() : {};
-    process.stdout.write(`${JSON.stringify({ error: { message: text, ...hint, exitCode, ...details } }, null, 2)}\n`);
+    writeJsonError({ message: text, ...hint, exitCode, ...details });
   }
   return exitCode;
+}
+
+/** A failure as the one JSON object on stdout that a script which asked for --json parses, as `npm --json` does. */
+function writeJsonError(error: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify({ error }, null, 2)}\n`);
 }

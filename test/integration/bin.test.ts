@@ -105,6 +105,13 @@ Module._load = function (request, ...rest) { if (request.includes("/vendor/")) f
     });
     const words = await runBin(t, BIN, ["policy", "explain", "bad host"]);
     assert.equal(words.stdout, "", "without --json, stdout stays empty");
+    // A usage error too, which commander finds before the command runs (QA: stdout was empty).
+    const usage = await runBin(t, BIN, ["secret", "list", "--json", "--bogus"]);
+    assert.equal(usage.code, 125);
+    assert.deepEqual(JSON.parse(usage.stdout), { error: { message: "unknown option '--bogus'", hint: "see cloister secret list --help", exitCode: 125 } });
+    assert.equal(usage.stderr, "cloister: unknown option '--bogus' (see cloister secret list --help)\n");
+    // --json after `--` is the command's word, and a command without --json gets none.
+    for (const args of [["run", "--bogus", "--", "jq", "--json"], ["stop", "--json", "--bogus"]]) assert.equal((await runBin(t, BIN, args)).stdout, "", args.join(" "));
   });
 
   it("passes every argument through untouched and the exit code back, also through a symlink (npm link)", async () => {
