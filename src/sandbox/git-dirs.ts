@@ -32,6 +32,16 @@ export function gitDirsOf(projectRoot: string): GitDirs | undefined {
   return { kind, gitDir, commonDir: commonDirOf(gitDir) };
 }
 
+/**
+ * Whether `dir` holds a `.git` that git would stop at when it looks for a work tree: anything but
+ * a file that names no git dir, which is what holds a plain directory's `.git` while a cloister of
+ * it runs (protected-paths.ts), so that a second launch there does not take it for a repository.
+ */
+export function holdsGitEntry(dir: string): boolean {
+  const kind = entryType(join(dir, ".git"));
+  return kind !== "missing" && (kind !== "file" || gitDirsOf(dir) !== undefined);
+}
+
 function commonDirOf(gitDir: string): string {
   const pointer = readPointer(join(gitDir, "commondir"));
   return pointer ? resolve(gitDir, pointer) : gitDir;

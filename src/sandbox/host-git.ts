@@ -17,6 +17,11 @@
  * - filters: the checkout and status run the clean/smudge drivers of .gitattributes. Left on: the
  *   drivers themselves come from the user's config, which no cloister can write, and turning them
  *   off would check out Git LFS pointers instead of files.
+ * - a bare repository git finds instead: where `.git` stops being a repository (a garbage HEAD, its
+ *   file in a worktree), git takes a directory holding HEAD, objects/ and refs/ for a bare one and
+ *   reads its config, filters and all (found by red team: `start -b` ran an agent-written smudge
+ *   filter). The project root's HEAD is held by a placeholder (protected-paths.ts), and these
+ *   commands also refuse any bare repository they were not pointed at: safe.bareRepository=explicit.
  * Pagers, editors, diff and merge drivers, credential helpers, ssh and gpg programs are never
  * reached: these commands show no diff, merge nothing, sign nothing, and never talk to a remote
  * (an `origin/BRANCH` to branch from is a remote-tracking ref already fetched). Command-line
@@ -27,7 +32,7 @@ import { execFile } from "node:child_process";
 import { isAbsolute } from "node:path";
 import { CloisterError } from "../errors.js";
 
-const HARDENING = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "status.submoduleSummary=false"];
+const HARDENING = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "status.submoduleSummary=false", "-c", "safe.bareRepository=explicit"];
 const MAX_OUTPUT = 64 << 20;
 
 export interface GitResult {

@@ -1,10 +1,10 @@
-import { existsSync, realpathSync, statSync } from "node:fs";
+import { realpathSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { resolvePaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { isBelow } from "../path-under.js";
 import { quoteArgument } from "../policy/commands.js";
-import { gitDirsOf } from "./git-dirs.js";
+import { gitDirsOf, holdsGitEntry } from "./git-dirs.js";
 import { exposureProblem, guardedPaths, type GuardedPaths } from "./host-exposure.js";
 
 export interface ProjectLocation {
@@ -101,7 +101,7 @@ function gitToplevel(start: string, guarded: GuardedPaths): string | undefined {
 /** The nearest of `start` and its ancestors that holds `.git`, the way git finds a work tree. */
 function nearestGitRoot(start: string): string | undefined {
   for (let current = start; ; current = dirname(current)) {
-    if (existsSync(join(current, ".git"))) return current;
+    if (holdsGitEntry(current)) return current;
     if (dirname(current) === current) return undefined;
   }
 }

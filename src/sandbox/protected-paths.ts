@@ -23,6 +23,11 @@ export const MANDATORY_PROTECTED: readonly string[] = [
   // in those worktrees (worktree cloisters: see worktree.ts).
   ".git/worktrees/",
   ".gitmodules",
+  // The project root itself must never look like a git dir to the host's git: when `.git` stops
+  // being one (a garbage `.git/HEAD`, which stays writable for checkouts), git takes a directory
+  // holding HEAD, objects/ and refs/ for a bare repository and runs its `config` (a pager, an ext::
+  // remote on fetch). Held by an empty directory, HEAD is never a valid one (found by red team).
+  "HEAD",
   ".vscode/",
   ".idea/",
   ".claude/settings.json",
@@ -69,6 +74,10 @@ const NEUTRAL_FILE_CONTENT: Readonly<Record<string, string>> = {
   "settings.local.json": "{}\n",
   ".mcp.json": '{ "mcpServers": {} }\n',
   locked: "kept by cloister while a cloister of this project runs\n",
+  // A plain directory's `.git`: a file that names no git dir is no repository for git ("invalid
+  // gitfile format"), nor for the next launch (git-dirs.ts holdsGitEntry), and keys the project by
+  // the directory as before (project-marks.ts); an empty directory would do neither.
+  ".git": "# cloister: no git repository; held read-only while a cloister of this directory runs\n",
 };
 
 /**
@@ -114,7 +123,10 @@ export function protectedPathList(extra: readonly string[], isGit: boolean, proj
   const all = [...MANDATORY_PROTECTED, ...fromRepository, ...extra];
   const dotGitIsFile = isGit && projectRoot !== undefined && gitDirsOf(projectRoot)?.kind === "file";
   const relevant = isGit && !dotGitIsFile ? all : all.filter((p) => !p.startsWith(".git/"));
-  return { paths: [...new Set(dotGitIsFile ? [".git", ...relevant] : relevant)], heldByFile: new Set(fromConfig.includedFiles) };
+  // `.git` as a whole where it is not the repository's directory: a linked worktree's file naming
+  // its git dir, or in a plain directory (--allow-no-git) the place where `git init` inside would
+  // make a repository whose config (core.fsmonitor) the host's next `git status` there runs.
+  return { paths: [...new Set(isGit && !dotGitIsFile ? relevant : [".git", ...relevant])], heldByFile: new Set(fromConfig.includedFiles) };
 }
 
 /** The submodules' git dirs under .git/modules and their checkouts' .git (see submodule-git.ts), and nested worktrees' .git. */

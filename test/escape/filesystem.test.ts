@@ -687,6 +687,66 @@ echo "STEP planted OK"
     },
   );
 
+  it("a garbage .git/HEAD cannot turn the project root into a bare repository whose config the host's git runs (git log's pager, an ext:: remote on fetch)", async () => {
+    const m = marker("implicit-bare");
+    markers.push(m);
+    const headBefore = readFileSync(join(t.project, ".git", "HEAD"), "utf8");
+    // What git needs to take /work itself for a git dir once .git is none: HEAD, objects/, refs/;
+    // then its config is /work/config (red team: the host's `git fetch` ran the ext:: command).
+    const r = await attack(
+      t,
+      `cd /work
+step copy-objects cp -r .git/objects .git/refs .
+step head sh -c 'cp .git/HEAD HEAD'
+step config sh -c "printf '[protocol \\"ext\\"]\\n\\tallow = always\\n[remote \\"origin\\"]\\n\\turl = ext::sh -c touch%% ${m}\\n[core]\\n\\tpager = touch ${m}; cat\\n' > config"
+step garbage-head sh -c 'echo garbage > .git/HEAD'
+`,
+    );
+    const steps = parseSteps(r.stdout);
+    assert.deepEqual([steps.get("copy-objects"), steps.get("config"), steps.get("garbage-head")], ["OK", "OK", "OK"], r.stdout + r.stderr);
+    assert.equal(steps.get("head"), "FAIL", "the project root's HEAD must be held");
+    try {
+      hostGit(t.project, ["fetch", "-q", "origin"], { home: t.hostHome });
+      hostGit(t.project, ["-p", "log", "-1"], { home: t.hostHome });
+      assert.deepEqual(presentMarkers([m]), [], "the host's git took the project for a bare repository the sandbox wrote");
+    } finally {
+      writeFileSync(join(t.project, ".git", "HEAD"), headBefore);
+      for (const planted of ["objects", "refs", "config"]) rmSync(join(t.project, planted), { recursive: true, force: true });
+    }
+    assert.ok(!existsSync(join(t.project, "HEAD")), "the placeholder goes with the cloister");
+  });
+
+  it("in a plain directory (--allow-no-git), `git init` inside cannot make a repository whose core.fsmonitor the host's git status runs", async () => {
+    const m = marker("nogit-init");
+    markers.push(m);
+    const plain = mkdtempSync(join(tmpdir(), "cloister-escape-plain-"));
+    try {
+      const r = await t.cli(
+        ["run", "--allow-no-git", "--", "sh", "-c", `git init -q /work && echo INIT-OK; git -C /work config core.fsmonitor 'touch ${m}; false' && echo PLANTED; git -C /work status >/dev/null 2>&1; cat /work/.git; true`],
+        { cwd: plain },
+      );
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stdout, /INIT-OK|PLANTED/);
+      assert.match(r.stdout, /no git repository; held read-only/);
+      hostGit(plain, ["status"], { home: t.hostHome });
+      assert.deepEqual(presentMarkers([m]), []);
+      assert.deepEqual(readdirSync(plain), [], "nothing left in the directory: .git and HEAD were placeholders");
+      // While it runs, a second launch there is still a plain directory's, not a repository's.
+      const held = await t.cli(["start", "-d", "--allow-no-git", "--name", "plainheld"], { cwd: plain });
+      assert.equal(held.code, 0, held.stderr);
+      try {
+        const second = await t.cli(["run", "--allow-no-git", "--", "sh", "-c", "cat /work/.git"], { cwd: plain });
+        assert.equal(second.code, 0, second.stderr);
+        assert.match(second.stdout, /no git repository/);
+        assert.ok(!existsSync(join(plain, ".git", "hooks")));
+      } finally {
+        await t.cli(["stop", "plainheld"]);
+      }
+    } finally {
+      rmSync(plain, { recursive: true, force: true });
+    }
+  });
+
   it(
     "with core.hooksPath pointing into the worktree (husky), hooks planted there do not fire on the host's git commit",
     async () => {
