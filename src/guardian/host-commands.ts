@@ -15,7 +15,7 @@ import { currentBranch } from "./approvals/branch.js";
 import type { CommandQuestion, Outcome } from "./approvals/queue.js";
 import type { DecisionView, PendingCommand, Scope, Verdict } from "./approvals/types.js";
 import type { EgressCloister } from "./egress.js";
-import type { CommandRuling, HostexecPort } from "./hostexec/session.js";
+import { MAX_ARRIVING, type CommandRuling, type HostexecPort } from "./hostexec/session.js";
 import { changeDecisions, recordCommandDecision, removeCommandDecision, type PolicyStore } from "./policy-store.js";
 import type { SessionDecisionStore } from "./session-decisions.js";
 
@@ -28,6 +28,19 @@ interface CommandSession {
   deny: string[][];
   /** Request times in the last minute (the rate limit). */
   recent: number[];
+  /** Its hostexec connections whose request is still arriving (see MAX_ARRIVING). */
+  arriving: number;
+}
+
+/** A place among a cloister's arriving requests; the release is idempotent (a request, then its close). */
+function admitArrival(session: CommandSession): (() => void) | undefined {
+  if (session.arriving >= MAX_ARRIVING) return undefined;
+  session.arriving++;
+  let held = true;
+  return () => {
+    if (held) session.arriving--;
+    held = false;
+  };
 }
 
 export type AskCommand = (question: CommandQuestion, timeoutMs: number, signal: AbortSignal) => { request: PendingCommand | null; outcome: Promise<Outcome> };
@@ -53,7 +66,7 @@ export class HostCommands {
   /** What a cloister's hostexec connections talk to; loads its remembered answers. */
   port(cloister: EgressCloister): HostexecPort {
     const remembered = this.sessionDecisions.load(cloister.id).commands;
-    const session: CommandSession = { id: cloister.id, allow: remembered.allow, deny: remembered.deny, recent: [] };
+    const session: CommandSession = { id: cloister.id, allow: remembered.allow, deny: remembered.deny, recent: [], arriving: 0 };
     this.sessions.set(cloister.name, session);
     const settings = () => {
       const hostexec = this.hostexecSettings;
@@ -67,6 +80,7 @@ export class HostCommands {
       branch: () => currentBranch(cloister.projectRoot),
       settings,
       takeRateToken: () => this.takeRateToken(session),
+      admitArrival: () => admitArrival(session),
       rule: (argv) => this.rule(cloister.project, session, argv),
       ask: (question, timeoutMs, signal) => this.askHuman(question, timeoutMs, signal),
       audit: (event) => this.audit({ ...event, cloister: cloister.name, project: cloister.project }),

@@ -629,6 +629,49 @@ report("own-control", {"token": TOKEN, "argv": ["true"], "cwd": "/work"})
     assert.deepEqual(presentMarkers([escaped]), []);
   });
 
+  it("requests left half-sent cannot make the guardian hold memory for them: past a few at once, a cloister's next ones are refused", async () => {
+    const guardianPid = Number(readFileSync(join(t.home, "run", "guardian.pid"), "utf8"));
+    const rss = (): number => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${guardianPid}/status`, "utf8"))?.[1] ?? NaN) * 1024;
+    const before = rss();
+    // Each connection announces a 1 MiB request and sends all of it but its last byte (red team:
+    // 1000 of them held ~1 GiB of the guardian's memory, outside every cloister's cgroup).
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, rss())), 100);
+    const r = await attack(
+      python(`
+import time
+header = bytes([0xC7, 0x48, 0x58, 0x01]) + b"R" + struct.pack(">I", 1024 * 1024)
+held, refused = [], 0
+for i in range(120):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=30)
+    try:
+        s.sendall(header + b"A" * (1024 * 1024 - 1))
+        held.append(s)
+    except OSError:
+        refused += 1
+time.sleep(1)
+for s in held:
+    s.setblocking(False)
+    try:
+        data = s.recv(65536)
+        if data[:1] == b"X" and b"arriving at once" in data:
+            refused += 1
+    except OSError:
+        pass
+print("STEP refused %d" % refused, flush=True)
+time.sleep(2)
+`),
+    ).finally(() => clearInterval(sampler));
+    const refused = Number(parseSteps(r.stdout).get("refused"));
+    assert.ok(refused >= 100, `only ${refused} of 120 half-sent requests were refused:\n${r.stdout}${r.stderr}`);
+    // Unbounded, 120 of them would hold 120 MiB while they are open.
+    assert.ok(peak - before < 60 * 1024 * 1024, `the guardian grew by ${Math.round((peak - before) / 1048576)} MiB while they were open`);
+    // A whole request still runs.
+    await useRules(t, [{ allow: ["true"] }]);
+    const ok = await attack("hostexec true; echo RC $?");
+    assert.match(ok.stdout, /^RC 0$/m, ok.stderr);
+  });
+
   it("`cloister approvals` shows the raw argv with control and bidi characters escaped, never raw", async () => {
     await useRules(t, [{ ask: ["ls", "**"] }]);
     const tag = `bidi-${randomBytes(3).toString("hex")}`;

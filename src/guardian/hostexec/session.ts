@@ -13,6 +13,14 @@ import { exitFrame, FrameDecoder, FrameType, outputFrame, parseRequest, pendingF
 /** The request frame must follow the magic this quickly. */
 const REQUEST_TIMEOUT_MS = 10_000;
 
+/**
+ * Connections of one cloister whose request frame is still arriving. Each may hold up to
+ * MAX_CLIENT_PAYLOAD (1 MiB) in the guardian's memory until it is whole, outside every cloister's
+ * cgroup: one cloister keeping proxy.max_connections (1024) of them open held ~1 GiB (red team).
+ * An honest client sends its request at once, so a few at a time are plenty.
+ */
+export const MAX_ARRIVING = 8;
+
 /** Exit codes the agent sees when the command did not run to its own end (documented in docs/hostexec.md). */
 export const HOSTEXEC_EXIT = {
   refused: 126,
@@ -41,6 +49,11 @@ export interface HostexecPort {
   settings(): HostexecSettings;
   /** False when the cloister asked too often lately. */
   takeRateToken(): boolean;
+  /**
+   * A place for a connection whose request is still arriving, and the call that gives it back;
+   * undefined when the cloister has MAX_ARRIVING such connections already.
+   */
+  admitArrival(): (() => void) | undefined;
   rule(argv: readonly string[]): CommandRuling;
   ask(question: Omit<PendingCommand, "id" | "kind" | "createdAt" | "expiresAt">, timeoutMs: number, signal: AbortSignal): { request: PendingCommand | null; outcome: Promise<Outcome> };
   audit(event: AuditEvent): void;
@@ -55,14 +68,28 @@ export interface HostexecPort {
  * it is in: the question is withdrawn, the command's process group is killed.
  */
 export function serveHostexec(context: EgressContext, socket: Socket, port: HostexecPort): void {
+  socket.setTimeout(0);
+  const arrived = port.admitArrival();
+  if (!arrived) {
+    context.refused("hostexec", "over-limit", "too many requests arriving at once");
+    return finish(socket, { status: "error", exitCode: HOSTEXEC_EXIT.failed, message: `more than ${MAX_ARRIVING} host command requests of this cloister were arriving at once; retry` });
+  }
   const decoder = new FrameDecoder({ expectMagic: true });
   const cancel = new AbortController();
   let request: HostexecRequest | undefined;
   const deadline = setTimeout(() => finish(socket, { status: "error", exitCode: HOSTEXEC_EXIT.failed, message: "no request arrived in time" }), REQUEST_TIMEOUT_MS);
-  socket.setTimeout(0);
   socket.on("close", () => {
     clearTimeout(deadline);
+    arrived();
     cancel.abort();
+  });
+  // A client that stops sending before its request is whole never completes it: its place goes at
+  // once, not when this end closes too (the socket is half-open until then).
+  socket.on("end", () => {
+    if (request) return;
+    clearTimeout(deadline);
+    arrived();
+    finish(socket, { status: "error", exitCode: HOSTEXEC_EXIT.failed, message: "the connection ended before its request was whole" });
   });
   socket.on("data", (chunk: Buffer) => {
     let frames;
@@ -80,6 +107,7 @@ export function serveHostexec(context: EgressContext, socket: Socket, port: Host
         cancel.abort();
       } else if (frame.type === FrameType.Request && !request) {
         clearTimeout(deadline);
+        arrived();
         try {
           request = parseRequest(frame.payload);
         } catch (error) {
