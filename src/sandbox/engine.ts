@@ -8,7 +8,7 @@ import { ensurePrivateDir } from "../config/atomic-write.js";
 import { throwIfAborted, untilAborted } from "../abort.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
-import { procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
+import { procHidden, procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
 import { KEEPER_LOG, keeperLogTail, STOPPING_MARK, waitForInit } from "./init-client.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
@@ -268,6 +268,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
       hiddenFiles: granted.hidden.files,
       hiddenDirs: granted.hidden.dirs,
       procReadOnly: procReadOnly(),
+      procHidden: procHidden(),
       projectRoot: spec.projectRoot,
       homeSource: homeDir,
       homeDest: sandboxHome(),

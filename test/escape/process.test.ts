@@ -200,6 +200,15 @@ describe("escape: processes", () => {
     assert.ok(!views.some((v) => v.pid === guardianPid && (v.cmdline ?? "").includes("daemon.js")));
   });
 
+  it("shows none of the host user's kernel keys, nor the host's timers: nothing of /proc/keys and friends can be read (red team: key descriptions were listed)", async () => {
+    const hostKeys = existsSync("/proc/keys") ? readFileSync("/proc/keys", "utf8") : "";
+    const r = await t.cli(["exec", "pa", "--", "sh", "-c", "for f in keys key-users timer_list sched_debug; do [ -e /proc/$f ] && echo \"$f $(cat /proc/$f 2>/dev/null | wc -c)\"; done; true"]);
+    assert.equal(r.code, 0, r.stderr);
+    const sizes = new Map(r.stdout.trim().split("\n").filter(Boolean).map((line) => line.split(" ") as [string, string]));
+    if (hostKeys !== "") assert.equal(sizes.get("keys"), "0", `the host lists keys (${hostKeys.split("\n").length - 1}); inside: ${r.stdout}`);
+    for (const [file, size] of sizes) assert.equal(size, "0", `/proc/${file} shows ${size} bytes`);
+  });
+
   it("runs every process inside (init and the bridge included) without capabilities, with no_new_privs and seccomp", { skip: NO_PYTHON }, async () => {
     const views = await procViews(t, "pa");
     assert.ok(views.some((v) => v.pid === 1));

@@ -263,6 +263,7 @@ describe("the git view of a worktree cloister", () => {
       hiddenFiles: [],
       hiddenDirs: [],
       procReadOnly: [],
+      procHidden: [],
       projectRoot: w.dir,
       homeSource: "/h",
       homeDest: "/home/u",

@@ -12,10 +12,21 @@ const ALWAYS_HIDDEN_DIRS = ["/etc/sudoers.d", "/etc/ssl/private"];
 const ROOT_HIDDEN_DIRS = ["/sys/kernel/debug", "/sys/kernel/tracing", "/sys/firmware", "/sys/kernel/security"];
 
 const PROC_READ_ONLY = ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"];
+/**
+ * /proc files a fresh /proc still shows of the host, covered by /dev/null: the descriptions of the
+ * user's kernel keys (keys follow the uid, not the namespace: found by red team), and the host's
+ * timers and scheduler state, which name its processes.
+ */
+const PROC_HIDDEN = ["/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/sched_debug"];
 
 /** The /proc knobs to bind read-only (not every kernel has all of them). */
 export function procReadOnly(): string[] {
   return PROC_READ_ONLY.filter((p) => existsSync(p));
+}
+
+/** The /proc files to cover (those this kernel has). */
+export function procHidden(): string[] {
+  return PROC_HIDDEN.filter((p) => existsSync(p));
 }
 
 export function systemEntries(): SystemEntry[] {

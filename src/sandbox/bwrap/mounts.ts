@@ -25,6 +25,8 @@ export interface MountFacts {
   hiddenDirs: string[];
   /** Kernel knobs under /proc that exist on this host and must be read-only inside. */
   procReadOnly: string[];
+  /** Files under /proc that exist on this host and show it to the cloister: covered by /dev/null. */
+  procHidden: string[];
   projectRoot: string;
   /** Sandbox HOME on the host (under the data dir). */
   homeSource: string;
@@ -108,6 +110,7 @@ function privateDirs(f: MountFacts): MountOp[] {
     // fails on /proc/sys; for a cloister of root, whose uid owns them, they would stay writable
     // (host sysctls, core_pattern, sysrq). Bind them read-only explicitly.
     ...f.procReadOnly.map((dest): MountOp => ({ op: "ro-bind", src: dest, dest })),
+    ...f.procHidden.map((dest): MountOp => ({ op: "ro-bind", src: "/dev/null", dest })),
     { op: "dev", dest: "/dev" },
     { op: "tmpfs", dest: "/dev/shm", sizeBytes: f.tmpfsBytes },
     { op: "tmpfs", dest: "/tmp", sizeBytes: f.tmpfsBytes, mode: 0o1777 },
