@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { resolveProject } from "./config/effective-cache.js";
 import { NAME_RULE, SAFE_NAME_RE } from "./config/names.js";
-import type { EffectiveConfig } from "./config/schema.js";
+import { LimitsSchema, type EffectiveConfig } from "./config/schema.js";
 import { formatSize, MAX_TIMEOUT_MS, parseDuration, parsePercent, parseProcessCount, parseSize } from "./config/units.js";
 import { CloisterError } from "./errors.js";
 import { runToEnd, type FreshCloister } from "./fresh-run.js";
@@ -15,6 +15,7 @@ import { throwIfAborted } from "./abort.js";
 import { claimCloister, launchCloister, PROXY_PORT, releaseRecord, sandboxHome, type ClaimedName, type LaunchSpec } from "./sandbox/engine.js";
 import { sandboxEnv } from "./sandbox/env.js";
 import { execInCloister, type ExecSession } from "./sandbox/init-client.js";
+import { detectLimitMechanism, unenforceableLimits, type LimitMechanism } from "./sandbox/limits.js";
 import { ProtocolError } from "./sandbox/init-protocol.js";
 import { exposureProblem, guardedPaths, writableByRunningCloister, type GuardedPaths, type RunningProject } from "./sandbox/host-exposure.js";
 import { gitDirsOf, isAdminDirOf, realPath } from "./sandbox/git-dirs.js";
@@ -236,9 +237,11 @@ type LaunchOptions = CloisterOptions & Pick<RunOptions, "timeout">;
 async function launch(options: LaunchOptions, persistent: boolean): Promise<{ cloister: Cloister; timeoutMs: number | undefined }> {
   const paths = options.paths ?? resolvePaths();
   const { spec, config, timeoutMs } = await launchSpec(options, paths, persistent);
+  const mechanism = detectLimitMechanism();
+  dropUnenforceable(spec, options, config, mechanism);
   const id = randomBytes(4).toString("hex");
   // Before anything is made or asked of the guardian: a name is one cloister's (NameTaken).
-  const claim = await claimCloister(paths, spec, id);
+  const claim = await claimCloister(paths, spec, id, mechanism);
   // launchCloister gives the name back when it fails; this covers the steps before it too (giving it
   // back twice is harmless: only a record that is still this launch's goes).
   const { record, agent, env } = await launchClaimed(paths, options, persistent, spec, config, claim).catch(async (error: unknown) => {
@@ -524,6 +527,35 @@ function optionOr<T extends string | number>(option: keyof LaunchOptions, value:
   }
   if (parsed <= 0) throw new CloisterError(`options.${option}: a limit of ${JSON.stringify(value)} would stop everything`, "give a positive value, or none for no limit");
   return parsed;
+}
+
+/**
+ * A memory or CPU cap this host cannot enforce (no cgroup for it: limits.ts) is not dropped in
+ * silence. One the caller asked for (options.memory, options.cpu: the CLI's --memory and --cpu)
+ * fails the launch; one the configuration sets is left out with a warning at each launch. Only the
+ * built-in default (limits.memory 8GiB, a safety net nobody chose) is left out without a word: said
+ * at every launch, it would be noise for every user without a delegated cgroup; `cloister doctor`
+ * says it instead.
+ */
+function dropUnenforceable(spec: LaunchSpec, options: LaunchOptions, config: EffectiveConfig, mechanism: LimitMechanism): void {
+  const gaps = unenforceableLimits(mechanism, spec.limits);
+  if (gaps.length === 0) return;
+  const builtIn = LimitsSchema.parse({});
+  const root = userInfo().uid === 0;
+  const getOne = `get a delegated cgroup (\`cloister doctor\` shows how, e.g. systemd-run ${root ? "" : "--user "}--scope -p Delegate=yes cloister ...)${root ? "" : " or run cloister as root"}`;
+  for (const { limit, why } of gaps) {
+    const what = limit === "memory" ? "a memory limit" : "a CPU cap";
+    if (options[limit] !== undefined) {
+      throw new CloisterError(`options.${limit}: ${what} cannot be enforced here: ${why}`, `${getOne}; or leave options.${limit} out, and the cloister runs without one`);
+    }
+    const configured = config.limits[limit];
+    if (configured !== builtIn[limit]) {
+      const shown = limit === "memory" ? formatSize(configured) : `${configured}%`;
+      warnOf(options)(`limits.${limit} ${shown} (from the configuration) is not enforced: ${why}; this cloister runs without ${what} (${getOne}, or set limits.${limit}: none to silence this)`);
+    }
+    if (limit === "memory") delete spec.limits.memoryBytes;
+    else delete spec.limits.cpuPercent;
+  }
 }
 
 /**

@@ -19,6 +19,8 @@ defaults:
   agent: none
 
 limits:
+  # memory and cpu need a cgroup (see \`cloister doctor\`): where cloister has none, --memory and
+  # --cpu are refused, and a value set here other than the default is warned about at each launch.
   # Memory of the whole cloister. A size: a number with an optional unit, case-insensitive:
   # B, K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000); or none.
   memory: 8GiB

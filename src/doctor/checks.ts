@@ -679,22 +679,29 @@ const UNIFIED_BOOT_FIX = [
   "sudo grubby --update-kernel=ALL --args=systemd.unified_cgroup_hierarchy=1 && sudo reboot    # Fedora, RHEL (no grub edit needed)",
 ].join("\n");
 
-/** What cloister does when it cannot use delegated cgroup v2 (mirrors the engine's limits code). */
+/**
+ * What cloister does when it cannot use delegated cgroup v2 (mirrors the engine's limits code), and
+ * which caps it then cannot enforce: a launch refuses --memory and --cpu then, and leaves out (with
+ * a warning) what the configuration sets, so the user learns it here before a launch fails.
+ */
 export function cgroupFallback(f: CgroupFacts): string {
   const rlimits =
     "per-process rlimits, a per-cloister process limit counted inside each cloister's user namespace, nice 10 and oom_score_adj 1000 (so the OOM killer and the scheduler pick the cloister before the guardian)";
-  if (f.euid === 0 && f.layout !== "unified") {
-    const usable = f.v1.filter((v) => v.writable).map((v) => v.controller);
-    if (usable.length === f.v1.length && usable.length > 0) return `cloister uses the writable v1 ${usable.join(", ")} hierarchies`;
-    if (usable.length > 0) return `cloister uses the writable v1 ${usable.join(", ")} hierarchies, and ${rlimits}`;
-  }
-  return `cloister falls back to ${rlimits}`;
+  const usable = f.euid === 0 && f.layout !== "unified" ? f.v1.filter((v) => v.writable).map((v) => v.controller) : [];
+  const unenforced = [
+    ...(usable.includes("memory") ? [] : ["memory limits (--memory, limits.memory)"]),
+    ...(usable.includes("cpu") ? [] : ["CPU caps (--cpu, limits.cpu)"]),
+  ];
+  const gap = unenforced.length > 0 ? `; ${unenforced.join(" and ")} are not enforced for this user` : "";
+  if (usable.length === f.v1.length && usable.length > 0) return `cloister uses the writable v1 ${usable.join(", ")} hierarchies${gap}`;
+  if (usable.length > 0) return `cloister uses the writable v1 ${usable.join(", ")} hierarchies, and ${rlimits}${gap}`;
+  return `cloister falls back to ${rlimits}${gap}`;
 }
 
 export function assessCgroups(f: CgroupFacts): Finding {
   const w = f.writable;
   if (w && w.relation !== "user-manager" && NEEDED.every((c) => w.controllers.includes(c))) {
-    const cpuNote = w.controllers.includes("cpu") ? "" : "; no cpu controller, so CPU share falls back to nice 10";
+    const cpuNote = w.controllers.includes("cpu") ? "" : "; no cpu controller, so CPU share falls back to nice 10 and CPU caps (--cpu, limits.cpu) are not enforced";
     return {
       status: "ok",
       detail: `cgroup v2 delegated at ${w.dir} (${w.controllers.filter((c) => ["cpu", ...NEEDED].includes(c)).join(", ")})${cpuNote}`,

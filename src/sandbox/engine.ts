@@ -12,7 +12,7 @@ import { procHidden, procReadOnly, systemEntries, type HiddenPaths } from "./bwr
 import { KEEPER_LOG, keeperLogTail, STOPPING_MARK, waitForInit } from "./init-client.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
-import { applyLimits, detectLimitMechanism, killMembers, killQuietly, plannedCgroupDirs, releaseLimits, type LimitMechanism, type Limits } from "./limits.js";
+import { applyLimits, killMembers, killQuietly, plannedCgroupDirs, releaseLimits, type LimitMechanism, type Limits } from "./limits.js";
 import { bwrapPath, hostexecBinaryPath, initBinaryPath } from "./native.js";
 import { identityToSeed, seedGitIdentity } from "./git-identity.js";
 import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs } from "./linked-git.js";
@@ -113,9 +113,10 @@ export class NameTaken extends CloisterError {
  * sweep would. The record lists what the launch is about to create (runtime dir, HOME, cgroups) and
  * who launches: a launcher killed outright (SIGKILL) at any moment after this leaves a record whose
  * launcher is gone, and the sweep removes what it lists. releaseRecord gives the name back.
+ * `mechanism` is how this host applies limits (detectLimitMechanism), which the caller has checked
+ * `spec.limits` against (unenforceableLimits).
  */
-export async function claimCloister(paths: CloisterPaths, spec: LaunchSpec, id: string): Promise<ClaimedName> {
-  const mechanism = detectLimitMechanism();
+export async function claimCloister(paths: CloisterPaths, spec: LaunchSpec, id: string, mechanism: LimitMechanism): Promise<ClaimedName> {
   const runtimeDir = cloisterRuntimeDir(paths, id);
   const record: CloisterRecord = {
     name: spec.name,

@@ -22,7 +22,7 @@ export interface Limits {
  * BACKGROUND_NICE), so a busy cloister cannot starve the guardian or the host's own work.
  */
 export type LimitMechanism =
-  | { kind: "cgroup2"; parent: string }
+  | { kind: "cgroup2"; parent: string; cpu: boolean }
   | { kind: "cgroup1"; parents: { memory?: string; pids?: string; cpu?: string } }
   | { kind: "rlimit" };
 
@@ -43,7 +43,7 @@ export function detectLimitMechanism(): LimitMechanism {
   if (v2 !== undefined && v2Root) {
     const dir = join(v2Root, v2);
     const enabled = readOr(join(dir, "cgroup.subtree_control"), "").split(/\s+/);
-    if (enabled.includes("memory") && enabled.includes("pids") && writable(dir)) return { kind: "cgroup2", parent: dir };
+    if (enabled.includes("memory") && enabled.includes("pids") && writable(dir)) return { kind: "cgroup2", parent: dir, cpu: enabled.includes("cpu") };
   }
   const v1 = (controller: string): string | undefined => {
     const rel = own.get(controller);
@@ -53,6 +53,30 @@ export function detectLimitMechanism(): LimitMechanism {
   const parents = { memory: v1("memory"), pids: v1("pids"), cpu: v1("cpu") };
   if (parents.memory || parents.pids) return { kind: "cgroup1", parents };
   return { kind: "rlimit" };
+}
+
+/** The limits only a cgroup enforces. */
+export type CgroupOnlyLimit = "memory" | "cpu";
+
+/**
+ * The limits asked for in `limits` that `mechanism` cannot enforce, each with the reason: a memory
+ * cap and a CPU cap need a cgroup with that controller, and without one applyLimits leaves them out.
+ * No rlimit stands in for them: RLIMIT_AS, the only memory one, counts reserved address space,
+ * which V8, Go and Java reserve by the gigabyte, so it breaks them long before memory runs out.
+ */
+export function unenforceableLimits(mechanism: LimitMechanism, limits: Limits): { limit: CgroupOnlyLimit; why: string }[] {
+  const gaps: { limit: CgroupOnlyLimit; why: string }[] = [];
+  const noCgroup = "no cgroup this user may write (cgroup v2 not delegated to it; cgroup v1 is writable by root only)";
+  if (limits.memoryBytes !== undefined) {
+    if (mechanism.kind === "rlimit") gaps.push({ limit: "memory", why: noCgroup });
+    else if (mechanism.kind === "cgroup1" && !mechanism.parents.memory) gaps.push({ limit: "memory", why: "the cgroup v1 memory hierarchy is not writable" });
+  }
+  if (limits.cpuPercent !== undefined) {
+    if (mechanism.kind === "rlimit") gaps.push({ limit: "cpu", why: noCgroup });
+    else if (mechanism.kind === "cgroup1" && !mechanism.parents.cpu) gaps.push({ limit: "cpu", why: "the cgroup v1 cpu hierarchy is not writable" });
+    else if (mechanism.kind === "cgroup2" && !mechanism.cpu) gaps.push({ limit: "cpu", why: `the cpu controller is not delegated to ${mechanism.parent}` });
+  }
+  return gaps;
 }
 
 /**
@@ -79,9 +103,10 @@ export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limit
       mkdirSync(dir);
       if (limits.memoryBytes !== undefined) writeFileSync(join(dir, "memory.max"), String(limits.memoryBytes));
       if (limits.pids !== undefined) writeFileSync(join(dir, "pids.max"), String(limits.pids));
-      // The cpu controller may not be delegated: then a cap cannot be applied (the write fails the
-      // launch), and the background priority falls back to nice.
-      const cpuControlled = existsSync(join(dir, "cpu.weight.nice"));
+      // The cpu controller may not be delegated: then the background priority falls back to nice,
+      // and a cap cannot be applied (a launch refuses or drops it first: unenforceableLimits; one
+      // that did not would fail on the write).
+      const cpuControlled = mechanism.cpu;
       if (cpuControlled) writeFileSync(join(dir, "cpu.weight.nice"), String(BACKGROUND_NICE));
       if (limits.cpuPercent !== undefined) {
         writeFileSync(join(dir, "cpu.max"), `${cpuQuota(limits.cpuPercent)} ${CPU_PERIOD_US}`);

@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { resolvePaths } from "../../src/config/paths.js";
 import { listRecords, type CloisterRecord } from "../../src/sandbox/records.js";
 import { asUserSkipReason, createUserInstance, type UserInstance } from "../helpers/as-user.js";
-import { CLI, createInstance, spawnCli, waitUntil, type TestInstance } from "../helpers/cloister.js";
+import { CLI, createInstance, spawnCli, waitUntil, withConfig, type TestInstance } from "../helpers/cloister.js";
 import { hostProcessTable, hostTree, readOr } from "../helpers/host-processes.js";
 
 const MiB = 1024 * 1024;
@@ -253,5 +253,32 @@ describe("escape: resources, as a non-root user (no cgroup: RLIMIT_NPROC)", { sk
     const started = Number(r.stdout.trim());
     assert.ok(started >= 20, `only ${started} processes could start inside under --pids 40 while the user had 40 on the host`);
     assert.ok(started < 40, `the cap did not hold: ${started} processes started besides init and the relay`);
+  });
+
+  it("refuses --memory and --cpu it cannot enforce, and warns of configured ones at each launch (QA: silently ignored)", async (ctx) => {
+    const probe = await t.cli(["start", "-d", "--name", "probe"]);
+    assert.equal(probe.code, 0, probe.stderr);
+    const mechanism = records(t).find((rec) => rec.name === "probe")?.limitMechanism;
+    assert.equal((await t.cli(["stop", "probe"])).code, 0);
+    if (mechanism !== "rlimit") return ctx.skip(`this user has cgroups here (${mechanism ?? "?"}): its limits are enforced`);
+
+    for (const [flag, value, what] of [["--memory", "100M", "a memory limit"], ["--cpu", "20%", "a CPU cap"]] as const) {
+      const r = await t.cli(["run", flag, value, "--", "touch", "/work/ran"]);
+      assert.equal(r.code, 125, r.stderr);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`^cloister: ${flag}: ${what} cannot be enforced here: no cgroup this user may write .*systemd-run --user --scope -p Delegate=yes cloister .* or run cloister as root; or leave ${flag} out`));
+      assert.equal(existsSync(join(t.project, "ran")), false, `${flag}: the command ran`);
+      assert.deepEqual(records(t), [], `${flag}: the refused launch left a record`);
+    }
+
+    // The built-in default (limits.memory 8GiB) goes without a word: doctor says it.
+    const plain = await t.cli(["run", "--", "true"]);
+    assert.deepEqual([plain.code, plain.stderr], [0, ""]);
+
+    const configured = (config: string) => config.replace(/^  memory: 8GiB$/m, "  memory: 1GiB").replace(/^  cpu: none$/m, "  cpu: 50%");
+    const warned = await withConfig(t, configured, () => t.cli(["run", "--", "true"]));
+    assert.equal(warned.code, 0, warned.stderr);
+    assert.match(warned.stderr, /^cloister: limits\.memory 1GiB \(from the configuration\) is not enforced: no cgroup this user may write .*; this cloister runs without a memory limit \(.*or set limits\.memory: none to silence this\)$/m);
+    assert.match(warned.stderr, /^cloister: limits\.cpu 50% \(from the configuration\) is not enforced: .*; this cloister runs without a CPU cap \(.*or set limits\.cpu: none to silence this\)$/m);
   });
 });

@@ -466,6 +466,7 @@ describe("assessCgroups", () => {
     assert.match(f.detail, /rlimits/);
     assert.match(f.detail, /oom_score_adj 1000/);
     assert.match(f.detail, /nice 10/);
+    assert.match(f.detail, /memory limits \(--memory, limits\.memory\) and CPU caps \(--cpu, limits\.cpu\) are not enforced for this user$/);
     assert.ok(f.fix?.includes("/etc/systemd/system/user@.service.d/delegate.conf"));
     assert.ok(f.fix?.includes("[Service]\n  Delegate=cpu cpuset io memory pids"));
   });
@@ -487,7 +488,38 @@ describe("assessCgroups", () => {
     assert.match(f.detail, /hybrid/);
     assert.match(f.detail, /only hugetlb/);
     assert.match(f.detail, /v1 memory, pids, cpu/);
+    assert.doesNotMatch(f.detail, /not enforced/);
     assert.ok(f.fix?.includes("systemd.unified_cgroup_hierarchy=1"));
+  });
+
+  it("root with a writable v1 memory hierarchy but no cpu one: CPU caps are said not to be enforced, memory limits are", () => {
+    const f = assessCgroups({
+      euid: 0,
+      layout: "legacy",
+      v2MountPoint: null,
+      ownDir: null,
+      writable: null,
+      v1: [
+        { controller: "memory", dir: "/sys/fs/cgroup/memory", writable: true },
+        { controller: "pids", dir: "/sys/fs/cgroup/pids", writable: true },
+        { controller: "cpu", dir: "/sys/fs/cgroup/cpu", writable: false },
+      ],
+    });
+    assert.match(f.detail, /v1 memory, pids hierarchies, and per-process rlimits/);
+    assert.match(f.detail, /; CPU caps \(--cpu, limits\.cpu\) are not enforced for this user$/);
+  });
+
+  it("delegated cgroup v2 without the cpu controller: ok, but CPU caps are not enforced", () => {
+    const f = assessCgroups({
+      euid: 1000,
+      layout: "unified",
+      v2MountPoint: "/sys/fs/cgroup",
+      ownDir: userApp,
+      writable: { dir: userApp, relation: "self", controllers: ["memory", "pids"] },
+      v1: v1None,
+    });
+    assert.equal(f.status, "ok");
+    assert.match(f.detail, /CPU caps \(--cpu, limits\.cpu\) are not enforced/);
   });
 
   it("hybrid as an ordinary user falls back to rlimits", () => {
