@@ -161,7 +161,7 @@ export function registerSandboxCommands(program: Command): void {
       // agent's name in this shell, or `cloister exec NAME -- claude`, starts the agent as set up.
       process.exitCode = opensAgent && cloister.agent
         ? await runAttached(cloister, cloister.agent.argv([]))
-        : await runAttached(cloister, [cloister.shell, "-i"]);
+        : await runAttached(cloister, interactiveShell(cloister.shell));
       process.stderr.write(`Left cloister ${name}; it is still running. Stop it with: cloister stop ${name}\n`);
     });
 
@@ -330,6 +330,20 @@ async function checkReentry(flags: SandboxFlags, name: string, cloister: Cloiste
       `enter it from its project (cd ${JSON.stringify(theirs)}), or start one for this project with another --name`,
     );
   }
+}
+
+/**
+ * The words that open `shell` interactively in a cloister, or /bin/sh with a notice on stderr when
+ * that shell is missing there (config defaults.shell, as its template says). Looked for inside, by
+ * a /bin/sh in front of it, not on the host: the cloister's HOME, /work and /tmp are not the host's.
+ */
+function interactiveShell(shell: string): string[] {
+  const orSh = [
+    'if [ -f "$1" ] && [ -x "$1" ]; then exec "$@"; fi',
+    `echo "cloister: the shell $1 (config defaults.shell) is missing in the cloister; opening /bin/sh instead (change it with: cloister config edit)" >&2`,
+    "SHELL=/bin/sh; export SHELL; exec /bin/sh -i",
+  ].join("\n");
+  return ["/bin/sh", "-c", orSh, "sh", shell, "-i"];
 }
 
 /**

@@ -209,6 +209,33 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.equal((await t.cli(["stop", "env-kept"])).code, 0);
   });
 
+  it("start opens /bin/sh, with a notice, when the configured shell is missing in the cloister, looked for inside, not on the host (QA: exit 127)", async () => {
+    // Only inside is there a /work/inside-sh (the project's), and only on the host a shell in the host's /tmp.
+    assert.equal(existsSync("/work/inside-sh"), false, "the host has a /work/inside-sh");
+    writeFileSync(join(t.project, "inside-sh"), "#!/bin/sh\necho inside-sh ran\nexec /bin/sh \"$@\"\n", { mode: 0o755 });
+    const hostOnly = join(t.hostHome, "..", "host-only-sh");
+    writeFileSync(hostOnly, "#!/bin/sh\nexec /bin/sh \"$@\"\n", { mode: 0o755 });
+    const startWith = (shell: string) => withConfig(t, (config) => config.replace(/^  shell: \/bin\/bash$/m, `  shell: ${shell}`), () => t.cli(["start", "--name", "shells"], { input: "echo \"[$SHELL]\"\nexit 3\n" }));
+    try {
+      const inside = await startWith("/work/inside-sh");
+      assert.equal(inside.code, 3, inside.stderr);
+      assert.match(inside.stdout, /^inside-sh ran$/m);
+      assert.match(inside.stdout, /^\[\/work\/inside-sh\]$/m);
+      assert.doesNotMatch(inside.stderr, /missing/);
+
+      for (const missing of ["/bin/nosuchsh", hostOnly]) {
+        const r = await startWith(missing);
+        assert.equal(r.code, 3, r.stderr);
+        assert.match(r.stdout, /^\[\/bin\/sh\]$/m, `${missing}: SHELL names the shell that runs`);
+        assert.ok(r.stderr.includes(`\ncloister: the shell ${missing} (config defaults.shell) is missing in the cloister; opening /bin/sh instead (change it with: cloister config edit)\n`), r.stderr);
+      }
+    } finally {
+      rmSync(join(t.project, "inside-sh"));
+      rmSync(hostOnly);
+      await t.cli(["stop", "shells"]);
+    }
+  });
+
   it("path prints the project directory on the host", async () => {
     const r = await t.cli(["path", "proj"]);
     assert.equal(r.code, 0, r.stderr);
