@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { closeSync, mkdirSync, openSync, rmSync, statSync } from "node:fs";
+import { closeSync, lstatSync, mkdirSync, openSync, rmSync, statSync } from "node:fs";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
@@ -186,9 +186,13 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
     ensurePrivateDir(runtimeDir);
     cleanups.push(() => rmSync(runtimeDir, { recursive: true, force: true }));
     ensurePrivateDir(paths.homesDir);
-    if (spec.persistent) claimHome(homeDir, spec.name, spec.projectRoot);
+    // A failure takes back what this launch made of the HOME, and only that: a persistent HOME that
+    // was there before (an earlier session's shell history, agent logins) stays, with its owner.
+    // Nothing else touches it meanwhile: `cloister rm` and other launches see this launch's record.
+    const claimedOwner = spec.persistent ? claimHome(homeDir, spec.name, spec.projectRoot) : undefined;
+    if (claimedOwner) cleanups.push(() => rmSync(claimedOwner, { force: true }));
+    if (!lstatSync(homeDir, { throwIfNoEntry: false })) cleanups.push(() => removeTree(homeDir));
     mkdirSync(homeDir, { recursive: true, mode: 0o700 });
-    if (record.ephemeralHome) cleanups.push(() => rmSync(homeDir, { recursive: true, force: true }));
 
     // Marked before the placeholders are looked at until the end, first by this launcher, then by
     // the keeper, so that another instance's cloister of the project ending meanwhile leaves the

@@ -23,18 +23,21 @@ export function homeOwner(homeDir: string): string | undefined {
   }
 }
 
-/** Claims `homeDir` for `projectRoot`, or refuses when another project's cloister used it first. */
-export function claimHome(homeDir: string, cloisterName: string, projectRoot: string): void {
+/**
+ * Claims `homeDir` for `projectRoot`, or refuses when another project's cloister used it first.
+ * Returns the owner file when this call wrote it (the first claim), for a failed launch to take back.
+ */
+export function claimHome(homeDir: string, cloisterName: string, projectRoot: string): string | undefined {
   const ownerFile = ownerFileOf(homeDir);
   mkdirSync(dirname(ownerFile), { recursive: true, mode: 0o700 });
   try {
     writeFileSync(ownerFile, `${projectRoot}\n`, { flag: "wx", mode: 0o600 });
-    return;
+    return ownerFile;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
   }
   const owner = readFileSync(ownerFile, "utf8").trim();
-  if (owner === projectRoot) return;
+  if (owner === projectRoot) return undefined;
   throw new CloisterError(
     `cloister ${cloisterName}'s HOME (${homeDir}) holds what a cloister of another project left there (${owner})`,
     `give this one another name (options.name), or, if that project moved here or its HOME is no longer needed, remove it: cloister rm ${cloisterName}`,

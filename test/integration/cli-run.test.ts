@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -219,7 +219,28 @@ describe("cloister run", () => {
 
     it("run exits 125 with bwrap's own words and leaves nothing", () => withFailingBwrap(async () => assertBwrapsWords(await t.cli(["run", "--", "true"]))));
 
-    it("start -d exits 125 with bwrap's own words, not 'Started', and leaves nothing", () => withFailingBwrap(async () => assertBwrapsWords(await t.cli(["start", "-d", "--name", "dead-start"]))));
+    it("start -d exits 125 with bwrap's own words, not 'Started', and leaves nothing, not even the HOME it made (QA: listed as stopped)", () =>
+      withFailingBwrap(async () => {
+        assertBwrapsWords(await t.cli(["start", "-d", "--name", "dead-start"]));
+        const homes = join(t.home, "data", "homes");
+        assert.equal(existsSync(join(homes, "dead-start")), false, "the HOME this launch made is left");
+        assert.equal(existsSync(join(homes, ".owners", "dead-start")), false, "the HOME's owner is left");
+        assert.doesNotMatch((await t.cli(["list", "--all"])).stdout, /dead-start/);
+      }));
+
+    it("a failed start keeps the HOME an earlier session left (history, logins), with its owner", async () => {
+      const started = await t.cli(["start", "-d", "--name", "kept-home"]);
+      assert.equal(started.code, 0, started.stderr);
+      assert.equal((await t.cli(["exec", "kept-home", "--", "sh", "-c", "echo earlier > ~/.bash_history"])).code, 0);
+      assert.equal((await t.cli(["stop", "kept-home"])).code, 0);
+      await withFailingBwrap(async () => assertBwrapsWords(await t.cli(["start", "-d", "--name", "kept-home"])));
+      const homes = join(t.home, "data", "homes");
+      assert.equal(readFileSync(join(homes, "kept-home", ".bash_history"), "utf8"), "earlier\n");
+      assert.equal(readFileSync(join(homes, ".owners", "kept-home"), "utf8"), `${realpathSync(t.project)}\n`);
+      assert.match((await t.cli(["list", "--all"])).stdout, /^kept-home +proj +stopped/m);
+      const removed = await t.cli(["rm", "kept-home"]);
+      assert.equal(removed.code, 0, removed.stderr);
+    });
 
     it("the library's createCloister of a persistent cloister rejects with bwrap's own words", () =>
       withFailingBwrap(async (bwrap) => {

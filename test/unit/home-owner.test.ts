@@ -10,11 +10,11 @@ const homes = mkdtempSync(join(tmpdir(), "chome-"));
 after(() => rmSync(homes, { recursive: true, force: true }));
 
 describe("claimHome", () => {
-  it("claims a HOME for its first project, keeps the owner out of the HOME, and lets that project use it again", () => {
+  it("claims a HOME for its first project, keeps the owner out of the HOME, and lets that project use it again; only the first claim names the owner file it wrote (a failed launch takes that back)", () => {
     const home = join(homes, "api");
-    claimHome(home, "api", "/p1/api");
+    assert.equal(claimHome(home, "api", "/p1/api"), join(homes, ".owners", "api"));
     assert.equal(readFileSync(join(homes, ".owners", "api"), "utf8"), "/p1/api\n");
-    claimHome(home, "api", "/p1/api");
+    assert.equal(claimHome(home, "api", "/p1/api"), undefined);
   });
 
   it("refuses another project's cloister of the same name, and says how to go on", () => {
