@@ -64,7 +64,7 @@ export function registerSecretCommands(program: Command): void {
         throw new CloisterError("--keep-value changes only the description or the rule, and neither was given", "add --description, --host with --header or --basic, or --no-inject");
       }
       await refuseWhileLocked();
-      const value = flags.keepValue ? undefined : await readSecret(`Value for ${name}`, MAX_VALUE_BYTES, `cloister secret set ${name}`);
+      const value = flags.keepValue ? undefined : await readSecret(`Value for ${name}`, MAX_VALUE_BYTES, `cloister secret set ${name}`, { multiLine: true });
       const result = await call<SetResult>("PUT", `/v1/secrets/${encodeURIComponent(name)}`, { value, description: flags.description, inject });
       if (result.key) process.stderr.write(`Created the vault; its key is in ${result.key}.\n`);
       if (result.note) process.stderr.write(`Note: ${result.note}.\n`);
@@ -122,7 +122,7 @@ export function registerSecretCommands(program: Command): void {
     .command("passphrase")
     .description("protect the vault with a passphrase (or change it); every guardian start then needs `cloister secret unlock`")
     .option("--remove", "go back to a stored key (OS keyring or key file)")
-    .addHelpText("after", "\nThe passphrase is typed twice without echo, or read from stdin. Values are sealed again under the new key\nand the old key (keyring entry or key file) is discarded. Changing or removing it needs the vault unlocked.")
+    .addHelpText("after", "\nThe passphrase is typed twice without echo, or read from stdin (one line). Values are sealed again under the new key\nand the old key (keyring entry or key file) is discarded. Changing or removing it needs the vault unlocked.")
     .action(async (flags: { remove?: boolean }) => {
       if (flags.remove) {
         const { key } = await call<{ key: string }>("POST", "/v1/secrets/passphrase/remove");
@@ -177,10 +177,18 @@ export async function refuseWhileLocked(): Promise<void> {
 /**
  * A value typed at the terminal without echo (twice, unless `confirm` is false), or everything on
  * stdin when it is not a terminal, minus one trailing newline. `command` is the command line being
- * run, for the example of how to pipe a value in when stdin is empty.
+ * run, for the example of how to pipe a value in when stdin is empty. `multiLine`: stdin may hold
+ * more than one line. Else a line break left inside is refused: what the prompt takes is one line,
+ * so a passphrase given with one ("typed twice" on two lines) could never be typed at it again.
  */
-export async function readSecret(prompt: string, maxBytes: number, command: string, options: { confirm?: boolean } = {}): Promise<string> {
-  if (!process.stdin.isTTY) return readStdin(maxBytes, command);
+export async function readSecret(prompt: string, maxBytes: number, command: string, options: { confirm?: boolean; multiLine?: boolean } = {}): Promise<string> {
+  if (!process.stdin.isTTY) {
+    const text = await readStdin(maxBytes, command);
+    if (!options.multiLine && /[\r\n]/.test(text)) {
+      throw new CloisterError("stdin holds more than one line, and a line break could never be typed at the prompt; nothing was changed", `give it on one line, e.g. printf '%s\\n' "$VALUE" | ${command}`);
+    }
+    return text;
+  }
   const first = await promptHidden(`${prompt}: `);
   if (options.confirm !== false && (await promptHidden(`${prompt} (again): `)) !== first) throw new CloisterError("the two entries differ; nothing was changed");
   return first;

@@ -112,6 +112,16 @@ describe("cloister secret", () => {
     for (const name of ["gh", "pem"]) await t.cli(["secret", "rm", name]);
   });
 
+  it("stores a value of several lines from stdin (a PEM key); an agent's credential must be one line", async () => {
+    const pem = "-----BEGIN KEY-----\nabc\n-----END KEY-----";
+    const stored = await t.cli(["secret", "set", "pem"], { input: `${pem}\n` });
+    assert.equal(stored.code, 0, stored.stderr);
+    const key = await t.cli(["setup", "claude", "--api-key"], { input: "sk-ant-1\nsk-ant-1\n" });
+    assert.equal(key.code, 125);
+    assert.match(key.stderr, /^cloister: stdin holds more than one line.*\| cloister setup claude --api-key\)$/m);
+    assert.equal((await t.cli(["secret", "rm", "pem"])).code, 0);
+  });
+
   it("refuses a bad name before reading a value, and an empty stdin", async () => {
     const bad = await t.cli(["secret", "set", "no/slash"], { input: "x" });
     assert.equal(bad.code, 125);
@@ -123,6 +133,11 @@ describe("cloister secret", () => {
 
   it("passphrase mode: locked after a guardian restart until unlocked; wrong passphrases refused", async () => {
     const passphrase = `pass-${randomBytes(6).toString("hex")}`;
+    // Given twice on two lines ("typed twice"), it could never be typed at unlock's prompt (QA).
+    const twoLines = await t.cli(["secret", "passphrase"], { input: `${passphrase}\n${passphrase}\n` });
+    assert.equal(twoLines.code, 125);
+    assert.equal(twoLines.stderr, `cloister: stdin holds more than one line, and a line break could never be typed at the prompt; nothing was changed (give it on one line, e.g. printf '%s\\n' "$VALUE" | cloister secret passphrase)\n`);
+    assert.match((await t.cli(["secret", "status"])).stdout, /key: +the key file/, "the refused passphrase changed the key");
     const on = await t.cli(["secret", "passphrase"], { input: `${passphrase}\n` });
     assert.equal(on.code, 0, on.stderr);
     assert.throws(() => statSync(keyFile), /ENOENT/, "the key file outlived passphrase mode");
@@ -135,6 +150,9 @@ describe("cloister secret", () => {
     assert.match(locked.stderr, /the vault is locked: run `cloister secret unlock`/);
     assert.match((await t.cli(["secret", "list"])).stdout, /anthropic/, "listing needs no passphrase");
 
+    const twoLineUnlock = await t.cli(["secret", "unlock"], { input: `${passphrase}\n${passphrase}\n` });
+    assert.equal(twoLineUnlock.code, 125);
+    assert.match(twoLineUnlock.stderr, /stdin holds more than one line.*\| cloister secret unlock\)/);
     const wrong = await t.cli(["secret", "unlock"], { input: "not the passphrase\n" });
     assert.equal(wrong.code, 125);
     assert.match(wrong.stderr, /wrong passphrase/);
