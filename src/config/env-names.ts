@@ -46,7 +46,7 @@ export function envNameProblem(name: string): string | undefined {
   const why = secretReason(upper);
   if (why === undefined) return undefined;
   if (isCloisterOwned(upper)) return `${name} is set by cloister inside the sandbox and cannot be passed through`;
-  return `${name} is refused because it ${why}: secrets never pass into a sandbox through its environment; they will come later through the guardian, which injects them only for the hosts they belong to`;
+  return `${name} is refused because it ${why}: secrets never pass into a sandbox through its environment; store it in the guardian's vault with the hosts it is for (cloister secret set SECRET --host HOST --header "Authorization: Bearer {}") and start the cloister with --secret ${name}=SECRET: it then holds a placeholder, which the guardian swaps for the value only on the way to those hosts; an agent's key or token: cloister setup AGENT (docs/secrets.md)`;
 }
 
 function isCloisterOwned(upper: string): boolean {

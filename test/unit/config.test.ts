@@ -757,6 +757,13 @@ describe("env names", () => {
     assert.deepEqual([error.line, error.column, error.key], [4, 7, "sandbox.env[1]"]);
     assert.match(error.message, /secrets never pass into a sandbox through its environment/);
   });
+
+  test("a refused secret name points to what passes a secret instead: the vault with --secret, or cloister setup (QA: \"will come later\")", () => {
+    const problem = envNameProblem("GITHUB_TOKEN") ?? "";
+    assert.match(problem, /cloister secret set SECRET --host HOST --header "Authorization: Bearer \{\}"\) and start the cloister with --secret GITHUB_TOKEN=SECRET/);
+    assert.match(problem, /cloister setup AGENT \(docs\/secrets\.md\)$/);
+    assert.doesNotMatch(problem, /later/);
+  });
 });
 
 describe("config as its files would say it (config show)", () => {
