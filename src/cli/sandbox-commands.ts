@@ -68,7 +68,6 @@ function cloisterOptions(flags: SandboxFlags): CloisterOptions {
  * them would silently ignore them (a `--no-network` shell that has the network).
  */
 function launchOnlyFlags(flags: SandboxFlags, running: CloisterRecord): string[] {
-  const given = (list: readonly string[] | undefined) => (list?.length ?? 0) > 0;
   return [
     ...(given(flags.allow) ? ["--allow"] : []),
     ...(given(flags.deny) ? ["--deny"] : []),
@@ -79,6 +78,11 @@ function launchOnlyFlags(flags: SandboxFlags, running: CloisterRecord): string[]
     ...(flags.pids !== undefined ? ["--pids"] : []),
     ...(flags.cpu !== undefined ? ["--cpu"] : []),
   ];
+}
+
+/** A repeatable flag given at least once. */
+function given(list: readonly string[] | undefined): boolean {
+  return (list?.length ?? 0) > 0;
 }
 
 /** `--resolve NAME=IP` values; the guardian checks the name and the address. */
@@ -308,10 +312,20 @@ const JOIN_POLL_MS = 20;
  * branch it holds, and that it is this project's (`start --name X` from another project would
  * silently show X's files as if they were this one's). Outside any project nothing mismatches.
  */
-async function checkReentry(flags: SandboxFlags, name: string, cloister: Cloister): Promise<void> {
+async function checkReentry(flags: SandboxFlags & { detach?: boolean }, name: string, cloister: Cloister): Promise<void> {
   if (flags.branch !== undefined) {
     const held = await checkedOutBranch(cloister.record.projectRoot);
     if (held !== flags.branch) throw heldByOtherBranch(cloister.record.projectRoot, held, flags.branch);
+  }
+  // They reach the shell or agent that `start` opens in a running cloister; `-d` opens none, and
+  // they would be dropped in silence (QA).
+  const unused = flags.detach ? [...(given(flags.env) ? ["--env"] : []), ...(given(flags.secret) ? ["--secret"] : [])] : [];
+  if (unused.length > 0) {
+    const them = unused.length === 1 ? "it" : "them";
+    throw new CloisterError(
+      `cloister ${name} is already running, and -d opens nothing in it: ${unused.join(" and ")} would go unused (${unused.length === 1 ? "it reaches" : "they reach"} a cloister when it starts, or what start opens in it)`,
+      `stop it first (cloister stop ${name}) and start it again with ${them}, or give ${them} to a command in it: cloister exec ${name} ${unused[0]} ... -- CMD`,
+    );
   }
   const ignored = launchOnlyFlags(flags, cloister.record);
   if (ignored.length > 0) {

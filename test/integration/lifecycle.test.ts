@@ -200,6 +200,11 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     const reentered = await t.cli(["start", "--name", "env-kept"], { input: `${show}\nexit\n` });
     assert.equal(reentered.code, 0, reentered.stderr);
     assert.match(reentered.stdout, /\[from-start\] \[start\]/);
+    // start -d opens nothing in a running cloister: its --env would be dropped, so it is refused (QA).
+    const detached = await t.cli(["start", "-d", "--name", "env-kept", "--env", "BOTH=again"]);
+    assert.deepEqual([detached.code, detached.stdout], [125, ""]);
+    assert.equal(detached.stderr, "cloister: cloister env-kept is already running, and -d opens nothing in it: --env would go unused (it reaches a cloister when it starts, or what start opens in it) (stop it first (cloister stop env-kept) and start it again with it, or give it to a command in it: cloister exec env-kept --env ... -- CMD)\n");
+    assert.equal((await t.cli(["exec", "env-kept", "--", "sh", "-c", show])).stdout, "[from-start] [start]\n");
 
     const listed = await t.cli(["list", "--json"]);
     assert.doesNotMatch(listed.stdout, /from-start/);
