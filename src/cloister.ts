@@ -187,6 +187,7 @@ export class Cloister {
         env,
       },
       { stdin: options.stdin, stdout: options.stdout ?? process.stdout, stderr: options.stderr ?? process.stderr },
+      this.record.persistent,
     );
   }
 

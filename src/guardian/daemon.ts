@@ -354,13 +354,13 @@ class Guardian {
   private async stop(name: string, id?: string): Promise<{ stopped: string }> {
     const record = readRecord(this.paths, name);
     if (!record || (id !== undefined && record.id !== id)) throw noSuchCloister(name);
-    await this.forget(record);
+    await this.forget(record, "a stop request (`cloister stop`, `rm -f`, `worktree remove -f`, a library's stop())");
     return { stopped: name };
   }
 
   private async stopAll(): Promise<string[]> {
     const snapshot = snapshotCloisters(this.paths);
-    await Promise.all([...snapshot.records.map((r) => this.forget(r)), this.sweepUnrecorded(snapshot)]);
+    await Promise.all([...snapshot.records.map((r) => this.forget(r, "`cloister guardian stop`")), this.sweepUnrecorded(snapshot)]);
     return snapshot.records.map((r) => r.name);
   }
 
@@ -368,21 +368,22 @@ class Guardian {
    * Ends a cloister, or joins its end already under way: its removal may take seconds (a `run`'s
    * HOME of many files), while its record still names it to a second stop and to reconcile.
    */
-  private forget(record: CloisterRecord): Promise<void> {
+  private forget(record: CloisterRecord, by = "the guardian"): Promise<void> {
     const underWay = this.forgetting.get(record.id);
     if (underWay) return underWay;
-    const done = this.forgetNow(record).finally(() => this.forgetting.delete(record.id));
+    const done = this.forgetNow(record, by).finally(() => this.forgetting.delete(record.id));
     this.forgetting.set(record.id, done);
     return done;
   }
 
-  private async forgetNow(record: CloisterRecord): Promise<void> {
+  /** `by`: who ends it, in words, for a command still running in it to say (STOPPING_MARK). */
+  private async forgetNow(record: CloisterRecord, by: string): Promise<void> {
     if (this.launching.get(record.name)?.id === record.id) this.launching.delete(record.name);
     this.protection.unwatch(record.id);
     this.egress.forget(record.name, record.id);
     this.broker.forget(record.id);
     this.hostCommands.close(record.name);
-    await destroyCloister(this.paths, record);
+    await destroyCloister(this.paths, record, by);
     this.audit.append({ type: "cloister.stop", cloister: record.name, project: record.project });
   }
 
@@ -453,7 +454,7 @@ class Guardian {
     if (record?.id !== cloister.id) return this.protection.unwatch(cloister.id);
     // Synchronously, before anything else: every process of the cloister ends at once, while the
     // agent may be polling for the moment the file became writable.
-    killCloisterNow(record);
+    killCloisterNow(record, `the guardian: ${file} was replaced on the host`);
     log(`cloister ${record.name}: ${file} was replaced on the host, which lifts its read-only protection inside; stopping the cloister (start it again to protect the new file)`);
     this.audit.append({ type: "cloister.protection-lost", cloister: record.name, project: record.project, file });
     await this.forget(record);

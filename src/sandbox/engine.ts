@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { closeSync, lstatSync, mkdirSync, openSync, rmSync, statSync } from "node:fs";
+import { closeSync, lstatSync, mkdirSync, openSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
@@ -417,10 +417,10 @@ export function sandboxHome(): string {
  * Ends a cloister: kills the keeper (bwrap dies with its parent and takes the whole PID namespace
  * with it, daemons included), then removes what the cloister owned.
  */
-export async function destroyCloister(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
+export async function destroyCloister(paths: CloisterPaths, record: CloisterRecord, by = ""): Promise<void> {
   const keeper = liveKeeper(record);
   if (keeper) {
-    markStopping(record);
+    markStopping(record, by);
     killQuietly(keeper.pid);
     await waitForExit(keeper.pid, keeper.startTime);
   }
@@ -454,10 +454,10 @@ function refuseCoveredSources(spec: LaunchSpec, covered: readonly string[]): voi
  * pid by pid on cgroup v1), then the keeper, whose end takes bwrap and the sandbox's PID 1 with it
  * where there are no cgroups. Synchronous: nothing else runs in between.
  */
-export function killCloisterNow(record: CloisterRecord): void {
+export function killCloisterNow(record: CloisterRecord, by: string): void {
   const keeper = liveKeeper(record);
   if (!keeper) return;
-  markStopping(record);
+  markStopping(record, by);
   for (const dir of record.cgroupDirs) killMembers(dir);
   killQuietly(keeper.pid);
 }
@@ -468,12 +468,17 @@ function liveKeeper(record: CloisterRecord): { pid: number; startTime: string | 
   return keeper && isRunningProcess(keeper.pid, keeper.startTime) ? keeper : undefined;
 }
 
-/** Before a cloister is killed: a command running in it (`cloister run`) then says that it was stopped, not that it failed. */
-function markStopping(record: CloisterRecord): void {
+/**
+ * Before a cloister is killed: a command running in it (`cloister run`) then says that it was
+ * stopped, and by whom (`by`, in words; "" when unknown), not that it failed. A mark written first
+ * (killCloisterNow's) keeps its words.
+ */
+function markStopping(record: CloisterRecord, by: string): void {
   try {
-    closeSync(openSync(join(record.runtimeDir, STOPPING_MARK), "w", 0o600));
+    writeFileSync(join(record.runtimeDir, STOPPING_MARK), by, { flag: "wx", mode: 0o600 });
   } catch {
-    // No runtime dir: no command can be connected to it.
+    // A mark there already says it; no runtime dir: no command can be connected to it. Either way
+    // the stop goes on.
   }
 }
 

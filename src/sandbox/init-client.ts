@@ -50,7 +50,7 @@ export interface ExecSession {
  * with backpressure: the socket is paused while they are full, so a slow consumer slows the
  * command instead of growing buffers.
  */
-export function execInCloister(socketPath: string, request: ExecRequest, io: ExecIo = {}): ExecSession {
+export function execInCloister(socketPath: string, request: ExecRequest, io: ExecIo = {}, persistent = true): ExecSession {
   const requestFrame = encodeRequest(request); // throws before anything is opened
   const socket = connect(socketPath);
   const decoder = new FrameDecoder();
@@ -80,7 +80,7 @@ export function execInCloister(socketPath: string, request: ExecRequest, io: Exe
 
   const gone = (): CloisterError => {
     const why = socketError ? `: ${socketError.message}` : "";
-    return goneError(socketPath, connected ? `its init closed the connection before the command finished${why}` : `cannot connect to its init at ${socketPath}${why}`);
+    return goneError(socketPath, connected ? `its init closed the connection before the command finished${why}` : `cannot connect to its init at ${socketPath}${why}`, persistent);
   };
 
   const write = (stream: Writable | undefined, data: Buffer): void => {
@@ -225,11 +225,17 @@ function watchOutputErrors(stream: Writable, onError: () => void): () => void {
 }
 
 /**
- * Why the cloister of `socketPath` cannot be reached (`what`): it was stopped, or it ended on its own,
- * and then the last line of its keeper's log says why (bwrap's own message when bwrap failed).
+ * Why the cloister of `socketPath` cannot be reached (`what`): it was stopped, by whom when its mark
+ * says, or it ended on its own, and then the last line of its keeper's log says why (bwrap's own
+ * message when bwrap failed). Only a persistent cloister can be started again: a fresh one (`run`)
+ * is no one's to start, so its stop is said without that hint.
  */
-function goneError(socketPath: string, what: string): CloisterError {
-  if (wasStopped(dirname(socketPath))) return new CloisterError(`the cloister was stopped (${what})`, "start it again if it is still needed");
+function goneError(socketPath: string, what: string, persistent: boolean): CloisterError {
+  const stopper = stoppedBy(dirname(socketPath));
+  if (stopper !== undefined) {
+    const by = stopper ? ` by ${stopper}` : "";
+    return persistent ? new CloisterError(`the cloister was stopped${by} (${what})`, "start it again if it is still needed") : new CloisterError(`the cloister was stopped from outside${by} while the command ran (${what})`);
+  }
   const ended = keeperLogTail(join(dirname(socketPath), KEEPER_LOG));
   if (ended) return new CloisterError(`the cloister is gone or not ready (${what}); its log ends with: ${ended}`, "`cloister doctor` checks what cloisters need from this machine");
   return new CloisterError(`the cloister is gone or not ready (${what})`, "check `cloister list`; start it again if it stopped");
@@ -257,7 +263,7 @@ export function waitForInit(socketPath: string, timeoutMs: number): Promise<void
     socket.resume(); // what init may send (an ERROR frame when it cannot fork a handler) still says it runs
     socket.on("close", () => {
       clearTimeout(timer);
-      if (failure) reject(goneError(socketPath, `its init did not answer: ${failure.message}`));
+      if (failure) reject(goneError(socketPath, `its init did not answer: ${failure.message}`, true));
       else resolve();
     });
   });
@@ -266,16 +272,24 @@ export function waitForInit(socketPath: string, timeoutMs: number): Promise<void
 /** The keeper's log (its own, bwrap's and init's stderr), beside the init socket in the runtime dir. */
 export const KEEPER_LOG = "cloister.log";
 
-/** Made in the runtime dir when a cloister is being stopped (destroyCloister), before its keeper is killed. */
+/**
+ * Made in the runtime dir when a cloister is being stopped (destroyCloister), before its keeper is
+ * killed; it holds who stopped it, in words (`cloister stop`), when that is known.
+ */
 export const STOPPING_MARK = "stopping";
 
 /**
- * The cloister of this runtime dir was ended on purpose (`stop`, `worktree remove -f`, the guardian):
- * it is marked so, or already removed. A cloister that failed on its own is neither until the
- * guardian cleans it up, and its log says why.
+ * Who ended the cloister of this runtime dir on purpose (`stop`, `worktree remove -f`, the guardian):
+ * the words its mark holds, "" when the mark says nothing or the dir is removed already, undefined
+ * when it was not stopped. A cloister that failed on its own is neither until the guardian cleans
+ * it up, and its log says why.
  */
-function wasStopped(runtimeDir: string): boolean {
-  return existsSync(join(runtimeDir, STOPPING_MARK)) || !existsSync(runtimeDir);
+function stoppedBy(runtimeDir: string): string | undefined {
+  try {
+    return readFileSync(join(runtimeDir, STOPPING_MARK), "utf8").trim();
+  } catch {
+    return existsSync(runtimeDir) ? undefined : "";
+  }
 }
 
 /**

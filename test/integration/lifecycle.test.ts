@@ -353,6 +353,30 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     });
   });
 
+  it("a command whose cloister is stopped from outside says by whom; only a persistent cloister's says to start it again (QA: run was told to)", async () => {
+    const running = async (args: string[]) => {
+      const live = spawnCli(t, [...args, "--", "sh", "-c", "echo ready; sleep 60"]);
+      await live.waitFor("ready");
+      return live;
+    };
+    const run = await running(["run"]);
+    const name = recordNames(t).find((n) => n.startsWith("proj-run-"))?.replace(/\.json$/, "") ?? "";
+    assert.equal((await t.cli(["stop", name])).code, 0);
+    const stopped = await run.done;
+    assert.equal(stopped.code, 125);
+    assert.match(stopped.stderr, /^cloister: the cloister was stopped from outside by a stop request \(`cloister stop`, .*\) while the command ran \([^)]*\)\n$/);
+
+    await startDetached(["--name", "stopped-under"]);
+    const exec = await running(["exec", "stopped-under"]);
+    const run2 = await running(["run"]);
+    assert.equal((await t.cli(["guardian", "stop"])).code, 0);
+    const [execEnd, runEnd] = await Promise.all([exec.done, run2.done]);
+    assert.equal(runEnd.code, 125);
+    assert.match(runEnd.stderr, /^cloister: the cloister was stopped from outside by `cloister guardian stop` while the command ran \([^)]*\)\n$/);
+    assert.equal(execEnd.code, 125);
+    assert.match(execEnd.stderr, /^cloister: the cloister was stopped by `cloister guardian stop` \(.*\) \(start it again if it is still needed\)\n$/);
+  });
+
   it("guardian status --json reports the guardian; guardian stop takes every cloister with it (no orphans)", async () => {
     await startDetached(["--name", "orphan-check"]);
     const status = await t.cli(["guardian", "status", "--json"]);
