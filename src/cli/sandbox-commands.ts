@@ -1,7 +1,7 @@
 import { posix, relative } from "node:path";
 import type { Command } from "commander";
 import { createCloister, findCloister, launchFresh, listCloisters, NameTaken, stopCloister, type Cloister, type CloisterOptions, type RunOptions } from "../cloister.js";
-import { formatDuration } from "../config/units.js";
+import { formatDuration, formatSize } from "../config/units.js";
 import { runToEnd } from "../fresh-run.js";
 import { removeCloister, stoppedCloisters } from "../stopped.js";
 import { resolvePaths, type CloisterPaths } from "../config/paths.js";
@@ -13,6 +13,7 @@ import { WORK_DIR } from "../sandbox/bwrap/mounts.js";
 import { quoteArgument } from "../policy/commands.js";
 import { parseEnvAssignments } from "../sandbox/env.js";
 import { realPath } from "../sandbox/git-dirs.js";
+import { memoryLimitReached } from "../sandbox/limits.js";
 import { holdsName, noSuchCloister, readRecord } from "../sandbox/records.js";
 import { locateProject } from "../sandbox/project.js";
 import { configRootOf, defaultCloisterName as cloisterNameFor, heldByOtherBranch, managedWorktreeAt, managedWorktrees, registeredRoot } from "../sandbox/worktree.js";
@@ -393,9 +394,13 @@ async function runOnce(command: string[], options: RunOptions): Promise<number> 
   const fresh = await launchInterruptibly((signal) => launchFresh({ ...options, signal }));
   const { cloister } = fresh;
   const agent = options.agent !== undefined ? cloister.agent : undefined;
-  const end = await runToEnd(fresh, () =>
-    agent ? runAttached(cloister, agent.argv(command)) : runAttached(cloister, command, { cwd: workdirInside(cloister.record.projectRoot) }),
-  );
+  const end = await runToEnd(fresh, async () => {
+    const exitCode = await (agent ? runAttached(cloister, agent.argv(command)) : runAttached(cloister, command, { cwd: workdirInside(cloister.record.projectRoot) }));
+    // Before runToEnd's stop removes the cgroups that tell: a bare 137 does not say what killed it.
+    const limit = exitCode === 0 ? undefined : memoryLimitReached(cloister.record.cgroupDirs);
+    if (limit !== undefined) process.stderr.write(`cloister: killed: the cloister's memory limit (${formatSize(limit)}) was reached; raise it with --memory\n`);
+    return exitCode;
+  });
   if (end.timedOut) process.stderr.write(`cloister: ${agent?.name ?? command[0]} timed out after ${formatDuration(fresh.timeoutMs ?? 0)}; the cloister was stopped\n`);
   return end.exitCode;
 }

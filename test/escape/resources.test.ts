@@ -109,6 +109,10 @@ describe("escape: resources", () => {
     assert.notEqual(r.code, 0, "the hog got its 2 GiB");
     assert.doesNotMatch(r.stdout, /chunk 19/);
     assert.equal(r.code, 137, `expected death by SIGKILL (OOM): ${r.stderr}`);
+    // Said, where a bare 137 was all (QA); and not for a command that failed otherwise.
+    assert.equal(r.stderr, "cloister: killed: the cloister's memory limit (256MiB) was reached; raise it with --memory\n");
+    const failed = await t.cli(["run", "--memory", "256M", "--", "sh", "-c", "kill -9 $$"]);
+    assert.deepEqual([failed.code, failed.stderr], [137, ""]);
     await assertHostFine("after a memory hog");
   });
 

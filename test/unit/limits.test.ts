@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
-import { unenforceableLimits, type LimitMechanism, type Limits } from "../../src/sandbox/limits.js";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { memoryLimitReached, unenforceableLimits, type LimitMechanism, type Limits } from "../../src/sandbox/limits.js";
 
 const ALL: Limits = { memoryBytes: 1 << 30, pids: 100, cpuPercent: 50 };
 const limitsOf = (mechanism: LimitMechanism, limits: Limits = ALL) => unenforceableLimits(mechanism, limits).map((gap) => gap.limit);
@@ -27,5 +30,33 @@ describe("unenforceableLimits", () => {
     assert.deepEqual(limitsOf({ kind: "cgroup2", parent: "/g", cpu: true }), []);
     const [gap] = unenforceableLimits({ kind: "cgroup2", parent: "/g", cpu: false }, ALL);
     assert.deepEqual(gap, { limit: "cpu", why: "the cpu controller is not delegated to /g" });
+  });
+});
+
+describe("memoryLimitReached", () => {
+  const base = mkdtempSync(join(tmpdir(), "limits-"));
+  after(() => rmSync(base, { recursive: true, force: true }));
+  /** A fake cgroup dir holding these files. */
+  const cgroup = (name: string, files: Record<string, string>): string => {
+    const dir = join(base, name);
+    mkdirSync(dir);
+    for (const [file, text] of Object.entries(files)) writeFileSync(join(dir, file), text);
+    return dir;
+  };
+  const v2Events = (oom: number, kills: number) => `low 0\nhigh 0\nmax 12\noom ${oom}\noom_kill ${kills}\noom_group_kill 0\n`;
+  const v1Control = (kills: number) => `oom_kill_disable 0\nunder_oom 0\noom_kill ${kills}\n`;
+
+  it("cgroup v2: the limit, once a process was killed for reaching it", () => {
+    assert.equal(memoryLimitReached([cgroup("v2-killed", { "memory.events": v2Events(1, 1), "memory.max": "20971520\n" })]), 20 << 20);
+    assert.equal(memoryLimitReached([cgroup("v2-reclaimed", { "memory.events": v2Events(0, 0), "memory.max": "20971520\n" })]), undefined);
+    assert.equal(memoryLimitReached([cgroup("v2-machine-oom", { "memory.events": v2Events(0, 1), "memory.max": "max\n" })]), undefined);
+  });
+
+  it("cgroup v1: the memory hierarchy's limit, found among the cloister's dirs, once a kill followed reaching it", () => {
+    const pids = cgroup("v1-pids", { "pids.max": "max\n" });
+    const memory = cgroup("v1-killed", { "memory.oom_control": v1Control(2), "memory.failcnt": "7\n", "memory.limit_in_bytes": "268435456\n" });
+    assert.equal(memoryLimitReached([pids, memory]), 256 << 20);
+    assert.equal(memoryLimitReached([cgroup("v1-machine-oom", { "memory.oom_control": v1Control(1), "memory.failcnt": "0\n", "memory.limit_in_bytes": "9223372036854771712\n" })]), undefined);
+    assert.equal(memoryLimitReached([]), undefined);
   });
 });
