@@ -133,7 +133,7 @@ class Guardian {
     for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => void this.exit());
     // The daemon runs in its own session, so SIGHUP only ever comes from someone asking for a reload.
     process.on("SIGHUP", () => void this.reload().catch((error: unknown) => log(`reload failed, old policy kept: ${described(error)}`)));
-    this.audit.append({ type: "guardian.start", pid: process.pid, version: VERSION, ...previous });
+    this.audit.append({ ...guardianRecord("guardian.start"), ...previous });
     if (previous.previous === "crashed") {
       log(`the previous guardian did not stop cleanly (its last audit record: ${previous.lastRecordAt ?? "none"}); connections it had open then have no egress.end record`);
     }
@@ -341,7 +341,7 @@ class Guardian {
     await this.egress.reload();
     this.approvals.policyChanged(null);
     const uiWarning = await this.startUi(this.egress.currentStore?.uiPort ?? DEFAULT_UI_PORT);
-    this.audit.append({ type: "guardian.reload", pid: process.pid, version: VERSION });
+    this.audit.append(guardianRecord("guardian.reload"));
     log("configuration reloaded");
     return uiWarning;
   }
@@ -486,7 +486,7 @@ class Guardian {
     this.approvals.cancelAll();
     await this.ui?.close().catch(() => undefined);
     this.egress.closeAll();
-    this.audit.append({ type: "guardian.stop" });
+    this.audit.append(guardianRecord("guardian.stop"));
     await this.audit.close().catch(() => undefined);
     try {
       if (statSync(this.paths.guardianSocket).ino === this.controlInode) {
@@ -523,6 +523,14 @@ async function holdInstanceLock(paths: CloisterPaths): Promise<boolean> {
 /** The mandatory protected paths of a project that are files now (the launch adds placeholders and extras). */
 function existingProtectedFiles(projectRoot: string): string[] {
   return MANDATORY_PROTECTED.map((rel) => join(projectRoot, rel)).filter((path) => entryKind(path) === "file");
+}
+
+/**
+ * A record of this guardian's start, reload or stop: each says which process and version it was
+ * (docs/audit.md), so a log that spans upgrades and restarts shows which guardian did what.
+ */
+function guardianRecord(type: "guardian.start" | "guardian.reload" | "guardian.stop"): AuditEvent {
+  return { type, pid: process.pid, version: VERSION };
 }
 
 /** An answer from the CLI; the queue checks the values, this only gives them their types. */

@@ -335,6 +335,22 @@ describe("egress through the guardian", () => {
     assert.deepEqual((JSON.parse(fixed.stdout) as { policyError: string | null; policyProblems: unknown }).policyProblems, null);
   });
 
+  it("the guardian's start, reload and stop records each name its pid and version, as docs/audit.md lists them (QA: the stop had neither)", async () => {
+    assert.equal((await t.cli(["guardian", "start"])).code, 0);
+    const { pid, version } = JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout) as { pid: number; version: string };
+    assert.equal((await t.cli(["guardian", "reload"])).code, 0);
+    assert.equal((await t.cli(["guardian", "stop"])).code, 0);
+    const records = readFileSync(join(t.home, "state", "audit", "audit.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((record) => record.pid === pid);
+    assert.deepEqual(
+      records.map((record) => [record.type, record.version]),
+      [["guardian.start", version], ["guardian.reload", version], ["guardian.stop", version]],
+    );
+  });
+
   it("audits every decision in a signed, hash-chained log that verifies", async () => {
     const withToken = await run(`printf '%s' "$HTTP_PROXY"; curl -sS -m 10 -o /dev/null http://web.test:${web.port}/audited`);
     const token = /cloister:([0-9a-f]{64})@/.exec(withToken.stdout)?.[1];
