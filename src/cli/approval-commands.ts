@@ -58,7 +58,7 @@ export function registerApprovalCommands(program: Command): void {
   program
     .command("approve")
     .description("allow a waiting request (see `cloister approvals`)")
-    .argument("<id>", "the request id, or an unambiguous start of it (at least 6 characters)")
+    .argument("<id>", `the request id, or an unambiguous start of it (at least ${MIN_ID_PREFIX} characters)`)
     .option("--scope <scope>", `how long the answer lasts: ${SCOPES.join(", ")}`, "once")
     .option("--wildcard", "allow the offered wildcard (e.g. *.cdn.example.com) instead of the exact host")
     .option("--json", "print the decision as JSON")
@@ -117,21 +117,37 @@ async function answer(paths: CloisterPaths, requestId: string, verdict: Verdict,
   process.stderr.write(`${what} ${describeSubject(decision.subject)} for ${decision.cloister}, scope ${decision.scope}${kept}.\n`);
 }
 
-/** Spelled like a request's id or the start of one: 6 to 32 hex characters. */
+/** The fewest characters of an id that name it: fewer would too often fit more than one by chance. */
+const MIN_ID_PREFIX = 6;
+
+/** Spelled like an id (32 hex characters) or a start of one, however short. */
+const ID_START = /^[0-9a-f]{1,32}$/;
+
+/** Spelled like a request's id or a start of one long enough to name it. */
 function looksLikeRequestId(text: string): boolean {
-  return /^[0-9a-f]{6,32}$/.test(text);
+  return ID_START.test(text) && text.length >= MIN_ID_PREFIX;
 }
 
-/** A full id, or the one waiting request whose id starts with `given` (at least 6 hex characters). */
+/**
+ * A full id, or the one waiting request whose id starts with `given` (at least 6 hex characters).
+ * Fewer hex characters are looked up too, only to say they are too few when they start an id.
+ */
 async function resolveRequestId(paths: CloisterPaths, given: string): Promise<string | undefined> {
-  if (!looksLikeRequestId(given)) return undefined;
+  if (!ID_START.test(given)) return undefined;
   const { pending } = await guardianCall<{ pending: Pending[] }>(paths, "GET", "/v1/approvals");
   return uniquePrefixMatch(pending.map((request) => request.id), given, "request");
 }
 
 function uniquePrefixMatch(ids: readonly string[], given: string, what: string): string | undefined {
-  if (!/^[0-9a-f]{6,32}$/.test(given)) return undefined;
+  if (!ID_START.test(given)) return undefined;
   const matches = ids.filter((id) => id.startsWith(given));
+  if (given.length < MIN_ID_PREFIX) {
+    if (matches.length === 0) return undefined;
+    const [only] = matches;
+    const which = matches.length === 1 ? `the ${what} ${only}` : `${matches.length} ${what} ids`;
+    const example = only && matches.length === 1 ? `, e.g. ${only.slice(0, MIN_ID_PREFIX)}` : " (see `cloister approvals`)";
+    throw new CloisterError(`${JSON.stringify(given)} is too short to name a ${what}: it starts ${which}, but an id needs at least ${MIN_ID_PREFIX} characters`, `give ${MIN_ID_PREFIX} or more characters of the id${example}`);
+  }
   if (matches.length > 1) throw new CloisterError(`${JSON.stringify(given)} starts ${matches.length} ${what} ids`, "give more characters of the id");
   return matches[0];
 }

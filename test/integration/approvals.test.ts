@@ -72,6 +72,16 @@ describe("domain approvals", () => {
     const request = await pendingFor("a.test");
     assert.equal(web.requests.filter((r) => r.url === "/once").length, 0, "nothing reaches the server while the request is held");
     assert.equal(request.kind === "domain" && request.rule, `a.test:${web.port}`);
+    // A start of the id shorter than 6 characters matches, and is said to be too short (QA: "no
+    // waiting request matches"); deny takes it for the id too, not for a host to deny.
+    for (const verdict of ["approve", "deny"]) {
+      const short = await t.cli([verdict, request.id.slice(0, 4)]);
+      assert.equal(short.code, 125, short.stderr);
+      assert.equal(
+        short.stderr,
+        `cloister: "${request.id.slice(0, 4)}" is too short to name a request: it starts the request ${request.id}, but an id needs at least 6 characters (give 6 or more characters of the id, e.g. ${request.id.slice(0, 6)})\n`,
+      );
+    }
     await answer("approve", request.id.slice(0, 8));
     const r = await held.done;
     assert.equal(r.stdout, "200", r.stderr);
