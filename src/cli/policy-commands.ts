@@ -98,6 +98,15 @@ async function warnIfDenied(paths: CloisterPaths, project: string | undefined, a
   process.stderr.write(`Warning: the deny rule ${deny.text} in ${file} still wins over it (a deny beats every allow); remove it there and run \`cloister guardian reload\` to allow ${allow.text}.\n`);
 }
 
+/** Why `policy explain` says an unlisted destination is held or refused (see unlistedHandling). */
+const UNLISTED_WORDS = {
+  ask: "a cloister's request is held until a human answers it (proxy.unlisted: ask)",
+  refuse: "unlisted hosts are refused (proxy.unlisted: deny)",
+  "refuse-non-public": "the proxy refuses a non-public address at once and never asks a human about it (an approval would open it with one click)",
+} as const;
+
+const VERDICT_WORDS = { allow: "allowed", deny: "denied", unlisted: "unlisted" } as const;
+
 export function registerPolicyCommands(program: Command): void {
   program
     .command("allow")
@@ -179,8 +188,11 @@ export function registerPolicyCommands(program: Command): void {
         if (error instanceof HostSyntaxError) throw new CloisterError(`${JSON.stringify(target)}: ${error.message}`);
         throw error;
       }
-      const store = await PolicyStore.load(paths, [project]);
+      const [store, { unlistedHandling, refusalFor }] = await Promise.all([PolicyStore.load(paths, [project]), import("../guardian/proxy/judge.js")]);
       const decision = decide(store.policyFor(project, emptyPolicy().session), parsed.host, parsed.port);
+      // What the proxy does with it should no rule decide, by the proxy's own function.
+      const handling = unlistedHandling(parsed.host, store.settings.unlisted);
+      const unlisted = decision.verdict === "unlisted" ? handling : null;
       const override = parsed.host.kind === "name" ? store.resolve[parsed.host.name] : undefined;
       const result = {
         target: formatAuthority(parsed.host, parsed.port),
@@ -189,13 +201,14 @@ export function registerPolicyCommands(program: Command): void {
         rule: decision.rule?.text ?? null,
         tier: decision.rule?.tier ?? null,
         list: decision.rule?.list ?? null,
+        unlisted,
         privateAddresses: decision.allowPrivate,
         resolvesTo: override ?? null,
       };
       if (flags.json) return void process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-      const unlisted = store.settings.unlisted === "ask" ? "a cloister's request is held until a human answers it (proxy.unlisted: ask)" : "unlisted hosts are refused (proxy.unlisted: deny)";
-      const because = decision.rule ? `by ${decision.rule.list} rule ${decision.rule.text} (${decision.rule.tier})` : `no rule matches: ${unlisted}`;
-      const lines = [`${result.target}: ${decision.verdict === "allow" ? "allowed" : decision.verdict === "deny" ? "denied" : "unlisted"} for project ${project}, ${because}`];
+      const because = decision.rule ? `by ${decision.rule.list} rule ${decision.rule.text} (${decision.rule.tier})` : `no rule matches: ${UNLISTED_WORDS[handling]}`;
+      const verdict = unlisted === "refuse-non-public" ? "refused" : VERDICT_WORDS[decision.verdict];
+      const lines = [`${result.target}: ${verdict} for project ${project}, ${because}`];
       if (decision.verdict === "allow") {
         lines.push(
           decision.allowPrivate
@@ -203,6 +216,8 @@ export function registerPolicyCommands(program: Command): void {
             : `  only if ${hostText(parsed.host)} resolves to a public address (loopback/private/link-local/metadata addresses are refused)`,
         );
       }
+      // Refused at once: what the cloister is told, with how to allow it.
+      if (decision.verdict !== "allow" && unlisted !== "ask") lines.push(`  a cloister is told: ${refusalFor(decision, parsed.host, parsed.port, project)}`);
       if (override) lines.push(`  the guardian connects ${hostText(parsed.host)} to ${override} (proxy.resolve)`);
       lines.push("  (session rules given with --allow/--deny to a running cloister are not included)");
       process.stdout.write(`${lines.join("\n")}\n`);

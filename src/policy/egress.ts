@@ -80,8 +80,11 @@ export function emptyPolicy(): Policy {
  * allowlist"), and how to allow it. One line, no trailing newline; the caller frames it.
  * An "allow" decision is refused only after resolution, for a non-public address the rule did
  * not opt in to, so that is what its sentence says. `project` names the project in the remedy.
+ * `nonPublic` says what an IP literal is when it is not a public address ("loopback", "metadata"):
+ * the proxy never asks about one, and the remedy is then the deliberate opt-in, not a plain allow
+ * (which would tell the user how to open the cloud metadata endpoint with one command).
  */
-export function refusalMessage(decision: Decision, host: Host, port: number, project = "PROJECT"): string {
+export function refusalMessage(decision: Decision, host: Host, port: number, project = "PROJECT", nonPublic?: string): string {
   const target = formatAuthority(host, port);
   const rule = decision.rule;
   if (decision.verdict === "deny" && rule) {
@@ -89,12 +92,20 @@ export function refusalMessage(decision: Decision, host: Host, port: number, pro
   }
   const cliRule = shellWord(target);
   if (decision.verdict === "allow" && rule) {
-    return `egress to ${target} refused: ${hostText(host)} resolves to a non-public address (loopback, private, CGNAT, link-local or cloud metadata), and the allow rule "${rule.text}" in the ${rule.tier} policy does not opt in to those. To allow it, run \`cloister allow ${cliRule} --private --project ${project}\` on the host, or pass \`--allow-private ${cliRule}\` to cloister run/start.`;
+    return `egress to ${target} refused: ${hostText(host)} resolves to a non-public address (loopback, private, CGNAT, link-local or cloud metadata), and the allow rule "${rule.text}" in the ${rule.tier} policy does not opt in to those. To allow it, ${privateRemedy(cliRule, project)}.`;
+  }
+  if (host.kind === "ip" && nonPublic !== undefined) {
+    return `egress to ${target} refused: ${hostText(host)} is not a public address (${nonPublic}), and such an address is never put to a human, whatever proxy.unlisted says: it is reached only through a rule that names it and opts in to non-public addresses. To allow it deliberately, ${privateRemedy(cliRule, project)}.`;
   }
   const why = host.kind === "ip"
     ? `${target} is not on any allowlist (an IP address is reached only when a rule names that address)`
     : `${target} is not on any allowlist`;
   return `egress to ${target} refused: ${why}. To allow it, run \`cloister allow ${cliRule} --project ${project}\` on the host, or pass \`--allow ${cliRule}\` to cloister run/start.`;
+}
+
+/** How to open a non-public address on purpose: the rule's opt-in, persistent or for one session. */
+function privateRemedy(cliRule: string, project: string): string {
+  return `run \`cloister allow ${cliRule} --private --project ${project}\` on the host, or pass \`--allow-private ${cliRule}\` to cloister run/start`;
 }
 
 const DENY_REMEDY: Readonly<Record<Tier, string>> = {

@@ -57,6 +57,23 @@ describe("cloister policy explain", () => {
     assert.deepEqual([json.verdict, json.rule], ["allow", "registry.npmjs.org"]);
   });
 
+  it("a non-public IP literal is refused at once, as the proxy refuses it, with the deliberate opt-in as the remedy (QA: it said a human is asked)", async () => {
+    for (const [target, authority, kind] of [["169.254.169.254:80", "169.254.169.254:80", "metadata"], ["127.0.0.1", "127.0.0.1:443", "loopback"], ["10.0.0.1", "10.0.0.1:443", "private"]] as const) {
+      const r = await t.cli(["policy", "explain", target]);
+      assert.equal(r.code, 0, r.stderr);
+      const [first, told = ""] = r.stdout.split("\n");
+      assert.equal(first, `${authority}: refused for project proj, no rule matches: the proxy refuses a non-public address at once and never asks a human about it (an approval would open it with one click)`);
+      assert.ok(told.startsWith(`  a cloister is told: egress to ${authority} refused: ${authority.replace(/:\d+$/, "")} is not a public address (${kind})`), told);
+      assert.ok(told.endsWith(`run \`cloister allow ${authority} --private --project proj\` on the host, or pass \`--allow-private ${authority}\` to cloister run/start.`), told);
+      const json = JSON.parse((await t.cli(["policy", "explain", target, "--json"])).stdout) as { verdict: string; unlisted: string | null };
+      assert.deepEqual([json.verdict, json.unlisted], ["unlisted", "refuse-non-public"]);
+    }
+    // A public address is unlisted like any name; an allowed host has no unlisted handling.
+    const publicAddress = JSON.parse((await t.cli(["policy", "explain", "203.0.113.7", "--json"])).stdout) as { unlisted: string | null };
+    assert.notEqual(publicAddress.unlisted, "refuse-non-public");
+    assert.equal((JSON.parse((await t.cli(["policy", "explain", "registry.npmjs.org", "--json"])).stdout) as { unlisted: string | null }).unlisted, null);
+  });
+
   it("allow and deny name a project that exists: outside any repository or known project they write nothing", async () => {
     const elsewhere = mkdtempSync(join(tmpdir(), "pe-nowhere-"));
     try {

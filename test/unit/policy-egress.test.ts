@@ -233,6 +233,16 @@ describe("refusalMessage", () => {
     assert.ok(message.includes("`--allow '[::ffff:7f00:1]:443'`"));
   });
 
+  it("unlisted non-public IP literal: never asked about, and only the deliberate opt-in as the remedy (QA: a plain allow of the metadata endpoint)", () => {
+    const host = canonicalHost("169.254.169.254");
+    const message = refusalMessage(decide(p, host, 80), host, 80, "shop", "metadata");
+    assert.equal(
+      message,
+      "egress to 169.254.169.254:80 refused: 169.254.169.254 is not a public address (metadata), and such an address is never put to a human, whatever proxy.unlisted says: it is reached only through a rule that names it and opts in to non-public addresses. To allow it deliberately, run `cloister allow 169.254.169.254:80 --private --project shop` on the host, or pass `--allow-private 169.254.169.254:80` to cloister run/start.",
+    );
+    assert.doesNotMatch(message, /--allow 169|allow 169\.254\.169\.254:80 --project/);
+  });
+
   const denies: [string, string, Tier, string][] = [
     ["www.evil.example:443", "*.evil.example", "global", "remove that rule from the global deny list"],
     ["tracker.example.com:80", "tracker.example.com", "project", "remove that rule from the project's deny list"],

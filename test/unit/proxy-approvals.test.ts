@@ -103,6 +103,14 @@ describe("unlisted destinations held for a human", () => {
       assert.deepEqual(queue.pending(), [], `${target} was asked`);
       client.destroy();
     }
+    // The 403 says so, and its remedy is the deliberate opt-in (QA: `cloister allow 169.254.169.254:80`).
+    const plain = await RawClient.open(asking.socketPath);
+    plain.write(requestHead("GET http://169.254.169.254/latest/meta-data/ HTTP/1.1", ["Host: 169.254.169.254", AUTH]));
+    const refused = await plain.readResponse();
+    assert.equal(refused.status, 403);
+    assert.match(refused.body.toString(), /169\.254\.169\.254 is not a public address \(metadata\), and such an address is never put to a human.*`--allow-private 169\.254\.169\.254:80`/);
+    assert.deepEqual(queue.pending(), []);
+    plain.destroy();
     // A public address is a destination like any name: it is asked about.
     const client = await RawClient.open(asking.socketPath);
     client.write(requestHead("CONNECT 203.0.113.7:443 HTTP/1.1", ["Host: 203.0.113.7:443", AUTH]));

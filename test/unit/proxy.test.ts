@@ -321,7 +321,7 @@ describe("HTTP CONNECT", () => {
     for (const host of spellings) {
       const response = await refusedConnect(main, connectRequest(`${host}:${sink.port}`));
       assert.equal(response.status, 403, `${host}: ${response.body}`);
-      assert.match(response.body, /an IP address is reached only when a rule names that address/);
+      assert.match(response.body, /is not a public address \(loopback\).*reached only through a rule that names it and opts in to non-public addresses/);
     }
     // Each was judged as the address it means, and the refusal names that address.
     const hosts = audited(main.audit, "egress").map((e) => e.host);

@@ -5,7 +5,7 @@ import type { ProxySettings } from "../../config/schema.js";
 import { decide, type Decision } from "../../policy/egress.js";
 import { formatAuthority, hostText, rememberingCanonicalHost, type Host } from "../../policy/hosts.js";
 import type { Outcome } from "../approvals/queue.js";
-import { admit, isPublicDestination, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
+import { admit, unlistedHandling, type Admitted, type JudgeInput, type Protocol, type Verdict } from "./judge.js";
 import { OriginPools } from "./origin-pools.js";
 import { relayTunnel, type RelayedTunnel, type TunnelResult } from "./native-relay.js";
 import { RecordPace } from "./record-pace.js";
@@ -148,7 +148,7 @@ export class EgressContext {
     try {
       const input = this.options.policy();
       let decision = decide(input.policy, host, port);
-      if (decision.verdict === "unlisted" && this.options.ask && this.settings.unlisted === "ask" && askable(host)) {
+      if (decision.verdict === "unlisted" && this.options.ask && unlistedHandling(host, this.settings.unlisted) === "ask") {
         approval = await this.options.ask(host, port, closeSignal(client));
         // Re-read: the answer may have changed the policy (a project or global rule).
         decision = approvedDecision(approval);
@@ -255,15 +255,6 @@ export class EgressContext {
 
 /** How often connections closed unread while paced are audited, as one record with their count. */
 const CLOSED_UNREAD_INTERVAL_MS = 1_000;
-
-/**
- * A human is never asked about a non-public IP literal (127.0.0.1:9999, 10.0.0.5): an approval would
- * be an IP rule, which opts in to that address, so one hasty click could open this host's own
- * services (the approval UI among them) to the cloister. Such addresses need an explicit rule.
- */
-function askable(host: Host): boolean {
-  return host.kind === "name" || isPublicDestination(host.address);
-}
 
 /**
  * Aborts when the client's connection closes, or its side ends (the proxy's sockets are half-open:

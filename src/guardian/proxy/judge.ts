@@ -3,6 +3,7 @@ import { isHostAddress } from "./local-addresses.js";
 import { refusalMessage, type Decision, type Policy } from "../../policy/egress.js";
 import { canonicalHost, type Host } from "../../policy/hosts.js";
 import type { Lookup, ResolvedAddress } from "./host-resolver.js";
+import type { ProxySettings } from "../../config/schema.js";
 
 export type Protocol = "connect" | "http" | "socks" | "hostexec";
 
@@ -50,7 +51,7 @@ export interface JudgeInput {
  */
 export async function admit(input: JudgeInput, host: Host, port: number, decision: Decision): Promise<Verdict> {
   if (decision.verdict !== "allow") {
-    const message = `cloister: ${refusalMessage(decision, host, port, input.project)}`;
+    const message = `cloister: ${refusalFor(decision, host, port, input.project)}`;
     return { ok: false, status: 403, reason: decision.verdict === "deny" ? "denied" : "unlisted", message, decision };
   }
   if (host.kind === "ip") {
@@ -85,13 +86,41 @@ export async function admit(input: JudgeInput, host: Host, port: number, decisio
   return { ok: true, host, port, address: acceptable.address, family: acceptable.family === 6 ? 6 : 4, decision, via: "dns" };
 }
 
+/**
+ * How the proxy meets a destination no rule decides: held for a human ("ask", with proxy.unlisted:
+ * ask), or refused at once, by that setting ("refuse") or because it is a non-public IP literal
+ * ("refuse-non-public"). A human is never asked about one (127.0.0.1:9999, 10.0.0.5, 169.254.169.254):
+ * an approval would be an IP rule, which opts in to that address, so one hasty click could open
+ * this host's own services (the approval UI among them) or the cloud metadata endpoint to the
+ * cloister. Such addresses need a deliberate rule (`--private`). The proxy holds requests by this,
+ * and `cloister policy explain` says what it says.
+ */
+export type UnlistedHandling = "ask" | "refuse" | "refuse-non-public";
+
+export function unlistedHandling(host: Host, unlisted: ProxySettings["unlisted"]): UnlistedHandling {
+  if (nonPublicLiteral(host) !== undefined) return "refuse-non-public";
+  return unlisted === "ask" ? "ask" : "refuse";
+}
+
+/** The sentence a refused request gets (refusalMessage), told what a non-public IP literal is. */
+export function refusalFor(decision: Decision, host: Host, port: number, project: string): string {
+  return refusalMessage(decision, host, port, project, nonPublicLiteral(host));
+}
+
+/** What an IP literal is when it is not a public destination ("loopback", "an address of this host"); undefined for a name or a public address. */
+function nonPublicLiteral(host: Host): string | undefined {
+  return host.kind === "ip" && !isPublicDestination(host.address) ? describeAddress(host.address) : undefined;
+}
+
 /** Public, and not one of this host's own addresses (which would reach its services). */
 export function isPublicDestination(address: string): boolean {
   return !needsOptIn(classifyAddress(address)) && !isHostAddress(address);
 }
 
+/** What kind of address it is: its block (loopback, private, ...), or, for a public address this host has, that. */
 function describeAddress(address: string): string {
-  return isHostAddress(address) ? "an address of this host" : classifyAddress(address);
+  const cls = classifyAddress(address);
+  return cls === "public" && isHostAddress(address) ? "an address of this host" : cls;
 }
 
 /** Config and session overrides as one map from canonical names (the session's win). */
