@@ -217,7 +217,7 @@ export function registerPolicyCommands(program: Command): void {
         );
       }
       // Refused at once: what the cloister is told, with how to allow it.
-      if (decision.verdict !== "allow" && unlisted !== "ask") lines.push(`  a cloister is told: ${refusalFor(decision, parsed.host, parsed.port, project)}`);
+      if (decision.verdict !== "allow" && unlisted !== "ask") lines.push(`  a cloister is told: ${refusalFor(decision, parsed.host, parsed.port, { project })}`);
       if (override) lines.push(`  the guardian connects ${hostText(parsed.host)} to ${override} (proxy.resolve)`);
       lines.push("  (session rules given with --allow/--deny to a running cloister are not included)");
       process.stdout.write(`${lines.join("\n")}\n`);

@@ -5,7 +5,7 @@ import { ProxySchema, type ProxySettings, type RuleEntry } from "../config/schem
 import { decide, type RuleSet } from "../policy/egress.js";
 import { approvalRule, offeredWildcard } from "../policy/approval-rules.js";
 import { canonicalHost, type Host } from "../policy/hosts.js";
-import { parseRule } from "../policy/rules.js";
+import { parseRule, type EgressRule } from "../policy/rules.js";
 import type { SessionRules } from "../sandbox/records.js";
 import { currentBranch } from "./approvals/branch.js";
 import type { Outcome } from "./approvals/queue.js";
@@ -154,8 +154,8 @@ export class Egress {
     const flags = sessionRuleSet(cloister.session);
     const remembered = this.sessionDecisions.load(cloister.id).egress;
     const rules: RuleSet = {
-      allow: [...flags.allow, ...remembered.allow.map((text) => parseRule(text))],
-      deny: [...flags.deny, ...remembered.deny.map((text) => parseRule(text))],
+      allow: [...flags.allow, ...remembered.allow.map(answeredRule)],
+      deny: [...flags.deny, ...remembered.deny.map(answeredRule)],
     };
     await this.store?.ensureProject(project);
     this.sessions.set(name, { id: cloister.id, project, projectRoot: cloister.projectRoot, rules, overrides: cloister.session?.resolve ?? {}, resolver: new HostResolver() });
@@ -253,7 +253,7 @@ export class Egress {
     const session = this.sessions.get(request.cloister);
     if (!session) throw new Error(`cloister ${request.cloister} is gone`);
     await this.sessionDecisions.update(session.id, (remembered) => void remembered.egress[verdict].push(rule));
-    session.rules = { ...session.rules, [verdict]: [...session.rules[verdict], parseRule(rule)] };
+    session.rules = { ...session.rules, [verdict]: [...session.rules[verdict], answeredRule(rule)] };
     session.cached = undefined;
     return rule;
   }
@@ -301,9 +301,14 @@ export class Egress {
     if (!session) throw new Error(`cloister ${name} is not registered`);
     if (session.cached?.store !== store) {
       const resolver = session.resolver;
-      const input = { policy: store.policyFor(session.project, session.rules), overrides: overrideMap(store.resolve, session.overrides), project: session.project, lookup: (name: string) => resolver.lookup(name) };
+      const input = { policy: store.policyFor(session.project, session.rules), overrides: overrideMap(store.resolve, session.overrides), project: session.project, cloister: name, lookup: (host: string) => resolver.lookup(host) };
       session.cached = { store, input };
     }
     return session.cached.input;
   }
+}
+
+/** A rule remembered from a human's answer for a cloister's session, marked so its refusal says so. */
+function answeredRule(text: string): EgressRule {
+  return { ...parseRule(text), answered: true };
 }

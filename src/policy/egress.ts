@@ -15,7 +15,7 @@ export interface RuleSet {
 export type Policy = Record<Tier, RuleSet>;
 export interface Decision {
   verdict: "allow" | "deny" | "unlisted";
-  rule?: { text: string; tier: Tier; list: "allow" | "deny" }; // the rule that decided (none for unlisted)
+  rule?: { text: string; tier: Tier; list: "allow" | "deny"; answered?: true }; // the rule that decided (none for unlisted)
   /** Whether the deciding allow rule opts in to non-public addresses (private:true, or an IP rule naming that address). */
   allowPrivate: boolean;
 }
@@ -75,18 +75,32 @@ export function emptyPolicy(): Policy {
   };
 }
 
+/** Who and what a refusal is about, beyond its decision and destination (for its remedy). */
+export interface RefusalContext {
+  /** The project a `cloister allow --project` remedy names (default: PROJECT). */
+  project?: string;
+  /** The cloister refused, which a remedy that restarts it names (default: NAME). */
+  cloister?: string;
+  /** What an IP literal is when it is not a public address ("loopback", "metadata"). */
+  nonPublic?: string;
+}
+
 /**
  * The sentence for a refusal body: which host:port was refused, why (which rule, or "not on any
  * allowlist"), and how to allow it. One line, no trailing newline; the caller frames it.
  * An "allow" decision is refused only after resolution, for a non-public address the rule did
- * not opt in to, so that is what its sentence says. `project` names the project in the remedy.
- * `nonPublic` says what an IP literal is when it is not a public address ("loopback", "metadata"):
- * the proxy never asks about one, and the remedy is then the deliberate opt-in, not a plain allow
- * (which would tell the user how to open the cloud metadata endpoint with one command).
+ * not opt in to, so that is what its sentence says. A non-public IP literal is never put to a
+ * human, and its remedy is the deliberate opt-in, not a plain allow (which would tell the user how
+ * to open the cloud metadata endpoint with one command). A session deny a human answered is undone
+ * by a new cloister, not by dropping a --deny flag nobody gave.
  */
-export function refusalMessage(decision: Decision, host: Host, port: number, project = "PROJECT", nonPublic?: string): string {
+export function refusalMessage(decision: Decision, host: Host, port: number, context: RefusalContext = {}): string {
+  const { project = "PROJECT", cloister = "NAME", nonPublic } = context;
   const target = formatAuthority(host, port);
   const rule = decision.rule;
+  if (decision.verdict === "deny" && rule?.answered) {
+    return `egress to ${target} refused: a human denied it for this cloister's session (rule "${rule.text}"), and a deny wins over every allow rule. That answer lasts as long as the cloister and cannot be undone: to allow it, start the cloister anew on the host (\`cloister stop ${cloister}\` then \`cloister start\`, or another \`cloister run\`) and allow it when asked.`;
+  }
   if (decision.verdict === "deny" && rule) {
     return `egress to ${target} refused: it matches the deny rule "${rule.text}" in the ${rule.tier} policy, and a deny rule wins over every allow rule. To allow it, ${DENY_REMEDY[rule.tier]}.`;
   }
@@ -119,7 +133,7 @@ function matching(policy: Policy, list: RuleList, host: Host, port: number): Mat
 }
 
 function ruleRef(match: Match, list: "allow" | "deny"): NonNullable<Decision["rule"]> {
-  return { text: match.rule.text, tier: match.tier, list };
+  return { text: match.rule.text, tier: match.tier, list, ...(match.rule.answered ? { answered: true } : {}) };
 }
 
 /** An IP rule names one address, so naming it is the opt-in for that address. */

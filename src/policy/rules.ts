@@ -13,6 +13,8 @@ export interface EgressRule {
   host: string; // canonical name (for wildcard: the suffix without "*.") or canonical IP text
   ports: readonly number[] | null; // null = no port written: see coversPort
   private: boolean; // opts in to non-public addresses (loopback, RFC1918, ULA, CGNAT, link-local, metadata)
+  /** A human's answer for one cloister's session, not a --allow/--deny flag: undone otherwise (see refusalMessage). */
+  answered?: true;
 }
 
 export class RuleError extends Error {

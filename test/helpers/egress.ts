@@ -81,7 +81,7 @@ export async function openEndpoint(options: EndpointOptions = {}): Promise<TestE
     settings: () => settings,
     policy: () => {
       if (options.policyError !== undefined) throw new Error(options.policyError);
-      return { policy, overrides, project: "proj", lookup: (name: string) => resolver.lookup(name) };
+      return { policy, overrides, project: "proj", cloister: "cl", lookup: (name: string) => resolver.lookup(name) };
     },
     audit: (event) => audit.push(event),
     ask: options.ask,

@@ -15,7 +15,7 @@ import { startHttpUpstream, type Upstream } from "../fixtures/upstreams.js";
 describe("domain approvals", () => {
   let t: TestInstance;
   let web: Upstream;
-  const names = ["a.test", "b.test", "c.test", "d.test", "e.test", "f.test", "g.test", "h.test", "i.test", "j.test", "k.test", "timeout.test", "x.api.test"];
+  const names = ["a.test", "b.test", "c.test", "d.test", "e.test", "f.test", "g.test", "h.test", "i.test", "j.test", "k.test", "l.test", "timeout.test", "x.api.test"];
   const first = "appr";
   const second = "appr-two";
 
@@ -190,6 +190,18 @@ describe("domain approvals", () => {
     const pid = Number(readFileSync(join(t.home, "run", "guardian.pid"), "utf8"));
     process.kill(pid, "SIGKILL");
     assert.equal((await curl(first, "d.test").done).stdout, "200", "remembered across a guardian crash");
+  });
+
+  it("a request a human denied for the session is refused with that said, and the remedy is a new cloister (QA: it said to drop a --deny nobody gave)", async () => {
+    const held = curlBody(second, "l.test");
+    await answer("deny", (await pendingFor("l.test", second)).id, "--scope", "session");
+    assert.match((await held.done).stdout, /refused: it was denied by a human \(cli, scope session\)/);
+    const again = await curlBody(second, "l.test").done;
+    assert.equal(
+      again.stdout,
+      `cloister: egress to l.test:${web.port} refused: a human denied it for this cloister's session (rule "l.test:${web.port}"), and a deny wins over every allow rule. That answer lasts as long as the cloister and cannot be undone: to allow it, start the cloister anew on the host (\`cloister stop ${second}\` then \`cloister start\`, or another \`cloister run\`) and allow it when asked.\n`,
+    );
+    assert.doesNotMatch(again.stdout, /--deny/);
   });
 
   it("a project answer goes to the decision file, releases the project's other waiting cloisters, and survives a restart", async () => {

@@ -85,7 +85,7 @@ describe("HostResolver", () => {
 describe("HostResolver under the proxy's address check (admit)", () => {
   const allowPublicOnly: Decision = { verdict: "allow", rule: { text: "rebind.test", tier: "global", list: "allow" }, allowPrivate: false };
   const host = canonicalHost("rebind.test");
-  const input = (resolver: HostResolver): JudgeInput => ({ policy: emptyPolicy(), overrides: new Map(), project: "proj", lookup: (name) => resolver.lookup(name) });
+  const input = (resolver: HostResolver): JudgeInput => ({ policy: emptyPolicy(), overrides: new Map(), project: "proj", cloister: "cl", lookup: (name) => resolver.lookup(name) });
 
   it("checks a remembered answer on every use: a name answering public and private only ever reaches the public address", async () => {
     const { resolver, asked } = fixture(async () => [

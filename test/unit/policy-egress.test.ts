@@ -235,7 +235,7 @@ describe("refusalMessage", () => {
 
   it("unlisted non-public IP literal: never asked about, and only the deliberate opt-in as the remedy (QA: a plain allow of the metadata endpoint)", () => {
     const host = canonicalHost("169.254.169.254");
-    const message = refusalMessage(decide(p, host, 80), host, 80, "shop", "metadata");
+    const message = refusalMessage(decide(p, host, 80), host, 80, { project: "shop", nonPublic: "metadata" });
     assert.equal(
       message,
       "egress to 169.254.169.254:80 refused: 169.254.169.254 is not a public address (metadata), and such an address is never put to a human, whatever proxy.unlisted says: it is reached only through a rule that names it and opts in to non-public addresses. To allow it deliberately, run `cloister allow 169.254.169.254:80 --private --project shop` on the host, or pass `--allow-private 169.254.169.254:80` to cloister run/start.",
@@ -259,6 +259,18 @@ describe("refusalMessage", () => {
       );
     });
   }
+
+  it("denied by a human's answer for the session: says so, and that a new cloister undoes it (QA: it told to drop a --deny nobody gave)", () => {
+    const answered = emptyPolicy();
+    answered.session = { allow: [], deny: [{ ...parseRule("unl2.test:18080"), answered: true }] };
+    const host = canonicalHost("unl2.test");
+    const decision = decide(answered, host, 18080);
+    assert.deepEqual(decision.rule, { text: "unl2.test:18080", tier: "session", list: "deny", answered: true });
+    assert.equal(
+      refusalMessage(decision, host, 18080, { cloister: "sess" }),
+      'egress to unl2.test:18080 refused: a human denied it for this cloister\'s session (rule "unl2.test:18080"), and a deny wins over every allow rule. That answer lasts as long as the cloister and cannot be undone: to allow it, start the cloister anew on the host (`cloister stop sess` then `cloister start`, or another `cloister run`) and allow it when asked.',
+    );
+  });
 
   it("allowed, then refused for a non-public address: names the rule and the opt-in", () => {
     const host = canonicalHost("api.example.com");

@@ -38,8 +38,9 @@ export interface JudgeInput {
   overrides: ReadonlyMap<string, string>;
   /** The host's resolver, as this cloister's HostResolver remembers it. */
   lookup: Lookup;
-  /** Who to tell how to allow a refused host (`cloister allow ... --project P`). */
+  /** Who to tell how to allow a refused host (`cloister allow ... --project P`, `cloister stop NAME`). */
   project: string;
+  cloister: string;
 }
 
 /**
@@ -51,7 +52,7 @@ export interface JudgeInput {
  */
 export async function admit(input: JudgeInput, host: Host, port: number, decision: Decision): Promise<Verdict> {
   if (decision.verdict !== "allow") {
-    const message = `cloister: ${refusalFor(decision, host, port, input.project)}`;
+    const message = `cloister: ${refusalFor(decision, host, port, input)}`;
     return { ok: false, status: 403, reason: decision.verdict === "deny" ? "denied" : "unlisted", message, decision };
   }
   if (host.kind === "ip") {
@@ -78,7 +79,7 @@ export async function admit(input: JudgeInput, host: Host, port: number, decisio
       ok: false,
       status: 403,
       reason: "address",
-      message: `cloister: ${refusalMessage(decision, host, port, input.project)} (${host.name} resolved to ${first}: ${describeAddress(first)})`,
+      message: `cloister: ${refusalMessage(decision, host, port, input)} (${host.name} resolved to ${first}: ${describeAddress(first)})`,
       decision,
       address: first,
     };
@@ -103,8 +104,8 @@ export function unlistedHandling(host: Host, unlisted: ProxySettings["unlisted"]
 }
 
 /** The sentence a refused request gets (refusalMessage), told what a non-public IP literal is. */
-export function refusalFor(decision: Decision, host: Host, port: number, project: string): string {
-  return refusalMessage(decision, host, port, project, nonPublicLiteral(host));
+export function refusalFor(decision: Decision, host: Host, port: number, about: { project: string; cloister?: string }): string {
+  return refusalMessage(decision, host, port, { ...about, nonPublic: nonPublicLiteral(host) });
 }
 
 /** What an IP literal is when it is not a public destination ("loopback", "an address of this host"); undefined for a name or a public address. */
