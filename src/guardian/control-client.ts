@@ -117,6 +117,14 @@ export interface GuardianStatus {
    * otherwise, and from guardians older than the field.
    */
   policyProblems: ConfigProblem[] | null;
+  /** When the policy in force was loaded; null while there is none, and from guardians older than the field. */
+  policyLoadedAt: string | null;
+  /**
+   * Set when a reload failed since (the files no longer load) while the policy loaded before stays
+   * in force; with its problems as policyProblems has them. Null otherwise, and from older guardians.
+   */
+  reloadError: string | null;
+  reloadProblems: ConfigProblem[] | null;
   openConnections: number;
   /** Cloisters whose proxy port the guardian accepts on itself (their bridge handed it over). */
   directListeners: number;
@@ -137,7 +145,13 @@ export interface GuardianStatus {
 export async function guardianStatus(paths: CloisterPaths): Promise<GuardianStatus | undefined> {
   try {
     const status = await guardianCall<GuardianStatus>(paths, "GET", "/v1/status");
-    return { ...status, policyProblems: receivedProblems(status.policyProblems) ?? null };
+    return {
+      ...status,
+      policyProblems: receivedProblems(status.policyProblems) ?? null,
+      policyLoadedAt: status.policyLoadedAt ?? null,
+      reloadError: status.reloadError ?? null,
+      reloadProblems: receivedProblems(status.reloadProblems) ?? null,
+    };
   } catch (error) {
     if (error instanceof CloisterError) throw error;
     return undefined;

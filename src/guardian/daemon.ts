@@ -181,6 +181,10 @@ class Guardian {
         // Why egress is refused for everyone, when the configuration does not load.
         policyError: this.egress.policyError ?? null,
         policyProblems: this.egress.policyProblems ?? null,
+        policyLoadedAt: this.egress.policyLoadedAt ?? null,
+        // Why the files no longer load, while the policy loaded before stays in force.
+        reloadError: this.egress.reloadError ?? null,
+        reloadProblems: this.egress.reloadProblems ?? null,
         openConnections: this.egress.openConnections,
         directListeners: this.egress.directListeners,
         auditDir: this.paths.auditDir,

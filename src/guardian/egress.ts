@@ -90,8 +90,12 @@ export class Egress {
   private readonly reloads = new SerialQueue();
 
   private store: PolicyStore | undefined;
+  /** When the store in force was loaded. */
+  private loadedAt: string | undefined;
   /** Why there is no store (the config is invalid): every request is refused with its message. */
   private loadError: Error | undefined;
+  /** Why the last reload failed while a store stays in force: the files no longer load (until a reload succeeds). */
+  private reloadFailure: Error | undefined;
 
   private readonly audit: AuditLog;
   private readonly sessionDecisions: SessionDecisionStore;
@@ -110,6 +114,7 @@ export class Egress {
     this.hostexecPort = deps.hostexecPort;
     this.credentials = deps.credentials;
     this.store = initial.store;
+    this.loadedAt = initial.store && new Date().toISOString();
     this.loadError = initial.error;
   }
 
@@ -118,14 +123,29 @@ export class Egress {
     return this.store;
   }
 
+  /** When the policy in force was loaded (undefined while there is none). */
+  get policyLoadedAt(): string | undefined {
+    return this.loadedAt;
+  }
+
   /** Why the policy is not in force, every problem of it on one line. */
   get policyError(): string | undefined {
-    return this.loadError instanceof ConfigError ? this.loadError.summary() : this.loadError?.message;
+    return errorSummary(this.loadError);
   }
 
   /** Every problem of the configuration that does not load, when that is why (not, say, a file it may not read). */
   get policyProblems(): readonly ConfigProblem[] | undefined {
-    return this.loadError instanceof ConfigError ? this.loadError.problems : undefined;
+    return configProblems(this.loadError);
+  }
+
+  /** Why the files no longer load, while the policy loaded before stays in force (a reload failed since). */
+  get reloadError(): string | undefined {
+    return errorSummary(this.reloadFailure);
+  }
+
+  /** Every problem the failed reload found, as policyProblems gives them. */
+  get reloadProblems(): readonly ConfigProblem[] | undefined {
+    return configProblems(this.reloadFailure);
   }
 
   /** Connections open through every endpoint (tunnels and HTTP clients). */
@@ -207,11 +227,15 @@ export class Egress {
       const projects = new Set([...(this.store?.loadedProjects ?? []), ...[...this.sessions.values()].map((s) => s.project)]);
       try {
         this.store = await PolicyStore.load(this.paths, projects);
+        this.loadedAt = new Date().toISOString();
         this.loadError = undefined;
+        this.reloadFailure = undefined;
       } catch (error) {
         // Without a policy, egress is refused for what is wrong now: `guardian status` named the
-        // problems found at start after some were fixed, and missed those found since.
+        // problems found at start after some were fixed, and missed those found since. With one,
+        // it stays in force, and status says the files no longer load (it said only "loaded").
         if (!this.store) this.loadError = error as Error;
+        else this.reloadFailure = error as Error;
         throw error;
       }
     });
@@ -311,4 +335,14 @@ export class Egress {
 /** A rule remembered from a human's answer for a cloister's session, marked so its refusal says so. */
 function answeredRule(text: string): EgressRule {
   return { ...parseRule(text), answered: true };
+}
+
+/** An error that keeps a configuration from loading, every problem of it on one line. */
+function errorSummary(error: Error | undefined): string | undefined {
+  return error instanceof ConfigError ? error.summary() : error?.message;
+}
+
+/** Its problems, when problems are why (not, say, a file the guardian may not read). */
+function configProblems(error: Error | undefined): readonly ConfigProblem[] | undefined {
+  return error instanceof ConfigError ? error.problems : undefined;
 }

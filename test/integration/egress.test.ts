@@ -205,6 +205,14 @@ describe("egress through the guardian", () => {
     it("regains network after the guardian is killed with SIGKILL, with its session rules", async () => {
       const pid = Number(readFileSync(join(t.home, "run", "guardian.pid"), "utf8"));
       process.kill(pid, "SIGKILL");
+      await waitUntil("the guardian to be gone", () => !existsSync(`/proc/${pid}`));
+      // Status says which cloisters it left without network, and what brings it back (QA: "not running" only).
+      const down = await t.cli(["guardian", "status"]);
+      assert.equal(down.code, 3);
+      assert.equal(down.stdout, `Guardian: not running\n1 cloister(s) run without it, with no network until it runs again: ${name} (start it: \`cloister guardian start\`)\n`);
+      const downJson = await t.cli(["guardian", "status", "--json"]);
+      assert.equal(downJson.code, 3);
+      assert.deepEqual(JSON.parse(downJson.stdout), { running: false, cloistersWithoutNetwork: [name] });
       // exec brings the guardian back (it re-adopts the cloister and re-opens its socket).
       assert.equal((await status(`http://web.test:${web.port}/after-crash`)).stdout, "200");
       assert.equal((await status(`http://sink.test:${sink.port}/after-crash`)).stdout, "403");
@@ -260,7 +268,10 @@ describe("egress through the guardian", () => {
     try {
       await t.cli(["guardian", "stop"]);
       writeFileSync(configFile, good.replace("max_connections: 1024", "max_connections: lots"));
-      assert.equal((await t.cli(["guardian", "start"])).code, 0);
+      // start says so too, and exits as status does (QA: "Guardian running", exit 0).
+      const started = await t.cli(["guardian", "start"]);
+      assert.equal(started.code, 1);
+      assert.match(started.stderr, /^Guardian running \(pid \d+\)\.\nEgress policy: INVALID, all egress refused: .*config\.yaml:\d+:\d+: proxy\.max_connections.*\(fix it, then `cloister guardian reload`\)\n$/);
       const broken = await t.cli(["guardian", "status"]);
       assert.equal(broken.code, 1);
       assert.match(broken.stdout, /Egress policy: INVALID, all egress refused: .*config\.yaml:\d+:\d+: proxy\.max_connections/);
@@ -305,13 +316,23 @@ describe("egress through the guardian", () => {
         namesBoth(refused.stderr, /^cloister: nothing was changed: the configuration does not load: 2 problems in 2 config files /);
       }
       assert.equal(existsSync(decisions) ? readFileSync(decisions, "utf8") : undefined, decisionsBefore);
-      // The failed reload kept the policy in force.
-      assert.match((await t.cli(["guardian", "status"])).stdout, /^Egress policy: loaded$/m);
+      // The failed reload kept the policy in force; status says so, and that the files no longer
+      // load, naming every problem, and exits 2 (QA: "loaded", exit 0), as does start.
+      for (const args of [["guardian", "status"], ["guardian", "start"]]) {
+        const stale = await t.cli(args);
+        assert.equal(stale.code, 2, args.join(" "));
+        const out = args[1] === "status" ? stale.stdout : stale.stderr;
+        namesBoth(out.slice(out.indexOf("Egress policy:")), /^Egress policy: loaded at \d{4}-\d\d-\d\dT[\d:.]+Z, still in force, but the configuration files no longer load \(a reload failed\): 2 problems in 2 config files \(fix each, then `cloister guardian reload`\):$/);
+      }
+      const staleJson = JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout) as { policyError: string | null; reloadError: string | null; reloadProblems: { file: string; key: string }[] };
+      assert.equal(staleJson.policyError, null);
+      assert.match(staleJson.reloadError ?? "", /^2 problems in 2 config files: /);
+      assert.deepEqual(staleJson.reloadProblems.map((p) => [p.file, p.key]), [[configFile, "bogus_key"], [projectFile, "bogus_project_key"]]);
 
       // A guardian that starts on them (this one killed: the cloister runs on, and is adopted) refuses
       // all egress. It reads the project's file once asked to reload, and then names both files' problems.
       process.kill(Number(readFileSync(join(t.home, "run", "guardian.pid"), "utf8")), "SIGKILL");
-      assert.equal((await t.cli(["guardian", "start"])).code, 0);
+      assert.equal((await t.cli(["guardian", "start"])).code, 1);
       assert.equal((await t.cli(["guardian", "reload"])).code, 125);
       const status = await t.cli(["guardian", "status"]);
       assert.equal(status.code, 1);
@@ -332,10 +353,13 @@ describe("egress through the guardian", () => {
     }
     const fixed = await t.cli(["guardian", "status", "--json"]);
     assert.equal(fixed.code, 0, fixed.stdout);
-    assert.deepEqual((JSON.parse(fixed.stdout) as { policyError: string | null; policyProblems: unknown }).policyProblems, null);
+    const fixedJson = JSON.parse(fixed.stdout) as { policyProblems: unknown; reloadError: unknown; reloadProblems: unknown };
+    assert.deepEqual([fixedJson.policyProblems, fixedJson.reloadError, fixedJson.reloadProblems], [null, null, null]);
   });
 
   it("the guardian's start, reload and stop records each name its pid and version, as docs/audit.md lists them (QA: the stop had neither)", async () => {
+    // A guardian of its own, whose records are these three only.
+    assert.equal((await t.cli(["guardian", "stop"])).code, 0);
     assert.equal((await t.cli(["guardian", "start"])).code, 0);
     const { pid, version } = JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout) as { pid: number; version: string };
     assert.equal((await t.cli(["guardian", "reload"])).code, 0);

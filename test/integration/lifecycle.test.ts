@@ -399,7 +399,7 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.deepEqual(recordNames(t), []);
     assert.deepEqual(runtimeDirs(t), []);
     const after = await t.cli(["guardian", "status", "--json"]);
-    assert.deepEqual(JSON.parse(after.stdout), { running: false });
+    assert.deepEqual(JSON.parse(after.stdout), { running: false, cloistersWithoutNetwork: [] });
     assert.equal(after.code, 3, "not running: exit 3, with --json as without");
     assert.equal(existsSync(join(t.home, "run", "guardian.json")), false, "a stopped guardian leaves its info file");
 
@@ -407,7 +407,7 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     const unknown = await t.cli(["stop", "never-started"]);
     assert.equal(unknown.code, 125);
     assert.match(unknown.stderr, /no cloister named "never-started".*cloister list/);
-    assert.deepEqual(JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout), { running: false }, "stop started a guardian");
+    assert.deepEqual(JSON.parse((await t.cli(["guardian", "status", "--json"])).stdout), { running: false, cloistersWithoutNetwork: [] }, "stop started a guardian");
   });
 
   it("guardian stop after the guardian crashed still stops the cloisters it left running (no orphans)", async () => {
