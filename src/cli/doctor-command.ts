@@ -5,6 +5,7 @@ export function registerDoctorCommand(program: Command): void {
     .command("doctor")
     .description("check that this machine can run cloisters, with the exact fix for anything missing")
     .option("--json", "machine-readable output")
+    .addHelpText("after", "\nExit status: 0 when every check passed (warnings allowed), 1 when any check failed, 125 when doctor itself could not run.")
     .action(async (flags: { json?: boolean }) => {
       const [{ runDoctor }, { formatDoctorReport }] = await Promise.all([import("../doctor/checks.js"), import("../doctor/report.js")]);
       const report = await runDoctor();

@@ -510,6 +510,8 @@ export function oneLine(text: string, max = 300): string {
 
 export interface BwrapFacts {
   path: string | null;
+  /** Why CLOISTER_BWRAP names no usable bwrap (path is then null); null when it is unset or usable. */
+  rejectedChoice: { detail: string; fix: string } | null;
   versionOutput: string | null;
   setuid: boolean;
   /** The live probe; null when it was not run (no usable bwrap). */
@@ -519,6 +521,8 @@ export interface BwrapFacts {
 }
 
 export function assessBubblewrap(f: BwrapFacts): Finding {
+  // The user's setting, not the machine, is what stops a launch: the fix is to change the setting.
+  if (f.rejectedChoice) return { status: "fail", ...f.rejectedChoice };
   const install = installCommand("bubblewrap", f.osRelease);
   if (!f.path) return { status: "fail", detail: "bwrap not found on PATH or at /usr/bin/bwrap", fix: install };
   const version = f.versionOutput ? parseBwrapVersion(f.versionOutput) : null;
@@ -956,7 +960,9 @@ export interface DoctorContext {
   packageRoot: string;
   timeoutMs: number;
   euid: number;
+  /** The bwrap a launch would run; null when none is found or CLOISTER_BWRAP names none (see bwrapChoice). */
   bwrapPath: () => Promise<string | null>;
+  bwrapChoice: () => Promise<BwrapChoice>;
   userns: () => Promise<UsernsFacts>;
   osRelease: () => Promise<Record<string, string>>;
   rootLayout: () => Promise<RootEntry[]>;
@@ -968,16 +974,31 @@ function once<T>(f: () => Promise<T>): () => Promise<T> {
   return () => (p ??= f());
 }
 
+/** The bwrap a launch would run, or the CLOISTER_BWRAP problem that stops every launch. */
+export type BwrapChoice = Pick<BwrapFacts, "path" | "rejectedChoice">;
+
+function chooseBwrap(env: NodeJS.ProcessEnv): BwrapChoice {
+  try {
+    return { path: findBwrap(env) ?? null, rejectedChoice: null };
+  } catch (error) {
+    // Only a CLOISTER_BWRAP that names no executable is refused with a CloisterError; anything else is a bug.
+    if (!(error instanceof CloisterError)) throw error;
+    return { path: null, rejectedChoice: { detail: error.message, fix: error.hint ?? "unset CLOISTER_BWRAP" } };
+  }
+}
+
 export function createDoctorContext(opts: DoctorOptions = {}): DoctorContext {
   const env = opts.env ?? process.env;
   // The one a launch runs, so that what doctor checks is what cloister uses.
-  const bwrapPath = once(async () => findBwrap(env) ?? null);
+  const bwrapChoice = once(async () => chooseBwrap(env));
+  const bwrapPath = once(async () => (await bwrapChoice()).path);
   return {
     env,
     packageRoot: opts.packageRoot ?? PACKAGE_ROOT,
     timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     euid: process.geteuid?.() ?? -1,
     bwrapPath,
+    bwrapChoice,
     userns: once(async () => {
       const apparmorRestrict = await readInt("/proc/sys/kernel/apparmor_restrict_unprivileged_userns");
       return {
@@ -1039,7 +1060,7 @@ export const checkUserNamespaces = defineCheck("userns", "Kernel user namespaces
 );
 
 export const checkBubblewrap = defineCheck("bwrap", "bubblewrap", async (ctx) => {
-  const path = await ctx.bwrapPath();
+  const { path, rejectedChoice } = await ctx.bwrapChoice();
   let versionOutput: string | null = null;
   let setuid = false;
   let probe: RunResult | null = null;
@@ -1057,7 +1078,7 @@ export const checkBubblewrap = defineCheck("bwrap", "bubblewrap", async (ctx) =>
       probe = await run(path, argv, { timeoutMs: ctx.timeoutMs, env: ctx.env });
     }
   }
-  return assessBubblewrap({ path, versionOutput, setuid, probe, osRelease: await ctx.osRelease(), host: await hostContext(ctx) });
+  return assessBubblewrap({ path, rejectedChoice, versionOutput, setuid, probe, osRelease: await ctx.osRelease(), host: await hostContext(ctx) });
 });
 
 export const checkSocat = defineCheck("socat", "socat (ssh through the proxy)", async (ctx) => {

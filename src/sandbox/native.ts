@@ -28,7 +28,7 @@ function nativeBinary(name: string): string {
 export function bwrapPath(env: NodeJS.ProcessEnv = process.env): string | undefined {
   const chosen = env.CLOISTER_BWRAP;
   if (chosen === undefined || chosen === "") return findTool("bwrap", env.PATH);
-  if (!isAbsolute(chosen) || !isExecutableFile(chosen)) throw new CloisterError(`CLOISTER_BWRAP=${chosen} is not an executable file named by an absolute path`, "unset it to use the system's bwrap");
+  if (!isAbsolute(chosen) || !isExecutableFile(chosen)) throw new CloisterError(`CLOISTER_BWRAP=${chosen} is not an executable file named by an absolute path`, "unset CLOISTER_BWRAP to use the system's bwrap, or set it to the absolute path of a bwrap executable");
   return chosen;
 }
 

@@ -1043,6 +1043,7 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
       assert.equal(report.valid, false);
       assert.deepEqual(report.problems.map((p) => [p.file, p.line, p.key]), [[file, 3, "limits.memroy"], [file, 5, "proxy.connect_timout"]]);
       const doctor = await t.cli(["doctor", "--json"]);
+      assert.equal(doctor.code, 1, "a failed check fails doctor, for scripts");
       const config = (JSON.parse(doctor.stdout) as { checks: { id: string; status: string; detail: string }[] }).checks.find((c) => c.id === "config");
       assert.equal(config?.status, "fail");
       assert.match(config?.detail ?? "", /limits\.memroy: unknown key .*\(and 1 more\)$/);

@@ -226,12 +226,18 @@ describe("classifyBwrapFailure", () => {
 });
 
 describe("assessBubblewrap", () => {
-  const base = { setuid: false, osRelease: parseOsRelease(UBUNTU_OS_RELEASE), host: host(PLAIN_USERNS) };
+  const base = { setuid: false, rejectedChoice: null, osRelease: parseOsRelease(UBUNTU_OS_RELEASE), host: host(PLAIN_USERNS) };
 
   it("missing bwrap fails with the install command", () => {
     const f = assessBubblewrap({ ...base, path: null, versionOutput: null, probe: null });
     assert.equal(f.status, "fail");
     assert.equal(f.fix, "sudo apt-get install -y bubblewrap");
+  });
+
+  it("a CLOISTER_BWRAP that names no bwrap fails with the setting's fix, not the install command", () => {
+    const rejectedChoice = { detail: "CLOISTER_BWRAP=/nonexistent is not an executable file", fix: "unset CLOISTER_BWRAP" };
+    const f = assessBubblewrap({ ...base, rejectedChoice, path: null, versionOutput: null, probe: null });
+    assert.deepEqual(f, { status: "fail", ...rejectedChoice });
   });
 
   it("bwrap older than 0.8 fails", () => {
@@ -639,6 +645,16 @@ describe("on this machine", () => {
     assert.equal(report.checks.find((c) => c.id === "node")?.status, "ok");
     assert.equal(report.ok, report.checks.every((c) => c.status !== "fail"));
     assert.deepEqual(JSON.parse(JSON.stringify(report)), report);
+  });
+
+  it("runDoctor: a CLOISTER_BWRAP that names no executable fails the bubblewrap check with how to change it; no check crashes", async () => {
+    const report = await runDoctor({ env: { ...process.env, CLOISTER_BWRAP: "/nonexistent" } });
+    const bwrap = report.checks.find((c) => c.id === "bwrap");
+    assert.equal(bwrap?.status, "fail");
+    assert.equal(bwrap?.detail, "CLOISTER_BWRAP=/nonexistent is not an executable file named by an absolute path");
+    assert.match(bwrap?.fix ?? "", /^unset CLOISTER_BWRAP to use the system's bwrap, or set it to the absolute path of a bwrap executable$/);
+    assert.equal(report.ok, false);
+    for (const c of report.checks) assert.doesNotMatch(`${c.detail} ${c.fix ?? ""}`, /crashed|cloister bug/, c.id);
   });
 
   it("the seccomp probe passes a filter on fd 3 and sees Seccomp: 2 inside", async () => {
