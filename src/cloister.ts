@@ -3,7 +3,7 @@ import { realpathSync } from "node:fs";
 import type { Readable, Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
-import { resolveProject } from "./config/effective-cache.js";
+import { registerResolved, resolveProject } from "./config/effective-cache.js";
 import { NAME_RULE, SAFE_NAME_RE } from "./config/names.js";
 import { LimitsSchema, type EffectiveConfig } from "./config/schema.js";
 import { formatSize, MAX_TIMEOUT_MS, parseDuration, parsePercent, parseProcessCount, parseSize } from "./config/units.js";
@@ -423,7 +423,8 @@ export async function listCloisters(paths: CloisterPaths = resolvePaths()): Prom
 async function launchSpec(options: LaunchOptions, paths: CloisterPaths, persistent: boolean): Promise<{ spec: LaunchSpec; config: EffectiveConfig; timeoutMs: number | undefined }> {
   const guarded = guardedPaths(paths);
   const location = locateProject(options.project ?? process.cwd(), options.allowNoGit, guarded);
-  const { project, config, worktree } = await resolveLaunchProject(paths, location, options.branch, options.warn);
+  const resolved = await resolveLaunchProject(paths, location, options.branch, options.warn);
+  const { project, config, worktree } = resolved;
   const name = persistent ? checkedName(options.name ?? worktree?.cloisterName ?? project, options.name !== undefined) : `${project.slice(0, 50)}-run-${randomBytes(3).toString("hex")}`;
   const spec: LaunchSpec = {
     name,
@@ -454,7 +455,10 @@ async function launchSpec(options: LaunchOptions, paths: CloisterPaths, persiste
   if (!spec.network && sessionRules.some((list) => (list?.length ?? 0) > 0)) {
     throw new CloisterError("options.allow, options.deny, options.allowPrivate and options.resolve have no effect without a network", "drop them, or drop options.network");
   }
-  return { spec, config, timeoutMs: optionOr("timeout", options.timeout, parseTimeout, config.limits.timeout) };
+  const timeoutMs = optionOr("timeout", options.timeout, parseTimeout, config.limits.timeout);
+  // Last, once every option is checked: a launch refused leaves no project behind (QA).
+  await registerResolved(paths, resolved, resolved.root);
+  return { spec, config, timeoutMs };
 }
 
 /**

@@ -6,8 +6,10 @@ import type { CloisterPaths } from "./paths.js";
 import type { EffectiveConfig } from "./schema.js";
 
 export interface ResolvedProject {
-  /** The project's registered name. */
+  /** The project's name: the registered one, or the one registering it would write. */
   project: string;
+  /** Whether a project file named this root when it was resolved (the cache's key covers that directory). */
+  registered: boolean;
   config: EffectiveConfig;
 }
 
@@ -21,6 +23,8 @@ interface CacheFile {
  * full load validated. The cache is keyed by the identity (inode, size, mtime) of every config file,
  * of the projects directory and of cloister's own code, so any edit, new file, rename or upgrade is a miss. On a hit, `cloister run`
  * never loads the YAML parser and the schema library, which cost more start-up time than the sandbox.
+ * It registers nothing: only a launch does (registerResolved), so that a command that reads, or
+ * fails, leaves no project behind (QA).
  */
 export async function resolveProject(paths: CloisterPaths, root: string): Promise<ResolvedProject> {
   const cacheFile = join(paths.stateDir, "config-cache.json");
@@ -28,15 +32,24 @@ export async function resolveProject(paths: CloisterPaths, root: string): Promis
   const hit = cache && cache.key === (await fingerprint(paths)) ? cache.projects[root] : undefined;
   if (hit) return hit;
 
-  const [{ loadEffectiveConfig }, { projectNameForRoot, registerProject }] = await Promise.all([import("./load.js"), import("./project-registry.js")]);
-  const { name: project } = await projectNameForRoot(root, paths);
-  // Registering reads the project file: a YAML error there must not hide the global file's problems (QA).
-  const resolved = { project, config: await loadEffectiveConfig(paths, project, registerProject(paths, project, root)) };
-  // Keyed after loading: registering the project or creating the default config changed the files.
+  const [{ loadEffectiveConfig }, { projectNameForRoot }] = await Promise.all([import("./load.js"), import("./project-registry.js")]);
+  const { name: project, registered } = await projectNameForRoot(root, paths);
+  const resolved = { project, registered, config: await loadEffectiveConfig(paths, project) };
+  // Keyed after loading: creating the default config changed the files.
   const key = await fingerprint(paths);
   const projects = cache?.key === key ? cache.projects : {};
   await writeFileAtomic(cacheFile, JSON.stringify({ key, projects: { ...projects, [root]: resolved } }), 0o600, false).catch(() => undefined);
   return resolved;
+}
+
+/**
+ * Records a resolved project in the registry (its file's `path:`), so that its name stays its own.
+ * A launch calls it once its options are checked; one already registered costs nothing (no YAML).
+ */
+export async function registerResolved(paths: CloisterPaths, resolved: ResolvedProject, root: string): Promise<void> {
+  if (resolved.registered) return;
+  const { registerProject } = await import("./project-registry.js");
+  await registerProject(paths, resolved.project, root);
 }
 
 async function fingerprint(paths: CloisterPaths): Promise<string> {

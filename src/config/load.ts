@@ -79,11 +79,9 @@ export async function readGlobalConfig(paths: CloisterPaths): Promise<{ config: 
 /**
  * What a cloister of `project` runs with (effectiveConfig). When both files have problems, one
  * ConfigError holds every problem of both: a launch names them all, not the first file's first.
- * `registering` is the project's registration, which reads its file first: the project file is
- * read once it is done, and a problem it finds there is named with the global file's.
  */
-export async function loadEffectiveConfig(paths: CloisterPaths, project: string, registering: Promise<unknown> = Promise.resolve()): Promise<EffectiveConfig> {
-  const [global, local] = await loadedTogether([loadGlobalConfig(paths), registering.then(() => loadProjectConfig(paths, project))]);
+export async function loadEffectiveConfig(paths: CloisterPaths, project: string): Promise<EffectiveConfig> {
+  const [global, local] = await loadedTogether([loadGlobalConfig(paths), loadProjectConfig(paths, project)]);
   return effectiveConfig(global, local);
 }
 

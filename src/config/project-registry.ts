@@ -29,6 +29,8 @@ export interface ProjectIdentity {
   name: string;
   /** The project root the name stands for (git toplevel, symlinks resolved). */
   path: string;
+  /** Whether a project file already names this root (else the name is the one registering would write). */
+  registered: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -48,12 +50,12 @@ export async function projectNameFor(dir: string, paths: CloisterPaths = resolve
 export async function projectNameForRoot(root: string, paths: CloisterPaths = resolvePaths()): Promise<ProjectIdentity> {
   const projects = await listProjects(paths);
   const known = projects.find((project) => project.path === root);
-  if (known) return { name: known.name, path: root };
+  if (known) return { name: known.name, path: root, registered: true };
   const isFree = (name: string): boolean => !projects.some((p) => p.name === name && p.path !== null && p.path !== root);
   const base = sanitizeProjectName(basename(root));
-  if (isFree(base)) return { name: base, path: root };
+  if (isFree(base)) return { name: base, path: root, registered: false };
   const suffixed = suffixedProjectName(base, root);
-  if (isFree(suffixed)) return { name: suffixed, path: root };
+  if (isFree(suffixed)) return { name: suffixed, path: root, registered: false };
   throw new CloisterError(
     `cannot name the project at ${root}: both "${base}" and "${suffixed}" are registered for other paths`,
     `remove one with removeProject or edit ${join(paths.projectConfigDir, `${suffixed}.yaml`)}`,

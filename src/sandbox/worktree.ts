@@ -125,14 +125,14 @@ export async function resolveLaunchProject(
   location: ProjectLocation,
   branch: string | undefined,
   note: (message: string) => void = (message) => process.stderr.write(`cloister: ${message}\n`),
-): Promise<ResolvedProject & { worktree?: Worktree }> {
-  // Before mainProjectOf, which registers the project: a launch refused here leaves nothing (QA A14).
+): Promise<ResolvedProject & { root: string; worktree?: Worktree }> {
+  // Before anything is looked up: a launch refused here leaves nothing (QA A14).
   if (branch !== undefined && !location.isGit) throw new CloisterError("options.branch needs a git repository", "run it in a git project, or pass the project's directory with options.project");
-  const main = await mainProjectOf(paths, location.root);
+  const { managed, ...main } = await mainProjectOf(paths, location.root);
   // Without a branch given, only a managed worktree (a git one) has one to take.
-  const wanted = branch ?? (main.managed ? await currentBranchOf(main.managed) : undefined);
-  if (wanted === undefined) return { project: main.project, config: main.config };
-  return { project: main.project, config: main.config, worktree: await openWorktree(paths, main.root, main.project, wanted, note) };
+  const wanted = branch ?? (managed ? await currentBranchOf(managed) : undefined);
+  if (wanted === undefined) return main;
+  return { ...main, worktree: await openWorktree(paths, main.root, main.project, wanted, note) };
 }
 
 /** The name `start`, `exec` and `stop` use by default for a directory (and branch). */

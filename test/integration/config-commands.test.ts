@@ -4,8 +4,9 @@
  * problems (each listed, as `config validate` lists them), 125 cloister could not do it.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CLI, createInstance, startCommand, type TestInstance } from "../helpers/cloister.js";
 
@@ -41,6 +42,21 @@ describe("config and project commands", () => {
       assert.equal((JSON.parse(json.stdout) as { proxy: { unlisted: string } }).proxy.unlisted, "ask");
       assert.equal(existsSync(configFile), false, "config show wrote the config file");
     });
+  });
+
+  it("only a launch past its option checks registers a project; commands that read, or fail, leave none (QA)", async () => {
+    const dir = join(dirname(t.home), "unreg");
+    mkdirSync(dir);
+    spawnSync("git", ["init", "-q", dir]);
+    const projectFile = join(t.home, "config", "projects", "unreg.yaml");
+    for (const args of [["stop"], ["exec", "--", "true"], ["worktree", "remove", "nob"], ["worktree", "list", "--project", dir], ["run", "--memory", "bad", "--", "true"], ["start", "-d", "--cpu", "0"], ["config", "show"]]) {
+      const r = await t.cli(args, { cwd: dir });
+      assert.equal(existsSync(projectFile), false, `${args.join(" ")} (exit ${r.code}: ${r.stderr}) registered the project`);
+    }
+    const ran = await t.cli(["run", "--", "true"], { cwd: dir });
+    assert.equal(ran.code, 0, ran.stderr);
+    assert.match(readFileSync(projectFile, "utf8"), new RegExp(`^path: ${realpathSync(dir)}$`, "m"));
+    assert.equal((await t.cli(["project", "remove", "unreg"])).code, 0);
   });
 
   it("config init writes the defaults where there is no file, and keeps a file that is there, saying so and how to edit or reset it (QA)", async () => {

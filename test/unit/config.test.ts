@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { parse as parseYamlPlain } from "yaml";
 import { CloisterError } from "../../src/errors.js";
 import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "../../src/config/atomic-write.js";
-import { resolveProject } from "../../src/config/effective-cache.js";
+import { registerResolved, resolveProject } from "../../src/config/effective-cache.js";
 import { DEFAULT_HOSTEXEC_RULES } from "../../src/config/hostexec-schema.js";
 import {
   ConfigError,
@@ -911,7 +911,7 @@ describe("loading files", () => {
     assert.deepEqual(await loadedTogether([Promise.resolve("global"), undefined, Promise.resolve(2)]), ["global", undefined, 2]);
   });
 
-  test("a launch's config names the global file's problems with a YAML syntax error the project's registration met, file by file (QA: only the project file's)", async () => {
+  test("a launch's config names the global file's problems with a YAML syntax error in the project file, file by file (QA: only the project file's)", async () => {
     const paths = await freshPaths();
     await mkdir(paths.projectConfigDir, { recursive: true });
     await writeFile(paths.globalConfigFile, "limits:\n  memroy: 1G\n");
@@ -1147,7 +1147,7 @@ describe("project registry", () => {
     await mkdir(join(repo, "src", "deep"), { recursive: true });
     gitInit(repo);
     const identity = await projectNameFor(join(repo, "src", "deep"), paths);
-    assert.deepEqual(identity, { name: "my-repo", path: await realpath(repo) });
+    assert.deepEqual(identity, { name: "my-repo", path: await realpath(repo), registered: false });
   });
 
   test("a --project is a registered name, or a directory in a registered project or a git repository; nothing else, / least of all (QA)", async () => {
@@ -1168,7 +1168,7 @@ describe("project registry", () => {
     const paths = await freshPaths();
     const dir = join(await freshDir("plain"), "Plain Dir");
     await mkdir(dir);
-    assert.deepEqual(await projectNameFor(dir, paths), { name: "plain-dir", path: await realpath(dir) });
+    assert.deepEqual(await projectNameFor(dir, paths), { name: "plain-dir", path: await realpath(dir), registered: false });
   });
 
   test("a path written by hand with a trailing slash, ./ or through a symlink still names its project", async () => {
@@ -1181,7 +1181,7 @@ describe("project registry", () => {
     const root = await realpath(repo);
     for (const written of [`${repo}/`, `${dir}/./repo`, join(dir, "link")]) {
       await writeFile(join(paths.projectConfigDir, "mine.yaml"), `path: ${written}\n`);
-      assert.deepEqual(await projectNameForRoot(root, paths), { name: "mine", path: root }, written);
+      assert.deepEqual(await projectNameForRoot(root, paths), { name: "mine", path: root, registered: true }, written);
     }
   });
 
@@ -1264,7 +1264,25 @@ describe("project registry", () => {
     const dir = await freshDir("renamed");
     const real = await realpath(dir);
     await registerProject(paths, "custom", real);
-    assert.deepEqual(await projectNameFor(dir, paths), { name: "custom", path: real });
+    assert.deepEqual(await projectNameFor(dir, paths), { name: "custom", path: real, registered: true });
+  });
+
+  test("resolving a project registers nothing; registerResolved does, once (QA: read-only and failed commands registered projects)", async () => {
+    const paths = await freshPaths();
+    const root = await realpath(await freshDir("resolved"));
+    const first = await resolveProject(paths, root);
+    assert.equal(first.registered, false);
+    assert.deepEqual(await listProjects(paths), [], "resolving wrote no project file");
+    assert.deepEqual(await resolveProject(paths, root), first, "the cached answer is the same");
+    await registerResolved(paths, first, root);
+    assert.deepEqual((await listProjects(paths)).map((p) => [p.name, p.path]), [[first.project, root]]);
+    const again = await resolveProject(paths, root);
+    assert.deepEqual({ ...again, registered: true }, { ...first, registered: true });
+    assert.equal(again.registered, true, "the registration is seen, not the stale cache entry");
+    const file = join(paths.projectConfigDir, `${first.project}.yaml`);
+    const before = (await stat(file)).mtimeMs;
+    await registerResolved(paths, again, root);
+    assert.equal((await stat(file)).mtimeMs, before, "a registered project's file is left alone");
   });
 
   test("register creates the file (0600) and the project config loads its path", async () => {
