@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { realpathSync } from "node:fs";
 import type { Readable, Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
+import { checkOwnInstance } from "./config/foreign-instance.js";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { registerResolved, resolveProject } from "./config/effective-cache.js";
 import { NAME_RULE, SAFE_NAME_RE } from "./config/names.js";
@@ -421,6 +422,8 @@ export async function listCloisters(paths: CloisterPaths = resolvePaths()): Prom
  * timeout of a fresh cloister's command: every option is read here, before anything is made.
  */
 async function launchSpec(options: LaunchOptions, paths: CloisterPaths, persistent: boolean): Promise<{ spec: LaunchSpec; config: EffectiveConfig; timeoutMs: number | undefined }> {
+  // The library's launches, as the CLI's commands, write nothing into another user's instance.
+  checkOwnInstance(paths);
   const guarded = guardedPaths(paths);
   const location = locateProject(options.project ?? process.cwd(), options.allowNoGit, guarded);
   const resolved = await resolveLaunchProject(paths, location, options.branch, options.warn);

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Help, type Option } from "commander";
+import { checkOwnInstance } from "../config/foreign-instance.js";
+import { resolvePaths } from "../config/paths.js";
 import { CLOISTER_FAILED, CloisterError, fileSystemError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { commandGroupsFor } from "./command-groups.js";
@@ -23,11 +25,26 @@ const program = new Command()
 
 for (const group of commandGroupsFor(process.argv[2])) group.register(program);
 
+/**
+ * Commands that write nothing to the instance: `completion` prints a script; `doctor` reports an
+ * instance of another user as its configuration check's failure, with the other checks.
+ */
+const INSTANCE_FREE = new Set(["completion", "doctor"]);
+
 /** Set once the command about to run was asked for --json: its failure is then JSON on stdout too. */
 let jsonRequested = false;
 program.hook("preAction", (_program, actionCommand) => {
   jsonRequested = actionCommand.opts().json === true;
+  // Before the command's first write, for every command alike (QA: root's run on a user's instance).
+  if (!INSTANCE_FREE.has(topCommandOf(actionCommand).name())) checkOwnInstance(resolvePaths());
 });
+
+/** The command typed first (`guardian` for `cloister guardian status`). */
+function topCommandOf(command: Command): Command {
+  let top = command;
+  while (top.parent && top.parent !== program) top = top.parent;
+  return top;
+}
 
 // The reader of stdout went away (`cloister list | head -1`): end as a program killed by SIGPIPE
 // would, quietly and with its status (128 + 13). Node ignores SIGPIPE, so the failed write arrives as

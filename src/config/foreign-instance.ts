@@ -2,6 +2,7 @@ import { spawnSync } from "node:child_process";
 import { lstatSync } from "node:fs";
 import { dirname } from "node:path";
 import { CloisterError } from "../errors.js";
+import type { CloisterPaths } from "./paths.js";
 
 /** The error says the caller may not do it: EACCES (file permissions) or EPERM. */
 export function isPermissionDenied(error: unknown): boolean {
@@ -20,10 +21,43 @@ export function foreignInstanceError(action: string, path: string): CloisterErro
   const owner = blockingOwner(path);
   const denied = `cannot ${action} at ${path}: permission denied`;
   if (!owner || owner.uid === process.getuid?.()) return new CloisterError(denied, "check the owners and permissions of the directories on that path");
-  return new CloisterError(
-    `${denied}, as ${owner.path} belongs to ${owner.name}`,
-    `each user has an instance of their own: run this as ${owner.name}, or set CLOISTER_HOME to a directory of your own`,
-  );
+  return new CloisterError(`${denied}, as ${owner.path} belongs to ${owner.name}`, ownInstanceHint(owner.name));
+}
+
+function ownInstanceHint(owner: string): string {
+  return `each user has an instance of their own: run this as ${owner}, or set CLOISTER_HOME to a directory of your own`;
+}
+
+/**
+ * Refuses an instance whose directories belong to another user, before a command writes anything
+ * there. Permissions alone do not: root may write anywhere, and root's command on a user's
+ * CLOISTER_HOME left root-owned files there (its project file, config cache, placeholders) that the
+ * user could then not replace, and failed only later, on one of them (QA). Checked: the instance's
+ * home (CLOISTER_HOME, the parent its four directories share) and each of those directories, where
+ * they exist; one not made yet will be made by the caller, so is the caller's.
+ */
+export function checkOwnInstance(paths: CloisterPaths): void {
+  const uid = process.geteuid?.();
+  if (uid === undefined) return;
+  for (const dir of instanceDirs(paths)) {
+    let owner: number;
+    try {
+      owner = lstatSync(dir).uid;
+    } catch {
+      continue; // not there yet, or not to be looked at: what reads it then says whose it is (foreignInstanceError)
+    }
+    if (owner !== uid) {
+      const name = userName(owner);
+      throw new CloisterError(`cannot use the cloister instance at ${dir}, as it belongs to ${name}; nothing was written there`, ownInstanceHint(name));
+    }
+  }
+}
+
+function instanceDirs(paths: CloisterPaths): string[] {
+  const dirs = [paths.configDir, paths.stateDir, paths.dataDir, paths.runtimeDir];
+  const parents = new Set(dirs.map((dir) => dirname(dir)));
+  // XDG's parents (~/.config, /run/user/N, /tmp) are not the instance's: only CLOISTER_HOME's one is.
+  return parents.size === 1 ? [...parents, ...dirs] : dirs;
 }
 
 /**

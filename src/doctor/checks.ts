@@ -3,6 +3,7 @@ import { constants as fsConstants } from "node:fs";
 import { access, lstat, readdir, readFile, readlink, stat } from "node:fs/promises";
 import { delimiter, dirname, join } from "node:path";
 import { checkAllConfig, type ConfigReport, formatFileProblem } from "../config/check-all.js";
+import { checkOwnInstance } from "../config/foreign-instance.js";
 import { type CloisterPaths, resolvePaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { PACKAGE_ROOT } from "../package-root.js";
@@ -1197,8 +1198,9 @@ export const checkConfig = defineCheck("config", "Configuration", async (ctx) =>
   let paths: CloisterPaths;
   try {
     paths = resolvePaths(ctx.env);
+    checkOwnInstance(paths);
   } catch (error) {
-    // The environment names no instance (a relative CLOISTER_HOME): the person's to fix, not a bug.
+    // The environment names no instance (a relative CLOISTER_HOME), or another user's: the person's to fix, not a bug.
     if (!(error instanceof CloisterError)) throw error;
     return { status: "fail", detail: error.message, ...(error.hint ? { fix: error.hint } : {}) };
   }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -289,6 +289,10 @@ describe("cloister run as an ordinary user, in a project that user cannot write"
     await t.teardown();
   });
 
+  /** What every command says, before it reads or writes anything, in an instance of `owner`'s at `home`. */
+  const othersInstance = (home: string, owner: string) =>
+    `^cloister: cannot use the cloister instance at ${home}, as it belongs to ${owner}; nothing was written there \\(each user has an instance of their own: run this as ${owner}, or set CLOISTER_HOME to a directory of your own\\)\n$`;
+
   it("pointed at another user's instance or one it cannot create, says so instead of \"No cloisters.\" or a raw EACCES", async () => {
     const rootsHome = mkdtempSync(join(tmpdir(), "cloister-roots-"));
     try {
@@ -296,7 +300,7 @@ describe("cloister run as an ordinary user, in a project that user cannot write"
       chmodSync(rootsHome, 0o700);
       const foreign = await runAsUser(t.user.name, [process.execPath, t.cliPath, "list"], { ...t.env, CLOISTER_HOME: rootsHome }, { cwd: t.project });
       assert.equal(foreign.code, 125);
-      assert.match(foreign.stderr, /cannot read the cloisters of the instance at .*: permission denied, as \S+ belongs to root \(each user has an instance of their own: run this as root, or set CLOISTER_HOME to a directory of your own\)/);
+      assert.match(foreign.stderr, new RegExp(othersInstance(rootsHome, "root")));
       const uncreatable = await runAsUser(t.user.name, [process.execPath, t.cliPath, "config", "init"], { ...t.env, CLOISTER_HOME: join(rootsHome, "sub") }, { cwd: t.project });
       assert.equal(uncreatable.code, 125);
       assert.match(uncreatable.stderr, /^cloister: cannot [\w ]+ \S+\/sub\S*: permission denied \(check the owners and permissions of the directories on that path; CLOISTER_HOME must be a directory you can write\)\n$/);
@@ -305,7 +309,7 @@ describe("cloister run as an ordinary user, in a project that user cannot write"
     }
   });
 
-  it("pointed at another user's running instance, guardian status and the audit commands say permission denied, naming whose it is (QA: \"not running\", \"no audit log\")", async () => {
+  it("pointed at another user's running instance behind a directory it may not enter, guardian status and the audit commands say permission denied, naming whose it is (QA: \"not running\", \"no audit log\")", async () => {
     const roots = createInstance("rootguard");
     try {
       const started = await roots.cli(["guardian", "start"]);
@@ -332,5 +336,56 @@ describe("cloister run as an ordinary user, in a project that user cannot write"
     assert.equal(r.code, 125);
     assert.match(r.stderr, /cannot make \S+ in the project to protect it \(permission denied\).*needs write access to the project/);
     assert.doesNotMatch(r.stderr, /EACCES/);
+  });
+});
+
+describe("root pointed at an ordinary user's instance", { skip: asUserSkipReason() }, () => {
+  let t: UserInstance;
+  let rootHome: string;
+  before(async () => {
+    t = createUserInstance("ro");
+    const run = await t.cli(["run", "--", "true"]);
+    assert.equal(run.code, 0, run.stderr);
+    await t.cli(["guardian", "stop"]);
+    rootHome = mkdtempSync(join(tmpdir(), "cloister-roothome-"));
+  });
+  after(async () => {
+    await t.teardown();
+    rmSync(rootHome, { recursive: true, force: true });
+  });
+
+  /** Every entry under `dir` with its owner, size and change time: what a command could have written. */
+  function snapshot(dir: string): string[] {
+    const entries: string[] = [];
+    const walk = (path: string): void => {
+      const st = lstatSync(path);
+      entries.push(`${path} uid=${st.uid} size=${st.size} ctime=${st.ctimeMs}`);
+      if (st.isDirectory()) for (const name of readdirSync(path)) walk(join(path, name));
+    };
+    walk(dir);
+    return entries.sort();
+  }
+
+  it("refuses every command before it writes, saying whose the instance is (QA: root-owned files, then \"permission denied\")", async () => {
+    // Root's own HOME and code cache: only what the CLI does with the instance is under test.
+    const env = { ...t.env, HOME: rootHome, USER: "root", LOGNAME: "root", XDG_CACHE_HOME: join(rootHome, "cache") };
+    const asRoot = (args: string[]) => runAsUser("root", [process.execPath, CLI, ...args], env, { cwd: t.project });
+    const before = [...snapshot(t.home), ...snapshot(t.project)];
+    const refusal = `cannot use the cloister instance at ${t.home}, as it belongs to ${t.user.name}; nothing was written there`;
+    const hint = `each user has an instance of their own: run this as ${t.user.name}, or set CLOISTER_HOME to a directory of your own`;
+    const commands = [["run", "--", "true"], ["start", "-d"], ["stop"], ["exec", "--", "true"], ["list"], ["config", "init"], ["config", "show"], ["project", "list"], ["guardian", "start"], ["allow", "example.com"], ["worktree", "list"], ["audit", "tail"]];
+    for (const command of commands) {
+      const r = await asRoot(command);
+      assert.equal(r.code, 125, `${command.join(" ")}: ${r.stdout}${r.stderr}`);
+      assert.equal(r.stderr, `cloister: ${refusal} (${hint})\n`, command.join(" "));
+    }
+    const json = await asRoot(["list", "--json"]);
+    assert.deepEqual(JSON.parse(json.stdout), { error: { message: refusal, hint, exitCode: 125 } });
+    const doctor = await asRoot(["doctor", "--json"]);
+    assert.equal(doctor.code, 1, doctor.stderr);
+    const config = (JSON.parse(doctor.stdout) as { checks: { id: string; status: string; detail: string; fix?: string }[] }).checks.find((c) => c.id === "config");
+    assert.deepEqual(config, { id: "config", title: "Configuration", status: "fail", detail: refusal, fix: hint });
+    assert.deepEqual([...snapshot(t.home), ...snapshot(t.project)], before, "nothing in the user's instance or project changed");
+    assert.equal((await t.cli(["run", "--", "true"])).code, 0, "its own user still uses it");
   });
 });
