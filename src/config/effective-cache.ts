@@ -27,9 +27,8 @@ interface CacheFile {
  * fails, leaves no project behind (QA).
  */
 export async function resolveProject(paths: CloisterPaths, root: string): Promise<ResolvedProject> {
-  const cacheFile = join(paths.stateDir, "config-cache.json");
-  const cache = await readCache(cacheFile);
-  const hit = cache && cache.key === (await fingerprint(paths)) ? cache.projects[root] : undefined;
+  const cache = await currentCache(paths);
+  const hit = cache?.projects[root];
   if (hit) return hit;
 
   const [{ loadEffectiveConfig }, { projectNameForRoot }] = await Promise.all([import("./load.js"), import("./project-registry.js")]);
@@ -38,8 +37,21 @@ export async function resolveProject(paths: CloisterPaths, root: string): Promis
   // Keyed after loading: creating the default config changed the files.
   const key = await fingerprint(paths);
   const projects = cache?.key === key ? cache.projects : {};
-  await writeFileAtomic(cacheFile, JSON.stringify({ key, projects: { ...projects, [root]: resolved } }), 0o600, false).catch(() => undefined);
+  await writeFileAtomic(cacheFile(paths), JSON.stringify({ key, projects: { ...projects, [root]: resolved } }), 0o600, false).catch(() => undefined);
   return resolved;
+}
+
+/**
+ * The project name resolveProject gives for a root, without its configuration: `stop` and `exec`
+ * need only the name, and a config file with problems must not lock anyone out of their cloister (QA).
+ * From the cache when it holds the root (no YAML loaded), else from the registry, which reads no more
+ * of each project file than its `path:`.
+ */
+export async function resolveProjectName(paths: CloisterPaths, root: string): Promise<string> {
+  const hit = (await currentCache(paths))?.projects[root];
+  if (hit) return hit.project;
+  const { projectNameForRoot } = await import("./project-registry.js");
+  return (await projectNameForRoot(root, paths)).name;
 }
 
 /**
@@ -74,10 +86,17 @@ async function fingerprint(paths: CloisterPaths): Promise<string> {
   return ids.join("|");
 }
 
-async function readCache(file: string): Promise<CacheFile | undefined> {
+function cacheFile(paths: CloisterPaths): string {
+  return join(paths.stateDir, "config-cache.json");
+}
+
+/** The cache, if it was written for the config files as they are now. */
+async function currentCache(paths: CloisterPaths): Promise<CacheFile | undefined> {
+  let cache: CacheFile;
   try {
-    return JSON.parse(await readFile(file, "utf8")) as CacheFile;
+    cache = JSON.parse(await readFile(cacheFile(paths), "utf8")) as CacheFile;
   } catch {
     return undefined;
   }
+  return cache.key === (await fingerprint(paths)) ? cache : undefined;
 }

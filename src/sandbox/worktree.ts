@@ -8,7 +8,7 @@
 import { lstatSync, mkdirSync, readdirSync } from "node:fs";
 import { join, relative, sep } from "node:path";
 import type { CloisterPaths } from "../config/paths.js";
-import { resolveProject, type ResolvedProject } from "../config/effective-cache.js";
+import { resolveProject, resolveProjectName, type ResolvedProject } from "../config/effective-cache.js";
 import { MAX_NAME, SAFE_NAME_RE, sanitizeProjectName, suffixedProjectName } from "../config/names.js";
 import { CloisterError } from "../errors.js";
 import { realPath } from "./git-dirs.js";
@@ -135,11 +135,15 @@ export async function resolveLaunchProject(
   return { ...main, worktree: await openWorktree(paths, main.root, main.project, wanted, note) };
 }
 
-/** The name `start`, `exec` and `stop` use by default for a directory (and branch). */
+/**
+ * The name `start`, `exec` and `stop` use by default for a directory (and branch). From the names
+ * alone: a project's config with problems must not keep anyone from stopping its cloister (QA).
+ */
 export async function defaultCloisterName(paths: CloisterPaths, location: ProjectLocation, branch: string | undefined): Promise<string> {
-  const main = await mainProjectOf(paths, location.root);
-  if (branch !== undefined) return worktreeCloisterName(main.project, branchSlug(branch));
-  return main.managed?.cloisterName ?? main.project;
+  const managed = managedWorktreeAt(paths, location.root);
+  const project = managed?.project ?? (await resolveProjectName(paths, location.root));
+  if (branch !== undefined) return worktreeCloisterName(project, branchSlug(branch));
+  return managed?.cloisterName ?? project;
 }
 
 async function currentBranchOf(worktree: ManagedWorktree): Promise<string> {

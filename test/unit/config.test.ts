@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { parse as parseYamlPlain } from "yaml";
 import { CloisterError } from "../../src/errors.js";
 import { createFileAtomic, ensurePrivateDir, writeFileAtomic } from "../../src/config/atomic-write.js";
-import { registerResolved, resolveProject } from "../../src/config/effective-cache.js";
+import { registerResolved, resolveProject, resolveProjectName } from "../../src/config/effective-cache.js";
 import { DEFAULT_HOSTEXEC_RULES } from "../../src/config/hostexec-schema.js";
 import {
   ConfigError,
@@ -1283,6 +1283,15 @@ describe("project registry", () => {
     const before = (await stat(file)).mtimeMs;
     await registerResolved(paths, again, root);
     assert.equal((await stat(file)).mtimeMs, before, "a registered project's file is left alone");
+  });
+
+  test("resolveProjectName names a project whose config has problems, which resolveProject refuses (QA: stop without a name needed a valid config)", async () => {
+    const paths = await freshPaths();
+    const root = await realpath(await freshDir("broken"));
+    await registerProject(paths, "mine", root);
+    await writeFile(join(paths.projectConfigDir, "mine.yaml"), `path: ${root}\nlimits:\n  cpus: 2\n`);
+    await assert.rejects(resolveProject(paths, root), ConfigError);
+    assert.equal(await resolveProjectName(paths, root), "mine");
   });
 
   test("register creates the file (0600) and the project config loads its path", async () => {
