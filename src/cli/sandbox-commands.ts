@@ -184,12 +184,9 @@ export function registerSandboxCommands(program: Command): void {
     .action(async (_name: unknown, _command: unknown, flags: { env: string[]; secret: string[]; workdir?: string }, exec: Command) => {
       // The words as typed (argv[2] is `exec`): commander's arguments do not say whether a `--` came before them.
       const { name, command } = readExecWords(process.argv.slice(3), exec.options);
-      const target = name ?? (await cloisterOfHere("exec"));
+      const { target, root } = await targetOf("exec", name);
       const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env), secretEnv: parseEnvAssignments(flags.secret, "--secret"), credentials: vaultCredentials() });
-      if (!cloister) {
-        const start = name === undefined ? "cloister start -d" : `cloister start -d --name ${name}`;
-        throw new CloisterError(`no running cloister named ${JSON.stringify(target)}`, `start it with \`${start}\`, or see \`cloister list\``);
-      }
+      if (!cloister) throw await notRunning("exec", target, root);
       process.exitCode = await runAttached(cloister, command, { cwd: execWorkdir(cloister.record.projectRoot, flags.workdir) });
     });
 
@@ -202,9 +199,9 @@ export function registerSandboxCommands(program: Command): void {
       // Taking one of the two silently stopped every cloister, or none, where the user meant one.
       if (flags.all && name !== undefined) throw new CloisterError(`--all stops every cloister, not ${JSON.stringify(name)}`, `give either the name (cloister stop ${name}) or --all`);
       if (!flags.all) {
-        const target = name ?? (await cloisterOfHere("stop"));
+        const { target, root } = await targetOf("stop", name);
         // The library's stop is idempotent; a name typed here that names nothing may be a typo.
-        if (!(await stopCloister(target))) throw noSuchCloister(target);
+        if (!(await stopCloister(target))) throw await notRunning("stop", target, root);
         return void process.stderr.write(`Stopped cloister ${target}\n`);
       }
       const names = (await listCloisters()).map((c) => c.name);
@@ -429,12 +426,14 @@ function execWorkdir(projectRoot: string, workdir: string | undefined): string {
 }
 
 /**
- * The cloister `exec` or `stop` means without a NAME: the one of the project here. Their way out of
- * a directory that is no project is a NAME, not `--allow-no-git` (which they do not have).
+ * The cloister `exec` or `stop` means: the NAME given, else the one of the project here (`root`).
+ * Their way out of a directory that is no project is a NAME, not `--allow-no-git` (which they do not have).
  */
-async function cloisterOfHere(command: "exec" | "stop"): Promise<string> {
+async function targetOf(command: "exec" | "stop", name: string | undefined): Promise<{ target: string; root?: string }> {
+  if (name !== undefined) return { target: name };
   try {
-    return await defaultCloisterName({});
+    const location = locateProject(process.cwd(), false);
+    return { target: await cloisterNameFor(resolvePaths(), location, undefined), root: location.root };
   } catch (error) {
     if (!(error instanceof CloisterError)) throw error;
     throw new CloisterError(`no cloister name given, and ${error.message}`, `name the cloister (cloister ${command} NAME; \`cloister list\` shows them), or run this in its project`);
@@ -444,4 +443,28 @@ async function cloisterOfHere(command: "exec" | "stop"): Promise<string> {
 async function defaultCloisterName(flags: SandboxFlags): Promise<string> {
   const location = locateProject(flags.project ?? process.cwd(), flags.allowNoGit);
   return cloisterNameFor(resolvePaths(), location, flags.branch);
+}
+
+/**
+ * Why `exec` or `stop` found no running cloister `target`, and what to type instead. Without a NAME
+ * (`root`: the project here), the project's cloisters running under other names (`start --name`)
+ * are named first: they are what the user is after. A stopped persistent one (`list --all` shows
+ * it) is said to be stopped, not unknown. A stop of one not running still fails, as it did: a
+ * script learns that nothing was stopped.
+ */
+async function notRunning(command: "exec" | "stop", target: string, root: string | undefined): Promise<CloisterError> {
+  const paths = resolvePaths();
+  const others = root === undefined ? [] : (await listCloisters(paths)).filter((c) => c.running && c.projectRoot === root).map((c) => c.name);
+  if (others.length > 0) {
+    const theirs = others.length === 1 ? `this project's running cloister is ${others.join("")}` : `this project's running cloisters are ${others.join(", ")}`;
+    const typed = others.map((other) => (command === "exec" ? `cloister exec ${other} -- COMMAND` : `cloister stop ${other}`));
+    return new CloisterError(`no running cloister named ${JSON.stringify(target)} (this project's default); ${theirs}`, `name it: ${typed.join(", or ")}`);
+  }
+  const start = root === undefined ? `cloister start -d --name ${target}` : "cloister start -d";
+  if ((await stoppedCloisters(paths)).some((stopped) => stopped.name === target)) {
+    const rm = `\`cloister rm ${target}\` removes it`;
+    return new CloisterError(`cloister ${target} is already stopped; its HOME is kept for its next start`, command === "exec" ? `start it with \`${start}\`; ${rm}` : rm);
+  }
+  if (command === "stop") return noSuchCloister(target);
+  return new CloisterError(`no running cloister named ${JSON.stringify(target)}`, `start it with \`${start}\`, or see \`cloister list\``);
 }

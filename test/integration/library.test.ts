@@ -262,10 +262,14 @@ describe("the library: runInCloister's timeout and signal, and its inputs", () =
       } finally {
         await second.stop();
       }
-      // The CLI still says that a name it was given names nothing: it may be a typo.
-      const unknown = await t.cli(["stop", "twice"]);
+      // The CLI still fails on a stop that stopped nothing, saying that it is stopped already; a
+      // name that names nothing may be a typo.
+      const stopped = await t.cli(["stop", "twice"]);
+      assert.equal(stopped.code, 125);
+      assert.equal(stopped.stderr, "cloister: cloister twice is already stopped; its HOME is kept for its next start (`cloister rm twice` removes it)\n");
+      const unknown = await t.cli(["stop", "twise"]);
       assert.equal(unknown.code, 125);
-      assert.equal(unknown.stderr, 'cloister: no cloister named "twice" (see `cloister list`)\n');
+      assert.equal(unknown.stderr, 'cloister: no cloister named "twise" (see `cloister list`)\n');
     });
 
     it("`cloister stop --all NAME` is refused, and stops nothing", async () => {

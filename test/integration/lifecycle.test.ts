@@ -273,7 +273,35 @@ describe("cloister lifecycle (start, exec, path, stop, guardian)", () => {
     assert.deepEqual(runtimeDirs(t), []);
     const again = await t.cli(["exec", "proj", "--", "true"]);
     assert.equal(again.code, 125);
-    assert.match(again.stderr, /no running cloister named "proj"/);
+    assert.equal(again.stderr, "cloister: cloister proj is already stopped; its HOME is kept for its next start (start it with `cloister start -d --name proj`; `cloister rm proj` removes it)\n");
+  });
+
+  it("stop of a stopped persistent cloister says it is stopped already and how to remove its HOME, and still exits 125 (QA: \"no cloister named\", though list --all shows it)", async () => {
+    await startDetached(["--name", "a.b"]);
+    assert.equal((await t.cli(["stop", "a.b"])).code, 0);
+    const again = await t.cli(["stop", "a.b"]);
+    assert.equal(again.code, 125);
+    assert.equal(again.stderr, "cloister: cloister a.b is already stopped; its HOME is kept for its next start (`cloister rm a.b` removes it)\n");
+    assert.equal((await t.cli(["rm", "a.b"])).code, 0);
+    const gone = await t.cli(["stop", "a.b"]);
+    assert.equal(gone.code, 125);
+    assert.equal(gone.stderr, 'cloister: no cloister named "a.b" (see `cloister list`)\n');
+  });
+
+  it("exec and stop without a name, where the project's cloisters run under other names, name those (QA: only \"no running cloister named\" the default)", async () => {
+    await startDetached(["--name", "custom1"]);
+    try {
+      const exec = await t.cli(["exec", "--", "true"]);
+      assert.equal(exec.code, 125);
+      assert.equal(exec.stderr, 'cloister: no running cloister named "proj" (this project\'s default); this project\'s running cloister is custom1 (name it: cloister exec custom1 -- COMMAND)\n');
+      await startDetached(["--name", "custom2"]);
+      const stop = await t.cli(["stop"]);
+      assert.equal(stop.code, 125);
+      assert.equal(stop.stderr, 'cloister: no running cloister named "proj" (this project\'s default); this project\'s running cloisters are custom1, custom2 (name it: cloister stop custom1, or cloister stop custom2)\n');
+      assert.deepEqual((await list()).map((e) => e.name).sort(), ["custom1", "custom2"], "nothing was stopped");
+    } finally {
+      await t.cli(["stop", "--all"]);
+    }
   });
 
   it("stop --all ends every cloister", async () => {
