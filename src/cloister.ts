@@ -460,7 +460,7 @@ async function launchSpec(options: LaunchOptions, paths: CloisterPaths, persiste
   }
   const timeoutMs = optionOr("timeout", options.timeout, parseTimeout, config.limits.timeout);
   // Last, once every option is checked: a launch refused leaves no project behind (QA).
-  await registerResolved(paths, resolved, resolved.root);
+  await registerResolved(paths, resolved);
   return { spec, config, timeoutMs };
 }
 

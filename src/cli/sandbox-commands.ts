@@ -456,7 +456,7 @@ async function notRunning(command: "exec" | "stop", target: string, root: string
   const paths = resolvePaths();
   const others = root === undefined ? [] : (await listCloisters(paths)).filter((c) => c.running && c.projectRoot === root).map((c) => c.name);
   if (others.length > 0) {
-    const theirs = others.length === 1 ? `this project's running cloister is ${others.join("")}` : `this project's running cloisters are ${others.join(", ")}`;
+    const theirs = `this project's running ${others.length === 1 ? "cloister is" : "cloisters are"} ${others.join(", ")}`;
     const typed = others.map((other) => (command === "exec" ? `cloister exec ${other} -- COMMAND` : `cloister stop ${other}`));
     return new CloisterError(`no running cloister named ${JSON.stringify(target)} (this project's default); ${theirs}`, `name it: ${typed.join(", or ")}`);
   }

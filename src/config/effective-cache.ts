@@ -58,10 +58,10 @@ export async function resolveProjectName(paths: CloisterPaths, root: string): Pr
  * Records a resolved project in the registry (its file's `path:`), so that its name stays its own.
  * A launch calls it once its options are checked; one already registered costs nothing (no YAML).
  */
-export async function registerResolved(paths: CloisterPaths, resolved: ResolvedProject, root: string): Promise<void> {
+export async function registerResolved(paths: CloisterPaths, resolved: ResolvedProject & { root: string }): Promise<void> {
   if (resolved.registered) return;
   const { registerProject } = await import("./project-registry.js");
-  await registerProject(paths, resolved.project, root);
+  await registerProject(paths, resolved.project, resolved.root);
 }
 
 async function fingerprint(paths: CloisterPaths): Promise<string> {

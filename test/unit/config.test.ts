@@ -1274,14 +1274,14 @@ describe("project registry", () => {
     assert.equal(first.registered, false);
     assert.deepEqual(await listProjects(paths), [], "resolving wrote no project file");
     assert.deepEqual(await resolveProject(paths, root), first, "the cached answer is the same");
-    await registerResolved(paths, first, root);
+    await registerResolved(paths, { ...first, root });
     assert.deepEqual((await listProjects(paths)).map((p) => [p.name, p.path]), [[first.project, root]]);
     const again = await resolveProject(paths, root);
     assert.deepEqual({ ...again, registered: true }, { ...first, registered: true });
     assert.equal(again.registered, true, "the registration is seen, not the stale cache entry");
     const file = join(paths.projectConfigDir, `${first.project}.yaml`);
     const before = (await stat(file)).mtimeMs;
-    await registerResolved(paths, again, root);
+    await registerResolved(paths, { ...again, root });
     assert.equal((await stat(file)).mtimeMs, before, "a registered project's file is left alone");
   });
 
