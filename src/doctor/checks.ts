@@ -759,6 +759,28 @@ export function assessNode(version: string): Finding {
   };
 }
 
+/**
+ * The host's git and bare repositories (see docs/sandbox.md, protected paths): git takes any
+ * directory holding HEAD, objects/ and refs/ for a bare repository and runs what its config says
+ * (a pager, an ext:: remote), and an agent can make one of any directory of its project. Only git
+ * itself can refuse that: safe.bareRepository=explicit, honoured from the system and global config
+ * (never a repository's). `scoped` is `git config --show-scope --get-all safe.bareRepository`.
+ */
+export function assessHostGit(gitFound: boolean, scoped: string): Finding {
+  if (!gitFound) return { status: "ok", detail: "git is not installed on the host: nothing of a project's git runs here" };
+  const honoured = scoped
+    .split("\n")
+    .map((line) => line.split("\t"))
+    .filter(([scope]) => scope === "system" || scope === "global" || scope === "command");
+  const value = honoured.at(-1)?.[1]?.trim();
+  if (value === "explicit") return { status: "ok", detail: "safe.bareRepository=explicit: host git runs no bare repository it finds by itself" };
+  return {
+    status: "warn",
+    detail: `safe.bareRepository is ${value === undefined ? "not set" : JSON.stringify(value)}: git on the host takes any directory holding HEAD, objects/ and refs/ for a bare repository and runs its config (a pager for git log, an ext:: remote for git fetch), and an agent can make one of any directory of its project; cloister holds only the project's root`,
+    fix: "git config --global safe.bareRepository explicit",
+  };
+}
+
 export interface NativeFacts {
   helperPath: string;
   exists: boolean;
@@ -1173,6 +1195,13 @@ export const checkPrivileges = defineCheck("user", "User", async (ctx) => assess
 
 export const checkNode = defineCheck("node", "Node.js", async () => assessNode(process.versions.node));
 
+export const checkHostGit = defineCheck("git", "Host git", async (ctx) => {
+  const git = await findExecutable("git", ctx.env);
+  if (!git) return assessHostGit(false, "");
+  const scoped = await run(git, ["config", "--show-scope", "--get-all", "safe.bareRepository"], { timeoutMs: ctx.timeoutMs, env: ctx.env });
+  return assessHostGit(true, scoped.stdout);
+});
+
 export const checkNativeHelper = defineCheck("native", "Native helper (cloister-init)", async (ctx) => {
   const helperPath = join(ctx.packageRoot, "native", "build", "cloister-init");
   const exists = await canAccess(helperPath, fsConstants.F_OK);
@@ -1217,6 +1246,7 @@ export const DOCTOR_CHECKS: readonly DoctorCheck[] = [
   checkPrivileges,
   checkNode,
   checkNativeHelper,
+  checkHostGit,
   checkConfig,
 ];
 

@@ -9,6 +9,7 @@ import {
   assessCgroups,
   assessConfig,
   assessNative,
+  assessHostGit,
   assessNode,
   assessSeccomp,
   assessSocat,
@@ -174,6 +175,17 @@ socat version 1.7.4.4 on 06 Nov 2022 08:15:51
     assert.equal(installCommand("bubblewrap", { ID: "arch" }), "sudo pacman -S bubblewrap");
     const unknown = installCommand("bubblewrap", {});
     for (const cmd of ["apt-get install -y bubblewrap", "dnf install", "pacman -S bubblewrap"]) assert.ok(unknown.includes(cmd));
+  });
+
+  it("host git: safe.bareRepository=explicit from the system or global config is ok; unset, another value, or one a repository sets warns with the fix", () => {
+    assert.equal(assessHostGit(true, "global\texplicit\n").status, "ok");
+    assert.equal(assessHostGit(true, "system\tall\nglobal\texplicit\n").status, "ok");
+    assert.equal(assessHostGit(false, "").status, "ok");
+    for (const scoped of ["", "global\tall\n", "global\texplicit\nlocal\texplicit\nglobal\tall\n", "local\texplicit\n"]) {
+      const finding = assessHostGit(true, scoped);
+      assert.equal(finding.status, "warn", scoped);
+      assert.equal(finding.fix, "git config --global safe.bareRepository explicit");
+    }
   });
 
   it("Node.js must be 20 or newer", () => {
@@ -632,7 +644,7 @@ describe("on this machine", () => {
   it("runDoctor: bubblewrap is ok and the report has the documented shape", async () => {
     const report = await runDoctor();
     const ids = report.checks.map((c) => c.id);
-    assert.deepEqual(ids, ["userns", "bwrap", "socat", "seccomp", "cgroups", "user", "node", "native", "config"]);
+    assert.deepEqual(ids, ["userns", "bwrap", "socat", "seccomp", "cgroups", "user", "node", "native", "git", "config"]);
     for (const c of report.checks) {
       assert.ok(["ok", "warn", "fail"].includes(c.status), c.id);
       assert.equal(typeof c.title, "string");
