@@ -6,8 +6,9 @@ import { checkOwnInstance } from "./config/foreign-instance.js";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { registerResolved, resolveProject } from "./config/effective-cache.js";
 import { NAME_RULE, SAFE_NAME_RE } from "./config/names.js";
-import { LimitsSchema, type EffectiveConfig } from "./config/schema.js";
-import { formatSize, MAX_TIMEOUT_MS, parseDuration, parsePercent, parseProcessCount, parseSize } from "./config/units.js";
+import type { EffectiveConfig } from "./config/schema.js";
+import { LIMIT_DEFAULTS } from "./config/limit-defaults.js";
+import { formatSize, isNone, MAX_TIMEOUT_MS, parseDuration, parsePercent, parseProcessCount, parseSize } from "./config/units.js";
 import { CloisterError } from "./errors.js";
 import { runToEnd, type FreshCloister } from "./fresh-run.js";
 import { ensureGuardian, guardianCall, guardianCallStarting, releaseGrant, requestGrant, STOP_DEADLINE_MS, VAULT_DEADLINE_MS } from "./guardian/control-client.js";
@@ -548,7 +549,8 @@ function optionOr<T extends string | number>(option: keyof LaunchOptions, value:
 function dropUnenforceable(spec: LaunchSpec, options: LaunchOptions, config: EffectiveConfig, mechanism: LimitMechanism): void {
   const gaps = unenforceableLimits(mechanism, spec.limits);
   if (gaps.length === 0) return;
-  const builtIn = LimitsSchema.parse({});
+  // The built-in values as the config holds them; not through the schema, which would load zod on every launch.
+  const builtIn = { memory: parseSize(LIMIT_DEFAULTS.memory), cpu: isNone(LIMIT_DEFAULTS.cpu) ? null : parsePercent(LIMIT_DEFAULTS.cpu) };
   const root = userInfo().uid === 0;
   const getOne = `get a delegated cgroup (\`cloister doctor\` shows how, e.g. systemd-run ${root ? "" : "--user "}--scope -p Delegate=yes cloister ...)${root ? "" : " or run cloister as root"}`;
   for (const { limit, why } of gaps) {

@@ -24,6 +24,7 @@ export { ENV_NAME_RE, REFUSED_ENV_NAMES, REFUSED_ENV_PREFIXES, REFUSED_ENV_SUBST
 import { envName } from "./env-names.js";
 import { configuredPathProblem } from "../sandbox/host-exposure.js";
 import { isUnder } from "../path-under.js";
+import { LIMIT_DEFAULTS } from "./limit-defaults.js";
 
 /** setTimeout (which enforces `cloister run --timeout`) fires at once for delays beyond 2^31-1 ms. */
 import { MAX_TIMEOUT_MS } from "./units.js";
@@ -145,13 +146,7 @@ export const DefaultsSchema = section({
   agent: defaultAgent.prefault("none"),
 });
 
-export const LIMIT_DEFAULTS = {
-  memory: "8GiB",
-  pids: 4096,
-  cpu: "none",
-  tmpfs: "1GiB",
-  timeout: "none",
-} as const;
+export { LIMIT_DEFAULTS };
 
 export const LimitsSchema = section({
   memory: memoryValue.prefault(LIMIT_DEFAULTS.memory),
