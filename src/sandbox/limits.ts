@@ -80,6 +80,14 @@ export function unenforceableLimits(mechanism: LimitMechanism, limits: Limits): 
 }
 
 /**
+ * The process cap as an rlimit (RLIMIT_NPROC), where no pids cgroup can hold it. Set by init inside
+ * the cloister's user namespace: from the keeper it would count the host user's processes too.
+ */
+function nprocArgs(limits: Limits): string[] {
+  return limits.pids === undefined ? [] : ["--nproc", String(limits.pids)];
+}
+
+/**
  * The cgroups applyLimits makes for this cloister, known before any exists: a launch records them
  * first, so a launcher killed while making them leaves nothing the guardian's sweep cannot find.
  */
@@ -125,7 +133,7 @@ export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limit
         return dir;
       };
       make(mechanism.parents.memory, { "memory.limit_in_bytes": limits.memoryBytes?.toString() });
-      make(mechanism.parents.pids, { "pids.max": limits.pids?.toString() });
+      const pidsDir = make(mechanism.parents.pids, { "pids.max": limits.pids?.toString() });
       const quota = limits.cpuPercent === undefined ? undefined : String(cpuQuota(limits.cpuPercent));
       const cpuDir = make(mechanism.parents.cpu, {
         "cpu.shares": String(BACKGROUND_CPU_SHARES),
@@ -134,13 +142,18 @@ export function applyLimits(mechanism: LimitMechanism, cloisterId: string, limit
       });
       // After the quota: the kernel takes no burst larger than the quota in force.
       if (cpuDir && limits.cpuPercent !== undefined) allowBurst(join(cpuDir, "cpu.cfs_burst_us"), limits.cpuPercent);
-      return { keeperArgs: [...base, ...(cpuDir ? [] : niced), ...dirs.flatMap((d) => ["--cgroup", d])], cgroupDirs: dirs, mechanism: "cgroup1" };
+      return {
+        keeperArgs: [...base, ...(cpuDir ? [] : niced), ...dirs.flatMap((d) => ["--cgroup", d])],
+        // Without a writable pids hierarchy, the process cap is the rlimit one (it was dropped).
+        initArgs: pidsDir ? undefined : nprocArgs(limits),
+        cgroupDirs: dirs,
+        mechanism: "cgroup1",
+      };
     }
     case "rlimit":
       return {
         keeperArgs: [...base, ...niced],
-        // Set by init inside the cloister's user namespace: from the keeper it would count the host user's processes too.
-        initArgs: limits.pids === undefined ? [] : ["--nproc", String(limits.pids)],
+        initArgs: nprocArgs(limits),
         cgroupDirs: [],
         mechanism: "rlimit",
       };

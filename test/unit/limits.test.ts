@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { memoryLimitReached, unenforceableLimits, type LimitMechanism, type Limits } from "../../src/sandbox/limits.js";
+import { applyLimits, memoryLimitReached, unenforceableLimits, type LimitMechanism, type Limits } from "../../src/sandbox/limits.js";
 
 const ALL: Limits = { memoryBytes: 1 << 30, pids: 100, cpuPercent: 50 };
 const limitsOf = (mechanism: LimitMechanism, limits: Limits = ALL) => unenforceableLimits(mechanism, limits).map((gap) => gap.limit);
@@ -30,6 +30,30 @@ describe("unenforceableLimits", () => {
     assert.deepEqual(limitsOf({ kind: "cgroup2", parent: "/g", cpu: true }), []);
     const [gap] = unenforceableLimits({ kind: "cgroup2", parent: "/g", cpu: false }, ALL);
     assert.deepEqual(gap, { limit: "cpu", why: "the cpu controller is not delegated to /g" });
+  });
+});
+
+describe("applyLimits: the process cap", () => {
+  const base = mkdtempSync(join(tmpdir(), "limits-apply-"));
+  after(() => rmSync(base, { recursive: true, force: true }));
+  const parent = (name: string): string => {
+    const dir = join(base, name);
+    mkdirSync(dir);
+    return dir;
+  };
+
+  it("is an rlimit set by init where no pids cgroup holds it: without cgroups, and on cgroup v1 without a writable pids hierarchy (it was dropped)", () => {
+    assert.deepEqual(applyLimits({ kind: "rlimit" }, "a1", { pids: 64 }).initArgs, ["--nproc", "64"]);
+    const v1 = applyLimits({ kind: "cgroup1", parents: { memory: parent("m1"), cpu: parent("c1") } }, "a2", { pids: 64, memoryBytes: 1 << 30 });
+    assert.deepEqual(v1.initArgs, ["--nproc", "64"]);
+    assert.equal(v1.cgroupDirs.length, 2);
+  });
+
+  it("is the pids cgroup's where there is one, and no rlimit then", () => {
+    const pids = parent("p2");
+    const v1 = applyLimits({ kind: "cgroup1", parents: { pids } }, "a3", { pids: 64 });
+    assert.equal(v1.initArgs, undefined);
+    assert.equal(readFileSync(join(pids, "cloister-a3", "pids.max"), "utf8"), "64");
   });
 });
 
