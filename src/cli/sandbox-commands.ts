@@ -12,6 +12,7 @@ import { isBelow } from "../path-under.js";
 import { WORK_DIR } from "../sandbox/bwrap/mounts.js";
 import { quoteArgument } from "../policy/commands.js";
 import { parseEnvAssignments } from "../sandbox/env.js";
+import { guardianProcessRuns } from "../guardian/control-client.js";
 import { realPath } from "../sandbox/git-dirs.js";
 import { memoryLimitReached } from "../sandbox/limits.js";
 import { holdsName, noSuchCloister, readRecord } from "../sandbox/records.js";
@@ -217,12 +218,16 @@ export function registerSandboxCommands(program: Command): void {
     .option("-a, --all", "also list stopped persistent cloisters (remove one with `cloister rm NAME`)")
     .option("--json", "machine-readable output")
     .action(async (flags: { all?: boolean; json?: boolean }) => {
+      // A cloister's network is its guardian's proxy: without the guardian it has none (QA: listed as "proxy").
+      const guardianRuns = guardianProcessRuns(resolvePaths());
       const cloisters = (await listCloisters()).map((c) => ({
         name: c.name,
         project: c.project,
         projectRoot: c.projectRoot,
         persistent: c.persistent,
         network: c.network,
+        /** Its proxy answers: network on, and the guardian runs. */
+        egressUp: c.network && guardianRuns,
         running: c.running,
         status: c.running ? "running" : "dead",
         createdAt: c.createdAt,
@@ -241,9 +246,12 @@ export function registerSandboxCommands(program: Command): void {
       if (flags.json) return void process.stdout.write(`${JSON.stringify([...cloisters, ...stopped], null, 2)}\n`);
       if (cloisters.length + stopped.length === 0) return void process.stdout.write("No cloisters.\n");
       printTable(["NAME", "PROJECT", "STATUS", "KIND", "NETWORK", "CREATED"], [
-        ...cloisters.map((c) => [c.name, c.project, c.status, c.persistent ? "start" : "run", c.network ? "proxy" : "none", c.createdAt]),
+        ...cloisters.map((c) => [c.name, c.project, c.status, c.persistent ? "start" : "run", c.egressUp ? "proxy" : c.network ? "no guardian" : "none", c.createdAt]),
         ...stopped.map((c) => [c.name, c.project ?? "-", c.status, "start", "-", "-"]),
       ]);
+      if (cloisters.some((c) => c.network && c.running && !c.egressUp)) {
+        process.stderr.write("The guardian is not running: cloisters marked \"no guardian\" have no network until it runs again (start it: cloister guardian start).\n");
+      }
     });
 
   program

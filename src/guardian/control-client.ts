@@ -204,6 +204,12 @@ export async function ensureGuardian(paths: CloisterPaths): Promise<void> {
   if (!runningGuardianIsCurrent(paths)) await startGuardian(paths);
 }
 
+/** Whether this instance's guardian process runs (of any build), by its info file: no round trip. */
+export function guardianProcessRuns(paths: CloisterPaths): boolean {
+  const info = readGuardianInfo(paths);
+  return typeof info?.pid === "number" && isRunningProcess(info.pid, info.startTime);
+}
+
 function runningGuardianIsCurrent(paths: CloisterPaths): boolean {
   const info = readGuardianInfo(paths);
   try {

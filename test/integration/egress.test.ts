@@ -213,6 +213,12 @@ describe("egress through the guardian", () => {
       const downJson = await t.cli(["guardian", "status", "--json"]);
       assert.equal(downJson.code, 3);
       assert.deepEqual(JSON.parse(downJson.stdout), { running: false, cloistersWithoutNetwork: [name] });
+      // So does list, which reads records and starts no guardian (QA: it listed "proxy").
+      const listed = await t.cli(["list"]);
+      assert.match(listed.stdout, new RegExp(`^${name} .* no guardian `, "m"));
+      assert.match(listed.stderr, /The guardian is not running: .*cloister guardian start/);
+      const listedJson = JSON.parse((await t.cli(["list", "--json"])).stdout) as { name: string; network: boolean; egressUp: boolean }[];
+      assert.deepEqual(listedJson.filter((c) => c.name === name).map((c) => [c.network, c.egressUp]), [[true, false]]);
       // exec brings the guardian back (it re-adopts the cloister and re-opens its socket).
       assert.equal((await status(`http://web.test:${web.port}/after-crash`)).stdout, "200");
       assert.equal((await status(`http://sink.test:${sink.port}/after-crash`)).stdout, "403");
