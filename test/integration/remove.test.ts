@@ -59,7 +59,7 @@ describe("stopped cloisters: list --all and rm", () => {
     await ok(t, ["start", "-d"]);
     await ok(t, ["exec", "--", "sh", "-c", "echo remembered > ~/.bash_history"]);
     const [running] = await list(t, "--all");
-    assert.deepEqual(Object.keys(running ?? {}).sort(), ["createdAt", "limits", "name", "network", "persistent", "project", "projectRoot", "running", "status"]);
+    assert.deepEqual(Object.keys(running ?? {}).sort(), ["createdAt", "egressUp", "limits", "name", "network", "persistent", "project", "projectRoot", "running", "status"]);
     assert.equal(running?.status, "running");
     await ok(t, ["stop"]);
 
