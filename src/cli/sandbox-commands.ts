@@ -144,7 +144,7 @@ export function registerSandboxCommands(program: Command): void {
     .addHelpText("after", "\nExamples:\n  cloister start                     a shell in the project's cloister (again: the same cloister)\n  cloister start --agent claude      Claude Code in it, permission prompts off: the cloister is the boundary\n  cloister start -d -b feature-x     a second cloister, detached, on a worktree of branch feature-x\n  cloister start --memory 8GiB --allow example.com")
     .action(async (flags: SandboxFlags & { detach?: boolean }) => {
       const options = cloisterOptions(flags);
-      const name = flags.name ?? (await defaultCloisterName(flags));
+      const name = flags.name ?? (await projectCloister(flags)).name;
       // Only what findCloister takes (it refuses the launch-only options): checkReentry says those in
       // the CLI's words (--no-network, not options.network) and lets through what matches the running
       // cloister (its project, its branch).
@@ -440,17 +440,18 @@ function execWorkdir(projectRoot: string, workdir: string | undefined): string {
 async function targetOf(command: "exec" | "stop", name: string | undefined): Promise<{ target: string; root?: string }> {
   if (name !== undefined) return { target: name };
   try {
-    const location = locateProject(process.cwd(), false);
-    return { target: await cloisterNameFor(resolvePaths(), location, undefined), root: location.root };
+    const { name: target, root } = await projectCloister({});
+    return { target, root };
   } catch (error) {
     if (!(error instanceof CloisterError)) throw error;
     throw new CloisterError(`no cloister name given, and ${error.message}`, `name the cloister (cloister ${command} NAME; \`cloister list\` shows them), or run this in its project`);
   }
 }
 
-async function defaultCloisterName(flags: SandboxFlags): Promise<string> {
+/** The default cloister name of the project the flags (or the directory here) name, and that project's root. */
+async function projectCloister(flags: SandboxFlags): Promise<{ name: string; root: string }> {
   const location = locateProject(flags.project ?? process.cwd(), flags.allowNoGit);
-  return cloisterNameFor(resolvePaths(), location, flags.branch);
+  return { name: await cloisterNameFor(resolvePaths(), location, flags.branch), root: location.root };
 }
 
 /**

@@ -94,7 +94,7 @@ export function guardianCall<T>(paths: CloisterPaths, method: string, path: stri
  */
 export function guardianUnanswered(paths: CloisterPaths, deadlineMs: number): CloisterError {
   const info = readGuardianInfo(paths);
-  const pid = typeof info?.pid === "number" && isRunningProcess(info.pid, info.startTime) ? info.pid : undefined;
+  const pid = processRuns(info) ? info.pid : undefined;
   const within = `within ${formatDuration(deadlineMs)}`;
   if (pid === undefined) return new CloisterError(`the guardian did not answer ${within}`, `see its log, ${paths.guardianLog}`);
   if (isStoppedProcess(pid)) return new CloisterError(`the guardian (pid ${pid}) is stopped and did not answer ${within}`, `resume it with \`kill -CONT ${pid}\``);
@@ -206,19 +206,18 @@ export async function ensureGuardian(paths: CloisterPaths): Promise<void> {
 
 /** Whether this instance's guardian process runs (of any build), by its info file: no round trip. */
 export function guardianProcessRuns(paths: CloisterPaths): boolean {
-  const info = readGuardianInfo(paths);
+  return processRuns(readGuardianInfo(paths));
+}
+
+/** The process an info file names runs (a reused pid does not: its start time differs). */
+function processRuns(info: Partial<GuardianInfo> | undefined): info is Partial<GuardianInfo> & { pid: number } {
   return typeof info?.pid === "number" && isRunningProcess(info.pid, info.startTime);
 }
 
 function runningGuardianIsCurrent(paths: CloisterPaths): boolean {
   const info = readGuardianInfo(paths);
   try {
-    return (
-      info?.build === cloisterBuild() &&
-      typeof info.pid === "number" &&
-      isRunningProcess(info.pid, info.startTime) &&
-      statSync(paths.guardianSocket).ino === info.socketInode
-    );
+    return info?.build === cloisterBuild() && processRuns(info) && statSync(paths.guardianSocket).ino === info.socketInode;
   } catch {
     return false; // no control socket
   }

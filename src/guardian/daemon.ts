@@ -425,7 +425,7 @@ class Guardian {
     }
     await this.sweepUnrecorded(snapshot);
     this.broker.forgetAllBut(new Set([...snapshot.records.map((r) => r.id), ...[...this.launching.values()].map((launch) => launch.id)]), Date.now() - LAUNCH_GRACE_MS);
-    await removeDeferredPlaceholders(this.paths).catch((error: unknown) => log(`placeholders left for another instance's cloister are not removed yet: ${String(error)}`));
+    await removeDeferredPlaceholders(this.paths).catch((error: unknown) => log(`placeholders left for another instance's cloister are not removed yet: ${described(error)}`));
   }
 
   /**

@@ -100,8 +100,13 @@ function gitToplevel(start: string, guarded: GuardedPaths): string | undefined {
 
 /** The nearest of `start` and its ancestors that holds `.git`, the way git finds a work tree. */
 function nearestGitRoot(start: string): string | undefined {
+  return nearestAncestor(start, holdsGitEntry);
+}
+
+/** `start` or its nearest ancestor for which `test` holds. */
+function nearestAncestor(start: string, test: (dir: string) => boolean): string | undefined {
   for (let current = start; ; current = dirname(current)) {
-    if (holdsGitEntry(current)) return current;
+    if (test(current)) return current;
     if (dirname(current) === current) return undefined;
   }
 }
@@ -119,10 +124,7 @@ function isSubmoduleCheckoutOf(root: string, outer: string): boolean {
  * refs/), for a directory with no `.git` above it.
  */
 function enclosingGitDir(start: string): string | undefined {
-  for (let current = start; ; current = dirname(current)) {
-    if (isGitDir(current)) return current;
-    if (dirname(current) === current) return undefined;
-  }
+  return nearestAncestor(start, isGitDir);
 }
 
 /** Links followed, as git follows them: a git dir reached through one is still one. */
