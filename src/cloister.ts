@@ -24,7 +24,7 @@ import { gitDirsOf, isAdminDirOf, realPath } from "./sandbox/git-dirs.js";
 import type { LinkedGitDirs } from "./sandbox/linked-git.js";
 import { locateProject, type ProjectLocation } from "./sandbox/project.js";
 import { cloisterListing, isKeeperAlive, listRecords, readRecord, type CloisterListing, type CloisterRecord } from "./sandbox/records.js";
-import { configRootOf, resolveLaunchProject } from "./sandbox/worktree.js";
+import { configRootOf, openWorktree, resolveLaunchProject, worktreeDir } from "./sandbox/worktree.js";
 import { userInfo } from "node:os";
 import type { CredentialLookup } from "./agents/credentials.js";
 import { hasAgentMarker } from "./agents/marker.js";
@@ -427,26 +427,40 @@ async function launchSpec(options: LaunchOptions, paths: CloisterPaths, persiste
   checkOwnInstance(paths);
   const guarded = guardedPaths(paths);
   const location = locateProject(options.project ?? process.cwd(), options.allowNoGit, guarded);
-  const resolved = await resolveLaunchProject(paths, location, options.branch, options.warn);
-  const { project, config, worktree } = resolved;
-  const name = persistent ? checkedName(options.name ?? worktree?.cloisterName ?? project, options.name !== undefined) : `${project.slice(0, 50)}-run-${randomBytes(3).toString("hex")}`;
-  const spec: LaunchSpec = {
-    name,
+  const resolved = await resolveLaunchProject(paths, location, options.branch);
+  const { project, config, worktree: planned } = resolved;
+  const name = persistent ? checkedName(options.name ?? planned?.cloisterName ?? project, options.name !== undefined) : `${project.slice(0, 50)}-run-${randomBytes(3).toString("hex")}`;
+  const network = options.network ?? config.defaults.network;
+  const limits = {
+    memoryBytes: atLeast("memory", optionOr("memory", options.memory, parseSize, config.limits.memory), MIN_MEMORY_BYTES, "memory limit", formatSize),
+    pids: atLeast("pids", optionOr("pids", options.pids, parseProcessCount, config.limits.pids), MIN_PIDS, "process limit", String),
+    cpuPercent: optionOr("cpu", options.cpu, parsePercent, config.limits.cpu),
+  };
+  const sessionRules = [options.allow, options.deny, options.allowPrivate, Object.keys(options.resolve ?? {})];
+  if (!network && sessionRules.some((list) => (list?.length ?? 0) > 0)) {
+    throw new CloisterError("options.allow, options.deny, options.allowPrivate and options.resolve have no effect without a network", "drop them, or drop options.network");
+  }
+  const timeoutMs = optionOr("timeout", options.timeout, parseTimeout, config.limits.timeout);
+  const mounts = {
     project,
+    projectRoot: planned !== undefined ? worktreeDir(paths, planned) : location.root,
+    refs: Object.entries(config.refs).map(([refName, hostPath]) => ({ name: refName, hostPath })),
+    extraMounts: config.sandbox.mounts,
+  };
+  checkMountSources(mounts, guarded, runningProjects(paths));
+  // Only now, every option checked: a launch refused leaves no worktree behind (QA).
+  const worktree = planned !== undefined ? await openWorktree(paths, resolved.root, planned, options.warn) : undefined;
+  const spec: LaunchSpec = {
+    ...mounts,
+    name,
     projectRoot: worktree?.dir ?? location.root,
     linkedGit: worktree?.git ?? hostMadeWorktree(location),
     isGit: location.isGit,
     persistent,
-    network: options.network ?? config.defaults.network,
-    limits: {
-      memoryBytes: atLeast("memory", optionOr("memory", options.memory, parseSize, config.limits.memory), MIN_MEMORY_BYTES, "memory limit", formatSize),
-      pids: atLeast("pids", optionOr("pids", options.pids, parseProcessCount, config.limits.pids), MIN_PIDS, "process limit", String),
-      cpuPercent: optionOr("cpu", options.cpu, parsePercent, config.limits.cpu),
-    },
+    network,
+    limits,
     tmpfsBytes: config.limits.tmpfs,
     protect: config.sandbox.protect,
-    refs: Object.entries(config.refs).map(([refName, hostPath]) => ({ name: refName, hostPath })),
-    extraMounts: config.sandbox.mounts,
     session: {
       allow: options.allow ?? [],
       deny: options.deny ?? [],
@@ -454,12 +468,6 @@ async function launchSpec(options: LaunchOptions, paths: CloisterPaths, persiste
       resolve: options.resolve ?? {},
     },
   };
-  checkMountSources(spec, guarded, runningProjects(paths));
-  const sessionRules = [options.allow, options.deny, options.allowPrivate, Object.keys(options.resolve ?? {})];
-  if (!spec.network && sessionRules.some((list) => (list?.length ?? 0) > 0)) {
-    throw new CloisterError("options.allow, options.deny, options.allowPrivate and options.resolve have no effect without a network", "drop them, or drop options.network");
-  }
-  const timeoutMs = optionOr("timeout", options.timeout, parseTimeout, config.limits.timeout);
   // Last, once every option is checked: a launch refused leaves no project behind (QA).
   await registerResolved(paths, resolved);
   return { spec, config, timeoutMs };
@@ -484,7 +492,7 @@ function hostMadeWorktree(location: ProjectLocation): LinkedGitDirs | undefined 
  * refused (host-exposure.ts), checked by its real path as bwrap would mount it; so is a project, ref
  * or mount inside another project whose cloister runs (writableByRunningCloister).
  */
-function checkMountSources(spec: LaunchSpec, guarded: GuardedPaths, running: readonly RunningProject[]): void {
+function checkMountSources(spec: Pick<LaunchSpec, "project" | "projectRoot" | "refs" | "extraMounts">, guarded: GuardedPaths, running: readonly RunningProject[]): void {
   const projectFix = `cloister project edit ${spec.project}`;
   checkNotWritableByOthers("this project", spec.projectRoot, spec.projectRoot, running);
   for (const ref of spec.refs) checkMountSource(`refs.${ref.name} in project ${spec.project}'s config`, ref.hostPath, `create it, or remove the ref: ${projectFix}`, guarded, spec, running);
@@ -493,7 +501,7 @@ function checkMountSources(spec: LaunchSpec, guarded: GuardedPaths, running: rea
   }
 }
 
-function checkMountSource(entry: string, hostPath: string, fix: string, guarded: GuardedPaths, spec: LaunchSpec, running: readonly RunningProject[]): void {
+function checkMountSource(entry: string, hostPath: string, fix: string, guarded: GuardedPaths, spec: Pick<LaunchSpec, "projectRoot">, running: readonly RunningProject[]): void {
   let real: string;
   try {
     real = realpathSync(hostPath);

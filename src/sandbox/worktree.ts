@@ -62,6 +62,11 @@ export function worktreesBase(paths: CloisterPaths): string {
   return realPath(base) ?? base;
 }
 
+/** A worktree's directory under the data dir. */
+export function worktreeDir(paths: CloisterPaths, worktree: Pick<PlannedWorktree, "project" | "slug">): string {
+  return join(worktreesBase(paths), worktree.project, worktree.slug);
+}
+
 /** Worktrees under the data dir, of one project or all. */
 export function managedWorktrees(paths: CloisterPaths, project?: string): ManagedWorktree[] {
   const base = worktreesBase(paths);
@@ -116,23 +121,40 @@ export async function configRootOf(paths: CloisterPaths, record: CloisterRecord)
   return (await registeredRoot(paths, record.project)) ?? record.projectRoot;
 }
 
+/** A worktree as planned before it is opened: whose, for which branch, and what its cloister is called. */
+export interface PlannedWorktree {
+  project: string;
+  branch: string;
+  /** The directory's name: the branch, sanitized. */
+  slug: string;
+  cloisterName: string;
+}
+
 /**
  * What a cloister is launched on: the project, its config, and with a branch (`-b`, or the one
- * checked out when `dir` is a managed worktree) the worktree for it, created if needed.
+ * checked out when `dir` is a managed worktree) the worktree for it, planned but not yet made:
+ * the launch opens it (openWorktree) once every option is checked, so a refused launch leaves no
+ * worktree behind (QA).
  */
 export async function resolveLaunchProject(
   paths: CloisterPaths,
   location: ProjectLocation,
   branch: string | undefined,
-  note: (message: string) => void = (message) => process.stderr.write(`cloister: ${message}\n`),
-): Promise<ResolvedProject & { root: string; worktree?: Worktree }> {
+): Promise<ResolvedProject & { root: string; worktree?: PlannedWorktree }> {
   // Before anything is looked up: a launch refused here leaves nothing (QA A14).
   if (branch !== undefined && !location.isGit) throw new CloisterError("options.branch needs a git repository", "run it in a git project, or pass the project's directory with options.project");
   const { managed, ...main } = await mainProjectOf(paths, location.root);
   // Without a branch given, only a managed worktree (a git one) has one to take.
   const wanted = branch ?? (managed ? await currentBranchOf(managed) : undefined);
   if (wanted === undefined) return main;
-  return { ...main, worktree: await openWorktree(paths, main.root, main.project, wanted, note) };
+  return { ...main, worktree: await planWorktree(main.root, main.project, wanted) };
+}
+
+/** The worktree of `project` (whose repository is at `mainRoot`) for `branch`, a valid branch name. */
+export async function planWorktree(mainRoot: string, project: string, branch: string): Promise<PlannedWorktree> {
+  await checkBranchName(mainRoot, branch);
+  const slug = branchSlug(branch);
+  return { project, branch, slug, cloisterName: worktreeCloisterName(project, slug) };
 }
 
 /**
@@ -167,13 +189,16 @@ export function heldByOtherBranch(dir: string, held: string | undefined, wanted:
   return new CloisterError(`the worktree ${dir} has ${holds} checked out, not ${wanted}`, `check out ${wanted} there, or ${remove}`);
 }
 
-/** The worktree for `branch`: reused when it exists (and holds that branch), else created. */
-export async function openWorktree(paths: CloisterPaths, mainRoot: string, project: string, branch: string, note: (message: string) => void): Promise<Worktree> {
-  await checkBranchName(mainRoot, branch);
-  const slug = branchSlug(branch);
-  const cloisterName = worktreeCloisterName(project, slug);
+/** The planned worktree of a project: reused when it exists (and holds that branch), else created. */
+export async function openWorktree(
+  paths: CloisterPaths,
+  mainRoot: string,
+  planned: PlannedWorktree,
+  note: (message: string) => void = (message) => process.stderr.write(`cloister: ${message}\n`),
+): Promise<Worktree> {
+  const { project, branch, slug, cloisterName } = planned;
   mkdirSync(join(paths.dataDir, "worktrees"), { recursive: true, mode: 0o700 });
-  const dir = join(worktreesBase(paths), project, slug);
+  const dir = worktreeDir(paths, planned);
   const reason = `cloister worktree for ${cloisterName}; remove it with: cloister worktree remove ${branch}`;
   await withWorktreeLock(paths, dir, async () => {
     const entry = (await worktreeEntries(mainRoot)).find((e) => e.path === dir);

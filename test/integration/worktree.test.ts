@@ -290,6 +290,17 @@ describe("worktree cloisters: a repository without commits, and one moved or del
     assert.equal((await t.cli(["project", "list", "--json"])).stdout, before);
   });
 
+  it("-b with a bad option is refused before the worktree or its branch is made (QA: it made both first)", async () => {
+    for (const bad of [["--memory", "lots"], ["--pids", "0"], ["--timeout", "soon"]]) {
+      const r = await t.cli(["start", "-d", "-b", "not-made", ...bad]);
+      assert.equal(r.code, 125, r.stderr);
+      assert.match(r.stderr, new RegExp(bad[0] as string));
+      assert.doesNotMatch(r.stderr, /created the worktree/);
+    }
+    assert.ok(!existsSync(join(t.home, "data", "worktrees", "proj", "not-made")));
+    assert.equal(spawnSync("git", ["-C", t.project, "rev-parse", "--verify", "-q", "not-made"]).status, 1, "no branch not-made");
+  });
+
   it("worktree commands outside a repository do not suggest --allow-no-git, which they do not take", async () => {
     const r = await t.cli(["worktree", "remove", "x"], { cwd: t.home });
     assert.equal(r.code, 125);

@@ -17,7 +17,7 @@ import { isClean } from "../../src/sandbox/host-git.js";
 import { prepareLinkedGitView } from "../../src/sandbox/linked-git.js";
 import { gitConfigPaths } from "../../src/sandbox/git-config-paths.js";
 import { pinnedPathList, prepareProtectedPaths, protectedPathList, removePlaceholders } from "../../src/sandbox/protected-paths.js";
-import { branchSlug, managedWorktreeAt, managedWorktrees, openWorktree, worktreeCloisterName, type Worktree } from "../../src/sandbox/worktree.js";
+import { branchSlug, managedWorktreeAt, managedWorktrees, openWorktree, planWorktree, worktreeCloisterName, type Worktree } from "../../src/sandbox/worktree.js";
 import { deleteWorktree, missingRepositoryOf } from "../../src/sandbox/worktree-git.js";
 
 const base = realpathSync(mkdtempSync(join(tmpdir(), "cwt-")));
@@ -49,6 +49,11 @@ function makeRepository(name: string): string {
 
 const notes: string[] = [];
 const note = (message: string) => void notes.push(message);
+
+/** A launch's two steps: the worktree planned (its branch name checked), then opened. */
+async function openNamed(paths: CloisterPaths, mainRoot: string, project: string, branch: string): Promise<Worktree> {
+  return openWorktree(paths, mainRoot, await planWorktree(mainRoot, project, branch), note);
+}
 
 describe("branch names", () => {
   it("sanitizes a branch like project names, keeping apart what sanitizing would lose", () => {
@@ -83,7 +88,7 @@ describe("opening worktrees", () => {
 
   it("uses a local branch as it is", async () => {
     git(main, "branch", "local-one");
-    const w = await openWorktree(paths, main, "proj", "local-one", note);
+    const w = await openNamed(paths, main, "proj", "local-one");
     assert.equal(w.dir, join(paths.dataDir, "worktrees", "proj", "local-one"));
     assert.equal(git(w.dir, "symbolic-ref", "--short", "HEAD"), "local-one");
     assert.equal(git(w.dir, "rev-parse", "HEAD"), git(main, "rev-parse", "main"));
@@ -92,14 +97,14 @@ describe("opening worktrees", () => {
 
   it("else branches from origin/BRANCH, without writing an upstream to .git/config", async () => {
     const configBefore = readFileSync(join(main, ".git", "config"), "utf8");
-    const w = await openWorktree(paths, main, "proj", "from-origin", note);
+    const w = await openNamed(paths, main, "proj", "from-origin");
     assert.equal(git(w.dir, "log", "-1", "--format=%s"), "on origin");
     assert.equal(readFileSync(join(main, ".git", "config"), "utf8"), configBefore, "the protected .git/config was rewritten");
     assert.match(notes.pop() ?? "", /new branch from-origin from origin\/from-origin \(no upstream set/);
   });
 
   it("else creates the branch from HEAD; the cloister is <project>-<branch>", async () => {
-    const w = await openWorktree(paths, main, "proj", "feature/New", note);
+    const w = await openNamed(paths, main, "proj", "feature/New");
     assert.equal(w.cloisterName, "proj-feature-new");
     assert.equal(w.dir, join(paths.dataDir, "worktrees", "proj", "feature-new"));
     assert.equal(git(main, "rev-parse", "feature/New"), git(main, "rev-parse", "HEAD"));
@@ -107,10 +112,10 @@ describe("opening worktrees", () => {
   });
 
   it("reuses an existing worktree, locked against pruning from other views of the repository", async () => {
-    const first = await openWorktree(paths, main, "proj", "reuse", note);
+    const first = await openNamed(paths, main, "proj", "reuse");
     writeFileSync(join(first.dir, "work.txt"), "in progress\n");
     notes.length = 0;
-    const again = await openWorktree(paths, main, "proj", "reuse", note);
+    const again = await openNamed(paths, main, "proj", "reuse");
     assert.deepEqual(again, first);
     assert.deepEqual(notes, []);
     assert.equal(readFileSync(join(again.dir, "work.txt"), "utf8"), "in progress\n");
@@ -120,13 +125,13 @@ describe("opening worktrees", () => {
   });
 
   it("refuses a worktree that now holds another branch (two branches that sanitize alike)", async () => {
-    await openWorktree(paths, main, "proj", "Same", note);
-    await assert.rejects(openWorktree(paths, main, "proj", "same", note), /has branch Same checked out, not same/);
+    await openNamed(paths, main, "proj", "Same");
+    await assert.rejects(openNamed(paths, main, "proj", "same"), /has branch Same checked out, not same/);
   });
 
   it("refuses names git would read as something else", async () => {
     for (const bad of ["-x", "a..b", "@{-1}", "HEAD", "x.lock", "a b"]) {
-      await assert.rejects(openWorktree(paths, main, "proj", bad, note), /is not a valid branch name/, bad);
+      await assert.rejects(openNamed(paths, main, "proj", bad), /is not a valid branch name/, bad);
     }
   });
 
@@ -139,7 +144,7 @@ describe("opening worktrees", () => {
   });
 
   it("checks for changes without entering a nested repository the agent registered (its fsmonitor, its filters)", async () => {
-    const w = await openWorktree(paths, main, "proj", "nested", note);
+    const w = await openNamed(paths, main, "proj", "nested");
     const planted = join(base, "planted-by-nested-repo");
     const lib = join(w.dir, "vendor", "lib");
     mkdirSync(lib, { recursive: true });
@@ -159,12 +164,12 @@ describe("opening worktrees", () => {
     const empty = join(base, "empty");
     mkdirSync(empty);
     git(empty, "init", "-q", "-b", "main");
-    await assert.rejects(openWorktree(paths, empty, "empty", "feat", note), (error: Error) => /has no commit yet/.test(error.message) && /commit something first/.test((error as CloisterError).hint ?? ""));
+    await assert.rejects(openNamed(paths, empty, "empty", "feat"), (error: Error) => /has no commit yet/.test(error.message) && /commit something first/.test((error as CloisterError).hint ?? ""));
     assert.ok(!existsSync(join(paths.dataDir, "worktrees", "empty")));
   });
 
   it("tells clean from dirty, and removes a worktree but keeps its branch", async () => {
-    const w = await openWorktree(paths, main, "proj", "gone", note);
+    const w = await openNamed(paths, main, "proj", "gone");
     assert.equal(await isClean(w.dir), true);
     writeFileSync(join(w.dir, "untracked.txt"), "x\n");
     assert.equal(await isClean(w.dir), false);
@@ -182,7 +187,7 @@ describe("a worktree whose repository is missing", () => {
   before(async () => {
     const main = makeRepository("orphaned");
     paths = resolvePaths({ CLOISTER_HOME: join(base, "home-orphaned") });
-    w = await openWorktree(paths, main, "orphaned", "orphan", note);
+    w = await openNamed(paths, main, "orphaned", "orphan");
     moved = join(base, "orphaned-moved");
     renameSync(main, moved);
   });
@@ -209,7 +214,7 @@ describe("the git view of a worktree cloister", () => {
   const admin = () => w.git.adminDir;
   before(async () => {
     main = makeRepository("view");
-    w = await openWorktree(resolvePaths({ CLOISTER_HOME: join(base, "home-view") }), main, "view", "feature", note);
+    w = await openNamed(resolvePaths({ CLOISTER_HOME: join(base, "home-view") }), main, "view", "feature");
     scratch = join(base, "scratch");
     mkdirSync(scratch);
     ({ mounts, placeholders } = prepareLinkedGitView(w.dir, w.git, scratch, []));
@@ -359,7 +364,7 @@ describe("protected paths of a worktree and of its main repository", () => {
   let w: Worktree;
   before(async () => {
     main = makeRepository("prot");
-    w = await openWorktree(resolvePaths({ CLOISTER_HOME: join(base, "home-prot") }), main, "prot", "feature", note);
+    w = await openNamed(resolvePaths({ CLOISTER_HOME: join(base, "home-prot") }), main, "prot", "feature");
   });
 
   it("protects the worktree's .git file instead of .git/... entries, keeping the rest of the list", () => {
