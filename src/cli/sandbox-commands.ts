@@ -14,7 +14,7 @@ import { quoteArgument } from "../policy/commands.js";
 import { parseEnvAssignments } from "../sandbox/env.js";
 import { guardianProcessRuns } from "../guardian/control-client.js";
 import { realPath } from "../sandbox/git-dirs.js";
-import { memoryLimitReached } from "../sandbox/limits.js";
+import { memoryLimitReached, oomKills } from "../sandbox/limits.js";
 import { holdsName, noSuchCloister, readRecord } from "../sandbox/records.js";
 import { locateProject } from "../sandbox/project.js";
 import { configRootOf, defaultCloisterName as cloisterNameFor, heldByOtherBranch, managedWorktreeAt, managedWorktrees, registeredRoot } from "../sandbox/worktree.js";
@@ -165,8 +165,9 @@ export function registerSandboxCommands(program: Command): void {
       if (flags.detach) return;
       // Every command of a cloister set up for an agent gets its credential (findCloister): typing the
       // agent's name in this shell, or `cloister exec NAME -- claude`, starts the agent as set up.
+      // An agent killed for memory is told as in run; a shell's exit status is the user's last command's.
       process.exitCode = opensAgent && cloister.agent
-        ? await runAttached(cloister, cloister.agent.argv([]))
+        ? await runSayingOom(cloister, cloister.agent.argv([]), {}, restartWithMore(name))
         : await runAttached(cloister, interactiveShell(cloister.shell));
       process.stderr.write(`Left cloister ${name}; it is still running. Stop it with: cloister stop ${name}\n`);
     });
@@ -188,7 +189,7 @@ export function registerSandboxCommands(program: Command): void {
       const { target, root } = await targetOf("exec", name);
       const cloister = await findCloister(target, { env: parseEnvAssignments(flags.env), secretEnv: parseEnvAssignments(flags.secret, "--secret"), credentials: vaultCredentials() });
       if (!cloister) throw await notRunning("exec", target, root);
-      process.exitCode = await runAttached(cloister, command, { cwd: execWorkdir(cloister.record.projectRoot, flags.workdir) });
+      process.exitCode = await runSayingOom(cloister, command, { cwd: execWorkdir(cloister.record.projectRoot, flags.workdir) }, restartWithMore(target));
     });
 
   program
@@ -400,14 +401,28 @@ async function runOnce(command: string[], options: RunOptions): Promise<number> 
   const { cloister } = fresh;
   const agent = options.agent !== undefined ? cloister.agent : undefined;
   const end = await runToEnd(fresh, async () => {
-    const exitCode = await (agent ? runAttached(cloister, agent.argv(command)) : runAttached(cloister, command, { cwd: workdirInside(cloister.record.projectRoot) }));
-    // Before runToEnd's stop removes the cgroups that tell: a bare 137 does not say what killed it.
-    const limit = exitCode === 0 ? undefined : memoryLimitReached(cloister.record.cgroupDirs);
-    if (limit !== undefined) process.stderr.write(`cloister: killed: the cloister's memory limit (${formatSize(limit)}) was reached; raise it with --memory\n`);
-    return exitCode;
+    // Inside runToEnd, before its stop removes the cgroups that tell of an OOM kill.
+    return agent ? runSayingOom(cloister, agent.argv(command), {}, "raise it with --memory") : runSayingOom(cloister, command, { cwd: workdirInside(cloister.record.projectRoot) }, "raise it with --memory");
   });
   if (end.timedOut) process.stderr.write(`cloister: ${agent?.name ?? command[0]} timed out after ${formatDuration(fresh.timeoutMs ?? 0)}; the cloister was stopped\n`);
   return end.exitCode;
+}
+
+/**
+ * runAttached, and a line on stderr when the cloister's memory limit killed a process meanwhile:
+ * a bare 137 does not say what killed it (QA). `raise` says how to give it more.
+ */
+async function runSayingOom(cloister: Cloister, argv: string[], options: { cwd?: string }, raise: string): Promise<number> {
+  const killsBefore = oomKills(cloister.record.cgroupDirs);
+  const exitCode = await runAttached(cloister, argv, options);
+  const limit = exitCode === 0 ? undefined : memoryLimitReached(cloister.record.cgroupDirs, killsBefore);
+  if (limit !== undefined) process.stderr.write(`cloister: killed: the cloister's memory limit (${formatSize(limit)}) was reached; ${raise}\n`);
+  return exitCode;
+}
+
+/** How a running cloister gets a larger memory limit: a new one. */
+function restartWithMore(name: string): string {
+  return `the cloister keeps running; for a larger limit, stop it (cloister stop ${name}) and start it again with --memory`;
 }
 
 /**

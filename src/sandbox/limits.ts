@@ -242,23 +242,36 @@ export function killMembers(dir: string): void {
 
 /**
  * The memory limit of a cloister's cgroups, in bytes, when the OOM killer has killed a process in
- * them because that limit was reached; else undefined (no memory cgroup, no kill, or a kill of the
- * machine's own OOM, which counts in oom_kill too). cgroup v2: memory.events' `oom` (the limit
- * reached) and `oom_kill`; v1: memory.failcnt and memory.oom_control's `oom_kill` (Linux >= 4.13).
- * Read while the cloister's cgroups are still there, before its stop removes them.
+ * them because that limit was reached since `killsBefore` (oomKills, read when the command began:
+ * a persistent cloister's counters hold its earlier kills too); else undefined (no memory cgroup, no
+ * kill, or a kill of the machine's own OOM, which counts in oom_kill too). cgroup v2: memory.events'
+ * `oom` (the limit reached) and `oom_kill`; v1: memory.failcnt and memory.oom_control's `oom_kill`
+ * (Linux >= 4.13). Read while the cloister's cgroups are still there, before its stop removes them.
  */
-export function memoryLimitReached(cgroupDirs: readonly string[]): number | undefined {
-  const count = (text: string, key: string): number => Number(new RegExp(`^${key} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+export function memoryLimitReached(cgroupDirs: readonly string[], killsBefore = 0): number | undefined {
+  if (oomKills(cgroupDirs) <= killsBefore) return undefined;
   for (const dir of cgroupDirs) {
-    const v2 = readOr(join(dir, "memory.events"), "");
-    const v1 = readOr(join(dir, "memory.oom_control"), "");
-    const reached = v2 ? count(v2, "oom") > 0 : Number(readOr(join(dir, "memory.failcnt"), "0")) > 0;
-    if (!reached || count(v2 || v1, "oom_kill") === 0) continue;
-    const limit = Number(readOr(join(dir, v2 ? "memory.max" : "memory.limit_in_bytes"), "").trim());
+    const counters = memoryCounters(dir);
+    if (counters === undefined || !counters.limitReached || counters.kills === 0) continue;
+    const limit = Number(readOr(join(dir, counters.v2 ? "memory.max" : "memory.limit_in_bytes"), "").trim());
     // v2 says "max" for none, v1 a number near 2^63.
     if (Number.isSafeInteger(limit)) return limit;
   }
   return undefined;
+}
+
+/** How many processes the OOM killer has killed in a cloister's memory cgroup so far. */
+export function oomKills(cgroupDirs: readonly string[]): number {
+  return cgroupDirs.reduce((sum, dir) => sum + (memoryCounters(dir)?.kills ?? 0), 0);
+}
+
+function memoryCounters(dir: string): { v2: boolean; limitReached: boolean; kills: number } | undefined {
+  const count = (text: string, key: string): number => Number(new RegExp(`^${key} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+  const v2 = readOr(join(dir, "memory.events"), "");
+  const v1 = readOr(join(dir, "memory.oom_control"), "");
+  if (!v2 && !v1) return undefined;
+  const limitReached = v2 ? count(v2, "oom") > 0 : Number(readOr(join(dir, "memory.failcnt"), "0")) > 0;
+  return { v2: v2 !== "", limitReached, kills: count(v2 || v1, "oom_kill") };
 }
 
 /** SIGKILL for a process that may be gone already. */

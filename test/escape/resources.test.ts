@@ -116,6 +116,24 @@ describe("escape: resources", () => {
     await assertHostFine("after a memory hog");
   });
 
+  it("says so when exec's command in a running cloister dies of its memory limit, and only for that command", async (ctx) => {
+    if (NO_PYTHON) return ctx.skip(NO_PYTHON);
+    if (mechanism === "rlimit") return ctx.skip("no cgroups on this host: memory is not capped");
+    const hog = 'a = []\nwhile True: a.append(b"\\x01" * (50 << 20))';
+    assert.equal((await t.cli(["start", "-d", "--name", "hogged", "--memory", "256M"])).code, 0);
+    try {
+      const r = await t.cli(["exec", "hogged", "--", "python3", "-c", hog]);
+      assert.equal(r.code, 137, r.stderr);
+      assert.equal(r.stderr, "cloister: killed: the cloister's memory limit (256MiB) was reached; the cloister keeps running; for a larger limit, stop it (cloister stop hogged) and start it again with --memory\n");
+      // The cloister's counters keep that kill: a later command that fails otherwise is not blamed on it.
+      const failed = await t.cli(["exec", "hogged", "--", "sh", "-c", "kill -9 $$"]);
+      assert.deepEqual([failed.code, failed.stderr], [137, ""]);
+    } finally {
+      await t.cli(["stop", "hogged"]);
+    }
+    await assertHostFine("after a memory hog in a running cloister");
+  });
+
   it("stops a tmpfs fill at the configured cap (ENOSPC)", async () => {
     // Project config: CLOISTER_HOME/config/projects/<project dir's basename>.yaml; keep its `path:`.
     const file = join(t.home, "config", "projects", "proj.yaml");

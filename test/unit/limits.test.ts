@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { applyLimits, memoryLimitReached, unenforceableLimits, type LimitMechanism, type Limits } from "../../src/sandbox/limits.js";
+import { applyLimits, memoryLimitReached, oomKills, unenforceableLimits, type LimitMechanism, type Limits } from "../../src/sandbox/limits.js";
 
 const ALL: Limits = { memoryBytes: 1 << 30, pids: 100, cpuPercent: 50 };
 const limitsOf = (mechanism: LimitMechanism, limits: Limits = ALL) => unenforceableLimits(mechanism, limits).map((gap) => gap.limit);
@@ -82,5 +82,13 @@ describe("memoryLimitReached", () => {
     assert.equal(memoryLimitReached([pids, memory]), 256 << 20);
     assert.equal(memoryLimitReached([cgroup("v1-machine-oom", { "memory.oom_control": v1Control(1), "memory.failcnt": "0\n", "memory.limit_in_bytes": "9223372036854771712\n" })]), undefined);
     assert.equal(memoryLimitReached([]), undefined);
+  });
+
+  it("counts only the kills since a command began (a persistent cloister's counters keep earlier ones)", () => {
+    const dirs = [cgroup("v1-pids-again", { "pids.max": "max\n" }), cgroup("v2-earlier", { "memory.events": v2Events(3, 2), "memory.max": "20971520\n" })];
+    assert.equal(oomKills(dirs), 2);
+    assert.equal(memoryLimitReached(dirs, 2), undefined, "no kill since");
+    assert.equal(memoryLimitReached(dirs, 1), 20 << 20);
+    assert.equal(oomKills([]), 0);
   });
 });
