@@ -316,6 +316,8 @@ export async function findCloister(name: string, options: FindOptions & WithoutL
   checkText(name, "name");
   checkOptions(options, "running");
   const paths = options.paths ?? resolvePaths();
+  // It may start the guardian, as a stop and a removal write: not into another user's instance.
+  checkOwnInstance(paths);
   const record = readRecord(paths, name);
   if (!record || !isKeeperAlive(record)) return undefined;
   // A running cloister needs its guardian (egress socket, reaper): bring back one that crashed.
@@ -389,6 +391,7 @@ export async function runInCloister(argv: string[], options: RunOptions = {}, ex
 export async function stopCloister(name: string, paths: CloisterPaths = resolvePaths()): Promise<boolean> {
   checkText(name, "name");
   checkPaths(paths, "paths");
+  checkOwnInstance(paths);
   return stopRecorded(paths, name, undefined);
 }
 

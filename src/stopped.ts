@@ -4,6 +4,7 @@
  */
 import { join } from "node:path";
 import { stopCloister } from "./cloister.js";
+import { checkOwnInstance } from "./config/foreign-instance.js";
 import { NAME_RULE, SAFE_NAME_RE } from "./config/names.js";
 import { resolvePaths, type CloisterPaths } from "./config/paths.js";
 import { CloisterError } from "./errors.js";
@@ -84,6 +85,7 @@ export async function removeCloister(name: string, options: RemoveOptions = {}):
   checkRemoveOptions(options);
   if (!SAFE_NAME_RE.test(name)) throw new CloisterError(`invalid cloister name ${JSON.stringify(name)}`, `a cloister's name is ${NAME_RULE}; see \`cloister list --all\``);
   const paths = options.paths ?? resolvePaths();
+  checkOwnInstance(paths);
   const record = readRecord(paths, name);
   if (record && !record.persistent) throw new CloisterError(`cloister ${name} is a \`cloister run\` one, which keeps no HOME`, `it is removed when it ends, or with \`cloister stop ${name}\``);
   const running = record !== undefined && holdsName(record);

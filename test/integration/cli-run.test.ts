@@ -4,7 +4,8 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, 
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createCloister } from "../../src/cloister.js";
+import { createCloister, findCloister, stopCloister } from "../../src/cloister.js";
+import { removeCloister } from "../../src/stopped.js";
 import { resolvePaths } from "../../src/config/paths.js";
 import { CloisterError } from "../../src/errors.js";
 import { CLI, createInstance, leakedCanaries, type CliResult, type TestInstance } from "../helpers/cloister.js";
@@ -385,6 +386,12 @@ describe("root pointed at an ordinary user's instance", { skip: asUserSkipReason
     assert.equal(doctor.code, 1, doctor.stderr);
     const config = (JSON.parse(doctor.stdout) as { checks: { id: string; status: string; detail: string; fix?: string }[] }).checks.find((c) => c.id === "config");
     assert.deepEqual(config, { id: "config", title: "Configuration", status: "fail", detail: refusal, fix: hint });
+    // The library's calls that may write (find starts a guardian; stop, remove) refuse alike.
+    const paths = resolvePaths({ CLOISTER_HOME: t.home });
+    const refused = (error: unknown) => error instanceof CloisterError && error.message === refusal && error.hint === hint;
+    await assert.rejects(findCloister("proj", { paths }), refused, "findCloister");
+    await assert.rejects(stopCloister("proj", paths), refused, "stopCloister");
+    await assert.rejects(removeCloister("proj", { paths, force: true }), refused, "removeCloister");
     assert.deepEqual([...snapshot(t.home), ...snapshot(t.project)], before, "nothing in the user's instance or project changed");
     assert.equal((await t.cli(["run", "--", "true"])).code, 0, "its own user still uses it");
   });
