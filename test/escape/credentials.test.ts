@@ -665,6 +665,62 @@ finally:
     await waitUntil("the plain-HTTP sighting is audited", () => audit().some((e) => e.type === "credential.exfiltration" && e.protocol === "http" && e.name === "gh"));
   });
 
+  it("a request smuggled in the body of a GET (chunked, a Content-Length named in Connection, HTTP/2) stays a body: the next request's real value lands in no other request", async () => {
+    // The smuggled request's Content-Length would swallow the next request on the guardian's pooled
+    // origin connection, injected value and all, into a body the cloister can read back (red team).
+    const smuggled = (port: number) => `POST /paste HTTP/1.1\\r\\nHost: api.test:${port}\\r\\nContent-Length: 200\\r\\n\\r\\n`;
+    const script = String.raw`
+import base64, os, re, socket, ssl, sys, urllib.parse
+port = int(sys.argv[1]); smuggled = sys.argv[2].encode().decode("unicode_escape").encode()
+proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+auth = base64.b64encode(("%s:%s" % (urllib.parse.unquote(proxy.username), urllib.parse.unquote(proxy.password))).encode()).decode()
+def tunnel():
+    s = socket.create_connection((proxy.hostname, proxy.port), timeout=10)
+    s.sendall(("CONNECT api.test:%d HTTP/1.1\r\nHost: api.test:%d\r\nProxy-Authorization: Basic %s\r\n\r\n" % (port, port, auth)).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert b" 200 " in head.split(b"\r\n")[0], head
+    return ssl.create_default_context().wrap_socket(s, server_hostname="api.test")
+def pair(label, framing, body):
+    t = tunnel()
+    t.sendall(("GET /smuggle-%s HTTP/1.1\r\nHost: api.test:%d\r\n%s\r\n" % (label, port, framing)).encode() + body)
+    t.sendall(("GET /next-%s HTTP/1.1\r\nHost: api.test:%d\r\nAuthorization: Bearer %s\r\n\r\n" % (label, port, os.environ["TOKEN"])).encode())
+    t.settimeout(3)
+    got = b""
+    try:
+        while got.count(b"HTTP/1.1 ") < 2:
+            chunk = t.recv(65536)
+            if not chunk: break
+            got += chunk
+    except socket.timeout:
+        pass
+    print(label, " ".join(m.decode() for m in re.findall(rb"HTTP/1\.1 \d{3}", got)), flush=True)
+pair("chunked", "Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(smuggled), smuggled))
+pair("connection", "Content-Length: %d\r\nConnection: content-length\r\n" % len(smuggled), smuggled)
+`;
+    const r = await attack(
+      [
+        `cat > /tmp/smuggle.py <<'EOF'\n${script}\nEOF`,
+        `python3 /tmp/smuggle.py ${api.port} '${smuggled(api.port)}'`,
+        `printf '${smuggled(api.port)}' | curl -sk --http2 -m 10 -X GET -T - -o /dev/null -w 'h2 %{http_code}\\n' https://api.test:${api.port}/smuggle-h2`,
+        `curl -sk --http2 -m 10 -o /dev/null -w 'h2-next %{http_code}\\n' -H "Authorization: Bearer $TOKEN" https://api.test:${api.port}/next-h2`,
+      ].join("\n"),
+    );
+    // Two answers on each connection: the GET's, and the next request's (swallowed, it had none).
+    assert.match(r.stdout, /^chunked HTTP\/1\.1 200 HTTP\/1\.1 200$/m, r.stdout + r.stderr);
+    assert.match(r.stdout, /^connection HTTP\/1\.1 200 HTTP\/1\.1 200$/m, r.stdout + r.stderr);
+    assert.match(r.stdout, /^h2 200$/m, r.stdout + r.stderr);
+    for (const label of ["chunked", "connection", "h2"]) {
+      const carrier = api.requests.find((req) => req.url === `/smuggle-${label}`);
+      assert.ok(carrier, `${label}: the carrying GET did not arrive`);
+      assert.match(carrier.body, /^POST \/paste HTTP\/1\.1\r\n/, `${label}: the smuggled request is not the GET's body`);
+      assert.equal(api.requests.find((req) => req.url === `/next-${label}`)?.headers.authorization, `Bearer ${SECRET}`, `${label}: the next request was not injected as usual`);
+    }
+    assert.deepEqual(api.requests.filter((req) => req.url === "/paste"), [], "the origin took a body for a request of its own");
+    assert.ok(!api.requests.some((req) => req.body.includes(SECRET)), "the real value landed in a request body");
+  });
+
   it("an origin echoing the injected value back in its body does not hand it to the cloister", async () => {
     const r = await attack(`curl -sS -m 10 -H "Authorization: Bearer $ECHO_TOKEN" https://echo.test:${echo.port}/echo-body; echo "exit $?"`);
     assert.ok(echo.requests.some((req) => req.url === "/echo-body" && req.headers.authorization === `Bearer ${ECHO_SECRET}`), "the echo origin did not get the value");

@@ -204,7 +204,28 @@ function prepare(ix: Intercepted, req: ClientRequest): { headers: string[] } | {
     ix.context.record({ type: "credential.inject", name: secret, host: ix.name, port: ix.target.port, header: injectedHeader(ix, secret) });
   }
   if (swap.stripped.length > 0) ix.context.record({ type: "credential.strip", host: ix.name, port: ix.target.port, headers: swap.stripped.join(",") });
-  return { headers: ["Host", hostHeader(ix), ...decodableCodingsOnly(swap.headers).flat()] };
+  const forwarded = decodableCodingsOnly(swap.headers);
+  return { headers: ["Host", hostHeader(ix), ...forwarded.flat(), ...bodyFraming(req, forwarded)] };
+}
+
+/**
+ * The framing the forwarded body needs when the headers kept do not give it. The client's
+ * Transfer-Encoding is hop-by-hop (dropped), HTTP/2 has none, and a Content-Length the client named
+ * in Connection is dropped too; node's client then writes the body of a GET, HEAD, DELETE or
+ * OPTIONS as bare bytes, which the origin reads as the next request on the pooled connection: a
+ * request no policy saw, whose Content-Length could swallow the next one, real credential and all
+ * (red team). A request with a body is sent chunked unless its (checked) Content-Length stayed.
+ */
+function bodyFraming(req: ClientRequest, forwarded: ReadonlyArray<[string, string]>): string[] {
+  const keepsLength = forwarded.some(([name]) => name.toLowerCase() === "content-length");
+  return hasBody(req) && !keepsLength ? ["Transfer-Encoding", "chunked"] : [];
+}
+
+/** Whether a request carries a body: HTTP/1.1 says so by its framing headers, HTTP/2 by a stream its headers did not end. */
+function hasBody(req: ClientRequest): boolean {
+  if ("stream" in req) return !req.stream.endAfterHeaders;
+  const length = req.headers["content-length"];
+  return req.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
 }
 
 /**
