@@ -120,6 +120,7 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
   const baseRules = (): Rule[] => [
     { allow: ["pwd"] },
     { allow: ["true"] },
+    { allow: ["echo", `audit-padding-${TAG}`, "**"] },
     { allow: ["false"] },
     { allow: ["sh", "-c", "exit 42"] },
     { allow: ["sh", "-c", "kill -TERM $$"] },
@@ -449,6 +450,23 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
     assert.equal(exec.stdoutBytes, "README.md\n".length);
     assert.equal(exec.stderrBytes, Buffer.byteLength(result.stderr.split("\n").filter((l) => l.startsWith("ls:")).join("\n")) + 1);
     assert.equal(exec.approvedBy, "cli");
+  });
+
+  it("a long argument does not push the next ones out of the audit record; too many arguments to audit are refused (red team)", async () => {
+    const padded = ["echo", `audit-padding-${TAG}`, `--subject-prefix=${"A".repeat(4200)}`, `--signature-file=/tmp/key-${TAG}`];
+    const ran = await inside(`hostexec ${shellWords(padded)} >/dev/null; echo rc=$?`);
+    assert.equal(rcOf(ran.stdout), 0, ran.stderr);
+    const many = ["echo", `audit-padding-${TAG}`, ...Array.from({ length: 200 }, (_, i) => `${"x".repeat(60)}-${i}`)];
+    const refused = await inside(`hostexec ${shellWords(many)}; echo rc=$?`);
+    assert.equal(rcOf(refused.stdout), HOSTEXEC_EXIT.refused);
+    assert.match(refused.stderr, /too many arguments \(202\) for its audit record to hold each one; run it on the host yourself/);
+    const records = await auditRecords(t);
+    const exec = records.find((a) => a.type === "hostexec.exec" && typeof a.argv === "string" && a.argv.includes(`audit-padding-${TAG}`));
+    const kept = JSON.parse(String(exec?.argv)) as string[];
+    assert.equal(kept.length, padded.length);
+    assert.equal(kept[3], `--signature-file=/tmp/key-${TAG}`);
+    assert.equal(exec?.truncated, undefined);
+    assert.ok(records.some((a) => a.type === "hostexec.refused" && a.reason === "too many arguments to audit"));
   });
 
   it("the audit log never holds the credentials of a URL in a host command: the user part is masked (QA H13)", async () => {

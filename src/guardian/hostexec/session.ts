@@ -1,6 +1,6 @@
 import type { Socket } from "node:net";
 import { constants } from "node:os";
-import { auditArgv } from "../../audit/argv-text.js";
+import { auditArgv, auditsWhole } from "../../audit/argv-text.js";
 import type { AuditEvent } from "../../audit/log.js";
 import type { Outcome } from "../approvals/queue.js";
 import type { PendingCommand } from "../approvals/types.js";
@@ -128,6 +128,10 @@ async function run(context: EgressContext, socket: Socket, port: HostexecPort, r
   }
   const { argv } = request;
   const argvText = auditArgv(argv);
+  if (!auditsWhole(argv)) {
+    port.audit({ type: "hostexec.refused", argv: argvText, reason: "too many arguments to audit" });
+    return { status: "denied", exitCode: HOSTEXEC_EXIT.refused, message: `the command has too many arguments (${argv.length}) for its audit record to hold each one; run it on the host yourself, or in parts` };
+  }
   if (!port.takeRateToken()) {
     port.audit({ type: "hostexec.refused", argv: argvText, reason: "rate limit" });
     return { status: "denied", exitCode: HOSTEXEC_EXIT.refused, message: "too many host command requests from this cloister in the last minute (hostexec.rate_limit); wait and retry" };
