@@ -15,7 +15,7 @@ import { currentBranch } from "./approvals/branch.js";
 import type { CommandQuestion, Outcome } from "./approvals/queue.js";
 import type { DecisionView, PendingCommand, Scope, Verdict } from "./approvals/types.js";
 import type { EgressCloister } from "./egress.js";
-import { MAX_ARRIVING, type CommandRuling, type HostexecPort } from "./hostexec/session.js";
+import { MAX_ARRIVING, MAX_RUNNING, type CommandRuling, type HostexecPort } from "./hostexec/session.js";
 import { changeDecisions, recordCommandDecision, removeCommandDecision, type PolicyStore } from "./policy-store.js";
 import type { SessionDecisionStore } from "./session-decisions.js";
 
@@ -30,15 +30,20 @@ interface CommandSession {
   recent: number[];
   /** Its hostexec connections whose request is still arriving (see MAX_ARRIVING). */
   arriving: number;
+  /** Its host commands running now (see MAX_RUNNING). */
+  running: number;
 }
 
-/** A place among a cloister's arriving requests; the release is idempotent (a request, then its close). */
-function admitArrival(session: CommandSession): (() => void) | undefined {
-  if (session.arriving >= MAX_ARRIVING) return undefined;
-  session.arriving++;
+/**
+ * A place among a cloister's arriving requests or running commands, or undefined when all `max` are
+ * taken; the release is idempotent (a request, then its close).
+ */
+function admit(session: CommandSession, counter: "arriving" | "running", max: number): (() => void) | undefined {
+  if (session[counter] >= max) return undefined;
+  session[counter]++;
   let held = true;
   return () => {
-    if (held) session.arriving--;
+    if (held) session[counter]--;
     held = false;
   };
 }
@@ -66,7 +71,7 @@ export class HostCommands {
   /** What a cloister's hostexec connections talk to; loads its remembered answers. */
   port(cloister: EgressCloister): HostexecPort {
     const remembered = this.sessionDecisions.load(cloister.id).commands;
-    const session: CommandSession = { id: cloister.id, allow: remembered.allow, deny: remembered.deny, recent: [], arriving: 0 };
+    const session: CommandSession = { id: cloister.id, allow: remembered.allow, deny: remembered.deny, recent: [], arriving: 0, running: 0 };
     this.sessions.set(cloister.name, session);
     const settings = () => {
       const hostexec = this.hostexecSettings;
@@ -80,7 +85,8 @@ export class HostCommands {
       branch: () => currentBranch(cloister.projectRoot),
       settings,
       takeRateToken: () => this.takeRateToken(session),
-      admitArrival: () => admitArrival(session),
+      admitArrival: () => admit(session, "arriving", MAX_ARRIVING),
+      admitRunning: () => admit(session, "running", MAX_RUNNING),
       rule: (argv) => this.rule(cloister.project, session, argv),
       ask: (question, timeoutMs, signal) => this.askHuman(question, timeoutMs, signal),
       audit: (event) => this.audit({ ...event, cloister: cloister.name, project: cloister.project }),

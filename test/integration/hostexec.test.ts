@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parse as parseYaml } from "yaml";
 import type { PendingCommand } from "../../src/guardian/approvals/types.js";
-import { HOSTEXEC_EXIT } from "../../src/guardian/hostexec/session.js";
+import { HOSTEXEC_EXIT, MAX_RUNNING } from "../../src/guardian/hostexec/session.js";
 import { hostexecBinaryPath } from "../../src/sandbox/native.js";
 import { createInstance, spawnCli, waitUntil, type CliResult, type LiveCli, type TestInstance } from "../helpers/cloister.js";
 import { hostTree, readOr, type HostProc } from "../helpers/host-processes.js";
@@ -256,6 +256,29 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
       assert.equal(rcOf(r.stdout), HOSTEXEC_EXIT.cancelled, r.stdout + r.stderr);
       assert.match(r.stderr, /cancelled; the command was killed/);
       await waitUntil("the host sleep to be gone", () => hostProcesses(`sleep ${cancelSleep}`).length === 0);
+    } finally {
+      rmSync(trigger, { force: true });
+    }
+  });
+
+  it(`at most ${MAX_RUNNING} host commands of a cloister run at once: the next is refused with 125 and "retry" (red team: ~150 host processes outside its limits)`, async () => {
+    const trigger = join(t.project, `.interrupt-many-${TAG}`);
+    const live = insideLive(
+      `for i in $(seq ${MAX_RUNNING}); do hostexec sleep ${cancelSleep} & done; while [ ! -e /work/.interrupt-many-${TAG} ]; do sleep 0.1; done; kill -INT $(jobs -p); wait; echo done`,
+    );
+    try {
+      await waitUntil(`${MAX_RUNNING} host sleeps to start`, () => hostProcesses(`sleep ${cancelSleep}`).length === MAX_RUNNING);
+      const next = await inside("hostexec true; echo rc=$?");
+      assert.equal(rcOf(next.stdout), HOSTEXEC_EXIT.failed, next.stderr);
+      assert.match(next.stderr, new RegExp(`${MAX_RUNNING} host commands of this cloister are running already; retry when one has ended`));
+    } finally {
+      writeFileSync(trigger, "");
+    }
+    try {
+      await live.done;
+      await waitUntil("the host sleeps to be gone", () => hostProcesses(`sleep ${cancelSleep}`).length === 0);
+      // Their places are given back: a command runs again.
+      assert.equal(rcOf((await inside("hostexec true; echo rc=$?")).stdout), 0);
     } finally {
       rmSync(trigger, { force: true });
     }

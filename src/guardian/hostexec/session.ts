@@ -21,6 +21,13 @@ const REQUEST_TIMEOUT_MS = 10_000;
  */
 export const MAX_ARRIVING = 8;
 
+/**
+ * Host commands of one cloister running at once. They run on the host, outside the cloister's
+ * cgroup and its limits, each for up to hostexec.timeout: without a cap, a cloister allowed some
+ * command (or waiting out the rate limit) could keep ~150 host processes going (red team).
+ */
+export const MAX_RUNNING = 4;
+
 /** Exit codes the agent sees when the command did not run to its own end (documented in docs/hostexec.md). */
 export const HOSTEXEC_EXIT = {
   refused: 126,
@@ -54,6 +61,8 @@ export interface HostexecPort {
    * undefined when the cloister has MAX_ARRIVING such connections already.
    */
   admitArrival(): (() => void) | undefined;
+  /** A place among the cloister's running host commands (MAX_RUNNING), as admitArrival. */
+  admitRunning(): (() => void) | undefined;
   rule(argv: readonly string[]): CommandRuling;
   ask(question: Omit<PendingCommand, "id" | "kind" | "createdAt" | "expiresAt">, timeoutMs: number, signal: AbortSignal): { request: PendingCommand | null; outcome: Promise<Outcome> };
   audit(event: AuditEvent): void;
@@ -175,6 +184,19 @@ function refusalExit(outcome: Outcome, approvalTimeoutMs: number): ExitInfo {
 }
 
 async function execute(socket: Socket, port: HostexecPort, requested: string[], signal: AbortSignal, approval: Outcome | undefined): Promise<ExitInfo> {
+  const ran = port.admitRunning();
+  if (!ran) {
+    port.audit({ type: "hostexec.refused", argv: auditArgv(requested), reason: "too many running" });
+    return { status: "error", exitCode: HOSTEXEC_EXIT.failed, message: `${MAX_RUNNING} host commands of this cloister are running already; retry when one has ended` };
+  }
+  try {
+    return await executeAdmitted(socket, port, requested, signal, approval);
+  } finally {
+    ran();
+  }
+}
+
+async function executeAdmitted(socket: Socket, port: HostexecPort, requested: string[], signal: AbortSignal, approval: Outcome | undefined): Promise<ExitInfo> {
   // Every argv goes through it: git (and git-*) come back hardened or refused, others unchanged.
   const hardened = await hardenGit(requested, port.projectRoot);
   if ("refused" in hardened) {
