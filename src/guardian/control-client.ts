@@ -170,6 +170,13 @@ export function cloisterBuild(): string {
   }
 }
 
+/**
+ * node's thread pool in the guardian, where every cloister's DNS lookups (getaddrinfo) and the
+ * guardian's file work run: 4 by default, which two cloisters' slow lookups (each at most
+ * MAX_QUERIES_AT_ONCE, host-resolver.ts) would fill. Idle threads cost address space, not memory.
+ */
+const GUARDIAN_THREAD_POOL = 16;
+
 function daemonFile(): string {
   return fileURLToPath(new URL("./daemon.js", import.meta.url));
 }
@@ -265,7 +272,8 @@ async function startGuardianOnce(paths: CloisterPaths): Promise<GuardianStatus> 
   const log = openSync(paths.guardianLog, "a", 0o600);
   const logStart = statSync(paths.guardianLog).size;
   // Its environment names this instance: the caller's paths may not come from the caller's environment.
-  const child = spawn(process.execPath, [...daemonNodeFlags(), daemonFile()], { detached: true, stdio: ["ignore", log, log], env: instanceEnv(paths) });
+  const env = { ...instanceEnv(paths), UV_THREADPOOL_SIZE: String(GUARDIAN_THREAD_POOL) };
+  const child = spawn(process.execPath, [...daemonNodeFlags(), daemonFile()], { detached: true, stdio: ["ignore", log, log], env });
   closeSync(log);
   child.unref();
   for (let waited = 0; waited < 10_000; waited += 25) {

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ANSWER_TTL_MS, HostResolver, MAX_NAMES, type ResolvedAddress } from "../../src/guardian/proxy/host-resolver.js";
+import { ANSWER_TTL_MS, HostResolver, MAX_NAMES, MAX_QUERIES_AT_ONCE, type ResolvedAddress } from "../../src/guardian/proxy/host-resolver.js";
 import { admit, type JudgeInput } from "../../src/guardian/proxy/judge.js";
 import { emptyPolicy, type Decision } from "../../src/policy/egress.js";
 import { canonicalHost } from "../../src/policy/hosts.js";
@@ -67,6 +67,27 @@ describe("HostResolver", () => {
     fail = false;
     assert.deepEqual(await resolver.lookup("later.test"), [{ address: "192.0.2.1", family: 4 }]);
     assert.deepEqual(asked, ["later.test", "later.test"]);
+  });
+
+  it(`asks the host for at most ${MAX_QUERIES_AT_ONCE} names at once; the rest wait their turn, in order, also after a failure`, async () => {
+    const answers = new Map<string, { resolve: (a: ResolvedAddress[]) => void; reject: (e: Error) => void }>();
+    const { resolver, asked } = fixture((name) => new Promise((resolve, reject) => answers.set(name, { resolve, reject })));
+    const names = ["a.test", "b.test", "c.test", "d.test"];
+    const lookups = names.map((name) => resolver.lookup(name));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(asked, names.slice(0, MAX_QUERIES_AT_ONCE));
+    answers.get("a.test")?.reject(new Error("timed out"));
+    await assert.rejects(lookups[0] as Promise<unknown>, /timed out/);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(asked, names.slice(0, MAX_QUERIES_AT_ONCE + 1), "a failed query gives its place to the next");
+    for (const name of names.slice(1)) answers.get(name)?.resolve([{ address: "192.0.2.1", family: 4 }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    answers.get("d.test")?.resolve([{ address: "192.0.2.1", family: 4 }]);
+    await Promise.all(lookups.slice(1));
+    assert.deepEqual(asked, names);
+    // All places given back: the next lookup is asked at once.
+    void resolver.lookup("e.test");
+    assert.deepEqual(asked, [...names, "e.test"]);
   });
 
   it(`keeps at most ${MAX_NAMES} names, forgetting the oldest answer first`, async () => {

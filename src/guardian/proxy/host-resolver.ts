@@ -13,6 +13,13 @@ export type Lookup = (name: string) => Promise<ResolvedAddress[]>;
 export const ANSWER_TTL_MS = 30_000;
 /** Names remembered at once per cloister; past this the oldest answer goes first. */
 export const MAX_NAMES = 1024;
+/**
+ * Queries of one cloister at the host's resolver at once; the next wait their turn. getaddrinfo runs
+ * on node's thread pool, shared by every cloister (and the guardian's file work): a cloister allowed
+ * `*.example.com` asking for many names that each wait out a slow DNS server would otherwise hold
+ * every thread, and every other cloister's lookups would wait behind it (red team).
+ */
+export const MAX_QUERIES_AT_ONCE = 2;
 
 /**
  * The host's resolver with a short memory, one per cloister. Without it every plain-HTTP request on
@@ -35,6 +42,9 @@ export class HostResolver {
   /** Ordered by the answers' age: a remembered answer is not refreshed by being used. */
   private readonly answers = new LruMap<string, { expires: number; addresses: ResolvedAddress[] }>(MAX_NAMES);
   private readonly pending = new Map<string, Promise<ResolvedAddress[]>>();
+  /** Queries at the resolver now, and the starts of those waiting their turn (MAX_QUERIES_AT_ONCE). */
+  private asking = 0;
+  private readonly waiting: Array<() => void> = [];
 
   constructor(
     private readonly resolve: Lookup = (name) => systemLookup(name, { all: true, verbatim: true }),
@@ -47,7 +57,7 @@ export class HostResolver {
     if (known && known.expires > this.now()) return Promise.resolve(known.addresses);
     const asked = this.pending.get(name);
     if (asked) return asked;
-    const query = this.resolve(name)
+    const query = this.inTurn(() => this.resolve(name))
       .then((addresses) => {
         this.answers.set(name, { expires: this.now() + ANSWER_TTL_MS, addresses });
         return addresses;
@@ -55,6 +65,20 @@ export class HostResolver {
       .finally(() => this.pending.delete(name));
     this.pending.set(name, query);
     return query;
+  }
+
+  /** `ask` once fewer than MAX_QUERIES_AT_ONCE of this cloister's queries are at the resolver. */
+  private async inTurn<T>(ask: () => Promise<T>): Promise<T> {
+    if (this.asking >= MAX_QUERIES_AT_ONCE) await new Promise<void>((start) => this.waiting.push(start));
+    else this.asking++;
+    try {
+      return await ask();
+    } finally {
+      // The place passes straight to the next in line, or is given back.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.asking--;
+    }
   }
 
 }
