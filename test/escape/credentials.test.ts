@@ -31,6 +31,7 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { MAX_EXCHANGES } from "../../src/guardian/proxy/context.js";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { gzipSync } from "node:zlib";
@@ -253,6 +254,8 @@ describe("escape/credentials", { skip: NO_PYTHON }, () => {
   let fakeBin: string;
   let hostBefore: Snapshot;
   const markers: string[] = [];
+  /** Responses of api.test held open (its /hang paths), ended by the test that made them. */
+  const hanging: ServerResponse[] = [];
   /** stdout and stderr of every command the tests ran: no real value may be in them. */
   const outputs: string[] = [];
 
@@ -310,6 +313,7 @@ describe("escape/credentials", { skip: NO_PYTHON }, () => {
     [api, other, echo, plain] = await Promise.all([
       startHttpsUpstream(ca, ["api.test"], {
         handler: (req, res) => {
+          if (req.url?.startsWith("/hang")) return void hanging.push(res);
           if (req.url === "/redirect") return void res.writeHead(302, { location: `https://other.test:${other.port}/landed`, "content-length": 0 }).end();
           res.writeHead(200, { "content-type": "text/plain", "content-length": 20 }).end("hello from upstream\n");
         },
@@ -719,6 +723,51 @@ pair("connection", "Content-Length: %d\r\nConnection: content-length\r\n" % len(
     }
     assert.deepEqual(api.requests.filter((req) => req.url === "/paste"), [], "the origin took a body for a request of its own");
     assert.ok(!api.requests.some((req) => req.body.includes(SECRET)), "the real value landed in a request body");
+  });
+
+  it(`at most ${MAX_EXCHANGES} intercepted requests of a cloister wait on origins at once: HTTP/2 streams past that get 503, and the places come back`, async () => {
+    // 6 HTTP/2 connections of 100 streams each, to a path the origin never answers: unbounded, a
+    // cloister's 1,024 connections could hold ~100,000 requests in the guardian's memory.
+    const client = String.raw`
+const http2 = require("node:http2"), net = require("node:net"), tls = require("node:tls");
+const port = Number(process.argv[2]), proxy = new URL(process.env.HTTPS_PROXY);
+const auth = Buffer.from(decodeURIComponent(proxy.username) + ":" + decodeURIComponent(proxy.password)).toString("base64");
+function session() {
+  return new Promise((resolve, reject) => {
+    const raw = net.connect(Number(proxy.port), proxy.hostname, () => raw.write("CONNECT api.test:" + port + " HTTP/1.1\r\nHost: api.test:" + port + "\r\nProxy-Authorization: Basic " + auth + "\r\n\r\n"));
+    raw.once("data", (head) => {
+      if (!/^HTTP\/1\.1 200/.test(String(head))) return reject(new Error(String(head)));
+      const secure = tls.connect({ socket: raw, servername: "api.test", ALPNProtocols: ["h2"] }, () => resolve(http2.connect("https://api.test:" + port, { createConnection: () => secure })));
+    });
+  });
+}
+(async () => {
+  const statuses = {};
+  let answered = 0;
+  const sessions = await Promise.all(Array.from({ length: 6 }, session));
+  await new Promise((done) => {
+    sessions.forEach((s, i) => { for (let j = 0; j < 100; j++) {
+      const stream = s.request({ ":path": "/hang-" + i + "-" + j });
+      stream.on("response", (h) => { statuses[h[":status"]] = (statuses[h[":status"]] || 0) + 1; if (++answered === 88) setTimeout(done, 1000); });
+      stream.on("error", () => {});
+    } });
+  });
+  console.log("statuses", JSON.stringify(statuses));
+  for (const s of sessions) s.destroy();
+})().catch((e) => { console.log("error", e.message); process.exit(1); });
+`;
+    const before = hanging.length;
+    const r = await attack(`cat > /tmp/streams.cjs <<'EOF'
+${client}
+EOF
+node /tmp/streams.cjs ${api.port}`);
+    assert.match(r.stdout, new RegExp(`^statuses \{"503":${600 - MAX_EXCHANGES}\}$`, "m"), r.stdout + r.stderr);
+    // The origin sees only as many as the guardian's origin connections to it carry; the rest wait in the guardian.
+    assert.ok(hanging.length > before, "no request reached the origin");
+    for (const res of hanging.splice(before)) res.destroy();
+    // Their places are given back once the cloister's streams are gone.
+    const again = await attack(`curl -sk --http2 -m 10 -o /dev/null -w 'after %{http_code}\n' https://api.test:${api.port}/after-cap`);
+    assert.match(again.stdout, /^after 200$/m, again.stdout + again.stderr);
   });
 
   it("an origin echoing the injected value back in its body does not hand it to the cloister", async () => {

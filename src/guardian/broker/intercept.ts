@@ -23,7 +23,7 @@ import { TLSSocket, type ConnectionOptions, type TLSSocketOptions } from "node:t
 import { constants as zlib, createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
 import { formatAuthority, hostText, parseAuthority } from "../../policy/hosts.js";
 import { rulesFor, sightingInRequest, swapCredentials, type ActiveRule, type Sighting } from "../../policy/injection.js";
-import type { EgressContext } from "../proxy/context.js";
+import { MAX_EXCHANGES, type EgressContext } from "../proxy/context.js";
 import { endToEnd, headerPairs, headerValues } from "../proxy/headers.js";
 import { handedConnectionServer } from "../proxy/http.js";
 import type { Admitted } from "../proxy/judge.js";
@@ -129,6 +129,9 @@ function serve(ix: Intercepted, secure: TLSSocket): void {
 
 /** One request: check its authority, swap credentials, forward, stream the response back. */
 function exchange(ix: Intercepted, req: ClientRequest, res: ClientResponse): void {
+  if (!ix.context.admitExchange(res)) {
+    return answer(res, 503, `cloister: more than ${MAX_EXCHANGES} requests of this cloister are in flight through the credential broker; retry when some have ended`);
+  }
   const prepared = prepare(ix, req);
   if ("status" in prepared) return answer(res, prepared.status, prepared.message);
   let outgoing;

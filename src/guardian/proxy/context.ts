@@ -13,6 +13,14 @@ import { Agent as HttpsAgent } from "node:https";
 import type { ActiveRule } from "../../policy/injection.js";
 import type { Interception } from "../broker/broker.js";
 
+/**
+ * Intercepted requests of one cloister in flight at once (broker/intercept.ts). Each HTTP/2
+ * connection may carry 100 streams, and a cloister may hold proxy.max_connections of them: ~100,000
+ * requests, each held in the guardian's memory, outside every cloister's cgroup, while they wait for
+ * one of tlsUpstream's 256 origin connections. Twice those connections' worth is plenty.
+ */
+export const MAX_EXCHANGES = 512;
+
 /** Asks a human about an unlisted destination; resolves when answered, timed out or abandoned. */
 export type AskHuman = (host: Host, port: number, signal: AbortSignal) => Promise<Outcome>;
 
@@ -62,6 +70,9 @@ export class EgressContext {
   /** Whether new work was last found waiting for its turn (an egress.paced record marks the start). */
   private pacing = false;
 
+  /** Its intercepted requests in flight now (MAX_EXCHANGES). */
+  private exchanges = 0;
+
   /** Connections node serves for this cloister, and tunnels handed to the relay thread: both are open connections. */
   private readonly sockets = new Set<Socket>();
   private readonly tunnels = new Set<RelayedTunnel>();
@@ -88,6 +99,17 @@ export class EgressContext {
   /** Connections of this cloister open now, whatever they carry (the cap of `proxy.max_connections`). */
   get openConnections(): number {
     return this.sockets.size + this.tunnels.size;
+  }
+
+  /**
+   * A place for an intercepted request until `done` emits "close" (its response is over, or gone);
+   * false when MAX_EXCHANGES of this cloister's are in flight.
+   */
+  admitExchange(done: { once(event: "close", listener: () => void): unknown }): boolean {
+    if (this.exchanges >= MAX_EXCHANGES) return false;
+    this.exchanges++;
+    done.once("close", () => this.exchanges--);
+    return true;
   }
 
   /** Counts an accepted connection until it closes or becomes a tunnel; closing the context closes it. */
