@@ -141,8 +141,12 @@ export function registerSandboxCommands(program: Command): void {
     .description("start (or re-enter) the project's persistent cloister and open a shell in it at /work (or, with --agent, the agent)")
     .option("-d, --detach", "start it in the background without opening a shell")
     .option("--name <name>", "name of the cloister (default: the project's name)")
-    .addHelpText("after", "\nExamples:\n  cloister start                     a shell in the project's cloister (again: the same cloister)\n  cloister start --agent claude      Claude Code in it, permission prompts off: the cloister is the boundary\n  cloister start -d -b feature-x     a second cloister, detached, on a worktree of branch feature-x\n  cloister start --memory 8GiB --allow example.com")
-    .action(async (flags: SandboxFlags & { detach?: boolean }) => {
+    .argument("[agent-args...]", "with --agent: the agent's arguments (put them after --), e.g. -- --resume")
+    .addHelpText("after", "\nExamples:\n  cloister start                     a shell in the project's cloister (again: the same cloister)\n  cloister start --agent claude      Claude Code in it, permission prompts off: the cloister is the boundary\n  cloister start --agent claude -- --resume    the agent with its own arguments\n  cloister start -d -b feature-x     a second cloister, detached, on a worktree of branch feature-x\n  cloister start --memory 8GiB --allow example.com")
+    .action(async (agentArgs: string[], flags: SandboxFlags & { detach?: boolean }) => {
+      // Checked before anything starts: arguments with nothing to take them would be dropped in silence.
+      if (agentArgs.length > 0 && flags.agent === undefined) throw new CloisterError("arguments after -- are the agent's, and no --agent was given", "add --agent NAME, or run a command in the cloister with: cloister exec -- CMD [ARGS...]");
+      if (agentArgs.length > 0 && flags.detach) throw new CloisterError("-d starts the cloister without opening the agent, so it takes no agent arguments", "drop -d, or the arguments after --");
       const options = cloisterOptions(flags);
       const name = flags.name ?? (await projectCloister(flags)).name;
       // Only what findCloister takes (it refuses the launch-only options): checkReentry says those in
@@ -167,7 +171,7 @@ export function registerSandboxCommands(program: Command): void {
       // agent's name in this shell, or `cloister exec NAME -- claude`, starts the agent as set up.
       // An agent killed for memory is told as in run; a shell's exit status is the user's last command's.
       process.exitCode = opensAgent && cloister.agent
-        ? await runSayingOom(cloister, cloister.agent.argv([]), {}, restartWithMore(name))
+        ? await runSayingOom(cloister, cloister.agent.argv(agentArgs), {}, restartWithMore(name))
         : await runAttached(cloister, interactiveShell(cloister.shell));
       process.stderr.write(`Left cloister ${name}; it is still running. Stop it with: cloister stop ${name}\n`);
     });

@@ -149,6 +149,18 @@ describe("agents in a cloister (fake agent executables)", () => {
       assert.equal(entered.code, 0, entered.stderr);
       assert.equal(line(entered.stdout, "ARGV"), "--dangerously-skip-permissions");
       assert.match(entered.stderr, /Left cloister agentbox; it is still running/);
+      // The agent's own arguments after -- (QA: there was no way to pass --resume).
+      const resumed = await t.cli(["start", "--agent", "claude", "--name", "agentbox", "--", "--resume", "two words"]);
+      assert.equal(resumed.code, 0, resumed.stderr);
+      assert.equal(line(resumed.stdout, "ARGV"), "--dangerously-skip-permissions --resume two words");
+      for (const [args, message] of [
+        [["--", "--resume"], /arguments after -- are the agent's, and no --agent was given/],
+        [["-d", "--agent", "claude", "--", "--resume"], /-d starts the cloister without opening the agent/],
+      ] as const) {
+        const refused = await t.cli(["start", "--name", "agentbox", ...args]);
+        assert.equal(refused.code, 125, refused.stderr);
+        assert.match(refused.stderr, message);
+      }
       const onPath = await t.cli(["exec", "agentbox", "--", "sh", "-c", "command -v claude"]);
       assert.equal(onPath.stdout.trim(), "/run/cloister/agent-bin/claude");
       // The launcher and the host's install are read-only inside: the agent cannot plant code the host runs.
