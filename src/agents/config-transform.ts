@@ -90,7 +90,15 @@ export function transformConfigText(fileName: string, text: string, map: PathMap
     return { ok: false, error: (error as Error).message.split("\n")[0] ?? "" };
   }
   const walk: Walk = { map, dropped: [] };
-  return { ok: true, text: format.serialize(transformValue(data, "", "", walk)), dropped: walk.dropped };
+  try {
+    return { ok: true, text: format.serialize(transformValue(data, "", "", walk)), dropped: walk.dropped };
+  } catch (error) {
+    // The walk (and the serializers) recurse: a file nested deeper than the stack holds (100,000
+    // `[` parse fine) ended the launch with "Maximum call stack size exceeded" (red team). Such a
+    // file is left out like one that does not parse.
+    if (error instanceof RangeError) return { ok: false, error: "nested too deeply to be read" };
+    throw error;
+  }
 }
 
 interface Walk {

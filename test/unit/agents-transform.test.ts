@@ -66,6 +66,11 @@ describe("config files on their way in", () => {
     assert.equal(parsed(transformConfigText("notes.md", "see /home/u/a", MAP)).text, "see /home/cl/a");
   });
 
+  test("JSON nested deeper than the stack holds is an error like one that does not parse (red team: the launch crashed)", () => {
+    const deep = transformConfigText("deep.json", `${"[".repeat(100_000)}${"]".repeat(100_000)}`, MAP);
+    assert.deepEqual(deep, { ok: false, error: "nested too deeply to be read" });
+  });
+
   test("JSON with comments and trailing commas (Gemini's settings.json): parsed, filtered, written as plain JSON", () => {
     const input = '{\n  // my theme\n  "ui": { "theme": "Dracula", },\n  /* "apiKey": "AIzaSyA-commented-out-0123456789abcdefgh" */\n  "env": { "GITHUB_TOKEN": "abc" },\n}\n';
     const result = parsed(transformConfigText("settings.json", input, MAP));
