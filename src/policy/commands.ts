@@ -248,9 +248,10 @@ const WHY = {
   inline: "makes the interpreter run code given on the command line or standard input",
   find: "makes find run programs, or write or delete files",
   gitOption: "is a git option that can run programs or point git at other repositories and config",
-  gitCommand: "makes git run programs, serve repositories or change configuration",
+  gitCommand: "makes git run programs, serve repositories, change configuration or reach files outside the repository",
   gitFile: "makes git write or read a file it names, anywhere on the host (a shell rc file written is code run later; a key read is a key leaked)",
   gitPath: "is a path git writes to or reads from, anywhere on the host, for this command (a checkout made in ~/.local/bin is code run later)",
+  gitDiffPath: "is a path outside the repository, which makes git diff compare files anywhere on the host, as with --no-index (a key shown is a key leaked)",
 } as const;
 
 /** Programs whose job is to run another program or code. */
@@ -335,24 +336,96 @@ const GIT_HAZARD_COMMANDS: ReadonlySet<string> = new Set([
   "daemon", "filter-branch", "difftool", "mergetool", "config", "credential", "credential-store", "credential-cache",
   "credential-cache--daemon", "upload-pack", "receive-pack", "shell", "web--browse", "instaweb", "send-email", "help",
   "hook", "maintenance", "remote-ext", "imap-send", "fsmonitor--daemon",
+  // merge-index runs the program it is given (a script the agent wrote), merge-one-file (its helper)
+  // writes a blob to the path it is given, for-each-repo runs any git command (config included) in
+  // other repositories of the host, and the helpers do what their commands' hazards do.
+  "merge-index", "merge-one-file", "for-each-repo", "submodule--helper", "bisect--helper", "difftool--helper",
+  // Serving or fetching: an archive of any repository on the host, index-pack with any arguments.
+  "upload-archive", "upload-archive--writer", "http-backend", "http-fetch",
+  // Bridges to other tools, with their own options naming files and programs (svn --authors-prog);
+  // quiltimport applies the patches its series file names, wherever they are.
+  "svn", "p4", "cvsimport", "cvsexportcommit", "cvsserver", "archimport", "quiltimport",
 ]);
 
 /**
- * git options, of any command, that make git write or read a file they name: `git log --output=FILE`
- * writes FILE with text the agent chose, `git diff --no-index /dev/null FILE` shows FILE. Any prefix
- * counts, as for the options above.
+ * Credential helpers (`credential-libsecret`, `credential-osxkeychain`, `credential-manager`, ...)
+ * print the user's stored secrets; whichever are installed, every one is a hazard.
  */
-const GIT_FILE_OPTIONS: readonly string[] = ["output", "output-directory", "no-index", "contents", "file", "unsafe-paths", "export-marks", "import-marks", "import-marks-if-exists", "object-dir"];
+const GIT_HAZARD_COMMAND_PREFIXES: readonly string[] = ["credential-"];
+
+/**
+ * git options, of any command, that make git write or read a file they name: `git log --output=FILE`
+ * writes FILE with text the agent chose, `git diff --no-index /dev/null FILE` shows FILE,
+ * `git add --pathspec-from-file=FILE` shows FILE's first line in its complaint. Any prefix counts, as
+ * for the options above.
+ */
+const GIT_FILE_OPTIONS: readonly string[] = [
+  "output", "output-directory", "no-index", "contents", "file", "unsafe-paths", "export-marks", "import-marks",
+  "import-marks-if-exists", "object-dir", "pathspec-from-file", "separate-git-dir",
+];
+
+/**
+ * Long options that name a file to write or read in some git commands only, where a prefix of the name
+ * means something harmless in others (`--index` of stash, `--ref` of notes, `--add` of update-index).
+ * Any prefix counts, except one of GIT_EXACT_OPTIONS.
+ */
+const GIT_FILE_LONG_OPTIONS: ReadonlyMap<string, readonly string[]> = new Map([
+  // The revisions to ignore, or to blame, read from a file: its first line shows in git's complaint.
+  ["blame", ["ignore-revs-file"]],
+  ["annotate", ["ignore-revs-file"]],
+  ["pickaxe", ["ignore-revs-file"]],
+  // The signature, shown whole; a suffix with a "/" puts the patch files anywhere (a ~/.bashrc of commit messages).
+  ["format-patch", ["signature-file", "suffix"]],
+  ["bugreport", ["suffix"]],
+  ["diagnose", ["suffix"]],
+  ["archive", ["add-file"]],
+  ["ls-files", ["exclude-from", "exclude-per-directory"]],
+  ["read-tree", ["index-output", "exclude-per-directory"]],
+  ["apply", ["build-fake-ancestor", "directory"]],
+  ["am", ["directory"]],
+  // Where to write every file of the index: --prefix=/home/u/ writes over the user's files.
+  ["checkout-index", ["prefix"]],
+  ["clone", ["reference", "reference-if-able", "bundle-uri"]],
+  ["repack", ["expire-to"]],
+  ["multi-pack-index", ["refs-snapshot"]],
+  // Lets a fast-import stream name mark files (`feature export-marks=FILE`) of its own.
+  ["fast-import", ["export-pack-edges", "allow-unsafe-features"]],
+]);
+
+/**
+ * Options a git command takes as written though they are a prefix of one of its file options: git's
+ * option parser prefers an exact name to an abbreviation (`git ls-files --exclude=*.o`).
+ */
+const GIT_EXACT_OPTIONS: ReadonlyMap<string, readonly string[]> = new Map([
+  ["ls-files", ["exclude"]],
+  ["blame", ["ignore-rev"]],
+  ["annotate", ["ignore-rev"]],
+  ["pickaxe", ["ignore-rev"]],
+  ["format-patch", ["signature"]],
+  ["cat-file", ["path"]],
+  ["hash-object", ["path"]],
+]);
 
 /** The short options that name a file to write or read, by git command (the same letter means something else elsewhere). */
 const GIT_FILE_SHORT_OPTIONS: ReadonlyMap<string, string> = new Map([
   ["commit", "Ft"],
+  ["commit-tree", "F"],
   ["tag", "F"],
   ["notes", "F"],
   ["merge", "F"],
+  ["fmt-merge-msg", "F"],
   ["grep", "f"],
   ["format-patch", "o"],
   ["archive", "o"],
+  ["blame", "S"],
+  ["annotate", "S"],
+  ["pickaxe", "S"],
+  ["ls-files", "X"],
+  ["bugreport", "os"],
+  ["diagnose", "os"],
+  // The value may be attached (`-o/home/u/x`), which the path rule below would not see.
+  ["mailsplit", "o"],
+  ["index-pack", "o"],
 ]);
 
 /**
@@ -361,8 +434,10 @@ const GIT_FILE_SHORT_OPTIONS: ReadonlyMap<string, string> = new Map([
  * argument that is not an option is a hazard, so a wildcard passes none of them.
  */
 const GIT_PATH_COMMANDS: ReadonlySet<string> = new Set([
-  "clone", "init", "worktree", "bundle", "merge-file", "hash-object", "mailsplit", "mailinfo", "index-pack", "pack-objects",
-  "am", "apply", "checkout-index",
+  "clone", "init", "init-db", "worktree", "bundle", "merge-file", "hash-object", "mailsplit", "mailinfo", "index-pack",
+  "pack-objects", "am", "apply", "checkout-index", "verify-pack",
+  // Shows the files it names, and rewrites them with --in-place.
+  "interpret-trailers",
 ]);
 
 /** A later argument of a git command that is the hazard, and why. */
@@ -374,9 +449,12 @@ interface GitArgumentHazard {
 /** git commands that run programs, or touch files outside the repository, only with a certain later argument. */
 const GIT_HAZARD_ARGUMENTS: ReadonlyMap<string, GitArgumentHazard> = new Map([
   ["submodule", { hits: (arg: string) => arg === "foreach", why: WHY.gitCommand }],
-  ["bisect", { hits: (arg: string) => arg === "run", why: WHY.gitCommand }],
+  // bisect replay reads the log file it is given.
+  ["bisect", { hits: (arg: string) => arg === "run" || arg === "replay", why: WHY.gitCommand }],
   ["rebase", { hits: (arg: string) => shortClusterHas(arg, "x"), why: WHY.gitCommand }],
   ["archive", { hits: (arg: string) => longOptionIs(arg, ["remote"], true), why: WHY.gitCommand }],
+  // git diff with two paths, one outside the repository, is git diff --no-index (git-diff(1)).
+  ["diff", { hits: (arg: string) => !arg.startsWith("-") && (arg.startsWith("/") || arg.split("/").includes("..")), why: WHY.gitDiffPath }],
 ]);
 
 /**
@@ -471,7 +549,9 @@ function gitCommandFindings(argv: readonly string[]): [number, string][] {
   const commandIndex = gitCommandIndex(argv);
   const command = commandIndex === undefined ? undefined : argv[commandIndex];
   if (commandIndex === undefined || command === undefined) return [];
-  if (GIT_HAZARD_COMMANDS.has(command)) return [[commandIndex, WHY.gitCommand]];
+  if (GIT_HAZARD_COMMANDS.has(command) || GIT_HAZARD_COMMAND_PREFIXES.some((prefix) => command.startsWith(prefix))) {
+    return [[commandIndex, WHY.gitCommand]];
+  }
   const found: [number, string][] = [];
   for (let index = commandIndex + 1; index < argv.length; index++) {
     const why = gitArgumentHazard(command, argv[index] ?? "");
@@ -484,9 +564,15 @@ function gitCommandFindings(argv: readonly string[]): [number, string][] {
 function gitArgumentHazard(command: string, arg: string): string | undefined {
   const trigger = GIT_HAZARD_ARGUMENTS.get(command);
   if (trigger?.hits(arg)) return trigger.why;
-  if (longOptionIs(arg, GIT_FILE_OPTIONS, true) || shortClusterHas(arg, GIT_FILE_SHORT_OPTIONS.get(command) ?? "")) return WHY.gitFile;
+  if (gitFileOption(command, arg) || shortClusterHas(arg, GIT_FILE_SHORT_OPTIONS.get(command) ?? "")) return WHY.gitFile;
   if (GIT_PATH_COMMANDS.has(command) && !arg.startsWith("-")) return WHY.gitPath;
   return undefined;
+}
+
+/** Whether `arg` is a long option naming a file for `command`, in any spelling git takes it as that option. */
+function gitFileOption(command: string, arg: string): boolean {
+  if (longOptionIs(arg, GIT_EXACT_OPTIONS.get(command) ?? [], false)) return false;
+  return longOptionIs(arg, [...GIT_FILE_OPTIONS, ...(GIT_FILE_LONG_OPTIONS.get(command) ?? [])], true);
 }
 
 function gitCommandIndex(argv: readonly string[]): number | undefined {

@@ -183,6 +183,28 @@ hostexec printenv ANTHROPIC_API_KEY; echo STEP anthropic $?`,
   assert.ok(!r.stdout.includes(target.t.canaries.envToken ?? "missing canary"), "the guardian's token reached the host command");
 }
 
+/** Host files a git case aims at: a shell rc file to overwrite, a key to read, in a directory to fill. */
+interface HostFiles {
+  dir: string;
+  victim: string;
+  secret: string;
+}
+
+/** Runs `attempt` against fresh host files, then checks they are as they were and removes them. */
+async function withHostFiles(attempt: (files: HostFiles) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "cloister-escape-hx-files-"));
+  const files = { dir, victim: join(dir, "bashrc"), secret: join(dir, "id_ed25519") };
+  writeFileSync(files.victim, "echo original\n");
+  writeFileSync(files.secret, "HOST-KEY-CANARY\n");
+  try {
+    await attempt(files);
+    assert.equal(readFileSync(files.victim, "utf8"), "echo original\n");
+    assert.deepEqual(readdirSync(dir).sort(), ["bashrc", "id_ed25519"]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 describe("escape/hostexec", { skip: NO_PYTHON, timeout: 900_000 }, () => {
@@ -320,12 +342,7 @@ cat /tmp/hx/plain.err`,
   it("git's ways of writing or reading host files are refused under allow rules with wildcards; the plain commands run", async () => {
     // A host file the agent would overwrite with a command of its own (a shell rc file), one it
     // would read (a key), and a directory it would fill (~/.local/bin).
-    const hostDir = mkdtempSync(join(tmpdir(), "cloister-escape-hx-files-"));
-    const victim = join(hostDir, "bashrc");
-    const secret = join(hostDir, "id_ed25519");
-    writeFileSync(victim, "echo original\n");
-    writeFileSync(secret, "HOST-KEY-CANARY\n");
-    try {
+    await withHostFiles(async ({ dir: hostDir, victim, secret }) => {
       await useRules(t, [
         { allow: ["git", { one_of: ["log", "diff", "show", "blame", "grep", "commit", "format-patch", "archive", "hash-object"] }, "**"] },
         { allow: ["git", { one_of: ["worktree", "clone", "bundle"] }, "**"] },
@@ -351,11 +368,45 @@ echo "STEP done 0"`);
       const steps = stepValues(r, ["plain-log", "done"]);
       assert.equal(steps["plain-log"], "0", r.stdout + r.stderr);
       assert.equal(parseSteps(r.stdout).get("canary"), undefined, "the host key reached the cloister");
-      assert.equal(readFileSync(victim, "utf8"), "echo original\n");
-      assert.deepEqual(readdirSync(hostDir).sort(), ["bashrc", "id_ed25519"]);
-    } finally {
-      rmSync(hostDir, { recursive: true, force: true });
-    }
+    });
+  });
+
+  it("under allow [git, **]: interpret-trailers --in-place, --signature-file, --pathspec-from-file and the other file options are refused; the host files are untouched", async () => {
+    await withHostFiles(async ({ dir: hostDir, victim, secret }) => {
+      await useRules(t, [{ allow: ["git", "**"] }]);
+      const attempts: [string, string][] = [
+        // Writes the host file: a trailer whose command substitution bash runs at the next login.
+        ["trailers-in-place", `git interpret-trailers --in-place --trailer 'x: $(touch /tmp/owned)' ${victim}`],
+        ["trailers-read", `git interpret-trailers ${secret}`],
+        ["signature-file", `git format-patch --stdout -1 --signature-file=${secret}`],
+        ["signature-file-apart", `git format-patch --stdout -1 --signature-file ${secret}`],
+        ["pathspec-from-file", `git add --pathspec-from-file=${secret}`],
+        ["pathspec-from-abbrev", `git reset --pathspec-from=${secret}`],
+        ["pathspec-stash", `git stash push --pathspec-from-file ${secret}`],
+        ["ignore-revs-file", `git blame --ignore-revs-file=${secret} README.md`],
+        ["archive-add-file", `git archive --add-file=${secret} HEAD`],
+        ["commit-tree-message", `git commit-tree -F ${secret} HEAD^{tree}`],
+        ["ls-files-exclude-from", `git ls-files -o -i --exclude-from=${secret}`],
+        ["diff-outside", `git diff /dev/null ${secret}`],
+        ["format-patch-suffix", `git format-patch -1 --suffix=/../../../../../../..${victim}`],
+        ["checkout-index-prefix", `git checkout-index -a --prefix=${hostDir}/co/`],
+        ["merge-index", `git merge-index true -a`],
+        ["for-each-repo", `git for-each-repo --config=user.name config x y`],
+      ];
+      const r = await attack(`${HX_PRELUDE}cd /work && mkdir -p 0001-x
+${hazardAttempts(attempts)}hx plain-log git log --oneline -1
+hx plain-status git status --short
+hx plain-diff git diff --stat HEAD --
+hx plain-blame git blame --ignore-rev HEAD -- README.md
+grep -rl HOST-KEY-CANARY /tmp/hx /work 2>/dev/null && echo "STEP canary seen"
+rmdir 0001-x
+echo "STEP done 0"`);
+      assertRefusedAsHazards(r, attempts);
+      const steps = stepValues(r, ["plain-log", "plain-status", "plain-diff", "plain-blame", "done"]);
+      assert.deepEqual(steps, { "plain-log": "0", "plain-status": "0", "plain-diff": "0", "plain-blame": "0", done: "0" }, r.stdout + r.stderr);
+      assert.equal(parseSteps(r.stdout).get("canary"), undefined, "the host key reached the cloister");
+      assert.ok(!r.stdout.includes("HOST-KEY-CANARY") && !r.stderr.includes("HOST-KEY-CANARY"), "the host key was printed");
+    });
   });
 
   /**

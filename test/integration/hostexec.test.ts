@@ -199,8 +199,10 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
     const argv = ["git", "diff", "--no-index", "/dev/null", "/etc/hostname"];
     const live = insideLive(`hostexec ${shellWords(argv)}; echo rc=$?`);
     const request = await waitForPending(t, argv, CLOISTER);
-    assert.equal(request.hazards.length, 1, JSON.stringify(request.hazards));
+    // The option, and each path outside the repository (which alone would make git diff --no-index).
+    assert.equal(request.hazards.length, 3, JSON.stringify(request.hazards));
     assert.match(request.hazards[0] ?? "", /^argument 2 \(--no-index\) makes git write or read a file it names, anywhere on the host/);
+    assert.match(request.hazards[2] ?? "", /^argument 4 \(\/etc\/hostname\) is a path outside the repository/);
     const listed = await t.cli(["approvals"]);
     assert.match(listed.stdout, new RegExp(`${request.id}  command .*git diff --no-index /dev/null /etc/hostname .*\\n    hazard: argument 2 \\(--no-index\\) makes git write or read a file`));
     await answer(t, "deny", request.id.slice(0, 8));

@@ -662,11 +662,11 @@ describe("hazards: git writing or reading files anywhere on the host", () => {
     [["git", "log", "-1", "--format=format:touch x", "--output=/home/u/.bashrc"], [4]],
     [["git", "log", "--output", "/home/u/.bashrc"], [2]],
     [["git", "show", "--out=x"], [2]],
-    [["git", "diff", "--no-index", "/dev/null", "/home/u/.ssh/id_ed25519"], [2]],
+    [["git", "diff", "--no-index", "/dev/null", "/home/u/.ssh/id_ed25519"], [2, 3, 4]],
     [["git", "grep", "--no-index", "key"], [2]],
     [["git", "blame", "--contents", "/etc/shadow", "README.md"], [2]],
     [["git", "format-patch", "--output-directory=/home/u/.local/bin", "HEAD~1"], [2]],
-    [["git", "apply", "--unsafe-paths", "--directory=/home/u"], [2]],
+    [["git", "apply", "--unsafe-paths", "--directory=/home/u"], [2, 3]],
     [["git", "fast-export", "--export-marks=/home/u/.profile"], [2]],
     [["git", "commit-graph", "write", "--object-dir=/home/u/x"], [3]],
     [["git", "grep", "--file=/home/u/.netrc"], [2]],
@@ -706,6 +706,171 @@ describe("hazards: git writing or reading files anywhere on the host", () => {
     assert.equal(decide(rules, ["git", "log", "--oneline"]).verdict, "allow");
     assert.equal(decide(rules, ["git", "worktree", "list"]).verdict, "allow");
     assert.equal(decide(rules, ["git", "worktree", "add", "/tmp/x"]).verdict, "deny");
+  });
+});
+
+describe("hazards: more of git's ways to write or read a file it is given", () => {
+  const cases: [string[], number[]][] = [
+    // --pathspec-from-file, in every command that has it, written in full, abbreviated, with = or apart.
+    ...["add", "stage", "commit", "reset", "restore", "checkout", "rm", "stash"].flatMap((command): [string[], number[]][] => [
+      [["git", command, "--pathspec-from-file=/home/u/.ssh/id_rsa"], [2]],
+      [["git", command, "--pathspec-from-file", "/home/u/.ssh/id_rsa"], [2]],
+      [["git", command, "--pathspec-from=/home/u/.ssh/id_rsa"], [2]],
+      [["git", command, "--pathspec-f", "/home/u/.ssh/id_rsa"], [2]],
+    ]),
+    [["git", "stash", "push", "--pathspec-from-file=/home/u/.git-credentials", "--pathspec-file-nul"], [3]],
+    // blame and its old names: revisions from a file.
+    [["git", "blame", "--ignore-revs-file=/home/u/.git-credentials", "README.md"], [2]],
+    [["git", "blame", "--ignore-revs-file", "/home/u/.git-credentials", "README.md"], [2]],
+    [["git", "blame", "--ignore-revs-f=/home/u/.git-credentials", "README.md"], [2]],
+    [["git", "annotate", "--ignore-revs-file=/x", "README.md"], [2]],
+    [["git", "pickaxe", "--ignore-revs=/x", "README.md"], [2]],
+    [["git", "blame", "-S", "/home/u/.git-credentials", "README.md"], [2]],
+    [["git", "blame", "-wS/x", "README.md"], [2]],
+    [["git", "annotate", "-S", "/x", "README.md"], [2]],
+    // ... but --ignore-rev is an option of its own, which git takes as written.
+    [["git", "blame", "--ignore-rev", "abc123", "README.md"], []],
+    [["git", "blame", "--ignore-rev=abc123", "README.md"], []],
+    [["git", "blame", "-s", "-w", "-L", "1,5", "README.md"], []],
+    // format-patch: a signature read from a file; a suffix with "/" writes patches anywhere.
+    [["git", "format-patch", "--stdout", "--signature-file=/home/u/.ssh/id_rsa", "-1"], [3]],
+    [["git", "format-patch", "--stdout", "--signature-file", "/home/u/.ssh/id_rsa", "-1"], [3]],
+    [["git", "format-patch", "--stdout", "--signature-f=/home/u/.ssh/id_rsa", "-1"], [3]],
+    [["git", "format-patch", "-1", "--suffix=/../../../home/u/.bashrc"], [3]],
+    [["git", "format-patch", "-1", "--suff", "/../x"], [3]],
+    [["git", "format-patch", "--stdout", "--signature=Bob", "-1"], []],
+    [["git", "format-patch", "--stdout", "--signature", "Bob", "-1"], []],
+    [["git", "format-patch", "--stdout", "--no-signature", "--subject-prefix=PATCH v2", "-1"], []],
+    // interpret-trailers: every file it is given is shown, and rewritten with --in-place.
+    [["git", "interpret-trailers", "--in-place", "--trailer", "x: $(touch /tmp/p)", "/home/u/.bashrc"], [4, 5]],
+    [["git", "interpret-trailers", "/home/u/.ssh/id_rsa"], [2]],
+    // The path rule over-matches a trailer's text (standard input is empty on the host anyway).
+    [["git", "interpret-trailers", "--trailer", "Signed-off-by: A <a@b>"], [3]],
+    [["git", "interpret-trailers", "--parse"], []],
+    // archive: an untracked file added to the archive (--add-virtual-file's content is given, not read).
+    [["git", "archive", "--add-file=/home/u/.ssh/id_rsa", "HEAD"], [2]],
+    [["git", "archive", "--add-file", "/home/u/.ssh/id_rsa", "HEAD"], [2]],
+    [["git", "archive", "--add-f=/x", "HEAD"], [2]],
+    [["git", "archive", "--add-virtual-file=a.txt:hello", "--format=tar", "HEAD"], []],
+    // Messages read from a file.
+    [["git", "commit-tree", "-F", "/home/u/.ssh/id_rsa", "HEAD^{tree}"], [2]],
+    [["git", "fmt-merge-msg", "-F", "/home/u/.ssh/id_rsa"], [2]],
+    [["git", "fmt-merge-msg", "--file=/x"], [2]],
+    // ls-files and read-tree: exclude patterns from a file (an oracle on its lines), an index written anywhere.
+    [["git", "ls-files", "-o", "-i", "--exclude-from=/home/u/.ssh/id_rsa"], [4]],
+    [["git", "ls-files", "-o", "-i", "--exclude-f", "/home/u/.ssh/id_rsa"], [4]],
+    [["git", "ls-files", "-oiX", "/home/u/.ssh/id_rsa"], [2]],
+    [["git", "ls-files", "--exclude-per-directory=../../.ssh/id_rsa"], [2]],
+    [["git", "ls-files", "-o", "--exclude=*.o", "--exclude-standard"], []],
+    [["git", "read-tree", "--index-output=/home/u/.bashrc", "HEAD"], [2]],
+    [["git", "read-tree", "--index-o", "/home/u/.bashrc", "HEAD"], [2]],
+    [["git", "stash", "apply", "--index"], []],
+    [["git", "update-index", "--add", "--chmod=+x", "run.sh"], []],
+    // Where apply and am put files, where checkout-index writes the index's files.
+    [["git", "apply", "--directory=../../../home/u"], [2]],
+    [["git", "apply", "--build-fake-ancestor=/home/u/.bashrc"], [2]],
+    [["git", "am", "--directory=../../x"], [2]],
+    [["git", "checkout-index", "-a", "--prefix=/home/u/"], [3]],
+    [["git", "checkout-index", "-a", "--pre=/home/u/"], [3]],
+    // Repositories and directories elsewhere on the host.
+    [["git", "init", "--separate-git-dir=/home/u/.local/x"], [2]],
+    [["git", "init-db", "/home/u/.config/autostart"], [2]],
+    [["git", "clone", "--reference=/home/u/private-repo"], [2]],
+    [["git", "clone", "--bundle-uri=/home/u/x.bundle"], [2]],
+    [["git", "repack", "-a", "--expire-to=/home/u/x"], [3]],
+    [["git", "multi-pack-index", "write", "--bitmap", "--refs-snapshot=/home/u/.netrc"], [4]],
+    [["git", "fast-import", "--allow-unsafe-features"], [2]],
+    [["git", "fast-import", "--export-pack-edges=/home/u/.bashrc"], [2]],
+    [["git", "verify-pack", "-v", "/home/u/other/.git/objects/pack/pack-1.idx"], [3]],
+    [["git", "mailsplit", "-o/home/u/.local/bin", "mbox"], [2, 3]],
+    [["git", "index-pack", "-o/home/u/.bashrc", "pack"], [2, 3]],
+    [["git", "bugreport", "-o", "/home/u/.config"], [2]],
+    [["git", "bugreport", "--suffix=/../../x"], [2]],
+    [["git", "diagnose", "-s", "/../x"], [2]],
+    [["git", "bisect", "replay", "/home/u/.ssh/id_rsa"], [2]],
+    // git diff compares files outside the repository as git diff --no-index does.
+    [["git", "diff", "/dev/null", "/home/u/.ssh/id_rsa"], [2, 3]],
+    [["git", "diff", "--stat", "--", "README.md", "../../../home/u/.ssh/id_rsa"], [5]],
+    [["git", "diff", ".."], [2]],
+    [["git", "diff", "HEAD~1..HEAD", "--", "src/a.ts"], []],
+    [["git", "diff", "origin/main...HEAD", "--stat"], []],
+    [["git", "diff", "--cached", "--relative=src"], []],
+  ];
+  itFindsHazards(cases);
+
+  const safe: string[][] = [
+    ["git", "status", "--short", "--branch"],
+    ["git", "status", "--porcelain=v2", "--", "src"],
+    ["git", "log", "--oneline", "-n", "20", "--", "src/a.ts"],
+    ["git", "log", "-p", "--stat", "--format=%H %s", "origin/main..HEAD"],
+    ["git", "log", "--exclude=refs/stash", "--all"],
+    ["git", "diff", "--stat", "HEAD~3"],
+    ["git", "diff", "--cached", "--", "src/a.ts", "test/b.ts"],
+    ["git", "diff", "main", "feature", "--", "docs"],
+    ["git", "show", "HEAD:src/a.ts"],
+    ["git", "push", "--force-with-lease", "origin", "main"],
+    ["git", "push", "--set-upstream", "origin", "feature"],
+    ["git", "fetch", "--all", "--prune"],
+    ["git", "fetch", "origin", "main"],
+    ["git", "pull", "--rebase", "origin", "main"],
+    ["git", "pull", "--ff-only"],
+    ["git", "add", "--all"],
+    ["git", "add", "src/a.ts", "docs"],
+    ["git", "commit", "-m", "Fix the parser", "--signoff"],
+    ["git", "commit", "--amend", "--no-edit"],
+    ["git", "restore", "--staged", "src/a.ts"],
+    ["git", "checkout", "main"],
+    ["git", "switch", "--create", "feature"],
+    ["git", "reset", "--hard", "HEAD~1"],
+    ["git", "rm", "--cached", "x"],
+    ["git", "stash", "push", "-m", "wip"],
+    ["git", "stash", "pop", "--index"],
+    ["git", "tag", "--sign", "v1.0", "-m", "v1.0"],
+    ["git", "notes", "--ref=review", "show"],
+    ["git", "cat-file", "--filters", "--path=src/a.ts", "HEAD:src/a.ts"],
+    ["git", "ls-remote", "--refs", "origin"],
+    ["git", "branch", "-a"],
+    ["git", "rev-parse", "--show-toplevel"],
+    ["git", "prune", "--expire=now"],
+    ["git", "reflog", "expire", "--expire=90.days.ago", "--all"],
+    ["git", "merge", "--allow-unrelated-histories", "other"],
+    ["git", "remote", "-v"],
+    ["git", "remote", "add", "origin", "https://github.com/o/r.git"],
+    ["git", "check-ignore", "-v", "build/x.o"],
+    ["git", "rerere", "status"],
+    ["gh", "pr", "view", "--json", "title"],
+    ["gh", "pr", "create", "--fill"],
+  ];
+  for (const argv of safe) it(`${JSON.stringify(argv)} has no hazard`, () => assert.deepEqual(hazards(argv), []));
+
+  const commands = [
+    "merge-index", "merge-one-file", "for-each-repo", "submodule--helper", "bisect--helper", "difftool--helper",
+    "upload-archive", "upload-archive--writer", "http-backend", "http-fetch", "svn", "p4", "cvsimport",
+    "cvsexportcommit", "cvsserver", "archimport", "quiltimport", "credential-libsecret", "credential-gcloud.sh",
+  ];
+  for (const command of commands) {
+    it(`git ${command}`, () => assert.deepEqual(hazards(["git", command, "x"]).map((h) => [h.index, h.token]), [[1, command]]));
+  }
+
+  it("says what the hazard is", () => {
+    assert.match(hazards(["git", "add", "--pathspec-from-file=x"])[0]?.why ?? "", /write or read a file it names, anywhere on the host/);
+    assert.match(hazards(["git", "interpret-trailers", "x"])[0]?.why ?? "", /a path git writes to or reads from/);
+    assert.match(hazards(["git", "diff", "/x", "y"])[0]?.why ?? "", /outside the repository.*--no-index/);
+    assert.match(hazards(["git", "merge-index", "x"])[0]?.why ?? "", /run programs/);
+  });
+
+  it("[git, \"**\"] passes none of them; a rule naming the argument does", () => {
+    const rules: CommandRuleEntry[] = [{ allow: ["git", "**"] }, { allow: ["git", "blame", "--ignore-revs-file", ".git-blame-ignore-revs", "**"] }];
+    for (const argv of [
+      ["git", "interpret-trailers", "--in-place", "--trailer", "x: y", "/home/u/.bashrc"],
+      ["git", "format-patch", "--stdout", "--signature-file=/home/u/.ssh/id_rsa", "-1"],
+      ["git", "add", "--pathspec-from=/home/u/.ssh/id_rsa"],
+      ["git", "diff", "/dev/null", "/home/u/.ssh/id_rsa"],
+    ]) {
+      assert.equal(decide(rules, argv).verdict, "deny", JSON.stringify(argv));
+    }
+    assert.equal(decide(rules, ["git", "blame", "--ignore-revs-file", ".git-blame-ignore-revs", "README.md"]).verdict, "allow");
+    assert.equal(decide(rules, ["git", "diff", "--stat", "HEAD~1"]).verdict, "allow");
   });
 });
 
