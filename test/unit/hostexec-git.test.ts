@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
@@ -156,6 +156,19 @@ describe("the user's own config", () => {
     assert.ok("refused" in refused && /git-receive-pack/.test(refused.refused));
   });
 
+  test("outside any work tree git diff, which is git diff --no-index there, is refused; in a repository it runs", async () => {
+    const plain = join(scratch, "not-a-repo");
+    await mkdir(plain, { recursive: true });
+    await writeFile(join(plain, "empty"), "");
+    await symlink(scratch, join(plain, "link"));
+    await writeFile(join(scratch, "secret"), "HOST-KEY-CANARY\n");
+    assert.match(plainGit(plain, "diff", "empty", "link/secret").stdout, /HOST-KEY-CANARY/, "control: plain git diff shows the file");
+    await assertEachRefused(plain, [["diff", "empty", "link/secret"], ["--no-pager", "diff", "--stat", "empty", "link/secret"]], /git diff outside a git work tree/);
+    const repo = await newRepo();
+    await symlink(scratch, join(repo, "link"));
+    assert.doesNotMatch(await hostGitOk(repo, "diff", "--", "link/secret"), /HOST-KEY-CANARY/);
+  });
+
   test("outside any repository git still runs", async () => {
     const ran = await hostGit(scratch, "status");
     assert.ok(!("refused" in ran));
@@ -281,6 +294,7 @@ describe("nested repositories and submodules", () => {
     const repo = await newRepo();
     const entering = [
       ["submodule", "update", "--init"],
+      ["submodule--helper", "foreach", "touch x"],
       ["status", "--ignore-submodules=none"],
       ["status", "--ignore-sub=dirty"],
       ["pull", "--recurse-submodules"],

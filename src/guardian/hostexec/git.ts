@@ -120,6 +120,11 @@ export async function hardenGit(argv: readonly string[], cwd: string): Promise<H
   if (configRefusal !== undefined) return { refused: configRefusal };
   const submodules = await submoduleNames(git, cwd);
   if ("refused" in submodules) return submodules;
+  if (!submodules.inWorkTree && args.find((arg) => !arg.startsWith("-")) === "diff") {
+    // Outside a work tree git diff is git diff --no-index, and a path through a symbolic link the
+    // agent made (link/id_rsa, link -> ~/.ssh) shows any host file; the path rule cannot see that.
+    return { refused: "git diff outside a git work tree compares any two files, like git diff --no-index; the host does not run that. Run it yourself on the host if it is needed." };
+  }
   return { argv: [git, ...HARDENING, ...submodules.names.flatMap(keepOutOfSubmodule), ...args] };
 }
 
@@ -135,7 +140,8 @@ function refuseArguments(args: readonly string[]): string | undefined {
   if (global !== undefined) {
     return `The git option ${JSON.stringify(global)} is not allowed before the command on the host: it could change which repository, config or program git uses. Run it yourself on the host if it is needed.`;
   }
-  if (args[command] === "submodule") return submoduleRefusal("git submodule");
+  // submodule--helper is what git submodule runs: its foreach runs shell code in every submodule.
+  if (args[command] === "submodule" || args[command] === "submodule--helper") return submoduleRefusal(`git ${args[command]}`);
   const entering = args.slice(command + 1).find(entersSubmodules);
   return entering === undefined ? undefined : submoduleRefusal(JSON.stringify(entering));
 }
@@ -198,10 +204,13 @@ async function refuseRepositoryConfig(git: string, cwd: string): Promise<string 
   return `Refusing to run git on the host: the repository's own git config sets ${keys}, which could make git run a program or act outside the project. Move the setting to ~/.gitconfig or remove it from the repository's config, or run this git command yourself on the host.`;
 }
 
-/** Every submodule name in .gitmodules as git may read it: the work tree's file, else the index's, else HEAD's. */
-async function submoduleNames(git: string, cwd: string): Promise<{ names: string[] } | { refused: string }> {
+/**
+ * Every submodule name in .gitmodules as git may read it: the work tree's file, else the index's, else
+ * HEAD's; and whether `cwd` is in a work tree at all.
+ */
+async function submoduleNames(git: string, cwd: string): Promise<{ names: string[]; inWorkTree: boolean } | { refused: string }> {
   const top = await scan(git, ["rev-parse", "--show-cdup"], cwd);
-  if (!top.ok) return { names: [] };
+  if (!top.ok) return { names: [], inWorkTree: false };
   const file = join(cwd, top.stdout.toString().trim(), ".gitmodules");
   // Only a regular file: while a cloister of the project runs, a missing .gitmodules is held by an
   // empty placeholder directory (protected paths), which git itself ignores.
@@ -219,5 +228,5 @@ async function submoduleNames(git: string, cwd: string): Promise<{ names: string
   // A name that does not survive the trip through argv (UTF-8) or `-c key=value` cannot be overridden.
   const unsafe = [...names].find((name) => name.includes("=") || name.includes("\uFFFD"));
   if (unsafe !== undefined) return { refused: `Refusing to run git on the host: the submodule name ${JSON.stringify(unsafe)} cannot be overridden on git's command line.` };
-  return { names: [...names] };
+  return { names: [...names], inWorkTree: true };
 }
