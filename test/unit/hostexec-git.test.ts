@@ -360,6 +360,23 @@ describe("refused repository settings", () => {
     assertOnlyPlainGitFalls(escaped, repo, "diff");
   });
 
+  test("settings that name a file git reads or writes outside the project (format.suffix, blame.ignoreRevsFile, ...)", async () => {
+    const repo = await newRepo();
+    for (const [key, value] of [
+      ["format.suffix", "/../../../home/u/.bashrc"],
+      ["format.signatureFile", "/home/u/.ssh/id_ed25519"],
+      ["format.outputDirectory", "/home/u"],
+      ["blame.ignoreRevsFile", "/home/u/.git-credentials"],
+      ["core.excludesFile", "/home/u/.ssh/id_ed25519"],
+      ["mailmap.file", "/home/u/.netrc"],
+      ["http.cookieFile", "/home/u/.bashrc"],
+    ] as const) {
+      git(repo, "config", key, value);
+      await assertRefused(repo, ["log"], new RegExp(`"${key.toLowerCase()}"`.replace(".", "\\.")));
+      git(repo, "config", "--unset", key);
+    }
+  });
+
   test("include.path to a work-tree file, and includeIf", async () => {
     const repo = await newRepo();
     const escaped = marker("include");

@@ -68,6 +68,10 @@ const REFUSED_SETTINGS: readonly RegExp[] = [
   /^trailer\..*\.(command|cmd)=/,
   /^(sendemail|difftool|mergetool|browser|man|guitool|instaweb|hook)\./,
   /^(web\.browser|help\.browser|help\.format|help\.htmlpath|imap\.tunnel|init\.templatedir|commit\.template)=/,
+  // Settings that name a file git reads or writes: the same reach as the file options that
+  // policy/commands.ts makes hazards (format-patch --suffix/--signature-file, blame --ignore-revs-file, ...).
+  /^format\.(outputdirectory|signaturefile|suffix)=/,
+  /^(blame\.ignorerevsfile|core\.excludesfile|core\.attributesfile|diff\.orderfile|mailmap\.file|fsck\.skiplist|http\.cookiefile|interactive\.difffilter)=/,
 ];
 
 /** Global options that change neither where git finds its repository and config nor what it runs. */
