@@ -36,6 +36,8 @@ port.on("message", (message: ToWorker) => {
   switch (message.kind) {
     case "append":
       return log.appendAll(message.events);
+    case "rotation":
+      return log.setRotation(message.rotation);
     case "last-seq":
       return send({ kind: "done", id: message.id, seq: log.lastSeq });
     case "flush":

@@ -8,7 +8,7 @@
 import { Worker } from "node:worker_threads";
 import { CloisterError } from "../errors.js";
 import { sanitizeEvent } from "./record.js";
-import type { AuditLogOptions, StampedEvent } from "./signed-log.js";
+import { checkedRotation, type AuditLogOptions, type Rotation, type StampedEvent } from "./signed-log.js";
 import type { DroppedEvents, FromWorker, ToWorker, WorkerStart } from "./worker-messages.js";
 
 export type { AuditLogOptions } from "./signed-log.js";
@@ -109,7 +109,8 @@ export class AuditLog {
   readonly keyId: string;
 
   private constructor(
-    private readonly options: AuditLogOptions,
+    /** What a worker opens the log with; its rotation is the latest setRotation's. */
+    private options: AuditLogOptions,
     booted: BootedWorker,
   ) {
     this.maxBacklog = options.maxBacklog ?? MAX_BACKLOG;
@@ -151,6 +152,19 @@ export class AuditLog {
     } catch (error) {
       this.noteError(error instanceof Error ? error : new Error(String(error)));
     }
+  }
+
+  /**
+   * Rotation for the records appended from now on (a guardian reload applies the config's
+   * audit.max_size and audit.keep). Throws a CloisterError for values that cannot work.
+   */
+  setRotation(rotation: Rotation): void {
+    checkedRotation(rotation);
+    this.options = { ...this.options, maxBytes: rotation.maxBytes, keep: rotation.keep };
+    // During a restart the new worker opens the log with these options (restartWorker).
+    if (this.stopped || this.closed || this.restarting) return;
+    this.handOver();
+    this.post({ kind: "rotation", rotation });
   }
 
   /** Sequence number of the last record appended (0 before the first), once the worker has it. */
@@ -287,15 +301,18 @@ export class AuditLog {
     }
     this.restarts.push(now);
     await this.worker.terminate();
+    const bootOptions = this.options;
     let booted: BootedWorker;
     try {
-      booted = await bootWorker(this.options);
+      booted = await bootWorker(bootOptions);
     } catch (error) {
       return this.giveUp(`${how}, and could not be started again: ${error instanceof Error ? error.message : String(error)}`);
     }
     process.stderr.write(`cloister: audit log: the audit worker ${how}; started again, handing it the ${unwritten.length} record(s) it had not written\n`);
     this.attach(booted);
     this.restarting = false;
+    // A reload while the worker opened the log: it opened with the settings from before.
+    if (this.options !== bootOptions) this.post({ kind: "rotation", rotation: this.options });
     const note: StampedEvent = { fields: sanitizeEvent({ type: "audit.worker-restarted", reason: `the audit worker ${how}`, resent: unwritten.length }), time: new Date().toISOString() };
     this.outbox = [note, ...unwritten, ...this.outbox];
     this.handOver();

@@ -17,12 +17,16 @@ import { resumeLog } from "./resume.js";
 import { loadOrCreateKeys, signBody, verifyBody, type SigningKeys } from "./signing.js";
 import { QueuedFileWriter } from "./writer.js";
 
-export interface AuditLogOptions {
-  dir: string;
+/** When the log rotates; the guardian changes it at a reload (AuditLog.setRotation). */
+export interface Rotation {
   /** Rotate before audit.jsonl would grow past this many bytes. Default 64 MiB. */
   maxBytes?: number;
   /** Rotated files kept (audit.1.jsonl … audit.<keep>.jsonl). Default 10. */
   keep?: number;
+}
+
+export interface AuditLogOptions extends Rotation {
+  dir: string;
   /** Records appended but not yet in the file before new ones are counted instead (log.ts). Default MAX_BACKLOG. */
   maxBacklog?: number;
 }
@@ -43,6 +47,15 @@ export const DEFAULT_KEEP = 10;
  */
 export const MAX_PENDING_BYTES = 32 * 1024 * 1024;
 
+/** `rotation` with its defaults filled in; throws a CloisterError for a size or count that cannot work. */
+export function checkedRotation(rotation: Rotation): Required<Rotation> {
+  const maxBytes = rotation.maxBytes ?? DEFAULT_MAX_BYTES;
+  const keep = rotation.keep ?? DEFAULT_KEEP;
+  if (!(maxBytes > 0)) throw new CloisterError(`audit maxBytes must be positive, not ${maxBytes}`);
+  if (!Number.isInteger(keep) || keep < 0) throw new CloisterError(`audit keep must be a whole number ≥ 0, not ${keep}`);
+  return { maxBytes, keep };
+}
+
 export class SignedLog {
   private seq: number;
   private prev: string;
@@ -60,7 +73,7 @@ export class SignedLog {
   private constructor(
     private readonly keys: SigningKeys,
     private readonly writer: QueuedFileWriter,
-    private readonly maxBytes: number,
+    private maxBytes: number,
     private readonly onError: (error: Error) => void,
     state: { seq: number; prev: string; fileBytes: number; fileRecords: number },
   ) {
@@ -78,10 +91,7 @@ export class SignedLog {
    * at 2^31), after each write.
    */
   static async open(options: AuditLogOptions, onError: (error: Error) => void, onWritten: (records: number) => void): Promise<SignedLog> {
-    const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
-    const keep = options.keep ?? DEFAULT_KEEP;
-    if (!(maxBytes > 0)) throw new CloisterError(`audit maxBytes must be positive, not ${maxBytes}`);
-    if (!Number.isInteger(keep) || keep < 0) throw new CloisterError(`audit keep must be a whole number ≥ 0, not ${keep}`);
+    const { maxBytes, keep } = checkedRotation(options);
     ensurePrivateDir(options.dir);
     const state = await resumeLog(options.dir);
     const keys = await loadOrCreateKeys(options.dir, state.tip === undefined);
@@ -137,6 +147,17 @@ export class SignedLog {
         this.onError(error instanceof Error ? error : new Error(String(error)));
       }
     }
+  }
+
+  /**
+   * Rotation from here on: the next record that would grow audit.jsonl past `maxBytes` rotates it,
+   * and the next rotation keeps `keep` old files (deleting any beyond). Throws for values that
+   * cannot work (checkedRotation).
+   */
+  setRotation(rotation: Rotation): void {
+    const { maxBytes, keep } = checkedRotation(rotation);
+    this.maxBytes = maxBytes;
+    this.writer.setKeep(keep);
   }
 
   /** Resolves when every record appended so far is in the file and synced to disk (fdatasync). */

@@ -2,7 +2,7 @@
  * What AuditLog (log.ts, the guardian's thread) and the audit worker (audit-worker.ts) say to each
  * other. One message port, so records arrive in the order they were appended.
  */
-import type { AuditLogOptions, StampedEvent } from "./signed-log.js";
+import type { AuditLogOptions, Rotation, StampedEvent } from "./signed-log.js";
 
 /** Where AuditLog counted records instead of keeping them (the worker too far behind), and how many. */
 export interface DroppedEvents {
@@ -24,6 +24,8 @@ export interface WorkerStart {
 /** Main thread → worker. */
 export type ToWorker =
   | { kind: "append"; events: Array<StampedEvent | DroppedEvents> }
+  /** New rotation settings (a guardian reload), for the records after those appended before it. */
+  | { kind: "rotation"; rotation: Rotation }
   /** Every record appended before it written and synced; answered with `done`. */
   | { kind: "flush"; id: number }
   /** The seq of the last record appended before it; answered with `done`. */

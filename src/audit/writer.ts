@@ -47,7 +47,7 @@ export class QueuedFileWriter {
 
   private constructor(
     private readonly dir: string,
-    private readonly keep: number,
+    private keep: number,
     private handle: FileHandle | undefined,
     private readonly onError: (error: Error) => void,
     private readonly onWritten: (records: number) => void,
@@ -85,6 +85,11 @@ export class QueuedFileWriter {
   pushRotation(): void {
     this.queue.push(ROTATE);
     this.completes.push(0);
+  }
+
+  /** Rotated files kept from the next rotation on (one already queued included). */
+  setKeep(keep: number): void {
+    this.keep = keep;
   }
 
   /** Resolves once every line pushed before the call is in the file; rejects if a write keeps failing. */

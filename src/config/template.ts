@@ -130,7 +130,8 @@ proxy:
 
 audit:
   # The audit log (one signed, hash-chained JSON record per decision) rotates at this size,
-  # keeping this many old files (read when the guardian starts). Check it with \`cloister audit verify\`.
+  # keeping this many old files; \`cloister guardian reload\` applies a change. Check the log
+  # with \`cloister audit verify\`.
   max_size: 64MiB
   keep: 10
 

@@ -105,7 +105,7 @@ class Guardian {
     loadTunnelRelay();
     const policy = await loadPolicy(this.paths);
     const previous = await previousEnd(this.paths.auditDir);
-    // Rotation settings come from the config at guardian start (defaults while it is invalid).
+    // Rotation settings come from the config (defaults while it is invalid); a reload applies new ones.
     this.audit = await AuditLog.open({ dir: this.paths.auditDir, maxBytes: policy.store?.audit.maxBytes, keep: policy.store?.audit.keep });
     const sessions = new SessionDecisionStore(join(this.paths.stateDir, "sessions"));
     this.approvals = new ApprovalQueue(this.decisionKeeper(), (event) => this.audit.append(event));
@@ -343,6 +343,8 @@ class Guardian {
   /** Re-reads the configuration; resolves with a warning when the approval UI could not follow it. */
   private async reload(): Promise<string | undefined> {
     await this.egress.reload();
+    const rotation = this.egress.currentStore?.audit;
+    if (rotation) this.audit.setRotation(rotation);
     this.approvals.policyChanged(null);
     const uiWarning = await this.startUi(this.egress.currentStore?.uiPort ?? DEFAULT_UI_PORT);
     this.audit.append(guardianRecord("guardian.reload"));

@@ -44,7 +44,7 @@ export class PolicyStore {
     private readonly paths: CloisterPaths,
     readonly settings: ProxySettings,
     readonly audit: { maxBytes: number; keep: number },
-    /** The approval UI's port (read at guardian start, like the audit settings). */
+    /** The approval UI's port (a reload that changes it moves the UI: Daemon.startUi). */
     readonly uiPort: number,
     /** hostexec limits and rate (its rules are in commandRules). */
     readonly hostexec: HostexecConfig,
