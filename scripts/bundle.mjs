@@ -60,8 +60,24 @@ const vendorPlugin = {
   },
 };
 
-/** How the CLI's files are built: CommonJS, minified but for names (see the top of this file). */
-const CLI_FORMAT = { bundle: true, format: "cjs", platform: "node", target: "node20", minifyWhitespace: true, minifySyntax: true, logLevel: "warning" };
+/**
+ * How the CLI's files are built: CommonJS, minified but for names (see the top of this file).
+ * import() is turned into require(): an import() of a vendored library stays one of the bundle's
+ * vendor/NAME.cjs, and node's import of that file has only a `default` export (the names of a
+ * module.exports assigned at run time cannot be found in advance), so `const { parse } = await
+ * import("yaml")`, right under tsc's build, found no parse in the bundle (QA: the completion of
+ * custom agents). esbuild's require gives the library's names, as node gives them for the package.
+ */
+const CLI_FORMAT = {
+  bundle: true,
+  format: "cjs",
+  platform: "node",
+  target: "node20",
+  supported: { "dynamic-import": false },
+  minifyWhitespace: true,
+  minifySyntax: true,
+  logLevel: "warning",
+};
 
 async function bundleCli(outdir) {
   await build({

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CLI, createInstance, type TestInstance } from "../helpers/cloister.js";
@@ -75,31 +75,60 @@ describe("shell completion", () => {
   /** `run`'s long options, which a typed `--` completes to in every shell. */
   const runLongOptions = async () => (await complete("run", "-")).filter((option) => option.startsWith("--"));
 
-  it("the bash script completes in a real bash, a typed -- too", async () => {
+  /** What the bash script offers for `words` (bash syntax: `cloister exec comp`, `cloister x ""`), one a line. */
+  const bash = async (words: string) => {
     const script = (await t.cli(["completion", "bash"])).stdout;
-    const bash = (words: string) => inShell("bash", ["-c", `${script}\nCOMP_WORDS=(${words}); COMP_CWORD=$((\${#COMP_WORDS[@]} - 1)); _cloister; printf '%s\\n' "\${COMPREPLY[@]}"`]);
-    const r = bash("cloister exec comp");
-    assert.equal(r.stdout.trim(), "comp-one", r.stderr);
-    assert.deepEqual(bash("cloister run --").stdout.split("\n").filter(Boolean), await runLongOptions());
+    const r = inShell("bash", ["-c", `${script}\nCOMP_WORDS=(${words}); COMP_CWORD=$((\${#COMP_WORDS[@]} - 1)); _cloister; printf '%s\\n' "\${COMPREPLY[@]}"`]);
+    assert.equal(r.stderr, "");
+    return r.stdout.split("\n").filter(Boolean);
+  };
+
+  /** What the zsh script offers for `words` (zsh syntax), the last word being completed. */
+  const zsh = (words: string) => {
+    // compadd needs a real completion widget: stood in for by one that prints what it would offer.
+    const r = inShell("zsh", ["-fc", `source <(cloister completion zsh)\ncompadd() { print -rl -- $candidates }\nwords=(${words}); CURRENT=\${#words}; _cloister`]);
+    assert.equal(r.stderr, "");
+    return r.stdout.split("\n").filter(Boolean);
+  };
+
+  /** What the fish script offers for the command line `line`. */
+  const fish = (line: string) => {
+    const r = inShell("fish", ["-c", `source (cloister completion fish | psub); complete -C ${JSON.stringify(line)}`]);
+    return r.stdout.split("\n").filter(Boolean).map((candidate) => candidate.split("\t")[0]);
+  };
+
+  it("the bash script completes in a real bash, a typed -- too", async () => {
+    assert.deepEqual(await bash("cloister exec comp"), ["comp-one"]);
+    assert.deepEqual(await bash("cloister run --"), await runLongOptions());
   });
 
   it("the zsh script completes in a real zsh, a typed -- too", async () => {
-    // compadd needs a real completion widget: stood in for by one that prints what it would offer.
-    const r = inShell("zsh", ["-fc", "source <(cloister completion zsh)\ncompadd() { print -rl -- $candidates }\nwords=(cloister run --); CURRENT=3; _cloister"]);
-    assert.equal(r.stderr, "");
-    assert.deepEqual(r.stdout.split("\n").filter(Boolean), await runLongOptions());
+    assert.deepEqual(zsh("cloister run --"), await runLongOptions());
   });
 
   it("the fish script completes in a real fish: names, directories for start --project, a typed --", async () => {
     mkdirSync(join(t.project, "sub", "dir"), { recursive: true });
-    const fish = (line: string) => {
-      const r = inShell("fish", ["-c", `source (cloister completion fish | psub); complete -C ${JSON.stringify(line)}`]);
-      return r.stdout.split("\n").filter(Boolean).map((candidate) => candidate.split("\t")[0]);
-    };
     assert.deepEqual(fish("cloister agent install "), ["claude", "codex", "gemini"]);
     assert.deepEqual(fish("cloister start --project sub/"), ["sub/dir/"]);
     // fish orders candidates by its own collation.
     assert.deepEqual(fish("cloister run --").sort(), await runLongOptions());
+  });
+
+  it("offers the custom agents of config.yaml beside the built-in ones, in bash, zsh and fish (QA: the bundled CLI offered the built-in ones only)", async () => {
+    const configFile = join(t.home, "config", "config.yaml");
+    const original = readFileSync(configFile, "utf8");
+    const withAider = original.replace(/^ {2}\{\}$/m, "  aider:\n    command: aider");
+    assert.notEqual(withAider, original, "the config template changed: update this test");
+    writeFileSync(configFile, withAider);
+    try {
+      const agents = ["aider", "claude", "codex", "gemini"];
+      assert.deepEqual(await complete("agent", "install", ""), agents);
+      assert.deepEqual(await bash('cloister start --agent ""'), agents);
+      assert.deepEqual(zsh("cloister agent install ''"), agents);
+      assert.deepEqual(fish("cloister start --agent ").sort(), agents);
+    } finally {
+      writeFileSync(configFile, original);
+    }
   });
 
   it("the zsh script sources in a zsh that has not run compinit", () => {
