@@ -1,25 +1,16 @@
 /**
- * A launch called off (Ctrl-C, SIGTERM, a library caller's AbortSignal): the error it ends with,
- * and waits on others (the guardian, the keeper, a credential lookup) that end at the abort.
+ * A launch called off (Ctrl-C, SIGTERM, a library caller's AbortSignal): waits on others (the
+ * guardian, the keeper, a credential lookup) that end at the abort. Each ends with the signal's
+ * reason as given, an Error or not, as AbortSignal.throwIfAborted() throws it: README promises the
+ * library's caller that reason (QA: a string became "the launch was aborted").
  */
-import { CloisterError } from "./errors.js";
-
-/** The launch was aborted: its signal's reason when that is an error, else a plain one. */
-export function abortError(signal: AbortSignal): Error {
-  return signal.reason instanceof Error ? signal.reason : new CloisterError("the launch was aborted");
-}
-
-/** Throws the abort's error when `signal` has aborted. */
-export function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw abortError(signal);
-}
 
 /** `promise`, or a rejection as soon as `signal` aborts, whichever comes first. */
 export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return promise;
-  throwIfAborted(signal);
+  signal.throwIfAborted();
   return new Promise<T>((resolve, reject) => {
-    const forget = onAbort(signal, () => reject(abortError(signal)));
+    const forget = onAbort(signal, () => reject(signal.reason));
     promise.then(
       (value) => {
         forget();

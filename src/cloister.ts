@@ -13,7 +13,6 @@ import { CloisterError } from "./errors.js";
 import { runToEnd, type FreshCloister } from "./fresh-run.js";
 import { ensureGuardian, guardianCall, guardianCallStarting, releaseGrant, requestGrant, STOP_DEADLINE_MS, VAULT_DEADLINE_MS } from "./guardian/control-client.js";
 import { WORK_DIR } from "./sandbox/bwrap/mounts.js";
-import { throwIfAborted } from "./abort.js";
 import { claimCloister, launchCloister, PROXY_PORT, releaseRecord, sandboxHome, type ClaimedName, type LaunchSpec } from "./sandbox/engine.js";
 import { sandboxEnv } from "./sandbox/env.js";
 import { execInCloister, type ExecSession } from "./sandbox/init-client.js";
@@ -255,7 +254,7 @@ async function launch(options: LaunchOptions, persistent: boolean): Promise<{ cl
   // Aborted after the launch's last wait: the abort still stands, so the cloister goes again.
   if (options.signal?.aborted) {
     await cloister.stop().catch(() => undefined);
-    throwIfAborted(options.signal);
+    options.signal?.throwIfAborted();
   }
   return { cloister, timeoutMs };
 }

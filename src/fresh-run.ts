@@ -5,7 +5,7 @@
  * command and everything it started; the call settles only once the cloister is gone.
  */
 import type { Cloister } from "./cloister.js";
-import { onAbort, throwIfAborted } from "./abort.js";
+import { onAbort } from "./abort.js";
 
 /** The exit code of a command that its timeout stopped: timeout(1)'s, and `cloister run --timeout`'s. */
 export const TIMED_OUT = 124;
@@ -45,7 +45,7 @@ export async function runToEnd(fresh: FreshCloister, command: (cloister: Cloiste
   let outcome: { exitCode: number } | { error: unknown };
   try {
     // Aborted between the launch and here: the command is not started.
-    throwIfAborted(signal);
+    signal?.throwIfAborted();
     outcome = { exitCode: await command(fresh.cloister) };
   } catch (error) {
     outcome = { error };
@@ -63,6 +63,6 @@ export async function runToEnd(fresh: FreshCloister, command: (cloister: Cloiste
   }
   // Cut short: whatever the command's session said (the cloister was stopped under it), the cut decides.
   await remove();
-  if (cutBy === "abort") throwIfAborted(signal);
+  if (cutBy === "abort") signal?.throwIfAborted();
   return { exitCode: TIMED_OUT, timedOut: true };
 }

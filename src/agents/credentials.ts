@@ -6,7 +6,7 @@
  * the host environment is used only when asked for explicitly, with a warning.
  */
 import { CloisterError } from "../errors.js";
-import { throwIfAborted, untilAborted } from "../abort.js";
+import { untilAborted } from "../abort.js";
 import type { AgentDefinition, CredentialKind } from "./registry.js";
 
 export interface Credential {
@@ -108,6 +108,6 @@ export async function findCredential(agent: AgentDefinition, sources: Credential
   // Not asked at all once aborted; raced, not only passed on, while it runs: a lookup written without
   // the signal (the vault behind a keyring prompt) must not hold a Ctrl-C'd launch for as long as it takes.
   const { signal } = sources;
-  throwIfAborted(signal);
+  signal?.throwIfAborted();
   return untilAborted(sources.lookup(agent.name, sources.cloisterId, { signal }), signal);
 }

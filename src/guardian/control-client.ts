@@ -9,7 +9,7 @@ import { ensurePrivateDir } from "../config/atomic-write.js";
 import { receivedProblems, type ConfigProblem } from "../config/config-error.js";
 import { CloisterError } from "../errors.js";
 import { isRunningProcess, isStoppedProcess, type SessionRules } from "../sandbox/records.js";
-import { abortError, onAbort, throwIfAborted } from "../abort.js";
+import { onAbort } from "../abort.js";
 import type { LaunchGrant, PendingGrant } from "../sandbox/engine.js";
 import { formatDuration } from "../config/units.js";
 import { foreignInstanceError, isPermissionDenied } from "../config/foreign-instance.js";
@@ -57,11 +57,17 @@ export interface CallOptions {
 export function guardianCall<T>(paths: CloisterPaths, method: string, path: string, body?: unknown, options: CallOptions = {}): Promise<T> {
   const { onSent, deadlineMs = ANSWER_DEADLINE_MS, signal } = options;
   return new Promise((resolve, reject) => {
-    throwIfAborted(signal);
+    signal?.throwIfAborted();
     const request = encodeControlRequest(method, path, body === undefined ? undefined : JSON.stringify(body));
     const socket = connect(paths.guardianSocket);
     const deadline = setTimeout(() => socket.destroy(guardianUnanswered(paths, deadlineMs)), deadlineMs);
-    const forgetAbort = signal ? onAbort(signal, () => socket.destroy(abortError(signal))) : undefined;
+    // The reason as given, an Error or not: the socket's own error would be one of node's.
+    const forgetAbort = signal
+      ? onAbort(signal, () => {
+          reject(signal.reason);
+          socket.destroy();
+        })
+      : undefined;
     socket.on("close", () => {
       clearTimeout(deadline);
       forgetAbort?.();

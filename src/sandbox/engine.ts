@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { cloisterRuntimeDir, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
-import { throwIfAborted, untilAborted } from "../abort.js";
+import { untilAborted } from "../abort.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
 import { procHidden, procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
@@ -175,7 +175,7 @@ export async function launchCloister(paths: CloisterPaths, spec: LaunchSpec, cla
   const { id, runtimeDir, homeDir } = record;
   const cleanups: (() => void | Promise<void>)[] = [() => releaseRecord(paths, record)];
   try {
-    throwIfAborted(signal);
+    signal?.throwIfAborted();
     // The waits on others (the guardian, the keeper) end early when `signal` aborts, and the catch
     // below undoes it all; local writes are left to finish, so that nothing lands after the undo.
     const step = <T>(promise: Promise<T>): Promise<T> => untilAborted(promise, signal);

@@ -104,6 +104,20 @@ describe("the library: runInCloister's timeout and signal, and its inputs", () =
     await assertGone(run.seen(), projectBefore, "a run aborted by its signal");
   });
 
+  it("a reason that is not an Error is the rejection as given, whether the signal aborts during the launch or the command (QA: a string became \"the launch was aborted\")", async () => {
+    const projectBefore = readdirSync(t.project).sort();
+    const controller = new AbortController();
+    const run = await runScript("sleep 8; echo ran-to-end", { signal: controller.signal }, () => controller.abort("enough"));
+    await assert.rejects(run.result, (reason: unknown) => reason === "enough");
+    await assertGone(run.seen(), projectBefore, "a run aborted with a string");
+    const reason = { why: "enough" };
+    const launching = new AbortController();
+    const launch = runInCloister(["true"], { project: t.project, paths, network: false, signal: launching.signal });
+    launching.abort(reason);
+    await assert.rejects(launch, (rejected: unknown) => rejected === reason);
+    assert.deepEqual(listRecords(paths), []);
+  });
+
   it("AbortSignal.timeout() ends the run with its TimeoutError, whether it fires during the launch or the command", async () => {
     const run = await runScript("sleep 8; echo ran-to-end", { signal: AbortSignal.timeout(1_500) });
     await assert.rejects(run.result, (error: unknown) => error instanceof Error && error.name === "TimeoutError");
