@@ -24,16 +24,17 @@ interface ScopeFlags {
 
 /**
  * The project a command is about: `--project` may name a registered project or a directory in
- * one; without it, the project of the current directory.
+ * one; without it, the project of the current directory. `orGlobal`: the command takes --global
+ * instead, which the hint then offers (QA: `policy explain` was told to pass an option it lacks).
  */
-async function targetProject(paths: CloisterPaths, given: string | undefined): Promise<string> {
+async function targetProject(paths: CloisterPaths, given: string | undefined, orGlobal = false): Promise<string> {
   const { knownProject } = await policyModules();
   // Any other directory would get a decision file that no cloister reads.
   const project = await knownProject(paths, given ?? process.cwd());
   if (project !== undefined) return project;
   throw new CloisterError(
     given === undefined ? "the current directory is in no git repository nor in a project cloister knows" : `no project named or at ${JSON.stringify(given)}`,
-    "run it in your project, or pass --project NAME (see `cloister project list`) or --global",
+    `run it in your project, or pass --project NAME (see \`cloister project list\`)${orGlobal ? " or --global" : ""}`,
   );
 }
 
@@ -50,7 +51,7 @@ async function persist(list: "allow" | "deny", ruleText: string, flags: ScopeFla
   }
   const canonical = rule.text;
   const paths = resolvePaths();
-  const project = flags.global ? undefined : await targetProject(paths, flags.project);
+  const project = flags.global ? undefined : await targetProject(paths, flags.project, true);
   await ensureGuardian(paths);
   const { changed } = await guardianCall<{ changed: boolean }>(paths, "POST", "/v1/decisions", {
     scope: flags.global ? "global" : "project",

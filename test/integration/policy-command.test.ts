@@ -74,13 +74,22 @@ describe("cloister policy explain", () => {
     assert.equal((JSON.parse((await t.cli(["policy", "explain", "registry.npmjs.org", "--json"])).stdout) as { unlisted: string | null }).unlisted, null);
   });
 
-  it("allow and deny name a project that exists: outside any repository or known project they write nothing", async () => {
+  it("allow, deny and the policy commands name a project that exists: outside any repository or known project they write nothing, and the hint names only their own options (QA: --global for policy explain)", async () => {
     const elsewhere = mkdtempSync(join(tmpdir(), "pe-nowhere-"));
     try {
-      for (const args of [["allow", "x.example.com"], ["deny", "x.example.com"], ["policy", "explain", "x.example.com"]]) {
-        const r = await t.cli(args, { cwd: elsewhere });
-        assert.equal(r.code, 125, `${args.join(" ")}: ${r.stderr}`);
+      const commands = [
+        { command: ["allow"], operands: ["x.example.com"], global: true },
+        { command: ["deny"], operands: ["x.example.com"], global: true },
+        { command: ["policy", "explain"], operands: ["x.example.com"], global: false },
+        { command: ["policy", "command"], operands: ["--", "git", "push"], global: false },
+      ];
+      for (const { command, operands, global } of commands) {
+        const r = await t.cli([...command, ...operands], { cwd: elsewhere });
+        assert.equal(r.code, 125, `${command.join(" ")}: ${r.stderr}`);
         assert.match(r.stderr, /in no git repository nor in a project cloister knows.*--project NAME/);
+        assert.equal(r.stderr.includes("--global"), global, r.stderr);
+        const help = (await t.cli([...command, "--help"])).stdout;
+        for (const option of r.stderr.match(/--[a-z-]+/g) ?? []) assert.ok(help.includes(`${option} `), `${command.join(" ")} has no ${option}, which its hint names`);
       }
       assert.ok(!existsSync(join(t.home, "config", "decisions", "projects", `${basename(elsewhere)}.yaml`)));
     } finally {
