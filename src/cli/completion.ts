@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import type { Command, Option } from "commander";
@@ -192,6 +193,7 @@ function commandPath(command: Command): string {
 const OPTION_VALUES: Readonly<Record<string, Source>> = {
   "--project <dir>": DIRECTORIES,
   "--project <name>": projectNames,
+  "--project <project>": projectNames,
   "--agent [name]": agentNames,
   "-b, --branch <branch>": branchNames,
   "--name <name>": cloisterNames,
@@ -296,9 +298,15 @@ function branchNames(line: Line): string[] {
  */
 async function worktreeBranches(line: Line): Promise<string[]> {
   const { worktreeEntries } = await import("../sandbox/worktree-git.js");
-  const { worktreesBase } = await import("../sandbox/worktree.js");
-  const base = worktreesBase(resolvePaths());
-  const entries = await worktreeEntries(projectDir(line) ?? process.cwd());
+  const { managedWorktrees, worktreesBase } = await import("../sandbox/worktree.js");
+  const paths = resolvePaths();
+  const base = worktreesBase(paths);
+  // As the worktree commands take --project: a directory when one of that name exists, else a
+  // project's name, whose repository git lists the worktrees of from any one of them.
+  const given = projectDir(line);
+  const from = given === undefined || existsSync(given) ? (given ?? process.cwd()) : managedWorktrees(paths, given)[0]?.dir;
+  if (from === undefined) return [];
+  const entries = await worktreeEntries(from);
   return entries.flatMap((entry) => (entry.branch !== undefined && isBelow(entry.path, base) ? [entry.branch.replace(/^refs\/heads\//, "")] : []));
 }
 

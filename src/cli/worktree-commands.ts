@@ -37,16 +37,22 @@ async function statusOf(paths: CloisterPaths, w: ManagedWorktree): Promise<Workt
 }
 
 /**
- * The main project that `--project DIR` (or the current directory) stands for. A project directory
- * that is gone (deleted, or moved) is looked up in the registry, so that its worktrees can be removed.
+ * The main project that `--project` (or the current directory) stands for: the directory of that
+ * name when one exists, else a registered project's name, as `worktree list` shows it and `allow
+ * --project` takes it (QA: a name was refused as a missing directory), or a registered directory
+ * that is gone (deleted, or moved), so that its worktrees can be removed.
  */
-async function projectOf(paths: CloisterPaths, dir: string | undefined): Promise<{ project: string; root: string }> {
+async function projectOf(paths: CloisterPaths, given: string | undefined): Promise<{ project: string; root: string }> {
+  if (given === undefined || existsSync(given)) {
+    const main = await mainProjectOf(paths, locateGitProject(given ?? process.cwd()).root);
+    return { project: main.project, root: main.root };
+  }
   // Loaded only here: the registry brings the config schema (zod, yaml), which every other command
   // loaded at start-up only to register this one (~50 ms of each `cloister run`).
-  const gone = dir !== undefined && !existsSync(dir) ? (await (await import("../config/project-registry.js")).listProjects(paths)).find((p) => p.path === resolve(dir)) : undefined;
-  if (gone?.path) return { project: gone.name, root: gone.path };
-  const main = await mainProjectOf(paths, locateGitProject(dir ?? process.cwd()).root);
-  return { project: main.project, root: main.root };
+  const { listProjects } = await import("../config/project-registry.js");
+  const registered = (await listProjects(paths)).find((p) => p.name === given || p.path === resolve(given));
+  if (registered?.path) return { project: registered.name, root: registered.path };
+  throw new CloisterError(`no project named or at ${JSON.stringify(given)}`, "pass --project a project's name (see `cloister project list`) or its directory");
 }
 
 function branchColumn(w: WorktreeStatus): string {
@@ -63,6 +69,9 @@ function orphanHint(w: WorktreeStatus): string {
   return `if it was moved, move it back, or run \`git worktree repair ${w.dir}\` there to use the worktree with git alone; if it is gone, \`cloister worktree remove -f ${basename(w.dir)} --project ${w.dir}\` deletes the worktree`;
 }
 
+/** What `--project` takes. */
+const PROJECT_OPTION = "its name (see `cloister project list`) or directory; a directory of that name wins";
+
 export function registerWorktreeCommands(program: Command): void {
   const worktree = program
     .command("worktree")
@@ -72,7 +81,7 @@ export function registerWorktreeCommands(program: Command): void {
     .command("list")
     .alias("ls")
     .description("list worktrees: project, branch, directory, whether a cloister runs on it, uncommitted changes")
-    .option("--project <dir>", "only this project's (default: every project's)")
+    .option("--project <project>", `only this project's (default: every project's): ${PROJECT_OPTION}`)
     .option("--json", "machine-readable output")
     .action(async (flags: { project?: string; json?: boolean }) => {
       const paths = resolvePaths();
@@ -92,7 +101,7 @@ export function registerWorktreeCommands(program: Command): void {
     .alias("rm")
     .description("remove a branch's worktree (the branch itself stays); refuses while it has uncommitted changes or a cloister runs on it")
     .argument("<branch>", "the branch given to `cloister start -b`")
-    .option("--project <dir>", "the project directory (default: current directory)")
+    .option("--project <project>", `the project (default: the current directory's): ${PROJECT_OPTION}`)
     .option("-f, --force", "remove it anyway: stop its cloisters and discard uncommitted changes")
     .action(async (branch: string, flags: { project?: string; force?: boolean }) => {
       const paths = resolvePaths();

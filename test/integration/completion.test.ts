@@ -51,6 +51,10 @@ describe("shell completion", () => {
   it("worktree remove offers the branches that have a worktree, not every branch", async () => {
     assert.deepEqual(await complete("worktree", "remove", ""), ["with-tree"]);
     assert.deepEqual(await complete("worktree", "rm", "w"), ["with-tree"]);
+    // --project takes a project's name there too: offered, and its worktrees found from anywhere.
+    assert.deepEqual(await complete("worktree", "list", "--project", ""), ["proj"]);
+    const byName = await t.cli(["__complete", "--", "worktree", "remove", "--project", "proj", ""], { cwd: t.home });
+    assert.equal(byName.stdout, "with-tree\n");
   });
 
   it("prints a script for bash, zsh and fish, and refuses another shell", async () => {

@@ -129,6 +129,29 @@ describe("worktree cloisters (start -b, worktree list/remove, path)", () => {
     assert.deepEqual({ ...entry, dirty: typeof entry?.dirty }, { project: "proj", branch: "feature", dir: worktree, cloister: "proj-feature", running: ["proj-feature"], dirty: "boolean", missingRepository: null });
   });
 
+  it("--project takes the project's name as worktree list shows it, unless a directory of that name exists (QA: the name was refused as a missing directory)", async () => {
+    const byName = JSON.parse((await t.cli(["worktree", "list", "--json", "--project", "proj"], { cwd: t.home })).stdout) as { dir: string }[];
+    assert.deepEqual(byName.map((w) => w.dir), [worktree]);
+    const remove = await t.cli(["worktree", "remove", "no-such-branch", "--project", "proj"], { cwd: t.home });
+    assert.match(remove.stderr, /project proj has no worktree for no-such-branch/);
+    const unknown = await t.cli(["worktree", "list", "--project", "no-such-project"], { cwd: t.home });
+    assert.equal(unknown.code, 125);
+    assert.match(unknown.stderr, /no project named or at "no-such-project".*cloister project list/s);
+    const plain = mkdtempSync(join(tmpdir(), "wt-name-"));
+    try {
+      mkdirSync(join(plain, "proj"));
+      const directory = await t.cli(["worktree", "list", "--project", "proj"], { cwd: plain });
+      assert.equal(directory.code, 125);
+      assert.match(directory.stderr, /is not inside a git repository/, "the directory proj wins over the project proj");
+    } finally {
+      rmSync(plain, { recursive: true, force: true });
+    }
+    for (const command of ["list", "remove"]) {
+      const help = (await t.cli(["worktree", command, "--help"])).stdout.replace(/\s+/g, " ");
+      assert.ok(help.includes("its name (see `cloister project list`) or directory; a directory of that name wins"), help);
+    }
+  });
+
   it("worktree remove refuses while the cloister runs and while there are changes; -f removes it, keeping the branch", async () => {
     const running = await t.cli(["worktree", "remove", "feature"]);
     assert.notEqual(running.code, 0);
