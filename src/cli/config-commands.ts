@@ -6,6 +6,7 @@ import { CloisterError } from "../errors.js";
 import { guardianCall, guardianStatus } from "../guardian/control-client.js";
 import { listRecords } from "../sandbox/records.js";
 import { printTable } from "./output.js";
+import { refuseWhileWorktrees } from "./worktree-commands.js";
 
 /** The YAML and schema libraries load only for config commands: `run` and `start` never pay for them. */
 async function configModules() {
@@ -183,13 +184,14 @@ export function registerConfigCommands(program: Command): void {
   project
     .command("remove")
     .alias("rm")
-    .description("forget a project (its config file); refuses while it has cloisters")
+    .description("forget a project (its config file); refuses while it has cloisters or worktrees")
     .argument("<name>", "the project's name")
     .action(async (name: string) => {
       const { removeProject } = await configModules();
       const paths = resolvePaths();
       const running = listRecords(paths).filter((r) => r.project === name);
       if (running.length > 0) throw new CloisterError(`project ${name} has cloisters: ${running.map((r) => r.name).join(", ")}`, "stop them first with `cloister stop NAME`");
+      await refuseWhileWorktrees(paths, name);
       const decided = await removeProject(paths, name);
       // A running guardian holds the project's rules: it reads them again, without the removed ones.
       if (decided && (await guardianStatus(paths))) await guardianCall(paths, "POST", "/v1/reload");

@@ -55,6 +55,21 @@ async function projectOf(paths: CloisterPaths, given: string | undefined): Promi
   throw new CloisterError(`no project named or at ${JSON.stringify(given)}`, "pass --project a project's name (see `cloister project list`) or its directory");
 }
 
+/**
+ * Refuses while cloister keeps worktrees for project `project`, which forgetting it would leave
+ * behind (QA: `project remove` did, without a word). Names each by the branch `worktree remove`
+ * takes, which refuses while a cloister runs there or changes are uncommitted, as for any worktree.
+ */
+export async function refuseWhileWorktrees(paths: CloisterPaths, project: string): Promise<void> {
+  const worktrees = managedWorktrees(paths, project);
+  if (worktrees.length === 0) return;
+  const named = await Promise.all(worktrees.map(async (w) => `${(missingRepositoryOf(w.dir) === undefined ? await checkedOutBranch(w.dir) : undefined) ?? w.slug} (${w.dir})`));
+  throw new CloisterError(
+    `project ${project} has worktrees: ${named.join(", ")}`,
+    `remove each first with \`cloister worktree remove BRANCH --project ${project}\` (see \`cloister worktree list --project ${project}\`)`,
+  );
+}
+
 function branchColumn(w: WorktreeStatus): string {
   if (w.missingRepository !== null) return "(repository missing)";
   return w.branch ?? "(detached)";

@@ -67,10 +67,10 @@ export function worktreeDir(paths: CloisterPaths, worktree: Pick<PlannedWorktree
   return join(worktreesBase(paths), worktree.project, worktree.slug);
 }
 
-/** Worktrees under the data dir, of one project or all. */
+/** Worktrees under the data dir, of one project or all (none for what cannot be a project's name: `..`). */
 export function managedWorktrees(paths: CloisterPaths, project?: string): ManagedWorktree[] {
   const base = worktreesBase(paths);
-  const projects = project !== undefined ? [project] : subdirectories(base);
+  const projects = project === undefined ? subdirectories(base) : SAFE_NAME_RE.test(project) ? [project] : [];
   return projects.flatMap((p) => subdirectories(join(base, p)).map((slug) => managed(base, p, slug)));
 }
 

@@ -175,6 +175,21 @@ describe("worktree cloisters (start -b, worktree list/remove, path)", () => {
     assert.notEqual((await t.cli(["path", "proj-feature"])).code, 0);
   });
 
+  it("project remove refuses while the project has worktrees, naming each and how to remove it (QA: it left them behind without a word)", async () => {
+    assert.equal((await t.cli(["run", "-b", "leftover", "--", "true"])).code, 0);
+    assert.equal((await t.cli(["stop", "--all"])).code, 0);
+    const leftover = join(t.home, "data", "worktrees", "proj", "leftover");
+    const refused = await t.cli(["project", "remove", "proj"], { cwd: t.home });
+    assert.equal(refused.code, 125);
+    assert.ok(refused.stderr.includes(`project proj has worktrees: leftover (${leftover})`), refused.stderr);
+    assert.ok(refused.stderr.includes("`cloister worktree remove BRANCH --project proj`"), refused.stderr);
+    assert.ok(existsSync(leftover));
+    assert.match((await t.cli(["project", "list"])).stdout, /^proj\b/m, "still registered");
+    assert.equal((await t.cli(["worktree", "remove", "leftover", "--project", "proj"], { cwd: t.home })).code, 0);
+    const removed = await t.cli(["project", "remove", "proj"], { cwd: t.home });
+    assert.equal(removed.code, 0, removed.stderr);
+  });
+
   it("afterwards the host is unchanged otherwise: git config and hooks, the main working tree, no placeholder left", async () => {
     assert.equal((await t.cli(["stop", "--all"])).code, 0);
     assert.deepEqual(diffSnapshots(hostBefore, hostSensitiveSnapshot(t)), []);

@@ -141,6 +141,8 @@ describe("opening worktrees", () => {
     assert.equal(managedWorktreeAt(paths, join(paths.dataDir, "worktrees", "proj", "reuse"))?.cloisterName, "proj-reuse");
     assert.equal(managedWorktreeAt(paths, main), undefined);
     assert.equal(managedWorktreeAt(paths, join(paths.dataDir, "worktrees", "proj")), undefined);
+    // A name given on the command line (project remove, --project) never reaches outside the worktrees dir.
+    assert.deepEqual(managedWorktrees(paths, "../worktrees/proj"), []);
   });
 
   it("checks for changes without entering a nested repository the agent registered (its fsmonitor, its filters)", async () => {
