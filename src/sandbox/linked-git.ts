@@ -21,8 +21,9 @@
  * - config, HEAD (the main worktree's: git refuses to check out a branch in use there),
  *   packed-refs and shallow are copies taken at launch, read-only: read by name, never through a
  *   path the main cloister could turn into a symlink. Git replaces packed-refs by rename, which a
- *   bind refuses (EBUSY), so deleting a packed ref fails inside; and a packed-refs rewritten on the
- *   host (git gc, pack-refs) is seen only by cloisters started afterwards.
+ *   bind refuses (EBUSY), and rewrites it for every deletion that checks the ref's old value, so
+ *   `branch -d` and `tag -d` fail inside whether the ref is packed or not (docs/worktrees.md); and
+ *   a packed-refs rewritten on the host (git gc, pack-refs) is seen only by cloisters started afterwards.
  *
  * Nothing else of the main repository is mounted: its working tree stays invisible.
  */

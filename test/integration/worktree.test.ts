@@ -80,6 +80,13 @@ describe("worktree cloisters (start -b, worktree list/remove, path)", () => {
     assert.equal(hostGit(t, "log", "-1", "--format=%s", "HEAD"), "init", "the main worktree's branch did not move");
   });
 
+  it("deleting a ref with its old value checked fails inside, loose or packed; update-ref -d without one deletes a loose ref, as docs/worktrees.md says", async () => {
+    const r = await inside("proj-feature", "git branch doc-loose && git branch -d doc-loose; echo rc=$?; git update-ref -d refs/heads/doc-loose && echo deleted");
+    assert.match(r.stderr, /could not delete reference refs\/heads\/doc-loose: error replacing .*\/packed-refs: Device or resource busy/);
+    assert.equal(r.stdout, "rc=1\ndeleted\n");
+    assert.equal(spawnSync("git", ["-C", t.project, "rev-parse", "--verify", "-q", "doc-loose"]).status, 1, "the branch is gone on the host");
+  });
+
   it("the repository's hooks and config, the worktree's .git file and its admin dir's gitdir cannot be written", async () => {
     const targets = [join(common, "hooks", "x"), join(common, "config"), "/work/.git", join(worktree, ".git"), join(admin, "gitdir"), join(admin, "commondir")];
     const script = targets.map((p) => `if echo junk >> '${p}' 2>/dev/null; then echo "WROTE ${p}"; fi`).join("\n");
