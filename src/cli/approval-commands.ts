@@ -5,7 +5,7 @@ import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { ANSWER_DEADLINE_MS, ensureGuardian, guardianCall, guardianUnanswered } from "../guardian/control-client.js";
 import { SCOPES, type ApprovalEvent, type DecisionView, type Pending, type Scope, type Verdict } from "../guardian/approvals/types.js";
-import { visible, visibleArgv } from "../policy/visible.js";
+import { answeredLine, describeDecision, describeEvent, describePending, undoneLine } from "./approval-text.js";
 
 /**
  * Approvals without a browser: list what waits, answer it, watch it arrive. Everything goes through
@@ -52,7 +52,7 @@ export function registerApprovalCommands(program: Command): void {
       if (!decisionId) throw new CloisterError(`no recent decision matches ${JSON.stringify(id)}`, "see `cloister approvals` (decisions are kept until the guardian restarts; remove older rules from the decision files under decisions/)");
       const decision = await guardianCall<DecisionView>(paths, "POST", `/v1/decisions/${decisionId}/undo`);
       if (flags.json) return void process.stdout.write(`${JSON.stringify(decision, null, 2)}\n`);
-      process.stderr.write(`Undone: the ${decision.scope} rule ${decision.rule ?? ""} is no longer in the ${decision.verdict} list.\n`);
+      process.stderr.write(`${undoneLine(decision)}\n`);
     });
 
   program
@@ -112,9 +112,7 @@ async function answer(paths: CloisterPaths, requestId: string, verdict: Verdict,
   if (!SCOPES.includes(scope)) throw new CloisterError(`--scope must be one of ${SCOPES.join(", ")}`);
   const decision = await guardianCall<DecisionView>(paths, "POST", `/v1/approvals/${requestId}/answer`, { verdict, scope, wildcard: flags.wildcard === true });
   if (flags.json) return void process.stdout.write(`${JSON.stringify(decision, null, 2)}\n`);
-  const what = verdict === "allow" ? "Allowed" : "Denied";
-  const kept = decision.rule ? ` (rule ${decision.rule})` : "";
-  process.stderr.write(`${what} ${describeSubject(decision.subject)} for ${decision.cloister}, scope ${decision.scope}${kept}.\n`);
+  process.stderr.write(`${answeredLine(decision)}\n`);
 }
 
 /** The fewest characters of an id that name it: fewer would too often fit more than one by chance. */
@@ -150,38 +148,6 @@ function uniquePrefixMatch(ids: readonly string[], given: string, what: string):
   }
   if (matches.length > 1) throw new CloisterError(`${JSON.stringify(given)} starts ${matches.length} ${what} ids`, "give more characters of the id");
   return matches[0];
-}
-
-function describeDecision(decision: DecisionView): string {
-  return `${decision.id}  ${decision.verdict} ${decision.scope}  ${describeSubject(decision.subject)}  rule ${decision.rule ?? "-"}  by ${decision.by} at ${decision.at}`;
-}
-
-function describePending(request: Pending): string {
-  const left = Math.max(0, Math.round((Date.parse(request.expiresAt) - Date.now()) / 1000));
-  const where = `${visible(request.cloister)}${request.branch ? ` (${visible(request.branch)})` : ""}`;
-  if (request.kind === "domain") {
-    const wildcard = request.wildcard ? `; --wildcard allows ${request.wildcard}` : "";
-    return `${request.id}  domain   ${where}  ${request.host}:${request.port}  ${left}s left${wildcard}`;
-  }
-  const warnings = request.hazards.map((hazard) => `\n    hazard: ${visible(hazard)}`).join("");
-  return `${request.id}  command  ${where}  ${visibleArgv(request.argv)}  ${left}s left${warnings}`;
-}
-
-function describeSubject(subject: string | string[]): string {
-  return Array.isArray(subject) ? visibleArgv(subject) : subject;
-}
-
-function describeEvent(event: ApprovalEvent | { type: "snapshot"; pending: Pending[] }): string | undefined {
-  switch (event.type) {
-    case "snapshot":
-      return event.pending.length === 0 ? "No requests are waiting; watching for new ones (Ctrl-C to stop)." : event.pending.map(describePending).join("\n");
-    case "added":
-      return describePending(event.request);
-    case "removed":
-      return `${event.id}  ${event.outcome}`;
-    case "decided":
-      return undefined;
-  }
 }
 
 /**

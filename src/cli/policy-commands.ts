@@ -163,7 +163,8 @@ export function registerPolicyCommands(program: Command): void {
         const result = { argv, project, verdict: decision.verdict, rule: decision.rule, skipped: decision.skipped && { rule: decision.skipped.rule, hazard: commands.hazardText(decision.skipped.hazard) }, hazards };
         return void process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       }
-      const lines = [`${visibleArgv(argv)}: ${commands.decisionText(decision)} (project ${project})`];
+      // The deciding rule may be an exact-argv rule an answer wrote, the agent's bytes (QA: printed raw).
+      const lines = [`${visibleArgv(argv)}: ${visible(commands.decisionText(decision))} (project ${project})`];
       for (const hazard of hazards) lines.push(`  hazard: ${visible(hazard)}`);
       lines.push("  (answers given for a running cloister's session are not included)");
       process.stdout.write(`${lines.join("\n")}\n`);

@@ -209,6 +209,27 @@ describe("hostexec end to end", { timeout: 600_000 }, () => {
     assert.equal(rcOf((await live.done).stdout), HOSTEXEC_EXIT.refused);
   });
 
+  it("an exact-argv rule with a terminal escape and a bidi control is shown escaped by deny, approvals, policy command and undo (QA: the rule was raw)", async () => {
+    const argv = ["ls", `escape-${TAG}\u202eb\x1b[31m`];
+    const shown = `[ls, 'escape-${TAG}\\u{202e}b\\e[31m']`;
+    const live = insideLive(`hostexec ${shellWords(argv)}; echo rc=$?`);
+    const request = await waitForPending(t, argv, CLOISTER);
+    const denied = await answer(t, "deny", request.id, "project");
+    assert.equal(rcOf((await live.done).stdout), HOSTEXEC_EXIT.refused);
+    assert.ok(denied.stderr.includes(`(rule deny ${shown})`), denied.stderr);
+    const lines = {
+      deny: denied.stderr,
+      approvals: (await t.cli(["approvals"])).stdout,
+      policy: (await t.cli(["policy", "command", "--", ...argv])).stdout,
+    };
+    const decision = lines.approvals.split("\n").find((line) => line.includes(`escape-${TAG}`)) ?? "";
+    assert.ok(decision.includes(`rule deny ${shown}`), lines.approvals);
+    assert.ok(lines.policy.includes(`denied by project rule deny ${shown}`), lines.policy);
+    const undo = await t.cli(["undo", decision.split(" ")[0] ?? ""]);
+    assert.equal(undo.code, 0, undo.stderr);
+    for (const text of [...Object.values(lines), undo.stderr]) assert.doesNotMatch(text, /[\x1b\u202e]/u, JSON.stringify(text));
+  });
+
   it("a human's denial gives 126 and says so; a command no rule matches gives 126 and suggests an ask rule", async () => {
     const { result } = await askAndAnswer(["ls", "denied-file"], "deny");
     assert.equal(rcOf(result.stdout), HOSTEXEC_EXIT.refused, result.stderr);
