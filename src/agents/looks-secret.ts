@@ -49,6 +49,28 @@ const VARIABLE_NAME_RE = /^[A-Z_][A-Z0-9_]*$/;
  * scripts); a `${VAR:-default}` is judged, its default could be a secret.
  */
 const VARIABLE_REFERENCE_RE = /^(?:(?:Bearer|Basic|token)\s+)?\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\}|\d|\(.*)$/s;
+/**
+ * A shell word, its quoted parts and command substitutions kept whole (`-H"X-Api-Key: …"`,
+ * `"$(cat f)"`), or one of the characters that end a command (`;`, `|`, `&&`, a redirection).
+ */
+const SHELL_WORD_RE = /(?:"(?:[^"\\]|\\.)*"|'[^']*'|\$\([^)]*\)|\\.|[^\s"'\\;&|()<>`])+|[;&|()<>`]/g;
+/** The quoting of a shell word, taken off: its quotes, and backslashes before a character. */
+const SHELL_QUOTING_RE = /"((?:[^"\\]|\\.)*)"|'([^']*)'|\\(.)/gs;
+/** Words before a command's program (`sudo curl`, `if curl …; then`, `env X=1 curl`). */
+const LEADING_WORDS = new Set(["sudo", "env", "exec", "command", "nohup", "nice", "time", "!", "if", "then", "elif", "else", "do", "while", "until"]);
+/** Options that take an HTTP header (curl, wget, HTTPie-likes): judged by the header's name. */
+const HEADER_OPTIONS = new Set(["-H", "--header", "--proxy-header"]);
+/** curl's options that take `user:password`. */
+const CURL_USER_OPTIONS = new Set(["-u", "--user", "-U", "--proxy-user"]);
+/**
+ * Programs whose single-letter option is a password: mysql's `-pSECRET` (attached only: `-p` alone
+ * prompts), `sshpass -p SECRET`, `redis-cli -a SECRET`. Elsewhere `-p` is a port or a path.
+ */
+const PASSWORD_LETTERS: readonly { program: RegExp; option: string; separate: boolean }[] = [
+  { program: /^(?:mysql|mariadb)[a-z-]*$/, option: "-p", separate: false },
+  { program: /^sshpass$/, option: "-p", separate: true },
+  { program: /^redis-cli$/, option: "-a", separate: true },
+];
 /** Codex's maps whose values name variables, whatever their keys say (`env_http_headers = { "X-Api-Key" = "MY_KEY" }`). */
 const VARIABLE_MAPS = new Set(["env_http_headers"]);
 
@@ -74,7 +96,7 @@ export function looksSecretArgument(option: string, value: unknown): boolean {
  */
 export function textHoldsSecret(text: string, assignments: boolean): boolean {
   if (SECRET_SHAPES.some((shape) => shape.test(text)) || URL_PASSWORD_RE.test(text)) return true;
-  return assignments && (assignsSecretInline(text) || setsSecretOnALine(text));
+  return assignments && (assignsSecretInline(text) || setsSecretOnALine(text) || commandLinePassesSecret(text));
 }
 
 /** `text` without the passwords of its URLs (`https://user@host`). */
@@ -134,9 +156,64 @@ function namesVariable(parts: readonly string[]): boolean {
 
 /** Judged by the name assigned to, not again as a whole (the shapes were looked for in the whole value already). */
 function carriesSecretAssignment(value: string): boolean {
-  if (assignsSecretInline(value)) return true;
+  return assignsSecretInline(value) || isSecretHeader(value) || commandLinePassesSecret(value);
+}
+
+/** A header line whose name says it holds a secret (`X-Api-Key: …`, `Authorization: Basic …`). */
+function isSecretHeader(value: string): boolean {
   const header = HEADER_RE.exec(value);
   return header !== null && isSecretUnder(header[1] ?? "", header[2] ?? "");
+}
+
+/**
+ * Whether a command in `text` (a hook script, a hook's command in settings.json) passes a secret as
+ * an argument: a secret header anywhere in the line (`curl -s -H "X-Api-Key: …"`), a long secret
+ * option's separate value (`--password hunter2`, `--api-key …`), curl's `-u user:password`, or a
+ * program's password letter (`mysql -pSECRET`). QA found these carried while `--password=…` and a
+ * header at the start of a line were not. Values the shell computes (`"$PASS"`) hold no secret.
+ */
+function commandLinePassesSecret(text: string): boolean {
+  for (const words of commands(text)) {
+    const program = programOf(words);
+    if (words.some((word, i) => optionPassesSecret(program, word, words[i + 1]))) return true;
+  }
+  return false;
+}
+
+/** Each simple command's words, unquoted: lines (a backslash-newline continues one) split at `;`, `|`, `&`, redirections. */
+function* commands(text: string): Generator<string[]> {
+  for (const line of text.replace(/\\\r?\n/g, " ").split("\n")) {
+    let words: string[] = [];
+    for (const [token] of line.matchAll(SHELL_WORD_RE)) {
+      if (/^[;&|()<>`]$/.test(token)) {
+        yield words;
+        words = [];
+      } else words.push(token.replace(SHELL_QUOTING_RE, (_, double?: string, single?: string, escaped?: string) => double ?? single ?? escaped ?? ""));
+    }
+    yield words;
+  }
+}
+
+/** The name of a command's program (`/usr/bin/curl` → curl), past assignments and wrappers. */
+function programOf(words: readonly string[]): string {
+  const program = words.find((word) => !LEADING_WORDS.has(word) && !/^[A-Za-z_][A-Za-z0-9_]*=/.test(word)) ?? "";
+  return program.slice(program.lastIndexOf("/") + 1);
+}
+
+/** Whether `word`, an option of `program`, passes a secret: in itself (`-pSECRET`, `--user=a:b`) or as the option of `next`. */
+function optionPassesSecret(program: string, word: string, next: string | undefined): boolean {
+  const option = /^(--[A-Za-z0-9][A-Za-z0-9_.-]*)=(.*)$/s.exec(word) ?? /^(-[A-Za-z])(.+)$/s.exec(word);
+  const name = option?.[1] ?? word;
+  const attached = option?.[2];
+  const separate = next !== undefined && !next.startsWith("-") ? next : undefined;
+  const value = attached ?? separate;
+  if (value === undefined) return false;
+  if (HEADER_OPTIONS.has(name)) return isSecretHeader(value);
+  if (program === "curl" && CURL_USER_OPTIONS.has(name)) return value.includes(":") && isSecretUnder("password", value.slice(value.indexOf(":") + 1));
+  const letter = PASSWORD_LETTERS.find((entry) => entry.program.test(program) && entry.option === name);
+  if (letter) return isSecretUnder("password", letter.separate ? value : (attached ?? ""));
+  // `--password=…` is an assignment, judged as one (assignsSecretInline): here the separate value.
+  return name.startsWith("--") && attached === undefined && isSecretOptionValue(name.slice(2), value);
 }
 
 function assignsSecretInline(value: string): boolean {

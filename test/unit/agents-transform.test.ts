@@ -193,6 +193,41 @@ describe("config files on their way in", () => {
     assert.ok(!textHoldsSecret("a: b\n".repeat(100_000) + "x=".repeat(100_000), true));
   });
 
+  test("a command line that passes a secret as an argument, in a script or a hook's command (QA: these were carried)", () => {
+    const passing = [
+      'curl -s -H "X-Api-Key: 3f9a1c0d8e7b6a5f4e3d2c1b" https://x',
+      "curl --header 'Authorization: token abc123' https://x",
+      "wget --header='X-Api-Key: abc' https://x",
+      "curl -u admin:hunter2hunter2 https://x",
+      "curl --user=admin:hunter2 https://x",
+      "if /usr/bin/curl -sf -uadmin:pw https://x; then echo ok; fi",
+      "curl \\\n  --user admin:pw \\\n  https://x",
+      "mysql -pHunter2Secret99 db",
+      "mysqldump -u root -pHunter2 db > x.sql",
+      "wget --http-password hunter2 https://x",
+      "tool --api-key 3f9a1c0d8e7b https://x",
+      "sshpass -p hunter2 ssh host",
+      "redis-cli -a hunter2 ping",
+    ];
+    for (const line of passing) {
+      assert.ok(textHoldsSecret(`#!/bin/sh\n${line}\n`, true), line);
+      assert.ok(looksSecret("command", line), `a hook's command: ${line}`);
+    }
+    const carried = [
+      "docker run -p 8080:80 -u 1000:1000 img",
+      "ssh -p 2222 host",
+      "mysql -p db",
+      'mysql -p"$DB_PASS" db',
+      'curl -u "$USER:$PASS" https://x',
+      "curl -u admin: https://x",
+      'curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" https://x',
+      'wget --password "$(cat ~/.pw)" https://x',
+      "tool --password --verbose",
+      "grep -Hn token file",
+    ];
+    for (const line of carried) assert.ok(!textHoldsSecret(line, true), line);
+  });
+
   test("the items of a list under a secret key are secrets", () => {
     assert.deepEqual(filtered({ tokens: ["abc", "def"], env_vars: ["GITHUB_TOKEN"], vars: { API_TOKEN: "abc" } }).data, { tokens: [], env_vars: ["GITHUB_TOKEN"], vars: {} });
   });
