@@ -221,7 +221,8 @@ export function registerPolicyCommands(program: Command): void {
       // Refused at once: what the cloister is told, with how to allow it.
       if (decision.verdict !== "allow" && unlisted !== "ask") lines.push(`  a cloister is told: ${refusalFor(decision, parsed.host, parsed.port, { project })}`);
       if (override) lines.push(`  the guardian connects ${hostText(parsed.host)} to ${override} (proxy.resolve)`);
-      lines.push("  (session rules given with --allow/--deny to a running cloister are not included)");
+      // The CLI reads the config and decision files; a running cloister's session tier lives in the guardian.
+      lines.push("  (a running cloister's session rules are not included: neither --allow/--deny given to it nor answers for its session)");
       process.stdout.write(`${lines.join("\n")}\n`);
     });
 }

@@ -53,6 +53,8 @@ describe("cloister policy explain", () => {
     const r = await t.cli(["policy", "explain", "registry.npmjs.org"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^registry\.npmjs\.org:443: allowed for project proj, by allow rule registry\.npmjs\.org \(global\)/);
+    // QA: a host answered for a cloister's session was "unlisted" with a footnote naming only --allow/--deny.
+    assert.match(r.stdout, /\n {2}\(a running cloister's session rules are not included: neither --allow\/--deny given to it nor answers for its session\)\n$/);
     const json = JSON.parse((await t.cli(["policy", "explain", "--json", "registry.npmjs.org:80"])).stdout) as { verdict: string; rule: string };
     assert.deepEqual([json.verdict, json.rule], ["allow", "registry.npmjs.org"]);
   });
