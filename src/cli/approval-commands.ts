@@ -5,6 +5,7 @@ import { resolvePaths, type CloisterPaths } from "../config/paths.js";
 import { CloisterError } from "../errors.js";
 import { ANSWER_DEADLINE_MS, ensureGuardian, guardianCall, guardianUnanswered } from "../guardian/control-client.js";
 import { SCOPES, type ApprovalEvent, type DecisionView, type Pending, type Scope, type Verdict } from "../guardian/approvals/types.js";
+import { visible } from "../policy/visible.js";
 import { answeredLine, describeDecision, describeEvent, describePending, undoneLine } from "./approval-text.js";
 
 /**
@@ -98,13 +99,32 @@ export async function denyIfRequest(idOrRule: string, flags: AnswerFlags): Promi
   if (!requestId) {
     // A request's id that is no longer waiting (answered, timed out) would otherwise be written as a
     // deny rule for a host of that name.
-    if (flags.scope !== undefined || flags.wildcard || looksLikeRequestId(idOrRule)) {
-      throw new CloisterError(`no waiting request matches ${JSON.stringify(idOrRule)} (answered, timed out or withdrawn already)`, `see \`cloister approvals\`; to deny a host of that name, give it with its port (${idOrRule}:443)`);
-    }
+    if (flags.scope !== undefined || flags.wildcard || looksLikeRequestId(idOrRule)) throw await noLongerWaiting(paths, idOrRule, flags);
     return false;
   }
   await answer(paths, requestId, "deny", flags);
   return true;
+}
+
+/**
+ * Why `cloister deny WORD` denies no request, and what to do instead. A request answered already
+ * is named with its decision; a full id is nothing but an id; a shorter word may be a host (`facade`),
+ * written with a trailing dot to say so, which still means every port (QA: the hint gave
+ * `facade:443`, a rule for port 443 only, and offered it for a full id too).
+ */
+async function noLongerWaiting(paths: CloisterPaths, given: string, flags: AnswerFlags): Promise<CloisterError> {
+  const { recent } = await guardianCall<{ recent: DecisionView[] }>(paths, "GET", "/v1/approvals");
+  const decided = looksLikeRequestId(given) ? recent.find((decision) => decision.requestId.startsWith(given)) : undefined;
+  if (decided) {
+    const undo = decided.undoable && !decided.undone ? `; \`cloister undo ${decided.id}\` takes its rule back` : "";
+    return new CloisterError(`the request ${decided.requestId} was answered already: ${decided.verdict === "allow" ? "allowed" : "denied"} (scope ${decided.scope}) by ${visible(decided.by)} at ${decided.at}`, `see \`cloister approvals\`${undo}`);
+  }
+  const problem = `no waiting request matches ${JSON.stringify(given)} (answered, timed out or withdrawn already)`;
+  if (given.length === FULL_ID_LENGTH) return new CloisterError(problem, "see `cloister approvals` for what waits and the recent decisions (`cloister undo ID` takes a project or global one back)");
+  const withoutScope = "without --scope (--project or --global say where)";
+  if (!ID_START.test(given)) return new CloisterError(problem, `--scope answers a request; to deny the host ${given} instead, give it ${withoutScope}`);
+  const without = flags.scope === undefined ? "" : ` and ${withoutScope}`;
+  return new CloisterError(problem, `see \`cloister approvals\`; to deny the host ${given} on every port instead, write it with a trailing dot${without}: \`cloister deny ${given}.\``);
 }
 
 async function answer(paths: CloisterPaths, requestId: string, verdict: Verdict, flags: AnswerFlags): Promise<void> {
@@ -117,6 +137,9 @@ async function answer(paths: CloisterPaths, requestId: string, verdict: Verdict,
 
 /** The fewest characters of an id that name it: fewer would too often fit more than one by chance. */
 const MIN_ID_PREFIX = 6;
+
+/** Request and decision ids: 128 random bits in hex. */
+const FULL_ID_LENGTH = 32;
 
 /** Spelled like an id (32 hex characters) or a start of one, however short. */
 const ID_START = /^[0-9a-f]{1,32}$/;

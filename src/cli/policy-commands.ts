@@ -128,7 +128,7 @@ export function registerPolicyCommands(program: Command): void {
     .option("--global", "for every project")
     .option("--scope <scope>", "when RULE is a waiting request's id: how long the denial lasts (once, session, project, global)")
     .option("--remove", "take away a deny rule that `cloister deny` or an approval wrote")
-    .addHelpText("after", "\nGiven the id of a waiting request (see `cloister approvals`), it denies that request instead.\n\nExamples:\n  cloister deny tracker.example.com\n  cloister deny --remove tracker.example.com")
+    .addHelpText("after", "\nGiven the id of a waiting request (see `cloister approvals`), or 6 or more hex characters that start one, it denies that request instead; a host name that reads as such (facade) is written with a trailing dot (facade.) to mean the host, on every port.\n\nExamples:\n  cloister deny tracker.example.com\n  cloister deny --remove tracker.example.com")
     .action(async (rule: string, flags: ScopeFlags & { scope?: string; remove?: boolean }) => {
       const { denyIfRequest } = await import("./approval-commands.js");
       if (!flags.remove && (await denyIfRequest(rule, { scope: flags.scope }))) return;

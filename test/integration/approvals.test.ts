@@ -255,13 +255,19 @@ describe("domain approvals", () => {
 
   it("`cloister undo` takes a project decision back: the rule leaves the file and the next request is asked again", async () => {
     const held = curl(first, "g.test");
-    await answer("approve", (await pendingFor("g.test")).id, "--scope", "project");
+    const request = await pendingFor("g.test");
+    await answer("approve", request.id, "--scope", "project");
     assert.equal((await held.done).stdout, "200");
     const listed = (await t.cli(["approvals"])).stdout;
     assert.match(listed, /can be undone/);
     const { recent } = JSON.parse((await t.cli(["approvals", "--json"])).stdout) as { recent: DecisionView[] };
     const decision = recent.find((d) => d.rule === `g.test:${web.port}`);
     assert.ok(decision);
+    // QA: denying the answered request's id suggested a deny rule for a host of that name, port 443.
+    const late = await t.cli(["deny", request.id]);
+    assert.equal(late.code, 125);
+    assert.match(late.stderr, new RegExp(`^cloister: the request ${request.id} was answered already: allowed \\(scope project\\) by cli at \\S+ \\(see \`cloister approvals\`; \`cloister undo ${decision.id}\` takes its rule back\\)\n$`));
+    assert.doesNotMatch(late.stderr, /:443/);
     const undo = await t.cli(["undo", decision.id.slice(0, 8)]);
     assert.equal(undo.code, 0, undo.stderr);
     assert.match(undo.stderr, /Undone: the project rule g\.test:\d+ is no longer in the allow list/);

@@ -103,7 +103,23 @@ describe("cloister policy explain", () => {
     const r = await t.cli(["deny", "614dee76135ea52d123d6645bea808ae"]);
     assert.equal(r.code, 125);
     assert.match(r.stderr, /no waiting request matches "614dee76135ea52d123d6645bea808ae" \(answered, timed out or withdrawn already\)/);
+    // QA: a full id is no host name; the hint offered a deny rule for "614dee….:443".
+    assert.match(r.stderr, /see `cloister approvals` for what waits and the recent decisions/);
+    assert.doesNotMatch(r.stderr, /:443|trailing dot/);
     assert.doesNotMatch(readOr(join(t.home, "config", "decisions", "projects", "proj.yaml")), /614dee/);
+  });
+
+  it("a host that reads as a start of an id is denied on every port with a trailing dot, which the hint offers (QA: it offered HOST:443, that port only)", async () => {
+    const word = await t.cli(["deny", "facade"]);
+    assert.equal(word.code, 125);
+    assert.match(word.stderr, /to deny the host facade on every port instead, write it with a trailing dot: `cloister deny facade\.`/);
+    const dotted = await t.cli(["deny", "facade."]);
+    assert.equal(dotted.code, 0, dotted.stderr);
+    assert.match(dotted.stderr, /^Denied facade on every port for project proj/);
+    assert.match(readOr(join(t.home, "config", "decisions", "projects", "proj.yaml")), /- facade\n/);
+    const scoped = await t.cli(["deny", "facade", "--scope", "session"]);
+    assert.match(scoped.stderr, /write it with a trailing dot and without --scope \(--project or --global say where\): `cloister deny facade\.`/);
+    assert.equal((await t.cli(["deny", "--remove", "facade."])).code, 0);
   });
 
   it("a rule for every host is refused in the words of the command: deny speaks of denying (QA: it spoke of allowing)", async () => {
