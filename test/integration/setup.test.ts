@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { resolvePaths } from "../../src/config/paths.js";
 import { agentCredentialFromGuardian } from "../../src/guardian/control-client.js";
-import { createInstance, type TestInstance } from "../helpers/cloister.js";
+import { CLI, createInstance, startCommand, waitUntil, type CliResult, type TestInstance } from "../helpers/cloister.js";
 
 describe("cloister setup", () => {
   let t: TestInstance;
@@ -80,4 +80,46 @@ describe("cloister setup", () => {
       assert.ok(!text.includes(oauthToken) && !text.includes(apiKey), `a credential in plain text in ${file}`);
     }
   });
+
+  it("a value unlike the agent's key is stored with a warning, not refused: formats change (QA: stored without a word)", async () => {
+    const r = await t.cli(["setup", "gemini", "--api-key"], { input: "notakey\n" });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^Warning: this does not look like a Gemini API key, which starts with AIza .*\nStored a Gemini API key for gemini/);
+    assert.ok((await storedNames()).includes("gemini.api_key"));
+  });
+
+  describe("the wizard, in a terminal", () => {
+    /** `cloister setup claude` in a terminal (script(1)), answered prompt by prompt. */
+    async function wizard(answers: readonly (readonly [prompt: string, typed: string])[]): Promise<CliResult> {
+      const live = startCommand("script", ["-qec", `${process.execPath} ${CLI} setup claude`, "/dev/null"], { env: t.env, cwd: t.project, timeoutMs: 60_000 });
+      let seen = 0;
+      for (const [prompt, typed] of answers) {
+        await waitUntil(`the prompt ${JSON.stringify(prompt)}`, () => live.output().indexOf(prompt, seen) >= 0 || live.child.exitCode !== null);
+        seen = live.output().indexOf(prompt, seen) + prompt.length;
+        live.child.stdin?.write(`${typed}\r`);
+      }
+      return live.done;
+    }
+    const garbage: [string, string][] = [["Choice [1]: ", "2"], ["Anthropic API key: ", "garbage"], ["(again): ", "garbage"]];
+
+    it("asks before a credential of the other kind is replaced, and no keeps it (QA: a garbage token replaced a working key unasked)", async () => {
+      assert.deepEqual(await storedNames(), ["claude.oauth_token", "gemini.api_key"]);
+      const kept = await wizard([...garbage, ["Replace it? [y/N] ", "n"]]);
+      assert.equal(kept.code, 125, kept.stdout);
+      assert.match(kept.stdout, /Warning: this does not look like an Anthropic API key/);
+      assert.match(kept.stdout, /An OAuth token is stored for claude; an agent has one credential, so storing an Anthropic API key removes it\. Replace it\? \[y\/N\] /);
+      assert.match(kept.stdout, /kept the OAuth token stored for claude; nothing was changed/);
+      assert.deepEqual(await storedNames(), ["claude.oauth_token", "gemini.api_key"]);
+
+      const replaced = await wizard([...garbage, ["Replace it? [y/N] ", "y"]]);
+      assert.equal(replaced.code, 0, replaced.stdout);
+      assert.match(replaced.stdout, /Removed the OAuth token stored before for claude/);
+      assert.deepEqual(await storedNames(), ["claude.api_key", "gemini.api_key"]);
+    });
+  });
+
+  async function storedNames(): Promise<string[]> {
+    const secrets = JSON.parse((await t.cli(["secret", "list", "--json"])).stdout) as { name: string }[];
+    return secrets.map((secret) => secret.name).sort();
+  }
 });
