@@ -6,7 +6,8 @@ import { cloisterRuntimeDir, resolvePaths, type CloisterPaths } from "../config/
 import { ensurePrivateDir, writeFileAtomic } from "../config/atomic-write.js";
 import { CloisterError } from "../errors.js";
 import { hiddenPaths } from "../sandbox/bwrap/host-facts.js";
-import { destroyCloister, killCloisterNow, type LaunchGrant } from "../sandbox/engine.js";
+import { destroyCloister, killCloisterNow, removedLinkWords, type LaunchGrant } from "../sandbox/engine.js";
+import { writableGitDirs } from "../sandbox/git-symlinks.js";
 import { RELEASE_TIMEOUT_MS } from "../sandbox/limits.js";
 import { removeDeferredPlaceholders } from "../sandbox/placeholder-release.js";
 import { orphanRecord, runtimeDirUnchangedFor, setAsideUnreadableRecords, snapshotCloisters, unrecordedIds, type CloisterSnapshot } from "../sandbox/orphans.js";
@@ -26,6 +27,7 @@ import type { AnswerInput } from "./approvals/types.js";
 import type { AuditEvent } from "../audit/log.js";
 import { HostCommands } from "./host-commands.js";
 import { ProtectionWatch } from "./protection-watch.js";
+import { GitSymlinkWatch, type GitLinkEvent } from "./git-symlink-watch.js";
 import { entryKind, MANDATORY_PROTECTED } from "../sandbox/protected-paths.js";
 import { Vault } from "./vault/vault.js";
 import { vaultRoutes } from "./vault/routes.js";
@@ -81,6 +83,8 @@ class Guardian {
   private broker!: Broker;
   /** Keyed by cloister id: a cleanup of a dead cloister must not unwatch a new one of the same name. */
   private readonly protection = new ProtectionWatch((cloister, file) => void this.protectionLost(cloister, file));
+  /** Likewise: symlinks planted in the git dirs of running cloisters (sandbox/git-symlinks.ts). */
+  private readonly gitLinks = new GitSymlinkWatch((cloister, event) => void this.gitLinkFound(cloister, event));
   private ui: UiServer | undefined;
   /** The `ui.port` the UI was last started for (0: any free port). */
   private uiPort: number | undefined;
@@ -298,6 +302,8 @@ class Guardian {
     // Scanned for every launch (~10-20 ms as root): a reused scan would bind a secret file created
     // in /etc since then readable into this cloister.
     const grant: LaunchGrant = { hidden: hiddenPaths(process.getuid?.() ?? 0), build: BUILD };
+    // Before anything else is opened for it: a git dir that cannot be watched refuses the launch.
+    this.gitLinks.watch(id, name, writableGitDirs(projectRoot), Date.now());
     if (network) {
       grant.token = randomBytes(32).toString("hex");
       grant.socketDir = join(cloisterRuntimeDir(this.paths, id), "guardian");
@@ -305,7 +311,10 @@ class Guardian {
       grant.nodeTrustFile = this.broker.nodeTrustFile;
       if (this.egress.policyError) grant.policyError = this.egress.policyError;
       // Opened before the start is recorded: a bad --allow rule fails the launch, and then no start is.
-      await this.egress.open({ name, id, project, projectRoot, token: grant.token, socketDir: grant.socketDir, session });
+      await this.egress.open({ name, id, project, projectRoot, token: grant.token, socketDir: grant.socketDir, session }).catch((error: unknown) => {
+        this.gitLinks.unwatch(id);
+        throw error;
+      });
     }
     // Watched from now on, not from the next reconcile: the launch record adds the full list.
     this.protection.watch(id, name, existingProtectedFiles(projectRoot));
@@ -324,6 +333,7 @@ class Guardian {
     if (launch?.id !== id || (record?.id === id && isKeeperAlive(record))) return false;
     this.launching.delete(name);
     this.protection.unwatch(id);
+    this.gitLinks.unwatch(id);
     this.egress.forget(name, id);
     this.broker.forget(id);
     // The grant made its egress socket's directory, and the runtime dir above it again when the
@@ -386,10 +396,14 @@ class Guardian {
   private async forgetNow(record: CloisterRecord, by: string): Promise<void> {
     if (this.launching.get(record.name)?.id === record.id) this.launching.delete(record.name);
     this.protection.unwatch(record.id);
+    this.gitLinks.unwatch(record.id);
     this.egress.forget(record.name, record.id);
     this.broker.forget(record.id);
     this.hostCommands.close(record.name);
-    await destroyCloister(this.paths, record, by);
+    await destroyCloister(this.paths, record, by, (ended, path, error) => {
+      log(removedLinkWords(ended, path, error));
+      this.audit.append({ type: "cloister.git-symlink", cloister: ended.name, project: ended.project, file: path, at: "end", ...(error === undefined ? {} : { error }) });
+    });
     this.audit.append({ type: "cloister.stop", cloister: record.name, project: record.project });
   }
 
@@ -409,6 +423,7 @@ class Guardian {
       if (this.forgetting.has(record.id)) continue; // being ended already: its removal may take a while
       if (isKeeperAlive(record)) {
         if (record.protectedFiles) this.protection.watch(record.id, record.name, record.protectedFiles);
+        this.watchGitDirs(record);
         if (record.network && record.proxyToken && !this.egress.has(record.name)) {
           const socketDir = join(cloisterRuntimeDir(this.paths, record.id), "guardian");
           // One cloister whose policy cannot load (its project file broke since) stays without
@@ -426,6 +441,8 @@ class Guardian {
       }
     }
     await this.sweepUnrecorded(snapshot);
+    // Events the kernel dropped (a queue flooded on purpose) hide no link for longer than this tick.
+    this.gitLinks.sweep();
     this.broker.forgetAllBut(new Set([...snapshot.records.map((r) => r.id), ...[...this.launching.values()].map((launch) => launch.id)]), Date.now() - LAUNCH_GRACE_MS);
     await removeDeferredPlaceholders(this.paths).catch((error: unknown) => log(`placeholders left for another instance's cloister are not removed yet: ${described(error)}`));
   }
@@ -454,15 +471,58 @@ class Guardian {
   }
 
   /** A protected file was replaced on the host: its read-only mount is gone, so the cloister goes too. */
-  private async protectionLost(cloister: { id: string; name: string }, file: string): Promise<void> {
-    // By id: a name is used again once its cloister is gone, and the new one's watch is its own.
+  private protectionLost(cloister: { id: string; name: string }, file: string): Promise<void> {
+    return this.stopAtOnce(cloister, {
+      cause: `${file} was replaced on the host`,
+      log: `${file} was replaced on the host, which lifts its read-only protection inside; stopping the cloister (start it again to protect the new file)`,
+      audit: { type: "cloister.protection-lost", file },
+    });
+  }
+
+  /** A symlink appeared in a git dir the cloister writes (removed already), or a directory there cannot be watched. */
+  private gitLinkFound(cloister: { id: string; name: string }, event: GitLinkEvent): Promise<void> {
+    if (event.kind === "unwatchable") {
+      return this.stopAtOnce(cloister, {
+        cause: `${event.path} cannot be watched`,
+        log: `cannot watch ${event.path} for symbolic links the cloister could plant there (${event.error}); stopping the cloister`,
+        audit: { type: "cloister.git-unwatched", file: event.path, error: event.error },
+      });
+    }
+    const removed = event.error === undefined ? "removed it" : `could not remove it (${event.error}): remove it before running git there`;
+    return this.stopAtOnce(cloister, {
+      cause: `it planted a symbolic link at ${event.path}`,
+      log: `a symbolic link appeared at ${event.path}, in a git dir the cloister writes (the host's git would write through it, outside the project); ${removed}, stopping the cloister`,
+      audit: { type: "cloister.git-symlink", file: event.path, at: "running", ...(event.error === undefined ? {} : { error: event.error }) },
+    });
+  }
+
+  /** The git dirs of a running cloister, watched from its start on (a guardian adopting it removes the links it made meanwhile). */
+  private watchGitDirs(record: CloisterRecord): void {
+    try {
+      this.gitLinks.watch(record.id, record.name, writableGitDirs(record.projectRoot), Date.parse(record.createdAt) || 0);
+    } catch (error) {
+      const why = described(error);
+      void this.stopAtOnce(record, { cause: why, log: `${why}; stopping the cloister`, audit: { type: "cloister.git-unwatched", file: record.projectRoot, error: why } });
+    }
+  }
+
+  /**
+   * A protection of a running cloister failed (`cause`, in words): every process of it ends at once,
+   * synchronously, before anything else, while the agent may be polling for the moment it can act;
+   * then it is logged, audited (`audit`: the record's type and fields) and removed.
+   */
+  private async stopAtOnce(cloister: { id: string; name: string }, why: { cause: string; log: string; audit: AuditEvent }): Promise<void> {
+    // By id: a name is used again once its cloister is gone, and the new one's watches are its own.
     const record = readRecord(this.paths, cloister.name);
-    if (record?.id !== cloister.id) return this.protection.unwatch(cloister.id);
-    // Synchronously, before anything else: every process of the cloister ends at once, while the
-    // agent may be polling for the moment the file became writable.
-    killCloisterNow(record, `the guardian: ${file} was replaced on the host`);
-    log(`cloister ${record.name}: ${file} was replaced on the host, which lifts its read-only protection inside; stopping the cloister (start it again to protect the new file)`);
-    this.audit.append({ type: "cloister.protection-lost", cloister: record.name, project: record.project, file });
+    if (record?.id !== cloister.id) {
+      this.protection.unwatch(cloister.id);
+      this.gitLinks.unwatch(cloister.id);
+      return;
+    }
+    killCloisterNow(record, `the guardian: ${why.cause}`);
+    log(`cloister ${record.name}: ${why.log}`);
+    const { type, ...fields } = why.audit;
+    this.audit.append({ type, cloister: record.name, project: record.project, ...fields });
     await this.forget(record);
   }
 
@@ -489,6 +549,7 @@ class Guardian {
     // record, which the next guardian would have to clean up, if this instance is still there.
     await Promise.race([Promise.allSettled(this.forgetting.values()), new Promise((resolve) => setTimeout(resolve, EXIT_WAIT_MS))]);
     this.protection.close();
+    this.gitLinks.close();
     this.approvals.cancelAll();
     await this.ui?.close().catch(() => undefined);
     this.egress.closeAll();

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { closeSync, lstatSync, mkdirSync, openSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { userInfo } from "node:os";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { cloisterRuntimeDir, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
@@ -19,6 +19,7 @@ import { plannedLinkedGitPlaceholders, prepareLinkedGitView, type LinkedGitDirs 
 import { claimHome } from "./home-owner.js";
 import { coveredInside } from "./host-exposure.js";
 import { realPath } from "./git-dirs.js";
+import { removeNewGitSymlinks } from "./git-symlinks.js";
 import { entryKind, pinnedPathList, prepareProtectedPaths, protectedPathList, protectedPlaceholders } from "./protected-paths.js";
 import { holdLauncherMark, markName, projectKey } from "./project-marks.js";
 import { placeholdersListed, projectKeyIfThere, releasePlaceholders } from "./placeholder-release.js";
@@ -417,7 +418,7 @@ export function sandboxHome(): string {
  * Ends a cloister: kills the keeper (bwrap dies with its parent and takes the whole PID namespace
  * with it, daemons included), then removes what the cloister owned.
  */
-export async function destroyCloister(paths: CloisterPaths, record: CloisterRecord, by = ""): Promise<void> {
+export async function destroyCloister(paths: CloisterPaths, record: CloisterRecord, by = "", removedLink: RemovedLink = warnRemovedLink): Promise<void> {
   const keeper = liveKeeper(record);
   if (keeper) {
     markStopping(record, by);
@@ -430,7 +431,7 @@ export async function destroyCloister(paths: CloisterPaths, record: CloisterReco
   // given back only once all of it is gone, as the caller's answer is.
   await removeTree(record.runtimeDir);
   if (record.ephemeralHome) await removeTree(record.homeDir);
-  await releaseRecord(paths, record);
+  await releaseRecord(paths, record, removedLink);
 }
 
 /**
@@ -493,7 +494,8 @@ function otherCloistersOfProject(paths: CloisterPaths, record: CloisterRecord): 
  * lists), so each goes with the last cloister that lists it. Under the records lock: two cloisters
  * ending at once cannot both still see the other, and no launch records or makes placeholders midway.
  */
-export async function releaseRecord(paths: CloisterPaths, record: CloisterRecord): Promise<void> {
+export async function releaseRecord(paths: CloisterPaths, record: CloisterRecord, removedLink: RemovedLink = warnRemovedLink): Promise<void> {
+  removeLinksOfCloister(record, removedLink);
   const key = projectKeyIfThere(record.projectRoot);
   await withRecordsLock(paths, () => {
     const current = readRecord(paths, record.name);
@@ -504,6 +506,36 @@ export async function releaseRecord(paths: CloisterPaths, record: CloisterRecord
     const listed = new Set([...current.placeholders, ...record.placeholders]);
     releasePlaceholders(paths, key, record.projectRoot, [...listed].filter((relPath) => !needed.has(relPath)), record.id, others);
   }, key);
+}
+
+/** Told of each symlink an ending cloister left in its git dirs (removeNewGitSymlinks), and whether it is gone. */
+export type RemovedLink = (record: CloisterRecord, path: string, error: string | undefined) => void;
+
+/** Where no guardian records it (a launch failing in the CLI or a library): a warning on stderr. */
+function warnRemovedLink(record: CloisterRecord, path: string, error: string | undefined): void {
+  process.stderr.write(`cloister: ${removedLinkWords(record, path, error)}\n`);
+}
+
+/** What a removed (or stubborn) link of an ended cloister is called in a warning or the guardian's log. */
+export function removedLinkWords(record: CloisterRecord, path: string, error: string | undefined): string {
+  const what = `the symbolic link ${path}, made in the git dir while cloister ${record.name} ran (the host's git would write through it, outside the project)`;
+  return error === undefined ? `removed ${what}` : `could not remove ${what}: ${error}; remove it before running git there`;
+}
+
+/**
+ * The end of a cloister, whoever ends it and whether a guardian watched it or not: the symlinks made
+ * in its git dirs since it started go (sandbox/git-symlinks.ts). Its processes are gone by now (or,
+ * for a launch that failed, never ran); nothing that fails here keeps the rest of the end from running.
+ */
+function removeLinksOfCloister(record: CloisterRecord, removedLink: RemovedLink): void {
+  const since = Date.parse(record.createdAt);
+  // A record put together for a cloister whose record was unreadable names no project (orphans.ts).
+  if (!isAbsolute(record.projectRoot) || !Number.isFinite(since)) return;
+  try {
+    removeNewGitSymlinks(record.projectRoot, since, (path, error) => removedLink(record, path, error));
+  } catch (error) {
+    process.stderr.write(`cloister: the git dirs of ${record.projectRoot} could not be looked through for symbolic links cloister ${record.name} made: ${String((error as Error)?.message ?? error)}\n`);
+  }
 }
 
 /**
