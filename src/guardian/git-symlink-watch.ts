@@ -2,7 +2,7 @@ import { lstatSync, watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
 import { CloisterError } from "../errors.js";
 import { isBelow } from "../path-under.js";
-import { inDirectory, isGitProbe, isNewSince, leftOut, removeLink, walkGitDir, type DirIdentity, type FoundLink } from "../sandbox/git-symlinks.js";
+import { inDirectory, isGitProbe, isNewSince, leftOut, removeLink, walkGitDir, walksInto, type DirIdentity, type FoundLink } from "../sandbox/git-symlinks.js";
 
 /** What the watch tells of a cloister: a link it removed (`error`: why it could not), or a directory it cannot watch. */
 export type GitLinkEvent = { kind: "symlink"; path: string; error?: string } | { kind: "unwatchable"; path: string; error: string };
@@ -207,7 +207,7 @@ export class GitSymlinkWatch {
           if (known) this.forgetDirs(root, path);
           if (isGitProbe(at, entry)) return;
           this.judge(root, { path, stats, remove: () => removeLink(at, entry) }, problems);
-        } else if (stats?.isDirectory()) {
+        } else if (stats?.isDirectory() && walksInto(root.path, dir)) {
           const identity = { dev: stats.dev, ino: stats.ino };
           if (known && sameDir(known.identity, identity)) return;
           if (known) this.forgetDirs(root, path);

@@ -31,6 +31,17 @@ export interface DirIdentity {
 const READ_ONLY_TOP = new Set(["hooks", "info"]);
 
 /**
+ * The directory of a git dir whose subdirectories are not walked (nor watched): objects/, whose
+ * fan-out dirs are up to 256 of the ~270 directories of a repository's git dir, and whose walk cost
+ * every launch 20-50 ms. Host git never writes through an existing name below it: a loose object or
+ * a pack is written to a new temporary file and linked or renamed into place, which fails on (or
+ * replaces) a link there rather than following it. What does matter, a fan-out dir or `pack/`
+ * itself replaced by a link (git would then make its temporary files in the link's target), is an
+ * entry of objects/, which is walked and watched.
+ */
+const OBJECTS = "objects";
+
+/**
  * A link whose status changed less than this before the cloister's start counts as the cloister's
  * all the same: the kernel stamps inodes from a coarse clock (up to a tick, 1-10 ms, behind the
  * time the start was recorded with), and a user's link made that close to a launch is improbable.
@@ -97,7 +108,7 @@ export interface GitDirVisitor {
 /**
  * Walks the tree of git dir `root` from `start` (a directory in it, with the identity it was seen
  * with; the root itself by default), depth first without recursion (a tree the agent made deep
- * costs no stack), leaving out READ_ONLY_TOP.
+ * costs no stack), leaving out READ_ONLY_TOP and the subdirectories of OBJECTS.
  */
 export function walkGitDir(root: string, visitor: GitDirVisitor, start: { path: string; identity?: DirIdentity } = { path: root }): void {
   const pending: { path: string; identity?: DirIdentity }[] = [start];
@@ -111,7 +122,7 @@ export function walkGitDir(root: string, visitor: GitDirVisitor, start: { path: 
           if (!entry.isSymbolicLink() && !entry.isDirectory()) continue;
           const entryAt = `${at}/${entry.name}`;
           const stats = lstatSync(entryAt, { throwIfNoEntry: false });
-          if (stats?.isDirectory()) pending.push({ path: join(path, entry.name), identity: { dev: stats.dev, ino: stats.ino } });
+          if (stats?.isDirectory() && walksInto(root, path)) pending.push({ path: join(path, entry.name), identity: { dev: stats.dev, ino: stats.ino } });
           else if (stats?.isSymbolicLink() && !isGitProbe(at, entry.name)) visitor.link({ path: join(path, entry.name), stats, remove: () => removeLink(at, entry.name) });
         }
       });
@@ -138,6 +149,11 @@ export function isGitProbe(at: string, name: string): boolean {
 }
 
 /** True when `name` in git dir `root`'s directory `dir` is one of the entries a walk leaves out. */
+/** Whether the subdirectories of `dir` (in git dir `root`) are walked and watched: all but OBJECTS's. */
+export function walksInto(root: string, dir: string): boolean {
+  return dir !== join(root, OBJECTS);
+}
+
 export function leftOut(root: string, dir: string, name: string): boolean {
   return dir === root && READ_ONLY_TOP.has(name);
 }

@@ -121,12 +121,29 @@ describe("GitSymlinkWatch", () => {
     const p = project();
     const { watch, events } = collecting();
     watch.watch("a", "a", [p.git], Date.now());
-    const link = join(p.git, "objects", "ab", "cd");
+    const link = join(p.git, "logs", "refs", "heads", "main");
     symlinkSync(p.outside, link);
     symlinkSync("../../scripts/pre-commit", join(p.git, "hooks", "pre-commit"));
     watch.sweep(); // before any event was read
     assert.deepEqual(events, [`a symlink ${link}`]);
     assert.equal(isThere(join(p.git, "hooks", "pre-commit")), true);
+    watch.close();
+  });
+
+  it("objects/: a fan-out dir replaced by a link is caught; a link inside one, which git never writes through, is left, and its dirs are not watched", async () => {
+    const p = project();
+    const { watch, events } = collecting();
+    watch.watch("a", "a", [p.git], Date.now());
+    const inside = join(p.git, "objects", "ab", "cdef");
+    symlinkSync(p.outside, inside);
+    mkdirSync(join(p.git, "objects", "12"));
+    symlinkSync(p.outside, join(p.git, "objects", "12", "3456"));
+    const fanOut = join(p.git, "objects", "ff");
+    symlinkSync(p.outside, fanOut);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    watch.sweep();
+    assert.deepEqual(events, [`a symlink ${fanOut}`]);
+    assert.equal(isThere(inside), true);
     watch.close();
   });
 
