@@ -392,7 +392,7 @@ class Guardian {
     return done;
   }
 
-  /** `by`: who ends it, in words, for a command still running in it to say (STOPPING_MARK). */
+  /** `by`: who ends it, in words, for a command still running in it to say (stopMarkOf). */
   private async forgetNow(record: CloisterRecord, by: string): Promise<void> {
     if (this.launching.get(record.name)?.id === record.id) this.launching.delete(record.name);
     this.protection.unwatch(record.id);

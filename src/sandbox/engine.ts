@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
-import { closeSync, lstatSync, mkdirSync, openSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { userInfo } from "node:os";
-import { isAbsolute, join } from "node:path";
+import { dirname, isAbsolute, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { cloisterRuntimeDir, type CloisterPaths } from "../config/paths.js";
 import { ensurePrivateDir } from "../config/atomic-write.js";
@@ -9,7 +9,7 @@ import { untilAborted } from "../abort.js";
 import { CloisterError } from "../errors.js";
 import { bwrapArgv } from "./bwrap/argv.js";
 import { procHidden, procReadOnly, systemEntries, type HiddenPaths } from "./bwrap/host-facts.js";
-import { KEEPER_LOG, keeperLogTail, STOPPING_MARK, waitForInit } from "./init-client.js";
+import { KEEPER_LOG, keeperLogTail, STOP_MARK_TTL_MS, stopMarkOf, waitForInit } from "./init-client.js";
 import { GUARDIAN_SOCKET_DIR, INIT_PATH, planMounts, SYSTEM_TRUST_FILES } from "./bwrap/mounts.js";
 import { buildSeccompFilter } from "./bwrap/seccomp.js";
 import { applyLimits, killMembers, killQuietly, plannedCgroupDirs, releaseLimits, type LimitMechanism, type Limits } from "./limits.js";
@@ -475,11 +475,24 @@ function liveKeeper(record: CloisterRecord): { pid: number; startTime: string | 
  * (killCloisterNow's) keeps its words.
  */
 function markStopping(record: CloisterRecord, by: string): void {
+  // No runtime dir: no command can be connected to it.
+  if (!existsSync(record.runtimeDir)) return;
+  const mark = stopMarkOf(record.runtimeDir);
   try {
-    writeFileSync(join(record.runtimeDir, STOPPING_MARK), by, { flag: "wx", mode: 0o600 });
+    mkdirSync(dirname(mark), { recursive: true, mode: 0o700 });
+    pruneStopMarks(dirname(mark));
+    writeFileSync(mark, by, { flag: "wx", mode: 0o600 });
   } catch {
-    // A mark there already says it; no runtime dir: no command can be connected to it. Either way
-    // the stop goes on.
+    // A mark there already says it. Either way the stop goes on.
+  }
+}
+
+/** Removes the stop marks older than STOP_MARK_TTL_MS from `dir`: every command that could read them has. */
+function pruneStopMarks(dir: string): void {
+  const before = Date.now() - STOP_MARK_TTL_MS;
+  for (const name of readdirSync(dir)) {
+    const mark = join(dir, name);
+    if ((lstatSync(mark, { throwIfNoEntry: false })?.mtimeMs ?? Infinity) < before) rmSync(mark, { force: true });
   }
 }
 

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { connect } from "node:net";
 import { constants as osConstants } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { CloisterError } from "../errors.js";
 import { checkTerminalSize, signalNumber } from "../options-check.js";
@@ -273,20 +273,28 @@ export function waitForInit(socketPath: string, timeoutMs: number): Promise<void
 export const KEEPER_LOG = "cloister.log";
 
 /**
- * Made in the runtime dir when a cloister is being stopped (destroyCloister), before its keeper is
- * killed; it holds who stopped it, in words (`cloister stop`), when that is known.
+ * Where the mark of a cloister being stopped is made (destroyCloister), before its keeper is killed:
+ * it holds who stopped it, in words (`cloister stop`), when that is known. Beside the cloister's
+ * runtime dir (`<runtime>/c/<id>` → `<runtime>/stopped/<id>`), not in it: the stop removes that dir
+ * right after the keeper dies, often before a command connected to it has read the mark (CI).
+ * Marks are kept STOP_MARK_TTL_MS (pruneStopMarks).
  */
-export const STOPPING_MARK = "stopping";
+export function stopMarkOf(runtimeDir: string): string {
+  return join(dirname(dirname(runtimeDir)), "stopped", basename(runtimeDir));
+}
+
+/** How long a stop mark is kept: a command connected to the cloister reads it at once. */
+export const STOP_MARK_TTL_MS = 10 * 60_000;
 
 /**
  * Who ended the cloister of this runtime dir on purpose (`stop`, `worktree remove -f`, the guardian):
- * the words its mark holds, "" when the mark says nothing or the dir is removed already, undefined
- * when it was not stopped. A cloister that failed on its own is neither until the guardian cleans
- * it up, and its log says why.
+ * the words its mark holds, "" when the mark says nothing or the dir is removed without one,
+ * undefined when it was not stopped. A cloister that failed on its own is neither until the
+ * guardian cleans it up, and its log says why.
  */
 function stoppedBy(runtimeDir: string): string | undefined {
   try {
-    return readFileSync(join(runtimeDir, STOPPING_MARK), "utf8").trim();
+    return readFileSync(stopMarkOf(runtimeDir), "utf8").trim();
   } catch {
     return existsSync(runtimeDir) ? undefined : "";
   }

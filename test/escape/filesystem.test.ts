@@ -342,7 +342,7 @@ for p in ${py(secretFiles)}:
       "/work/link-host-home": t.hostHome,
       "/work/link-etc": "/etc",
       "/work/.claude/link-home": t.hostHome,
-      "/work/.git/link-home": t.hostHome,
+      // A link in .git stops the cloister at once: escape/git-symlinks.test.ts.
     };
     const r = await attack(
       t,
@@ -374,7 +374,6 @@ step("write:home-link", lambda: open(home + "/link-host-home/.profile", "a").wri
     for (const link of Object.keys(links)) assert.ok(lstatSync(join(t.project, link.slice("/work/".length))).isSymbolicLink(), link);
     // The link in .claude kept that placeholder directory alive; take it away for the later cases.
     rmSync(join(t.project, ".claude", "link-home"));
-    rmSync(join(t.project, ".git", "link-home"));
     rmSync(join(t.project, ".claude"), { recursive: true });
     assert.ok(existsSync(join(t.hostHome, ".ssh", "id_canary")), "the host HOME was removed through a link");
   });
