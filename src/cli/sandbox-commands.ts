@@ -404,10 +404,9 @@ async function runOnce(command: string[], options: RunOptions): Promise<number> 
   const fresh = await launchInterruptibly((signal) => launchFresh({ ...options, signal }));
   const { cloister } = fresh;
   const agent = options.agent !== undefined ? cloister.agent : undefined;
-  const end = await runToEnd(fresh, async () => {
-    // Inside runToEnd, before its stop removes the cgroups that tell of an OOM kill.
-    return agent ? runSayingOom(cloister, agent.argv(command), {}, "raise it with --memory") : runSayingOom(cloister, command, { cwd: workdirInside(cloister.record.projectRoot) }, "raise it with --memory");
-  });
+  const [argv, where] = agent ? [agent.argv(command), {}] : [command, { cwd: workdirInside(cloister.record.projectRoot) }];
+  // Inside runToEnd, before its stop removes the cgroups that tell of an OOM kill.
+  const end = await runToEnd(fresh, () => runSayingOom(cloister, argv, where, "raise it with --memory"));
   if (end.timedOut) process.stderr.write(`cloister: ${agent?.name ?? command[0]} timed out after ${formatDuration(fresh.timeoutMs ?? 0)}; the cloister was stopped\n`);
   return end.exitCode;
 }

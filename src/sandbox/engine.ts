@@ -430,6 +430,7 @@ export async function destroyCloister(paths: CloisterPaths, record: CloisterReco
   // meanwhile, also while a `run`'s HOME of 200k files goes. The record, and with it the name, is
   // given back only once all of it is gone, as the caller's answer is.
   await removeTree(record.runtimeDir);
+  pruneStopMarks(dirname(stopMarkOf(record.runtimeDir)));
   if (record.ephemeralHome) await removeTree(record.homeDir);
   await releaseRecord(paths, record, removedLink);
 }
@@ -480,17 +481,25 @@ function markStopping(record: CloisterRecord, by: string): void {
   const mark = stopMarkOf(record.runtimeDir);
   try {
     mkdirSync(dirname(mark), { recursive: true, mode: 0o700 });
-    pruneStopMarks(dirname(mark));
     writeFileSync(mark, by, { flag: "wx", mode: 0o600 });
   } catch {
     // A mark there already says it. Either way the stop goes on.
   }
 }
 
-/** Removes the stop marks older than STOP_MARK_TTL_MS from `dir`: every command that could read them has. */
+/**
+ * Removes the stop marks older than STOP_MARK_TTL_MS from `dir`: every command that could read them
+ * has. Done once the cloister is removed, not beside the mark: killCloisterNow's path must be short.
+ */
 function pruneStopMarks(dir: string): void {
   const before = Date.now() - STOP_MARK_TTL_MS;
-  for (const name of readdirSync(dir)) {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return; // no cloister was ever marked stopping here
+  }
+  for (const name of names) {
     const mark = join(dir, name);
     if ((lstatSync(mark, { throwIfNoEntry: false })?.mtimeMs ?? Infinity) < before) rmSync(mark, { force: true });
   }

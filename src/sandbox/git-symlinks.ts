@@ -118,7 +118,7 @@ export function walkGitDir(root: string, visitor: GitDirVisitor, start: { path: 
       inDirectory(path, next.identity, (at, identity) => {
         if (visitor.directory?.(path, identity) === false) return;
         for (const entry of readdirSync(at, { withFileTypes: true })) {
-          if (path === root && READ_ONLY_TOP.has(entry.name)) continue;
+          if (leftOut(root, path, entry.name)) continue;
           if (!entry.isSymbolicLink() && !entry.isDirectory()) continue;
           const entryAt = `${at}/${entry.name}`;
           const stats = lstatSync(entryAt, { throwIfNoEntry: false });
@@ -148,12 +148,12 @@ export function isGitProbe(at: string, name: string): boolean {
   }
 }
 
-/** True when `name` in git dir `root`'s directory `dir` is one of the entries a walk leaves out. */
 /** Whether the subdirectories of `dir` (in git dir `root`) are walked and watched: all but OBJECTS's. */
 export function walksInto(root: string, dir: string): boolean {
   return dir !== join(root, OBJECTS);
 }
 
+/** True when `name` in git dir `root`'s directory `dir` is one of the entries a walk leaves out. */
 export function leftOut(root: string, dir: string, name: string): boolean {
   return dir === root && READ_ONLY_TOP.has(name);
 }
